@@ -1,0 +1,1 @@
+//! kvs-api: the HTTP API of a node.

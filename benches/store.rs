@@ -1,0 +1,3 @@
+//! Store benchmarks.
+
+fn main() {}

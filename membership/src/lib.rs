@@ -1,0 +1,1 @@
+//! kvs-membership: SWIM with Lifeguard (placeholder until the membership issue).

@@ -1,0 +1,1 @@
+//! kvs-scenarios: the deterministic simulator.

@@ -1,0 +1,3 @@
+//! kvs-sim: plays scenario files.
+
+fn main() {}

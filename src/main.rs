@@ -1,0 +1,3 @@
+//! kvs: the node binary.
+
+fn main() {}

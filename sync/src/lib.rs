@@ -1,0 +1,1 @@
+//! kvs-sync: versions, the conflict rule and the Store trait.
