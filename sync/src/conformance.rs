@@ -1,0 +1,321 @@
+//! The conformance suite every [`Store`] implementation must pass.
+//!
+//! An implementation's tests invoke [`store_conformance_tests!`](crate::store_conformance_tests)
+//! with a factory `|options| -> impl Store` that returns a fresh, empty store each call.
+
+use uuid::Uuid;
+
+use crate::store::Cursor;
+use crate::{Mutation, Precondition, Store, StoreOptions, WriteOp, WriteRejected};
+
+/// Generates one `#[test]` per conformance check for a store factory.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($factory:expr) => {
+        $crate::store_conformance_tests!(@tests $factory;
+            put_then_get, overwrite_keeps_ownership, causal_timestamp, preconditions,
+            delete_leaves_tombstone, ttl_expiry, list_by_prefix_pages, list_since_pages,
+            history_newest_first_and_capped, history_disabled, purge_expired_and_tombstones,
+            batch_ops_see_each_other, values_roundtrip, stats_count_keys);
+    };
+    (@tests $factory:expr; $($check:ident),*) => {
+        $(
+            #[test]
+            fn $check() {
+                $crate::conformance::$check(&$factory);
+            }
+        )*
+    };
+}
+
+fn put(key: &str, data: &str) -> WriteOp {
+    WriteOp {
+        key: key.to_owned(),
+        mutation: Mutation::Put {
+            data: data.to_owned(),
+            ttl_ms: None,
+        },
+        precondition: Precondition::None,
+        uuid: Uuid::new_v4(),
+        origin_joined_at: 1,
+        owner: Some("alice".into()),
+        group: Some("staff".into()),
+        permissions: 0xf31,
+    }
+}
+
+fn delete(key: &str) -> WriteOp {
+    WriteOp {
+        mutation: Mutation::Delete,
+        ..put(key, "null")
+    }
+}
+
+fn write<S: Store>(store: &S, op: WriteOp, now: u64) -> Result<crate::WriteOutcome, WriteRejected> {
+    let mut results = store.write_batch(&[op], now).expect("store works");
+    results.pop().expect("one result per op")
+}
+
+fn keys(page: &crate::ListPage) -> Vec<&str> {
+    page.items.iter().map(|l| l.key.as_str()).collect()
+}
+
+/// A put creates the key; a get returns it.
+pub fn put_then_get<S: Store>(make: &impl Fn(StoreOptions) -> S) {
+    let store = make(StoreOptions::default());
+    assert_eq!(store.get("a").unwrap(), None);
+    let outcome = write(&store, put("a", "{\"x\":1}"), 1000).unwrap();
+    assert!(outcome.created);
+    assert_eq!(outcome.version.id.timestamp, 1000);
+    let held = store.get("a").unwrap().expect("key present");
+    assert_eq!(held, outcome.version);
+    assert_eq!(held.data.as_deref(), Some("{\"x\":1}"));
+}
+
+/// An overwrite is not a creation and keeps the key's owner, group and permissions.
+pub fn overwrite_keeps_ownership<S: Store>(make: &impl Fn(StoreOptions) -> S) {
+    let store = make(StoreOptions::default());
+    write(&store, put("a", "1"), 1000).unwrap();
+    let mut op = put("a", "2");
+    op.owner = Some("bob".into());
+    op.permissions = 0x000;
+    let outcome = write(&store, op, 2000).unwrap();
+    assert!(!outcome.created);
+    assert_eq!(outcome.version.owner.as_deref(), Some("alice"));
+    assert_eq!(outcome.version.permissions, 0xf31);
+    assert_eq!(store.get("a").unwrap().unwrap().data.as_deref(), Some("2"));
+}
+
+/// An overwrite gets a timestamp above the held one even when the clock is behind.
+pub fn causal_timestamp<S: Store>(make: &impl Fn(StoreOptions) -> S) {
+    let store = make(StoreOptions::default());
+    write(&store, put("a", "1"), 5000).unwrap();
+    let outcome = write(&store, put("a", "2"), 10).unwrap();
+    assert_eq!(outcome.version.id.timestamp, 5001);
+    let outcome = write(&store, delete("a"), 10).unwrap();
+    assert_eq!(outcome.version.id.timestamp, 5002);
+    let outcome = write(&store, put("a", "3"), 10).unwrap();
+    assert_eq!(outcome.version.id.timestamp, 5003);
+}
+
+/// `If-Match` needs the current uuid; `If-None-Match: *` needs an absent key.
+pub fn preconditions<S: Store>(make: &impl Fn(StoreOptions) -> S) {
+    let store = make(StoreOptions::default());
+    let mut op = put("a", "1");
+    op.precondition = Precondition::IfMatch(Uuid::new_v4());
+    assert_eq!(write(&store, op, 1), Err(WriteRejected::PreconditionFailed));
+    let mut op = put("a", "1");
+    op.precondition = Precondition::IfAbsent;
+    let first = write(&store, op.clone(), 1).unwrap();
+    op.uuid = Uuid::new_v4();
+    assert_eq!(write(&store, op, 2), Err(WriteRejected::PreconditionFailed));
+    let mut op = put("a", "2");
+    op.precondition = Precondition::IfMatch(Uuid::new_v4());
+    assert_eq!(write(&store, op, 3), Err(WriteRejected::PreconditionFailed));
+    let mut op = delete("a");
+    op.precondition = Precondition::IfMatch(Uuid::new_v4());
+    assert_eq!(write(&store, op, 3), Err(WriteRejected::PreconditionFailed));
+    assert_eq!(store.get("a").unwrap().unwrap(), first.version);
+    let mut op = put("a", "2");
+    op.precondition = Precondition::IfMatch(first.version.id.uuid);
+    write(&store, op, 4).unwrap();
+    assert_eq!(store.get("a").unwrap().unwrap().data.as_deref(), Some("2"));
+}
+
+/// A delete leaves a tombstone; deleting it again is `NotFound`; a put recreates it.
+pub fn delete_leaves_tombstone<S: Store>(make: &impl Fn(StoreOptions) -> S) {
+    let store = make(StoreOptions::default());
+    assert_eq!(write(&store, delete("a"), 1), Err(WriteRejected::NotFound));
+    assert_eq!(store.get("a").unwrap(), None);
+    write(&store, put("a", "1"), 1).unwrap();
+    let tomb = write(&store, delete("a"), 2).unwrap().version;
+    assert!(tomb.is_tombstone());
+    assert_eq!(store.get("a").unwrap().unwrap(), tomb);
+    assert_eq!(write(&store, delete("a"), 3), Err(WriteRejected::NotFound));
+    assert!(keys(&store.list("", None, 10, 3).unwrap()).is_empty());
+    let again = write(&store, put("a", "2"), 3).unwrap();
+    assert!(again.created);
+    assert!(again.version.id.timestamp > tomb.id.timestamp);
+}
+
+/// A key with a TTL reads as absent from its expiry on.
+pub fn ttl_expiry<S: Store>(make: &impl Fn(StoreOptions) -> S) {
+    let store = make(StoreOptions::default());
+    let mut op = put("t", "1");
+    op.mutation = Mutation::Put {
+        data: "1".into(),
+        ttl_ms: Some(500),
+    };
+    let v = write(&store, op, 1000).unwrap().version;
+    assert_eq!(v.expires_at, Some(1500));
+    assert!(store.get("t").unwrap().unwrap().is_live(1499));
+    assert!(!store.get("t").unwrap().unwrap().is_live(1500));
+    assert_eq!(keys(&store.list("", None, 10, 1499).unwrap()), ["t"]);
+    assert!(keys(&store.list("", None, 10, 1500).unwrap()).is_empty());
+    assert!(keys(&store.list_since(0, None, 10, 1500).unwrap()).is_empty());
+    let mut cas = put("t", "2");
+    cas.precondition = Precondition::IfMatch(v.id.uuid);
+    assert_eq!(
+        write(&store, cas, 1600),
+        Err(WriteRejected::PreconditionFailed)
+    );
+    assert_eq!(
+        write(&store, delete("t"), 1600),
+        Err(WriteRejected::NotFound)
+    );
+    let again = write(&store, put("t", "3"), 1600).unwrap();
+    assert!(again.created);
+    assert_eq!(again.version.expires_at, None);
+}
+
+/// Listing by prefix is in byte order, skips deleted keys and pages with a cursor.
+pub fn list_by_prefix_pages<S: Store>(make: &impl Fn(StoreOptions) -> S) {
+    let store = make(StoreOptions::default());
+    let names = ["a/1", "a/2", "a/3", "a/4", "a/5", "ab", "b/1", "a"];
+    let ops: Vec<_> = names.iter().map(|k| put(k, "0")).collect();
+    store.write_batch(&ops, 10).unwrap();
+    write(&store, delete("a/3"), 11).unwrap();
+    let first = store.list("a/", None, 2, 20).unwrap();
+    assert_eq!(keys(&first), ["a/1", "a/2"]);
+    let Some(Cursor::Key(after)) = first.next.clone() else {
+        panic!("expected a key cursor, got {:?}", first.next)
+    };
+    let second = store.list("a/", Some(&after), 2, 20).unwrap();
+    assert_eq!(keys(&second), ["a/4", "a/5"]);
+    assert_eq!(second.next, None, "nothing follows a/5 under a/");
+    let past_end = store.list("a/", Some("a/5"), 2, 20).unwrap();
+    assert!(past_end.items.is_empty() && past_end.next.is_none());
+    let all = store.list("", None, 100, 20).unwrap();
+    assert_eq!(keys(&all), ["a", "a/1", "a/2", "a/4", "a/5", "ab", "b/1"]);
+    assert_eq!(all.next, None);
+    let exact = store.list("a/", None, 4, 20).unwrap();
+    assert_eq!(exact.items.len(), 4);
+    assert_eq!(exact.next, None, "no cursor when nothing follows");
+}
+
+/// Listing by time orders by timestamp then key and pages with a cursor.
+pub fn list_since_pages<S: Store>(make: &impl Fn(StoreOptions) -> S) {
+    let store = make(StoreOptions::default());
+    write(&store, put("z", "0"), 100).unwrap();
+    write(&store, put("y", "0"), 200).unwrap();
+    write(&store, put("x", "0"), 200).unwrap();
+    write(&store, put("w", "0"), 300).unwrap();
+    write(&store, put("z", "1"), 400).unwrap();
+    let page = store.list_since(150, None, 2, 500).unwrap();
+    assert_eq!(keys(&page), ["x", "y"]);
+    let Some(Cursor::Time(ts, key)) = page.next.clone() else {
+        panic!("expected a time cursor, got {:?}", page.next)
+    };
+    let rest = store.list_since(150, Some((ts, &key)), 10, 500).unwrap();
+    assert_eq!(keys(&rest), ["w", "z"]);
+    assert_eq!(rest.next, None);
+    assert_eq!(rest.items[1].id.timestamp, 400);
+}
+
+/// History lists value versions newest first, the current first, capped.
+pub fn history_newest_first_and_capped<S: Store>(make: &impl Fn(StoreOptions) -> S) {
+    let store = make(StoreOptions {
+        max_revisions: 3,
+        ..StoreOptions::default()
+    });
+    for i in 0..5u64 {
+        write(&store, put("h", &i.to_string()), 100 + i).unwrap();
+    }
+    let history = store.history("h").unwrap();
+    let data: Vec<_> = history.iter().map(|v| v.data.as_deref().unwrap()).collect();
+    assert_eq!(data, ["4", "3", "2"]);
+    assert_eq!(history[0], store.get("h").unwrap().unwrap());
+    assert!(store.history("none").unwrap().is_empty());
+}
+
+/// With history off, nothing is kept.
+pub fn history_disabled<S: Store>(make: &impl Fn(StoreOptions) -> S) {
+    let store = make(StoreOptions {
+        max_revisions: 0,
+        ..StoreOptions::default()
+    });
+    write(&store, put("h", "1"), 1).unwrap();
+    write(&store, put("h", "2"), 2).unwrap();
+    assert!(store.history("h").unwrap().is_empty());
+}
+
+/// Purge turns expired values into tombstones and drops old tombstones.
+pub fn purge_expired_and_tombstones<S: Store>(make: &impl Fn(StoreOptions) -> S) {
+    let store = make(StoreOptions::default());
+    let mut op = put("ttl", "1");
+    op.mutation = Mutation::Put {
+        data: "1".into(),
+        ttl_ms: Some(100),
+    };
+    write(&store, op, 1000).unwrap();
+    write(&store, put("gone", "1"), 1000).unwrap();
+    write(&store, delete("gone"), 1001).unwrap();
+    write(&store, put("kept", "1"), 1000).unwrap();
+    let stats = store.purge(1200, 10_000).unwrap();
+    assert_eq!(stats.expired, 1);
+    assert_eq!(stats.tombstones, 0);
+    assert!(store.get("ttl").unwrap().unwrap().is_tombstone());
+    let stats = store.purge(20_000, 10_000).unwrap();
+    assert_eq!(stats.tombstones, 2);
+    assert_eq!(store.get("ttl").unwrap(), None);
+    assert_eq!(store.get("gone").unwrap(), None);
+    assert!(store.history("gone").unwrap().is_empty());
+    assert!(store.get("kept").unwrap().unwrap().is_live(20_000));
+    assert_eq!(store.stats().unwrap().keys, 1);
+}
+
+/// Ops of one batch apply in order and see each other.
+pub fn batch_ops_see_each_other<S: Store>(make: &impl Fn(StoreOptions) -> S) {
+    let store = make(StoreOptions::default());
+    let mut second = put("k", "2");
+    second.precondition = Precondition::IfAbsent;
+    let results = store
+        .write_batch(&[put("k", "1"), second, put("j", "1"), delete("k")], 7)
+        .unwrap();
+    assert!(results[0].as_ref().unwrap().created);
+    assert_eq!(results[1], Err(WriteRejected::PreconditionFailed));
+    assert!(results[2].is_ok());
+    assert!(results[3].as_ref().unwrap().version.is_tombstone());
+    assert!(store.get("k").unwrap().unwrap().is_tombstone());
+}
+
+/// Values of any size and keys of any UTF-8 round-trip unchanged.
+pub fn values_roundtrip<S: Store>(make: &impl Fn(StoreOptions) -> S) {
+    let store = make(StoreOptions {
+        compression_min_bytes: Some(16),
+        ..StoreOptions::default()
+    });
+    let big = format!("\"{}\"", "ab".repeat(200_000));
+    let values = [
+        "null",
+        "true",
+        "-1.5e3",
+        "\"ü\"",
+        "[1,[2]]",
+        "{}",
+        big.as_str(),
+    ];
+    let long_key = "k".repeat(512);
+    let keys = ["ключ/値", "a b", long_key.as_str()];
+    for (i, value) in values.iter().enumerate() {
+        for key in keys {
+            write(&store, put(key, value), 10 + i as u64).unwrap();
+            assert_eq!(
+                store.get(key).unwrap().unwrap().data.as_deref(),
+                Some(*value)
+            );
+        }
+    }
+    assert_eq!(store.history(&long_key).unwrap().len(), values.len());
+}
+
+/// Stats count keys, tombstones included.
+pub fn stats_count_keys<S: Store>(make: &impl Fn(StoreOptions) -> S) {
+    let store = make(StoreOptions::default());
+    assert_eq!(store.stats().unwrap().keys, 0);
+    store
+        .write_batch(&[put("a", "1"), put("b", "2")], 1)
+        .unwrap();
+    write(&store, delete("a"), 2).unwrap();
+    assert_eq!(store.stats().unwrap().keys, 2);
+}

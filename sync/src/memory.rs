@@ -1,0 +1,184 @@
+//! An in-memory [`Store`], for tests and simulation.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::sync::Mutex;
+
+use crate::store::{Cursor, ListPage, Listed, PurgeStats, StoreError, StoreStats, WriteOutcome};
+use crate::{Store, StoreOptions, Version, WriteOp, WriteRejected, plan_write};
+
+#[derive(Default)]
+struct Inner {
+    current: BTreeMap<String, Version>,
+    history: BTreeMap<String, VecDeque<Version>>,
+}
+
+/// A [`Store`] held in memory; nothing survives the process.
+pub struct MemoryStore {
+    options: StoreOptions,
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new(options: StoreOptions) -> Self {
+        Self {
+            options,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied op: every op is
+        // planned before anything is inserted, so the data is still consistent.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Inner {
+    fn record(&mut self, key: &str, version: Version, max_revisions: usize) {
+        if max_revisions > 0 {
+            let revisions = self.history.entry(key.to_owned()).or_default();
+            revisions.push_front(version.clone());
+            revisions.truncate(max_revisions);
+        }
+        self.current.insert(key.to_owned(), version);
+    }
+}
+
+fn page(mut items: Vec<Listed>, limit: usize, cursor: impl Fn(&Listed) -> Cursor) -> ListPage {
+    let next = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(cursor)
+    } else {
+        None
+    };
+    ListPage { items, next }
+}
+
+impl Store for MemoryStore {
+    fn write_batch(
+        &self,
+        ops: &[WriteOp],
+        now_ms: u64,
+    ) -> Result<Vec<Result<WriteOutcome, WriteRejected>>, StoreError> {
+        let mut inner = self.lock();
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            let held = inner.current.get(&op.key);
+            let created = !held.is_some_and(|v| v.is_live(now_ms));
+            let outcome = plan_write(held, op, now_ms).map(|version| {
+                inner.record(&op.key, version.clone(), self.options.max_revisions);
+                WriteOutcome { version, created }
+            });
+            results.push(outcome);
+        }
+        Ok(results)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Version>, StoreError> {
+        Ok(self.lock().current.get(key).cloned())
+    }
+
+    fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<ListPage, StoreError> {
+        let inner = self.lock();
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after.to_owned()),
+            _ => Bound::Included(prefix.to_owned()),
+        };
+        let items = inner
+            .current
+            .range((start, Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .filter(|(_, v)| v.is_live(now_ms))
+            .take(limit.saturating_add(1))
+            .map(|(key, v)| Listed {
+                key: key.clone(),
+                id: v.id,
+            })
+            .collect();
+        Ok(page(items, limit, |l| Cursor::Key(l.key.clone())))
+    }
+
+    fn list_since(
+        &self,
+        since_ms: u64,
+        after: Option<(u64, &str)>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<ListPage, StoreError> {
+        let inner = self.lock();
+        let mut items: Vec<Listed> = inner
+            .current
+            .iter()
+            .filter(|(_, v)| v.is_live(now_ms) && v.id.timestamp >= since_ms)
+            .filter(|(key, v)| after.is_none_or(|a| (v.id.timestamp, key.as_str()) > a))
+            .map(|(key, v)| Listed {
+                key: key.clone(),
+                id: v.id,
+            })
+            .collect();
+        items.sort_by(|a, b| (a.id.timestamp, &a.key).cmp(&(b.id.timestamp, &b.key)));
+        items.truncate(limit.saturating_add(1));
+        Ok(page(items, limit, |l| {
+            Cursor::Time(l.id.timestamp, l.key.clone())
+        }))
+    }
+
+    fn history(&self, key: &str) -> Result<Vec<Version>, StoreError> {
+        let inner = self.lock();
+        let revisions = inner.history.get(key).into_iter().flatten();
+        Ok(revisions.filter(|v| !v.is_tombstone()).cloned().collect())
+    }
+
+    fn purge(&self, now_ms: u64, tombstone_ttl_ms: u64) -> Result<PurgeStats, StoreError> {
+        let mut inner = self.lock();
+        let mut stats = PurgeStats::default();
+        for version in inner.current.values_mut() {
+            if !version.is_tombstone() && version.is_expired(now_ms) {
+                version.data = None;
+                stats.expired += 1;
+            }
+        }
+        let dead: Vec<String> = inner
+            .current
+            .iter()
+            .filter(|(_, v)| {
+                v.is_tombstone() && v.id.timestamp.saturating_add(tombstone_ttl_ms) <= now_ms
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &dead {
+            inner.current.remove(key);
+            inner.history.remove(key);
+        }
+        stats.tombstones = dead.len();
+        Ok(stats)
+    }
+
+    fn stats(&self) -> Result<StoreStats, StoreError> {
+        let inner = self.lock();
+        let bytes = inner
+            .current
+            .iter()
+            .map(|(k, v)| k.len() + v.data.as_ref().map_or(0, String::len))
+            .sum::<usize>();
+        Ok(StoreStats {
+            keys: inner.current.len() as u64,
+            bytes: bytes as u64,
+        })
+    }
+}
+
+#[cfg(all(test, feature = "conformance"))]
+mod conformance_tests {
+    crate::store_conformance_tests!(|options| super::MemoryStore::new(options));
+}

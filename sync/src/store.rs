@@ -1,0 +1,198 @@
+//! The storage seam: what a replica's store must do, whatever it is built on.
+
+use crate::{Version, VersionId, WriteOp, WriteRejected};
+
+/// How a store keeps data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Versions kept per key for history, the current one included; 0 turns history off.
+    pub max_revisions: usize,
+    /// Values of at least this many bytes are compressed (zstd); `None` turns it off.
+    /// Stores that keep data in memory may ignore it.
+    pub compression_min_bytes: Option<usize>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_revisions: 10,
+            compression_min_bytes: Some(1024),
+        }
+    }
+}
+
+/// A failure of the storage itself (not of a request).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The underlying database failed.
+    #[error("storage failure: {0}")]
+    Backend(String),
+    /// A stored record could not be decoded.
+    #[error("corrupt record for key {key:?}: {reason}")]
+    Corrupt {
+        /// The key whose record is corrupt.
+        key: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// The result of an accepted write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// The version now current.
+    pub version: Version,
+    /// Whether the key was absent (never written, deleted or expired) before.
+    pub created: bool,
+}
+
+/// One key of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The key.
+    pub key: String,
+    /// Its current version's identity.
+    pub id: VersionId,
+}
+
+/// Where a listing stopped; pass it back to continue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    /// After this key (listing by prefix).
+    Key(String),
+    /// After this timestamp and key (listing by time).
+    Time(u64, String),
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListPage {
+    /// Live keys, in the listing's order.
+    pub items: Vec<Listed>,
+    /// Where to continue, when more may follow.
+    pub next: Option<Cursor>,
+}
+
+/// What a purge removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PurgeStats {
+    /// Expired values turned into tombstones.
+    pub expired: usize,
+    /// Tombstones older than the tombstone lifetime removed with their history.
+    pub tombstones: usize,
+}
+
+/// Size figures of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Keys held, tombstones included.
+    pub keys: u64,
+    /// Bytes the store occupies (on disk, or an estimate in memory).
+    pub bytes: u64,
+}
+
+/// A replica's store. Every method is blocking; async callers run it off the reactor.
+pub trait Store: Send + Sync + 'static {
+    /// Applies `ops` in order as one atomic, durable commit; each op sees the effect of
+    /// the ones before it. A rejected op changes nothing and does not stop the others.
+    #[allow(clippy::type_complexity)]
+    fn write_batch(
+        &self,
+        ops: &[WriteOp],
+        now_ms: u64,
+    ) -> Result<Vec<Result<WriteOutcome, WriteRejected>>, StoreError>;
+
+    /// The version held for `key`, tombstones and expired versions included.
+    fn get(&self, key: &str) -> Result<Option<Version>, StoreError>;
+
+    /// Live keys starting with `prefix`, in byte order, after `after`, at most `limit`.
+    fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<ListPage, StoreError>;
+
+    /// Live keys written at or after `since_ms`, by timestamp then key, after `after`.
+    fn list_since(
+        &self,
+        since_ms: u64,
+        after: Option<(u64, &str)>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<ListPage, StoreError>;
+
+    /// Kept versions of `key` that hold a value, newest first, the current one first.
+    fn history(&self, key: &str) -> Result<Vec<Version>, StoreError>;
+
+    /// Turns expired values into tombstones and removes tombstones older than
+    /// `tombstone_ttl_ms`, with their history.
+    fn purge(&self, now_ms: u64, tombstone_ttl_ms: u64) -> Result<PurgeStats, StoreError>;
+
+    /// Size figures.
+    fn stats(&self) -> Result<StoreStats, StoreError>;
+}
+
+impl Cursor {
+    /// The cursor as an opaque, URL-safe string (hex).
+    pub fn encode(&self) -> String {
+        let mut bytes = Vec::new();
+        match self {
+            Cursor::Key(key) => {
+                bytes.push(b'k');
+                bytes.extend_from_slice(key.as_bytes());
+            }
+            Cursor::Time(ts, key) => {
+                bytes.push(b't');
+                bytes.extend_from_slice(&ts.to_be_bytes());
+                bytes.extend_from_slice(key.as_bytes());
+            }
+        }
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Parses [`Cursor::encode`]'s output; `None` for anything else.
+    pub fn decode(text: &str) -> Option<Cursor> {
+        if !text.len().is_multiple_of(2) || !text.is_ascii() {
+            return None;
+        }
+        let bytes: Vec<u8> = (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+            .collect::<Option<_>>()?;
+        let (kind, rest) = bytes.split_first()?;
+        match kind {
+            b'k' => Some(Cursor::Key(String::from_utf8(rest.to_vec()).ok()?)),
+            b't' if rest.len() >= 8 => {
+                let (ts, key) = rest.split_at(8);
+                let ts = u64::from_be_bytes(ts.try_into().ok()?);
+                Some(Cursor::Time(ts, String::from_utf8(key.to_vec()).ok()?))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cursor;
+
+    #[test]
+    fn cursor_roundtrip() {
+        for c in [
+            Cursor::Key("a/b/ü".into()),
+            Cursor::Time(1_700_000_000_000, "k".into()),
+            Cursor::Key(String::new()),
+        ] {
+            assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        }
+    }
+
+    #[test]
+    fn garbage_cursor_is_none() {
+        for s in ["", "z", "6", "zz", "74", "ff", "6bff", "é1"] {
+            assert_eq!(Cursor::decode(s), None, "{s}");
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The local write rules: preconditions, the causal timestamp, what a write produces.
+//!
+//! [`plan_write`] is a pure function of the held version and the request, shared by every
+//! [`crate::Store`] implementation so that they cannot disagree.
+
+use uuid::Uuid;
+
+use crate::{Version, VersionId};
+
+/// What a write does to a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mutation {
+    /// Store a value (JSON text), optionally expiring `ttl_ms` after the write.
+    Put {
+        /// The value as JSON text.
+        data: String,
+        /// Time to live in milliseconds.
+        ttl_ms: Option<u64>,
+    },
+    /// Delete the key (a tombstone).
+    Delete,
+}
+
+/// A condition on the current version for the write to happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// No condition.
+    None,
+    /// The current (live) version must have this uuid (`If-Match`).
+    IfMatch(Uuid),
+    /// The key must be absent (`If-None-Match: *`).
+    IfAbsent,
+}
+
+/// A write request for one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOp {
+    /// The key.
+    pub key: String,
+    /// What to do.
+    pub mutation: Mutation,
+    /// When to do it.
+    pub precondition: Precondition,
+    /// The uuid the new version gets.
+    pub uuid: Uuid,
+    /// The writing node's `joined_at`.
+    pub origin_joined_at: u64,
+    /// The writer, owner of a newly created key.
+    pub owner: Option<String>,
+    /// The group of a newly created key.
+    pub group: Option<String>,
+    /// Permission bits of a newly created key.
+    pub permissions: u16,
+}
+
+/// Why a write was refused; nothing was changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WriteRejected {
+    /// `If-Match` or `If-None-Match` did not hold.
+    #[error("the precondition does not hold")]
+    PreconditionFailed,
+    /// A delete of a key that is absent, deleted or expired.
+    #[error("the key does not exist")]
+    NotFound,
+}
+
+/// Decides what a write produces given the version held now (tombstones and expired
+/// versions included), at wall time `now_ms`.
+///
+/// The new timestamp is `max(now_ms, held + 1)`, so an overwrite of a version this node
+/// has seen wins whatever the clocks say. A new key takes the op's ownership; an
+/// overwrite of a live key keeps the key's owner, group and permissions.
+pub fn plan_write(
+    held: Option<&Version>,
+    op: &WriteOp,
+    now_ms: u64,
+) -> Result<Version, WriteRejected> {
+    let live = held.filter(|v| v.is_live(now_ms));
+    match op.precondition {
+        Precondition::None => {}
+        Precondition::IfMatch(uuid) => {
+            if live.map(|v| v.id.uuid) != Some(uuid) {
+                return Err(WriteRejected::PreconditionFailed);
+            }
+        }
+        Precondition::IfAbsent => {
+            if live.is_some() {
+                return Err(WriteRejected::PreconditionFailed);
+            }
+        }
+    }
+    let timestamp = held.map_or(now_ms, |v| now_ms.max(v.id.timestamp + 1));
+    let id = VersionId {
+        timestamp,
+        origin_joined_at: op.origin_joined_at,
+        uuid: op.uuid,
+    };
+    let (owner, group, permissions) = match live {
+        Some(v) => (v.owner.clone(), v.group.clone(), v.permissions),
+        None => (op.owner.clone(), op.group.clone(), op.permissions),
+    };
+    let (data, expires_at) = match &op.mutation {
+        Mutation::Put { data, ttl_ms } => (
+            Some(data.clone()),
+            ttl_ms.map(|ttl| timestamp.saturating_add(ttl)),
+        ),
+        Mutation::Delete if live.is_none() => return Err(WriteRejected::NotFound),
+        Mutation::Delete => (None, None),
+    };
+    Ok(Version {
+        id,
+        data,
+        owner,
+        group,
+        permissions,
+        expires_at,
+    })
+}
