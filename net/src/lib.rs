@@ -2,8 +2,38 @@
 //!
 //! Membership and sync talk to the network only through the traits defined here, so that
 //! the same protocol code runs over real sockets in the binary and over the simulated
-//! network in `kvs-sim`.
+//! network in `kvs-sim`:
+//! - [`Datagrams`]: unreliable datagrams (SWIM), at most [`MAX_PAYLOAD`] bytes each;
+//! - [`StreamTransport`] / [`Connection`] / [`BiStream`]: reliable framed bidirectional
+//!   streams on authenticated connections (sync);
+//! - [`Clock`] and [`seeded_rng`]: time and randomness are injected, never read from the
+//!   system by protocol code.
+//!
+//! The datagram authentication codec ([`seal`], [`open`], [`ReplayWindow`],
+//! [`DatagramAuth`]) is pure and always built. The tokio UDP transport is behind the `udp`
+//! feature, the quinn transport behind `quic`.
 
+mod auth;
+mod clock;
+mod error;
 mod node_id;
+mod random;
+mod replay;
+mod stats;
+mod transport;
+#[cfg(feature = "udp")]
+mod udp;
 
+pub use auth::{
+    AUTH_OVERHEAD, AUTH_VERSION, ClusterSecret, DatagramAuth, DatagramKey, MAX_DATAGRAM,
+    MAX_PAYLOAD, Opened, Stamper, open, seal,
+};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{AuthError, NetError};
 pub use node_id::NodeId;
+pub use random::{SeededRng, random_seed, seeded_rng};
+pub use replay::{DEFAULT_MAX_AGE, REPLAY_WINDOW, ReplayWindow};
+pub use stats::{AuthCounts, AuthStats};
+pub use transport::{BiStream, Connection, Datagrams, StreamTransport};
+#[cfg(feature = "udp")]
+pub use udp::UdpTransport;
