@@ -1,1 +1,16 @@
-//! kvs-membership: SWIM with Lifeguard (placeholder until the membership issue).
+//! kvs-membership: who is in the cluster, by SWIM with the three Lifeguard extensions.
+//!
+//! The protocol is a sans-IO state machine, [`Swim`]: it is fed received datagrams and
+//! timeouts, each with the current (virtual or real) monotonic time, and yields datagrams
+//! to send, the time it next wants to be woken and [`MembershipEvent`]s. The same code
+//! runs in the node binary (over UDP with the cluster-secret MAC, see `kvs-net`) and in
+//! the deterministic simulator `kvs-sim`. Settings and their provenance are in
+//! [`SwimConfig`]; measurements in `membership/README.md`.
+
+mod config;
+mod proto;
+
+pub use config::{ConfigError, SwimConfig};
+pub use proto::{
+    LocalMember, Member, MemberState, MembershipEvent, Metrics, Swim, SwimError, Transmit,
+};

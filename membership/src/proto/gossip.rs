@@ -1,0 +1,279 @@
+//! The update rules (SWIM's precedence by incarnation), Lifeguard's dynamic suspicion with
+//! confirmations, refutation of suspicions about this node, and the gossip round that
+//! sends pending updates outside probes.
+//!
+//! Precedence, for a member known at incarnation `j`:
+//! - `alive(i)` wins over anything when `i > j`;
+//! - `suspect(i)` wins over `alive(j)` when `i >= j` and over `suspect(j)` when `i > j`;
+//!   `suspect(j)` from a new accuser is a confirmation that shortens the timeout;
+//! - `dead(i)` wins over alive and suspect when `i >= j`; `left(i)` over all but left.
+//!
+//! Dead entries received in a push-pull count as suspicions, not deaths (as memberlist
+//! does), so that one node's stale view cannot kill a healthy member outright. Unknown
+//! members are learned only from `alive` facts.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use kvs_net::NodeId;
+
+use super::codec::{Kind, Message, Update};
+use super::health::{Flap, Rtt, suspicion_timeout};
+use super::members::{Record, Suspicion};
+use super::timers::Timer;
+use super::types::{MemberState, MembershipEvent};
+use super::{MAX_ID_LEN, MAX_META_LEN, Swim};
+
+/// Where an update came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Piggy-backed on a probe or gossip datagram.
+    Gossip,
+    /// Part of a full-state exchange with this sender.
+    PushPull(NodeId),
+}
+
+impl Swim {
+    /// Applies one received (or locally made) update.
+    pub(super) fn apply(&mut self, update: Update, source: &Source, now: Duration) {
+        if !plausible(&update) {
+            return;
+        }
+        if update.id == self.me.id {
+            return self.apply_about_me(update);
+        }
+        match (&update.kind, source) {
+            (Kind::Alive, _) => self.apply_alive(update, now),
+            (Kind::Suspect { from }, _) => {
+                let from = from.clone();
+                self.apply_suspect(update, from, now);
+            }
+            (Kind::Dead { .. }, Source::PushPull(sender)) => {
+                let update = Update {
+                    kind: Kind::Suspect {
+                        from: sender.clone(),
+                    },
+                    ..update
+                };
+                self.apply_suspect(update, sender.clone(), now);
+            }
+            (Kind::Left, _) | (Kind::Dead { .. }, Source::Gossip) => self.apply_down(update, now),
+        }
+    }
+
+    fn apply_alive(&mut self, update: Update, now: Duration) {
+        let Some(record) = self.members.get_mut(&update.id) else {
+            let record = Record {
+                addr: update.addr,
+                meta: update.meta.clone(),
+                incarnation: update.incarnation,
+                joined_at: update.joined_at,
+                state: MemberState::Alive,
+                since: now,
+                suspicion: None,
+                rtt: Rtt::default(),
+                flap: Flap::default(),
+            };
+            self.members
+                .insert(update.id.clone(), record, &mut self.rng);
+            self.emit(&update.id, MembershipEvent::Alive);
+            return self.queue(&update);
+        };
+        record.joined_at = record.joined_at.min(update.joined_at);
+        if update.incarnation <= record.incarnation {
+            return;
+        }
+        let changed = record.addr != update.addr || record.meta != update.meta;
+        record.addr = update.addr;
+        record.meta = update.meta.clone();
+        record.incarnation = update.incarnation;
+        record.suspicion = None;
+        if record.state == MemberState::Alive {
+            if changed {
+                self.emit(&update.id, MembershipEvent::Updated);
+            }
+        } else {
+            record.flap.bump(now, self.cfg.flap_half_life);
+            self.members.set_state(&update.id, MemberState::Alive, now);
+            self.emit(&update.id, MembershipEvent::Alive);
+        }
+        self.queue(&update);
+    }
+
+    fn apply_suspect(&mut self, update: Update, from: NodeId, now: Duration) {
+        let n = self.members.live() + 1;
+        let Some(record) = self.members.get_mut(&update.id) else {
+            return;
+        };
+        if update.incarnation < record.incarnation || !record.is_live() {
+            return;
+        }
+        let token = self.next_token;
+        if record.state == MemberState::Suspect && update.incarnation == record.incarnation {
+            let Some(suspicion) = record.suspicion.as_mut() else {
+                return;
+            };
+            if !suspicion.accusers.insert(from) {
+                return;
+            }
+            self.next_token += 1;
+            suspicion.token = token;
+            let confirmations = suspicion.accusers.len() - 1;
+            let deadline = suspicion.started + suspicion_timeout(&self.cfg, n, confirmations);
+            self.timers.schedule(
+                deadline.max(now),
+                Timer::Suspicion {
+                    id: update.id.clone(),
+                    token,
+                },
+            );
+            return self.queue(&update);
+        }
+        self.next_token += 1;
+        record.incarnation = update.incarnation;
+        record.flap.bump(now, self.cfg.flap_half_life);
+        record.suspicion = Some(Suspicion {
+            started: now,
+            accusers: BTreeSet::from([from]),
+            token,
+        });
+        self.members
+            .set_state(&update.id, MemberState::Suspect, now);
+        let deadline = now + suspicion_timeout(&self.cfg, n, 0);
+        self.timers.schedule(
+            deadline,
+            Timer::Suspicion {
+                id: update.id.clone(),
+                token,
+            },
+        );
+        self.metrics.suspicions += 1;
+        self.emit(&update.id, MembershipEvent::Suspect);
+        self.queue(&update);
+    }
+
+    /// `dead` or `left` from gossip (or this node's own verdict).
+    fn apply_down(&mut self, update: Update, now: Duration) {
+        let left = update.kind == Kind::Left;
+        let Some(record) = self.members.get_mut(&update.id) else {
+            return;
+        };
+        if update.incarnation < record.incarnation || record.state == MemberState::Left {
+            return;
+        }
+        if record.state == MemberState::Dead && !left {
+            record.incarnation = update.incarnation;
+            return;
+        }
+        record.incarnation = update.incarnation;
+        record.suspicion = None;
+        let (state, event): (_, fn(_) -> _) = if left {
+            (MemberState::Left, MembershipEvent::Left)
+        } else {
+            record.flap.bump(now, self.cfg.flap_half_life);
+            self.metrics.deaths += 1;
+            (MemberState::Dead, MembershipEvent::Dead)
+        };
+        self.members.set_state(&update.id, state, now);
+        self.timers.schedule(
+            now + self.cfg.reap_after,
+            Timer::Reap {
+                id: update.id.clone(),
+                since: now,
+            },
+        );
+        self.emit(&update.id, event);
+        self.queue(&update);
+    }
+
+    /// Someone talks about this node: refute anything but `alive` at our incarnation.
+    fn apply_about_me(&mut self, update: Update) {
+        if self.me.leaving {
+            return;
+        }
+        let stale = update.incarnation < self.me.incarnation;
+        let refute = match update.kind {
+            Kind::Alive => update.incarnation > self.me.incarnation,
+            Kind::Suspect { .. } | Kind::Dead { .. } | Kind::Left => !stale,
+        };
+        let earlier = update.joined_at < self.me.joined_at;
+        self.me.joined_at = self.me.joined_at.min(update.joined_at);
+        if refute {
+            if matches!(update.kind, Kind::Suspect { .. }) {
+                self.health.apply(1);
+            }
+            self.metrics.refutations += 1;
+            self.me.incarnation = update.incarnation + 1;
+        }
+        if refute || earlier {
+            let own = self.local_update();
+            self.queue(&own);
+        }
+    }
+
+    /// The suspicion timer of `id` ran out: declare it dead, unless the timer is stale.
+    pub(super) fn suspicion_expired(&mut self, id: &NodeId, token: u64, now: Duration) {
+        let Some(record) = self.members.get(id) else {
+            return;
+        };
+        let current = record.suspicion.as_ref().is_some_and(|s| s.token == token);
+        if record.state != MemberState::Suspect || !current {
+            return;
+        }
+        let update = Update {
+            id: id.clone(),
+            incarnation: record.incarnation,
+            addr: record.addr,
+            meta: record.meta.clone(),
+            joined_at: record.joined_at,
+            kind: Kind::Dead {
+                from: self.me.id.clone(),
+            },
+        };
+        self.apply_down(update, now);
+    }
+
+    /// Sends pending updates to `gossip_fanout` random live members.
+    pub(super) fn gossip_round(&mut self, now: Duration) {
+        self.gossip_armed = false;
+        if self.broadcasts.is_empty() {
+            return;
+        }
+        let targets = self
+            .members
+            .random_live(&mut self.rng, self.cfg.gossip_fanout, &[]);
+        if targets.is_empty() {
+            // Nobody to tell: later joiners learn everything by push-pull.
+            self.broadcasts = Default::default();
+            return;
+        }
+        for id in targets {
+            if let Some(addr) = self.members.get(&id).map(|r| r.addr) {
+                self.send(addr, Message::Gossip, None);
+            }
+        }
+        if !self.broadcasts.is_empty() {
+            self.gossip_armed = true;
+            self.timers
+                .schedule(now + self.cfg.gossip_interval, Timer::Gossip);
+        }
+    }
+
+    /// Pushes an event carrying the member's current snapshot.
+    pub(super) fn emit(&mut self, id: &NodeId, make: fn(super::Member) -> MembershipEvent) {
+        if let Some(member) = self.member(id) {
+            self.events.push_back(make(member));
+        }
+    }
+}
+
+/// Sizes within what a datagram can carry; anything larger is dropped unheard.
+fn plausible(update: &Update) -> bool {
+    let from_len = match &update.kind {
+        Kind::Suspect { from } | Kind::Dead { from } => from.as_str().len(),
+        Kind::Alive | Kind::Left => 0,
+    };
+    update.id.as_str().len() <= MAX_ID_LEN
+        && from_len <= MAX_ID_LEN
+        && update.meta.len() <= MAX_META_LEN
+}

@@ -1,0 +1,414 @@
+//! The sans-IO SWIM + Lifeguard core: a state machine fed with datagrams and timeouts,
+//! whose outputs (datagrams, the next wake-up, membership events) are polled.
+//!
+//! Nothing here reads a clock, touches a socket or draws from a global random source:
+//! time comes in as a monotonic `Duration` since an arbitrary epoch, randomness from a
+//! ChaCha8 generator seeded at construction, and every decision iterates `BTreeMap`s or
+//! `Vec`s, so that the same inputs always give the same outputs. A driver loop:
+//!
+//! ```text
+//! loop {
+//!     while let Some(t) = swim.poll_transmit() { socket.send_to(t.payload, t.dst) }
+//!     while let Some(e) = swim.poll_event() { node.on_membership(e) }
+//!     select {
+//!         (from, bytes) = socket.recv() => swim.handle_datagram(from, bytes, now()),
+//!         _ = sleep_until(swim.poll_timeout()) => swim.handle_timeout(now()),
+//!     }
+//! }
+//! ```
+//!
+//! Split by concern: `probe.rs` (failure detection), `gossip.rs` (the update rules,
+//! suspicion and refutation), `sync.rs` (join, push-pull, re-announce, leave, reaping).
+
+mod broadcast;
+mod codec;
+mod gossip;
+mod health;
+mod members;
+mod probe;
+mod sync;
+mod timers;
+mod types;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kvs_net::NodeId;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use thiserror::Error;
+
+use crate::config::{ConfigError, SwimConfig};
+use broadcast::Broadcasts;
+use codec::{DecodeError, Header, Kind, Message, Update};
+use gossip::Source;
+use health::LocalHealth;
+use members::{Members, Record};
+use probe::{Probe, Relay};
+use timers::{Timer, Timers};
+pub use types::{LocalMember, Member, MemberState, MembershipEvent, Metrics, Transmit};
+
+/// Longest member id accepted (from the local identity or the network).
+const MAX_ID_LEN: usize = 128;
+/// Largest member metadata accepted.
+const MAX_META_LEN: usize = 256;
+
+/// Why a [`Swim`] could not be built or changed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SwimError {
+    /// The configuration is inconsistent.
+    #[error("invalid membership config: {0}")]
+    Config(#[from] ConfigError),
+    /// The id (max 128 bytes) or metadata (max 256 bytes) is too long for a datagram.
+    #[error("node id or metadata too long (id <= {MAX_ID_LEN} bytes, meta <= {MAX_META_LEN})")]
+    IdentityTooLarge,
+}
+
+/// This node as the protocol sees it.
+#[derive(Debug, Clone)]
+struct Me {
+    id: NodeId,
+    addr: SocketAddr,
+    meta: Vec<u8>,
+    incarnation: u64,
+    joined_at: u64,
+    leaving: bool,
+}
+
+/// One SWIM + Lifeguard node. See the module documentation for the driving loop.
+#[derive(Debug)]
+pub struct Swim {
+    cfg: SwimConfig,
+    me: Me,
+    members: Members,
+    timers: Timers,
+    broadcasts: Broadcasts,
+    gossip_armed: bool,
+    rng: ChaCha8Rng,
+    health: LocalHealth,
+    probe: Option<Probe>,
+    relays: BTreeMap<u32, Relay>,
+    next_seq: u32,
+    next_token: u64,
+    seeds: Vec<SocketAddr>,
+    replied: VecDeque<(NodeId, u32)>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<MembershipEvent>,
+    metrics: Metrics,
+    now: Duration,
+}
+
+impl Swim {
+    /// A node that knows only itself; it starts probing as soon as it learns of others
+    /// (through [`Swim::join`] or because others join through it).
+    pub fn new(
+        local: LocalMember,
+        config: SwimConfig,
+        rng_seed: u64,
+        now: Duration,
+    ) -> Result<Self, SwimError> {
+        config.validate()?;
+        if local.id.as_str().len() > MAX_ID_LEN || local.meta.len() > MAX_META_LEN {
+            return Err(SwimError::IdentityTooLarge);
+        }
+        let mut swim = Self {
+            health: LocalHealth::new(&config),
+            me: Me {
+                id: local.id,
+                addr: local.gossip_addr,
+                meta: local.meta,
+                incarnation: local.incarnation,
+                joined_at: local.joined_at,
+                leaving: false,
+            },
+            cfg: config,
+            members: Members::default(),
+            timers: Timers::default(),
+            broadcasts: Broadcasts::default(),
+            gossip_armed: false,
+            rng: ChaCha8Rng::seed_from_u64(rng_seed),
+            probe: None,
+            relays: BTreeMap::new(),
+            next_seq: 0,
+            next_token: 0,
+            seeds: Vec::new(),
+            replied: VecDeque::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            metrics: Metrics::default(),
+            now,
+        };
+        swim.start_timers(now);
+        Ok(swim)
+    }
+
+    /// Schedules the periodic timers, each at a random phase so that nodes started
+    /// together do not probe in lockstep.
+    fn start_timers(&mut self, now: Duration) {
+        let jitter = |rng: &mut ChaCha8Rng, d: Duration| d.mul_f64(rng.gen_range(0.0..1.0));
+        let probe = now + jitter(&mut self.rng, self.cfg.probe_interval);
+        self.timers.schedule(probe, Timer::ProbeRound);
+        let pp = now + jitter(&mut self.rng, self.cfg.push_pull_interval);
+        self.timers.schedule(pp, Timer::PushPull);
+        let re = now + self.cfg.reannounce_interval;
+        self.timers.schedule(re, Timer::Reannounce);
+    }
+
+    /// Joins the cluster through `seeds` (gossip addresses): offers each a push-pull, and
+    /// retries every `join_retry_interval` while no member is known. The seeds are also
+    /// re-announced to later if they are not live members (partition healing).
+    pub fn join(&mut self, seeds: &[SocketAddr], now: Duration) {
+        self.now = now;
+        for &seed in seeds {
+            if seed != self.me.addr && !self.seeds.contains(&seed) {
+                self.seeds.push(seed);
+            }
+        }
+        self.contact_seeds();
+        self.timers
+            .schedule(now + self.cfg.join_retry_interval, Timer::JoinRetry);
+    }
+
+    /// Leaves gracefully: announces `left` to a few members and then only gossips until
+    /// the announcement has been retransmitted enough; [`Swim::poll_timeout`] returns
+    /// `None` once there is nothing left to do, and the driver can stop.
+    pub fn leave(&mut self, now: Duration) {
+        self.now = now;
+        if self.me.leaving {
+            return;
+        }
+        self.me.leaving = true;
+        self.timers.clear();
+        self.relays.clear();
+        self.probe = None;
+        self.gossip_armed = false;
+        let update = self.local_update();
+        self.queue(&update);
+        self.gossip_round(now);
+    }
+
+    /// Changes this node's metadata and announces it with a higher incarnation.
+    pub fn set_meta(&mut self, meta: Vec<u8>, now: Duration) -> Result<(), SwimError> {
+        if meta.len() > MAX_META_LEN {
+            return Err(SwimError::IdentityTooLarge);
+        }
+        self.now = now;
+        self.me.meta = meta;
+        self.me.incarnation += 1;
+        let update = self.local_update();
+        self.queue(&update);
+        Ok(())
+    }
+
+    /// Feeds one received datagram payload (already authenticated by the transport).
+    /// Garbage is dropped and counted in [`Metrics::malformed`] / [`Metrics::bad_version`].
+    pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Duration) {
+        self.now = now;
+        self.metrics.datagrams_received += 1;
+        self.metrics.bytes_received += bytes.len() as u64;
+        let packet = match codec::decode(bytes) {
+            Ok(packet) => packet,
+            Err(DecodeError::Version) => return self.metrics.bad_version += 1,
+            Err(DecodeError::Malformed) => return self.metrics.malformed += 1,
+        };
+        let Header { sender, msg } = packet.header;
+        if sender == self.me.id || sender.as_str().len() > MAX_ID_LEN {
+            return;
+        }
+        let source = match msg {
+            Message::PushPull { .. } => Source::PushPull(sender.clone()),
+            _ => Source::Gossip,
+        };
+        for update in packet.updates {
+            self.apply(update, &source, now);
+        }
+        match msg {
+            Message::Ping { seq, target } if target == self.me.id => {
+                self.send(from, Message::Ack { seq }, None);
+            }
+            Message::Ping { .. } | Message::Gossip => {}
+            Message::Ack { seq } => self.on_ack(seq, &sender, now),
+            Message::Nack { seq } => self.on_nack(seq),
+            Message::PingReq {
+                seq,
+                target,
+                target_addr,
+            } => {
+                self.on_ping_req(from, seq, target, target_addr, now);
+            }
+            Message::PushPull { exchange, reply } => {
+                self.on_push_pull(from, sender, exchange, reply);
+            }
+        }
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        self.now = now;
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::ProbeRound => self.probe_round(now),
+                Timer::ProbeTimeout { seq } => self.probe_timeout(seq),
+                Timer::ProbeEnd { seq } => self.probe_end(seq, now),
+                Timer::RelayNack { seq } => self.relay_nack(seq),
+                Timer::Suspicion { id, token } => self.suspicion_expired(&id, token, now),
+                Timer::Gossip => self.gossip_round(now),
+                Timer::PushPull => self.push_pull_round(now),
+                Timer::Reannounce => self.reannounce(now),
+                Timer::JoinRetry => self.join_retry(now),
+                Timer::Reap { id, since } => self.reap(&id, since),
+            }
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// When [`Swim::handle_timeout`] should next be called; `None` after a completed leave.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.timers.next_deadline()
+    }
+
+    /// The next membership event.
+    pub fn poll_event(&mut self) -> Option<MembershipEvent> {
+        self.events.pop_front()
+    }
+
+    /// Every known member, this node included, ordered by id.
+    pub fn members(&self) -> Vec<Member> {
+        let mut all: Vec<Member> = self
+            .members
+            .iter()
+            .map(|(id, r)| self.snapshot(id, r))
+            .collect();
+        let at = all.partition_point(|m| m.id < self.me.id);
+        all.insert(at, self.local_snapshot());
+        all
+    }
+
+    /// One member by id (this node included).
+    pub fn member(&self, id: &NodeId) -> Option<Member> {
+        if *id == self.me.id {
+            return Some(self.local_snapshot());
+        }
+        self.members.get(id).map(|r| self.snapshot(id, r))
+    }
+
+    /// Alive and suspect members, this node included (the `/health` member count).
+    pub fn live_members(&self) -> usize {
+        self.members.live() + 1
+    }
+
+    /// Counters and the local health score.
+    pub fn metrics(&self) -> Metrics {
+        Metrics {
+            health_score: self.health.score(),
+            ..self.metrics.clone()
+        }
+    }
+
+    /// This node's id.
+    pub fn local_id(&self) -> &NodeId {
+        &self.me.id
+    }
+
+    /// This node's current incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.me.incarnation
+    }
+
+    fn local_snapshot(&self) -> Member {
+        Member {
+            id: self.me.id.clone(),
+            addr: self.me.addr,
+            meta: self.me.meta.clone(),
+            state: if self.me.leaving {
+                MemberState::Left
+            } else {
+                MemberState::Alive
+            },
+            incarnation: self.me.incarnation,
+            joined_at: self.me.joined_at,
+            flap_score: 0.0,
+            rtt: None,
+        }
+    }
+
+    fn snapshot(&self, id: &NodeId, r: &Record) -> Member {
+        Member {
+            id: id.clone(),
+            addr: r.addr,
+            meta: r.meta.clone(),
+            state: r.state,
+            incarnation: r.incarnation,
+            joined_at: r.joined_at,
+            flap_score: r.flap.value(self.now, self.cfg.flap_half_life),
+            rtt: r.rtt.srtt(),
+        }
+    }
+
+    /// This node's own entry, as gossiped.
+    fn local_update(&self) -> Update {
+        Update {
+            id: self.me.id.clone(),
+            incarnation: self.me.incarnation,
+            addr: self.me.addr,
+            meta: self.me.meta.clone(),
+            joined_at: self.me.joined_at,
+            kind: if self.me.leaving {
+                Kind::Left
+            } else {
+                Kind::Alive
+            },
+        }
+    }
+
+    /// `λ·log N`: how many times each update is sent.
+    fn retransmit_limit(&self) -> u32 {
+        let n = (self.members.live() + 2) as f64;
+        self.cfg.retransmit_mult * (n.log10().ceil() as u32).max(1)
+    }
+
+    /// Queues an update for dissemination and arms the gossip timer.
+    fn queue(&mut self, update: &Update) {
+        self.broadcasts
+            .push(update.id.clone(), codec::encode_update(update));
+        if !self.gossip_armed {
+            self.gossip_armed = true;
+            self.timers
+                .schedule(self.now + self.cfg.gossip_interval, Timer::Gossip);
+        }
+    }
+
+    /// Sends `msg` to `dst`, with `first` (if any) and then queued updates piggy-backed up
+    /// to the byte budget.
+    fn send(&mut self, dst: SocketAddr, msg: Message, first: Option<Update>) {
+        let mut payload = codec::encode_header(&Header {
+            sender: self.me.id.clone(),
+            msg,
+        });
+        let skip = first.as_ref().map(|u| u.id.clone());
+        if let Some(first) = first {
+            payload.extend(codec::encode_update(&first));
+        }
+        let limit = self.retransmit_limit();
+        self.broadcasts
+            .fill(&mut payload, self.cfg.max_payload, limit, skip.as_ref());
+        self.emit_transmit(dst, payload);
+    }
+
+    fn emit_transmit(&mut self, dst: SocketAddr, payload: Vec<u8>) {
+        debug_assert!(payload.len() <= self.cfg.max_payload);
+        self.metrics.datagrams_sent += 1;
+        self.metrics.bytes_sent += payload.len() as u64;
+        self.transmits.push_back(Transmit { dst, payload });
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.next_seq
+    }
+}
