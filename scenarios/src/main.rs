@@ -1,3 +1,149 @@
-//! kvs-sim: plays scenario files.
+//! kvs-sim: plays scenario files on the deterministic simulator and prints one
+//! `scenario <name> seed <N> trace <hex> PASS|FAIL` line per run (see
+//! `shared/scenarios.md` and `scenarios/README.md`). Exit: 0 all passed, 1 a run failed,
+//! 2 bad usage or a bad scenario file.
 
-fn main() {}
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use kvs_scenarios::{
+    RunOptions, RunReport, Scenario, SimError, failure_report, result_line, run_scenario,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "kvs-sim",
+    about = "Deterministic network-fault scenarios for kvs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Play scenario files.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Scenario files (YAML).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Play each file once with this seed (default: the file's `seed`, else 1).
+    #[arg(long, conflicts_with = "seeds")]
+    seed: Option<u64>,
+    /// Play each file with seeds 1..=K.
+    #[arg(long)]
+    seeds: Option<u64>,
+    /// Play every run twice and fail when the two trace digests differ.
+    #[arg(long)]
+    check_determinism: bool,
+    /// Write the whole trace as JSONL to this file (all runs, one header line per run).
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Print virtual time, wall time and speed-up of each run to stderr.
+    #[arg(long)]
+    timing: bool,
+}
+
+fn main() -> ExitCode {
+    let Command::Run(args) = Cli::parse().command;
+    match run_all(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("kvs-sim: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Plays every file with every seed; `Ok(false)` when any run failed.
+fn run_all(args: &RunArgs) -> Result<bool, SimError> {
+    let scenarios = args
+        .files
+        .iter()
+        .map(|path| Ok((path.as_path(), Scenario::load(path)?)))
+        .collect::<Result<Vec<_>, SimError>>()?;
+    let mut trace_out: Option<BufWriter<File>> = match &args.trace {
+        Some(p) => Some(BufWriter::new(File::create(p)?)),
+        None => None,
+    };
+    let mut all_passed = true;
+    for (path, scenario) in &scenarios {
+        let seeds: Vec<u64> = match (args.seed, args.seeds) {
+            (Some(s), _) => vec![s],
+            (None, Some(k)) => (1..=k).collect(),
+            (None, None) => vec![scenario.seed.unwrap_or(1)],
+        };
+        for seed in seeds {
+            all_passed &=
+                play(args, path, scenario, seed, trace_out.as_mut()).map_err(|e| match e {
+                    SimError::Invalid(m) => SimError::Format {
+                        path: path.to_path_buf(),
+                        message: m,
+                    },
+                    other => other,
+                })?;
+        }
+    }
+    if let Some(w) = trace_out.as_mut() {
+        w.flush()?;
+    }
+    Ok(all_passed)
+}
+
+/// One run (twice with `--check-determinism`); prints its line and any failure report.
+fn play(
+    args: &RunArgs,
+    path: &Path,
+    scenario: &Scenario,
+    seed: u64,
+    trace_out: Option<&mut BufWriter<File>>,
+) -> Result<bool, SimError> {
+    let trace: Option<&mut dyn Write> = match trace_out {
+        Some(w) => {
+            let header = serde_json::json!({"run": scenario.name, "seed": seed});
+            writeln!(w, "{header}")?;
+            Some(w)
+        }
+        None => None,
+    };
+    let started = Instant::now();
+    let mut report = run_scenario(scenario, RunOptions { seed, trace })?;
+    let wall = started.elapsed();
+    if args.check_determinism {
+        let again = run_scenario(scenario, RunOptions { seed, trace: None })?;
+        mark_nondeterminism(&mut report, &again);
+    }
+    if args.timing {
+        let speed = report.virtual_time.as_secs_f64() / wall.as_secs_f64().max(1e-9);
+        eprintln!(
+            "timing: scenario {} seed {seed}: {:.1}s virtual in {:.3}s wall ({speed:.0}x real time), {} events",
+            report.name,
+            report.virtual_time.as_secs_f64(),
+            wall.as_secs_f64(),
+            report.events
+        );
+    }
+    if report.violation.is_some() {
+        eprint!("{}", failure_report(path, scenario, &report));
+    }
+    println!("{}", result_line(&report));
+    Ok(report.violation.is_none())
+}
+
+fn mark_nondeterminism(report: &mut RunReport, again: &RunReport) {
+    if report.digest != again.digest && report.violation.is_none() {
+        report.violation = Some(kvs_scenarios::Violation {
+            property: "determinism".into(),
+            evidence: format!("second run gave trace {}", again.digest),
+        });
+    }
+}

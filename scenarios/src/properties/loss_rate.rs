@@ -1,0 +1,37 @@
+//! `loss_rate: {min, max}` (final): the fraction of sent datagrams the network lost at
+//! random is within bounds (checks the loss model itself).
+
+use serde::Deserialize;
+
+use super::{Property, World};
+use crate::DropReason;
+
+/// The property.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LossRate {
+    #[serde(default)]
+    min: f64,
+    #[serde(default = "one")]
+    max: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl<P> Property<P> for LossRate {
+    fn check(&mut self, world: &World<'_, P>) -> Result<(), String> {
+        let counts = world.fabric.counts();
+        let lost = counts.dropped.get(&DropReason::Loss).copied().unwrap_or(0);
+        let rate = lost as f64 / counts.sent.max(1) as f64;
+        if (self.min..=self.max).contains(&rate) {
+            Ok(())
+        } else {
+            Err(format!(
+                "loss rate {rate:.4} ({lost} of {} sent) outside {}..={}",
+                counts.sent, self.min, self.max
+            ))
+        }
+    }
+}

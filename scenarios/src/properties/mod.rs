@@ -1,0 +1,128 @@
+//! Properties checked during a run, one per file: `always` ones see every event,
+//! `eventually` ones are polled after `quiesce_at` until they hold or their bound passes,
+//! `final` ones are judged at the end. Generic fabric properties are built here; a
+//! protocol adds its own through [`crate::ProtocolFactory::property`].
+
+mod delivered_at_least;
+mod loss_rate;
+mod no_delivery_across_partition;
+mod no_delivery_to_down_node;
+mod pongs_resume;
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+use crate::engine::Slot;
+use crate::{Fabric, Record, SimError};
+
+pub(crate) use pongs_resume::PongsResume;
+
+/// When a property is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// After every event.
+    Always,
+    /// Polled from `quiesce_at` until it holds, within a bound.
+    Eventually,
+    /// Once, at the end.
+    Final,
+}
+
+/// A failed property with its evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The property's name.
+    pub property: String,
+    /// What was seen (which nodes, on what).
+    pub evidence: String,
+}
+
+/// A read-only view of the simulation for properties.
+pub struct World<'a, P> {
+    /// The current virtual time.
+    pub now: Duration,
+    /// When faults stopped.
+    pub quiesce_at: Duration,
+    /// The nodes, by index.
+    pub nodes: &'a [Slot<P>],
+    /// The network.
+    pub fabric: &'a Fabric,
+}
+
+/// A property. Implement the method of the phases it supports.
+pub trait Property<P> {
+    /// Judges one event (phase `always`); `Err` is the evidence of a violation.
+    fn on_event(&mut self, world: &World<'_, P>, event: &Record) -> Result<(), String> {
+        let _ = (world, event);
+        Ok(())
+    }
+
+    /// Judges the state now (phases `eventually` and `final`).
+    fn check(&mut self, world: &World<'_, P>) -> Result<(), String> {
+        let _ = world;
+        Ok(())
+    }
+}
+
+/// Parses a property's arguments (`Null` means none) with unknown keys refused.
+pub(crate) fn args<T: DeserializeOwned + Default>(name: &str, args: &Value) -> Result<T, SimError> {
+    if args.is_null() {
+        return Ok(T::default());
+    }
+    serde_yaml::from_value(args.clone())
+        .map_err(|e| SimError::invalid(format!("property `{name}`: {e}")))
+}
+
+/// Refuses a property used in a phase it does not support.
+pub(crate) fn expect_phase(name: &str, phase: Phase, allowed: &[Phase]) -> Result<(), SimError> {
+    if allowed.contains(&phase) {
+        Ok(())
+    } else {
+        Err(SimError::invalid(format!(
+            "property `{name}` cannot be used in phase {phase:?}"
+        )))
+    }
+}
+
+/// A generic (protocol-independent) property by name.
+pub(crate) fn generic<P: 'static>(
+    name: &str,
+    phase: Phase,
+    a: &Value,
+) -> Result<Box<dyn Property<P>>, SimError> {
+    match name {
+        "no_delivery_across_partition" => {
+            expect_phase(name, phase, &[Phase::Always])?;
+            Ok(Box::new(
+                no_delivery_across_partition::NoDeliveryAcrossPartition,
+            ))
+        }
+        "no_delivery_to_down_node" => {
+            expect_phase(name, phase, &[Phase::Always])?;
+            Ok(Box::new(no_delivery_to_down_node::NoDeliveryToDownNode))
+        }
+        "loss_rate" => {
+            expect_phase(name, phase, &[Phase::Final])?;
+            Ok(Box::new(args::<loss_rate::LossRate>(name, a)?))
+        }
+        "delivered_at_least" => {
+            expect_phase(name, phase, &[Phase::Final, Phase::Eventually])?;
+            Ok(Box::new(args::<delivered_at_least::DeliveredAtLeast>(
+                name, a,
+            )?))
+        }
+        _ => Err(SimError::invalid(format!("unknown property `{name}`"))),
+    }
+}
+
+/// The `within` bound of an `eventually` property, parsed from its arguments.
+pub(crate) fn within(name: &str, a: &Value) -> Result<Duration, SimError> {
+    let text = a.get("within").and_then(Value::as_str).ok_or_else(|| {
+        SimError::invalid(format!(
+            "eventually property `{name}` needs `within: <duration>`"
+        ))
+    })?;
+    crate::duration::parse(text).map_err(|e| SimError::invalid(format!("property `{name}`: {e}")))
+}

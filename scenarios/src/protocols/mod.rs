@@ -1,0 +1,23 @@
+//! The protocols the model engine can run, and the registry that picks one by the
+//! scenario's `cluster.protocol`. To add one: a file here implementing
+//! [`crate::ProtocolFactory`], and one arm in [`run_protocol`].
+
+mod ping_pong;
+
+pub use ping_pong::{PingPong, PingPongNode};
+
+use crate::engine::{RunOptions, RunReport};
+use crate::{Scenario, SimError};
+
+/// Runs `scenario` with the protocol it names.
+pub(crate) fn run_protocol(
+    scenario: &Scenario,
+    opts: RunOptions<'_>,
+) -> Result<RunReport, SimError> {
+    match scenario.cluster.protocol.as_str() {
+        "ping_pong" => crate::engine::run::<PingPong>(scenario, opts),
+        other => Err(SimError::invalid(format!(
+            "unknown protocol `{other}` (known: ping_pong)"
+        ))),
+    }
+}

@@ -1,0 +1,301 @@
+//! The scenario file format (documented in `scenarios/README.md`): parsed strictly, so an
+//! unknown key or engine is a clear error naming it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use crate::link::LinkPatch;
+use crate::{SimError, duration};
+
+/// A whole scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// The name printed in result lines.
+    pub name: String,
+    /// The simulation level; only `model` exists for now.
+    pub engine: Engine,
+    /// The default seed (else 1).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Virtual time to play.
+    #[serde(deserialize_with = "duration::de")]
+    pub duration: Duration,
+    /// The nodes and the protocol they run.
+    pub cluster: Cluster,
+    /// Link behaviour.
+    #[serde(default)]
+    pub network: Network,
+    /// Faults, in time order.
+    #[serde(default)]
+    pub timeline: Vec<Step>,
+    /// When faults have stopped: `eventually` properties are judged from here (default:
+    /// the time of the last timeline step).
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub quiesce_at: Option<Duration>,
+    /// What must hold.
+    #[serde(default)]
+    pub properties: Properties,
+}
+
+/// The simulation level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// Sans-IO protocol cores on the discrete-event network.
+    Model,
+}
+
+/// The nodes (`n1` .. `nN`) and their protocol.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// How many nodes.
+    pub nodes: usize,
+    /// Which protocol adapter runs on each node (see `protocols/`).
+    pub protocol: String,
+    /// The protocol's own options, parsed by its adapter.
+    #[serde(default)]
+    pub config: Value,
+}
+
+/// The network: default link behaviour plus per-link overrides.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// Applied to every directed link.
+    #[serde(default)]
+    pub default: LinkPatch,
+    /// Overrides for some directed links, applied in order.
+    #[serde(default)]
+    pub links: Vec<LinkRule>,
+}
+
+/// Link settings for the directed links `from` -> `to`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRule {
+    /// Senders.
+    pub from: Selector,
+    /// Receivers.
+    pub to: Selector,
+    /// The settings changed.
+    pub set: LinkPatch,
+}
+
+/// A set of nodes: `all`, or a list of names and ranges (`[n1, n4..n9]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Selector {
+    /// `all`, written as a string.
+    Keyword(String),
+    /// Names and ranges.
+    List(Vec<String>),
+}
+
+/// One timeline step: a time and one action.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// When it happens.
+    pub at: Duration,
+    /// What happens.
+    pub action: Action,
+}
+
+/// A fault or a repair.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Groups that cannot reach each other (both ways); unlisted nodes form one more group.
+    Partition(Vec<Selector>),
+    /// `from` cannot reach `to`; the reverse direction still works.
+    PartitionOneway {
+        /// Senders whose datagrams are lost.
+        from: Selector,
+        /// Receivers.
+        to: Selector,
+    },
+    /// Removes every partition (`heal: all`).
+    Heal(String),
+    /// Changes link settings from now on.
+    Link(LinkRule),
+    /// Holds datagrams on the links for a while, then delivers them.
+    Clog {
+        /// Senders.
+        from: Selector,
+        /// Receivers.
+        to: Selector,
+        /// How long datagrams are held.
+        #[serde(rename = "for", deserialize_with = "duration::de")]
+        hold: Duration,
+    },
+    /// Stops the nodes, losing their state.
+    Crash(Selector),
+    /// Starts crashed nodes again with fresh state (a higher incarnation).
+    Restart(Selector),
+    /// Freezes the nodes: incoming datagrams queue, timers wait.
+    Pause(Selector),
+    /// Unfreezes paused nodes.
+    Resume(Selector),
+}
+
+/// The properties, by phase.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Properties {
+    /// Checked after every event.
+    #[serde(default)]
+    pub always: Vec<PropertyEntry>,
+    /// Must become true within `within` after `quiesce_at`.
+    #[serde(default)]
+    pub eventually: Vec<PropertyEntry>,
+    /// Checked once at the end.
+    #[serde(default, rename = "final")]
+    pub at_end: Vec<PropertyEntry>,
+}
+
+/// A property: a bare name, or `{name: {args}}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PropertyEntry {
+    /// A property without arguments.
+    Name(String),
+    /// A property with arguments.
+    WithArgs(BTreeMap<String, Value>),
+}
+
+impl PropertyEntry {
+    /// The property's name and its arguments (`Null` when none).
+    pub fn parts(&self) -> Result<(String, Value), SimError> {
+        match self {
+            Self::Name(name) => Ok((name.clone(), Value::Null)),
+            Self::WithArgs(map) if map.len() == 1 => {
+                let (name, args) = map
+                    .iter()
+                    .next()
+                    .ok_or_else(|| SimError::invalid("empty"))?;
+                Ok((name.clone(), args.clone()))
+            }
+            Self::WithArgs(_) => Err(SimError::invalid(
+                "a property entry is `name` or `{name: {args}}`",
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Step {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut map = BTreeMap::<String, Value>::deserialize(d)?;
+        let at = map
+            .remove("at")
+            .ok_or_else(|| D::Error::custom("a timeline step needs `at`"))?;
+        let at = match at {
+            Value::String(s) => duration::parse(&s).map_err(D::Error::custom)?,
+            _ => return Err(D::Error::custom("`at` is a duration such as `10s`")),
+        };
+        if map.len() != 1 {
+            let keys: Vec<_> = map.keys().cloned().collect();
+            return Err(D::Error::custom(format!(
+                "a timeline step has `at` and exactly one action, found {keys:?}"
+            )));
+        }
+        let Some((key, value)) = map.into_iter().next() else {
+            return Err(D::Error::custom("a timeline step needs an action"));
+        };
+        let tagged = Value::Tagged(Box::new(serde_yaml::value::TaggedValue {
+            tag: serde_yaml::value::Tag::new(key.clone()),
+            value,
+        }));
+        let action = Action::deserialize(tagged)
+            .map_err(|e| D::Error::custom(format!("action `{key}`: {e}")))?;
+        Ok(Step { at, action })
+    }
+}
+
+impl Scenario {
+    /// Reads and parses a scenario file (structure only; see [`Scenario::validate`]).
+    pub fn load(path: &Path) -> Result<Self, SimError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SimError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| SimError::Format {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses scenario YAML.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        serde_yaml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks relations between fields that the format alone cannot.
+    pub fn validate(&self) -> Result<(), SimError> {
+        if self.cluster.nodes == 0 || self.cluster.nodes > 100_000 {
+            return Err(SimError::invalid("cluster.nodes must be 1..=100000"));
+        }
+        if self.timeline.windows(2).any(|w| w[1].at < w[0].at) {
+            return Err(SimError::invalid("timeline steps must be in time order"));
+        }
+        if self.timeline.last().is_some_and(|s| s.at > self.duration) {
+            return Err(SimError::invalid("a timeline step is after `duration`"));
+        }
+        Ok(())
+    }
+
+    /// When faults have stopped.
+    pub fn quiesce_at(&self) -> Duration {
+        self.quiesce_at
+            .unwrap_or_else(|| self.timeline.last().map_or(Duration::ZERO, |s| s.at))
+    }
+}
+
+impl Selector {
+    /// The node indexes (0-based) selected among `n` nodes.
+    pub fn resolve(&self, n: usize) -> Result<Vec<usize>, SimError> {
+        match self {
+            Self::Keyword(k) if k == "all" => Ok((0..n).collect()),
+            Self::Keyword(k) => Self::List(vec![k.clone()]).resolve(n),
+            Self::List(items) => {
+                let mut out = std::collections::BTreeSet::new();
+                for item in items {
+                    let (lo, hi) = match item.split_once("..") {
+                        Some((a, b)) => (node_index(a, n)?, node_index(b, n)?),
+                        None => (node_index(item, n)?, node_index(item, n)?),
+                    };
+                    if lo > hi {
+                        return Err(SimError::invalid(format!("empty range `{item}`")));
+                    }
+                    out.extend(lo..=hi);
+                }
+                Ok(out.into_iter().collect())
+            }
+        }
+    }
+}
+
+/// `n7` -> 6, checked against the node count.
+fn node_index(name: &str, n: usize) -> Result<usize, SimError> {
+    let bad = || SimError::invalid(format!("unknown node `{name}` (nodes are n1..n{n})"));
+    let number: usize = name
+        .trim()
+        .strip_prefix('n')
+        .ok_or_else(bad)?
+        .parse()
+        .map_err(|_| bad())?;
+    if number == 0 || number > n {
+        return Err(bad());
+    }
+    Ok(number - 1)
+}
+
+/// The name of node index `i`.
+pub fn node_name(i: usize) -> String {
+    format!("n{}", i + 1)
+}
