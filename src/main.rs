@@ -1,3 +1,151 @@
-//! kvs: the node binary.
+//! kvs: a peer-to-peer key-value store node, and its command-line client.
+//!
+//! `main` only parses the command line, sets up logging and hands over to the module
+//! that does the work; exit codes are 0 success, 1 runtime failure, 2 usage or config.
 
-fn main() {}
+mod bench;
+mod client;
+mod config;
+mod http_client;
+mod node;
+mod store;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, config_path, default_config_text};
+
+/// A peer-to-peer key-value store node.
+#[derive(Parser)]
+#[command(name = "kvs", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node in the foreground (`kvs CONFIG` does the same); writes a default
+    /// config at CONFIG first when it does not exist.
+    Run {
+        /// The config file (`node1` means `node1.yaml`).
+        config: String,
+    },
+    /// Get a key's value.
+    Get(client::KeyArgs),
+    /// Put a JSON value at a key.
+    Put(client::PutArgs),
+    /// Delete a key.
+    Del(client::KeyArgs),
+    /// List keys under a prefix.
+    Ls(client::ListArgs),
+    /// Show the cluster's members.
+    Members(client::Target),
+    /// Load-test a running node.
+    Bench(bench::BenchArgs),
+}
+
+const SUBCOMMANDS: [&str; 9] = [
+    "run", "get", "put", "del", "ls", "members", "bench", "help", "-h",
+];
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().collect();
+    // `kvs CONFIG` means `kvs run CONFIG`.
+    if let Some(first) = args.get(1)
+        && !first.starts_with('-')
+        && !SUBCOMMANDS.contains(&first.as_str())
+    {
+        args.insert(1, "run".into());
+    }
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let code = if error.use_stderr() { 2 } else { 0 };
+            let _ = error.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Run { config } => run_node(&config),
+        Command::Get(args) => client::get(args),
+        Command::Put(args) => client::put(args),
+        Command::Del(args) => client::del(args),
+        Command::Ls(args) => client::ls(args),
+        Command::Members(args) => client::members(args),
+        Command::Bench(args) => bench::run(args),
+    }
+}
+
+/// Loads CONFIG, writing the default config there first if it does not exist.
+fn load_or_create(arg: &str) -> Result<(std::path::PathBuf, Config), String> {
+    let path = config_path(arg);
+    if !path.exists() {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, default_config_text())
+            .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
+        eprintln!("wrote a default config to {}", path.display());
+    }
+    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    Ok((path, config))
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},warp=warn,hyper=warn"))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run_node(arg: &str) -> ExitCode {
+    let (path, config) = match load_or_create(arg) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("kvs: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config.log_level);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("kvs: cannot start the runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run_until_signal(config, &path)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(node::NodeError::Config(error)) => {
+            eprintln!("kvs: {}: {error}", path.display());
+            ExitCode::from(2)
+        }
+        Err(node::NodeError::Runtime(error)) => {
+            eprintln!("kvs: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run_until_signal(config: Config, path: &Path) -> Result<(), node::NodeError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|e| node::NodeError::Runtime(e.to_string()))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|e| node::NodeError::Runtime(e.to_string()))?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        let _ = stop.send(true);
+    });
+    node::run(config, path, shutdown).await
+}

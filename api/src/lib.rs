@@ -1,1 +1,18 @@
-//! kvs-api: the HTTP API of a node.
+//! kvs-api: the HTTP API of a node, as `shared/spec/http-api.md` fixes it.
+//!
+//! [`Api`] serves warp requests over a [`Backend`] (the node: its store, write path and
+//! cluster view). Errors are always the contract's `{"error": {"code", "message"}}` body.
+
+mod auth;
+mod backend;
+mod duration;
+mod error;
+mod keys;
+mod metrics;
+mod routes;
+
+pub use backend::{Backend, MemberInfo};
+pub use duration::{format_duration, parse_duration};
+pub use error::ApiError;
+pub use keys::{MAX_KEY_BYTES, validate_key};
+pub use routes::{Api, ApiConfig};

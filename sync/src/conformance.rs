@@ -1,7 +1,8 @@
 //! The conformance suite every [`Store`] implementation must pass.
 //!
 //! An implementation's tests invoke [`store_conformance_tests!`](crate::store_conformance_tests)
-//! with a factory `|options| -> impl Store` that returns a fresh, empty store each call.
+//! with a factory `|options| -> (guard, impl Store)` that returns a fresh, empty store each
+//! call, with a guard (a temp dir, say) that lives as long as the store.
 
 use uuid::Uuid;
 
@@ -61,8 +62,8 @@ fn keys(page: &crate::ListPage) -> Vec<&str> {
 }
 
 /// A put creates the key; a get returns it.
-pub fn put_then_get<S: Store>(make: &impl Fn(StoreOptions) -> S) {
-    let store = make(StoreOptions::default());
+pub fn put_then_get<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
     assert_eq!(store.get("a").unwrap(), None);
     let outcome = write(&store, put("a", "{\"x\":1}"), 1000).unwrap();
     assert!(outcome.created);
@@ -73,8 +74,8 @@ pub fn put_then_get<S: Store>(make: &impl Fn(StoreOptions) -> S) {
 }
 
 /// An overwrite is not a creation and keeps the key's owner, group and permissions.
-pub fn overwrite_keeps_ownership<S: Store>(make: &impl Fn(StoreOptions) -> S) {
-    let store = make(StoreOptions::default());
+pub fn overwrite_keeps_ownership<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
     write(&store, put("a", "1"), 1000).unwrap();
     let mut op = put("a", "2");
     op.owner = Some("bob".into());
@@ -87,8 +88,8 @@ pub fn overwrite_keeps_ownership<S: Store>(make: &impl Fn(StoreOptions) -> S) {
 }
 
 /// An overwrite gets a timestamp above the held one even when the clock is behind.
-pub fn causal_timestamp<S: Store>(make: &impl Fn(StoreOptions) -> S) {
-    let store = make(StoreOptions::default());
+pub fn causal_timestamp<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
     write(&store, put("a", "1"), 5000).unwrap();
     let outcome = write(&store, put("a", "2"), 10).unwrap();
     assert_eq!(outcome.version.id.timestamp, 5001);
@@ -99,10 +100,13 @@ pub fn causal_timestamp<S: Store>(make: &impl Fn(StoreOptions) -> S) {
 }
 
 /// `If-Match` needs the current uuid; `If-None-Match: *` needs an absent key.
-pub fn preconditions<S: Store>(make: &impl Fn(StoreOptions) -> S) {
-    let store = make(StoreOptions::default());
+pub fn preconditions<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
     let mut op = put("a", "1");
     op.precondition = Precondition::IfMatch(Uuid::new_v4());
+    assert_eq!(write(&store, op, 1), Err(WriteRejected::PreconditionFailed));
+    let mut op = put("a", "0");
+    op.precondition = Precondition::IfPresent;
     assert_eq!(write(&store, op, 1), Err(WriteRejected::PreconditionFailed));
     let mut op = put("a", "1");
     op.precondition = Precondition::IfAbsent;
@@ -120,11 +124,15 @@ pub fn preconditions<S: Store>(make: &impl Fn(StoreOptions) -> S) {
     op.precondition = Precondition::IfMatch(first.version.id.uuid);
     write(&store, op, 4).unwrap();
     assert_eq!(store.get("a").unwrap().unwrap().data.as_deref(), Some("2"));
+    let mut op = put("a", "3");
+    op.precondition = Precondition::IfPresent;
+    write(&store, op, 5).unwrap();
+    assert_eq!(store.get("a").unwrap().unwrap().data.as_deref(), Some("3"));
 }
 
 /// A delete leaves a tombstone; deleting it again is `NotFound`; a put recreates it.
-pub fn delete_leaves_tombstone<S: Store>(make: &impl Fn(StoreOptions) -> S) {
-    let store = make(StoreOptions::default());
+pub fn delete_leaves_tombstone<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
     assert_eq!(write(&store, delete("a"), 1), Err(WriteRejected::NotFound));
     assert_eq!(store.get("a").unwrap(), None);
     write(&store, put("a", "1"), 1).unwrap();
@@ -139,8 +147,8 @@ pub fn delete_leaves_tombstone<S: Store>(make: &impl Fn(StoreOptions) -> S) {
 }
 
 /// A key with a TTL reads as absent from its expiry on.
-pub fn ttl_expiry<S: Store>(make: &impl Fn(StoreOptions) -> S) {
-    let store = make(StoreOptions::default());
+pub fn ttl_expiry<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
     let mut op = put("t", "1");
     op.mutation = Mutation::Put {
         data: "1".into(),
@@ -169,8 +177,8 @@ pub fn ttl_expiry<S: Store>(make: &impl Fn(StoreOptions) -> S) {
 }
 
 /// Listing by prefix is in byte order, skips deleted keys and pages with a cursor.
-pub fn list_by_prefix_pages<S: Store>(make: &impl Fn(StoreOptions) -> S) {
-    let store = make(StoreOptions::default());
+pub fn list_by_prefix_pages<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
     let names = ["a/1", "a/2", "a/3", "a/4", "a/5", "ab", "b/1", "a"];
     let ops: Vec<_> = names.iter().map(|k| put(k, "0")).collect();
     store.write_batch(&ops, 10).unwrap();
@@ -194,8 +202,8 @@ pub fn list_by_prefix_pages<S: Store>(make: &impl Fn(StoreOptions) -> S) {
 }
 
 /// Listing by time orders by timestamp then key and pages with a cursor.
-pub fn list_since_pages<S: Store>(make: &impl Fn(StoreOptions) -> S) {
-    let store = make(StoreOptions::default());
+pub fn list_since_pages<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
     write(&store, put("z", "0"), 100).unwrap();
     write(&store, put("y", "0"), 200).unwrap();
     write(&store, put("x", "0"), 200).unwrap();
@@ -213,8 +221,8 @@ pub fn list_since_pages<S: Store>(make: &impl Fn(StoreOptions) -> S) {
 }
 
 /// History lists value versions newest first, the current first, capped.
-pub fn history_newest_first_and_capped<S: Store>(make: &impl Fn(StoreOptions) -> S) {
-    let store = make(StoreOptions {
+pub fn history_newest_first_and_capped<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions {
         max_revisions: 3,
         ..StoreOptions::default()
     });
@@ -229,8 +237,8 @@ pub fn history_newest_first_and_capped<S: Store>(make: &impl Fn(StoreOptions) ->
 }
 
 /// With history off, nothing is kept.
-pub fn history_disabled<S: Store>(make: &impl Fn(StoreOptions) -> S) {
-    let store = make(StoreOptions {
+pub fn history_disabled<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions {
         max_revisions: 0,
         ..StoreOptions::default()
     });
@@ -240,8 +248,8 @@ pub fn history_disabled<S: Store>(make: &impl Fn(StoreOptions) -> S) {
 }
 
 /// Purge turns expired values into tombstones and drops old tombstones.
-pub fn purge_expired_and_tombstones<S: Store>(make: &impl Fn(StoreOptions) -> S) {
-    let store = make(StoreOptions::default());
+pub fn purge_expired_and_tombstones<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
     let mut op = put("ttl", "1");
     op.mutation = Mutation::Put {
         data: "1".into(),
@@ -265,8 +273,8 @@ pub fn purge_expired_and_tombstones<S: Store>(make: &impl Fn(StoreOptions) -> S)
 }
 
 /// Ops of one batch apply in order and see each other.
-pub fn batch_ops_see_each_other<S: Store>(make: &impl Fn(StoreOptions) -> S) {
-    let store = make(StoreOptions::default());
+pub fn batch_ops_see_each_other<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
     let mut second = put("k", "2");
     second.precondition = Precondition::IfAbsent;
     let results = store
@@ -280,8 +288,8 @@ pub fn batch_ops_see_each_other<S: Store>(make: &impl Fn(StoreOptions) -> S) {
 }
 
 /// Values of any size and keys of any UTF-8 round-trip unchanged.
-pub fn values_roundtrip<S: Store>(make: &impl Fn(StoreOptions) -> S) {
-    let store = make(StoreOptions {
+pub fn values_roundtrip<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions {
         compression_min_bytes: Some(16),
         ..StoreOptions::default()
     });
@@ -310,8 +318,8 @@ pub fn values_roundtrip<S: Store>(make: &impl Fn(StoreOptions) -> S) {
 }
 
 /// Stats count keys, tombstones included.
-pub fn stats_count_keys<S: Store>(make: &impl Fn(StoreOptions) -> S) {
-    let store = make(StoreOptions::default());
+pub fn stats_count_keys<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
     assert_eq!(store.stats().unwrap().keys, 0);
     store
         .write_batch(&[put("a", "1"), put("b", "2")], 1)

@@ -48,16 +48,6 @@ impl Inner {
     }
 }
 
-fn page(mut items: Vec<Listed>, limit: usize, cursor: impl Fn(&Listed) -> Cursor) -> ListPage {
-    let next = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(cursor)
-    } else {
-        None
-    };
-    ListPage { items, next }
-}
-
 impl Store for MemoryStore {
     fn write_batch(
         &self,
@@ -105,7 +95,9 @@ impl Store for MemoryStore {
                 id: v.id,
             })
             .collect();
-        Ok(page(items, limit, |l| Cursor::Key(l.key.clone())))
+        Ok(ListPage::from_overfetched(items, limit, |l| {
+            Cursor::Key(l.key.clone())
+        }))
     }
 
     fn list_since(
@@ -128,7 +120,7 @@ impl Store for MemoryStore {
             .collect();
         items.sort_by(|a, b| (a.id.timestamp, &a.key).cmp(&(b.id.timestamp, &b.key)));
         items.truncate(limit.saturating_add(1));
-        Ok(page(items, limit, |l| {
+        Ok(ListPage::from_overfetched(items, limit, |l| {
             Cursor::Time(l.id.timestamp, l.key.clone())
         }))
     }
@@ -180,5 +172,5 @@ impl Store for MemoryStore {
 
 #[cfg(all(test, feature = "conformance"))]
 mod conformance_tests {
-    crate::store_conformance_tests!(|options| super::MemoryStore::new(options));
+    crate::store_conformance_tests!(|options| ((), super::MemoryStore::new(options)));
 }

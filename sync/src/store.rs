@@ -73,6 +73,24 @@ pub struct ListPage {
     pub next: Option<Cursor>,
 }
 
+impl ListPage {
+    /// A page from up to `limit + 1` items: the extra item only tells that more follow,
+    /// and the cursor then points at the last item kept.
+    pub fn from_overfetched(
+        mut items: Vec<Listed>,
+        limit: usize,
+        cursor: impl Fn(&Listed) -> Cursor,
+    ) -> Self {
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(cursor)
+        } else {
+            None
+        };
+        ListPage { items, next }
+    }
+}
+
 /// What a purge removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PurgeStats {

@@ -30,6 +30,8 @@ pub enum Precondition {
     IfMatch(Uuid),
     /// The key must be absent (`If-None-Match: *`).
     IfAbsent,
+    /// The key must be present (`If-Match: *`).
+    IfPresent,
 }
 
 /// A write request for one key.
@@ -83,11 +85,13 @@ pub fn plan_write(
                 return Err(WriteRejected::PreconditionFailed);
             }
         }
-        Precondition::IfAbsent => {
-            if live.is_some() {
-                return Err(WriteRejected::PreconditionFailed);
-            }
+        Precondition::IfAbsent if live.is_some() => {
+            return Err(WriteRejected::PreconditionFailed);
         }
+        Precondition::IfPresent if live.is_none() => {
+            return Err(WriteRejected::PreconditionFailed);
+        }
+        Precondition::IfAbsent | Precondition::IfPresent => {}
     }
     let timestamp = held.map_or(now_ms, |v| now_ms.max(v.id.timestamp + 1));
     let id = VersionId {

@@ -1,0 +1,52 @@
+//! What the API needs from the node: its store, its write path, its clock and its view
+//! of the cluster.
+
+use std::future::Future;
+
+use kvs_sync::{Store, StoreError, WriteOp, WriteOutcome, WriteRejected};
+use serde::Serialize;
+
+/// A member of the cluster as `GET /members` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemberInfo {
+    /// The member's `node_id`.
+    pub node_id: String,
+    /// Its SWIM address (`host:port`).
+    pub gossip_addr: String,
+    /// Its HTTP address (`host:port`).
+    pub http_addr: String,
+    /// `alive`, `suspect`, `dead` or `left`.
+    pub state: String,
+    /// Its incarnation number.
+    pub incarnation: u64,
+    /// When it first joined the cluster (Unix ms).
+    pub joined_at: u64,
+}
+
+/// The node behind the API.
+pub trait Backend: Send + Sync + 'static {
+    /// This node's `node_id`.
+    fn node_id(&self) -> &str;
+
+    /// When this node first joined its cluster (Unix ms): the origin of its versions.
+    fn joined_at(&self) -> u64;
+
+    /// The wall clock (Unix ms).
+    fn now_ms(&self) -> u64;
+
+    /// The local store, for reads.
+    fn store(&self) -> &dyn Store;
+
+    /// Applies one write durably (group-committed with concurrent ones), then hands it
+    /// to replication.
+    fn write(
+        &self,
+        op: WriteOp,
+    ) -> impl Future<Output = Result<Result<WriteOutcome, WriteRejected>, StoreError>> + Send;
+
+    /// The members this node knows, itself included.
+    fn members(&self) -> Vec<MemberInfo>;
+
+    /// Extra Prometheus text lines (membership, sync) appended to `/metrics`.
+    fn extra_metrics(&self, out: &mut String);
+}

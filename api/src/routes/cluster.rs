@@ -1,0 +1,60 @@
+//! The cluster and operations routes: `/health`, `/members`, `/metrics`, `/openapi.json`.
+
+use std::fmt::Write as _;
+
+use warp::http::{HeaderValue, StatusCode, header};
+use warp::reply::Response as WarpResponse;
+
+use super::{Api, Handled, json_response};
+use crate::Backend;
+
+/// The OpenAPI 3 document of the whole API.
+const OPENAPI: &str = include_str!("../../openapi.json");
+
+impl<B: Backend> Api<B> {
+    pub(super) fn health(&self) -> Handled {
+        let members = self
+            .backend
+            .members()
+            .iter()
+            .filter(|m| m.state == "alive" || m.state == "suspect")
+            .count();
+        let body = serde_json::json!({
+            "status": "ok",
+            "node_id": self.backend.node_id(),
+            "version": self.config.version,
+            "members": members,
+        });
+        Ok(json_response(StatusCode::OK, body.to_string()))
+    }
+
+    pub(super) fn members(&self) -> Handled {
+        let body = serde_json::json!({ "members": self.backend.members() });
+        Ok(json_response(StatusCode::OK, body.to_string()))
+    }
+
+    pub(super) fn metrics(&self) -> Handled {
+        let mut out = String::with_capacity(4096);
+        self.metrics.render(&mut out);
+        let stats = self.backend.store().stats()?;
+        let _ = write!(
+            out,
+            "# HELP kvs_store_keys Keys held, tombstones included.\n\
+             # TYPE kvs_store_keys gauge\nkvs_store_keys {}\n\
+             # HELP kvs_store_bytes Bytes the store occupies.\n\
+             # TYPE kvs_store_bytes gauge\nkvs_store_bytes {}\n",
+            stats.keys, stats.bytes
+        );
+        self.backend.extra_metrics(&mut out);
+        let mut response = json_response(StatusCode::OK, out);
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        Ok(response)
+    }
+}
+
+pub(super) fn openapi() -> WarpResponse {
+    json_response(StatusCode::OK, OPENAPI.to_owned())
+}

@@ -1,0 +1,222 @@
+//! The key-value routes: `/kv/{key}`, `/kv?prefix|since`, `/history/{key}`.
+
+use std::fmt::Write as _;
+
+use bytes::Buf;
+use futures_util::Stream;
+use kvs_sync::{Cursor, ListPage, Mutation, Version, WriteOp, WriteRejected};
+use uuid::Uuid;
+use warp::http::{HeaderValue, StatusCode, header};
+use warp::reply::Response as WarpResponse;
+
+use super::request::{positive, precondition, read_json_body};
+use super::{Api, Handled, Query, Request, json_response};
+use crate::duration::parse_duration;
+use crate::keys::decode_key;
+use crate::{ApiError, Backend};
+
+/// Listing page size when `limit` is absent, and its ceiling.
+const DEFAULT_LIMIT: u64 = 100;
+const MAX_LIMIT: u64 = 1000;
+
+impl<B: Backend> Api<B> {
+    /// The current live version of `key`, or `404`.
+    fn live_version(&self, key: &str) -> Result<Version, ApiError> {
+        let now = self.backend.now_ms();
+        self.backend
+            .store()
+            .get(key)?
+            .filter(|v| v.is_live(now))
+            .ok_or_else(|| ApiError::not_found(format!("key {key:?} not found")))
+    }
+
+    pub(super) fn get_key(&self, raw_key: &str, head: bool) -> Handled {
+        let key = decode_key(raw_key)?;
+        let version = self.live_version(&key)?;
+        let body = if head {
+            String::new()
+        } else {
+            version_json(&version, true)
+        };
+        let mut response = json_response(StatusCode::OK, body);
+        set_etag(&mut response, version.id.uuid);
+        Ok(response)
+    }
+
+    pub(super) async fn put_key<S, D>(
+        &self,
+        request: &Request<'_>,
+        raw_key: &str,
+        body: S,
+    ) -> Handled
+    where
+        S: Stream<Item = Result<D, warp::Error>> + Send,
+        D: Buf,
+    {
+        let key = decode_key(raw_key)?;
+        let precondition = precondition(request.headers, true)?;
+        let ttl_ms = request
+            .query
+            .get("ttl")
+            .map(|ttl| {
+                parse_duration(ttl)
+                    .map_err(ApiError::bad_request)
+                    .and_then(|d| match d.as_millis() {
+                        0 => Err(ApiError::bad_request("ttl must be above zero")),
+                        ms => Ok(u64::try_from(ms).unwrap_or(u64::MAX)),
+                    })
+            })
+            .transpose()?;
+        let data = read_json_body(request.headers, body, self.config.max_value_bytes).await?;
+        let op = self.write_op(key, Mutation::Put { data, ttl_ms }, precondition);
+        let outcome = self.commit(op).await?;
+        let status = if outcome.created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        let mut response = json_response(status, version_json(&outcome.version, false));
+        set_etag(&mut response, outcome.version.id.uuid);
+        Ok(response)
+    }
+
+    pub(super) async fn delete_key(&self, request: &Request<'_>, raw_key: &str) -> Handled {
+        let key = decode_key(raw_key)?;
+        let precondition = precondition(request.headers, false)?;
+        let op = self.write_op(key, Mutation::Delete, precondition);
+        self.commit(op).await?;
+        let mut response = json_response(StatusCode::NO_CONTENT, String::new());
+        response.headers_mut().remove(header::CONTENT_TYPE);
+        Ok(response)
+    }
+
+    fn write_op(
+        &self,
+        key: String,
+        mutation: Mutation,
+        precondition: kvs_sync::Precondition,
+    ) -> WriteOp {
+        WriteOp {
+            key,
+            mutation,
+            precondition,
+            uuid: Uuid::new_v4(),
+            origin_joined_at: self.backend.joined_at(),
+            owner: None,
+            group: None,
+            permissions: self.config.default_permissions,
+        }
+    }
+
+    async fn commit(&self, op: WriteOp) -> Result<kvs_sync::WriteOutcome, ApiError> {
+        let key = op.key.clone();
+        match self.backend.write(op).await? {
+            Ok(outcome) => Ok(outcome),
+            Err(WriteRejected::NotFound) => {
+                Err(ApiError::not_found(format!("key {key:?} not found")))
+            }
+            Err(WriteRejected::PreconditionFailed) => Err(ApiError::precondition_failed(format!(
+                "the precondition on {key:?} does not hold"
+            ))),
+        }
+    }
+
+    pub(super) fn history(&self, raw_key: &str) -> Handled {
+        if !self.config.history_enabled {
+            return Err(ApiError::not_found("revision history is disabled"));
+        }
+        let key = decode_key(raw_key)?;
+        self.live_version(&key)?;
+        let revisions = self.backend.store().history(&key)?;
+        let mut body = String::from("{\"revisions\":[");
+        for (i, version) in revisions.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&version_json(version, true));
+        }
+        body.push_str("]}");
+        Ok(json_response(StatusCode::OK, body))
+    }
+
+    pub(super) fn list(&self, query: &Query) -> Handled {
+        let limit = positive(query, "limit")?
+            .unwrap_or(DEFAULT_LIMIT)
+            .min(MAX_LIMIT) as usize;
+        let cursor = query
+            .get("cursor")
+            .filter(|c| !c.is_empty())
+            .map(|c| Cursor::decode(c).ok_or_else(|| ApiError::bad_request("cursor is not valid")))
+            .transpose()?;
+        let prefix = query.get("prefix").unwrap_or("");
+        let now = self.backend.now_ms();
+        let store = self.backend.store();
+        let page = match query.get("since") {
+            Some(since) => {
+                let since: u64 = since.parse().map_err(|_| {
+                    ApiError::bad_request(format!("since must be Unix milliseconds, not {since:?}"))
+                })?;
+                let after = match &cursor {
+                    None => None,
+                    Some(Cursor::Time(ts, key)) => Some((*ts, key.as_str())),
+                    Some(Cursor::Key(_)) => {
+                        return Err(ApiError::bad_request("cursor is not a since cursor"));
+                    }
+                };
+                let mut page = store.list_since(since, after, limit, now)?;
+                page.items.retain(|item| item.key.starts_with(prefix));
+                page
+            }
+            None => {
+                let after = match &cursor {
+                    None => None,
+                    Some(Cursor::Key(key)) => Some(key.as_str()),
+                    Some(Cursor::Time(..)) => {
+                        return Err(ApiError::bad_request("cursor is not a prefix cursor"));
+                    }
+                };
+                store.list(prefix, after, limit, now)?
+            }
+        };
+        Ok(json_response(StatusCode::OK, page_json(&page)))
+    }
+}
+
+/// `{"uuid","timestamp"[,"data"]}` with the stored JSON text embedded as is.
+fn version_json(version: &Version, with_data: bool) -> String {
+    let mut out = format!(
+        "{{\"uuid\":\"{}\",\"timestamp\":{}",
+        version.id.uuid, version.id.timestamp
+    );
+    if with_data {
+        let _ = write!(
+            out,
+            ",\"data\":{}",
+            version.data.as_deref().unwrap_or("null")
+        );
+    }
+    out.push('}');
+    out
+}
+
+fn page_json(page: &ListPage) -> String {
+    let items: Vec<_> = page
+        .items
+        .iter()
+        .map(|item| {
+            serde_json::json!({
+                "key": item.key,
+                "uuid": item.id.uuid,
+                "timestamp": item.id.timestamp,
+            })
+        })
+        .collect();
+    let next = page.next.as_ref().map(Cursor::encode);
+    serde_json::json!({"items": items, "next_cursor": next}).to_string()
+}
+
+fn set_etag(response: &mut WarpResponse, uuid: Uuid) {
+    if let Ok(value) = HeaderValue::from_str(&format!("\"{uuid}\"")) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+}

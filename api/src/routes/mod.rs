@@ -1,0 +1,176 @@
+//! The HTTP routes: one warp filter that hands every request to [`Api::handle`], which
+//! dispatches on method and path and answers every failure with the contract's error
+//! body. Dispatching by hand (rather than with chained warp filters and rejections) keeps
+//! `404`/`405`/`413` and the error format exact for every path.
+
+mod cluster;
+mod kv;
+mod request;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Buf;
+use futures_util::Stream;
+use warp::Filter;
+use warp::http::{HeaderMap, Method, Response, StatusCode, header};
+use warp::reply::Response as WarpResponse;
+
+use crate::metrics::RequestMetrics;
+use crate::{ApiError, Backend};
+
+pub(crate) use request::Query;
+
+/// Settings of the API taken from the node's config.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The largest request body, in bytes.
+    pub max_value_bytes: usize,
+    /// Whether `GET /history/{key}` answers.
+    pub history_enabled: bool,
+    /// Permission bits of a new key.
+    pub default_permissions: u16,
+    /// The version string `GET /health` reports.
+    pub version: String,
+}
+
+/// The API of one node over its [`Backend`].
+pub struct Api<B> {
+    backend: Arc<B>,
+    config: ApiConfig,
+    metrics: RequestMetrics,
+}
+
+/// One request as the dispatcher sees it.
+pub(crate) struct Request<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) path: &'a str,
+    pub(crate) query: Query,
+    pub(crate) headers: &'a HeaderMap,
+}
+
+type Handled = Result<WarpResponse, ApiError>;
+
+impl<B: Backend> Api<B> {
+    /// An API over `backend`.
+    pub fn new(backend: Arc<B>, config: ApiConfig) -> Arc<Self> {
+        Arc::new(Self {
+            backend,
+            config,
+            metrics: RequestMetrics::new(),
+        })
+    }
+
+    /// The warp filter serving this API; it rejects nothing it can read.
+    pub fn filter(
+        self: &Arc<Self>,
+    ) -> impl Filter<Extract = (WarpResponse,), Error = warp::Rejection> + Clone + use<B> {
+        let api = Arc::clone(self);
+        warp::method()
+            .and(warp::path::full())
+            .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+            .and(warp::header::headers_cloned())
+            .and(warp::body::stream())
+            .then(
+                move |method, path: warp::path::FullPath, query: String, headers, body| {
+                    let api = Arc::clone(&api);
+                    async move {
+                        api.handle(method, path.as_str(), &query, headers, body)
+                            .await
+                    }
+                },
+            )
+    }
+
+    /// Answers one request: dispatch, error mapping, metrics.
+    pub async fn handle<S, D>(
+        &self,
+        method: Method,
+        path: &str,
+        raw_query: &str,
+        headers: HeaderMap,
+        body: S,
+    ) -> WarpResponse
+    where
+        S: Stream<Item = Result<D, warp::Error>> + Send,
+        D: Buf,
+    {
+        let started = Instant::now();
+        let request = Request {
+            method: &method,
+            path,
+            query: Query::parse(raw_query),
+            headers: &headers,
+        };
+        let (route, result) = self.dispatch(&request, body).await;
+        let response = result.unwrap_or_else(|error| error_response(&error));
+        self.metrics.record(
+            route,
+            method.as_str(),
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+        response
+    }
+
+    async fn dispatch<S, D>(&self, request: &Request<'_>, body: S) -> (usize, Handled)
+    where
+        S: Stream<Item = Result<D, warp::Error>> + Send,
+        D: Buf,
+    {
+        let path = request.path;
+        let method = request.method;
+        if let Some(raw_key) = path.strip_prefix("/kv/").filter(|k| !k.is_empty()) {
+            let result = match *method {
+                Method::GET => self.get_key(raw_key, false),
+                Method::HEAD => self.get_key(raw_key, true),
+                Method::PUT => self.put_key(request, raw_key, body).await,
+                Method::DELETE => self.delete_key(request, raw_key).await,
+                _ => Err(ApiError::method_not_allowed(method.as_str(), path)),
+            };
+            return (0, result);
+        }
+        if let Some(raw_key) = path.strip_prefix("/history/") {
+            return (2, self.only_get(request, |api| api.history(raw_key)));
+        }
+        match path {
+            "/kv" | "/kv/" => (1, self.only_get(request, |api| api.list(&request.query))),
+            "/health" => (3, self.only_get(request, Api::health)),
+            "/members" => (4, self.only_get(request, Api::members)),
+            "/metrics" => (5, self.only_get(request, Api::metrics)),
+            "/openapi.json" => (6, self.only_get(request, |_| Ok(cluster::openapi()))),
+            _ => (7, Err(ApiError::not_found(format!("no route for {path}")))),
+        }
+    }
+
+    fn only_get(&self, request: &Request<'_>, handler: impl FnOnce(&Self) -> Handled) -> Handled {
+        match *request.method {
+            Method::GET => handler(self),
+            Method::HEAD => handler(self).map(strip_body),
+            _ => Err(ApiError::method_not_allowed(
+                request.method.as_str(),
+                request.path,
+            )),
+        }
+    }
+}
+
+/// A response with a JSON body.
+pub(crate) fn json_response(status: StatusCode, body: String) -> WarpResponse {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error_response(error: &ApiError) -> WarpResponse {
+    json_response(error.status(), error.body())
+}
+
+fn strip_body(response: WarpResponse) -> WarpResponse {
+    let (parts, _) = response.into_parts();
+    Response::from_parts(parts, String::new().into())
+}

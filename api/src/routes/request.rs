@@ -1,0 +1,130 @@
+//! Reading requests: query strings, preconditions and size-limited JSON bodies.
+
+use bytes::Buf;
+use futures_util::{Stream, StreamExt};
+use percent_encoding::percent_decode_str;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+use warp::http::{HeaderMap, header};
+
+use kvs_sync::Precondition;
+
+use crate::ApiError;
+
+/// A parsed query string (`a=1&b=2`); later duplicates win.
+#[derive(Debug, Default)]
+pub(crate) struct Query(Vec<(String, String)>);
+
+impl Query {
+    pub(crate) fn parse(raw: &str) -> Self {
+        let decode = |s: &str| {
+            let s = s.replace('+', " ");
+            percent_decode_str(&s).decode_utf8_lossy().into_owned()
+        };
+        Query(
+            raw.split('&')
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| {
+                    let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                    (decode(name), decode(value))
+                })
+                .collect(),
+        )
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The precondition of a PUT or DELETE from `If-Match` / `If-None-Match`.
+pub(crate) fn precondition(
+    headers: &HeaderMap,
+    allow_none_match: bool,
+) -> Result<Precondition, ApiError> {
+    let text = |name| {
+        headers
+            .get(&name)
+            .map(|v| {
+                v.to_str()
+                    .map(str::trim)
+                    .map_err(|_| ApiError::bad_request(format!("{name} is not ASCII")))
+            })
+            .transpose()
+    };
+    if let Some(value) = text(header::IF_MATCH)? {
+        if value == "*" {
+            return Ok(Precondition::IfPresent);
+        }
+        let uuid = value.trim_start_matches("W/").trim_matches('"');
+        // An etag that is not one of ours can match no version.
+        let uuid = Uuid::parse_str(uuid).unwrap_or(Uuid::nil());
+        return Ok(Precondition::IfMatch(uuid));
+    }
+    match text(header::IF_NONE_MATCH)? {
+        Some("*") if allow_none_match => Ok(Precondition::IfAbsent),
+        Some(_) => Err(ApiError::bad_request(
+            "If-None-Match supports only '*', and only on PUT",
+        )),
+        None => Ok(Precondition::None),
+    }
+}
+
+/// Reads a JSON body of at most `limit` bytes and returns its text, validated.
+pub(crate) async fn read_json_body<S, D>(
+    headers: &HeaderMap,
+    body: S,
+    limit: usize,
+) -> Result<String, ApiError>
+where
+    S: Stream<Item = Result<D, warp::Error>> + Send,
+    D: Buf,
+{
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    let mut bytes = Vec::with_capacity(declared.map_or(256, |len| len as usize));
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let mut chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("reading the body failed: {e}")))?;
+        if bytes.len() + chunk.remaining() > limit {
+            return Err(ApiError::payload_too_large(limit));
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            bytes.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid_json(
+            "the body is empty; send a JSON value",
+        ));
+    }
+    let raw: Box<RawValue> = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::invalid_json(format!("the body is not JSON: {e}")))?;
+    Ok(raw.get().to_owned())
+}
+
+/// Parses a positive integer query parameter.
+pub(crate) fn positive(query: &Query, name: &str) -> Result<Option<u64>, ApiError> {
+    query
+        .get(name)
+        .map(|v| match v.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "{name} must be a positive integer, not {v:?}"
+            ))),
+        })
+        .transpose()
+}

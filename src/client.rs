@@ -1,0 +1,158 @@
+//! The command-line client: `kvs get|put|del|ls|members` against a node's HTTP API.
+
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use clap::Args;
+use hyper::Method;
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+
+use crate::http_client::Connection;
+
+/// Characters escaped in a key path segment (`/` stays: it separates segments).
+const KEY_ESCAPES: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'?')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+/// Characters escaped in a query value.
+const QUERY_ESCAPES: &AsciiSet = &KEY_ESCAPES.add(b'&').add(b'=').add(b'+').add(b'/');
+
+/// Where the node is and who is asking.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct Target {
+    /// The node's HTTP address.
+    #[arg(long, env = "KVS_ADDR", default_value = "http://127.0.0.1:8080")]
+    pub(crate) addr: String,
+    /// A bearer token.
+    #[arg(long, env = "KVS_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+}
+
+/// A command on one key.
+#[derive(Args, Debug)]
+pub(crate) struct KeyArgs {
+    /// The key.
+    key: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// `kvs put`.
+#[derive(Args, Debug)]
+pub(crate) struct PutArgs {
+    /// The key.
+    key: String,
+    /// The value, as JSON.
+    json: String,
+    /// Expire the key this long after the write (`30s`, `10m`, ...).
+    #[arg(long)]
+    ttl: Option<String>,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// `kvs ls`.
+#[derive(Args, Debug)]
+pub(crate) struct ListArgs {
+    /// Only keys starting with this prefix.
+    prefix: Option<String>,
+    #[command(flatten)]
+    target: Target,
+}
+
+fn key_path(route: &str, key: &str) -> String {
+    format!("/{route}/{}", utf8_percent_encode(key, KEY_ESCAPES))
+}
+
+/// Sends one request and prints the answer; exit 0 on 2xx, 1 otherwise.
+fn call(target: &Target, method: Method, path: &str, body: Option<Bytes>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("kvs: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        let mut connection = Connection::open(&target.addr).await?;
+        connection
+            .send(method, path, body, target.token.as_deref())
+            .await
+    });
+    match result {
+        Ok((status, body)) => {
+            let text = String::from_utf8_lossy(&body);
+            if status.is_success() {
+                if !text.is_empty() {
+                    println!("{text}");
+                }
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("kvs: {status}: {text}");
+                ExitCode::from(1)
+            }
+        }
+        Err(error) => {
+            eprintln!("kvs: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `kvs get KEY`.
+pub(crate) fn get(args: KeyArgs) -> ExitCode {
+    call(&args.target, Method::GET, &key_path("kv", &args.key), None)
+}
+
+/// `kvs put KEY JSON`.
+pub(crate) fn put(args: PutArgs) -> ExitCode {
+    if let Err(error) = serde_json::from_str::<serde_json::Value>(&args.json) {
+        eprintln!("kvs: the value is not JSON: {error}");
+        return ExitCode::from(2);
+    }
+    let mut path = key_path("kv", &args.key);
+    if let Some(ttl) = &args.ttl {
+        path.push_str(&format!("?ttl={}", utf8_percent_encode(ttl, QUERY_ESCAPES)));
+    }
+    call(
+        &args.target,
+        Method::PUT,
+        &path,
+        Some(Bytes::from(args.json)),
+    )
+}
+
+/// `kvs del KEY`.
+pub(crate) fn del(args: KeyArgs) -> ExitCode {
+    call(
+        &args.target,
+        Method::DELETE,
+        &key_path("kv", &args.key),
+        None,
+    )
+}
+
+/// `kvs ls [PREFIX]`.
+pub(crate) fn ls(args: ListArgs) -> ExitCode {
+    let prefix = args.prefix.unwrap_or_default();
+    let path = format!(
+        "/kv?prefix={}&limit=1000",
+        utf8_percent_encode(&prefix, QUERY_ESCAPES)
+    );
+    call(&args.target, Method::GET, &path, None)
+}
+
+/// `kvs members`.
+pub(crate) fn members(target: Target) -> ExitCode {
+    call(&target, Method::GET, "/members", None)
+}

@@ -1,0 +1,326 @@
+//! The node's configuration: a YAML file whose keys `shared/spec/cli-and-config.md`
+//! fixes, with documented defaults, a commented template for new files, and checks that
+//! name the offending key.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// A configuration error: one line naming the key or file.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct ConfigError(pub String);
+
+/// A duration written as in the API (`500ms`, `30s`, `1m`, `24h`, `7d` or seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConfigDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Seconds(s) => Ok(ConfigDuration(Duration::from_secs(s))),
+            Raw::Text(text) => kvs_api::parse_duration(&text)
+                .map(ConfigDuration)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+fn duration(text: &str) -> ConfigDuration {
+    ConfigDuration(kvs_api::parse_duration(text).unwrap_or_default())
+}
+
+/// Every key of the config file. Defaults are the contract's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Config {
+    /// This node's identity.
+    pub(crate) node_id: String,
+    /// Address all listeners bind to.
+    pub(crate) bind_address: IpAddr,
+    /// Address peers use to reach this node (default: `bind_address`).
+    pub(crate) advertise_address: Option<IpAddr>,
+    /// HTTP API port (TCP).
+    pub(crate) http_port: u16,
+    /// SWIM membership port (UDP).
+    pub(crate) gossip_port: u16,
+    /// Data sync port (QUIC over UDP).
+    pub(crate) sync_port: u16,
+    /// LMDB environment, backups, `root.token` (default `./data` next to the config).
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Gossip addresses (`host:port`) to join through.
+    pub(crate) seed_nodes: Vec<String>,
+    /// Membership and sync on or off.
+    pub(crate) clustering_enabled: bool,
+    /// Shared by every node of a cluster; authenticates gossip and sync. When empty, the
+    /// node generates one at first start and keeps it in its data dir.
+    pub(crate) cluster_secret: String,
+    /// Shared by every node of a cluster; signs tokens. Generated and kept like
+    /// `cluster_secret` when empty.
+    pub(crate) jwt_secret: String,
+    /// JWT authentication and permissions.
+    pub(crate) auth_enabled: bool,
+    /// Anonymous reads allowed.
+    pub(crate) allow_anonymous_read: bool,
+    /// Anonymous writes allowed.
+    pub(crate) allow_anonymous_write: bool,
+    /// Permission bits of a new key, three hex digits.
+    pub(crate) default_permissions: String,
+    /// Per-client rate limits on or off.
+    pub(crate) rate_limiting_enabled: bool,
+    /// Requests per window.
+    pub(crate) rate_limit_requests: u32,
+    /// The rate limit window.
+    pub(crate) rate_limit_window: ConfigDuration,
+    /// Keep old versions.
+    pub(crate) revision_history_enabled: bool,
+    /// Versions kept per key.
+    pub(crate) max_revisions: usize,
+    /// zstd for stored values.
+    pub(crate) compression_enabled: bool,
+    /// Values smaller than this stay raw.
+    pub(crate) compression_min_bytes: usize,
+    /// Hash-chained audit log.
+    pub(crate) tamper_logging_enabled: bool,
+    /// Scheduled backups.
+    pub(crate) backup_enabled: bool,
+    /// Time between scheduled backups.
+    pub(crate) backup_interval: ConfigDuration,
+    /// Backups kept.
+    pub(crate) backup_retention: u32,
+    /// How long a delete is remembered.
+    pub(crate) tombstone_ttl: ConfigDuration,
+    /// Request body limit in bytes.
+    pub(crate) max_value_bytes: usize,
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub(crate) log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_id: String::new(),
+            bind_address: IpAddr::from([127, 0, 0, 1]),
+            advertise_address: None,
+            http_port: 8080,
+            gossip_port: 7946,
+            sync_port: 7947,
+            data_dir: None,
+            seed_nodes: Vec::new(),
+            clustering_enabled: true,
+            cluster_secret: String::new(),
+            jwt_secret: String::new(),
+            auth_enabled: true,
+            allow_anonymous_read: false,
+            allow_anonymous_write: false,
+            default_permissions: "f31".into(),
+            rate_limiting_enabled: false,
+            rate_limit_requests: 100,
+            rate_limit_window: duration("1m"),
+            revision_history_enabled: true,
+            max_revisions: 10,
+            compression_enabled: true,
+            compression_min_bytes: 1024,
+            tamper_logging_enabled: true,
+            backup_enabled: false,
+            backup_interval: duration("24h"),
+            backup_retention: 7,
+            tombstone_ttl: duration("7d"),
+            max_value_bytes: 1_048_576,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// The config file for a CONFIG argument: `node1` means `node1.yaml`.
+pub(crate) fn config_path(arg: &str) -> PathBuf {
+    let path = PathBuf::from(arg);
+    if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+        path
+    } else {
+        PathBuf::from(format!("{arg}.yaml"))
+    }
+}
+
+/// The instance name of a config file: its file name without `.yaml`.
+pub(crate) fn instance_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "kvs".into())
+}
+
+impl Config {
+    /// Parses and checks a config text.
+    pub(crate) fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_yaml::from_str(text)
+                .map_err(|e| ConfigError(format!("{}: {}", origin.display(), one_line(&e))))?
+        };
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Reads and checks a config file.
+    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        Self::parse(&text, path)
+    }
+
+    /// Checks relations between fields.
+    pub(crate) fn validate(&self, origin: &Path) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: String| {
+            Err(ConfigError(format!("{}: {key}: {why}", origin.display())))
+        };
+        if self.node_id.trim().is_empty() {
+            return fail("node_id", "must not be empty".into());
+        }
+        if self.default_permissions().is_none() {
+            return fail(
+                "default_permissions",
+                format!(
+                    "{:?} is not three hex digits like f31",
+                    self.default_permissions
+                ),
+            );
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log_level.as_str()) {
+            return fail(
+                "log_level",
+                format!(
+                    "{:?} is not one of error, warn, info, debug, trace",
+                    self.log_level
+                ),
+            );
+        }
+        if self.max_value_bytes == 0 {
+            return fail("max_value_bytes", "must be above zero".into());
+        }
+        if self.revision_history_enabled && self.max_revisions == 0 {
+            return fail(
+                "max_revisions",
+                "must be above zero while revision history is enabled".into(),
+            );
+        }
+        if self.rate_limiting_enabled
+            && (self.rate_limit_requests == 0 || self.rate_limit_window.0.is_zero())
+        {
+            return fail(
+                "rate_limit_requests",
+                "rate limits need requests and a window above zero".into(),
+            );
+        }
+        for seed in &self.seed_nodes {
+            if seed
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                return fail("seed_nodes", format!("{seed:?} is not host:port"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `default_permissions` as bits.
+    pub(crate) fn default_permissions(&self) -> Option<u16> {
+        let text = &self.default_permissions;
+        (text.len() == 3 && text.chars().all(|c| c.is_ascii_hexdigit()))
+            .then(|| u16::from_str_radix(text, 16).ok())
+            .flatten()
+    }
+
+    /// The data directory, relative paths taken from the config file's directory.
+    pub(crate) fn data_dir(&self, config_path: &Path) -> PathBuf {
+        let base = config_path.parent().unwrap_or(Path::new("."));
+        match &self.data_dir {
+            Some(dir) if dir.is_absolute() => dir.clone(),
+            Some(dir) => base.join(dir),
+            None => base.join("data"),
+        }
+    }
+}
+
+fn one_line(error: &serde_yaml::Error) -> String {
+    error.to_string().replace('\n', " ")
+}
+
+/// A fresh random secret: 32 random bytes in hex.
+pub(crate) fn secret() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A complete, commented default config with a fresh `node_id` and secrets.
+pub(crate) fn default_config_text() -> String {
+    include_str!("config_template.yaml")
+        .replace("{node_id}", &uuid::Uuid::new_v4().to_string())
+        .replace("{cluster_secret}", &secret())
+        .replace("{jwt_secret}", &secret())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("t.yaml"))
+    }
+
+    #[test]
+    fn template_parses_to_the_defaults() {
+        let config = parse(&default_config_text()).unwrap();
+        assert_eq!(config.http_port, 8080);
+        assert_eq!(config.tombstone_ttl, duration("7d"));
+        assert_eq!(config.default_permissions(), Some(0xf31));
+        assert_eq!(config.cluster_secret.len(), 64);
+        assert!(config.auth_enabled);
+    }
+
+    #[test]
+    fn unknown_key_and_wrong_type_name_the_key() {
+        let err = parse("node_id: a\nclustering_enabled: false\nauth_enabled: false\nbogus: 1\n")
+            .unwrap_err();
+        assert!(err.0.contains("bogus"), "{err}");
+        let err = parse("node_id: a\nhttp_port: high\n").unwrap_err();
+        assert!(err.0.contains("http_port"), "{err}");
+        let err = parse("node_id: a\nclustering_enabled: false\nauth_enabled: false\ndefault_permissions: fz1\n").unwrap_err();
+        assert!(err.0.contains("default_permissions"), "{err}");
+        let err = parse(
+            "node_id: a\nclustering_enabled: false\nauth_enabled: false\ntombstone_ttl: 3 weeks\n",
+        )
+        .unwrap_err();
+        assert!(err.0.contains("tombstone_ttl"), "{err}");
+        assert!(!err.0.contains('\n'));
+    }
+
+    #[test]
+    fn durations_accept_numbers_and_units() {
+        let config = parse("node_id: a\nclustering_enabled: false\nauth_enabled: false\nrate_limit_window: 90\nbackup_interval: 12h\n").unwrap();
+        assert_eq!(config.rate_limit_window.0, Duration::from_secs(90));
+        assert_eq!(config.backup_interval.0, Duration::from_secs(43_200));
+    }
+
+    #[test]
+    fn config_paths() {
+        assert_eq!(config_path("node1"), PathBuf::from("node1.yaml"));
+        assert_eq!(config_path("a/node1.yaml"), PathBuf::from("a/node1.yaml"));
+        assert_eq!(instance_name(Path::new("a/node1.yaml")), "node1");
+        let config = parse("node_id: a\nclustering_enabled: false\nauth_enabled: false\n").unwrap();
+        assert_eq!(
+            config.data_dir(Path::new("/x/n.yaml")),
+            PathBuf::from("/x/data")
+        );
+    }
+}

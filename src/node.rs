@@ -1,0 +1,223 @@
+//! Wiring of a running node: store, group committer, HTTP API, background purge, and
+//! graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kvs_api::{Api, ApiConfig, Backend, MemberInfo};
+use kvs_sync::{Store, StoreError, StoreOptions, WriteOp, WriteOutcome, WriteRejected};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{Config, ConfigError};
+use crate::store::{GroupCommitter, LmdbStore};
+
+/// How often expired keys and old tombstones are purged.
+const PURGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The wall clock in Unix milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Why a node could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NodeError {
+    /// The configuration or an address/dir it names is unusable (exit code 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A failure while running (exit code 1).
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// The node as the API sees it.
+pub(crate) struct NodeBackend {
+    node_id: String,
+    joined_at: u64,
+    http_addr: SocketAddr,
+    gossip_addr: SocketAddr,
+    store: Arc<LmdbStore>,
+    committer: GroupCommitter,
+}
+
+impl Backend for NodeBackend {
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn joined_at(&self) -> u64 {
+        self.joined_at
+    }
+
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<Result<WriteOutcome, WriteRejected>, StoreError> {
+        self.committer.write(op).await
+    }
+
+    fn members(&self) -> Vec<MemberInfo> {
+        vec![MemberInfo {
+            node_id: self.node_id.clone(),
+            gossip_addr: self.gossip_addr.to_string(),
+            http_addr: self.http_addr.to_string(),
+            state: "alive".into(),
+            incarnation: 0,
+            joined_at: self.joined_at,
+        }]
+    }
+
+    fn extra_metrics(&self, out: &mut String) {
+        let stats = self.committer.stats();
+        out.push_str(&format!(
+            "# HELP kvs_store_commits_total Store commits (one fsync each).\n\
+             # TYPE kvs_store_commits_total counter\nkvs_store_commits_total {}\n\
+             # HELP kvs_store_committed_writes_total Writes committed.\n\
+             # TYPE kvs_store_committed_writes_total counter\nkvs_store_committed_writes_total {}\n",
+            stats.commits.load(Ordering::Relaxed),
+            stats.ops.load(Ordering::Relaxed),
+        ));
+    }
+}
+
+fn config_error(key: &str, detail: impl std::fmt::Display) -> NodeError {
+    NodeError::Config(ConfigError(format!("{key}: {detail}")))
+}
+
+/// Opens the data dir and fills in generated secrets kept there.
+fn open_store(config: &mut Config, data_dir: &Path) -> Result<Arc<LmdbStore>, NodeError> {
+    let options = StoreOptions {
+        max_revisions: if config.revision_history_enabled {
+            config.max_revisions
+        } else {
+            0
+        },
+        compression_min_bytes: config
+            .compression_enabled
+            .then_some(config.compression_min_bytes),
+    };
+    let store = LmdbStore::open(data_dir, options)
+        .map_err(|e| config_error("data_dir", format!("{}: {e}", data_dir.display())))?;
+    for (secret, name) in [
+        (&mut config.cluster_secret, "cluster_secret"),
+        (&mut config.jwt_secret, "jwt_secret"),
+    ] {
+        if secret.is_empty() {
+            *secret = store
+                .meta_text_or_init(name, &crate::config::secret())
+                .map_err(|e| NodeError::Runtime(e.to_string()))?;
+        }
+    }
+    Ok(Arc::new(store))
+}
+
+/// Runs a node until `shutdown` turns true, then stops gracefully: in-flight requests
+/// finish, queued writes commit, the store is flushed.
+pub(crate) async fn run(
+    mut config: Config,
+    config_path: &Path,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), NodeError> {
+    let data_dir: PathBuf = config.data_dir(config_path);
+    let store = open_store(&mut config, &data_dir)?;
+    let joined_at = store
+        .meta_u64_or_init("joined_at", now_ms())
+        .map_err(|e| NodeError::Runtime(e.to_string()))?;
+    let http_addr = SocketAddr::new(config.bind_address, config.http_port);
+    let listener = TcpListener::bind(http_addr)
+        .await
+        .map_err(|e| config_error("http_port", format!("cannot listen on {http_addr}: {e}")))?;
+    let http_addr = listener
+        .local_addr()
+        .map_err(|e| NodeError::Runtime(e.to_string()))?;
+    let advertise = config.advertise_address.unwrap_or(config.bind_address);
+    let committer = GroupCommitter::start(Arc::clone(&store) as Arc<dyn Store>, now_ms)
+        .map_err(|e| NodeError::Runtime(format!("starting the commit thread: {e}")))?;
+    let backend = Arc::new(NodeBackend {
+        node_id: config.node_id.clone(),
+        joined_at,
+        http_addr: SocketAddr::new(advertise, http_addr.port()),
+        gossip_addr: SocketAddr::new(advertise, config.gossip_port),
+        store: Arc::clone(&store),
+        committer,
+    });
+    let api = Api::new(
+        Arc::clone(&backend),
+        ApiConfig {
+            max_value_bytes: config.max_value_bytes,
+            history_enabled: config.revision_history_enabled,
+            default_permissions: config.default_permissions().unwrap_or(0xf31),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+    );
+    if config.auth_enabled {
+        tracing::warn!(
+            "auth_enabled is true, but authentication is not yet enforced by this version"
+        );
+    }
+    if config.clustering_enabled {
+        tracing::warn!(
+            "clustering_enabled is true, but membership and sync are not yet part of this version"
+        );
+    }
+    tracing::info!(node_id = %config.node_id, %http_addr, data_dir = %data_dir.display(), "node started");
+    let mut server_shutdown = shutdown.clone();
+    let server = warp::serve(api.filter())
+        .incoming(listener)
+        .graceful(async move {
+            let _ = server_shutdown.wait_for(|stop| *stop).await;
+        })
+        .run();
+    let purge = purge_loop(Arc::clone(&store), config.tombstone_ttl.0, shutdown.clone());
+    let ((), ()) = tokio::join!(server, purge);
+    let _ = shutdown.wait_for(|stop| *stop).await;
+    drop(api);
+    match Arc::try_unwrap(backend) {
+        Ok(backend) => backend.committer.shutdown(),
+        Err(_) => tracing::warn!("requests still hold the node; queued writes finish as they drop"),
+    }
+    store
+        .sync()
+        .map_err(|e| NodeError::Runtime(e.to_string()))?;
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+async fn purge_loop(
+    store: Arc<LmdbStore>,
+    tombstone_ttl: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let ttl_ms = u64::try_from(tombstone_ttl.as_millis()).unwrap_or(u64::MAX);
+    let mut interval = tokio::time::interval(PURGE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let store = Arc::clone(&store);
+        match tokio::task::spawn_blocking(move || store.purge(now_ms(), ttl_ms)).await {
+            Ok(Ok(stats)) if stats.expired + stats.tombstones > 0 => {
+                tracing::debug!(
+                    expired = stats.expired,
+                    tombstones = stats.tombstones,
+                    "purged"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(%error, "purge failed"),
+            Err(error) => tracing::error!(%error, "purge task failed"),
+        }
+    }
+}

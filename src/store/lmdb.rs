@@ -1,0 +1,456 @@
+//! The LMDB (heed) implementation of `kvs_sync::Store`.
+//!
+//! Databases of the environment:
+//! - `kv`: key -> record (the current version, tombstones included);
+//! - `by_time`: timestamp (u64 BE) ++ key -> () for values, the `since` index;
+//! - `expiring`: expires_at ++ key -> () for values with a TTL;
+//! - `tombstones`: timestamp ++ key -> () for tombstones, purged after `tombstone_ttl`;
+//! - `history`: key ++ 0x00 ++ !timestamp ++ uuid -> record, newest first per key (keys
+//!   hold no control characters, so 0x00 ends a key);
+//! - `meta`: node facts such as `joined_at`.
+//!
+//! Every commit is fsynced (LMDB's default durability); batching happens above, in the
+//! group committer.
+
+use std::ops::Bound;
+use std::path::Path;
+
+use heed::types::{Bytes, Unit};
+use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, RoTxn, RwTxn};
+use kvs_sync::{
+    Cursor, ListPage, Listed, PurgeStats, Store, StoreError, StoreOptions, StoreStats, Version,
+    WriteOp, WriteOutcome, WriteRejected, plan_write,
+};
+
+use super::record::{self, Header};
+
+/// The largest the memory map may grow (virtual address space, not disk).
+const MAP_SIZE: usize = 256 << 30;
+/// Entries a single purge pass handles, so that it never holds the writer for long.
+const PURGE_BATCH: usize = 10_000;
+
+type Db = Database<'static, Bytes, Bytes>;
+type Index = Database<'static, Bytes, Unit>;
+
+/// A store over an LMDB environment in a directory.
+pub(crate) struct LmdbStore {
+    env: Env,
+    kv: Db,
+    by_time: Index,
+    expiring: Index,
+    tombstones: Index,
+    history: Db,
+    meta: Db,
+    options: StoreOptions,
+}
+
+fn backend(error: heed::Error) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+fn index_key(at: u64, key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + key.len());
+    out.extend_from_slice(&at.to_be_bytes());
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+fn split_index_key(bytes: &[u8]) -> Result<(u64, &str), StoreError> {
+    let (at, key) = bytes
+        .split_at_checked(8)
+        .ok_or_else(|| StoreError::Corrupt {
+            key: String::new(),
+            reason: "short index entry".into(),
+        })?;
+    let key = std::str::from_utf8(key).map_err(|e| StoreError::Corrupt {
+        key: String::new(),
+        reason: e.to_string(),
+    })?;
+    Ok((u64::from_be_bytes(at.try_into().unwrap_or_default()), key))
+}
+
+fn history_prefix(key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 1 + 24);
+    out.extend_from_slice(key.as_bytes());
+    out.push(0);
+    out
+}
+
+impl LmdbStore {
+    /// Opens (creating if needed) the store in directory `dir`.
+    #[allow(unsafe_code)]
+    pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
+        let mut builder = EnvOpenOptions::new();
+        builder.map_size(MAP_SIZE).max_dbs(8).max_readers(1024);
+        // SAFETY: LMDB requires that an environment is opened at most once per process
+        // and that its files are not modified by other means while open. The node opens
+        // its data dir once, and `kvs restore` refuses to touch a running node's dir.
+        let env = unsafe { builder.open(dir) }.map_err(backend)?;
+        let wtxn = env.write_txn().map_err(backend)?;
+        let (kv, by_time, expiring, tombstones, history, meta) = env
+            .create_databases_and_commit(wtxn, |opener, wtxn| -> heed::Result<_> {
+                Ok(CommitOrAbort::<_, ()>::Commit((
+                    opener.create_database::<Bytes, Bytes>(wtxn, Some("kv"))?,
+                    opener.create_database::<Bytes, Unit>(wtxn, Some("by_time"))?,
+                    opener.create_database::<Bytes, Unit>(wtxn, Some("expiring"))?,
+                    opener.create_database::<Bytes, Unit>(wtxn, Some("tombstones"))?,
+                    opener.create_database::<Bytes, Bytes>(wtxn, Some("history"))?,
+                    opener.create_database::<Bytes, Bytes>(wtxn, Some("meta"))?,
+                )))
+            })
+            .map_err(backend)?
+            .unwrap_commit();
+        Ok(Self {
+            env,
+            kv,
+            by_time,
+            expiring,
+            tombstones,
+            history,
+            meta,
+            options,
+        })
+    }
+
+    /// The value of node fact `name`, storing `init` first if it has none.
+    pub(crate) fn meta_u64_or_init(&self, name: &str, init: u64) -> Result<u64, StoreError> {
+        let mut wtxn = self.env.write_txn().map_err(backend)?;
+        if let Some(bytes) = self.meta.get(&wtxn, name.as_bytes()).map_err(backend)? {
+            let bytes: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+                key: name.to_owned(),
+                reason: "meta value is not a u64".into(),
+            })?;
+            return Ok(u64::from_be_bytes(bytes));
+        }
+        self.meta
+            .put(&mut wtxn, name.as_bytes(), &init.to_be_bytes())
+            .map_err(backend)?;
+        wtxn.commit().map_err(backend)?;
+        Ok(init)
+    }
+
+    /// The text of node fact `name`, storing `init` first if it has none.
+    pub(crate) fn meta_text_or_init(&self, name: &str, init: &str) -> Result<String, StoreError> {
+        let mut wtxn = self.env.write_txn().map_err(backend)?;
+        if let Some(bytes) = self.meta.get(&wtxn, name.as_bytes()).map_err(backend)? {
+            return String::from_utf8(bytes.to_vec()).map_err(|e| StoreError::Corrupt {
+                key: name.to_owned(),
+                reason: e.to_string(),
+            });
+        }
+        self.meta
+            .put(&mut wtxn, name.as_bytes(), init.as_bytes())
+            .map_err(backend)?;
+        wtxn.commit().map_err(backend)?;
+        Ok(init.to_owned())
+    }
+
+    /// Flushes the environment to disk.
+    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        self.env.force_sync().map_err(backend)
+    }
+
+    fn read(&self, txn: &RoTxn, key: &str) -> Result<Option<Version>, StoreError> {
+        self.kv
+            .get(txn, key.as_bytes())
+            .map_err(backend)?
+            .map(|bytes| record::decode(key, bytes))
+            .transpose()
+    }
+
+    fn header(&self, txn: &RoTxn, key: &str) -> Result<Option<Header>, StoreError> {
+        self.kv
+            .get(txn, key.as_bytes())
+            .map_err(backend)?
+            .map(|bytes| record::decode_header(key, bytes))
+            .transpose()
+    }
+
+    /// Removes `key`'s index entries for version `old`.
+    fn unindex(&self, wtxn: &mut RwTxn, key: &str, old: &Version) -> Result<(), StoreError> {
+        let at = index_key(old.id.timestamp, key);
+        if old.is_tombstone() {
+            self.tombstones.delete(wtxn, &at).map_err(backend)?;
+        } else {
+            self.by_time.delete(wtxn, &at).map_err(backend)?;
+        }
+        if let Some(expires_at) = old.expires_at {
+            self.expiring
+                .delete(wtxn, &index_key(expires_at, key))
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    /// Stores `new` as the current version of `key`, replacing `old`.
+    fn replace(
+        &self,
+        wtxn: &mut RwTxn,
+        key: &str,
+        old: Option<&Version>,
+        new: &Version,
+    ) -> Result<(), StoreError> {
+        if let Some(old) = old {
+            self.unindex(wtxn, key, old)?;
+        }
+        let bytes = record::encode(new, self.options.compression_min_bytes)?;
+        self.kv.put(wtxn, key.as_bytes(), &bytes).map_err(backend)?;
+        let at = index_key(new.id.timestamp, key);
+        if new.is_tombstone() {
+            self.tombstones.put(wtxn, &at, &()).map_err(backend)?;
+        } else {
+            self.by_time.put(wtxn, &at, &()).map_err(backend)?;
+            if let Some(expires_at) = new.expires_at {
+                let at = index_key(expires_at, key);
+                self.expiring.put(wtxn, &at, &()).map_err(backend)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `version` to `key`'s history and drops revisions beyond the cap.
+    fn remember(
+        &self,
+        wtxn: &mut RwTxn,
+        key: &str,
+        version: &Version,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let max = self.options.max_revisions;
+        if max == 0 {
+            return Ok(());
+        }
+        let prefix = history_prefix(key);
+        let mut entry = prefix.clone();
+        entry.extend_from_slice(&(!version.id.timestamp).to_be_bytes());
+        entry.extend_from_slice(version.id.uuid.as_bytes());
+        self.history.put(wtxn, &entry, bytes).map_err(backend)?;
+        let stale: Vec<Vec<u8>> = self
+            .history
+            .prefix_iter(wtxn, &prefix)
+            .map_err(backend)?
+            .skip(max)
+            .map(|item| item.map(|(k, _)| k.to_vec()).map_err(backend))
+            .collect::<Result<_, _>>()?;
+        for entry in stale {
+            self.history.delete(wtxn, &entry).map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    fn forget(&self, wtxn: &mut RwTxn, key: &str) -> Result<(), StoreError> {
+        let prefix = history_prefix(key);
+        let entries: Vec<Vec<u8>> = self
+            .history
+            .prefix_iter(wtxn, &prefix)
+            .map_err(backend)?
+            .map(|item| item.map(|(k, _)| k.to_vec()).map_err(backend))
+            .collect::<Result<_, _>>()?;
+        for entry in entries {
+            self.history.delete(wtxn, &entry).map_err(backend)?;
+        }
+        self.kv.delete(wtxn, key.as_bytes()).map_err(backend)?;
+        Ok(())
+    }
+
+    fn apply(
+        &self,
+        wtxn: &mut RwTxn,
+        op: &WriteOp,
+        now_ms: u64,
+    ) -> Result<Result<WriteOutcome, WriteRejected>, StoreError> {
+        let held = self.read(wtxn, &op.key)?;
+        let created = !held.as_ref().is_some_and(|v| v.is_live(now_ms));
+        let version = match plan_write(held.as_ref(), op, now_ms) {
+            Ok(version) => version,
+            Err(rejected) => return Ok(Err(rejected)),
+        };
+        self.replace(wtxn, &op.key, held.as_ref(), &version)?;
+        if self.options.max_revisions > 0 {
+            let bytes = record::encode(&version, self.options.compression_min_bytes)?;
+            self.remember(wtxn, &op.key, &version, &bytes)?;
+        }
+        Ok(Ok(WriteOutcome { version, created }))
+    }
+
+    /// Index entries of `index` at or before `until`, at most [`PURGE_BATCH`].
+    fn due(
+        &self,
+        txn: &RoTxn,
+        index: &Index,
+        until: u64,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let end = (until.saturating_add(1)).to_be_bytes();
+        let range = (Bound::Unbounded, Bound::Excluded(&end[..]));
+        let mut out = Vec::new();
+        for item in index.range(txn, &range).map_err(backend)?.take(PURGE_BATCH) {
+            let (entry, ()) = item.map_err(backend)?;
+            let (at, key) = split_index_key(entry)?;
+            out.push((at, key.to_owned()));
+        }
+        Ok(out)
+    }
+}
+
+impl Store for LmdbStore {
+    fn write_batch(
+        &self,
+        ops: &[WriteOp],
+        now_ms: u64,
+    ) -> Result<Vec<Result<WriteOutcome, WriteRejected>>, StoreError> {
+        let mut wtxn = self.env.write_txn().map_err(backend)?;
+        let results = ops
+            .iter()
+            .map(|op| self.apply(&mut wtxn, op, now_ms))
+            .collect::<Result<Vec<_>, _>>()?;
+        wtxn.commit().map_err(backend)?;
+        Ok(results)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Version>, StoreError> {
+        let rtxn = self.env.read_txn().map_err(backend)?;
+        self.read(&rtxn, key)
+    }
+
+    fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<ListPage, StoreError> {
+        let rtxn = self.env.read_txn().map_err(backend)?;
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after.as_bytes()),
+            _ => Bound::Included(prefix.as_bytes()),
+        };
+        let mut items = Vec::new();
+        for item in self
+            .kv
+            .range(&rtxn, &(start, Bound::Unbounded))
+            .map_err(backend)?
+        {
+            let (key, bytes) = item.map_err(backend)?;
+            if !key.starts_with(prefix.as_bytes()) || items.len() > limit {
+                break;
+            }
+            let key = String::from_utf8_lossy(key);
+            let header = record::decode_header(&key, bytes)?;
+            if header.is_live(now_ms) {
+                items.push(Listed {
+                    key: key.into_owned(),
+                    id: header.id,
+                });
+            }
+        }
+        Ok(ListPage::from_overfetched(items, limit, |l| {
+            Cursor::Key(l.key.clone())
+        }))
+    }
+
+    fn list_since(
+        &self,
+        since_ms: u64,
+        after: Option<(u64, &str)>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<ListPage, StoreError> {
+        let rtxn = self.env.read_txn().map_err(backend)?;
+        let from = index_key(since_ms, "");
+        let after_key = after.map(|(ts, key)| index_key(ts, key));
+        let start = match &after_key {
+            Some(after) if after.as_slice() >= from.as_slice() => Bound::Excluded(after.as_slice()),
+            _ => Bound::Included(from.as_slice()),
+        };
+        let mut items = Vec::new();
+        for item in self
+            .by_time
+            .range(&rtxn, &(start, Bound::Unbounded))
+            .map_err(backend)?
+        {
+            if items.len() > limit {
+                break;
+            }
+            let (entry, ()) = item.map_err(backend)?;
+            let (_, key) = split_index_key(entry)?;
+            if let Some(header) = self.header(&rtxn, key)?.filter(|h| h.is_live(now_ms)) {
+                items.push(Listed {
+                    key: key.to_owned(),
+                    id: header.id,
+                });
+            }
+        }
+        Ok(ListPage::from_overfetched(items, limit, |l| {
+            Cursor::Time(l.id.timestamp, l.key.clone())
+        }))
+    }
+
+    fn history(&self, key: &str) -> Result<Vec<Version>, StoreError> {
+        let rtxn = self.env.read_txn().map_err(backend)?;
+        let mut out = Vec::new();
+        for item in self
+            .history
+            .prefix_iter(&rtxn, &history_prefix(key))
+            .map_err(backend)?
+        {
+            let (_, bytes) = item.map_err(backend)?;
+            let version = record::decode(key, bytes)?;
+            if !version.is_tombstone() {
+                out.push(version);
+            }
+        }
+        Ok(out)
+    }
+
+    fn purge(&self, now_ms: u64, tombstone_ttl_ms: u64) -> Result<PurgeStats, StoreError> {
+        let mut wtxn = self.env.write_txn().map_err(backend)?;
+        let mut stats = PurgeStats::default();
+        for (_, key) in self.due(&wtxn, &self.expiring, now_ms)? {
+            let Some(held) = self.read(&wtxn, &key)? else {
+                continue;
+            };
+            if held.is_expired(now_ms) && !held.is_tombstone() {
+                let tombstone = Version {
+                    data: None,
+                    ..held.clone()
+                };
+                self.replace(&mut wtxn, &key, Some(&held), &tombstone)?;
+                stats.expired += 1;
+            }
+        }
+        for (at, key) in self.due(
+            &wtxn,
+            &self.tombstones,
+            now_ms.saturating_sub(tombstone_ttl_ms),
+        )? {
+            self.tombstones
+                .delete(&mut wtxn, &index_key(at, &key))
+                .map_err(backend)?;
+            self.forget(&mut wtxn, &key)?;
+            stats.tombstones += 1;
+        }
+        if stats != PurgeStats::default() {
+            wtxn.commit().map_err(backend)?;
+        }
+        Ok(stats)
+    }
+
+    fn stats(&self) -> Result<StoreStats, StoreError> {
+        let rtxn = self.env.read_txn().map_err(backend)?;
+        Ok(StoreStats {
+            keys: self.kv.len(&rtxn).map_err(backend)?,
+            bytes: self.env.real_disk_size().map_err(backend)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod conformance {
+    kvs_sync::store_conformance_tests!(|options| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = super::LmdbStore::open(dir.path(), options).expect("open store");
+        (dir, store)
+    });
+}
