@@ -3,8 +3,7 @@
 //! generator derived from the run seed; nothing reads the system clock or spawns threads.
 //! The same scenario and seed therefore give the same trace, event for event.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +15,7 @@ use crate::checks::Checks;
 use crate::fabric::{Fabric, NetCounts};
 use crate::properties::{Violation, World};
 use crate::protocol::{NodeCtx, Protocol, ProtocolFactory, addr_index, node_addr};
+use crate::queue::{EventQueue, Pending};
 use crate::timeline::{NodeOp, Op, TimedOp, compile};
 use crate::trace::{DropReason, Event, Record, Trace};
 use crate::{Scenario, SimError};
@@ -94,50 +94,13 @@ pub struct RunReport {
     pub counts: NetCounts,
 }
 
-enum Pending {
-    Deliver {
-        from: usize,
-        to: usize,
-        payload: Vec<u8>,
-    },
-    Timer {
-        node: usize,
-        generation: u64,
-    },
-    Step(usize),
-    Check,
-}
-
-struct Scheduled {
-    key: Reverse<(Duration, u64)>,
-    what: Pending,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.key.cmp(&other.key)
-    }
-}
-
 struct Engine<'a, F: ProtocolFactory> {
     factory: F,
     seed: u64,
     nodes: Vec<Slot<F::Node>>,
     peers: Arc<[SocketAddr]>,
     fabric: Fabric,
-    queue: BinaryHeap<Scheduled>,
-    seq: u64,
+    queue: EventQueue,
     now: Duration,
     quiesce_at: Duration,
     steps: Vec<TimedOp>,
@@ -161,8 +124,7 @@ pub(crate) fn run<F: ProtocolFactory>(
         seed: opts.seed,
         nodes: Vec::with_capacity(n),
         peers: (0..n).map(node_addr).collect(),
-        queue: BinaryHeap::new(),
-        seq: 0,
+        queue: EventQueue::default(),
         now: Duration::ZERO,
         quiesce_at: scenario.quiesce_at(),
         steps: compile(scenario)?,
@@ -197,11 +159,7 @@ pub(crate) fn run<F: ProtocolFactory>(
 
 impl<F: ProtocolFactory> Engine<'_, F> {
     fn schedule(&mut self, at: Duration, what: Pending) {
-        self.seq += 1;
-        self.queue.push(Scheduled {
-            key: Reverse((at.max(self.now), self.seq)),
-            what,
-        });
+        self.queue.push(at.max(self.now), what);
     }
 
     fn start(&mut self, n: usize) -> Result<(), SimError> {
@@ -246,12 +204,11 @@ impl<F: ProtocolFactory> Engine<'_, F> {
 
     fn run_until(&mut self, end: Duration) -> Result<(), SimError> {
         while self.failure.is_none() {
-            if self.queue.peek().is_none_or(|s| s.key.0.0 > end) {
+            let Some((at, what)) = self.queue.pop_until(end) else {
                 break;
-            }
-            let Some(next) = self.queue.pop() else { break };
-            self.now = next.key.0.0;
-            match next.what {
+            };
+            self.now = at;
+            match what {
                 Pending::Deliver { from, to, payload } => self.deliver(from, to, payload)?,
                 Pending::Timer { node, generation } => self.fire_timer(node, generation)?,
                 Pending::Step(i) => self.step(i)?,
@@ -277,7 +234,7 @@ impl<F: ProtocolFactory> Engine<'_, F> {
             self.failure = self.checks.on_event(&world, &rec).err();
         }
         self.trace.record(rec, payload)?;
-        if self.seq > EVENT_BUDGET {
+        if self.queue.scheduled() > EVENT_BUDGET {
             self.failure = Some(Violation {
                 property: "event_budget".into(),
                 evidence: format!("more than {EVENT_BUDGET} events"),

@@ -16,6 +16,7 @@ mod link;
 mod properties;
 mod protocol;
 pub mod protocols;
+mod queue;
 mod report;
 mod spec;
 mod timeline;
