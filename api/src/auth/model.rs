@@ -1,0 +1,445 @@
+//! The auth records, where they live, and the typed errors of auth requests.
+//!
+//! # Reserved keyspace
+//! Users, groups, revocations and key metadata are stored as ordinary
+//! versioned entries under keys whose first segment is `_auth`, so that they
+//! replicate exactly like data (the conflict rule picks one version of each
+//! record). `/kv` can never reach them: a key whose first segment starts with
+//! `_` is `400 invalid_key` there. The layout (values are the JSON of the
+//! records below):
+//!
+//! | key | value |
+//! |---|---|
+//! | `_auth/users/<id>` | [`User`] |
+//! | `_auth/groups/<id>` | [`Group`] |
+//! | `_auth/revoked/<jti>` | [`Revocation`], written with a TTL up to the token's expiry |
+//! | `_auth/meta/<key>` | [`KeyMeta`] of the user key `<key>` |
+//!
+//! # Group membership
+//! A user's `groups` and a group's `members` are two views of one relation.
+//! The user record is the only source of truth: [`User::groups`] is stored,
+//! while a group's members are derived ([`GroupView::of`]) from the users
+//! whose `groups` name it. One fact lives in one record, so concurrent edits
+//! replicated from two nodes can never leave the two views disagreeing, and
+//! the permission check needs only the (already loaded) user record. Group
+//! requests that name members are therefore planned as rewrites of user
+//! records. A group id left in a user record after a concurrent group delete
+//! is ignored on read ([`User::without_dangling_groups`]).
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::permissions::Permissions;
+use super::tokens::ROOT_USER_ID;
+
+/// The first segment of every auth record key.
+pub(crate) const AUTH_ROOT: &str = "_auth";
+/// Prefix of user records.
+pub(crate) const USERS_PREFIX: &str = "_auth/users/";
+/// Prefix of group records.
+pub(crate) const GROUPS_PREFIX: &str = "_auth/groups/";
+/// Prefix of revocation records.
+pub(crate) const REVOKED_PREFIX: &str = "_auth/revoked/";
+/// Prefix of key metadata records.
+pub(crate) const META_PREFIX: &str = "_auth/meta/";
+
+/// The storage key of a user record.
+pub(crate) fn user_key(id: &str) -> String {
+    format!("{USERS_PREFIX}{id}")
+}
+
+/// The storage key of a group record.
+pub(crate) fn group_key(id: &str) -> String {
+    format!("{GROUPS_PREFIX}{id}")
+}
+
+/// The storage key of a revocation record.
+pub(crate) fn revoked_key(jti: &str) -> String {
+    format!("{REVOKED_PREFIX}{jti}")
+}
+
+/// The storage key of the metadata of the user key `key`.
+pub(crate) fn meta_key(key: &str) -> String {
+    format!("{META_PREFIX}{key}")
+}
+
+/// Whether `key` is in the system's reserved keyspace (first segment starts
+/// with `_`), and so unreachable from `/kv`.
+pub(crate) fn is_reserved(key: &str) -> bool {
+    key.starts_with('_')
+}
+
+/// A user. Scopes are not part of the user: they are granted per token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct User {
+    /// Stable id (a UUID; `root` for the bootstrap user).
+    pub(crate) id: String,
+    /// Unique display name, see [`validate_name`].
+    pub(crate) name: String,
+    /// Ids of the groups the user belongs to, in order; the first one is the
+    /// group of keys the user creates. The source of truth of membership.
+    #[serde(default)]
+    pub(crate) groups: Vec<String>,
+    /// Creation time, Unix milliseconds.
+    #[serde(default)]
+    pub(crate) created_at: u64,
+}
+
+/// A group as stored: its members live in the user records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Group {
+    /// Stable id (a UUID).
+    pub(crate) id: String,
+    /// Unique display name, see [`validate_name`].
+    pub(crate) name: String,
+    /// Creation time, Unix milliseconds.
+    #[serde(default)]
+    pub(crate) created_at: u64,
+}
+
+/// A group as served by `/auth/groups`: `{"id","name","members"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct GroupView {
+    /// The group id.
+    pub(crate) id: String,
+    /// The group name.
+    pub(crate) name: String,
+    /// Ids of the users whose `groups` name this group, in `users` order.
+    pub(crate) members: Vec<String>,
+    /// Creation time, Unix milliseconds.
+    pub(crate) created_at: u64,
+}
+
+/// A revoked token id, kept until the token would have expired anyway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Revocation {
+    /// The revoked `jti`.
+    pub(crate) jti: String,
+    /// When the token expires, Unix milliseconds; the record may go after.
+    pub(crate) expires_at: u64,
+}
+
+/// Ownership and permissions of one user key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KeyMeta {
+    /// The owning user id; `None` for keys written anonymously or before auth.
+    pub(crate) owner: Option<String>,
+    /// The key's group id, if any.
+    pub(crate) group: Option<String>,
+    /// The permission bits.
+    pub(crate) permissions: Permissions,
+}
+
+/// The kind of record an error talks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecordKind {
+    /// A user.
+    User,
+    /// A group.
+    Group,
+    /// A token (by `jti`).
+    Token,
+}
+
+/// A rejected auth request. Messages carry ids and names, never secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub(crate) enum ModelError {
+    /// A name outside 1..=64 characters of `[A-Za-z0-9_.-]`.
+    #[error("invalid name: use 1 to 64 characters of A-Z, a-z, 0-9, '_', '.', '-'")]
+    InvalidName,
+    /// Another record of the same kind has this name.
+    #[error("a {kind} named {name:?} already exists")]
+    DuplicateName {
+        /// User or group.
+        kind: RecordKind,
+        /// The clashing name.
+        name: String,
+    },
+    /// The record addressed by the path does not exist (`404`).
+    #[error("{kind} {id:?} not found")]
+    NotFound {
+        /// What was looked up.
+        kind: RecordKind,
+        /// The id from the path.
+        id: String,
+    },
+    /// The body names a record that does not exist (`400`).
+    #[error("unknown {kind} id {id:?}")]
+    UnknownReference {
+        /// What was referenced.
+        kind: RecordKind,
+        /// The id from the body.
+        id: String,
+    },
+    /// A scope other than `read`, `write`, `admin`.
+    #[error("unknown scope {0:?}: expected read, write or admin")]
+    UnknownScope(String),
+    /// An empty scope list.
+    #[error("a token needs at least one scope")]
+    NoScopes,
+    /// A permission string that is not three hex digits.
+    #[error("permissions must be exactly three hex digits (owner, group, others), like \"f31\"")]
+    InvalidPermissions,
+    /// A duration that is not `500ms`, `30s`, `10m`, `24h`, `7d` or seconds.
+    #[error("invalid duration {0:?}: use a positive number of seconds or 500ms, 30s, 10m, 24h, 7d")]
+    InvalidDuration(String),
+    /// The bootstrap user cannot be deleted or renamed.
+    #[error("the root user cannot be deleted or renamed")]
+    RootProtected,
+}
+
+impl std::fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::User => "user",
+            Self::Group => "group",
+            Self::Token => "token",
+        })
+    }
+}
+
+impl ModelError {
+    /// The spec's error code.
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "not_found",
+            _ => "bad_request",
+        }
+    }
+
+    /// The HTTP status.
+    pub(crate) fn status(&self) -> u16 {
+        match self {
+            Self::NotFound { .. } => 404,
+            _ => 400,
+        }
+    }
+}
+
+/// Client-supplied text, shortened for an error message.
+pub(crate) fn clip(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+/// Checks a user or group name: 1..=64 characters of `[A-Za-z0-9_.-]`.
+pub(crate) fn validate_name(name: &str) -> Result<(), ModelError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ModelError::InvalidName)
+    }
+}
+
+impl User {
+    /// The bootstrap administrator. Every node writes this exact record (the
+    /// same id, name and `created_at`), so replicas agree on it whichever
+    /// version the conflict rule keeps.
+    pub(crate) fn root() -> Self {
+        Self {
+            id: ROOT_USER_ID.to_owned(),
+            name: ROOT_USER_ID.to_owned(),
+            groups: Vec::new(),
+            created_at: 0,
+        }
+    }
+
+    /// Whether this is the bootstrap administrator.
+    pub(crate) fn is_root(&self) -> bool {
+        self.id == ROOT_USER_ID
+    }
+
+    /// A copy without ids of groups that no longer exist.
+    pub(crate) fn without_dangling_groups(&self, groups: &[Group]) -> Self {
+        let mut user = self.clone();
+        user.groups.retain(|id| groups.iter().any(|g| &g.id == id));
+        user
+    }
+}
+
+impl GroupView {
+    /// The served form of `group`: its members are the `users` naming it.
+    pub(crate) fn of(group: &Group, users: &[User]) -> Self {
+        let members = users
+            .iter()
+            .filter(|u| u.groups.iter().any(|g| g == &group.id))
+            .map(|u| u.id.clone())
+            .collect();
+        Self {
+            id: group.id.clone(),
+            name: group.name.clone(),
+            members,
+            created_at: group.created_at,
+        }
+    }
+}
+
+impl Revocation {
+    /// Whether the revoked token has expired, so the record is moot.
+    pub(crate) fn is_moot(&self, now_ms: u64) -> bool {
+        now_ms >= self.expires_at
+    }
+}
+
+impl KeyMeta {
+    /// The metadata of a key created by `writer` (`None`: anonymous): owned
+    /// by the writer, in the writer's first group, with `permissions`
+    /// (the configured `default_permissions`).
+    pub(crate) fn for_new_key(writer: Option<&User>, permissions: Permissions) -> Self {
+        Self {
+            owner: writer.map(|u| u.id.clone()),
+            group: writer.and_then(|u| u.groups.first().cloned()),
+            permissions,
+        }
+    }
+
+    /// The metadata assumed for an existing key that has none (written
+    /// before auth was enabled, or whose metadata has not replicated yet):
+    /// no owner, no group, `default_permissions`.
+    pub(crate) fn unowned(permissions: Permissions) -> Self {
+        Self::for_new_key(None, permissions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str, groups: &[&str]) -> User {
+        User {
+            id: id.into(),
+            name: id.into(),
+            groups: groups.iter().map(ToString::to_string).collect(),
+            created_at: 1,
+        }
+    }
+
+    #[test]
+    fn keyspace_layout() {
+        assert_eq!(user_key("u1"), "_auth/users/u1");
+        assert_eq!(group_key("g1"), "_auth/groups/g1");
+        assert_eq!(revoked_key("j1"), "_auth/revoked/j1");
+        assert_eq!(meta_key("a/b/c"), "_auth/meta/a/b/c");
+        for key in [
+            user_key("x"),
+            group_key("x"),
+            revoked_key("x"),
+            meta_key("x"),
+        ] {
+            assert!(is_reserved(&key) && key.starts_with(AUTH_ROOT));
+        }
+        assert!(!is_reserved("users/_x") && is_reserved("_x/y"));
+    }
+
+    #[test]
+    fn names() {
+        for good in ["a", "alice", "A.b-c_d", "0", &"x".repeat(64)] {
+            assert_eq!(validate_name(good), Ok(()), "{good}");
+        }
+        let long = "x".repeat(65);
+        for bad in ["", " ", "a b", "a/b", "é", "a\n", "a:b", long.as_str()] {
+            assert_eq!(validate_name(bad), Err(ModelError::InvalidName), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn root_is_fixed() {
+        assert_eq!(User::root(), User::root());
+        assert!(User::root().is_root());
+        assert_eq!(User::root().id, "root");
+        assert!(!user("alice", &[]).is_root());
+    }
+
+    #[test]
+    fn members_are_derived_from_users() {
+        let g = Group {
+            id: "g1".into(),
+            name: "ops".into(),
+            created_at: 5,
+        };
+        let users = [
+            user("a", &["g1", "g2"]),
+            user("b", &["g2"]),
+            user("c", &["g1"]),
+        ];
+        let view = GroupView::of(&g, &users);
+        assert_eq!(view.members, vec!["a".to_string(), "c".to_string()]);
+        let json = serde_json::to_value(&view).expect("json");
+        assert_eq!(json["members"], serde_json::json!(["a", "c"]));
+        assert_eq!(json["name"], "ops");
+    }
+
+    #[test]
+    fn dangling_groups_are_hidden() {
+        let groups = [Group {
+            id: "g1".into(),
+            name: "ops".into(),
+            created_at: 0,
+        }];
+        let u = user("a", &["gone", "g1"]).without_dangling_groups(&groups);
+        assert_eq!(u.groups, vec!["g1".to_string()]);
+    }
+
+    #[test]
+    fn new_key_meta() {
+        let p = Permissions::DEFAULT;
+        let m = KeyMeta::for_new_key(Some(&user("a", &["g1", "g2"])), p);
+        assert_eq!(m.owner.as_deref(), Some("a"));
+        assert_eq!(m.group.as_deref(), Some("g1"));
+        let m = KeyMeta::for_new_key(Some(&user("a", &[])), p);
+        assert_eq!((m.owner.as_deref(), m.group), (Some("a"), None));
+        assert_eq!(
+            KeyMeta::unowned(p),
+            KeyMeta {
+                owner: None,
+                group: None,
+                permissions: p
+            }
+        );
+    }
+
+    #[test]
+    fn records_round_trip_as_json() {
+        let meta = KeyMeta {
+            owner: Some("a".into()),
+            group: None,
+            permissions: Permissions::DEFAULT,
+        };
+        let json = serde_json::to_string(&meta).expect("json");
+        assert_eq!(json, r#"{"owner":"a","group":null,"permissions":"f31"}"#);
+        assert_eq!(serde_json::from_str::<KeyMeta>(&json).expect("back"), meta);
+        let r = Revocation {
+            jti: "j".into(),
+            expires_at: 10,
+        };
+        assert!(!r.is_moot(9) && r.is_moot(10));
+        let u: User = serde_json::from_str(r#"{"id":"x","name":"x"}"#).expect("defaults");
+        assert!(u.groups.is_empty());
+    }
+
+    #[test]
+    fn error_codes() {
+        let nf = ModelError::NotFound {
+            kind: RecordKind::User,
+            id: "u".into(),
+        };
+        assert_eq!((nf.code(), nf.status()), ("not_found", 404));
+        assert_eq!(nf.to_string(), "user \"u\" not found");
+        let unknown = ModelError::UnknownReference {
+            kind: RecordKind::Group,
+            id: "g".into(),
+        };
+        assert_eq!((unknown.code(), unknown.status()), ("bad_request", 400));
+        for e in [
+            ModelError::InvalidName,
+            ModelError::NoScopes,
+            ModelError::RootProtected,
+        ] {
+            assert_eq!(e.code(), "bad_request");
+        }
+        assert_eq!(clip(&"x".repeat(100)).len(), 64);
+    }
+}
