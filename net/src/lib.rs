@@ -17,6 +17,8 @@ mod auth;
 mod clock;
 mod error;
 mod node_id;
+#[cfg(feature = "quic")]
+mod quic;
 mod random;
 mod replay;
 mod stats;
@@ -31,6 +33,8 @@ pub use auth::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{AuthError, NetError};
 pub use node_id::NodeId;
+#[cfg(feature = "quic")]
+pub use quic::{MAX_FRAME, QuicConnection, QuicStream, QuicTransport};
 pub use random::{SeededRng, random_seed, seeded_rng};
 pub use replay::{DEFAULT_MAX_AGE, REPLAY_WINDOW, ReplayWindow};
 pub use stats::{AuthCounts, AuthStats};

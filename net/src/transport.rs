@@ -40,7 +40,9 @@ pub trait StreamTransport: Send + Sync + 'static {
     fn local_addr(&self) -> Result<SocketAddr, NetError>;
 }
 
-/// An authenticated connection carrying any number of bidirectional streams.
+/// An authenticated connection carrying any number of bidirectional streams. Dropping the
+/// last handle closes it, and data the peer has not read yet may be lost: keep a handle
+/// until the exchange is over (e.g. until `recv_frame` returned `None`).
 pub trait Connection: Clone + Send + Sync + 'static {
     /// A bidirectional stream of frames.
     type Stream: BiStream;

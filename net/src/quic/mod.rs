@@ -1,0 +1,227 @@
+//! The real stream transport: QUIC with quinn (feature `quic`). Each node has a
+//! self-signed certificate kept in its data dir (`tls.rs`); every connection runs the
+//! cluster-secret proof (`proof.rs`) before it is handed to the caller, and a peer that
+//! fails it is refused and counted. Streams carry length-prefixed frames.
+
+mod proof;
+mod tls;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc};
+
+use self::proof::{PROOF_TIMEOUT, ProofKey, prove_client, prove_server};
+use crate::{
+    AuthCounts, AuthError, AuthStats, BiStream, ClusterSecret, Connection, NetError,
+    StreamTransport,
+};
+
+/// The largest frame a stream accepts (16 MiB).
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Authenticated incoming connections waiting for `accept`.
+const ACCEPT_QUEUE: usize = 64;
+
+fn conn_err(e: impl std::fmt::Display) -> NetError {
+    NetError::Connection(e.to_string())
+}
+
+/// A QUIC endpoint that both connects and accepts. Must be made inside a tokio runtime.
+#[derive(Debug)]
+pub struct QuicTransport {
+    endpoint: quinn::Endpoint,
+    key: ProofKey,
+    stats: Arc<AuthStats>,
+    incoming: Mutex<mpsc::Receiver<QuicConnection>>,
+}
+
+impl std::fmt::Debug for ProofKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProofKey(..)")
+    }
+}
+
+impl QuicTransport {
+    /// Binds `addr` (port 0 picks one), with the certificate kept in `data_dir` (made at
+    /// first start), and starts accepting connections in the background.
+    pub fn bind(
+        addr: SocketAddr,
+        data_dir: &Path,
+        secret: &ClusterSecret,
+    ) -> Result<Self, NetError> {
+        let (cert, key) = tls::load_or_create(data_dir)?;
+        let mut endpoint = quinn::Endpoint::server(tls::server_config(cert, key)?, addr)?;
+        endpoint.set_default_client_config(tls::client_config()?);
+        let key = ProofKey::new(secret);
+        let stats = Arc::new(AuthStats::default());
+        let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
+        tokio::spawn(accept_loop(
+            endpoint.clone(),
+            key.clone(),
+            Arc::clone(&stats),
+            tx,
+        ));
+        Ok(Self {
+            endpoint,
+            key,
+            stats,
+            incoming: Mutex::new(rx),
+        })
+    }
+
+    /// Refused peers and other counters.
+    pub fn counts(&self) -> AuthCounts {
+        self.stats.snapshot()
+    }
+
+    /// Closes every connection and stops accepting.
+    pub fn close(&self) {
+        self.endpoint.close(0u32.into(), b"closing");
+    }
+}
+
+impl Drop for QuicTransport {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Accepts connections, running each handshake and proof in its own task so a slow or
+/// hostile peer cannot hold up the others.
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    key: ProofKey,
+    stats: Arc<AuthStats>,
+    tx: mpsc::Sender<QuicConnection>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let (key, stats, tx) = (key.clone(), Arc::clone(&stats), tx.clone());
+        tokio::spawn(async move {
+            let Ok(conn) = incoming.await else { return };
+            let proven = tokio::time::timeout(PROOF_TIMEOUT, prove_server(&conn, &key)).await;
+            match proven {
+                Ok(Ok(())) => {
+                    let _ = tx.send(QuicConnection(conn)).await;
+                }
+                _ => {
+                    stats.record_rejected(&AuthError::PeerRefused);
+                    conn.close(1u32.into(), b"cluster secret proof failed");
+                }
+            }
+        });
+    }
+}
+
+impl StreamTransport for QuicTransport {
+    type Conn = QuicConnection;
+
+    async fn connect(&self, to: SocketAddr) -> Result<QuicConnection, NetError> {
+        let connecting = self.endpoint.connect(to, "kvs").map_err(conn_err)?;
+        let conn = tokio::time::timeout(PROOF_TIMEOUT, connecting)
+            .await
+            .map_err(|_| NetError::TimedOut)?
+            .map_err(conn_err)?;
+        let proven = tokio::time::timeout(PROOF_TIMEOUT, prove_client(&conn, &self.key)).await;
+        match proven {
+            Ok(Ok(())) => Ok(QuicConnection(conn)),
+            Ok(Err(e)) => {
+                self.stats.record_rejected(&AuthError::PeerRefused);
+                conn.close(1u32.into(), b"cluster secret proof failed");
+                Err(e)
+            }
+            Err(_) => {
+                self.stats.record_rejected(&AuthError::PeerRefused);
+                conn.close(1u32.into(), b"cluster secret proof timed out");
+                Err(NetError::TimedOut)
+            }
+        }
+    }
+
+    async fn accept(&self) -> Result<QuicConnection, NetError> {
+        self.incoming
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or(NetError::Closed)
+    }
+
+    fn local_addr(&self) -> Result<SocketAddr, NetError> {
+        Ok(self.endpoint.local_addr()?)
+    }
+}
+
+/// A QUIC connection whose peer proved it holds the cluster secret.
+#[derive(Debug, Clone)]
+pub struct QuicConnection(quinn::Connection);
+
+impl Connection for QuicConnection {
+    type Stream = QuicStream;
+
+    fn remote_addr(&self) -> SocketAddr {
+        self.0.remote_address()
+    }
+
+    /// Opens a stream; the peer sees it once the first frame is sent.
+    async fn open_stream(&self) -> Result<QuicStream, NetError> {
+        let (send, recv) = self.0.open_bi().await.map_err(conn_err)?;
+        Ok(QuicStream { send, recv })
+    }
+
+    async fn accept_stream(&self) -> Result<QuicStream, NetError> {
+        let (send, recv) = self.0.accept_bi().await.map_err(conn_err)?;
+        Ok(QuicStream { send, recv })
+    }
+
+    fn close(&self) {
+        self.0.close(0u32.into(), b"done");
+    }
+}
+
+/// A bidirectional QUIC stream of frames: `length (4, big-endian) | bytes`.
+#[derive(Debug)]
+pub struct QuicStream {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+}
+
+impl BiStream for QuicStream {
+    async fn send_frame(&mut self, frame: &[u8]) -> Result<(), NetError> {
+        let len = u32::try_from(frame.len())
+            .ok()
+            .filter(|&l| l as usize <= MAX_FRAME);
+        let len = len.ok_or(NetError::TooLarge {
+            len: frame.len(),
+            max: MAX_FRAME,
+        })?;
+        self.send
+            .write_all(&len.to_be_bytes())
+            .await
+            .map_err(conn_err)?;
+        self.send.write_all(frame).await.map_err(conn_err)
+    }
+
+    async fn recv_frame(&mut self) -> Result<Option<Vec<u8>>, NetError> {
+        let mut len = [0u8; 4];
+        match self.recv.read_exact(&mut len).await {
+            Ok(()) => {}
+            Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+            Err(e) => return Err(conn_err(e)),
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_FRAME {
+            return Err(NetError::TooLarge {
+                len,
+                max: MAX_FRAME,
+            });
+        }
+        let mut frame = vec![0u8; len];
+        self.recv.read_exact(&mut frame).await.map_err(conn_err)?;
+        Ok(Some(frame))
+    }
+
+    fn finish(&mut self) -> Result<(), NetError> {
+        self.send.finish().map_err(conn_err)
+    }
+}
