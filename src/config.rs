@@ -19,18 +19,25 @@ pub(crate) struct ConfigDuration(pub Duration);
 
 impl<'de> Deserialize<'de> for ConfigDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Seconds(u64),
-            Text(String),
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ConfigDuration;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration like 500ms, 30s, 10m, 24h, 7d, or seconds")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, seconds: u64) -> Result<Self::Value, E> {
+                Ok(ConfigDuration(Duration::from_secs(seconds)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                kvs_api::parse_duration(text)
+                    .map(ConfigDuration)
+                    .map_err(E::custom)
+            }
         }
-        match Raw::deserialize(deserializer)? {
-            Raw::Seconds(s) => Ok(ConfigDuration(Duration::from_secs(s))),
-            Raw::Text(text) => kvs_api::parse_duration(&text)
-                .map(ConfigDuration)
-                .map_err(serde::de::Error::custom),
-        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 

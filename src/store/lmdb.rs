@@ -323,7 +323,9 @@ impl Store for LmdbStore {
     ) -> Result<ListPage, StoreError> {
         let rtxn = self.env.read_txn().map_err(backend)?;
         let start = match after {
-            Some(after) if after >= prefix => Bound::Excluded(after.as_bytes()),
+            Some(after) if after >= prefix && !after.is_empty() => Bound::Excluded(after.as_bytes()),
+            // LMDB refuses an empty key as a range bound.
+            _ if prefix.is_empty() => Bound::Unbounded,
             _ => Bound::Included(prefix.as_bytes()),
         };
         let mut items = Vec::new();

@@ -88,15 +88,17 @@ where
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut body = std::pin::pin!(body);
     if declared.is_some_and(|len| len > limit as u64) {
+        drain(body, limit).await;
         return Err(ApiError::payload_too_large(limit));
     }
     let mut bytes = Vec::with_capacity(declared.map_or(256, |len| len as usize));
-    let mut body = std::pin::pin!(body);
     while let Some(chunk) = body.next().await {
         let mut chunk =
             chunk.map_err(|e| ApiError::bad_request(format!("reading the body failed: {e}")))?;
         if bytes.len() + chunk.remaining() > limit {
+            drain(body, limit).await;
             return Err(ApiError::payload_too_large(limit));
         }
         while chunk.has_remaining() {
@@ -115,6 +117,26 @@ where
         .map_err(|e| ApiError::invalid_json(format!("the body is not JSON: {e}")))?;
     Ok(raw.get().to_owned())
 }
+
+/// Reads and discards what is left of an oversized body (up to a bound), so that the
+/// client, still sending, reads the `413` rather than a reset connection.
+async fn drain<S, D>(mut body: std::pin::Pin<&mut S>, limit: usize)
+where
+    S: Stream<Item = Result<D, warp::Error>>,
+    D: Buf,
+{
+    let bound = limit.saturating_mul(4).max(DRAIN_AT_LEAST);
+    let mut drained = 0usize;
+    while drained < bound {
+        match body.next().await {
+            Some(Ok(chunk)) => drained += chunk.remaining(),
+            _ => break,
+        }
+    }
+}
+
+/// Oversized bodies are drained up to 4x the limit, and at least this much.
+const DRAIN_AT_LEAST: usize = 16 << 20;
 
 /// Parses a positive integer query parameter.
 pub(crate) fn positive(query: &Query, name: &str) -> Result<Option<u64>, ApiError> {

@@ -1,0 +1,209 @@
+//! The black-box harness: real `kvs` processes on 127.0.0.1 with port 0, each in its own
+//! temp dir, talked to over real HTTP. Processes are killed and dirs removed on drop.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ureq::http::{Method, Request};
+
+/// The `kvs` binary under test.
+pub fn kvs_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kvs")
+}
+
+/// A node process with its own data dir.
+pub struct Node {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub child: Option<Child>,
+    pub base: String,
+    logs: Option<mpsc::Receiver<String>>,
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: ureq::http::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code in {:?}", self.body))
+            .to_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+    }
+}
+
+/// The default test config: auth and clustering off, free port.
+pub const PLAIN: &str = "auth_enabled: false\nclustering_enabled: false\n";
+
+impl Node {
+    /// Starts a node whose config is `node_id` plus `extra` YAML lines.
+    pub fn start(extra: &str) -> Node {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("node.yaml");
+        std::fs::write(&config, format!("node_id: test-node\nhttp_port: 0\n{extra}"))
+            .expect("write config");
+        let mut node = Node {
+            dir,
+            config,
+            child: None,
+            base: String::new(),
+            logs: None,
+        };
+        node.launch();
+        node
+    }
+
+    /// Starts the process on the existing config and waits until it serves.
+    pub fn launch(&mut self) {
+        let mut child = Command::new(kvs_bin())
+            .arg("run")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kvs");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = line
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("http_addr="))
+                    {
+                        self.base = format!("http://{addr}");
+                        break;
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("the node did not start within 20 s");
+                }
+            }
+        }
+        self.child = Some(child);
+        self.logs = Some(rx);
+    }
+
+    /// Log lines printed so far.
+    pub fn drain_logs(&self) -> Vec<String> {
+        self.logs
+            .as_ref()
+            .map(|rx| rx.try_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// Sends SIGKILL and waits for the process to go.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        child.wait().expect("wait")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Answer {
+        request(&format!("{}{path}", self.base), method, body, headers)
+    }
+
+    pub fn get(&self, path: &str) -> Answer {
+        self.request("GET", path, None, &[])
+    }
+
+    pub fn put(&self, path: &str, body: &str) -> Answer {
+        self.request("PUT", path, Some(body), &[("content-type", "application/json")])
+    }
+
+    pub fn delete(&self, path: &str) -> Answer {
+        self.request("DELETE", path, None, &[])
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One HTTP request with a client that reports every status as data.
+pub fn request(url: &str, method: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Answer {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut builder = Request::builder()
+        .method(Method::from_bytes(method.as_bytes()).expect("method"))
+        .uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let result = match body {
+        Some(body) => agent.run(builder.body(body.to_owned()).expect("request")),
+        None => agent.run(builder.body(()).expect("request")),
+    };
+    let mut response = result.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = if method == "HEAD" {
+        String::new()
+    } else {
+        response
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()
+            .unwrap_or_default()
+    };
+    Answer { status, headers, body }
+}
+
+/// Runs `kvs` with `args` to completion.
+pub fn run_kvs(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(kvs_bin());
+    command.args(args).current_dir(cwd).stdin(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("run kvs")
+}
