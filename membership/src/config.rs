@@ -88,7 +88,7 @@ impl SwimConfig {
             indirect_checks: 3,
             suspicion_mult: 4,
             suspicion_max_mult: 6,
-            suspicion_confirmations: 3,
+            suspicion_confirmations: 2,
             retransmit_mult: 4,
             gossip_interval: Duration::from_millis(100),
             gossip_fanout: 3,

@@ -42,15 +42,9 @@ impl Broadcasts {
     }
 
     /// Appends to `out` the least-sent updates that fit in `budget` bytes in total, skipping
-    /// the one about `skip` (already in the datagram); counts the sends and drops updates
+    /// those about members in `skip` (already in the datagram); counts the sends and drops updates
     /// sent `limit` times.
-    pub(crate) fn fill(
-        &mut self,
-        out: &mut Vec<u8>,
-        budget: usize,
-        limit: u32,
-        skip: Option<&NodeId>,
-    ) {
+    pub(crate) fn fill(&mut self, out: &mut Vec<u8>, budget: usize, limit: u32, skip: &[NodeId]) {
         if self.items.is_empty() {
             return;
         }
@@ -58,7 +52,7 @@ impl Broadcasts {
         order.sort_by_key(|&i| (self.items[i].sent, u64::MAX - self.items[i].order));
         for i in order {
             let item = &mut self.items[i];
-            if out.len() + item.bytes.len() > budget || skip == Some(&item.id) {
+            if out.len() + item.bytes.len() > budget || skip.contains(&item.id) {
                 continue;
             }
             out.extend_from_slice(&item.bytes);
@@ -78,17 +72,17 @@ mod tests {
         q.push(NodeId::from("a"), vec![1; 10]);
         q.push(NodeId::from("b"), vec![2; 10]);
         let mut out = Vec::new();
-        q.fill(&mut out, 15, 2, None);
+        q.fill(&mut out, 15, 2, &[]);
         assert_eq!(
             out,
             vec![2; 10],
             "newest first among equals, budget respected"
         );
         let mut out = Vec::new();
-        q.fill(&mut out, 15, 2, None);
+        q.fill(&mut out, 15, 2, &[]);
         assert_eq!(out, vec![1; 10], "then the least sent");
         let mut out = Vec::new();
-        q.fill(&mut out, 100, 2, None);
+        q.fill(&mut out, 100, 2, &[]);
         assert_eq!(out.len(), 20);
         assert!(q.is_empty(), "each sent twice: dropped");
     }
@@ -99,7 +93,7 @@ mod tests {
         q.push(NodeId::from("a"), vec![1; 4]);
         q.push(NodeId::from("a"), vec![2; 4]);
         let mut out = Vec::new();
-        q.fill(&mut out, 100, 5, None);
+        q.fill(&mut out, 100, 5, &[]);
         assert_eq!(out, vec![2; 4]);
     }
 }

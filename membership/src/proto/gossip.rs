@@ -34,13 +34,26 @@ pub(crate) enum Source {
 }
 
 impl Swim {
-    /// Applies one received (or locally made) update.
-    pub(super) fn apply(&mut self, update: Update, source: &Source, now: Duration) {
+    /// Applies one received (or locally made) update. Returns the newer fact to send back
+    /// when the update is a stale accusation (suspect, dead or left at an incarnation
+    /// already superseded), so that its sender stops spreading it.
+    pub(super) fn apply(
+        &mut self,
+        update: Update,
+        source: &Source,
+        now: Duration,
+    ) -> Option<Update> {
         if !plausible(&update) {
-            return;
+            return None;
         }
         if update.id == self.me.id {
             return self.apply_about_me(update);
+        }
+        if let Some(record) = self.members.get(&update.id)
+            && update.incarnation < record.incarnation
+            && update.kind != Kind::Alive
+        {
+            return Some(self.state_entry(&update.id, record));
         }
         match (&update.kind, source) {
             (Kind::Alive, _) => self.apply_alive(update, now),
@@ -59,6 +72,7 @@ impl Swim {
             }
             (Kind::Left, _) | (Kind::Dead { .. }, Source::Gossip) => self.apply_down(update, now),
         }
+        None
     }
 
     fn apply_alive(&mut self, update: Update, now: Duration) {
@@ -134,6 +148,7 @@ impl Swim {
         record.flap.bump(now, self.cfg.flap_half_life);
         record.suspicion = Some(Suspicion {
             started: now,
+            accuser: from.clone(),
             accusers: BTreeSet::from([from]),
             token,
         });
@@ -186,12 +201,16 @@ impl Swim {
         self.queue(&update);
     }
 
-    /// Someone talks about this node: refute anything but `alive` at our incarnation.
-    fn apply_about_me(&mut self, update: Update) {
+    /// Someone talks about this node: refute anything but `alive` at our incarnation, and
+    /// answer a stale accusation with our current entry.
+    fn apply_about_me(&mut self, update: Update) -> Option<Update> {
         if self.me.leaving {
-            return;
+            return None;
         }
         let stale = update.incarnation < self.me.incarnation;
+        if stale && update.kind != Kind::Alive {
+            return Some(self.local_update());
+        }
         let refute = match update.kind {
             Kind::Alive => update.incarnation > self.me.incarnation,
             Kind::Suspect { .. } | Kind::Dead { .. } | Kind::Left => !stale,
@@ -209,6 +228,7 @@ impl Swim {
             let own = self.local_update();
             self.queue(&own);
         }
+        None
     }
 
     /// The suspicion timer of `id` ran out: declare it dead, unless the timer is stale.
@@ -249,7 +269,7 @@ impl Swim {
         }
         for id in targets {
             if let Some(addr) = self.members.get(&id).map(|r| r.addr) {
-                self.send(addr, Message::Gossip, None);
+                self.send(addr, Message::Gossip, Vec::new());
             }
         }
         if !self.broadcasts.is_empty() {

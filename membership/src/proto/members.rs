@@ -19,6 +19,8 @@ use super::types::MemberState;
 pub(crate) struct Suspicion {
     /// When this node started suspecting.
     pub(crate) started: Duration,
+    /// The first accuser, named when this node passes the suspicion on.
+    pub(crate) accuser: NodeId,
     /// Distinct accusers heard for the current incarnation (the first one included).
     pub(crate) accusers: BTreeSet<NodeId>,
     /// Token of the pending suspicion timer.
@@ -54,6 +56,7 @@ pub(crate) struct Members {
     order: Vec<NodeId>,
     cursor: usize,
     live: usize,
+    suspects: BTreeSet<NodeId>,
 }
 
 impl Members {
@@ -95,6 +98,11 @@ impl Members {
         let was_live = record.is_live();
         record.state = state;
         record.since = now;
+        if state == MemberState::Suspect {
+            self.suspects.insert(id.clone());
+        } else {
+            self.suspects.remove(id);
+        }
         match (was_live, record.is_live()) {
             (true, false) => self.live -= 1,
             (false, true) => self.live += 1,
@@ -104,10 +112,9 @@ impl Members {
 
     /// Forgets a member.
     pub(crate) fn remove(&mut self, id: &NodeId) {
-        if let Some(record) = self.map.remove(id) {
-            if record.is_live() {
-                self.live -= 1;
-            }
+        self.suspects.remove(id);
+        if self.map.remove(id).is_some_and(|record| record.is_live()) {
+            self.live -= 1;
         }
         if let Some(at) = self.order.iter().position(|x| x == id) {
             self.order.remove(at);
@@ -167,6 +174,11 @@ impl Members {
             }
         }
         out
+    }
+
+    /// Members currently suspected, by id.
+    pub(crate) fn suspects(&self) -> impl Iterator<Item = &NodeId> {
+        self.suspects.iter()
     }
 
     /// Dead (not left) members, candidates for re-announcement.

@@ -220,12 +220,13 @@ impl Swim {
             Message::PushPull { .. } => Source::PushPull(sender.clone()),
             _ => Source::Gossip,
         };
+        let mut corrections = Vec::new();
         for update in packet.updates {
-            self.apply(update, &source, now);
+            corrections.extend(self.apply(update, &source, now));
         }
         match msg {
             Message::Ping { seq, target } if target == self.me.id => {
-                self.send(from, Message::Ack { seq }, None);
+                return self.send(from, Message::Ack { seq }, corrections);
             }
             Message::Ping { .. } | Message::Gossip => {}
             Message::Ack { seq } => self.on_ack(seq, &sender, now),
@@ -240,6 +241,9 @@ impl Swim {
             Message::PushPull { exchange, reply } => {
                 self.on_push_pull(from, sender, exchange, reply);
             }
+        }
+        if !corrections.is_empty() && source == Source::Gossip {
+            self.send(from, Message::Gossip, corrections);
         }
     }
 
@@ -383,20 +387,24 @@ impl Swim {
         }
     }
 
-    /// Sends `msg` to `dst`, with `first` (if any) and then queued updates piggy-backed up
-    /// to the byte budget.
-    fn send(&mut self, dst: SocketAddr, msg: Message, first: Option<Update>) {
+    /// Sends `msg` to `dst`, with the `first` updates (those that fit) and then queued
+    /// updates piggy-backed up to the byte budget.
+    fn send(&mut self, dst: SocketAddr, msg: Message, first: Vec<Update>) {
         let mut payload = codec::encode_header(&Header {
             sender: self.me.id.clone(),
             msg,
         });
-        let skip = first.as_ref().map(|u| u.id.clone());
-        if let Some(first) = first {
-            payload.extend(codec::encode_update(&first));
+        let mut skip = Vec::with_capacity(first.len());
+        for update in first {
+            let bytes = codec::encode_update(&update);
+            if payload.len() + bytes.len() <= self.cfg.max_payload {
+                payload.extend(bytes);
+                skip.push(update.id);
+            }
         }
         let limit = self.retransmit_limit();
         self.broadcasts
-            .fill(&mut payload, self.cfg.max_payload, limit, skip.as_ref());
+            .fill(&mut payload, self.cfg.max_payload, limit, &skip);
         self.emit_transmit(dst, payload);
     }
 

@@ -7,11 +7,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use kvs_net::NodeId;
+use rand::Rng;
 
 use super::codec::{Kind, Message, Update};
 use super::timers::Timer;
 use super::types::MemberState;
 use super::{Source, Swim};
+
+/// How many of this node's running suspicions each probe re-asserts.
+const REASSERTED: usize = 2;
 
 /// The probe of the current protocol period.
 #[derive(Debug)]
@@ -52,16 +56,22 @@ impl Swim {
             .scale(record.rtt.probe_timeout(&self.cfg))
             .min(period / 2);
         // Buddy system: tell a suspect member it is suspected, so it refutes at once.
-        let buddy = (self.cfg.lifeguard && record.state == MemberState::Suspect).then(|| Update {
-            id: target.clone(),
-            incarnation: record.incarnation,
-            addr,
-            meta: record.meta.clone(),
-            joined_at: record.joined_at,
-            kind: Kind::Suspect {
-                from: self.me.id.clone(),
-            },
-        });
+        let mut first = Vec::new();
+        if self.cfg.lifeguard && record.state == MemberState::Suspect {
+            first.push(self.suspect_update(&target));
+        }
+        // Re-assert a few of our own suspicions: a target that knows of a refutation we
+        // missed answers with it (see `apply`), before our suspicion timer runs out.
+        let others: Vec<NodeId> = self
+            .members
+            .suspects()
+            .filter(|id| **id != target)
+            .cloned()
+            .collect();
+        for _ in 0..REASSERTED.min(others.len()) {
+            let id = &others[self.rng.gen_range(0..others.len())];
+            first.push(self.suspect_update(id));
+        }
         let seq = self.next_seq();
         self.probe = Some(Probe {
             seq,
@@ -73,7 +83,7 @@ impl Swim {
             nacks: 0,
         });
         self.metrics.probes += 1;
-        self.send(addr, Message::Ping { seq, target }, buddy);
+        self.send(addr, Message::Ping { seq, target }, first);
         self.timers
             .schedule(now + timeout, Timer::ProbeTimeout { seq });
         self.timers.schedule(now + period, Timer::ProbeEnd { seq });
@@ -101,7 +111,7 @@ impl Swim {
                 target: target.clone(),
                 target_addr,
             };
-            self.send(addr, msg, None);
+            self.send(addr, msg, Vec::new());
         }
         if let Some(probe) = self.probe.as_mut() {
             probe.expected_nacks = relays.len() as u32;
@@ -131,23 +141,26 @@ impl Swim {
 
     /// Suspects `target` on this node's own evidence.
     fn accuse(&mut self, target: &NodeId, now: Duration) {
-        let Some(record) = self.members.get(target) else {
-            return;
-        };
-        if !record.is_live() {
-            return;
-        }
-        let update = Update {
-            id: target.clone(),
-            incarnation: record.incarnation,
-            addr: record.addr,
-            meta: record.meta.clone(),
-            joined_at: record.joined_at,
-            kind: Kind::Suspect {
+        if self.members.get(target).is_some_and(|r| r.is_live()) {
+            let mut update = self.suspect_update(target);
+            update.kind = Kind::Suspect {
                 from: self.me.id.clone(),
-            },
+            };
+            self.apply(update, &Source::Gossip, now);
+        }
+    }
+
+    /// "`id` is suspect at its current incarnation", naming the first accuser of a running
+    /// suspicion (so that passing it on is no confirmation), else this node.
+    fn suspect_update(&self, id: &NodeId) -> Update {
+        let record = self.members.get(id).expect("known member");
+        let from = match &record.suspicion {
+            Some(suspicion) => suspicion.accuser.clone(),
+            None => self.me.id.clone(),
         };
-        self.apply(update, &Source::Gossip, now);
+        let mut update = self.state_entry(id, record);
+        update.kind = Kind::Suspect { from };
+        update
     }
 
     /// An ack: ends our probe, or is forwarded to the origin of a relayed ping.
@@ -158,7 +171,7 @@ impl Swim {
                 Message::Ack {
                     seq: relay.origin_seq,
                 },
-                None,
+                Vec::new(),
             );
             return;
         }
@@ -195,7 +208,7 @@ impl Swim {
         now: Duration,
     ) {
         if target == self.me.id {
-            self.send(origin, Message::Ack { seq: origin_seq }, None);
+            self.send(origin, Message::Ack { seq: origin_seq }, Vec::new());
             return;
         }
         let timeout = match self.members.get(&target) {
@@ -204,7 +217,7 @@ impl Swim {
         };
         let seq = self.next_seq();
         self.relays.insert(seq, Relay { origin, origin_seq });
-        self.send(target_addr, Message::Ping { seq, target }, None);
+        self.send(target_addr, Message::Ping { seq, target }, Vec::new());
         self.timers
             .schedule(now + timeout.mul_f64(0.8), Timer::RelayNack { seq });
     }
@@ -217,7 +230,7 @@ impl Swim {
                 Message::Nack {
                     seq: relay.origin_seq,
                 },
-                None,
+                Vec::new(),
             );
         }
     }

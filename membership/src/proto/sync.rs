@@ -44,7 +44,7 @@ impl Swim {
     }
 
     /// A member's entry as sent in a push-pull: our view, vouched for by this node.
-    fn state_entry(&self, id: &NodeId, record: &Record) -> Update {
+    pub(super) fn state_entry(&self, id: &NodeId, record: &Record) -> Update {
         let me = self.me.id.clone();
         Update {
             id: id.clone(),

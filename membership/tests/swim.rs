@@ -1,0 +1,263 @@
+//! Protocol behaviour of the SWIM core on the in-process virtual-time network: joining,
+//! completeness and accuracy bounds, refutation, rejoin, leave, partitions, loss, slow
+//! nodes, dissemination at 1,000 nodes, the byte budget and garbage input.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{Seen, Sim, ms};
+use kvs_membership::{MemberState, SwimConfig};
+
+fn secs(v: u64) -> Duration {
+    Duration::from_secs(v)
+}
+
+/// A formed cluster of `n` LAN nodes.
+fn cluster(seed: u64, n: usize) -> Sim {
+    let mut sim = Sim::new(seed, n, SwimConfig::lan());
+    sim.form(ms(10), secs(3));
+    sim
+}
+
+fn converged(sim: &Sim) -> bool {
+    let n = sim.nodes.len();
+    (0..n).all(|o| !sim.is_up(o) || sim.swim(o).members().len() == n)
+        && (0..n).all(|s| sim.all_see(s, MemberState::Alive))
+}
+
+#[test]
+fn nodes_join_through_one_seed() {
+    let mut sim = Sim::new(1, 5, SwimConfig::lan());
+    for i in 1..5 {
+        sim.join(i, &[0]);
+    }
+    let at = sim.run_until_cond(secs(3), ms(50), converged);
+    assert!(at.is_some(), "5 nodes did not converge within 3 s");
+    assert_eq!(sim.swim(3).live_members(), 5);
+}
+
+#[test]
+fn join_retries_until_the_seed_answers() {
+    let mut sim = Sim::new(2, 2, SwimConfig::lan());
+    sim.crash(0);
+    sim.join(1, &[0]);
+    sim.run_until(secs(3));
+    sim.restart(0, &[]);
+    let at = sim.run_until_cond(secs(8), ms(50), converged);
+    assert!(at.is_some(), "join did not retry");
+}
+
+#[test]
+fn crashed_node_is_dead_everywhere_within_3s() {
+    for seed in 1..=3 {
+        let mut sim = cluster(seed, 20);
+        let crash_at = sim.now;
+        sim.crash(7);
+        sim.run_until(crash_at + secs(6));
+        let last = sim
+            .last_to_see(7, Seen::Dead, crash_at)
+            .expect("every member saw dead");
+        assert!(
+            last - crash_at <= secs(3),
+            "seed {seed}: dead after {:?}",
+            last - crash_at
+        );
+        assert_eq!(sim.false_deaths(), 0, "seed {seed}");
+    }
+}
+
+#[test]
+fn short_isolation_is_refuted_not_fatal() {
+    let mut sim = cluster(4, 10);
+    let others: Vec<usize> = (0..10).filter(|&i| i != 3).collect();
+    sim.partition(&[3], &others);
+    let t = sim.now;
+    sim.run_until(t + ms(700));
+    sim.heal();
+    sim.run_until(t + secs(10));
+    assert_eq!(sim.false_deaths(), 0);
+    assert!(
+        sim.log
+            .iter()
+            .any(|l| l.subject == 3 && l.seen == Seen::Suspect),
+        "nobody suspected"
+    );
+    assert!(sim.swim(3).metrics().refutations > 0);
+    assert!(sim.all_see(3, MemberState::Alive));
+    assert!(sim.swim(3).incarnation() > 0);
+}
+
+#[test]
+fn restarted_node_rejoins_with_higher_incarnation() {
+    let mut sim = cluster(5, 8);
+    sim.crash(2);
+    let t = sim.now;
+    sim.run_until_cond(t + secs(10), ms(50), |s| s.all_see(2, MemberState::Dead))
+        .expect("dead");
+    let dead_inc = sim.swim(0).member(&sim.nodes[2].id).unwrap().incarnation;
+    sim.restart(2, &[5]);
+    let t = sim.now;
+    let back = sim.run_until_cond(t + secs(3), ms(20), |s| s.all_see(2, MemberState::Alive));
+    assert!(back.is_some(), "not alive again within 3 s");
+    for o in (0..8).filter(|&o| o != 2) {
+        let inc = sim.swim(o).member(&sim.nodes[2].id).unwrap().incarnation;
+        assert!(
+            inc > dead_inc,
+            "observer {o}: incarnation {inc} <= {dead_inc}"
+        );
+    }
+    let joined = |o: usize| sim.swim(o).member(&sim.nodes[2].id).unwrap().joined_at;
+    assert_eq!(joined(0), joined(2), "joined_at kept from the first join");
+    assert_eq!(joined(0), 1_700_000_000_000);
+}
+
+#[test]
+fn graceful_leave_is_left_not_dead() {
+    let mut sim = cluster(6, 10);
+    sim.leave(4);
+    let t = sim.now;
+    let done = sim.run_until_cond(t + secs(2), ms(20), |s| s.all_see(4, MemberState::Left));
+    assert!(done.is_some(), "left did not reach everyone");
+    assert!(
+        sim.log
+            .iter()
+            .all(|l| !(l.subject == 4 && l.seen == Seen::Dead))
+    );
+    sim.run_until(t + secs(3));
+    assert_eq!(sim.swim(4).poll_timeout(), None, "a left node goes quiet");
+}
+
+#[test]
+fn no_false_deaths_at_30_percent_loss() {
+    for seed in 1..=3 {
+        let mut sim = cluster(seed, 20);
+        sim.loss = 0.3;
+        let t = sim.now;
+        sim.run_until(t + secs(60));
+        assert_eq!(sim.false_deaths(), 0, "seed {seed}");
+        assert!(
+            sim.false_suspicions() > 0,
+            "seed {seed}: loss never caused a suspicion"
+        );
+    }
+}
+
+#[test]
+fn one_way_link_failure_is_bridged_by_indirect_probes() {
+    let mut sim = cluster(7, 10);
+    sim.block(1, 2);
+    let t = sim.now;
+    sim.run_until(t + secs(30));
+    assert_eq!(sim.false_deaths(), 0);
+    assert!(sim.all_see(1, MemberState::Alive) && sim.all_see(2, MemberState::Alive));
+}
+
+#[test]
+fn flapping_link_raises_flap_score_without_deaths() {
+    let mut sim = cluster(8, 10);
+    let others: Vec<usize> = (0..10).filter(|&i| i != 5).collect();
+    for _ in 0..10 {
+        let t = sim.now;
+        sim.partition(&[5], &others);
+        sim.run_until(t + ms(600));
+        sim.heal();
+        sim.run_until(t + secs(3));
+    }
+    assert_eq!(sim.false_deaths(), 0);
+    let flap = sim.swim(0).member(&sim.nodes[5].id).unwrap().flap_score;
+    assert!(flap > 1.0, "flap score {flap}");
+}
+
+#[test]
+fn partition_heals_after_both_sides_declared_dead() {
+    let mut sim = cluster(9, 8);
+    sim.partition(&[0, 1, 2, 3], &[4, 5, 6, 7]);
+    let t = sim.now;
+    let split = sim.run_until_cond(t + secs(30), ms(100), |s| {
+        (4..8).all(|o| s.view(o, 0) == Some(MemberState::Dead))
+    });
+    assert!(split.is_some(), "the other side never declared node 0 dead");
+    sim.heal();
+    let t = sim.now;
+    let healed = sim.run_until_cond(t + secs(30), ms(100), converged);
+    assert!(healed.is_some(), "partition did not heal within 30 s");
+}
+
+/// A node whose handlers run late; with Lifeguard it accuses far fewer healthy peers.
+fn slow_node_suspicions(lifeguard: bool, seed: u64) -> usize {
+    let cfg = SwimConfig {
+        lifeguard,
+        ..SwimConfig::lan()
+    };
+    let mut sim = Sim::new(seed, 12, cfg);
+    sim.form(ms(10), secs(3));
+    sim.nodes[0].slow = ms(400);
+    let t = sim.now;
+    sim.run_until(t + secs(60));
+    sim.log
+        .iter()
+        .filter(|l| l.observer == 0 && l.seen == Seen::Suspect && l.subject_up)
+        .count()
+}
+
+#[test]
+fn lifeguard_reduces_false_suspicions_by_a_slow_node() {
+    let with: usize = (1..=2).map(|s| slow_node_suspicions(true, s)).sum();
+    let without: usize = (1..=2).map(|s| slow_node_suspicions(false, s)).sum();
+    assert!(
+        with * 2 < without,
+        "with Lifeguard {with}, without {without}"
+    );
+}
+
+#[test]
+fn datagrams_stay_within_budget_with_chunked_push_pull() {
+    let mut sim = Sim::new(10, 60, SwimConfig::lan());
+    sim.form(ms(5), secs(5));
+    assert!(converged(&sim));
+    assert!(sim.max_datagram <= 1300);
+    assert!(
+        sim.max_datagram > 1000,
+        "push-pull of 60 members needs several full chunks"
+    );
+}
+
+#[test]
+fn garbage_is_dropped_and_counted() {
+    let mut sim = cluster(11, 3);
+    let from = sim.nodes[1].addr;
+    sim.inject(0, from, vec![]);
+    sim.inject(0, from, vec![0xff; 40]);
+    sim.inject(
+        0,
+        from,
+        vec![1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+    );
+    let t = sim.now;
+    sim.run_until(t + secs(1));
+    let m = sim.swim(0).metrics();
+    assert_eq!(m.bad_version, 2);
+    assert_eq!(m.malformed, 1);
+    assert!(converged(&sim));
+}
+
+#[test]
+fn same_seed_same_trace() {
+    let trace = |seed| {
+        let mut sim = cluster(seed, 10);
+        sim.loss = 0.2;
+        sim.crash(3);
+        let t = sim.now;
+        sim.run_until(t + secs(10));
+        format!(
+            "{:?}",
+            sim.log
+                .iter()
+                .map(|l| (l.at, l.observer, l.subject, l.seen))
+                .collect::<Vec<_>>()
+        )
+    };
+    assert_eq!(trace(12), trace(12));
+    assert_ne!(trace(12), trace(13));
+}
