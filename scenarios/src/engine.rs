@@ -45,7 +45,7 @@ pub struct Slot<P> {
     timer: Option<Duration>,
     timer_gen: u64,
     due_while_paused: bool,
-    inbox: VecDeque<(usize, Vec<u8>)>,
+    inbox: VecDeque<(usize, Box<[u8]>)>,
 }
 
 impl<P> Slot<P> {
@@ -209,7 +209,9 @@ impl<F: ProtocolFactory> Engine<'_, F> {
             };
             self.now = at;
             match what {
-                Pending::Deliver { from, to, payload } => self.deliver(from, to, payload)?,
+                Pending::Deliver { from, to, payload } => {
+                    self.deliver(from as usize, to as usize, payload)?;
+                }
                 Pending::Timer { node, generation } => self.fire_timer(node, generation)?,
                 Pending::Step(i) => self.step(i)?,
                 Pending::Check => self.check_eventually(),
@@ -301,9 +303,10 @@ impl<F: ProtocolFactory> Engine<'_, F> {
                         self.schedule(
                             at,
                             Pending::Deliver {
-                                from: i,
-                                to,
-                                payload: t.payload.clone(),
+                                // Node counts are validated to fit (at most 100,000).
+                                from: u32::try_from(i).unwrap_or(u32::MAX),
+                                to: u32::try_from(to).unwrap_or(u32::MAX),
+                                payload: t.payload.clone().into_boxed_slice(),
                             },
                         );
                     }
@@ -332,7 +335,7 @@ impl<F: ProtocolFactory> Engine<'_, F> {
         Ok(())
     }
 
-    fn deliver(&mut self, from: usize, to: usize, payload: Vec<u8>) -> Result<(), SimError> {
+    fn deliver(&mut self, from: usize, to: usize, payload: Box<[u8]>) -> Result<(), SimError> {
         let reason = if self.fabric.blocked(from, to) {
             Some(DropReason::Partition)
         } else {

@@ -112,7 +112,13 @@ impl Fabric {
         if self.blocked(from, to) {
             return Err(self.dropped(DropReason::Partition));
         }
-        let bad = self.burst_bad.entry((from, to)).or_insert(false);
+        // Burst state is kept only for links that have bursts (a map of every pair of a
+        // large cluster would dominate the cost of routing).
+        let mut no_burst = false;
+        let bad = match link.burst {
+            Some(_) => self.burst_bad.entry((from, to)).or_insert(false),
+            None => &mut no_burst,
+        };
         let delays = match link.draw(&mut self.rng, bad) {
             Fate::Lost => return Err(self.dropped(DropReason::Loss)),
             Fate::Delayed(delays) => delays,

@@ -9,9 +9,9 @@ use std::time::Duration;
 pub(crate) enum Pending {
     /// A datagram arrives.
     Deliver {
-        from: usize,
-        to: usize,
-        payload: Vec<u8>,
+        from: u32,
+        to: u32,
+        payload: Box<[u8]>,
     },
     /// A node's timer fires (ignored if the node re-armed it since: `generation`).
     Timer { node: usize, generation: u64 },
@@ -21,8 +21,9 @@ pub(crate) enum Pending {
     Check,
 }
 
+/// Kept small (time in whole µs, not a `Duration`): heap operations move these around.
 struct Scheduled {
-    key: Reverse<(Duration, u64)>,
+    key: Reverse<(u64, u64)>,
     what: Pending,
 }
 
@@ -54,18 +55,23 @@ impl EventQueue {
     /// Schedules `what` at `at`.
     pub(crate) fn push(&mut self, at: Duration, what: Pending) {
         self.seq += 1;
+        // Rounded up, so a timer never fires before the time its node asked for.
+        let micros = u64::try_from(at.as_nanos().div_ceil(1000)).unwrap_or(u64::MAX);
         self.heap.push(Scheduled {
-            key: Reverse((at, self.seq)),
+            key: Reverse((micros, self.seq)),
             what,
         });
     }
 
     /// The next event if it is due no later than `end`.
     pub(crate) fn pop_until(&mut self, end: Duration) -> Option<(Duration, Pending)> {
+        let end = u64::try_from(end.as_micros()).unwrap_or(u64::MAX);
         if self.heap.peek()?.key.0.0 > end {
             return None;
         }
-        self.heap.pop().map(|s| (s.key.0.0, s.what))
+        self.heap
+            .pop()
+            .map(|s| (Duration::from_micros(s.key.0.0), s.what))
     }
 
     /// How many events were ever scheduled.
