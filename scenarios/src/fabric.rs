@@ -136,6 +136,20 @@ impl Fabric {
             .collect())
     }
 
+    /// A latency draw for reliable stream data on `from` -> `to` (no loss: streams
+    /// retransmit; a clog still holds it).
+    pub(crate) fn stream_delay(&mut self, now: Duration, from: usize, to: usize) -> Duration {
+        let link = self.overrides.get(&(from, to)).unwrap_or(&self.default);
+        let at = now + link.delay(&mut self.rng);
+        let held = self
+            .clogs
+            .iter()
+            .filter(|c| c.until > now && c.from.contains(&from) && c.to.contains(&to))
+            .map(|c| c.until)
+            .max();
+        at.max(held.unwrap_or(Duration::ZERO)) - now
+    }
+
     /// Counts a drop and returns its reason.
     pub(crate) fn dropped(&mut self, reason: DropReason) -> DropReason {
         *self.counts.dropped.entry(reason).or_default() += 1;

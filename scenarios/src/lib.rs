@@ -18,6 +18,7 @@ mod protocol;
 pub mod protocols;
 mod queue;
 mod report;
+pub mod simnet;
 mod spec;
 mod timeline;
 mod trace;

@@ -159,7 +159,8 @@ impl LinkSpec {
         Fate::Delayed(delays)
     }
 
-    fn delay(&self, rng: &mut impl Rng) -> Duration {
+    /// One latency draw (with reordering delay, if drawn).
+    pub(crate) fn delay(&self, rng: &mut impl Rng) -> Duration {
         let l = self.latency;
         let tail_mean = (l.mean - l.min).as_secs_f64();
         let u: f64 = rng.r#gen();

@@ -1,0 +1,148 @@
+//! The shared state of a simulated network driven by the virtual-time executor: the
+//! clock, the [`Fabric`], the pending events (timer wake-ups, datagram and stream-frame
+//! deliveries) ordered by `(time, sequence)`, node inboxes and listeners.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::Duration;
+
+use crate::fabric::Fabric;
+use crate::protocol::node_addr;
+use crate::trace::DropReason;
+
+use super::streams::{Pipe, SimConnection};
+
+/// Stream data blocked by a partition or a down node is retried this often ...
+const RETRY: Duration = Duration::from_millis(100);
+/// ... until the connection gives up (as QUIC's idle timeout would).
+pub(crate) const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Locks a mutex, recovering from poisoning (a panicked task must not hide the state).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A stream frame in flight (`data: None` is the end of the stream).
+pub(crate) struct Frame {
+    pub(crate) pipe: Arc<Mutex<Pipe>>,
+    pub(crate) seq: u64,
+    pub(crate) data: Option<Vec<u8>>,
+    pub(crate) from: usize,
+    pub(crate) to: usize,
+    pub(crate) first_try: Duration,
+}
+
+enum CoreEvent {
+    Wake(Waker),
+    Datagram {
+        from: usize,
+        to: usize,
+        payload: Vec<u8>,
+    },
+    Frame(Frame),
+}
+
+/// Where a node's incoming things wait.
+#[derive(Default)]
+pub(crate) struct Mailbox {
+    pub(crate) datagrams: VecDeque<(SocketAddr, Vec<u8>)>,
+    pub(crate) datagram_waker: Option<Waker>,
+    pub(crate) connections: VecDeque<SimConnection>,
+    pub(crate) connection_waker: Option<Waker>,
+}
+
+/// The simulated world.
+pub(crate) struct Core {
+    pub(crate) now: Duration,
+    seq: u64,
+    pub(crate) fabric: Fabric,
+    events: BTreeMap<(Duration, u64), CoreEvent>,
+    pub(crate) up: Vec<bool>,
+    pub(crate) mailboxes: Vec<Mailbox>,
+    pub(crate) clock_offsets_us: Vec<i64>,
+}
+
+impl Core {
+    pub(crate) fn new(n: usize, fabric: Fabric) -> Self {
+        Self {
+            now: Duration::ZERO,
+            seq: 0,
+            fabric,
+            events: BTreeMap::new(),
+            up: vec![true; n],
+            mailboxes: (0..n).map(|_| Mailbox::default()).collect(),
+            clock_offsets_us: vec![0; n],
+        }
+    }
+
+    fn schedule(&mut self, at: Duration, event: CoreEvent) {
+        self.seq += 1;
+        self.events.insert((at.max(self.now), self.seq), event);
+    }
+
+    /// Wakes `waker` at virtual time `at`.
+    pub(crate) fn wake_at(&mut self, at: Duration, waker: Waker) {
+        self.schedule(at, CoreEvent::Wake(waker));
+    }
+
+    /// Delivers a datagram at `at`.
+    pub(crate) fn send_datagram(&mut self, at: Duration, from: usize, to: usize, payload: Vec<u8>) {
+        self.schedule(at, CoreEvent::Datagram { from, to, payload });
+    }
+
+    /// Delivers a stream frame at `at`.
+    pub(crate) fn send_frame(&mut self, at: Duration, frame: Frame) {
+        self.schedule(at, CoreEvent::Frame(frame));
+    }
+
+    /// Whether data can flow `from` -> `to` now.
+    pub(crate) fn reachable(&self, from: usize, to: usize) -> bool {
+        self.up[from] && self.up[to] && !self.fabric.blocked(from, to)
+    }
+
+    /// Handles the next event due no later than `end`; `false` when there is none.
+    pub(crate) fn step(&mut self, end: Duration) -> bool {
+        let Some(entry) = self.events.first_entry() else {
+            return false;
+        };
+        if entry.key().0 > end {
+            return false;
+        }
+        let ((at, _), event) = entry.remove_entry();
+        self.now = at;
+        match event {
+            CoreEvent::Wake(waker) => waker.wake(),
+            CoreEvent::Datagram { from, to, payload } => self.deliver_datagram(from, to, payload),
+            CoreEvent::Frame(frame) => self.deliver_frame(frame),
+        }
+        true
+    }
+
+    fn deliver_datagram(&mut self, from: usize, to: usize, payload: Vec<u8>) {
+        if self.fabric.blocked(from, to) {
+            self.fabric.dropped(DropReason::Partition);
+        } else if !self.up[to] {
+            self.fabric.dropped(DropReason::Down);
+        } else {
+            self.fabric.delivered();
+            let mailbox = &mut self.mailboxes[to];
+            mailbox.datagrams.push_back((node_addr(from), payload));
+            if let Some(w) = mailbox.datagram_waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    fn deliver_frame(&mut self, frame: Frame) {
+        if self.reachable(frame.from, frame.to) {
+            lock(&frame.pipe).arrive(frame.seq, frame.data);
+        } else if self.now.saturating_sub(frame.first_try) >= STREAM_TIMEOUT {
+            lock(&frame.pipe).break_off();
+        } else {
+            let at = self.now + RETRY;
+            self.send_frame(at, frame);
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Simulated reliable streams: [`kvs_net::StreamTransport`] on virtual time. Frames take
+//! the link's latency, keep their order, wait out partitions (retried every 100 ms) and
+//! break the stream after 10 s without progress, as QUIC's idle timeout would.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use kvs_net::{BiStream, Connection, NetError, StreamTransport};
+
+use super::core::{Core, Frame, STREAM_TIMEOUT, lock};
+use super::runtime::Sleep;
+use crate::protocol::{addr_index, node_addr};
+
+/// One direction of a stream.
+#[derive(Default)]
+pub(crate) struct Pipe {
+    next_send: u64,
+    next_deliver: u64,
+    last_at: Duration,
+    arrived: BTreeMap<u64, Option<Vec<u8>>>,
+    ready: VecDeque<Option<Vec<u8>>>,
+    waker: Option<Waker>,
+    broken: bool,
+    ended: bool,
+}
+
+impl Pipe {
+    /// A frame arrived; frames are handed over in sending order.
+    pub(crate) fn arrive(&mut self, seq: u64, data: Option<Vec<u8>>) {
+        self.arrived.insert(seq, data);
+        while let Some(data) = self.arrived.remove(&self.next_deliver) {
+            self.ready.push_back(data);
+            self.next_deliver += 1;
+        }
+        self.wake();
+    }
+
+    /// The stream timed out.
+    pub(crate) fn break_off(&mut self) {
+        self.broken = true;
+        self.wake();
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// Streams the peer opened, waiting for `accept_stream`.
+#[derive(Default)]
+struct Incoming {
+    streams: VecDeque<SimStream>,
+    waker: Option<Waker>,
+}
+
+/// A simulated connection between two nodes.
+#[derive(Clone)]
+pub struct SimConnection {
+    core: Arc<Mutex<Core>>,
+    local: usize,
+    remote: usize,
+    incoming: Arc<Mutex<Incoming>>,
+    peer_incoming: Arc<Mutex<Incoming>>,
+}
+
+/// A simulated bidirectional stream.
+pub struct SimStream {
+    core: Arc<Mutex<Core>>,
+    from: usize,
+    to: usize,
+    tx: Arc<Mutex<Pipe>>,
+    rx: Arc<Mutex<Pipe>>,
+}
+
+/// A node's stream transport.
+#[derive(Clone)]
+pub struct SimStreams {
+    pub(crate) core: Arc<Mutex<Core>>,
+    pub(crate) node: usize,
+}
+
+/// The two ends of a new connection `a` -> `b`.
+fn connection_pair(core: &Arc<Mutex<Core>>, a: usize, b: usize) -> (SimConnection, SimConnection) {
+    let (ia, ib) = (
+        Arc::new(Mutex::new(Incoming::default())),
+        Arc::new(Mutex::new(Incoming::default())),
+    );
+    let end = |local, remote, incoming: &Arc<Mutex<Incoming>>, peer: &Arc<Mutex<Incoming>>| {
+        SimConnection {
+            core: Arc::clone(core),
+            local,
+            remote,
+            incoming: Arc::clone(incoming),
+            peer_incoming: Arc::clone(peer),
+        }
+    };
+    (end(a, b, &ia, &ib), end(b, a, &ib, &ia))
+}
+
+impl StreamTransport for SimStreams {
+    type Conn = SimConnection;
+
+    /// Connects after a handshake round trip; fails after 10 s if the peer stays
+    /// unreachable.
+    async fn connect(&self, to: SocketAddr) -> Result<SimConnection, NetError> {
+        let n = lock(&self.core).up.len();
+        let to =
+            addr_index(to, n).ok_or_else(|| NetError::Connection(format!("no node at {to}")))?;
+        let started = lock(&self.core).now;
+        loop {
+            let until = {
+                let mut c = lock(&self.core);
+                let now = c.now;
+                now + c.fabric.stream_delay(now, self.node, to)
+                    + c.fabric.stream_delay(now, to, self.node)
+            };
+            Sleep::new(Arc::clone(&self.core), until).await;
+            let retry = {
+                let mut c = lock(&self.core);
+                if c.reachable(self.node, to) && c.reachable(to, self.node) {
+                    let (local, remote) = connection_pair(&self.core, self.node, to);
+                    let mailbox = &mut c.mailboxes[to];
+                    mailbox.connections.push_back(remote);
+                    if let Some(w) = mailbox.connection_waker.take() {
+                        w.wake();
+                    }
+                    return Ok(local);
+                }
+                if c.now.saturating_sub(started) >= STREAM_TIMEOUT {
+                    return Err(NetError::TimedOut);
+                }
+                c.now + Duration::from_millis(200)
+            };
+            Sleep::new(Arc::clone(&self.core), retry).await;
+        }
+    }
+
+    async fn accept(&self) -> Result<SimConnection, NetError> {
+        poll_fn(|cx| {
+            let mut c = lock(&self.core);
+            let mailbox = &mut c.mailboxes[self.node];
+            match mailbox.connections.pop_front() {
+                Some(conn) => Poll::Ready(Ok(conn)),
+                None => {
+                    mailbox.connection_waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    fn local_addr(&self) -> Result<SocketAddr, NetError> {
+        Ok(node_addr(self.node))
+    }
+}
+
+impl Connection for SimConnection {
+    type Stream = SimStream;
+
+    fn remote_addr(&self) -> SocketAddr {
+        node_addr(self.remote)
+    }
+
+    async fn open_stream(&self) -> Result<SimStream, NetError> {
+        let (ab, ba) = (
+            Arc::new(Mutex::new(Pipe::default())),
+            Arc::new(Mutex::new(Pipe::default())),
+        );
+        let stream = |from, to, tx: &Arc<Mutex<Pipe>>, rx: &Arc<Mutex<Pipe>>| SimStream {
+            core: Arc::clone(&self.core),
+            from,
+            to,
+            tx: Arc::clone(tx),
+            rx: Arc::clone(rx),
+        };
+        let mut peer = lock(&self.peer_incoming);
+        peer.streams
+            .push_back(stream(self.remote, self.local, &ba, &ab));
+        if let Some(w) = peer.waker.take() {
+            w.wake();
+        }
+        Ok(stream(self.local, self.remote, &ab, &ba))
+    }
+
+    async fn accept_stream(&self) -> Result<SimStream, NetError> {
+        poll_fn(|cx| {
+            let mut incoming = lock(&self.incoming);
+            match incoming.streams.pop_front() {
+                Some(s) => Poll::Ready(Ok(s)),
+                None => {
+                    incoming.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    fn close(&self) {}
+}
+
+impl SimStream {
+    fn push(&mut self, data: Option<Vec<u8>>) -> Result<(), NetError> {
+        let mut core = lock(&self.core);
+        let mut pipe = lock(&self.tx);
+        if pipe.broken {
+            return Err(NetError::Connection("stream timed out".into()));
+        }
+        let now = core.now;
+        let at = (now + core.fabric.stream_delay(now, self.from, self.to)).max(pipe.last_at);
+        pipe.last_at = at;
+        let seq = pipe.next_send;
+        pipe.next_send += 1;
+        drop(pipe);
+        let (pipe, from, to) = (Arc::clone(&self.tx), self.from, self.to);
+        core.send_frame(
+            at,
+            Frame {
+                pipe,
+                seq,
+                data,
+                from,
+                to,
+                first_try: at,
+            },
+        );
+        Ok(())
+    }
+}
+
+impl BiStream for SimStream {
+    async fn send_frame(&mut self, frame: &[u8]) -> Result<(), NetError> {
+        self.push(Some(frame.to_vec()))
+    }
+
+    async fn recv_frame(&mut self) -> Result<Option<Vec<u8>>, NetError> {
+        poll_fn(|cx| {
+            let mut pipe = lock(&self.rx);
+            if let Some(data) = pipe.ready.pop_front() {
+                pipe.ended |= data.is_none();
+                return Poll::Ready(Ok(data));
+            }
+            if pipe.ended {
+                return Poll::Ready(Ok(None));
+            }
+            if pipe.broken {
+                return Poll::Ready(Err(NetError::Connection("stream timed out".into())));
+            }
+            pipe.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn finish(&mut self) -> Result<(), NetError> {
+        self.push(None)
+    }
+}
