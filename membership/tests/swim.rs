@@ -261,3 +261,34 @@ fn same_seed_same_trace() {
     assert_eq!(trace(12), trace(12));
     assert_ne!(trace(12), trace(13));
 }
+
+/// Protocol periods until a join through a random node of a formed `n`-node cluster is
+/// seen alive by every member.
+fn periods_to_reach_all(seed: u64, n: usize) -> f64 {
+    let cfg = SwimConfig::lan();
+    let mut sim = Sim::new(seed, n + 1, cfg.clone());
+    sim.form_first(n, ms(5), secs(10));
+    let t = sim.now;
+    sim.join(n, &[(seed as usize * 7919) % n]);
+    let done = sim.run_until_cond(t + secs(20), ms(10), |s| s.all_see(n, MemberState::Alive));
+    let took = done.expect("the join reached everyone") - t;
+    assert_eq!(sim.false_deaths(), 0);
+    took.as_secs_f64() / cfg.probe_interval.as_secs_f64()
+}
+
+#[test]
+fn join_disseminates_to_200_nodes_within_8_periods() {
+    let periods = periods_to_reach_all(1, 200);
+    assert!(periods <= 8.0, "{periods} periods");
+}
+
+/// Slow in a debug build (the 1,000-node cluster forms first):
+/// `cargo test --release -p kvs-membership --test swim -- --ignored`.
+#[test]
+#[ignore]
+fn join_disseminates_to_1000_nodes_within_10_periods() {
+    for seed in 1..=2 {
+        let periods = periods_to_reach_all(seed, 1000);
+        assert!(periods <= 10.0, "seed {seed}: {periods} periods");
+    }
+}

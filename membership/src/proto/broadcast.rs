@@ -5,60 +5,78 @@
 //! full, and an update is dropped once sent `limit` times (`λ·log N`, computed by the
 //! caller from the current cluster size).
 
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+
 use kvs_net::NodeId;
+
+/// Queue position: fewest sends first, then newest first.
+type Key = (u32, Reverse<u64>);
+
+/// Packing stops after this many updates that did not fit the room left.
+const MAX_SKIPPED: usize = 16;
 
 /// One queued update.
 #[derive(Debug)]
 struct Item {
     id: NodeId,
     bytes: Vec<u8>,
-    sent: u32,
-    order: u64,
 }
 
-/// Updates waiting for retransmission.
+/// Updates waiting for retransmission, in packing order.
 #[derive(Debug, Default)]
 pub(crate) struct Broadcasts {
-    items: Vec<Item>,
+    queue: BTreeMap<Key, Item>,
+    keys: BTreeMap<NodeId, Key>,
     next: u64,
 }
 
 impl Broadcasts {
     /// Queues the encoded update about `id`, replacing any pending one about it.
     pub(crate) fn push(&mut self, id: NodeId, bytes: Vec<u8>) {
-        self.items.retain(|item| item.id != id);
-        self.items.push(Item {
-            id,
-            bytes,
-            sent: 0,
-            order: self.next,
-        });
+        if let Some(old) = self.keys.remove(&id) {
+            self.queue.remove(&old);
+        }
+        let key = (0, Reverse(self.next));
         self.next += 1;
+        self.keys.insert(id.clone(), key);
+        self.queue.insert(key, Item { id, bytes });
     }
 
     /// Whether anything is waiting.
     pub(crate) fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.queue.is_empty()
     }
 
     /// Appends to `out` the least-sent updates that fit in `budget` bytes in total, skipping
-    /// those about members in `skip` (already in the datagram); counts the sends and drops updates
-    /// sent `limit` times.
+    /// those about members in `skip` (already in the datagram); counts the sends and drops
+    /// updates sent `limit` times.
     pub(crate) fn fill(&mut self, out: &mut Vec<u8>, budget: usize, limit: u32, skip: &[NodeId]) {
-        if self.items.is_empty() {
-            return;
-        }
-        let mut order: Vec<usize> = (0..self.items.len()).collect();
-        order.sort_by_key(|&i| (self.items[i].sent, u64::MAX - self.items[i].order));
-        for i in order {
-            let item = &mut self.items[i];
+        let mut taken = Vec::new();
+        let mut skipped = 0;
+        for (key, item) in &self.queue {
+            if skipped == MAX_SKIPPED {
+                break;
+            }
             if out.len() + item.bytes.len() > budget || skip.contains(&item.id) {
+                skipped += 1;
                 continue;
             }
             out.extend_from_slice(&item.bytes);
-            item.sent += 1;
+            taken.push(*key);
         }
-        self.items.retain(|item| item.sent < limit);
+        for key in taken {
+            let Some(item) = self.queue.remove(&key) else {
+                continue;
+            };
+            let next = (key.0 + 1, key.1);
+            if next.0 < limit {
+                self.keys.insert(item.id.clone(), next);
+                self.queue.insert(next, item);
+            } else {
+                self.keys.remove(&item.id);
+            }
+        }
     }
 }
 

@@ -163,7 +163,13 @@ impl Sim {
 
     /// Every node joins through node 0, `stagger` apart, then the run goes on to `settle`.
     pub fn form(&mut self, stagger: Duration, settle: Duration) {
-        for i in 1..self.nodes.len() {
+        self.form_first(self.nodes.len(), stagger, settle);
+    }
+
+    /// Nodes `1..count` join through node 0, `stagger` apart; then the run goes on for
+    /// `settle`. The others stay alone until told to join.
+    pub fn form_first(&mut self, count: usize, stagger: Duration, settle: Duration) {
+        for i in 1..count {
             self.join(i, &[0]);
             let next = self.now + stagger;
             self.run_until(next);
