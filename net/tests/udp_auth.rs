@@ -123,3 +123,28 @@ async fn replays_are_dropped() {
     let c = rx.counts();
     assert_eq!((c.accepted, c.replayed), (2, 3), "{c:?}");
 }
+
+#[tokio::test]
+async fn stale_datagrams_are_dropped() {
+    use kvs_net::{DatagramAuth, ManualClock};
+    use std::sync::Arc;
+    const T0: u64 = 1_700_000_000_000_000;
+    let secret = ClusterSecret::new("s");
+    let addr: SocketAddr = LOCAL.parse().expect("addr");
+    let bind = |unix_us: u64| {
+        let auth = DatagramAuth::new(&secret);
+        UdpTransport::bind_with(addr, auth, Arc::new(ManualClock::new(unix_us)))
+    };
+    // The sender's clock is two minutes behind the receiver's (beyond DEFAULT_MAX_AGE).
+    let (late, on_time, rx) = (
+        bind(T0).await.expect("bind"),
+        bind(T0 + 120_000_000).await.expect("bind"),
+        bind(T0 + 120_000_000).await.expect("bind"),
+    );
+    let to = rx.local_addr().expect("addr");
+    late.send_to(to, b"old").await.expect("send");
+    on_time.send_to(to, b"marker").await.expect("send");
+    assert_eq!(recv(&rx).await.1, b"marker");
+    let c = rx.counts();
+    assert_eq!((c.stale, c.accepted), (1, 1), "{c:?}");
+}

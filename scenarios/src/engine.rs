@@ -14,7 +14,7 @@ use kvs_net::{AUTH_OVERHEAD, NodeId, seeded_rng};
 use crate::checks::Checks;
 use crate::fabric::{Fabric, NetCounts};
 use crate::properties::{Violation, World};
-use crate::protocol::{NodeCtx, Protocol, ProtocolFactory, addr_index, node_addr};
+use crate::protocol::{NodeCtx, Protocol, ProtocolFactory, Transmit, addr_index, node_addr};
 use crate::queue::{EventQueue, Pending};
 use crate::timeline::{NodeOp, Op, TimedOp, compile};
 use crate::trace::{DropReason, Event, Record, Trace};
@@ -261,57 +261,12 @@ impl<F: ProtocolFactory> Engine<'_, F> {
 
     /// Sends what node `i` wants sent and re-arms its timer.
     fn flush(&mut self, i: usize) -> Result<(), SimError> {
-        let n = self.nodes.len().max(self.peers.len());
         while let Some(t) = self.nodes[i]
             .proto
             .as_mut()
             .and_then(Protocol::poll_transmit)
         {
-            let to = addr_index(t.to, n);
-            let len = t.payload.len();
-            self.emit(
-                Event::Send {
-                    from: i,
-                    to: to.unwrap_or(usize::MAX),
-                    len,
-                },
-                &[],
-            )?;
-            let Some(to) = to else {
-                let reason = self.fabric.dropped(DropReason::NoRoute);
-                self.emit(
-                    Event::Drop {
-                        from: i,
-                        to: usize::MAX,
-                        reason,
-                    },
-                    &[],
-                )?;
-                continue;
-            };
-            match self.fabric.route(self.now, i, to, len + AUTH_OVERHEAD) {
-                Err(reason) => self.emit(
-                    Event::Drop {
-                        from: i,
-                        to,
-                        reason,
-                    },
-                    &[],
-                )?,
-                Ok(times) => {
-                    for at in times {
-                        self.schedule(
-                            at,
-                            Pending::Deliver {
-                                // Node counts are validated to fit (at most 100,000).
-                                from: u32::try_from(i).unwrap_or(u32::MAX),
-                                to: u32::try_from(to).unwrap_or(u32::MAX),
-                                payload: t.payload.clone().into_boxed_slice(),
-                            },
-                        );
-                    }
-                }
-            }
+            self.transmit(i, t)?;
         }
         let want = self.nodes[i]
             .proto
@@ -330,6 +285,60 @@ impl<F: ProtocolFactory> Engine<'_, F> {
                         generation,
                     },
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands one datagram of node `i` to the fabric.
+    fn transmit(&mut self, i: usize, t: Transmit) -> Result<(), SimError> {
+        let len = t.payload.len();
+        let Some(to) = addr_index(t.to, self.peers.len()) else {
+            self.emit(
+                Event::Send {
+                    from: i,
+                    to: usize::MAX,
+                    len,
+                },
+                &[],
+            )?;
+            let reason = self.fabric.dropped(DropReason::NoRoute);
+            return self.emit(
+                Event::Drop {
+                    from: i,
+                    to: usize::MAX,
+                    reason,
+                },
+                &[],
+            );
+        };
+        self.emit(Event::Send { from: i, to, len }, &[])?;
+        match self.fabric.route(self.now, i, to, len + AUTH_OVERHEAD) {
+            Err(reason) => self.emit(
+                Event::Drop {
+                    from: i,
+                    to,
+                    reason,
+                },
+                &[],
+            )?,
+            Ok(times) => {
+                let payload = t.payload.into_boxed_slice();
+                for at in times {
+                    // Node counts are validated to fit (at most 100,000).
+                    let (from, to) = (
+                        u32::try_from(i).unwrap_or(u32::MAX),
+                        u32::try_from(to).unwrap_or(u32::MAX),
+                    );
+                    self.schedule(
+                        at,
+                        Pending::Deliver {
+                            from,
+                            to,
+                            payload: payload.clone(),
+                        },
+                    );
+                }
             }
         }
         Ok(())
