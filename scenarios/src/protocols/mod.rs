@@ -1,6 +1,8 @@
 //! The protocols the model engine can run, and the registry that picks one by the
 //! scenario's `cluster.protocol`. To add one: a file here implementing
-//! [`crate::ProtocolFactory`], and one arm in [`run_protocol`].
+//! [`crate::ProtocolFactory`], and one arm in `run_protocol` below. A protocol whose core
+//! emits events (e.g. membership changes) drains them in its node after every input and
+//! keeps what its properties need.
 
 mod ping_pong;
 
