@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError};
-use crate::store::{GroupCommitter, LmdbStore};
+use crate::store::{DurableStore, GroupCommitter};
 
 /// How often expired keys and old tombstones are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(1);
@@ -42,7 +42,7 @@ pub(crate) struct NodeBackend {
     joined_at: u64,
     http_addr: SocketAddr,
     gossip_addr: SocketAddr,
-    store: Arc<LmdbStore>,
+    store: Arc<DurableStore>,
     committer: GroupCommitter,
 }
 
@@ -96,7 +96,7 @@ fn config_error(key: &str, detail: impl std::fmt::Display) -> NodeError {
 }
 
 /// Opens the data dir and fills in generated secrets kept there.
-fn open_store(config: &mut Config, data_dir: &Path) -> Result<Arc<LmdbStore>, NodeError> {
+fn open_store(config: &mut Config, data_dir: &Path) -> Result<Arc<DurableStore>, NodeError> {
     let options = StoreOptions {
         max_revisions: if config.revision_history_enabled {
             config.max_revisions
@@ -107,7 +107,7 @@ fn open_store(config: &mut Config, data_dir: &Path) -> Result<Arc<LmdbStore>, No
             .compression_enabled
             .then_some(config.compression_min_bytes),
     };
-    let store = LmdbStore::open(data_dir, options)
+    let store = DurableStore::open(data_dir, options)
         .map_err(|e| config_error("data_dir", format!("{}: {e}", data_dir.display())))?;
     for (secret, name) in [
         (&mut config.cluster_secret, "cluster_secret"),
@@ -115,6 +115,7 @@ fn open_store(config: &mut Config, data_dir: &Path) -> Result<Arc<LmdbStore>, No
     ] {
         if secret.is_empty() {
             *secret = store
+                .lmdb()
                 .meta_text_or_init(name, &crate::config::secret())
                 .map_err(|e| NodeError::Runtime(e.to_string()))?;
         }
@@ -132,6 +133,7 @@ pub(crate) async fn run(
     let data_dir: PathBuf = config.data_dir(config_path);
     let store = open_store(&mut config, &data_dir)?;
     let joined_at = store
+        .lmdb()
         .meta_u64_or_init("joined_at", now_ms())
         .map_err(|e| NodeError::Runtime(e.to_string()))?;
     let http_addr = SocketAddr::new(config.bind_address, config.http_port);
@@ -188,14 +190,14 @@ pub(crate) async fn run(
         Err(_) => tracing::warn!("requests still hold the node; queued writes finish as they drop"),
     }
     store
-        .sync()
+        .close()
         .map_err(|e| NodeError::Runtime(e.to_string()))?;
     tracing::info!("node stopped");
     Ok(())
 }
 
 async fn purge_loop(
-    store: Arc<LmdbStore>,
+    store: Arc<DurableStore>,
     tombstone_ttl: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {

@@ -9,12 +9,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use kvs_sync::{Store, StoreError, WriteOp, WriteOutcome, WriteRejected};
 use tokio::sync::oneshot;
 
 /// The most ops one commit takes.
 const MAX_BATCH: usize = 1024;
+/// A batch closes when no write arrives for this long...
+const GATHER_GAP: Duration = Duration::from_micros(100);
+/// ... or when it has gathered for this long (a fraction of an fsync here, ~3 ms).
+const GATHER_MAX: Duration = Duration::from_micros(500);
 
 type Answer = Result<Result<WriteOutcome, WriteRejected>, StoreError>;
 
@@ -52,13 +57,7 @@ impl GroupCommitter {
             .name("kvs-commit".into())
             .spawn(move || {
                 while let Ok(first) = receiver.recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
-                        match receiver.try_recv() {
-                            Ok(next) => batch.push(next),
-                            Err(_) => break,
-                        }
-                    }
+                    let batch = gather(&receiver, first);
                     commit(store.as_ref(), batch, clock(), &thread_stats);
                 }
             })?;
@@ -93,6 +92,24 @@ impl GroupCommitter {
             let _ = thread.join();
         }
     }
+}
+
+/// Collects the writes that arrive with `first`: everything queued, then whatever
+/// follows within [`GATHER_GAP`] of the previous one, for at most [`GATHER_MAX`]. Writers
+/// answered by the last commit come back within that gap, so they join this commit rather
+/// than waiting for the next fsync.
+fn gather(receiver: &mpsc::Receiver<Pending>, first: Pending) -> Vec<Pending> {
+    let started = Instant::now();
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        let waited = started.elapsed();
+        let wait = GATHER_GAP.min(GATHER_MAX.saturating_sub(waited));
+        match receiver.recv_timeout(wait) {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    batch
 }
 
 fn commit<S: Store + ?Sized>(store: &S, batch: Vec<Pending>, now_ms: u64, stats: &CommitStats) {

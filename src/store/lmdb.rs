@@ -210,6 +210,16 @@ impl LmdbStore {
         Ok(())
     }
 
+    /// Makes `new` the current version of `key` and adds it to the history.
+    fn store_version(&self, wtxn: &mut RwTxn, key: &str, old: Option<&Version>, new: &Version) -> Result<(), StoreError> {
+        self.replace(wtxn, key, old, new)?;
+        if self.options.max_revisions > 0 {
+            let bytes = record::encode(new, self.options.compression_min_bytes)?;
+            self.remember(wtxn, key, new, &bytes)?;
+        }
+        Ok(())
+    }
+
     /// Adds `version` to `key`'s history and drops revisions beyond the cap.
     fn remember(
         &self,
@@ -267,12 +277,23 @@ impl LmdbStore {
             Ok(version) => version,
             Err(rejected) => return Ok(Err(rejected)),
         };
-        self.replace(wtxn, &op.key, held.as_ref(), &version)?;
-        if self.options.max_revisions > 0 {
-            let bytes = record::encode(&version, self.options.compression_min_bytes)?;
-            self.remember(wtxn, &op.key, &version, &bytes)?;
-        }
+        self.store_version(wtxn, &op.key, held.as_ref(), &version)?;
         Ok(Ok(WriteOutcome { version, created }))
+    }
+
+    /// Stores versions that were accepted elsewhere (the write-ahead log), in order, in
+    /// one durable commit. A version that does not supersede the held one is skipped,
+    /// which makes replaying a log idempotent.
+    pub(crate) fn apply_versions(&self, versions: &[(String, Version)]) -> Result<(), StoreError> {
+        let mut wtxn = self.env.write_txn().map_err(backend)?;
+        for (key, version) in versions {
+            let held = self.read(&wtxn, key)?;
+            if held.as_ref().is_some_and(|h| !version.supersedes(h)) {
+                continue;
+            }
+            self.store_version(&mut wtxn, key, held.as_ref(), version)?;
+        }
+        wtxn.commit().map_err(backend)
     }
 
     /// Index entries of `index` at or before `until`, at most [`PURGE_BATCH`].

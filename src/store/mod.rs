@@ -1,9 +1,13 @@
-//! Storage of a node: the LMDB implementation of `kvs_sync::Store` and the group
-//! committer that turns concurrent writes into one transaction and one fsync.
+//! Storage of a node: LMDB (`kvs_sync::Store` over heed), the write-ahead log in front
+//! of it, and the group committer that turns concurrent writes into one WAL append and
+//! one fsync.
 
+mod durable;
 mod group_commit;
 mod lmdb;
 mod record;
+mod wal;
 
+pub(crate) use durable::DurableStore;
 pub(crate) use group_commit::GroupCommitter;
 pub(crate) use lmdb::LmdbStore;

@@ -1,0 +1,253 @@
+//! The write-ahead log: the durability point of every accepted write.
+//!
+//! A batch of new versions is appended to the current segment file and made durable with
+//! one `fdatasync`; that is all a write waits for. The versions reach LMDB afterwards, in
+//! the background, through LMDB's own durable commits; segments whose every record is in
+//! LMDB are deleted. On start, whatever segments remain are replayed into LMDB.
+//!
+//! Record framing: `len: u32 LE | crc32(payload): u32 LE | payload`, payload =
+//! `seq: u64 BE | key_len: u16 BE | key | record` (the LMDB record encoding). A torn or
+//! corrupt tail ends a segment's replay: nothing after it was ever acknowledged.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use kvs_sync::{StoreError, Version};
+
+use super::record;
+
+/// A segment is closed and a new one started past this size.
+const SEGMENT_BYTES: u64 = 32 << 20;
+/// No record is larger than this (keys ≤ 512 B, values bounded by the request limit).
+const MAX_RECORD: u32 = 256 << 20;
+
+fn io_error(context: &str, error: std::io::Error) -> StoreError {
+    StoreError::Backend(format!("write-ahead log: {context}: {error}"))
+}
+
+fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("wal-{first_seq:020}.log"))
+}
+
+/// Segments in `dir`, oldest first, with their first sequence numbers.
+fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io_error("listing", e))? {
+        let path = entry.map_err(|e| io_error("listing", e))?.path();
+        let seq = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("wal-")?.strip_suffix(".log")?.parse().ok());
+        if let Some(seq) = seq {
+            found.push((seq, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// One recovered record.
+pub(crate) struct Recovered {
+    pub(crate) seq: u64,
+    pub(crate) key: String,
+    pub(crate) version: Version,
+}
+
+/// Reads every intact record of every segment in `dir`, in order.
+pub(crate) fn recover(dir: &Path) -> Result<Vec<Recovered>, StoreError> {
+    let mut out = Vec::new();
+    for (_, path) in segments(dir)? {
+        let file = File::open(&path).map_err(|e| io_error("opening a segment", e))?;
+        let mut reader = BufReader::new(file);
+        while let Some(record) = read_record(&mut reader) {
+            out.push(record);
+        }
+    }
+    Ok(out)
+}
+
+fn read_record(reader: &mut impl Read) -> Option<Recovered> {
+    let mut head = [0u8; 8];
+    reader.read_exact(&mut head).ok()?;
+    let len = u32::from_le_bytes(head[..4].try_into().ok()?);
+    let crc = u32::from_le_bytes(head[4..].try_into().ok()?);
+    if len > MAX_RECORD || len < 10 {
+        return None;
+    }
+    let mut payload = vec![0u8; len as usize];
+    reader.read_exact(&mut payload).ok()?;
+    if crc32fast::hash(&payload) != crc {
+        return None;
+    }
+    let seq = u64::from_be_bytes(payload[..8].try_into().ok()?);
+    let key_len = usize::from(u16::from_be_bytes(payload[8..10].try_into().ok()?));
+    let key = std::str::from_utf8(payload.get(10..10 + key_len)?).ok()?.to_owned();
+    let version = record::decode(&key, payload.get(10 + key_len..)?).ok()?;
+    Some(Recovered { seq, key, version })
+}
+
+/// The log being written.
+pub(crate) struct Wal {
+    dir: PathBuf,
+    file: File,
+    size: u64,
+    /// Closed and current segments: first sequence number and path, oldest first.
+    segments: Vec<(u64, PathBuf)>,
+    buffer: Vec<u8>,
+}
+
+impl Wal {
+    /// Removes every segment in `dir` (after a replay made them redundant) and starts a
+    /// new one at `next_seq`.
+    pub(crate) fn start(dir: &Path, next_seq: u64) -> Result<Self, StoreError> {
+        for (_, path) in segments(dir)? {
+            std::fs::remove_file(&path).map_err(|e| io_error("removing a replayed segment", e))?;
+        }
+        let (file, path) = Self::create(dir, next_seq)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            file,
+            size: 0,
+            segments: vec![(next_seq, path)],
+            buffer: Vec::with_capacity(64 << 10),
+        })
+    }
+
+    fn create(dir: &Path, first_seq: u64) -> Result<(File, PathBuf), StoreError> {
+        let path = segment_path(dir, first_seq);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_error("creating a segment", e))?;
+        // The new file's name must be durable before its records can be.
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error("syncing the data dir", e))?;
+        Ok((file, path))
+    }
+
+    /// Appends the records `(seq, key, version)` and makes them durable.
+    pub(crate) fn append(
+        &mut self,
+        records: &[(u64, &str, &Version)],
+        compress_from: Option<usize>,
+    ) -> Result<(), StoreError> {
+        let Some(&(first_seq, _, _)) = records.first() else {
+            return Ok(());
+        };
+        if self.size >= SEGMENT_BYTES {
+            let (file, path) = Self::create(&self.dir, first_seq)?;
+            self.file = file;
+            self.size = 0;
+            self.segments.push((first_seq, path));
+        }
+        self.buffer.clear();
+        for &(seq, key, version) in records {
+            let body = record::encode(version, compress_from)?;
+            let key_len = u16::try_from(key.len())
+                .map_err(|_| StoreError::Backend(format!("key of {} bytes", key.len())))?;
+            let mut payload = Vec::with_capacity(10 + key.len() + body.len());
+            payload.extend_from_slice(&seq.to_be_bytes());
+            payload.extend_from_slice(&key_len.to_be_bytes());
+            payload.extend_from_slice(key.as_bytes());
+            payload.extend_from_slice(&body);
+            let len = u32::try_from(payload.len())
+                .map_err(|_| StoreError::Backend("record too large".into()))?;
+            self.buffer.extend_from_slice(&len.to_le_bytes());
+            self.buffer.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            self.buffer.extend_from_slice(&payload);
+        }
+        self.file
+            .write_all(&self.buffer)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| io_error("appending", e))?;
+        self.size += self.buffer.len() as u64;
+        Ok(())
+    }
+
+    /// Deletes closed segments whose records all have `seq <= applied`.
+    pub(crate) fn release_through(&mut self, applied: u64) {
+        while self.segments.len() > 1 && self.segments[1].0 <= applied.saturating_add(1) {
+            let (_, path) = self.segments.remove(0);
+            if let Err(error) = std::fs::remove_file(&path) {
+                tracing::warn!(%error, path = %path.display(), "could not remove a WAL segment");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvs_sync::VersionId;
+
+    fn version(ts: u64) -> Version {
+        Version {
+            id: VersionId {
+                timestamp: ts,
+                origin_joined_at: 1,
+                uuid: uuid::Uuid::new_v4(),
+            },
+            data: Some(format!("{ts}")),
+            owner: None,
+            group: None,
+            permissions: 0xf31,
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn appended_records_are_recovered_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::start(dir.path(), 1).unwrap();
+        let (a, b, c) = (version(1), version(2), version(3));
+        wal.append(&[(1, "a", &a), (2, "b", &b)], None).unwrap();
+        wal.append(&[(3, "ключ", &c)], Some(1)).unwrap();
+        let got = recover(dir.path()).unwrap();
+        let seqs: Vec<u64> = got.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        assert_eq!(got[2].key, "ключ");
+        assert_eq!(got[2].version, c);
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_tail_ends_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::start(dir.path(), 1).unwrap();
+        wal.append(&[(1, "a", &version(1)), (2, "b", &version(2))], None).unwrap();
+        let (_, path) = segments(dir.path()).unwrap().pop().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        for cut in 1..20 {
+            std::fs::write(&path, &bytes[..bytes.len() - cut]).unwrap();
+            assert_eq!(recover(dir.path()).unwrap().len(), 1, "cut {cut}");
+        }
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 3;
+        flipped[last] ^= 0xff;
+        std::fs::write(&path, &flipped).unwrap();
+        assert_eq!(recover(dir.path()).unwrap().len(), 1);
+        std::fs::write(&path, b"garbage that is not a log at all").unwrap();
+        assert!(recover(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn start_discards_replayed_segments_and_release_drops_applied_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::start(dir.path(), 1).unwrap();
+        wal.append(&[(1, "a", &version(1))], None).unwrap();
+        let mut wal = Wal::start(dir.path(), 2).unwrap();
+        assert!(recover(dir.path()).unwrap().is_empty());
+        wal.append(&[(2, "b", &version(2))], None).unwrap();
+        wal.size = SEGMENT_BYTES;
+        wal.append(&[(3, "c", &version(3))], None).unwrap();
+        assert_eq!(segments(dir.path()).unwrap().len(), 2);
+        wal.release_through(1);
+        assert_eq!(segments(dir.path()).unwrap().len(), 2, "seq 2 is not applied yet");
+        wal.release_through(2);
+        assert_eq!(segments(dir.path()).unwrap().len(), 1);
+        let left: Vec<u64> = recover(dir.path()).unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(left, [3]);
+    }
+}
