@@ -14,7 +14,7 @@ use crate::http_client::{ClientError, Connection};
 
 /// Options of `kvs bench`.
 #[derive(Args, Debug, Clone)]
-pub(crate) struct BenchArgs {
+pub struct BenchArgs {
     /// Concurrent connections.
     #[arg(long, default_value_t = 64)]
     connections: usize,
@@ -55,7 +55,7 @@ fn value_of_size(size: usize) -> Bytes {
 }
 
 /// Runs the bench; exit 1 if any request failed.
-pub(crate) fn run(args: BenchArgs) -> ExitCode {
+pub fn run(args: BenchArgs) -> ExitCode {
     if !(0.0..=1.0).contains(&args.get_ratio) || args.connections == 0 || args.keys == 0 {
         eprintln!("kvs bench: --get-ratio must be within 0..1, --connections and --keys above 0");
         return ExitCode::from(2);

@@ -26,18 +26,18 @@ const QUERY_ESCAPES: &AsciiSet = &KEY_ESCAPES.add(b'&').add(b'=').add(b'+').add(
 
 /// Where the node is and who is asking.
 #[derive(Args, Debug, Clone)]
-pub(crate) struct Target {
+pub struct Target {
     /// The node's HTTP address.
     #[arg(long, env = "KVS_ADDR", default_value = "http://127.0.0.1:8080")]
-    pub(crate) addr: String,
+    pub addr: String,
     /// A bearer token.
     #[arg(long, env = "KVS_TOKEN", hide_env_values = true)]
-    pub(crate) token: Option<String>,
+    pub token: Option<String>,
 }
 
 /// A command on one key.
 #[derive(Args, Debug)]
-pub(crate) struct KeyArgs {
+pub struct KeyArgs {
     /// The key.
     key: String,
     #[command(flatten)]
@@ -46,7 +46,7 @@ pub(crate) struct KeyArgs {
 
 /// `kvs put`.
 #[derive(Args, Debug)]
-pub(crate) struct PutArgs {
+pub struct PutArgs {
     /// The key.
     key: String,
     /// The value, as JSON.
@@ -60,7 +60,7 @@ pub(crate) struct PutArgs {
 
 /// `kvs ls`.
 #[derive(Args, Debug)]
-pub(crate) struct ListArgs {
+pub struct ListArgs {
     /// Only keys starting with this prefix.
     prefix: Option<String>,
     #[command(flatten)]
@@ -110,12 +110,12 @@ fn call(target: &Target, method: Method, path: &str, body: Option<Bytes>) -> Exi
 }
 
 /// `kvs get KEY`.
-pub(crate) fn get(args: KeyArgs) -> ExitCode {
+pub fn get(args: KeyArgs) -> ExitCode {
     call(&args.target, Method::GET, &key_path("kv", &args.key), None)
 }
 
 /// `kvs put KEY JSON`.
-pub(crate) fn put(args: PutArgs) -> ExitCode {
+pub fn put(args: PutArgs) -> ExitCode {
     if let Err(error) = serde_json::from_str::<serde_json::Value>(&args.json) {
         eprintln!("kvs: the value is not JSON: {error}");
         return ExitCode::from(2);
@@ -133,7 +133,7 @@ pub(crate) fn put(args: PutArgs) -> ExitCode {
 }
 
 /// `kvs del KEY`.
-pub(crate) fn del(args: KeyArgs) -> ExitCode {
+pub fn del(args: KeyArgs) -> ExitCode {
     call(
         &args.target,
         Method::DELETE,
@@ -143,7 +143,7 @@ pub(crate) fn del(args: KeyArgs) -> ExitCode {
 }
 
 /// `kvs ls [PREFIX]`.
-pub(crate) fn ls(args: ListArgs) -> ExitCode {
+pub fn ls(args: ListArgs) -> ExitCode {
     let prefix = args.prefix.unwrap_or_default();
     let path = format!(
         "/kv?prefix={}&limit=1000",
@@ -153,6 +153,6 @@ pub(crate) fn ls(args: ListArgs) -> ExitCode {
 }
 
 /// `kvs members`.
-pub(crate) fn members(target: Target) -> ExitCode {
+pub fn members(target: Target) -> ExitCode {
     call(&target, Method::GET, "/members", None)
 }

@@ -11,11 +11,11 @@ use serde::{Deserialize, Deserializer};
 /// A configuration error: one line naming the key or file.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub(crate) struct ConfigError(pub String);
+pub struct ConfigError(pub String);
 
 /// A duration written as in the API (`500ms`, `30s`, `1m`, `24h`, `7d` or seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ConfigDuration(pub Duration);
+pub struct ConfigDuration(pub Duration);
 
 impl<'de> Deserialize<'de> for ConfigDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -48,67 +48,67 @@ fn duration(text: &str) -> ConfigDuration {
 /// Every key of the config file. Defaults are the contract's.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub(crate) struct Config {
+pub struct Config {
     /// This node's identity.
-    pub(crate) node_id: String,
+    pub node_id: String,
     /// Address all listeners bind to.
-    pub(crate) bind_address: IpAddr,
+    pub bind_address: IpAddr,
     /// Address peers use to reach this node (default: `bind_address`).
-    pub(crate) advertise_address: Option<IpAddr>,
+    pub advertise_address: Option<IpAddr>,
     /// HTTP API port (TCP).
-    pub(crate) http_port: u16,
+    pub http_port: u16,
     /// SWIM membership port (UDP).
-    pub(crate) gossip_port: u16,
+    pub gossip_port: u16,
     /// Data sync port (QUIC over UDP).
-    pub(crate) sync_port: u16,
+    pub sync_port: u16,
     /// LMDB environment, backups, `root.token` (default `./data` next to the config).
-    pub(crate) data_dir: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
     /// Gossip addresses (`host:port`) to join through.
-    pub(crate) seed_nodes: Vec<String>,
+    pub seed_nodes: Vec<String>,
     /// Membership and sync on or off.
-    pub(crate) clustering_enabled: bool,
+    pub clustering_enabled: bool,
     /// Shared by every node of a cluster; authenticates gossip and sync. When empty, the
     /// node generates one at first start and keeps it in its data dir.
-    pub(crate) cluster_secret: String,
+    pub cluster_secret: String,
     /// Shared by every node of a cluster; signs tokens. Generated and kept like
     /// `cluster_secret` when empty.
-    pub(crate) jwt_secret: String,
+    pub jwt_secret: String,
     /// JWT authentication and permissions.
-    pub(crate) auth_enabled: bool,
+    pub auth_enabled: bool,
     /// Anonymous reads allowed.
-    pub(crate) allow_anonymous_read: bool,
+    pub allow_anonymous_read: bool,
     /// Anonymous writes allowed.
-    pub(crate) allow_anonymous_write: bool,
+    pub allow_anonymous_write: bool,
     /// Permission bits of a new key, three hex digits.
-    pub(crate) default_permissions: String,
+    pub default_permissions: String,
     /// Per-client rate limits on or off.
-    pub(crate) rate_limiting_enabled: bool,
+    pub rate_limiting_enabled: bool,
     /// Requests per window.
-    pub(crate) rate_limit_requests: u32,
+    pub rate_limit_requests: u32,
     /// The rate limit window.
-    pub(crate) rate_limit_window: ConfigDuration,
+    pub rate_limit_window: ConfigDuration,
     /// Keep old versions.
-    pub(crate) revision_history_enabled: bool,
+    pub revision_history_enabled: bool,
     /// Versions kept per key.
-    pub(crate) max_revisions: usize,
+    pub max_revisions: usize,
     /// zstd for stored values.
-    pub(crate) compression_enabled: bool,
+    pub compression_enabled: bool,
     /// Values smaller than this stay raw.
-    pub(crate) compression_min_bytes: usize,
+    pub compression_min_bytes: usize,
     /// Hash-chained audit log.
-    pub(crate) tamper_logging_enabled: bool,
+    pub tamper_logging_enabled: bool,
     /// Scheduled backups.
-    pub(crate) backup_enabled: bool,
+    pub backup_enabled: bool,
     /// Time between scheduled backups.
-    pub(crate) backup_interval: ConfigDuration,
+    pub backup_interval: ConfigDuration,
     /// Backups kept.
-    pub(crate) backup_retention: u32,
+    pub backup_retention: u32,
     /// How long a delete is remembered.
-    pub(crate) tombstone_ttl: ConfigDuration,
+    pub tombstone_ttl: ConfigDuration,
     /// Request body limit in bytes.
-    pub(crate) max_value_bytes: usize,
+    pub max_value_bytes: usize,
     /// `error`, `warn`, `info`, `debug` or `trace`.
-    pub(crate) log_level: String,
+    pub log_level: String,
 }
 
 impl Default for Config {
@@ -148,7 +148,7 @@ impl Default for Config {
 }
 
 /// The config file for a CONFIG argument: `node1` means `node1.yaml`.
-pub(crate) fn config_path(arg: &str) -> PathBuf {
+pub fn config_path(arg: &str) -> PathBuf {
     let path = PathBuf::from(arg);
     if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
         path
@@ -158,7 +158,7 @@ pub(crate) fn config_path(arg: &str) -> PathBuf {
 }
 
 /// The instance name of a config file: its file name without `.yaml`.
-pub(crate) fn instance_name(path: &Path) -> String {
+pub fn instance_name(path: &Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "kvs".into())
@@ -166,7 +166,7 @@ pub(crate) fn instance_name(path: &Path) -> String {
 
 impl Config {
     /// Parses and checks a config text.
-    pub(crate) fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
         let config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
@@ -178,14 +178,14 @@ impl Config {
     }
 
     /// Reads and checks a config file.
-    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
         Self::parse(&text, path)
     }
 
     /// Checks relations between fields.
-    pub(crate) fn validate(&self, origin: &Path) -> Result<(), ConfigError> {
+    pub fn validate(&self, origin: &Path) -> Result<(), ConfigError> {
         let fail = |key: &str, why: String| {
             Err(ConfigError(format!("{}: {key}: {why}", origin.display())))
         };
@@ -239,7 +239,7 @@ impl Config {
     }
 
     /// `default_permissions` as bits.
-    pub(crate) fn default_permissions(&self) -> Option<u16> {
+    pub fn default_permissions(&self) -> Option<u16> {
         let text = &self.default_permissions;
         (text.len() == 3 && text.chars().all(|c| c.is_ascii_hexdigit()))
             .then(|| u16::from_str_radix(text, 16).ok())
@@ -247,7 +247,7 @@ impl Config {
     }
 
     /// The data directory, relative paths taken from the config file's directory.
-    pub(crate) fn data_dir(&self, config_path: &Path) -> PathBuf {
+    pub fn data_dir(&self, config_path: &Path) -> PathBuf {
         let base = config_path.parent().unwrap_or(Path::new("."));
         match &self.data_dir {
             Some(dir) if dir.is_absolute() => dir.clone(),
@@ -262,7 +262,7 @@ fn one_line(error: &serde_yaml::Error) -> String {
 }
 
 /// A fresh random secret: 32 random bytes in hex.
-pub(crate) fn secret() -> String {
+pub fn secret() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
@@ -270,7 +270,7 @@ pub(crate) fn secret() -> String {
 }
 
 /// A complete, commented default config with a fresh `node_id` and secrets.
-pub(crate) fn default_config_text() -> String {
+pub fn default_config_text() -> String {
     include_str!("config_template.yaml")
         .replace("{node_id}", &uuid::Uuid::new_v4().to_string())
         .replace("{cluster_secret}", &secret())

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 
 /// A failure to talk to the node (not an HTTP error status).
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ClientError {
+pub enum ClientError {
     /// The address is not `http://host:port`.
     #[error("address {0:?} is not http://host:port")]
     BadAddress(String),
@@ -28,7 +28,7 @@ pub(crate) enum ClientError {
 }
 
 /// `host:port` from `http://host:port[/]` or `host:port`.
-pub(crate) fn authority(addr: &str) -> Result<String, ClientError> {
+pub fn authority(addr: &str) -> Result<String, ClientError> {
     let rest = addr
         .strip_prefix("http://")
         .unwrap_or(addr)
@@ -40,14 +40,14 @@ pub(crate) fn authority(addr: &str) -> Result<String, ClientError> {
 }
 
 /// One keep-alive connection to a node.
-pub(crate) struct Connection {
+pub struct Connection {
     sender: SendRequest<Full<Bytes>>,
     authority: String,
 }
 
 impl Connection {
     /// Connects to `addr` (`http://host:port`).
-    pub(crate) async fn open(addr: &str) -> Result<Self, ClientError> {
+    pub async fn open(addr: &str) -> Result<Self, ClientError> {
         let authority = authority(addr)?;
         let stream =
             TcpStream::connect(&authority)
@@ -65,7 +65,7 @@ impl Connection {
     }
 
     /// Sends one request; `path` includes the query.
-    pub(crate) async fn send(
+    pub async fn send(
         &mut self,
         method: Method,
         path: &str,

@@ -3,19 +3,13 @@
 //! `main` only parses the command line, sets up logging and hands over to the module
 //! that does the work; exit codes are 0 success, 1 runtime failure, 2 usage or config.
 
-mod bench;
-mod client;
-mod config;
-mod http_client;
-mod node;
-mod store;
-
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, config_path, default_config_text};
+use kvs::config::{Config, config_path, default_config_text};
+use kvs::{bench, client, node};
 
 /// A peer-to-peer key-value store node.
 #[derive(Parser)]

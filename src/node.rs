@@ -19,7 +19,7 @@ use crate::store::{DurableStore, GroupCommitter};
 const PURGE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The wall clock in Unix milliseconds.
-pub(crate) fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -27,7 +27,7 @@ pub(crate) fn now_ms() -> u64 {
 
 /// Why a node could not start or run.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum NodeError {
+pub enum NodeError {
     /// The configuration or an address/dir it names is unusable (exit code 2).
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -37,7 +37,7 @@ pub(crate) enum NodeError {
 }
 
 /// The node as the API sees it.
-pub(crate) struct NodeBackend {
+pub struct NodeBackend {
     node_id: String,
     joined_at: u64,
     http_addr: SocketAddr,
@@ -125,7 +125,7 @@ fn open_store(config: &mut Config, data_dir: &Path) -> Result<Arc<DurableStore>,
 
 /// Runs a node until `shutdown` turns true, then stops gracefully: in-flight requests
 /// finish, queued writes commit, the store is flushed.
-pub(crate) async fn run(
+pub async fn run(
     mut config: Config,
     config_path: &Path,
     mut shutdown: watch::Receiver<bool>,

@@ -64,7 +64,7 @@ struct Log {
 }
 
 /// LMDB with a write-ahead log and a background applier; see the module doc.
-pub(crate) struct DurableStore {
+pub struct DurableStore {
     lmdb: Arc<LmdbStore>,
     shared: Arc<Shared>,
     log: Arc<Mutex<Log>>,
@@ -74,7 +74,7 @@ pub(crate) struct DurableStore {
 
 impl DurableStore {
     /// Opens the store in `dir`, replaying any WAL left by an earlier run into LMDB.
-    pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         let lmdb = Arc::new(LmdbStore::open(dir, options)?);
         let wal_dir = dir.join("wal");
         std::fs::create_dir_all(&wal_dir)
@@ -120,7 +120,7 @@ impl DurableStore {
     }
 
     /// The LMDB store underneath (node facts live there).
-    pub(crate) fn lmdb(&self) -> &LmdbStore {
+    pub fn lmdb(&self) -> &LmdbStore {
         &self.lmdb
     }
 
@@ -146,7 +146,7 @@ impl DurableStore {
     }
 
     /// Stops the applier once it has moved everything to LMDB, then flushes LMDB.
-    pub(crate) fn close(&self) -> Result<(), StoreError> {
+    pub fn close(&self) -> Result<(), StoreError> {
         let applier = self
             .applier
             .lock()

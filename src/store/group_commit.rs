@@ -30,15 +30,15 @@ struct Pending {
 
 /// Counters of the committer.
 #[derive(Debug, Default)]
-pub(crate) struct CommitStats {
+pub struct CommitStats {
     /// Commits (transactions, fsyncs) done.
-    pub(crate) commits: AtomicU64,
+    pub commits: AtomicU64,
     /// Ops committed.
-    pub(crate) ops: AtomicU64,
+    pub ops: AtomicU64,
 }
 
 /// The handle writers use; dropping every handle stops the thread after the last batch.
-pub(crate) struct GroupCommitter {
+pub struct GroupCommitter {
     queue: mpsc::Sender<Pending>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<CommitStats>,
@@ -46,7 +46,7 @@ pub(crate) struct GroupCommitter {
 
 impl GroupCommitter {
     /// Starts the commit thread over `store`; `clock` gives the wall time in Unix ms.
-    pub(crate) fn start<S: Store + ?Sized>(
+    pub fn start<S: Store + ?Sized>(
         store: Arc<S>,
         clock: fn() -> u64,
     ) -> std::io::Result<Self> {
@@ -69,7 +69,7 @@ impl GroupCommitter {
     }
 
     /// Applies `op` durably and returns its outcome.
-    pub(crate) async fn write(&self, op: WriteOp) -> Answer {
+    pub async fn write(&self, op: WriteOp) -> Answer {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Pending { op, reply })
@@ -80,12 +80,12 @@ impl GroupCommitter {
     }
 
     /// The committer's counters.
-    pub(crate) fn stats(&self) -> &CommitStats {
+    pub fn stats(&self) -> &CommitStats {
         &self.stats
     }
 
     /// Stops accepting writes and waits until every queued one is committed.
-    pub(crate) fn shutdown(mut self) {
+    pub fn shutdown(mut self) {
         let (queue, _) = mpsc::channel();
         drop(std::mem::replace(&mut self.queue, queue));
         if let Some(thread) = self.thread.take() {

@@ -33,7 +33,7 @@ type Db = Database<'static, Bytes, Bytes>;
 type Index = Database<'static, Bytes, Unit>;
 
 /// A store over an LMDB environment in a directory.
-pub(crate) struct LmdbStore {
+pub struct LmdbStore {
     env: Env,
     kv: Db,
     by_time: Index,
@@ -79,7 +79,7 @@ fn history_prefix(key: &str) -> Vec<u8> {
 impl LmdbStore {
     /// Opens (creating if needed) the store in directory `dir`.
     #[allow(unsafe_code)]
-    pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
         let mut builder = EnvOpenOptions::new();
@@ -115,7 +115,7 @@ impl LmdbStore {
     }
 
     /// The value of node fact `name`, storing `init` first if it has none.
-    pub(crate) fn meta_u64_or_init(&self, name: &str, init: u64) -> Result<u64, StoreError> {
+    pub fn meta_u64_or_init(&self, name: &str, init: u64) -> Result<u64, StoreError> {
         let mut wtxn = self.env.write_txn().map_err(backend)?;
         if let Some(bytes) = self.meta.get(&wtxn, name.as_bytes()).map_err(backend)? {
             let bytes: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
@@ -132,7 +132,7 @@ impl LmdbStore {
     }
 
     /// The text of node fact `name`, storing `init` first if it has none.
-    pub(crate) fn meta_text_or_init(&self, name: &str, init: &str) -> Result<String, StoreError> {
+    pub fn meta_text_or_init(&self, name: &str, init: &str) -> Result<String, StoreError> {
         let mut wtxn = self.env.write_txn().map_err(backend)?;
         if let Some(bytes) = self.meta.get(&wtxn, name.as_bytes()).map_err(backend)? {
             return String::from_utf8(bytes.to_vec()).map_err(|e| StoreError::Corrupt {
@@ -148,7 +148,7 @@ impl LmdbStore {
     }
 
     /// Flushes the environment to disk.
-    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+    pub fn sync(&self) -> Result<(), StoreError> {
         self.env.force_sync().map_err(backend)
     }
 
@@ -284,7 +284,7 @@ impl LmdbStore {
     /// Stores versions that were accepted elsewhere (the write-ahead log), in order, in
     /// one durable commit. A version that does not supersede the held one is skipped,
     /// which makes replaying a log idempotent.
-    pub(crate) fn apply_versions(&self, versions: &[(String, Version)]) -> Result<(), StoreError> {
+    pub fn apply_versions(&self, versions: &[(String, Version)]) -> Result<(), StoreError> {
         let mut wtxn = self.env.write_txn().map_err(backend)?;
         for (key, version) in versions {
             let held = self.read(&wtxn, key)?;

@@ -8,6 +8,6 @@ mod lmdb;
 mod record;
 mod wal;
 
-pub(crate) use durable::DurableStore;
-pub(crate) use group_commit::GroupCommitter;
-pub(crate) use lmdb::LmdbStore;
+pub use durable::DurableStore;
+pub use group_commit::GroupCommitter;
+pub use lmdb::LmdbStore;

@@ -48,14 +48,14 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
 }
 
 /// One recovered record.
-pub(crate) struct Recovered {
-    pub(crate) seq: u64,
-    pub(crate) key: String,
-    pub(crate) version: Version,
+pub(super) struct Recovered {
+    pub(super) seq: u64,
+    pub(super) key: String,
+    pub(super) version: Version,
 }
 
 /// Reads every intact record of every segment in `dir`, in order.
-pub(crate) fn recover(dir: &Path) -> Result<Vec<Recovered>, StoreError> {
+pub(super) fn recover(dir: &Path) -> Result<Vec<Recovered>, StoreError> {
     let mut out = Vec::new();
     for (_, path) in segments(dir)? {
         let file = File::open(&path).map_err(|e| io_error("opening a segment", e))?;
@@ -88,7 +88,7 @@ fn read_record(reader: &mut impl Read) -> Option<Recovered> {
 }
 
 /// The log being written.
-pub(crate) struct Wal {
+pub(super) struct Wal {
     dir: PathBuf,
     file: File,
     size: u64,
@@ -100,7 +100,7 @@ pub(crate) struct Wal {
 impl Wal {
     /// Removes every segment in `dir` (after a replay made them redundant) and starts a
     /// new one at `next_seq`.
-    pub(crate) fn start(dir: &Path, next_seq: u64) -> Result<Self, StoreError> {
+    pub(super) fn start(dir: &Path, next_seq: u64) -> Result<Self, StoreError> {
         for (_, path) in segments(dir)? {
             std::fs::remove_file(&path).map_err(|e| io_error("removing a replayed segment", e))?;
         }
@@ -129,7 +129,7 @@ impl Wal {
     }
 
     /// Appends the records `(seq, key, version)` and makes them durable.
-    pub(crate) fn append(
+    pub(super) fn append(
         &mut self,
         records: &[(u64, &str, &Version)],
         compress_from: Option<usize>,
@@ -168,7 +168,7 @@ impl Wal {
     }
 
     /// Deletes closed segments whose records all have `seq <= applied`.
-    pub(crate) fn release_through(&mut self, applied: u64) {
+    pub(super) fn release_through(&mut self, applied: u64) {
         while self.segments.len() > 1 && self.segments[1].0 <= applied.saturating_add(1) {
             let (_, path) = self.segments.remove(0);
             if let Err(error) = std::fs::remove_file(&path) {

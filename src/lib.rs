@@ -1,0 +1,14 @@
+//! The kvs node as a library: what `main.rs` wires together, and what benchmarks and
+//! tests reach directly.
+//!
+//! - [`config`]: the YAML config, its defaults and checks;
+//! - [`node`]: a running node (store, group commit, HTTP API, purge, shutdown);
+//! - [`store`]: LMDB behind a write-ahead log, and group commit;
+//! - [`client`], [`http_client`], [`bench`]: the command-line client and load generator.
+
+pub mod bench;
+pub mod client;
+pub mod config;
+pub mod http_client;
+pub mod node;
+pub mod store;
