@@ -254,25 +254,36 @@ impl Swim {
     }
 
     /// Sends pending updates to `gossip_fanout` random live members.
+    /// Also runs while this node holds suspicions, re-asserting some of them to the first
+    /// target, so that a refutation it missed comes back to it.
     pub(super) fn gossip_round(&mut self, now: Duration) {
         self.gossip_armed = false;
-        if self.broadcasts.is_empty() {
+        if self.broadcasts.is_empty() && self.members.suspects().next().is_none() {
             return;
         }
-        let targets = self
-            .members
-            .random_live(&mut self.rng, self.cfg.gossip_fanout, &[]);
+        // With nothing queued, one datagram carries the re-assertions.
+        let fanout = if self.broadcasts.is_empty() {
+            1
+        } else {
+            self.cfg.gossip_fanout
+        };
+        let targets = self.members.random_live(&mut self.rng, fanout, &[]);
         if targets.is_empty() {
             // Nobody to tell: later joiners learn everything by push-pull.
             self.broadcasts = Default::default();
             return;
         }
-        for id in targets {
-            if let Some(addr) = self.members.get(&id).map(|r| r.addr) {
-                self.send(addr, Message::Gossip, Vec::new());
+        for (i, id) in targets.iter().enumerate() {
+            let first = if i == 0 {
+                self.reassertions(id)
+            } else {
+                Vec::new()
+            };
+            if let Some(addr) = self.members.get(id).map(|r| r.addr) {
+                self.send(addr, Message::Gossip, first);
             }
         }
-        if !self.broadcasts.is_empty() {
+        if !self.broadcasts.is_empty() || self.members.suspects().next().is_some() {
             self.gossip_armed = true;
             self.timers
                 .schedule(now + self.cfg.gossip_interval, Timer::Gossip);

@@ -14,7 +14,7 @@ use super::timers::Timer;
 use super::types::MemberState;
 use super::{Source, Swim};
 
-/// How many of this node's running suspicions each probe re-asserts.
+/// How many of this node's running suspicions each probe or gossip round re-asserts.
 const REASSERTED: usize = 2;
 
 /// The probe of the current protocol period.
@@ -60,18 +60,7 @@ impl Swim {
         if self.cfg.lifeguard && record.state == MemberState::Suspect {
             first.push(self.suspect_update(&target));
         }
-        // Re-assert a few of our own suspicions: a target that knows of a refutation we
-        // missed answers with it (see `apply`), before our suspicion timer runs out.
-        let others: Vec<NodeId> = self
-            .members
-            .suspects()
-            .filter(|id| **id != target)
-            .cloned()
-            .collect();
-        for _ in 0..REASSERTED.min(others.len()) {
-            let id = &others[self.rng.gen_range(0..others.len())];
-            first.push(self.suspect_update(id));
-        }
+        first.extend(self.reassertions(&target));
         let seq = self.next_seq();
         self.probe = Some(Probe {
             seq,
@@ -95,6 +84,16 @@ impl Swim {
             return;
         };
         let (target, target_addr) = (probe.target.clone(), probe.addr);
+        // A second direct ping alongside the indirect ones: under loss it halves the
+        // chance that a live target misses the whole period.
+        self.send(
+            target_addr,
+            Message::Ping {
+                seq,
+                target: target.clone(),
+            },
+            Vec::new(),
+        );
         let relays = self
             .members
             .random_live(&mut self.rng, self.cfg.indirect_checks, &[&target]);
@@ -148,6 +147,26 @@ impl Swim {
             };
             self.apply(update, &Source::Gossip, now);
         }
+    }
+
+    /// A few of this node's running suspicions (not of `exclude`), picked at random, to
+    /// re-assert in a probe or gossip datagram: a receiver that knows of a refutation we
+    /// missed answers with it (see `apply`) before our suspicion timer runs out.
+    pub(super) fn reassertions(&mut self, exclude: &NodeId) -> Vec<Update> {
+        let ids: Vec<NodeId> = self
+            .members
+            .suspects()
+            .filter(|id| *id != exclude)
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for _ in 0..REASSERTED.min(ids.len()) {
+            let id = &ids[self.rng.gen_range(0..ids.len())];
+            if !out.iter().any(|u: &Update| u.id == *id) {
+                out.push(self.suspect_update(id));
+            }
+        }
+        out
     }
 
     /// "`id` is suspect at its current incarnation", naming the first accuser of a running
