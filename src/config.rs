@@ -261,6 +261,22 @@ fn one_line(error: &serde_yaml::Error) -> String {
     error.to_string().replace('\n', " ")
 }
 
+/// Loads CONFIG (`node1` means `node1.yaml`), writing the default config there first
+/// if it does not exist. Errors are one line.
+pub fn load_or_create(arg: &str) -> Result<(PathBuf, Config), String> {
+    let path = config_path(arg);
+    if !path.exists() {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, default_config_text())
+            .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
+        eprintln!("wrote a default config to {}", path.display());
+    }
+    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    Ok((path, config))
+}
+
 /// A fresh random secret: 32 random bytes in hex.
 pub fn secret() -> String {
     use rand::RngCore;

@@ -4,11 +4,13 @@
 //! - [`config`]: the YAML config, its defaults and checks;
 //! - [`node`]: a running node (store, group commit, HTTP API, purge, shutdown);
 //! - [`store`]: LMDB behind a write-ahead log, and group commit;
+//! - [`daemon`]: `kvs start`, `stop`, `restart`, `status`;
 //! - [`client`], [`http_client`], [`bench`]: the command-line client and load generator.
 
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod http_client;
 pub mod node;
 pub mod store;

@@ -6,10 +6,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-use kvs::config::{Config, config_path, default_config_text};
-use kvs::{bench, client, node};
+use kvs::config::{Config, load_or_create};
+use kvs::{bench, client, daemon, node};
 
 /// A peer-to-peer key-value store node.
 #[derive(Parser)]
@@ -27,6 +27,28 @@ enum Command {
         /// The config file (`node1` means `node1.yaml`).
         config: String,
     },
+    /// Start a node as a background daemon; prints its pid and HTTP address once it
+    /// answers `/health`.
+    Start {
+        /// The config file.
+        config: String,
+    },
+    /// Stop a daemon started with `kvs start` (SIGTERM, then wait); exit 1 if it was not
+    /// running.
+    Stop {
+        /// The config file.
+        config: String,
+    },
+    /// Stop the daemon (if running), then start it.
+    Restart {
+        /// The config file.
+        config: String,
+    },
+    /// List daemon instances: name, pid, running or stale, HTTP address.
+    Status {
+        /// Only this config's instance.
+        config: Option<String>,
+    },
     /// Get a key's value.
     Get(client::KeyArgs),
     /// Put a JSON value at a key.
@@ -41,16 +63,13 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-const SUBCOMMANDS: [&str; 9] = [
-    "run", "get", "put", "del", "ls", "members", "bench", "help", "-h",
-];
-
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().collect();
     // `kvs CONFIG` means `kvs run CONFIG`.
     if let Some(first) = args.get(1)
         && !first.starts_with('-')
-        && !SUBCOMMANDS.contains(&first.as_str())
+        && first != "help"
+        && !Cli::command().get_subcommands().any(|c| c.get_name() == first)
     {
         args.insert(1, "run".into());
     }
@@ -64,6 +83,10 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run { config } => run_node(&config),
+        Command::Start { config } => daemon::start(&config),
+        Command::Stop { config } => daemon::stop(&config),
+        Command::Restart { config } => daemon::restart(&config),
+        Command::Status { config } => daemon::status(config.as_deref()),
         Command::Get(args) => client::get(args),
         Command::Put(args) => client::put(args),
         Command::Del(args) => client::del(args),
@@ -71,21 +94,6 @@ fn main() -> ExitCode {
         Command::Members(args) => client::members(args),
         Command::Bench(args) => bench::run(args),
     }
-}
-
-/// Loads CONFIG, writing the default config there first if it does not exist.
-fn load_or_create(arg: &str) -> Result<(std::path::PathBuf, Config), String> {
-    let path = config_path(arg);
-    if !path.exists() {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-        }
-        std::fs::write(&path, default_config_text())
-            .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
-        eprintln!("wrote a default config to {}", path.display());
-    }
-    let config = Config::load(&path).map_err(|e| e.to_string())?;
-    Ok((path, config))
 }
 
 fn init_logging(level: &str) {

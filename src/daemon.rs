@@ -1,0 +1,238 @@
+//! Daemon instances: `kvs start|stop|restart|status`.
+//!
+//! State lives under `$KVS_HOME` (default `~/.kvs`): `pids/<name>.pid` holds the
+//! daemon's pid, `pids/<name>.addr` its HTTP address, and `logs/kvs_<name>.yaml.log` its
+//! log, where `<name>` is the config's file name without `.yaml`. A pid file whose
+//! process is gone is stale: reported as such, and replaced on start.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::config::{instance_name, load_or_create};
+use crate::http_client::Connection;
+
+/// How long `start` waits for `/health` and `stop` for the process to exit.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn home() -> PathBuf {
+    match std::env::var_os("KVS_HOME") {
+        Some(home) if !home.is_empty() => PathBuf::from(home),
+        _ => std::env::var_os("HOME")
+            .map_or_else(|| PathBuf::from("."), PathBuf::from)
+            .join(".kvs"),
+    }
+}
+
+struct Instance {
+    name: String,
+    pid_file: PathBuf,
+    addr_file: PathBuf,
+    log_file: PathBuf,
+}
+
+impl Instance {
+    fn named(name: &str) -> Self {
+        let home = home();
+        Self {
+            name: name.to_owned(),
+            pid_file: home.join("pids").join(format!("{name}.pid")),
+            addr_file: home.join("pids").join(format!("{name}.addr")),
+            log_file: home.join("logs").join(format!("kvs_{name}.yaml.log")),
+        }
+    }
+
+    fn of_config(path: &Path) -> Self {
+        Self::named(&instance_name(path))
+    }
+
+    fn pid(&self) -> Option<i32> {
+        std::fs::read_to_string(&self.pid_file).ok()?.trim().parse().ok()
+    }
+
+    /// The pid, if its process is alive.
+    fn running(&self) -> Option<i32> {
+        self.pid().filter(|&pid| alive(pid))
+    }
+
+    fn addr(&self) -> String {
+        std::fs::read_to_string(&self.addr_file)
+            .map(|a| a.trim().to_owned())
+            .unwrap_or_else(|_| "-".into())
+    }
+
+    fn forget(&self) {
+        let _ = std::fs::remove_file(&self.pid_file);
+        let _ = std::fs::remove_file(&self.addr_file);
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    pid > 0 && kill(Pid::from_raw(pid), None).is_ok()
+}
+
+/// `kvs start CONFIG`.
+pub fn start(arg: &str) -> ExitCode {
+    let (path, config) = match load_or_create(arg) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("kvs: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let instance = Instance::of_config(&path);
+    if let Some(pid) = instance.running() {
+        eprintln!("kvs: {} is already running (pid {pid})", instance.name);
+        return ExitCode::from(1);
+    }
+    instance.forget();
+    match spawn(&instance, &path, config.bind_address) {
+        Ok((pid, addr)) => {
+            println!("started {} pid {pid} http://{addr}", instance.name);
+            ExitCode::SUCCESS
+        }
+        Err((code, message)) => {
+            eprintln!("kvs: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn spawn(instance: &Instance, config: &Path, bind: std::net::IpAddr) -> Result<(i32, String), (u8, String)> {
+    let fail = |e: std::io::Error| (1, e.to_string());
+    for dir in [&instance.pid_file, &instance.log_file].iter().filter_map(|f| f.parent()) {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let log = OpenOptions::new().create(true).append(true).open(&instance.log_file).map_err(fail)?;
+    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+    let exe = std::env::current_exe().map_err(fail)?;
+    let config = std::fs::canonicalize(config).map_err(fail)?;
+    let mut child = Command::new(exe)
+        .arg("run")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(fail)?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .map_err(fail)?;
+    let pid = i32::try_from(child.id()).map_err(|_| (1, "pid out of range".to_owned()))?;
+    std::fs::write(&instance.pid_file, format!("{pid}\n")).map_err(fail)?;
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            instance.forget();
+            let code = if status.code() == Some(2) { 2 } else { 1 };
+            return Err((code, format!("the node exited ({status}); see {}", instance.log_file.display())));
+        }
+        if let Some(addr) = logged_addr(&instance.log_file, log_start).filter(|a| healthy(a)) {
+            let _ = std::fs::write(&instance.addr_file, format!("{addr}\n"));
+            return Ok((pid, addr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    instance.forget();
+    Err((1, format!("the node on {bind} did not answer /health within {WAIT:?}")))
+}
+
+/// The `http_addr=` the node logged since `from` (a byte offset of its log).
+fn logged_addr(log: &Path, from: u64) -> Option<String> {
+    let text = std::fs::read(log).ok()?;
+    let text = String::from_utf8_lossy(text.get(from as usize..)?);
+    text.split_whitespace()
+        .find_map(|word| word.strip_prefix("http_addr="))
+        .map(str::to_owned)
+}
+
+fn healthy(addr: &str) -> bool {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        return false;
+    };
+    runtime.block_on(async {
+        let Ok(mut connection) = Connection::open(&format!("http://{addr}")).await else {
+            return false;
+        };
+        matches!(
+            connection.send(hyper::Method::GET, "/health", None, None).await,
+            Ok((status, _)) if status.is_success()
+        )
+    })
+}
+
+/// `kvs stop CONFIG`.
+pub fn stop(arg: &str) -> ExitCode {
+    let instance = Instance::of_config(&crate::config::config_path(arg));
+    let Some(pid) = instance.running() else {
+        eprintln!("kvs: {} is not running", instance.name);
+        instance.forget();
+        return ExitCode::from(1);
+    };
+    if let Err(error) = terminate(pid) {
+        eprintln!("kvs: stopping {} (pid {pid}): {error}", instance.name);
+        return ExitCode::from(1);
+    }
+    instance.forget();
+    println!("stopped {} pid {pid}", instance.name);
+    ExitCode::SUCCESS
+}
+
+/// SIGTERM, wait for the exit, SIGKILL if it does not come.
+fn terminate(pid: i32) -> Result<(), String> {
+    let pid_t = Pid::from_raw(pid);
+    kill(pid_t, Signal::SIGTERM).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + WAIT;
+    while alive(pid) {
+        if Instant::now() >= deadline {
+            let _ = kill(pid_t, Signal::SIGKILL);
+            return Err(format!("it did not exit within {WAIT:?}; killed"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// `kvs restart CONFIG`.
+pub fn restart(arg: &str) -> ExitCode {
+    let instance = Instance::of_config(&crate::config::config_path(arg));
+    if let Some(pid) = instance.running() {
+        if let Err(error) = terminate(pid) {
+            eprintln!("kvs: stopping {} (pid {pid}): {error}", instance.name);
+            return ExitCode::from(1);
+        }
+        println!("stopped {} pid {pid}", instance.name);
+    }
+    start(arg)
+}
+
+/// `kvs status [CONFIG]`.
+pub fn status(arg: Option<&str>) -> ExitCode {
+    let names: Vec<String> = match arg {
+        Some(arg) => vec![instance_name(&crate::config::config_path(arg))],
+        None => std::fs::read_dir(home().join("pids"))
+            .map(|dir| {
+                let mut names: Vec<String> = dir
+                    .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".pid").map(str::to_owned))
+                    .collect();
+                names.sort();
+                names
+            })
+            .unwrap_or_default(),
+    };
+    println!("{:<24} {:>8} {:<8} HTTP", "NAME", "PID", "STATE");
+    for name in names {
+        let instance = Instance::named(&name);
+        let (pid, state) = match (instance.pid(), instance.running()) {
+            (_, Some(pid)) => (pid.to_string(), "running"),
+            (Some(pid), None) => (pid.to_string(), "stale"),
+            (None, None) => ("-".to_owned(), "stopped"),
+        };
+        println!("{:<24} {:>8} {:<8} {}", name, pid, state, instance.addr());
+    }
+    ExitCode::SUCCESS
+}
