@@ -17,7 +17,8 @@ macro_rules! store_conformance_tests {
             put_then_get, overwrite_keeps_ownership, causal_timestamp, preconditions,
             delete_leaves_tombstone, ttl_expiry, list_by_prefix_pages, list_since_pages,
             history_newest_first_and_capped, history_disabled, purge_expired_and_tombstones,
-            batch_ops_see_each_other, values_roundtrip, stats_count_keys);
+            batch_ops_see_each_other, values_roundtrip, stats_count_keys,
+            set_meta_changes_only_metadata);
     };
     (@tests $factory:expr; $($check:ident),*) => {
         $(
@@ -326,4 +327,51 @@ pub fn stats_count_keys<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
         .unwrap();
     write(&store, delete("a"), 2).unwrap();
     assert_eq!(store.stats().unwrap().keys, 2);
+}
+
+/// A metadata change is a new version with the same data and expiry and the new owner,
+/// group and permissions; it needs a live key.
+pub fn set_meta_changes_only_metadata<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
+    let set_meta = |key: &str| WriteOp {
+        mutation: Mutation::SetMeta {
+            owner: Some("bob".into()),
+            group: None,
+            permissions: 0x700,
+        },
+        ..put(key, "ignored")
+    };
+    assert_eq!(
+        write(&store, set_meta("a"), 1000),
+        Err(WriteRejected::NotFound)
+    );
+    let mut op = put("a", "{\"v\":1}");
+    op.mutation = Mutation::Put {
+        data: "{\"v\":1}".into(),
+        ttl_ms: Some(60_000),
+    };
+    let first = write(&store, op, 1000).unwrap().version;
+    let outcome = write(&store, set_meta("a"), 2000).unwrap();
+    assert!(!outcome.created);
+    let held = store.get("a").unwrap().expect("key present");
+    assert_eq!(held, outcome.version);
+    assert_ne!(held.id.uuid, first.id.uuid);
+    assert_eq!(held.id.timestamp, 2000);
+    assert_eq!(held.data.as_deref(), Some("{\"v\":1}"));
+    assert_eq!(held.expires_at, first.expires_at);
+    assert_eq!(held.owner.as_deref(), Some("bob"));
+    assert_eq!(held.group, None);
+    assert_eq!(held.permissions, 0x700);
+    let overwritten = write(&store, put("a", "2"), 3000).unwrap().version;
+    assert_eq!(overwritten.owner.as_deref(), Some("bob"));
+    assert_eq!(overwritten.permissions, 0x700);
+    write(&store, delete("a"), 4000).unwrap();
+    assert_eq!(
+        write(&store, set_meta("a"), 5000),
+        Err(WriteRejected::NotFound)
+    );
+    assert_eq!(
+        write(&store, set_meta("gone"), 5000),
+        Err(WriteRejected::NotFound)
+    );
 }

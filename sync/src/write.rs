@@ -19,6 +19,16 @@ pub enum Mutation {
     },
     /// Delete the key (a tombstone).
     Delete,
+    /// Change the ownership and permissions of a live key: a new version with the same
+    /// data and expiry. The op's own `owner`, `group` and `permissions` are ignored.
+    SetMeta {
+        /// The new owner (user id).
+        owner: Option<String>,
+        /// The new group (group id).
+        group: Option<String>,
+        /// The new permission bits.
+        permissions: u16,
+    },
 }
 
 /// A condition on the current version for the write to happen.
@@ -61,7 +71,7 @@ pub enum WriteRejected {
     /// `If-Match` or `If-None-Match` did not hold.
     #[error("the precondition does not hold")]
     PreconditionFailed,
-    /// A delete of a key that is absent, deleted or expired.
+    /// A delete or a metadata change of a key that is absent, deleted or expired.
     #[error("the key does not exist")]
     NotFound,
 }
@@ -71,7 +81,8 @@ pub enum WriteRejected {
 ///
 /// The new timestamp is `max(now_ms, held + 1)`, so an overwrite of a version this node
 /// has seen wins whatever the clocks say. A new key takes the op's ownership; an
-/// overwrite of a live key keeps the key's owner, group and permissions.
+/// overwrite of a live key keeps the key's owner, group and permissions; only
+/// [`Mutation::SetMeta`] changes them.
 pub fn plan_write(
     held: Option<&Version>,
     op: &WriteOp,
@@ -99,17 +110,32 @@ pub fn plan_write(
         origin_joined_at: op.origin_joined_at,
         uuid: op.uuid,
     };
-    let (owner, group, permissions) = match live {
+    let (mut owner, mut group, mut permissions) = match live {
         Some(v) => (v.owner.clone(), v.group.clone(), v.permissions),
         None => (op.owner.clone(), op.group.clone(), op.permissions),
     };
-    let (data, expires_at) = match &op.mutation {
-        Mutation::Put { data, ttl_ms } => (
+    let (data, expires_at) = match (&op.mutation, live) {
+        (Mutation::Put { data, ttl_ms }, _) => (
             Some(data.clone()),
             ttl_ms.map(|ttl| timestamp.saturating_add(ttl)),
         ),
-        Mutation::Delete if live.is_none() => return Err(WriteRejected::NotFound),
-        Mutation::Delete => (None, None),
+        (Mutation::Delete | Mutation::SetMeta { .. }, None) => {
+            return Err(WriteRejected::NotFound);
+        }
+        (Mutation::Delete, Some(_)) => (None, None),
+        (
+            Mutation::SetMeta {
+                owner: new_owner,
+                group: new_group,
+                permissions: new_permissions,
+            },
+            Some(v),
+        ) => {
+            owner.clone_from(new_owner);
+            group.clone_from(new_group);
+            permissions = *new_permissions;
+            (v.data.clone(), v.expires_at)
+        }
     };
     Ok(Version {
         id,
