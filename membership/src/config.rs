@@ -94,7 +94,7 @@ impl SwimConfig {
             gossip_fanout: 3,
             push_pull_interval: Duration::from_secs(30),
             push_pull_scale_threshold: 32,
-            push_pull_interval_max: Duration::from_secs(600),
+            push_pull_interval_max: Duration::from_secs(3600),
             reannounce_interval: Duration::from_secs(10),
             join_retry_interval: Duration::from_secs(1),
             reap_after: Duration::from_secs(3600),
@@ -119,7 +119,7 @@ impl SwimConfig {
             gossip_interval: Duration::from_millis(500),
             gossip_fanout: 4,
             push_pull_interval: Duration::from_secs(60),
-            push_pull_interval_max: Duration::from_secs(1800),
+            push_pull_interval_max: Duration::from_secs(7200),
             reannounce_interval: Duration::from_secs(30),
             join_retry_interval: Duration::from_secs(5),
             ..Self::lan()

@@ -292,3 +292,57 @@ fn join_disseminates_to_1000_nodes_within_10_periods() {
         assert!(periods <= 10.0, "seed {seed}: {periods} periods");
     }
 }
+
+#[test]
+fn metadata_change_reaches_everyone_as_an_update() {
+    let mut sim = cluster(14, 6);
+    let now = sim.now;
+    sim.nodes[2]
+        .swim
+        .as_mut()
+        .unwrap()
+        .set_meta(b"http://new:9090".to_vec(), now)
+        .unwrap();
+    sim.run_until(now + secs(2));
+    for o in (0..6).filter(|&o| o != 2) {
+        let m = sim.swim(o).member(&sim.nodes[2].id).unwrap();
+        assert_eq!(m.meta, b"http://new:9090");
+        assert_eq!(m.incarnation, 1);
+    }
+    let updated = sim
+        .log
+        .iter()
+        .filter(|l| l.subject == 2 && l.seen == Seen::Updated)
+        .count();
+    assert_eq!(updated, 5);
+}
+
+#[test]
+fn wan_preset_detects_a_crash_without_false_deaths() {
+    let mut sim = Sim::new(15, 8, SwimConfig::wan());
+    sim.latency = (ms(20), ms(120));
+    sim.loss = 0.05;
+    sim.form(ms(50), secs(20));
+    assert!(converged(&sim));
+    let t = sim.now;
+    sim.crash(5);
+    sim.run_until(t + secs(60));
+    let last = sim.last_to_see(5, Seen::Dead, t).expect("dead everywhere");
+    assert!(last - t <= secs(30), "dead after {:?}", last - t);
+    assert_eq!(sim.false_deaths(), 0);
+}
+
+#[test]
+fn members_report_rtt_and_metrics_count_probes() {
+    let sim = cluster(16, 4);
+    let m = sim.swim(0).member(&sim.nodes[1].id).unwrap();
+    let rtt = m.rtt.expect("measured");
+    assert!(
+        rtt >= Duration::from_micros(400) && rtt <= ms(2),
+        "rtt {rtt:?}"
+    );
+    let metrics = sim.swim(0).metrics();
+    assert!(metrics.probes > 0 && metrics.acks > 0 && metrics.bytes_sent > 0);
+    assert_eq!(sim.swim(0).members().len(), 4);
+    assert_eq!(sim.swim(0).members()[0].state, MemberState::Alive);
+}
