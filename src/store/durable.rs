@@ -18,23 +18,17 @@ use kvs_sync::{
     WriteOutcome, WriteRejected, plan_write,
 };
 
-use super::LmdbStore;
+use super::lmdb::Staged;
 use super::wal::{self, Wal};
+use super::{LmdbStore, record};
 
 /// The most versions the applier moves to LMDB in one transaction.
 const APPLY_BATCH: usize = 8192;
 
-/// A version accepted (in the WAL) and perhaps not yet in LMDB.
-struct Accepted {
-    seq: u64,
-    key: String,
-    version: Version,
-}
-
 #[derive(Default)]
 struct Pending {
-    /// Accepted versions not yet in LMDB, in WAL order.
-    queue: VecDeque<Accepted>,
+    /// Accepted versions (in the WAL) not yet in LMDB, in WAL order, with their seqs.
+    queue: VecDeque<(u64, Staged)>,
     /// The newest accepted version of each key in `queue`, with its seq.
     latest: HashMap<String, (u64, Version)>,
     /// The last seq acknowledged to a writer.
@@ -75,7 +69,7 @@ pub struct DurableStore {
 impl DurableStore {
     /// Opens the store in `dir`, replaying any WAL left by an earlier run into LMDB.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
-        let lmdb = Arc::new(LmdbStore::open(dir, options)?);
+        let lmdb = Arc::new(LmdbStore::open_behind_log(dir, options)?);
         let wal_dir = dir.join("wal");
         std::fs::create_dir_all(&wal_dir)
             .map_err(|e| StoreError::Backend(format!("creating {}: {e}", wal_dir.display())))?;
@@ -83,11 +77,11 @@ impl DurableStore {
         let last_seq = recovered.last().map_or(0, |r| r.seq);
         if !recovered.is_empty() {
             tracing::info!(records = recovered.len(), "replaying the write-ahead log");
-            let versions: Vec<(String, Version)> =
-                recovered.into_iter().map(|r| (r.key, r.version)).collect();
-            for chunk in versions.chunks(APPLY_BATCH) {
+            let staged: Vec<Staged> = recovered.into_iter().map(|r| r.staged).collect();
+            for chunk in staged.chunks(APPLY_BATCH) {
                 lmdb.apply_versions(chunk)?;
             }
+            lmdb.sync()?;
         }
         let log = Log {
             wal: Wal::start(&wal_dir, last_seq + 1)?,
@@ -170,27 +164,39 @@ impl Drop for DurableStore {
 }
 
 fn apply_loop(lmdb: &LmdbStore, shared: &Shared, log: &Mutex<Log>) {
+    // LMDB runs without meta-page fsyncs: a system crash may undo its last commit, so the
+    // log keeps a commit's records until the next commit has landed.
+    let mut durable_through = 0;
     loop {
-        let (batch, last_seq): (Vec<(String, Version)>, u64) = {
+        let batch: Vec<(u64, Staged)> = {
             let mut pending = shared.lock();
             while pending.queue.is_empty() && !pending.stopping {
-                pending = shared.work.wait(pending).unwrap_or_else(PoisonError::into_inner);
+                pending = shared
+                    .work
+                    .wait(pending)
+                    .unwrap_or_else(PoisonError::into_inner);
             }
             if pending.queue.is_empty() {
                 return;
             }
-            let batch = pending.queue.iter().take(APPLY_BATCH);
-            let last = batch.clone().last().map_or(0, |a| a.seq);
-            (batch.map(|a| (a.key.clone(), a.version.clone())).collect(), last)
+            let take = pending.queue.len().min(APPLY_BATCH);
+            pending.queue.drain(..take).collect()
         };
-        if let Err(error) = lmdb.apply_versions(&batch) {
+        let last_seq = batch.last().map_or(0, |(seq, _)| *seq);
+        let staged: Vec<Staged> = batch.into_iter().map(|(_, staged)| staged).collect();
+        if let Err(error) = lmdb.apply_versions(&staged) {
             tracing::error!(%error, "moving writes to LMDB failed; retrying");
+            let mut pending = shared.lock();
+            let seqs = (last_seq + 1 - staged.len() as u64)..=last_seq;
+            for (seq, staged) in seqs.rev().zip(staged.into_iter().rev()) {
+                pending.queue.push_front((seq, staged));
+            }
+            drop(pending);
             std::thread::sleep(Duration::from_millis(100));
             continue;
         }
         {
             let mut pending = shared.lock();
-            pending.queue.drain(..batch.len());
             pending.applied = last_seq;
             pending.latest.retain(|_, (seq, _)| *seq > last_seq);
         }
@@ -198,7 +204,8 @@ fn apply_loop(lmdb: &LmdbStore, shared: &Shared, log: &Mutex<Log>) {
         log.lock()
             .unwrap_or_else(PoisonError::into_inner)
             .wal
-            .release_through(last_seq);
+            .release_through(durable_through);
+        durable_through = last_seq;
     }
 }
 
@@ -210,7 +217,7 @@ impl Store for DurableStore {
     ) -> Result<Vec<Result<WriteOutcome, WriteRejected>>, StoreError> {
         let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
         let mut in_batch: HashMap<&str, Version> = HashMap::new();
-        let mut accepted = Vec::new();
+        let mut accepted: Vec<(u64, Staged)> = Vec::new();
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             let held = match in_batch.get(op.key.as_str()) {
@@ -218,28 +225,40 @@ impl Store for DurableStore {
                 None => self.held(&op.key)?,
             };
             let created = !held.as_ref().is_some_and(|v| v.is_live(now_ms));
-            results.push(plan_write(held.as_ref(), op, now_ms).map(|version| {
-                in_batch.insert(&op.key, version.clone());
-                accepted.push(Accepted {
-                    seq: log.next_seq + accepted.len() as u64,
+            let version = match plan_write(held.as_ref(), op, now_ms) {
+                Ok(version) => version,
+                Err(rejected) => {
+                    results.push(Err(rejected));
+                    continue;
+                }
+            };
+            let record = record::encode(&version, self.compress_from)?;
+            in_batch.insert(&op.key, version.clone());
+            let seq = log.next_seq + accepted.len() as u64;
+            accepted.push((
+                seq,
+                Staged {
                     key: op.key.clone(),
                     version: version.clone(),
-                });
-                WriteOutcome { version, created }
-            }));
+                    record,
+                },
+            ));
+            results.push(Ok(WriteOutcome { version, created }));
         }
-        let records: Vec<(u64, &str, &Version)> = accepted
+        let records: Vec<(u64, &str, &[u8])> = accepted
             .iter()
-            .map(|a| (a.seq, a.key.as_str(), &a.version))
+            .map(|(seq, s)| (*seq, s.key.as_str(), s.record.as_slice()))
             .collect();
-        log.wal.append(&records, self.compress_from)?;
+        log.wal.append(&records)?;
         log.next_seq += accepted.len() as u64;
-        if let Some(last) = accepted.last() {
+        if let Some((last, _)) = accepted.last() {
             let mut pending = self.shared.lock();
-            pending.accepted = last.seq;
-            for a in accepted {
-                pending.latest.insert(a.key.clone(), (a.seq, a.version.clone()));
-                pending.queue.push_back(a);
+            pending.accepted = *last;
+            for (seq, staged) in accepted {
+                pending
+                    .latest
+                    .insert(staged.key.clone(), (seq, staged.version.clone()));
+                pending.queue.push_back((seq, staged));
             }
             drop(pending);
             self.shared.work.notify_one();
@@ -326,14 +345,26 @@ mod tests {
         // A log written as if the process died before the applier ran.
         let orphan = plan_write(None, &put("orphan", "2"), 20).unwrap();
         let mut wal = Wal::start(&wal_dir, 100).unwrap();
-        wal.append(&[(100, "orphan", &orphan)], None).unwrap();
+        wal.append(&[(100, "orphan", &record::encode(&orphan, None).unwrap())])
+            .unwrap();
         drop(wal);
         let store = DurableStore::open(dir.path(), StoreOptions::default()).unwrap();
         assert_eq!(store.get("orphan").unwrap(), Some(orphan));
-        assert_eq!(store.get("kept").unwrap().unwrap().data.as_deref(), Some("1"));
+        assert_eq!(
+            store.get("kept").unwrap().unwrap().data.as_deref(),
+            Some("1")
+        );
         let later = store.write_batch(&[put("next", "3")], 30).unwrap();
         assert!(later[0].is_ok());
         assert_eq!(store.list("", None, 10, 40).unwrap().items.len(), 3);
+    }
+
+    fn staged(version: &Version) -> Staged {
+        Staged {
+            key: "k".into(),
+            version: version.clone(),
+            record: record::encode(version, None).unwrap(),
+        }
     }
 
     #[test]
@@ -345,13 +376,21 @@ mod tests {
         let v2 = plan_write(Some(&v1), &put("k", "2"), 10).unwrap();
         {
             let store = DurableStore::open(dir.path(), StoreOptions::default()).unwrap();
-            store.lmdb().apply_versions(&[("k".into(), v1.clone()), ("k".into(), v2.clone())]).unwrap();
+            store
+                .lmdb()
+                .apply_versions(&[staged(&v1), staged(&v2)])
+                .unwrap();
         }
         let mut wal = Wal::start(&wal_dir, 1).unwrap();
-        wal.append(&[(1, "k", &v1), (2, "k", &v2)], None).unwrap();
+        wal.append(&[(1, "k", &staged(&v1).record), (2, "k", &staged(&v2).record)])
+            .unwrap();
         drop(wal);
         let store = DurableStore::open(dir.path(), StoreOptions::default()).unwrap();
         assert_eq!(store.get("k").unwrap(), Some(v2));
-        assert_eq!(store.history("k").unwrap().len(), 2, "no duplicate revisions");
+        assert_eq!(
+            store.history("k").unwrap().len(),
+            2,
+            "no duplicate revisions"
+        );
     }
 }

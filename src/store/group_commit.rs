@@ -46,10 +46,7 @@ pub struct GroupCommitter {
 
 impl GroupCommitter {
     /// Starts the commit thread over `store`; `clock` gives the wall time in Unix ms.
-    pub fn start<S: Store + ?Sized>(
-        store: Arc<S>,
-        clock: fn() -> u64,
-    ) -> std::io::Result<Self> {
+    pub fn start<S: Store + ?Sized>(store: Arc<S>, clock: fn() -> u64) -> std::io::Result<Self> {
         let (queue, receiver) = mpsc::channel::<Pending>();
         let stats = Arc::new(CommitStats::default());
         let thread_stats = Arc::clone(&stats);

@@ -16,7 +16,7 @@ use std::ops::Bound;
 use std::path::Path;
 
 use heed::types::{Bytes, Unit};
-use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, RoTxn, RwTxn};
+use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn};
 use kvs_sync::{
     Cursor, ListPage, Listed, PurgeStats, Store, StoreError, StoreOptions, StoreStats, Version,
     WriteOp, WriteOutcome, WriteRejected, plan_write,
@@ -31,6 +31,16 @@ const PURGE_BATCH: usize = 10_000;
 
 type Db = Database<'static, Bytes, Bytes>;
 type Index = Database<'static, Bytes, Unit>;
+
+/// A version ready to store: its key, the version, and its encoded record.
+pub struct Staged {
+    /// The key.
+    pub key: String,
+    /// The version.
+    pub version: Version,
+    /// `version` in the record encoding.
+    pub record: Vec<u8>,
+}
 
 /// A store over an LMDB environment in a directory.
 pub struct LmdbStore {
@@ -77,13 +87,27 @@ fn history_prefix(key: &str) -> Vec<u8> {
 }
 
 impl LmdbStore {
-    /// Opens (creating if needed) the store in directory `dir`.
-    #[allow(unsafe_code)]
+    /// Opens (creating if needed) the store in directory `dir`; every commit is durable.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        Self::open_with(dir, options, EnvFlags::empty())
+    }
+
+    /// Opens the store for use behind a write-ahead log: a commit skips the fsync of
+    /// LMDB's meta page, which keeps the database intact but lets a system crash undo the
+    /// last commit. Its writes must stay in the log until a later commit or [`Self::sync`].
+    pub fn open_behind_log(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        Self::open_with(dir, options, EnvFlags::NO_META_SYNC)
+    }
+
+    #[allow(unsafe_code)]
+    fn open_with(dir: &Path, options: StoreOptions, flags: EnvFlags) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
         let mut builder = EnvOpenOptions::new();
         builder.map_size(MAP_SIZE).max_dbs(8).max_readers(1024);
+        // SAFETY: NO_META_SYNC (the only flag passed) keeps LMDB's integrity; what it
+        // gives up is covered by the caller's write-ahead log (see `open_behind_log`).
+        unsafe { builder.flags(flags) };
         // SAFETY: LMDB requires that an environment is opened at most once per process
         // and that its files are not modified by other means while open. The node opens
         // its data dir once, and `kvs restore` refuses to touch a running node's dir.
@@ -168,10 +192,10 @@ impl LmdbStore {
             .transpose()
     }
 
-    /// Removes `key`'s index entries for version `old`.
-    fn unindex(&self, wtxn: &mut RwTxn, key: &str, old: &Version) -> Result<(), StoreError> {
+    /// Removes `key`'s index entries for the version whose header is `old`.
+    fn unindex(&self, wtxn: &mut RwTxn, key: &str, old: &Header) -> Result<(), StoreError> {
         let at = index_key(old.id.timestamp, key);
-        if old.is_tombstone() {
+        if old.tombstone {
             self.tombstones.delete(wtxn, &at).map_err(backend)?;
         } else {
             self.by_time.delete(wtxn, &at).map_err(backend)?;
@@ -184,19 +208,20 @@ impl LmdbStore {
         Ok(())
     }
 
-    /// Stores `new` as the current version of `key`, replacing `old`.
+    /// Stores `new` (encoded as `record`) as the current version of `key`, replacing the
+    /// version whose header is `old`.
     fn replace(
         &self,
         wtxn: &mut RwTxn,
         key: &str,
-        old: Option<&Version>,
+        old: Option<&Header>,
         new: &Version,
+        record: &[u8],
     ) -> Result<(), StoreError> {
         if let Some(old) = old {
             self.unindex(wtxn, key, old)?;
         }
-        let bytes = record::encode(new, self.options.compression_min_bytes)?;
-        self.kv.put(wtxn, key.as_bytes(), &bytes).map_err(backend)?;
+        self.kv.put(wtxn, key.as_bytes(), record).map_err(backend)?;
         let at = index_key(new.id.timestamp, key);
         if new.is_tombstone() {
             self.tombstones.put(wtxn, &at, &()).map_err(backend)?;
@@ -210,14 +235,18 @@ impl LmdbStore {
         Ok(())
     }
 
-    /// Makes `new` the current version of `key` and adds it to the history.
-    fn store_version(&self, wtxn: &mut RwTxn, key: &str, old: Option<&Version>, new: &Version) -> Result<(), StoreError> {
-        self.replace(wtxn, key, old, new)?;
-        if self.options.max_revisions > 0 {
-            let bytes = record::encode(new, self.options.compression_min_bytes)?;
-            self.remember(wtxn, key, new, &bytes)?;
-        }
-        Ok(())
+    /// Makes `new` (encoded as `record`) the current version of `key` and adds it to
+    /// the history.
+    fn store_version(
+        &self,
+        wtxn: &mut RwTxn,
+        key: &str,
+        old: Option<&Header>,
+        new: &Version,
+        record: &[u8],
+    ) -> Result<(), StoreError> {
+        self.replace(wtxn, key, old, new, record)?;
+        self.remember(wtxn, key, new, record)
     }
 
     /// Adds `version` to `key`'s history and drops revisions beyond the cap.
@@ -277,21 +306,32 @@ impl LmdbStore {
             Ok(version) => version,
             Err(rejected) => return Ok(Err(rejected)),
         };
-        self.store_version(wtxn, &op.key, held.as_ref(), &version)?;
+        let record = record::encode(&version, self.options.compression_min_bytes)?;
+        let held = held.as_ref().map(Header::of);
+        self.store_version(wtxn, &op.key, held.as_ref(), &version, &record)?;
         Ok(Ok(WriteOutcome { version, created }))
     }
 
     /// Stores versions that were accepted elsewhere (the write-ahead log), in order, in
-    /// one durable commit. A version that does not supersede the held one is skipped,
-    /// which makes replaying a log idempotent.
-    pub fn apply_versions(&self, versions: &[(String, Version)]) -> Result<(), StoreError> {
+    /// one commit. A version that does not supersede the held one is skipped, which makes
+    /// replaying a log idempotent.
+    pub fn apply_versions(&self, versions: &[Staged]) -> Result<(), StoreError> {
         let mut wtxn = self.env.write_txn().map_err(backend)?;
-        for (key, version) in versions {
-            let held = self.read(&wtxn, key)?;
-            if held.as_ref().is_some_and(|h| !version.supersedes(h)) {
+        for staged in versions {
+            let held = self.header(&wtxn, &staged.key)?;
+            if held
+                .as_ref()
+                .is_some_and(|h| staged.version.id.precedence(&h.id).is_le())
+            {
                 continue;
             }
-            self.store_version(&mut wtxn, key, held.as_ref(), version)?;
+            self.store_version(
+                &mut wtxn,
+                &staged.key,
+                held.as_ref(),
+                &staged.version,
+                &staged.record,
+            )?;
         }
         wtxn.commit().map_err(backend)
     }
@@ -344,7 +384,9 @@ impl Store for LmdbStore {
     ) -> Result<ListPage, StoreError> {
         let rtxn = self.env.read_txn().map_err(backend)?;
         let start = match after {
-            Some(after) if after >= prefix && !after.is_empty() => Bound::Excluded(after.as_bytes()),
+            Some(after) if after >= prefix && !after.is_empty() => {
+                Bound::Excluded(after.as_bytes())
+            }
             // LMDB refuses an empty key as a range bound.
             _ if prefix.is_empty() => Bound::Unbounded,
             _ => Bound::Included(prefix.as_bytes()),
@@ -439,7 +481,14 @@ impl Store for LmdbStore {
                     data: None,
                     ..held.clone()
                 };
-                self.replace(&mut wtxn, &key, Some(&held), &tombstone)?;
+                let record = record::encode(&tombstone, self.options.compression_min_bytes)?;
+                self.replace(
+                    &mut wtxn,
+                    &key,
+                    Some(&Header::of(&held)),
+                    &tombstone,
+                    &record,
+                )?;
                 stats.expired += 1;
             }
         }

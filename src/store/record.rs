@@ -34,6 +34,15 @@ pub(super) struct Header {
 }
 
 impl Header {
+    /// The header of `version`.
+    pub(super) fn of(version: &Version) -> Self {
+        Self {
+            id: version.id,
+            tombstone: version.is_tombstone(),
+            expires_at: version.expires_at,
+        }
+    }
+
     pub(super) fn is_live(&self, now_ms: u64) -> bool {
         !self.tombstone && self.expires_at.is_none_or(|at| at > now_ms)
     }

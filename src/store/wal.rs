@@ -13,8 +13,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
-use kvs_sync::{StoreError, Version};
+use kvs_sync::StoreError;
 
+use super::lmdb::Staged;
 use super::record;
 
 /// A segment is closed and a new one started past this size.
@@ -50,8 +51,7 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
 /// One recovered record.
 pub(super) struct Recovered {
     pub(super) seq: u64,
-    pub(super) key: String,
-    pub(super) version: Version,
+    pub(super) staged: Staged,
 }
 
 /// Reads every intact record of every segment in `dir`, in order.
@@ -82,9 +82,19 @@ fn read_record(reader: &mut impl Read) -> Option<Recovered> {
     }
     let seq = u64::from_be_bytes(payload[..8].try_into().ok()?);
     let key_len = usize::from(u16::from_be_bytes(payload[8..10].try_into().ok()?));
-    let key = std::str::from_utf8(payload.get(10..10 + key_len)?).ok()?.to_owned();
-    let version = record::decode(&key, payload.get(10 + key_len..)?).ok()?;
-    Some(Recovered { seq, key, version })
+    let key = std::str::from_utf8(payload.get(10..10 + key_len)?)
+        .ok()?
+        .to_owned();
+    let record = payload.get(10 + key_len..)?.to_vec();
+    let version = record::decode(&key, &record).ok()?;
+    Some(Recovered {
+        seq,
+        staged: Staged {
+            key,
+            version,
+            record,
+        },
+    })
 }
 
 /// The log being written.
@@ -128,12 +138,8 @@ impl Wal {
         Ok((file, path))
     }
 
-    /// Appends the records `(seq, key, version)` and makes them durable.
-    pub(super) fn append(
-        &mut self,
-        records: &[(u64, &str, &Version)],
-        compress_from: Option<usize>,
-    ) -> Result<(), StoreError> {
+    /// Appends the records `(seq, key, encoded version)` and makes them durable.
+    pub(super) fn append(&mut self, records: &[(u64, &str, &[u8])]) -> Result<(), StoreError> {
         let Some(&(first_seq, _, _)) = records.first() else {
             return Ok(());
         };
@@ -144,19 +150,19 @@ impl Wal {
             self.segments.push((first_seq, path));
         }
         self.buffer.clear();
-        for &(seq, key, version) in records {
-            let body = record::encode(version, compress_from)?;
+        for &(seq, key, body) in records {
             let key_len = u16::try_from(key.len())
                 .map_err(|_| StoreError::Backend(format!("key of {} bytes", key.len())))?;
             let mut payload = Vec::with_capacity(10 + key.len() + body.len());
             payload.extend_from_slice(&seq.to_be_bytes());
             payload.extend_from_slice(&key_len.to_be_bytes());
             payload.extend_from_slice(key.as_bytes());
-            payload.extend_from_slice(&body);
+            payload.extend_from_slice(body);
             let len = u32::try_from(payload.len())
                 .map_err(|_| StoreError::Backend("record too large".into()))?;
             self.buffer.extend_from_slice(&len.to_le_bytes());
-            self.buffer.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            self.buffer
+                .extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
             self.buffer.extend_from_slice(&payload);
         }
         self.file
@@ -181,7 +187,11 @@ impl Wal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kvs_sync::VersionId;
+    use kvs_sync::{Version, VersionId};
+
+    fn enc(version: &Version) -> Vec<u8> {
+        record::encode(version, None).unwrap()
+    }
 
     fn version(ts: u64) -> Version {
         Version {
@@ -203,20 +213,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = Wal::start(dir.path(), 1).unwrap();
         let (a, b, c) = (version(1), version(2), version(3));
-        wal.append(&[(1, "a", &a), (2, "b", &b)], None).unwrap();
-        wal.append(&[(3, "ключ", &c)], Some(1)).unwrap();
+        wal.append(&[(1, "a", &enc(&a)), (2, "b", &enc(&b))])
+            .unwrap();
+        wal.append(&[(3, "ключ", &enc(&c))]).unwrap();
         let got = recover(dir.path()).unwrap();
         let seqs: Vec<u64> = got.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, [1, 2, 3]);
-        assert_eq!(got[2].key, "ключ");
-        assert_eq!(got[2].version, c);
+        assert_eq!(got[2].staged.key, "ключ");
+        assert_eq!(got[2].staged.version, c);
     }
 
     #[test]
     fn a_torn_or_corrupt_tail_ends_replay() {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = Wal::start(dir.path(), 1).unwrap();
-        wal.append(&[(1, "a", &version(1)), (2, "b", &version(2))], None).unwrap();
+        wal.append(&[(1, "a", &enc(&version(1))), (2, "b", &enc(&version(2)))])
+            .unwrap();
         let (_, path) = segments(dir.path()).unwrap().pop().unwrap();
         let bytes = std::fs::read(&path).unwrap();
         for cut in 1..20 {
@@ -236,15 +248,19 @@ mod tests {
     fn start_discards_replayed_segments_and_release_drops_applied_ones() {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = Wal::start(dir.path(), 1).unwrap();
-        wal.append(&[(1, "a", &version(1))], None).unwrap();
+        wal.append(&[(1, "a", &enc(&version(1)))]).unwrap();
         let mut wal = Wal::start(dir.path(), 2).unwrap();
         assert!(recover(dir.path()).unwrap().is_empty());
-        wal.append(&[(2, "b", &version(2))], None).unwrap();
+        wal.append(&[(2, "b", &enc(&version(2)))]).unwrap();
         wal.size = SEGMENT_BYTES;
-        wal.append(&[(3, "c", &version(3))], None).unwrap();
+        wal.append(&[(3, "c", &enc(&version(3)))]).unwrap();
         assert_eq!(segments(dir.path()).unwrap().len(), 2);
         wal.release_through(1);
-        assert_eq!(segments(dir.path()).unwrap().len(), 2, "seq 2 is not applied yet");
+        assert_eq!(
+            segments(dir.path()).unwrap().len(),
+            2,
+            "seq 2 is not applied yet"
+        );
         wal.release_through(2);
         assert_eq!(segments(dir.path()).unwrap().len(), 1);
         let left: Vec<u64> = recover(dir.path()).unwrap().iter().map(|r| r.seq).collect();

@@ -1,0 +1,21 @@
+"""Writes the wrk Lua scripts for compare-etcd.sh: random keys of a preloaded key space,
+256-byte JSON values (kvs) and the same bytes base64-encoded (etcd's JSON gateway)."""
+import base64, sys
+
+work, keys = sys.argv[1], int(sys.argv[2])
+value = '"' + "x" * 254 + '"'
+b64 = lambda s: base64.b64encode(s.encode()).decode()
+etcd_keys = ",".join('"%s"' % b64("bench/%d" % i) for i in range(keys))
+common = "math.randomseed(os.time() + math.floor(os.clock() * 1000000))\n"
+scripts = {
+    "kvs-get.lua": common + 'request = function() return wrk.format("GET", "/kv/bench/" .. math.random(0, %d)) end\n' % (keys - 1),
+    "kvs-put.lua": common + 'wrk.headers["Content-Type"] = "application/json"\n'
+    'request = function() return wrk.format("PUT", "/kv/bench/" .. math.random(0, %d), nil, %r) end\n' % (keys - 1, value),
+    "etcd-get.lua": common + "keys = {%s}\n" % etcd_keys
+    + 'request = function() return wrk.format("POST", "/v3/kv/range", nil, \'{"key":"\' .. keys[math.random(1, #keys)] .. \'"}\') end\n',
+    "etcd-put.lua": common + "keys = {%s}\n" % etcd_keys
+    + 'request = function() return wrk.format("POST", "/v3/kv/put", nil, \'{"key":"\' .. keys[math.random(1, #keys)] .. \'","value":"%s"}\') end\n' % b64(value),
+}
+for name, text in scripts.items():
+    with open(f"{work}/{name}", "w") as f:
+        f.write(text)
