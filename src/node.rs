@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kvs_api::{Api, ApiConfig, Backend, MemberInfo};
+use kvs_api::{Api, ApiConfig, AuthConfig, Backend, MemberInfo};
 use kvs_sync::{Store, StoreError, StoreOptions, WriteOp, WriteOutcome, WriteRejected};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -161,13 +161,22 @@ pub async fn run(
             history_enabled: config.revision_history_enabled,
             default_permissions: config.default_permissions().unwrap_or(0xf31),
             version: env!("CARGO_PKG_VERSION").into(),
+            auth: config
+                .auth_enabled
+                .then(|| {
+                    AuthConfig::new(
+                        &config.jwt_secret,
+                        config.allow_anonymous_read,
+                        config.allow_anonymous_write,
+                    )
+                })
+                .transpose()
+                .map_err(|e| config_error("jwt_secret", e))?,
         },
     );
-    if config.auth_enabled {
-        tracing::warn!(
-            "auth_enabled is true, but authentication is not yet enforced by this version"
-        );
-    }
+    api.bootstrap_auth(&data_dir)
+        .await
+        .map_err(|e| NodeError::Runtime(format!("auth bootstrap: {e}")))?;
     if config.clustering_enabled {
         tracing::warn!(
             "clustering_enabled is true, but membership and sync are not yet part of this version"

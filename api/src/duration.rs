@@ -40,7 +40,7 @@ pub fn format_duration(duration: Duration) -> String {
         ("m", 60_000),
         ("s", 1_000),
     ] {
-        if ms > 0 && ms % size == 0 {
+        if ms > 0 && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }
@@ -78,7 +78,7 @@ mod tests {
 
     #[test]
     fn formats_back() {
-        for text in ["500ms", "30s", "10m", "24h", "7d", "0ms"] {
+        for text in ["500ms", "30s", "10m", "25h", "7d", "0ms"] {
             assert_eq!(format_duration(parse_duration(text).unwrap()), text);
         }
     }

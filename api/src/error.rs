@@ -8,6 +8,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Whether the answer carries `WWW-Authenticate: Bearer` (every `401`).
+    challenge: bool,
 }
 
 impl ApiError {
@@ -16,7 +18,21 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            challenge: false,
         }
+    }
+
+    /// `401 unauthorized`, with `WWW-Authenticate: Bearer`.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self {
+            challenge: true,
+            ..Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        }
+    }
+
+    /// `403 forbidden`.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
     /// `400 bad_request`.
@@ -86,14 +102,65 @@ impl ApiError {
         self.status
     }
 
+    /// The `WWW-Authenticate` value to send with this error, if any.
+    pub fn www_authenticate(&self) -> Option<&'static str> {
+        self.challenge.then_some("Bearer")
+    }
+
     /// The error body as JSON text.
     pub fn body(&self) -> String {
         serde_json::json!({"error": {"code": self.code, "message": self.message}}).to_string()
     }
 }
 
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
 impl From<kvs_sync::StoreError> for ApiError {
     fn from(error: kvs_sync::StoreError) -> Self {
         ApiError::internal(error)
+    }
+}
+
+impl ApiError {
+    /// An error from an auth error's status and code; every `401` gets the challenge.
+    fn auth(status: u16, code: &'static str, message: String) -> Self {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            return ApiError::internal(message);
+        }
+        Self {
+            challenge: status == StatusCode::UNAUTHORIZED,
+            ..Self::new(status, code, message)
+        }
+    }
+}
+
+impl From<crate::auth::TokenError> for ApiError {
+    fn from(error: crate::auth::TokenError) -> Self {
+        ApiError::auth(error.status(), error.code(), error.to_string())
+    }
+}
+
+impl From<crate::auth::Denied> for ApiError {
+    fn from(denied: crate::auth::Denied) -> Self {
+        let error = ApiError::auth(denied.status(), denied.code(), denied.to_string());
+        debug_assert_eq!(error.www_authenticate(), denied.www_authenticate());
+        error
+    }
+}
+
+impl From<crate::auth::ModelError> for ApiError {
+    fn from(error: crate::auth::ModelError) -> Self {
+        ApiError::auth(error.status(), error.code(), error.to_string())
     }
 }

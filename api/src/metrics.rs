@@ -12,8 +12,8 @@ const BUCKETS: [f64; 12] = [
 ];
 
 /// The routes requests are counted under (a small fixed set, not raw paths).
-pub(crate) const ROUTES: [&str; 8] = [
-    "kv", "kv_list", "history", "health", "members", "metrics", "openapi", "other",
+pub(crate) const ROUTES: [&str; 10] = [
+    "kv", "kv_list", "history", "health", "members", "metrics", "openapi", "auth", "meta", "other",
 ];
 
 #[derive(Default)]

@@ -51,9 +51,6 @@
 //! [`constant_time_eq`] (signatures are compared in constant time by the
 //! HMAC implementation).
 
-// wired into the routes next
-#![allow(dead_code)]
-
 mod model;
 mod permissions;
 mod policy;
@@ -61,30 +58,18 @@ mod requests;
 mod secrets;
 mod tokens;
 
-#[allow(unused_imports)] // re-exports for the routes, wired in next
 pub(crate) use model::{
-    AUTH_ROOT, GROUPS_PREFIX, Group, GroupView, KeyMeta, META_PREFIX, ModelError, REVOKED_PREFIX,
-    RecordKind, Revocation, USERS_PREFIX, User, group_key, is_reserved, meta_key, revoked_key,
-    user_key, validate_name,
+    GROUPS_PREFIX, Group, GroupView, KeyMeta, ModelError, RecordKind, Revocation, TokenRecord,
+    USERS_PREFIX, User, group_key, revoked_key, token_key, user_key,
 };
-#[allow(unused_imports)] // re-exports for the routes, wired in next
-pub(crate) use permissions::{Access, Class, Permissions, PermissionsError};
-#[allow(unused_imports)] // re-exports for the routes, wired in next
+pub(crate) use permissions::Permissions;
 pub(crate) use policy::{
-    AccessRequest, AnonymousAccess, Denied, Operation, Principal, Reason, Subject, admit,
-    ancestors, authorize,
+    AccessRequest, AnonymousAccess, Denied, Operation, Principal, admit, ancestors, authorize,
 };
-#[allow(unused_imports)] // re-exports for the routes, wired in next
 pub(crate) use requests::{
-    CreateGroup, CreateUser, GroupPlan, IssueToken, MAX_TOKEN_TTL_MS, TokenPlan, UpdateGroup,
-    UpdateMeta, UpdateUser, parse_scopes, parse_ttl, plan_create_group, plan_create_user,
-    plan_delete_group, plan_delete_user, plan_issue_token, plan_update_group, plan_update_meta,
-    plan_update_user,
+    CreateGroup, CreateUser, GroupPlan, IssueToken, UpdateGroup, UpdateMeta, UpdateUser,
+    plan_create_group, plan_create_user, plan_delete_group, plan_delete_user, plan_issue_token,
+    plan_update_group, plan_update_meta, plan_update_user,
 };
-#[allow(unused_imports)] // re-exports for the routes, wired in next
-pub(crate) use secrets::{constant_time_eq, fingerprint, hash_secret, verify_secret};
-#[allow(unused_imports)] // re-exports for the routes, wired in next
-pub(crate) use tokens::{
-    Claims, IssuedToken, MAX_TOKEN_LEN, ROOT_TOKEN_EXP_SECS, ROOT_USER_ID, Scope, ScopeError,
-    TokenError, TokenKeys, bearer_token,
-};
+pub(crate) use secrets::{constant_time_eq, fingerprint, hash_secret};
+pub(crate) use tokens::{IssuedToken, ROOT_USER_ID, Scope, TokenError, TokenKeys, bearer_token};

@@ -1,7 +1,7 @@
 //! The auth records, where they live, and the typed errors of auth requests.
 //!
 //! # Reserved keyspace
-//! Users, groups, revocations and key metadata are stored as ordinary
+//! Users, groups, issued tokens and revocations are stored as ordinary
 //! versioned entries under keys whose first segment is `_auth`, so that they
 //! replicate exactly like data (the conflict rule picks one version of each
 //! record). `/kv` can never reach them: a key whose first segment starts with
@@ -12,8 +12,12 @@
 //! |---|---|
 //! | `_auth/users/<id>` | [`User`] |
 //! | `_auth/groups/<id>` | [`Group`] |
+//! | `_auth/tokens/<jti>` | [`TokenRecord`], written with a TTL up to the token's expiry |
 //! | `_auth/revoked/<jti>` | [`Revocation`], written with a TTL up to the token's expiry |
-//! | `_auth/meta/<key>` | [`KeyMeta`] of the user key `<key>` |
+//!
+//! A key's ownership and permissions ([`KeyMeta`]) are not records: they are part of
+//! every version of the key itself (`owner`, `group`, `permissions`), so they
+//! replicate with its data.
 //!
 //! # Group membership
 //! A user's `groups` and a group's `members` are two views of one relation.
@@ -30,18 +34,16 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::permissions::Permissions;
-use super::tokens::ROOT_USER_ID;
+use super::tokens::{ROOT_USER_ID, Scope};
 
-/// The first segment of every auth record key.
-pub(crate) const AUTH_ROOT: &str = "_auth";
 /// Prefix of user records.
 pub(crate) const USERS_PREFIX: &str = "_auth/users/";
 /// Prefix of group records.
 pub(crate) const GROUPS_PREFIX: &str = "_auth/groups/";
 /// Prefix of revocation records.
 pub(crate) const REVOKED_PREFIX: &str = "_auth/revoked/";
-/// Prefix of key metadata records.
-pub(crate) const META_PREFIX: &str = "_auth/meta/";
+/// Prefix of issued-token records.
+pub(crate) const TOKENS_PREFIX: &str = "_auth/tokens/";
 
 /// The storage key of a user record.
 pub(crate) fn user_key(id: &str) -> String {
@@ -58,15 +60,9 @@ pub(crate) fn revoked_key(jti: &str) -> String {
     format!("{REVOKED_PREFIX}{jti}")
 }
 
-/// The storage key of the metadata of the user key `key`.
-pub(crate) fn meta_key(key: &str) -> String {
-    format!("{META_PREFIX}{key}")
-}
-
-/// Whether `key` is in the system's reserved keyspace (first segment starts
-/// with `_`), and so unreachable from `/kv`.
-pub(crate) fn is_reserved(key: &str) -> bool {
-    key.starts_with('_')
+/// The storage key of an issued-token record.
+pub(crate) fn token_key(jti: &str) -> String {
+    format!("{TOKENS_PREFIX}{jti}")
 }
 
 /// A user. Scopes are not part of the user: they are granted per token.
@@ -117,6 +113,24 @@ pub(crate) struct Revocation {
     pub(crate) jti: String,
     /// When the token expires, Unix milliseconds; the record may go after.
     pub(crate) expires_at: u64,
+}
+
+/// An issued token, as far as revocation needs it. The token itself is a
+/// secret and is kept only as [`super::hash_secret`] of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TokenRecord {
+    /// The token's `jti`.
+    pub(crate) jti: String,
+    /// The user it was issued to.
+    pub(crate) user_id: String,
+    /// Its scopes.
+    pub(crate) scopes: Vec<Scope>,
+    /// Issue time, Unix milliseconds.
+    pub(crate) issued_at: u64,
+    /// Expiry, Unix milliseconds.
+    pub(crate) expires_at: u64,
+    /// SHA-256 of the token (domain-separated, hex).
+    pub(crate) token_sha256: String,
 }
 
 /// Ownership and permissions of one user key.
@@ -277,13 +291,6 @@ impl GroupView {
     }
 }
 
-impl Revocation {
-    /// Whether the revoked token has expired, so the record is moot.
-    pub(crate) fn is_moot(&self, now_ms: u64) -> bool {
-        now_ms >= self.expires_at
-    }
-}
-
 impl KeyMeta {
     /// The metadata of a key created by `writer` (`None`: anonymous): owned
     /// by the writer, in the writer's first group, with `permissions`
@@ -294,13 +301,6 @@ impl KeyMeta {
             group: writer.and_then(|u| u.groups.first().cloned()),
             permissions,
         }
-    }
-
-    /// The metadata assumed for an existing key that has none (written
-    /// before auth was enabled, or whose metadata has not replicated yet):
-    /// no owner, no group, `default_permissions`.
-    pub(crate) fn unowned(permissions: Permissions) -> Self {
-        Self::for_new_key(None, permissions)
     }
 }
 
@@ -322,16 +322,18 @@ mod tests {
         assert_eq!(user_key("u1"), "_auth/users/u1");
         assert_eq!(group_key("g1"), "_auth/groups/g1");
         assert_eq!(revoked_key("j1"), "_auth/revoked/j1");
-        assert_eq!(meta_key("a/b/c"), "_auth/meta/a/b/c");
+        assert_eq!(token_key("j1"), "_auth/tokens/j1");
         for key in [
             user_key("x"),
             group_key("x"),
             revoked_key("x"),
-            meta_key("x"),
+            token_key("x"),
         ] {
-            assert!(is_reserved(&key) && key.starts_with(AUTH_ROOT));
+            assert!(
+                crate::validate_key(&key).is_err(),
+                "{key} reachable from /kv"
+            );
         }
-        assert!(!is_reserved("users/_x") && is_reserved("_x/y"));
     }
 
     #[test]
@@ -391,14 +393,8 @@ mod tests {
         assert_eq!(m.group.as_deref(), Some("g1"));
         let m = KeyMeta::for_new_key(Some(&user("a", &[])), p);
         assert_eq!((m.owner.as_deref(), m.group), (Some("a"), None));
-        assert_eq!(
-            KeyMeta::unowned(p),
-            KeyMeta {
-                owner: None,
-                group: None,
-                permissions: p
-            }
-        );
+        let m = KeyMeta::for_new_key(None, p);
+        assert_eq!((m.owner, m.group, m.permissions), (None, None, p));
     }
 
     #[test]
@@ -411,11 +407,6 @@ mod tests {
         let json = serde_json::to_string(&meta).expect("json");
         assert_eq!(json, r#"{"owner":"a","group":null,"permissions":"f31"}"#);
         assert_eq!(serde_json::from_str::<KeyMeta>(&json).expect("back"), meta);
-        let r = Revocation {
-            jti: "j".into(),
-            expires_at: 10,
-        };
-        assert!(!r.is_moot(9) && r.is_moot(10));
         let u: User = serde_json::from_str(r#"{"id":"x","name":"x"}"#).expect("defaults");
         assert!(u.groups.is_empty());
     }

@@ -49,8 +49,6 @@ pub(crate) struct PermissionsError;
 impl Permissions {
     /// The spec's default for new keys: owner all, group write+read, others read.
     pub(crate) const DEFAULT: Self = Self(0xf31);
-    /// All bits for everyone.
-    pub(crate) const ALL: Self = Self(0xfff);
     /// No bit for anyone.
     pub(crate) const NONE: Self = Self(0);
 
@@ -208,7 +206,7 @@ mod tests {
 
     #[test]
     fn from_bits_rejects_more_than_twelve_bits() {
-        assert_eq!(Permissions::from_bits(0xfff), Some(Permissions::ALL));
+        assert_eq!(Permissions::from_bits(0xfff), Some(Permissions(0xfff)));
         assert_eq!(Permissions::from_bits(0x1000), None);
         assert_eq!(Permissions::from_bits(u16::MAX), None);
     }

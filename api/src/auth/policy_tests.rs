@@ -230,7 +230,7 @@ fn anonymous_with_default_permissions() {
     // f31: others may read, not overwrite; anonymous is "other" even on keys
     // it created (they have no owner).
     let anon = Principal::Anonymous;
-    let m = KeyMeta::unowned(Permissions::DEFAULT);
+    let m = KeyMeta::for_new_key(None, Permissions::DEFAULT);
     assert_eq!(decide(&anon, Operation::Read(Some(&m)), ALL_FLAGS), Ok(()));
     assert_eq!(
         decide(&anon, Operation::Write(&m), ALL_FLAGS),
@@ -363,7 +363,7 @@ fn class_resolution() {
     assert_eq!(owner.class_on(&m), Class::Owner);
     assert_eq!(member.class_on(&m), Class::Group);
     assert_eq!(other.class_on(&m), Class::Other);
-    let unowned = KeyMeta::unowned(Permissions::DEFAULT);
+    let unowned = KeyMeta::for_new_key(None, Permissions::DEFAULT);
     assert_eq!(owner.class_on(&unowned), Class::Other);
     // Only the owner of an unowned key is... nobody: ChangeMeta needs admin.
     let denied = Err(Denied::Forbidden(Reason::NotOwner));

@@ -423,7 +423,7 @@ fn update_meta() {
 #[test]
 fn update_meta_errors() {
     let (users, groups) = world();
-    let current = KeyMeta::unowned(Permissions::DEFAULT);
+    let current = KeyMeta::for_new_key(None, Permissions::DEFAULT);
     let cases = [
         (
             json!({"owner": "ghost"}),

@@ -27,12 +27,6 @@ pub(crate) fn hash_secret(secret: &[u8]) -> String {
     hex(&digest(HASH_DOMAIN, secret))
 }
 
-/// Whether `secret` hashes to `stored` (a value produced by [`hash_secret`]),
-/// compared in constant time.
-pub(crate) fn verify_secret(secret: &[u8], stored: &str) -> bool {
-    constant_time_eq(hash_secret(secret).as_bytes(), stored.as_bytes())
-}
-
 /// Equality of two byte strings in time independent of their content.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let da = digest(b"", a);
@@ -101,14 +95,6 @@ mod tests {
     fn hash_is_domain_separated_from_plain_sha256() {
         let plain: [u8; 32] = Sha256::digest(b"hunter2").into();
         assert_ne!(hash_secret(b"hunter2"), hex(&plain));
-    }
-
-    #[test]
-    fn verify_secret_against_stored_hash() {
-        let stored = hash_secret(b"hunter2");
-        assert!(verify_secret(b"hunter2", &stored));
-        assert!(!verify_secret(b"hunter3", &stored));
-        assert!(!verify_secret(b"hunter2", ""));
     }
 
     #[test]

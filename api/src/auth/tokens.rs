@@ -167,14 +167,6 @@ impl fmt::Display for Scope {
     }
 }
 
-impl Claims {
-    /// Whether the token carries `scope` (`admin` does not imply the others
-    /// here; the policy treats `admin` as passing everything).
-    pub(crate) fn has_scope(&self, scope: Scope) -> bool {
-        self.scopes.contains(&scope)
-    }
-}
-
 impl fmt::Debug for IssuedToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IssuedToken")
@@ -186,6 +178,7 @@ impl fmt::Debug for IssuedToken {
 }
 
 /// The signing and verifying keys derived from `jwt_secret`.
+#[derive(Clone)]
 pub(crate) struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -258,11 +251,6 @@ impl TokenKeys {
             iat: 0,
             jti: self.root_jti.clone(),
         })
-    }
-
-    /// The `jti` of [`TokenKeys::root_token`].
-    pub(crate) fn root_jti(&self) -> &str {
-        &self.root_jti
     }
 
     /// Verifies `token` at `now_ms`: HS256, signature, well-formed claims,

@@ -75,7 +75,6 @@ fn issue_then_verify_round_trips() {
     assert_eq!(claims.iat, NOW / 1000);
     assert_eq!(claims.exp * 1000, issued.expires_at);
     assert!(Uuid::parse_str(&issued.jti).is_ok());
-    assert!(claims.has_scope(Scope::Read) && !claims.has_scope(Scope::Admin));
 }
 
 #[test]
@@ -316,7 +315,6 @@ fn root_token_is_deterministic_per_secret() {
         .expect("root");
     assert_ne!(a.token, other.token);
     assert_ne!(a.jti, other.jti);
-    assert_eq!(a.jti, keys().root_jti());
     assert!(Uuid::parse_str(&a.jti).is_ok());
     assert_eq!(a.expires_at, ROOT_TOKEN_EXP_SECS * 1000);
 }

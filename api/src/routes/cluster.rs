@@ -1,12 +1,16 @@
 //! The cluster and operations routes: `/health`, `/members`, `/metrics`, `/openapi.json`.
+//!
+//! Only `/members` needs authentication (the `read` scope, or `allow_anonymous_read`);
+//! `/health`, `/metrics` and `/openapi.json` are open.
 
 use std::fmt::Write as _;
 
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response as WarpResponse;
 
-use super::{Api, Handled, json_response};
+use super::{Api, Caller, Handled, json_response};
 use crate::Backend;
+use crate::auth::Operation;
 
 /// The OpenAPI 3 document of the whole API.
 const OPENAPI: &str = include_str!("../../openapi.json");
@@ -28,7 +32,8 @@ impl<B: Backend> Api<B> {
         Ok(json_response(StatusCode::OK, body.to_string()))
     }
 
-    pub(super) fn members(&self) -> Handled {
+    pub(super) fn members(&self, caller: &Caller) -> Handled {
+        self.authorize(caller, Operation::List)?;
         let body = serde_json::json!({ "members": self.backend.members() });
         Ok(json_response(StatusCode::OK, body.to_string()))
     }

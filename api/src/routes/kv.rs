@@ -9,8 +9,10 @@ use uuid::Uuid;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response as WarpResponse;
 
-use super::request::{positive, precondition, read_json_body};
-use super::{Api, Handled, Query, Request, json_response};
+use super::authn::key_meta;
+use super::request::{discard, positive, precondition, read_json_body};
+use super::{Api, Caller, Handled, Query, Request, json_response};
+use crate::auth::{KeyMeta, Operation, Permissions};
 use crate::duration::parse_duration;
 use crate::keys::decode_key;
 use crate::{ApiError, Backend};
@@ -20,19 +22,23 @@ const DEFAULT_LIMIT: u64 = 100;
 const MAX_LIMIT: u64 = 1000;
 
 impl<B: Backend> Api<B> {
-    /// The current live version of `key`, or `404`.
-    fn live_version(&self, key: &str) -> Result<Version, ApiError> {
+    /// The current live version of `key`, if any.
+    pub(super) fn current(&self, key: &str) -> Result<Option<Version>, ApiError> {
         let now = self.backend.now_ms();
-        self.backend
-            .store()
-            .get(key)?
-            .filter(|v| v.is_live(now))
-            .ok_or_else(|| ApiError::not_found(format!("key {key:?} not found")))
+        Ok(self.backend.store().get(key)?.filter(|v| v.is_live(now)))
     }
 
-    pub(super) fn get_key(&self, raw_key: &str, head: bool) -> Handled {
+    /// The current live version of `key` once `caller` may read it; `404` when absent.
+    fn readable(&self, caller: &Caller, key: &str) -> Result<Version, ApiError> {
+        let version = self.current(key)?;
+        let meta = version.as_ref().map(key_meta);
+        self.authorize(caller, Operation::Read(meta.as_ref()))?;
+        version.ok_or_else(|| not_found(key))
+    }
+
+    pub(super) fn get_key(&self, caller: &Caller, raw_key: &str, head: bool) -> Handled {
         let key = decode_key(raw_key)?;
-        let version = self.live_version(&key)?;
+        let version = self.readable(caller, &key)?;
         let body = if head {
             String::new()
         } else {
@@ -46,6 +52,7 @@ impl<B: Backend> Api<B> {
     pub(super) async fn put_key<S, D>(
         &self,
         request: &Request<'_>,
+        caller: &Caller,
         raw_key: &str,
         body: S,
     ) -> Handled
@@ -54,6 +61,10 @@ impl<B: Backend> Api<B> {
         D: Buf,
     {
         let key = decode_key(raw_key)?;
+        if let Err(denied) = self.may_put(caller, &key) {
+            discard(body).await;
+            return Err(denied);
+        }
         let precondition = precondition(request.headers, true)?;
         let ttl_ms = request
             .query
@@ -68,7 +79,7 @@ impl<B: Backend> Api<B> {
             })
             .transpose()?;
         let data = read_json_body(request.headers, body, self.config.max_value_bytes).await?;
-        let op = self.write_op(key, Mutation::Put { data, ttl_ms }, precondition);
+        let op = self.write_op(caller, key, Mutation::Put { data, ttl_ms }, precondition);
         let outcome = self.commit(op).await?;
         let status = if outcome.created {
             StatusCode::CREATED
@@ -80,53 +91,74 @@ impl<B: Backend> Api<B> {
         Ok(response)
     }
 
-    pub(super) async fn delete_key(&self, request: &Request<'_>, raw_key: &str) -> Handled {
+    /// Whether `caller` may put `key`: overwrite it, or create it below its nearest
+    /// existing ancestor.
+    fn may_put(&self, caller: &Caller, key: &str) -> Result<(), ApiError> {
+        let current = self.current(key)?.map(|v| key_meta(&v));
+        let ancestor = match current {
+            Some(_) => None,
+            None => self.ancestor_meta(caller, key)?,
+        };
+        self.authorize(caller, Operation::put(current.as_ref(), ancestor.as_ref()))
+    }
+
+    pub(super) async fn delete_key(
+        &self,
+        request: &Request<'_>,
+        caller: &Caller,
+        raw_key: &str,
+    ) -> Handled {
         let key = decode_key(raw_key)?;
         let precondition = precondition(request.headers, false)?;
-        let op = self.write_op(key, Mutation::Delete, precondition);
+        let current = self.current(&key)?.map(|v| key_meta(&v));
+        self.authorize(caller, Operation::Delete(current.as_ref()))?;
+        let op = self.write_op(caller, key, Mutation::Delete, precondition);
         self.commit(op).await?;
         let mut response = json_response(StatusCode::NO_CONTENT, String::new());
         response.headers_mut().remove(header::CONTENT_TYPE);
         Ok(response)
     }
 
-    fn write_op(
+    /// A write of `key` by `caller`, who owns the key if this creates it.
+    pub(super) fn write_op(
         &self,
+        caller: &Caller,
         key: String,
         mutation: Mutation,
         precondition: kvs_sync::Precondition,
     ) -> WriteOp {
+        let permissions =
+            Permissions::from_bits(self.config.default_permissions).unwrap_or(Permissions::DEFAULT);
+        let meta = KeyMeta::for_new_key(caller.user(), permissions);
         WriteOp {
             key,
             mutation,
             precondition,
             uuid: Uuid::new_v4(),
             origin_joined_at: self.backend.joined_at(),
-            owner: None,
-            group: None,
-            permissions: self.config.default_permissions,
+            owner: meta.owner,
+            group: meta.group,
+            permissions: meta.permissions.bits(),
         }
     }
 
-    async fn commit(&self, op: WriteOp) -> Result<kvs_sync::WriteOutcome, ApiError> {
+    pub(super) async fn commit(&self, op: WriteOp) -> Result<kvs_sync::WriteOutcome, ApiError> {
         let key = op.key.clone();
         match self.backend.write(op).await? {
             Ok(outcome) => Ok(outcome),
-            Err(WriteRejected::NotFound) => {
-                Err(ApiError::not_found(format!("key {key:?} not found")))
-            }
+            Err(WriteRejected::NotFound) => Err(not_found(&key)),
             Err(WriteRejected::PreconditionFailed) => Err(ApiError::precondition_failed(format!(
                 "the precondition on {key:?} does not hold"
             ))),
         }
     }
 
-    pub(super) fn history(&self, raw_key: &str) -> Handled {
+    pub(super) fn history(&self, caller: &Caller, raw_key: &str) -> Handled {
         if !self.config.history_enabled {
             return Err(ApiError::not_found("revision history is disabled"));
         }
         let key = decode_key(raw_key)?;
-        self.live_version(&key)?;
+        self.readable(caller, &key)?;
         let revisions = self.backend.store().history(&key)?;
         let mut body = String::from("{\"revisions\":[");
         for (i, version) in revisions.iter().enumerate() {
@@ -139,7 +171,8 @@ impl<B: Backend> Api<B> {
         Ok(json_response(StatusCode::OK, body))
     }
 
-    pub(super) fn list(&self, query: &Query) -> Handled {
+    pub(super) fn list(&self, caller: &Caller, query: &Query) -> Handled {
+        self.authorize(caller, Operation::List)?;
         let limit = positive(query, "limit")?
             .unwrap_or(DEFAULT_LIMIT)
             .min(MAX_LIMIT) as usize;
@@ -180,6 +213,11 @@ impl<B: Backend> Api<B> {
         };
         Ok(json_response(StatusCode::OK, page_json(&page)))
     }
+}
+
+/// `404 not_found` for `key`.
+pub(super) fn not_found(key: &str) -> ApiError {
+    ApiError::not_found(format!("key {key:?} not found"))
 }
 
 /// `{"uuid","timestamp"[,"data"]}` with the stored JSON text embedded as is.

@@ -3,8 +3,16 @@
 //! body. Dispatching by hand (rather than with chained warp filters and rejections) keeps
 //! `404`/`405`/`413` and the error format exact for every path.
 
+mod auth_groups;
+mod auth_routes;
+mod auth_tokens;
+mod auth_users;
+mod authn;
+mod bootstrap;
 mod cluster;
 mod kv;
+mod meta;
+mod records;
 mod request;
 
 use std::sync::Arc;
@@ -19,6 +27,8 @@ use warp::reply::Response as WarpResponse;
 use crate::metrics::RequestMetrics;
 use crate::{ApiError, Backend};
 
+pub use authn::AuthConfig;
+pub(crate) use authn::Caller;
 pub(crate) use request::Query;
 
 /// Settings of the API taken from the node's config.
@@ -32,6 +42,8 @@ pub struct ApiConfig {
     pub default_permissions: u16,
     /// The version string `GET /health` reports.
     pub version: String,
+    /// Authentication and permissions; `None` when `auth_enabled` is false.
+    pub auth: Option<AuthConfig>,
 }
 
 /// The API of one node over its [`Backend`].
@@ -39,6 +51,9 @@ pub struct Api<B> {
     backend: Arc<B>,
     config: ApiConfig,
     metrics: RequestMetrics,
+    /// Serializes `/auth` changes on this node, so that checks such as unique names see
+    /// the previous change.
+    admin_lock: tokio::sync::Mutex<()>,
 }
 
 /// One request as the dispatcher sees it.
@@ -58,6 +73,7 @@ impl<B: Backend> Api<B> {
             backend,
             config,
             metrics: RequestMetrics::new(),
+            admin_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -119,27 +135,51 @@ impl<B: Backend> Api<B> {
         D: Buf,
     {
         let path = request.path;
-        let method = request.method;
+        match path {
+            "/health" => return (3, self.only_get(request, Api::health)),
+            "/metrics" => return (5, self.only_get(request, Api::metrics)),
+            "/openapi.json" => return (6, self.only_get(request, |_| Ok(cluster::openapi()))),
+            _ => {}
+        }
+        let route = route_index(path);
+        let caller = match self.authenticate(request.headers) {
+            Ok(caller) => caller,
+            Err(error) => {
+                request::discard(body).await;
+                return (route, Err(error));
+            }
+        };
+        (route, self.route(request, &caller, body).await)
+    }
+
+    async fn route<S, D>(&self, request: &Request<'_>, caller: &Caller, body: S) -> Handled
+    where
+        S: Stream<Item = Result<D, warp::Error>> + Send,
+        D: Buf,
+    {
+        let (path, method) = (request.path, request.method);
         if let Some(raw_key) = path.strip_prefix("/kv/").filter(|k| !k.is_empty()) {
-            let result = match *method {
-                Method::GET => self.get_key(raw_key, false),
-                Method::HEAD => self.get_key(raw_key, true),
-                Method::PUT => self.put_key(request, raw_key, body).await,
-                Method::DELETE => self.delete_key(request, raw_key).await,
+            return match *method {
+                Method::GET => self.get_key(caller, raw_key, false),
+                Method::HEAD => self.get_key(caller, raw_key, true),
+                Method::PUT => self.put_key(request, caller, raw_key, body).await,
+                Method::DELETE => self.delete_key(request, caller, raw_key).await,
                 _ => Err(ApiError::method_not_allowed(method.as_str(), path)),
             };
-            return (0, result);
         }
         if let Some(raw_key) = path.strip_prefix("/history/") {
-            return (2, self.only_get(request, |api| api.history(raw_key)));
+            return self.only_get(request, |api| api.history(caller, raw_key));
+        }
+        if let Some(raw_key) = path.strip_prefix("/meta/") {
+            return self.meta(request, caller, raw_key, body).await;
+        }
+        if let Some(rest) = path.strip_prefix("/auth/") {
+            return self.auth(request, caller, rest, body).await;
         }
         match path {
-            "/kv" | "/kv/" => (1, self.only_get(request, |api| api.list(&request.query))),
-            "/health" => (3, self.only_get(request, Api::health)),
-            "/members" => (4, self.only_get(request, Api::members)),
-            "/metrics" => (5, self.only_get(request, Api::metrics)),
-            "/openapi.json" => (6, self.only_get(request, |_| Ok(cluster::openapi()))),
-            _ => (7, Err(ApiError::not_found(format!("no route for {path}")))),
+            "/kv" | "/kv/" => self.only_get(request, |api| api.list(caller, &request.query)),
+            "/members" => self.only_get(request, |api| api.members(caller)),
+            _ => Err(ApiError::not_found(format!("no route for {path}"))),
         }
     }
 
@@ -167,7 +207,33 @@ pub(crate) fn json_response(status: StatusCode, body: String) -> WarpResponse {
 }
 
 fn error_response(error: &ApiError) -> WarpResponse {
-    json_response(error.status(), error.body())
+    let mut response = json_response(error.status(), error.body());
+    if let Some(challenge) = error.www_authenticate() {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static(challenge),
+        );
+    }
+    response
+}
+
+/// The metrics route of a path that needs authentication (indexes `metrics::ROUTES`).
+fn route_index(path: &str) -> usize {
+    if path.starts_with("/kv/") && path.len() > 4 {
+        0
+    } else if path == "/kv" || path == "/kv/" {
+        1
+    } else if path.starts_with("/history/") {
+        2
+    } else if path == "/members" {
+        4
+    } else if path.starts_with("/auth/") {
+        7
+    } else if path.starts_with("/meta/") {
+        8
+    } else {
+        9
+    }
 }
 
 fn strip_body(response: WarpResponse) -> WarpResponse {

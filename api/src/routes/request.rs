@@ -135,6 +135,16 @@ where
     }
 }
 
+/// Reads and discards a body the request is refused without (up to a bound), so that
+/// the client reads the refusal rather than a reset connection.
+pub(crate) async fn discard<S, D>(body: S)
+where
+    S: Stream<Item = Result<D, warp::Error>> + Send,
+    D: Buf,
+{
+    drain(std::pin::pin!(body), 0).await;
+}
+
 /// Oversized bodies are drained up to 4x the limit, and at least this much.
 const DRAIN_AT_LEAST: usize = 16 << 20;
 

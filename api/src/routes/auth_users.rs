@@ -1,0 +1,73 @@
+//! `/auth/users`: create, list, read, update and delete users.
+//!
+//! A user is `{"id","name","groups","created_at"}`; ids are UUIDs (`root` for the
+//! bootstrap administrator, which can be neither renamed nor deleted). Deleting a user
+//! makes every token issued to it fail at once (the user lookup of each request).
+
+use uuid::Uuid;
+use warp::http::StatusCode;
+
+use super::Api;
+use super::Handled;
+use super::auth_routes::{json_reply, no_content};
+use crate::auth::{
+    CreateUser, ModelError, RecordKind, UpdateUser, User, plan_create_user, plan_delete_user,
+    plan_update_user, user_key,
+};
+use crate::{ApiError, Backend};
+
+impl<B: Backend> Api<B> {
+    pub(super) fn list_users(&self) -> Handled {
+        let groups = self.groups()?;
+        let users: Vec<User> = self
+            .users()?
+            .iter()
+            .map(|u| u.without_dangling_groups(&groups))
+            .collect();
+        json_reply(StatusCode::OK, &serde_json::json!({ "users": users }))
+    }
+
+    pub(super) fn get_user(&self, id: &str) -> Handled {
+        let user = self.user_record(id)?;
+        json_reply(
+            StatusCode::OK,
+            &user.without_dangling_groups(&self.groups()?),
+        )
+    }
+
+    pub(super) async fn create_user(&self, request: CreateUser) -> Handled {
+        let _guard = self.admin_lock.lock().await;
+        let id = Uuid::new_v4().to_string();
+        let now = self.backend.now_ms();
+        let user = plan_create_user(&request, &id, now, &self.users()?, &self.groups()?)?;
+        self.put_record(user_key(&user.id), &user, None).await?;
+        tracing::info!(user_id = %user.id, name = %user.name, "user created");
+        json_reply(StatusCode::CREATED, &user)
+    }
+
+    pub(super) async fn update_user(&self, id: &str, request: UpdateUser) -> Handled {
+        let _guard = self.admin_lock.lock().await;
+        let user = plan_update_user(id, &request, &self.users()?, &self.groups()?)?;
+        self.put_record(user_key(&user.id), &user, None).await?;
+        json_reply(StatusCode::OK, &user)
+    }
+
+    pub(super) async fn delete_user(&self, id: &str) -> Handled {
+        let _guard = self.admin_lock.lock().await;
+        plan_delete_user(id, &self.users()?)?;
+        self.delete_record(user_key(id)).await?;
+        tracing::info!(user_id = %id, "user deleted");
+        Ok(no_content())
+    }
+
+    /// The user `id`, or `404`.
+    fn user_record(&self, id: &str) -> Result<User, ApiError> {
+        self.load::<User>(&user_key(id))?.ok_or_else(|| {
+            ModelError::NotFound {
+                kind: RecordKind::User,
+                id: id.chars().take(64).collect(),
+            }
+            .into()
+        })
+    }
+}

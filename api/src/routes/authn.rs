@@ -1,0 +1,172 @@
+//! Authentication of every request and the route side of authorization.
+//!
+//! [`Api::authenticate`] turns the `Authorization` header into a [`Caller`]: with
+//! `auth_enabled: false` every caller is [`Caller::Unchecked`]; otherwise the bearer token
+//! is verified (HS256, signature, expiry), then its `jti` is looked up under
+//! `_auth/revoked/` and its `sub` under `_auth/users/`: two store reads, no cache, so a
+//! revocation or a user deletion applies to the very next request. [`Api::authorize`]
+//! hands the decision to the pure [`crate::auth::authorize`].
+
+use kvs_sync::Version;
+use warp::http::{HeaderMap, header};
+
+use super::Api;
+use crate::auth::{
+    AccessRequest, AnonymousAccess, KeyMeta, Operation, Permissions, Principal, TokenError,
+    TokenKeys, User, admit, ancestors, authorize, bearer_token, revoked_key, user_key,
+};
+use crate::{ApiError, Backend};
+
+/// The authentication settings of a node with `auth_enabled: true`.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub(crate) keys: TokenKeys,
+    pub(crate) anonymous: AnonymousAccess,
+}
+
+impl AuthConfig {
+    /// Settings from `jwt_secret` (must not be empty) and the anonymous-access flags
+    /// `allow_anonymous_read` and `allow_anonymous_write`.
+    pub fn new(
+        jwt_secret: &str,
+        allow_anonymous_read: bool,
+        allow_anonymous_write: bool,
+    ) -> Result<Self, ApiError> {
+        let keys = TokenKeys::new(jwt_secret.as_bytes())
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok(Self {
+            keys,
+            anonymous: AnonymousAccess {
+                read: allow_anonymous_read,
+                write: allow_anonymous_write,
+            },
+        })
+    }
+}
+
+/// Who sent a request, as far as the routes care.
+#[derive(Debug, Clone)]
+pub(crate) enum Caller {
+    /// `auth_enabled: false`: every check passes and new keys have no owner.
+    Unchecked,
+    /// An authenticated user (with their current record) or an anonymous client.
+    Checked {
+        /// The principal the policy decides on.
+        principal: Principal,
+        /// The user record of an authenticated caller.
+        user: Option<User>,
+    },
+}
+
+impl Caller {
+    /// The user record of an authenticated caller.
+    pub(crate) fn user(&self) -> Option<&User> {
+        match self {
+            Caller::Checked { user, .. } => user.as_ref(),
+            Caller::Unchecked => None,
+        }
+    }
+
+    /// Whether the caller is an unauthenticated client of a node with auth on.
+    pub(crate) fn is_anonymous(&self) -> bool {
+        matches!(
+            self,
+            Caller::Checked {
+                principal: Principal::Anonymous,
+                ..
+            }
+        )
+    }
+}
+
+/// The ownership and permissions recorded in a key's version.
+pub(crate) fn key_meta(version: &Version) -> KeyMeta {
+    KeyMeta {
+        owner: version.owner.clone(),
+        group: version.group.clone(),
+        permissions: Permissions::from_bits(version.permissions & 0xfff)
+            .unwrap_or(Permissions::NONE),
+    }
+}
+
+impl<B: Backend> Api<B> {
+    /// The caller of a request with `headers`; `401` for any bad token.
+    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        let Some(auth) = &self.config.auth else {
+            return Ok(Caller::Unchecked);
+        };
+        let header = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().map_err(|_| TokenError::BadHeader))
+            .transpose()?;
+        let Some(token) = bearer_token(header)? else {
+            return Ok(Caller::Checked {
+                principal: Principal::Anonymous,
+                user: None,
+            });
+        };
+        let now = self.backend.now_ms();
+        let claims = auth.keys.verify(token, now)?;
+        let store = self.backend.store();
+        let revoked = store
+            .get(&revoked_key(&claims.jti))?
+            .is_some_and(|v| v.is_live(now));
+        let user = match store.get(&user_key(&claims.sub))? {
+            Some(v) if v.is_live(now) => v
+                .data
+                .as_deref()
+                .and_then(|text| serde_json::from_str::<User>(text).ok()),
+            _ => None,
+        };
+        let principal = admit(&claims, revoked, user.as_ref())?;
+        Ok(Caller::Checked { principal, user })
+    }
+
+    /// The auth settings; `404` when `auth_enabled` is false.
+    pub(crate) fn auth_config(&self) -> Result<&AuthConfig, ApiError> {
+        self.config.auth.as_ref().ok_or_else(|| {
+            ApiError::not_found("authentication is disabled on this node (auth_enabled: false)")
+        })
+    }
+
+    /// Decides `operation` for `caller`: `401`/`403` on refusal.
+    pub(crate) fn authorize(
+        &self,
+        caller: &Caller,
+        operation: Operation<'_>,
+    ) -> Result<(), ApiError> {
+        let (Caller::Checked { principal, .. }, Some(auth)) = (caller, &self.config.auth) else {
+            return Ok(());
+        };
+        authorize(&AccessRequest {
+            principal,
+            operation,
+            anonymous: auth.anonymous,
+        })
+        .map_err(ApiError::from)
+    }
+
+    /// The metadata of the nearest existing (live) ancestor of `key`, which decides
+    /// whether a key may be created below it. Not looked up when auth is off.
+    pub(crate) fn ancestor_meta(
+        &self,
+        caller: &Caller,
+        key: &str,
+    ) -> Result<Option<KeyMeta>, ApiError> {
+        if matches!(caller, Caller::Unchecked) {
+            return Ok(None);
+        }
+        let now = self.backend.now_ms();
+        for ancestor in ancestors(key) {
+            if let Some(version) = self
+                .backend
+                .store()
+                .get(ancestor)?
+                .filter(|v| v.is_live(now))
+            {
+                return Ok(Some(key_meta(&version)));
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,121 @@
+//! `GET` and `PUT /meta/{key}`: a key's owner, group, permissions and expiry.
+//!
+//! The metadata is part of the key's current version; a change is a
+//! [`Mutation::SetMeta`] write (a new version with the same data and expiry), so it
+//! replicates like any write. Reading it needs the `read` scope and the owner or the R
+//! bit; changing it needs the `write` scope and the owner (or `admin`). With
+//! `auth_enabled: false` both are open.
+
+use bytes::Buf;
+use futures_util::Stream;
+use kvs_sync::{Mutation, Version};
+use warp::http::{Method, StatusCode};
+
+use super::authn::key_meta;
+use super::kv::not_found;
+use super::request::{discard, precondition, read_json_body};
+use super::{Api, Caller, Handled, Request, json_response};
+use crate::auth::{KeyMeta, Operation, UpdateMeta, plan_update_meta};
+use crate::keys::decode_key;
+use crate::{ApiError, Backend};
+
+impl<B: Backend> Api<B> {
+    pub(super) async fn meta<S, D>(
+        &self,
+        request: &Request<'_>,
+        caller: &Caller,
+        raw_key: &str,
+        body: S,
+    ) -> Handled
+    where
+        S: Stream<Item = Result<D, warp::Error>> + Send,
+        D: Buf,
+    {
+        let key = decode_key(raw_key)?;
+        let version = self.current(&key)?;
+        let meta = version.as_ref().map(key_meta);
+        match *request.method {
+            Method::GET => {
+                let operation = match &meta {
+                    Some(meta) => Operation::ReadMeta(meta),
+                    None if caller.is_anonymous() => Operation::ReadMeta(&NO_META),
+                    None => Operation::Read(None),
+                };
+                self.authorize(caller, operation)?;
+                let version = version.ok_or_else(|| not_found(&key))?;
+                Ok(json_response(StatusCode::OK, meta_json(&version)))
+            }
+            Method::PUT => {
+                // An absent key's metadata: only an authenticated writer learns it is absent.
+                let operation = match &meta {
+                    Some(meta) => Operation::ChangeMeta(meta),
+                    None => Operation::Delete(None),
+                };
+                if let Err(denied) = self.authorize(caller, operation) {
+                    discard(body).await;
+                    return Err(denied);
+                }
+                let Some(meta) = meta else {
+                    discard(body).await;
+                    return Err(not_found(&key));
+                };
+                self.change_meta(request, caller, key, &meta, body).await
+            }
+            _ => Err(ApiError::method_not_allowed(
+                request.method.as_str(),
+                request.path,
+            )),
+        }
+    }
+
+    async fn change_meta<S, D>(
+        &self,
+        request: &Request<'_>,
+        caller: &Caller,
+        key: String,
+        meta: &KeyMeta,
+        body: S,
+    ) -> Handled
+    where
+        S: Stream<Item = Result<D, warp::Error>> + Send,
+        D: Buf,
+    {
+        let precondition = precondition(request.headers, false)?;
+        let text = read_json_body(request.headers, body, self.config.max_value_bytes).await?;
+        let change: UpdateMeta = serde_json::from_str(&text)
+            .map_err(|e| ApiError::bad_request(format!("not a metadata change: {e}")))?;
+        let (users, groups) = if change.owner.is_some() || change.group.is_some() {
+            (self.users()?, self.groups()?)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let new = plan_update_meta(meta, &change, &users, &groups)?;
+        let mutation = Mutation::SetMeta {
+            owner: new.owner,
+            group: new.group,
+            permissions: new.permissions.bits(),
+        };
+        let op = self.write_op(caller, key, mutation, precondition);
+        let outcome = self.commit(op).await?;
+        Ok(json_response(StatusCode::OK, meta_json(&outcome.version)))
+    }
+}
+
+/// Stands in for an absent key's metadata when only the principal matters.
+static NO_META: KeyMeta = KeyMeta {
+    owner: None,
+    group: None,
+    permissions: crate::auth::Permissions::NONE,
+};
+
+/// `{"owner","group","permissions","expires_at"}` of a version.
+fn meta_json(version: &Version) -> String {
+    let meta = key_meta(version);
+    serde_json::json!({
+        "owner": meta.owner,
+        "group": meta.group,
+        "permissions": meta.permissions.to_string(),
+        "expires_at": version.expires_at,
+    })
+    .to_string()
+}

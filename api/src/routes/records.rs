@@ -1,0 +1,90 @@
+//! The auth records as versioned entries of the reserved `_auth/...` keyspace: reading
+//! them from the store and writing them through the node's normal write path, so that
+//! they replicate like data.
+
+use kvs_sync::{Mutation, Precondition, WriteOp, WriteRejected};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::Api;
+use crate::auth::{GROUPS_PREFIX, Group, USERS_PREFIX, User};
+use crate::{ApiError, Backend};
+
+/// Page size when reading a whole record kind.
+const PAGE: usize = 1000;
+
+impl<B: Backend> Api<B> {
+    /// The record at `key`, if it is live.
+    pub(super) fn load<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ApiError> {
+        let Some(version) = self.current(key)? else {
+            return Ok(None);
+        };
+        let text = version.data.as_deref().unwrap_or("null");
+        serde_json::from_str(text)
+            .map(Some)
+            .map_err(|e| ApiError::internal(format!("the record {key:?} is unreadable: {e}")))
+    }
+
+    /// Every live record under `prefix`, in key order.
+    fn load_all<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, ApiError> {
+        let store = self.backend.store();
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.list(prefix, after.as_deref(), PAGE, self.backend.now_ms())?;
+            for item in &page.items {
+                out.extend(self.load::<T>(&item.key)?);
+            }
+            match page.items.last() {
+                Some(last) if page.next.is_some() => after = Some(last.key.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Every user.
+    pub(super) fn users(&self) -> Result<Vec<User>, ApiError> {
+        self.load_all(USERS_PREFIX)
+    }
+
+    /// Every group.
+    pub(super) fn groups(&self) -> Result<Vec<Group>, ApiError> {
+        self.load_all(GROUPS_PREFIX)
+    }
+
+    /// Writes `value` as the record at `key`, expiring after `ttl_ms` if given.
+    pub(super) async fn put_record<T: Serialize>(
+        &self,
+        key: String,
+        value: &T,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), ApiError> {
+        let data = serde_json::to_string(value).map_err(ApiError::internal)?;
+        self.write_record(key, Mutation::Put { data, ttl_ms }).await
+    }
+
+    /// Deletes the record at `key` (absent already is fine).
+    pub(super) async fn delete_record(&self, key: String) -> Result<(), ApiError> {
+        self.write_record(key, Mutation::Delete).await
+    }
+
+    async fn write_record(&self, key: String, mutation: Mutation) -> Result<(), ApiError> {
+        let op = WriteOp {
+            key,
+            mutation,
+            precondition: Precondition::None,
+            uuid: Uuid::new_v4(),
+            origin_joined_at: self.backend.joined_at(),
+            owner: None,
+            group: None,
+            permissions: 0,
+        };
+        match self.backend.write(op).await? {
+            Ok(_) | Err(WriteRejected::NotFound) => Ok(()),
+            Err(WriteRejected::PreconditionFailed) => Err(ApiError::internal(
+                "an unconditional record write was refused",
+            )),
+        }
+    }
+}
