@@ -93,11 +93,22 @@ fn spread_1000(seeds: u64) {
     );
 }
 
-fn bytes_per_node(n: usize, window: Duration) {
+/// Bytes and datagrams each node sends per second in a quiet cluster of `n`, over two
+/// push-pull intervals (at least 600 s), starting once the random first push-pulls of
+/// the formation are over.
+fn bytes_per_node(n: usize) {
+    let cfg = SwimConfig::lan();
+    let scale = (n as f64 / cfg.push_pull_scale_threshold as f64).max(1.0);
+    let push_pull = cfg
+        .push_pull_interval
+        .mul_f64(scale)
+        .min(cfg.push_pull_interval_max);
+    let window = (push_pull * 2).max(secs(600));
     let mut sim = formed(1, n, 0);
+    let start = sim.now.max(cfg.push_pull_interval + secs(5));
+    sim.run_until(start);
     let (b0, d0) = (sim.bytes, sim.datagrams);
-    let t = sim.now;
-    sim.run_until(t + window);
+    sim.run_until(start + window);
     let per = |v: u64| v as f64 / n as f64 / window.as_secs_f64();
     println!(
         "steady state N={n}, {} s: {:.0} bytes/node/s sent, {:.1} datagrams/node/s",
@@ -122,9 +133,9 @@ fn main() {
         spread_1000(seeds.min(5));
     }
     if matches!(what, "all" | "bytes") {
-        bytes_per_node(10, secs(600));
-        bytes_per_node(100, secs(600));
-        bytes_per_node(1000, secs(600));
+        bytes_per_node(10);
+        bytes_per_node(100);
+        bytes_per_node(1000);
     }
     eprintln!("(took {:.0} s)", started.elapsed().as_secs_f64());
 }

@@ -55,11 +55,7 @@ impl Swim {
             .health
             .scale(record.rtt.probe_timeout(&self.cfg))
             .min(period / 2);
-        // Buddy system: tell a suspect member it is suspected, so it refutes at once.
-        let mut first = Vec::new();
-        if self.cfg.lifeguard && record.state == MemberState::Suspect {
-            first.push(self.suspect_update(&target));
-        }
+        let mut first = self.buddy(&target);
         first.extend(self.reassertions(&target));
         let seq = self.next_seq();
         self.probe = Some(Probe {
@@ -86,14 +82,12 @@ impl Swim {
         let (target, target_addr) = (probe.target.clone(), probe.addr);
         // A second direct ping alongside the indirect ones: under loss it halves the
         // chance that a live target misses the whole period.
-        self.send(
-            target_addr,
-            Message::Ping {
-                seq,
-                target: target.clone(),
-            },
-            Vec::new(),
-        );
+        let buddy = self.buddy(&target);
+        let ping = Message::Ping {
+            seq,
+            target: target.clone(),
+        };
+        self.send(target_addr, ping, buddy);
         let relays = self
             .members
             .random_live(&mut self.rng, self.cfg.indirect_checks, &[&target]);
@@ -146,6 +140,20 @@ impl Swim {
                 from: self.me.id.clone(),
             };
             self.apply(update, &Source::Gossip, now);
+        }
+    }
+
+    /// Buddy system (Lifeguard): a ping to a suspect member carries the suspicion, so that
+    /// it refutes at once, in its ack.
+    fn buddy(&self, target: &NodeId) -> Vec<Update> {
+        let suspect = self
+            .members
+            .get(target)
+            .is_some_and(|r| r.state == MemberState::Suspect);
+        if self.cfg.lifeguard && suspect {
+            vec![self.suspect_update(target)]
+        } else {
+            Vec::new()
         }
     }
 

@@ -105,7 +105,8 @@ impl Sim {
             blocked: BTreeSet::new(),
         };
         for i in 0..n {
-            let id = NodeId::new(format!("node-{i:04}"));
+            // UUID-sized ids, as the node binary uses, so that byte counts are realistic.
+            let id = NodeId::new(format!("00000000-0000-4000-8000-{i:012}"));
             let addr = SocketAddr::from(([10, 0, (i / 256) as u8, (i % 256) as u8], 7946));
             sim.by_addr.insert(addr, i);
             sim.by_id.insert(id.clone(), i);
