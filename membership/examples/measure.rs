@@ -3,7 +3,7 @@
 //! 30 % loss, protocol periods for one join to reach 1,000 nodes, and bytes per node per
 //! second in a steady cluster of 10, 100 and 1,000 nodes.
 //!
-//! `cargo run --release -p kvs-membership --example measure -- [all|crash|loss|spread|bytes] [SEEDS]`
+//! `cargo run --release -p kvs-membership --example measure -- [all|crash|loss|slow|spread|bytes] [SEEDS]`
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
@@ -118,6 +118,35 @@ fn bytes_per_node(n: usize) {
     );
 }
 
+/// One node of 20 handles datagrams up to 400 ms late, 120 s: suspicions it raises against
+/// healthy members, all false suspicions, and false deaths, with and without Lifeguard.
+fn slow_node(seeds: u64) {
+    for lifeguard in [true, false] {
+        let (mut by_slow, mut all, mut deaths) = (0, 0, 0);
+        for seed in 1..=seeds {
+            let cfg = SwimConfig {
+                lifeguard,
+                ..SwimConfig::lan()
+            };
+            let mut sim = Sim::new(seed, 20, cfg);
+            sim.form(ms(5), secs(10));
+            sim.nodes[0].slow = ms(400);
+            let t = sim.now;
+            sim.run_until(t + secs(120));
+            let fresh = sim.log.iter().filter(|l| l.at >= t && l.subject_up);
+            by_slow += fresh
+                .clone()
+                .filter(|l| l.observer == 0 && l.seen == Seen::Suspect)
+                .count();
+            all += fresh.filter(|l| l.seen == Seen::Suspect).count();
+            deaths += sim.false_deaths();
+        }
+        println!(
+            "slow node, N=20, 120 s, {seeds} seeds, lifeguard {lifeguard}: suspicions raised by the slow node {by_slow}, false suspicion events {all}, false deaths {deaths}"
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let what = args.get(1).map_or("all", String::as_str);
@@ -128,6 +157,9 @@ fn main() {
     }
     if matches!(what, "all" | "loss") {
         false_deaths_at_loss(seeds);
+    }
+    if matches!(what, "all" | "slow") {
+        slow_node(seeds.min(20));
     }
     if matches!(what, "all" | "spread") {
         spread_1000(seeds.min(5));
