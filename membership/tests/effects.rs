@@ -1,0 +1,129 @@
+//! Exact effects of single inputs on a pair of `Swim` nodes wired by hand (design.md
+//! practice 2): which datagrams go where, which events come out, what is rejected.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kvs_membership::{
+    LocalMember, MemberState, MembershipEvent, Swim, SwimConfig, SwimError, Transmit,
+};
+use kvs_net::NodeId;
+
+fn local(name: &str, port: u16) -> LocalMember {
+    LocalMember {
+        id: NodeId::from(name),
+        gossip_addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        meta: b"meta".to_vec(),
+        incarnation: 0,
+        joined_at: 1_000,
+    }
+}
+
+fn drain(swim: &mut Swim) -> Vec<Transmit> {
+    std::iter::from_fn(|| swim.poll_transmit()).collect()
+}
+
+fn events(swim: &mut Swim) -> Vec<MembershipEvent> {
+    std::iter::from_fn(|| swim.poll_event()).collect()
+}
+
+#[test]
+fn join_is_one_push_pull_each_way() {
+    let t = Duration::ZERO;
+    let (la, lb) = (local("a", 1), local("b", 2));
+    let mut a = Swim::new(la.clone(), SwimConfig::lan(), 1, t).unwrap();
+    let mut b = Swim::new(lb.clone(), SwimConfig::lan(), 2, t).unwrap();
+    a.join(&[lb.gossip_addr, la.gossip_addr], t);
+    let out = drain(&mut a);
+    assert_eq!(out.len(), 1, "own address is not a seed");
+    assert_eq!(out[0].dst, lb.gossip_addr);
+
+    b.handle_datagram(la.gossip_addr, &out[0].payload, t);
+    let reply = drain(&mut b);
+    assert_eq!(reply.len(), 1);
+    assert_eq!(reply[0].dst, la.gossip_addr);
+    match events(&mut b).as_slice() {
+        [MembershipEvent::Alive(m)] => {
+            assert_eq!(
+                (m.id.as_str(), m.state, m.joined_at),
+                ("a", MemberState::Alive, 1_000)
+            );
+        }
+        other => panic!("unexpected events {other:?}"),
+    }
+
+    a.handle_datagram(lb.gossip_addr, &reply[0].payload, t);
+    assert!(
+        matches!(events(&mut a).as_slice(), [MembershipEvent::Alive(m)] if m.id.as_str() == "b")
+    );
+    assert_eq!(a.live_members(), 2);
+    assert_eq!(a.metrics().push_pulls, 1);
+    assert_eq!(
+        b.metrics().push_pulls,
+        0,
+        "a reply is not an exchange of its own"
+    );
+}
+
+#[test]
+fn first_probe_pings_the_only_member() {
+    let t = Duration::ZERO;
+    let (la, lb) = (local("a", 1), local("b", 2));
+    let mut a = Swim::new(la.clone(), SwimConfig::lan(), 1, t).unwrap();
+    let mut b = Swim::new(lb.clone(), SwimConfig::lan(), 2, t).unwrap();
+    a.join(&[lb.gossip_addr], t);
+    let join = drain(&mut a).remove(0);
+    b.handle_datagram(la.gossip_addr, &join.payload, t);
+    let reply = drain(&mut b).remove(0);
+    a.handle_datagram(lb.gossip_addr, &reply.payload, t);
+    drain(&mut a);
+
+    let mut now = t;
+    while a.metrics().probes == 0 {
+        now = a.poll_timeout().expect("timers run");
+        a.handle_timeout(now);
+    }
+    let ping: Vec<Transmit> = drain(&mut a)
+        .into_iter()
+        .filter(|x| x.dst == lb.gossip_addr)
+        .collect();
+    assert_eq!(ping.len(), 1);
+    let later = now + Duration::from_millis(1);
+    b.handle_datagram(la.gossip_addr, &ping[0].payload, later);
+    let ack = drain(&mut b);
+    assert_eq!(ack.len(), 1);
+    a.handle_datagram(lb.gossip_addr, &ack[0].payload, later);
+    assert_eq!(a.metrics().acks, 1);
+    let rtt = a.member(&NodeId::from("b")).unwrap().rtt;
+    assert_eq!(rtt, Some(Duration::from_millis(1)));
+}
+
+#[test]
+fn oversized_identity_and_bad_config_are_rejected() {
+    let mut big = local("a", 1);
+    big.id = NodeId::new("x".repeat(129));
+    let err = Swim::new(big, SwimConfig::lan(), 1, Duration::ZERO).unwrap_err();
+    assert_eq!(err, SwimError::IdentityTooLarge);
+    let cfg = SwimConfig {
+        max_payload: 600,
+        ..SwimConfig::lan()
+    };
+    assert!(matches!(
+        Swim::new(local("a", 1), cfg, 1, Duration::ZERO),
+        Err(SwimError::Config(_))
+    ));
+}
+
+#[test]
+fn a_lone_node_that_leaves_goes_quiet() {
+    let mut a = Swim::new(local("a", 1), SwimConfig::lan(), 1, Duration::ZERO).unwrap();
+    assert!(a.poll_timeout().is_some());
+    a.leave(Duration::from_secs(1));
+    for _ in 0..10 {
+        let Some(at) = a.poll_timeout() else { break };
+        assert!(at <= Duration::from_secs(2), "still busy at {at:?}");
+        a.handle_timeout(at);
+    }
+    assert_eq!(a.poll_timeout(), None);
+    assert_eq!(a.members()[0].state, MemberState::Left);
+}
