@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kvs_sync::{
     ListPage, PurgeStats, Store, StoreError, StoreOptions, StoreStats, Version, WriteOp,
@@ -24,6 +24,9 @@ use super::{LmdbStore, record};
 
 /// The most versions the applier moves to LMDB in one transaction.
 const APPLY_BATCH: usize = 8192;
+/// The applier lets writes accumulate this long (unless a reader waits): LMDB rewrites
+/// every B-tree page a commit touches, so fewer, larger commits write far fewer pages.
+const APPLY_DELAY: Duration = Duration::from_millis(20);
 
 #[derive(Default)]
 struct Pending {
@@ -35,6 +38,8 @@ struct Pending {
     accepted: u64,
     /// The last seq committed to LMDB.
     applied: u64,
+    /// A reader waits for the applier: apply now rather than after [`APPLY_DELAY`].
+    hurry: bool,
     stopping: bool,
 }
 
@@ -130,6 +135,10 @@ impl DurableStore {
     fn caught_up(&self) {
         let mut pending = self.shared.lock();
         let target = pending.accepted;
+        if pending.applied < target {
+            pending.hurry = true;
+            self.shared.work.notify_all();
+        }
         while pending.applied < target && !pending.stopping {
             pending = self
                 .shared
@@ -163,24 +172,41 @@ impl Drop for DurableStore {
     }
 }
 
+/// Waits for accepted writes and takes the next batch for LMDB: after [`APPLY_DELAY`],
+/// or at once when a reader waits, the batch is full, or the store stops. `None` when the
+/// store stops with nothing left.
+fn next_batch(shared: &Shared) -> Option<Vec<(u64, Staged)>> {
+    let mut pending = shared.lock();
+    while pending.queue.is_empty() && !pending.stopping {
+        pending = shared.work.wait(pending).unwrap_or_else(PoisonError::into_inner);
+    }
+    if pending.queue.is_empty() {
+        return None;
+    }
+    let deadline = Instant::now() + APPLY_DELAY;
+    while !pending.hurry && !pending.stopping && pending.queue.len() < APPLY_BATCH {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        pending = shared
+            .work
+            .wait_timeout(pending, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+    pending.hurry = false;
+    let take = pending.queue.len().min(APPLY_BATCH);
+    Some(pending.queue.drain(..take).collect())
+}
+
 fn apply_loop(lmdb: &LmdbStore, shared: &Shared, log: &Mutex<Log>) {
     // LMDB runs without meta-page fsyncs: a system crash may undo its last commit, so the
     // log keeps a commit's records until the next commit has landed.
     let mut durable_through = 0;
     loop {
-        let batch: Vec<(u64, Staged)> = {
-            let mut pending = shared.lock();
-            while pending.queue.is_empty() && !pending.stopping {
-                pending = shared
-                    .work
-                    .wait(pending)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-            if pending.queue.is_empty() {
-                return;
-            }
-            let take = pending.queue.len().min(APPLY_BATCH);
-            pending.queue.drain(..take).collect()
+        let Some(batch) = next_batch(shared) else {
+            return;
         };
         let last_seq = batch.last().map_or(0, |(seq, _)| *seq);
         let staged: Vec<Staged> = batch.into_iter().map(|(_, staged)| staged).collect();
