@@ -26,7 +26,7 @@ use super::{LmdbStore, record};
 const APPLY_BATCH: usize = 8192;
 /// The applier lets writes accumulate this long (unless a reader waits): LMDB rewrites
 /// every B-tree page a commit touches, so fewer, larger commits write far fewer pages.
-const APPLY_DELAY: Duration = Duration::from_millis(20);
+const APPLY_DELAY: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 struct Pending {
