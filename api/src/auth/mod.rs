@@ -71,5 +71,5 @@ pub(crate) use requests::{
     plan_create_group, plan_create_user, plan_delete_group, plan_delete_user, plan_issue_token,
     plan_update_group, plan_update_meta, plan_update_user,
 };
-pub(crate) use secrets::{constant_time_eq, fingerprint, hash_secret};
+pub(crate) use secrets::{constant_time_eq, fingerprint, fixed_time_eq, hash_secret};
 pub(crate) use tokens::{IssuedToken, ROOT_USER_ID, Scope, TokenError, TokenKeys, bearer_token};

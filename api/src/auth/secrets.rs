@@ -38,6 +38,19 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     black_box(diff) == 0
 }
 
+/// Equality of two byte strings of public length in time independent of their
+/// content (a length mismatch answers at once).
+pub(crate) fn fixed_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0u8, |acc, (x, y)| acc | black_box(x ^ y));
+    black_box(diff) == 0
+}
+
 /// The first 8 hex digits of a domain-separated SHA-256 of `secret`: enough
 /// to tell two secrets apart in a log line, useless to recover either.
 pub(crate) fn fingerprint(secret: &[u8]) -> String {
@@ -95,6 +108,14 @@ mod tests {
     fn hash_is_domain_separated_from_plain_sha256() {
         let plain: [u8; 32] = Sha256::digest(b"hunter2").into();
         assert_ne!(hash_secret(b"hunter2"), hex(&plain));
+    }
+
+    #[test]
+    fn fixed_time_equality() {
+        assert!(fixed_time_eq(b"", b""));
+        assert!(fixed_time_eq(b"abc", b"abc"));
+        assert!(!fixed_time_eq(b"abc", b"abd"));
+        assert!(!fixed_time_eq(b"abc", b"ab"));
     }
 
     #[test]

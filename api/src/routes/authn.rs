@@ -3,9 +3,13 @@
 //! [`Api::authenticate`] turns the `Authorization` header into a [`Caller`]: with
 //! `auth_enabled: false` every caller is [`Caller::Unchecked`]; otherwise the bearer token
 //! is verified (HS256, signature, expiry), then its `jti` is looked up under
-//! `_auth/revoked/` and its `sub` under `_auth/users/`: two store reads, no cache, so a
-//! revocation or a user deletion applies to the very next request. [`Api::authorize`]
+//! `_auth/revoked/` and its `sub` under `_auth/users/` (two store reads). The result is
+//! cached briefly (see `caller_cache`), and the cache is emptied by every `_auth/` write
+//! on this node, so a revocation or a user deletion applies to the very next request.
+//! [`Api::authorize`]
 //! hands the decision to the pure [`crate::auth::authorize`].
+
+use std::sync::Arc;
 
 use kvs_sync::Version;
 use warp::http::{HeaderMap, header};
@@ -91,21 +95,22 @@ pub(crate) fn key_meta(version: &Version) -> KeyMeta {
 
 impl<B: Backend> Api<B> {
     /// The caller of a request with `headers`; `401` for any bad token.
-    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Caller>, ApiError> {
         let Some(auth) = &self.config.auth else {
-            return Ok(Caller::Unchecked);
+            return Ok(Arc::clone(&self.callers.unchecked));
         };
         let header = headers
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().map_err(|_| TokenError::BadHeader))
             .transpose()?;
         let Some(token) = bearer_token(header)? else {
-            return Ok(Caller::Checked {
-                principal: Principal::Anonymous,
-                user: None,
-            });
+            return Ok(Arc::clone(&self.callers.anonymous));
         };
         let now = self.backend.now_ms();
+        if let Some(caller) = self.callers.get(token, now) {
+            return Ok(caller);
+        }
+        let epoch = self.callers.epoch();
         let claims = auth.keys.verify(token, now)?;
         let store = self.backend.store();
         let revoked = store
@@ -119,7 +124,10 @@ impl<B: Backend> Api<B> {
             _ => None,
         };
         let principal = admit(&claims, revoked, user.as_ref())?;
-        Ok(Caller::Checked { principal, user })
+        let caller = Arc::new(Caller::Checked { principal, user });
+        let expires_at = claims.exp.saturating_mul(1000);
+        self.callers.insert(token, &caller, epoch, now, expires_at);
+        Ok(caller)
     }
 
     /// The auth settings; `404` when `auth_enabled` is false.

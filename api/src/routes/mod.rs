@@ -9,6 +9,7 @@ mod auth_tokens;
 mod auth_users;
 mod authn;
 mod bootstrap;
+mod caller_cache;
 mod cluster;
 mod kv;
 mod meta;
@@ -54,6 +55,8 @@ pub struct Api<B> {
     /// Serializes `/auth` changes on this node, so that checks such as unique names see
     /// the previous change.
     admin_lock: tokio::sync::Mutex<()>,
+    /// Recently authenticated callers.
+    callers: caller_cache::CallerCache,
 }
 
 /// One request as the dispatcher sees it.
@@ -74,6 +77,7 @@ impl<B: Backend> Api<B> {
             config,
             metrics: RequestMetrics::new(),
             admin_lock: tokio::sync::Mutex::new(()),
+            callers: caller_cache::CallerCache::new(),
         })
     }
 

@@ -80,7 +80,10 @@ impl<B: Backend> Api<B> {
             group: None,
             permissions: 0,
         };
-        match self.backend.write(op).await? {
+        let written = self.backend.write(op).await;
+        // Whatever happened, cached authentications may predate this record.
+        self.callers.invalidate();
+        match written? {
             Ok(_) | Err(WriteRejected::NotFound) => Ok(()),
             Err(WriteRejected::PreconditionFailed) => Err(ApiError::internal(
                 "an unconditional record write was refused",
