@@ -109,6 +109,22 @@ pub struct Config {
     pub max_value_bytes: usize,
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub log_level: String,
+    /// Membership timing preset: `lan` (default) or `wan`; the keys below override it.
+    pub membership_profile: String,
+    /// Time between probes of one member (SWIM protocol period).
+    pub probe_interval: Option<ConfigDuration>,
+    /// Initial wait for a direct ack (it then adapts to each peer's round-trip time).
+    pub probe_timeout: Option<ConfigDuration>,
+    /// Members asked to probe indirectly when a direct probe fails.
+    pub indirect_probes: Option<usize>,
+    /// Suspicion timeout multiplier (of `log10(N)` protocol periods).
+    pub suspicion_multiplier: Option<u32>,
+    /// Time between gossip rounds.
+    pub gossip_interval: Option<ConfigDuration>,
+    /// Members each gossip round sends to.
+    pub gossip_fanout: Option<usize>,
+    /// Time between full member-list exchanges with a random peer.
+    pub push_pull_interval: Option<ConfigDuration>,
 }
 
 impl Default for Config {
@@ -143,6 +159,14 @@ impl Default for Config {
             tombstone_ttl: duration("7d"),
             max_value_bytes: 1_048_576,
             log_level: "info".into(),
+            membership_profile: "lan".into(),
+            probe_interval: None,
+            probe_timeout: None,
+            indirect_probes: None,
+            suspicion_multiplier: None,
+            gossip_interval: None,
+            gossip_fanout: None,
+            push_pull_interval: None,
         }
     }
 }
@@ -227,6 +251,9 @@ impl Config {
                 "rate limits need requests and a window above zero".into(),
             );
         }
+        if let Err(why) = self.swim_config() {
+            return fail("membership", why);
+        }
         for seed in &self.seed_nodes {
             if seed
                 .rsplit_once(':')
@@ -236,6 +263,38 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The membership protocol's settings: the preset, then the overrides.
+    pub fn swim_config(&self) -> Result<kvs_membership::SwimConfig, String> {
+        let mut swim = match self.membership_profile.as_str() {
+            "lan" => kvs_membership::SwimConfig::lan(),
+            "wan" => kvs_membership::SwimConfig::wan(),
+            other => return Err(format!("membership_profile {other:?} is not lan or wan")),
+        };
+        if let Some(d) = self.probe_interval {
+            swim.probe_interval = d.0;
+        }
+        if let Some(d) = self.probe_timeout {
+            swim.probe_timeout = d.0;
+        }
+        if let Some(n) = self.indirect_probes {
+            swim.indirect_checks = n;
+        }
+        if let Some(n) = self.suspicion_multiplier {
+            swim.suspicion_mult = n;
+        }
+        if let Some(d) = self.gossip_interval {
+            swim.gossip_interval = d.0;
+        }
+        if let Some(n) = self.gossip_fanout {
+            swim.gossip_fanout = n;
+        }
+        if let Some(d) = self.push_pull_interval {
+            swim.push_pull_interval = d.0;
+        }
+        swim.validate().map_err(|e| e.to_string())?;
+        Ok(swim)
     }
 
     /// `default_permissions` as bits.

@@ -2,6 +2,7 @@
 //! tests reach directly.
 //!
 //! - [`config`]: the YAML config, its defaults and checks;
+//! - [`cluster`]: membership (SWIM over authenticated UDP) in the running node;
 //! - [`node`]: a running node (store, group commit, HTTP API, purge, shutdown);
 //! - [`store`]: LMDB behind a write-ahead log, and group commit;
 //! - [`daemon`]: `kvs start`, `stop`, `restart`, `status`;
@@ -9,6 +10,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod http_client;

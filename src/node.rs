@@ -12,6 +12,7 @@ use kvs_sync::{Store, StoreError, StoreOptions, WriteOp, WriteOutcome, WriteReje
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::cluster::{Cluster, ClusterError, ClusterSettings};
 use crate::config::{Config, ConfigError};
 use crate::store::{DurableStore, GroupCommitter};
 
@@ -44,6 +45,7 @@ pub struct NodeBackend {
     gossip_addr: SocketAddr,
     store: Arc<DurableStore>,
     committer: GroupCommitter,
+    cluster: Option<Cluster>,
 }
 
 impl Backend for NodeBackend {
@@ -68,6 +70,9 @@ impl Backend for NodeBackend {
     }
 
     fn members(&self) -> Vec<MemberInfo> {
+        if let Some(cluster) = &self.cluster {
+            return cluster.members();
+        }
         vec![MemberInfo {
             node_id: self.node_id.clone(),
             gossip_addr: self.gossip_addr.to_string(),
@@ -79,6 +84,9 @@ impl Backend for NodeBackend {
     }
 
     fn extra_metrics(&self, out: &mut String) {
+        if let Some(cluster) = &self.cluster {
+            cluster.render_metrics(out);
+        }
         let stats = self.committer.stats();
         out.push_str(&format!(
             "# HELP kvs_store_commits_total Store commits (one fsync each).\n\
@@ -146,13 +154,22 @@ pub async fn run(
     let advertise = config.advertise_address.unwrap_or(config.bind_address);
     let committer = GroupCommitter::start(Arc::clone(&store) as Arc<dyn Store>, now_ms)
         .map_err(|e| NodeError::Runtime(format!("starting the commit thread: {e}")))?;
+    let public_http = SocketAddr::new(advertise, http_addr.port());
+    let cluster = match config.clustering_enabled {
+        true => Some(start_cluster(&config, &store, public_http, joined_at, shutdown.clone()).await?),
+        false => None,
+    };
+    let gossip_addr = cluster
+        .as_ref()
+        .map_or(SocketAddr::new(advertise, config.gossip_port), Cluster::gossip_addr);
     let backend = Arc::new(NodeBackend {
         node_id: config.node_id.clone(),
         joined_at,
-        http_addr: SocketAddr::new(advertise, http_addr.port()),
-        gossip_addr: SocketAddr::new(advertise, config.gossip_port),
+        http_addr: public_http,
+        gossip_addr,
         store: Arc::clone(&store),
         committer,
+        cluster,
     });
     let api = Api::new(
         Arc::clone(&backend),
@@ -178,11 +195,9 @@ pub async fn run(
         .await
         .map_err(|e| NodeError::Runtime(format!("auth bootstrap: {e}")))?;
     if config.clustering_enabled {
-        tracing::warn!(
-            "clustering_enabled is true, but membership and sync are not yet part of this version"
-        );
+        tracing::warn!("clustering_enabled: membership runs; data replication is not yet part of this version");
     }
-    tracing::info!(node_id = %config.node_id, %http_addr, data_dir = %data_dir.display(), "node started");
+    tracing::info!(node_id = %config.node_id, %http_addr, %gossip_addr, data_dir = %data_dir.display(), "node started");
     let mut server_shutdown = shutdown.clone();
     let server = warp::serve(api.filter())
         .incoming(listener)
@@ -195,7 +210,12 @@ pub async fn run(
     let _ = shutdown.wait_for(|stop| *stop).await;
     drop(api);
     match Arc::try_unwrap(backend) {
-        Ok(backend) => backend.committer.shutdown(),
+        Ok(backend) => {
+            backend.committer.shutdown();
+            if let Some(cluster) = backend.cluster {
+                cluster.stopped().await;
+            }
+        }
         Err(_) => tracing::warn!("requests still hold the node; queued writes finish as they drop"),
     }
     store
@@ -203,6 +223,37 @@ pub async fn run(
         .map_err(|e| NodeError::Runtime(e.to_string()))?;
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// Starts membership: a new incarnation (kept in the store, above every earlier start's),
+/// the gossip socket, the join through the seeds.
+async fn start_cluster(
+    config: &Config,
+    store: &DurableStore,
+    http_addr: SocketAddr,
+    joined_at: u64,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Cluster, NodeError> {
+    let incarnation = store
+        .lmdb()
+        .increment_meta_u64("incarnation")
+        .map_err(|e| NodeError::Runtime(e.to_string()))?;
+    let swim = config.swim_config().map_err(|e| config_error("membership", e))?;
+    let settings = ClusterSettings {
+        node_id: config.node_id.clone(),
+        bind: SocketAddr::new(config.bind_address, config.gossip_port),
+        advertise: config.advertise_address.unwrap_or(config.bind_address),
+        http_addr,
+        seeds: config.seed_nodes.clone(),
+        secret: config.cluster_secret.clone(),
+        swim,
+        incarnation,
+        joined_at,
+    };
+    Cluster::start(settings, shutdown).await.map_err(|e| match e {
+        ClusterError::Bind { .. } => NodeError::Config(ConfigError(e.to_string())),
+        ClusterError::Protocol(_) => NodeError::Runtime(e.to_string()),
+    })
 }
 
 async fn purge_loop(

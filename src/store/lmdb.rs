@@ -159,6 +159,25 @@ impl LmdbStore {
         Ok(init)
     }
 
+    /// Adds one to node fact `name` (0 when absent) and returns the new value.
+    pub fn increment_meta_u64(&self, name: &str) -> Result<u64, StoreError> {
+        let mut wtxn = self.env.write_txn().map_err(backend)?;
+        let held = match self.meta.get(&wtxn, name.as_bytes()).map_err(backend)? {
+            Some(bytes) => u64::from_be_bytes(bytes.try_into().map_err(|_| StoreError::Corrupt {
+                key: name.to_owned(),
+                reason: "meta value is not a u64".into(),
+            })?),
+            None => 0,
+        };
+        let next = held + 1;
+        self.meta
+            .put(&mut wtxn, name.as_bytes(), &next.to_be_bytes())
+            .map_err(backend)?;
+        wtxn.commit().map_err(backend)?;
+        self.sync()?;
+        Ok(next)
+    }
+
     /// The text of node fact `name`, storing `init` first if it has none.
     pub fn meta_text_or_init(&self, name: &str, init: &str) -> Result<String, StoreError> {
         let mut wtxn = self.env.write_txn().map_err(backend)?;

@@ -59,9 +59,14 @@ pub const PLAIN: &str = "auth_enabled: false\nclustering_enabled: false\n";
 impl Node {
     /// Starts a node whose config is `node_id` plus `extra` YAML lines.
     pub fn start(extra: &str) -> Node {
+        Node::start_named("test-node", extra)
+    }
+
+    /// Starts a node with id `node_id` whose config is `extra` YAML lines.
+    pub fn start_named(node_id: &str, extra: &str) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("node.yaml");
-        std::fs::write(&config, format!("node_id: test-node\nhttp_port: 0\n{extra}"))
+        std::fs::write(&config, format!("node_id: {node_id}\nhttp_port: 0\n{extra}"))
             .expect("write config");
         let mut node = Node {
             dir,
@@ -142,7 +147,13 @@ impl Node {
         self.dir.path().join("data")
     }
 
-    pub fn request(&self, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Answer {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
         request(&format!("{}{path}", self.base), method, body, headers)
     }
 
@@ -151,7 +162,12 @@ impl Node {
     }
 
     pub fn put(&self, path: &str, body: &str) -> Answer {
-        self.request("PUT", path, Some(body), &[("content-type", "application/json")])
+        self.request(
+            "PUT",
+            path,
+            Some(body),
+            &[("content-type", "application/json")],
+        )
     }
 
     pub fn delete(&self, path: &str) -> Answer {
@@ -195,7 +211,11 @@ pub fn request(url: &str, method: &str, body: Option<&str>, headers: &[(&str, &s
             .read_to_string()
             .unwrap_or_default()
     };
-    Answer { status, headers, body }
+    Answer {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// Runs `kvs` with `args` to completion.

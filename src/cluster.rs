@@ -1,0 +1,225 @@
+//! Membership in the running node: the SWIM core (`kvs-membership`) driven over the
+//! authenticated UDP transport (`kvs-net`).
+//!
+//! One task owns the transport: it sends what the core wants sent, feeds it received
+//! datagrams and timer expiries on a monotonic clock, and logs membership events. The
+//! API reads member snapshots through [`Cluster::members`]. On shutdown the node
+//! announces `left` and keeps gossiping briefly so that the news spreads.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use kvs_api::MemberInfo;
+use kvs_membership::{LocalMember, MembershipEvent, Swim, SwimConfig};
+use kvs_net::{ClusterSecret, Datagrams, NodeId, UdpTransport};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How long a leaving node keeps gossiping its `left` at most.
+const LEAVE_GRACE: Duration = Duration::from_millis(800);
+
+/// What a node needs to join its cluster.
+pub struct ClusterSettings {
+    /// This node's id.
+    pub node_id: String,
+    /// Where the gossip socket binds.
+    pub bind: SocketAddr,
+    /// The address other nodes reach this node's gossip socket at (its port is taken
+    /// from the bound socket when `bind` asks for port 0).
+    pub advertise: std::net::IpAddr,
+    /// This node's HTTP address, published to the others.
+    pub http_addr: SocketAddr,
+    /// `host:port` of seed nodes.
+    pub seeds: Vec<String>,
+    /// The shared secret that authenticates every datagram.
+    pub secret: String,
+    /// Protocol timing.
+    pub swim: SwimConfig,
+    /// This start's incarnation (above every earlier start's).
+    pub incarnation: u64,
+    /// When this node first joined (Unix ms).
+    pub joined_at: u64,
+}
+
+/// A running membership.
+pub struct Cluster {
+    swim: Arc<Mutex<Swim>>,
+    gossip_addr: SocketAddr,
+    task: JoinHandle<()>,
+    transport: Arc<UdpTransport>,
+}
+
+/// Why membership could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The gossip socket could not be bound.
+    #[error("gossip_port: cannot bind {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The protocol refused the settings.
+    #[error("membership: {0}")]
+    Protocol(String),
+}
+
+fn resolve(seeds: &[String]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for seed in seeds {
+        match seed.to_socket_addrs() {
+            Ok(addrs) => out.extend(addrs.filter(SocketAddr::is_ipv4).take(1)),
+            Err(error) => tracing::warn!(%seed, %error, "cannot resolve a seed node"),
+        }
+    }
+    out
+}
+
+impl Cluster {
+    /// Binds the gossip socket, joins through the seeds and starts the driver task.
+    pub async fn start(settings: ClusterSettings, shutdown: watch::Receiver<bool>) -> Result<Self, ClusterError> {
+        let secret = ClusterSecret::new(settings.secret.as_bytes());
+        let transport = UdpTransport::bind(settings.bind, &secret)
+            .await
+            .map_err(|e| ClusterError::Bind { addr: settings.bind, reason: e.to_string() })?;
+        let bound = transport
+            .local_addr()
+            .map_err(|e| ClusterError::Bind { addr: settings.bind, reason: e.to_string() })?;
+        let gossip_addr = SocketAddr::new(settings.advertise, bound.port());
+        let local = LocalMember {
+            id: NodeId::new(settings.node_id.as_str()),
+            gossip_addr,
+            meta: settings.http_addr.to_string().into_bytes(),
+            incarnation: settings.incarnation,
+            joined_at: settings.joined_at,
+        };
+        let epoch = Instant::now();
+        let mut swim = Swim::new(local, settings.swim, kvs_net::random_seed(), Duration::ZERO)
+            .map_err(|e| ClusterError::Protocol(e.to_string()))?;
+        let seeds = resolve(&settings.seeds);
+        if !seeds.is_empty() {
+            swim.join(&seeds, Duration::ZERO);
+        }
+        let swim = Arc::new(Mutex::new(swim));
+        let transport = Arc::new(transport);
+        let task = tokio::spawn(drive(Arc::clone(&swim), Arc::clone(&transport), epoch, shutdown));
+        Ok(Self { swim, gossip_addr, task, transport })
+    }
+
+    /// The address other nodes gossip with this node at.
+    pub fn gossip_addr(&self) -> SocketAddr {
+        self.gossip_addr
+    }
+
+    /// Every known member, this node included.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let swim = self.swim.lock().unwrap_or_else(PoisonError::into_inner);
+        swim.members()
+            .into_iter()
+            .map(|m| MemberInfo {
+                node_id: m.id.to_string(),
+                gossip_addr: m.addr.to_string(),
+                http_addr: String::from_utf8_lossy(&m.meta).into_owned(),
+                state: m.state.as_str().to_owned(),
+                incarnation: m.incarnation,
+                joined_at: m.joined_at,
+            })
+            .collect()
+    }
+
+    /// Membership counters in Prometheus text.
+    pub fn render_metrics(&self, out: &mut String) {
+        let (metrics, members) = {
+            let swim = self.swim.lock().unwrap_or_else(PoisonError::into_inner);
+            (swim.metrics(), swim.members())
+        };
+        let auth = self.transport.counts();
+        let mut counter = |name: &str, help: &str, value: u64| {
+            out.push_str(&format!(
+                "# HELP kvs_membership_{name} {help}\n# TYPE kvs_membership_{name} counter\nkvs_membership_{name} {value}\n"
+            ));
+        };
+        counter("probes_total", "Direct probes sent.", metrics.probes);
+        counter("acks_total", "Acks received.", metrics.acks);
+        counter("nacks_total", "Nacks received.", metrics.nacks);
+        counter("indirect_probes_total", "Indirect probes requested.", metrics.indirect_probes);
+        counter("suspicions_total", "Members this node suspected.", metrics.suspicions);
+        counter("refutations_total", "Suspicions of this node it refuted.", metrics.refutations);
+        counter("deaths_total", "Members declared dead.", metrics.deaths);
+        counter("sent_bytes_total", "Gossip payload bytes sent.", metrics.bytes_sent);
+        counter("received_bytes_total", "Gossip payload bytes received.", metrics.bytes_received);
+        counter("malformed_total", "Authenticated datagrams that did not decode.", metrics.malformed);
+        counter("rejected_datagrams_total", "Datagrams refused by authentication.", auth.rejected());
+        out.push_str("# HELP kvs_members Members by state, this node included.\n# TYPE kvs_members gauge\n");
+        for state in ["alive", "suspect", "dead", "left"] {
+            let n = members.iter().filter(|m| m.state.as_str() == state).count();
+            out.push_str(&format!("kvs_members{{state=\"{state}\"}} {n}\n"));
+        }
+        out.push_str("# HELP kvs_member_flap_score Flap score of each member.\n# TYPE kvs_member_flap_score gauge\n");
+        for member in &members {
+            out.push_str(&format!("kvs_member_flap_score{{node_id=\"{}\"}} {}\n", member.id, member.flap_score));
+        }
+    }
+
+    /// Waits until the driver has announced `left` and stopped.
+    pub async fn stopped(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// The driver: one loop owning the socket, the core and the clock.
+async fn drive(swim: Arc<Mutex<Swim>>, transport: Arc<UdpTransport>, epoch: Instant, mut shutdown: watch::Receiver<bool>) {
+    let lock = || swim.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut leave_by: Option<Instant> = None;
+    loop {
+        flush(&swim, transport.as_ref()).await;
+        let next = lock().poll_timeout();
+        if leave_by.is_some_and(|by| next.is_none() || Instant::now() >= by) {
+            return;
+        }
+        let wake = next.map_or(epoch + Duration::from_secs(3600), |at| epoch + at);
+        let wake = leave_by.map_or(wake, |by| wake.min(by));
+        tokio::select! {
+            received = transport.recv_from() => match received {
+                Ok((from, bytes)) => lock().handle_datagram(from, &bytes, epoch.elapsed()),
+                Err(error) => tracing::debug!(%error, "gossip receive failed"),
+            },
+            _ = tokio::time::sleep_until(wake.into()) => lock().handle_timeout(epoch.elapsed()),
+            _ = shutdown.wait_for(|stop| *stop), if leave_by.is_none() => {
+                lock().leave(epoch.elapsed());
+                leave_by = Some(Instant::now() + LEAVE_GRACE);
+            }
+        }
+    }
+}
+
+/// Sends every pending datagram and logs every pending event.
+async fn flush(swim: &Mutex<Swim>, transport: &UdpTransport) {
+    loop {
+        let (transmit, events) = {
+            let mut swim = swim.lock().unwrap_or_else(PoisonError::into_inner);
+            let events: Vec<MembershipEvent> = std::iter::from_fn(|| swim.poll_event()).collect();
+            (swim.poll_transmit(), events)
+        };
+        for event in events {
+            log_event(&event);
+        }
+        let Some(transmit) = transmit else { return };
+        if let Err(error) = transport.send_to(transmit.dst, &transmit.payload).await {
+            tracing::debug!(%error, dst = %transmit.dst, "gossip send failed");
+        }
+    }
+}
+
+fn log_event(event: &MembershipEvent) {
+    match event {
+        MembershipEvent::Alive(m) => tracing::info!(node_id = %m.id, addr = %m.addr, incarnation = m.incarnation, "member alive"),
+        MembershipEvent::Suspect(m) => tracing::info!(node_id = %m.id, "member suspect"),
+        MembershipEvent::Dead(m) => tracing::warn!(node_id = %m.id, "member dead"),
+        MembershipEvent::Left(m) => tracing::info!(node_id = %m.id, "member left"),
+        MembershipEvent::Updated(m) => tracing::debug!(node_id = %m.id, "member updated"),
+        MembershipEvent::Removed(id) => tracing::debug!(node_id = %id, "member forgotten"),
+    }
+}

@@ -1,0 +1,130 @@
+//! Membership with real processes on loopback: joining through a seed, failure detection,
+//! rejoin with a higher incarnation, graceful leave, and a foreign cluster kept out.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Node;
+use serde_json::Value;
+
+const SECRET: &str = "membership-test-secret";
+
+fn config(seed: Option<&str>, secret: &str) -> String {
+    let seeds = seed.map_or("[]".to_owned(), |s| format!("[\"{s}\"]"));
+    format!("auth_enabled: false\ngossip_port: 0\ncluster_secret: {secret}\nseed_nodes: {seeds}\n")
+}
+
+fn members(node: &Node) -> Vec<Value> {
+    node.get("/members").json()["members"].as_array().cloned().unwrap_or_default()
+}
+
+fn member(node: &Node, id: &str) -> Option<Value> {
+    members(node).into_iter().find(|m| m["node_id"] == id)
+}
+
+fn gossip_addr(node: &Node, id: &str) -> String {
+    member(node, id).expect("itself")["gossip_addr"].as_str().unwrap().to_owned()
+}
+
+/// Polls until `check` holds, for at most `limit`; returns the time it took.
+fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() <= limit {
+        if check() {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn state_of(node: &Node, id: &str) -> Option<String> {
+    member(node, id).and_then(|m| m["state"].as_str().map(str::to_owned))
+}
+
+fn three_nodes() -> (Node, Node, Node) {
+    let a = Node::start_named("a", &config(None, SECRET));
+    let seed = gossip_addr(&a, "a");
+    let b = Node::start_named("b", &config(Some(&seed), SECRET));
+    let c = Node::start_named("c", &config(Some(&seed), SECRET));
+    let joined = within(Duration::from_secs(10), || {
+        [&a, &b, &c].iter().all(|n| {
+            let m = members(n);
+            m.len() == 3 && m.iter().all(|m| m["state"] == "alive")
+        })
+    });
+    assert!(joined.is_some(), "three nodes did not all see each other: {:?}", members(&a));
+    (a, b, c)
+}
+
+#[test]
+fn nodes_join_through_one_seed_and_agree() {
+    let (a, b, c) = three_nodes();
+    for node in [&a, &b, &c] {
+        assert_eq!(node.get("/health").json()["members"], 3);
+        for m in members(node) {
+            assert!(m["http_addr"].as_str().unwrap().starts_with("127.0.0.1:"));
+            assert!(m["joined_at"].as_u64().unwrap() > 0);
+            assert!(m["incarnation"].as_u64().unwrap() >= 1);
+        }
+    }
+    let metrics = a.get("/metrics").body;
+    assert!(metrics.contains("kvs_members{state=\"alive\"} 3"), "{metrics}");
+    assert!(metrics.contains("kvs_membership_probes_total"));
+}
+
+#[test]
+fn a_killed_node_is_dead_everywhere_within_3s_and_rejoins_higher() {
+    let (a, b, mut c) = three_nodes();
+    let incarnation = member(&a, "c").unwrap()["incarnation"].as_u64().unwrap();
+    let joined_at = member(&a, "c").unwrap()["joined_at"].clone();
+    c.kill();
+    let took = within(Duration::from_secs(3), || {
+        state_of(&a, "c").as_deref() == Some("dead") && state_of(&b, "c").as_deref() == Some("dead")
+    });
+    assert!(took.is_some(), "not dead on both within 3 s: {:?} / {:?}", state_of(&a, "c"), state_of(&b, "c"));
+    eprintln!("crash to dead on both: {took:?}");
+    c.launch();
+    let back = within(Duration::from_secs(10), || {
+        [&a, &b].iter().all(|n| {
+            member(n, "c").is_some_and(|m| m["state"] == "alive" && m["incarnation"].as_u64().unwrap() > incarnation)
+        })
+    });
+    assert!(back.is_some(), "c did not come back with a higher incarnation: {:?}", member(&a, "c"));
+    assert_eq!(member(&a, "c").unwrap()["joined_at"], joined_at, "joined_at never changes");
+}
+
+#[test]
+fn sigterm_shows_as_left_not_dead() {
+    let (a, mut b, c) = three_nodes();
+    assert!(b.terminate().success());
+    let left = within(Duration::from_secs(5), || {
+        state_of(&a, "b").as_deref() == Some("left") && state_of(&c, "b").as_deref() == Some("left")
+    });
+    assert!(left.is_some(), "b is {:?} on a", state_of(&a, "b"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(state_of(&a, "b").as_deref(), Some("left"), "left is not turned into dead");
+}
+
+#[test]
+fn a_node_with_another_secret_never_appears() {
+    let a = Node::start_named("a", &config(None, SECRET));
+    let seed = gossip_addr(&a, "a");
+    let b = Node::start_named("b", &config(Some(&seed), SECRET));
+    let intruder = Node::start_named("intruder", &config(Some(&seed), "some-other-secret"));
+    assert!(within(Duration::from_secs(10), || members(&a).len() == 2).is_some());
+    std::thread::sleep(Duration::from_secs(3));
+    for node in [&a, &b] {
+        let ids: Vec<Value> = members(node).iter().map(|m| m["node_id"].clone()).collect();
+        assert!(!ids.contains(&Value::from("intruder")), "{ids:?}");
+    }
+    assert_eq!(members(&intruder).len(), 1, "the intruder sees only itself");
+    let metrics = a.get("/metrics").body;
+    let rejected = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kvs_membership_rejected_datagrams_total "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(rejected > 0, "the intruder's datagrams are counted as rejected");
+}
