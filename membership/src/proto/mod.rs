@@ -225,7 +225,7 @@ impl Swim {
             corrections.extend(self.apply(update, &source, now));
         }
         match msg {
-            Message::Ping { seq, target } if target == self.me.id => {
+            Message::Ping { seq, target } if target == codec::fingerprint(&self.me.id) => {
                 return self.send(from, Message::Ack { seq }, corrections);
             }
             Message::Ping { .. } | Message::Gossip => {}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use kvs_net::NodeId;
 use rand::Rng;
 
-use super::codec::{Kind, Message, Update};
+use super::codec::{self, Kind, Message, Update};
 use super::timers::Timer;
 use super::types::MemberState;
 use super::{Source, Swim};
@@ -68,7 +68,11 @@ impl Swim {
             nacks: 0,
         });
         self.metrics.probes += 1;
-        self.send(addr, Message::Ping { seq, target }, first);
+        let ping = Message::Ping {
+            seq,
+            target: codec::fingerprint(&target),
+        };
+        self.send(addr, ping, first);
         self.timers
             .schedule(now + timeout, Timer::ProbeTimeout { seq });
         self.timers.schedule(now + period, Timer::ProbeEnd { seq });
@@ -85,7 +89,7 @@ impl Swim {
         let buddy = self.buddy(&target);
         let ping = Message::Ping {
             seq,
-            target: target.clone(),
+            target: codec::fingerprint(&target),
         };
         self.send(target_addr, ping, buddy);
         let relays = self
@@ -244,7 +248,11 @@ impl Swim {
         };
         let seq = self.next_seq();
         self.relays.insert(seq, Relay { origin, origin_seq });
-        self.send(target_addr, Message::Ping { seq, target }, Vec::new());
+        let ping = Message::Ping {
+            seq,
+            target: codec::fingerprint(&target),
+        };
+        self.send(target_addr, ping, Vec::new());
         self.timers
             .schedule(now + timeout.mul_f64(0.8), Timer::RelayNack { seq });
     }
