@@ -21,7 +21,7 @@
 //!    writes and deletes, `admin` for admin endpoints and as a pass for
 //!    everything), then the 12 permission bits ([`Permissions`], three hex
 //!    digits: owner, group, others; create 8, delete 4, write 2, read 1) of
-//!    the principal's [`Class`]. [`Denied`] maps to `401` or `403`.
+//!    the principal's [`Class`](permissions::Class). [`Denied`] maps to `401` or `403`.
 //!    Anonymous clients, when a flag lets them in, are in class `Other`.
 //! 3. **Record.** A created key gets [`KeyMeta::for_new_key`] (owner the
 //!    writer, group the writer's first group, `default_permissions`).
@@ -29,10 +29,12 @@
 //!    `plan_*` functions, whose [`ModelError`]s carry the spec's codes.
 //!
 //! # Storage and replication
-//! Users, groups, revocations and key metadata are versioned entries under
-//! the reserved first segment `_auth` (see [`model`] for the layout), so they
-//! replicate like data and `/kv` cannot reach them. Group membership is
-//! stored once, in the user records; a group's `members` is derived.
+//! Users, groups, issued-token records and revocations are versioned entries
+//! under the reserved first segment `_auth` (see [`model`] for the layout),
+//! so they replicate like data and `/kv` cannot reach them. Group membership
+//! is stored once, in the user records; a group's `members` is derived. A
+//! key's [`KeyMeta`] (owner, group, permissions) is not a record: it is part
+//! of every version of the key, so it replicates with the key's data.
 //!
 //! # Root bootstrap
 //! The root user is the fixed record [`User::root`] (id and name `root`,
@@ -48,8 +50,8 @@
 //! and [`TokenKeys`] redact themselves, error messages name ids, never
 //! tokens. Log a [`fingerprint`] instead of a token. Anything secret kept at
 //! rest is stored as [`hash_secret`]; secret comparisons use
-//! [`constant_time_eq`] (signatures are compared in constant time by the
-//! HMAC implementation).
+//! [`constant_time_eq`] or, for values of public length, [`fixed_time_eq`]
+//! (signatures are compared in constant time by the HMAC implementation).
 
 mod model;
 mod permissions;
