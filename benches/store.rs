@@ -37,17 +37,25 @@ fn store_benches(c: &mut Criterion) {
     c.bench_function("put (one durable write)", |b| {
         b.iter(|| {
             n += 1;
-            store.write_batch(&[put(format!("put/{}", n % 10_000), &value)], n).expect("write")
+            store
+                .write_batch(&[put(format!("put/{}", n % 10_000), &value)], n)
+                .expect("write")
         })
     });
     c.bench_function("batch commit (64 writes, one fsync)", |b| {
         b.iter_batched(
-            || (0..64).map(|i| put(format!("batch/{i}"), &value)).collect::<Vec<_>>(),
+            || {
+                (0..64)
+                    .map(|i| put(format!("batch/{i}"), &value))
+                    .collect::<Vec<_>>()
+            },
             |ops| store.write_batch(&ops, 1).expect("write"),
             BatchSize::SmallInput,
         )
     });
-    let keys: Vec<WriteOp> = (0..10_000).map(|i| put(format!("get/{i}"), &value)).collect();
+    let keys: Vec<WriteOp> = (0..10_000)
+        .map(|i| put(format!("get/{i}"), &value))
+        .collect();
     for chunk in keys.chunks(1000) {
         store.write_batch(chunk, 1).expect("preload");
     }

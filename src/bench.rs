@@ -68,7 +68,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
         }
     };
     match runtime.block_on(bench(args)) {
-        Ok(errors) if errors == 0 => ExitCode::SUCCESS,
+        Ok(0) => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
         Err(error) => {
             eprintln!("kvs bench: {error}");

@@ -79,14 +79,21 @@ fn resolve(seeds: &[String]) -> Vec<SocketAddr> {
 
 impl Cluster {
     /// Binds the gossip socket, joins through the seeds and starts the driver task.
-    pub async fn start(settings: ClusterSettings, shutdown: watch::Receiver<bool>) -> Result<Self, ClusterError> {
+    pub async fn start(
+        settings: ClusterSettings,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, ClusterError> {
         let secret = ClusterSecret::new(settings.secret.as_bytes());
         let transport = UdpTransport::bind(settings.bind, &secret)
             .await
-            .map_err(|e| ClusterError::Bind { addr: settings.bind, reason: e.to_string() })?;
-        let bound = transport
-            .local_addr()
-            .map_err(|e| ClusterError::Bind { addr: settings.bind, reason: e.to_string() })?;
+            .map_err(|e| ClusterError::Bind {
+                addr: settings.bind,
+                reason: e.to_string(),
+            })?;
+        let bound = transport.local_addr().map_err(|e| ClusterError::Bind {
+            addr: settings.bind,
+            reason: e.to_string(),
+        })?;
         let gossip_addr = SocketAddr::new(settings.advertise, bound.port());
         let local = LocalMember {
             id: NodeId::new(settings.node_id.as_str()),
@@ -104,8 +111,18 @@ impl Cluster {
         }
         let swim = Arc::new(Mutex::new(swim));
         let transport = Arc::new(transport);
-        let task = tokio::spawn(drive(Arc::clone(&swim), Arc::clone(&transport), epoch, shutdown));
-        Ok(Self { swim, gossip_addr, task, transport })
+        let task = tokio::spawn(drive(
+            Arc::clone(&swim),
+            Arc::clone(&transport),
+            epoch,
+            shutdown,
+        ));
+        Ok(Self {
+            swim,
+            gossip_addr,
+            task,
+            transport,
+        })
     }
 
     /// The address other nodes gossip with this node at.
@@ -144,22 +161,55 @@ impl Cluster {
         counter("probes_total", "Direct probes sent.", metrics.probes);
         counter("acks_total", "Acks received.", metrics.acks);
         counter("nacks_total", "Nacks received.", metrics.nacks);
-        counter("indirect_probes_total", "Indirect probes requested.", metrics.indirect_probes);
-        counter("suspicions_total", "Members this node suspected.", metrics.suspicions);
-        counter("refutations_total", "Suspicions of this node it refuted.", metrics.refutations);
+        counter(
+            "indirect_probes_total",
+            "Indirect probes requested.",
+            metrics.indirect_probes,
+        );
+        counter(
+            "suspicions_total",
+            "Members this node suspected.",
+            metrics.suspicions,
+        );
+        counter(
+            "refutations_total",
+            "Suspicions of this node it refuted.",
+            metrics.refutations,
+        );
         counter("deaths_total", "Members declared dead.", metrics.deaths);
-        counter("sent_bytes_total", "Gossip payload bytes sent.", metrics.bytes_sent);
-        counter("received_bytes_total", "Gossip payload bytes received.", metrics.bytes_received);
-        counter("malformed_total", "Authenticated datagrams that did not decode.", metrics.malformed);
-        counter("rejected_datagrams_total", "Datagrams refused by authentication.", auth.rejected());
-        out.push_str("# HELP kvs_members Members by state, this node included.\n# TYPE kvs_members gauge\n");
+        counter(
+            "sent_bytes_total",
+            "Gossip payload bytes sent.",
+            metrics.bytes_sent,
+        );
+        counter(
+            "received_bytes_total",
+            "Gossip payload bytes received.",
+            metrics.bytes_received,
+        );
+        counter(
+            "malformed_total",
+            "Authenticated datagrams that did not decode.",
+            metrics.malformed,
+        );
+        counter(
+            "rejected_datagrams_total",
+            "Datagrams refused by authentication.",
+            auth.rejected(),
+        );
+        out.push_str(
+            "# HELP kvs_members Members by state, this node included.\n# TYPE kvs_members gauge\n",
+        );
         for state in ["alive", "suspect", "dead", "left"] {
             let n = members.iter().filter(|m| m.state.as_str() == state).count();
             out.push_str(&format!("kvs_members{{state=\"{state}\"}} {n}\n"));
         }
         out.push_str("# HELP kvs_member_flap_score Flap score of each member.\n# TYPE kvs_member_flap_score gauge\n");
         for member in &members {
-            out.push_str(&format!("kvs_member_flap_score{{node_id=\"{}\"}} {}\n", member.id, member.flap_score));
+            out.push_str(&format!(
+                "kvs_member_flap_score{{node_id=\"{}\"}} {}\n",
+                member.id, member.flap_score
+            ));
         }
     }
 
@@ -170,7 +220,12 @@ impl Cluster {
 }
 
 /// The driver: one loop owning the socket, the core and the clock.
-async fn drive(swim: Arc<Mutex<Swim>>, transport: Arc<UdpTransport>, epoch: Instant, mut shutdown: watch::Receiver<bool>) {
+async fn drive(
+    swim: Arc<Mutex<Swim>>,
+    transport: Arc<UdpTransport>,
+    epoch: Instant,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let lock = || swim.lock().unwrap_or_else(PoisonError::into_inner);
     let mut leave_by: Option<Instant> = None;
     loop {
@@ -215,7 +270,9 @@ async fn flush(swim: &Mutex<Swim>, transport: &UdpTransport) {
 
 fn log_event(event: &MembershipEvent) {
     match event {
-        MembershipEvent::Alive(m) => tracing::info!(node_id = %m.id, addr = %m.addr, incarnation = m.incarnation, "member alive"),
+        MembershipEvent::Alive(m) => {
+            tracing::info!(node_id = %m.id, addr = %m.addr, incarnation = m.incarnation, "member alive")
+        }
         MembershipEvent::Suspect(m) => tracing::info!(node_id = %m.id, "member suspect"),
         MembershipEvent::Dead(m) => tracing::warn!(node_id = %m.id, "member dead"),
         MembershipEvent::Left(m) => tracing::info!(node_id = %m.id, "member left"),

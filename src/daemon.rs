@@ -6,8 +6,8 @@
 //! process is gone is stale: reported as such, and replaced on start.
 
 use std::fs::OpenOptions;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -52,7 +52,11 @@ impl Instance {
     }
 
     fn pid(&self) -> Option<i32> {
-        std::fs::read_to_string(&self.pid_file).ok()?.trim().parse().ok()
+        std::fs::read_to_string(&self.pid_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// The pid, if its process is alive.
@@ -103,12 +107,23 @@ pub fn start(arg: &str) -> ExitCode {
     }
 }
 
-fn spawn(instance: &Instance, config: &Path, bind: std::net::IpAddr) -> Result<(i32, String), (u8, String)> {
+fn spawn(
+    instance: &Instance,
+    config: &Path,
+    bind: std::net::IpAddr,
+) -> Result<(i32, String), (u8, String)> {
     let fail = |e: std::io::Error| (1, e.to_string());
-    for dir in [&instance.pid_file, &instance.log_file].iter().filter_map(|f| f.parent()) {
+    for dir in [&instance.pid_file, &instance.log_file]
+        .iter()
+        .filter_map(|f| f.parent())
+    {
         std::fs::create_dir_all(dir).map_err(fail)?;
     }
-    let log = OpenOptions::new().create(true).append(true).open(&instance.log_file).map_err(fail)?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&instance.log_file)
+        .map_err(fail)?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let exe = std::env::current_exe().map_err(fail)?;
     let config = std::fs::canonicalize(config).map_err(fail)?;
@@ -128,7 +143,13 @@ fn spawn(instance: &Instance, config: &Path, bind: std::net::IpAddr) -> Result<(
         if let Ok(Some(status)) = child.try_wait() {
             instance.forget();
             let code = if status.code() == Some(2) { 2 } else { 1 };
-            return Err((code, format!("the node exited ({status}); see {}", instance.log_file.display())));
+            return Err((
+                code,
+                format!(
+                    "the node exited ({status}); see {}",
+                    instance.log_file.display()
+                ),
+            ));
         }
         if let Some(addr) = logged_addr(&instance.log_file, log_start).filter(|a| healthy(a)) {
             let _ = std::fs::write(&instance.addr_file, format!("{addr}\n"));
@@ -138,7 +159,10 @@ fn spawn(instance: &Instance, config: &Path, bind: std::net::IpAddr) -> Result<(
     }
     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     instance.forget();
-    Err((1, format!("the node on {bind} did not answer /health within {WAIT:?}")))
+    Err((
+        1,
+        format!("the node on {bind} did not answer /health within {WAIT:?}"),
+    ))
 }
 
 /// The `http_addr=` the node logged since `from` (a byte offset of its log).
@@ -151,7 +175,10 @@ fn logged_addr(log: &Path, from: u64) -> Option<String> {
 }
 
 fn healthy(addr: &str) -> bool {
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
         return false;
     };
     runtime.block_on(async {
@@ -217,7 +244,13 @@ pub fn status(arg: Option<&str>) -> ExitCode {
         None => std::fs::read_dir(home().join("pids"))
             .map(|dir| {
                 let mut names: Vec<String> = dir
-                    .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".pid").map(str::to_owned))
+                    .filter_map(|e| {
+                        e.ok()?
+                            .file_name()
+                            .to_str()?
+                            .strip_suffix(".pid")
+                            .map(str::to_owned)
+                    })
                     .collect();
                 names.sort();
                 names

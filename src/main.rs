@@ -69,7 +69,9 @@ fn main() -> ExitCode {
     if let Some(first) = args.get(1)
         && !first.starts_with('-')
         && first != "help"
-        && !Cli::command().get_subcommands().any(|c| c.get_name() == first)
+        && !Cli::command()
+            .get_subcommands()
+            .any(|c| c.get_name() == first)
     {
         args.insert(1, "run".into());
     }

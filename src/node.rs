@@ -156,12 +156,15 @@ pub async fn run(
         .map_err(|e| NodeError::Runtime(format!("starting the commit thread: {e}")))?;
     let public_http = SocketAddr::new(advertise, http_addr.port());
     let cluster = match config.clustering_enabled {
-        true => Some(start_cluster(&config, &store, public_http, joined_at, shutdown.clone()).await?),
+        true => {
+            Some(start_cluster(&config, &store, public_http, joined_at, shutdown.clone()).await?)
+        }
         false => None,
     };
-    let gossip_addr = cluster
-        .as_ref()
-        .map_or(SocketAddr::new(advertise, config.gossip_port), Cluster::gossip_addr);
+    let gossip_addr = cluster.as_ref().map_or(
+        SocketAddr::new(advertise, config.gossip_port),
+        Cluster::gossip_addr,
+    );
     let backend = Arc::new(NodeBackend {
         node_id: config.node_id.clone(),
         joined_at,
@@ -195,7 +198,9 @@ pub async fn run(
         .await
         .map_err(|e| NodeError::Runtime(format!("auth bootstrap: {e}")))?;
     if config.clustering_enabled {
-        tracing::warn!("clustering_enabled: membership runs; data replication is not yet part of this version");
+        tracing::warn!(
+            "clustering_enabled: membership runs; data replication is not yet part of this version"
+        );
     }
     tracing::info!(node_id = %config.node_id, %http_addr, %gossip_addr, data_dir = %data_dir.display(), "node started");
     let mut server_shutdown = shutdown.clone();
@@ -238,7 +243,9 @@ async fn start_cluster(
         .lmdb()
         .increment_meta_u64("incarnation")
         .map_err(|e| NodeError::Runtime(e.to_string()))?;
-    let swim = config.swim_config().map_err(|e| config_error("membership", e))?;
+    let swim = config
+        .swim_config()
+        .map_err(|e| config_error("membership", e))?;
     let settings = ClusterSettings {
         node_id: config.node_id.clone(),
         bind: SocketAddr::new(config.bind_address, config.gossip_port),
@@ -250,10 +257,12 @@ async fn start_cluster(
         incarnation,
         joined_at,
     };
-    Cluster::start(settings, shutdown).await.map_err(|e| match e {
-        ClusterError::Bind { .. } => NodeError::Config(ConfigError(e.to_string())),
-        ClusterError::Protocol(_) => NodeError::Runtime(e.to_string()),
-    })
+    Cluster::start(settings, shutdown)
+        .await
+        .map_err(|e| match e {
+            ClusterError::Bind { .. } => NodeError::Config(ConfigError(e.to_string())),
+            ClusterError::Protocol(_) => NodeError::Runtime(e.to_string()),
+        })
 }
 
 async fn purge_loop(

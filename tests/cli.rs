@@ -15,16 +15,35 @@ fn daemon_start_status_restart_stop() {
     let home = dir.path().join("home");
     let home = home.to_str().unwrap();
     let env = [("KVS_HOME", home)];
-    std::fs::write(dir.path().join("d1.yaml"), "node_id: d1\nhttp_port: 0\nauth_enabled: false\nclustering_enabled: false\n").unwrap();
+    std::fs::write(
+        dir.path().join("d1.yaml"),
+        "node_id: d1\nhttp_port: 0\nauth_enabled: false\nclustering_enabled: false\n",
+    )
+    .unwrap();
 
     let started = run_kvs(&["start", "d1"], dir.path(), &env);
-    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
     let line = stdout(&started);
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("address printed").to_owned();
-    let pid: i32 = std::fs::read_to_string(format!("{home}/pids/d1.pid")).unwrap().trim().parse().unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("address printed")
+        .to_owned();
+    let pid: i32 = std::fs::read_to_string(format!("{home}/pids/d1.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(line.contains(&pid.to_string()));
     assert!(std::path::Path::new(&format!("{home}/logs/kvs_d1.yaml.log")).exists());
-    assert_eq!(common::request(&format!("{url}/health"), "GET", None, &[]).status, 200);
+    assert_eq!(
+        common::request(&format!("{url}/health"), "GET", None, &[]).status,
+        200
+    );
 
     let again = run_kvs(&["start", "d1.yaml"], dir.path(), &env);
     assert_eq!(again.status.code(), Some(1), "already running");
@@ -32,11 +51,20 @@ fn daemon_start_status_restart_stop() {
     let status = run_kvs(&["status"], dir.path(), &env);
     assert!(status.status.success());
     let table = stdout(&status);
-    assert!(table.lines().any(|l| l.starts_with("d1") && l.contains("running") && l.contains(&pid.to_string())), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("d1") && l.contains("running") && l.contains(&pid.to_string())),
+        "{table}"
+    );
 
     let restarted = run_kvs(&["restart", "d1"], dir.path(), &env);
     assert!(restarted.status.success());
-    let new_pid: i32 = std::fs::read_to_string(format!("{home}/pids/d1.pid")).unwrap().trim().parse().unwrap();
+    let new_pid: i32 = std::fs::read_to_string(format!("{home}/pids/d1.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_ne!(new_pid, pid);
 
     let stopped = run_kvs(&["stop", "d1"], dir.path(), &env);
@@ -55,8 +83,17 @@ fn a_stale_pid_file_is_reported_and_replaced() {
     std::fs::write(home.join("pids/s1.pid"), "2147483000\n").unwrap();
     let env = [("KVS_HOME", home.to_str().unwrap())];
     let status = stdout(&run_kvs(&["status"], dir.path(), &env));
-    assert!(status.lines().any(|l| l.starts_with("s1") && l.contains("stale")), "{status}");
-    std::fs::write(dir.path().join("s1.yaml"), "node_id: s1\nhttp_port: 0\nauth_enabled: false\nclustering_enabled: false\n").unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("s1") && l.contains("stale")),
+        "{status}"
+    );
+    std::fs::write(
+        dir.path().join("s1.yaml"),
+        "node_id: s1\nhttp_port: 0\nauth_enabled: false\nclustering_enabled: false\n",
+    )
+    .unwrap();
     assert!(run_kvs(&["start", "s1"], dir.path(), &env).status.success());
     let status = stdout(&run_kvs(&["status", "s1"], dir.path(), &env));
     assert!(status.contains("running"), "{status}");
@@ -68,7 +105,11 @@ fn a_bad_config_fails_start_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad.yaml"), "node_id: b\nwhat: 1\n").unwrap();
     let home = dir.path().join("home");
-    let out = run_kvs(&["start", "bad"], dir.path(), &[("KVS_HOME", home.to_str().unwrap())]);
+    let out = run_kvs(
+        &["start", "bad"],
+        dir.path(),
+        &[("KVS_HOME", home.to_str().unwrap())],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("what"));
 }
@@ -79,7 +120,11 @@ fn client_commands_talk_to_a_node() {
     let dir = tempfile::tempdir().unwrap();
     let env = [("KVS_ADDR", node.base.as_str())];
     let put = run_kvs(&["put", "cli/ключ one", "{\"n\": 1}"], dir.path(), &env);
-    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
     assert!(stdout(&put).contains("uuid"));
     let get = run_kvs(&["get", "cli/ключ one"], dir.path(), &env);
     let value: serde_json::Value = serde_json::from_str(stdout(&get).trim()).unwrap();
@@ -88,7 +133,11 @@ fn client_commands_talk_to_a_node() {
     assert!(stdout(&ls).contains("cli/ключ one"));
     let members = run_kvs(&["members", "--addr", &node.base], dir.path(), &[]);
     assert!(stdout(&members).contains("test-node"));
-    assert!(run_kvs(&["del", "cli/ключ one"], dir.path(), &env).status.success());
+    assert!(
+        run_kvs(&["del", "cli/ключ one"], dir.path(), &env)
+            .status
+            .success()
+    );
     let missing = run_kvs(&["get", "cli/ключ one"], dir.path(), &env);
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not_found"));
@@ -96,6 +145,10 @@ fn client_commands_talk_to_a_node() {
     assert_eq!(bad_json.status.code(), Some(2));
     let with_ttl = run_kvs(&["put", "t", "1", "--ttl", "1h"], dir.path(), &env);
     assert!(with_ttl.status.success());
-    let no_node = run_kvs(&["get", "k", "--addr", "http://127.0.0.1:1"], dir.path(), &[]);
+    let no_node = run_kvs(
+        &["get", "k", "--addr", "http://127.0.0.1:1"],
+        dir.path(),
+        &[],
+    );
     assert_eq!(no_node.status.code(), Some(1));
 }

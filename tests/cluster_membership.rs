@@ -16,7 +16,10 @@ fn config(seed: Option<&str>, secret: &str) -> String {
 }
 
 fn members(node: &Node) -> Vec<Value> {
-    node.get("/members").json()["members"].as_array().cloned().unwrap_or_default()
+    node.get("/members").json()["members"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn member(node: &Node, id: &str) -> Option<Value> {
@@ -24,7 +27,10 @@ fn member(node: &Node, id: &str) -> Option<Value> {
 }
 
 fn gossip_addr(node: &Node, id: &str) -> String {
-    member(node, id).expect("itself")["gossip_addr"].as_str().unwrap().to_owned()
+    member(node, id).expect("itself")["gossip_addr"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Polls until `check` holds, for at most `limit`; returns the time it took.
@@ -54,7 +60,11 @@ fn three_nodes() -> (Node, Node, Node) {
             m.len() == 3 && m.iter().all(|m| m["state"] == "alive")
         })
     });
-    assert!(joined.is_some(), "three nodes did not all see each other: {:?}", members(&a));
+    assert!(
+        joined.is_some(),
+        "three nodes did not all see each other: {:?}",
+        members(&a)
+    );
     (a, b, c)
 }
 
@@ -70,7 +80,10 @@ fn nodes_join_through_one_seed_and_agree() {
         }
     }
     let metrics = a.get("/metrics").body;
-    assert!(metrics.contains("kvs_members{state=\"alive\"} 3"), "{metrics}");
+    assert!(
+        metrics.contains("kvs_members{state=\"alive\"} 3"),
+        "{metrics}"
+    );
     assert!(metrics.contains("kvs_membership_probes_total"));
 }
 
@@ -83,16 +96,31 @@ fn a_killed_node_is_dead_everywhere_within_3s_and_rejoins_higher() {
     let took = within(Duration::from_secs(3), || {
         state_of(&a, "c").as_deref() == Some("dead") && state_of(&b, "c").as_deref() == Some("dead")
     });
-    assert!(took.is_some(), "not dead on both within 3 s: {:?} / {:?}", state_of(&a, "c"), state_of(&b, "c"));
+    assert!(
+        took.is_some(),
+        "not dead on both within 3 s: {:?} / {:?}",
+        state_of(&a, "c"),
+        state_of(&b, "c")
+    );
     eprintln!("crash to dead on both: {took:?}");
     c.launch();
     let back = within(Duration::from_secs(10), || {
         [&a, &b].iter().all(|n| {
-            member(n, "c").is_some_and(|m| m["state"] == "alive" && m["incarnation"].as_u64().unwrap() > incarnation)
+            member(n, "c").is_some_and(|m| {
+                m["state"] == "alive" && m["incarnation"].as_u64().unwrap() > incarnation
+            })
         })
     });
-    assert!(back.is_some(), "c did not come back with a higher incarnation: {:?}", member(&a, "c"));
-    assert_eq!(member(&a, "c").unwrap()["joined_at"], joined_at, "joined_at never changes");
+    assert!(
+        back.is_some(),
+        "c did not come back with a higher incarnation: {:?}",
+        member(&a, "c")
+    );
+    assert_eq!(
+        member(&a, "c").unwrap()["joined_at"],
+        joined_at,
+        "joined_at never changes"
+    );
 }
 
 #[test]
@@ -104,7 +132,11 @@ fn sigterm_shows_as_left_not_dead() {
     });
     assert!(left.is_some(), "b is {:?} on a", state_of(&a, "b"));
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(state_of(&a, "b").as_deref(), Some("left"), "left is not turned into dead");
+    assert_eq!(
+        state_of(&a, "b").as_deref(),
+        Some("left"),
+        "left is not turned into dead"
+    );
 }
 
 #[test]
@@ -126,5 +158,8 @@ fn a_node_with_another_secret_never_appears() {
         .find_map(|l| l.strip_prefix("kvs_membership_rejected_datagrams_total "))
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    assert!(rejected > 0, "the intruder's datagrams are counted as rejected");
+    assert!(
+        rejected > 0,
+        "the intruder's datagrams are counted as rejected"
+    );
 }

@@ -30,7 +30,10 @@ fn every_json_kind_roundtrips_with_created_then_ok() {
         assert_eq!(got.json()["data"], *value);
         assert_eq!(got.json()["uuid"], uuid.as_str());
         assert_eq!(got.header("etag"), Some(format!("\"{uuid}\"")));
-        assert_eq!(got.header("content-type").as_deref(), Some("application/json"));
+        assert_eq!(
+            got.header("content-type").as_deref(),
+            Some("application/json")
+        );
         let overwritten = node.put(&path, "{\"v\":2}");
         assert_eq!(overwritten.status, 200);
         assert_ne!(overwritten.json()["uuid"], uuid.as_str());
@@ -40,7 +43,10 @@ fn every_json_kind_roundtrips_with_created_then_ok() {
 #[test]
 fn head_answers_headers_without_body() {
     let node = Node::start(PLAIN);
-    let uuid = node.put("/kv/h", "[1,2,3]").json()["uuid"].as_str().unwrap().to_owned();
+    let uuid = node.put("/kv/h", "[1,2,3]").json()["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let head = node.request("HEAD", "/kv/h", None, &[]);
     assert_eq!(head.status, 200);
     assert_eq!(head.header("etag"), Some(format!("\"{uuid}\"")));
@@ -54,8 +60,16 @@ fn percent_encoded_utf8_keys() {
     assert_eq!(node.put("/kv/caf%C3%A9/%E2%9C%93%20ok", "1").status, 201);
     assert_eq!(node.get("/kv/caf%C3%A9/%E2%9C%93%20ok").json()["data"], 1);
     assert_eq!(node.put("/kv/a%2Fb", "2").status, 201);
-    assert_eq!(node.get("/kv/a/b").json()["data"], 2, "%2F is a separator in a key");
-    assert_eq!(node.get("/kv/a/b/").json()["data"], 2, "a trailing / is not part of a key");
+    assert_eq!(
+        node.get("/kv/a/b").json()["data"],
+        2,
+        "%2F is a separator in a key"
+    );
+    assert_eq!(
+        node.get("/kv/a/b/").json()["data"],
+        2,
+        "a trailing / is not part of a key"
+    );
     let listed = node.get("/kv?prefix=caf%C3%A9/");
     assert_eq!(listed.json()["items"][0]["key"], "café/✓ ok");
 }
@@ -90,7 +104,15 @@ fn invalid_keys_are_rejected_and_change_nothing() {
 #[test]
 fn bodies_must_be_json() {
     let node = Node::start(PLAIN);
-    for body in ["", "   ", "{bad", "[1,", "undefined", "{\"a\":1} trailing", "'single'"] {
+    for body in [
+        "",
+        "   ",
+        "{bad",
+        "[1,",
+        "undefined",
+        "{\"a\":1} trailing",
+        "'single'",
+    ] {
         let answer = node.put("/kv/j", body);
         assert_eq!(answer.status, 400, "{body:?}");
         assert_eq!(answer.error_code(), "invalid_json", "{body:?}");
@@ -105,12 +127,18 @@ fn body_limit_allows_just_under_and_refuses_over() {
     assert_eq!(fits.len(), 1000);
     let answer = node.put("/kv/big", &fits);
     assert_eq!(answer.status, 201, "{}", answer.body);
-    assert_eq!(node.get("/kv/big").json()["data"].as_str().unwrap().len(), 998);
+    assert_eq!(
+        node.get("/kv/big").json()["data"].as_str().unwrap().len(),
+        998
+    );
     let over = format!("\"{}\"", "x".repeat(999));
     let answer = node.put("/kv/big", &over);
     assert_eq!(answer.status, 413);
     assert_eq!(answer.error_code(), "payload_too_large");
-    assert_eq!(node.get("/kv/big").json()["data"].as_str().unwrap().len(), 998);
+    assert_eq!(
+        node.get("/kv/big").json()["data"].as_str().unwrap().len(),
+        998
+    );
 }
 
 #[test]
@@ -118,7 +146,10 @@ fn default_limit_takes_a_value_just_under_one_mib() {
     let node = Node::start(PLAIN);
     let value = format!("\"{}\"", "v".repeat(1_048_576 - 2));
     assert_eq!(node.put("/kv/mib", &value).status, 201);
-    assert_eq!(node.get("/kv/mib").json()["data"].as_str().unwrap().len(), 1_048_574);
+    assert_eq!(
+        node.get("/kv/mib").json()["data"].as_str().unwrap().len(),
+        1_048_574
+    );
     let over = format!("\"{}\"", "v".repeat(1_048_576 - 1));
     assert_eq!(node.put("/kv/mib2", &over).status, 413);
 }
@@ -127,12 +158,27 @@ fn default_limit_takes_a_value_just_under_one_mib() {
 fn absent_keys_unknown_routes_and_wrong_methods() {
     let node = Node::start(PLAIN);
     let answer = node.get("/kv/nothing");
-    assert_eq!((answer.status, answer.error_code().as_str()), (404, "not_found"));
+    assert_eq!(
+        (answer.status, answer.error_code().as_str()),
+        (404, "not_found")
+    );
     let answer = node.delete("/kv/nothing");
-    assert_eq!((answer.status, answer.error_code().as_str()), (404, "not_found"));
+    assert_eq!(
+        (answer.status, answer.error_code().as_str()),
+        (404, "not_found")
+    );
     let answer = node.get("/nowhere");
-    assert_eq!((answer.status, answer.error_code().as_str()), (404, "not_found"));
-    for (method, path) in [("POST", "/kv/x"), ("PATCH", "/kv/x"), ("POST", "/kv"), ("DELETE", "/health"), ("PUT", "/history/x")] {
+    assert_eq!(
+        (answer.status, answer.error_code().as_str()),
+        (404, "not_found")
+    );
+    for (method, path) in [
+        ("POST", "/kv/x"),
+        ("PATCH", "/kv/x"),
+        ("POST", "/kv"),
+        ("DELETE", "/health"),
+        ("PUT", "/history/x"),
+    ] {
         let answer = node.request(method, path, Some("1"), &[]);
         assert_eq!(answer.status, 405, "{method} {path}");
         assert_eq!(answer.error_code(), "method_not_allowed");
@@ -149,9 +195,18 @@ fn delete_then_absent_everywhere() {
     assert!(answer.body.is_empty());
     assert_eq!(node.get("/kv/d/1").status, 404);
     assert_eq!(node.delete("/kv/d/1").status, 404);
-    let keys: Vec<Value> = node.get("/kv?prefix=d/").json()["items"].as_array().unwrap().iter().map(|i| i["key"].clone()).collect();
+    let keys: Vec<Value> = node.get("/kv?prefix=d/").json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].clone())
+        .collect();
     assert_eq!(keys, [json!("d/2")]);
-    assert_eq!(node.put("/kv/d/1", "3").status, 201, "a deleted key is created anew");
+    assert_eq!(
+        node.put("/kv/d/1", "3").status,
+        201,
+        "a deleted key is created anew"
+    );
 }
 
 fn list_all(node: &Node, query: &str) -> (Vec<String>, usize) {
@@ -214,7 +269,9 @@ fn listing_since_a_time_orders_by_timestamp() {
     let node = Node::start(PLAIN);
     node.put("/kv/old", "0");
     std::thread::sleep(std::time::Duration::from_millis(20));
-    let since = node.put("/kv/s/b", "0").json()["timestamp"].as_u64().unwrap();
+    let since = node.put("/kv/s/b", "0").json()["timestamp"]
+        .as_u64()
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(5));
     node.put("/kv/s/a", "0");
     std::thread::sleep(std::time::Duration::from_millis(5));
@@ -223,7 +280,12 @@ fn listing_since_a_time_orders_by_timestamp() {
     let (keys, _) = list_all(&node, &format!("since={since}&limit=2"));
     assert_eq!(keys, ["s/b", "s/a", "old2", "old"]);
     let page = node.get(&format!("/kv?since={since}")).json();
-    let stamps: Vec<u64> = page["items"].as_array().unwrap().iter().map(|i| i["timestamp"].as_u64().unwrap()).collect();
+    let stamps: Vec<u64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["timestamp"].as_u64().unwrap())
+        .collect();
     assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{stamps:?}");
     assert_eq!(node.get("/kv?since=yesterday").status, 400);
 }
@@ -238,10 +300,19 @@ fn ttl_expires_keys_everywhere() {
     std::thread::sleep(std::time::Duration::from_millis(900));
     assert_eq!(node.get("/kv/t/short").status, 404);
     let listed = node.get("/kv?prefix=t/").json();
-    let keys: Vec<&str> = listed["items"].as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap()).collect();
+    let keys: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap())
+        .collect();
     assert_eq!(keys, ["t/long"]);
     assert_eq!(node.delete("/kv/t/short").status, 404);
-    assert_eq!(node.put("/kv/t/short", "2").status, 201, "an expired key is absent");
+    assert_eq!(
+        node.put("/kv/t/short", "2").status,
+        201,
+        "an expired key is absent"
+    );
     for bad in ["ttl=soon", "ttl=-1s", "ttl=0", "ttl=5y"] {
         let answer = node.put(&format!("/kv/t/x?{bad}"), "1");
         assert_eq!(answer.status, 400, "{bad}");
@@ -274,19 +345,28 @@ fn history_off_answers_404() {
     let node = Node::start(&format!("{PLAIN}revision_history_enabled: false\n"));
     node.put("/kv/h", "1");
     let answer = node.get("/history/h");
-    assert_eq!((answer.status, answer.error_code().as_str()), (404, "not_found"));
+    assert_eq!(
+        (answer.status, answer.error_code().as_str()),
+        (404, "not_found")
+    );
 }
 
 #[test]
 fn compare_and_set() {
     let node = Node::start(PLAIN);
-    let first = node.put("/kv/c", "1").json()["uuid"].as_str().unwrap().to_owned();
+    let first = node.put("/kv/c", "1").json()["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let etag = format!("\"{first}\"");
     let answer = node.request("PUT", "/kv/c", Some("2"), &[("if-match", &etag)]);
     assert_eq!(answer.status, 200, "{}", answer.body);
     let second = answer.json()["uuid"].as_str().unwrap().to_owned();
     let stale = node.request("PUT", "/kv/c", Some("3"), &[("if-match", &etag)]);
-    assert_eq!((stale.status, stale.error_code().as_str()), (412, "precondition_failed"));
+    assert_eq!(
+        (stale.status, stale.error_code().as_str()),
+        (412, "precondition_failed")
+    );
     assert_eq!(node.get("/kv/c").json()["data"], 2);
     let exists = node.request("PUT", "/kv/c", Some("4"), &[("if-none-match", "*")]);
     assert_eq!(exists.status, 412);
@@ -296,7 +376,12 @@ fn compare_and_set() {
     assert_eq!(stale_delete.status, 412);
     let absent = node.request("PUT", "/kv/none", Some("1"), &[("if-match", &etag)]);
     assert_eq!(absent.status, 412);
-    let good_delete = node.request("DELETE", "/kv/c", None, &[("if-match", &format!("\"{second}\""))]);
+    let good_delete = node.request(
+        "DELETE",
+        "/kv/c",
+        None,
+        &[("if-match", &format!("\"{second}\""))],
+    );
     assert_eq!(good_delete.status, 204);
     assert_eq!(node.get("/kv/c").status, 404);
 }
@@ -320,18 +405,35 @@ fn health_members_metrics_and_openapi() {
     node.get("/kv/m");
     let metrics = node.get("/metrics");
     assert_eq!(metrics.status, 200);
-    assert!(metrics.header("content-type").unwrap().starts_with("text/plain"));
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
     for line in [
         "kvs_http_requests_total{route=\"kv\",method=\"PUT\",status=\"201\"} 1",
         "kvs_http_requests_total{route=\"kv\",method=\"GET\",status=\"200\"} 1",
         "kvs_store_keys 1",
         "kvs_http_request_duration_seconds_count{route=\"kv\"}",
     ] {
-        assert!(metrics.body.contains(line), "missing {line:?} in\n{}", metrics.body);
+        assert!(
+            metrics.body.contains(line),
+            "missing {line:?} in\n{}",
+            metrics.body
+        );
     }
     let openapi = node.get("/openapi.json").json();
     assert!(openapi["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/kv/{key}", "/kv", "/history/{key}", "/health", "/members", "/metrics", "/openapi.json"] {
+    for path in [
+        "/kv/{key}",
+        "/kv",
+        "/history/{key}",
+        "/health",
+        "/members",
+        "/metrics",
+        "/openapi.json",
+    ] {
         assert!(openapi["paths"][path].is_object(), "openapi lacks {path}");
     }
 }

@@ -16,7 +16,12 @@ fn acknowledged_writes_survive_sigkill() {
             std::thread::spawn(move || {
                 for i in 0..50 {
                     let url = format!("{base}/kv/durable/{w}/{i}");
-                    let answer = common::request(&url, "PUT", Some(&format!("{{\"w\":{w},\"i\":{i}}}")), &[]);
+                    let answer = common::request(
+                        &url,
+                        "PUT",
+                        Some(&format!("{{\"w\":{w},\"i\":{i}}}")),
+                        &[],
+                    );
                     assert_eq!(answer.status, 201);
                 }
             })
@@ -59,7 +64,10 @@ fn joined_at_is_kept_across_restarts() {
     let first = node.get("/members").json()["members"][0]["joined_at"].clone();
     node.kill();
     node.launch();
-    assert_eq!(node.get("/members").json()["members"][0]["joined_at"], first);
+    assert_eq!(
+        node.get("/members").json()["members"][0]["joined_at"],
+        first
+    );
 }
 
 fn expect_config_error(yaml: &str, key: &str) {
@@ -68,7 +76,10 @@ fn expect_config_error(yaml: &str, key: &str) {
     let out = run_kvs(&["run", "bad.yaml"], dir.path(), &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{yaml:?}: {stderr}");
-    assert!(stderr.contains(key), "{yaml:?}: stderr does not name {key}: {stderr}");
+    assert!(
+        stderr.contains(key),
+        "{yaml:?}: stderr does not name {key}: {stderr}"
+    );
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     assert!(!stderr.contains("panicked"));
 }
@@ -78,12 +89,27 @@ fn bad_configs_exit_2_naming_the_key() {
     expect_config_error("node_id: a\nhttp_port: 0\nnot_a_key: 1\n", "not_a_key");
     expect_config_error("node_id: a\nhttp_port: lots\n", "http_port");
     expect_config_error("node_id: a\nhttp_port: 70000\n", "http_port");
-    expect_config_error("node_id: a\nhttp_port: 0\nauth_enabled: maybe\n", "auth_enabled");
-    expect_config_error("node_id: a\nhttp_port: 0\ntombstone_ttl: forever\n", "tombstone_ttl");
-    expect_config_error("node_id: a\nhttp_port: 0\ndefault_permissions: xyz\n", "default_permissions");
+    expect_config_error(
+        "node_id: a\nhttp_port: 0\nauth_enabled: maybe\n",
+        "auth_enabled",
+    );
+    expect_config_error(
+        "node_id: a\nhttp_port: 0\ntombstone_ttl: forever\n",
+        "tombstone_ttl",
+    );
+    expect_config_error(
+        "node_id: a\nhttp_port: 0\ndefault_permissions: xyz\n",
+        "default_permissions",
+    );
     expect_config_error("node_id: a\nhttp_port: 0\nlog_level: loud\n", "log_level");
-    expect_config_error("node_id: a\nhttp_port: 0\nseed_nodes: [nowhere]\n", "seed_nodes");
-    expect_config_error("node_id: a\nhttp_port: 0\nbind_address: not-an-ip\n", "bind_address");
+    expect_config_error(
+        "node_id: a\nhttp_port: 0\nseed_nodes: [nowhere]\n",
+        "seed_nodes",
+    );
+    expect_config_error(
+        "node_id: a\nhttp_port: 0\nbind_address: not-an-ip\n",
+        "bind_address",
+    );
     expect_config_error("- just\n- a list\n", "bad.yaml");
 }
 
@@ -91,7 +117,10 @@ fn bad_configs_exit_2_naming_the_key() {
 fn a_port_in_use_is_a_config_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    expect_config_error(&format!("node_id: a\n{PLAIN}http_port: {port}\n"), "http_port");
+    expect_config_error(
+        &format!("node_id: a\n{PLAIN}http_port: {port}\n"),
+        "http_port",
+    );
 }
 
 #[test]
@@ -100,7 +129,10 @@ fn an_unusable_data_dir_is_a_config_error() {
     let file = dir.path().join("file");
     std::fs::write(&file, "not a dir").unwrap();
     expect_config_error(
-        &format!("node_id: a\n{PLAIN}http_port: 0\ndata_dir: {}\n", file.display()),
+        &format!(
+            "node_id: a\n{PLAIN}http_port: 0\ndata_dir: {}\n",
+            file.display()
+        ),
         "data_dir",
     );
 }
@@ -129,21 +161,36 @@ fn a_missing_config_is_written_with_fresh_identity_and_secrets() {
     // `kvs fresh` (no subcommand, no .yaml) writes and runs fresh.yaml.
     let path = dir.path().join("fresh.yaml");
     let text = written_config(&["fresh"], dir.path(), &path);
-    for key in ["node_id:", "cluster_secret:", "jwt_secret:", "http_port: 8080", "tombstone_ttl: 7d", "# "] {
+    for key in [
+        "node_id:",
+        "cluster_secret:",
+        "jwt_secret:",
+        "http_port: 8080",
+        "tombstone_ttl: 7d",
+        "# ",
+    ] {
         assert!(text.contains(key), "{key} missing from\n{text}");
     }
     let other_path = dir.path().join("x/other.yaml");
     let other = written_config(&["run", "x/other.yaml"], dir.path(), &other_path);
     let line = |t: &str, key: &str| t.lines().find(|l| l.starts_with(key)).map(str::to_owned);
-    assert_ne!(line(&text, "cluster_secret:"), line(&other, "cluster_secret:"));
+    assert_ne!(
+        line(&text, "cluster_secret:"),
+        line(&other, "cluster_secret:")
+    );
     assert_ne!(line(&text, "node_id:"), line(&other, "node_id:"));
     // The written config runs as it is (on a free port).
-    let runnable = text.replace("http_port: 8080", "http_port: 0").replace("clustering_enabled: true", "clustering_enabled: false");
+    let runnable = text
+        .replace("http_port: 8080", "http_port: 0")
+        .replace("clustering_enabled: true", "clustering_enabled: false");
     let mut node = Node::start(PLAIN);
     std::fs::write(&node.config, runnable).unwrap();
     node.kill();
     node.launch();
     let health = node.get("/health").json();
     assert_eq!(health["status"], "ok");
-    assert_eq!(Some(format!("node_id: {}", health["node_id"].as_str().unwrap())), line(&text, "node_id:"));
+    assert_eq!(
+        Some(format!("node_id: {}", health["node_id"].as_str().unwrap())),
+        line(&text, "node_id:")
+    );
 }

@@ -178,7 +178,10 @@ impl Drop for DurableStore {
 fn next_batch(shared: &Shared) -> Option<Vec<(u64, Staged)>> {
     let mut pending = shared.lock();
     while pending.queue.is_empty() && !pending.stopping {
-        pending = shared.work.wait(pending).unwrap_or_else(PoisonError::into_inner);
+        pending = shared
+            .work
+            .wait(pending)
+            .unwrap_or_else(PoisonError::into_inner);
     }
     if pending.queue.is_empty() {
         return None;

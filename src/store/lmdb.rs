@@ -163,10 +163,12 @@ impl LmdbStore {
     pub fn increment_meta_u64(&self, name: &str) -> Result<u64, StoreError> {
         let mut wtxn = self.env.write_txn().map_err(backend)?;
         let held = match self.meta.get(&wtxn, name.as_bytes()).map_err(backend)? {
-            Some(bytes) => u64::from_be_bytes(bytes.try_into().map_err(|_| StoreError::Corrupt {
-                key: name.to_owned(),
-                reason: "meta value is not a u64".into(),
-            })?),
+            Some(bytes) => {
+                u64::from_be_bytes(bytes.try_into().map_err(|_| StoreError::Corrupt {
+                    key: name.to_owned(),
+                    reason: "meta value is not a u64".into(),
+                })?)
+            }
             None => 0,
         };
         let next = held + 1;

@@ -72,7 +72,7 @@ fn read_record(reader: &mut impl Read) -> Option<Recovered> {
     reader.read_exact(&mut head).ok()?;
     let len = u32::from_le_bytes(head[..4].try_into().ok()?);
     let crc = u32::from_le_bytes(head[4..].try_into().ok()?);
-    if len > MAX_RECORD || len < 10 {
+    if !(10..=MAX_RECORD).contains(&len) {
         return None;
     }
     let mut payload = vec![0u8; len as usize];
