@@ -248,6 +248,17 @@ fn users_groups_and_tokens_endpoints() {
     // A token given as a number of seconds.
     let issued = issue(&node, root, &w.alice_id, &["read", "read"], "90");
     assert!(issued["jti"].as_str().is_some() && issued["expires_at"].as_u64().is_some());
+    // The auth records are out of reach of /kv listings.
+    for path in [
+        "/kv?prefix=_auth/",
+        "/kv?prefix=_",
+        "/kv?prefix=",
+        "/kv?since=0",
+        "/kv?since=0&prefix=_auth",
+    ] {
+        let page = expect(&req("GET", path, None), 200, path);
+        assert!(!page.to_string().contains("_auth"), "{path}: {page}");
+    }
     // Secrets never show in /metrics, in error bodies or in the log.
     let metrics = call(&node, "GET", "/metrics", None, None).body;
     let logs = node.drain_logs().join("\n");

@@ -182,9 +182,17 @@ impl<B: Backend> Api<B> {
             .map(|c| Cursor::decode(c).ok_or_else(|| ApiError::bad_request("cursor is not valid")))
             .transpose()?;
         let prefix = query.get("prefix").unwrap_or("");
+        if prefix.starts_with('_') {
+            // The reserved keyspace (`_auth/...`) is not reachable from `/kv`.
+            let empty = ListPage {
+                items: Vec::new(),
+                next: None,
+            };
+            return Ok(json_response(StatusCode::OK, page_json(&empty)));
+        }
         let now = self.backend.now_ms();
         let store = self.backend.store();
-        let page = match query.get("since") {
+        let mut page = match query.get("since") {
             Some(since) => {
                 let since: u64 = since.parse().map_err(|_| {
                     ApiError::bad_request(format!("since must be Unix milliseconds, not {since:?}"))
@@ -211,6 +219,7 @@ impl<B: Backend> Api<B> {
                 store.list(prefix, after, limit, now)?
             }
         };
+        page.items.retain(|item| !item.key.starts_with('_'));
         Ok(json_response(StatusCode::OK, page_json(&page)))
     }
 }
