@@ -286,16 +286,20 @@ impl LmdbStore {
         if max == 0 {
             return Ok(());
         }
-        let prefix = history_prefix(key);
-        let mut entry = prefix.clone();
+        let mut entry = history_prefix(key);
         entry.extend_from_slice(&(!version.id.timestamp).to_be_bytes());
         entry.extend_from_slice(version.id.uuid.as_bytes());
         self.history.put(wtxn, &entry, bytes).map_err(backend)?;
+        self.drop_history(wtxn, key, max)
+    }
+
+    /// Deletes `key`'s history revisions after the newest `keep`.
+    fn drop_history(&self, wtxn: &mut RwTxn, key: &str, keep: usize) -> Result<(), StoreError> {
         let stale: Vec<Vec<u8>> = self
             .history
-            .prefix_iter(wtxn, &prefix)
+            .prefix_iter(wtxn, &history_prefix(key))
             .map_err(backend)?
-            .skip(max)
+            .skip(keep)
             .map(|item| item.map(|(k, _)| k.to_vec()).map_err(backend))
             .collect::<Result<_, _>>()?;
         for entry in stale {
@@ -305,16 +309,7 @@ impl LmdbStore {
     }
 
     fn forget(&self, wtxn: &mut RwTxn, key: &str) -> Result<(), StoreError> {
-        let prefix = history_prefix(key);
-        let entries: Vec<Vec<u8>> = self
-            .history
-            .prefix_iter(wtxn, &prefix)
-            .map_err(backend)?
-            .map(|item| item.map(|(k, _)| k.to_vec()).map_err(backend))
-            .collect::<Result<_, _>>()?;
-        for entry in entries {
-            self.history.delete(wtxn, &entry).map_err(backend)?;
-        }
+        self.drop_history(wtxn, key, 0)?;
         self.kv.delete(wtxn, key.as_bytes()).map_err(backend)?;
         Ok(())
     }
