@@ -66,8 +66,11 @@ impl Node {
     pub fn start_named(node_id: &str, extra: &str) -> Node {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("node.yaml");
-        std::fs::write(&config, format!("node_id: {node_id}\nhttp_port: 0\n{extra}"))
-            .expect("write config");
+        std::fs::write(
+            &config,
+            format!("node_id: {node_id}\nhttp_port: 0\n{extra}"),
+        )
+        .expect("write config");
         let mut node = Node {
             dir,
             config,
