@@ -174,26 +174,7 @@ pub async fn run(
         committer,
         cluster,
     });
-    let api = Api::new(
-        Arc::clone(&backend),
-        ApiConfig {
-            max_value_bytes: config.max_value_bytes,
-            history_enabled: config.revision_history_enabled,
-            default_permissions: config.default_permissions().unwrap_or(0xf31),
-            version: env!("CARGO_PKG_VERSION").into(),
-            auth: config
-                .auth_enabled
-                .then(|| {
-                    AuthConfig::new(
-                        &config.jwt_secret,
-                        config.allow_anonymous_read,
-                        config.allow_anonymous_write,
-                    )
-                })
-                .transpose()
-                .map_err(|e| config_error("jwt_secret", e))?,
-        },
-    );
+    let api = Api::new(Arc::clone(&backend), api_config(&config)?);
     api.bootstrap_auth(&data_dir)
         .await
         .map_err(|e| NodeError::Runtime(format!("auth bootstrap: {e}")))?;
@@ -214,6 +195,12 @@ pub async fn run(
     let ((), ()) = tokio::join!(server, purge);
     let _ = shutdown.wait_for(|stop| *stop).await;
     drop(api);
+    finish(backend, &store).await
+}
+
+/// After the server stopped: commits the queued writes, lets membership announce `left`,
+/// flushes the store.
+async fn finish(backend: Arc<NodeBackend>, store: &DurableStore) -> Result<(), NodeError> {
     match Arc::try_unwrap(backend) {
         Ok(backend) => {
             backend.committer.shutdown();
@@ -228,6 +215,27 @@ pub async fn run(
         .map_err(|e| NodeError::Runtime(e.to_string()))?;
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// The API's settings from the node's config.
+fn api_config(config: &Config) -> Result<ApiConfig, NodeError> {
+    Ok(ApiConfig {
+        max_value_bytes: config.max_value_bytes,
+        history_enabled: config.revision_history_enabled,
+        default_permissions: config.default_permissions().unwrap_or(0xf31),
+        version: env!("CARGO_PKG_VERSION").into(),
+        auth: config
+            .auth_enabled
+            .then(|| {
+                AuthConfig::new(
+                    &config.jwt_secret,
+                    config.allow_anonymous_read,
+                    config.allow_anonymous_write,
+                )
+            })
+            .transpose()
+            .map_err(|e| config_error("jwt_secret", e))?,
+    })
 }
 
 /// Starts membership: a new incarnation (kept in the store, above every earlier start's),
