@@ -38,7 +38,8 @@ fn build<F: ProtocolFactory>(
 ) -> Result<(String, Value, Boxed<F::Node>), SimError> {
     let (name, args) = entry.parts()?;
     let mut own_args = args.clone();
-    if let Value::Mapping(map) = &mut own_args {
+    // `within` is the runner's for `eventually`; other phases' properties may use it.
+    if let (Phase::Eventually, Value::Mapping(map)) = (phase, &mut own_args) {
         map.remove("within");
         if map.is_empty() {
             own_args = Value::Null;
@@ -145,12 +146,28 @@ impl<P: 'static> Checks<P> {
                 evidence: "the run ended before it held".into(),
             });
         }
-        for (name, prop) in &mut self.at_end {
+        for (name, prop) in self.always.iter_mut().chain(&mut self.at_end) {
             prop.check(world).map_err(|evidence| Violation {
                 property: name.clone(),
                 evidence,
             })?;
         }
         Ok(())
+    }
+
+    /// Every property's measured figures, named `property.figure`.
+    pub(crate) fn measurements(&self) -> Vec<(String, f64)> {
+        let always = self.always.iter().map(|(n, p)| (n, p));
+        let eventually = self.eventually.iter().map(|e| (&e.name, &e.prop));
+        let at_end = self.at_end.iter().map(|(n, p)| (n, p));
+        always
+            .chain(eventually)
+            .chain(at_end)
+            .flat_map(|(name, prop)| {
+                prop.measurements()
+                    .into_iter()
+                    .map(move |(figure, value)| (format!("{name}.{figure}"), value))
+            })
+            .collect()
     }
 }

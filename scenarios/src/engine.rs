@@ -9,10 +9,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kvs_net::{AUTH_OVERHEAD, NodeId, seeded_rng};
+use kvs_net::{AUTH_OVERHEAD, NodeId, SeededRng, seeded_rng};
 
 use crate::checks::Checks;
 use crate::fabric::{Fabric, NetCounts};
+use crate::link::Latency;
 use crate::properties::{Violation, World};
 use crate::protocol::{NodeCtx, Protocol, ProtocolFactory, Transmit, addr_index, node_addr};
 use crate::queue::{EventQueue, Pending};
@@ -46,6 +47,7 @@ pub struct Slot<P> {
     timer_gen: u64,
     due_while_paused: bool,
     inbox: VecDeque<(usize, Box<[u8]>)>,
+    slow: Option<Latency>,
 }
 
 impl<P> Slot<P> {
@@ -92,6 +94,8 @@ pub struct RunReport {
     pub virtual_time: Duration,
     /// What the network did.
     pub counts: NetCounts,
+    /// Figures the properties measured (`property.figure`, value), for `--report`.
+    pub measurements: Vec<(String, f64)>,
 }
 
 struct Engine<'a, F: ProtocolFactory> {
@@ -100,6 +104,7 @@ struct Engine<'a, F: ProtocolFactory> {
     nodes: Vec<Slot<F::Node>>,
     peers: Arc<[SocketAddr]>,
     fabric: Fabric,
+    slow_rng: SeededRng,
     queue: EventQueue,
     now: Duration,
     quiesce_at: Duration,
@@ -120,6 +125,7 @@ pub(crate) fn run<F: ProtocolFactory>(
     let checks = Checks::new(&factory, scenario)?;
     let mut engine = Engine {
         fabric: Fabric::new(n, &scenario.network, seeded_rng(opts.seed, "network"))?,
+        slow_rng: seeded_rng(opts.seed, "slow"),
         factory,
         seed: opts.seed,
         nodes: Vec::with_capacity(n),
@@ -144,6 +150,7 @@ pub(crate) fn run<F: ProtocolFactory>(
         };
         engine.failure = engine.checks.at_end(&world).err();
     }
+    let measurements = engine.checks.measurements();
     let (digest, last_events, events) = engine.trace.finish()?;
     Ok(RunReport {
         name: scenario.name.clone(),
@@ -154,6 +161,7 @@ pub(crate) fn run<F: ProtocolFactory>(
         events,
         virtual_time: engine.now,
         counts: engine.fabric.counts().clone(),
+        measurements,
     })
 }
 
@@ -179,6 +187,7 @@ impl<F: ProtocolFactory> Engine<'_, F> {
                 timer_gen: 0,
                 due_while_paused: false,
                 inbox: VecDeque::new(),
+                slow: None,
             });
             self.flush(i)?;
         }
@@ -209,9 +218,12 @@ impl<F: ProtocolFactory> Engine<'_, F> {
             };
             self.now = at;
             match what {
-                Pending::Deliver { from, to, payload } => {
-                    self.deliver(from as usize, to as usize, payload)?;
-                }
+                Pending::Deliver {
+                    from,
+                    to,
+                    late,
+                    payload,
+                } => self.deliver(from as usize, to as usize, late, payload)?,
                 Pending::Timer { node, generation } => self.fire_timer(node, generation)?,
                 Pending::Step(i) => self.step(i)?,
                 Pending::Check => self.check_eventually(),
@@ -335,6 +347,7 @@ impl<F: ProtocolFactory> Engine<'_, F> {
                         Pending::Deliver {
                             from,
                             to,
+                            late: false,
                             payload: payload.clone(),
                         },
                     );
@@ -344,7 +357,13 @@ impl<F: ProtocolFactory> Engine<'_, F> {
         Ok(())
     }
 
-    fn deliver(&mut self, from: usize, to: usize, payload: Box<[u8]>) -> Result<(), SimError> {
+    fn deliver(
+        &mut self,
+        from: usize,
+        to: usize,
+        late: bool,
+        payload: Box<[u8]>,
+    ) -> Result<(), SimError> {
         let reason = if self.fabric.blocked(from, to) {
             Some(DropReason::Partition)
         } else {
@@ -357,7 +376,24 @@ impl<F: ProtocolFactory> Engine<'_, F> {
                     self.nodes[to].inbox.push_back((from, payload));
                     return Ok(());
                 }
-                NodeState::Up => None,
+                NodeState::Up => match self.nodes[to].slow {
+                    Some(delay) if !late => {
+                        let at = self.now + delay.sample(&mut self.slow_rng);
+                        let (from, to) = (
+                            u32::try_from(from).unwrap_or(u32::MAX),
+                            u32::try_from(to).unwrap_or(u32::MAX),
+                        );
+                        let pending = Pending::Deliver {
+                            from,
+                            to,
+                            late: true,
+                            payload,
+                        };
+                        self.schedule(at, pending);
+                        return Ok(());
+                    }
+                    _ => None,
+                },
             }
         };
         if let Some(reason) = reason {
@@ -420,6 +456,11 @@ impl<F: ProtocolFactory> Engine<'_, F> {
                     self.node_op(kind, node)?;
                 }
             }
+            Op::Slow(nodes, delay) => {
+                for node in nodes {
+                    self.nodes[node].slow = Some(delay);
+                }
+            }
         }
         Ok(())
     }
@@ -446,6 +487,7 @@ impl<F: ProtocolFactory> Engine<'_, F> {
             }
             (NodeOp::Pause, NodeState::Up) => self.nodes[i].state = NodeState::Paused,
             (NodeOp::Resume, NodeState::Paused) => self.resume(i)?,
+            (NodeOp::Unslow, _) => self.nodes[i].slow = None,
             _ => {}
         }
         Ok(())

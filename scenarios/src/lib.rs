@@ -29,10 +29,10 @@ pub use fabric::{Fabric, NetCounts};
 pub use link::{Burst, Latency, LinkPatch, LinkSpec};
 pub use properties::{Phase, Property, Violation, World};
 pub use protocol::{NodeCtx, Protocol, ProtocolFactory, Transmit, addr_index, node_addr};
-pub use report::{failure_report, result_line};
+pub use report::{Summary, failure_report, measurement_line, result_line};
 pub use spec::{
-    Action, Cluster, Engine, LinkRule, Network, Properties, PropertyEntry, Scenario, Selector,
-    Step, node_name,
+    Action, Cluster, Engine, LinkRule, Network, Properties, PropertyEntry, Repeat, Scenario,
+    Selector, SlowSpec, Step, node_name,
 };
 pub use trace::{DropReason, Event, Record};
 

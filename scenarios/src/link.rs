@@ -24,6 +24,25 @@ pub struct Latency {
     pub max: Duration,
 }
 
+impl Latency {
+    /// One draw: `min` plus an exponential tail of mean `mean - min`, cut at `max`.
+    pub(crate) fn sample(&self, rng: &mut impl Rng) -> Duration {
+        let tail_mean = (self.mean - self.min).as_secs_f64();
+        let u: f64 = rng.r#gen();
+        let tail = -(1.0 - u).ln() * tail_mean;
+        (self.min + Duration::from_secs_f64(tail.min(1e6))).min(self.max)
+    }
+
+    /// Refuses a distribution that is not `min <= mean <= max`.
+    pub(crate) fn validate(&self) -> Result<(), SimError> {
+        if self.min <= self.mean && self.mean <= self.max {
+            Ok(())
+        } else {
+            Err(SimError::invalid("latency needs min <= mean <= max"))
+        }
+    }
+}
+
 /// Bursty loss: per datagram the link enters the bad state with probability `enter` and
 /// leaves it with `exit`; in the bad state datagrams are lost with probability `loss`.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -130,11 +149,7 @@ impl LinkSpec {
         if probabilities.iter().any(|p| !(0.0..=1.0).contains(p)) {
             return Err(SimError::invalid("probabilities must be within 0..=1"));
         }
-        let l = self.latency;
-        if !(l.min <= l.mean && l.mean <= l.max) {
-            return Err(SimError::invalid("latency needs min <= mean <= max"));
-        }
-        Ok(())
+        self.latency.validate()
     }
 
     /// Draws a datagram's fate. `bad` is the link's burst state, updated here.
@@ -161,11 +176,7 @@ impl LinkSpec {
 
     /// One latency draw (with reordering delay, if drawn).
     pub(crate) fn delay(&self, rng: &mut impl Rng) -> Duration {
-        let l = self.latency;
-        let tail_mean = (l.mean - l.min).as_secs_f64();
-        let u: f64 = rng.r#gen();
-        let tail = -(1.0 - u).ln() * tail_mean;
-        let mut d = (l.min + Duration::from_secs_f64(tail.min(1e6))).min(l.max);
+        let mut d = self.latency.sample(rng);
         if rng.r#gen::<f64>() < self.reorder {
             d += self.reorder_delay.mul_f64(rng.r#gen::<f64>());
         }

@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use kvs_scenarios::{
-    RunOptions, RunReport, Scenario, SimError, failure_report, result_line, run_scenario,
+    RunOptions, RunReport, Scenario, SimError, Summary, failure_report, measurement_line,
+    result_line, run_scenario,
 };
 
 #[derive(Parser)]
@@ -50,6 +51,10 @@ struct RunArgs {
     /// Print virtual time, wall time and speed-up of each run to stderr.
     #[arg(long)]
     timing: bool,
+    /// Print the figures the properties measured to stderr: one `report:` line per run,
+    /// then one `summary:` line per scenario and figure (n, sum, mean, p50, p99, max).
+    #[arg(long)]
+    report: bool,
 }
 
 fn main() -> ExitCode {
@@ -76,6 +81,7 @@ fn run_all(args: &RunArgs) -> Result<bool, SimError> {
         None => None,
     };
     let mut all_passed = true;
+    let mut summary = Summary::default();
     for (path, scenario) in &scenarios {
         let seeds: Vec<u64> = match (args.seed, args.seeds) {
             (Some(s), _) => vec![s],
@@ -83,7 +89,7 @@ fn run_all(args: &RunArgs) -> Result<bool, SimError> {
             (None, None) => vec![scenario.seed.unwrap_or(1)],
         };
         for seed in seeds {
-            all_passed &=
+            let report =
                 play(args, path, scenario, seed, trace_out.as_mut()).map_err(|e| match e {
                     SimError::Invalid(m) => SimError::Format {
                         path: path.to_path_buf(),
@@ -91,7 +97,12 @@ fn run_all(args: &RunArgs) -> Result<bool, SimError> {
                     },
                     other => other,
                 })?;
+            all_passed &= report.violation.is_none();
+            summary.add(&report);
         }
+    }
+    if args.report {
+        summary.lines().iter().for_each(|l| eprintln!("{l}"));
     }
     if let Some(w) = trace_out.as_mut() {
         w.flush()?;
@@ -106,7 +117,7 @@ fn play(
     scenario: &Scenario,
     seed: u64,
     trace_out: Option<&mut BufWriter<File>>,
-) -> Result<bool, SimError> {
+) -> Result<RunReport, SimError> {
     let trace: Option<&mut dyn Write> = match trace_out {
         Some(w) => {
             let header = serde_json::json!({"run": scenario.name, "seed": seed});
@@ -135,8 +146,11 @@ fn play(
     if report.violation.is_some() {
         eprint!("{}", failure_report(path, scenario, &report));
     }
+    if args.report {
+        eprintln!("{}", measurement_line(&report));
+    }
     println!("{}", result_line(&report));
-    Ok(report.violation.is_none())
+    Ok(report)
 }
 
 fn mark_nondeterminism(report: &mut RunReport, again: &RunReport) {

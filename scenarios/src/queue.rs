@@ -7,10 +7,11 @@ use std::time::Duration;
 
 /// Something that will happen.
 pub(crate) enum Pending {
-    /// A datagram arrives.
+    /// A datagram arrives (`late`: it already waited out its slow receiver's delay).
     Deliver {
         from: u32,
         to: u32,
+        late: bool,
         payload: Box<[u8]>,
     },
     /// A node's timer fires (ignored if the node re-armed it since: `generation`).

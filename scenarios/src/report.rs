@@ -61,3 +61,70 @@ pub fn failure_report(path: &Path, scenario: &Scenario, report: &RunReport) -> S
     );
     out
 }
+
+/// The figures one run measured: `report: scenario <name> seed <N> figure=value ...`.
+pub fn measurement_line(report: &RunReport) -> String {
+    let mut out = format!("report: scenario {} seed {}", report.name, report.seed);
+    for (name, value) in &report.measurements {
+        let _ = write!(out, " {name}={value:.4}");
+    }
+    out
+}
+
+/// Figures gathered over many runs, per scenario and figure, summarised by
+/// [`Summary::lines`]: count, sum, mean, p50, p99 and max (nearest-rank percentiles).
+#[derive(Debug, Default)]
+pub struct Summary {
+    samples: std::collections::BTreeMap<(String, String), Vec<f64>>,
+}
+
+impl Summary {
+    /// Adds one run's figures.
+    pub fn add(&mut self, report: &RunReport) {
+        for (name, value) in &report.measurements {
+            self.samples
+                .entry((report.name.clone(), name.clone()))
+                .or_default()
+                .push(*value);
+        }
+    }
+
+    /// One line per scenario and figure.
+    pub fn lines(&self) -> Vec<String> {
+        self.samples
+            .iter()
+            .map(|((scenario, figure), values)| {
+                let mut v = values.clone();
+                v.sort_by(f64::total_cmp);
+                let rank = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
+                let sum: f64 = v.iter().sum();
+                format!(
+                    "summary: scenario {scenario} {figure}: n {} sum {sum:.4} mean {:.4} p50 {:.4} p99 {:.4} max {:.4}",
+                    v.len(),
+                    sum / v.len() as f64,
+                    rank(0.5),
+                    rank(0.99),
+                    v[v.len() - 1]
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_percentiles() {
+        let mut s = Summary::default();
+        s.samples
+            .insert(("x".into(), "f".into()), (1..=100).map(f64::from).collect());
+        let line = &s.lines()[0];
+        assert!(line.contains("n 100 sum 5050.0000"), "{line}");
+        assert!(
+            line.contains("p50 50.0000 p99 99.0000 max 100.0000"),
+            "{line}"
+        );
+    }
+}

@@ -141,6 +141,37 @@ pub enum Action {
     Pause(Selector),
     /// Unfreezes paused nodes.
     Resume(Selector),
+    /// Makes nodes slow: each datagram that reaches one waits an extra `delay` (drawn per
+    /// datagram) before its handler runs, as a node with a stalled event loop would.
+    Slow(SlowSpec),
+    /// Makes slow nodes handle datagrams on time again.
+    Unslow(Selector),
+    /// Plays `steps` (their `at` relative to each repetition) `times` times, `every` apart;
+    /// expanded into plain steps when the file is parsed.
+    Repeat(Repeat),
+}
+
+/// A block of steps played several times (e.g. a flapping link).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repeat {
+    /// Time between the starts of two repetitions.
+    #[serde(deserialize_with = "duration::de")]
+    pub every: Duration,
+    /// How many repetitions.
+    pub times: u32,
+    /// The steps of one repetition (`at` is the offset from its start).
+    pub steps: Vec<Step>,
+}
+
+/// Which nodes are slow, and by how much.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlowSpec {
+    /// The slow nodes.
+    pub nodes: Selector,
+    /// The extra handling delay of each datagram (min + exponential tail, cut at max).
+    pub delay: crate::Latency,
 }
 
 /// The properties, by phase.
@@ -230,9 +261,11 @@ impl Scenario {
         })
     }
 
-    /// Parses scenario YAML.
+    /// Parses scenario YAML (and expands `repeat` steps).
     pub fn parse(text: &str) -> Result<Self, String> {
-        serde_yaml::from_str(text).map_err(|e| e.to_string())
+        let mut scenario: Self = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        scenario.timeline = expand(std::mem::take(&mut scenario.timeline))?;
+        Ok(scenario)
     }
 
     /// Checks relations between fields that the format alone cannot.
@@ -278,6 +311,35 @@ impl Selector {
             }
         }
     }
+}
+
+/// Replaces each `repeat` step by its repetitions; the result is stably sorted by time
+/// when anything was expanded.
+fn expand(timeline: Vec<Step>) -> Result<Vec<Step>, String> {
+    let mut out = Vec::with_capacity(timeline.len());
+    let mut expanded = false;
+    for step in timeline {
+        let Action::Repeat(r) = step.action else {
+            out.push(step);
+            continue;
+        };
+        expanded = true;
+        for k in 0..r.times {
+            for inner in &r.steps {
+                if matches!(inner.action, Action::Repeat(_)) {
+                    return Err("a `repeat` cannot contain another `repeat`".into());
+                }
+                out.push(Step {
+                    at: step.at + r.every * k + inner.at,
+                    action: inner.action.clone(),
+                });
+            }
+        }
+    }
+    if expanded {
+        out.sort_by_key(|s| s.at);
+    }
+    Ok(out)
 }
 
 /// `n7` -> 6, checked against the node count.

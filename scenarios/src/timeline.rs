@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::fabric::NetOp;
-use crate::link::LinkSpec;
+use crate::link::{Latency, LinkSpec};
 use crate::spec::{Action, Selector};
 use crate::{Scenario, SimError};
 
@@ -20,6 +20,8 @@ pub(crate) enum NodeOp {
     Pause,
     /// Unfreeze.
     Resume,
+    /// Stop delaying handlers.
+    Unslow,
 }
 
 /// A resolved step.
@@ -29,6 +31,8 @@ pub(crate) enum Op {
     Net(NetOp),
     /// A change to some nodes.
     Node(NodeOp, Vec<usize>),
+    /// Delay the handling of datagrams on some nodes.
+    Slow(Vec<usize>, Latency),
 }
 
 /// A resolved step with its time and description (the trace shows the description).
@@ -96,5 +100,15 @@ fn resolve(action: &Action, n: usize) -> Result<Op, SimError> {
         Action::Restart(s) => Op::Node(NodeOp::Restart, s.resolve(n)?),
         Action::Pause(s) => Op::Node(NodeOp::Pause, s.resolve(n)?),
         Action::Resume(s) => Op::Node(NodeOp::Resume, s.resolve(n)?),
+        Action::Slow(spec) => {
+            spec.delay.validate()?;
+            Op::Slow(spec.nodes.resolve(n)?, spec.delay)
+        }
+        Action::Unslow(s) => Op::Node(NodeOp::Unslow, s.resolve(n)?),
+        Action::Repeat(_) => {
+            return Err(SimError::invalid(
+                "`repeat` is expanded when the file is parsed",
+            ));
+        }
     })
 }

@@ -4,9 +4,18 @@
 //! protocol adds its own through [`crate::ProtocolFactory::property`].
 
 mod delivered_at_least;
+mod dissemination;
+mod failure_detected;
+mod false_suspicions;
+mod incarnation_monotonic;
 mod loss_rate;
+mod membership;
+mod membership_converged;
+mod message_load;
 mod no_delivery_across_partition;
 mod no_delivery_to_down_node;
+mod no_false_deaths;
+mod no_zombie;
 mod pongs_resume;
 
 use std::time::Duration;
@@ -17,6 +26,7 @@ use serde_yaml::Value;
 use crate::engine::Slot;
 use crate::{Fabric, Record, SimError};
 
+pub(crate) use membership::membership;
 pub(crate) use pongs_resume::PongsResume;
 
 /// When a property is judged.
@@ -59,10 +69,16 @@ pub trait Property<P> {
         Ok(())
     }
 
-    /// Judges the state now (phases `eventually` and `final`).
+    /// Judges the state now (phases `eventually` and `final`; `always` properties are also
+    /// asked once at the end, for bounds that only the whole run can judge).
     fn check(&mut self, world: &World<'_, P>) -> Result<(), String> {
         let _ = world;
         Ok(())
+    }
+
+    /// Figures measured so far (name, value), shown by `kvs-sim run --report`.
+    fn measurements(&self) -> Vec<(String, f64)> {
+        Vec::new()
     }
 }
 

@@ -5,8 +5,11 @@
 //! keeps what its properties need.
 
 mod ping_pong;
+mod swim;
 
 pub use ping_pong::{PingPong, PingPongNode};
+pub(crate) use swim::index_of;
+pub use swim::{Life, Observation, Observations, Seen, SharedLog, SwimFactory, SwimNode};
 
 use crate::engine::{RunOptions, RunReport};
 use crate::{Scenario, SimError};
@@ -18,8 +21,9 @@ pub(crate) fn run_protocol(
 ) -> Result<RunReport, SimError> {
     match scenario.cluster.protocol.as_str() {
         "ping_pong" => crate::engine::run::<PingPong>(scenario, opts),
+        "swim" => crate::engine::run::<SwimFactory>(scenario, opts),
         other => Err(SimError::invalid(format!(
-            "unknown protocol `{other}` (known: ping_pong)"
+            "unknown protocol `{other}` (known: ping_pong, swim)"
         ))),
     }
 }
