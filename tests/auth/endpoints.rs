@@ -354,3 +354,36 @@ fn root_bootstrap_is_private_stable_and_cluster_wide() {
     let health = call(&node, "GET", "/health", None, Some("garbage"));
     assert_eq!(health.status, 200);
 }
+
+#[test]
+fn auth_disabled_keeps_the_api_open() {
+    let node = Node::start(common::PLAIN);
+    assert!(!node.data_dir().join("root.token").exists());
+    expect(&call(&node, "PUT", "/kv/x", Some("1"), None), 201, "put");
+    let meta = expect(&call(&node, "GET", "/meta/x", None, None), 200, "meta");
+    assert_eq!(
+        meta,
+        json!({"owner": null, "group": null, "permissions": "f31", "expires_at": null})
+    );
+    let body = r#"{"permissions":"000"}"#;
+    expect(
+        &call(&node, "PUT", "/meta/x", Some(body), None),
+        200,
+        "chmod",
+    );
+    expect(
+        &call(&node, "GET", "/kv/x", None, None),
+        200,
+        "not enforced",
+    );
+    expect(
+        &call(&node, "DELETE", "/kv/x", None, None),
+        204,
+        "not enforced",
+    );
+    let users = call(&node, "GET", "/auth/users", None, None);
+    assert_eq!(
+        (users.status, users.error_code().as_str()),
+        (404, "not_found")
+    );
+}

@@ -2,6 +2,10 @@
 //! dispatches on method and path and answers every failure with the contract's error
 //! body. Dispatching by hand (rather than with chained warp filters and rejections) keeps
 //! `404`/`405`/`413` and the error format exact for every path.
+//!
+//! Authentication happens in the dispatcher, before any handler: every path but
+//! `/health`, `/metrics` and `/openapi.json` gets a [`Caller`] (or a `401`), and each
+//! handler asks [`Api::authorize`] about its operation once it knows the key's metadata.
 
 mod auth_groups;
 mod auth_routes;
