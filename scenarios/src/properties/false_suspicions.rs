@@ -2,36 +2,61 @@
 //! the number of suspicion events (any node's `suspect` verdict) about members that were
 //! running in the life concerned is within the bound. The pair compares a run with
 //! Lifeguard against the same run without it: a slow node makes classic SWIM accuse
-//! healthy members, Lifeguard should not.
+//! healthy members, Lifeguard should not. `exclude: [n1]` leaves out suspicions about
+//! the listed members (e.g. the slow node itself, which is suspected with or without
+//! Lifeguard), so that the count is of accusations against healthy members.
+
+use serde::Deserialize;
 
 use super::membership::Cursor;
 use super::{Property, World};
 use crate::protocols::{Seen, SharedLog, SwimNode};
+
+/// The arguments.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Args {
+    count: u64,
+    #[serde(default)]
+    exclude: Vec<String>,
+}
 
 /// The property.
 pub(crate) struct FalseSuspicions {
     cursor: Cursor,
     bound: u64,
     at_most: bool,
+    exclude: Vec<usize>,
     count: u64,
 }
 
 impl FalseSuspicions {
-    pub(crate) fn new(log: &SharedLog, bound: u64, at_most: bool) -> Self {
-        Self {
+    pub(crate) fn new(log: &SharedLog, args: Args, at_most: bool) -> Result<Self, String> {
+        let exclude = args
+            .exclude
+            .iter()
+            .map(|n| {
+                n.strip_prefix('n')
+                    .and_then(|k| k.parse::<usize>().ok())
+                    .and_then(|k| k.checked_sub(1))
+                    .ok_or_else(|| format!("exclude: bad node `{n}`"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
             cursor: Cursor::new(log),
-            bound,
+            bound: args.count,
             at_most,
+            exclude,
             count: 0,
-        }
+        })
     }
 }
 
 impl Property<SwimNode> for FalseSuspicions {
     fn check(&mut self, _: &World<'_, SwimNode>) -> Result<(), String> {
-        let mut count = 0;
+        let (mut count, exclude) = (0, &self.exclude);
         self.cursor.drain(|o| {
-            if o.seen == Seen::Suspect && o.about_running_life() {
+            if o.seen == Seen::Suspect && o.about_running_life() && !exclude.contains(&o.subject) {
                 count += 1;
             }
             Ok(())

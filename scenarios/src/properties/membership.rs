@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use kvs_membership::SwimConfig;
-use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::{Phase, Property, args, expect_phase};
@@ -48,13 +47,6 @@ impl Cursor {
     pub(crate) fn log(&self) -> &SharedLog {
         &self.log
     }
-}
-
-/// A `{count}` argument.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Count {
-    pub(crate) count: u64,
 }
 
 /// A `{within}` argument parsed as a duration.
@@ -108,9 +100,12 @@ pub(crate) fn membership(
         }
         "false_suspicions_at_most" | "false_suspicions_at_least" => {
             expect_phase(name, phase, &[Final])?;
-            let count = args::<Count>(name, a)?.count;
             let at_most = name.ends_with("most");
-            Box::new(false_suspicions::FalseSuspicions::new(log, count, at_most))
+            let parsed = args::<false_suspicions::Args>(name, a)?;
+            Box::new(
+                false_suspicions::FalseSuspicions::new(log, parsed, at_most)
+                    .map_err(|e| SimError::invalid(format!("property `{name}`: {e}")))?,
+            )
         }
         "message_load" => {
             expect_phase(name, phase, &[Always])?;
