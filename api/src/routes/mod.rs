@@ -29,6 +29,7 @@ use warp::Filter;
 use warp::http::{HeaderMap, Method, Response, StatusCode, header};
 use warp::reply::Response as WarpResponse;
 
+use crate::auth::Operation;
 use crate::metrics::RequestMetrics;
 use crate::{ApiError, Backend};
 
@@ -166,6 +167,13 @@ impl<B: Backend> Api<B> {
         D: Buf,
     {
         let (path, method) = (request.path, request.method);
+        if path.starts_with("/admin/") || path.starts_with("/audit") {
+            // Admin endpoints, whatever handlers they get: scope admin first.
+            if let Err(refused) = self.authorize(caller, Operation::Admin) {
+                request::discard(body).await;
+                return Err(refused);
+            }
+        }
         if let Some(raw_key) = path.strip_prefix("/kv/").filter(|k| !k.is_empty()) {
             return match *method {
                 Method::GET => self.get_key(caller, raw_key, false),
