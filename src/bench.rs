@@ -123,12 +123,7 @@ async fn preload(args: &BenchArgs, value: &Bytes) -> Result<(), ClientError> {
             for key in (worker..args.keys).step_by(workers) {
                 let path = format!("/kv/{}/{key}", args.prefix);
                 let (status, body) = connection
-                    .send(
-                        Method::PUT,
-                        &path,
-                        Some(value.clone()),
-                        args.target.token.as_deref(),
-                    )
+                    .send(Method::PUT, &path, Some(value.clone()), args.target.token())
                     .await?;
                 if !status.is_success() {
                     return Err(ClientError::Http(format!(
@@ -155,7 +150,7 @@ async fn drive(
 ) -> Tally {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut tally = Tally::default();
-    let token = args.target.token.as_deref();
+    let token = args.target.token();
     while Instant::now() < deadline {
         let key = rng.gen_range(0..args.keys);
         let path = format!("/kv/{}/{key}", args.prefix);

@@ -35,6 +35,16 @@ pub struct Target {
     pub token: Option<String>,
 }
 
+impl Target {
+    /// The token to send; an empty `--token`/`KVS_TOKEN` means none.
+    pub fn token(&self) -> Option<&str> {
+        self.token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    }
+}
+
 /// A command on one key.
 #[derive(Args, Debug)]
 pub struct KeyArgs {
@@ -85,9 +95,7 @@ fn call(target: &Target, method: Method, path: &str, body: Option<Bytes>) -> Exi
     };
     let result = runtime.block_on(async {
         let mut connection = Connection::open(&target.addr).await?;
-        connection
-            .send(method, path, body, target.token.as_deref())
-            .await
+        connection.send(method, path, body, target.token()).await
     });
     match result {
         Ok((status, body)) => {
