@@ -1,0 +1,86 @@
+//! The SWIM adapter and the membership properties catch what they claim to: a bound too
+//! tight fails with evidence, a node cut off one way is a (true-positive) false death,
+//! `repeat` expands, and a `slow` node changes the run without losing anything.
+
+use kvs_scenarios::{RunOptions, RunReport, Scenario, run_scenario};
+
+fn run(yaml: &str, seed: u64) -> RunReport {
+    let scenario = Scenario::parse(yaml).expect("scenario parses");
+    run_scenario(&scenario, RunOptions { seed, trace: None }).expect("scenario runs")
+}
+
+fn swim(nodes: usize, timeline: &str, properties: &str) -> String {
+    format!(
+        "name: t\nengine: model\nduration: 20s\n\
+         cluster: {{nodes: {nodes}, protocol: swim}}\n\
+         timeline: {timeline}\nproperties: {properties}\n"
+    )
+}
+
+#[test]
+fn a_crash_is_detected_and_a_too_tight_bound_fails() {
+    let ok = swim(
+        8,
+        "[{at: 8s, crash: [n4]}]",
+        "{always: [no_false_deaths, {failure_detected: {within: 3s}}]}",
+    );
+    let report = run(&ok, 1);
+    assert!(report.violation.is_none(), "{:?}", report.violation);
+    let took = report
+        .measurements
+        .iter()
+        .find(|(k, _)| k == "failure_detected.crash_to_dead_s")
+        .map(|(_, v)| *v)
+        .expect("measured");
+    assert!(took > 0.0 && took <= 3.0, "{took}");
+    let tight = ok.replace("within: 3s", "within: 100ms");
+    let v = run(&tight, 1).violation.expect("fails");
+    assert_eq!(v.property, "failure_detected");
+    assert!(v.evidence.contains("n4 crashed"), "{}", v.evidence);
+}
+
+#[test]
+fn a_node_that_cannot_send_is_a_false_death() {
+    let cut = swim(
+        6,
+        "[{at: 5s, partition_oneway: {from: [n2], to: all}}]",
+        "{always: [no_false_deaths]}",
+    );
+    let v = run(&cut, 1)
+        .violation
+        .expect("n2 is declared dead while running");
+    assert_eq!(v.property, "no_false_deaths");
+    assert!(v.evidence.contains("n2 dead"), "{}", v.evidence);
+}
+
+#[test]
+fn repeat_expands_into_sorted_steps() {
+    let yaml = swim(
+        4,
+        "[{at: 1s, repeat: {every: 2s, times: 3, steps: [{at: 0s, partition: [[n1]]}, \
+         {at: 500ms, heal: all}]}}, {at: 2s, crash: [n3]}]",
+        "{}",
+    );
+    let s = Scenario::parse(&yaml).expect("parses");
+    let times: Vec<u128> = s.timeline.iter().map(|st| st.at.as_millis()).collect();
+    assert_eq!(times, vec![1000, 1500, 2000, 3000, 3500, 5000, 5500]);
+    assert_eq!(s.quiesce_at().as_millis(), 5500);
+}
+
+#[test]
+fn a_slow_node_delays_its_handling_but_loses_nothing() {
+    let base = "name: s\nengine: model\nduration: 10s\n\
+                cluster: {nodes: 4, protocol: ping_pong, config: {interval: 100ms}}\n";
+    let plain = run(&format!("{base}timeline: []\n"), 3);
+    let slow = run(
+        &format!(
+            "{base}timeline: [{{at: 1s, slow: {{nodes: [n1], delay: \
+             {{min: 50ms, mean: 100ms, max: 300ms}}}}}}, {{at: 8s, unslow: [n1]}}]\n"
+        ),
+        3,
+    );
+    assert!(slow.violation.is_none());
+    assert_ne!(plain.digest, slow.digest);
+    assert_eq!(plain.counts.sent, slow.counts.sent);
+    assert_eq!(slow.counts.dropped.values().sum::<u64>(), 0);
+}
