@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kvs_api::{Api, ApiConfig, AuthConfig, Backend, MemberInfo};
+use kvs_api::{Api, ApiConfig, AuthConfig, Backend, MemberInfo, RateLimit};
 use kvs_sync::{Store, StoreError, StoreOptions, WriteOp, WriteOutcome, WriteRejected};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -235,6 +235,10 @@ fn api_config(config: &Config) -> Result<ApiConfig, NodeError> {
             })
             .transpose()
             .map_err(|e| config_error("jwt_secret", e))?,
+        rate_limit: config.rate_limiting_enabled.then_some(RateLimit {
+            requests: config.rate_limit_requests,
+            window: config.rate_limit_window.0,
+        }),
     })
 }
 

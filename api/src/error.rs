@@ -10,6 +10,8 @@ pub struct ApiError {
     message: String,
     /// Whether the answer carries `WWW-Authenticate: Bearer` (every `401`).
     challenge: bool,
+    /// Seconds for a `Retry-After` header (every `429`).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -19,6 +21,19 @@ impl ApiError {
             code,
             message: message.into(),
             challenge: false,
+            retry_after: None,
+        }
+    }
+
+    /// `429 rate_limited`, with `Retry-After: <seconds>`.
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests; retry in {retry_after_secs} s"),
+            )
         }
     }
 
@@ -105,6 +120,11 @@ impl ApiError {
     /// The `WWW-Authenticate` value to send with this error, if any.
     pub fn www_authenticate(&self) -> Option<&'static str> {
         self.challenge.then_some("Bearer")
+    }
+
+    /// The `Retry-After` seconds to send with this error, if any.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
     }
 
     /// The error body as JSON text.

@@ -17,9 +17,11 @@ mod caller_cache;
 mod cluster;
 mod kv;
 mod meta;
+mod rate_limit;
 mod records;
 mod request;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,6 +37,7 @@ use crate::{ApiError, Backend};
 
 pub use authn::AuthConfig;
 pub(crate) use authn::Caller;
+pub use rate_limit::RateLimit;
 pub(crate) use request::Query;
 
 /// Settings of the API taken from the node's config.
@@ -50,6 +53,8 @@ pub struct ApiConfig {
     pub version: String,
     /// Authentication and permissions; `None` when `auth_enabled` is false.
     pub auth: Option<AuthConfig>,
+    /// Per-client limits; `None` when `rate_limiting_enabled` is false.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// The API of one node over its [`Backend`].
@@ -62,6 +67,22 @@ pub struct Api<B> {
     admin_lock: tokio::sync::Mutex<()>,
     /// Recently authenticated callers.
     callers: caller_cache::CallerCache,
+    /// Per-client request counters, while rate limiting is on.
+    limiter: Option<rate_limit::RateLimiter>,
+}
+
+/// A request as it arrives, before parsing.
+pub struct RawRequest<'a> {
+    /// The method.
+    pub method: Method,
+    /// The raw (percent-encoded) path.
+    pub path: &'a str,
+    /// The raw query string, without `?`.
+    pub query: &'a str,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The client's address, when known.
+    pub remote: Option<SocketAddr>,
 }
 
 /// One request as the dispatcher sees it.
@@ -70,6 +91,8 @@ pub(crate) struct Request<'a> {
     pub(crate) path: &'a str,
     pub(crate) query: Query,
     pub(crate) headers: &'a HeaderMap,
+    /// The client's address, when known.
+    pub(crate) remote: Option<SocketAddr>,
 }
 
 type Handled = Result<WarpResponse, ApiError>;
@@ -79,6 +102,7 @@ impl<B: Backend> Api<B> {
     pub fn new(backend: Arc<B>, config: ApiConfig) -> Arc<Self> {
         Arc::new(Self {
             backend,
+            limiter: config.rate_limit.map(rate_limit::RateLimiter::new),
             config,
             metrics: RequestMetrics::new(),
             admin_lock: tokio::sync::Mutex::new(()),
@@ -95,37 +119,39 @@ impl<B: Backend> Api<B> {
             .and(warp::path::full())
             .and(warp::query::raw().or(warp::any().map(String::new)).unify())
             .and(warp::header::headers_cloned())
+            .and(warp::addr::remote())
             .and(warp::body::stream())
             .then(
-                move |method, path: warp::path::FullPath, query: String, headers, body| {
+                move |method, path: warp::path::FullPath, query: String, headers, remote, body| {
                     let api = Arc::clone(&api);
                     async move {
-                        api.handle(method, path.as_str(), &query, headers, body)
-                            .await
+                        let request = RawRequest {
+                            method,
+                            path: path.as_str(),
+                            query: &query,
+                            headers,
+                            remote,
+                        };
+                        api.handle(request, body).await
                     }
                 },
             )
     }
 
     /// Answers one request: dispatch, error mapping, metrics.
-    pub async fn handle<S, D>(
-        &self,
-        method: Method,
-        path: &str,
-        raw_query: &str,
-        headers: HeaderMap,
-        body: S,
-    ) -> WarpResponse
+    pub async fn handle<S, D>(&self, raw: RawRequest<'_>, body: S) -> WarpResponse
     where
         S: Stream<Item = Result<D, warp::Error>> + Send,
         D: Buf,
     {
         let started = Instant::now();
+        let method = raw.method;
         let request = Request {
             method: &method,
-            path,
-            query: Query::parse(raw_query),
-            headers: &headers,
+            path: raw.path,
+            query: Query::parse(raw.query),
+            headers: &raw.headers,
+            remote: raw.remote,
         };
         let (route, result) = self.dispatch(&request, body).await;
         let response = result.unwrap_or_else(|error| error_response(&error));
@@ -158,7 +184,24 @@ impl<B: Backend> Api<B> {
                 return (route, Err(error));
             }
         };
+        if let Err(wait) = self.admit(request, &caller) {
+            request::discard(body).await;
+            return (route, Err(ApiError::rate_limited(wait)));
+        }
         (route, self.route(request, &caller, body).await)
+    }
+
+    /// Counts the request against its client's rate limit (the user, else the IP).
+    fn admit(&self, request: &Request<'_>, caller: &Caller) -> Result<(), u64> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        let client = match (caller.user(), request.remote) {
+            (Some(user), _) => format!("user:{}", user.id),
+            (None, Some(addr)) => format!("ip:{}", addr.ip()),
+            (None, None) => "ip:unknown".to_owned(),
+        };
+        limiter.admit(&client, Instant::now())
     }
 
     async fn route<S, D>(&self, request: &Request<'_>, caller: &Caller, body: S) -> Handled
@@ -224,6 +267,11 @@ pub(crate) fn json_response(status: StatusCode, body: String) -> WarpResponse {
 
 fn error_response(error: &ApiError) -> WarpResponse {
     let mut response = json_response(error.status(), error.body());
+    if let Some(seconds) = error.retry_after() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+    }
     if let Some(challenge) = error.www_authenticate() {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
