@@ -25,9 +25,14 @@ impl Property<SwimNode> for MembershipConverged {
             let Some(node) = world.nodes[i].protocol() else {
                 continue;
             };
-            let alive: BTreeSet<usize> = node
-                .core()
-                .members()
+            let members = node.core().members();
+            let state = |k: usize| {
+                members
+                    .iter()
+                    .find(|m| index_of(&m.id) == Some(k))
+                    .map_or("unknown", |m| m.state.as_str())
+            };
+            let alive: BTreeSet<usize> = members
                 .iter()
                 .filter(|m| m.state == MemberState::Alive)
                 .filter_map(|m| index_of(&m.id))
@@ -36,7 +41,7 @@ impl Property<SwimNode> for MembershipConverged {
                 let missing: Vec<String> = running
                     .difference(&alive)
                     .take(5)
-                    .map(|k| format!("n{}", k + 1))
+                    .map(|&k| format!("n{} ({})", k + 1, state(k)))
                     .collect();
                 let extra: Vec<String> = alive
                     .difference(&running)
