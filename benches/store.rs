@@ -22,6 +22,7 @@ fn put(key: String, value: &str) -> WriteOp {
         owner: None,
         group: None,
         permissions: 0xf31,
+        actor: None,
     }
 }
 
@@ -31,7 +32,7 @@ fn value() -> String {
 
 fn store_benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = DurableStore::open(dir.path(), StoreOptions::default()).expect("open");
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), true).expect("open");
     let value = value();
     let mut n = 0u64;
     c.bench_function("put (one durable write)", |b| {

@@ -8,7 +8,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kvs_api::{Api, ApiConfig, AuthConfig, Backend, MemberInfo, RateLimit};
-use kvs_sync::{Store, StoreError, StoreOptions, WriteOp, WriteOutcome, WriteRejected};
+use kvs_sync::{
+    AuditEntry, AuditVerdict, Store, StoreError, StoreOptions, WriteOp, WriteOutcome, WriteRejected,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -83,6 +85,18 @@ impl Backend for NodeBackend {
         }]
     }
 
+    fn audit_entries(
+        &self,
+        since_seq: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<AuditEntry>>, StoreError> {
+        self.store.audit_entries(since_seq, limit)
+    }
+
+    fn verify_audit(&self) -> Result<Option<AuditVerdict>, StoreError> {
+        self.store.verify_audit()
+    }
+
     fn extra_metrics(&self, out: &mut String) {
         if let Some(cluster) = &self.cluster {
             cluster.render_metrics(out);
@@ -115,7 +129,7 @@ fn open_store(config: &mut Config, data_dir: &Path) -> Result<Arc<DurableStore>,
             .compression_enabled
             .then_some(config.compression_min_bytes),
     };
-    let store = DurableStore::open(data_dir, options)
+    let store = DurableStore::open(data_dir, options, config.tamper_logging_enabled)
         .map_err(|e| config_error("data_dir", format!("{}: {e}", data_dir.display())))?;
     for (secret, name) in [
         (&mut config.cluster_secret, "cluster_secret"),

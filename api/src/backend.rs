@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use kvs_sync::{Store, StoreError, WriteOp, WriteOutcome, WriteRejected};
+use kvs_sync::{AuditEntry, AuditVerdict, Store, StoreError, WriteOp, WriteOutcome, WriteRejected};
 use serde::Serialize;
 
 /// A member of the cluster as `GET /members` shows it.
@@ -46,6 +46,17 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The members this node knows, itself included.
     fn members(&self) -> Vec<MemberInfo>;
+
+    /// Audit entries from `since_seq` on, at most `limit`, in order; `None` while the
+    /// audit trail is off.
+    fn audit_entries(
+        &self,
+        since_seq: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<AuditEntry>>, StoreError>;
+
+    /// Checks the whole audit chain; `None` while the audit trail is off.
+    fn verify_audit(&self) -> Result<Option<AuditVerdict>, StoreError>;
 
     /// Extra Prometheus text lines (membership, sync) appended to `/metrics`.
     fn extra_metrics(&self, out: &mut String);

@@ -14,11 +14,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kvs_sync::{
-    ListPage, PurgeStats, Store, StoreError, StoreOptions, StoreStats, Version, WriteOp,
-    WriteOutcome, WriteRejected, plan_write,
+    AuditEntry, AuditVerdict, GENESIS_HASH, ListPage, PurgeStats, Store, StoreError, StoreOptions,
+    StoreStats, Version, WriteOp, WriteOutcome, WriteRejected, plan_write,
 };
 
-use super::lmdb::Staged;
+use super::lmdb::{Logged, Staged};
 use super::wal::{self, Wal};
 use super::{LmdbStore, record};
 
@@ -31,7 +31,7 @@ const APPLY_DELAY: Duration = Duration::from_millis(100);
 #[derive(Default)]
 struct Pending {
     /// Accepted versions (in the WAL) not yet in LMDB, in WAL order, with their seqs.
-    queue: VecDeque<(u64, Staged)>,
+    queue: VecDeque<(u64, Logged)>,
     /// The newest accepted version of each key in `queue`, with its seq.
     latest: HashMap<String, (u64, Version)>,
     /// The last seq acknowledged to a writer.
@@ -60,6 +60,36 @@ impl Shared {
 struct Log {
     wal: Wal,
     next_seq: u64,
+    /// The audit chain's head, while the audit trail is on.
+    audit: Option<AuditHead>,
+}
+
+/// Where the audit chain continues.
+struct AuditHead {
+    next_seq: u64,
+    last_hash: String,
+}
+
+impl AuditHead {
+    /// Chains an entry for accepted `op`.
+    fn append(&mut self, op: &WriteOp, now_ms: u64) -> AuditEntry {
+        let entry = AuditEntry::for_op(self.next_seq, now_ms, op, &self.last_hash);
+        self.next_seq += 1;
+        self.last_hash.clone_from(&entry.hash);
+        entry
+    }
+
+    /// Forgets the entries of a batch that was not logged.
+    fn rewind(&mut self, batch: &[(u64, Logged)]) {
+        let first = batch.iter().find_map(|(_, item)| match item {
+            Logged::Audit(entry) => Some(entry),
+            Logged::Version(_) => None,
+        });
+        if let Some(first) = first {
+            self.next_seq = first.seq;
+            self.last_hash.clone_from(&first.prev_hash);
+        }
+    }
 }
 
 /// LMDB with a write-ahead log and a background applier; see the module doc.
@@ -69,11 +99,14 @@ pub struct DurableStore {
     log: Arc<Mutex<Log>>,
     applier: Mutex<Option<JoinHandle<()>>>,
     compress_from: Option<usize>,
+    /// Whether accepted writes append to the audit trail.
+    audit: bool,
 }
 
 impl DurableStore {
-    /// Opens the store in `dir`, replaying any WAL left by an earlier run into LMDB.
-    pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+    /// Opens the store in `dir`, replaying any WAL left by an earlier run into LMDB;
+    /// with `audit`, every accepted write also appends to the audit trail.
+    pub fn open(dir: &Path, options: StoreOptions, audit: bool) -> Result<Self, StoreError> {
         let lmdb = Arc::new(LmdbStore::open_behind_log(dir, options)?);
         let wal_dir = dir.join("wal");
         std::fs::create_dir_all(&wal_dir)
@@ -82,15 +115,30 @@ impl DurableStore {
         let last_seq = recovered.last().map_or(0, |r| r.seq);
         if !recovered.is_empty() {
             tracing::info!(records = recovered.len(), "replaying the write-ahead log");
-            let staged: Vec<Staged> = recovered.into_iter().map(|r| r.staged).collect();
-            for chunk in staged.chunks(APPLY_BATCH) {
-                lmdb.apply_versions(chunk)?;
+            let items: Vec<Logged> = recovered.into_iter().map(|r| r.item).collect();
+            for chunk in items.chunks(APPLY_BATCH) {
+                lmdb.apply_logged(chunk)?;
             }
             lmdb.sync()?;
         }
+        let audit_enabled = audit;
+        let audit = match audit {
+            false => None,
+            true => Some(match lmdb.last_audit_entry()? {
+                Some(last) => AuditHead {
+                    next_seq: last.seq + 1,
+                    last_hash: last.hash,
+                },
+                None => AuditHead {
+                    next_seq: 1,
+                    last_hash: GENESIS_HASH.to_owned(),
+                },
+            }),
+        };
         let log = Log {
             wal: Wal::start(&wal_dir, last_seq + 1)?,
             next_seq: last_seq + 1,
+            audit,
         };
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending {
@@ -115,6 +163,7 @@ impl DurableStore {
             log,
             applier: Mutex::new(Some(applier)),
             compress_from: options.compression_min_bytes,
+            audit: audit_enabled,
         })
     }
 
@@ -129,6 +178,25 @@ impl DurableStore {
             return Ok(Some(version.clone()));
         }
         self.lmdb.get(key)
+    }
+
+    /// Hands logged items to readers (the overlay) and to the applier.
+    fn publish(&self, accepted: Vec<(u64, Logged)>) {
+        let Some(&(last, _)) = accepted.last() else {
+            return;
+        };
+        let mut pending = self.shared.lock();
+        pending.accepted = last;
+        for (seq, item) in accepted {
+            if let Logged::Version(staged) = &item {
+                pending
+                    .latest
+                    .insert(staged.key.clone(), (seq, staged.version.clone()));
+            }
+            pending.queue.push_back((seq, item));
+        }
+        drop(pending);
+        self.shared.work.notify_one();
     }
 
     /// Waits until LMDB holds every write acknowledged before this call.
@@ -148,19 +216,46 @@ impl DurableStore {
         }
     }
 
-    /// Stops the applier once it has moved everything to LMDB, then flushes LMDB.
+    /// Audit entries from `since_seq` on, at most `limit`; `None` when the trail is off.
+    pub fn audit_entries(
+        &self,
+        since_seq: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<AuditEntry>>, StoreError> {
+        if !self.audit {
+            return Ok(None);
+        }
+        self.caught_up();
+        self.lmdb.audit_entries(since_seq, limit).map(Some)
+    }
+
+    /// Checks the audit chain; `None` when the trail is off.
+    pub fn verify_audit(&self) -> Result<Option<AuditVerdict>, StoreError> {
+        if !self.audit {
+            return Ok(None);
+        }
+        self.caught_up();
+        self.lmdb.verify_audit().map(Some)
+    }
+
+    /// Stops the applier once it has moved everything to LMDB, flushes LMDB, and empties
+    /// the write-ahead log (LMDB now holds all of it durably).
     pub fn close(&self) -> Result<(), StoreError> {
         let applier = self
             .applier
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(applier) = applier {
-            self.shared.lock().stopping = true;
-            self.shared.work.notify_all();
-            let _ = applier.join();
-        }
-        self.lmdb.sync()
+        let Some(applier) = applier else {
+            return Ok(());
+        };
+        self.shared.lock().stopping = true;
+        self.shared.work.notify_all();
+        let _ = applier.join();
+        self.lmdb.sync()?;
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let next_seq = log.next_seq;
+        log.wal.discard_all(next_seq)
     }
 }
 
@@ -175,7 +270,7 @@ impl Drop for DurableStore {
 /// Waits for accepted writes and takes the next batch for LMDB: after [`APPLY_DELAY`],
 /// or at once when a reader waits, the batch is full, or the store stops. `None` when the
 /// store stops with nothing left.
-fn next_batch(shared: &Shared) -> Option<Vec<(u64, Staged)>> {
+fn next_batch(shared: &Shared) -> Option<Vec<(u64, Logged)>> {
     let mut pending = shared.lock();
     while pending.queue.is_empty() && !pending.stopping {
         pending = shared
@@ -212,8 +307,8 @@ fn apply_loop(lmdb: &LmdbStore, shared: &Shared, log: &Mutex<Log>) {
             return;
         };
         let last_seq = batch.last().map_or(0, |(seq, _)| *seq);
-        let staged: Vec<Staged> = batch.into_iter().map(|(_, staged)| staged).collect();
-        if let Err(error) = lmdb.apply_versions(&staged) {
+        let staged: Vec<Logged> = batch.into_iter().map(|(_, item)| item).collect();
+        if let Err(error) = lmdb.apply_logged(&staged) {
             tracing::error!(%error, "moving writes to LMDB failed; retrying");
             let mut pending = shared.lock();
             let seqs = (last_seq + 1 - staged.len() as u64)..=last_seq;
@@ -246,8 +341,13 @@ impl Store for DurableStore {
     ) -> Result<Vec<Result<WriteOutcome, WriteRejected>>, StoreError> {
         let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
         let mut in_batch: HashMap<&str, Version> = HashMap::new();
-        let mut accepted: Vec<(u64, Staged)> = Vec::new();
+        let mut accepted: Vec<(u64, Logged)> = Vec::new();
         let mut results = Vec::with_capacity(ops.len());
+        let Log {
+            wal,
+            next_seq,
+            audit,
+        } = &mut *log;
         for op in ops {
             let held = match in_batch.get(op.key.as_str()) {
                 Some(version) => Some(version.clone()),
@@ -263,35 +363,29 @@ impl Store for DurableStore {
             };
             let record = record::encode(&version, self.compress_from)?;
             in_batch.insert(&op.key, version.clone());
-            let seq = log.next_seq + accepted.len() as u64;
-            accepted.push((
-                seq,
-                Staged {
-                    key: op.key.clone(),
-                    version: version.clone(),
-                    record,
-                },
-            ));
+            let staged = Staged {
+                key: op.key.clone(),
+                version: version.clone(),
+                record,
+            };
+            accepted.push((*next_seq + accepted.len() as u64, Logged::Version(staged)));
+            if let Some(head) = audit.as_mut() {
+                let entry = head.append(op, now_ms);
+                accepted.push((*next_seq + accepted.len() as u64, Logged::Audit(entry)));
+            }
             results.push(Ok(WriteOutcome { version, created }));
         }
-        let records: Vec<(u64, &str, &[u8])> = accepted
-            .iter()
-            .map(|(seq, s)| (*seq, s.key.as_str(), s.record.as_slice()))
-            .collect();
-        log.wal.append(&records)?;
-        log.next_seq += accepted.len() as u64;
-        if let Some((last, _)) = accepted.last() {
-            let mut pending = self.shared.lock();
-            pending.accepted = *last;
-            for (seq, staged) in accepted {
-                pending
-                    .latest
-                    .insert(staged.key.clone(), (seq, staged.version.clone()));
-                pending.queue.push_back((seq, staged));
+        let records: Vec<(u64, &Logged)> =
+            accepted.iter().map(|(seq, item)| (*seq, item)).collect();
+        if let Err(error) = wal.append(&records) {
+            // Nothing was acknowledged: the audit chain continues from where it was.
+            if let Some(head) = audit.as_mut() {
+                head.rewind(&accepted);
             }
-            drop(pending);
-            self.shared.work.notify_one();
+            return Err(error);
         }
+        *next_seq += accepted.len() as u64;
+        self.publish(accepted);
         Ok(results)
     }
 
@@ -343,7 +437,7 @@ mod tests {
 
     kvs_sync::store_conformance_tests!(|options| {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = DurableStore::open(dir.path(), options).expect("open store");
+        let store = DurableStore::open(dir.path(), options, true).expect("open store");
         (dir, store)
     });
 
@@ -360,6 +454,7 @@ mod tests {
             owner: None,
             group: None,
             permissions: 0xf31,
+            actor: None,
         }
     }
 
@@ -368,16 +463,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wal_dir = dir.path().join("wal");
         std::fs::create_dir_all(&wal_dir).unwrap();
-        let first = DurableStore::open(dir.path(), StoreOptions::default()).unwrap();
+        let first = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
         first.write_batch(&[put("kept", "1")], 10).unwrap();
         drop(first);
         // A log written as if the process died before the applier ran.
         let orphan = plan_write(None, &put("orphan", "2"), 20).unwrap();
         let mut wal = Wal::start(&wal_dir, 100).unwrap();
-        wal.append(&[(100, "orphan", &record::encode(&orphan, None).unwrap())])
+        wal.append(&[(100, &Logged::Version(staged_as("orphan", &orphan)))])
             .unwrap();
         drop(wal);
-        let store = DurableStore::open(dir.path(), StoreOptions::default()).unwrap();
+        let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
         assert_eq!(store.get("orphan").unwrap(), Some(orphan));
         assert_eq!(
             store.get("kept").unwrap().unwrap().data.as_deref(),
@@ -389,8 +484,12 @@ mod tests {
     }
 
     fn staged(version: &Version) -> Staged {
+        staged_as("k", version)
+    }
+
+    fn staged_as(key: &str, version: &Version) -> Staged {
         Staged {
-            key: "k".into(),
+            key: key.into(),
             version: version.clone(),
             record: record::encode(version, None).unwrap(),
         }
@@ -404,22 +503,64 @@ mod tests {
         let v1 = plan_write(None, &put("k", "1"), 10).unwrap();
         let v2 = plan_write(Some(&v1), &put("k", "2"), 10).unwrap();
         {
-            let store = DurableStore::open(dir.path(), StoreOptions::default()).unwrap();
+            let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
             store
                 .lmdb()
-                .apply_versions(&[staged(&v1), staged(&v2)])
+                .apply_logged(&[Logged::Version(staged(&v1)), Logged::Version(staged(&v2))])
                 .unwrap();
         }
         let mut wal = Wal::start(&wal_dir, 1).unwrap();
-        wal.append(&[(1, "k", &staged(&v1).record), (2, "k", &staged(&v2).record)])
-            .unwrap();
+        wal.append(&[
+            (1, &Logged::Version(staged(&v1))),
+            (2, &Logged::Version(staged(&v2))),
+        ])
+        .unwrap();
         drop(wal);
-        let store = DurableStore::open(dir.path(), StoreOptions::default()).unwrap();
+        let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
         assert_eq!(store.get("k").unwrap(), Some(v2));
         assert_eq!(
             store.history("k").unwrap().len(),
             2,
             "no duplicate revisions"
         );
+    }
+
+    #[test]
+    fn the_audit_chain_continues_across_restarts_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut op = put("a", "1");
+        op.actor = Some("alice".into());
+        {
+            let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+            store.write_batch(&[op.clone(), put("b", "2")], 10).unwrap();
+            let mut failing = put("a", "3");
+            failing.precondition = kvs_sync::Precondition::IfAbsent;
+            store.write_batch(&[failing], 11).unwrap();
+        }
+        let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+        store.write_batch(&[put("a", "4")], 12).unwrap();
+        let entries = store.audit_entries(1, 100).unwrap().unwrap();
+        let summary: Vec<(u64, &str, &str)> = entries
+            .iter()
+            .map(|e| (e.seq, e.actor.as_str(), e.key.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (1, "alice", "a"),
+                (2, "anonymous", "b"),
+                (3, "anonymous", "a")
+            ]
+        );
+        assert_eq!(entries[2].prev_hash, entries[1].hash);
+        assert_eq!(
+            store.verify_audit().unwrap(),
+            Some(AuditVerdict::Intact { entries: 3 })
+        );
+        assert_eq!(store.audit_entries(3, 100).unwrap().unwrap().len(), 1);
+        let off = tempfile::tempdir().unwrap();
+        let store = DurableStore::open(off.path(), StoreOptions::default(), false).unwrap();
+        store.write_batch(&[put("a", "1")], 1).unwrap();
+        assert_eq!(store.audit_entries(1, 10).unwrap(), None);
     }
 }

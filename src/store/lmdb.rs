@@ -7,7 +7,8 @@
 //! - `tombstones`: timestamp ++ key -> () for tombstones, purged after `tombstone_ttl`;
 //! - `history`: key ++ 0x00 ++ !timestamp ++ uuid -> record, newest first per key (keys
 //!   hold no control characters, so 0x00 ends a key);
-//! - `meta`: node facts such as `joined_at`.
+//! - `meta`: node facts such as `joined_at`;
+//! - `audit`: the audit trail, seq (u64 BE) -> entry (JSON), see `kvs_sync::AuditEntry`.
 //!
 //! Every commit is fsynced (LMDB's default durability); batching happens above, in the
 //! group committer.
@@ -18,8 +19,9 @@ use std::path::Path;
 use heed::types::{Bytes, Unit};
 use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn};
 use kvs_sync::{
-    Cursor, ListPage, Listed, PurgeStats, Store, StoreError, StoreOptions, StoreStats, Version,
-    WriteOp, WriteOutcome, WriteRejected, plan_write,
+    AuditEntry, AuditVerdict, Cursor, ListPage, Listed, PurgeStats, Store, StoreError,
+    StoreOptions, StoreStats, Version, WriteOp, WriteOutcome, WriteRejected, plan_write,
+    verify_chain,
 };
 
 use super::record::{self, Header};
@@ -42,6 +44,14 @@ pub struct Staged {
     pub record: Vec<u8>,
 }
 
+/// What the write-ahead log carries to LMDB.
+pub enum Logged {
+    /// A new version of a key.
+    Version(Staged),
+    /// An audit entry.
+    Audit(AuditEntry),
+}
+
 /// A store over an LMDB environment in a directory.
 pub struct LmdbStore {
     env: Env,
@@ -51,6 +61,7 @@ pub struct LmdbStore {
     tombstones: Index,
     history: Db,
     meta: Db,
+    audit: Db,
     options: StoreOptions,
 }
 
@@ -77,6 +88,20 @@ fn split_index_key(bytes: &[u8]) -> Result<(u64, &str), StoreError> {
         reason: e.to_string(),
     })?;
     Ok((u64::from_be_bytes(at.try_into().unwrap_or_default()), key))
+}
+
+/// An audit entry from its stored bytes; one that does not decode comes back with an
+/// empty hash, which no chain check accepts.
+fn decode_audit(seq: &[u8], json: &[u8]) -> AuditEntry {
+    serde_json::from_slice(json).unwrap_or_else(|_| AuditEntry {
+        seq: seq.try_into().map(u64::from_be_bytes).unwrap_or(0),
+        timestamp: 0,
+        actor: String::new(),
+        action: String::new(),
+        key: String::new(),
+        hash: String::new(),
+        prev_hash: String::new(),
+    })
 }
 
 fn history_prefix(key: &str) -> Vec<u8> {
@@ -117,7 +142,7 @@ impl LmdbStore {
         // its data dir once, and `kvs restore` refuses to touch a running node's dir.
         let env = unsafe { builder.open(dir) }.map_err(backend)?;
         let wtxn = env.write_txn().map_err(backend)?;
-        let (kv, by_time, expiring, tombstones, history, meta) = env
+        let (kv, by_time, expiring, tombstones, history, meta, audit) = env
             .create_databases_and_commit(wtxn, |opener, wtxn| -> heed::Result<_> {
                 Ok(CommitOrAbort::<_, ()>::Commit((
                     opener.create_database::<Bytes, Bytes>(wtxn, Some("kv"))?,
@@ -126,6 +151,7 @@ impl LmdbStore {
                     opener.create_database::<Bytes, Unit>(wtxn, Some("tombstones"))?,
                     opener.create_database::<Bytes, Bytes>(wtxn, Some("history"))?,
                     opener.create_database::<Bytes, Bytes>(wtxn, Some("meta"))?,
+                    opener.create_database::<Bytes, Bytes>(wtxn, Some("audit"))?,
                 )))
             })
             .map_err(backend)?
@@ -138,6 +164,7 @@ impl LmdbStore {
             tombstones,
             history,
             meta,
+            audit,
             options,
         })
     }
@@ -332,28 +359,93 @@ impl LmdbStore {
         Ok(Ok(WriteOutcome { version, created }))
     }
 
-    /// Stores versions that were accepted elsewhere (the write-ahead log), in order, in
-    /// one commit. A version that does not supersede the held one is skipped, which makes
-    /// replaying a log idempotent.
-    pub fn apply_versions(&self, versions: &[Staged]) -> Result<(), StoreError> {
+    /// Stores what the write-ahead log accepted, in order, in one commit. A version that
+    /// does not supersede the held one is skipped and an audit entry overwrites itself,
+    /// which makes replaying a log idempotent.
+    pub fn apply_logged(&self, items: &[Logged]) -> Result<(), StoreError> {
         let mut wtxn = self.env.write_txn().map_err(backend)?;
-        for staged in versions {
-            let held = self.header(&wtxn, &staged.key)?;
-            if held
-                .as_ref()
-                .is_some_and(|h| staged.version.id.precedence(&h.id).is_le())
-            {
-                continue;
+        for item in items {
+            match item {
+                Logged::Version(staged) => {
+                    let held = self.header(&wtxn, &staged.key)?;
+                    if held
+                        .as_ref()
+                        .is_some_and(|h| staged.version.id.precedence(&h.id).is_le())
+                    {
+                        continue;
+                    }
+                    self.store_version(
+                        &mut wtxn,
+                        &staged.key,
+                        held.as_ref(),
+                        &staged.version,
+                        &staged.record,
+                    )?;
+                }
+                Logged::Audit(entry) => {
+                    let json = serde_json::to_vec(entry).map_err(|e| {
+                        StoreError::Backend(format!("encoding an audit entry: {e}"))
+                    })?;
+                    self.audit
+                        .put(&mut wtxn, &entry.seq.to_be_bytes(), &json)
+                        .map_err(backend)?;
+                }
             }
-            self.store_version(
-                &mut wtxn,
-                &staged.key,
-                held.as_ref(),
-                &staged.version,
-                &staged.record,
-            )?;
         }
         wtxn.commit().map_err(backend)
+    }
+
+    /// Audit entries from `since_seq` on, at most `limit`, in seq order.
+    pub fn audit_entries(
+        &self,
+        since_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let rtxn = self.env.read_txn().map_err(backend)?;
+        let from = since_seq.to_be_bytes();
+        let mut out = Vec::new();
+        for item in self
+            .audit
+            .range(&rtxn, &(Bound::Included(&from[..]), Bound::Unbounded))
+            .map_err(backend)?
+            .take(limit)
+        {
+            let (seq, json) = item.map_err(backend)?;
+            out.push(decode_audit(seq, json));
+        }
+        Ok(out)
+    }
+
+    /// The last audit entry, if any.
+    pub fn last_audit_entry(&self) -> Result<Option<AuditEntry>, StoreError> {
+        let rtxn = self.env.read_txn().map_err(backend)?;
+        Ok(self
+            .audit
+            .last(&rtxn)
+            .map_err(backend)?
+            .map(|(seq, json)| decode_audit(seq, json)))
+    }
+
+    /// Checks the whole audit chain.
+    pub fn verify_audit(&self) -> Result<AuditVerdict, StoreError> {
+        let rtxn = self.env.read_txn().map_err(backend)?;
+        let mut failed = None;
+        let entries = self
+            .audit
+            .iter(&rtxn)
+            .map_err(backend)?
+            .map_while(|item| match item {
+                Ok((seq, json)) => Some(decode_audit(seq, json)),
+                Err(error) => {
+                    failed = Some(error);
+                    None
+                }
+            });
+        let verdict = verify_chain(entries);
+        match failed {
+            Some(error) => Err(backend(error)),
+            None => Ok(verdict),
+        }
     }
 
     /// Index entries of `index` at or before `until`, at most [`PURGE_BATCH`].

@@ -6,8 +6,9 @@
 //! LMDB are deleted. On start, whatever segments remain are replayed into LMDB.
 //!
 //! Record framing: `len: u32 LE | crc32(payload): u32 LE | payload`, payload =
-//! `seq: u64 BE | key_len: u16 BE | key | record` (the LMDB record encoding). A torn or
-//! corrupt tail ends a segment's replay: nothing after it was ever acknowledged.
+//! `seq: u64 BE | kind: u8 | body`; a version's body is `key_len: u16 BE | key | record`
+//! (the LMDB record encoding), an audit entry's is its JSON. A torn or corrupt tail ends
+//! a segment's replay: nothing after it was ever acknowledged.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use kvs_sync::StoreError;
 
-use super::lmdb::Staged;
+use super::lmdb::{Logged, Staged};
 use super::record;
 
 /// A segment is closed and a new one started past this size.
@@ -48,10 +49,14 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     Ok(found)
 }
 
+/// Payload kinds.
+const VERSION: u8 = 0;
+const AUDIT: u8 = 1;
+
 /// One recovered record.
 pub(super) struct Recovered {
     pub(super) seq: u64,
-    pub(super) staged: Staged,
+    pub(super) item: Logged,
 }
 
 /// Reads every intact record of every segment in `dir`, in order.
@@ -72,7 +77,7 @@ fn read_record(reader: &mut impl Read) -> Option<Recovered> {
     reader.read_exact(&mut head).ok()?;
     let len = u32::from_le_bytes(head[..4].try_into().ok()?);
     let crc = u32::from_le_bytes(head[4..].try_into().ok()?);
-    if !(10..=MAX_RECORD).contains(&len) {
+    if !(11..=MAX_RECORD).contains(&len) {
         return None;
     }
     let mut payload = vec![0u8; len as usize];
@@ -81,20 +86,24 @@ fn read_record(reader: &mut impl Read) -> Option<Recovered> {
         return None;
     }
     let seq = u64::from_be_bytes(payload[..8].try_into().ok()?);
-    let key_len = usize::from(u16::from_be_bytes(payload[8..10].try_into().ok()?));
-    let key = std::str::from_utf8(payload.get(10..10 + key_len)?)
-        .ok()?
-        .to_owned();
-    let record = payload.get(10 + key_len..)?.to_vec();
-    let version = record::decode(&key, &record).ok()?;
-    Some(Recovered {
-        seq,
-        staged: Staged {
-            key,
-            version,
-            record,
-        },
-    })
+    let item = match payload[8] {
+        VERSION => {
+            let key_len = usize::from(u16::from_be_bytes(payload[9..11].try_into().ok()?));
+            let key = std::str::from_utf8(payload.get(11..11 + key_len)?)
+                .ok()?
+                .to_owned();
+            let record = payload.get(11 + key_len..)?.to_vec();
+            let version = record::decode(&key, &record).ok()?;
+            Logged::Version(Staged {
+                key,
+                version,
+                record,
+            })
+        }
+        AUDIT => Logged::Audit(serde_json::from_slice(&payload[9..]).ok()?),
+        _ => return None,
+    };
+    Some(Recovered { seq, item })
 }
 
 /// The log being written.
@@ -138,9 +147,9 @@ impl Wal {
         Ok((file, path))
     }
 
-    /// Appends the records `(seq, key, encoded version)` and makes them durable.
-    pub(super) fn append(&mut self, records: &[(u64, &str, &[u8])]) -> Result<(), StoreError> {
-        let Some(&(first_seq, _, _)) = records.first() else {
+    /// Appends the records `(seq, item)` and makes them durable.
+    pub(super) fn append(&mut self, records: &[(u64, &Logged)]) -> Result<(), StoreError> {
+        let Some(&(first_seq, _)) = records.first() else {
             return Ok(());
         };
         if self.size >= SEGMENT_BYTES {
@@ -150,14 +159,10 @@ impl Wal {
             self.segments.push((first_seq, path));
         }
         self.buffer.clear();
-        for &(seq, key, body) in records {
-            let key_len = u16::try_from(key.len())
-                .map_err(|_| StoreError::Backend(format!("key of {} bytes", key.len())))?;
-            let mut payload = Vec::with_capacity(10 + key.len() + body.len());
+        for &(seq, item) in records {
+            let mut payload = Vec::with_capacity(512);
             payload.extend_from_slice(&seq.to_be_bytes());
-            payload.extend_from_slice(&key_len.to_be_bytes());
-            payload.extend_from_slice(key.as_bytes());
-            payload.extend_from_slice(body);
+            encode_item(item, &mut payload)?;
             let len = u32::try_from(payload.len())
                 .map_err(|_| StoreError::Backend("record too large".into()))?;
             self.buffer.extend_from_slice(&len.to_le_bytes());
@@ -173,6 +178,13 @@ impl Wal {
         Ok(())
     }
 
+    /// Deletes every segment (the store holds all their records durably) and starts a
+    /// fresh one, so that the next start has nothing to replay.
+    pub(super) fn discard_all(&mut self, next_seq: u64) -> Result<(), StoreError> {
+        *self = Self::start(&self.dir, next_seq)?;
+        Ok(())
+    }
+
     /// Deletes closed segments whose records all have `seq <= applied`.
     pub(super) fn release_through(&mut self, applied: u64) {
         while self.segments.len() > 1 && self.segments[1].0 <= applied.saturating_add(1) {
@@ -184,13 +196,43 @@ impl Wal {
     }
 }
 
+fn encode_item(item: &Logged, payload: &mut Vec<u8>) -> Result<(), StoreError> {
+    match item {
+        Logged::Version(staged) => {
+            let key_len = u16::try_from(staged.key.len())
+                .map_err(|_| StoreError::Backend(format!("key of {} bytes", staged.key.len())))?;
+            payload.push(VERSION);
+            payload.extend_from_slice(&key_len.to_be_bytes());
+            payload.extend_from_slice(staged.key.as_bytes());
+            payload.extend_from_slice(&staged.record);
+        }
+        Logged::Audit(entry) => {
+            payload.push(AUDIT);
+            serde_json::to_writer(&mut *payload, entry)
+                .map_err(|e| StoreError::Backend(format!("encoding an audit entry: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use kvs_sync::{Version, VersionId};
 
-    fn enc(version: &Version) -> Vec<u8> {
-        record::encode(version, None).unwrap()
+    fn item(key: &str, version: &Version) -> Logged {
+        Logged::Version(Staged {
+            key: key.into(),
+            version: version.clone(),
+            record: record::encode(version, None).unwrap(),
+        })
+    }
+
+    fn version_of(item: &Logged) -> (&str, &Version) {
+        match item {
+            Logged::Version(staged) => (&staged.key, &staged.version),
+            Logged::Audit(_) => panic!("not a version"),
+        }
     }
 
     fn version(ts: u64) -> Version {
@@ -213,21 +255,38 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = Wal::start(dir.path(), 1).unwrap();
         let (a, b, c) = (version(1), version(2), version(3));
-        wal.append(&[(1, "a", &enc(&a)), (2, "b", &enc(&b))])
+        wal.append(&[(1, &item("a", &a)), (2, &item("b", &b))])
             .unwrap();
-        wal.append(&[(3, "ключ", &enc(&c))]).unwrap();
+        wal.append(&[(3, &item("ключ", &c))]).unwrap();
         let got = recover(dir.path()).unwrap();
         let seqs: Vec<u64> = got.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, [1, 2, 3]);
-        assert_eq!(got[2].staged.key, "ключ");
-        assert_eq!(got[2].staged.version, c);
+        assert_eq!(version_of(&got[2].item), ("ключ", &c));
+    }
+
+    #[test]
+    fn audit_entries_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::start(dir.path(), 1).unwrap();
+        let entry = kvs_sync::AuditEntry {
+            seq: 1,
+            timestamp: 5,
+            actor: "alice".into(),
+            action: "put".into(),
+            key: "k".into(),
+            hash: "h".into(),
+            prev_hash: kvs_sync::GENESIS_HASH.into(),
+        };
+        wal.append(&[(1, &Logged::Audit(entry.clone()))]).unwrap();
+        let got = recover(dir.path()).unwrap();
+        assert!(matches!(&got[0].item, Logged::Audit(e) if *e == entry));
     }
 
     #[test]
     fn a_torn_or_corrupt_tail_ends_replay() {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = Wal::start(dir.path(), 1).unwrap();
-        wal.append(&[(1, "a", &enc(&version(1))), (2, "b", &enc(&version(2)))])
+        wal.append(&[(1, &item("a", &version(1))), (2, &item("b", &version(2)))])
             .unwrap();
         let (_, path) = segments(dir.path()).unwrap().pop().unwrap();
         let bytes = std::fs::read(&path).unwrap();
@@ -248,12 +307,12 @@ mod tests {
     fn start_discards_replayed_segments_and_release_drops_applied_ones() {
         let dir = tempfile::tempdir().unwrap();
         let mut wal = Wal::start(dir.path(), 1).unwrap();
-        wal.append(&[(1, "a", &enc(&version(1)))]).unwrap();
+        wal.append(&[(1, &item("a", &version(1)))]).unwrap();
         let mut wal = Wal::start(dir.path(), 2).unwrap();
         assert!(recover(dir.path()).unwrap().is_empty());
-        wal.append(&[(2, "b", &enc(&version(2)))]).unwrap();
+        wal.append(&[(2, &item("b", &version(2)))]).unwrap();
         wal.size = SEGMENT_BYTES;
-        wal.append(&[(3, "c", &enc(&version(3)))]).unwrap();
+        wal.append(&[(3, &item("c", &version(3)))]).unwrap();
         assert_eq!(segments(dir.path()).unwrap().len(), 2);
         wal.release_through(1);
         assert_eq!(

@@ -43,6 +43,7 @@ fn put(key: &str, data: &str) -> WriteOp {
         owner: Some("alice".into()),
         group: Some("staff".into()),
         permissions: 0xf31,
+        actor: None,
     }
 }
 

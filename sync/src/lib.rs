@@ -7,6 +7,7 @@
 //!   LMDB in the node binary, with one conformance suite (feature `conformance`) that
 //!   both pass.
 
+mod audit;
 mod memory;
 mod store;
 mod version;
@@ -15,6 +16,7 @@ mod write;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use audit::{AuditEntry, AuditVerdict, GENESIS_HASH, verify_chain};
 pub use memory::MemoryStore;
 pub use store::{
     Cursor, ListPage, Listed, PurgeStats, Store, StoreError, StoreOptions, StoreStats, WriteOutcome,

@@ -63,6 +63,8 @@ pub struct WriteOp {
     pub group: Option<String>,
     /// Permission bits of a newly created key.
     pub permissions: u16,
+    /// Who asked (a user id), for the audit trail; not part of the version.
+    pub actor: Option<String>,
 }
 
 /// Why a write was refused; nothing was changed.

@@ -144,6 +144,7 @@ impl<B: Backend> Api<B> {
             owner: meta.owner,
             group: meta.group,
             permissions: meta.permissions.bits(),
+            actor: caller.user().map(|user| user.id.clone()),
         }
     }
 

@@ -7,6 +7,7 @@
 //! `/health`, `/metrics` and `/openapi.json` gets a [`Caller`] (or a `401`), and each
 //! handler asks [`Api::authorize`] about its operation once it knows the key's metadata.
 
+mod audit;
 mod auth_groups;
 mod auth_routes;
 mod auth_tokens;
@@ -69,6 +70,20 @@ pub struct Api<B> {
     callers: caller_cache::CallerCache,
     /// Per-client request counters, while rate limiting is on.
     limiter: Option<rate_limit::RateLimiter>,
+}
+
+tokio::task_local! {
+    /// The user a request acts for (`None`: anonymous), for the audit trail of the
+    /// records it writes; unset outside requests (the node's own writes).
+    static ACTOR: Option<String>;
+}
+
+/// Who the current task writes for: the request's user, `None` for an anonymous one,
+/// `Some("system")` outside any request.
+pub(crate) fn current_actor() -> Option<String> {
+    ACTOR
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| Some("system".to_owned()))
 }
 
 /// A request as it arrives, before parsing.
@@ -188,7 +203,9 @@ impl<B: Backend> Api<B> {
             request::discard(body).await;
             return (route, Err(ApiError::rate_limited(wait)));
         }
-        (route, self.route(request, &caller, body).await)
+        let actor = caller.user().map(|user| user.id.clone());
+        let routed = ACTOR.scope(actor, self.route(request, &caller, body));
+        (route, routed.await)
     }
 
     /// Counts the request against its client's rate limit (the user, else the IP).
@@ -238,6 +255,8 @@ impl<B: Backend> Api<B> {
         match path {
             "/kv" | "/kv/" => self.only_get(request, |api| api.list(caller, &request.query)),
             "/members" => self.only_get(request, |api| api.members(caller)),
+            "/audit" => self.only_get(request, |api| api.audit_entries(&request.query)),
+            "/audit/verify" => self.only_get(request, Api::audit_verify),
             _ => Err(ApiError::not_found(format!("no route for {path}"))),
         }
     }

@@ -79,6 +79,7 @@ impl<B: Backend> Api<B> {
             owner: None,
             group: None,
             permissions: 0,
+            actor: super::current_actor(),
         };
         let written = self.backend.write(op).await;
         // Whatever happened, cached authentications may predate this record.
