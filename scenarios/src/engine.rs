@@ -13,10 +13,10 @@ use kvs_net::{AUTH_OVERHEAD, NodeId, SeededRng, seeded_rng};
 
 use crate::checks::Checks;
 use crate::fabric::{Fabric, NetCounts};
-use crate::link::Latency;
 use crate::properties::{Violation, World};
 use crate::protocol::{NodeCtx, Protocol, ProtocolFactory, Transmit, addr_index, node_addr};
 use crate::queue::{EventQueue, Pending};
+use crate::slot::{NodeState, Slot};
 use crate::timeline::{NodeOp, Op, TimedOp, compile};
 use crate::trace::{DropReason, Event, Record, Trace};
 use crate::{Scenario, SimError};
@@ -26,46 +26,6 @@ const PAUSED_QUEUE: usize = 1024;
 /// A run stops as failed after this many events (a protocol asking for a timer at `now`
 /// forever would otherwise never end).
 const EVENT_BUDGET: u64 = 200_000_000;
-
-/// A node's state as the simulator sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeState {
-    /// Running.
-    Up,
-    /// Crashed: no state, drops everything.
-    Down,
-    /// Frozen: datagrams queue, timers wait.
-    Paused,
-}
-
-/// One node of the simulation.
-pub struct Slot<P> {
-    state: NodeState,
-    proto: Option<P>,
-    incarnation: u64,
-    timer: Option<Duration>,
-    timer_gen: u64,
-    due_while_paused: bool,
-    inbox: VecDeque<(usize, Box<[u8]>)>,
-    slow: Option<Latency>,
-}
-
-impl<P> Slot<P> {
-    /// Running, crashed or paused.
-    pub fn state(&self) -> NodeState {
-        self.state
-    }
-
-    /// The protocol node (absent while crashed).
-    pub fn protocol(&self) -> Option<&P> {
-        self.proto.as_ref()
-    }
-
-    /// How many times the node restarted.
-    pub fn incarnation(&self) -> u64 {
-        self.incarnation
-    }
-}
 
 /// How to run.
 pub struct RunOptions<'a> {

@@ -19,17 +19,19 @@ pub mod protocols;
 mod queue;
 mod report;
 pub mod simnet;
+mod slot;
 mod spec;
 mod timeline;
 mod trace;
 
-pub use engine::{NodeState, RunOptions, RunReport, Slot};
+pub use engine::{RunOptions, RunReport};
 pub use error::SimError;
 pub use fabric::{Fabric, NetCounts};
 pub use link::{Burst, Latency, LinkPatch, LinkSpec};
 pub use properties::{Phase, Property, Violation, World};
 pub use protocol::{NodeCtx, Protocol, ProtocolFactory, Transmit, addr_index, node_addr};
 pub use report::{Summary, failure_report, measurement_line, result_line};
+pub use slot::{NodeState, Slot};
 pub use spec::{
     Action, Cluster, Engine, LinkRule, Network, Properties, PropertyEntry, Repeat, Scenario,
     Selector, SlowSpec, Step, node_name,

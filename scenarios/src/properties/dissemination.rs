@@ -12,7 +12,7 @@ use serde_yaml::Value;
 
 use super::membership::{Cursor, duration_arg};
 use super::{Property, World};
-use crate::engine::NodeState;
+use crate::NodeState;
 use crate::protocols::{Seen, SharedLog, SwimNode};
 use crate::{SimError, duration};
 

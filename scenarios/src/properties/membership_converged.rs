@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::{Property, World};
-use crate::engine::NodeState;
+use crate::NodeState;
 use crate::protocols::{SwimNode, index_of};
 
 use kvs_membership::MemberState;

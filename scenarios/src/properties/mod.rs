@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
-use crate::engine::Slot;
+use crate::Slot;
 use crate::{Fabric, Record, SimError};
 
 pub(crate) use membership::membership;

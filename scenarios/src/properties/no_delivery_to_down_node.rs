@@ -1,7 +1,7 @@
 //! `no_delivery_to_down_node` (always): a crashed or paused node's handler is never called.
 
 use super::{Property, World};
-use crate::engine::NodeState;
+use crate::NodeState;
 use crate::{Event, Record};
 
 /// The property.

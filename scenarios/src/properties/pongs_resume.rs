@@ -2,7 +2,7 @@
 //! after `quiesce_at`, i.e. the fabric carries traffic both ways again once faults stop.
 
 use super::{Property, World};
-use crate::engine::NodeState;
+use crate::NodeState;
 use crate::protocols::PingPongNode;
 
 /// The property.

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use kvs_membership::{LocalMember, Swim, SwimConfig};
+use kvs_membership::{LocalMember, Swim};
 use kvs_net::NodeId;
 use rand::RngCore;
 use serde_yaml::Value;
@@ -107,11 +107,6 @@ impl Protocol for SwimNode {
 }
 
 impl SwimFactory {
-    /// The core's settings.
-    pub fn swim_config(&self) -> &SwimConfig {
-        &self.settings.swim
-    }
-
     fn id(&self, index: usize) -> NodeId {
         let mut id = format!("n{}", index + 1);
         while id.len() < self.settings.id_len {
