@@ -251,6 +251,12 @@ impl Config {
                 "rate limits need requests and a window above zero".into(),
             );
         }
+        if self.backup_enabled && (self.backup_interval.0.is_zero() || self.backup_retention == 0) {
+            return fail(
+                "backup_interval",
+                "scheduled backups need an interval and a retention above zero".into(),
+            );
+        }
         if let Err(why) = self.swim_config() {
             return fail("membership", why);
         }

@@ -1,6 +1,7 @@
 //! The kvs node as a library: what `main.rs` wires together, and what benchmarks and
 //! tests reach directly.
 //!
+//! - [`backup`]: backups and restores of a node's data;
 //! - [`config`]: the YAML config, its defaults and checks;
 //! - [`cluster`]: membership (SWIM over authenticated UDP) in the running node;
 //! - [`node`]: a running node (store, group commit, HTTP API, purge, shutdown);
@@ -8,6 +9,7 @@
 //! - [`daemon`]: `kvs start`, `stop`, `restart`, `status`;
 //! - [`client`], [`http_client`], [`bench`]: the command-line client and load generator.
 
+pub mod backup;
 pub mod bench;
 pub mod client;
 pub mod cluster;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use kvs::config::{Config, load_or_create};
-use kvs::{bench, client, daemon, node};
+use kvs::{backup, bench, client, daemon, node};
 
 /// A peer-to-peer key-value store node.
 #[derive(Parser)]
@@ -48,6 +48,21 @@ enum Command {
     Status {
         /// Only this config's instance.
         config: Option<String>,
+    },
+    /// Take a consistent backup of a node's data (through the node while it runs).
+    Backup {
+        /// The config file.
+        config: String,
+        /// Also write the backup to this file.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Restore a backup into the data dir of a stopped node.
+    Restore {
+        /// The config file.
+        config: String,
+        /// The backup file.
+        file: std::path::PathBuf,
     },
     /// Get a key's value.
     Get(client::KeyArgs),
@@ -89,6 +104,8 @@ fn main() -> ExitCode {
         Command::Stop { config } => daemon::stop(&config),
         Command::Restart { config } => daemon::restart(&config),
         Command::Status { config } => daemon::status(config.as_deref()),
+        Command::Backup { config, out } => backup::run_backup(&config, out.as_deref()),
+        Command::Restore { config, file } => backup::run_restore(&config, &file),
         Command::Get(args) => client::get(args),
         Command::Put(args) => client::put(args),
         Command::Del(args) => client::del(args),

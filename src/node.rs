@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kvs_api::{Api, ApiConfig, AuthConfig, Backend, MemberInfo, RateLimit};
+use kvs_api::{Api, ApiConfig, AuthConfig, Backend, BackupInfo, MemberInfo, RateLimit};
 use kvs_sync::{
     AuditEntry, AuditVerdict, Store, StoreError, StoreOptions, WriteOp, WriteOutcome, WriteRejected,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::backup::DataDirLock;
 use crate::cluster::{Cluster, ClusterError, ClusterSettings};
 use crate::config::{Config, ConfigError};
 use crate::store::{DurableStore, GroupCommitter};
@@ -48,6 +49,7 @@ pub struct NodeBackend {
     store: Arc<DurableStore>,
     committer: GroupCommitter,
     cluster: Option<Cluster>,
+    data_dir: PathBuf,
 }
 
 impl Backend for NodeBackend {
@@ -83,6 +85,17 @@ impl Backend for NodeBackend {
             incarnation: 0,
             joined_at: self.joined_at,
         }]
+    }
+
+    async fn create_backup(&self) -> Result<BackupInfo, StoreError> {
+        let (store, data_dir) = (Arc::clone(&self.store), self.data_dir.clone());
+        tokio::task::spawn_blocking(move || crate::backup::take(&store, &data_dir))
+            .await
+            .map_err(|e| StoreError::Backend(format!("the backup task failed: {e}")))?
+    }
+
+    fn list_backups(&self) -> Result<Vec<BackupInfo>, StoreError> {
+        crate::backup::list(&self.data_dir)
     }
 
     fn audit_entries(
@@ -153,6 +166,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), NodeError> {
     let data_dir: PathBuf = config.data_dir(config_path);
+    let _lock = DataDirLock::acquire(&data_dir).map_err(|e| config_error("data_dir", e))?;
     let store = open_store(&mut config, &data_dir)?;
     let joined_at = store
         .lmdb()
@@ -165,6 +179,11 @@ pub async fn run(
     let http_addr = listener
         .local_addr()
         .map_err(|e| NodeError::Runtime(e.to_string()))?;
+    std::fs::write(
+        crate::backup::http_addr_file(&data_dir),
+        format!("{http_addr}\n"),
+    )
+    .map_err(|e| config_error("data_dir", e))?;
     let advertise = config.advertise_address.unwrap_or(config.bind_address);
     let committer = GroupCommitter::start(Arc::clone(&store) as Arc<dyn Store>, now_ms)
         .map_err(|e| NodeError::Runtime(format!("starting the commit thread: {e}")))?;
@@ -187,6 +206,7 @@ pub async fn run(
         store: Arc::clone(&store),
         committer,
         cluster,
+        data_dir: data_dir.clone(),
     });
     let api = Api::new(Arc::clone(&backend), api_config(&config)?);
     api.bootstrap_auth(&data_dir)
@@ -206,7 +226,13 @@ pub async fn run(
         })
         .run();
     let purge = purge_loop(Arc::clone(&store), config.tombstone_ttl.0, shutdown.clone());
-    let ((), ()) = tokio::join!(server, purge);
+    let backups = backup_loop(
+        &config,
+        Arc::clone(&store),
+        data_dir.clone(),
+        shutdown.clone(),
+    );
+    let ((), (), ()) = tokio::join!(server, purge, backups);
     let _ = shutdown.wait_for(|stop| *stop).await;
     drop(api);
     finish(backend, &store).await
@@ -289,6 +315,42 @@ async fn start_cluster(
             ClusterError::Bind { .. } => NodeError::Config(ConfigError(e.to_string())),
             ClusterError::Protocol(_) => NodeError::Runtime(e.to_string()),
         })
+}
+
+/// Takes a backup every `backup_interval` and keeps the newest `backup_retention`, while
+/// `backup_enabled`.
+async fn backup_loop(
+    config: &Config,
+    store: Arc<DurableStore>,
+    data_dir: PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if !config.backup_enabled {
+        return;
+    }
+    let keep = config.backup_retention as usize;
+    let mut interval = tokio::time::interval(config.backup_interval.0);
+    interval.tick().await;
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let (store, dir) = (Arc::clone(&store), data_dir.clone());
+        let taken = tokio::task::spawn_blocking(move || {
+            let info = crate::backup::take(&store, &dir)?;
+            crate::backup::prune(&dir, keep)?;
+            Ok::<_, StoreError>(info)
+        })
+        .await;
+        match taken {
+            Ok(Ok(info)) => {
+                tracing::info!(name = %info.name, bytes = info.bytes, keys = info.keys, "scheduled backup taken")
+            }
+            Ok(Err(error)) => tracing::error!(%error, "scheduled backup failed"),
+            Err(error) => tracing::error!(%error, "scheduled backup task failed"),
+        }
+    }
 }
 
 async fn purge_loop(

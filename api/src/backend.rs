@@ -23,6 +23,19 @@ pub struct MemberInfo {
     pub joined_at: u64,
 }
 
+/// A backup as `/admin/backups` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackupInfo {
+    /// Its name (the file is `<data_dir>/backups/<name>.mdb`).
+    pub name: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Keys it holds, tombstones included.
+    pub keys: u64,
+    /// When it was taken (Unix ms).
+    pub created_at: u64,
+}
+
 /// The node behind the API.
 pub trait Backend: Send + Sync + 'static {
     /// This node's `node_id`.
@@ -57,6 +70,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Checks the whole audit chain; `None` while the audit trail is off.
     fn verify_audit(&self) -> Result<Option<AuditVerdict>, StoreError>;
+
+    /// Takes a consistent backup while the node keeps serving.
+    fn create_backup(&self) -> impl Future<Output = Result<BackupInfo, StoreError>> + Send;
+
+    /// The backups kept, oldest first.
+    fn list_backups(&self) -> Result<Vec<BackupInfo>, StoreError>;
 
     /// Extra Prometheus text lines (membership, sync) appended to `/metrics`.
     fn extra_metrics(&self, out: &mut String);

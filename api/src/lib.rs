@@ -11,7 +11,7 @@ mod keys;
 mod metrics;
 mod routes;
 
-pub use backend::{Backend, MemberInfo};
+pub use backend::{Backend, BackupInfo, MemberInfo};
 pub use duration::{format_duration, parse_duration};
 pub use error::ApiError;
 pub use keys::{MAX_KEY_BYTES, validate_key};

@@ -216,6 +216,13 @@ impl DurableStore {
         }
     }
 
+    /// Writes a consistent snapshot holding every write acknowledged before this call to
+    /// a new file at `path` (an LMDB data file); returns its bytes and keys.
+    pub fn backup_to(&self, path: &Path) -> Result<(u64, u64), StoreError> {
+        self.caught_up();
+        self.lmdb.copy_to(path)
+    }
+
     /// Audit entries from `since_seq` on, at most `limit`; `None` when the trail is off.
     pub fn audit_entries(
         &self,

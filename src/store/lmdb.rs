@@ -223,6 +223,26 @@ impl LmdbStore {
         Ok(init.to_owned())
     }
 
+    /// Writes a compacted copy of the whole environment (one read transaction, so a
+    /// consistent snapshot) to a new file at `path`; returns its size in bytes and the
+    /// number of keys it holds.
+    pub fn copy_to(&self, path: &Path) -> Result<(u64, u64), StoreError> {
+        let file = self
+            .env
+            .copy_to_path(path, heed::CompactionOption::Enabled)
+            .map_err(backend)?;
+        file.sync_all()
+            .map_err(|e| StoreError::Backend(format!("syncing {}: {e}", path.display())))?;
+        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok((bytes, self.key_count()?))
+    }
+
+    /// Keys held, tombstones included.
+    pub fn key_count(&self) -> Result<u64, StoreError> {
+        let rtxn = self.env.read_txn().map_err(backend)?;
+        self.kv.len(&rtxn).map_err(backend)
+    }
+
     /// Flushes the environment to disk.
     pub fn sync(&self) -> Result<(), StoreError> {
         self.env.force_sync().map_err(backend)

@@ -7,6 +7,7 @@
 //! `/health`, `/metrics` and `/openapi.json` gets a [`Caller`] (or a `401`), and each
 //! handler asks [`Api::authorize`] about its operation once it knows the key's metadata.
 
+mod admin;
 mod audit;
 mod auth_groups;
 mod auth_routes;
@@ -248,6 +249,10 @@ impl<B: Backend> Api<B> {
         }
         if let Some(raw_key) = path.strip_prefix("/meta/") {
             return self.meta(request, caller, raw_key, body).await;
+        }
+        if let Some(rest) = path.strip_prefix("/admin/") {
+            request::discard(body).await;
+            return self.admin(request, rest).await;
         }
         if let Some(rest) = path.strip_prefix("/auth/") {
             return self.auth(request, caller, rest, body).await;

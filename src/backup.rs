@@ -1,0 +1,310 @@
+//! Backups: consistent snapshots of a node's data, taken while it serves
+//! (`POST /admin/backups`, scheduled ones, `kvs backup`) and restored into a stopped
+//! node's data dir (`kvs restore`).
+//!
+//! A backup is a compacted LMDB data file, `<data_dir>/backups/<name>.mdb`, holding every
+//! write acknowledged before it started. A running node holds an exclusive lock on
+//! `<data_dir>/node.lock`, which is how `kvs backup` and `kvs restore` tell whether it
+//! runs.
+
+use std::fs::{File, TryLockError};
+use std::path::{Path, PathBuf};
+
+use kvs_api::BackupInfo;
+use kvs_sync::{StoreError, StoreOptions};
+
+use crate::node::now_ms;
+use crate::store::{DurableStore, LmdbStore};
+
+/// The lock a running node holds on its data dir.
+pub struct DataDirLock {
+    _file: File,
+}
+
+fn lock_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("node.lock")
+}
+
+impl DataDirLock {
+    /// Takes the data dir's lock; `Err` names why (another process holds it, or IO).
+    pub fn acquire(data_dir: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+        let path = lock_path(data_dir);
+        let file = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(TryLockError::WouldBlock) => Err(format!(
+                "{} is in use by another running kvs node",
+                data_dir.display()
+            )),
+            Err(TryLockError::Error(e)) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+}
+
+/// The file where a running node records the HTTP address it listens on.
+pub fn http_addr_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("http.addr")
+}
+
+/// Whether a node runs on `data_dir` (it holds the lock).
+pub fn node_running(data_dir: &Path) -> bool {
+    File::open(lock_path(data_dir))
+        .is_ok_and(|file| matches!(file.try_lock(), Err(TryLockError::WouldBlock)))
+}
+
+/// Where a data dir keeps its backups.
+pub fn backups_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("backups")
+}
+
+/// Takes a backup of `store` into `data_dir`'s backups, named by the time.
+pub fn take(store: &DurableStore, data_dir: &Path) -> Result<BackupInfo, StoreError> {
+    let dir = backups_dir(data_dir);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| StoreError::Backend(format!("{}: {e}", dir.display())))?;
+    let created_at = now_ms();
+    let mut name = format!("backup-{created_at}");
+    let mut n = 1;
+    while dir.join(format!("{name}.mdb")).exists() {
+        n += 1;
+        name = format!("backup-{created_at}-{n}");
+    }
+    let (bytes, keys) = store.backup_to(&dir.join(format!("{name}.mdb")))?;
+    Ok(BackupInfo {
+        name,
+        bytes,
+        keys,
+        created_at,
+    })
+}
+
+/// The backups in `data_dir`, oldest first.
+pub fn list(data_dir: &Path) -> Result<Vec<BackupInfo>, StoreError> {
+    let dir = backups_dir(data_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".mdb"))
+        else {
+            continue;
+        };
+        let created_at = name
+            .strip_prefix("backup-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(0);
+        let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        let keys = backup_keys(&path).unwrap_or(0);
+        out.push(BackupInfo {
+            name: name.to_owned(),
+            bytes,
+            keys,
+            created_at,
+        });
+    }
+    out.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
+    Ok(out)
+}
+
+/// Removes the oldest backups beyond `keep`.
+pub fn prune(data_dir: &Path, keep: usize) -> Result<(), StoreError> {
+    let all = list(data_dir)?;
+    for old in all.iter().take(all.len().saturating_sub(keep)) {
+        let path = backups_dir(data_dir).join(format!("{}.mdb", old.name));
+        std::fs::remove_file(&path)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Opens a backup file (a copy, in a temp dir) to check it and count its keys.
+fn backup_keys(file: &Path) -> Result<u64, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    std::fs::copy(file, dir.path().join("data.mdb")).map_err(|e| e.to_string())?;
+    let store = LmdbStore::open(dir.path(), StoreOptions::default()).map_err(|e| e.to_string())?;
+    store.key_count().map_err(|e| e.to_string())
+}
+
+/// Replaces `data_dir`'s data with backup `file`; the node must be stopped. The
+/// write-ahead log is cleared, so the node starts exactly at the backup's state.
+pub fn restore(data_dir: &Path, file: &Path) -> Result<u64, String> {
+    if node_running(data_dir) {
+        return Err(format!(
+            "a node is running on {}; stop it first",
+            data_dir.display()
+        ));
+    }
+    let keys =
+        backup_keys(file).map_err(|e| format!("{} is not a kvs backup: {e}", file.display()))?;
+    let _lock = DataDirLock::acquire(data_dir)?;
+    let staged = data_dir.join("data.mdb.restoring");
+    std::fs::copy(file, &staged).map_err(|e| format!("{}: {e}", staged.display()))?;
+    File::open(&staged)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| e.to_string())?;
+    let wal = data_dir.join("wal");
+    if wal.exists() {
+        std::fs::remove_dir_all(&wal).map_err(|e| format!("{}: {e}", wal.display()))?;
+    }
+    let _ = std::fs::remove_file(data_dir.join("lock.mdb"));
+    std::fs::rename(&staged, data_dir.join("data.mdb")).map_err(|e| e.to_string())?;
+    Ok(keys)
+}
+
+/// `kvs backup CONFIG [--out FILE]`: through the running node's API when it runs (so
+/// that it keeps serving), else straight from its data dir.
+pub fn run_backup(arg: &str, out: Option<&Path>) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let path = crate::config::config_path(arg);
+    let config = match crate::config::Config::load(&path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("kvs: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let data_dir = config.data_dir(&path);
+    let taken = if node_running(&data_dir) {
+        backup_through_api(&config, &data_dir)
+    } else {
+        backup_offline(&config, &data_dir)
+    };
+    let info = match taken {
+        Ok(info) => info,
+        Err(error) => {
+            eprintln!("kvs: backup failed: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let source = backups_dir(&data_dir).join(format!("{}.mdb", info.name));
+    let target = out.map_or_else(|| source.clone(), Path::to_path_buf);
+    if target != source
+        && let Err(error) = copy_with_progress(&source, &target)
+    {
+        eprintln!("kvs: writing {}: {error}", target.display());
+        return ExitCode::from(1);
+    }
+    println!(
+        "backup {}: {} bytes, {} keys -> {}",
+        info.name,
+        info.bytes,
+        info.keys,
+        target.display()
+    );
+    ExitCode::SUCCESS
+}
+
+fn backup_offline(config: &crate::config::Config, data_dir: &Path) -> Result<BackupInfo, String> {
+    let _lock = DataDirLock::acquire(data_dir)?;
+    let options = StoreOptions {
+        max_revisions: if config.revision_history_enabled {
+            config.max_revisions
+        } else {
+            0
+        },
+        compression_min_bytes: config
+            .compression_enabled
+            .then_some(config.compression_min_bytes),
+    };
+    let store = DurableStore::open(data_dir, options, config.tamper_logging_enabled)
+        .map_err(|e| e.to_string())?;
+    take(&store, data_dir).map_err(|e| e.to_string())
+}
+
+fn backup_through_api(
+    config: &crate::config::Config,
+    data_dir: &Path,
+) -> Result<BackupInfo, String> {
+    let addr = std::fs::read_to_string(http_addr_file(data_dir))
+        .map(|a| a.trim().to_owned())
+        .unwrap_or_else(|_| format!("{}:{}", config.bind_address, config.http_port));
+    let token = std::fs::read_to_string(data_dir.join("root.token")).ok();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (status, body) = runtime
+        .block_on(async {
+            let mut connection =
+                crate::http_client::Connection::open(&format!("http://{addr}")).await?;
+            connection
+                .send(
+                    hyper::Method::POST,
+                    "/admin/backups",
+                    None,
+                    token.as_deref().map(str::trim),
+                )
+                .await
+        })
+        .map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+    }
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    Ok(BackupInfo {
+        name: value["name"].as_str().unwrap_or_default().to_owned(),
+        bytes: value["bytes"].as_u64().unwrap_or(0),
+        keys: value["keys"].as_u64().unwrap_or(0),
+        created_at: value["created_at"].as_u64().unwrap_or(0),
+    })
+}
+
+/// Copies `from` to `to`, with a progress bar when stderr is a terminal.
+fn copy_with_progress(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::io::{IsTerminal, Read, Write};
+    let mut input = File::open(from)?;
+    let total = input.metadata()?.len();
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(total)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut output = File::create(to)?;
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = input.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        output.write_all(&buffer[..n])?;
+        bar.inc(n as u64);
+    }
+    output.sync_all()?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// `kvs restore CONFIG FILE`.
+pub fn run_restore(arg: &str, file: &Path) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let path = crate::config::config_path(arg);
+    let config = match crate::config::Config::load(&path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("kvs: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let data_dir = config.data_dir(&path);
+    match restore(&data_dir, file) {
+        Ok(keys) => {
+            println!(
+                "restored {keys} keys from {} into {}",
+                file.display(),
+                data_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("kvs: {error}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Backups against a real node: `POST`/`GET /admin/backups` while it serves, `kvs backup`
+//! (running and stopped), and `kvs restore` into a stopped node.
+
+mod common;
+
+use common::{Node, run_kvs};
+
+fn root(node: &Node) -> String {
+    let token = std::fs::read_to_string(node.data_dir().join("root.token")).unwrap();
+    format!("Bearer {}", token.trim())
+}
+
+fn put(node: &Node, auth: &str, key: &str, value: &str) {
+    let answer = node.request(
+        "PUT",
+        &format!("/kv/{key}"),
+        Some(value),
+        &[("authorization", auth)],
+    );
+    assert!(
+        answer.status == 200 || answer.status == 201,
+        "{}",
+        answer.body
+    );
+}
+
+fn get_status(node: &Node, auth: &str, key: &str) -> u16 {
+    node.request(
+        "GET",
+        &format!("/kv/{key}"),
+        None,
+        &[("authorization", auth)],
+    )
+    .status
+}
+
+fn config_arg(node: &Node) -> String {
+    node.config.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn backup_while_serving_then_restore_into_the_stopped_node() {
+    let mut node = Node::start("clustering_enabled: false\n");
+    let auth = root(&node);
+    for i in 0..50 {
+        put(&node, &auth, &format!("b/{i}"), &format!("{{\"i\":{i}}}"));
+    }
+    let taken = node.request("POST", "/admin/backups", None, &[("authorization", &auth)]);
+    assert_eq!(taken.status, 201, "{}", taken.body);
+    let info = taken.json();
+    assert!(info["bytes"].as_u64().unwrap() > 0);
+    assert!(info["keys"].as_u64().unwrap() >= 50);
+    assert!(info["created_at"].as_u64().unwrap() > 0);
+    let name = info["name"].as_str().unwrap().to_owned();
+    let listed = node
+        .request("GET", "/admin/backups", None, &[("authorization", &auth)])
+        .json();
+    assert!(
+        listed["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["name"] == name.as_str())
+    );
+    let file = node.data_dir().join("backups").join(format!("{name}.mdb"));
+    let copy = node.dir.path().join("copy.mdb");
+    std::fs::copy(&file, &copy).unwrap();
+
+    put(&node, &auth, "after/backup", "1");
+    assert_eq!(
+        node.request("DELETE", "/kv/b/0", None, &[("authorization", &auth)])
+            .status,
+        204
+    );
+    let refused = run_kvs(
+        &["restore", &config_arg(&node), copy.to_str().unwrap()],
+        node.dir.path(),
+        &[],
+    );
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "restore refuses while the node runs"
+    );
+
+    assert!(node.terminate().success());
+    let restored = run_kvs(
+        &["restore", &config_arg(&node), copy.to_str().unwrap()],
+        node.dir.path(),
+        &[],
+    );
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    node.launch();
+    assert_eq!(
+        get_status(&node, &auth, "after/backup"),
+        404,
+        "written after the backup"
+    );
+    assert_eq!(
+        get_status(&node, &auth, "b/0"),
+        200,
+        "deleted after the backup"
+    );
+    assert_eq!(get_status(&node, &auth, "b/49"), 200);
+}
+
+#[test]
+fn the_cli_backs_up_a_running_and_a_stopped_node() {
+    let mut node = Node::start("clustering_enabled: false\n");
+    let auth = root(&node);
+    put(&node, &auth, "c/1", "1");
+    let running_out = node.dir.path().join("running.mdb");
+    let out = run_kvs(
+        &[
+            "backup",
+            &config_arg(&node),
+            "--out",
+            running_out.to_str().unwrap(),
+        ],
+        node.dir.path(),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::metadata(&running_out).unwrap().len() > 0);
+    assert_eq!(
+        get_status(&node, &auth, "c/1"),
+        200,
+        "the node kept serving"
+    );
+
+    put(&node, &auth, "c/2", "2");
+    node.kill();
+    let stopped_out = node.dir.path().join("stopped.mdb");
+    let out = run_kvs(
+        &[
+            "backup",
+            &config_arg(&node),
+            "--out",
+            stopped_out.to_str().unwrap(),
+        ],
+        node.dir.path(),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The stopped node's backup includes c/2, which was only in its write-ahead log.
+    let out = run_kvs(
+        &["restore", &config_arg(&node), running_out.to_str().unwrap()],
+        node.dir.path(),
+        &[],
+    );
+    assert!(out.status.success());
+    node.launch();
+    assert_eq!(get_status(&node, &auth, "c/2"), 404);
+    assert!(node.terminate().success());
+    let out = run_kvs(
+        &["restore", &config_arg(&node), stopped_out.to_str().unwrap()],
+        node.dir.path(),
+        &[],
+    );
+    assert!(out.status.success());
+    node.launch();
+    assert_eq!(get_status(&node, &auth, "c/2"), 200);
+}
+
+#[test]
+fn a_garbage_backup_is_refused_and_changes_nothing() {
+    let mut node = Node::start("clustering_enabled: false\n");
+    let auth = root(&node);
+    put(&node, &auth, "g/1", "1");
+    assert!(node.terminate().success());
+    let garbage = node.dir.path().join("garbage.mdb");
+    std::fs::write(&garbage, b"this is not an LMDB file at all").unwrap();
+    let out = run_kvs(
+        &["restore", &config_arg(&node), garbage.to_str().unwrap()],
+        node.dir.path(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a kvs backup"));
+    node.launch();
+    assert_eq!(get_status(&node, &auth, "g/1"), 200);
+}
