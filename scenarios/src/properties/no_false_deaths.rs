@@ -1,6 +1,7 @@
 //! `no_false_deaths` (always or final; `{max: K}`, default 0): no node declares dead a
 //! member that is running (not crashed) in the life the verdict is about. A verdict about
-//! an earlier life of a restarted node is a true death, not a false one. `max` allows a
+//! an earlier life of a restarted node is a true death, not a false one; a paused node
+//! counts as running (only a crash makes a death true). `max` allows a
 //! documented number of false deaths where the network is extreme.
 
 use serde::Deserialize;
