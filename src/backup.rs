@@ -158,19 +158,28 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<u64, String> {
     Ok(keys)
 }
 
+/// The config of CONFIG (which must exist) and its data dir; `None` after printing why.
+fn load(arg: &str) -> Option<(crate::config::Config, PathBuf)> {
+    let path = crate::config::config_path(arg);
+    match crate::config::Config::load(&path) {
+        Ok(config) => {
+            let data_dir = config.data_dir(&path);
+            Some((config, data_dir))
+        }
+        Err(error) => {
+            eprintln!("kvs: {error}");
+            None
+        }
+    }
+}
+
 /// `kvs backup CONFIG [--out FILE]`: through the running node's API when it runs (so
 /// that it keeps serving), else straight from its data dir.
 pub fn run_backup(arg: &str, out: Option<&Path>) -> std::process::ExitCode {
     use std::process::ExitCode;
-    let path = crate::config::config_path(arg);
-    let config = match crate::config::Config::load(&path) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("kvs: {error}");
-            return ExitCode::from(2);
-        }
+    let Some((config, data_dir)) = load(arg) else {
+        return ExitCode::from(2);
     };
-    let data_dir = config.data_dir(&path);
     let taken = if node_running(&data_dir) {
         backup_through_api(&config, &data_dir)
     } else {
@@ -203,18 +212,12 @@ pub fn run_backup(arg: &str, out: Option<&Path>) -> std::process::ExitCode {
 
 fn backup_offline(config: &crate::config::Config, data_dir: &Path) -> Result<BackupInfo, String> {
     let _lock = DataDirLock::acquire(data_dir)?;
-    let options = StoreOptions {
-        max_revisions: if config.revision_history_enabled {
-            config.max_revisions
-        } else {
-            0
-        },
-        compression_min_bytes: config
-            .compression_enabled
-            .then_some(config.compression_min_bytes),
-    };
-    let store = DurableStore::open(data_dir, options, config.tamper_logging_enabled)
-        .map_err(|e| e.to_string())?;
+    let store = DurableStore::open(
+        data_dir,
+        config.store_options(),
+        config.tamper_logging_enabled,
+    )
+    .map_err(|e| e.to_string())?;
     take(&store, data_dir).map_err(|e| e.to_string())
 }
 
@@ -284,15 +287,9 @@ fn copy_with_progress(from: &Path, to: &Path) -> std::io::Result<()> {
 /// `kvs restore CONFIG FILE`.
 pub fn run_restore(arg: &str, file: &Path) -> std::process::ExitCode {
     use std::process::ExitCode;
-    let path = crate::config::config_path(arg);
-    let config = match crate::config::Config::load(&path) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("kvs: {error}");
-            return ExitCode::from(2);
-        }
+    let Some((_, data_dir)) = load(arg) else {
+        return ExitCode::from(2);
     };
-    let data_dir = config.data_dir(&path);
     match restore(&data_dir, file) {
         Ok(keys) => {
             println!(

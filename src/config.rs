@@ -303,6 +303,20 @@ impl Config {
         Ok(swim)
     }
 
+    /// How the store keeps data, from the history and compression keys.
+    pub fn store_options(&self) -> kvs_sync::StoreOptions {
+        kvs_sync::StoreOptions {
+            max_revisions: if self.revision_history_enabled {
+                self.max_revisions
+            } else {
+                0
+            },
+            compression_min_bytes: self
+                .compression_enabled
+                .then_some(self.compression_min_bytes),
+        }
+    }
+
     /// `default_permissions` as bits.
     pub fn default_permissions(&self) -> Option<u16> {
         let text = &self.default_permissions;

@@ -8,9 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kvs_api::{Api, ApiConfig, AuthConfig, Backend, BackupInfo, MemberInfo, RateLimit};
-use kvs_sync::{
-    AuditEntry, AuditVerdict, Store, StoreError, StoreOptions, WriteOp, WriteOutcome, WriteRejected,
-};
+use kvs_sync::{AuditEntry, AuditVerdict, Store, StoreError, WriteOp, WriteOutcome, WriteRejected};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -132,18 +130,12 @@ fn config_error(key: &str, detail: impl std::fmt::Display) -> NodeError {
 
 /// Opens the data dir and fills in generated secrets kept there.
 fn open_store(config: &mut Config, data_dir: &Path) -> Result<Arc<DurableStore>, NodeError> {
-    let options = StoreOptions {
-        max_revisions: if config.revision_history_enabled {
-            config.max_revisions
-        } else {
-            0
-        },
-        compression_min_bytes: config
-            .compression_enabled
-            .then_some(config.compression_min_bytes),
-    };
-    let store = DurableStore::open(data_dir, options, config.tamper_logging_enabled)
-        .map_err(|e| config_error("data_dir", format!("{}: {e}", data_dir.display())))?;
+    let store = DurableStore::open(
+        data_dir,
+        config.store_options(),
+        config.tamper_logging_enabled,
+    )
+    .map_err(|e| config_error("data_dir", format!("{}: {e}", data_dir.display())))?;
     for (secret, name) in [
         (&mut config.cluster_secret, "cluster_secret"),
         (&mut config.jwt_secret, "jwt_secret"),
