@@ -16,6 +16,16 @@ pub(crate) const ROUTES: [&str; 10] = [
     "kv", "kv_list", "history", "health", "members", "metrics", "openapi", "auth", "meta", "other",
 ];
 
+/// The label of a method: the standard ones by name, anything else as `other` (so that
+/// clients cannot grow the label set).
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 7] = ["GET", "HEAD", "PUT", "DELETE", "POST", "PATCH", "OPTIONS"];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("other")
+}
+
 #[derive(Default)]
 struct Histogram {
     buckets: [AtomicU64; BUCKETS.len()],
@@ -25,7 +35,7 @@ struct Histogram {
 
 /// Counters by route, method and status; latency histograms by route.
 pub(crate) struct RequestMetrics {
-    requests: Mutex<BTreeMap<(usize, String, u16), u64>>,
+    requests: Mutex<BTreeMap<(usize, &'static str, u16), u64>>,
     latency: [Histogram; ROUTES.len()],
 }
 
@@ -45,7 +55,7 @@ impl RequestMetrics {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             *requests
-                .entry((route, method.to_owned(), status))
+                .entry((route, method_label(method), status))
                 .or_default() += 1;
         }
         let histogram = &self.latency[route];
