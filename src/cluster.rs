@@ -142,6 +142,7 @@ impl Cluster {
                 state: m.state.as_str().to_owned(),
                 incarnation: m.incarnation,
                 joined_at: m.joined_at,
+                flap_score: m.flap_score,
             })
             .collect()
     }

@@ -82,6 +82,7 @@ impl Backend for NodeBackend {
             state: "alive".into(),
             incarnation: 0,
             joined_at: self.joined_at,
+            flap_score: 0.0,
         }]
     }
 

@@ -77,6 +77,7 @@ fn nodes_join_through_one_seed_and_agree() {
             assert!(m["http_addr"].as_str().unwrap().starts_with("127.0.0.1:"));
             assert!(m["joined_at"].as_u64().unwrap() > 0);
             assert!(m["incarnation"].as_u64().unwrap() >= 1);
+            assert!(m["flap_score"].is_number(), "{m}");
         }
     }
     let metrics = a.get("/metrics").body;

@@ -21,6 +21,8 @@ pub struct MemberInfo {
     pub incarnation: u64,
     /// When it first joined the cluster (Unix ms).
     pub joined_at: u64,
+    /// How often its state flapped lately (decaying; 0 for a steady member).
+    pub flap_score: f64,
 }
 
 /// A backup as `/admin/backups` shows it.
