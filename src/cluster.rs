@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use kvs_api::MemberInfo;
-use kvs_membership::{LocalMember, MembershipEvent, Swim, SwimConfig};
+use kvs_membership::{LocalMember, MemberState, MembershipEvent, Swim, SwimConfig};
 use kvs_net::{ClusterSecret, Datagrams, NodeId, UdpTransport};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -30,6 +30,8 @@ pub struct ClusterSettings {
     pub advertise: std::net::IpAddr,
     /// This node's HTTP address, published to the others.
     pub http_addr: SocketAddr,
+    /// This node's sync (QUIC) address, published to the others.
+    pub sync_addr: SocketAddr,
     /// `host:port` of seed nodes.
     pub seeds: Vec<String>,
     /// The shared secret that authenticates every datagram.
@@ -40,6 +42,24 @@ pub struct ClusterSettings {
     pub incarnation: u64,
     /// When this node first joined (Unix ms).
     pub joined_at: u64,
+}
+
+/// What a node publishes about itself through membership: its HTTP and sync addresses.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct MemberMeta {
+    http: String,
+    sync: String,
+}
+
+impl MemberMeta {
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Empty fields for metadata that does not decode.
+    fn decode(bytes: &[u8]) -> Self {
+        serde_json::from_slice(bytes).unwrap_or_default()
+    }
 }
 
 /// A running membership.
@@ -98,7 +118,11 @@ impl Cluster {
         let local = LocalMember {
             id: NodeId::new(settings.node_id.as_str()),
             gossip_addr,
-            meta: settings.http_addr.to_string().into_bytes(),
+            meta: MemberMeta {
+                http: settings.http_addr.to_string(),
+                sync: settings.sync_addr.to_string(),
+            }
+            .encode(),
             incarnation: settings.incarnation,
             joined_at: settings.joined_at,
         };
@@ -138,13 +162,30 @@ impl Cluster {
             .map(|m| MemberInfo {
                 node_id: m.id.to_string(),
                 gossip_addr: m.addr.to_string(),
-                http_addr: String::from_utf8_lossy(&m.meta).into_owned(),
+                http_addr: MemberMeta::decode(&m.meta).http,
                 state: m.state.as_str().to_owned(),
                 incarnation: m.incarnation,
                 joined_at: m.joined_at,
                 flap_score: m.flap_score,
             })
             .collect()
+    }
+
+    /// A function giving the sync addresses of the other live (alive or suspect)
+    /// members at the time it is called.
+    pub fn sync_peers(&self) -> Arc<dyn Fn() -> Vec<SocketAddr> + Send + Sync> {
+        let swim = Arc::clone(&self.swim);
+        Arc::new(move || {
+            let swim = swim.lock().unwrap_or_else(PoisonError::into_inner);
+            let me = swim.local_id().clone();
+            swim.members()
+                .into_iter()
+                .filter(|m| {
+                    m.id != me && matches!(m.state, MemberState::Alive | MemberState::Suspect)
+                })
+                .filter_map(|m| MemberMeta::decode(&m.meta).sync.parse().ok())
+                .collect()
+        })
     }
 
     /// Membership counters in Prometheus text.

@@ -5,6 +5,7 @@
 //! - [`config`]: the YAML config, its defaults and checks;
 //! - [`cluster`]: membership (SWIM over authenticated UDP) in the running node;
 //! - [`node`]: a running node (store, group commit, HTTP API, purge, shutdown);
+//! - [`replication`]: pushes of accepted writes to the other members over QUIC;
 //! - [`store`]: LMDB behind a write-ahead log, and group commit;
 //! - [`daemon`]: `kvs start`, `stop`, `restart`, `status`;
 //! - [`client`], [`http_client`], [`bench`]: the command-line client and load generator.
@@ -17,4 +18,5 @@ pub mod config;
 pub mod daemon;
 pub mod http_client;
 pub mod node;
+pub mod replication;
 pub mod store;

@@ -15,7 +15,9 @@ use tokio::sync::watch;
 use crate::backup::DataDirLock;
 use crate::cluster::{Cluster, ClusterError, ClusterSettings};
 use crate::config::{Config, ConfigError};
+use crate::replication::Replicator;
 use crate::store::{DurableStore, GroupCommitter};
+use kvs_net::{ClusterSecret, QuicTransport, StreamTransport};
 
 /// How often expired keys and old tombstones are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(1);
@@ -47,6 +49,7 @@ pub struct NodeBackend {
     store: Arc<DurableStore>,
     committer: GroupCommitter,
     cluster: Option<Cluster>,
+    replicator: Option<Replicator>,
     data_dir: PathBuf,
 }
 
@@ -68,7 +71,12 @@ impl Backend for NodeBackend {
     }
 
     async fn write(&self, op: WriteOp) -> Result<Result<WriteOutcome, WriteRejected>, StoreError> {
-        self.committer.write(op).await
+        let key = op.key.clone();
+        let result = self.committer.write(op).await;
+        if let (Some(replicator), Ok(Ok(outcome))) = (&self.replicator, &result) {
+            replicator.push(key, outcome.version.clone());
+        }
+        result
     }
 
     fn members(&self) -> Vec<MemberInfo> {
@@ -112,6 +120,9 @@ impl Backend for NodeBackend {
     fn extra_metrics(&self, out: &mut String) {
         if let Some(cluster) = &self.cluster {
             cluster.render_metrics(out);
+        }
+        if let Some(replicator) = &self.replicator {
+            replicator.render_metrics(out);
         }
         let stats = self.committer.stats();
         out.push_str(&format!(
@@ -181,11 +192,20 @@ pub async fn run(
     let committer = GroupCommitter::start(Arc::clone(&store) as Arc<dyn Store>, now_ms)
         .map_err(|e| NodeError::Runtime(format!("starting the commit thread: {e}")))?;
     let public_http = SocketAddr::new(advertise, http_addr.port());
-    let cluster = match config.clustering_enabled {
+    let (cluster, replicator) = match config.clustering_enabled {
         true => {
-            Some(start_cluster(&config, &store, public_http, joined_at, shutdown.clone()).await?)
+            let (cluster, replicator) = start_clustering(
+                &config,
+                &store,
+                &data_dir,
+                public_http,
+                joined_at,
+                shutdown.clone(),
+            )
+            .await?;
+            (Some(cluster), Some(replicator))
         }
-        false => None,
+        false => (None, None),
     };
     let gossip_addr = cluster.as_ref().map_or(
         SocketAddr::new(advertise, config.gossip_port),
@@ -199,6 +219,7 @@ pub async fn run(
         store: Arc::clone(&store),
         committer,
         cluster,
+        replicator,
         data_dir: data_dir.clone(),
     });
     let api = Api::new(Arc::clone(&backend), api_config(&config)?);
@@ -206,8 +227,8 @@ pub async fn run(
         .await
         .map_err(|e| NodeError::Runtime(format!("auth bootstrap: {e}")))?;
     if config.clustering_enabled {
-        tracing::warn!(
-            "clustering_enabled: membership runs; data replication is not yet part of this version"
+        tracing::info!(
+            "clustering enabled: membership and push replication run; anti-entropy is not yet part of this version"
         );
     }
     tracing::info!(node_id = %config.node_id, %http_addr, %gossip_addr, data_dir = %data_dir.display(), "node started");
@@ -275,15 +296,26 @@ fn api_config(config: &Config) -> Result<ApiConfig, NodeError> {
     })
 }
 
-/// Starts membership: a new incarnation (kept in the store, above every earlier start's),
-/// the gossip socket, the join through the seeds.
-async fn start_cluster(
+/// Starts membership and replication: the QUIC sync endpoint, a new incarnation (kept in
+/// the store, above every earlier start's), the gossip socket, the join through the seeds,
+/// and the push replicator.
+async fn start_clustering(
     config: &Config,
-    store: &DurableStore,
+    store: &Arc<DurableStore>,
+    data_dir: &Path,
     http_addr: SocketAddr,
     joined_at: u64,
     shutdown: watch::Receiver<bool>,
-) -> Result<Cluster, NodeError> {
+) -> Result<(Cluster, Replicator), NodeError> {
+    let secret = ClusterSecret::new(config.cluster_secret.as_bytes());
+    let sync_bind = SocketAddr::new(config.bind_address, config.sync_port);
+    let transport = QuicTransport::bind(sync_bind, data_dir, &secret)
+        .map_err(|e| config_error("sync_port", format!("cannot listen on {sync_bind}: {e}")))?;
+    let sync_port = transport
+        .local_addr()
+        .map_err(|e| NodeError::Runtime(e.to_string()))?
+        .port();
+    let advertise = config.advertise_address.unwrap_or(config.bind_address);
     let incarnation = store
         .lmdb()
         .increment_meta_u64("incarnation")
@@ -294,20 +326,28 @@ async fn start_cluster(
     let settings = ClusterSettings {
         node_id: config.node_id.clone(),
         bind: SocketAddr::new(config.bind_address, config.gossip_port),
-        advertise: config.advertise_address.unwrap_or(config.bind_address),
+        advertise,
         http_addr,
+        sync_addr: SocketAddr::new(advertise, sync_port),
         seeds: config.seed_nodes.clone(),
         secret: config.cluster_secret.clone(),
         swim,
         incarnation,
         joined_at,
     };
-    Cluster::start(settings, shutdown)
+    let cluster = Cluster::start(settings, shutdown.clone())
         .await
         .map_err(|e| match e {
             ClusterError::Bind { .. } => NodeError::Config(ConfigError(e.to_string())),
             ClusterError::Protocol(_) => NodeError::Runtime(e.to_string()),
-        })
+        })?;
+    let replicator = Replicator::start(
+        Arc::new(transport),
+        Arc::clone(store),
+        cluster.sync_peers(),
+        shutdown,
+    );
+    Ok((cluster, replicator))
 }
 
 /// Takes a backup every `backup_interval` and keeps the newest `backup_retention`, while

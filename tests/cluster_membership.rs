@@ -12,7 +12,9 @@ const SECRET: &str = "membership-test-secret";
 
 fn config(seed: Option<&str>, secret: &str) -> String {
     let seeds = seed.map_or("[]".to_owned(), |s| format!("[\"{s}\"]"));
-    format!("auth_enabled: false\ngossip_port: 0\ncluster_secret: {secret}\nseed_nodes: {seeds}\n")
+    format!(
+        "auth_enabled: false\ngossip_port: 0\nsync_port: 0\ncluster_secret: {secret}\nseed_nodes: {seeds}\n"
+    )
 }
 
 fn members(node: &Node) -> Vec<Value> {

@@ -180,6 +180,26 @@ impl DurableStore {
         self.lmdb.get(key)
     }
 
+    /// Appends `accepted` to the write-ahead log (durably) and advances the log's seq; on
+    /// failure nothing was accepted and the audit chain continues where it was.
+    fn log(
+        wal: &mut Wal,
+        next_seq: &mut u64,
+        audit: &mut Option<AuditHead>,
+        accepted: &[(u64, Logged)],
+    ) -> Result<(), StoreError> {
+        let records: Vec<(u64, &Logged)> =
+            accepted.iter().map(|(seq, item)| (*seq, item)).collect();
+        if let Err(error) = wal.append(&records) {
+            if let Some(head) = audit.as_mut() {
+                head.rewind(accepted);
+            }
+            return Err(error);
+        }
+        *next_seq += accepted.len() as u64;
+        Ok(())
+    }
+
     /// Hands logged items to readers (the overlay) and to the applier.
     fn publish(&self, accepted: Vec<(u64, Logged)>) {
         let Some(&(last, _)) = accepted.last() else {
@@ -382,22 +402,45 @@ impl Store for DurableStore {
             }
             results.push(Ok(WriteOutcome { version, created }));
         }
-        let records: Vec<(u64, &Logged)> =
-            accepted.iter().map(|(seq, item)| (*seq, item)).collect();
-        if let Err(error) = wal.append(&records) {
-            // Nothing was acknowledged: the audit chain continues from where it was.
-            if let Some(head) = audit.as_mut() {
-                head.rewind(&accepted);
-            }
-            return Err(error);
-        }
-        *next_seq += accepted.len() as u64;
+        Self::log(wal, next_seq, audit, &accepted)?;
         self.publish(accepted);
         Ok(results)
     }
 
     fn get(&self, key: &str) -> Result<Option<Version>, StoreError> {
         self.held(key)
+    }
+
+    fn merge(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let Log {
+            wal,
+            next_seq,
+            audit,
+        } = &mut *log;
+        let mut in_batch: HashMap<&str, Version> = HashMap::new();
+        let mut accepted: Vec<(u64, Logged)> = Vec::new();
+        for (key, version) in versions {
+            let held = match in_batch.get(key.as_str()) {
+                Some(held) => Some(held.clone()),
+                None => self.held(key)?,
+            };
+            if held.as_ref().is_some_and(|h| !version.supersedes(h)) {
+                continue;
+            }
+            let record = record::encode(version, self.compress_from)?;
+            in_batch.insert(key, version.clone());
+            let staged = Staged {
+                key: key.clone(),
+                version: version.clone(),
+                record,
+            };
+            accepted.push((*next_seq + accepted.len() as u64, Logged::Version(staged)));
+        }
+        let stored = accepted.len();
+        Self::log(wal, next_seq, audit, &accepted)?;
+        self.publish(accepted);
+        Ok(stored)
     }
 
     fn list(

@@ -641,6 +641,25 @@ impl Store for LmdbStore {
         Ok(stats)
     }
 
+    fn merge(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {
+        let mut wtxn = self.env.write_txn().map_err(backend)?;
+        let mut stored = 0;
+        for (key, version) in versions {
+            let held = self.header(&wtxn, key)?;
+            if held
+                .as_ref()
+                .is_some_and(|h| version.id.precedence(&h.id).is_le())
+            {
+                continue;
+            }
+            let record = record::encode(version, self.options.compression_min_bytes)?;
+            self.store_version(&mut wtxn, key, held.as_ref(), version, &record)?;
+            stored += 1;
+        }
+        wtxn.commit().map_err(backend)?;
+        Ok(stored)
+    }
+
     fn stats(&self) -> Result<StoreStats, StoreError> {
         let rtxn = self.env.read_txn().map_err(backend)?;
         Ok(StoreStats {

@@ -7,7 +7,7 @@
 use uuid::Uuid;
 
 use crate::store::Cursor;
-use crate::{Mutation, Precondition, Store, StoreOptions, WriteOp, WriteRejected};
+use crate::{Mutation, Precondition, Store, StoreOptions, Version, WriteOp, WriteRejected};
 
 /// Generates one `#[test]` per conformance check for a store factory.
 #[macro_export]
@@ -16,7 +16,7 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@tests $factory;
             put_then_get, overwrite_keeps_ownership, causal_timestamp, preconditions,
             delete_leaves_tombstone, ttl_expiry, list_by_prefix_pages, list_since_pages,
-            history_newest_first_and_capped, history_disabled, purge_expired_and_tombstones,
+            history_newest_first_and_capped, history_disabled, purge_expired_and_tombstones, merge_keeps_the_winner,
             batch_ops_see_each_other, values_roundtrip, stats_count_keys,
             set_meta_changes_only_metadata);
     };
@@ -374,5 +374,68 @@ pub fn set_meta_changes_only_metadata<G, S: Store>(make: &impl Fn(StoreOptions) 
     assert_eq!(
         write(&store, set_meta("gone"), 5000),
         Err(WriteRejected::NotFound)
+    );
+}
+
+/// Versions from another replica are stored only when they win by the conflict rule.
+pub fn merge_keeps_the_winner<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
+    let local = write(&store, put("m", "\"local\""), 1000).unwrap().version;
+    let older = Version {
+        id: crate::VersionId {
+            timestamp: 999,
+            ..local.id
+        },
+        data: Some("\"older\"".into()),
+        ..local.clone()
+    };
+    let newer = Version {
+        id: crate::VersionId {
+            timestamp: 1001,
+            origin_joined_at: 7,
+            uuid: Uuid::new_v4(),
+        },
+        data: Some("\"newer\"".into()),
+        ..local.clone()
+    };
+    let tombstone = Version {
+        id: crate::VersionId {
+            timestamp: 500,
+            origin_joined_at: 7,
+            uuid: Uuid::new_v4(),
+        },
+        data: None,
+        ..local.clone()
+    };
+    assert_eq!(store.merge(&[("m".into(), older)]).unwrap(), 0);
+    assert_eq!(store.get("m").unwrap().unwrap(), local);
+    assert_eq!(
+        store
+            .merge(&[
+                ("m".into(), newer.clone()),
+                ("gone".into(), tombstone.clone())
+            ])
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.get("m").unwrap().unwrap(), newer);
+    assert_eq!(store.get("gone").unwrap().unwrap(), tombstone);
+    assert!(
+        store
+            .list("", None, 10, 2000)
+            .unwrap()
+            .items
+            .iter()
+            .all(|l| l.key != "gone")
+    );
+    assert_eq!(
+        store.merge(&[("m".into(), newer.clone())]).unwrap(),
+        0,
+        "idempotent"
+    );
+    let after = write(&store, put("m", "\"again\""), 10).unwrap().version;
+    assert!(
+        after.id.timestamp > newer.id.timestamp,
+        "a local overwrite follows the merged version"
     );
 }

@@ -156,6 +156,22 @@ impl Store for MemoryStore {
         Ok(stats)
     }
 
+    fn merge(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {
+        let mut inner = self.lock();
+        let mut stored = 0;
+        for (key, version) in versions {
+            if inner
+                .current
+                .get(key)
+                .is_none_or(|held| version.supersedes(held))
+            {
+                inner.record(key, version.clone(), self.options.max_revisions);
+                stored += 1;
+            }
+        }
+        Ok(stored)
+    }
+
     fn stats(&self) -> Result<StoreStats, StoreError> {
         let inner = self.lock();
         let bytes = inner

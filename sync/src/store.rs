@@ -150,6 +150,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Size figures.
     fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// Takes versions from another replica: each is stored when it supersedes the version
+    /// held (by the conflict rule), else ignored. Returns how many were stored.
+    fn merge(&self, versions: &[(String, Version)]) -> Result<usize, StoreError>;
 }
 
 impl Cursor {
