@@ -92,6 +92,53 @@ impl AuditHead {
     }
 }
 
+/// Items of one write batch being prepared under the log lock.
+struct Batch<'a> {
+    first_seq: u64,
+    /// The newest version of each key this batch changes.
+    in_batch: HashMap<&'a str, Version>,
+    accepted: Vec<(u64, Logged)>,
+}
+
+impl<'a> Batch<'a> {
+    fn new(first_seq: u64) -> Self {
+        Self {
+            first_seq,
+            in_batch: HashMap::new(),
+            accepted: Vec::new(),
+        }
+    }
+
+    /// The version of `key` held once the batch's earlier items apply.
+    fn held(&self, store: &DurableStore, key: &str) -> Result<Option<Version>, StoreError> {
+        match self.in_batch.get(key) {
+            Some(version) => Ok(Some(version.clone())),
+            None => store.held(key),
+        }
+    }
+
+    fn add(&mut self, item: Logged) {
+        let seq = self.first_seq + self.accepted.len() as u64;
+        self.accepted.push((seq, item));
+    }
+
+    fn add_version(
+        &mut self,
+        key: &'a str,
+        version: &Version,
+        compress_from: Option<usize>,
+    ) -> Result<(), StoreError> {
+        let record = record::encode(version, compress_from)?;
+        self.in_batch.insert(key, version.clone());
+        self.add(Logged::Version(Staged {
+            key: key.to_owned(),
+            version: version.clone(),
+            record,
+        }));
+        Ok(())
+    }
+}
+
 /// LMDB with a write-ahead log and a background applier; see the module doc.
 pub struct DurableStore {
     lmdb: Arc<LmdbStore>,
@@ -180,23 +227,20 @@ impl DurableStore {
         self.lmdb.get(key)
     }
 
-    /// Appends `accepted` to the write-ahead log (durably) and advances the log's seq; on
-    /// failure nothing was accepted and the audit chain continues where it was.
-    fn log(
-        wal: &mut Wal,
-        next_seq: &mut u64,
-        audit: &mut Option<AuditHead>,
-        accepted: &[(u64, Logged)],
-    ) -> Result<(), StoreError> {
+    /// Appends `accepted` to the write-ahead log (durably), advances the log's seq, and
+    /// hands the items to readers and the applier; on failure nothing was accepted and the
+    /// audit chain continues where it was.
+    fn commit(&self, log: &mut Log, accepted: Vec<(u64, Logged)>) -> Result<(), StoreError> {
         let records: Vec<(u64, &Logged)> =
             accepted.iter().map(|(seq, item)| (*seq, item)).collect();
-        if let Err(error) = wal.append(&records) {
-            if let Some(head) = audit.as_mut() {
-                head.rewind(accepted);
+        if let Err(error) = log.wal.append(&records) {
+            if let Some(head) = log.audit.as_mut() {
+                head.rewind(&accepted);
             }
             return Err(error);
         }
-        *next_seq += accepted.len() as u64;
+        log.next_seq += accepted.len() as u64;
+        self.publish(accepted);
         Ok(())
     }
 
@@ -367,19 +411,10 @@ impl Store for DurableStore {
         now_ms: u64,
     ) -> Result<Vec<Result<WriteOutcome, WriteRejected>>, StoreError> {
         let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut in_batch: HashMap<&str, Version> = HashMap::new();
-        let mut accepted: Vec<(u64, Logged)> = Vec::new();
+        let mut batch = Batch::new(log.next_seq);
         let mut results = Vec::with_capacity(ops.len());
-        let Log {
-            wal,
-            next_seq,
-            audit,
-        } = &mut *log;
         for op in ops {
-            let held = match in_batch.get(op.key.as_str()) {
-                Some(version) => Some(version.clone()),
-                None => self.held(&op.key)?,
-            };
+            let held = batch.held(self, &op.key)?;
             let created = !held.as_ref().is_some_and(|v| v.is_live(now_ms));
             let version = match plan_write(held.as_ref(), op, now_ms) {
                 Ok(version) => version,
@@ -388,22 +423,13 @@ impl Store for DurableStore {
                     continue;
                 }
             };
-            let record = record::encode(&version, self.compress_from)?;
-            in_batch.insert(&op.key, version.clone());
-            let staged = Staged {
-                key: op.key.clone(),
-                version: version.clone(),
-                record,
-            };
-            accepted.push((*next_seq + accepted.len() as u64, Logged::Version(staged)));
-            if let Some(head) = audit.as_mut() {
-                let entry = head.append(op, now_ms);
-                accepted.push((*next_seq + accepted.len() as u64, Logged::Audit(entry)));
+            batch.add_version(&op.key, &version, self.compress_from)?;
+            if let Some(head) = log.audit.as_mut() {
+                batch.add(Logged::Audit(head.append(op, now_ms)));
             }
             results.push(Ok(WriteOutcome { version, created }));
         }
-        Self::log(wal, next_seq, audit, &accepted)?;
-        self.publish(accepted);
+        self.commit(&mut log, batch.accepted)?;
         Ok(results)
     }
 
@@ -413,33 +439,15 @@ impl Store for DurableStore {
 
     fn merge(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {
         let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
-        let Log {
-            wal,
-            next_seq,
-            audit,
-        } = &mut *log;
-        let mut in_batch: HashMap<&str, Version> = HashMap::new();
-        let mut accepted: Vec<(u64, Logged)> = Vec::new();
+        let mut batch = Batch::new(log.next_seq);
         for (key, version) in versions {
-            let held = match in_batch.get(key.as_str()) {
-                Some(held) => Some(held.clone()),
-                None => self.held(key)?,
-            };
-            if held.as_ref().is_some_and(|h| !version.supersedes(h)) {
-                continue;
+            let held = batch.held(self, key)?;
+            if held.as_ref().is_none_or(|h| version.supersedes(h)) {
+                batch.add_version(key, version, self.compress_from)?;
             }
-            let record = record::encode(version, self.compress_from)?;
-            in_batch.insert(key, version.clone());
-            let staged = Staged {
-                key: key.clone(),
-                version: version.clone(),
-                record,
-            };
-            accepted.push((*next_seq + accepted.len() as u64, Logged::Version(staged)));
         }
-        let stored = accepted.len();
-        Self::log(wal, next_seq, audit, &accepted)?;
-        self.publish(accepted);
+        let stored = batch.accepted.len();
+        self.commit(&mut log, batch.accepted)?;
         Ok(stored)
     }
 
