@@ -38,6 +38,26 @@ fn config_arg(node: &Node) -> String {
     node.config.to_str().unwrap().to_owned()
 }
 
+/// Runs `kvs COMMAND <node's config> EXTRA...` in the node's dir and asserts success.
+fn kvs_ok(node: &Node, command: &str, extra: &[&std::path::Path]) {
+    let config = config_arg(node);
+    let mut args = vec![command, config.as_str()];
+    let extra: Vec<String> = extra
+        .iter()
+        .map(|p| p.to_str().unwrap().to_owned())
+        .collect();
+    if command == "backup" {
+        args.push("--out");
+    }
+    args.extend(extra.iter().map(String::as_str));
+    let out = run_kvs(&args, node.dir.path(), &[]);
+    assert!(
+        out.status.success(),
+        "kvs {command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn backup_while_serving_then_restore_into_the_stopped_node() {
     let mut node = Node::start("clustering_enabled: false\n");
@@ -84,16 +104,7 @@ fn backup_while_serving_then_restore_into_the_stopped_node() {
     );
 
     assert!(node.terminate().success());
-    let restored = run_kvs(
-        &["restore", &config_arg(&node), copy.to_str().unwrap()],
-        node.dir.path(),
-        &[],
-    );
-    assert!(
-        restored.status.success(),
-        "{}",
-        String::from_utf8_lossy(&restored.stderr)
-    );
+    kvs_ok(&node, "restore", &[&copy]);
     node.launch();
     assert_eq!(
         get_status(&node, &auth, "after/backup"),
@@ -114,21 +125,7 @@ fn the_cli_backs_up_a_running_and_a_stopped_node() {
     let auth = root(&node);
     put(&node, &auth, "c/1", "1");
     let running_out = node.dir.path().join("running.mdb");
-    let out = run_kvs(
-        &[
-            "backup",
-            &config_arg(&node),
-            "--out",
-            running_out.to_str().unwrap(),
-        ],
-        node.dir.path(),
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kvs_ok(&node, "backup", &[&running_out]);
     assert!(std::fs::metadata(&running_out).unwrap().len() > 0);
     assert_eq!(
         get_status(&node, &auth, "c/1"),
@@ -139,37 +136,13 @@ fn the_cli_backs_up_a_running_and_a_stopped_node() {
     put(&node, &auth, "c/2", "2");
     node.kill();
     let stopped_out = node.dir.path().join("stopped.mdb");
-    let out = run_kvs(
-        &[
-            "backup",
-            &config_arg(&node),
-            "--out",
-            stopped_out.to_str().unwrap(),
-        ],
-        node.dir.path(),
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kvs_ok(&node, "backup", &[&stopped_out]);
     // The stopped node's backup includes c/2, which was only in its write-ahead log.
-    let out = run_kvs(
-        &["restore", &config_arg(&node), running_out.to_str().unwrap()],
-        node.dir.path(),
-        &[],
-    );
-    assert!(out.status.success());
+    kvs_ok(&node, "restore", &[&running_out]);
     node.launch();
     assert_eq!(get_status(&node, &auth, "c/2"), 404);
     assert!(node.terminate().success());
-    let out = run_kvs(
-        &["restore", &config_arg(&node), stopped_out.to_str().unwrap()],
-        node.dir.path(),
-        &[],
-    );
-    assert!(out.status.success());
+    kvs_ok(&node, "restore", &[&stopped_out]);
     node.launch();
     assert_eq!(get_status(&node, &auth, "c/2"), 200);
 }
