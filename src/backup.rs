@@ -71,44 +71,30 @@ pub fn take(store: &DurableStore, data_dir: &Path) -> Result<BackupInfo, StoreEr
         name = format!("backup-{created_at}-{n}");
     }
     let (bytes, keys) = store.backup_to(&dir.join(format!("{name}.mdb")))?;
-    Ok(BackupInfo {
+    let info = BackupInfo {
         name,
         bytes,
         keys,
         created_at,
-    })
+    };
+    // What listings show, kept beside the file so that listing opens no backup.
+    let sidecar = dir.join(format!("{}.json", info.name));
+    let json = serde_json::to_vec(&info).map_err(|e| StoreError::Backend(e.to_string()))?;
+    std::fs::write(&sidecar, json)
+        .map_err(|e| StoreError::Backend(format!("{}: {e}", sidecar.display())))?;
+    Ok(info)
 }
 
-/// The backups in `data_dir`, oldest first.
+/// The backups in `data_dir`, oldest first (from the records `take` keeps beside them).
 pub fn list(data_dir: &Path) -> Result<Vec<BackupInfo>, StoreError> {
-    let dir = backups_dir(data_dir);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+    let Ok(entries) = std::fs::read_dir(backups_dir(data_dir)) else {
         return Ok(Vec::new());
     };
-    let mut out = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Some(name) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".mdb"))
-        else {
-            continue;
-        };
-        let created_at = name
-            .strip_prefix("backup-")
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|ms| ms.parse().ok())
-            .unwrap_or(0);
-        let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
-        let keys = backup_keys(&path).unwrap_or(0);
-        out.push(BackupInfo {
-            name: name.to_owned(),
-            bytes,
-            keys,
-            created_at,
-        });
-    }
+    let mut out: Vec<BackupInfo> = entries
+        .flatten()
+        .filter(|entry| entry.path().extension().is_some_and(|e| e == "json"))
+        .filter_map(|entry| serde_json::from_slice(&std::fs::read(entry.path()).ok()?).ok())
+        .collect();
     out.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
     Ok(out)
 }
@@ -117,9 +103,11 @@ pub fn list(data_dir: &Path) -> Result<Vec<BackupInfo>, StoreError> {
 pub fn prune(data_dir: &Path, keep: usize) -> Result<(), StoreError> {
     let all = list(data_dir)?;
     for old in all.iter().take(all.len().saturating_sub(keep)) {
-        let path = backups_dir(data_dir).join(format!("{}.mdb", old.name));
-        std::fs::remove_file(&path)
-            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        for ext in ["mdb", "json"] {
+            let path = backups_dir(data_dir).join(format!("{}.{ext}", old.name));
+            std::fs::remove_file(&path)
+                .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        }
     }
     Ok(())
 }
@@ -250,13 +238,7 @@ fn backup_through_api(
     if !status.is_success() {
         return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
     }
-    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-    Ok(BackupInfo {
-        name: value["name"].as_str().unwrap_or_default().to_owned(),
-        bytes: value["bytes"].as_u64().unwrap_or(0),
-        keys: value["keys"].as_u64().unwrap_or(0),
-        created_at: value["created_at"].as_u64().unwrap_or(0),
-    })
+    serde_json::from_slice(&body).map_err(|e| e.to_string())
 }
 
 /// Copies `from` to `to`, with a progress bar when stderr is a terminal.
@@ -303,5 +285,39 @@ pub fn run_restore(arg: &str, file: &Path) -> std::process::ExitCode {
             eprintln!("kvs: {error}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvs_sync::{Mutation, Precondition, Store, WriteOp};
+
+    #[test]
+    fn listing_reads_the_records_and_pruning_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DurableStore::open(dir.path(), StoreOptions::default(), false).unwrap();
+        let op = WriteOp {
+            key: "k".into(),
+            mutation: Mutation::Put {
+                data: "1".into(),
+                ttl_ms: None,
+            },
+            precondition: Precondition::None,
+            uuid: uuid::Uuid::new_v4(),
+            origin_joined_at: 1,
+            owner: None,
+            group: None,
+            permissions: 0xf31,
+            actor: None,
+        };
+        store.write_batch(&[op], 1).unwrap();
+        let taken: Vec<BackupInfo> = (0..3).map(|_| take(&store, dir.path()).unwrap()).collect();
+        assert_eq!(list(dir.path()).unwrap(), taken);
+        assert!(taken.iter().all(|b| b.keys == 1 && b.bytes > 0));
+        prune(dir.path(), 1).unwrap();
+        assert_eq!(list(dir.path()).unwrap(), [taken[2].clone()]);
+        let files = std::fs::read_dir(backups_dir(dir.path())).unwrap().count();
+        assert_eq!(files, 2, "one backup and its record");
     }
 }

@@ -26,7 +26,7 @@ pub struct MemberInfo {
 }
 
 /// A backup as `/admin/backups` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct BackupInfo {
     /// Its name (the file is `<data_dir>/backups/<name>.mdb`).
     pub name: String,
