@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::backup::{http_addr_file, node_running};
 use crate::config::{instance_name, load_or_create};
 use crate::http_client::Connection;
 
@@ -95,7 +96,12 @@ pub fn start(arg: &str) -> ExitCode {
         return ExitCode::from(1);
     }
     instance.forget();
-    match spawn(&instance, &path, config.bind_address) {
+    let data_dir = config.data_dir(&path);
+    if node_running(&data_dir) {
+        eprintln!("kvs: a node already runs on {}", data_dir.display());
+        return ExitCode::from(1);
+    }
+    match spawn(&instance, &path, &data_dir) {
         Ok((pid, addr)) => {
             println!("started {} pid {pid} http://{addr}", instance.name);
             ExitCode::SUCCESS
@@ -110,7 +116,7 @@ pub fn start(arg: &str) -> ExitCode {
 fn spawn(
     instance: &Instance,
     config: &Path,
-    bind: std::net::IpAddr,
+    data_dir: &Path,
 ) -> Result<(i32, String), (u8, String)> {
     let fail = |e: std::io::Error| (1, e.to_string());
     for dir in [&instance.pid_file, &instance.log_file]
@@ -124,7 +130,10 @@ fn spawn(
         .append(true)
         .open(&instance.log_file)
         .map_err(fail)?;
-    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+    // The node records its HTTP address there once it listens; an old record must not
+    // be taken for the new node's.
+    let addr_record = http_addr_file(data_dir);
+    let _ = std::fs::remove_file(&addr_record);
     let exe = std::env::current_exe().map_err(fail)?;
     let config = std::fs::canonicalize(config).map_err(fail)?;
     let mut child = Command::new(exe)
@@ -151,7 +160,8 @@ fn spawn(
                 ),
             ));
         }
-        if let Some(addr) = logged_addr(&instance.log_file, log_start).filter(|a| healthy(a)) {
+        let recorded = std::fs::read_to_string(&addr_record).map(|a| a.trim().to_owned());
+        if let Some(addr) = recorded.ok().filter(|a| healthy(a)) {
             let _ = std::fs::write(&instance.addr_file, format!("{addr}\n"));
             return Ok((pid, addr));
         }
@@ -161,17 +171,8 @@ fn spawn(
     instance.forget();
     Err((
         1,
-        format!("the node on {bind} did not answer /health within {WAIT:?}"),
+        format!("the node did not answer /health within {WAIT:?}"),
     ))
-}
-
-/// The `http_addr=` the node logged since `from` (a byte offset of its log).
-fn logged_addr(log: &Path, from: u64) -> Option<String> {
-    let text = std::fs::read(log).ok()?;
-    let text = String::from_utf8_lossy(text.get(from as usize..)?);
-    text.split_whitespace()
-        .find_map(|word| word.strip_prefix("http_addr="))
-        .map(str::to_owned)
 }
 
 fn healthy(addr: &str) -> bool {
