@@ -11,6 +11,11 @@ use clap::{CommandFactory, Parser, Subcommand};
 use kvs::config::{Config, load_or_create};
 use kvs::{backup, bench, client, daemon, node};
 
+/// mimalloc: the node's threads hand buffers to each other (HTTP workers, the commit
+/// thread, the applier), and glibc's malloc pays for every cross-thread free.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A peer-to-peer key-value store node.
 #[derive(Parser)]
 #[command(name = "kvs", version, about)]

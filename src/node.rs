@@ -189,7 +189,7 @@ pub async fn run(
     )
     .map_err(|e| config_error("data_dir", e))?;
     let advertise = config.advertise_address.unwrap_or(config.bind_address);
-    let committer = GroupCommitter::start(Arc::clone(&store) as Arc<dyn Store>, now_ms)
+    let committer = GroupCommitter::start(Arc::clone(&store), now_ms)
         .map_err(|e| NodeError::Runtime(format!("starting the commit thread: {e}")))?;
     let public_http = SocketAddr::new(advertise, http_addr.port());
     let (cluster, replicator) = match config.clustering_enabled {

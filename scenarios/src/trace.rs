@@ -124,8 +124,11 @@ impl<'a> Trace<'a> {
             w.flush()?;
         }
         let digest = self.hasher.finalize();
-        let hex = digest.iter().map(|b| format!("{b:02x}")).collect();
-        Ok((hex, self.tail.into_iter().collect(), self.count))
+        Ok((
+            hex::encode(digest),
+            self.tail.into_iter().collect(),
+            self.count,
+        ))
     }
 }
 

@@ -1,7 +1,9 @@
 //! The write-ahead log: the durability point of every accepted write.
 //!
-//! A batch of new versions is appended to the current segment file and made durable with
-//! one `fdatasync`; that is all a write waits for. The versions reach LMDB afterwards, in
+//! Batches of new versions are written to the current segment file as they are planned,
+//! and made durable together by one `fdatasync` of the segment ([`Wal::sync_handle`],
+//! called without the log's lock, so that the next batches are written meanwhile); that
+//! is all a write waits for. The versions reach LMDB afterwards, in
 //! the background, through LMDB's own durable commits; segments whose every record is in
 //! LMDB are deleted. On start, whatever segments remain are replayed into LMDB.
 //!
@@ -13,6 +15,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use kvs_sync::StoreError;
 
@@ -47,6 +50,23 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     }
     found.sort();
     Ok(found)
+}
+
+/// Why a write to the log failed.
+#[derive(Debug)]
+pub(super) enum WalError {
+    /// Nothing was written; the log can go on.
+    Failed(StoreError),
+    /// The log's state on disk is unknown: nothing more may be written to it.
+    Broken(StoreError),
+}
+
+impl WalError {
+    pub(super) fn into_store_error(self) -> StoreError {
+        match self {
+            WalError::Failed(error) | WalError::Broken(error) => error,
+        }
+    }
 }
 
 /// Payload kinds.
@@ -109,7 +129,8 @@ fn read_record(reader: &mut impl Read) -> Option<Recovered> {
 /// The log being written.
 pub(super) struct Wal {
     dir: PathBuf,
-    file: File,
+    /// The current segment, shared with whoever syncs it.
+    file: Arc<File>,
     size: u64,
     /// Closed and current segments: first sequence number and path, oldest first.
     segments: Vec<(u64, PathBuf)>,
@@ -126,7 +147,7 @@ impl Wal {
         let (file, path) = Self::create(dir, next_seq)?;
         Ok(Self {
             dir: dir.to_owned(),
-            file,
+            file: Arc::new(file),
             size: 0,
             segments: vec![(next_seq, path)],
             buffer: Vec::with_capacity(64 << 10),
@@ -147,35 +168,61 @@ impl Wal {
         Ok((file, path))
     }
 
-    /// Appends the records `(seq, item)` and makes them durable.
-    pub(super) fn append(&mut self, records: &[(u64, &Logged)]) -> Result<(), StoreError> {
+    /// Writes the records `(seq, item)` at the end of the log, not yet durably (see
+    /// [`Self::sync_handle`]). When the write fails, the segment is cut back to where it
+    /// was, so that the log holds none of them; a segment that cannot be cut back is an
+    /// error of [`WalError::Broken`], after which nothing more may be written.
+    pub(super) fn write(&mut self, records: &[(u64, &Logged)]) -> Result<(), WalError> {
         let Some(&(first_seq, _)) = records.first() else {
             return Ok(());
         };
         if self.size >= SEGMENT_BYTES {
-            let (file, path) = Self::create(&self.dir, first_seq)?;
-            self.file = file;
+            // The closed segment is made durable now: later syncs cover the new one only.
+            self.file
+                .sync_data()
+                .map_err(|e| WalError::Broken(io_error("syncing", e)))?;
+            let (file, path) = Self::create(&self.dir, first_seq).map_err(WalError::Failed)?;
+            self.file = Arc::new(file);
             self.size = 0;
             self.segments.push((first_seq, path));
         }
         self.buffer.clear();
         for &(seq, item) in records {
-            let mut payload = Vec::with_capacity(512);
-            payload.extend_from_slice(&seq.to_be_bytes());
-            encode_item(item, &mut payload)?;
+            let start = self.buffer.len();
+            self.buffer.extend_from_slice(&[0; 8]);
+            self.buffer.extend_from_slice(&seq.to_be_bytes());
+            encode_item(item, &mut self.buffer).map_err(WalError::Failed)?;
+            let payload = &self.buffer[start + 8..];
             let len = u32::try_from(payload.len())
-                .map_err(|_| StoreError::Backend("record too large".into()))?;
-            self.buffer.extend_from_slice(&len.to_le_bytes());
-            self.buffer
-                .extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-            self.buffer.extend_from_slice(&payload);
+                .map_err(|_| WalError::Failed(StoreError::Backend("record too large".into())))?;
+            let crc = crc32fast::hash(payload);
+            self.buffer[start..start + 4].copy_from_slice(&len.to_le_bytes());
+            self.buffer[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
         }
-        self.file
-            .write_all(&self.buffer)
-            .and_then(|()| self.file.sync_data())
-            .map_err(|e| io_error("appending", e))?;
+        if let Err(error) = (&*self.file).write_all(&self.buffer) {
+            let error = io_error("appending", error);
+            return match self.file.set_len(self.size) {
+                Ok(()) => Err(WalError::Failed(error)),
+                Err(cut) => Err(WalError::Broken(StoreError::Backend(format!(
+                    "{error}; cutting the segment back failed too: {cut}"
+                )))),
+            };
+        }
         self.size += self.buffer.len() as u64;
         Ok(())
+    }
+
+    /// The segment to `fdatasync` to make every record written so far durable (closed
+    /// segments were synced when they closed).
+    pub(super) fn sync_handle(&self) -> Arc<File> {
+        Arc::clone(&self.file)
+    }
+
+    /// Writes the records and makes them durable.
+    #[cfg(test)]
+    pub(super) fn append(&mut self, records: &[(u64, &Logged)]) -> Result<(), StoreError> {
+        self.write(records).map_err(WalError::into_store_error)?;
+        self.file.sync_data().map_err(|e| io_error("syncing", e))
     }
 
     /// Deletes every segment (the store holds all their records durably) and starts a

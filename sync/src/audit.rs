@@ -53,11 +53,7 @@ fn chain_hash(
         hasher.update(part.as_bytes());
         hasher.update(b"\n");
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(hasher.finalize())
 }
 
 impl AuditEntry {

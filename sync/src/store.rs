@@ -171,18 +171,12 @@ impl Cursor {
                 bytes.extend_from_slice(key.as_bytes());
             }
         }
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(bytes)
     }
 
     /// Parses [`Cursor::encode`]'s output; `None` for anything else.
     pub fn decode(text: &str) -> Option<Cursor> {
-        if !text.len().is_multiple_of(2) || !text.is_ascii() {
-            return None;
-        }
-        let bytes: Vec<u8> = (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-            .collect::<Option<_>>()?;
+        let bytes = hex::decode(text).ok()?;
         let (kind, rest) = bytes.split_first()?;
         match kind {
             b'k' => Some(Cursor::Key(String::from_utf8(rest.to_vec()).ok()?)),

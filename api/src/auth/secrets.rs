@@ -24,7 +24,7 @@ const FINGERPRINT_DOMAIN: &[u8] = b"kvs/auth/fingerprint/v1\0";
 
 /// SHA-256 of `secret` (domain-separated), as 64 lowercase hex digits.
 pub(crate) fn hash_secret(secret: &[u8]) -> String {
-    hex(&digest(HASH_DOMAIN, secret))
+    hex::encode(digest(HASH_DOMAIN, secret))
 }
 
 /// Equality of two byte strings in time independent of their content.
@@ -54,7 +54,7 @@ pub(crate) fn fixed_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// The first 8 hex digits of a domain-separated SHA-256 of `secret`: enough
 /// to tell two secrets apart in a log line, useless to recover either.
 pub(crate) fn fingerprint(secret: &[u8]) -> String {
-    let mut text = hex(&digest(FINGERPRINT_DOMAIN, secret));
+    let mut text = hex::encode(digest(FINGERPRINT_DOMAIN, secret));
     text.truncate(8);
     text
 }
@@ -65,17 +65,6 @@ pub(crate) fn digest(domain: &[u8], data: &[u8]) -> [u8; 32] {
     hasher.update(domain);
     hasher.update(data);
     hasher.finalize().into()
-}
-
-/// Lowercase hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
-    }
-    out
 }
 
 #[cfg(test)]
@@ -107,7 +96,7 @@ mod tests {
     #[test]
     fn hash_is_domain_separated_from_plain_sha256() {
         let plain: [u8; 32] = Sha256::digest(b"hunter2").into();
-        assert_ne!(hash_secret(b"hunter2"), hex(&plain));
+        assert_ne!(hash_secret(b"hunter2"), hex::encode(plain));
     }
 
     #[test]
@@ -124,10 +113,5 @@ mod tests {
         assert_eq!(f.len(), 8);
         assert!(!hash_secret(b"token").starts_with(&f));
         assert_ne!(f, fingerprint(b"token2"));
-    }
-
-    #[test]
-    fn hex_encodes() {
-        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
     }
 }
