@@ -13,11 +13,12 @@
 //! Every commit is fsynced (LMDB's default durability); batching happens above, in the
 //! group committer.
 
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
 
 use heed::types::{Bytes, Unit};
-use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn};
+use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, PutFlags, RoTxn, RwTxn};
 use kvs_sync::{
     AuditEntry, AuditVerdict, Cursor, ListPage, Listed, PurgeStats, Store, StoreError,
     StoreOptions, StoreStats, Version, WriteOp, WriteOutcome, WriteRejected, plan_write,
@@ -329,15 +330,33 @@ impl LmdbStore {
         version: &Version,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
-        let max = self.options.max_revisions;
-        if max == 0 {
+        self.add_revision(wtxn, key, version, bytes)?;
+        self.cap_history(wtxn, key)
+    }
+
+    /// Adds `version` to `key`'s history (see [`Self::cap_history`]).
+    fn add_revision(
+        &self,
+        wtxn: &mut RwTxn,
+        key: &str,
+        version: &Version,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        if self.options.max_revisions == 0 {
             return Ok(());
         }
         let mut entry = history_prefix(key);
         entry.extend_from_slice(&(!version.id.timestamp).to_be_bytes());
         entry.extend_from_slice(version.id.uuid.as_bytes());
-        self.history.put(wtxn, &entry, bytes).map_err(backend)?;
-        self.drop_history(wtxn, key, max)
+        self.history.put(wtxn, &entry, bytes).map_err(backend)
+    }
+
+    /// Drops `key`'s revisions beyond the cap.
+    fn cap_history(&self, wtxn: &mut RwTxn, key: &str) -> Result<(), StoreError> {
+        match self.options.max_revisions {
+            0 => Ok(()),
+            max => self.drop_history(wtxn, key, max),
+        }
     }
 
     /// Deletes `key`'s history revisions after the newest `keep`.
@@ -379,37 +398,62 @@ impl LmdbStore {
         Ok(Ok(WriteOutcome { version, created }))
     }
 
-    /// Stores what the write-ahead log accepted, in order, in one commit. A version that
-    /// does not supersede the held one is skipped and an audit entry overwrites itself,
-    /// which makes replaying a log idempotent.
+    /// Stores what the write-ahead log accepted, in one commit, as if item by item in
+    /// order. A version that does not supersede the one held before it is skipped and an
+    /// audit entry overwrites itself, which makes replaying a log idempotent.
+    ///
+    /// The work is done key by key in key order (B-tree pages are then visited in
+    /// order): every superseding version of a key joins its history, and only the last
+    /// becomes current, so a key written many times in one batch updates the current
+    /// version and its indexes once. Audit entries past the stored ones are appended.
     pub fn apply_logged(&self, items: &[Logged]) -> Result<(), StoreError> {
         let mut wtxn = self.env.write_txn().map_err(backend)?;
+        let mut last_audit = self
+            .audit
+            .last(&wtxn)
+            .map_err(backend)?
+            .and_then(|(seq, _)| seq.try_into().ok().map(u64::from_be_bytes));
+        let mut by_key: BTreeMap<&str, Vec<&Staged>> = BTreeMap::new();
         for item in items {
             match item {
-                Logged::Version(staged) => {
-                    let held = self.header(&wtxn, &staged.key)?;
-                    if held
-                        .as_ref()
-                        .is_some_and(|h| staged.version.id.precedence(&h.id).is_le())
-                    {
-                        continue;
-                    }
-                    self.store_version(
-                        &mut wtxn,
-                        &staged.key,
-                        held.as_ref(),
-                        &staged.version,
-                        &staged.record,
-                    )?;
-                }
+                Logged::Version(staged) => by_key.entry(&staged.key).or_default().push(staged),
                 Logged::Audit(entry) => {
                     let json = serde_json::to_vec(entry).map_err(|e| {
                         StoreError::Backend(format!("encoding an audit entry: {e}"))
                     })?;
+                    let seq = entry.seq.to_be_bytes();
+                    let flags = match last_audit {
+                        Some(last) if last >= entry.seq => PutFlags::empty(),
+                        _ => PutFlags::APPEND,
+                    };
                     self.audit
-                        .put(&mut wtxn, &entry.seq.to_be_bytes(), &json)
+                        .put_with_flags(&mut wtxn, flags, &seq, &json)
                         .map_err(backend)?;
+                    last_audit = last_audit.max(Some(entry.seq));
                 }
+            }
+        }
+        for (key, versions) in by_key {
+            let held = self.header(&wtxn, key)?;
+            let mut newest = held.as_ref().map(|h| h.id);
+            let mut current = None;
+            for staged in versions {
+                if newest.is_some_and(|id| staged.version.id.precedence(&id).is_le()) {
+                    continue;
+                }
+                newest = Some(staged.version.id);
+                self.add_revision(&mut wtxn, key, &staged.version, &staged.record)?;
+                current = Some(staged);
+            }
+            if let Some(staged) = current {
+                self.replace(
+                    &mut wtxn,
+                    key,
+                    held.as_ref(),
+                    &staged.version,
+                    &staged.record,
+                )?;
+                self.cap_history(&mut wtxn, key)?;
             }
         }
         wtxn.commit().map_err(backend)
