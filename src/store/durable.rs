@@ -78,7 +78,6 @@ struct Log {
 }
 
 /// Who makes the log durable.
-#[derive(Default)]
 struct Durability {
     /// Every item with a seq up to this is durable (and published).
     synced_through: u64,
@@ -318,9 +317,28 @@ impl DurableStore {
     ) -> Result<(Vec<Result<WriteOutcome, WriteRejected>>, u64), StoreError> {
         let mut log = self.lock_log();
         let mut batch = Batch::new(log.next_seq);
+        match self.plan(&mut log, &mut batch, ops, now_ms) {
+            Ok(results) => Ok((results, self.stage_batch(&mut log, batch)?)),
+            Err(error) => {
+                if let Some(head) = log.audit.as_mut() {
+                    head.rewind(&batch.accepted);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Adds the accepted `ops` to `batch`, with their audit entries.
+    fn plan<'a>(
+        &self,
+        log: &mut Log,
+        batch: &mut Batch<'a>,
+        ops: &'a [WriteOp],
+        now_ms: u64,
+    ) -> Result<Vec<Result<WriteOutcome, WriteRejected>>, StoreError> {
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
-            let held = batch.held(self, &log, &op.key)?;
+            let held = batch.held(self, log, &op.key)?;
             let created = !held.as_ref().is_some_and(|v| v.is_live(now_ms));
             let version = match plan_write(held.as_ref(), op, now_ms) {
                 Ok(version) => version,
@@ -335,8 +353,7 @@ impl DurableStore {
             }
             results.push(Ok(WriteOutcome { version, created }));
         }
-        let through = self.stage_batch(&mut log, batch)?;
-        Ok((results, through))
+        Ok(results)
     }
 
     /// Returns once every item up to `seq` is durable and visible to readers. One caller
@@ -568,10 +585,12 @@ fn apply_loop(lmdb: &LmdbStore, shared: &Shared, log: &Mutex<Log>) {
             pending.latest.retain(|_, (seq, _)| *seq > last_seq);
         }
         shared.applied.notify_all();
-        log.lock()
+        let released = log
+            .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .wal
             .release_through(durable_through);
+        wal::remove_segments(released);
         durable_through = last_seq;
     }
 }

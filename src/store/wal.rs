@@ -232,13 +232,23 @@ impl Wal {
         Ok(())
     }
 
-    /// Deletes closed segments whose records all have `seq <= applied`.
-    pub(super) fn release_through(&mut self, applied: u64) {
+    /// Forgets closed segments whose records all have `seq <= applied` and returns
+    /// them, for [`remove_segments`] (outside the log's lock: unlinking a large file can
+    /// take a while).
+    pub(super) fn release_through(&mut self, applied: u64) -> Vec<PathBuf> {
+        let mut released = Vec::new();
         while self.segments.len() > 1 && self.segments[1].0 <= applied.saturating_add(1) {
-            let (_, path) = self.segments.remove(0);
-            if let Err(error) = std::fs::remove_file(&path) {
-                tracing::warn!(%error, path = %path.display(), "could not remove a WAL segment");
-            }
+            released.push(self.segments.remove(0).1);
+        }
+        released
+    }
+}
+
+/// Deletes released segments.
+pub(super) fn remove_segments(paths: Vec<PathBuf>) {
+    for path in paths {
+        if let Err(error) = std::fs::remove_file(&path) {
+            tracing::warn!(%error, path = %path.display(), "could not remove a WAL segment");
         }
     }
 }
@@ -361,13 +371,13 @@ mod tests {
         wal.size = SEGMENT_BYTES;
         wal.append(&[(3, &item("c", &version(3)))]).unwrap();
         assert_eq!(segments(dir.path()).unwrap().len(), 2);
-        wal.release_through(1);
+        remove_segments(wal.release_through(1));
         assert_eq!(
             segments(dir.path()).unwrap().len(),
             2,
             "seq 2 is not applied yet"
         );
-        wal.release_through(2);
+        remove_segments(wal.release_through(2));
         assert_eq!(segments(dir.path()).unwrap().len(), 1);
         let left: Vec<u64> = recover(dir.path()).unwrap().iter().map(|r| r.seq).collect();
         assert_eq!(left, [3]);
