@@ -30,7 +30,8 @@ use super::{LmdbStore, record};
 const APPLY_BATCH: usize = 65536;
 /// The applier lets writes accumulate this long (unless a reader waits): LMDB rewrites
 /// every B-tree page a commit touches (under random writes, most of the history table),
-/// so fewer, larger commits write far fewer pages: 100 ms wrote about 4x the bytes.
+/// so fewer, larger commits write far fewer pages: 100 ms wrote about 4x the bytes
+/// per second (BENCHMARKS.md).
 const APPLY_DELAY: Duration = Duration::from_millis(1000);
 
 #[derive(Default)]
