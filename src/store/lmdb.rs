@@ -319,18 +319,7 @@ impl LmdbStore {
         record: &[u8],
     ) -> Result<(), StoreError> {
         self.replace(wtxn, key, old, new, record)?;
-        self.remember(wtxn, key, new, record)
-    }
-
-    /// Adds `version` to `key`'s history and drops revisions beyond the cap.
-    fn remember(
-        &self,
-        wtxn: &mut RwTxn,
-        key: &str,
-        version: &Version,
-        bytes: &[u8],
-    ) -> Result<(), StoreError> {
-        self.add_revision(wtxn, key, version, bytes)?;
+        self.add_revision(wtxn, key, new, record)?;
         self.cap_history(wtxn, key)
     }
 
