@@ -749,6 +749,28 @@ mod tests {
     }
 
     #[test]
+    fn a_broken_log_refuses_every_write_and_is_kept_for_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+        store.write_batch(&[put("kept", "1")], 10).unwrap();
+        let (_, through) = store.stage(&[put("unsure", "2")], 11).unwrap();
+        // As after a failed fdatasync: what the log holds of "unsure" is unknown.
+        store.lock_log().broken = Some("fdatasync failed: test".into());
+        assert!(store.make_durable(through).is_err());
+        assert_eq!(store.get("unsure").unwrap(), None, "never acknowledged");
+        let refused = store.write_batch(&[put("k", "3")], 12).unwrap_err();
+        assert!(refused.to_string().contains("broken"), "{refused}");
+        let version = plan_write(None, &put("pushed", "4"), 13).unwrap();
+        assert!(store.merge(&[("pushed".into(), version)]).is_err());
+        assert!(store.close().is_err(), "the log is not discarded");
+        drop(store);
+        let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+        assert!(store.get("kept").unwrap().is_some());
+        assert_eq!(store.get("k").unwrap(), None);
+        assert_eq!(store.get("pushed").unwrap(), None);
+    }
+
+    #[test]
     fn a_replayed_log_restores_writes_lmdb_never_saw() {
         let dir = tempfile::tempdir().unwrap();
         let wal_dir = dir.path().join("wal");
