@@ -3,8 +3,9 @@
 //! A write batch is staged: planned against the newest state (durable or not) and
 //! written to the WAL. It is acknowledged once an `fdatasync` that started after it has
 //! returned ([`DurableStore::make_durable`]): one caller syncs at a time, for every
-//! batch written before it started, while the next batches are staged; so under load a
-//! single fsync covers whatever arrived during the previous one. Durable batches go to an
+//! batch written before it started, while other callers (merges from peers) may stage
+//! the next batches; so under load a single fsync covers whatever arrived during the
+//! previous one. Durable batches go to an
 //! in-memory overlay until a background applier has committed them to LMDB (whose own
 //! commits cost two fsyncs, now shared by every write of the last second). Point reads
 //! look at the overlay first; listings, history and purges first wait until the applier

@@ -29,7 +29,7 @@ struct Pending {
 }
 
 /// A staged group: its answers, to send once the log is durable through `through`.
-struct Staged {
+struct StagedGroup {
     through: u64,
     answers: Vec<(oneshot::Sender<Answer>, Result<WriteOutcome, WriteRejected>)>,
 }
@@ -43,7 +43,7 @@ pub struct CommitStats {
     pub ops: AtomicU64,
 }
 
-/// The handle writers use; dropping every handle stops the threads after the last group.
+/// The handle writers use; dropping it stops the thread after the last group.
 pub struct GroupCommitter {
     queue: mpsc::Sender<Pending>,
     thread: Option<JoinHandle<()>>,
@@ -51,8 +51,7 @@ pub struct GroupCommitter {
 }
 
 impl GroupCommitter {
-    /// Starts the stage and sync threads over `store`; `clock` gives the wall time in
-    /// Unix ms.
+    /// Starts the commit thread over `store`; `clock` gives the wall time in Unix ms.
     pub fn start(store: Arc<DurableStore>, clock: fn() -> u64) -> std::io::Result<Self> {
         let (queue, ops) = mpsc::channel::<Pending>();
         let stats = Arc::new(CommitStats::default());
@@ -113,10 +112,10 @@ fn drain(receiver: &mpsc::Receiver<Pending>, first: Pending) -> Vec<Pending> {
 }
 
 /// Stages `batch`; on failure answers every writer with the error at once.
-fn stage_group(store: &DurableStore, batch: Vec<Pending>, now_ms: u64) -> Option<Staged> {
+fn stage_group(store: &DurableStore, batch: Vec<Pending>, now_ms: u64) -> Option<StagedGroup> {
     let (ops, replies): (Vec<WriteOp>, Vec<_>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
     match store.stage(&ops, now_ms) {
-        Ok((results, through)) => Some(Staged {
+        Ok((results, through)) => Some(StagedGroup {
             through,
             answers: replies.into_iter().zip(results).collect(),
         }),
@@ -131,7 +130,7 @@ fn stage_group(store: &DurableStore, batch: Vec<Pending>, now_ms: u64) -> Option
 }
 
 /// Makes `group` durable and answers its writers.
-fn answer(store: &DurableStore, group: Staged, stats: &CommitStats) {
+fn answer(store: &DurableStore, group: StagedGroup, stats: &CommitStats) {
     match store.make_durable(group.through) {
         Ok(()) => {
             stats.commits.fetch_add(1, Ordering::Relaxed);
