@@ -125,6 +125,10 @@ pub struct Config {
     pub gossip_fanout: Option<usize>,
     /// Time between full member-list exchanges with a random peer.
     pub push_pull_interval: Option<ConfigDuration>,
+    /// Time between anti-entropy rounds with a random live peer.
+    pub sync_interval: ConfigDuration,
+    /// Versions stamped further ahead of the local clock are refused and counted.
+    pub max_clock_skew: ConfigDuration,
 }
 
 impl Default for Config {
@@ -167,6 +171,8 @@ impl Default for Config {
             gossip_interval: None,
             gossip_fanout: None,
             push_pull_interval: None,
+            sync_interval: duration("5s"),
+            max_clock_skew: duration("30s"),
         }
     }
 }
@@ -255,6 +261,18 @@ impl Config {
             return fail(
                 "backup_interval",
                 "scheduled backups need an interval and a retention above zero".into(),
+            );
+        }
+        if self.sync_interval.0 < Duration::from_millis(10) {
+            return fail("sync_interval", "must be at least 10ms".into());
+        }
+        if self.max_clock_skew.0.is_zero() {
+            return fail("max_clock_skew", "must be above zero".into());
+        }
+        if self.tombstone_ttl.0 < self.max_clock_skew.0 {
+            return fail(
+                "tombstone_ttl",
+                "must be at least max_clock_skew (a delete must outlive the clock skew)".into(),
             );
         }
         if let Err(why) = self.swim_config() {
@@ -385,6 +403,8 @@ mod tests {
         let config = parse(&default_config_text()).unwrap();
         assert_eq!(config.http_port, 8080);
         assert_eq!(config.tombstone_ttl, duration("7d"));
+        assert_eq!(config.sync_interval, duration("5s"));
+        assert_eq!(config.max_clock_skew, duration("30s"));
         assert_eq!(config.default_permissions(), Some(0xf31));
         assert_eq!(config.cluster_secret.len(), 64);
         assert!(config.auth_enabled);
@@ -405,6 +425,20 @@ mod tests {
         .unwrap_err();
         assert!(err.0.contains("tombstone_ttl"), "{err}");
         assert!(!err.0.contains('\n'));
+    }
+
+    #[test]
+    fn sync_keys_are_checked() {
+        let base = "node_id: a\n";
+        let err = parse(&format!("{base}sync_interval: 0s\n")).unwrap_err();
+        assert!(err.0.contains("sync_interval"), "{err}");
+        let err = parse(&format!("{base}max_clock_skew: 0s\n")).unwrap_err();
+        assert!(err.0.contains("max_clock_skew"), "{err}");
+        let err = parse(&format!("{base}tombstone_ttl: 10s\nmax_clock_skew: 1m\n")).unwrap_err();
+        assert!(err.0.contains("tombstone_ttl"), "{err}");
+        let config = parse(&format!("{base}sync_interval: 250ms\nmax_clock_skew: 5s\n")).unwrap();
+        assert_eq!(config.sync_interval, duration("250ms"));
+        assert_eq!(config.max_clock_skew, duration("5s"));
     }
 
     #[test]
