@@ -664,6 +664,20 @@ impl Store for DurableStore {
         self.caught_up();
         self.lmdb.stats()
     }
+
+    /// The tree of every write acknowledged before this call (the applier is hurried).
+    fn merkle(&self) -> Result<kvs_sync::MerkleTree, StoreError> {
+        self.caught_up();
+        self.lmdb.merkle()
+    }
+
+    fn leaf_entries(
+        &self,
+        leaves: &[kvs_sync::merkle::Leaf],
+    ) -> Result<Vec<(String, kvs_sync::VersionId)>, StoreError> {
+        self.caught_up();
+        self.lmdb.leaf_entries(leaves)
+    }
 }
 
 #[cfg(test)]

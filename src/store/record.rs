@@ -43,6 +43,15 @@ impl Header {
         }
     }
 
+    /// When the key stopped being present (see `Version::dead_since`): the index time of
+    /// a tombstone.
+    pub(super) fn dead_since(&self) -> Option<u64> {
+        match (self.tombstone, self.expires_at) {
+            (true, expires_at) => Some(self.id.timestamp.max(expires_at.unwrap_or(0))),
+            (false, expires_at) => expires_at,
+        }
+    }
+
     pub(super) fn is_live(&self, now_ms: u64) -> bool {
         !self.tombstone && self.expires_at.is_none_or(|at| at > now_ms)
     }

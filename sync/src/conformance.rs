@@ -6,6 +6,7 @@
 
 use uuid::Uuid;
 
+use crate::merkle::{LEAVES, Leaf, MerkleTree};
 use crate::store::Cursor;
 use crate::{Mutation, Precondition, Store, StoreOptions, Version, WriteOp, WriteRejected};
 
@@ -18,7 +19,8 @@ macro_rules! store_conformance_tests {
             delete_leaves_tombstone, ttl_expiry, list_by_prefix_pages, list_since_pages,
             history_newest_first_and_capped, history_disabled, purge_expired_and_tombstones, merge_keeps_the_winner,
             batch_ops_see_each_other, values_roundtrip, stats_count_keys,
-            set_meta_changes_only_metadata);
+            set_meta_changes_only_metadata, merkle_tracks_every_change,
+            tombstone_of_an_expired_value_is_kept_from_its_expiry);
     };
     (@tests $factory:expr; $($check:ident),*) => {
         $(
@@ -438,4 +440,94 @@ pub fn merge_keeps_the_winner<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S
         after.id.timestamp > newer.id.timestamp,
         "a local overwrite follows the merged version"
     );
+}
+
+/// The tree built from scratch over what `store` holds, and the entries by leaf.
+fn tree_from_entries<S: Store>(store: &S) -> (MerkleTree, usize) {
+    let all: Vec<Leaf> = (0..LEAVES).map(|l| l as Leaf).collect();
+    let entries = store.leaf_entries(&all).expect("store works");
+    let mut tree = MerkleTree::new();
+    for (key, id) in &entries {
+        let held = store
+            .get(key)
+            .expect("store works")
+            .expect("listed keys are held");
+        assert_eq!(&held.id, id, "leaf entry of {key} matches the held version");
+        tree.toggle(key, id);
+    }
+    (tree, entries.len())
+}
+
+/// The merkle tree follows writes, overwrites, deletes, merges and purges, equals the
+/// tree built from the held versions, and lists each held key once under its leaf.
+pub fn merkle_tracks_every_change<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
+    assert_eq!(store.merkle().unwrap(), MerkleTree::new());
+    for n in 0..50 {
+        write(&store, put(&format!("k/{n}"), "1"), 1000 + n).unwrap();
+    }
+    write(&store, put("k/1", "2"), 2000).unwrap();
+    write(&store, delete("k/2"), 2001).unwrap();
+    let mut op = put("k/ttl", "1");
+    op.mutation = Mutation::Put {
+        data: "1".into(),
+        ttl_ms: Some(10),
+    };
+    write(&store, op, 2000).unwrap();
+    let remote = Version {
+        id: crate::VersionId {
+            timestamp: 5000,
+            origin_joined_at: 2,
+            uuid: Uuid::new_v4(),
+        },
+        data: Some("9".into()),
+        owner: None,
+        group: None,
+        permissions: 0xf31,
+        expires_at: None,
+    };
+    store
+        .merge(&[("k/3".into(), remote.clone()), ("r".into(), remote)])
+        .unwrap();
+    let (built, count) = tree_from_entries(&store);
+    assert_eq!(count, 52, "every key once, tombstones included");
+    assert_eq!(store.merkle().unwrap(), built);
+    store.purge(3000, 10_000).unwrap();
+    let (built, _) = tree_from_entries(&store);
+    assert_eq!(
+        store.merkle().unwrap(),
+        built,
+        "turning expired values into tombstones"
+    );
+    store.purge(1_000_000, 10_000).unwrap();
+    let (built, count) = tree_from_entries(&store);
+    assert_eq!(count, 50, "purged tombstones leave the tree");
+    assert_eq!(store.merkle().unwrap(), built);
+    let leaf = crate::merkle::leaf_of("k/7");
+    let entries = store.leaf_entries(&[leaf]).unwrap();
+    assert!(entries.iter().any(|(key, _)| key == "k/7"));
+    assert!(
+        entries
+            .iter()
+            .all(|(key, _)| crate::merkle::leaf_of(key) == leaf)
+    );
+}
+
+/// A value that expired becomes a tombstone kept `tombstone_ttl` from its expiry, not
+/// from its write.
+pub fn tombstone_of_an_expired_value_is_kept_from_its_expiry<G, S: Store>(
+    make: &impl Fn(StoreOptions) -> (G, S),
+) {
+    let (_guard, store) = make(StoreOptions::default());
+    let mut op = put("long", "1");
+    op.mutation = Mutation::Put {
+        data: "1".into(),
+        ttl_ms: Some(50_000),
+    };
+    write(&store, op, 1000).unwrap();
+    assert_eq!(store.purge(51_000, 10_000).unwrap().expired, 1);
+    assert_eq!(store.purge(60_000, 10_000).unwrap().tombstones, 0);
+    assert!(store.get("long").unwrap().unwrap().is_tombstone());
+    assert_eq!(store.purge(61_000, 10_000).unwrap().tombstones, 1);
+    assert_eq!(store.get("long").unwrap(), None);
 }

@@ -9,6 +9,7 @@
 
 mod audit;
 mod memory;
+pub mod merkle;
 mod store;
 mod version;
 mod write;
@@ -18,6 +19,7 @@ pub mod conformance;
 
 pub use audit::{AuditEntry, AuditVerdict, GENESIS_HASH, verify_chain};
 pub use memory::MemoryStore;
+pub use merkle::MerkleTree;
 pub use store::{
     Cursor, ListPage, Listed, PurgeStats, Store, StoreError, StoreOptions, StoreStats, WriteOutcome,
 };

@@ -1,16 +1,21 @@
 //! An in-memory [`Store`], for tests and simulation.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::sync::Mutex;
 
+use crate::merkle::{Leaf, MerkleTree, leaf_of};
 use crate::store::{Cursor, ListPage, Listed, PurgeStats, StoreError, StoreStats, WriteOutcome};
-use crate::{Store, StoreOptions, Version, WriteOp, WriteRejected, plan_write};
+use crate::{Store, StoreOptions, Version, VersionId, WriteOp, WriteRejected, plan_write};
 
 #[derive(Default)]
 struct Inner {
     current: BTreeMap<String, Version>,
     history: BTreeMap<String, VecDeque<Version>>,
+    /// The merkle tree of `current`.
+    tree: MerkleTree,
+    /// The keys of `current` by merkle leaf.
+    by_leaf: BTreeSet<(Leaf, String)>,
 }
 
 /// A [`Store`] held in memory; nothing survives the process.
@@ -44,7 +49,22 @@ impl Inner {
             revisions.push_front(version.clone());
             revisions.truncate(max_revisions);
         }
-        self.current.insert(key.to_owned(), version);
+        let new_id = version.id;
+        match self.current.insert(key.to_owned(), version) {
+            Some(old) => self.tree.replace(key, Some(&old.id), Some(&new_id)),
+            None => {
+                self.tree.toggle(key, &new_id);
+                self.by_leaf.insert((leaf_of(key), key.to_owned()));
+            }
+        }
+    }
+
+    fn forget(&mut self, key: &str) {
+        if let Some(old) = self.current.remove(key) {
+            self.tree.toggle(key, &old.id);
+            self.by_leaf.remove(&(leaf_of(key), key.to_owned()));
+        }
+        self.history.remove(key);
     }
 }
 
@@ -143,14 +163,11 @@ impl Store for MemoryStore {
         let dead: Vec<String> = inner
             .current
             .iter()
-            .filter(|(_, v)| {
-                v.is_tombstone() && v.id.timestamp.saturating_add(tombstone_ttl_ms) <= now_ms
-            })
+            .filter(|(_, v)| v.is_tombstone() && v.is_past_keeping(now_ms, tombstone_ttl_ms))
             .map(|(key, _)| key.clone())
             .collect();
         for key in &dead {
-            inner.current.remove(key);
-            inner.history.remove(key);
+            inner.forget(key);
         }
         stats.tombstones = dead.len();
         Ok(stats)
@@ -170,6 +187,27 @@ impl Store for MemoryStore {
             }
         }
         Ok(stored)
+    }
+
+    fn merkle(&self) -> Result<MerkleTree, StoreError> {
+        Ok(self.lock().tree.clone())
+    }
+
+    fn leaf_entries(&self, leaves: &[Leaf]) -> Result<Vec<(String, VersionId)>, StoreError> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        for &leaf in leaves {
+            let keys = inner
+                .by_leaf
+                .range((leaf, String::new())..)
+                .take_while(|(l, _)| *l == leaf);
+            for (_, key) in keys {
+                if let Some(version) = inner.current.get(key) {
+                    out.push((key.clone(), version.id));
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {

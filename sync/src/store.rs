@@ -1,5 +1,6 @@
 //! The storage seam: what a replica's store must do, whatever it is built on.
 
+use crate::merkle::{Leaf, MerkleTree};
 use crate::{Version, VersionId, WriteOp, WriteRejected};
 
 /// How a store keeps data.
@@ -154,6 +155,15 @@ pub trait Store: Send + Sync + 'static {
     /// Takes versions from another replica: each is stored when it supersedes the version
     /// held (by the conflict rule), else ignored. Returns how many were stored.
     fn merge(&self, versions: &[(String, Version)]) -> Result<usize, StoreError>;
+
+    /// The merkle tree of every version held, tombstones included (see
+    /// [`crate::merkle`]), kept up to date as writes are applied. A store that applies
+    /// writes in the background may lag its readers by what it has not applied yet.
+    fn merkle(&self) -> Result<MerkleTree, StoreError>;
+
+    /// The keys held in `leaves` of the merkle tree, tombstones included, with the ids
+    /// of their versions; by leaf, then key.
+    fn leaf_entries(&self, leaves: &[Leaf]) -> Result<Vec<(String, VersionId)>, StoreError>;
 }
 
 impl Cursor {

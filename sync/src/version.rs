@@ -66,6 +66,23 @@ impl Version {
     pub fn is_live(&self, now_ms: u64) -> bool {
         !self.is_tombstone() && !self.is_expired(now_ms)
     }
+
+    /// When the key stopped being present: a tombstone's delete or the expiry of the
+    /// value it replaced (whichever is later), a value's expiry; `None` for a value that
+    /// never expires.
+    pub fn dead_since(&self) -> Option<u64> {
+        match (self.is_tombstone(), self.expires_at) {
+            (true, expires_at) => Some(self.id.timestamp.max(expires_at.unwrap_or(0))),
+            (false, expires_at) => expires_at,
+        }
+    }
+
+    /// Whether, at `now_ms`, the key has been absent for `tombstone_ttl_ms` or longer: no
+    /// replica keeps, sends or takes such a version any more.
+    pub fn is_past_keeping(&self, now_ms: u64, tombstone_ttl_ms: u64) -> bool {
+        self.dead_since()
+            .is_some_and(|since| since.saturating_add(tombstone_ttl_ms) <= now_ms)
+    }
 }
 
 #[cfg(test)]

@@ -8,10 +8,12 @@
 //! - `history`: key ++ 0x00 ++ !timestamp ++ uuid -> record, newest first per key (keys
 //!   hold no control characters, so 0x00 ends a key);
 //! - `meta`: node facts such as `joined_at`;
-//! - `audit`: the audit trail, seq (u64 BE) -> entry (JSON), see `kvs_sync::AuditEntry`.
+//! - `audit`: the audit trail, seq (u64 BE) -> entry (JSON), see `kvs_sync::AuditEntry`;
+//! - `merkle` and `by_leaf`: the merkle tree of `kv` and the keys of each of its leaves
+//!   (`merkle.rs`), updated in every transaction that changes `kv`.
 //!
-//! Every commit is fsynced (LMDB's default durability); batching happens above, in the
-//! group committer.
+//! Opened with [`LmdbStore::open`], every commit is fsynced (LMDB's default durability);
+//! the node opens it with [`LmdbStore::open_behind_log`], behind its write-ahead log.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -25,7 +27,10 @@ use kvs_sync::{
     verify_chain,
 };
 
+use self::merkle::MerkleState;
 use super::record::{self, Header};
+
+mod merkle;
 
 /// The largest the memory map may grow (virtual address space, not disk).
 const MAP_SIZE: usize = 256 << 30;
@@ -63,6 +68,9 @@ pub struct LmdbStore {
     history: Db,
     meta: Db,
     audit: Db,
+    merkle_chunks: Db,
+    by_leaf: Index,
+    merkle: MerkleState,
     options: StoreOptions,
 }
 
@@ -132,7 +140,7 @@ impl LmdbStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
         let mut builder = EnvOpenOptions::new();
-        builder.map_size(MAP_SIZE).max_dbs(8).max_readers(1024);
+        builder.map_size(MAP_SIZE).max_dbs(12).max_readers(1024);
         // SAFETY: NO_META_SYNC keeps LMDB's integrity; what it gives up is covered by the
         // caller's write-ahead log (see `open_behind_log`). WRITE_MAP makes the map
         // writable: only LMDB writes to it, through heed; no reference into it outlives
@@ -143,20 +151,27 @@ impl LmdbStore {
         // its data dir once, and `kvs restore` refuses to touch a running node's dir.
         let env = unsafe { builder.open(dir) }.map_err(backend)?;
         let wtxn = env.write_txn().map_err(backend)?;
-        let (kv, by_time, expiring, tombstones, history, meta, audit) = env
-            .create_databases_and_commit(wtxn, |opener, wtxn| -> heed::Result<_> {
+        let ((kv, by_time, expiring, tombstones, history, meta, audit), (merkle_chunks, by_leaf)) =
+            env.create_databases_and_commit(wtxn, |opener, wtxn| -> heed::Result<_> {
                 Ok(CommitOrAbort::<_, ()>::Commit((
-                    opener.create_database::<Bytes, Bytes>(wtxn, Some("kv"))?,
-                    opener.create_database::<Bytes, Unit>(wtxn, Some("by_time"))?,
-                    opener.create_database::<Bytes, Unit>(wtxn, Some("expiring"))?,
-                    opener.create_database::<Bytes, Unit>(wtxn, Some("tombstones"))?,
-                    opener.create_database::<Bytes, Bytes>(wtxn, Some("history"))?,
-                    opener.create_database::<Bytes, Bytes>(wtxn, Some("meta"))?,
-                    opener.create_database::<Bytes, Bytes>(wtxn, Some("audit"))?,
+                    (
+                        opener.create_database::<Bytes, Bytes>(wtxn, Some("kv"))?,
+                        opener.create_database::<Bytes, Unit>(wtxn, Some("by_time"))?,
+                        opener.create_database::<Bytes, Unit>(wtxn, Some("expiring"))?,
+                        opener.create_database::<Bytes, Unit>(wtxn, Some("tombstones"))?,
+                        opener.create_database::<Bytes, Bytes>(wtxn, Some("history"))?,
+                        opener.create_database::<Bytes, Bytes>(wtxn, Some("meta"))?,
+                        opener.create_database::<Bytes, Bytes>(wtxn, Some("audit"))?,
+                    ),
+                    (
+                        opener.create_database::<Bytes, Bytes>(wtxn, Some("merkle"))?,
+                        opener.create_database::<Bytes, Unit>(wtxn, Some("by_leaf"))?,
+                    ),
                 )))
             })
             .map_err(backend)?
             .unwrap_commit();
+        let merkle = MerkleState::load(&env, &kv, &merkle_chunks, &by_leaf, &meta)?;
         Ok(Self {
             env,
             kv,
@@ -166,6 +181,9 @@ impl LmdbStore {
             history,
             meta,
             audit,
+            merkle_chunks,
+            by_leaf,
+            merkle,
             options,
         })
     }
@@ -249,6 +267,18 @@ impl LmdbStore {
         self.env.force_sync().map_err(backend)
     }
 
+    /// Opens a write transaction that may change versions (and so the merkle tree).
+    fn begin(&self) -> Result<RwTxn<'_>, StoreError> {
+        let wtxn = self.env.write_txn().map_err(backend)?;
+        self.merkle.begin();
+        Ok(wtxn)
+    }
+
+    /// Commits a transaction opened by [`Self::begin`], with its merkle tree changes.
+    fn commit(&self, wtxn: RwTxn<'_>) -> Result<(), StoreError> {
+        self.merkle.commit(wtxn, &self.merkle_chunks)
+    }
+
     fn read(&self, txn: &RoTxn, key: &str) -> Result<Option<Version>, StoreError> {
         self.kv
             .get(txn, key.as_bytes())
@@ -267,10 +297,11 @@ impl LmdbStore {
 
     /// Removes `key`'s index entries for the version whose header is `old`.
     fn unindex(&self, wtxn: &mut RwTxn, key: &str, old: &Header) -> Result<(), StoreError> {
-        let at = index_key(old.id.timestamp, key);
         if old.tombstone {
+            let at = index_key(old.dead_since().unwrap_or(old.id.timestamp), key);
             self.tombstones.delete(wtxn, &at).map_err(backend)?;
         } else {
+            let at = index_key(old.id.timestamp, key);
             self.by_time.delete(wtxn, &at).map_err(backend)?;
         }
         if let Some(expires_at) = old.expires_at {
@@ -295,10 +326,13 @@ impl LmdbStore {
             self.unindex(wtxn, key, old)?;
         }
         self.kv.put(wtxn, key.as_bytes(), record).map_err(backend)?;
-        let at = index_key(new.id.timestamp, key);
+        self.merkle
+            .note(wtxn, &self.by_leaf, key, old.map(|h| &h.id), Some(&new.id))?;
         if new.is_tombstone() {
+            let at = index_key(new.dead_since().unwrap_or(new.id.timestamp), key);
             self.tombstones.put(wtxn, &at, &()).map_err(backend)?;
         } else {
+            let at = index_key(new.id.timestamp, key);
             self.by_time.put(wtxn, &at, &()).map_err(backend)?;
             if let Some(expires_at) = new.expires_at {
                 let at = index_key(expires_at, key);
@@ -363,10 +397,12 @@ impl LmdbStore {
         Ok(())
     }
 
-    fn forget(&self, wtxn: &mut RwTxn, key: &str) -> Result<(), StoreError> {
+    /// Removes `key` (held at `held`) with its history.
+    fn forget(&self, wtxn: &mut RwTxn, key: &str, held: &Header) -> Result<(), StoreError> {
         self.drop_history(wtxn, key, 0)?;
         self.kv.delete(wtxn, key.as_bytes()).map_err(backend)?;
-        Ok(())
+        self.merkle
+            .note(wtxn, &self.by_leaf, key, Some(&held.id), None)
     }
 
     fn apply(
@@ -396,7 +432,7 @@ impl LmdbStore {
     /// becomes current, so a key written many times in one batch updates the current
     /// version and its indexes once. Audit entries past the stored ones are appended.
     pub fn apply_logged(&self, items: &[Logged]) -> Result<(), StoreError> {
-        let mut wtxn = self.env.write_txn().map_err(backend)?;
+        let mut wtxn = self.begin()?;
         let mut last_audit = self
             .audit
             .last(&wtxn)
@@ -445,7 +481,7 @@ impl LmdbStore {
                 self.cap_history(&mut wtxn, key)?;
             }
         }
-        wtxn.commit().map_err(backend)
+        self.commit(wtxn)
     }
 
     /// Audit entries from `since_seq` on, at most `limit`, in seq order.
@@ -526,12 +562,12 @@ impl Store for LmdbStore {
         ops: &[WriteOp],
         now_ms: u64,
     ) -> Result<Vec<Result<WriteOutcome, WriteRejected>>, StoreError> {
-        let mut wtxn = self.env.write_txn().map_err(backend)?;
+        let mut wtxn = self.begin()?;
         let results = ops
             .iter()
             .map(|op| self.apply(&mut wtxn, op, now_ms))
             .collect::<Result<Vec<_>, _>>()?;
-        wtxn.commit().map_err(backend)?;
+        self.commit(wtxn)?;
         Ok(results)
     }
 
@@ -635,8 +671,9 @@ impl Store for LmdbStore {
     }
 
     fn purge(&self, now_ms: u64, tombstone_ttl_ms: u64) -> Result<PurgeStats, StoreError> {
-        let mut wtxn = self.env.write_txn().map_err(backend)?;
+        let mut wtxn = self.begin()?;
         let mut stats = PurgeStats::default();
+        let mut changed = false;
         for (_, key) in self.due(&wtxn, &self.expiring, now_ms)? {
             let Some(held) = self.read(&wtxn, &key)? else {
                 continue;
@@ -665,17 +702,30 @@ impl Store for LmdbStore {
             self.tombstones
                 .delete(&mut wtxn, &index_key(at, &key))
                 .map_err(backend)?;
-            self.forget(&mut wtxn, &key)?;
-            stats.tombstones += 1;
+            changed = true;
+            // Only a tombstone that is still held and past keeping goes; an index entry
+            // left by an older layout is just dropped.
+            match self.header(&wtxn, &key)? {
+                Some(held)
+                    if held.tombstone
+                        && held.dead_since().is_some_and(|since| {
+                            since.saturating_add(tombstone_ttl_ms) <= now_ms
+                        }) =>
+                {
+                    self.forget(&mut wtxn, &key, &held)?;
+                    stats.tombstones += 1;
+                }
+                _ => {}
+            }
         }
-        if stats != PurgeStats::default() {
-            wtxn.commit().map_err(backend)?;
+        if changed || stats != PurgeStats::default() {
+            self.commit(wtxn)?;
         }
         Ok(stats)
     }
 
     fn merge(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {
-        let mut wtxn = self.env.write_txn().map_err(backend)?;
+        let mut wtxn = self.begin()?;
         let mut stored = 0;
         for (key, version) in versions {
             let held = self.header(&wtxn, key)?;
@@ -689,8 +739,19 @@ impl Store for LmdbStore {
             self.store_version(&mut wtxn, key, held.as_ref(), version, &record)?;
             stored += 1;
         }
-        wtxn.commit().map_err(backend)?;
+        self.commit(wtxn)?;
         Ok(stored)
+    }
+
+    fn merkle(&self) -> Result<kvs_sync::MerkleTree, StoreError> {
+        Ok(self.merkle.tree())
+    }
+
+    fn leaf_entries(
+        &self,
+        leaves: &[kvs_sync::merkle::Leaf],
+    ) -> Result<Vec<(String, kvs_sync::VersionId)>, StoreError> {
+        MerkleState::entries(&self.env, &self.kv, &self.by_leaf, leaves)
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {
