@@ -6,6 +6,8 @@ mod common;
 
 #[path = "auth/endpoints.rs"]
 mod endpoints;
+#[path = "auth/history.rs"]
+mod history;
 #[path = "auth/matrix.rs"]
 mod matrix;
 #[path = "auth/tokens.rs"]

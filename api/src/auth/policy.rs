@@ -18,7 +18,8 @@
 //! 5. Permission bits, for the principal's class on the key (owner if the
 //!    user owns it, else group if the key's group is one of the user's
 //!    groups, else other; the first match decides, as in POSIX): read needs
-//!    R, overwrite W, delete D, and creating a key needs C on its nearest
+//!    R, overwrite W, delete D, an overwrite that sets a TTL W and D (the
+//!    expiry deletes the key), and creating a key needs C on its nearest
 //!    existing ancestor (with no existing ancestor, the scope suffices).
 //!    Operations on an absent key (read, delete) pass here; the route then
 //!    answers `404`.
@@ -60,6 +61,9 @@ pub(crate) enum Operation<'a> {
     List,
     /// Overwrite an existing key.
     Write(&'a KeyMeta),
+    /// Overwrite an existing key with a TTL: the expiry deletes the key, so this
+    /// needs what a delete needs as well as what a write needs.
+    WriteExpiring(&'a KeyMeta),
     /// Create an absent key; the metadata of its nearest existing ancestor.
     Create(Option<&'a KeyMeta>),
     /// Delete a key; `None` when the key is absent.
@@ -207,7 +211,8 @@ fn anonymous(operation: Operation<'_>, flags: AnonymousAccess) -> Result<(), Den
         Operation::List => flags.read,
         Operation::Write(meta) => flags.write && other_may(Some(meta), Access::Write),
         Operation::Create(ancestor) => flags.write && other_may(ancestor, Access::Create),
-        Operation::Delete(_)
+        Operation::WriteExpiring(_)
+        | Operation::Delete(_)
         | Operation::ReadMeta(_)
         | Operation::ChangeMeta(_)
         | Operation::Admin => false,
@@ -232,6 +237,7 @@ fn authenticated(subject: &Subject, operation: Operation<'_>) -> Result<(), Deni
         Operation::Admin => return Err(Denied::Forbidden(Reason::NotAdmin)),
         Operation::Read(_) | Operation::List | Operation::ReadMeta(_) => Scope::Read,
         Operation::Write(_)
+        | Operation::WriteExpiring(_)
         | Operation::Create(_)
         | Operation::Delete(_)
         | Operation::ChangeMeta(_) => Scope::Write,
@@ -242,6 +248,8 @@ fn authenticated(subject: &Subject, operation: Operation<'_>) -> Result<(), Deni
     match operation {
         Operation::Read(meta) => check(subject, meta, Access::Read),
         Operation::Write(meta) => check(subject, Some(meta), Access::Write),
+        Operation::WriteExpiring(meta) => check(subject, Some(meta), Access::Write)
+            .and_then(|()| check(subject, Some(meta), Access::Delete)),
         Operation::Create(ancestor) => check(subject, ancestor, Access::Create),
         Operation::Delete(meta) => check(subject, meta, Access::Delete),
         Operation::ReadMeta(meta) if subject.is_owner(meta) => Ok(()),
@@ -262,12 +270,18 @@ fn check(subject: &Subject, meta: Option<&KeyMeta>, access: Access) -> Result<()
 }
 
 impl<'a> Operation<'a> {
-    /// The operation of a `PUT`: an overwrite when the key exists, else a
-    /// create checked against the nearest existing ancestor.
-    pub(crate) fn put(current: Option<&'a KeyMeta>, ancestor: Option<&'a KeyMeta>) -> Self {
-        match current {
-            Some(meta) => Self::Write(meta),
-            None => Self::Create(ancestor),
+    /// The operation of a `PUT` (`expiring`: it sets a TTL): an overwrite when
+    /// the key exists, else a create checked against the nearest existing
+    /// ancestor.
+    pub(crate) fn put(
+        current: Option<&'a KeyMeta>,
+        ancestor: Option<&'a KeyMeta>,
+        expiring: bool,
+    ) -> Self {
+        match (current, expiring) {
+            (Some(meta), true) => Self::WriteExpiring(meta),
+            (Some(meta), false) => Self::Write(meta),
+            (None, _) => Self::Create(ancestor),
         }
     }
 }

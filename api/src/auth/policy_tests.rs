@@ -401,14 +401,59 @@ fn put_selects_write_or_create() {
     let current = meta(0xf31);
     let ancestor = meta(0x800);
     assert_eq!(
-        Operation::put(Some(&current), Some(&ancestor)),
+        Operation::put(Some(&current), Some(&ancestor), false),
         Operation::Write(&current)
     );
     assert_eq!(
-        Operation::put(None, Some(&ancestor)),
-        Operation::Create(Some(&ancestor))
+        Operation::put(Some(&current), None, true),
+        Operation::WriteExpiring(&current)
     );
-    assert_eq!(Operation::put(None, None), Operation::Create(None));
+    for expiring in [false, true] {
+        assert_eq!(
+            Operation::put(None, Some(&ancestor), expiring),
+            Operation::Create(Some(&ancestor))
+        );
+        assert_eq!(
+            Operation::put(None, None, expiring),
+            Operation::Create(None)
+        );
+    }
+}
+
+/// A TTL on an existing key deletes it when it runs out: without the delete bit
+/// (issue 11: a group member with W but not D expired the owner's key), it is refused.
+#[test]
+fn an_expiring_overwrite_needs_write_and_delete() {
+    let member = principal(Who::GroupMember);
+    let write_only = meta(0xf20);
+    let write_delete = meta(0xf60);
+    let delete_only = meta(0xf40);
+    let expiring = |m| decide(&member, Operation::WriteExpiring(m), ALL_FLAGS);
+    assert_eq!(
+        expiring(&write_only),
+        Err(Denied::Forbidden(Reason::Permission(Access::Delete)))
+    );
+    assert_eq!(
+        expiring(&delete_only),
+        Err(Denied::Forbidden(Reason::Permission(Access::Write)))
+    );
+    assert_eq!(expiring(&write_delete), Ok(()));
+    let open = meta(0xfff);
+    let anonymous = decide(
+        &Principal::Anonymous,
+        Operation::WriteExpiring(&open),
+        ALL_FLAGS,
+    );
+    assert_eq!(
+        anonymous,
+        Err(Denied::Unauthorized),
+        "an expiry is a delete"
+    );
+    let admin = principal(Who::Admin);
+    assert_eq!(
+        decide(&admin, Operation::WriteExpiring(&meta(0)), ALL_FLAGS),
+        Ok(())
+    );
 }
 
 #[test]

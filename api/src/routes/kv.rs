@@ -61,23 +61,12 @@ impl<B: Backend> Api<B> {
         D: Buf,
     {
         let key = decode_key(raw_key)?;
-        if let Err(denied) = self.may_put(caller, &key) {
+        let ttl_ms = ttl_ms(request)?;
+        if let Err(denied) = self.may_put(caller, &key, ttl_ms.is_some()) {
             discard(body).await;
             return Err(denied);
         }
         let precondition = precondition(request.headers, true)?;
-        let ttl_ms = request
-            .query
-            .get("ttl")
-            .map(|ttl| {
-                parse_duration(ttl)
-                    .map_err(ApiError::bad_request)
-                    .and_then(|d| match d.as_millis() {
-                        0 => Err(ApiError::bad_request("ttl must be above zero")),
-                        ms => Ok(u64::try_from(ms).unwrap_or(u64::MAX)),
-                    })
-            })
-            .transpose()?;
         let data = read_json_body(request.headers, body, self.config.max_value_bytes).await?;
         let op = self.write_op(caller, key, Mutation::Put { data, ttl_ms }, precondition);
         let outcome = self.commit(op).await?;
@@ -91,9 +80,9 @@ impl<B: Backend> Api<B> {
         Ok(response)
     }
 
-    /// Whether `caller` may put `key`: overwrite it, or create it below its nearest
-    /// existing ancestor.
-    fn may_put(&self, caller: &Caller, key: &str) -> Result<(), ApiError> {
+    /// Whether `caller` may put `key`: overwrite it (`expiring`: with a TTL, which needs
+    /// the delete right too), or create it below its nearest existing ancestor.
+    fn may_put(&self, caller: &Caller, key: &str, expiring: bool) -> Result<(), ApiError> {
         if caller.passes_all() {
             return Ok(());
         }
@@ -102,7 +91,8 @@ impl<B: Backend> Api<B> {
             Some(_) => None,
             None => self.ancestor_meta(key)?,
         };
-        self.authorize(caller, Operation::put(current.as_ref(), ancestor.as_ref()))
+        let operation = Operation::put(current.as_ref(), ancestor.as_ref(), expiring);
+        self.authorize(caller, operation)
     }
 
     pub(super) async fn delete_key(
@@ -165,9 +155,10 @@ impl<B: Backend> Api<B> {
         }
         let key = decode_key(raw_key)?;
         self.readable(caller, &key)?;
-        let revisions = self.backend.store().history(&key)?;
+        let revisions = current_life(self.backend.store().history(&key)?);
+        let visible = revisions.iter().filter(|v| self.may_read(caller, v));
         let mut body = String::from("{\"revisions\":[");
-        for (i, version) in revisions.iter().enumerate() {
+        for (i, version) in visible.enumerate() {
             if i > 0 {
                 body.push(',');
             }
@@ -228,6 +219,44 @@ impl<B: Backend> Api<B> {
         page.items.retain(|item| !item.key.starts_with('_'));
         Ok(json_response(StatusCode::OK, page_json(&page)))
     }
+
+    /// Whether `caller` may read `revision` under its own owner, group and permissions
+    /// (a revision written while the key was private stays private).
+    fn may_read(&self, caller: &Caller, revision: &Version) -> bool {
+        caller.passes_all()
+            || self
+                .authorize(caller, Operation::Read(Some(&key_meta(revision))))
+                .is_ok()
+    }
+}
+
+/// The `ttl` of a PUT in milliseconds, if given; `400` unless a positive duration.
+fn ttl_ms(request: &Request<'_>) -> Result<Option<u64>, ApiError> {
+    let Some(ttl) = request.query.get("ttl") else {
+        return Ok(None);
+    };
+    let ttl = parse_duration(ttl).map_err(ApiError::bad_request)?;
+    match ttl.as_millis() {
+        0 => Err(ApiError::bad_request("ttl must be above zero")),
+        ms => Ok(Some(u64::try_from(ms).unwrap_or(u64::MAX))),
+    }
+}
+
+/// The revisions (newest first, as `Store::history` gives them) of the key's current
+/// life: those after its last expiry. A revision that had expired by the time the next
+/// newer one was written ended a life, and the newer one created the key again, maybe for
+/// another owner, so it and everything older are left out. (A delete's tombstone is not
+/// among the revisions `Store::history` returns, so a life ended by a delete cannot be
+/// told apart here; the per-revision read check still applies to those.)
+fn current_life(mut revisions: Vec<Version>) -> Vec<Version> {
+    let ended = revisions.windows(2).position(|pair| {
+        let (newer, older) = (&pair[0], &pair[1]);
+        older.is_tombstone() || older.is_expired(newer.id.timestamp)
+    });
+    if let Some(i) = ended {
+        revisions.truncate(i + 1);
+    }
+    revisions
 }
 
 /// `404 not_found` for `key`.
@@ -271,5 +300,68 @@ fn page_json(page: &ListPage) -> String {
 fn set_etag(response: &mut WarpResponse, uuid: Uuid) {
     if let Ok(value) = HeaderValue::from_str(&format!("\"{uuid}\"")) {
         response.headers_mut().insert(header::ETAG, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kvs_sync::VersionId;
+
+    use super::*;
+
+    fn revision(timestamp: u64, expires_at: Option<u64>, data: Option<&str>) -> Version {
+        Version {
+            id: VersionId {
+                timestamp,
+                origin_joined_at: 1,
+                uuid: Uuid::from_u128(u128::from(timestamp)),
+            },
+            data: data.map(str::to_owned),
+            owner: None,
+            group: None,
+            permissions: 0xf31,
+            expires_at,
+        }
+    }
+
+    fn stamps(revisions: &[Version]) -> Vec<u64> {
+        revisions.iter().map(|v| v.id.timestamp).collect()
+    }
+
+    #[test]
+    fn the_current_life_ends_at_an_expiry() {
+        let v = Some("1");
+        // 10 expired at 11, before 20 was written: 20 created the key again.
+        let history = vec![
+            revision(30, None, v),
+            revision(20, None, v),
+            revision(10, Some(11), v),
+        ];
+        assert_eq!(stamps(&current_life(history)), [30, 20]);
+        // Expiring exactly when the next one is written counts as expired.
+        let history = vec![revision(20, None, v), revision(10, Some(20), v)];
+        assert_eq!(stamps(&current_life(history)), [20]);
+    }
+
+    #[test]
+    fn an_overwrite_before_the_expiry_is_the_same_life() {
+        let v = Some("1");
+        let history = vec![
+            revision(20, None, v),
+            revision(10, Some(21), v),
+            revision(5, None, v),
+        ];
+        assert_eq!(stamps(&current_life(history)), [20, 10, 5]);
+        assert!(current_life(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn the_current_life_ends_at_a_tombstone() {
+        let history = vec![
+            revision(30, None, Some("1")),
+            revision(20, None, None),
+            revision(10, None, Some("1")),
+        ];
+        assert_eq!(stamps(&current_life(history)), [30]);
     }
 }
