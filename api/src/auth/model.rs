@@ -28,7 +28,8 @@
 //! the permission check needs only the (already loaded) user record. Group
 //! requests that name members are therefore planned as rewrites of user
 //! records. A group id left in a user record after a concurrent group delete
-//! is ignored on read ([`User::without_dangling_groups`]).
+//! is ignored on read ([`User::without_dangling_groups`] for `/auth/users`;
+//! authentication drops it before any permission check).
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;

@@ -3,7 +3,8 @@
 //! [`Api::authenticate`] turns the `Authorization` header into a [`Caller`]: with
 //! `auth_enabled: false` every caller is [`Caller::Unchecked`]; otherwise the bearer token
 //! is verified (HS256, signature, expiry), then its `jti` is looked up under
-//! `_auth/revoked/` and its `sub` under `_auth/users/` (two store reads). The result is
+//! `_auth/revoked/` and its `sub` under `_auth/users/`, and each of the user's groups
+//! under `_auth/groups/` (a deleted group grants nothing). The result is
 //! cached briefly (see `caller_cache`), and the cache is emptied by every `_auth/` write
 //! on this node, so a revocation or a user deletion applies to the very next request.
 //! [`Api::authorize`]
@@ -17,7 +18,7 @@ use warp::http::{HeaderMap, header};
 use super::Api;
 use crate::auth::{
     AccessRequest, AnonymousAccess, KeyMeta, Operation, Permissions, Principal, Scope, TokenError,
-    TokenKeys, User, admit, ancestors, authorize, bearer_token, revoked_key, user_key,
+    TokenKeys, User, admit, ancestors, authorize, bearer_token, group_key, revoked_key, user_key,
 };
 use crate::{ApiError, Backend};
 
@@ -136,11 +137,30 @@ impl<B: Backend> Api<B> {
                 .and_then(|text| serde_json::from_str::<User>(text).ok()),
             _ => None,
         };
+        let user = user
+            .map(|u| self.without_deleted_groups(u, now))
+            .transpose()?;
         let principal = admit(&claims, revoked, user.as_ref())?;
         let caller = Arc::new(Caller::Checked { principal, user });
         let expires_at = claims.exp.saturating_mul(1000);
         self.callers.insert(token, &caller, epoch, now, expires_at);
         Ok(caller)
+    }
+
+    /// `user` without the ids of groups that no longer exist. Deleting a group rewrites
+    /// its members' records, but a user record written concurrently elsewhere (and merged
+    /// after the delete) can still name it: such an id grants nothing, and new keys do not
+    /// get it as their group. One store read per group of the user.
+    fn without_deleted_groups(&self, mut user: User, now: u64) -> Result<User, ApiError> {
+        let store = self.backend.store();
+        let mut kept = Vec::with_capacity(user.groups.len());
+        for id in user.groups {
+            if store.get(&group_key(&id))?.is_some_and(|v| v.is_live(now)) {
+                kept.push(id);
+            }
+        }
+        user.groups = kept;
+        Ok(user)
     }
 
     /// The auth settings; `404` when `auth_enabled` is false.

@@ -22,6 +22,8 @@ mod meta;
 mod rate_limit;
 mod records;
 mod request;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
