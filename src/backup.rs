@@ -5,7 +5,8 @@
 //! A backup is a compacted LMDB data file, `<data_dir>/backups/<name>.mdb`, holding every
 //! write acknowledged before it started. A running node holds an exclusive lock on
 //! `<data_dir>/node.lock`, which is how `kvs backup` and `kvs restore` tell whether it
-//! runs.
+//! runs. The data dir and the backups dir are created 0700, backups and restored data
+//! 0600 (see [`crate::private_files`]).
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use kvs_api::BackupInfo;
 use kvs_sync::{StoreError, StoreOptions};
 
 use crate::node::now_ms;
+use crate::private_files;
 use crate::store::{DurableStore, LmdbStore};
 
 /// The lock a running node holds on its data dir.
@@ -28,9 +30,9 @@ fn lock_path(data_dir: &Path) -> PathBuf {
 impl DataDirLock {
     /// Takes the data dir's lock; `Err` names why (another process holds it, or IO).
     pub fn acquire(data_dir: &Path) -> Result<Self, String> {
-        std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+        private_files::create_dir(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
         let path = lock_path(data_dir);
-        let file = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file = private_files::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         match file.try_lock() {
             Ok(()) => Ok(Self { _file: file }),
             Err(TryLockError::WouldBlock) => Err(format!(
@@ -61,7 +63,7 @@ pub fn backups_dir(data_dir: &Path) -> PathBuf {
 /// Takes a backup of `store` into `data_dir`'s backups, named by the time.
 pub fn take(store: &DurableStore, data_dir: &Path) -> Result<BackupInfo, StoreError> {
     let dir = backups_dir(data_dir);
-    std::fs::create_dir_all(&dir)
+    private_files::create_dir(&dir)
         .map_err(|e| StoreError::Backend(format!("{}: {e}", dir.display())))?;
     let created_at = now_ms();
     let mut name = format!("backup-{created_at}");
@@ -70,7 +72,11 @@ pub fn take(store: &DurableStore, data_dir: &Path) -> Result<BackupInfo, StoreEr
         n += 1;
         name = format!("backup-{created_at}-{n}");
     }
-    let (bytes, keys) = store.backup_to(&dir.join(format!("{name}.mdb")))?;
+    let file = dir.join(format!("{name}.mdb"));
+    // Created private first: the copy then keeps the file's mode.
+    private_files::create(&file)
+        .map_err(|e| StoreError::Backend(format!("{}: {e}", file.display())))?;
+    let (bytes, keys) = store.backup_to(&file)?;
     let info = BackupInfo {
         name,
         bytes,
@@ -80,7 +86,7 @@ pub fn take(store: &DurableStore, data_dir: &Path) -> Result<BackupInfo, StoreEr
     // What listings show, kept beside the file so that listing opens no backup.
     let sidecar = dir.join(format!("{}.json", info.name));
     let json = serde_json::to_vec(&info).map_err(|e| StoreError::Backend(e.to_string()))?;
-    std::fs::write(&sidecar, json)
+    private_files::write_new(&sidecar, &json)
         .map_err(|e| StoreError::Backend(format!("{}: {e}", sidecar.display())))?;
     Ok(info)
 }
@@ -133,7 +139,9 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<u64, String> {
         backup_keys(file).map_err(|e| format!("{} is not a kvs backup: {e}", file.display()))?;
     let _lock = DataDirLock::acquire(data_dir)?;
     let staged = data_dir.join("data.mdb.restoring");
-    std::fs::copy(file, &staged).map_err(|e| format!("{}: {e}", staged.display()))?;
+    std::fs::copy(file, &staged)
+        .and_then(|_| private_files::restrict(&staged))
+        .map_err(|e| format!("{}: {e}", staged.display()))?;
     File::open(&staged)
         .and_then(|f| f.sync_all())
         .map_err(|e| e.to_string())?;
@@ -251,7 +259,7 @@ fn copy_with_progress(from: &Path, to: &Path) -> std::io::Result<()> {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let mut output = File::create(to)?;
+    let mut output = private_files::create(to)?;
     let mut buffer = vec![0u8; 1 << 20];
     loop {
         let n = input.read(&mut buffer)?;

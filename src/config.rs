@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::private_files;
+
 /// A configuration error: one line naming the key or file.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -364,14 +366,26 @@ pub fn load_or_create(arg: &str) -> Result<(PathBuf, Config), String> {
     let path = config_path(arg);
     if !path.exists() {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            private_files::create_dir(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
         }
-        std::fs::write(&path, default_config_text())
+        // It holds the secrets: readable by this user only.
+        private_files::write_new(&path, default_config_text().as_bytes())
             .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
         eprintln!("wrote a default config to {}", path.display());
     }
     let config = Config::load(&path).map_err(|e| e.to_string())?;
     Ok((path, config))
+}
+
+/// Logs a warning when the config file at `path`, which holds the cluster's secrets, is
+/// readable by group or others.
+pub fn warn_if_exposed(path: &Path) {
+    if private_files::exposed(path) {
+        tracing::warn!(
+            path = %path.display(),
+            "the config file holds cluster_secret and jwt_secret but is readable by group or others; run chmod 600 on it"
+        );
+    }
 }
 
 /// A fresh random secret: 32 random bytes in hex.
@@ -392,7 +406,20 @@ pub fn default_config_text() -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
+
+    #[test]
+    fn a_generated_config_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let arg = dir.path().join("new/node1");
+        let (path, config) = load_or_create(arg.to_str().unwrap()).unwrap();
+        assert!(!config.jwt_secret.is_empty());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600, "the config holds the secrets");
+        assert_eq!(mode(&dir.path().join("new")), 0o700);
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("t.yaml"))

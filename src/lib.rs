@@ -5,6 +5,7 @@
 //! - [`config`]: the YAML config, its defaults and checks;
 //! - [`cluster`]: membership (SWIM over authenticated UDP) in the running node;
 //! - [`node`]: a running node (store, group commit, HTTP API, purge, shutdown);
+//! - [`private_files`]: files and directories only the node's user may read;
 //! - [`replication`]: pushes of accepted writes to the other members over QUIC;
 //! - [`store`]: LMDB behind a write-ahead log, and group commit;
 //! - [`daemon`]: `kvs start`, `stop`, `restart`, `status`;
@@ -18,5 +19,6 @@ pub mod config;
 pub mod daemon;
 pub mod http_client;
 pub mod node;
+pub mod private_files;
 pub mod replication;
 pub mod store;
