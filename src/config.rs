@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::http_server::HttpLimits;
 use crate::private_files;
 
 /// A configuration error: one line naming the key or file.
@@ -131,6 +132,12 @@ pub struct Config {
     pub sync_interval: ConfigDuration,
     /// Versions stamped further ahead of the local clock are refused and counted.
     pub max_clock_skew: ConfigDuration,
+    /// A client must send a request's headers within this once it has started.
+    pub http_header_timeout: ConfigDuration,
+    /// A connection without a request in progress is closed after this without traffic.
+    pub http_idle_timeout: ConfigDuration,
+    /// Concurrent HTTP connections; more wait to be accepted.
+    pub max_connections: u32,
 }
 
 impl Default for Config {
@@ -175,6 +182,13 @@ impl Default for Config {
             push_pull_interval: None,
             sync_interval: duration("5s"),
             max_clock_skew: duration("30s"),
+            // nginx's client_header_timeout is 60s and its keepalive_timeout 75s; Go's
+            // net/http leaves both to the caller. 10s is ample for headers on any link,
+            // 60s keeps connections warm between a client's bursts, and 10000 connections
+            // stay well below the usual 65536 open files.
+            http_header_timeout: duration("10s"),
+            http_idle_timeout: duration("60s"),
+            max_connections: 10_000,
         }
     }
 }
@@ -277,6 +291,9 @@ impl Config {
                 "must be at least max_clock_skew (a delete must outlive the clock skew)".into(),
             );
         }
+        if let Err((key, why)) = self.check_http_limits() {
+            return fail(key, why.into());
+        }
         if let Err(why) = self.swim_config() {
             return fail("membership", why);
         }
@@ -289,6 +306,29 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Checks the HTTP server's limits: `(key, why)` of the first that is off.
+    fn check_http_limits(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.http_header_timeout.0.is_zero() {
+            return Err(("http_header_timeout", "must be above zero"));
+        }
+        if self.http_idle_timeout.0.is_zero() {
+            return Err(("http_idle_timeout", "must be above zero"));
+        }
+        if self.max_connections == 0 {
+            return Err(("max_connections", "must be above zero"));
+        }
+        Ok(())
+    }
+
+    /// The HTTP server's limits.
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            header_timeout: self.http_header_timeout.0,
+            idle_timeout: self.http_idle_timeout.0,
+            max_connections: self.max_connections,
+        }
     }
 
     /// The membership protocol's settings: the preset, then the overrides.
@@ -411,6 +451,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn http_limits_default_and_are_checked() {
+        let config = parse("node_id: a\n").unwrap();
+        let limits = config.http_limits();
+        assert_eq!(limits.header_timeout, Duration::from_secs(10));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(limits.max_connections, 10_000);
+        let set = parse(
+            "node_id: a\nhttp_header_timeout: 500ms\nhttp_idle_timeout: 2s\nmax_connections: 3\n",
+        );
+        let limits = set.unwrap().http_limits();
+        assert_eq!(limits.header_timeout, Duration::from_millis(500));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(2));
+        assert_eq!(limits.max_connections, 3);
+        for (yaml, key) in [
+            ("http_header_timeout: 0", "http_header_timeout"),
+            ("http_idle_timeout: 0s", "http_idle_timeout"),
+            ("max_connections: 0", "max_connections"),
+        ] {
+            let err = parse(&format!("node_id: a\n{yaml}\n")).unwrap_err();
+            assert!(err.0.contains(key), "{err}");
+        }
+    }
+
+    #[test]
     fn a_generated_config_is_private() {
         let dir = tempfile::tempdir().unwrap();
         let arg = dir.path().join("new/node1");
@@ -432,6 +496,7 @@ mod tests {
         assert_eq!(config.tombstone_ttl, duration("7d"));
         assert_eq!(config.sync_interval, duration("5s"));
         assert_eq!(config.max_clock_skew, duration("30s"));
+        assert_eq!(config.http_limits(), Config::default().http_limits());
         assert_eq!(config.default_permissions(), Some(0xf31));
         assert_eq!(config.cluster_secret.len(), 64);
         assert!(config.auth_enabled);

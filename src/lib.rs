@@ -4,6 +4,7 @@
 //! - [`backup`]: backups and restores of a node's data;
 //! - [`config`]: the YAML config, its defaults and checks;
 //! - [`cluster`]: membership (SWIM over authenticated UDP) in the running node;
+//! - [`http_server`]: the HTTP server, with header and idle timeouts and a connection cap;
 //! - [`node`]: a running node (store, group commit, HTTP API, purge, shutdown);
 //! - [`private_files`]: files and directories only the node's user may read;
 //! - [`replication`]: pushes of accepted writes to the other members over QUIC;
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod http_client;
+pub mod http_server;
 pub mod node;
 pub mod private_files;
 pub mod replication;

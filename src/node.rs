@@ -232,13 +232,10 @@ pub async fn run(
         );
     }
     tracing::info!(node_id = %config.node_id, %http_addr, %gossip_addr, data_dir = %data_dir.display(), "node started");
-    let mut server_shutdown = shutdown.clone();
-    let server = warp::serve(api.filter())
-        .incoming(listener)
-        .graceful(async move {
-            let _ = server_shutdown.wait_for(|stop| *stop).await;
-        })
-        .run();
+    // Warned only once the node runs, so that a config error stays one line.
+    crate::config::warn_if_exposed(config_path);
+    let limits = config.http_limits();
+    let server = crate::http_server::serve(api.filter(), listener, limits, shutdown.clone());
     let purge = purge_loop(Arc::clone(&store), config.tombstone_ttl.0, shutdown.clone());
     let backups = backup_loop(
         &config,

@@ -25,6 +25,7 @@ mod request;
 #[cfg(test)]
 mod tests;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,6 +44,11 @@ pub use authn::AuthConfig;
 pub(crate) use authn::Caller;
 pub use rate_limit::RateLimit;
 pub(crate) use request::Query;
+
+/// The client's address, as a request extension set by a server that does not go through
+/// `warp::serve` (whose own record of it is private to warp).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
 
 /// Settings of the API taken from the node's config.
 #[derive(Debug, Clone)]
@@ -137,7 +143,7 @@ impl<B: Backend> Api<B> {
             .and(warp::path::full())
             .and(warp::query::raw().or(warp::any().map(String::new)).unify())
             .and(warp::header::headers_cloned())
-            .and(warp::addr::remote())
+            .and(client_addr())
             .and(warp::body::stream())
             .then(
                 move |method, path: warp::path::FullPath, query: String, headers, remote, body| {
@@ -278,6 +284,13 @@ impl<B: Backend> Api<B> {
             )),
         }
     }
+}
+
+/// The client's address: the [`ClientAddr`] extension, else what `warp::serve` recorded.
+fn client_addr() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infallible> + Copy {
+    warp::ext::optional::<ClientAddr>()
+        .and(warp::addr::remote())
+        .map(|ours: Option<ClientAddr>, warps: Option<SocketAddr>| ours.map(|a| a.0).or(warps))
 }
 
 /// A response with a JSON body.

@@ -1,0 +1,345 @@
+//! The HTTP server: the API's warp filter served on hyper connections, with the limits
+//! warp's own server does not offer (`http_header_timeout`, `http_idle_timeout`,
+//! `max_connections`).
+//!
+//! - **Connections.** The accept loop takes a slot of a semaphore of `max_connections`
+//!   before it accepts; beyond that, new connections wait in the kernel's listen backlog
+//!   until one closes.
+//! - **Timeouts.** Each connection's socket is wrapped so that every read and write is
+//!   noted ([`Activity`]). Once a byte of a request head has arrived, the whole head must
+//!   arrive within `http_header_timeout` (the request reaches the API when it has); a
+//!   connection with no request in progress and no traffic for `http_idle_timeout` is
+//!   closed. A request being handled is never cut. (hyper's own `header_read_timeout`
+//!   also runs while a keep-alive connection waits for its next request, which would close
+//!   idle connections after the header timeout, hence the watch here.)
+//! - **Shutdown.** When `shutdown` turns true the listener closes, every connection is
+//!   asked to finish its in-flight request and close, and [`serve`] returns once all have.
+//!
+//! The client's address reaches the API as a [`ClientAddr`] request extension.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper::service::Service;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use kvs_api::ClientAddr;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+use warp::Filter;
+
+/// The connection limits of the HTTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A request head must arrive within this once it has started.
+    pub header_timeout: Duration,
+    /// A connection without a request in progress is closed after this without traffic.
+    pub idle_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: u32,
+}
+
+/// Serves `filter` on `listener` within `limits` until `shutdown` turns true, then lets
+/// in-flight requests finish and returns once every connection has closed.
+pub async fn serve<F>(
+    filter: F,
+    listener: TcpListener,
+    limits: HttpLimits,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    F: Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
+    while let Some((stream, remote, slot)) = accept(&listener, &slots, &mut shutdown).await {
+        let service = TowerToHyperService::new(warp::service(filter.clone()));
+        let connection = Connection {
+            limits,
+            remote,
+            activity: Arc::new(Activity::new()),
+            _slot: slot,
+        };
+        tokio::spawn(connection.serve(stream, service, shutdown.clone()));
+    }
+    drop(listener);
+    // Each connection holds a slot until it closes: all slots back means all closed.
+    let _ = slots.acquire_many(limits.max_connections).await;
+}
+
+/// The next connection, once a slot is free; `None` once `shutdown` turns true.
+async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(slots).acquire_owned() => slot.ok()?,
+            _ = shutdown.wait_for(|stop| *stop) => return None,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => return None,
+        };
+        match accepted {
+            Ok((stream, remote)) => return Some((stream, remote, slot)),
+            Err(error) => accept_failed(&error).await,
+        }
+    }
+}
+
+/// After a failed accept: a connection that died in the backlog is nothing; anything else
+/// (say, out of file descriptors) is logged and waited out for a second.
+async fn accept_failed(error: &io::Error) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if !matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        tracing::error!(%error, "accepting an HTTP connection failed");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// One accepted connection.
+struct Connection {
+    limits: HttpLimits,
+    remote: SocketAddr,
+    activity: Arc<Activity>,
+    /// Its slot among `max_connections`, given back when the connection closes.
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    /// Serves the connection until the client closes it, a timeout runs out (the socket is
+    /// then dropped), or shutdown lets its in-flight request finish.
+    async fn serve<S>(self, stream: TcpStream, service: S, mut shutdown: watch::Receiver<bool>)
+    where
+        S: Service<Request<Incoming>, Response = warp::reply::Response, Error = Infallible>
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let io = TokioIo::new(Watched {
+            inner: stream,
+            activity: Arc::clone(&self.activity),
+        });
+        let service = Tracked {
+            inner: service,
+            remote: self.remote,
+            activity: Arc::clone(&self.activity),
+        };
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let connection = builder.serve_connection_with_upgrades(io, service);
+        tokio::pin!(connection);
+        let mut stopping = false;
+        loop {
+            let deadline = self.activity.deadline(&self.limits);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(remote = %self.remote, %error, "HTTP connection ended");
+                    }
+                    return;
+                }
+                () = self.activity.head_started.notified() => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    if self.activity.deadline(&self.limits) <= Instant::now() {
+                        tracing::debug!(remote = %self.remote, "HTTP connection timed out");
+                        return;
+                    }
+                }
+                _ = shutdown.wait_for(|stop| *stop), if !stopping => {
+                    connection.as_mut().graceful_shutdown();
+                    stopping = true;
+                }
+            }
+        }
+    }
+}
+
+/// Sentinel of [`Activity::head_since`]: no request head is being read.
+const NO_HEAD: u64 = u64::MAX;
+
+/// What a connection has been doing, in milliseconds since it was accepted.
+struct Activity {
+    started: Instant,
+    /// The last read or write, or the end of the last request.
+    last_io: AtomicU64,
+    /// When the first byte of the request head being read arrived, or [`NO_HEAD`].
+    head_since: AtomicU64,
+    /// Requests handed to the API and not yet answered.
+    in_flight: AtomicUsize,
+    /// Signalled when a request head starts, which brings the deadline forward.
+    head_started: Notify,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            last_io: AtomicU64::new(0),
+            head_since: AtomicU64::new(NO_HEAD),
+            in_flight: AtomicUsize::new(0),
+            head_started: Notify::new(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Bytes arrived: outside a request they start (or continue) a request head.
+    fn read(&self) {
+        let now = self.now();
+        self.last_io.store(now, Ordering::Release);
+        let idle = self.in_flight.load(Ordering::Acquire) == 0;
+        if idle
+            && self
+                .head_since
+                .compare_exchange(NO_HEAD, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.head_started.notify_one();
+        }
+    }
+
+    fn wrote(&self) {
+        self.last_io.store(self.now(), Ordering::Release);
+    }
+
+    /// A whole request head arrived and goes to the API.
+    fn request_started(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_since.store(NO_HEAD, Ordering::Release);
+        InFlight(Arc::clone(self))
+    }
+
+    /// When the connection times out as things stand (re-checked then): never while a
+    /// request is handled (one idle period on), else the end of the header or idle time.
+    fn deadline(&self, limits: &HttpLimits) -> Instant {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Instant::now() + limits.idle_timeout;
+        }
+        let (since, limit) = match self.head_since.load(Ordering::Acquire) {
+            NO_HEAD => (self.last_io.load(Ordering::Acquire), limits.idle_timeout),
+            head => (head, limits.header_timeout),
+        };
+        self.started + Duration::from_millis(since) + limit
+    }
+}
+
+/// A request in the API; the connection's idle time starts again when it is answered.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.wrote();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A socket that notes its reads and writes in an [`Activity`].
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.read();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The API's service, counting its requests in flight and telling it the client address.
+struct Tracked<S> {
+    inner: S,
+    remote: SocketAddr,
+    activity: Arc<Activity>,
+}
+
+type Answer<S> =
+    Result<<S as Service<Request<Incoming>>>::Response, <S as Service<Request<Incoming>>>::Error>;
+
+impl<S> Service<Request<Incoming>> for Tracked<S>
+where
+    S: Service<Request<Incoming>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Answer<S>> + Send>>;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(ClientAddr(self.remote));
+        let in_flight = self.activity.request_started();
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let answer = answer.await;
+            drop(in_flight);
+            answer
+        })
+    }
+}

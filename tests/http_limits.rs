@@ -1,0 +1,144 @@
+//! The HTTP server's limits against a real node, over raw TCP (issue 11):
+//! `http_header_timeout` cuts a client that stops halfway through its headers,
+//! `http_idle_timeout` closes idle keep-alive connections, `max_connections` makes further
+//! connections wait for a free slot, and SIGTERM still lets an in-flight request finish.
+//!
+//! Timing is only ever bounded generously (ten times the configured timeout); the
+//! deterministic checks wait for an event, never for a measured time.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{Node, PLAIN};
+
+/// A full request that keeps the connection open.
+const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: kvs\r\n\r\n";
+
+fn connect(node: &Node) -> TcpStream {
+    let addr = node.base.trim_start_matches("http://");
+    TcpStream::connect(addr).expect("connect")
+}
+
+/// Reads one response (head and `Content-Length` body) within `wait`; `None` if the
+/// connection stays silent that long.
+fn response(stream: &mut TcpStream, wait: Duration) -> Option<String> {
+    stream.set_read_timeout(Some(wait)).expect("timeout");
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return Some(text);
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => panic!("closed mid-response: {text:?}"),
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                assert!(bytes.is_empty(), "stalled mid-response: {text:?}");
+                return None;
+            }
+            Err(e) => panic!("reading a response: {e}"),
+        }
+    }
+}
+
+/// Asserts that the server closes `stream` within `wait` without answering.
+fn assert_closed_within(stream: &mut TcpStream, wait: Duration, what: &str) {
+    stream.set_read_timeout(Some(wait)).expect("timeout");
+    let mut chunk = [0u8; 1024];
+    match stream.read(&mut chunk) {
+        Ok(0) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        Ok(n) => panic!("{what}: got {:?}", String::from_utf8_lossy(&chunk[..n])),
+        Err(e) => panic!("{what}: not closed within {wait:?}: {e}"),
+    }
+}
+
+#[test]
+fn a_half_sent_header_is_cut_off() {
+    let node = Node::start(&format!(
+        "{PLAIN}http_header_timeout: 1s\nhttp_idle_timeout: 1h\n"
+    ));
+    let mut slow = connect(&node);
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: kv")
+        .expect("write");
+    // A complete request on another connection is served meanwhile.
+    let mut quick = connect(&node);
+    quick.write_all(HEALTH).expect("write");
+    let answer = response(&mut quick, Duration::from_secs(10)).expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_closed_within(&mut slow, Duration::from_secs(10), "half a header");
+}
+
+#[test]
+fn idle_connections_are_closed() {
+    let node = Node::start(&format!(
+        "{PLAIN}http_header_timeout: 1h\nhttp_idle_timeout: 1s\n"
+    ));
+    let mut served = connect(&node);
+    served.write_all(HEALTH).expect("write");
+    let answer = response(&mut served, Duration::from_secs(10)).expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let mut silent = connect(&node);
+    assert_closed_within(&mut served, Duration::from_secs(10), "idle after a request");
+    assert_closed_within(&mut silent, Duration::from_secs(10), "idle from the start");
+}
+
+#[test]
+fn connections_beyond_max_connections_wait_for_a_free_slot() {
+    let node = Node::start(&format!(
+        "{PLAIN}max_connections: 2\nhttp_idle_timeout: 1h\n"
+    ));
+    // Two connections, each served once and then idle: they hold both slots.
+    let mut held: Vec<TcpStream> = (0..2).map(|_| connect(&node)).collect();
+    for stream in &mut held {
+        stream.write_all(HEALTH).expect("write");
+        assert!(
+            response(stream, Duration::from_secs(10)).is_some(),
+            "served"
+        );
+    }
+    let mut third = connect(&node);
+    third.write_all(HEALTH).expect("write");
+    let early = response(&mut third, Duration::from_secs(1));
+    assert_eq!(
+        early, None,
+        "a third connection was served beyond max_connections"
+    );
+    drop(held.remove(0));
+    let answer = response(&mut third, Duration::from_secs(10)).expect("served once a slot is free");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_request_finish() {
+    let mut node = Node::start(PLAIN);
+    let mut stream = connect(&node);
+    let head = "PUT /kv/k HTTP/1.1\r\nHost: kvs\r\nContent-Type: application/json\r\n\
+                Content-Length: 4\r\nExpect: 100-continue\r\n\r\n";
+    stream.write_all(head.as_bytes()).expect("write");
+    // `100 Continue` comes once the API reads the body: the request is in flight.
+    let continued = response(&mut stream, Duration::from_secs(10)).expect("100 Continue");
+    assert!(continued.starts_with("HTTP/1.1 100"), "{continued}");
+    let pid = nix::unistd::Pid::from_raw(node.child.as_ref().expect("running").id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    stream.write_all(b"1234").expect("the body");
+    let answer = response(&mut stream, Duration::from_secs(10)).expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let status = node.child.take().expect("running").wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+}
