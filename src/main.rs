@@ -140,7 +140,6 @@ fn run_node(arg: &str) -> ExitCode {
         }
     };
     init_logging(&config.log_level);
-    kvs::config::warn_if_exposed(&path);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

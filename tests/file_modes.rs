@@ -53,7 +53,8 @@ fn data_backups_and_the_log_are_private() {
     assert_eq!(mode(&out), 0o600, "the --out copy");
 }
 
-/// Runs a node on `config` until it has started, kills it, and returns its log.
+/// Runs a node on `config` until it has started, stops it with SIGTERM, and returns its
+/// whole log.
 fn start_log(config: &Path, dir: &Path) -> String {
     let log = dir.join("start.log");
     let file = std::fs::File::create(&log).expect("log file");
@@ -66,16 +67,17 @@ fn start_log(config: &Path, dir: &Path) -> String {
         .spawn()
         .expect("spawn kvs");
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut text = String::new();
-    while Instant::now() < deadline && !text.contains("node started") {
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    while Instant::now() < deadline && !read().contains("node started") {
         std::thread::sleep(Duration::from_millis(50));
-        text = std::fs::read_to_string(&log).unwrap_or_default();
     }
-    let _ = child.kill();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     let _ = child.wait();
+    let text = read();
     assert!(
-        text.contains("node started"),
-        "the node did not start: {text}"
+        text.contains("node stopped"),
+        "the node did not run: {text}"
     );
     text
 }
