@@ -6,10 +6,16 @@
 //! - [`Store`]: the storage seam, implemented in memory here ([`MemoryStore`]) and over
 //!   LMDB in the node binary, with one conformance suite (feature `conformance`) that
 //!   both pass.
+//! - Anti-entropy: the [`merkle`] tree every store keeps, the diff [`protocol`], and
+//!   [`Session`], one side of a diff session, sans IO; [`Admission`] checks every
+//!   version a peer sends before it is merged.
 
+mod admission;
 mod audit;
 mod memory;
 pub mod merkle;
+pub mod protocol;
+mod session;
 mod store;
 mod version;
 mod write;
@@ -17,9 +23,13 @@ mod write;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use admission::{Admission, MAX_KEY_BYTES, Refusal, RefusalCounts};
 pub use audit::{AuditEntry, AuditVerdict, GENESIS_HASH, verify_chain};
 pub use memory::MemoryStore;
 pub use merkle::MerkleTree;
+pub use session::{
+    Exchange, Session, SessionError, SessionStats, approximate_size, exchange_locally,
+};
 pub use store::{
     Cursor, ListPage, Listed, PurgeStats, Store, StoreError, StoreOptions, StoreStats, WriteOutcome,
 };

@@ -1,0 +1,460 @@
+//! One anti-entropy session with one peer, sans IO: [`Session`] takes the peer's
+//! messages and returns what to send back, reading and merging through a [`Store`]. The
+//! driver only moves frames (see `protocol.rs` for the exchange). Time comes in as an
+//! argument; nothing here touches a socket or a clock.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::admission::{Admission, RefusalCounts};
+use crate::merkle::{DEPTH, FANOUT, Leaf, MerkleTree, entry_hash, key_hash, level_width};
+use crate::protocol::Message;
+use crate::{Store, StoreError, Version};
+
+/// Bytes of versions per `Versions` message, about (a single larger version still goes).
+const VERSIONS_BUDGET: usize = 1024 * 1024;
+/// Differing leaves whose entries go in one `Entries` message at most.
+const CHUNK_LEAVES: usize = 256;
+/// The level whose hashes `Hello` carries.
+const HELLO_LEVEL: usize = 2;
+
+/// Why a session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The peer broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn protocol(what: impl Into<String>) -> SessionError {
+    SessionError::Protocol(what.into())
+}
+
+/// What a session did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Leaves found to differ.
+    pub leaves_differing: u64,
+    /// Versions sent to the peer.
+    pub versions_sent: u64,
+    /// Versions received from the peer.
+    pub versions_received: u64,
+    /// Received versions that superseded the held ones and were stored.
+    pub versions_stored: u64,
+    /// Received versions refused by the admission checks.
+    pub refused: RefusalCounts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Initiator: `Hello` not sent yet. Responder: waiting for `Hello`.
+    Start,
+    /// Initiator: waiting for the level-2 `Nodes` (or `Done`).
+    AwaitLevel2,
+    /// Responder: waiting for the level-3 `Nodes` (or `Done`).
+    AwaitLevel3,
+    /// Initiator: waiting for `Versions`, `Entries` or `Done`.
+    AwaitEntries,
+    /// Responder: waiting for `Versions` and then `Want`.
+    AwaitWant,
+    Done,
+}
+
+/// One side of a diff session; see the module doc.
+pub struct Session {
+    initiator: bool,
+    state: State,
+    /// The tree as the session started.
+    tree: MerkleTree,
+    /// Responder: differing leaves whose entries are still to be sent.
+    leaves: VecDeque<Leaf>,
+    /// Responder: key hash -> key of the chunk being repaired.
+    chunk_keys: HashMap<u64, String>,
+    rules: Admission,
+    stats: SessionStats,
+}
+
+impl Session {
+    /// The side that opens the session; call [`Self::start`] first.
+    pub fn initiator(rules: Admission) -> Self {
+        Self::new(true, rules)
+    }
+
+    /// The side that accepts a session.
+    pub fn responder(rules: Admission) -> Self {
+        Self::new(false, rules)
+    }
+
+    fn new(initiator: bool, rules: Admission) -> Self {
+        Self {
+            initiator,
+            state: State::Start,
+            tree: MerkleTree::new(),
+            leaves: VecDeque::new(),
+            chunk_keys: HashMap::new(),
+            rules,
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// The initiator's opening messages (nothing for a responder).
+    pub fn start(&mut self, store: &dyn Store) -> Result<Vec<Message>, SessionError> {
+        if !self.initiator || self.state != State::Start {
+            return Ok(Vec::new());
+        }
+        self.tree = store.merkle()?;
+        self.state = State::AwaitLevel2;
+        Ok(vec![Message::Hello {
+            root: self.tree.root(),
+            level2: self.tree.level(HELLO_LEVEL).to_vec(),
+        }])
+    }
+
+    /// Whether the session is over (successfully).
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// What the session did so far.
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
+    /// Takes the peer's next message at wall time `now_ms`; returns what to send.
+    pub fn handle(
+        &mut self,
+        message: Message,
+        store: &dyn Store,
+        now_ms: u64,
+    ) -> Result<Vec<Message>, SessionError> {
+        self.rules.now_ms = now_ms;
+        match (self.state, message) {
+            (State::Done, _) => Err(protocol("message after the end")),
+            (_, Message::Done) => {
+                self.state = State::Done;
+                Ok(Vec::new())
+            }
+            (State::Start, Message::Hello { root, level2 }) if !self.initiator => {
+                self.on_hello(root, &level2, store)
+            }
+            (
+                State::AwaitLevel2,
+                Message::Nodes {
+                    level,
+                    parents,
+                    hashes,
+                },
+            ) => self.on_nodes(level, &parents, &hashes),
+            (
+                State::AwaitLevel3,
+                Message::Nodes {
+                    level,
+                    parents,
+                    hashes,
+                },
+            ) => self.on_leaves(level, &parents, &hashes, store),
+            (State::AwaitEntries | State::AwaitWant, Message::Versions(versions)) => {
+                self.merge(versions, store)?;
+                Ok(Vec::new())
+            }
+            (State::AwaitEntries, Message::Entries { leaves, entries }) => {
+                self.on_entries(&leaves, &entries, store)
+            }
+            (State::AwaitWant, Message::Want(keys)) => self.on_want(&keys, store),
+            (state, message) => Err(protocol(format!(
+                "unexpected {} in {state:?}",
+                message_name(&message)
+            ))),
+        }
+    }
+
+    fn finish(&mut self) -> Vec<Message> {
+        self.state = State::Done;
+        vec![Message::Done]
+    }
+
+    /// Responder: compares level 2 and sends its children of the nodes that differ.
+    fn on_hello(
+        &mut self,
+        root: u64,
+        level2: &[u64],
+        store: &dyn Store,
+    ) -> Result<Vec<Message>, SessionError> {
+        if level2.len() != level_width(HELLO_LEVEL) {
+            return Err(protocol("hello with a wrong number of hashes"));
+        }
+        self.tree = store.merkle()?;
+        if root == self.tree.root() {
+            return Ok(self.finish());
+        }
+        let differing = differing(self.tree.level(HELLO_LEVEL), level2);
+        self.state = State::AwaitLevel3;
+        Ok(vec![self.children_of(HELLO_LEVEL, differing)])
+    }
+
+    /// Our children of `parents` on `level`.
+    fn children_of(&self, level: usize, parents: Vec<u32>) -> Message {
+        let mut hashes = Vec::with_capacity(parents.len() * FANOUT);
+        for &parent in &parents {
+            hashes.extend_from_slice(self.tree.children(level, parent as usize).unwrap_or(&[]));
+        }
+        Message::Nodes {
+            level: level as u8,
+            parents,
+            hashes,
+        }
+    }
+
+    /// The children that differ between ours and the peer's `hashes` of `parents`.
+    fn differing_children(
+        &self,
+        level: u8,
+        parents: &[u32],
+        hashes: &[u64],
+    ) -> Result<Vec<u32>, SessionError> {
+        let level = usize::from(level);
+        if level >= DEPTH || hashes.len() != parents.len() * FANOUT {
+            return Err(protocol("nodes message of the wrong shape"));
+        }
+        let mut out = Vec::new();
+        for (&parent, theirs) in parents.iter().zip(hashes.chunks_exact(FANOUT)) {
+            let ours = self
+                .tree
+                .children(level, parent as usize)
+                .ok_or_else(|| protocol("no such node"))?;
+            out.extend(
+                differing(ours, theirs)
+                    .into_iter()
+                    .map(|c| parent * FANOUT as u32 + c),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Initiator: from the responder's level-3 hashes to our leaves under those that differ.
+    fn on_nodes(
+        &mut self,
+        level: u8,
+        parents: &[u32],
+        hashes: &[u64],
+    ) -> Result<Vec<Message>, SessionError> {
+        if usize::from(level) != HELLO_LEVEL {
+            return Err(protocol("expected level-2 parents"));
+        }
+        let differing = self.differing_children(level, parents, hashes)?;
+        if differing.is_empty() {
+            return Ok(self.finish());
+        }
+        self.state = State::AwaitEntries;
+        Ok(vec![self.children_of(HELLO_LEVEL + 1, differing)])
+    }
+
+    /// Responder: from the initiator's leaves to the first chunk of entries.
+    fn on_leaves(
+        &mut self,
+        level: u8,
+        parents: &[u32],
+        hashes: &[u64],
+        store: &dyn Store,
+    ) -> Result<Vec<Message>, SessionError> {
+        if usize::from(level) != HELLO_LEVEL + 1 {
+            return Err(protocol("expected level-3 parents"));
+        }
+        let differing = self.differing_children(level, parents, hashes)?;
+        self.stats.leaves_differing += differing.len() as u64;
+        self.leaves = differing.into_iter().map(|l| l as Leaf).collect();
+        self.next_chunk(store)
+    }
+
+    /// Responder: the entries of the next chunk of leaves, or `Done`.
+    fn next_chunk(&mut self, store: &dyn Store) -> Result<Vec<Message>, SessionError> {
+        if self.leaves.is_empty() {
+            return Ok(self.finish());
+        }
+        let take = self.leaves.len().min(CHUNK_LEAVES);
+        let leaves: Vec<Leaf> = self.leaves.drain(..take).collect();
+        let held = store.leaf_entries(&leaves)?;
+        let entries = held
+            .iter()
+            .map(|(key, id)| (key_hash(key), entry_hash(key, id)))
+            .collect();
+        self.chunk_keys = held
+            .into_iter()
+            .map(|(key, _)| (key_hash(&key), key))
+            .collect();
+        self.state = State::AwaitWant;
+        Ok(vec![Message::Entries { leaves, entries }])
+    }
+
+    /// Initiator: sends our versions of the keys whose entries differ, and asks for the
+    /// responder's keys we lack.
+    fn on_entries(
+        &mut self,
+        leaves: &[u16],
+        theirs: &[(u64, u64)],
+        store: &dyn Store,
+    ) -> Result<Vec<Message>, SessionError> {
+        self.stats.leaves_differing += leaves.len() as u64;
+        let ours = store.leaf_entries(leaves)?;
+        let their_entries: HashMap<u64, u64> = theirs.iter().copied().collect();
+        let mut our_entries = HashSet::with_capacity(ours.len());
+        let mut send = Vec::new();
+        for (key, id) in ours {
+            let pair = (key_hash(&key), entry_hash(&key, &id));
+            if their_entries.get(&pair.0) != Some(&pair.1) {
+                send.push(key);
+            }
+            our_entries.insert(pair);
+        }
+        let want = theirs
+            .iter()
+            .filter(|pair| !our_entries.contains(pair))
+            .map(|(key_hash, _)| *key_hash)
+            .collect();
+        let mut out = self.versions_of(send, store)?;
+        out.push(Message::Want(want));
+        Ok(out)
+    }
+
+    /// Responder: sends the wanted versions, then the next chunk.
+    fn on_want(&mut self, keys: &[u64], store: &dyn Store) -> Result<Vec<Message>, SessionError> {
+        let wanted = keys
+            .iter()
+            .filter_map(|hash| self.chunk_keys.get(hash).cloned())
+            .collect();
+        let mut out = self.versions_of(wanted, store)?;
+        out.extend(self.next_chunk(store)?);
+        Ok(out)
+    }
+
+    /// The held versions of `keys` in `Versions` messages of about [`VERSIONS_BUDGET`]
+    /// bytes; deletions past keeping are left out.
+    fn versions_of(
+        &mut self,
+        keys: Vec<String>,
+        store: &dyn Store,
+    ) -> Result<Vec<Message>, SessionError> {
+        let mut out = Vec::new();
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for key in keys {
+            let Some(version) = store.get(&key)? else {
+                continue;
+            };
+            if version.is_past_keeping(self.rules.now_ms, self.rules.tombstone_ttl_ms) {
+                continue;
+            }
+            bytes += approximate_size(&key, &version);
+            batch.push((key, version));
+            self.stats.versions_sent += 1;
+            if bytes >= VERSIONS_BUDGET {
+                out.push(Message::Versions(std::mem::take(&mut batch)));
+                bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            out.push(Message::Versions(batch));
+        }
+        Ok(out)
+    }
+
+    /// Checks and merges versions from the peer.
+    fn merge(
+        &mut self,
+        versions: Vec<(String, Version)>,
+        store: &dyn Store,
+    ) -> Result<(), SessionError> {
+        self.stats.versions_received += versions.len() as u64;
+        let (taken, refused) = self.rules.filter(versions);
+        self.stats.refused.merge(refused);
+        if !taken.is_empty() {
+            self.stats.versions_stored += store.merge(&taken)? as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Indexes where `ours` and `theirs` differ.
+fn differing(ours: &[u64], theirs: &[u64]) -> Vec<u32> {
+    ours.iter()
+        .zip(theirs)
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(i, _)| i as u32)
+        .collect()
+}
+
+/// About how many bytes `version` of `key` takes on the wire.
+pub fn approximate_size(key: &str, version: &Version) -> usize {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    64 + key.len() + text(&version.data) + text(&version.owner) + text(&version.group)
+}
+
+fn message_name(message: &Message) -> &'static str {
+    match message {
+        Message::Hello { .. } => "hello",
+        Message::Nodes { .. } => "nodes",
+        Message::Entries { .. } => "entries",
+        Message::Versions(_) => "versions",
+        Message::Want(_) => "want",
+        Message::Done => "done",
+    }
+}
+
+/// What a session between two local stores exchanged (see [`exchange_locally`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Exchange {
+    /// Round trips: times the initiator waited for the responder.
+    pub round_trips: u64,
+    /// Frame bytes from initiator to responder.
+    pub bytes_out: u64,
+    /// Frame bytes from responder to initiator.
+    pub bytes_in: u64,
+    /// The initiator's side.
+    pub initiator: SessionStats,
+    /// The responder's side.
+    pub responder: SessionStats,
+}
+
+/// Runs one whole session between two stores in this process, every message through the
+/// codec, in the same turns as over a stream: for tests, benchmarks and the simulator.
+pub fn exchange_locally(
+    initiator: &dyn Store,
+    responder: &dyn Store,
+    rules: Admission,
+) -> Result<Exchange, SessionError> {
+    use crate::protocol::{decode, encode};
+    let mut i = Session::initiator(rules);
+    let mut r = Session::responder(rules);
+    let mut exchange = Exchange::default();
+    let mut to_responder = i.start(initiator)?;
+    while !(i.is_done() && r.is_done()) {
+        let mut to_initiator = Vec::new();
+        for message in to_responder.drain(..) {
+            let frame = encode(&message);
+            exchange.bytes_out += frame.len() as u64;
+            let message = decode(&frame).map_err(|e| protocol(e.to_string()))?;
+            to_initiator.extend(r.handle(message, responder, rules.now_ms)?);
+        }
+        if to_initiator.is_empty() && !r.is_done() {
+            return Err(protocol("the responder stalled"));
+        }
+        if !to_initiator.is_empty() {
+            exchange.round_trips += 1;
+        }
+        for message in to_initiator {
+            let frame = encode(&message);
+            exchange.bytes_in += frame.len() as u64;
+            let message = decode(&frame).map_err(|e| protocol(e.to_string()))?;
+            to_responder.extend(i.handle(message, initiator, rules.now_ms)?);
+        }
+        if to_responder.is_empty() && !i.is_done() {
+            return Err(protocol("the initiator stalled"));
+        }
+    }
+    exchange.initiator = i.stats();
+    exchange.responder = r.stats();
+    Ok(exchange)
+}

@@ -1,0 +1,224 @@
+//! The diff protocol between two in-memory stores: after one session both hold the same
+//! versions (the winner of each key by the conflict rule), whatever the two sides held:
+//! random pairs with tombstones, TTLs and equal-timestamp conflicts, empty sides and a
+//! 100,000-key side; and the cost follows the differences.
+
+use kvs_sync::{Admission, MemoryStore, Store, StoreOptions, Version, VersionId, exchange_locally};
+use proptest::prelude::*;
+use uuid::Uuid;
+
+const NOW: u64 = 10_000_000;
+const RULES: Admission = Admission {
+    now_ms: NOW,
+    max_clock_skew_ms: 30_000,
+    tombstone_ttl_ms: 1_000_000,
+};
+
+fn store() -> MemoryStore {
+    MemoryStore::new(StoreOptions::default())
+}
+
+/// A version of a key as the strategy draws it.
+#[derive(Debug, Clone)]
+struct Drawn {
+    key: u16,
+    timestamp: u64,
+    origin: u64,
+    uuid: u8,
+    /// With `uuid`, picks a tombstone, an expired value or a value.
+    kind: u8,
+}
+
+impl Drawn {
+    fn version(&self) -> (String, Version) {
+        // The content is a function of the id: one id is one write.
+        let (data, expires_at) = match (self.uuid + self.kind) % 4 {
+            0 => (None, None),
+            1 => (Some(format!("{}", self.timestamp)), Some(NOW - 5)),
+            _ => (Some(format!("\"v{}\"", self.uuid)), None),
+        };
+        (
+            format!("k/{}", self.key),
+            Version {
+                id: VersionId {
+                    timestamp: NOW - 500_000 + self.timestamp,
+                    origin_joined_at: self.origin,
+                    uuid: Uuid::from_u128(u128::from(self.uuid) << 8 | u128::from(self.kind)),
+                },
+                data,
+                owner: None,
+                group: None,
+                permissions: 0xf31,
+                expires_at,
+            },
+        )
+    }
+}
+
+fn drawn() -> impl Strategy<Value = Drawn> {
+    // Few timestamps, origins and uuids, so that equal-timestamp conflicts are common.
+    (0..300u16, 0..4u64, 1..3u64, 0..3u8, 0..4u8).prop_map(
+        |(key, timestamp, origin, uuid, kind)| Drawn {
+            key,
+            timestamp,
+            origin,
+            uuid,
+            kind,
+        },
+    )
+}
+
+fn fill(store: &MemoryStore, versions: &[Drawn]) {
+    let versions: Vec<(String, Version)> = versions.iter().map(Drawn::version).collect();
+    store.merge(&versions).unwrap();
+}
+
+/// Every drawn key the store holds, with its version.
+fn contents(store: &MemoryStore) -> Vec<(String, Version)> {
+    (0..300)
+        .filter_map(|n| {
+            let key = format!("k/{n}");
+            store.get(&key).unwrap().map(|version| (key, version))
+        })
+        .collect()
+}
+
+fn assert_converged(a: &MemoryStore, b: &MemoryStore, expected: &MemoryStore) {
+    let expected = contents(expected);
+    for (side, store) in [("initiator", a), ("responder", b)] {
+        let held = contents(store);
+        let wrong: Vec<_> = held
+            .iter()
+            .filter(|entry| !expected.contains(entry))
+            .map(|(key, _)| key)
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "{side} holds the wrong version of {wrong:?}"
+        );
+        assert_eq!(held.len(), expected.len(), "{side} holds other keys");
+    }
+    assert_eq!(a.merkle().unwrap(), b.merkle().unwrap());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn one_session_makes_two_random_stores_identical(
+        left in proptest::collection::vec(drawn(), 0..200),
+        right in proptest::collection::vec(drawn(), 0..200),
+    ) {
+        let (a, b, expected) = (store(), store(), store());
+        fill(&a, &left);
+        fill(&b, &right);
+        fill(&expected, &left);
+        fill(&expected, &right);
+        let exchange = exchange_locally(&a, &b, RULES).unwrap();
+        assert_converged(&a, &b, &expected);
+        prop_assert!(exchange.round_trips <= 3, "{exchange:?}");
+    }
+}
+
+fn bulk(count: usize, origin: u64) -> Vec<(String, Version)> {
+    (0..count)
+        .map(|n| {
+            (
+                format!("bulk/{n:06}"),
+                Version {
+                    id: VersionId {
+                        timestamp: NOW - 1000,
+                        origin_joined_at: origin,
+                        uuid: Uuid::from_u128(n as u128),
+                    },
+                    data: Some(format!("{n}")),
+                    owner: None,
+                    group: None,
+                    permissions: 0xf31,
+                    expires_at: None,
+                },
+            )
+        })
+        .collect()
+}
+
+fn empty_side_gets_everything(count: usize, empty_initiates: bool) {
+    let (full, empty) = (store(), store());
+    full.merge(&bulk(count, 1)).unwrap();
+    let exchange = if empty_initiates {
+        exchange_locally(&empty, &full, RULES).unwrap()
+    } else {
+        exchange_locally(&full, &empty, RULES).unwrap()
+    };
+    assert_eq!(empty.merkle().unwrap(), full.merkle().unwrap());
+    assert_eq!(empty.stats().unwrap().keys, count as u64);
+    let sent = exchange.initiator.versions_sent + exchange.responder.versions_sent;
+    assert_eq!(sent, count as u64, "each version once: {exchange:?}");
+}
+
+#[test]
+fn an_empty_initiator_gets_a_100_000_key_store_in_one_session() {
+    empty_side_gets_everything(100_000, true);
+}
+
+#[test]
+fn an_empty_responder_gets_the_initiators_store_in_one_session() {
+    empty_side_gets_everything(10_000, false);
+}
+
+#[test]
+fn equal_stores_exchange_one_round_trip_of_hashes() {
+    let (a, b) = (store(), store());
+    a.merge(&bulk(10_000, 1)).unwrap();
+    b.merge(&bulk(10_000, 1)).unwrap();
+    let exchange = exchange_locally(&a, &b, RULES).unwrap();
+    assert_eq!(exchange.round_trips, 1);
+    assert!(
+        exchange.bytes_out + exchange.bytes_in < 4096,
+        "{exchange:?}"
+    );
+    assert_eq!(
+        exchange.initiator.versions_sent + exchange.responder.versions_sent,
+        0
+    );
+}
+
+#[test]
+fn cost_follows_the_differences_not_the_size() {
+    let (a, b) = (store(), store());
+    let all = bulk(100_000, 1);
+    a.merge(&all).unwrap();
+    b.merge(&all[100..]).unwrap();
+    let exchange = exchange_locally(&a, &b, RULES).unwrap();
+    assert_eq!(a.merkle().unwrap(), b.merkle().unwrap());
+    assert_eq!(exchange.round_trips, 3);
+    assert_eq!(exchange.initiator.versions_sent, 100);
+    assert_eq!(exchange.responder.versions_sent, 0);
+    assert!(
+        exchange.bytes_out + exchange.bytes_in < 100_000,
+        "{exchange:?}"
+    );
+}
+
+#[test]
+fn refused_versions_are_counted_and_not_stored() {
+    let (a, b) = (store(), store());
+    let mut future = bulk(1, 1);
+    future[0].1.id.timestamp = NOW + 60_000;
+    a.merge(&future).unwrap();
+    let exchange = exchange_locally(&a, &b, RULES).unwrap();
+    assert_eq!(exchange.responder.refused.from_the_future, 1);
+    assert_eq!(b.stats().unwrap().keys, 0);
+}
+
+#[test]
+fn deletions_past_keeping_are_neither_sent_nor_taken() {
+    let (a, b) = (store(), store());
+    let mut old = bulk(1, 1);
+    old[0].1.data = None;
+    old[0].1.id.timestamp = NOW - RULES.tombstone_ttl_ms - 1;
+    a.merge(&old).unwrap();
+    let exchange = exchange_locally(&a, &b, RULES).unwrap();
+    assert_eq!(exchange.initiator.versions_sent, 0);
+    assert_eq!(b.stats().unwrap().keys, 0);
+}
