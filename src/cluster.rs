@@ -2,8 +2,9 @@
 //! authenticated UDP transport (`kvs-net`).
 //!
 //! One task owns the transport: it sends what the core wants sent, feeds it received
-//! datagrams and timer expiries on a monotonic clock, and logs membership events. The
-//! API reads member snapshots through [`Cluster::members`]. On shutdown the node
+//! datagrams and timer expiries on a monotonic clock, and logs membership events and
+//! hands them, as peers up and down, to replication. The API reads member snapshots
+//! through [`Cluster::members`]. On shutdown the node
 //! announces `left` and keeps gossiping briefly so that the news spreads.
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -11,8 +12,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use kvs_api::MemberInfo;
-use kvs_membership::{LocalMember, MemberState, MembershipEvent, Swim, SwimConfig};
+use kvs_membership::{LocalMember, MembershipEvent, Swim, SwimConfig};
 use kvs_net::{ClusterSecret, Datagrams, NodeId, UdpTransport};
+use kvs_sync::driver::PeerEvent;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -43,6 +45,9 @@ pub struct ClusterSettings {
     /// When this node first joined (Unix ms).
     pub joined_at: u64,
 }
+
+/// Where membership changes go, as peers up and down.
+pub type PeerSink = Arc<dyn Fn(PeerEvent) + Send + Sync>;
 
 /// What a node publishes about itself through membership: its HTTP and sync addresses.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -101,6 +106,7 @@ impl Cluster {
     /// Binds the gossip socket, joins through the seeds and starts the driver task.
     pub async fn start(
         settings: ClusterSettings,
+        peers: PeerSink,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, ClusterError> {
         let secret = ClusterSecret::new(settings.secret.as_bytes());
@@ -138,6 +144,7 @@ impl Cluster {
         let task = tokio::spawn(drive(
             Arc::clone(&swim),
             Arc::clone(&transport),
+            peers,
             epoch,
             shutdown,
         ));
@@ -169,23 +176,6 @@ impl Cluster {
                 flap_score: m.flap_score,
             })
             .collect()
-    }
-
-    /// A function giving the sync addresses of the other live (alive or suspect)
-    /// members at the time it is called.
-    pub fn sync_peers(&self) -> Arc<dyn Fn() -> Vec<SocketAddr> + Send + Sync> {
-        let swim = Arc::clone(&self.swim);
-        Arc::new(move || {
-            let swim = swim.lock().unwrap_or_else(PoisonError::into_inner);
-            let me = swim.local_id().clone();
-            swim.members()
-                .into_iter()
-                .filter(|m| {
-                    m.id != me && matches!(m.state, MemberState::Alive | MemberState::Suspect)
-                })
-                .filter_map(|m| MemberMeta::decode(&m.meta).sync.parse().ok())
-                .collect()
-        })
     }
 
     /// Membership counters in Prometheus text.
@@ -265,13 +255,14 @@ impl Cluster {
 async fn drive(
     swim: Arc<Mutex<Swim>>,
     transport: Arc<UdpTransport>,
+    peers: PeerSink,
     epoch: Instant,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let lock = || swim.lock().unwrap_or_else(PoisonError::into_inner);
     let mut leave_by: Option<Instant> = None;
     loop {
-        flush(&swim, transport.as_ref()).await;
+        flush(&swim, transport.as_ref(), &peers).await;
         let next = lock().poll_timeout();
         if leave_by.is_some_and(|by| next.is_none() || Instant::now() >= by) {
             return;
@@ -292,8 +283,8 @@ async fn drive(
     }
 }
 
-/// Sends every pending datagram and logs every pending event.
-async fn flush(swim: &Mutex<Swim>, transport: &UdpTransport) {
+/// Sends every pending datagram; logs every pending event and hands it to `peers`.
+async fn flush(swim: &Mutex<Swim>, transport: &UdpTransport, peers: &PeerSink) {
     loop {
         let (transmit, events) = {
             let mut swim = swim.lock().unwrap_or_else(PoisonError::into_inner);
@@ -302,11 +293,35 @@ async fn flush(swim: &Mutex<Swim>, transport: &UdpTransport) {
         };
         for event in events {
             log_event(&event);
+            if let Some(change) = peer_event(&event) {
+                peers(change);
+            }
         }
         let Some(transmit) = transmit else { return };
         if let Err(error) = transport.send_to(transmit.dst, &transmit.payload).await {
             tracing::debug!(%error, dst = %transmit.dst, "gossip send failed");
         }
+    }
+}
+
+/// What a membership event means for replication: a live peer at its sync address
+/// (alive, or updated), or one gone (dead, left, forgotten). Suspects stay peers.
+fn peer_event(event: &MembershipEvent) -> Option<PeerEvent> {
+    match event {
+        MembershipEvent::Alive(m) | MembershipEvent::Updated(m) => {
+            let addr = MemberMeta::decode(&m.meta).sync.parse().ok()?;
+            Some(PeerEvent::Up {
+                node_id: m.id.to_string(),
+                addr,
+            })
+        }
+        MembershipEvent::Dead(m) | MembershipEvent::Left(m) => Some(PeerEvent::Down {
+            node_id: m.id.to_string(),
+        }),
+        MembershipEvent::Removed(id) => Some(PeerEvent::Down {
+            node_id: id.to_string(),
+        }),
+        MembershipEvent::Suspect(_) => None,
     }
 }
 

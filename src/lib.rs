@@ -3,11 +3,11 @@
 //!
 //! - [`backup`]: backups and restores of a node's data;
 //! - [`config`]: the YAML config, its defaults and checks;
-//! - [`cluster`]: membership (SWIM over authenticated UDP) in the running node;
+//! - [`cluster`]: membership (SWIM over authenticated UDP) in the running node, feeding
+//!   replication (`kvs_sync::driver`, over QUIC) its peers;
 //! - [`http_server`]: the HTTP server, with header and idle timeouts and a connection cap;
 //! - [`node`]: a running node (store, group commit, HTTP API, purge, shutdown);
 //! - [`private_files`]: files and directories only the node's user may read;
-//! - [`replication`]: pushes of accepted writes to the other members over QUIC;
 //! - [`store`]: LMDB behind a write-ahead log, and group commit;
 //! - [`daemon`]: `kvs start`, `stop`, `restart`, `status`;
 //! - [`client`], [`http_client`], [`bench`]: the command-line client and load generator.
@@ -22,5 +22,4 @@ pub mod http_client;
 pub mod http_server;
 pub mod node;
 pub mod private_files;
-pub mod replication;
 pub mod store;

@@ -1,5 +1,6 @@
-//! Wiring of a running node: store, group committer, HTTP API, background purge, and
-//! graceful shutdown.
+//! Wiring of a running node: store, group committer, HTTP API, membership and
+//! replication (pushes and anti-entropy, `kvs_sync::driver` over QUIC), background purge,
+//! and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,19 +9,23 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kvs_api::{Api, ApiConfig, AuthConfig, Backend, BackupInfo, MemberInfo, RateLimit};
-use kvs_sync::{AuditEntry, AuditVerdict, Store, StoreError, WriteOp, WriteOutcome, WriteRejected};
+use kvs_sync::driver::{Replication, ReplicationConfig};
+use kvs_sync::{
+    AuditEntry, AuditVerdict, Store, StoreError, SyncStatus, WriteOp, WriteOutcome, WriteRejected,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::backup::DataDirLock;
 use crate::cluster::{Cluster, ClusterError, ClusterSettings};
 use crate::config::{Config, ConfigError};
-use crate::replication::Replicator;
 use crate::store::{DurableStore, GroupCommitter};
-use kvs_net::{ClusterSecret, QuicTransport, StreamTransport};
+use kvs_net::{ClusterSecret, QuicTransport, StreamTransport, SystemClock};
 
 /// How often expired keys and old tombstones are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a graceful shutdown waits for the push queues to empty.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The wall clock in Unix milliseconds.
 pub fn now_ms() -> u64 {
@@ -49,7 +54,7 @@ pub struct NodeBackend {
     store: Arc<DurableStore>,
     committer: GroupCommitter,
     cluster: Option<Cluster>,
-    replicator: Option<Replicator>,
+    replication: Option<Arc<Replication<QuicTransport>>>,
     data_dir: PathBuf,
 }
 
@@ -73,8 +78,8 @@ impl Backend for NodeBackend {
     async fn write(&self, op: WriteOp) -> Result<Result<WriteOutcome, WriteRejected>, StoreError> {
         let key = op.key.clone();
         let result = self.committer.write(op).await;
-        if let (Some(replicator), Ok(Ok(outcome))) = (&self.replicator, &result) {
-            replicator.push(key, outcome.version.clone());
+        if let (Some(replication), Ok(Ok(outcome))) = (&self.replication, &result) {
+            replication.push(&key, &outcome.version);
         }
         result
     }
@@ -117,12 +122,28 @@ impl Backend for NodeBackend {
         self.store.verify_audit()
     }
 
+    fn syncing(&self) -> bool {
+        self.replication.as_ref().is_some_and(|r| r.syncing())
+    }
+
+    fn sync_status(&self) -> Result<SyncStatus, StoreError> {
+        match &self.replication {
+            Some(replication) => replication.status(),
+            None => Ok(SyncStatus {
+                merkle_root: format!("{:016x}", self.store.merkle()?.root()),
+                keys: self.store.stats()?.keys,
+                syncing: false,
+                peers: Vec::new(),
+            }),
+        }
+    }
+
     fn extra_metrics(&self, out: &mut String) {
         if let Some(cluster) = &self.cluster {
             cluster.render_metrics(out);
         }
-        if let Some(replicator) = &self.replicator {
-            replicator.render_metrics(out);
+        if let Some(replication) = &self.replication {
+            replication.render_metrics(out);
         }
         let stats = self.committer.stats();
         out.push_str(&format!(
@@ -192,9 +213,9 @@ pub async fn run(
     let committer = GroupCommitter::start(Arc::clone(&store), now_ms)
         .map_err(|e| NodeError::Runtime(format!("starting the commit thread: {e}")))?;
     let public_http = SocketAddr::new(advertise, http_addr.port());
-    let (cluster, replicator) = match config.clustering_enabled {
+    let (cluster, replication) = match config.clustering_enabled {
         true => {
-            let (cluster, replicator) = start_clustering(
+            let (cluster, replication) = start_clustering(
                 &config,
                 &store,
                 &data_dir,
@@ -203,7 +224,7 @@ pub async fn run(
                 shutdown.clone(),
             )
             .await?;
-            (Some(cluster), Some(replicator))
+            (Some(cluster), Some(replication))
         }
         false => (None, None),
     };
@@ -219,18 +240,13 @@ pub async fn run(
         store: Arc::clone(&store),
         committer,
         cluster,
-        replicator,
+        replication,
         data_dir: data_dir.clone(),
     });
     let api = Api::new(Arc::clone(&backend), api_config(&config)?);
     api.bootstrap_auth(&data_dir)
         .await
         .map_err(|e| NodeError::Runtime(format!("auth bootstrap: {e}")))?;
-    if config.clustering_enabled {
-        tracing::info!(
-            "clustering enabled: membership and push replication run; anti-entropy is not yet part of this version"
-        );
-    }
     tracing::info!(node_id = %config.node_id, %http_addr, %gossip_addr, data_dir = %data_dir.display(), "node started");
     // Warned only once the node runs, so that a config error stays one line.
     crate::config::warn_if_exposed(config_path);
@@ -255,6 +271,9 @@ async fn finish(backend: Arc<NodeBackend>, store: &DurableStore) -> Result<(), N
     match Arc::try_unwrap(backend) {
         Ok(backend) => {
             backend.committer.shutdown();
+            if let Some(replication) = &backend.replication {
+                replication.drain(DRAIN_TIMEOUT).await;
+            }
             if let Some(cluster) = backend.cluster {
                 cluster.stopped().await;
             }
@@ -293,9 +312,9 @@ fn api_config(config: &Config) -> Result<ApiConfig, NodeError> {
     })
 }
 
-/// Starts membership and replication: the QUIC sync endpoint, a new incarnation (kept in
-/// the store, above every earlier start's), the gossip socket, the join through the seeds,
-/// and the push replicator.
+/// Starts membership and replication: the QUIC sync endpoint and the replication driver
+/// over it, a new incarnation (kept in the store, above every earlier start's), the
+/// gossip socket and the join through the seeds, whose member events feed replication.
 async fn start_clustering(
     config: &Config,
     store: &Arc<DurableStore>,
@@ -303,7 +322,7 @@ async fn start_clustering(
     http_addr: SocketAddr,
     joined_at: u64,
     shutdown: watch::Receiver<bool>,
-) -> Result<(Cluster, Replicator), NodeError> {
+) -> Result<(Cluster, Arc<Replication<QuicTransport>>), NodeError> {
     let secret = ClusterSecret::new(config.cluster_secret.as_bytes());
     let sync_bind = SocketAddr::new(config.bind_address, config.sync_port);
     let transport = QuicTransport::bind(sync_bind, data_dir, &secret)
@@ -332,19 +351,41 @@ async fn start_clustering(
         incarnation,
         joined_at,
     };
-    let cluster = Cluster::start(settings, shutdown.clone())
+    let replication = Arc::new(Replication::start(
+        Arc::new(transport),
+        Arc::clone(store) as Arc<dyn Store>,
+        Arc::new(SystemClock::new()),
+        replication_config(config),
+        shutdown.clone(),
+    ));
+    let sink = Arc::clone(&replication);
+    let own_id = config.node_id.clone();
+    let peers: crate::cluster::PeerSink = Arc::new(move |event| {
+        let own =
+            matches!(&event, kvs_sync::driver::PeerEvent::Up { node_id, .. } if *node_id == own_id);
+        if !own {
+            sink.peer_event(event);
+        }
+    });
+    let cluster = Cluster::start(settings, peers, shutdown)
         .await
         .map_err(|e| match e {
             ClusterError::Bind { .. } => NodeError::Config(ConfigError(e.to_string())),
             ClusterError::Protocol(_) => NodeError::Runtime(e.to_string()),
         })?;
-    let replicator = Replicator::start(
-        Arc::new(transport),
-        Arc::clone(store),
-        cluster.sync_peers(),
-        shutdown,
-    );
-    Ok((cluster, replicator))
+    Ok((cluster, replication))
+}
+
+/// Replication's settings from the node's config.
+fn replication_config(config: &Config) -> ReplicationConfig {
+    ReplicationConfig {
+        sync_interval: config.sync_interval.0,
+        max_clock_skew: config.max_clock_skew.0,
+        tombstone_ttl: config.tombstone_ttl.0,
+        seed: kvs_net::random_seed(),
+        expect_peers: !config.seed_nodes.is_empty(),
+        ..ReplicationConfig::default()
+    }
 }
 
 /// Takes a backup every `backup_interval` and keeps the newest `backup_retention`, while

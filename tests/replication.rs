@@ -4,66 +4,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Node;
-use serde_json::Value;
-
-const SECRET: &str = "replication-test-secret";
-
-fn config(seed: Option<&str>, secret: &str) -> String {
-    let seeds = seed.map_or("[]".to_owned(), |s| format!("[\"{s}\"]"));
-    format!(
-        "auth_enabled: false\ngossip_port: 0\nsync_port: 0\ncluster_secret: {secret}\nseed_nodes: {seeds}\n"
-    )
-}
-
-fn gossip_addr(node: &Node) -> String {
-    let members = node.get("/members").json();
-    members["members"][0]["gossip_addr"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn within(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let started = Instant::now();
-    while started.elapsed() <= limit {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-fn cluster(n: usize) -> Vec<Node> {
-    let first = Node::start_named("n0", &config(None, SECRET));
-    let seed = gossip_addr(&first);
-    let mut nodes = vec![first];
-    for i in 1..n {
-        nodes.push(Node::start_named(
-            &format!("n{i}"),
-            &config(Some(&seed), SECRET),
-        ));
-    }
-    let formed = within(Duration::from_secs(10), || {
-        nodes
-            .iter()
-            .all(|node| node.get("/health").json()["members"] == n)
-    });
-    assert!(formed, "the cluster did not form");
-    nodes
-}
-
-fn uuid_on(node: &Node, key: &str) -> Option<Value> {
-    let answer = node.get(&format!("/kv/{key}"));
-    (answer.status == 200).then(|| answer.json()["uuid"].clone())
-}
+use common::cluster::{cluster, config, gossip_addr, uuid_on, within};
 
 #[test]
 fn writes_and_deletes_reach_every_node() {
-    let nodes = cluster(3);
+    let nodes = cluster(3, "");
     let written = nodes[0].put("/kv/r/1", "{\"v\":1}");
     assert_eq!(written.status, 201);
     let uuid = written.json()["uuid"].clone();
@@ -89,7 +37,7 @@ fn writes_and_deletes_reach_every_node() {
 
 #[test]
 fn concurrent_writes_converge_to_one_winner() {
-    let nodes = cluster(3);
+    let nodes = cluster(3, "");
     for round in 0..5 {
         let key = format!("/kv/race/{round}");
         let handles: Vec<_> = nodes
@@ -113,9 +61,12 @@ fn concurrent_writes_converge_to_one_winner() {
 
 #[test]
 fn a_node_with_another_secret_exchanges_nothing() {
-    let nodes = cluster(2);
+    let nodes = cluster(2, "");
     let seed = gossip_addr(&nodes[0]);
-    let outsider = Node::start_named("outsider", &config(Some(&seed), "another-secret-entirely"));
+    let outsider = Node::start_named(
+        "outsider",
+        &config(Some(&seed), "another-secret-entirely", ""),
+    );
     assert_eq!(outsider.put("/kv/from/outside", "1").status, 201);
     assert_eq!(nodes[0].put("/kv/from/inside", "1").status, 201);
     assert!(within(Duration::from_secs(5), || nodes[1]

@@ -3,7 +3,9 @@
 
 use std::future::Future;
 
-use kvs_sync::{AuditEntry, AuditVerdict, Store, StoreError, WriteOp, WriteOutcome, WriteRejected};
+use kvs_sync::{
+    AuditEntry, AuditVerdict, Store, StoreError, SyncStatus, WriteOp, WriteOutcome, WriteRejected,
+};
 use serde::Serialize;
 
 /// A member of the cluster as `GET /members` shows it.
@@ -81,4 +83,21 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Extra Prometheus text lines (membership, sync) appended to `/metrics`.
     fn extra_metrics(&self, out: &mut String);
+
+    /// Whether the node has not completed its first sync with a peer yet (`/health`
+    /// then says `syncing`); a node without peers to expect never is.
+    fn syncing(&self) -> bool {
+        false
+    }
+
+    /// This node's view of data sync (`GET /sync`); without clustering, the store's
+    /// merkle root and key count and no peers.
+    fn sync_status(&self) -> Result<SyncStatus, StoreError> {
+        Ok(SyncStatus {
+            merkle_root: format!("{:016x}", self.store().merkle()?.root()),
+            keys: self.store().stats()?.keys,
+            syncing: false,
+            peers: Vec::new(),
+        })
+    }
 }

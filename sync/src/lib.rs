@@ -12,10 +12,13 @@
 
 mod admission;
 mod audit;
+#[cfg(feature = "driver")]
+pub mod driver;
 mod memory;
 pub mod merkle;
 pub mod protocol;
 mod session;
+mod status;
 mod store;
 mod version;
 mod write;
@@ -30,6 +33,7 @@ pub use merkle::MerkleTree;
 pub use session::{
     Exchange, Session, SessionError, SessionStats, approximate_size, exchange_locally,
 };
+pub use status::{PeerStatus, SyncStatus};
 pub use store::{
     Cursor, ListPage, Listed, PurgeStats, Store, StoreError, StoreOptions, StoreStats, WriteOutcome,
 };

@@ -1,7 +1,8 @@
-//! The cluster and operations routes: `/health`, `/members`, `/metrics`, `/openapi.json`.
+//! The cluster and operations routes: `/health`, `/members`, `/sync`, `/metrics`,
+//! `/openapi.json`.
 //!
-//! Only `/members` needs authentication (the `read` scope, or `allow_anonymous_read`);
-//! `/health`, `/metrics` and `/openapi.json` are open.
+//! `/members` and `/sync` need authentication (the `read` scope, or
+//! `allow_anonymous_read`); `/health`, `/metrics` and `/openapi.json` are open.
 
 use std::fmt::Write as _;
 
@@ -9,6 +10,8 @@ use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response as WarpResponse;
 
 use super::{Api, Caller, Handled, json_response};
+use kvs_sync::StoreError;
+
 use crate::Backend;
 use crate::auth::Operation;
 
@@ -23,8 +26,13 @@ impl<B: Backend> Api<B> {
             .iter()
             .filter(|m| m.state == "alive" || m.state == "suspect")
             .count();
+        let status = if self.backend.syncing() {
+            "syncing"
+        } else {
+            "ok"
+        };
         let body = serde_json::json!({
-            "status": "ok",
+            "status": status,
             "node_id": self.backend.node_id(),
             "version": self.config.version,
             "members": members,
@@ -36,6 +44,14 @@ impl<B: Backend> Api<B> {
         self.authorize(caller, Operation::List)?;
         let body = serde_json::json!({ "members": self.backend.members() });
         Ok(json_response(StatusCode::OK, body.to_string()))
+    }
+
+    pub(super) fn sync(&self, caller: &Caller) -> Handled {
+        self.authorize(caller, Operation::List)?;
+        let status = self.backend.sync_status()?;
+        let body =
+            serde_json::to_string(&status).map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(json_response(StatusCode::OK, body))
     }
 
     pub(super) fn metrics(&self) -> Handled {

@@ -268,6 +268,7 @@ impl<B: Backend> Api<B> {
         match path {
             "/kv" | "/kv/" => self.only_get(request, |api| api.list(caller, &request.query)),
             "/members" => self.only_get(request, |api| api.members(caller)),
+            "/sync" => self.only_get(request, |api| api.sync(caller)),
             "/audit" => self.only_get(request, |api| api.audit_entries(&request.query)),
             "/audit/verify" => self.only_get(request, Api::audit_verify),
             _ => Err(ApiError::not_found(format!("no route for {path}"))),

@@ -1,0 +1,181 @@
+//! Anti-entropy over streams: one [`Session`] per round with one peer, each message a
+//! frame, the store work off the async workers. The round loop picks a peer every
+//! `sync_interval` (peers that missed pushes first, else at random) and at once when a
+//! peer comes up; the serving side answers sessions that peers open.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use kvs_net::{BiStream, Connection, StreamTransport};
+use rand::Rng;
+use tokio::sync::{mpsc, watch};
+
+use super::{KIND_SYNC, Shared, blocking};
+use crate::protocol::{Message, decode, encode};
+use crate::{Session, SessionError};
+
+/// How long a peer may take to answer one message of a session.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a round failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RoundError {
+    #[error(transparent)]
+    Net(#[from] kvs_net::NetError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("bad frame: {0}")]
+    Frame(#[from] crate::protocol::FrameError),
+    #[error("the peer did not answer in time")]
+    TimedOut,
+    #[error("the peer ended the session early")]
+    Ended,
+}
+
+/// Runs `session` (and its first messages `out`) over `stream` until it is done.
+/// Returns the round trips it waited for.
+async fn converse<T: StreamTransport, S: BiStream>(
+    shared: &Arc<Shared<T>>,
+    stream: &mut S,
+    mut session: Session,
+    mut out: Vec<Message>,
+) -> Result<(Session, u64), RoundError> {
+    let mut round_trips = 0;
+    loop {
+        let sent = !out.is_empty();
+        for message in out.drain(..) {
+            let frame = encode(&message);
+            shared
+                .counters
+                .bytes_sent
+                .fetch_add(frame.len() as u64, Ordering::Relaxed);
+            stream.send_frame(&frame).await?;
+        }
+        if session.is_done() {
+            return Ok((session, round_trips));
+        }
+        round_trips += u64::from(sent);
+        let frame = tokio::time::timeout(REPLY_TIMEOUT, stream.recv_frame())
+            .await
+            .map_err(|_| RoundError::TimedOut)??
+            .ok_or(RoundError::Ended)?;
+        shared
+            .counters
+            .bytes_received
+            .fetch_add(frame.len() as u64, Ordering::Relaxed);
+        let message = decode(&frame)?;
+        let (store, now) = (Arc::clone(&shared.store), shared.now_ms());
+        let (back, replies) = blocking(move || {
+            let replies = session.handle(message, store.as_ref(), now);
+            Ok((session, replies))
+        })
+        .await
+        .map_err(SessionError::Store)?;
+        session = back;
+        out = replies?;
+    }
+}
+
+/// One round with the peer at `addr`, this node opening the session.
+pub(crate) async fn run_round<T: StreamTransport>(
+    shared: &Arc<Shared<T>>,
+    node_id: &str,
+    addr: std::net::SocketAddr,
+) -> Result<(), RoundError> {
+    let connection = match shared.connection(addr).await {
+        Ok(connection) => connection,
+        Err(error) => {
+            shared.forget_connection(addr);
+            return Err(error.into());
+        }
+    };
+    let mut stream = match connection.open_stream().await {
+        Ok(stream) => stream,
+        Err(error) => {
+            shared.forget_connection(addr);
+            return Err(error.into());
+        }
+    };
+    stream.send_frame(KIND_SYNC).await?;
+    let (store, rules) = (Arc::clone(&shared.store), shared.admission());
+    let (session, opening) = blocking(move || {
+        let mut session = Session::initiator(rules);
+        let opening = session.start(store.as_ref());
+        Ok((session, opening))
+    })
+    .await
+    .map_err(SessionError::Store)?;
+    let (session, round_trips) = converse(shared, &mut stream, session, opening?).await?;
+    let _ = stream.finish();
+    shared
+        .counters
+        .round_trips
+        .fetch_add(round_trips, Ordering::Relaxed);
+    shared.counters.session(&session.stats());
+    shared.completed(node_id);
+    tracing::debug!(%node_id, round_trips, stats = ?session.stats(), "sync round done");
+    Ok(())
+}
+
+/// Answers a session a peer opened on `stream`.
+pub(crate) async fn serve<T: StreamTransport>(
+    shared: Arc<Shared<T>>,
+    mut stream: <T::Conn as Connection>::Stream,
+    from: std::net::SocketAddr,
+) {
+    let session = Session::responder(shared.admission());
+    match converse(&shared, &mut stream, session, Vec::new()).await {
+        Ok((session, _)) => {
+            let _ = stream.finish();
+            shared.counters.session(&session.stats());
+            if let Some(node_id) = shared.peer_at(from) {
+                shared.completed(&node_id);
+            }
+        }
+        Err(error) => {
+            shared
+                .counters
+                .rounds_failed
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%from, %error, "serving a sync session failed");
+        }
+    }
+}
+
+/// Runs rounds until shutdown: every `sync_interval` (jittered by up to a quarter) with
+/// a peer that missed pushes or a random one, and at once with each peer named on `wake`.
+pub(crate) async fn round_loop<T: StreamTransport>(
+    shared: Arc<Shared<T>>,
+    mut wake: mpsc::UnboundedReceiver<String>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut rng = kvs_net::seeded_rng(shared.config.seed, "sync peers");
+    loop {
+        let interval = shared.config.sync_interval;
+        let jitter = rng.gen_range(0..=interval.as_millis() as u64 / 4);
+        let sleep = interval.saturating_sub(Duration::from_millis(jitter));
+        let chosen = tokio::select! {
+            _ = tokio::time::sleep(sleep) => shared.pick_peer(&mut rng),
+            woken = wake.recv() => match woken {
+                Some(node_id) => shared.peer_addr(&node_id).map(|addr| (node_id, addr)),
+                None => return,
+            },
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let Some((node_id, addr)) = chosen else {
+            continue;
+        };
+        let round = tokio::select! {
+            round = run_round(&shared, &node_id, addr) => round,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        if let Err(error) = round {
+            shared
+                .counters
+                .rounds_failed
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%node_id, %error, "sync round failed");
+        }
+    }
+}

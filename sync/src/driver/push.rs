@@ -1,0 +1,304 @@
+//! Pushes: every accepted local write goes at once to every live peer, through one
+//! bounded queue and one sender task per peer, so that a slow, paused or dead peer never
+//! delays the others. The receiver merges a batch durably, then acknowledges it; a batch
+//! that gets no acknowledgement is sent again on a fresh connection once (a connection
+//! that idled out is the common case), and then left to anti-entropy, which also takes
+//! over when a queue outgrows its byte bound.
+//!
+//! Frame: bincode (`=2.0.1`, standard config) of [`PushFrame`]; the acknowledgement is
+//! the number of versions stored, u32 big-endian.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use kvs_net::{BiStream, Connection, StreamTransport};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use super::{KIND_PUSH, Shared, blocking};
+use crate::{Version, approximate_size};
+
+/// The push protocol's version.
+const PROTOCOL: u8 = 1;
+/// How long a peer may take to store and acknowledge one batch.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One batch of versions to merge.
+#[derive(Debug, Serialize, Deserialize)]
+struct PushFrame {
+    protocol: u8,
+    versions: Vec<(String, Version)>,
+}
+
+fn encode(versions: Vec<(String, Version)>) -> Vec<u8> {
+    let frame = PushFrame {
+        protocol: PROTOCOL,
+        versions,
+    };
+    bincode::serde::encode_to_vec(&frame, bincode::config::standard()).unwrap_or_default()
+}
+
+/// Decodes a push frame; `None` for anything malformed (never a panic).
+fn decode(bytes: &[u8]) -> Option<Vec<(String, Version)>> {
+    let config = bincode::config::standard().with_limit::<{ 64 * 1024 * 1024 }>();
+    let (frame, used): (PushFrame, usize) =
+        bincode::serde::decode_from_slice(bytes, config).ok()?;
+    (used == bytes.len() && frame.protocol == PROTOCOL).then_some(frame.versions)
+}
+
+#[derive(Default)]
+struct Queued {
+    items: VecDeque<(String, Version, usize)>,
+    bytes: usize,
+    closed: bool,
+}
+
+/// The versions waiting for one peer, bounded in bytes.
+#[derive(Default)]
+pub(crate) struct PeerQueue {
+    queued: Mutex<Queued>,
+    ready: Notify,
+}
+
+impl PeerQueue {
+    fn lock(&self) -> MutexGuard<'_, Queued> {
+        self.queued.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a version; `false` when the queue would pass `limit` bytes: it is then
+    /// emptied, and the peer is left to anti-entropy.
+    pub(crate) fn push(&self, key: String, version: Version, limit: usize) -> bool {
+        let size = approximate_size(&key, &version);
+        let mut queued = self.lock();
+        if queued.closed {
+            return true;
+        }
+        if queued.bytes + size > limit && !queued.items.is_empty() {
+            queued.items.clear();
+            queued.bytes = 0;
+            return false;
+        }
+        queued.bytes += size;
+        queued.items.push_back((key, version, size));
+        drop(queued);
+        self.ready.notify_one();
+        true
+    }
+
+    /// Bytes queued.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.lock().bytes as u64
+    }
+
+    /// Stops the sender and forgets what is queued.
+    pub(crate) fn close(&self) {
+        let mut queued = self.lock();
+        queued.closed = true;
+        queued.items.clear();
+        queued.bytes = 0;
+        drop(queued);
+        self.ready.notify_one();
+    }
+
+    /// Waits for versions and takes about `budget` bytes of them (at least one);
+    /// `None` once closed.
+    async fn next_batch(&self, budget: usize) -> Option<Vec<(String, Version)>> {
+        loop {
+            {
+                let mut queued = self.lock();
+                if queued.closed {
+                    return None;
+                }
+                if !queued.items.is_empty() {
+                    let mut batch = Vec::new();
+                    let mut bytes = 0;
+                    while let Some((_, _, size)) = queued.items.front() {
+                        if !batch.is_empty() && bytes + size > budget {
+                            break;
+                        }
+                        let Some((key, version, size)) = queued.items.pop_front() else {
+                            break;
+                        };
+                        bytes += size;
+                        batch.push((key, version));
+                    }
+                    queued.bytes -= bytes;
+                    return Some(batch);
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+}
+
+/// A push stream to one peer, with the connection it runs on.
+struct Link<T: StreamTransport> {
+    _connection: T::Conn,
+    stream: <T::Conn as Connection>::Stream,
+}
+
+/// Sends `peer`'s queue until it is closed.
+pub(crate) async fn send_loop<T: StreamTransport>(
+    shared: Arc<Shared<T>>,
+    node_id: String,
+    addr: std::net::SocketAddr,
+    queue: Arc<PeerQueue>,
+) {
+    let mut link: Option<Link<T>> = None;
+    while let Some(batch) = queue.next_batch(shared.config.batch_bytes).await {
+        let count = batch.len() as u64;
+        let frame = encode(batch);
+        let mut delivered = false;
+        for _attempt in 0..2 {
+            if link.is_none() {
+                link = open_link(&shared, addr).await;
+            }
+            let Some(open) = link.as_mut() else { continue };
+            match tokio::time::timeout(ACK_TIMEOUT, send_batch(&mut open.stream, &frame)).await {
+                Ok(Ok(())) => {
+                    delivered = true;
+                    break;
+                }
+                failed => {
+                    tracing::debug!(%node_id, ?failed, "push failed; reconnecting");
+                    link = None;
+                    shared.forget_connection(addr);
+                }
+            }
+        }
+        shared.counters.pushed.fetch_add(count, Ordering::Relaxed);
+        if delivered {
+            shared
+                .counters
+                .push_acks
+                .fetch_add(count, Ordering::Relaxed);
+        } else {
+            shared.counters.push_errors.fetch_add(1, Ordering::Relaxed);
+            shared.mark_behind(&node_id);
+        }
+    }
+}
+
+async fn open_link<T: StreamTransport>(
+    shared: &Shared<T>,
+    addr: std::net::SocketAddr,
+) -> Option<Link<T>> {
+    let connection = shared.connection(addr).await.ok()?;
+    let mut stream = connection.open_stream().await.ok()?;
+    stream.send_frame(KIND_PUSH).await.ok()?;
+    Some(Link {
+        _connection: connection,
+        stream,
+    })
+}
+
+async fn send_batch<S: BiStream>(stream: &mut S, frame: &[u8]) -> Result<(), kvs_net::NetError> {
+    stream.send_frame(frame).await?;
+    match stream.recv_frame().await? {
+        Some(ack) if ack.len() == 4 => Ok(()),
+        _ => Err(kvs_net::NetError::Closed),
+    }
+}
+
+/// Serves a push stream from a peer: merge each batch durably, then acknowledge it.
+pub(crate) async fn serve<T: StreamTransport>(
+    shared: Arc<Shared<T>>,
+    mut stream: <T::Conn as Connection>::Stream,
+) {
+    while let Ok(Some(frame)) = stream.recv_frame().await {
+        let Some(versions) = decode(&frame) else {
+            shared
+                .counters
+                .malformed_frames
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let received = versions.len() as u64;
+        let (taken, refused) = shared.admission().filter(versions);
+        shared.counters.refused(refused);
+        shared
+            .counters
+            .push_received
+            .fetch_add(received, Ordering::Relaxed);
+        let store = Arc::clone(&shared.store);
+        let stored = match blocking(move || store.merge(&taken)).await {
+            Ok(stored) => stored as u64,
+            Err(error) => {
+                tracing::error!(%error, "storing pushed versions failed");
+                return;
+            }
+        };
+        shared
+            .counters
+            .push_stored
+            .fetch_add(stored, Ordering::Relaxed);
+        let ack = u32::try_from(stored).unwrap_or(u32::MAX).to_be_bytes();
+        if stream.send_frame(&ack).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::VersionId;
+
+    fn version(size: usize) -> Version {
+        Version {
+            id: VersionId {
+                timestamp: 5,
+                origin_joined_at: 1,
+                uuid: uuid::Uuid::from_u128(3),
+            },
+            data: Some("7".repeat(size)),
+            owner: Some("u".into()),
+            group: None,
+            permissions: 0xf31,
+            expires_at: Some(9),
+        }
+    }
+
+    #[test]
+    fn frames_roundtrip_and_bad_frames_are_none() {
+        let versions = vec![
+            ("a/b".to_owned(), version(3)),
+            ("_auth/x".to_owned(), version(1)),
+        ];
+        let good = encode(versions.clone());
+        assert_eq!(decode(&good), Some(versions));
+        for cut in 0..good.len() {
+            assert_eq!(decode(&good[..cut]), None, "cut at {cut}");
+        }
+        let mut other = good.clone();
+        other[0] = 9;
+        assert_eq!(decode(&other), None);
+        for garbage in [&b""[..], b"\x01\xff\xff\xff\xff\xff", &[0u8; 64]] {
+            assert_eq!(decode(garbage), None);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_queue_is_bounded_and_batches_by_bytes() {
+        let queue = PeerQueue::default();
+        for n in 0..10 {
+            assert!(queue.push(format!("k{n}"), version(1000), 100_000));
+        }
+        let batch = queue.next_batch(3000).await.unwrap();
+        assert_eq!(batch.len(), 2, "about 3,000 bytes");
+        assert!(
+            !queue.push("big".into(), version(200_000), 100_000),
+            "overflow"
+        );
+        assert_eq!(queue.bytes(), 0, "an overflow empties the queue");
+        assert!(
+            queue.push("huge".into(), version(200_000), 100_000),
+            "one version always fits"
+        );
+        assert_eq!(queue.next_batch(10).await.unwrap().len(), 1);
+        queue.close();
+        assert!(queue.next_batch(10).await.is_none());
+    }
+}

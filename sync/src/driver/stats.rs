@@ -1,0 +1,169 @@
+//! Counters of the replication driver and their Prometheus text.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::{PeerStatus, RefusalCounts, SessionStats};
+
+/// Monotonic counters (Prometheus `_total`).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) rounds: AtomicU64,
+    pub(crate) rounds_failed: AtomicU64,
+    pub(crate) round_trips: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) versions_sent: AtomicU64,
+    pub(crate) versions_received: AtomicU64,
+    pub(crate) versions_stored: AtomicU64,
+    pub(crate) refused_malformed: AtomicU64,
+    pub(crate) refused_future: AtomicU64,
+    pub(crate) refused_past_keeping: AtomicU64,
+    pub(crate) pushed: AtomicU64,
+    pub(crate) push_acks: AtomicU64,
+    pub(crate) push_errors: AtomicU64,
+    pub(crate) push_overflows: AtomicU64,
+    pub(crate) push_received: AtomicU64,
+    pub(crate) push_stored: AtomicU64,
+    pub(crate) malformed_frames: AtomicU64,
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn refused(&self, refused: RefusalCounts) {
+        add(&self.refused_malformed, refused.malformed);
+        add(&self.refused_future, refused.from_the_future);
+        add(&self.refused_past_keeping, refused.past_keeping);
+    }
+
+    pub(crate) fn session(&self, stats: &SessionStats) {
+        add(&self.versions_sent, stats.versions_sent);
+        add(&self.versions_received, stats.versions_received);
+        add(&self.versions_stored, stats.versions_stored);
+        self.refused(stats.refused);
+    }
+
+    pub(crate) fn render(&self, out: &mut String) {
+        let rows: [(&str, &str, &AtomicU64); 18] = [
+            (
+                "sync_rounds_total",
+                "Anti-entropy sessions completed.",
+                &self.rounds,
+            ),
+            (
+                "sync_rounds_failed_total",
+                "Anti-entropy sessions that failed.",
+                &self.rounds_failed,
+            ),
+            (
+                "sync_round_trips_total",
+                "Round trips of sessions this node opened.",
+                &self.round_trips,
+            ),
+            (
+                "sync_sent_bytes_total",
+                "Frame bytes sent by anti-entropy.",
+                &self.bytes_sent,
+            ),
+            (
+                "sync_received_bytes_total",
+                "Frame bytes received by anti-entropy.",
+                &self.bytes_received,
+            ),
+            (
+                "sync_versions_sent_total",
+                "Versions sent by anti-entropy.",
+                &self.versions_sent,
+            ),
+            (
+                "sync_versions_received_total",
+                "Versions received by anti-entropy.",
+                &self.versions_received,
+            ),
+            (
+                "sync_versions_stored_total",
+                "Versions received by anti-entropy and stored.",
+                &self.versions_stored,
+            ),
+            (
+                "sync_refused_malformed_total",
+                "Versions from peers refused as malformed.",
+                &self.refused_malformed,
+            ),
+            (
+                "sync_refused_future_total",
+                "Versions from peers stamped beyond max_clock_skew.",
+                &self.refused_future,
+            ),
+            (
+                "sync_refused_past_keeping_total",
+                "Deletions from peers older than tombstone_ttl.",
+                &self.refused_past_keeping,
+            ),
+            (
+                "replication_sent_total",
+                "Versions pushed to peers (once per peer).",
+                &self.pushed,
+            ),
+            (
+                "replication_acked_total",
+                "Versions peers acknowledged as stored durably.",
+                &self.push_acks,
+            ),
+            (
+                "replication_send_errors_total",
+                "Push batches that failed (left to anti-entropy).",
+                &self.push_errors,
+            ),
+            (
+                "replication_queue_overflows_total",
+                "Peer queues dropped for size (left to anti-entropy).",
+                &self.push_overflows,
+            ),
+            (
+                "replication_received_total",
+                "Versions received by push.",
+                &self.push_received,
+            ),
+            (
+                "replication_stored_total",
+                "Versions received by push and stored.",
+                &self.push_stored,
+            ),
+            (
+                "replication_malformed_total",
+                "Frames from peers dropped as malformed.",
+                &self.malformed_frames,
+            ),
+        ];
+        for (name, help, counter) in rows {
+            let _ = write!(
+                out,
+                "# HELP kvs_{name} {help}\n# TYPE kvs_{name} counter\nkvs_{name} {}\n",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+/// Per-peer gauges in Prometheus text.
+pub(crate) fn render_peers(peers: &BTreeMap<String, PeerStatus>, out: &mut String) {
+    out.push_str("# HELP kvs_sync_last_complete_ms When a session with each peer last completed (Unix ms).\n# TYPE kvs_sync_last_complete_ms gauge\n");
+    for (id, peer) in peers {
+        if let Some(at) = peer.last_sync {
+            let _ = writeln!(out, "kvs_sync_last_complete_ms{{node_id=\"{id}\"}} {at}");
+        }
+    }
+    out.push_str("# HELP kvs_replication_queue_bytes Bytes queued for each peer.\n# TYPE kvs_replication_queue_bytes gauge\n");
+    for (id, peer) in peers {
+        let _ = writeln!(
+            out,
+            "kvs_replication_queue_bytes{{node_id=\"{id}\"}} {}",
+            peer.queue_bytes
+        );
+    }
+}

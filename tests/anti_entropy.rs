@@ -1,0 +1,115 @@
+//! Anti-entropy with real processes on loopback: a node that was down catches up on the
+//! writes and deletes it missed, a new node receives what the cluster holds, a node that
+//! expects peers says `syncing` until its first session, and converged nodes report the
+//! same merkle root.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Node;
+use common::cluster::{SECRET, cluster, config, gossip_addr, sync_status, within};
+
+/// Rounds every 300 ms, so that tests do not wait for the 5 s default.
+const FAST: &str = "sync_interval: 300ms\n";
+
+fn same_root(nodes: &[&Node]) -> bool {
+    let roots: Vec<_> = nodes
+        .iter()
+        .map(|n| sync_status(n)["merkle_root"].clone())
+        .collect();
+    roots.iter().all(|root| *root == roots[0])
+}
+
+#[test]
+fn a_restarted_node_catches_up_on_missed_writes_and_deletes() {
+    let mut nodes = cluster(3, FAST);
+    assert_eq!(nodes[0].put("/kv/doomed", "1").status, 201);
+    assert!(within(Duration::from_secs(5), || nodes[2]
+        .get("/kv/doomed")
+        .status
+        == 200));
+    nodes[2].kill();
+    for n in 0..300 {
+        assert!(
+            nodes[n % 2]
+                .put(&format!("/kv/missed/{n}"), &n.to_string())
+                .status
+                < 300
+        );
+    }
+    assert_eq!(nodes[1].delete("/kv/doomed").status, 204);
+    nodes[2].launch();
+    let caught_up = within(Duration::from_secs(20), || {
+        nodes[2].get("/kv/doomed").status == 404
+            && (0..300).all(|n| nodes[2].get(&format!("/kv/missed/{n}")).status == 200)
+    });
+    assert!(caught_up, "the restarted node lacks writes or the delete");
+    let converged = within(Duration::from_secs(10), || {
+        same_root(&[&nodes[0], &nodes[1], &nodes[2]])
+    });
+    assert!(
+        converged,
+        "merkle roots differ: {:?}",
+        nodes.iter().map(sync_status).collect::<Vec<_>>()
+    );
+    assert_eq!(nodes[2].get("/kv/missed/299").json()["data"], 299);
+    let metrics = nodes[2].get("/metrics").body;
+    assert!(metrics.contains("kvs_sync_rounds_total"), "{metrics}");
+}
+
+#[test]
+fn a_new_node_receives_what_the_cluster_holds() {
+    let nodes = cluster(2, FAST);
+    for n in 0..500 {
+        assert_eq!(
+            nodes[n % 2].put(&format!("/kv/old/{n:04}"), "\"v\"").status,
+            201
+        );
+    }
+    let seed = gossip_addr(&nodes[0]);
+    let newcomer = Node::start_named("late", &config(Some(&seed), SECRET, FAST));
+    let complete = within(Duration::from_secs(20), || {
+        newcomer.get("/health").json()["status"] == "ok" && sync_status(&newcomer)["keys"] == 500
+    });
+    assert!(
+        complete,
+        "the new node did not catch up: {}",
+        sync_status(&newcomer)
+    );
+    assert!(within(Duration::from_secs(10), || same_root(&[
+        &nodes[0], &nodes[1], &newcomer
+    ])));
+    let listed = newcomer.get("/kv?prefix=old/&limit=1000").json();
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(500));
+    let status = sync_status(&newcomer);
+    let peers = status["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 2, "{status}");
+    assert!(peers.iter().any(|p| p["last_sync"].is_u64()), "{status}");
+}
+
+#[test]
+fn a_node_that_expects_peers_is_syncing_until_its_first_session() {
+    // The seed answers nothing: the node keeps expecting a peer, and serves reads.
+    let lonely = Node::start_named("lonely", &config(Some("127.0.0.1:9"), SECRET, FAST));
+    assert_eq!(lonely.get("/health").json()["status"], "syncing");
+    assert_eq!(sync_status(&lonely)["syncing"], true);
+    assert_eq!(lonely.get("/kv/anything").status, 404);
+    assert_eq!(lonely.put("/kv/local", "1").status, 201);
+    // A node without seeds expects nobody.
+    let first = Node::start_named("first", &config(None, SECRET, FAST));
+    assert_eq!(first.get("/health").json()["status"], "ok");
+}
+
+#[test]
+fn sync_status_without_clustering_shows_the_store() {
+    let node = Node::start(common::PLAIN);
+    let empty = sync_status(&node);
+    assert_eq!(empty["keys"], 0);
+    assert_eq!(empty["merkle_root"], "0000000000000000");
+    assert_eq!(node.put("/kv/a", "1").status, 201);
+    let after = sync_status(&node);
+    assert_eq!(after["keys"], 1);
+    assert_ne!(after["merkle_root"], empty["merkle_root"]);
+    assert_eq!(after["peers"].as_array().map(Vec::len), Some(0));
+}

@@ -1,0 +1,72 @@
+//! Clusters of real nodes on loopback for the replication tests: configs that join
+//! through a seed, the wait until every node sees every member, and polling helpers.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::Node;
+
+/// The cluster secret of test clusters.
+pub const SECRET: &str = "replication-test-secret";
+
+/// A clustered config (auth off, free ports) joining through `seed`, plus `extra` lines.
+pub fn config(seed: Option<&str>, secret: &str, extra: &str) -> String {
+    let seeds = seed.map_or("[]".to_owned(), |s| format!("[\"{s}\"]"));
+    format!(
+        "auth_enabled: false\ngossip_port: 0\nsync_port: 0\ncluster_secret: {secret}\nseed_nodes: {seeds}\n{extra}"
+    )
+}
+
+/// The gossip address `node` publishes for itself.
+pub fn gossip_addr(node: &Node) -> String {
+    let members = node.get("/members").json();
+    members["members"][0]["gossip_addr"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Polls `check` every 50 ms for at most `limit`.
+pub fn within(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() <= limit {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// `n` nodes `n0`.. joined through `n0`, each config with `extra` lines; returns once
+/// every node counts `n` live members.
+pub fn cluster(n: usize, extra: &str) -> Vec<Node> {
+    let first = Node::start_named("n0", &config(None, SECRET, extra));
+    let seed = gossip_addr(&first);
+    let mut nodes = vec![first];
+    for i in 1..n {
+        nodes.push(Node::start_named(
+            &format!("n{i}"),
+            &config(Some(&seed), SECRET, extra),
+        ));
+    }
+    let formed = within(Duration::from_secs(10), || {
+        nodes
+            .iter()
+            .all(|node| node.get("/health").json()["members"] == n)
+    });
+    assert!(formed, "the cluster did not form");
+    nodes
+}
+
+/// The uuid of `key`'s current version on `node`, if it is there.
+pub fn uuid_on(node: &Node, key: &str) -> Option<Value> {
+    let answer = node.get(&format!("/kv/{key}"));
+    (answer.status == 200).then(|| answer.json()["uuid"].clone())
+}
+
+/// `node`'s `GET /sync`.
+pub fn sync_status(node: &Node) -> Value {
+    node.get("/sync").json()
+}
