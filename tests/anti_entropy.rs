@@ -113,3 +113,33 @@ fn sync_status_without_clustering_shows_the_store() {
     assert_ne!(after["merkle_root"], empty["merkle_root"]);
     assert_eq!(after["peers"].as_array().map(Vec::len), Some(0));
 }
+
+#[test]
+fn a_delete_on_a_node_without_the_key_still_wins_over_older_copies() {
+    let nodes = cluster(2, FAST);
+    assert_eq!(nodes[0].put("/kv/elsewhere", "\"old\"").status, 201);
+    // A node outside the cluster deletes the key it never held: 404, and a tombstone.
+    let mut outsider = Node::start_named("outsider", &config(None, SECRET, FAST));
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(outsider.delete("/kv/elsewhere").status, 404);
+    assert_eq!(outsider.delete("/kv/elsewhere").status, 404);
+    // It joins: its delete is newer than the copies the others hold.
+    outsider.kill();
+    let seed = gossip_addr(&nodes[0]);
+    std::fs::write(
+        &outsider.config,
+        format!(
+            "node_id: outsider\nhttp_port: 0\n{}",
+            config(Some(&seed), SECRET, FAST)
+        ),
+    )
+    .unwrap();
+    outsider.launch();
+    let deleted = within(Duration::from_secs(20), || {
+        nodes.iter().all(|n| n.get("/kv/elsewhere").status == 404)
+    });
+    assert!(deleted, "an older copy survived the delete");
+    assert!(within(Duration::from_secs(10), || same_root(&[
+        &nodes[0], &nodes[1], &outsider
+    ])));
+}

@@ -20,7 +20,8 @@ macro_rules! store_conformance_tests {
             history_newest_first_and_capped, history_disabled, purge_expired_and_tombstones, merge_keeps_the_winner,
             batch_ops_see_each_other, values_roundtrip, stats_count_keys,
             set_meta_changes_only_metadata, merkle_tracks_every_change,
-            tombstone_of_an_expired_value_is_kept_from_its_expiry);
+            tombstone_of_an_expired_value_is_kept_from_its_expiry,
+            ttl_counts_from_the_wall_clock);
     };
     (@tests $factory:expr; $($check:ident),*) => {
         $(
@@ -134,11 +135,17 @@ pub fn preconditions<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
     assert_eq!(store.get("a").unwrap().unwrap().data.as_deref(), Some("3"));
 }
 
-/// A delete leaves a tombstone; deleting it again is `NotFound`; a put recreates it.
+/// A delete leaves a tombstone; deleting it again is `NotFound`; a put recreates it. A
+/// delete of a key never held leaves a tombstone too, reported as absent (`created`).
 pub fn delete_leaves_tombstone<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
     let (_guard, store) = make(StoreOptions::default());
-    assert_eq!(write(&store, delete("a"), 1), Err(WriteRejected::NotFound));
-    assert_eq!(store.get("a").unwrap(), None);
+    let blind = write(&store, delete("never"), 1).unwrap();
+    assert!(blind.created && blind.version.is_tombstone());
+    assert_eq!(store.get("never").unwrap(), Some(blind.version));
+    assert_eq!(
+        write(&store, delete("never"), 2),
+        Err(WriteRejected::NotFound)
+    );
     write(&store, put("a", "1"), 1).unwrap();
     let tomb = write(&store, delete("a"), 2).unwrap().version;
     assert!(tomb.is_tombstone());
@@ -171,10 +178,8 @@ pub fn ttl_expiry<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
         write(&store, cas, 1600),
         Err(WriteRejected::PreconditionFailed)
     );
-    assert_eq!(
-        write(&store, delete("t"), 1600),
-        Err(WriteRejected::NotFound)
-    );
+    let expired = write(&store, delete("t"), 1600).unwrap();
+    assert!(expired.created && expired.version.is_tombstone());
     let again = write(&store, put("t", "3"), 1600).unwrap();
     assert!(again.created);
     assert_eq!(again.version.expires_at, None);
@@ -530,4 +535,19 @@ pub fn tombstone_of_an_expired_value_is_kept_from_its_expiry<G, S: Store>(
     assert!(store.get("long").unwrap().unwrap().is_tombstone());
     assert_eq!(store.purge(61_000, 10_000).unwrap().tombstones, 1);
     assert_eq!(store.get("long").unwrap(), None);
+}
+
+/// A TTL counts from the write's wall-clock time even when the causal rule stamps the
+/// write later (the held version came from a node whose clock runs ahead).
+pub fn ttl_counts_from_the_wall_clock<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
+    let ahead = write(&store, put("k", "1"), 5000).unwrap().version;
+    let mut op = put("k", "2");
+    op.mutation = Mutation::Put {
+        data: "2".into(),
+        ttl_ms: Some(500),
+    };
+    let written = write(&store, op, 1000).unwrap().version;
+    assert!(written.id.timestamp > ahead.id.timestamp);
+    assert_eq!(written.expires_at, Some(1500));
 }

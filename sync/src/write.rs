@@ -73,7 +73,8 @@ pub enum WriteRejected {
     /// `If-Match` or `If-None-Match` did not hold.
     #[error("the precondition does not hold")]
     PreconditionFailed,
-    /// A delete or a metadata change of a key that is absent, deleted or expired.
+    /// A delete of a deleted key, or a metadata change of a key that is absent, deleted
+    /// or expired.
     #[error("the key does not exist")]
     NotFound,
 }
@@ -82,7 +83,8 @@ pub enum WriteRejected {
 /// versions included), at wall time `now_ms`.
 ///
 /// The new timestamp is `max(now_ms, held + 1)`, so an overwrite of a version this node
-/// has seen wins whatever the clocks say. A new key takes the op's ownership; an
+/// has seen wins whatever the clocks say. A delete of a key that is absent or expired
+/// still produces a tombstone (reported as a creation: the key was absent). A new key takes the op's ownership; an
 /// overwrite of a live key keeps the key's owner, group and permissions; only
 /// [`Mutation::SetMeta`] changes them.
 pub fn plan_write(
@@ -117,14 +119,20 @@ pub fn plan_write(
         None => (op.owner.clone(), op.group.clone(), op.permissions),
     };
     let (data, expires_at) = match (&op.mutation, live) {
+        // A TTL counts from the write's wall-clock time, not from the causal timestamp.
         (Mutation::Put { data, ttl_ms }, _) => (
             Some(data.clone()),
-            ttl_ms.map(|ttl| timestamp.saturating_add(ttl)),
+            ttl_ms.map(|ttl| now_ms.saturating_add(ttl)),
         ),
-        (Mutation::Delete | Mutation::SetMeta { .. }, None) => {
+        // A key that is already deleted stays as it is.
+        (Mutation::Delete, None) if held.is_some_and(Version::is_tombstone) => {
             return Err(WriteRejected::NotFound);
         }
-        (Mutation::Delete, Some(_)) => (None, None),
+        // A key this node does not hold (or holds expired) still gets a tombstone, so
+        // that an older copy elsewhere cannot survive the delete; the caller is told the
+        // key was absent (`WriteOutcome::created`).
+        (Mutation::Delete, _) => (None, None),
+        (Mutation::SetMeta { .. }, None) => return Err(WriteRejected::NotFound),
         (
             Mutation::SetMeta {
                 owner: new_owner,

@@ -107,8 +107,11 @@ impl<B: Backend> Api<B> {
             let current = self.current(&key)?.map(|v| key_meta(&v));
             self.authorize(caller, Operation::Delete(current.as_ref()))?;
         }
-        let op = self.write_op(caller, key, Mutation::Delete, precondition);
-        self.commit(op).await?;
+        let op = self.write_op(caller, key.clone(), Mutation::Delete, precondition);
+        if self.commit(op).await?.created {
+            // A tombstone was recorded all the same, for copies elsewhere.
+            return Err(not_found(&key));
+        }
         let mut response = json_response(StatusCode::NO_CONTENT, String::new());
         response.headers_mut().remove(header::CONTENT_TYPE);
         Ok(response)
