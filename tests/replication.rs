@@ -79,3 +79,24 @@ fn a_node_with_another_secret_exchanges_nothing() {
     }
     assert_eq!(outsider.get("/kv/from/inside").status, 404);
 }
+
+#[test]
+fn concurrent_large_values_replicate() {
+    let nodes = cluster(2, "");
+    let value = format!("\"{}\"", "v".repeat(900_000));
+    let writers: Vec<_> = (0..24)
+        .map(|n| {
+            let (url, value) = (format!("{}/kv/big/{n}", nodes[0].base), value.clone());
+            std::thread::spawn(move || common::request(&url, "PUT", Some(&value), &[]).status)
+        })
+        .collect();
+    for writer in writers {
+        assert_eq!(writer.join().unwrap(), 201);
+    }
+    let replicated = within(Duration::from_secs(30), || {
+        (0..24).all(|n| uuid_on(&nodes[1], &format!("big/{n}")).is_some())
+    });
+    assert!(replicated, "large values did not all replicate");
+    let copy = nodes[1].get("/kv/big/7").json();
+    assert_eq!(copy["data"].as_str().map(str::len), Some(900_000));
+}

@@ -17,6 +17,8 @@ use crate::NetError;
 /// The ALPN protocol of kvs sync connections.
 const ALPN: &[u8] = b"kvs-sync/1";
 const CERT_FILE: &str = "quic-cert.der";
+/// How often an idle connection is kept alive.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(10);
 const KEY_FILE: &str = "quic-key.der";
 
 fn provider() -> Arc<CryptoProvider> {
@@ -89,7 +91,13 @@ pub(super) fn client_config() -> Result<quinn::ClientConfig, NetError> {
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(cert_err)?;
-    Ok(quinn::ClientConfig::new(Arc::new(crypto)))
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    // Keep-alives hold a connection open through quiet spells (quinn's default idle
+    // timeout is 30 s), so that the first write after one goes out at once.
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(KEEP_ALIVE));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
 }
 
 /// Accepts any certificate (self-signed by design) but verifies handshake signatures, so

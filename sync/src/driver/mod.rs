@@ -241,7 +241,11 @@ impl<T: StreamTransport> Replication<T> {
         match event {
             PeerEvent::Up { node_id, addr } => {
                 let mut peers = lock(&shared.peers);
-                if peers.get(&node_id).is_none_or(|peer| peer.addr != addr) {
+                if peers.get(&node_id).is_some_and(|peer| peer.addr == addr) {
+                    // Back (maybe restarted on the same address): a cached connection
+                    // may lead to the old process; the next push or round makes a new one.
+                    shared.forget_connection(addr);
+                } else {
                     let queue = Arc::new(PeerQueue::default());
                     let sender = tokio::spawn(push::send_loop(
                         Arc::clone(shared),
