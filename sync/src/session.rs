@@ -2,6 +2,12 @@
 //! messages and returns what to send back, reading and merging through a [`Store`]. The
 //! driver only moves frames (see `protocol.rs` for the exchange). Time comes in as an
 //! argument; nothing here touches a socket or a clock.
+//!
+//! The sides take turns, and a turn may be long: where the peer's hash of a subtree is 0
+//! (it holds nothing there, as on a new node), this side streams every version it holds
+//! below it unasked, a chunk of leaves per [`Session::poll_output`] call, before the
+//! turn's last message. The peer only reads during that time, so neither side ever waits
+//! on the other's flow control.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -13,7 +19,7 @@ use crate::{Store, StoreError, Version};
 /// Bytes of versions per `Versions` message, about (a single larger version still goes).
 const VERSIONS_BUDGET: usize = 1024 * 1024;
 /// Differing leaves whose entries go in one `Entries` message at most.
-const CHUNK_LEAVES: usize = 256;
+const CHUNK_LEAVES: usize = 1024;
 /// The level whose hashes `Hello` carries.
 const HELLO_LEVEL: usize = 2;
 
@@ -62,6 +68,17 @@ enum State {
     Done,
 }
 
+/// What a turn sends once its unasked versions are out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum After {
+    /// The initiator's leaf hashes of the level-3 nodes that differ.
+    Nodes(Message),
+    /// The responder's next chunk of entries, or `Done`.
+    NextChunk,
+    /// `Done`.
+    Finish,
+}
+
 /// One side of a diff session; see the module doc.
 pub struct Session {
     initiator: bool,
@@ -72,6 +89,10 @@ pub struct Session {
     leaves: VecDeque<Leaf>,
     /// Responder: key hash -> key of the chunk being repaired.
     chunk_keys: HashMap<u64, String>,
+    /// Leaves whose versions go to the peer unasked (it holds nothing there).
+    push_leaves: VecDeque<Leaf>,
+    /// The message that ends the current turn, once `push_leaves` are sent.
+    after: Option<After>,
     rules: Admission,
     stats: SessionStats,
 }
@@ -94,6 +115,8 @@ impl Session {
             tree: MerkleTree::new(),
             leaves: VecDeque::new(),
             chunk_keys: HashMap::new(),
+            push_leaves: VecDeque::new(),
+            after: None,
             rules,
             stats: SessionStats::default(),
         }
@@ -117,6 +140,36 @@ impl Session {
         self.state == State::Done
     }
 
+    /// Whether this side's turn goes on: call [`Self::poll_output`] (and send what it
+    /// returns) until it is false, before waiting for the peer.
+    pub fn has_output(&self) -> bool {
+        !self.push_leaves.is_empty() || self.after.is_some()
+    }
+
+    /// The next messages of this side's turn: versions of the next chunk of unasked
+    /// leaves, then the message that ends the turn.
+    pub fn poll_output(&mut self, store: &dyn Store) -> Result<Vec<Message>, SessionError> {
+        if !self.push_leaves.is_empty() {
+            let take = self.push_leaves.len().min(CHUNK_LEAVES);
+            let leaves: Vec<Leaf> = self.push_leaves.drain(..take).collect();
+            let keys = store
+                .leaf_entries(&leaves)?
+                .into_iter()
+                .map(|(key, _)| key)
+                .collect();
+            return self.versions_of(keys, store);
+        }
+        match self.after.take() {
+            Some(After::Nodes(message)) => {
+                self.state = State::AwaitEntries;
+                Ok(vec![message])
+            }
+            Some(After::NextChunk) => self.next_chunk(store),
+            Some(After::Finish) => Ok(self.finish()),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// What the session did so far.
     pub fn stats(&self) -> SessionStats {
         self.stats
@@ -134,6 +187,10 @@ impl Session {
             (State::Done, _) => Err(protocol("message after the end")),
             (_, Message::Done) => {
                 self.state = State::Done;
+                Ok(Vec::new())
+            }
+            (state, Message::Versions(versions)) if state != State::Start => {
+                self.merge(versions, store)?;
                 Ok(Vec::new())
             }
             (State::Start, Message::Hello { root, level2 }) if !self.initiator => {
@@ -154,11 +211,7 @@ impl Session {
                     parents,
                     hashes,
                 },
-            ) => self.on_leaves(level, &parents, &hashes, store),
-            (State::AwaitEntries | State::AwaitWant, Message::Versions(versions)) => {
-                self.merge(versions, store)?;
-                Ok(Vec::new())
-            }
+            ) => self.on_leaves(level, &parents, &hashes),
             (State::AwaitEntries, Message::Entries { leaves, entries }) => {
                 self.on_entries(&leaves, &entries, store)
             }
@@ -191,6 +244,7 @@ impl Session {
         }
         let differing = differing(self.tree.level(HELLO_LEVEL), level2);
         self.state = State::AwaitLevel3;
+        self.stats.leaves_differing = 0;
         Ok(vec![self.children_of(HELLO_LEVEL, differing)])
     }
 
@@ -207,13 +261,14 @@ impl Session {
         }
     }
 
-    /// The children that differ between ours and the peer's `hashes` of `parents`.
+    /// The children that differ between ours and the peer's `hashes` of `parents`, with
+    /// the peer's hash of each.
     fn differing_children(
         &self,
         level: u8,
         parents: &[u32],
         hashes: &[u64],
-    ) -> Result<Vec<u32>, SessionError> {
+    ) -> Result<Vec<(u32, u64)>, SessionError> {
         let level = usize::from(level);
         if level >= DEPTH || hashes.len() != parents.len() * FANOUT {
             return Err(protocol("nodes message of the wrong shape"));
@@ -227,13 +282,14 @@ impl Session {
             out.extend(
                 differing(ours, theirs)
                     .into_iter()
-                    .map(|c| parent * FANOUT as u32 + c),
+                    .map(|c| (parent * FANOUT as u32 + c, theirs[c as usize])),
             );
         }
         Ok(out)
     }
 
-    /// Initiator: from the responder's level-3 hashes to our leaves under those that differ.
+    /// Initiator: from the responder's level-3 hashes to our leaves under those that
+    /// differ; the subtrees the responder holds nothing of are streamed to it first.
     fn on_nodes(
         &mut self,
         level: u8,
@@ -243,29 +299,48 @@ impl Session {
         if usize::from(level) != HELLO_LEVEL {
             return Err(protocol("expected level-2 parents"));
         }
-        let differing = self.differing_children(level, parents, hashes)?;
-        if differing.is_empty() {
-            return Ok(self.finish());
+        let mut compare = Vec::new();
+        for (node, theirs) in self.differing_children(level, parents, hashes)? {
+            if theirs == 0 {
+                let leaves = self
+                    .tree
+                    .children(HELLO_LEVEL + 1, node as usize)
+                    .unwrap_or(&[]);
+                let first = node * FANOUT as u32;
+                let held = (0..FANOUT as u32).filter(|&c| leaves[c as usize] != 0);
+                self.push_leaves.extend(held.map(|c| (first + c) as Leaf));
+            } else {
+                compare.push(node);
+            }
         }
-        self.state = State::AwaitEntries;
-        Ok(vec![self.children_of(HELLO_LEVEL + 1, differing)])
+        self.stats.leaves_differing += self.push_leaves.len() as u64;
+        self.after = Some(match compare.is_empty() {
+            true => After::Finish,
+            false => After::Nodes(self.children_of(HELLO_LEVEL + 1, compare)),
+        });
+        Ok(Vec::new())
     }
 
-    /// Responder: from the initiator's leaves to the first chunk of entries.
+    /// Responder: from the initiator's leaves to its unasked versions (where it holds
+    /// nothing) and then the first chunk of entries.
     fn on_leaves(
         &mut self,
         level: u8,
         parents: &[u32],
         hashes: &[u64],
-        store: &dyn Store,
     ) -> Result<Vec<Message>, SessionError> {
         if usize::from(level) != HELLO_LEVEL + 1 {
             return Err(protocol("expected level-3 parents"));
         }
-        let differing = self.differing_children(level, parents, hashes)?;
-        self.stats.leaves_differing += differing.len() as u64;
-        self.leaves = differing.into_iter().map(|l| l as Leaf).collect();
-        self.next_chunk(store)
+        for (leaf, theirs) in self.differing_children(level, parents, hashes)? {
+            match theirs {
+                0 => self.push_leaves.push_back(leaf as Leaf),
+                _ => self.leaves.push_back(leaf as Leaf),
+            }
+        }
+        self.stats.leaves_differing += (self.push_leaves.len() + self.leaves.len()) as u64;
+        self.after = Some(After::NextChunk);
+        Ok(Vec::new())
     }
 
     /// Responder: the entries of the next chunk of leaves, or `Done`.
@@ -418,6 +493,34 @@ pub struct Exchange {
     pub responder: SessionStats,
 }
 
+/// One turn of `me`: `first` and then whatever it has to send, each message through the
+/// codec and into `peer`; returns the peer's replies (the start of its turn).
+fn take_turn(
+    me: &mut Session,
+    my_store: &dyn Store,
+    first: Vec<Message>,
+    peer: &mut Session,
+    peer_store: &dyn Store,
+    bytes: &mut u64,
+    now_ms: u64,
+) -> Result<Vec<Message>, SessionError> {
+    use crate::protocol::{decode, encode};
+    let mut replies = Vec::new();
+    let mut outgoing = first;
+    loop {
+        for message in outgoing.drain(..) {
+            let frame = encode(&message);
+            *bytes += frame.len() as u64;
+            let message = decode(&frame).map_err(|e| protocol(e.to_string()))?;
+            replies.extend(peer.handle(message, peer_store, now_ms)?);
+        }
+        if !me.has_output() {
+            return Ok(replies);
+        }
+        outgoing = me.poll_output(my_store)?;
+    }
+}
+
 /// Runs one whole session between two stores in this process, every message through the
 /// codec, in the same turns as over a stream: for tests, benchmarks and the simulator.
 pub fn exchange_locally(
@@ -425,34 +528,48 @@ pub fn exchange_locally(
     responder: &dyn Store,
     rules: Admission,
 ) -> Result<Exchange, SessionError> {
-    use crate::protocol::{decode, encode};
     let mut i = Session::initiator(rules);
     let mut r = Session::responder(rules);
     let mut exchange = Exchange::default();
-    let mut to_responder = i.start(initiator)?;
+    let opening = i.start(initiator)?;
+    let mut replies = take_turn(
+        &mut i,
+        initiator,
+        opening,
+        &mut r,
+        responder,
+        &mut exchange.bytes_out,
+        rules.now_ms,
+    )?;
     while !(i.is_done() && r.is_done()) {
-        let mut to_initiator = Vec::new();
-        for message in to_responder.drain(..) {
-            let frame = encode(&message);
-            exchange.bytes_out += frame.len() as u64;
-            let message = decode(&frame).map_err(|e| protocol(e.to_string()))?;
-            to_initiator.extend(r.handle(message, responder, rules.now_ms)?);
-        }
-        if to_initiator.is_empty() && !r.is_done() {
+        if replies.is_empty() && !r.has_output() {
             return Err(protocol("the responder stalled"));
         }
-        if !to_initiator.is_empty() {
-            exchange.round_trips += 1;
+        exchange.round_trips += 1;
+        let back = take_turn(
+            &mut r,
+            responder,
+            replies,
+            &mut i,
+            initiator,
+            &mut exchange.bytes_in,
+            rules.now_ms,
+        )?;
+        if i.is_done() && r.is_done() {
+            break;
         }
-        for message in to_initiator {
-            let frame = encode(&message);
-            exchange.bytes_in += frame.len() as u64;
-            let message = decode(&frame).map_err(|e| protocol(e.to_string()))?;
-            to_responder.extend(i.handle(message, initiator, rules.now_ms)?);
-        }
-        if to_responder.is_empty() && !i.is_done() {
+        if back.is_empty() && !i.has_output() {
             return Err(protocol("the initiator stalled"));
         }
+        replies = take_turn(
+            &mut i,
+            initiator,
+            back,
+            &mut r,
+            responder,
+            &mut exchange.bytes_out,
+            rules.now_ms,
+        )?;
     }
     exchange.initiator = i.stats();
     exchange.responder = r.stats();

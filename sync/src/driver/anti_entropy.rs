@@ -33,6 +33,37 @@ pub(crate) enum RoundError {
     Ended,
 }
 
+/// Sends `out` and the rest of this side's turn.
+async fn send_turn<T: StreamTransport, S: BiStream>(
+    shared: &Arc<Shared<T>>,
+    stream: &mut S,
+    mut session: Session,
+    mut out: Vec<Message>,
+) -> Result<Session, RoundError> {
+    loop {
+        for message in out.drain(..) {
+            let frame = encode(&message);
+            shared
+                .counters
+                .bytes_sent
+                .fetch_add(frame.len() as u64, Ordering::Relaxed);
+            stream.send_frame(&frame).await?;
+        }
+        if !session.has_output() {
+            return Ok(session);
+        }
+        let store = Arc::clone(&shared.store);
+        let (back, more) = blocking(move || {
+            let more = session.poll_output(store.as_ref());
+            Ok((session, more))
+        })
+        .await
+        .map_err(SessionError::Store)?;
+        session = back;
+        out = more?;
+    }
+}
+
 /// Runs `session` (and its first messages `out`) over `stream` until it is done.
 /// Returns the round trips it waited for.
 async fn converse<T: StreamTransport, S: BiStream>(
@@ -43,15 +74,8 @@ async fn converse<T: StreamTransport, S: BiStream>(
 ) -> Result<(Session, u64), RoundError> {
     let mut round_trips = 0;
     loop {
-        let sent = !out.is_empty();
-        for message in out.drain(..) {
-            let frame = encode(&message);
-            shared
-                .counters
-                .bytes_sent
-                .fetch_add(frame.len() as u64, Ordering::Relaxed);
-            stream.send_frame(&frame).await?;
-        }
+        let sent = !out.is_empty() || session.has_output();
+        session = send_turn(shared, stream, session, out).await?;
         if session.is_done() {
             return Ok((session, round_trips));
         }
