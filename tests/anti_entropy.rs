@@ -8,7 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::Node;
-use common::cluster::{SECRET, cluster, config, gossip_addr, sync_status, within};
+use common::cluster::{
+    SECRET, call, cluster, config, gossip_addr, root_token, sync_status, within,
+};
 
 /// Rounds every 300 ms, so that tests do not wait for the 5 s default.
 const FAST: &str = "sync_interval: 300ms\n";
@@ -142,4 +144,60 @@ fn a_delete_on_a_node_without_the_key_still_wins_over_older_copies() {
     assert!(within(Duration::from_secs(10), || same_root(&[
         &nodes[0], &nodes[1], &outsider
     ])));
+}
+
+#[test]
+fn a_revocation_and_a_user_deletion_made_while_a_node_was_down_reach_it() {
+    let auth =
+        "auth_enabled: true\njwt_secret: anti-entropy-test-jwt-secret\nsync_interval: 300ms\n";
+    let mut nodes = cluster(3, auth);
+    let root = root_token(&nodes[0]).expect("root.token");
+    let user = |name: &str| {
+        let body = format!("{{\"name\": \"{name}\"}}");
+        let made = call(&nodes[0], "POST", "/auth/users", Some(&body), Some(&root));
+        assert_eq!(made.status, 201, "{}", made.body);
+        made.json()["id"].as_str().unwrap().to_owned()
+    };
+    let token = |user_id: &str| {
+        let body =
+            format!("{{\"user_id\": \"{user_id}\", \"scopes\": [\"read\"], \"ttl\": \"1h\"}}");
+        let issued = call(&nodes[0], "POST", "/auth/tokens", Some(&body), Some(&root));
+        assert_eq!(issued.status, 201, "{}", issued.body);
+        issued.json()
+    };
+    let (alice, bob) = (user("alice"), user("bob"));
+    let alice_token = token(&alice);
+    let bob_token = token(&bob)["token"].as_str().unwrap().to_owned();
+    let alice_jwt = alice_token["token"].as_str().unwrap().to_owned();
+    let reads = |node: &Node, jwt: &str| call(node, "GET", "/kv/any", None, Some(jwt)).status;
+    assert!(within(Duration::from_secs(10), || reads(
+        &nodes[2], &alice_jwt
+    ) == 404
+        && reads(&nodes[2], &bob_token) == 404));
+    nodes[2].kill();
+    let jti = alice_token["jti"].as_str().unwrap();
+    let revoked = call(
+        &nodes[0],
+        "DELETE",
+        &format!("/auth/tokens/{jti}"),
+        None,
+        Some(&root),
+    );
+    assert_eq!(revoked.status, 204, "{}", revoked.body);
+    let deleted = call(
+        &nodes[1],
+        "DELETE",
+        &format!("/auth/users/{bob}"),
+        None,
+        Some(&root),
+    );
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    nodes[2].launch();
+    let refused = within(Duration::from_secs(10), || {
+        reads(&nodes[2], &alice_jwt) == 401 && reads(&nodes[2], &bob_token) == 401
+    });
+    assert!(
+        refused,
+        "a revoked token or a deleted user still works on the restarted node"
+    );
 }

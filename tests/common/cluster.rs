@@ -10,17 +10,44 @@ use super::Node;
 /// The cluster secret of test clusters.
 pub const SECRET: &str = "replication-test-secret";
 
-/// A clustered config (auth off, free ports) joining through `seed`, plus `extra` lines.
+/// A clustered config (free ports; auth off unless `extra` sets `auth_enabled`) joining
+/// through `seed`, plus `extra` lines.
 pub fn config(seed: Option<&str>, secret: &str, extra: &str) -> String {
     let seeds = seed.map_or("[]".to_owned(), |s| format!("[\"{s}\"]"));
+    let auth = match extra.contains("auth_enabled:") {
+        true => "",
+        false => "auth_enabled: false\n",
+    };
     format!(
-        "auth_enabled: false\ngossip_port: 0\nsync_port: 0\ncluster_secret: {secret}\nseed_nodes: {seeds}\n{extra}"
+        "{auth}gossip_port: 0\nsync_port: 0\ncluster_secret: {secret}\nseed_nodes: {seeds}\n{extra}"
     )
+}
+
+/// The root token of `node`, when auth is on.
+pub fn root_token(node: &Node) -> Option<String> {
+    let text = std::fs::read_to_string(node.data_dir().join("root.token")).ok()?;
+    Some(text.trim_end().to_owned())
+}
+
+/// A request with `token` as the bearer, if any.
+pub fn call(
+    node: &Node,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> super::Answer {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(bearer) = &bearer {
+        headers.push(("authorization", bearer.as_str()));
+    }
+    node.request(method, path, body, &headers)
 }
 
 /// The gossip address `node` publishes for itself.
 pub fn gossip_addr(node: &Node) -> String {
-    let members = node.get("/members").json();
+    let members = call(node, "GET", "/members", None, root_token(node).as_deref()).json();
     members["members"][0]["gossip_addr"]
         .as_str()
         .unwrap()

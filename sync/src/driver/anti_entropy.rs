@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{KIND_SYNC, Shared, blocking};
 use crate::protocol::{Message, decode, encode};
-use crate::{Session, SessionError};
+use crate::{Session, SessionError, SessionStats};
 
 /// How long a peer may take to answer one message of a session.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -73,9 +73,11 @@ async fn converse<T: StreamTransport, S: BiStream>(
     mut out: Vec<Message>,
 ) -> Result<(Session, u64), RoundError> {
     let mut round_trips = 0;
+    let mut reported = SessionStats::default();
     loop {
         let sent = !out.is_empty() || session.has_output();
         session = send_turn(shared, stream, session, out).await?;
+        reported = report_progress(shared, &session, reported);
         if session.is_done() {
             return Ok((session, round_trips));
         }
@@ -98,7 +100,31 @@ async fn converse<T: StreamTransport, S: BiStream>(
         .map_err(SessionError::Store)?;
         session = back;
         out = replies?;
+        reported = report_progress(shared, &session, reported);
     }
+}
+
+/// Versions received between progress lines in the log (a bootstrap logs every so many).
+const PROGRESS_EVERY: u64 = 100_000;
+
+/// Adds what `session` did since `reported` to the counters (so that `/metrics` shows a
+/// long session's progress as it goes), logs every [`PROGRESS_EVERY`] versions stored,
+/// and returns the session's figures as now reported.
+fn report_progress<T: StreamTransport>(
+    shared: &Shared<T>,
+    session: &Session,
+    reported: SessionStats,
+) -> SessionStats {
+    let now = session.stats();
+    shared.counters.session_delta(&reported, &now);
+    if now.versions_stored / PROGRESS_EVERY > reported.versions_stored / PROGRESS_EVERY {
+        tracing::info!(
+            stored = now.versions_stored,
+            received = now.versions_received,
+            "sync progress"
+        );
+    }
+    now
 }
 
 /// One round with the peer at `addr`, this node opening the session.
@@ -136,7 +162,6 @@ pub(crate) async fn run_round<T: StreamTransport>(
         .counters
         .round_trips
         .fetch_add(round_trips, Ordering::Relaxed);
-    shared.counters.session(&session.stats());
     shared.completed(node_id);
     tracing::debug!(%node_id, round_trips, stats = ?session.stats(), "sync round done");
     Ok(())
@@ -150,9 +175,8 @@ pub(crate) async fn serve<T: StreamTransport>(
 ) {
     let session = Session::responder(shared.admission());
     match converse(&shared, &mut stream, session, Vec::new()).await {
-        Ok((session, _)) => {
+        Ok(_) => {
             let _ = stream.finish();
-            shared.counters.session(&session.stats());
             if let Some(node_id) = shared.peer_at(from) {
                 shared.completed(&node_id);
             }

@@ -40,11 +40,25 @@ impl Counters {
         add(&self.refused_past_keeping, refused.past_keeping);
     }
 
-    pub(crate) fn session(&self, stats: &SessionStats) {
-        add(&self.versions_sent, stats.versions_sent);
-        add(&self.versions_received, stats.versions_received);
-        add(&self.versions_stored, stats.versions_stored);
-        self.refused(stats.refused);
+    /// Adds what a session did between two readings of its figures.
+    pub(crate) fn session_delta(&self, before: &SessionStats, now: &SessionStats) {
+        add(
+            &self.versions_sent,
+            now.versions_sent - before.versions_sent,
+        );
+        add(
+            &self.versions_received,
+            now.versions_received - before.versions_received,
+        );
+        add(
+            &self.versions_stored,
+            now.versions_stored - before.versions_stored,
+        );
+        self.refused(RefusalCounts {
+            malformed: now.refused.malformed - before.refused.malformed,
+            from_the_future: now.refused.from_the_future - before.refused.from_the_future,
+            past_keeping: now.refused.past_keeping - before.refused.past_keeping,
+        });
     }
 
     pub(crate) fn render(&self, out: &mut String) {
