@@ -26,6 +26,10 @@ use kvs_net::{ClusterSecret, QuicTransport, StreamTransport, SystemClock};
 const PURGE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a graceful shutdown waits for the push queues to empty.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the time of the last complete sync is written to the store.
+const KEEP_LAST_SYNC_EVERY: Duration = Duration::from_secs(5);
+/// The node fact holding when the last complete sync started (Unix ms; 0: never).
+const LAST_SYNC: &str = "last_sync_ms";
 
 /// The wall clock in Unix milliseconds.
 pub fn now_ms() -> u64 {
@@ -253,13 +257,18 @@ pub async fn run(
     let limits = config.http_limits();
     let server = crate::http_server::serve(api.filter(), listener, limits, shutdown.clone());
     let purge = purge_loop(Arc::clone(&store), config.tombstone_ttl.0, shutdown.clone());
+    let last_sync = keep_last_sync(
+        Arc::clone(&store),
+        backend.replication.clone(),
+        shutdown.clone(),
+    );
     let backups = backup_loop(
         &config,
         Arc::clone(&store),
         data_dir.clone(),
         shutdown.clone(),
     );
-    let ((), (), ()) = tokio::join!(server, purge, backups);
+    let ((), (), (), ()) = tokio::join!(server, purge, backups, last_sync);
     let _ = shutdown.wait_for(|stop| *stop).await;
     drop(api);
     finish(backend, &store).await
@@ -336,6 +345,11 @@ async fn start_clustering(
         .lmdb()
         .increment_meta_u64("incarnation")
         .map_err(|e| NodeError::Runtime(e.to_string()))?;
+    let last_sync_ms = store
+        .lmdb()
+        .meta_u64_or_init(LAST_SYNC, 0)
+        .map_err(|e| NodeError::Runtime(e.to_string()))?;
+    let last_sync_ms = (last_sync_ms > 0).then_some(last_sync_ms);
     let swim = config
         .swim_config()
         .map_err(|e| config_error("membership", e))?;
@@ -355,7 +369,7 @@ async fn start_clustering(
         Arc::new(transport),
         Arc::clone(store) as Arc<dyn Store>,
         Arc::new(SystemClock::new()),
-        replication_config(config),
+        replication_config(config, last_sync_ms),
         shutdown.clone(),
     ));
     let sink = Arc::clone(&replication);
@@ -377,8 +391,9 @@ async fn start_clustering(
 }
 
 /// Replication's settings from the node's config.
-fn replication_config(config: &Config) -> ReplicationConfig {
+fn replication_config(config: &Config, last_sync_ms: Option<u64>) -> ReplicationConfig {
     ReplicationConfig {
+        last_sync_ms,
         sync_interval: config.sync_interval.0,
         max_clock_skew: config.max_clock_skew.0,
         tombstone_ttl: config.tombstone_ttl.0,
@@ -420,6 +435,40 @@ async fn backup_loop(
             }
             Ok(Err(error)) => tracing::error!(%error, "scheduled backup failed"),
             Err(error) => tracing::error!(%error, "scheduled backup task failed"),
+        }
+    }
+}
+
+/// Writes when the last complete sync started to the store, every
+/// [`KEEP_LAST_SYNC_EVERY`] and at shutdown, so that a restarted node knows how long it
+/// was away (see `ReplicationConfig::last_sync_ms`).
+async fn keep_last_sync(
+    store: Arc<DurableStore>,
+    replication: Option<Arc<Replication<QuicTransport>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some(replication) = replication else {
+        return;
+    };
+    let mut kept = replication.last_sync_ms();
+    let mut interval = tokio::time::interval(KEEP_LAST_SYNC_EVERY);
+    loop {
+        let stopping = tokio::select! {
+            _ = interval.tick() => false,
+            _ = shutdown.wait_for(|stop| *stop) => true,
+        };
+        let now = replication.last_sync_ms();
+        if let Some(at) = now.filter(|_| now != kept) {
+            let store = Arc::clone(&store);
+            match tokio::task::spawn_blocking(move || store.lmdb().set_meta_u64(LAST_SYNC, at))
+                .await
+            {
+                Ok(Ok(())) => kept = now,
+                failed => tracing::warn!(?failed, "keeping the last sync time failed"),
+            }
+        }
+        if stopping {
+            return;
         }
     }
 }

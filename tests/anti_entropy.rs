@@ -201,3 +201,47 @@ fn a_revocation_and_a_user_deletion_made_while_a_node_was_down_reach_it() {
         "a revoked token or a deleted user still works on the restarted node"
     );
 }
+
+#[test]
+fn a_node_away_longer_than_tombstone_ttl_brings_no_deleted_key_back() {
+    let short = "sync_interval: 300ms\ntombstone_ttl: 3s\nmax_clock_skew: 1s\n";
+    let mut nodes = cluster(3, short);
+    let written = nodes[0].put("/kv/deleted/while/away", "1").json()["timestamp"].as_u64();
+    assert_eq!(nodes[0].put("/kv/kept", "1").status, 201);
+    // A session that started after the write completes on the node about to leave.
+    let covered = within(Duration::from_secs(10), || {
+        let status = sync_status(&nodes[2]);
+        let peers = status["peers"].as_array().cloned().unwrap_or_default();
+        peers.iter().any(|p| p["last_sync"].as_u64() > written)
+    });
+    assert!(covered, "no session after the write");
+    // A graceful stop keeps the time of its last sync.
+    assert!(nodes[2].terminate().success());
+    assert_eq!(nodes[0].delete("/kv/deleted/while/away").status, 204);
+    let forgotten = within(Duration::from_secs(20), || {
+        nodes[..2].iter().all(|n| sync_status(n)["keys"] == 1)
+    });
+    assert!(
+        forgotten,
+        "the tombstone was not purged after tombstone_ttl"
+    );
+    nodes[2].launch();
+    assert!(nodes[2].get("/metrics").body.contains("kvs_sync_stale 1"));
+    let converged = within(Duration::from_secs(20), || {
+        same_root(&[&nodes[0], &nodes[1], &nodes[2]]) && sync_status(&nodes[2])["keys"] == 1
+    });
+    assert!(
+        converged,
+        "{:?}",
+        nodes.iter().map(sync_status).collect::<Vec<_>>()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    for node in &nodes {
+        assert_eq!(
+            node.get("/kv/deleted/while/away").status,
+            404,
+            "the deleted key came back"
+        );
+        assert_eq!(node.get("/kv/kept").status, 200);
+    }
+}

@@ -32,6 +32,7 @@ pub use memory::MemoryStore;
 pub use merkle::MerkleTree;
 pub use session::{
     Exchange, Session, SessionError, SessionStats, approximate_size, exchange_locally,
+    exchange_with,
 };
 pub use status::{PeerStatus, SyncStatus};
 pub use store::{

@@ -2,9 +2,9 @@
 //!
 //! A session runs on one bidirectional stream between an initiator (I) and a responder
 //! (R), which take turns:
-//! 1. I -> R `Hello`: protocol version, I's root and level-2 hashes (256).
-//! 2. R -> I `Nodes` (level 2): R's children of each level-2 node that differs; or
-//!    `Done` when the roots agree.
+//! 1. I -> R `Hello`: I's root and level-2 hashes (256), and whether I is established.
+//! 2. R -> I `Established` then `Nodes` (level 2): R's children of each level-2 node that
+//!    differs; or `Done` when the roots agree.
 //! 3. I -> R `Nodes` (level 3): I's leaves under each level-3 node that differs; or `Done`.
 //! 4. R -> I `Entries`: for the next chunk of differing leaves, R's (key hash, entry
 //!    hash) pairs; or `Done` when no leaf differs.
@@ -36,7 +36,13 @@ pub enum Message {
         root: u64,
         /// The initiator's 256 level-2 hashes.
         level2: Vec<u64>,
+        /// Whether the initiator is established (see [`Message::Established`]).
+        established: bool,
     },
+    /// The responder's first word when the roots differ: whether it is established (it
+    /// has completed a session with a peer, or it is the cluster's first node). Only an
+    /// established node's lack of a key proves the key was deleted.
+    Established(bool),
     /// The children of some nodes of `level`, [`crate::merkle::FANOUT`] per parent.
     Nodes {
         /// The level of the parents.
@@ -129,7 +135,9 @@ mod tests {
             Message::Hello {
                 root: 7,
                 level2: vec![1; 256],
+                established: true,
             },
+            Message::Established(false),
             Message::Nodes {
                 level: 2,
                 parents: vec![3],

@@ -51,6 +51,8 @@ pub struct SessionStats {
     pub versions_stored: u64,
     /// Received versions refused by the admission checks.
     pub refused: RefusalCounts,
+    /// Versions a stale initiator buried instead of sending (deleted while it was away).
+    pub buried: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +97,13 @@ pub struct Session {
     after: Option<After>,
     rules: Admission,
     stats: SessionStats,
+    /// Whether this side is established (see [`Message::Established`]).
+    established: bool,
+    /// Whether the peer said it is established.
+    peer_established: bool,
+    /// Set when this side's last complete session (at this Unix ms) is older than
+    /// `tombstone_ttl`: see [`Session::with_standing`].
+    stale_before: Option<u64>,
 }
 
 impl Session {
@@ -119,7 +128,27 @@ impl Session {
             after: None,
             rules,
             stats: SessionStats::default(),
+            established: true,
+            peer_established: false,
+            stale_before: None,
         }
+    }
+
+    /// This side's standing: whether it is `established`, and, when its last complete
+    /// session was longer than `tombstone_ttl` ago, when that was (`stale_since`). A
+    /// stale initiator does not send a version older than that which an established
+    /// peer lacks: the key was deleted meanwhile and the peer has forgotten the
+    /// tombstone. It buries the version instead, under a tombstone already past keeping
+    /// (never sent, purged locally), so that it cannot come back.
+    pub fn with_standing(mut self, established: bool, stale_since: Option<u64>) -> Self {
+        self.established = established;
+        self.stale_before = stale_since;
+        self
+    }
+
+    /// Whether the peer said it is established.
+    pub fn peer_established(&self) -> bool {
+        self.peer_established
     }
 
     /// The initiator's opening messages (nothing for a responder).
@@ -132,6 +161,7 @@ impl Session {
         Ok(vec![Message::Hello {
             root: self.tree.root(),
             level2: self.tree.level(HELLO_LEVEL).to_vec(),
+            established: self.established,
         }])
     }
 
@@ -157,7 +187,7 @@ impl Session {
                 .into_iter()
                 .map(|(key, _)| key)
                 .collect();
-            return self.versions_of(keys, store);
+            return self.versions_of(keys, |_| true, store);
         }
         match self.after.take() {
             Some(After::Nodes(message)) => {
@@ -193,8 +223,20 @@ impl Session {
                 self.merge(versions, store)?;
                 Ok(Vec::new())
             }
-            (State::Start, Message::Hello { root, level2 }) if !self.initiator => {
+            (
+                State::Start,
+                Message::Hello {
+                    root,
+                    level2,
+                    established,
+                },
+            ) if !self.initiator => {
+                self.peer_established = established;
                 self.on_hello(root, &level2, store)
+            }
+            (State::AwaitLevel2, Message::Established(established)) => {
+                self.peer_established = established;
+                Ok(Vec::new())
             }
             (
                 State::AwaitLevel2,
@@ -244,8 +286,10 @@ impl Session {
         }
         let differing = differing(self.tree.level(HELLO_LEVEL), level2);
         self.state = State::AwaitLevel3;
-        self.stats.leaves_differing = 0;
-        Ok(vec![self.children_of(HELLO_LEVEL, differing)])
+        Ok(vec![
+            Message::Established(self.established),
+            self.children_of(HELLO_LEVEL, differing),
+        ])
     }
 
     /// Our children of `parents` on `level`.
@@ -388,7 +432,8 @@ impl Session {
             .filter(|pair| !our_entries.contains(pair))
             .map(|(key_hash, _)| *key_hash)
             .collect();
-        let mut out = self.versions_of(send, store)?;
+        let lacks = |key: &str| !their_entries.contains_key(&key_hash(key));
+        let mut out = self.versions_of(send, lacks, store)?;
         out.push(Message::Want(want));
         Ok(out)
     }
@@ -399,7 +444,7 @@ impl Session {
             .iter()
             .filter_map(|hash| self.chunk_keys.get(hash).cloned())
             .collect();
-        let mut out = self.versions_of(wanted, store)?;
+        let mut out = self.versions_of(wanted, |_| false, store)?;
         out.extend(self.next_chunk(store)?);
         Ok(out)
     }
@@ -409,16 +454,22 @@ impl Session {
     fn versions_of(
         &mut self,
         keys: Vec<String>,
+        peer_lacks: impl Fn(&str) -> bool,
         store: &dyn Store,
     ) -> Result<Vec<Message>, SessionError> {
         let mut out = Vec::new();
         let mut batch = Vec::new();
+        let mut buried = Vec::new();
         let mut bytes = 0;
         for key in keys {
             let Some(version) = store.get(&key)? else {
                 continue;
             };
             if version.is_past_keeping(self.rules.now_ms, self.rules.tombstone_ttl_ms) {
+                continue;
+            }
+            if self.deleted_meanwhile(&version) && peer_lacks(&key) {
+                buried.push((key, burial(&version)));
                 continue;
             }
             bytes += approximate_size(&key, &version);
@@ -432,7 +483,20 @@ impl Session {
         if !batch.is_empty() {
             out.push(Message::Versions(batch));
         }
+        if !buried.is_empty() {
+            self.stats.buried += store.merge(&buried)? as u64;
+        }
         Ok(out)
+    }
+
+    /// Whether `version`, were an established peer to lack it, was deleted while this
+    /// stale initiator was away (see [`Session::with_standing`]).
+    fn deleted_meanwhile(&self, version: &Version) -> bool {
+        self.initiator
+            && self.peer_established
+            && self
+                .stale_before
+                .is_some_and(|since| version.id.timestamp < since)
     }
 
     /// Checks and merges versions from the peer.
@@ -448,6 +512,21 @@ impl Session {
             self.stats.versions_stored += store.merge(&taken)? as u64;
         }
         Ok(())
+    }
+}
+
+/// A tombstone just above `version`, already past keeping wherever `version` was deleted
+/// meanwhile (it is older than the last complete session, itself older than
+/// `tombstone_ttl`): it hides `version` locally, is never sent, and is purged.
+fn burial(version: &Version) -> Version {
+    Version {
+        id: crate::VersionId {
+            timestamp: version.id.timestamp.saturating_add(1),
+            ..version.id
+        },
+        data: None,
+        expires_at: None,
+        ..version.clone()
     }
 }
 
@@ -470,6 +549,7 @@ pub fn approximate_size(key: &str, version: &Version) -> usize {
 fn message_name(message: &Message) -> &'static str {
     match message {
         Message::Hello { .. } => "hello",
+        Message::Established(_) => "established",
         Message::Nodes { .. } => "nodes",
         Message::Entries { .. } => "entries",
         Message::Versions(_) => "versions",
@@ -528,8 +608,18 @@ pub fn exchange_locally(
     responder: &dyn Store,
     rules: Admission,
 ) -> Result<Exchange, SessionError> {
-    let mut i = Session::initiator(rules);
-    let mut r = Session::responder(rules);
+    let sessions = (Session::initiator(rules), Session::responder(rules));
+    exchange_with(sessions, initiator, responder, rules.now_ms)
+}
+
+/// [`exchange_locally`] with sessions made by the caller (e.g. [`Session::with_standing`]).
+pub fn exchange_with(
+    (mut i, mut r): (Session, Session),
+    initiator: &dyn Store,
+    responder: &dyn Store,
+    now_ms: u64,
+) -> Result<Exchange, SessionError> {
+    let rules = Admission { now_ms, ..i.rules };
     let mut exchange = Exchange::default();
     let opening = i.start(initiator)?;
     let mut replies = take_turn(

@@ -222,3 +222,50 @@ fn deletions_past_keeping_are_neither_sent_nor_taken() {
     assert_eq!(exchange.initiator.versions_sent, 0);
     assert_eq!(b.stats().unwrap().keys, 0);
 }
+
+/// A node back after longer than `tombstone_ttl` (its last complete session at `since`):
+/// what an established peer lacks and is older than `since` was deleted meanwhile.
+fn after_absence(established_peer: bool) -> (MemoryStore, MemoryStore, kvs_sync::Exchange) {
+    let since = NOW - 2 * RULES.tombstone_ttl_ms;
+    let (back, peer) = (store(), store());
+    let mut old = bulk(3, 1);
+    for (_, version) in &mut old {
+        version.id.timestamp = since - 10;
+    }
+    let mut recent = bulk(1, 1);
+    recent[0].0 = "written/while/away".into();
+    back.merge(&old).unwrap();
+    back.merge(&recent).unwrap();
+    peer.merge(&old[..1]).unwrap();
+    let sessions = (
+        kvs_sync::Session::initiator(RULES).with_standing(true, Some(since)),
+        kvs_sync::Session::responder(RULES).with_standing(established_peer, None),
+    );
+    let exchange = kvs_sync::exchange_with(sessions, &back, &peer, NOW).unwrap();
+    (back, peer, exchange)
+}
+
+#[test]
+fn a_node_back_after_tombstone_ttl_buries_what_was_deleted_meanwhile() {
+    let (back, peer, exchange) = after_absence(true);
+    assert_eq!(exchange.initiator.buried, 2, "{exchange:?}");
+    for gone in ["bulk/000001", "bulk/000002"] {
+        assert_eq!(peer.get(gone).unwrap(), None, "{gone} came back");
+        assert!(back.get(gone).unwrap().unwrap().is_tombstone());
+    }
+    assert!(
+        peer.get("written/while/away").unwrap().is_some(),
+        "a newer write is kept"
+    );
+    assert!(peer.get("bulk/000000").unwrap().is_some());
+    back.purge(NOW, RULES.tombstone_ttl_ms).unwrap();
+    assert_eq!(back.merkle().unwrap(), peer.merkle().unwrap());
+}
+
+#[test]
+fn a_node_back_after_tombstone_ttl_buries_nothing_on_the_word_of_a_new_peer() {
+    let (back, peer, exchange) = after_absence(false);
+    assert_eq!(exchange.initiator.buried, 0);
+    assert!(peer.get("bulk/000002").unwrap().is_some());
+    assert_eq!(back.merkle().unwrap(), peer.merkle().unwrap());
+}

@@ -205,6 +205,15 @@ impl LmdbStore {
         Ok(init)
     }
 
+    /// Sets node fact `name` to `value`.
+    pub fn set_meta_u64(&self, name: &str, value: u64) -> Result<(), StoreError> {
+        let mut wtxn = self.env.write_txn().map_err(backend)?;
+        self.meta
+            .put(&mut wtxn, name.as_bytes(), &value.to_be_bytes())
+            .map_err(backend)?;
+        wtxn.commit().map_err(backend)
+    }
+
     /// Adds one to node fact `name` (0 when absent) and returns the new value.
     pub fn increment_meta_u64(&self, name: &str) -> Result<u64, StoreError> {
         let mut wtxn = self.env.write_txn().map_err(backend)?;

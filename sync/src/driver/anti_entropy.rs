@@ -149,8 +149,9 @@ pub(crate) async fn run_round<T: StreamTransport>(
     };
     stream.send_frame(KIND_SYNC).await?;
     let (store, rules) = (Arc::clone(&shared.store), shared.admission());
+    let (started, established, stale) = (rules.now_ms, shared.established(), shared.stale_since());
     let (session, opening) = blocking(move || {
-        let mut session = Session::initiator(rules);
+        let mut session = Session::initiator(rules).with_standing(established, stale);
         let opening = session.start(store.as_ref());
         Ok((session, opening))
     })
@@ -162,7 +163,10 @@ pub(crate) async fn run_round<T: StreamTransport>(
         .counters
         .round_trips
         .fetch_add(round_trips, Ordering::Relaxed);
-    shared.completed(node_id);
+    if session.peer_established() && shared.stale_since.swap(0, Ordering::Relaxed) > 0 {
+        tracing::info!(%node_id, buried = session.stats().buried, "caught up after a long absence");
+    }
+    shared.completed(node_id, started);
     tracing::debug!(%node_id, round_trips, stats = ?session.stats(), "sync round done");
     Ok(())
 }
@@ -173,12 +177,18 @@ pub(crate) async fn serve<T: StreamTransport>(
     mut stream: <T::Conn as Connection>::Stream,
     from: std::net::SocketAddr,
 ) {
-    let session = Session::responder(shared.admission());
+    if shared.stale_since().is_some() {
+        // What this node holds may include deletions it has not learnt of yet.
+        tracing::debug!(%from, "a stale node serves no sync session");
+        return;
+    }
+    let rules = shared.admission();
+    let session = Session::responder(rules).with_standing(shared.established(), None);
     match converse(&shared, &mut stream, session, Vec::new()).await {
         Ok(_) => {
             let _ = stream.finish();
             if let Some(node_id) = shared.peer_at(from) {
-                shared.completed(&node_id);
+                shared.completed(&node_id, rules.now_ms);
             }
         }
         Err(error) => {

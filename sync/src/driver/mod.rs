@@ -14,7 +14,7 @@ mod stats;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -50,6 +50,11 @@ pub struct ReplicationConfig {
     /// Whether this node expects peers (it has seeds): it reports `syncing` until its
     /// first complete session with one.
     pub expect_peers: bool,
+    /// When this node's last complete session started (Unix ms), as kept by the node
+    /// across restarts; longer ago than `tombstone_ttl`, the node is stale: it serves no
+    /// session and buries what it finds deleted until a session with an established
+    /// peer completes (see [`crate::Session::with_standing`]).
+    pub last_sync_ms: Option<u64>,
 }
 
 impl Default for ReplicationConfig {
@@ -64,6 +69,7 @@ impl Default for ReplicationConfig {
             batch_bytes: 4 << 20,
             seed: 0,
             expect_peers: false,
+            last_sync_ms: None,
         }
     }
 }
@@ -103,6 +109,10 @@ pub(crate) struct Shared<T: StreamTransport> {
     peers: Mutex<BTreeMap<String, Peer>>,
     counters: Counters,
     synced_once: AtomicBool,
+    /// When the last complete session started (Unix ms; 0: never).
+    last_sync: AtomicU64,
+    /// While stale, the `last_sync` it had at start (0: not stale).
+    stale_since: AtomicU64,
     wake: mpsc::UnboundedSender<String>,
 }
 
@@ -159,9 +169,21 @@ impl<T: StreamTransport> Shared<T> {
         }
     }
 
-    /// A session with `node_id` completed: it has everything this node had.
-    fn completed(&self, node_id: &str) {
+    /// Whether this node is established: it completed a session, or expects no peers.
+    fn established(&self) -> bool {
+        !self.config.expect_peers || self.synced_once.load(Ordering::Relaxed)
+    }
+
+    /// When this node's last complete session started, if it is stale.
+    fn stale_since(&self) -> Option<u64> {
+        Some(self.stale_since.load(Ordering::Relaxed)).filter(|&since| since > 0)
+    }
+
+    /// A session with `node_id`, started at `started_ms`, completed: each side has what
+    /// the other held then.
+    fn completed(&self, node_id: &str, started_ms: u64) {
         self.counters.rounds.fetch_add(1, Ordering::Relaxed);
+        self.last_sync.fetch_max(started_ms, Ordering::Relaxed);
         if !self.synced_once.swap(true, Ordering::Relaxed) {
             tracing::info!(%node_id, "first sync with a peer complete");
         }
@@ -210,15 +232,28 @@ impl<T: StreamTransport> Replication<T> {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let (wake, woken) = mpsc::unbounded_channel();
+        let now_ms = clock.unix_micros() / 1000;
+        let stale_since = config
+            .last_sync_ms
+            .filter(|&at| at.saturating_add(millis(config.tombstone_ttl)) < now_ms)
+            .unwrap_or(0);
+        if stale_since > 0 {
+            tracing::warn!(
+                last_sync_ms = stale_since,
+                "the last sync is older than tombstone_ttl: this node serves no sync until it has caught up, and buries what was deleted meanwhile"
+            );
+        }
         let shared = Arc::new(Shared {
             transport,
             store,
             clock,
-            config,
             connections: Mutex::new(BTreeMap::new()),
             peers: Mutex::new(BTreeMap::new()),
             counters: Counters::default(),
             synced_once: AtomicBool::new(false),
+            last_sync: AtomicU64::new(config.last_sync_ms.unwrap_or(0)),
+            stale_since: AtomicU64::new(stale_since),
+            config,
             wake,
         });
         let tasks = vec![
@@ -298,6 +333,11 @@ impl<T: StreamTransport> Replication<T> {
         }
     }
 
+    /// When this node's last complete session started (Unix ms), for the node to keep.
+    pub fn last_sync_ms(&self) -> Option<u64> {
+        Some(self.shared.last_sync.load(Ordering::Relaxed)).filter(|&at| at > 0)
+    }
+
     /// Whether this node expects peers and has not completed a session with one yet.
     pub fn syncing(&self) -> bool {
         let expecting = self.shared.config.expect_peers || !lock(&self.shared.peers).is_empty();
@@ -335,8 +375,12 @@ impl<T: StreamTransport> Replication<T> {
         self.shared.counters.render(out);
         stats::render_peers(&self.peer_statuses(), out);
         out.push_str(&format!(
-            "# HELP kvs_sync_syncing Whether the first sync with a peer is still to come.\n# TYPE kvs_sync_syncing gauge\nkvs_sync_syncing {}\n",
-            u8::from(self.syncing())
+            "# HELP kvs_sync_syncing Whether the first sync with a peer is still to come.\n# TYPE kvs_sync_syncing gauge\nkvs_sync_syncing {}\n\
+             # HELP kvs_sync_stale Whether the last sync is older than tombstone_ttl (no session served until one completes).\n# TYPE kvs_sync_stale gauge\nkvs_sync_stale {}\n\
+             # HELP kvs_sync_last_sync_ms When the last complete sync started (Unix ms).\n# TYPE kvs_sync_last_sync_ms gauge\nkvs_sync_last_sync_ms {}\n",
+            u8::from(self.syncing()),
+            u8::from(self.shared.stale_since().is_some()),
+            self.last_sync_ms().unwrap_or(0),
         ));
     }
 

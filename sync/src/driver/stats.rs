@@ -20,6 +20,7 @@ pub(crate) struct Counters {
     pub(crate) refused_malformed: AtomicU64,
     pub(crate) refused_future: AtomicU64,
     pub(crate) refused_past_keeping: AtomicU64,
+    pub(crate) buried: AtomicU64,
     pub(crate) pushed: AtomicU64,
     pub(crate) push_acks: AtomicU64,
     pub(crate) push_errors: AtomicU64,
@@ -62,7 +63,7 @@ impl Counters {
     }
 
     pub(crate) fn render(&self, out: &mut String) {
-        let rows: [(&str, &str, &AtomicU64); 18] = [
+        let rows: [(&str, &str, &AtomicU64); 19] = [
             (
                 "sync_rounds_total",
                 "Anti-entropy sessions completed.",
@@ -117,6 +118,11 @@ impl Counters {
                 "sync_refused_past_keeping_total",
                 "Deletions from peers older than tombstone_ttl.",
                 &self.refused_past_keeping,
+            ),
+            (
+                "sync_buried_total",
+                "Versions found deleted after a longer absence than tombstone_ttl.",
+                &self.buried,
             ),
             (
                 "replication_sent_total",
