@@ -245,3 +245,71 @@ fn a_node_away_longer_than_tombstone_ttl_brings_no_deleted_key_back() {
         assert_eq!(node.get("/kv/kept").status, 200);
     }
 }
+
+/// Sends `signal` to `node`'s process.
+fn signal(node: &Node, signal: nix::sys::signal::Signal) {
+    let pid = node.child.as_ref().expect("running").id();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("signal");
+}
+
+#[test]
+fn a_paused_peer_costs_the_writer_a_bounded_queue_and_catches_up_after() {
+    let nodes = cluster(3, "");
+    signal(&nodes[2], nix::sys::signal::Signal::SIGSTOP);
+    let started = std::time::Instant::now();
+    let mut written = 0;
+    let mut largest_queue = 0;
+    while started.elapsed() < Duration::from_secs(6) {
+        for _ in 0..50 {
+            let value = format!("\"{}\"", "p".repeat(1000));
+            assert!(
+                nodes[written % 2]
+                    .put(&format!("/kv/paused/{written}"), &value)
+                    .status
+                    < 300
+            );
+            written += 1;
+        }
+        let status = sync_status(&nodes[0]);
+        for peer in status["peers"].as_array().unwrap() {
+            largest_queue = largest_queue.max(peer["queue_bytes"].as_u64().unwrap());
+        }
+    }
+    assert!(
+        largest_queue <= 64 << 20,
+        "a queue outgrew its bound: {largest_queue}"
+    );
+    signal(&nodes[2], nix::sys::signal::Signal::SIGCONT);
+    let caught_up = within(Duration::from_secs(20), || {
+        same_root(&[&nodes[0], &nodes[1], &nodes[2]])
+            && sync_status(&nodes[2])["keys"].as_u64() == Some(written as u64)
+    });
+    assert!(
+        caught_up,
+        "the paused peer did not catch up on {written} writes"
+    );
+}
+
+#[test]
+fn a_write_after_a_quiet_spell_is_pushed_at_once() {
+    // No anti-entropy round in the window (a 5 min interval): only the push can deliver.
+    let nodes = cluster(2, "sync_interval: 5m\n");
+    assert_eq!(nodes[0].put("/kv/before", "1").status, 201);
+    assert!(within(Duration::from_secs(5), || nodes[1]
+        .get("/kv/before")
+        .status
+        == 200));
+    // Longer than QUIC's 30 s idle timeout.
+    std::thread::sleep(Duration::from_secs(40));
+    assert_eq!(nodes[0].put("/kv/after", "1").status, 201);
+    assert!(
+        within(Duration::from_secs(5), || nodes[1].get("/kv/after").status
+            == 200),
+        "the first write after a quiet spell was lost"
+    );
+    let metrics = nodes[0].get("/metrics").body;
+    assert!(
+        metrics.contains("kvs_replication_send_errors_total 0"),
+        "{metrics}"
+    );
+}
