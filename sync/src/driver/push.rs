@@ -216,6 +216,7 @@ pub(crate) async fn serve<T: StreamTransport>(
             return;
         };
         let received = versions.len() as u64;
+        let timestamps: Vec<u64> = versions.iter().map(|(_, v)| v.id.timestamp).collect();
         let (taken, refused) = shared.admission().filter(versions);
         shared.counters.refused(refused);
         shared
@@ -234,6 +235,10 @@ pub(crate) async fn serve<T: StreamTransport>(
             .counters
             .push_stored
             .fetch_add(stored, Ordering::Relaxed);
+        let now = shared.now_ms();
+        for timestamp in timestamps {
+            shared.counters.lag.record(now.saturating_sub(timestamp));
+        }
         let ack = u32::try_from(stored).unwrap_or(u32::MAX).to_be_bytes();
         if stream.send_frame(&ack).await.is_err() {
             return;

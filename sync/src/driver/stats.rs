@@ -6,6 +6,46 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{PeerStatus, RefusalCounts, SessionStats};
 
+/// Upper bounds (ms) of the replication lag histogram's buckets.
+const LAG_BUCKETS_MS: [u64; 14] = [1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100, 250, 1000, 5000];
+
+/// How long pushed versions took from their write to being stored here: the receiver's
+/// clock minus the version's timestamp (meaningful where clocks agree, as on one host or
+/// with NTP), per version.
+#[derive(Debug, Default)]
+pub(crate) struct LagHistogram {
+    buckets: [AtomicU64; LAG_BUCKETS_MS.len()],
+    count: AtomicU64,
+    sum_ms: AtomicU64,
+}
+
+impl LagHistogram {
+    pub(crate) fn record(&self, lag_ms: u64) {
+        if let Some(bucket) = LAG_BUCKETS_MS.iter().position(|&bound| lag_ms <= bound) {
+            add(&self.buckets[bucket], 1);
+        }
+        add(&self.count, 1);
+        add(&self.sum_ms, lag_ms);
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "kvs_replication_lag_ms";
+        let _ = writeln!(
+            out,
+            "# HELP {name} From a pushed version's write to its storing here.\n# TYPE {name} histogram"
+        );
+        let mut cumulative = 0;
+        for (bound, bucket) in LAG_BUCKETS_MS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_ms.load(Ordering::Relaxed));
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
 /// Monotonic counters (Prometheus `_total`).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -28,6 +68,7 @@ pub(crate) struct Counters {
     pub(crate) push_received: AtomicU64,
     pub(crate) push_stored: AtomicU64,
     pub(crate) malformed_frames: AtomicU64,
+    pub(crate) lag: LagHistogram,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -167,6 +208,7 @@ impl Counters {
                 counter.load(Ordering::Relaxed)
             );
         }
+        self.lag.render(out);
     }
 }
 
