@@ -21,7 +21,7 @@ macro_rules! store_conformance_tests {
             batch_ops_see_each_other, values_roundtrip, stats_count_keys,
             set_meta_changes_only_metadata, merkle_tracks_every_change,
             tombstone_of_an_expired_value_is_kept_from_its_expiry,
-            ttl_counts_from_the_wall_clock);
+            ttl_counts_from_the_wall_clock, merge_order_does_not_matter);
     };
     (@tests $factory:expr; $($check:ident),*) => {
         $(
@@ -550,4 +550,69 @@ pub fn ttl_counts_from_the_wall_clock<G, S: Store>(make: &impl Fn(StoreOptions) 
     let written = write(&store, op, 1000).unwrap().version;
     assert!(written.id.timestamp > ahead.id.timestamp);
     assert_eq!(written.expires_at, Some(1500));
+}
+
+/// Versions of a few keys with every kind of tie (equal timestamps, equal origins), values
+/// and tombstones.
+fn contenders() -> Vec<(String, Version)> {
+    let mut out = Vec::new();
+    for (n, (timestamp, origin, uuid, tombstone)) in [
+        (5, 1, 3, false),
+        (5, 1, 2, false),
+        (5, 2, 1, false),
+        (6, 9, 9, true),
+        (4, 1, 1, false),
+        (6, 9, 8, false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for key in ["a", "b/c"] {
+            out.push((
+                key.to_owned(),
+                Version {
+                    id: crate::VersionId {
+                        timestamp,
+                        origin_joined_at: origin,
+                        uuid: Uuid::from_u128(uuid),
+                    },
+                    data: (!tombstone).then(|| n.to_string()),
+                    owner: None,
+                    group: None,
+                    permissions: 0xf31,
+                    expires_at: None,
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// Merging the same versions in any order, one by one or together, ends in the same
+/// state: the winner of each key by the rule, and the same merkle tree.
+pub fn merge_order_does_not_matter<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let versions = contenders();
+    let mut orders = vec![versions.clone(), versions.iter().rev().cloned().collect()];
+    let mut rotated = versions.clone();
+    rotated.rotate_left(5);
+    orders.push(rotated);
+    let (_first_guard, first) = make(StoreOptions::default());
+    first.merge(&versions).unwrap();
+    for order in orders {
+        let (_guard, store) = make(StoreOptions::default());
+        for version in order {
+            store.merge(&[version]).unwrap();
+        }
+        for key in ["a", "b/c"] {
+            let held = store.get(key).unwrap().unwrap();
+            assert_eq!(held.id.timestamp, 6, "{key}");
+            assert_eq!(
+                held.id.uuid,
+                Uuid::from_u128(8),
+                "the smaller uuid wins the tie"
+            );
+            assert_eq!(Some(held), first.get(key).unwrap());
+        }
+        assert_eq!(store.merkle().unwrap(), first.merkle().unwrap());
+    }
 }

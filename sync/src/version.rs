@@ -114,6 +114,24 @@ mod tests {
         assert_eq!(id(5, 1, 1).precedence(&id(5, 1, 1)), Ordering::Equal);
     }
 
+    fn small_id() -> impl proptest::strategy::Strategy<Value = VersionId> {
+        use proptest::prelude::*;
+        // Few values each, so that equal timestamps and equal origins are common.
+        (0..3u64, 0..3u64, 0..3u128).prop_map(|(t, o, u)| id(t, o, u))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rule_is_a_total_order(a in small_id(), b in small_id(), c in small_id()) {
+            use proptest::prop_assert_eq;
+            prop_assert_eq!(a.precedence(&b) == Ordering::Equal, a == b, "totality");
+            prop_assert_eq!(a.precedence(&b), b.precedence(&a).reverse(), "antisymmetry");
+            if a.precedence(&b).is_ge() && b.precedence(&c).is_ge() {
+                prop_assert_eq!(a.precedence(&c).is_ge(), true, "transitivity");
+            }
+        }
+    }
+
     #[test]
     fn rule_is_antisymmetric() {
         let ids = [id(1, 1, 1), id(1, 2, 1), id(2, 1, 3), id(1, 1, 2)];

@@ -224,8 +224,10 @@ pub(crate) async fn round_loop<T: StreamTransport>(
         let Some((node_id, addr)) = chosen else {
             continue;
         };
+        let span = tracing::info_span!("sync round", peer = %node_id, %addr);
+        let round = tracing::Instrument::instrument(run_round(&shared, &node_id, addr), span);
         let round = tokio::select! {
-            round = run_round(&shared, &node_id, addr) => round,
+            round = round => round,
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
         if let Err(error) = round {

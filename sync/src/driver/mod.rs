@@ -282,11 +282,15 @@ impl<T: StreamTransport> Replication<T> {
                     shared.forget_connection(addr);
                 } else {
                     let queue = Arc::new(PeerQueue::default());
-                    let sender = tokio::spawn(push::send_loop(
-                        Arc::clone(shared),
-                        node_id.clone(),
-                        addr,
-                        Arc::clone(&queue),
+                    let span = tracing::info_span!("push", peer = %node_id, %addr);
+                    let sender = tokio::spawn(tracing::Instrument::instrument(
+                        push::send_loop(
+                            Arc::clone(shared),
+                            node_id.clone(),
+                            addr,
+                            Arc::clone(&queue),
+                        ),
+                        span,
                     ));
                     let old = peers.insert(
                         node_id.clone(),
@@ -435,9 +439,14 @@ async fn serve_connection<T: StreamTransport>(shared: Arc<Shared<T>>, connection
         tokio::spawn(async move {
             match stream.recv_frame().await {
                 Ok(Some(kind)) if kind == KIND_SYNC => {
-                    anti_entropy::serve(shared, stream, from).await;
+                    let span = tracing::info_span!("serve sync", %from);
+                    let serving = anti_entropy::serve(shared, stream, from);
+                    tracing::Instrument::instrument(serving, span).await;
                 }
-                Ok(Some(kind)) if kind == KIND_PUSH => push::serve(shared, stream).await,
+                Ok(Some(kind)) if kind == KIND_PUSH => {
+                    let span = tracing::info_span!("serve push", %from);
+                    tracing::Instrument::instrument(push::serve(shared, stream), span).await;
+                }
                 Ok(Some(_)) => {
                     shared
                         .counters
