@@ -52,7 +52,8 @@ fn duration(text: &str) -> ConfigDuration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// This node's identity.
+    /// This node's identity; when left out, a UUID generated at first start and kept in
+    /// the data dir.
     pub node_id: String,
     /// Address all listeners bind to.
     pub bind_address: IpAddr,
@@ -235,8 +236,11 @@ impl Config {
         let fail = |key: &str, why: String| {
             Err(ConfigError(format!("{}: {key}: {why}", origin.display())))
         };
-        if self.node_id.trim().is_empty() {
-            return fail("node_id", "must not be empty".into());
+        if !self.node_id.is_empty() && self.node_id.trim().is_empty() {
+            return fail(
+                "node_id",
+                "must not be blank (leave it out to generate one)".into(),
+            );
         }
         if self.default_permissions().is_none() {
             return fail(

@@ -165,7 +165,8 @@ fn config_error(key: &str, detail: impl std::fmt::Display) -> NodeError {
     NodeError::Config(ConfigError(format!("{key}: {detail}")))
 }
 
-/// Opens the data dir and fills in generated secrets kept there.
+/// Opens the data dir and fills in what the config leaves out and the data dir keeps:
+/// the node id and the secrets, generated at first start.
 fn open_store(config: &mut Config, data_dir: &Path) -> Result<Arc<DurableStore>, NodeError> {
     let store = DurableStore::open(
         data_dir,
@@ -173,14 +174,24 @@ fn open_store(config: &mut Config, data_dir: &Path) -> Result<Arc<DurableStore>,
         config.tamper_logging_enabled,
     )
     .map_err(|e| config_error("data_dir", format!("{}: {e}", data_dir.display())))?;
-    for (secret, name) in [
-        (&mut config.cluster_secret, "cluster_secret"),
-        (&mut config.jwt_secret, "jwt_secret"),
+    let generated_id = uuid::Uuid::new_v4().to_string();
+    for (value, name, fresh) in [
+        (&mut config.node_id, "node_id", generated_id),
+        (
+            &mut config.cluster_secret,
+            "cluster_secret",
+            crate::config::secret(),
+        ),
+        (
+            &mut config.jwt_secret,
+            "jwt_secret",
+            crate::config::secret(),
+        ),
     ] {
-        if secret.is_empty() {
-            *secret = store
+        if value.is_empty() {
+            *value = store
                 .lmdb()
-                .meta_text_or_init(name, &crate::config::secret())
+                .meta_text_or_init(name, &fresh)
                 .map_err(|e| NodeError::Runtime(e.to_string()))?;
         }
     }

@@ -194,3 +194,24 @@ fn a_missing_config_is_written_with_fresh_identity_and_secrets() {
         line(&text, "node_id:")
     );
 }
+
+#[test]
+fn a_config_without_node_id_gets_one_generated_and_kept() {
+    let mut node = Node::start(PLAIN);
+    node.kill();
+    std::fs::write(&node.config, format!("http_port: 0\n{PLAIN}")).unwrap();
+    std::fs::remove_dir_all(node.data_dir()).unwrap();
+    node.launch();
+    let id = node.get("/health").json()["node_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id} is not a UUID");
+    node.kill();
+    node.launch();
+    assert_eq!(
+        node.get("/health").json()["node_id"],
+        id.as_str(),
+        "kept across restarts"
+    );
+}
