@@ -612,11 +612,41 @@ impl Store for DurableStore {
         self.held(key)
     }
 
+    /// The overlay under one lock, then LMDB in one read transaction for the rest.
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Version>>, StoreError> {
+        let mut found: Vec<Option<Version>> = {
+            let pending = self.shared.lock();
+            keys.iter()
+                .map(|key| pending.latest.get(key).map(|(_, v)| v.clone()))
+                .collect()
+        };
+        let missing: Vec<String> = keys
+            .iter()
+            .zip(&found)
+            .filter(|(_, held)| held.is_none())
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut from_lmdb = self.lmdb.get_many(&missing)?.into_iter();
+        for held in found.iter_mut().filter(|held| held.is_none()) {
+            *held = from_lmdb.next().flatten();
+        }
+        Ok(found)
+    }
+
     fn merge(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {
         let mut log = self.lock_log();
         let mut batch = Batch::new(log.next_seq);
-        for (key, version) in versions {
-            let held = batch.held(self, &log, key)?;
+        // What each key holds outside this batch, read in one pass (a bootstrap merges
+        // thousands of versions per call).
+        let keys: Vec<String> = versions.iter().map(|(key, _)| key.clone()).collect();
+        let mut outside = self.get_many(&keys)?;
+        for (held, key) in outside.iter_mut().zip(&keys) {
+            if let Some((_, staged)) = log.unsynced_latest.get(key) {
+                *held = Some(staged.clone());
+            }
+        }
+        for ((key, version), outside) in versions.iter().zip(outside) {
+            let held = batch.in_batch.get(key.as_str()).cloned().or(outside);
             if held.as_ref().is_none_or(|h| version.supersedes(h)) {
                 batch.add_version(key, version, self.compress_from)?;
             }

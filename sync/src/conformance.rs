@@ -21,7 +21,7 @@ macro_rules! store_conformance_tests {
             batch_ops_see_each_other, values_roundtrip, stats_count_keys,
             set_meta_changes_only_metadata, merkle_tracks_every_change,
             tombstone_of_an_expired_value_is_kept_from_its_expiry,
-            ttl_counts_from_the_wall_clock, merge_order_does_not_matter);
+            ttl_counts_from_the_wall_clock, merge_order_does_not_matter, get_many_reads_like_get);
     };
     (@tests $factory:expr; $($check:ident),*) => {
         $(
@@ -615,4 +615,17 @@ pub fn merge_order_does_not_matter<G, S: Store>(make: &impl Fn(StoreOptions) -> 
         }
         assert_eq!(store.merkle().unwrap(), first.merkle().unwrap());
     }
+}
+
+/// `get_many` answers what `get` answers, key by key, in order.
+pub fn get_many_reads_like_get<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
+    write(&store, put("a", "1"), 10).unwrap();
+    write(&store, put("b", "2"), 10).unwrap();
+    write(&store, delete("b"), 11).unwrap();
+    let keys: Vec<String> = ["b", "none", "a", "a"].map(str::to_owned).to_vec();
+    let one_by_one: Vec<Option<Version>> = keys.iter().map(|k| store.get(k).unwrap()).collect();
+    assert_eq!(store.get_many(&keys).unwrap(), one_by_one);
+    assert!(one_by_one[0].as_ref().unwrap().is_tombstone());
+    assert_eq!(one_by_one[1], None);
 }

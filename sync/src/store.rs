@@ -124,6 +124,11 @@ pub trait Store: Send + Sync + 'static {
     /// The version held for `key`, tombstones and expired versions included.
     fn get(&self, key: &str) -> Result<Option<Version>, StoreError>;
 
+    /// [`Store::get`] of each of `keys`, in order; a store may read them in one pass.
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Version>>, StoreError> {
+        keys.iter().map(|key| self.get(key)).collect()
+    }
+
     /// Live keys starting with `prefix`, in byte order, after `after`, at most `limit`.
     fn list(
         &self,

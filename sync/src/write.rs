@@ -108,7 +108,7 @@ pub fn plan_write(
         }
         Precondition::IfAbsent | Precondition::IfPresent => {}
     }
-    let timestamp = held.map_or(now_ms, |v| now_ms.max(v.id.timestamp + 1));
+    let timestamp = held.map_or(now_ms, |v| now_ms.max(v.id.timestamp.saturating_add(1)));
     let id = VersionId {
         timestamp,
         origin_joined_at: op.origin_joined_at,

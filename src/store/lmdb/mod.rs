@@ -585,6 +585,12 @@ impl Store for LmdbStore {
         self.read(&rtxn, key)
     }
 
+    /// One read transaction for all of `keys`.
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Version>>, StoreError> {
+        let rtxn = self.env.read_txn().map_err(backend)?;
+        keys.iter().map(|key| self.read(&rtxn, key)).collect()
+    }
+
     fn list(
         &self,
         prefix: &str,

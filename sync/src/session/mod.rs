@@ -465,8 +465,9 @@ impl Session {
         let mut batch = Vec::new();
         let mut buried = Vec::new();
         let mut bytes = 0;
-        for key in keys {
-            let Some(version) = store.get(&key)? else {
+        let held = store.get_many(&keys)?;
+        for (key, version) in keys.into_iter().zip(held) {
+            let Some(version) = version else {
                 continue;
             };
             if version.is_past_keeping(self.rules.now_ms, self.rules.tombstone_ttl_ms) {
