@@ -299,7 +299,7 @@ impl Config {
             return fail(key, why.into());
         }
         if let Err(why) = self.swim_config() {
-            return fail("membership", why);
+            return Err(ConfigError(format!("{}: {why}", origin.display())));
         }
         for seed in &self.seed_nodes {
             if seed
@@ -335,19 +335,22 @@ impl Config {
         }
     }
 
-    /// The membership protocol's settings: the preset, then the overrides.
+    /// The membership protocol's settings: the preset, then the overrides. The probe
+    /// timeout's adaptive bounds follow `probe_interval` and `probe_timeout` (see
+    /// [`probe_timeouts`]); an error names the key.
     pub fn swim_config(&self) -> Result<kvs_membership::SwimConfig, String> {
-        let mut swim = match self.membership_profile.as_str() {
+        let preset = match self.membership_profile.as_str() {
             "lan" => kvs_membership::SwimConfig::lan(),
             "wan" => kvs_membership::SwimConfig::wan(),
-            other => return Err(format!("membership_profile {other:?} is not lan or wan")),
+            other => {
+                return Err(format!("membership_profile: {other:?} is not lan or wan"));
+            }
         };
-        if let Some(d) = self.probe_interval {
-            swim.probe_interval = d.0;
-        }
-        if let Some(d) = self.probe_timeout {
-            swim.probe_timeout = d.0;
-        }
+        let mut swim = probe_timeouts(
+            preset,
+            self.probe_interval.map(|d| d.0),
+            self.probe_timeout.map(|d| d.0),
+        )?;
         if let Some(n) = self.indirect_probes {
             swim.indirect_checks = n;
         }
@@ -362,8 +365,10 @@ impl Config {
         }
         if let Some(d) = self.push_pull_interval {
             swim.push_pull_interval = d.0;
+            swim.push_pull_interval_max = swim.push_pull_interval_max.max(d.0);
         }
-        swim.validate().map_err(|e| e.to_string())?;
+        check_membership_keys(&swim)?;
+        swim.validate().map_err(|e| format!("membership: {e}"))?;
         Ok(swim)
     }
 
@@ -397,6 +402,60 @@ impl Config {
             Some(dir) => base.join(dir),
             None => base.join("data"),
         }
+    }
+}
+
+/// `preset` with `probe_interval` and `probe_timeout` applied. A probe timeout left out
+/// is the preset's, or the preset's share of `probe_interval` when that is shorter; the
+/// bounds it adapts within scale with it, and the upper one stays below `probe_interval`.
+fn probe_timeouts(
+    mut swim: kvs_membership::SwimConfig,
+    interval: Option<Duration>,
+    timeout: Option<Duration>,
+) -> Result<kvs_membership::SwimConfig, String> {
+    let preset = swim.clone();
+    let interval = interval.unwrap_or(preset.probe_interval);
+    if interval.is_zero() {
+        return Err("probe_interval: must be above zero".into());
+    }
+    let timeout = timeout.unwrap_or_else(|| {
+        preset
+            .probe_timeout
+            .min(scale(preset.probe_timeout, interval, preset.probe_interval))
+    });
+    if timeout.is_zero() {
+        return Err("probe_timeout: must be above zero".into());
+    }
+    if timeout >= interval {
+        return Err(format!(
+            "probe_timeout: {timeout:?} must be below probe_interval ({interval:?})"
+        ));
+    }
+    let min = scale(preset.probe_timeout_min, timeout, preset.probe_timeout);
+    let max = scale(preset.probe_timeout_max, timeout, preset.probe_timeout);
+    swim.probe_interval = interval;
+    swim.probe_timeout = timeout;
+    swim.probe_timeout_min = min.max(Duration::from_millis(1)).min(timeout);
+    swim.probe_timeout_max = max.min(timeout + (interval - timeout) / 2).max(timeout);
+    Ok(swim)
+}
+
+/// `value * to / from`.
+fn scale(value: Duration, to: Duration, from: Duration) -> Duration {
+    let nanos = value.as_nanos() * to.as_nanos() / from.as_nanos().max(1);
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// The membership keys that must be above zero, named.
+fn check_membership_keys(swim: &kvs_membership::SwimConfig) -> Result<(), String> {
+    let zero = [
+        ("gossip_interval", swim.gossip_interval.is_zero()),
+        ("push_pull_interval", swim.push_pull_interval.is_zero()),
+        ("suspicion_multiplier", swim.suspicion_mult == 0),
+    ];
+    match zero.iter().find(|(_, is_zero)| *is_zero) {
+        Some((key, _)) => Err(format!("{key}: must be above zero")),
+        None => Ok(()),
     }
 }
 
@@ -535,6 +594,37 @@ mod tests {
         let config = parse(&format!("{base}sync_interval: 250ms\nmax_clock_skew: 5s\n")).unwrap();
         assert_eq!(config.sync_interval, duration("250ms"));
         assert_eq!(config.max_clock_skew, duration("5s"));
+    }
+
+    #[test]
+    fn probe_timing_overrides_derive_the_bounds() {
+        let swim = |yaml: &str| parse(&format!("node_id: a\n{yaml}")).map(|c| c.swim_config());
+        for yaml in [
+            "probe_interval: 100ms\n",
+            "probe_interval: 2s\nprobe_timeout: 1s\n",
+            "membership_profile: wan\nprobe_interval: 1s\n",
+            "probe_timeout: 150ms\n",
+            "probe_interval: 1ms\n",
+        ] {
+            let config = swim(yaml).unwrap().unwrap();
+            assert!(config.probe_timeout_max < config.probe_interval, "{yaml}");
+            assert!(config.probe_timeout_min <= config.probe_timeout, "{yaml}");
+        }
+        let wan = swim("membership_profile: wan\nprobe_interval: 1s\n").unwrap();
+        assert_eq!(wan.unwrap().probe_timeout, Duration::from_millis(500));
+        for (yaml, key) in [
+            (
+                "probe_interval: 100ms\nprobe_timeout: 250ms\n",
+                "probe_timeout",
+            ),
+            ("probe_timeout: 200ms\n", "probe_interval"),
+            ("probe_interval: 0s\n", "probe_interval"),
+            ("gossip_interval: 0s\n", "gossip_interval"),
+            ("membership_profile: moon\n", "membership_profile"),
+        ] {
+            let err = parse(&format!("node_id: a\n{yaml}")).unwrap_err();
+            assert!(err.0.contains(key), "{yaml}: {err}");
+        }
     }
 
     #[test]
