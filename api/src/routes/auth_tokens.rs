@@ -16,10 +16,21 @@ use crate::auth::{
 };
 use crate::{ApiError, Backend};
 
+/// A token ttl error that names the accepted range, the 10-year cap included.
+fn ttl_error(error: ModelError) -> ApiError {
+    match error {
+        ModelError::InvalidDuration(ttl) => ApiError::bad_request(format!(
+            "invalid ttl {ttl:?}: use 500ms, 30s, 10m, 24h, 7d or a number of seconds, above \
+             zero and at most 10 years (3650d, 315360000 seconds)"
+        )),
+        other => ApiError::from(other),
+    }
+}
+
 impl<B: Backend> Api<B> {
     pub(super) async fn issue_token(&self, request: IssueToken) -> Handled {
         let auth = self.auth_config()?;
-        let plan = plan_issue_token(&request, &self.users()?)?;
+        let plan = plan_issue_token(&request, &self.users()?).map_err(ttl_error)?;
         let now = self.backend.now_ms();
         let issued = auth
             .keys
@@ -68,5 +79,18 @@ impl<B: Backend> Api<B> {
             .await?;
         tracing::info!(jti = %record.jti, user_id = %record.user_id, "token revoked");
         Ok(no_content())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ttl_past_the_cap_names_the_cap() {
+        let error = ttl_error(ModelError::InvalidDuration("3651d".into()));
+        let text = format!("{error:?}");
+        assert!(text.contains("at most 10 years"), "{text}");
+        assert!(text.contains("3651d"), "{text}");
     }
 }

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use bytes::Buf;
 use futures_util::Stream;
-use kvs_sync::{Cursor, ListPage, Mutation, Version, WriteOp, WriteRejected};
+use kvs_sync::{Cursor, ListPage, Listed, Mutation, Version, WriteOp, WriteRejected};
 use uuid::Uuid;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response as WarpResponse;
@@ -171,6 +171,8 @@ impl<B: Backend> Api<B> {
         Ok(json_response(StatusCode::OK, body))
     }
 
+    /// `GET /kv`: a page of up to `limit` visible keys (never one under the reserved
+    /// `_` prefix, never a cursor pointing into it), by prefix or by time.
     pub(super) fn list(&self, caller: &Caller, query: &Query) -> Handled {
         self.authorize(caller, Operation::List)?;
         let limit = positive(query, "limit")?
@@ -184,45 +186,80 @@ impl<B: Backend> Api<B> {
         let prefix = query.get("prefix").unwrap_or("");
         if prefix.starts_with('_') {
             // The reserved keyspace (`_auth/...`) is not reachable from `/kv`.
-            let empty = ListPage {
-                items: Vec::new(),
-                next: None,
-            };
-            return Ok(json_response(StatusCode::OK, page_json(&empty)));
+            return Ok(json_response(
+                StatusCode::OK,
+                page_json(&ListPage::default()),
+            ));
         }
-        let now = self.backend.now_ms();
-        let store = self.backend.store();
-        let mut page = match query.get("since") {
-            Some(since) => {
-                let since: u64 = since.parse().map_err(|_| {
+        let since = query
+            .get("since")
+            .map(|since| {
+                since.parse::<u64>().map_err(|_| {
                     ApiError::bad_request(format!("since must be Unix milliseconds, not {since:?}"))
-                })?;
-                let after = match &cursor {
-                    None => None,
-                    Some(Cursor::Time(ts, key)) => Some((*ts, key.as_str())),
-                    Some(Cursor::Key(_)) => {
-                        return Err(ApiError::bad_request("cursor is not a since cursor"));
-                    }
-                };
-                let mut page = store.list_since(since, after, limit, now)?;
-                page.items.retain(|item| item.key.starts_with(prefix));
-                page
-            }
-            None => {
-                let after = match &cursor {
-                    None => None,
-                    Some(Cursor::Key(key)) => Some(key.as_str()),
-                    Some(Cursor::Time(..)) => {
-                        return Err(ApiError::bad_request("cursor is not a prefix cursor"));
-                    }
-                };
-                store.list(prefix, after, limit, now)?
-            }
+                })
+            })
+            .transpose()?;
+        let page = match since {
+            Some(since) => self.list_since(prefix, since, cursor, limit)?,
+            None => self.list_prefix(prefix, cursor, limit)?,
         };
-        page.items.retain(|item| !item.key.starts_with('_'));
         Ok(json_response(StatusCode::OK, page_json(&page)))
     }
 
+    /// Keys under `prefix` in byte order after a key cursor.
+    fn list_prefix(
+        &self,
+        prefix: &str,
+        cursor: Option<Cursor>,
+        limit: usize,
+    ) -> Result<ListPage, ApiError> {
+        let after = match cursor {
+            None => None,
+            Some(Cursor::Key(key)) => Some(key),
+            Some(Cursor::Time(..)) => {
+                return Err(ApiError::bad_request("cursor is not a prefix cursor"));
+            }
+        };
+        let now = self.backend.now_ms();
+        let store = self.backend.store();
+        let items = visible_items(after.map(Cursor::Key), limit, |next, batch| {
+            let after = match next {
+                Some(Cursor::Key(key)) => Some(key.clone()),
+                _ => None,
+            };
+            store.list(prefix, after.as_deref(), batch, now)
+        })?;
+        Ok(ListPage::from_overfetched(items, limit, |l| {
+            Cursor::Key(l.key.clone())
+        }))
+    }
+
+    /// Keys written at or after `since` (and under `prefix`), by time then key.
+    fn list_since(
+        &self,
+        prefix: &str,
+        since: u64,
+        cursor: Option<Cursor>,
+        limit: usize,
+    ) -> Result<ListPage, ApiError> {
+        if matches!(cursor, Some(Cursor::Key(_))) {
+            return Err(ApiError::bad_request("cursor is not a since cursor"));
+        }
+        let now = self.backend.now_ms();
+        let store = self.backend.store();
+        let items = visible_items(cursor, limit, |next, batch| {
+            let after = match next {
+                Some(Cursor::Time(ts, key)) => Some((*ts, key.as_str())),
+                _ => None,
+            };
+            let mut page = store.list_since(since, after, batch, now)?;
+            page.items.retain(|item| item.key.starts_with(prefix));
+            Ok(page)
+        })?;
+        Ok(ListPage::from_overfetched(items, limit, |l| {
+            Cursor::Time(l.id.timestamp, l.key.clone())
+        }))
+    }
     /// Whether `caller` may read `revision` under its own owner, group and permissions
     /// (a revision written while the key was private stays private).
     fn may_read(&self, caller: &Caller, revision: &Version) -> bool {
@@ -230,6 +267,26 @@ impl<B: Backend> Api<B> {
             || self
                 .authorize(caller, Operation::Read(Some(&key_meta(revision))))
                 .is_ok()
+    }
+}
+
+/// At least `limit + 1` visible keys (not under the reserved `_` prefix), fetching store
+/// pages of `limit + 1` from `cursor` on until there are that many or the store runs out
+/// (then all there are).
+fn visible_items(
+    mut cursor: Option<Cursor>,
+    limit: usize,
+    mut fetch: impl FnMut(&Option<Cursor>, usize) -> Result<ListPage, kvs_sync::StoreError>,
+) -> Result<Vec<Listed>, ApiError> {
+    let batch = limit.saturating_add(1).min(MAX_LIMIT as usize + 1);
+    let mut items = Vec::new();
+    loop {
+        let page = fetch(&cursor, batch)?;
+        items.extend(page.items.into_iter().filter(|i| !i.key.starts_with('_')));
+        if items.len() > limit || page.next.is_none() {
+            return Ok(items);
+        }
+        cursor = page.next;
     }
 }
 
