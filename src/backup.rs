@@ -169,15 +169,16 @@ fn load(arg: &str) -> Option<(crate::config::Config, PathBuf)> {
     }
 }
 
-/// `kvs backup CONFIG [--out FILE]`: through the running node's API when it runs (so
-/// that it keeps serving), else straight from its data dir.
-pub fn run_backup(arg: &str, out: Option<&Path>) -> std::process::ExitCode {
+/// `kvs backup CONFIG [--out FILE] [--token TOKEN]`: through the running node's API when
+/// it runs (so that it keeps serving; with `token`, else the data dir's `root.token`),
+/// else straight from its data dir.
+pub fn run_backup(arg: &str, out: Option<&Path>, token: Option<&str>) -> std::process::ExitCode {
     use std::process::ExitCode;
     let Some((config, data_dir)) = load(arg) else {
         return ExitCode::from(2);
     };
     let taken = if node_running(&data_dir) {
-        backup_through_api(&config, &data_dir)
+        backup_through_api(&config, &data_dir, token)
     } else {
         backup_offline(&config, &data_dir)
     };
@@ -220,11 +221,15 @@ fn backup_offline(config: &crate::config::Config, data_dir: &Path) -> Result<Bac
 fn backup_through_api(
     config: &crate::config::Config,
     data_dir: &Path,
+    token: Option<&str>,
 ) -> Result<BackupInfo, String> {
     let addr = std::fs::read_to_string(http_addr_file(data_dir))
         .map(|a| a.trim().to_owned())
         .unwrap_or_else(|_| format!("{}:{}", config.bind_address, config.http_port));
-    let token = std::fs::read_to_string(data_dir.join("root.token")).ok();
+    let token = token
+        .map(str::to_owned)
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| std::fs::read_to_string(data_dir.join("root.token")).ok());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,6 +1,8 @@
 //! `kvs bench`: a closed-loop load generator for a running node. It preloads the key
 //! space, then keeps `--connections` keep-alive connections busy with a GET/PUT mix for
-//! `--duration`, and prints requests per second, latency percentiles and errors.
+//! `--duration`, and prints requests per second, latency percentiles and errors. The
+//! keys it wrote stay in the store (and in its audit log) unless `--cleanup` deletes them;
+//! the last line says which.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -33,6 +35,9 @@ pub struct BenchArgs {
     /// Key prefix of the bench's keys.
     #[arg(long, default_value = "bench")]
     prefix: String,
+    /// Delete the bench's keys after the run (their audit entries stay).
+    #[arg(long)]
+    cleanup: bool,
     #[command(flatten)]
     target: crate::client::Target,
 }
@@ -109,27 +114,47 @@ async fn bench(args: BenchArgs) -> Result<u64, ClientError> {
         total.errors += tally.errors;
     }
     report(&mut total, started.elapsed());
+    if args.cleanup {
+        each_key(&args, Method::DELETE, None).await?;
+        println!(
+            "deleted the {} keys under {}/ (their audit entries stay)",
+            args.keys, args.prefix
+        );
+    } else {
+        println!(
+            "left {} keys under {}/ in the store (and their writes in the audit log); --cleanup deletes them",
+            args.keys, args.prefix
+        );
+    }
     Ok(total.errors)
 }
 
 async fn preload(args: &BenchArgs, value: &Bytes) -> Result<(), ClientError> {
+    each_key(args, Method::PUT, Some(value)).await
+}
+
+/// Sends `method` (with `body`) to every key of the key space, over up to 32
+/// connections; the first failure ends it.
+async fn each_key(
+    args: &BenchArgs,
+    method: Method,
+    body: Option<&Bytes>,
+) -> Result<(), ClientError> {
     let workers = args.connections.min(32);
     let mut tasks = Vec::new();
     for worker in 0..workers {
         let mut connection = Connection::open(&args.target.addr).await?;
         let args = args.clone();
-        let value = value.clone();
+        let (method, body) = (method.clone(), body.cloned());
         tasks.push(tokio::spawn(async move {
             for key in (worker..args.keys).step_by(workers) {
                 let path = format!("/kv/{}/{key}", args.prefix);
-                let (status, body) = connection
-                    .send(Method::PUT, &path, Some(value.clone()), args.target.token())
+                let (status, answer) = connection
+                    .send(method.clone(), &path, body.clone(), args.target.token())
                     .await?;
-                if !status.is_success() {
-                    return Err(ClientError::Http(format!(
-                        "preload PUT {path}: {status} {}",
-                        String::from_utf8_lossy(&body)
-                    )));
+                let gone = method == Method::DELETE && status == hyper::StatusCode::NOT_FOUND;
+                if !status.is_success() && !gone {
+                    return Err(ClientError::Http(failure(&method, &path, status, &answer)));
                 }
             }
             Ok(())
@@ -139,6 +164,19 @@ async fn preload(args: &BenchArgs, value: &Bytes) -> Result<(), ClientError> {
         task.await.map_err(|e| ClientError::Http(e.to_string()))??;
     }
     Ok(())
+}
+
+/// Why a request of the preload or the cleanup failed, with a hint on a `401`.
+fn failure(method: &Method, path: &str, status: hyper::StatusCode, body: &[u8]) -> String {
+    let hint = if status == hyper::StatusCode::UNAUTHORIZED {
+        " (pass a token with --token or KVS_TOKEN)"
+    } else {
+        ""
+    };
+    format!(
+        "{method} {path}: {status} {}{hint}",
+        String::from_utf8_lossy(body)
+    )
 }
 
 async fn drive(

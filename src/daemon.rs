@@ -3,7 +3,8 @@
 //! State lives under `$KVS_HOME` (default `~/.kvs`): `pids/<name>.pid` holds the
 //! daemon's pid, `pids/<name>.addr` its HTTP address, and `logs/kvs_<name>.yaml.log` its
 //! log, where `<name>` is the config's file name without `.yaml`. A pid file whose
-//! process is gone is stale: reported as such, and replaced on start.
+//! process is gone is stale: reported as such, and replaced on start. An instance with a
+//! log but no pid file is reported as stopped.
 
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
@@ -238,25 +239,12 @@ pub fn restart(arg: &str) -> ExitCode {
     start(arg)
 }
 
-/// `kvs status [CONFIG]`.
+/// `kvs status [CONFIG]`: every instance with a pid file (running or stale) or a log
+/// (stopped), or only CONFIG's.
 pub fn status(arg: Option<&str>) -> ExitCode {
     let names: Vec<String> = match arg {
         Some(arg) => vec![instance_name(&crate::config::config_path(arg))],
-        None => std::fs::read_dir(home().join("pids"))
-            .map(|dir| {
-                let mut names: Vec<String> = dir
-                    .filter_map(|e| {
-                        e.ok()?
-                            .file_name()
-                            .to_str()?
-                            .strip_suffix(".pid")
-                            .map(str::to_owned)
-                    })
-                    .collect();
-                names.sort();
-                names
-            })
-            .unwrap_or_default(),
+        None => known_instances(),
     };
     println!("{:<24} {:>8} {:<8} HTTP", "NAME", "PID", "STATE");
     for name in names {
@@ -269,4 +257,29 @@ pub fn status(arg: Option<&str>) -> ExitCode {
         println!("{:<24} {:>8} {:<8} {}", name, pid, state, instance.addr());
     }
     ExitCode::SUCCESS
+}
+
+/// The names of the instances under `$KVS_HOME`: those with a pid file and those that
+/// left a log, sorted.
+fn known_instances() -> Vec<String> {
+    let home = home();
+    let mut names: Vec<String> = file_names(&home.join("pids"))
+        .filter_map(|n| n.strip_suffix(".pid").map(str::to_owned))
+        .chain(file_names(&home.join("logs")).filter_map(|n| {
+            n.strip_prefix("kvs_")?
+                .strip_suffix(".yaml.log")
+                .map(str::to_owned)
+        }))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The UTF-8 file names in `dir` (none if it cannot be read).
+fn file_names(dir: &Path) -> impl Iterator<Item = String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
 }

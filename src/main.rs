@@ -61,6 +61,9 @@ enum Command {
         /// Also write the backup to this file.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
+        /// An admin token for a running node (default: the data dir's `root.token`).
+        #[arg(long, env = "KVS_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Restore a backup into the data dir of a stopped node.
     Restore {
@@ -109,7 +112,9 @@ fn main() -> ExitCode {
         Command::Stop { config } => daemon::stop(&config),
         Command::Restart { config } => daemon::restart(&config),
         Command::Status { config } => daemon::status(config.as_deref()),
-        Command::Backup { config, out } => backup::run_backup(&config, out.as_deref()),
+        Command::Backup { config, out, token } => {
+            backup::run_backup(&config, out.as_deref(), token.as_deref())
+        }
         Command::Restore { config, file } => backup::run_restore(&config, &file),
         Command::Get(args) => client::get(args),
         Command::Put(args) => client::put(args),
