@@ -342,10 +342,10 @@ impl<T: StreamTransport> Replication<T> {
         Some(self.shared.last_sync.load(Ordering::Relaxed)).filter(|&at| at > 0)
     }
 
-    /// Whether this node expects peers and has not completed a session with one yet.
+    /// Whether this node expects peers (it has seeds) and has not completed a session
+    /// with one yet.
     pub fn syncing(&self) -> bool {
-        let expecting = self.shared.config.expect_peers || !lock(&self.shared.peers).is_empty();
-        expecting && !self.shared.synced_once.load(Ordering::Relaxed)
+        !self.shared.established()
     }
 
     fn peer_statuses(&self) -> BTreeMap<String, PeerStatus> {

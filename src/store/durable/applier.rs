@@ -1,0 +1,118 @@
+//! The applier: a background thread that moves durable batches from the in-memory overlay
+//! into LMDB, a second's worth at a time unless a reader waits.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use kvs_sync::Version;
+
+use super::Log;
+use crate::store::LmdbStore;
+use crate::store::lmdb::Logged;
+use crate::store::wal;
+
+/// The most versions the applier moves to LMDB in one transaction.
+pub(super) const APPLY_BATCH: usize = 65536;
+/// The applier lets writes accumulate this long (unless a reader waits): LMDB rewrites
+/// every B-tree page a commit touches (under random writes, most of the history table),
+/// so fewer, larger commits write far fewer pages: 100 ms wrote about 4x the bytes
+/// per second (BENCHMARKS.md).
+pub(super) const APPLY_DELAY: Duration = Duration::from_millis(1000);
+
+#[derive(Default)]
+pub(super) struct Pending {
+    /// Accepted versions (in the WAL) not yet in LMDB, in WAL order, with their seqs.
+    pub(super) queue: VecDeque<(u64, Logged)>,
+    /// The newest accepted version of each key in `queue`, with its seq.
+    pub(super) latest: HashMap<String, (u64, Version)>,
+    /// The last seq acknowledged to a writer.
+    pub(super) accepted: u64,
+    /// The last seq committed to LMDB.
+    pub(super) applied: u64,
+    /// A reader waits for the applier: apply now rather than after [`APPLY_DELAY`].
+    pub(super) hurry: bool,
+    pub(super) stopping: bool,
+}
+
+pub(super) struct Shared {
+    pub(super) pending: Mutex<Pending>,
+    /// Signals the applier that work arrived or that it should stop.
+    pub(super) work: Condvar,
+    /// Signals readers waiting for the applier.
+    pub(super) applied: Condvar,
+}
+
+impl Shared {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Waits for accepted writes and takes the next batch for LMDB: after [`APPLY_DELAY`],
+/// or at once when a reader waits, the batch is full, or the store stops. `None` when the
+/// store stops with nothing left.
+pub(super) fn next_batch(shared: &Shared) -> Option<Vec<(u64, Logged)>> {
+    let mut pending = shared.lock();
+    while pending.queue.is_empty() && !pending.stopping {
+        pending = shared
+            .work
+            .wait(pending)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+    if pending.queue.is_empty() {
+        return None;
+    }
+    let deadline = Instant::now() + APPLY_DELAY;
+    while !pending.hurry && !pending.stopping && pending.queue.len() < APPLY_BATCH {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        pending = shared
+            .work
+            .wait_timeout(pending, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+    pending.hurry = false;
+    let take = pending.queue.len().min(APPLY_BATCH);
+    Some(pending.queue.drain(..take).collect())
+}
+
+pub(super) fn apply_loop(lmdb: &LmdbStore, shared: &Shared, log: &Mutex<Log>) {
+    // LMDB runs without meta-page fsyncs: a system crash may undo its last commit, so the
+    // log keeps a commit's records until the next commit has landed.
+    let mut durable_through = 0;
+    loop {
+        let Some(batch) = next_batch(shared) else {
+            return;
+        };
+        let last_seq = batch.last().map_or(0, |(seq, _)| *seq);
+        let staged: Vec<Logged> = batch.into_iter().map(|(_, item)| item).collect();
+        if let Err(error) = lmdb.apply_logged(&staged) {
+            tracing::error!(%error, "moving writes to LMDB failed; retrying");
+            let mut pending = shared.lock();
+            let seqs = (last_seq + 1 - staged.len() as u64)..=last_seq;
+            for (seq, staged) in seqs.rev().zip(staged.into_iter().rev()) {
+                pending.queue.push_front((seq, staged));
+            }
+            drop(pending);
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        {
+            let mut pending = shared.lock();
+            pending.applied = last_seq;
+            pending.latest.retain(|_, (seq, _)| *seq > last_seq);
+        }
+        shared.applied.notify_all();
+        let released = log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .wal
+            .release_through(durable_through);
+        wal::remove_segments(released);
+        durable_through = last_seq;
+    }
+}

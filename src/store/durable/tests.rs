@@ -1,0 +1,213 @@
+//! Tests of the durable store: the conformance suite, staging and durability, replay
+//! and the audit chain across restarts.
+
+use super::*;
+use crate::store::lmdb::Staged;
+use crate::store::record;
+
+kvs_sync::store_conformance_tests!(|options| {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = DurableStore::open(dir.path(), options, true).expect("open store");
+    (dir, store)
+});
+
+fn put(key: &str, data: &str) -> WriteOp {
+    WriteOp {
+        key: key.into(),
+        mutation: kvs_sync::Mutation::Put {
+            data: data.into(),
+            ttl_ms: None,
+        },
+        precondition: kvs_sync::Precondition::None,
+        uuid: uuid::Uuid::new_v4(),
+        origin_joined_at: 1,
+        owner: None,
+        group: None,
+        permissions: 0xf31,
+        actor: None,
+    }
+}
+
+#[test]
+fn staged_writes_are_planned_on_but_read_only_once_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+    let (results, through) = store.stage(&[put("k", "1")], 10).unwrap();
+    assert!(results[0].as_ref().unwrap().created);
+    assert_eq!(store.get("k").unwrap(), None, "not durable yet");
+    let mut create = put("k", "2");
+    create.precondition = kvs_sync::Precondition::IfAbsent;
+    let (results, later) = store.stage(&[create, put("k", "3")], 10).unwrap();
+    assert_eq!(results[0], Err(WriteRejected::PreconditionFailed));
+    let overwrite = results[1].as_ref().unwrap();
+    assert!(!overwrite.created);
+    assert!(
+        overwrite.version.id.timestamp > 10,
+        "the causal rule saw the staged write"
+    );
+    assert!(later > through);
+    // One sync covers everything staged before it, the later batch too.
+    store.make_durable(through).unwrap();
+    assert_eq!(store.get("k").unwrap().unwrap().data.as_deref(), Some("3"));
+    store.make_durable(later).unwrap();
+    assert_eq!(store.history("k").unwrap().len(), 2);
+}
+
+#[test]
+fn concurrent_writers_each_read_their_write_and_all_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store =
+            Arc::new(DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap());
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    for i in 0..100 {
+                        let key = format!("w{w}/{i}");
+                        let done = store.write_batch(&[put(&key, "1")], 10).unwrap();
+                        assert!(done[0].is_ok());
+                        assert!(store.get(&key).unwrap().is_some(), "read after ack");
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+    }
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+    assert_eq!(store.list("", None, 1000, 20).unwrap().items.len(), 800);
+    assert_eq!(
+        store.verify_audit().unwrap(),
+        Some(AuditVerdict::Intact { entries: 800 })
+    );
+}
+
+#[test]
+fn a_broken_log_refuses_every_write_and_is_kept_for_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+    store.write_batch(&[put("kept", "1")], 10).unwrap();
+    let (_, through) = store.stage(&[put("unsure", "2")], 11).unwrap();
+    // As after a failed fdatasync: what the log holds of "unsure" is unknown.
+    store.lock_log().broken = Some("fdatasync failed: test".into());
+    assert!(store.make_durable(through).is_err());
+    assert_eq!(store.get("unsure").unwrap(), None, "never acknowledged");
+    let refused = store.write_batch(&[put("k", "3")], 12).unwrap_err();
+    assert!(refused.to_string().contains("broken"), "{refused}");
+    let version = plan_write(None, &put("pushed", "4"), 13).unwrap();
+    assert!(store.merge(&[("pushed".into(), version)]).is_err());
+    assert!(store.close().is_err(), "the log is not discarded");
+    drop(store);
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+    assert!(store.get("kept").unwrap().is_some());
+    assert_eq!(store.get("k").unwrap(), None);
+    assert_eq!(store.get("pushed").unwrap(), None);
+}
+
+#[test]
+fn a_replayed_log_restores_writes_lmdb_never_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal_dir = dir.path().join("wal");
+    std::fs::create_dir_all(&wal_dir).unwrap();
+    let first = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+    first.write_batch(&[put("kept", "1")], 10).unwrap();
+    drop(first);
+    // A log written as if the process died before the applier ran.
+    let orphan = plan_write(None, &put("orphan", "2"), 20).unwrap();
+    let mut wal = Wal::start(&wal_dir, 100).unwrap();
+    wal.append(&[(100, &Logged::Version(staged_as("orphan", &orphan)))])
+        .unwrap();
+    drop(wal);
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+    assert_eq!(store.get("orphan").unwrap(), Some(orphan));
+    assert_eq!(
+        store.get("kept").unwrap().unwrap().data.as_deref(),
+        Some("1")
+    );
+    let later = store.write_batch(&[put("next", "3")], 30).unwrap();
+    assert!(later[0].is_ok());
+    assert_eq!(store.list("", None, 10, 40).unwrap().items.len(), 3);
+}
+
+fn staged(version: &Version) -> Staged {
+    staged_as("k", version)
+}
+
+fn staged_as(key: &str, version: &Version) -> Staged {
+    Staged {
+        key: key.into(),
+        version: version.clone(),
+        record: record::encode(version, None).unwrap(),
+    }
+}
+
+#[test]
+fn replay_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal_dir = dir.path().join("wal");
+    std::fs::create_dir_all(&wal_dir).unwrap();
+    let v1 = plan_write(None, &put("k", "1"), 10).unwrap();
+    let v2 = plan_write(Some(&v1), &put("k", "2"), 10).unwrap();
+    {
+        let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+        store
+            .lmdb()
+            .apply_logged(&[Logged::Version(staged(&v1)), Logged::Version(staged(&v2))])
+            .unwrap();
+    }
+    let mut wal = Wal::start(&wal_dir, 1).unwrap();
+    wal.append(&[
+        (1, &Logged::Version(staged(&v1))),
+        (2, &Logged::Version(staged(&v2))),
+    ])
+    .unwrap();
+    drop(wal);
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+    assert_eq!(store.get("k").unwrap(), Some(v2));
+    assert_eq!(
+        store.history("k").unwrap().len(),
+        2,
+        "no duplicate revisions"
+    );
+}
+
+#[test]
+fn the_audit_chain_continues_across_restarts_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut op = put("a", "1");
+    op.actor = Some("alice".into());
+    {
+        let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+        store.write_batch(&[op.clone(), put("b", "2")], 10).unwrap();
+        let mut failing = put("a", "3");
+        failing.precondition = kvs_sync::Precondition::IfAbsent;
+        store.write_batch(&[failing], 11).unwrap();
+    }
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+    store.write_batch(&[put("a", "4")], 12).unwrap();
+    let entries = store.audit_entries(1, 100).unwrap().unwrap();
+    let summary: Vec<(u64, &str, &str)> = entries
+        .iter()
+        .map(|e| (e.seq, e.actor.as_str(), e.key.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, "alice", "a"),
+            (2, "anonymous", "b"),
+            (3, "anonymous", "a")
+        ]
+    );
+    assert_eq!(entries[2].prev_hash, entries[1].hash);
+    assert_eq!(
+        store.verify_audit().unwrap(),
+        Some(AuditVerdict::Intact { entries: 3 })
+    );
+    assert_eq!(store.audit_entries(3, 100).unwrap().unwrap().len(), 1);
+    let off = tempfile::tempdir().unwrap();
+    let store = DurableStore::open(off.path(), StoreOptions::default(), false).unwrap();
+    store.write_batch(&[put("a", "1")], 1).unwrap();
+    assert_eq!(store.audit_entries(1, 10).unwrap(), None);
+}
