@@ -9,7 +9,7 @@
 //! - [`node`]: a running node (store, group commit, HTTP API, purge, shutdown);
 //! - [`private_files`]: files and directories only the node's user may read;
 //! - [`store`]: LMDB behind a write-ahead log, and group commit;
-//! - [`daemon`]: `kvs start`, `stop`, `restart`, `status`;
+//! - [`daemon`]: `kvs start`, `stop`, `restart`, `status`; [`init`]: `kvs init NAME --join CONFIG`;
 //! - [`client`], [`http_client`], [`bench`]: the command-line client and load generator.
 
 pub mod backup;
@@ -20,6 +20,7 @@ pub mod config;
 pub mod daemon;
 pub mod http_client;
 pub mod http_server;
+pub mod init;
 pub mod node;
 pub mod private_files;
 pub mod store;

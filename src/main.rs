@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use kvs::config::{Config, load_or_create};
-use kvs::{backup, bench, client, daemon, node};
+use kvs::{backup, bench, client, daemon, init, node};
 
 /// mimalloc: the node's threads hand buffers to each other (HTTP workers, the commit
 /// thread, the applier), and glibc's malloc pays for every cross-thread free.
@@ -65,6 +65,15 @@ enum Command {
         #[arg(long, env = "KVS_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Write NAME.yaml for another node of CONFIG's cluster: the same secrets, CONFIG's
+    /// node as its seed, free ports and a data dir of its own.
+    Init {
+        /// The new config (`node2` means `node2.yaml`).
+        name: String,
+        /// The config of a node of the cluster to join.
+        #[arg(long)]
+        join: String,
+    },
     /// Restore a backup into the data dir of a stopped node.
     Restore {
         /// The config file.
@@ -116,6 +125,16 @@ fn main() -> ExitCode {
             backup::run_backup(&config, out.as_deref(), token.as_deref())
         }
         Command::Restore { config, file } => backup::run_restore(&config, &file),
+        Command::Init { name, join } => match init::write_joining(&name, &join) {
+            Ok(said) => {
+                println!("{said}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("kvs: {error}");
+                ExitCode::from(2)
+            }
+        },
         Command::Get(args) => client::get(args),
         Command::Put(args) => client::put(args),
         Command::Del(args) => client::del(args),

@@ -152,3 +152,68 @@ fn client_commands_talk_to_a_node() {
     );
     assert_eq!(no_node.status.code(), Some(1));
 }
+
+/// A port that is free now (bound to port 0, then released).
+fn free_port(udp: bool) -> u16 {
+    match udp {
+        true => std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port(),
+        false => std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port(),
+    }
+}
+
+#[test]
+fn init_writes_a_config_that_joins_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let env = [("KVS_HOME", home.to_str().unwrap())];
+    let (http, gossip, sync) = (free_port(false), free_port(true), free_port(true));
+    std::fs::write(
+        dir.path().join("node1.yaml"),
+        format!(
+            "http_port: {http}\ngossip_port: {gossip}\nsync_port: {sync}\nauth_enabled: false\n\
+             cluster_secret: init-test-cluster-secret\njwt_secret: init-test-jwt-secret\n"
+        ),
+    )
+    .unwrap();
+    let init = run_kvs(&["init", "node2", "--join", "node1"], dir.path(), &env);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    assert!(stdout(&init).contains(&format!("joining through 127.0.0.1:{gossip}")));
+    let again = run_kvs(&["init", "node2", "--join", "node1"], dir.path(), &env);
+    assert_eq!(again.status.code(), Some(2), "an existing config is kept");
+    let mut addrs = Vec::new();
+    for name in ["node1", "node2"] {
+        let started = run_kvs(&["start", name], dir.path(), &env);
+        assert!(
+            started.status.success(),
+            "{}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        let addr = stdout(&started)
+            .split_whitespace()
+            .find(|w| w.contains("127.0.0.1:"))
+            .map(str::to_owned);
+        addrs.push(addr.expect("an address"));
+    }
+    let base = |addr: &str| format!("http://{}", addr.trim_start_matches("http://"));
+    let joined = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let health = common::request(&format!("{}/health", base(&addrs[1])), "GET", None, &[]);
+        health.status == 200 && health.json()["members"] == 2
+    });
+    for name in ["node1", "node2"] {
+        run_kvs(&["stop", name], dir.path(), &env);
+    }
+    assert!(joined, "node2 did not join node1");
+}

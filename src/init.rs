@@ -1,0 +1,159 @@
+//! `kvs init NAME --join CONFIG`: the config of another node of CONFIG's cluster, written
+//! next to NAME: the same secrets, CONFIG's node as its seed, ports that are free (not
+//! bound on this machine, and not named by another config in NAME's folder), and a data
+//! dir of its own.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, config_path, default_config_text};
+
+/// The ports of a new node's config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ports {
+    http: u16,
+    gossip: u16,
+    sync: u16,
+}
+
+/// Writes NAME's config; returns a line saying what it holds, or a one-line error.
+pub fn write_joining(name: &str, join: &str) -> Result<String, String> {
+    let target = config_path(name);
+    if target.exists() {
+        return Err(format!("{}: exists already", target.display()));
+    }
+    let seed_path = config_path(join);
+    let seed = Config::load(&seed_path).map_err(|e| e.0)?;
+    if seed.cluster_secret.is_empty() || seed.jwt_secret.is_empty() {
+        return Err(format!(
+            "{}: cluster_secret and jwt_secret are kept in its data dir; write them into the config first",
+            seed_path.display()
+        ));
+    }
+    let folder = target.parent().filter(|p| !p.as_os_str().is_empty());
+    let taken = ports_of_configs(folder.unwrap_or(Path::new(".")));
+    let ports = free_ports(seed.bind_address, &seed, &taken)
+        .ok_or("no free ports found above the seed's ports")?;
+    let advertise = seed.advertise_address.unwrap_or(seed.bind_address);
+    let seed_addr = SocketAddr::new(advertise, seed.gossip_port);
+    let stem = crate::config::instance_name(&target);
+    let text = joining_text(&seed, ports, seed_addr, &stem);
+    if let Some(folder) = folder {
+        crate::private_files::create_dir(folder)
+            .map_err(|e| format!("{}: {e}", folder.display()))?;
+    }
+    crate::private_files::write_new(&target, text.as_bytes())
+        .map_err(|e| format!("{}: cannot write: {e}", target.display()))?;
+    Ok(format!(
+        "wrote {}: http {}:{}, gossip {}, sync {}, data_dir ./data-{stem}, joining through {seed_addr}",
+        target.display(),
+        seed.bind_address,
+        ports.http,
+        ports.gossip,
+        ports.sync
+    ))
+}
+
+/// The default config text with the seed's secrets and bind address, `ports`, the seed
+/// and a data dir named after the node.
+fn joining_text(seed: &Config, ports: Ports, seed_addr: SocketAddr, stem: &str) -> String {
+    let replacements = [
+        ("bind_address: ", seed.bind_address.to_string()),
+        ("http_port: ", ports.http.to_string()),
+        ("gossip_port: ", ports.gossip.to_string()),
+        ("sync_port: ", ports.sync.to_string()),
+        ("data_dir: ", format!("./data-{stem}")),
+        ("seed_nodes: ", format!("[\"{seed_addr}\"]")),
+        ("cluster_secret: ", format!("\"{}\"", seed.cluster_secret)),
+        ("jwt_secret: ", format!("\"{}\"", seed.jwt_secret)),
+    ];
+    default_config_text()
+        .lines()
+        .map(|line| {
+            replacements
+                .iter()
+                .find(|(key, _)| line.starts_with(key))
+                .map_or_else(|| line.to_owned(), |(key, value)| format!("{key}{value}"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// Ports named by the configs in `folder` (those that parse).
+fn ports_of_configs(folder: &Path) -> HashSet<u16> {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return HashSet::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .filter_map(|path: PathBuf| Config::load(&path).ok())
+        .flat_map(|c| [c.http_port, c.gossip_port, c.sync_port])
+        .collect()
+}
+
+/// The first ports above the seed's that no config in the folder names and that can be
+/// bound now: TCP for HTTP, UDP for gossip and sync.
+fn free_ports(ip: IpAddr, seed: &Config, taken: &HashSet<u16>) -> Option<Ports> {
+    let usable = |port: u16, used: &HashSet<u16>| {
+        port != 0 && !taken.contains(&port) && !used.contains(&port)
+    };
+    let mut used = HashSet::new();
+    let next = |from: u16, bindable: &dyn Fn(u16) -> bool, used: &mut HashSet<u16>| {
+        let port = (from.checked_add(1)?..=u16::MAX).find(|&p| usable(p, used) && bindable(p))?;
+        used.insert(port);
+        Some(port)
+    };
+    let tcp = |port: u16| TcpListener::bind((ip, port)).is_ok();
+    let udp = |port: u16| UdpSocket::bind((ip, port)).is_ok();
+    let http = next(seed.http_port, &tcp, &mut used)?;
+    let gossip = next(seed.gossip_port, &udp, &mut used)?;
+    let sync = next(gossip, &udp, &mut used)?;
+    Some(Ports { http, gossip, sync })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_new_config_joins_with_the_same_secrets_on_other_ports() {
+        let dir = tempfile::tempdir().unwrap();
+        let node1 = dir.path().join("node1.yaml");
+        std::fs::write(&node1, default_config_text()).unwrap();
+        let node2 = dir.path().join("node2");
+        let said = write_joining(node2.to_str().unwrap(), node1.to_str().unwrap()).unwrap();
+        assert!(said.contains("joining through 127.0.0.1:7946"), "{said}");
+        let (one, two) = (
+            Config::load(&node1).unwrap(),
+            Config::load(&dir.path().join("node2.yaml")).unwrap(),
+        );
+        assert_eq!(two.cluster_secret, one.cluster_secret);
+        assert_eq!(two.jwt_secret, one.jwt_secret);
+        assert_eq!(two.seed_nodes, vec!["127.0.0.1:7946".to_owned()]);
+        assert_ne!(two.node_id, one.node_id);
+        let ports = [two.http_port, two.gossip_port, two.sync_port];
+        assert!(
+            ports.iter().all(|p| ![8080, 7946, 7947].contains(p)),
+            "{ports:?}"
+        );
+        assert_ne!(two.gossip_port, two.sync_port);
+        assert_ne!(
+            two.data_dir(&dir.path().join("node2.yaml")),
+            one.data_dir(&node1)
+        );
+        let node3 = dir.path().join("node3");
+        write_joining(node3.to_str().unwrap(), node1.to_str().unwrap()).unwrap();
+        let three = Config::load(&dir.path().join("node3.yaml")).unwrap();
+        let theirs = [three.http_port, three.gossip_port, three.sync_port];
+        assert!(
+            theirs.iter().all(|p| !ports.contains(p)),
+            "node3 takes node2's ports"
+        );
+        let again = write_joining(node2.to_str().unwrap(), node1.to_str().unwrap());
+        assert!(again.unwrap_err().contains("exists"));
+    }
+}
