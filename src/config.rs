@@ -260,8 +260,15 @@ impl Config {
                 ),
             );
         }
-        if self.max_value_bytes == 0 {
-            return fail("max_value_bytes", "must be above zero".into());
+        // Room for the key, the metadata and the record's framing.
+        let max_value = crate::store::MAX_LOG_RECORD - (64 << 10);
+        if self.max_value_bytes == 0 || self.max_value_bytes > max_value {
+            return fail(
+                "max_value_bytes",
+                format!(
+                    "must be above zero and at most {max_value} (the write-ahead log's record limit)"
+                ),
+            );
         }
         if self.revision_history_enabled && self.max_revisions == 0 {
             return fail(
@@ -580,6 +587,13 @@ mod tests {
         .unwrap_err();
         assert!(err.0.contains("tombstone_ttl"), "{err}");
         assert!(!err.0.contains('\n'));
+    }
+
+    #[test]
+    fn values_must_fit_a_log_record() {
+        let err = parse("node_id: a\nmax_value_bytes: 300000000\n").unwrap_err();
+        assert!(err.0.contains("max_value_bytes"), "{err}");
+        assert!(parse("node_id: a\nmax_value_bytes: 200000000\n").is_ok());
     }
 
     #[test]

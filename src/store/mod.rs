@@ -11,3 +11,5 @@ mod wal;
 pub use durable::DurableStore;
 pub use group_commit::GroupCommitter;
 pub use lmdb::LmdbStore;
+/// The largest record the write-ahead log takes (a value must fit with its key and metadata).
+pub const MAX_LOG_RECORD: usize = wal::MAX_RECORD as usize;

@@ -25,8 +25,10 @@ use super::record;
 
 /// A segment is closed and a new one started past this size.
 const SEGMENT_BYTES: u64 = 32 << 20;
-/// No record is larger than this (keys ≤ 512 B, values bounded by the request limit).
-const MAX_RECORD: u32 = 256 << 20;
+/// No record is larger than this (keys ≤ 512 B, values bounded by the request limit,
+/// itself capped below this by the config's checks): a larger one is refused at write
+/// time, never acknowledged and then dropped on replay.
+pub(crate) const MAX_RECORD: u32 = 256 << 20;
 
 fn io_error(context: &str, error: std::io::Error) -> StoreError {
     StoreError::Backend(format!("write-ahead log: {context}: {error}"))
@@ -196,7 +198,14 @@ impl Wal {
             encode_item(item, &mut self.buffer).map_err(WalError::Failed)?;
             let payload = &self.buffer[start + 8..];
             let len = u32::try_from(payload.len())
-                .map_err(|_| WalError::Failed(StoreError::Backend("record too large".into())))?;
+                .ok()
+                .filter(|&len| len <= MAX_RECORD)
+                .ok_or_else(|| {
+                    WalError::Failed(StoreError::Backend(format!(
+                        "a record of {} bytes is above the log's limit of {MAX_RECORD}",
+                        payload.len()
+                    )))
+                })?;
             let crc = crc32fast::hash(payload);
             self.buffer[start..start + 4].copy_from_slice(&len.to_le_bytes());
             self.buffer[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
