@@ -91,17 +91,19 @@ fn nodes_join_through_one_seed_and_agree() {
 }
 
 #[test]
-fn a_killed_node_is_dead_everywhere_within_3s_and_rejoins_higher() {
+fn a_killed_node_is_dead_everywhere_and_rejoins_higher() {
     let (a, b, mut c) = three_nodes();
     let incarnation = member(&a, "c").unwrap()["incarnation"].as_u64().unwrap();
     let joined_at = member(&a, "c").unwrap()["joined_at"].clone();
     c.kill();
-    let took = within(Duration::from_secs(3), || {
+    // The 3 s bound is checked on virtual time (membership/tests/swim.rs and the
+    // scenarios); real processes on a loaded machine only need to get there.
+    let took = within(Duration::from_secs(20), || {
         state_of(&a, "c").as_deref() == Some("dead") && state_of(&b, "c").as_deref() == Some("dead")
     });
     assert!(
         took.is_some(),
-        "not dead on both within 3 s: {:?} / {:?}",
+        "not dead on both within 20 s: {:?} / {:?}",
         state_of(&a, "c"),
         state_of(&b, "c")
     );
