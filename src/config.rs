@@ -260,13 +260,14 @@ impl Config {
                 ),
             );
         }
-        // Room for the key, the metadata and the record's framing.
-        let max_value = crate::store::MAX_LOG_RECORD - (64 << 10);
+        // A value travels in one WAL record and in one sync frame, with room for its key,
+        // its metadata and the framing.
+        let max_value = crate::store::MAX_LOG_RECORD.min(kvs_net::MAX_FRAME) - (64 << 10);
         if self.max_value_bytes == 0 || self.max_value_bytes > max_value {
             return fail(
                 "max_value_bytes",
                 format!(
-                    "must be above zero and at most {max_value} (the write-ahead log's record limit)"
+                    "must be above zero and at most {max_value} (a value must fit one sync frame)"
                 ),
             );
         }
@@ -593,7 +594,9 @@ mod tests {
     fn values_must_fit_a_log_record() {
         let err = parse("node_id: a\nmax_value_bytes: 300000000\n").unwrap_err();
         assert!(err.0.contains("max_value_bytes"), "{err}");
-        assert!(parse("node_id: a\nmax_value_bytes: 200000000\n").is_ok());
+        let err = parse("node_id: a\nmax_value_bytes: 16777216\n").unwrap_err();
+        assert!(err.0.contains("max_value_bytes"), "{err}");
+        assert!(parse("node_id: a\nmax_value_bytes: 16000000\n").is_ok());
     }
 
     #[test]

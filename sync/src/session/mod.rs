@@ -21,7 +21,7 @@ use crate::protocol::Message;
 use crate::{Store, StoreError, Version};
 
 /// Bytes of versions per `Versions` message, about (a single larger version still goes).
-const VERSIONS_BUDGET: usize = 1024 * 1024;
+const VERSIONS_BUDGET: usize = 4 * 1024 * 1024;
 /// Differing leaves whose entries go in one `Entries` message at most.
 const CHUNK_LEAVES: usize = 1024;
 /// The level whose hashes `Hello` carries.
