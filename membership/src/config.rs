@@ -89,7 +89,7 @@ impl SwimConfig {
             suspicion_mult: 4,
             suspicion_max_mult: 6,
             suspicion_confirmations: 2,
-            retransmit_mult: 4,
+            retransmit_mult: 5,
             gossip_interval: Duration::from_millis(100),
             gossip_fanout: 3,
             push_pull_interval: Duration::from_secs(30),

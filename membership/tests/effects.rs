@@ -127,3 +127,112 @@ fn a_lone_node_that_leaves_goes_quiet() {
     assert_eq!(a.poll_timeout(), None);
     assert_eq!(a.members()[0].state, MemberState::Left);
 }
+
+/// Runs `swim`'s timers one deadline at a time until `done` holds for the node and what
+/// that step sent; returns the step's time and datagrams.
+fn step_until(
+    swim: &mut Swim,
+    mut done: impl FnMut(&Swim, &[Transmit]) -> bool,
+) -> (Duration, Vec<Transmit>) {
+    loop {
+        let at = swim.poll_timeout().expect("timers run");
+        swim.handle_timeout(at);
+        let sent = drain(swim);
+        if done(swim, &sent) {
+            return (at, sent);
+        }
+    }
+}
+
+/// Runs `swim`'s timers up to `until`, returning everything it sent meanwhile.
+fn run_timers(swim: &mut Swim, until: Duration) -> Vec<Transmit> {
+    let mut out = Vec::new();
+    while let Some(at) = swim.poll_timeout().filter(|&at| at <= until) {
+        swim.handle_timeout(at);
+        out.extend(drain(swim));
+    }
+    out
+}
+
+/// Joins `joiner` through `seed` (one push-pull each way); the seed's later gossip is
+/// not delivered anywhere.
+fn join_through(joiner: &mut Swim, j: &LocalMember, seed: &mut Swim, s: &LocalMember) {
+    let t = Duration::ZERO;
+    joiner.join(&[s.gossip_addr], t);
+    for x in drain(joiner) {
+        seed.handle_datagram(j.gossip_addr, &x.payload, t);
+    }
+    for x in drain(seed) {
+        joiner.handle_datagram(s.gossip_addr, &x.payload, t);
+    }
+    events(joiner);
+    events(seed);
+}
+
+#[test]
+fn a_datagram_from_an_unknown_member_teaches_it() {
+    let t = Duration::ZERO;
+    let (la, lb, lc) = (local("a", 1), local("b", 2), local("c", 3));
+    let mut a = Swim::new(la.clone(), SwimConfig::lan(), 1, t).unwrap();
+    let mut b = Swim::new(lb.clone(), SwimConfig::lan(), 2, t).unwrap();
+    let mut c = Swim::new(lc.clone(), SwimConfig::lan(), 3, t).unwrap();
+    join_through(&mut a, &la, &mut b, &lb);
+    // c learns a from b's member list; b's broadcast of c never reaches a.
+    join_through(&mut c, &lc, &mut b, &lb);
+    assert!(a.member(&NodeId::from("c")).is_none());
+
+    // The first thing c sends a (a probe or gossip) is all a hears of c.
+    let to_a = |x: &Transmit| x.dst == la.gossip_addr;
+    let (now, sent) = step_until(&mut c, |_, sent| sent.iter().any(to_a));
+    let first = sent.into_iter().find(to_a).unwrap();
+    let mut in_flight = vec![(lc.gossip_addr, la.gossip_addr, first.payload)];
+    for _ in 0..4 {
+        for (from, to, payload) in std::mem::take(&mut in_flight) {
+            let (node, addr) = if to == la.gossip_addr {
+                (&mut a, la.gossip_addr)
+            } else {
+                (&mut c, lc.gossip_addr)
+            };
+            node.handle_datagram(from, &payload, now);
+            let sent = drain(node).into_iter().filter(|x| x.dst != lb.gossip_addr);
+            in_flight.extend(sent.map(|x| (addr, x.dst, x.payload)));
+        }
+    }
+    let seen = a.member(&NodeId::from("c")).map(|m| m.state);
+    assert_eq!(seen, Some(MemberState::Alive), "a learned c from c itself");
+    assert!(
+        events(&mut a)
+            .iter()
+            .any(|e| matches!(e, MembershipEvent::Alive(m) if m.id.as_str() == "c"))
+    );
+}
+
+#[test]
+fn an_ack_to_a_suspect_carries_its_suspicion() {
+    let t = Duration::ZERO;
+    let (la, lb) = (local("a", 1), local("b", 2));
+    let mut a = Swim::new(la.clone(), SwimConfig::lan(), 1, t).unwrap();
+    let mut b = Swim::new(lb.clone(), SwimConfig::lan(), 2, t).unwrap();
+    join_through(&mut a, &la, &mut b, &lb);
+
+    // b's first probe of a is held back.
+    let (_, sent) = step_until(&mut b, |b, _| b.metrics().probes == 1);
+    let ping = sent.into_iter().find(|x| x.dst == la.gossip_addr).unwrap();
+    // Everything a sends b is lost: a suspects b, and the suspicion's own broadcasts
+    // (and the pings carrying it) all miss b.
+    let id_b = NodeId::from("b");
+    let suspected =
+        |a: &Swim, _: &[Transmit]| a.member(&id_b).unwrap().state == MemberState::Suspect;
+    let (at, _) = step_until(&mut a, suspected);
+    let now = at + Duration::from_millis(500);
+    run_timers(&mut a, now);
+    assert_eq!(a.member(&id_b).unwrap().state, MemberState::Suspect);
+
+    // b's ping arrives at last: the ack tells b it is suspected, and b refutes.
+    a.handle_datagram(lb.gossip_addr, &ping.payload, now);
+    let ack = drain(&mut a);
+    assert_eq!(ack.len(), 1);
+    b.handle_datagram(la.gossip_addr, &ack[0].payload, now);
+    assert_eq!(b.incarnation(), 1, "b refuted the suspicion from the ack");
+    assert_eq!(b.metrics().refutations, 1);
+}

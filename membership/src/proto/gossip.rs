@@ -274,11 +274,10 @@ impl Swim {
             return;
         }
         for (i, id) in targets.iter().enumerate() {
-            let first = if i == 0 {
-                self.reassertions(id)
-            } else {
-                Vec::new()
-            };
+            let mut first = self.buddy(id);
+            if i == 0 {
+                first.extend(self.reassertions(id));
+            }
             if let Some(addr) = self.members.get(id).map(|r| r.addr) {
                 self.send(addr, Message::Gossip, first);
             }

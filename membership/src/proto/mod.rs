@@ -93,6 +93,7 @@ pub struct Swim {
     next_token: u64,
     seeds: Vec<SocketAddr>,
     replied: VecDeque<(NodeId, u32)>,
+    introduced: BTreeMap<NodeId, Duration>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<MembershipEvent>,
     metrics: Metrics,
@@ -134,6 +135,7 @@ impl Swim {
             next_token: 0,
             seeds: Vec::new(),
             replied: VecDeque::new(),
+            introduced: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             metrics: Metrics::default(),
@@ -224,9 +226,14 @@ impl Swim {
         for update in packet.updates {
             corrections.extend(self.apply(update, &source, now));
         }
+        if self.members.get(&sender).is_none() {
+            self.introduce(sender.clone(), from, now);
+        }
         match msg {
             Message::Ping { seq, target } if target == codec::fingerprint(&self.me.id) => {
-                return self.send(from, Message::Ack { seq }, corrections);
+                let mut first = self.buddy(&sender);
+                first.extend(corrections);
+                return self.send(from, Message::Ack { seq }, first);
             }
             Message::Ping { .. } | Message::Gossip => {}
             Message::Ack { seq } => self.on_ack(seq, &sender, now),

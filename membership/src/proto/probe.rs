@@ -148,8 +148,10 @@ impl Swim {
     }
 
     /// Buddy system (Lifeguard): a ping to a suspect member carries the suspicion, so that
-    /// it refutes at once, in its ack.
-    fn buddy(&self, target: &NodeId) -> Vec<Update> {
+    /// it refutes at once, in its ack. So do acks and gossip sent to it: the suspicion's
+    /// own broadcasts are few and may all miss it, and a suspect nobody happens to probe
+    /// would otherwise not learn of it before the timeout.
+    pub(super) fn buddy(&self, target: &NodeId) -> Vec<Update> {
         let suspect = self
             .members
             .get(target)

@@ -1,7 +1,9 @@
 //! Full-state exchanges and the member list's life cycle: join through seeds, periodic
 //! push-pull with a random member (chunked into datagrams of at most `max_payload` bytes,
-//! each chunk useful on its own), re-announcement to dead members and unanswered seeds so
-//! that partitions heal, and reaping of long-dead and left members.
+//! each chunk useful on its own), an exchange offered to any sender this node does not
+//! know (it missed that member's `alive`, which push gossip can do), re-announcement to
+//! dead members and unanswered seeds so that partitions heal, and reaping of long-dead and
+//! left members.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -78,6 +80,22 @@ impl Swim {
         }
         self.replied.push_back((sender, exchange));
         self.send_state(from, false);
+    }
+
+    /// A datagram came from a member this node does not know (its `alive` was missed):
+    /// offer it a push-pull, whose answer carries its entry. Each unknown sender is asked
+    /// at most once per `join_retry_interval`.
+    pub(super) fn introduce(&mut self, sender: NodeId, from: SocketAddr, now: Duration) {
+        if self.me.leaving {
+            return;
+        }
+        let quiet = self.cfg.join_retry_interval;
+        self.introduced.retain(|_, at| now < *at + quiet);
+        if self.introduced.contains_key(&sender) {
+            return;
+        }
+        self.introduced.insert(sender, now);
+        self.send_state(from, true);
     }
 
     /// Offers a push-pull to every seed.
