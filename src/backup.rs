@@ -304,26 +304,13 @@ pub fn run_restore(arg: &str, file: &Path) -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kvs_sync::{Mutation, Precondition, Store, WriteOp};
+    use kvs_sync::Store;
 
     #[test]
     fn listing_reads_the_records_and_pruning_keeps_the_newest() {
         let dir = tempfile::tempdir().unwrap();
         let store = DurableStore::open(dir.path(), StoreOptions::default(), false).unwrap();
-        let op = WriteOp {
-            key: "k".into(),
-            mutation: Mutation::Put {
-                data: "1".into(),
-                ttl_ms: None,
-            },
-            precondition: Precondition::None,
-            uuid: uuid::Uuid::new_v4(),
-            origin_joined_at: 1,
-            owner: None,
-            group: None,
-            permissions: 0xf31,
-            actor: None,
-        };
+        let op = kvs_sync::conformance::put("k", "1");
         store.write_batch(&[op], 1).unwrap();
         let taken: Vec<BackupInfo> = (0..3).map(|_| take(&store, dir.path()).unwrap()).collect();
         assert_eq!(list(dir.path()).unwrap(), taken);

@@ -4,29 +4,13 @@
 use super::*;
 use crate::store::lmdb::Staged;
 use crate::store::record;
+use kvs_sync::conformance::put;
 
 kvs_sync::store_conformance_tests!(|options| {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = DurableStore::open(dir.path(), options, true).expect("open store");
     (dir, store)
 });
-
-fn put(key: &str, data: &str) -> WriteOp {
-    WriteOp {
-        key: key.into(),
-        mutation: kvs_sync::Mutation::Put {
-            data: data.into(),
-            ttl_ms: None,
-        },
-        precondition: kvs_sync::Precondition::None,
-        uuid: uuid::Uuid::new_v4(),
-        origin_joined_at: 1,
-        owner: None,
-        group: None,
-        permissions: 0xf31,
-        actor: None,
-    }
-}
 
 #[test]
 fn staged_writes_are_planned_on_but_read_only_once_durable() {

@@ -277,27 +277,15 @@ impl MerkleState {
 
 #[cfg(test)]
 mod tests {
-    use kvs_sync::{Mutation, Precondition, Store, StoreOptions, WriteOp};
+    use kvs_sync::conformance::put;
+    use kvs_sync::{Store, StoreOptions, WriteOp};
 
     use super::*;
     use crate::store::LmdbStore;
 
     fn fill(store: &LmdbStore) {
         let ops: Vec<WriteOp> = (0..300)
-            .map(|n| WriteOp {
-                key: format!("k/{n}"),
-                mutation: Mutation::Put {
-                    data: n.to_string(),
-                    ttl_ms: None,
-                },
-                precondition: Precondition::None,
-                uuid: uuid::Uuid::new_v4(),
-                origin_joined_at: 1,
-                owner: None,
-                group: None,
-                permissions: 0xf31,
-                actor: None,
-            })
+            .map(|n| put(&format!("k/{n}"), &n.to_string()))
             .collect();
         store.write_batch(&ops, 1000).unwrap();
     }

@@ -7,8 +7,8 @@
 //! - `tombstones`: timestamp ++ key -> () for tombstones, purged after `tombstone_ttl`;
 //! - `history`: key ++ 0x00 ++ !timestamp ++ uuid -> record, newest first per key (keys
 //!   hold no control characters, so 0x00 ends a key);
-//! - `meta`: node facts such as `joined_at`;
-//! - `audit`: the audit trail, seq (u64 BE) -> entry (JSON), see `kvs_sync::AuditEntry`;
+//! - `meta`: node facts such as `joined_at` (`meta.rs`);
+//! - `audit`: the audit trail, seq (u64 BE) -> entry (JSON), see `kvs_sync::AuditEntry` (`audit.rs`);
 //! - `merkle` and `by_leaf`: the merkle tree of `kv` and the keys of each of its leaves
 //!   (`merkle.rs`), updated in every transaction that changes `kv`.
 //!
@@ -22,15 +22,19 @@ use std::path::Path;
 use heed::types::{Bytes, Unit};
 use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, PutFlags, RoTxn, RwTxn};
 use kvs_sync::{
-    AuditEntry, AuditVerdict, Cursor, ListPage, Listed, PurgeStats, Store, StoreError,
-    StoreOptions, StoreStats, Version, WriteOp, WriteOutcome, WriteRejected, plan_write,
-    verify_chain,
+    AuditEntry, Cursor, ListPage, Listed, PurgeStats, Store, StoreError, StoreOptions, StoreStats,
+    Version, WriteOp, WriteOutcome, WriteRejected, plan_write,
 };
 
 use self::merkle::MerkleState;
 use super::record::{self, Header};
 
+mod audit;
+mod keys;
 mod merkle;
+mod meta;
+
+use self::keys::{history_prefix, index_key, split_index_key};
 
 /// The largest the memory map may grow (virtual address space, not disk).
 const MAP_SIZE: usize = 256 << 30;
@@ -76,48 +80,6 @@ pub struct LmdbStore {
 
 fn backend(error: heed::Error) -> StoreError {
     StoreError::Backend(error.to_string())
-}
-
-fn index_key(at: u64, key: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + key.len());
-    out.extend_from_slice(&at.to_be_bytes());
-    out.extend_from_slice(key.as_bytes());
-    out
-}
-
-fn split_index_key(bytes: &[u8]) -> Result<(u64, &str), StoreError> {
-    let (at, key) = bytes
-        .split_at_checked(8)
-        .ok_or_else(|| StoreError::Corrupt {
-            key: String::new(),
-            reason: "short index entry".into(),
-        })?;
-    let key = std::str::from_utf8(key).map_err(|e| StoreError::Corrupt {
-        key: String::new(),
-        reason: e.to_string(),
-    })?;
-    Ok((u64::from_be_bytes(at.try_into().unwrap_or_default()), key))
-}
-
-/// An audit entry from its stored bytes; one that does not decode comes back with an
-/// empty hash, which no chain check accepts.
-fn decode_audit(seq: &[u8], json: &[u8]) -> AuditEntry {
-    serde_json::from_slice(json).unwrap_or_else(|_| AuditEntry {
-        seq: seq.try_into().map(u64::from_be_bytes).unwrap_or(0),
-        timestamp: 0,
-        actor: String::new(),
-        action: String::new(),
-        key: String::new(),
-        hash: String::new(),
-        prev_hash: String::new(),
-    })
-}
-
-fn history_prefix(key: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len() + 1 + 24);
-    out.extend_from_slice(key.as_bytes());
-    out.push(0);
-    out
 }
 
 impl LmdbStore {
@@ -186,94 +148,6 @@ impl LmdbStore {
             merkle,
             options,
         })
-    }
-
-    /// The value of node fact `name`, storing `init` first if it has none.
-    pub fn meta_u64_or_init(&self, name: &str, init: u64) -> Result<u64, StoreError> {
-        let mut wtxn = self.env.write_txn().map_err(backend)?;
-        if let Some(bytes) = self.meta.get(&wtxn, name.as_bytes()).map_err(backend)? {
-            let bytes: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
-                key: name.to_owned(),
-                reason: "meta value is not a u64".into(),
-            })?;
-            return Ok(u64::from_be_bytes(bytes));
-        }
-        self.meta
-            .put(&mut wtxn, name.as_bytes(), &init.to_be_bytes())
-            .map_err(backend)?;
-        wtxn.commit().map_err(backend)?;
-        Ok(init)
-    }
-
-    /// Sets node fact `name` to `value`.
-    pub fn set_meta_u64(&self, name: &str, value: u64) -> Result<(), StoreError> {
-        let mut wtxn = self.env.write_txn().map_err(backend)?;
-        self.meta
-            .put(&mut wtxn, name.as_bytes(), &value.to_be_bytes())
-            .map_err(backend)?;
-        wtxn.commit().map_err(backend)
-    }
-
-    /// Adds one to node fact `name` (0 when absent) and returns the new value.
-    pub fn increment_meta_u64(&self, name: &str) -> Result<u64, StoreError> {
-        let mut wtxn = self.env.write_txn().map_err(backend)?;
-        let held = match self.meta.get(&wtxn, name.as_bytes()).map_err(backend)? {
-            Some(bytes) => {
-                u64::from_be_bytes(bytes.try_into().map_err(|_| StoreError::Corrupt {
-                    key: name.to_owned(),
-                    reason: "meta value is not a u64".into(),
-                })?)
-            }
-            None => 0,
-        };
-        let next = held + 1;
-        self.meta
-            .put(&mut wtxn, name.as_bytes(), &next.to_be_bytes())
-            .map_err(backend)?;
-        wtxn.commit().map_err(backend)?;
-        self.sync()?;
-        Ok(next)
-    }
-
-    /// The text of node fact `name`, storing `init` first if it has none.
-    pub fn meta_text_or_init(&self, name: &str, init: &str) -> Result<String, StoreError> {
-        let mut wtxn = self.env.write_txn().map_err(backend)?;
-        if let Some(bytes) = self.meta.get(&wtxn, name.as_bytes()).map_err(backend)? {
-            return String::from_utf8(bytes.to_vec()).map_err(|e| StoreError::Corrupt {
-                key: name.to_owned(),
-                reason: e.to_string(),
-            });
-        }
-        self.meta
-            .put(&mut wtxn, name.as_bytes(), init.as_bytes())
-            .map_err(backend)?;
-        wtxn.commit().map_err(backend)?;
-        Ok(init.to_owned())
-    }
-
-    /// Writes a compacted copy of the whole environment (one read transaction, so a
-    /// consistent snapshot) to a new file at `path`; returns its size in bytes and the
-    /// number of keys it holds.
-    pub fn copy_to(&self, path: &Path) -> Result<(u64, u64), StoreError> {
-        let file = self
-            .env
-            .copy_to_path(path, heed::CompactionOption::Enabled)
-            .map_err(backend)?;
-        file.sync_all()
-            .map_err(|e| StoreError::Backend(format!("syncing {}: {e}", path.display())))?;
-        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok((bytes, self.key_count()?))
-    }
-
-    /// Keys held, tombstones included.
-    pub fn key_count(&self) -> Result<u64, StoreError> {
-        let rtxn = self.env.read_txn().map_err(backend)?;
-        self.kv.len(&rtxn).map_err(backend)
-    }
-
-    /// Flushes the environment to disk.
-    pub fn sync(&self) -> Result<(), StoreError> {
-        self.env.force_sync().map_err(backend)
     }
 
     /// Opens a write transaction that may change versions (and so the merkle tree).
@@ -491,59 +365,6 @@ impl LmdbStore {
             }
         }
         self.commit(wtxn)
-    }
-
-    /// Audit entries from `since_seq` on, at most `limit`, in seq order.
-    pub fn audit_entries(
-        &self,
-        since_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<AuditEntry>, StoreError> {
-        let rtxn = self.env.read_txn().map_err(backend)?;
-        let from = since_seq.to_be_bytes();
-        let mut out = Vec::new();
-        for item in self
-            .audit
-            .range(&rtxn, &(Bound::Included(&from[..]), Bound::Unbounded))
-            .map_err(backend)?
-            .take(limit)
-        {
-            let (seq, json) = item.map_err(backend)?;
-            out.push(decode_audit(seq, json));
-        }
-        Ok(out)
-    }
-
-    /// The last audit entry, if any.
-    pub fn last_audit_entry(&self) -> Result<Option<AuditEntry>, StoreError> {
-        let rtxn = self.env.read_txn().map_err(backend)?;
-        Ok(self
-            .audit
-            .last(&rtxn)
-            .map_err(backend)?
-            .map(|(seq, json)| decode_audit(seq, json)))
-    }
-
-    /// Checks the whole audit chain.
-    pub fn verify_audit(&self) -> Result<AuditVerdict, StoreError> {
-        let rtxn = self.env.read_txn().map_err(backend)?;
-        let mut failed = None;
-        let entries = self
-            .audit
-            .iter(&rtxn)
-            .map_err(backend)?
-            .map_while(|item| match item {
-                Ok((seq, json)) => Some(decode_audit(seq, json)),
-                Err(error) => {
-                    failed = Some(error);
-                    None
-                }
-            });
-        let verdict = verify_chain(entries);
-        match failed {
-            Some(error) => Err(backend(error)),
-            None => Ok(verdict),
-        }
     }
 
     /// Index entries of `index` at or before `until`, at most [`PURGE_BATCH`].

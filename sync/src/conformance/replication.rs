@@ -1,0 +1,191 @@
+//! The conformance checks of what replication relies on: the merkle tree and leaf
+//! entries, tombstone ages, wall-clock TTLs, merge-order independence, `get_many`.
+
+use uuid::Uuid;
+
+use super::{delete, put, write};
+use crate::merkle::{LEAVES, Leaf, MerkleTree};
+use crate::{Mutation, Store, StoreOptions, Version};
+
+/// The tree built from scratch over what `store` holds, and the entries by leaf.
+fn tree_from_entries<S: Store>(store: &S) -> (MerkleTree, usize) {
+    let all: Vec<Leaf> = (0..LEAVES).map(|l| l as Leaf).collect();
+    let entries = store.leaf_entries(&all).expect("store works");
+    let mut tree = MerkleTree::new();
+    for (key, id) in &entries {
+        let held = store
+            .get(key)
+            .expect("store works")
+            .expect("listed keys are held");
+        assert_eq!(&held.id, id, "leaf entry of {key} matches the held version");
+        tree.toggle(key, id);
+    }
+    (tree, entries.len())
+}
+
+/// The merkle tree follows writes, overwrites, deletes, merges and purges, equals the
+/// tree built from the held versions, and lists each held key once under its leaf.
+pub fn merkle_tracks_every_change<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
+    assert_eq!(store.merkle().unwrap(), MerkleTree::new());
+    for n in 0..50 {
+        write(&store, put(&format!("k/{n}"), "1"), 1000 + n).unwrap();
+    }
+    write(&store, put("k/1", "2"), 2000).unwrap();
+    write(&store, delete("k/2"), 2001).unwrap();
+    let mut op = put("k/ttl", "1");
+    op.mutation = Mutation::Put {
+        data: "1".into(),
+        ttl_ms: Some(10),
+    };
+    write(&store, op, 2000).unwrap();
+    let remote = Version {
+        id: crate::VersionId {
+            timestamp: 5000,
+            origin_joined_at: 2,
+            uuid: Uuid::new_v4(),
+        },
+        data: Some("9".into()),
+        owner: None,
+        group: None,
+        permissions: 0xf31,
+        expires_at: None,
+    };
+    store
+        .merge(&[("k/3".into(), remote.clone()), ("r".into(), remote)])
+        .unwrap();
+    let (built, count) = tree_from_entries(&store);
+    assert_eq!(count, 52, "every key once, tombstones included");
+    assert_eq!(store.merkle().unwrap(), built);
+    store.purge(3000, 10_000).unwrap();
+    let (built, _) = tree_from_entries(&store);
+    assert_eq!(
+        store.merkle().unwrap(),
+        built,
+        "turning expired values into tombstones"
+    );
+    store.purge(1_000_000, 10_000).unwrap();
+    let (built, count) = tree_from_entries(&store);
+    assert_eq!(count, 50, "purged tombstones leave the tree");
+    assert_eq!(store.merkle().unwrap(), built);
+    let leaf = crate::merkle::leaf_of("k/7");
+    let entries = store.leaf_entries(&[leaf]).unwrap();
+    assert!(entries.iter().any(|(key, _)| key == "k/7"));
+    assert!(
+        entries
+            .iter()
+            .all(|(key, _)| crate::merkle::leaf_of(key) == leaf)
+    );
+}
+
+/// A value that expired becomes a tombstone kept `tombstone_ttl` from its expiry, not
+/// from its write.
+pub fn tombstone_of_an_expired_value_is_kept_from_its_expiry<G, S: Store>(
+    make: &impl Fn(StoreOptions) -> (G, S),
+) {
+    let (_guard, store) = make(StoreOptions::default());
+    let mut op = put("long", "1");
+    op.mutation = Mutation::Put {
+        data: "1".into(),
+        ttl_ms: Some(50_000),
+    };
+    write(&store, op, 1000).unwrap();
+    assert_eq!(store.purge(51_000, 10_000).unwrap().expired, 1);
+    assert_eq!(store.purge(60_000, 10_000).unwrap().tombstones, 0);
+    assert!(store.get("long").unwrap().unwrap().is_tombstone());
+    assert_eq!(store.purge(61_000, 10_000).unwrap().tombstones, 1);
+    assert_eq!(store.get("long").unwrap(), None);
+}
+
+/// A TTL counts from the write's wall-clock time even when the causal rule stamps the
+/// write later (the held version came from a node whose clock runs ahead).
+pub fn ttl_counts_from_the_wall_clock<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
+    let ahead = write(&store, put("k", "1"), 5000).unwrap().version;
+    let mut op = put("k", "2");
+    op.mutation = Mutation::Put {
+        data: "2".into(),
+        ttl_ms: Some(500),
+    };
+    let written = write(&store, op, 1000).unwrap().version;
+    assert!(written.id.timestamp > ahead.id.timestamp);
+    assert_eq!(written.expires_at, Some(1500));
+}
+
+/// Versions of a few keys with every kind of tie (equal timestamps, equal origins), values
+/// and tombstones.
+fn contenders() -> Vec<(String, Version)> {
+    let mut out = Vec::new();
+    for (n, (timestamp, origin, uuid, tombstone)) in [
+        (5, 1, 3, false),
+        (5, 1, 2, false),
+        (5, 2, 1, false),
+        (6, 9, 9, true),
+        (4, 1, 1, false),
+        (6, 9, 8, false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for key in ["a", "b/c"] {
+            out.push((
+                key.to_owned(),
+                Version {
+                    id: crate::VersionId {
+                        timestamp,
+                        origin_joined_at: origin,
+                        uuid: Uuid::from_u128(uuid),
+                    },
+                    data: (!tombstone).then(|| n.to_string()),
+                    owner: None,
+                    group: None,
+                    permissions: 0xf31,
+                    expires_at: None,
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// Merging the same versions in any order, one by one or together, ends in the same
+/// state: the winner of each key by the rule, and the same merkle tree.
+pub fn merge_order_does_not_matter<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let versions = contenders();
+    let mut orders = vec![versions.clone(), versions.iter().rev().cloned().collect()];
+    let mut rotated = versions.clone();
+    rotated.rotate_left(5);
+    orders.push(rotated);
+    let (_first_guard, first) = make(StoreOptions::default());
+    first.merge(&versions).unwrap();
+    for order in orders {
+        let (_guard, store) = make(StoreOptions::default());
+        for version in order {
+            store.merge(&[version]).unwrap();
+        }
+        for key in ["a", "b/c"] {
+            let held = store.get(key).unwrap().unwrap();
+            assert_eq!(held.id.timestamp, 6, "{key}");
+            assert_eq!(
+                held.id.uuid,
+                Uuid::from_u128(8),
+                "the smaller uuid wins the tie"
+            );
+            assert_eq!(Some(held), first.get(key).unwrap());
+        }
+        assert_eq!(store.merkle().unwrap(), first.merkle().unwrap());
+    }
+}
+
+/// `get_many` answers what `get` answers, key by key, in order.
+pub fn get_many_reads_like_get<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
+    write(&store, put("a", "1"), 10).unwrap();
+    write(&store, put("b", "2"), 10).unwrap();
+    write(&store, delete("b"), 11).unwrap();
+    let keys: Vec<String> = ["b", "none", "a", "a"].map(str::to_owned).to_vec();
+    let one_by_one: Vec<Option<Version>> = keys.iter().map(|k| store.get(k).unwrap()).collect();
+    assert_eq!(store.get_many(&keys).unwrap(), one_by_one);
+    assert!(one_by_one[0].as_ref().unwrap().is_tombstone());
+    assert_eq!(one_by_one[1], None);
+}
