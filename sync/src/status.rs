@@ -7,7 +7,8 @@ use serde::Serialize;
 pub struct PeerStatus {
     /// The peer's `node_id`.
     pub node_id: String,
-    /// When a session with it last completed (Unix ms).
+    /// When the last session with it that completed had started (Unix ms): each side
+    /// held at least what the other held at that time.
     pub last_sync: Option<u64>,
     /// Bytes of versions queued for it.
     pub queue_bytes: u64,

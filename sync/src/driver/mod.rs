@@ -188,7 +188,7 @@ impl<T: StreamTransport> Shared<T> {
             tracing::info!(%node_id, "first sync with a peer complete");
         }
         if let Some(peer) = lock(&self.peers).get_mut(node_id) {
-            peer.last_sync = Some(self.now_ms());
+            peer.last_sync = Some(started_ms);
             peer.behind = false;
         }
     }

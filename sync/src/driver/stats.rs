@@ -214,7 +214,7 @@ impl Counters {
 
 /// Per-peer gauges in Prometheus text.
 pub(crate) fn render_peers(peers: &BTreeMap<String, PeerStatus>, out: &mut String) {
-    out.push_str("# HELP kvs_sync_last_complete_ms When a session with each peer last completed (Unix ms).\n# TYPE kvs_sync_last_complete_ms gauge\n");
+    out.push_str("# HELP kvs_sync_last_complete_ms When the last complete session with each peer started (Unix ms).\n# TYPE kvs_sync_last_complete_ms gauge\n");
     for (id, peer) in peers {
         if let Some(at) = peer.last_sync {
             let _ = writeln!(out, "kvs_sync_last_complete_ms{{node_id=\"{id}\"}} {at}");
