@@ -1,32 +1,57 @@
 //! Datagram authentication with the cluster secret: pure `seal`/`open` functions and the
-//! [`DatagramAuth`] guard that adds stamping, the replay window and counters.
+//! [`DatagramAuth`] guard that adds stamping, addressing, the replay window and counters.
 //!
 //! Wire format of an authenticated datagram (at most [`MAX_DATAGRAM`] bytes):
-//! `version (1) | sender (8) | stamp (8) | payload | tag (16)`, integers big-endian, where
-//! `sender` is a random id the sender picks at start (the replay window is kept per
-//! sender, so a replay from another source address is still caught), `stamp` is µs since
-//! the Unix epoch (strictly increasing per sender) and `tag` is HMAC-SHA256 truncated to
-//! 128 bits over everything before it, keyed by a key derived from the cluster secret.
+//! `kind (1) | sender (8) | receiver (8) | stamp (8) | payload | tag (16)`, integers
+//! big-endian, where
+//! - `kind` is [`DatagramKind::Data`] (2, a payload for the protocol) or [`DatagramKind::Hello`] (3, from
+//!   guard to guard; its payload is the 8-byte stamp of the datagram it answers);
+//! - `sender` is the sender's boot id, random and non-zero, chosen at each start (the
+//!   replay window is kept per boot id, so a replay from another source address is still
+//!   caught);
+//! - `receiver` is the receiver's boot id as the sender knows it, 0 while it does not;
+//! - `stamp` is µs since the Unix epoch (strictly increasing per sender);
+//! - `tag` is HMAC-SHA256 truncated to 128 bits over everything before it, keyed by a key
+//!   derived from the cluster secret.
+//!
+//! A datagram is delivered only by the boot it names, so a captured datagram replayed to
+//! another node, or to the same node after a restart (a new boot id, an empty window), is
+//! refused. Boot ids are learned by a handshake: a fresh, authentic datagram that names
+//! another boot or none is refused and answered with a hello naming the sender's boot and
+//! echoing the refused stamp. Every accepted datagram (hellos included) teaches the boot
+//! at its source address. A hello answering a first contact (which named no boot, so no
+//! node can have delivered it) also teaches the boot at the address the first contact was
+//! sent to, which may differ from the hello's source, and the first contact is sealed
+//! again for that boot and re-sent, once. A hello answering a datagram that named a boot
+//! makes the sender forget that boot, so that its next datagram there is a first contact.
+//! First contact thus costs one round trip; a datagram sent to a peer that restarted
+//! since is lost, never re-sent, so that a replay cannot make a node deliver an old
+//! payload to the peer's next boot. Version 1 (no receiver) is refused as an unknown kind.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::replay::DEFAULT_MAX_PEERS;
 use crate::{AuthCounts, AuthError, AuthStats, ReplayWindow};
 
 /// The largest datagram on the wire, authentication included (fits a 1,500-byte MTU with
 /// IP and UDP headers to spare).
 pub const MAX_DATAGRAM: usize = 1400;
-/// The authentication format version carried in the first byte.
-pub const AUTH_VERSION: u8 = 1;
-const HEADER_LEN: usize = 1 + 8 + 8;
+const HEADER_LEN: usize = 1 + 8 + 8 + 8;
 const TAG_LEN: usize = 16;
 /// Bytes added to a payload by [`seal`].
 pub const AUTH_OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 /// The largest payload a datagram can carry.
 pub const MAX_PAYLOAD: usize = MAX_DATAGRAM - AUTH_OVERHEAD;
+/// Sent datagrams remembered for answering hellos (a first contact's payload among them).
+const SENT_MEMORY: usize = 256;
+/// Hellos and re-sends waiting for [`DatagramAuth::poll_transmit`].
+const OUTBOX: usize = 64;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -79,22 +104,59 @@ impl fmt::Debug for DatagramKey {
     }
 }
 
+/// What a datagram carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatagramKind {
+    /// A payload for the protocol.
+    Data,
+    /// The guard's answer to a datagram that named another boot or none: the payload is
+    /// the answered datagram's stamp.
+    Hello,
+}
+
+impl DatagramKind {
+    fn byte(self) -> u8 {
+        match self {
+            DatagramKind::Data => 2,
+            DatagramKind::Hello => 3,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Result<Self, AuthError> {
+        match byte {
+            2 => Ok(DatagramKind::Data),
+            3 => Ok(DatagramKind::Hello),
+            other => Err(AuthError::BadVersion(other)),
+        }
+    }
+}
+
+/// An authenticated datagram's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatagramHeader {
+    /// What it carries.
+    pub kind: DatagramKind,
+    /// The sender's boot id.
+    pub sender: u64,
+    /// The receiver's boot id as the sender knew it (0: unknown).
+    pub receiver: u64,
+    /// The sender's stamp (µs since the Unix epoch, strictly increasing per sender).
+    pub stamp: u64,
+}
+
 /// An authenticated datagram's contents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Opened<'a> {
-    /// The sender's random id.
-    pub sender: u64,
-    /// The sender's stamp (µs since the Unix epoch, strictly increasing per sender).
-    pub stamp: u64,
+    /// The header.
+    pub header: DatagramHeader,
     /// The payload.
     pub payload: &'a [u8],
 }
 
-/// Appends the authenticated datagram for `payload` to `out` (cleared first).
+/// Appends the authenticated datagram for `header` and `payload` to `out` (cleared first).
 pub fn seal(
     key: &DatagramKey,
-    sender: u64,
-    stamp: u64,
+    header: &DatagramHeader,
     payload: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), AuthError> {
@@ -103,9 +165,10 @@ pub fn seal(
     }
     out.clear();
     out.reserve(payload.len() + AUTH_OVERHEAD);
-    out.push(AUTH_VERSION);
-    out.extend_from_slice(&sender.to_be_bytes());
-    out.extend_from_slice(&stamp.to_be_bytes());
+    out.push(header.kind.byte());
+    for field in [header.sender, header.receiver, header.stamp] {
+        out.extend_from_slice(&field.to_be_bytes());
+    }
     out.extend_from_slice(payload);
     let mut mac = key.0.clone();
     mac.update(out);
@@ -113,8 +176,8 @@ pub fn seal(
     Ok(())
 }
 
-/// Checks a datagram's length, version and MAC, and returns its stamp and payload.
-/// Replays are judged separately ([`ReplayWindow`]).
+/// Checks a datagram's length, MAC and kind, and returns its header and payload. Whom it
+/// is for and replays are judged separately ([`DatagramAuth`], [`ReplayWindow`]).
 pub fn open<'a>(key: &DatagramKey, datagram: &'a [u8]) -> Result<Opened<'a>, AuthError> {
     let len = datagram.len();
     if len > MAX_DATAGRAM {
@@ -129,12 +192,13 @@ pub fn open<'a>(key: &DatagramKey, datagram: &'a [u8]) -> Result<Opened<'a>, Aut
     mac.verify_truncated_left(tag)
         .map_err(|_| AuthError::BadMac)?;
     let (header, payload) = body.split_at(HEADER_LEN);
-    if header[0] != AUTH_VERSION {
-        return Err(AuthError::BadVersion(header[0]));
-    }
     Ok(Opened {
-        sender: be_u64(&header[1..9]),
-        stamp: be_u64(&header[9..17]),
+        header: DatagramHeader {
+            kind: DatagramKind::from_byte(header[0])?,
+            sender: be_u64(&header[1..9]),
+            receiver: be_u64(&header[9..17]),
+            stamp: be_u64(&header[17..25]),
+        },
         payload,
     })
 }
@@ -160,52 +224,244 @@ impl Stamper {
     }
 }
 
-/// Everything a datagram transport needs to authenticate: the key, our random sender id
-/// and stamper, the replay window kept per sender id, and counters.
+/// A datagram we sent, remembered so that a hello answering it can be matched.
+#[derive(Debug)]
+struct Sent {
+    stamp: u64,
+    to: SocketAddr,
+    /// The payload of a first contact (sent naming no boot), until it is re-sent.
+    first_contact: Option<Vec<u8>>,
+}
+
+/// The guard's mutable state, under one lock.
+#[derive(Debug)]
+struct State {
+    stamper: Stamper,
+    window: ReplayWindow<u64>,
+    /// The boot id last learned at each address, and when it was learned.
+    boots: BTreeMap<SocketAddr, (u64, u64)>,
+    sent: VecDeque<Sent>,
+    outbox: VecDeque<(SocketAddr, Vec<u8>)>,
+}
+
+impl State {
+    /// Seals a datagram of ours for `receiver`.
+    fn seal(
+        &mut self,
+        key: &DatagramKey,
+        kind: DatagramKind,
+        (sender, receiver): (u64, u64),
+        now_us: u64,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<u64, AuthError> {
+        let stamp = self.stamper.next(now_us);
+        let header = DatagramHeader {
+            kind,
+            sender,
+            receiver,
+            stamp,
+        };
+        seal(key, &header, payload, out)?;
+        Ok(stamp)
+    }
+
+    fn remember(&mut self, sent: Sent) {
+        if self.sent.len() >= SENT_MEMORY {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(sent);
+    }
+
+    fn queue(&mut self, to: SocketAddr, wire: Vec<u8>) {
+        if self.outbox.len() >= OUTBOX {
+            self.outbox.pop_front();
+        }
+        self.outbox.push_back((to, wire));
+    }
+
+    /// Records that `boot` is at `addr`; when full, forgets the address learned longest ago.
+    fn learn(&mut self, addr: SocketAddr, boot: u64, now_us: u64) {
+        if !self.boots.contains_key(&addr) && self.boots.len() >= DEFAULT_MAX_PEERS {
+            let oldest = self
+                .boots
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(addr, _)| *addr);
+            if let Some(oldest) = oldest {
+                self.boots.remove(&oldest);
+            }
+        }
+        self.boots.insert(addr, (boot, now_us));
+    }
+
+    /// A hello from `boot` answering our datagram stamped `echo`. For a first contact: the
+    /// boot at the address we sent it to, and the payload re-sent to that boot. For a
+    /// datagram that named a boot: that boot is forgotten (the peer restarted, or the
+    /// datagram was replayed to another node), so our next datagram there is a first
+    /// contact that the node really at that address answers.
+    fn on_hello(
+        &mut self,
+        key: &DatagramKey,
+        (ours, boot): (u64, u64),
+        echo: u64,
+        now_us: u64,
+    ) -> Result<(), AuthError> {
+        let Some(sent) = self.sent.iter_mut().find(|s| s.stamp == echo) else {
+            return Ok(());
+        };
+        let (to, first_contact) = (sent.to, sent.first_contact.take());
+        let Some(payload) = first_contact else {
+            if self.boots.get(&to).is_some_and(|&(known, _)| known != boot) {
+                self.boots.remove(&to);
+            }
+            return Ok(());
+        };
+        self.learn(to, boot, now_us);
+        let mut wire = Vec::new();
+        let stamp = self.seal(
+            key,
+            DatagramKind::Data,
+            (ours, boot),
+            now_us,
+            &payload,
+            &mut wire,
+        )?;
+        self.remember(Sent {
+            stamp,
+            to,
+            first_contact: None,
+        });
+        self.queue(to, wire);
+        Ok(())
+    }
+}
+
+/// Everything a datagram transport needs to authenticate: the key, our boot id and
+/// stamper, the boot ids learned at peers' addresses, the replay window kept per boot id,
+/// and counters. Sans-IO: [`Self::seal`] and [`Self::open`] work on bytes, and the
+/// handshake's own datagrams wait in [`Self::poll_transmit`].
 #[derive(Debug)]
 pub struct DatagramAuth {
     key: DatagramKey,
-    sender: u64,
-    stamper: Mutex<Stamper>,
-    window: Mutex<ReplayWindow<u64>>,
+    boot: u64,
+    state: Mutex<State>,
     stats: AuthStats,
 }
 
 impl DatagramAuth {
-    /// A guard for `secret` with a random sender id and the default replay window.
+    /// A guard for `secret` with a random boot id and the default replay window.
     pub fn new(secret: &ClusterSecret) -> Self {
         Self::with_window(secret, crate::random_seed(), ReplayWindow::default())
     }
 
-    /// A guard with a chosen sender id and replay window.
-    pub fn with_window(secret: &ClusterSecret, sender: u64, window: ReplayWindow<u64>) -> Self {
+    /// A guard with a chosen boot id (0 is taken as 1: 0 means "unknown" on the wire) and
+    /// replay window.
+    pub fn with_window(secret: &ClusterSecret, boot: u64, window: ReplayWindow<u64>) -> Self {
         Self {
             key: DatagramKey::new(secret),
-            sender,
-            stamper: Mutex::new(Stamper::default()),
-            window: Mutex::new(window),
+            boot: boot.max(1),
+            state: Mutex::new(State {
+                stamper: Stamper::default(),
+                window,
+                boots: BTreeMap::new(),
+                sent: VecDeque::new(),
+                outbox: VecDeque::new(),
+            }),
             stats: AuthStats::default(),
         }
     }
 
-    /// Seals `payload` stamped at wall time `now_us` into `out`.
-    pub fn seal(&self, now_us: u64, payload: &[u8], out: &mut Vec<u8>) -> Result<(), AuthError> {
-        let stamp = lock(&self.stamper).next(now_us);
-        seal(&self.key, self.sender, stamp, payload, out)
+    /// This start's boot id.
+    pub fn boot(&self) -> u64 {
+        self.boot
     }
 
-    /// Opens a datagram received at wall time `now_us`: MAC, then freshness and replay
-    /// (per sender id, whatever address it came from). Counts the outcome.
-    pub fn open<'a>(&self, now_us: u64, datagram: &'a [u8]) -> Result<&'a [u8], AuthError> {
-        let result = open(&self.key, datagram).and_then(|opened| {
-            lock(&self.window).check(&opened.sender, opened.stamp, now_us)?;
-            Ok(opened.payload)
+    /// Seals `payload` for the node at `to`, stamped at wall time `now_us`, into `out`.
+    pub fn seal(
+        &self,
+        now_us: u64,
+        to: SocketAddr,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), AuthError> {
+        let mut state = lock(&self.state);
+        let receiver = state.boots.get(&to).map_or(0, |&(boot, _)| boot);
+        let ids = (self.boot, receiver);
+        let stamp = state.seal(&self.key, DatagramKind::Data, ids, now_us, payload, out)?;
+        state.remember(Sent {
+            stamp,
+            to,
+            first_contact: (receiver == 0).then(|| payload.to_vec()),
         });
+        Ok(())
+    }
+
+    /// Opens a datagram received from `from` at wall time `now_us`: MAC, then freshness and
+    /// replay (per boot id, whatever address it came from), then whom it names. Returns
+    /// the payload for the protocol, or `None` for the handshake's own traffic (a hello, or
+    /// a first contact that is answered with one). Counts the outcome.
+    pub fn open<'a>(
+        &self,
+        now_us: u64,
+        from: SocketAddr,
+        datagram: &'a [u8],
+    ) -> Result<Option<&'a [u8]>, AuthError> {
+        let result = open(&self.key, datagram).and_then(|opened| self.admit(now_us, from, opened));
         match &result {
-            Ok(_) => self.stats.record_accepted(),
+            Ok(Some(_)) => self.stats.record_accepted(),
+            Ok(None) => self.stats.record_handshake(),
             Err(err) => self.stats.record_rejected(err),
         }
         result
+    }
+
+    fn admit<'a>(
+        &self,
+        now_us: u64,
+        from: SocketAddr,
+        opened: Opened<'a>,
+    ) -> Result<Option<&'a [u8]>, AuthError> {
+        let Opened { header, payload } = opened;
+        let mut state = lock(&self.state);
+        state.window.check(&header.sender, header.stamp, now_us)?;
+        if header.receiver != self.boot {
+            if header.kind == DatagramKind::Data {
+                let echo = header.stamp.to_be_bytes();
+                let mut hello = Vec::new();
+                let ids = (self.boot, header.sender);
+                state.seal(
+                    &self.key,
+                    DatagramKind::Hello,
+                    ids,
+                    now_us,
+                    &echo,
+                    &mut hello,
+                )?;
+                state.queue(from, hello);
+            }
+            return match header.receiver {
+                0 => Ok(None),
+                _ => Err(AuthError::Misaddressed),
+            };
+        }
+        state.learn(from, header.sender, now_us);
+        match header.kind {
+            DatagramKind::Data => Ok(Some(payload)),
+            DatagramKind::Hello => {
+                if let Ok(echo) = <[u8; 8]>::try_from(payload) {
+                    let echo = u64::from_be_bytes(echo);
+                    state.on_hello(&self.key, (self.boot, header.sender), echo, now_us)?;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// The next datagram the handshake wants sent (a hello or a re-sent first contact):
+    /// where to, and its bytes.
+    pub fn poll_transmit(&self) -> Option<(SocketAddr, Vec<u8>)> {
+        lock(&self.state).outbox.pop_front()
     }
 
     /// The live counters.
@@ -228,32 +484,41 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    const NOW: u64 = 1_700_000_000_000_000;
+
     fn key(s: &str) -> DatagramKey {
         DatagramKey::new(&ClusterSecret::new(s))
+    }
+
+    fn header(sender: u64, receiver: u64, stamp: u64) -> DatagramHeader {
+        DatagramHeader {
+            kind: DatagramKind::Data,
+            sender,
+            receiver,
+            stamp,
+        }
     }
 
     #[test]
     fn round_trip_and_max_size() {
         let mut out = Vec::new();
         let payload = vec![7u8; MAX_PAYLOAD];
-        seal(&key("s"), 3, 42, &payload, &mut out).expect("fits");
+        let h = header(3, 5, 42);
+        seal(&key("s"), &h, &payload, &mut out).expect("fits");
         assert_eq!(out.len(), MAX_DATAGRAM);
         let opened = open(&key("s"), &out).expect("valid");
-        assert_eq!(
-            (opened.sender, opened.stamp, opened.payload),
-            (3, 42, &payload[..])
-        );
+        assert_eq!((opened.header, opened.payload), (h, &payload[..]));
         let too_big = vec![0u8; MAX_PAYLOAD + 1];
         assert!(matches!(
-            seal(&key("s"), 3, 1, &too_big, &mut out),
+            seal(&key("s"), &h, &too_big, &mut out),
             Err(AuthError::Oversized { .. })
         ));
     }
 
     #[test]
-    fn wrong_key_tampered_and_truncated_are_refused() {
+    fn wrong_key_tampered_truncated_and_old_format_are_refused() {
         let mut out = Vec::new();
-        seal(&key("s"), 3, 1, b"hello", &mut out).expect("fits");
+        seal(&key("s"), &header(3, 5, 1), b"hello", &mut out).expect("fits");
         assert_eq!(open(&key("other"), &out), Err(AuthError::BadMac));
         for i in 0..out.len() {
             let mut bad = out.clone();
@@ -263,17 +528,13 @@ mod tests {
         for n in 0..out.len() {
             assert!(open(&key("s"), &out[..n]).is_err(), "truncated to {n}");
         }
-    }
-
-    #[test]
-    fn guard_refuses_replays() {
-        let auth = DatagramAuth::new(&ClusterSecret::new("s"));
-        let mut out = Vec::new();
-        auth.seal(1_000_000, b"x", &mut out).expect("fits");
-        assert_eq!(auth.open(1_000_000, &out), Ok(&b"x"[..]));
-        assert_eq!(auth.open(1_000_000, &out), Err(AuthError::Replayed));
-        let counts = auth.counts();
-        assert_eq!((counts.accepted, counts.replayed), (1, 1));
+        // Version 1 (no receiver field), even with a valid MAC over its bytes.
+        let mut v1 = vec![1u8];
+        v1.extend_from_slice(&out[1..out.len() - TAG_LEN]);
+        let mut mac = key("s").0;
+        mac.update(&v1);
+        v1.extend_from_slice(&mac.finalize().into_bytes()[..TAG_LEN]);
+        assert_eq!(open(&key("s"), &v1), Err(AuthError::BadVersion(1)));
     }
 
     #[test]
@@ -283,5 +544,228 @@ mod tests {
         assert_eq!(s.next(10), 11);
         assert_eq!(s.next(5), 12);
         assert_eq!(s.next(100), 100);
+    }
+
+    /// A node of the tests: a guard at an address.
+    struct Node {
+        auth: DatagramAuth,
+        addr: SocketAddr,
+    }
+
+    fn node(boot: u64, port: u16) -> Node {
+        let secret = ClusterSecret::new("s");
+        Node {
+            auth: DatagramAuth::with_window(&secret, boot, ReplayWindow::default()),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    fn sealed(from: &Node, to: &Node, payload: &[u8]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        from.auth
+            .seal(NOW, to.addr, payload, &mut wire)
+            .expect("fits");
+        wire
+    }
+
+    /// Delivers what `from`'s handshake wants sent to whichever of `nodes` is at its
+    /// address, until nothing is left; returns the payloads delivered to the protocol.
+    fn pump(nodes: &[&Node]) -> Vec<(u64, Vec<u8>)> {
+        let mut delivered = Vec::new();
+        loop {
+            let mut moved = false;
+            for from in nodes {
+                while let Some((to, wire)) = from.auth.poll_transmit() {
+                    moved = true;
+                    let Some(to) = nodes.iter().find(|n| n.addr == to) else {
+                        continue;
+                    };
+                    if let Ok(Some(p)) = to.auth.open(NOW, from.addr, &wire) {
+                        delivered.push((to.auth.boot(), p.to_vec()));
+                    }
+                }
+            }
+            if !moved {
+                return delivered;
+            }
+        }
+    }
+
+    /// `a` and `b` learn each other's boot: a first contact each way.
+    fn introduce(a: &Node, b: &Node) {
+        let wire = sealed(a, b, b"hi");
+        assert_eq!(b.auth.open(NOW, a.addr, &wire), Ok(None), "first contact");
+        assert_eq!(pump(&[a, b]), vec![(b.boot(), b"hi".to_vec())]);
+        let wire = sealed(b, a, b"hi back");
+        assert_eq!(a.auth.open(NOW, b.addr, &wire), Ok(Some(&b"hi back"[..])));
+    }
+
+    impl Node {
+        fn boot(&self) -> u64 {
+            self.auth.boot()
+        }
+    }
+
+    #[test]
+    fn first_contact_is_delivered_once_after_one_round_trip() {
+        let (a, b) = (node(1, 1), node(2, 2));
+        let wire = sealed(&a, &b, b"join");
+        assert_eq!(b.auth.open(NOW, a.addr, &wire), Ok(None));
+        assert_eq!(pump(&[&a, &b]), vec![(2, b"join".to_vec())]);
+        // The first contact again (a replay) is refused and not re-sent a second time.
+        assert_eq!(b.auth.open(NOW, a.addr, &wire), Err(AuthError::Replayed));
+        assert_eq!(pump(&[&a, &b]), vec![]);
+        // From now on both directions are delivered at once, nothing else on the wire.
+        for i in 0..100u32 {
+            let there = sealed(&a, &b, &i.to_be_bytes());
+            assert_eq!(
+                b.auth.open(NOW, a.addr, &there),
+                Ok(Some(&i.to_be_bytes()[..]))
+            );
+            let back = sealed(&b, &a, &i.to_le_bytes());
+            assert_eq!(
+                a.auth.open(NOW, b.addr, &back),
+                Ok(Some(&i.to_le_bytes()[..]))
+            );
+        }
+        assert_eq!(
+            (a.auth.poll_transmit(), b.auth.poll_transmit()),
+            (None, None)
+        );
+        let (ca, cb) = (a.auth.counts(), b.auth.counts());
+        assert_eq!(
+            (ca.accepted, ca.handshakes, ca.rejected()),
+            (100, 1, 0),
+            "{ca:?}"
+        );
+        assert_eq!(
+            (cb.accepted, cb.handshakes, cb.rejected()),
+            (101, 1, 1),
+            "{cb:?}"
+        );
+    }
+
+    #[test]
+    fn replay_to_a_third_node_is_refused() {
+        let (a, b, c) = (node(1, 1), node(2, 2), node(3, 3));
+        introduce(&a, &b);
+        introduce(&a, &c);
+        let wire = sealed(&a, &b, b"for b only");
+        assert_eq!(
+            b.auth.open(NOW, a.addr, &wire),
+            Ok(Some(&b"for b only"[..]))
+        );
+        assert_eq!(
+            c.auth.open(NOW, a.addr, &wire),
+            Err(AuthError::Misaddressed)
+        );
+        // c's hello reaches a, which re-sends nothing: the payload was b's.
+        assert_eq!(pump(&[&a, &b, &c]), vec![]);
+        assert_eq!(c.auth.counts().misaddressed, 1);
+        assert_eq!(c.auth.counts().accepted, 1, "only the introduction");
+        // Normal traffic to c still flows.
+        let wire = sealed(&a, &c, b"for c");
+        assert_eq!(c.auth.open(NOW, a.addr, &wire), Ok(Some(&b"for c"[..])));
+        // a forgot b's boot on c's hello: its next datagram to b is a first contact,
+        // answered by b, so a replay cannot cut a off from b.
+        let wire = sealed(&a, &b, b"still for b");
+        assert_eq!(b.auth.open(NOW, a.addr, &wire), Ok(None));
+        assert_eq!(pump(&[&a, &b, &c]), vec![(2, b"still for b".to_vec())]);
+        let wire = sealed(&a, &b, b"and again");
+        assert_eq!(b.auth.open(NOW, a.addr, &wire), Ok(Some(&b"and again"[..])));
+    }
+
+    #[test]
+    fn a_first_contact_replayed_to_a_third_node_is_never_delivered_there() {
+        let (a, b, c) = (node(1, 1), node(2, 2), node(3, 3));
+        let wire = sealed(&a, &b, b"join");
+        assert_eq!(b.auth.open(NOW, a.addr, &wire), Ok(None));
+        assert_eq!(c.auth.open(NOW, a.addr, &wire), Ok(None));
+        let delivered = pump(&[&a, &b, &c]);
+        assert_eq!(delivered, vec![(2, b"join".to_vec())]);
+        assert_eq!(c.auth.counts().accepted, 0);
+    }
+
+    #[test]
+    fn replay_to_a_restarted_receiver_is_refused() {
+        let (a, b) = (node(1, 1), node(2, 2));
+        introduce(&a, &b);
+        let wire = sealed(&a, &b, b"before the restart");
+        assert_eq!(
+            b.auth.open(NOW, a.addr, &wire),
+            Ok(Some(&b"before the restart"[..]))
+        );
+        // b restarts at the same address: a new boot id, an empty replay window.
+        let b = node(22, 2);
+        assert_eq!(
+            b.auth.open(NOW, a.addr, &wire),
+            Err(AuthError::Misaddressed)
+        );
+        // Its hello (from b's address) teaches a the new boot; the old payload is not
+        // re-sent.
+        assert_eq!(pump(&[&a, &b]), vec![]);
+        assert_eq!(b.auth.counts().accepted, 0);
+        // Normal traffic reaches the new boot.
+        let wire = sealed(&a, &b, b"after");
+        assert_eq!(b.auth.open(NOW, a.addr, &wire), Ok(Some(&b"after"[..])));
+    }
+
+    #[test]
+    fn a_restarted_peer_answering_from_another_address_is_learned_again() {
+        // b is reached at `b.addr`, but its datagrams come from `alias` (NAT, several
+        // interfaces), so a cannot learn b's boot from their source address.
+        let (a, b) = (node(1, 1), node(2, 2));
+        introduce(&a, &b);
+        let b = node(22, 2);
+        let alias = SocketAddr::from(([127, 0, 0, 1], 20));
+        let wire = sealed(&a, &b, b"lost");
+        assert_eq!(
+            b.auth.open(NOW, a.addr, &wire),
+            Err(AuthError::Misaddressed)
+        );
+        let (to, hello) = b.auth.poll_transmit().expect("a hello");
+        assert_eq!(to, a.addr);
+        assert_eq!(a.auth.open(NOW, alias, &hello), Ok(None));
+        assert_eq!(
+            a.auth.poll_transmit(),
+            None,
+            "a payload b's last boot had is not re-sent"
+        );
+        // a forgot the old boot: its next datagram is a first contact, delivered after
+        // b's hello.
+        let wire = sealed(&a, &b, b"first contact again");
+        assert_eq!(b.auth.open(NOW, a.addr, &wire), Ok(None));
+        let (_, hello) = b.auth.poll_transmit().expect("a hello");
+        assert_eq!(a.auth.open(NOW, alias, &hello), Ok(None));
+        let (to, resent) = a.auth.poll_transmit().expect("the first contact, re-sent");
+        assert_eq!(to, b.addr);
+        assert_eq!(
+            b.auth.open(NOW, a.addr, &resent),
+            Ok(Some(&b"first contact again"[..]))
+        );
+        let wire = sealed(&a, &b, b"then at once");
+        assert_eq!(
+            b.auth.open(NOW, a.addr, &wire),
+            Ok(Some(&b"then at once"[..]))
+        );
+    }
+
+    #[test]
+    fn replays_and_forged_hellos_are_refused() {
+        let (a, b) = (node(1, 1), node(2, 2));
+        introduce(&a, &b);
+        let wire = sealed(&a, &b, b"x");
+        assert_eq!(b.auth.open(NOW, a.addr, &wire), Ok(Some(&b"x"[..])));
+        assert_eq!(b.auth.open(NOW, a.addr, &wire), Err(AuthError::Replayed));
+        // A hello sealed with another secret teaches nothing.
+        let mut forged = Vec::new();
+        let h = DatagramHeader {
+            kind: DatagramKind::Hello,
+            ..header(9, a.boot(), NOW)
+        };
+        seal(&key("other"), &h, &0u64.to_be_bytes(), &mut forged).expect("fits");
+        assert_eq!(a.auth.open(NOW, b.addr, &forged), Err(AuthError::BadMac));
+        let wire = sealed(&a, &b, b"y");
+        assert_eq!(b.auth.open(NOW, a.addr, &wire), Ok(Some(&b"y"[..])));
     }
 }

@@ -28,6 +28,10 @@ pub enum AuthError {
     /// The stamp was already seen from this peer, or is older than its replay window.
     #[error("replayed datagram")]
     Replayed,
+    /// The datagram names another boot of the receiver (a replay to another node, or to
+    /// this one after a restart, or a sender that has not yet learned of the restart).
+    #[error("datagram addressed to another node or boot")]
+    Misaddressed,
     /// The stamp is too far from the receiver's clock (stale or from the future).
     #[error("stale datagram (stamp {stamp_us} us, now {now_us} us)")]
     Stale {

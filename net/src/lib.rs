@@ -27,8 +27,8 @@ mod transport;
 mod udp;
 
 pub use auth::{
-    AUTH_OVERHEAD, AUTH_VERSION, ClusterSecret, DatagramAuth, DatagramKey, MAX_DATAGRAM,
-    MAX_PAYLOAD, Opened, Stamper, open, seal,
+    AUTH_OVERHEAD, ClusterSecret, DatagramAuth, DatagramHeader, DatagramKey, DatagramKind,
+    MAX_DATAGRAM, MAX_PAYLOAD, Opened, Stamper, open, seal,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{AuthError, NetError};

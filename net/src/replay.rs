@@ -15,7 +15,8 @@ use crate::AuthError;
 pub const REPLAY_WINDOW: usize = 64;
 /// The default freshness bound: a stamp more than this far from our clock is stale.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(60);
-const DEFAULT_MAX_PEERS: usize = 4096;
+/// The default peer limit (also bounds the boot ids a guard remembers by address).
+pub(crate) const DEFAULT_MAX_PEERS: usize = 4096;
 
 /// Per-peer recent stamps, keyed by the peer's address `K`. Bounded in peers: when full,
 /// the peer heard from least recently is forgotten.

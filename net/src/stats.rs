@@ -15,6 +15,8 @@ pub struct AuthStats {
     bad_mac: AtomicU64,
     replayed: AtomicU64,
     stale: AtomicU64,
+    misaddressed: AtomicU64,
+    handshakes: AtomicU64,
     refused_peers: AtomicU64,
 }
 
@@ -35,6 +37,12 @@ pub struct AuthCounts {
     pub replayed: u64,
     /// Datagrams stamped too far from our clock.
     pub stale: u64,
+    /// Datagrams naming another boot than ours (replayed to another node or across a
+    /// restart, or sent before the sender learned of our restart).
+    pub misaddressed: u64,
+    /// The addressing handshake's own datagrams (first contacts naming no boot, hellos);
+    /// not refusals.
+    pub handshakes: u64,
     /// Connections whose peer failed the cluster-secret proof.
     pub refused_peers: u64,
 }
@@ -48,6 +56,7 @@ impl AuthCounts {
             + self.bad_mac
             + self.replayed
             + self.stale
+            + self.misaddressed
     }
 }
 
@@ -55,6 +64,11 @@ impl AuthStats {
     /// Counts one accepted datagram.
     pub fn record_accepted(&self) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one datagram of the addressing handshake.
+    pub fn record_handshake(&self) {
+        self.handshakes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one refusal under its reason.
@@ -66,6 +80,7 @@ impl AuthStats {
             AuthError::BadMac => &self.bad_mac,
             AuthError::Replayed => &self.replayed,
             AuthError::Stale { .. } => &self.stale,
+            AuthError::Misaddressed => &self.misaddressed,
             AuthError::PeerRefused => &self.refused_peers,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -82,6 +97,8 @@ impl AuthStats {
             bad_mac: get(&self.bad_mac),
             replayed: get(&self.replayed),
             stale: get(&self.stale),
+            misaddressed: get(&self.misaddressed),
+            handshakes: get(&self.handshakes),
             refused_peers: get(&self.refused_peers),
         }
     }

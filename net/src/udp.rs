@@ -12,7 +12,9 @@ use crate::{
 };
 
 /// Authenticated datagrams over a UDP socket. Share it behind an `Arc` between a sending
-/// and a receiving task.
+/// and a receiving task. Keep receiving: the addressing handshake (see [`DatagramAuth`])
+/// runs inside [`Datagrams::recv_from`], so a datagram to a peer not heard from yet is
+/// delivered only once our side reads the peer's hello.
 pub struct UdpTransport {
     socket: UdpSocket,
     auth: DatagramAuth,
@@ -69,7 +71,7 @@ impl Datagrams for UdpTransport {
         }
         let mut wire = Vec::with_capacity(MAX_DATAGRAM);
         self.auth
-            .seal(self.clock.unix_micros(), payload, &mut wire)?;
+            .seal(self.clock.unix_micros(), to, payload, &mut wire)?;
         self.socket.send_to(&wire, to).await?;
         Ok(())
     }
@@ -85,8 +87,15 @@ impl Datagrams for UdpTransport {
                 Err(e) => return Err(e.into()),
             };
             let now = self.clock.unix_micros();
-            if let Ok(payload) = self.auth.open(now, &buf[..len]) {
-                return Ok((from, payload.to_vec()));
+            let opened = self.auth.open(now, from, &buf[..len]);
+            let payload = opened.ok().flatten().map(<[u8]>::to_vec);
+            // The addressing handshake's hellos and re-sent first contacts. One that is
+            // lost (a failed send, or this future dropped) is like a lost datagram.
+            while let Some((to, wire)) = self.auth.poll_transmit() {
+                let _ = self.socket.send_to(&wire, to).await;
+            }
+            if let Some(payload) = payload {
+                return Ok((from, payload));
             }
         }
     }

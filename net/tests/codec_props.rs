@@ -2,7 +2,8 @@
 //! then opening round-trips, and any single-byte change or truncation is refused.
 
 use kvs_net::{
-    AuthError, ClusterSecret, DatagramKey, MAX_DATAGRAM, MAX_PAYLOAD, ReplayWindow, open, seal,
+    AuthError, ClusterSecret, DatagramHeader, DatagramKey, DatagramKind, MAX_DATAGRAM, MAX_PAYLOAD,
+    ReplayWindow, open, seal,
 };
 use proptest::prelude::*;
 
@@ -24,15 +25,19 @@ proptest! {
 
     #[test]
     fn seal_open_round_trip(
+        hello in any::<bool>(),
         sender in any::<u64>(),
+        receiver in any::<u64>(),
         stamp in any::<u64>(),
         payload in proptest::collection::vec(any::<u8>(), 0..=MAX_PAYLOAD),
     ) {
+        let kind = if hello { DatagramKind::Hello } else { DatagramKind::Data };
+        let header = DatagramHeader { kind, sender, receiver, stamp };
         let mut wire = Vec::new();
-        seal(&key(), sender, stamp, &payload, &mut wire).expect("fits");
+        seal(&key(), &header, &payload, &mut wire).expect("fits");
         prop_assert!(wire.len() <= MAX_DATAGRAM);
         let opened = open(&key(), &wire).expect("valid");
-        prop_assert_eq!((opened.sender, opened.stamp, opened.payload), (sender, stamp, &payload[..]));
+        prop_assert_eq!((opened.header, opened.payload), (header, &payload[..]));
     }
 
     #[test]
@@ -43,7 +48,8 @@ proptest! {
         cut in any::<usize>(),
     ) {
         let mut wire = Vec::new();
-        seal(&key(), 1, 2, &payload, &mut wire).expect("fits");
+        let header = DatagramHeader { kind: DatagramKind::Data, sender: 1, receiver: 2, stamp: 3 };
+        seal(&key(), &header, &payload, &mut wire).expect("fits");
         let mut tampered = wire.clone();
         let i = at % tampered.len();
         tampered[i] ^= flip;

@@ -1,39 +1,93 @@
 //! Real-socket tests of the UDP transport's authentication: wrong secret, tampered,
-//! truncated, oversized and replayed datagrams are dropped and counted, never a panic.
+//! truncated, oversized and replayed datagrams are dropped and counted, never a panic; a
+//! datagram captured on the wire is refused by a third node and by the receiver's next
+//! boot, while the addressing handshake lets normal traffic through.
 #![cfg(feature = "udp")]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kvs_net::{ClusterSecret, Datagrams, MAX_DATAGRAM, MAX_PAYLOAD, NetError, UdpTransport};
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 const LOCAL: &str = "127.0.0.1:0";
+/// Only a guard against a hang: every wait below ends as soon as its datagram arrives.
+const T: Duration = Duration::from_secs(10);
 
-async fn transport(secret: &str) -> UdpTransport {
-    let addr: SocketAddr = LOCAL.parse().expect("addr");
+/// A transport with a task that keeps receiving (the addressing handshake runs there),
+/// handing what it delivers to `inbox`. The task stops when the peer is dropped.
+struct Peer {
+    t: Arc<UdpTransport>,
+    inbox: mpsc::UnboundedReceiver<(SocketAddr, Vec<u8>)>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Peer {
+    fn new(t: UdpTransport) -> Self {
+        let t = Arc::new(t);
+        let (tx, inbox) = mpsc::unbounded_channel();
+        let rx = Arc::clone(&t);
+        let task = tokio::spawn(async move {
+            while let Ok(got) = rx.recv_from().await {
+                if tx.send(got).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { t, inbox, task }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.t.local_addr().expect("addr")
+    }
+
+    /// The next delivered datagram: a wrongly accepted one shows as a mismatch, a wrongly
+    /// dropped one as a failure rather than a hang.
+    async fn recv(&mut self) -> (SocketAddr, Vec<u8>) {
+        timeout(T, self.inbox.recv())
+            .await
+            .expect("a datagram in time")
+            .expect("the receive task runs")
+    }
+
+    /// Stops the receive task and gives the transport back (its socket closes with it).
+    async fn stop(mut self) -> UdpTransport {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+        let t = Arc::clone(&self.t);
+        drop(self);
+        Arc::into_inner(t).expect("the task held the only other handle")
+    }
+}
+
+async fn bind_at(addr: SocketAddr, secret: &str) -> UdpTransport {
     UdpTransport::bind(addr, &ClusterSecret::new(secret))
         .await
         .expect("bind")
 }
 
-/// Receives with a deadline, so that a wrongly accepted datagram shows as a mismatch and a
-/// wrongly dropped one as a timeout rather than a hang.
-async fn recv(t: &UdpTransport) -> (SocketAddr, Vec<u8>) {
-    timeout(Duration::from_secs(5), t.recv_from())
-        .await
-        .expect("a datagram in time")
-        .expect("recv")
+async fn peer(secret: &str) -> Peer {
+    Peer::new(bind_at(LOCAL.parse().expect("addr"), secret).await)
 }
 
-/// Captures what `sender` puts on the wire by sending to a raw socket.
-async fn capture(sender: &UdpTransport, payload: &[u8]) -> Vec<u8> {
-    let raw = UdpSocket::bind(LOCAL).await.expect("bind raw");
-    let to = raw.local_addr().expect("addr");
-    sender.send_to(to, payload).await.expect("send");
+async fn raw() -> UdpSocket {
+    UdpSocket::bind(LOCAL).await.expect("bind raw")
+}
+
+/// Receives one datagram on a raw socket.
+async fn take(socket: &UdpSocket) -> Vec<u8> {
     let mut buf = vec![0u8; 2048];
-    let (n, _) = timeout(Duration::from_secs(5), raw.recv_from(&mut buf))
+    let (n, _) = timeout(T, socket.recv_from(&mut buf))
         .await
         .expect("in time")
         .expect("recv");
@@ -41,45 +95,79 @@ async fn capture(sender: &UdpTransport, payload: &[u8]) -> Vec<u8> {
     buf
 }
 
+/// Captures what `sender` puts on the wire to a raw socket (a first contact: it names no
+/// boot).
+async fn capture(sender: &Peer, payload: &[u8]) -> Vec<u8> {
+    let raw = raw().await;
+    let to = raw.local_addr().expect("addr");
+    sender.t.send_to(to, payload).await.expect("send");
+    take(&raw).await
+}
+
+/// A man in the middle: forwards the next datagram `relay` gets to `to` and returns it.
+async fn forward(relay: &UdpSocket, to: SocketAddr) -> Vec<u8> {
+    let wire = take(relay).await;
+    relay.send_to(&wire, to).await.expect("send");
+    wire
+}
+
+/// Makes `tx` send `payload` to `rx` through the man in the middle `relay` and returns the
+/// datagram as captured there, addressed to `rx`'s boot: the relay carries the first
+/// contact to `rx`, its hello back to `tx`, and then the re-sent datagram, which `rx`
+/// delivers.
+async fn capture_addressed(tx: &Peer, rx: &mut Peer, relay: &UdpSocket, payload: &[u8]) -> Vec<u8> {
+    let relay_addr = relay.local_addr().expect("addr");
+    tx.t.send_to(relay_addr, payload).await.expect("send");
+    forward(relay, rx.addr()).await;
+    forward(relay, tx.addr()).await;
+    let wire = forward(relay, rx.addr()).await;
+    assert_eq!(rx.recv().await, (relay_addr, payload.to_vec()));
+    wire
+}
+
 #[tokio::test]
 async fn round_trip_between_two_transports() {
-    let (a, b) = (transport("s3cret").await, transport("s3cret").await);
-    let b_addr = b.local_addr().expect("addr");
-    a.send_to(b_addr, b"ping").await.expect("send");
-    let (from, payload) = recv(&b).await;
-    assert_eq!(from, a.local_addr().expect("addr"));
-    assert_eq!(payload, b"ping");
+    let (mut a, mut b) = (peer("s3cret").await, peer("s3cret").await);
+    a.t.send_to(b.addr(), b"ping").await.expect("send");
+    assert_eq!(b.recv().await, (a.addr(), b"ping".to_vec()));
+    // b learned a's boot from the datagram it accepted: its answer needs no handshake.
+    b.t.send_to(a.addr(), b"pong").await.expect("send");
+    assert_eq!(a.recv().await, (b.addr(), b"pong".to_vec()));
+    let (ca, cb) = (a.t.counts(), b.t.counts());
+    assert_eq!((ca.accepted, ca.handshakes), (1, 1), "b's hello: {ca:?}");
+    assert_eq!(
+        (cb.accepted, cb.handshakes),
+        (1, 1),
+        "a's first contact: {cb:?}"
+    );
     let max = vec![9u8; MAX_PAYLOAD];
-    a.send_to(b_addr, &max).await.expect("max payload fits");
-    assert_eq!(recv(&b).await.1, max);
+    a.t.send_to(b.addr(), &max).await.expect("max payload fits");
+    assert_eq!(b.recv().await.1, max);
     let too_big = vec![0u8; MAX_PAYLOAD + 1];
     assert!(matches!(
-        a.send_to(b_addr, &too_big).await,
+        a.t.send_to(b.addr(), &too_big).await,
         Err(NetError::TooLarge { .. })
     ));
 }
 
 #[tokio::test]
 async fn wrong_secret_is_dropped_and_counted() {
-    let (good, bad, rx) = (
-        transport("s").await,
-        transport("not-s").await,
-        transport("s").await,
-    );
-    let to = rx.local_addr().expect("addr");
-    bad.send_to(to, b"forged").await.expect("send");
-    good.send_to(to, b"genuine").await.expect("send");
-    assert_eq!(recv(&rx).await.1, b"genuine");
-    let counts = rx.counts();
+    let (good, bad, mut rx) = (peer("s").await, peer("not-s").await, peer("s").await);
+    let to = rx.addr();
+    bad.t.send_to(to, b"forged").await.expect("send");
+    good.t.send_to(to, b"genuine").await.expect("send");
+    assert_eq!(rx.recv().await.1, b"genuine");
+    let counts = rx.t.counts();
     assert_eq!((counts.bad_mac, counts.accepted), (1, 1));
+    assert_eq!(bad.t.counts().accepted, 0, "the intruder got no hello");
 }
 
 #[tokio::test]
 async fn tampered_truncated_oversized_and_garbage_are_dropped() {
-    let (tx, rx) = (transport("s").await, transport("s").await);
+    let (tx, mut rx) = (peer("s").await, peer("s").await);
     let wire = capture(&tx, b"hello").await;
-    let raw = UdpSocket::bind(LOCAL).await.expect("bind");
-    let to = rx.local_addr().expect("addr");
+    let raw = raw().await;
+    let to = rx.addr();
     let mut tampered = wire.clone();
     tampered[12] ^= 0x40;
     raw.send_to(&tampered, to).await.expect("send");
@@ -93,10 +181,10 @@ async fn tampered_truncated_oversized_and_garbage_are_dropped() {
     raw.send_to(b"garbage that is long enough to hold a tag", to)
         .await
         .expect("send");
-    tx.send_to(to, b"marker").await.expect("send");
-    let (_, payload) = recv(&rx).await;
+    tx.t.send_to(to, b"marker").await.expect("send");
+    let (_, payload) = rx.recv().await;
     assert_eq!(payload, b"marker");
-    let c = rx.counts();
+    let c = rx.t.counts();
     assert_eq!(c.accepted, 1);
     assert_eq!(c.oversized, 2);
     // A zero-length datagram may or may not be delivered by the OS.
@@ -106,28 +194,59 @@ async fn tampered_truncated_oversized_and_garbage_are_dropped() {
 
 #[tokio::test]
 async fn replays_are_dropped() {
-    let (tx, rx) = (transport("s").await, transport("s").await);
-    let wire = capture(&tx, b"once").await;
-    let raw = UdpSocket::bind(LOCAL).await.expect("bind");
-    let to = rx.local_addr().expect("addr");
-    for _ in 0..3 {
-        raw.send_to(&wire, to).await.expect("send");
+    let (tx, mut rx) = (peer("s").await, peer("s").await);
+    let relay = raw().await;
+    let wire = capture_addressed(&tx, &mut rx, &relay, b"once").await;
+    let to = rx.addr();
+    for _ in 0..2 {
+        relay.send_to(&wire, to).await.expect("send");
     }
-    let (_, first) = recv(&rx).await;
-    assert_eq!(first, b"once");
-    // A replay from yet another address is caught too: the window is per sender id.
-    let other = UdpSocket::bind(LOCAL).await.expect("bind");
+    // A replay from yet another address is caught too: the window is per boot id.
+    let other = raw().await;
     other.send_to(&wire, to).await.expect("send");
-    tx.send_to(to, b"marker").await.expect("send");
-    assert_eq!(recv(&rx).await.1, b"marker");
-    let c = rx.counts();
+    tx.t.send_to(to, b"marker").await.expect("send");
+    assert_eq!(rx.recv().await.1, b"marker");
+    let c = rx.t.counts();
     assert_eq!((c.accepted, c.replayed), (2, 3), "{c:?}");
+}
+
+#[tokio::test]
+async fn replay_to_a_third_node_is_refused() {
+    let (tx, mut rx, mut third) = (peer("s").await, peer("s").await, peer("s").await);
+    let relay = raw().await;
+    let wire = capture_addressed(&tx, &mut rx, &relay, b"for rx only").await;
+    raw()
+        .await
+        .send_to(&wire, third.addr())
+        .await
+        .expect("send");
+    tx.t.send_to(third.addr(), b"marker").await.expect("send");
+    assert_eq!(third.recv().await, (tx.addr(), b"marker".to_vec()));
+    let c = third.t.counts();
+    assert_eq!((c.misaddressed, c.accepted), (1, 1), "{c:?}");
+}
+
+#[tokio::test]
+async fn replay_to_the_restarted_receiver_is_refused() {
+    let (tx, mut rx) = (peer("s").await, peer("s").await);
+    let relay = raw().await;
+    let wire = capture_addressed(&tx, &mut rx, &relay, b"before the restart").await;
+    // The receiver restarts at the same address: a new boot id, an empty replay window.
+    let addr = rx.addr();
+    drop(rx.stop().await);
+    let mut rx = Peer::new(bind_at(addr, "s").await);
+    raw().await.send_to(&wire, addr).await.expect("send");
+    tx.t.send_to(addr, b"after the restart")
+        .await
+        .expect("send");
+    assert_eq!(rx.recv().await, (tx.addr(), b"after the restart".to_vec()));
+    let c = rx.t.counts();
+    assert_eq!((c.misaddressed, c.accepted), (1, 1), "{c:?}");
 }
 
 #[tokio::test]
 async fn stale_datagrams_are_dropped() {
     use kvs_net::{DatagramAuth, ManualClock};
-    use std::sync::Arc;
     const T0: u64 = 1_700_000_000_000_000;
     let secret = ClusterSecret::new("s");
     let addr: SocketAddr = LOCAL.parse().expect("addr");
@@ -136,15 +255,15 @@ async fn stale_datagrams_are_dropped() {
         UdpTransport::bind_with(addr, auth, Arc::new(ManualClock::new(unix_us)))
     };
     // The sender's clock is two minutes behind the receiver's (beyond DEFAULT_MAX_AGE).
-    let (late, on_time, rx) = (
-        bind(T0).await.expect("bind"),
-        bind(T0 + 120_000_000).await.expect("bind"),
-        bind(T0 + 120_000_000).await.expect("bind"),
+    let (late, on_time, mut rx) = (
+        Peer::new(bind(T0).await.expect("bind")),
+        Peer::new(bind(T0 + 120_000_000).await.expect("bind")),
+        Peer::new(bind(T0 + 120_000_000).await.expect("bind")),
     );
-    let to = rx.local_addr().expect("addr");
-    late.send_to(to, b"old").await.expect("send");
-    on_time.send_to(to, b"marker").await.expect("send");
-    assert_eq!(recv(&rx).await.1, b"marker");
-    let c = rx.counts();
+    let to = rx.addr();
+    late.t.send_to(to, b"old").await.expect("send");
+    on_time.t.send_to(to, b"marker").await.expect("send");
+    assert_eq!(rx.recv().await.1, b"marker");
+    let c = rx.t.counts();
     assert_eq!((c.stale, c.accepted), (1, 1), "{c:?}");
 }
