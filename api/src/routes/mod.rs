@@ -36,7 +36,7 @@ use warp::Filter;
 use warp::http::{HeaderMap, Method, Response, StatusCode, header};
 use warp::reply::Response as WarpResponse;
 
-use crate::auth::Operation;
+use crate::auth::{Operation, User};
 use crate::metrics::RequestMetrics;
 use crate::{ApiError, Backend};
 
@@ -205,10 +205,15 @@ impl<B: Backend> Api<B> {
             Ok(caller) => caller,
             Err(error) => {
                 request::discard(body).await;
-                return (route, Err(error));
+                // A refused token counts against the address: guessing is limited too.
+                let refused = match self.admit(request, None) {
+                    Ok(()) => error,
+                    Err(wait) => ApiError::rate_limited(wait),
+                };
+                return (route, Err(refused));
             }
         };
-        if let Err(wait) = self.admit(request, &caller) {
+        if let Err(wait) = self.admit(request, caller.user()) {
             request::discard(body).await;
             return (route, Err(ApiError::rate_limited(wait)));
         }
@@ -217,12 +222,13 @@ impl<B: Backend> Api<B> {
         (route, routed.await)
     }
 
-    /// Counts the request against its client's rate limit (the user, else the IP).
-    fn admit(&self, request: &Request<'_>, caller: &Caller) -> Result<(), u64> {
+    /// Counts the request against its client's rate limit: the authenticated `user`, else
+    /// the remote IP.
+    fn admit(&self, request: &Request<'_>, user: Option<&User>) -> Result<(), u64> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
-        let client = match (caller.user(), request.remote) {
+        let client = match (user, request.remote) {
             (Some(user), _) => format!("user:{}", user.id),
             (None, Some(addr)) => format!("ip:{}", addr.ip()),
             (None, None) => "ip:unknown".to_owned(),
