@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use common::{Node, PLAIN};
 use serde_json::{Value, json};
 
@@ -264,21 +266,41 @@ fn listing_by_prefix_pages_in_byte_order() {
     assert_eq!(capped.status, 200);
 }
 
+/// The wall clock in milliseconds, as the node reads it.
+fn now_ms() -> u64 {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    u64::try_from(since_epoch.as_millis()).unwrap()
+}
+
+/// A PUT of `body` at `path` that must succeed; its version's timestamp.
+fn put_stamped(node: &Node, path: &str, body: &str) -> u64 {
+    let answer = node.put(path, body);
+    assert!(
+        matches!(answer.status, 200 | 201),
+        "{path}: {}",
+        answer.body
+    );
+    answer.json()["timestamp"].as_u64().unwrap()
+}
+
+/// Waits until the wall clock is past the millisecond `stamp`, so that the next write is
+/// stamped later (the node stamps new keys with its wall clock, the one read here).
+fn wait_past(stamp: u64) {
+    while now_ms() <= stamp {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn listing_since_a_time_orders_by_timestamp() {
     let node = Node::start(PLAIN);
-    node.put("/kv/old", "0");
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    let since = node.put("/kv/s/b", "0").json()["timestamp"]
-        .as_u64()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(5));
-    node.put("/kv/s/a", "0");
-    std::thread::sleep(std::time::Duration::from_millis(5));
-    node.put("/kv/old2", "0");
+    wait_past(put_stamped(&node, "/kv/old", "0"));
+    let since = put_stamped(&node, "/kv/s/b", "0");
     // Distinct milliseconds, so that the order by time is the order of the writes.
-    std::thread::sleep(std::time::Duration::from_millis(5));
-    node.put("/kv/old", "1");
+    wait_past(since);
+    wait_past(put_stamped(&node, "/kv/s/a", "0"));
+    wait_past(put_stamped(&node, "/kv/old2", "0"));
+    put_stamped(&node, "/kv/old", "1");
     let (keys, _) = list_all(&node, &format!("since={since}&limit=2"));
     assert_eq!(keys, ["s/b", "s/a", "old2", "old"]);
     let page = node.get(&format!("/kv?since={since}")).json();
@@ -288,29 +310,49 @@ fn listing_since_a_time_orders_by_timestamp() {
         .iter()
         .map(|i| i["timestamp"].as_u64().unwrap())
         .collect();
-    assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "{stamps:?}");
+    assert_eq!(stamps.len(), 4, "{page}");
+    assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
+    assert_eq!(stamps[0], since);
     assert_eq!(node.get("/kv?since=yesterday").status, 400);
 }
 
 #[test]
 fn ttl_expires_keys_everywhere() {
     let node = Node::start(PLAIN);
-    let written = std::time::Instant::now();
-    let answer = node.put("/kv/t/short?ttl=2s", "\"soon gone\"");
-    assert_eq!(answer.status, 201);
+    // A new key's TTL counts from its timestamp, on the node's wall clock.
+    let expires_at = put_stamped(&node, "/kv/t/short?ttl=3s", "\"soon gone\"") + 3000;
     node.put("/kv/t/long?ttl=1h", "1");
-    let read = node.get("/kv/t/short").status;
-    // Asserted only while the TTL surely runs (a loaded machine may take longer).
-    if written.elapsed() < std::time::Duration::from_millis(1500) {
-        assert_eq!(read, 200);
-    } else {
-        eprintln!(
-            "the first read came {:?} after the write",
-            written.elapsed()
-        );
+    // Read until it is gone: present while the read surely came before the expiry,
+    // absent once it surely came after, whatever the machine's load.
+    let mut reads_before = 0;
+    loop {
+        let sent = now_ms();
+        let answer = node.get("/kv/t/short");
+        let received = now_ms();
+        if received < expires_at {
+            assert_eq!(
+                answer.status,
+                200,
+                "read {} ms before the expiry",
+                expires_at - received
+            );
+            assert_eq!(answer.json()["data"], "soon gone");
+            reads_before += 1;
+        }
+        if sent >= expires_at {
+            assert_eq!(
+                answer.status,
+                404,
+                "read {} ms after the expiry",
+                sent - expires_at
+            );
+        }
+        if answer.status == 404 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(std::time::Duration::from_millis(2100).saturating_sub(written.elapsed()));
-    assert_eq!(node.get("/kv/t/short").status, 404);
+    eprintln!("{reads_before} reads before the expiry");
     let listed = node.get("/kv?prefix=t/").json();
     let keys: Vec<&str> = listed["items"]
         .as_array()
@@ -423,14 +465,16 @@ fn health_members_metrics_and_openapi() {
             .unwrap()
             .starts_with("text/plain")
     );
+    // Whole lines: `... 1` must not be matched by `... 10`.
+    let lines: Vec<&str> = metrics.body.lines().collect();
     for line in [
         "kvs_http_requests_total{route=\"kv\",method=\"PUT\",status=\"201\"} 1",
         "kvs_http_requests_total{route=\"kv\",method=\"GET\",status=\"200\"} 1",
         "kvs_store_keys 1",
-        "kvs_http_request_duration_seconds_count{route=\"kv\"}",
+        "kvs_http_request_duration_seconds_count{route=\"kv\"} 2",
     ] {
         assert!(
-            metrics.body.contains(line),
+            lines.contains(&line),
             "missing {line:?} in\n{}",
             metrics.body
         );
