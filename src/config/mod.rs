@@ -271,25 +271,8 @@ impl Config {
                 ),
             );
         }
-        if self.revision_history_enabled && self.max_revisions == 0 {
-            return fail(
-                "max_revisions",
-                "must be above zero while revision history is enabled".into(),
-            );
-        }
-        if self.rate_limiting_enabled
-            && (self.rate_limit_requests == 0 || self.rate_limit_window.0.is_zero())
-        {
-            return fail(
-                "rate_limit_requests",
-                "rate limits need requests and a window above zero".into(),
-            );
-        }
-        if self.backup_enabled && (self.backup_interval.0.is_zero() || self.backup_retention == 0) {
-            return fail(
-                "backup_interval",
-                "scheduled backups need an interval and a retention above zero".into(),
-            );
+        if let Err((key, feature)) = self.check_enabled_features() {
+            return fail(key, format!("must be above zero while {feature} is true"));
         }
         if self.sync_interval.0 < Duration::from_millis(10) {
             return fail("sync_interval", "must be at least 10ms".into());
@@ -318,6 +301,29 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Checks the settings of the features that are on: `(key, feature)` of the first
+    /// that is zero.
+    fn check_enabled_features(&self) -> Result<(), (&'static str, &'static str)> {
+        let history = (self.revision_history_enabled, "revision_history_enabled");
+        let rate = (self.rate_limiting_enabled, "rate_limiting_enabled");
+        let backup = (self.backup_enabled, "backup_enabled");
+        let zero = [
+            ("max_revisions", history, self.max_revisions == 0),
+            ("rate_limit_requests", rate, self.rate_limit_requests == 0),
+            (
+                "rate_limit_window",
+                rate,
+                self.rate_limit_window.0.is_zero(),
+            ),
+            ("backup_interval", backup, self.backup_interval.0.is_zero()),
+            ("backup_retention", backup, self.backup_retention == 0),
+        ];
+        match zero.iter().find(|(_, (on, _), is_zero)| *on && *is_zero) {
+            Some((key, (_, feature), _)) => Err((key, feature)),
+            None => Ok(()),
+        }
     }
 
     /// Checks the HTTP server's limits: `(key, why)` of the first that is off.
@@ -376,7 +382,9 @@ impl Config {
             swim.push_pull_interval_max = swim.push_pull_interval_max.max(d.0);
         }
         check_membership_keys(&swim)?;
-        swim.validate().map_err(|e| format!("membership: {e}"))?;
+        // The keys above cannot break what remains: the preset's own fields.
+        swim.validate()
+            .map_err(|e| format!("membership_profile: {e}"))?;
         Ok(swim)
     }
 

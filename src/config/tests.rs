@@ -23,8 +23,7 @@ fn http_limits_default_and_are_checked() {
         ("http_idle_timeout: 0s", "http_idle_timeout"),
         ("max_connections: 0", "max_connections"),
     ] {
-        let err = parse(&format!("node_id: a\n{yaml}\n")).unwrap_err();
-        assert!(err.0.contains(key), "{err}");
+        assert_refused_naming(yaml, key);
     }
 }
 
@@ -41,6 +40,69 @@ fn a_generated_config_is_private() {
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new("t.yaml"))
+}
+
+/// Asserts that `yaml` (after a `node_id`) is refused with one line naming exactly `key`.
+#[track_caller]
+fn assert_refused_naming(yaml: &str, key: &str) {
+    let err = parse(&format!("node_id: a\n{yaml}\n")).unwrap_err();
+    assert!(
+        err.0.starts_with(&format!("t.yaml: {key}: ")),
+        "{yaml:?} should name {key}: {err}"
+    );
+    assert!(!err.0.contains('\n'), "{err}");
+}
+
+#[test]
+fn zero_settings_name_their_key() {
+    for (yaml, key) in [
+        ("max_value_bytes: 0", "max_value_bytes"),
+        ("max_revisions: 0", "max_revisions"),
+        (
+            "rate_limiting_enabled: true\nrate_limit_requests: 0",
+            "rate_limit_requests",
+        ),
+        (
+            "rate_limiting_enabled: true\nrate_limit_window: 0s",
+            "rate_limit_window",
+        ),
+        (
+            "backup_enabled: true\nbackup_interval: 0s",
+            "backup_interval",
+        ),
+        (
+            "backup_enabled: true\nbackup_retention: 0",
+            "backup_retention",
+        ),
+    ] {
+        assert_refused_naming(yaml, key);
+    }
+}
+
+#[test]
+fn settings_of_features_that_are_off_may_be_zero() {
+    let config = parse(
+        "node_id: a\nrevision_history_enabled: false\nmax_revisions: 0\n\
+         rate_limit_requests: 0\nrate_limit_window: 0s\nbackup_interval: 0s\nbackup_retention: 0\n",
+    )
+    .unwrap();
+    assert_eq!(config.store_options().max_revisions, 0);
+    assert!(!config.rate_limiting_enabled && !config.backup_enabled);
+}
+
+#[test]
+fn other_bad_values_name_their_key() {
+    for (yaml, key) in [
+        ("log_level: loud", "log_level"),
+        ("default_permissions: fz1", "default_permissions"),
+        ("default_permissions: f311", "default_permissions"),
+        ("seed_nodes: [\"no-port\"]", "seed_nodes"),
+        ("seed_nodes: [\":7946\"]", "seed_nodes"),
+    ] {
+        assert_refused_naming(yaml, key);
+    }
+    let err = parse("node_id: \"  \"\n").unwrap_err();
+    assert!(err.0.starts_with("t.yaml: node_id: "), "{err}");
 }
 
 #[test]
@@ -60,40 +122,33 @@ fn template_parses_to_the_defaults() {
 fn unknown_key_and_wrong_type_name_the_key() {
     let err = parse("node_id: a\nclustering_enabled: false\nauth_enabled: false\nbogus: 1\n")
         .unwrap_err();
-    assert!(err.0.contains("bogus"), "{err}");
-    let err = parse("node_id: a\nhttp_port: high\n").unwrap_err();
-    assert!(err.0.contains("http_port"), "{err}");
-    let err = parse(
-        "node_id: a\nclustering_enabled: false\nauth_enabled: false\ndefault_permissions: fz1\n",
-    )
-    .unwrap_err();
-    assert!(err.0.contains("default_permissions"), "{err}");
-    let err = parse(
-        "node_id: a\nclustering_enabled: false\nauth_enabled: false\ntombstone_ttl: 3 weeks\n",
-    )
-    .unwrap_err();
-    assert!(err.0.contains("tombstone_ttl"), "{err}");
-    assert!(!err.0.contains('\n'));
+    // Not just `contains`: the message goes on to list every known key.
+    assert!(err.0.starts_with("t.yaml: unknown field `bogus`"), "{err}");
+    assert!(!err.0.contains('\n'), "{err}");
+    for (yaml, key) in [
+        ("http_port: high", "http_port"),
+        ("bind_address: nowhere", "bind_address"),
+        ("tombstone_ttl: 3 weeks", "tombstone_ttl"),
+        ("rate_limit_window: soon", "rate_limit_window"),
+    ] {
+        assert_refused_naming(yaml, key);
+    }
 }
 
 #[test]
 fn values_must_fit_a_log_record() {
-    let err = parse("node_id: a\nmax_value_bytes: 300000000\n").unwrap_err();
-    assert!(err.0.contains("max_value_bytes"), "{err}");
-    let err = parse("node_id: a\nmax_value_bytes: 16777216\n").unwrap_err();
-    assert!(err.0.contains("max_value_bytes"), "{err}");
+    assert_refused_naming("max_value_bytes: 300000000", "max_value_bytes");
+    assert_refused_naming("max_value_bytes: 16777216", "max_value_bytes");
     assert!(parse("node_id: a\nmax_value_bytes: 16000000\n").is_ok());
 }
 
 #[test]
 fn sync_keys_are_checked() {
     let base = "node_id: a\n";
-    let err = parse(&format!("{base}sync_interval: 0s\n")).unwrap_err();
-    assert!(err.0.contains("sync_interval"), "{err}");
-    let err = parse(&format!("{base}max_clock_skew: 0s\n")).unwrap_err();
-    assert!(err.0.contains("max_clock_skew"), "{err}");
-    let err = parse(&format!("{base}tombstone_ttl: 10s\nmax_clock_skew: 1m\n")).unwrap_err();
-    assert!(err.0.contains("tombstone_ttl"), "{err}");
+    assert_refused_naming("sync_interval: 0s", "sync_interval");
+    assert_refused_naming("sync_interval: 9ms", "sync_interval");
+    assert_refused_naming("max_clock_skew: 0s", "max_clock_skew");
+    assert_refused_naming("tombstone_ttl: 10s\nmax_clock_skew: 1m", "tombstone_ttl");
     let config = parse(&format!("{base}sync_interval: 250ms\nmax_clock_skew: 5s\n")).unwrap();
     assert_eq!(config.sync_interval, duration("250ms"));
     assert_eq!(config.max_clock_skew, duration("5s"));
@@ -120,13 +175,15 @@ fn probe_timing_overrides_derive_the_bounds() {
             "probe_interval: 100ms\nprobe_timeout: 250ms\n",
             "probe_timeout",
         ),
-        ("probe_timeout: 200ms\n", "probe_interval"),
+        ("probe_timeout: 200ms\n", "probe_timeout"),
         ("probe_interval: 0s\n", "probe_interval"),
+        ("probe_timeout: 0s\n", "probe_timeout"),
         ("gossip_interval: 0s\n", "gossip_interval"),
+        ("push_pull_interval: 0s\n", "push_pull_interval"),
+        ("suspicion_multiplier: 0\n", "suspicion_multiplier"),
         ("membership_profile: moon\n", "membership_profile"),
     ] {
-        let err = parse(&format!("node_id: a\n{yaml}")).unwrap_err();
-        assert!(err.0.contains(key), "{yaml}: {err}");
+        assert_refused_naming(yaml.trim_end(), key);
     }
 }
 
