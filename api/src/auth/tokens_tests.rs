@@ -224,7 +224,7 @@ fn tampered_payload_or_header_is_a_bad_signature() {
     let forged = format!("{header}.{payload}.{bad_sig}");
     assert_eq!(keys.verify(&forged, NOW), Err(TokenError::BadSignature));
     let forged = format!("{header}.{payload}.");
-    assert!(keys.verify(&forged, NOW).is_err());
+    assert_eq!(keys.verify(&forged, NOW), Err(TokenError::BadSignature));
 }
 
 #[test]
@@ -342,23 +342,60 @@ fn secrets_stay_out_of_debug_and_errors() {
     let secret = String::from_utf8_lossy(SECRET).into_owned();
     let debug = format!("{issued:?} {keys:?}");
     assert!(!debug.contains(&issued.token) && !debug.contains(&secret));
-    let (_, _, sig) = parts(&issued.token);
+    let (header, payload, sig) = parts(&issued.token);
     assert!(!debug.contains(&sig));
-    let errors = [
-        TokenError::Malformed,
-        TokenError::Algorithm,
-        TokenError::BadSignature,
-        TokenError::Expired,
-        TokenError::Revoked,
-        TokenError::UnknownUser,
-        TokenError::BadHeader,
-        TokenError::InvalidTtl,
-        TokenError::EmptySecret,
-        TokenError::Signing,
+    // Errors from failures on inputs that carry the token, its signature or the secret
+    // itself, so that an error which kept any of them would show here.
+    let mut tampered = sig.clone();
+    tampered.replace_range(..1, if sig.starts_with('A') { "B" } else { "A" });
+    let mut secret_in_claims = valid_claims_json();
+    secret_in_claims["scopes"] = json!([secret]);
+    let mut secret_as_jti = valid_claims_json();
+    secret_as_jti["jti"] = json!(secret);
+    let other_keys = TokenKeys::new(b"another secret").expect("keys");
+    let basic = format!("Basic {}", issued.token);
+    let failures = [
+        (
+            keys.verify(&format!("{header}.{payload}.{tampered}"), NOW)
+                .err(),
+            TokenError::BadSignature,
+        ),
+        (
+            other_keys.verify(&issued.token, NOW).err(),
+            TokenError::BadSignature,
+        ),
+        (
+            keys.verify(&issued.token, issued.expires_at + 1).err(),
+            TokenError::Expired,
+        ),
+        (
+            keys.verify(&format!("{}.{sig}", issued.token), NOW).err(),
+            TokenError::Malformed,
+        ),
+        (
+            keys.verify(&sign_with(Algorithm::HS256, &secret_in_claims, SECRET), NOW)
+                .err(),
+            TokenError::Malformed,
+        ),
+        (
+            keys.verify(&sign_with(Algorithm::HS512, &secret_as_jti, SECRET), NOW)
+                .err(),
+            TokenError::Algorithm,
+        ),
+        (bearer_token(Some(&basic)).err(), TokenError::BadHeader),
+        (
+            keys.issue(&secret, &[Scope::Admin], 0, NOW).err(),
+            TokenError::InvalidTtl,
+        ),
+        (TokenKeys::new(b"").err(), TokenError::EmptySecret),
     ];
-    for err in errors {
-        let text = format!("{err} {err:?}");
-        assert!(!text.contains(&issued.token) && !text.contains(&secret));
+    for (refused, expected) in failures {
+        let err = refused.expect("a failure");
+        assert_eq!(err, expected);
+        let text = format!("{err} {err:?} {:?}", crate::ApiError::from(err.clone()));
+        for kept in [&issued.token, &sig, &tampered, &secret] {
+            assert!(!text.contains(kept.as_str()), "{expected:?} keeps {kept:?}");
+        }
     }
 }
 
