@@ -18,6 +18,7 @@ pub struct AuthStats {
     misaddressed: AtomicU64,
     handshakes: AtomicU64,
     refused_peers: AtomicU64,
+    refused_busy: AtomicU64,
 }
 
 /// A snapshot of [`AuthStats`].
@@ -43,8 +44,12 @@ pub struct AuthCounts {
     /// The addressing handshake's own datagrams (first contacts naming no boot, hellos);
     /// not refusals.
     pub handshakes: u64,
-    /// Connections whose peer failed the cluster-secret proof.
+    /// Connections whose peer failed the cluster-secret proof or did not finish it (or
+    /// its handshake) in time.
     pub refused_peers: u64,
+    /// Connection attempts refused because too many others were in their handshake or
+    /// proof.
+    pub refused_busy: u64,
 }
 
 impl AuthCounts {
@@ -69,6 +74,12 @@ impl AuthStats {
     /// Counts one datagram of the addressing handshake.
     pub fn record_handshake(&self) {
         self.handshakes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one connection attempt refused while the endpoint was busy with unproven
+    /// ones.
+    pub fn record_busy(&self) {
+        self.refused_busy.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one refusal under its reason.
@@ -100,6 +111,7 @@ impl AuthStats {
             misaddressed: get(&self.misaddressed),
             handshakes: get(&self.handshakes),
             refused_peers: get(&self.refused_peers),
+            refused_busy: get(&self.refused_busy),
         }
     }
 }

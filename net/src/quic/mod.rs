@@ -1,18 +1,24 @@
 //! The real stream transport: QUIC with quinn (feature `quic`). Each node has a
 //! self-signed certificate kept in its data dir (`tls.rs`); every connection runs the
-//! cluster-secret proof (`proof.rs`) before it is handed to the caller, and a peer that
-//! fails it is refused and counted. Streams carry length-prefixed frames.
+//! cluster-secret proof (`proof.rs`) under tight limits before it is handed to the
+//! caller, and a peer that fails it or does not finish it in time is refused and counted.
+//! At most [`MAX_UNPROVEN`] incoming connections may be in their handshake or proof at
+//! once; further attempts are refused at once and counted. Streams carry length-prefixed
+//! frames.
 
 mod proof;
+#[cfg(test)]
+mod tests;
 mod tls;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, Semaphore, mpsc};
 
-use self::proof::{PROOF_TIMEOUT, ProofKey, prove_client, prove_server};
+use self::proof::{PROOF_TIMEOUT, ProofKey, prove_client, prove_server, unproven_limits};
 use crate::{
     AuthCounts, AuthError, AuthStats, BiStream, ClusterSecret, Connection, NetError,
     StreamTransport,
@@ -22,6 +28,22 @@ use crate::{
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Authenticated incoming connections waiting for `accept`.
 const ACCEPT_QUEUE: usize = 64;
+/// Incoming connections that may be in their TLS handshake or proof at once.
+const MAX_UNPROVEN: usize = 64;
+
+/// How many unproven connections an endpoint tolerates, and for how long.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Incoming connections in their handshake or proof at once.
+    max_unproven: usize,
+    /// How long a connection's TLS handshake and proof may take, on either side.
+    proof_timeout: Duration,
+}
+
+const LIMITS: Limits = Limits {
+    max_unproven: MAX_UNPROVEN,
+    proof_timeout: PROOF_TIMEOUT,
+};
 
 fn conn_err(e: impl std::fmt::Display) -> NetError {
     NetError::Connection(e.to_string())
@@ -34,12 +56,7 @@ pub struct QuicTransport {
     key: ProofKey,
     stats: Arc<AuthStats>,
     incoming: Mutex<mpsc::Receiver<QuicConnection>>,
-}
-
-impl std::fmt::Debug for ProofKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ProofKey(..)")
-    }
+    proof_timeout: Duration,
 }
 
 impl QuicTransport {
@@ -50,9 +67,19 @@ impl QuicTransport {
         data_dir: &Path,
         secret: &ClusterSecret,
     ) -> Result<Self, NetError> {
+        Self::bind_with(addr, data_dir, secret, LIMITS)
+    }
+
+    fn bind_with(
+        addr: SocketAddr,
+        data_dir: &Path,
+        secret: &ClusterSecret,
+        limits: Limits,
+    ) -> Result<Self, NetError> {
         let (cert, key) = tls::load_or_create(data_dir)?;
-        let mut endpoint = quinn::Endpoint::server(tls::server_config(cert, key)?, addr)?;
-        endpoint.set_default_client_config(tls::client_config()?);
+        let server = tls::server_config(cert, key, unproven_limits())?;
+        let mut endpoint = quinn::Endpoint::server(server, addr)?;
+        endpoint.set_default_client_config(tls::client_config(unproven_limits())?);
         let key = ProofKey::new(secret);
         let stats = Arc::new(AuthStats::default());
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
@@ -61,12 +88,14 @@ impl QuicTransport {
             key.clone(),
             Arc::clone(&stats),
             tx,
+            limits,
         ));
         Ok(Self {
             endpoint,
             key,
             stats,
             incoming: Mutex::new(rx),
+            proof_timeout: limits.proof_timeout,
         })
     }
 
@@ -88,25 +117,45 @@ impl Drop for QuicTransport {
 }
 
 /// Accepts connections, running each handshake and proof in its own task so a slow or
-/// hostile peer cannot hold up the others.
+/// hostile peer cannot hold up the others; refuses new ones while `max_unproven` are in
+/// their handshake or proof.
 async fn accept_loop(
     endpoint: quinn::Endpoint,
     key: ProofKey,
     stats: Arc<AuthStats>,
     tx: mpsc::Sender<QuicConnection>,
+    limits: Limits,
 ) {
+    let unproven = Arc::new(Semaphore::new(limits.max_unproven));
     while let Some(incoming) = endpoint.accept().await {
+        let Ok(permit) = Arc::clone(&unproven).try_acquire_owned() else {
+            incoming.refuse();
+            stats.record_busy();
+            continue;
+        };
         let (key, stats, tx) = (key.clone(), Arc::clone(&stats), tx.clone());
         tokio::spawn(async move {
-            let Ok(conn) = incoming.await else { return };
-            let proven = tokio::time::timeout(PROOF_TIMEOUT, prove_server(&conn, &key)).await;
+            let deadline = tokio::time::Instant::now() + limits.proof_timeout;
+            let handshake = tokio::time::timeout_at(deadline, incoming);
+            let Ok(Ok(conn)) = handshake.await else {
+                drop(permit);
+                stats.record_rejected(&AuthError::PeerRefused);
+                return;
+            };
+            let proven = tokio::time::timeout_at(deadline, prove_server(&conn, &key)).await;
+            // Released before a refusal is counted, so that a count seen means a free slot.
+            drop(permit);
             match proven {
                 Ok(Ok(())) => {
                     let _ = tx.send(QuicConnection(conn)).await;
                 }
-                _ => {
-                    stats.record_rejected(&AuthError::PeerRefused);
+                Ok(Err(_)) => {
                     conn.close(1u32.into(), b"cluster secret proof failed");
+                    stats.record_rejected(&AuthError::PeerRefused);
+                }
+                Err(_) => {
+                    conn.close(1u32.into(), b"cluster secret proof timed out");
+                    stats.record_rejected(&AuthError::PeerRefused);
                 }
             }
         });
@@ -117,12 +166,13 @@ impl StreamTransport for QuicTransport {
     type Conn = QuicConnection;
 
     async fn connect(&self, to: SocketAddr) -> Result<QuicConnection, NetError> {
+        let deadline = tokio::time::Instant::now() + self.proof_timeout;
         let connecting = self.endpoint.connect(to, "kvs").map_err(conn_err)?;
-        let conn = tokio::time::timeout(PROOF_TIMEOUT, connecting)
+        let conn = tokio::time::timeout_at(deadline, connecting)
             .await
             .map_err(|_| NetError::TimedOut)?
             .map_err(conn_err)?;
-        let proven = tokio::time::timeout(PROOF_TIMEOUT, prove_client(&conn, &self.key)).await;
+        let proven = tokio::time::timeout_at(deadline, prove_client(&conn, &self.key)).await;
         match proven {
             Ok(Ok(())) => Ok(QuicConnection(conn)),
             Ok(Err(e)) => {

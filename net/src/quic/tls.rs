@@ -63,10 +63,11 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), NetError> {
     Ok(())
 }
 
-/// The server side: our certificate, no client certificates.
+/// The server side: our certificate, no client certificates, `transport`'s limits.
 pub(super) fn server_config(
     cert: CertificateDer<'static>,
     key: PrivateKeyDer<'static>,
+    transport: quinn::TransportConfig,
 ) -> Result<quinn::ServerConfig, NetError> {
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -76,11 +77,15 @@ pub(super) fn server_config(
         .map_err(cert_err)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(cert_err)?;
-    Ok(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
 }
 
-/// The client side: any server certificate, checked signatures.
-pub(super) fn client_config() -> Result<quinn::ClientConfig, NetError> {
+/// The client side: any server certificate, checked signatures, `transport`'s limits.
+pub(super) fn client_config(
+    mut transport: quinn::TransportConfig,
+) -> Result<quinn::ClientConfig, NetError> {
     let provider = provider();
     let verifier = AnyServerCert(provider.signature_verification_algorithms);
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -94,7 +99,6 @@ pub(super) fn client_config() -> Result<quinn::ClientConfig, NetError> {
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     // Keep-alives hold a connection open through quiet spells (quinn's default idle
     // timeout is 30 s), so that the first write after one goes out at once.
-    let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(KEEP_ALIVE));
     config.transport_config(Arc::new(transport));
     Ok(config)
