@@ -36,12 +36,15 @@ const MAX_UNPROVEN: usize = 64;
 struct Limits {
     /// Incoming connections in their handshake or proof at once.
     max_unproven: usize,
-    /// How long a connection's TLS handshake and proof may take, on either side.
+    /// How long a connection's TLS handshake may take, on either side.
+    handshake_timeout: Duration,
+    /// How long the proof may take once the handshake is done, on either side.
     proof_timeout: Duration,
 }
 
 const LIMITS: Limits = Limits {
     max_unproven: MAX_UNPROVEN,
+    handshake_timeout: PROOF_TIMEOUT,
     proof_timeout: PROOF_TIMEOUT,
 };
 
@@ -56,7 +59,7 @@ pub struct QuicTransport {
     key: ProofKey,
     stats: Arc<AuthStats>,
     incoming: Mutex<mpsc::Receiver<QuicConnection>>,
-    proof_timeout: Duration,
+    limits: Limits,
 }
 
 impl QuicTransport {
@@ -95,7 +98,7 @@ impl QuicTransport {
             key,
             stats,
             incoming: Mutex::new(rx),
-            proof_timeout: limits.proof_timeout,
+            limits,
         })
     }
 
@@ -135,29 +138,27 @@ async fn accept_loop(
         };
         let (key, stats, tx) = (key.clone(), Arc::clone(&stats), tx.clone());
         tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + limits.proof_timeout;
-            let handshake = tokio::time::timeout_at(deadline, incoming);
+            let handshake = tokio::time::timeout(limits.handshake_timeout, incoming);
             let Ok(Ok(conn)) = handshake.await else {
                 drop(permit);
                 stats.record_rejected(&AuthError::PeerRefused);
                 return;
             };
-            let proven = tokio::time::timeout_at(deadline, prove_server(&conn, &key)).await;
-            // Released before a refusal is counted, so that a count seen means a free slot.
+            let proving = prove_server(&conn, &key);
+            let proven = tokio::time::timeout(limits.proof_timeout, proving).await;
+            // The slot is released, then the refusal counted, then the peer told: a peer
+            // that sees the close, or a count seen, means a free slot.
             drop(permit);
-            match proven {
+            let reason: &[u8] = match proven {
                 Ok(Ok(())) => {
                     let _ = tx.send(QuicConnection(conn)).await;
+                    return;
                 }
-                Ok(Err(_)) => {
-                    conn.close(1u32.into(), b"cluster secret proof failed");
-                    stats.record_rejected(&AuthError::PeerRefused);
-                }
-                Err(_) => {
-                    conn.close(1u32.into(), b"cluster secret proof timed out");
-                    stats.record_rejected(&AuthError::PeerRefused);
-                }
-            }
+                Ok(Err(_)) => b"cluster secret proof failed",
+                Err(_) => b"cluster secret proof timed out",
+            };
+            stats.record_rejected(&AuthError::PeerRefused);
+            conn.close(1u32.into(), reason);
         });
     }
 }
@@ -166,13 +167,13 @@ impl StreamTransport for QuicTransport {
     type Conn = QuicConnection;
 
     async fn connect(&self, to: SocketAddr) -> Result<QuicConnection, NetError> {
-        let deadline = tokio::time::Instant::now() + self.proof_timeout;
         let connecting = self.endpoint.connect(to, "kvs").map_err(conn_err)?;
-        let conn = tokio::time::timeout_at(deadline, connecting)
+        let conn = tokio::time::timeout(self.limits.handshake_timeout, connecting)
             .await
             .map_err(|_| NetError::TimedOut)?
             .map_err(conn_err)?;
-        let proven = tokio::time::timeout_at(deadline, prove_client(&conn, &self.key)).await;
+        let proving = prove_client(&conn, &self.key);
+        let proven = tokio::time::timeout(self.limits.proof_timeout, proving).await;
         match proven {
             Ok(Ok(())) => Ok(QuicConnection(conn)),
             Ok(Err(e)) => {

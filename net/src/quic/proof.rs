@@ -27,7 +27,8 @@ use crate::{AuthError, ClusterSecret, NetError};
 const EXPORTER_LABEL: &[u8] = b"EXPORTER-kvs-cluster-auth-v1";
 /// The length of a proof tag.
 pub(super) const TAG_LEN: usize = 32;
-/// How long the TLS handshake and the proof may take before the connection is dropped.
+/// How long the TLS handshake, and then the proof, may take before the connection is
+/// dropped.
 pub(super) const PROOF_TIMEOUT: Duration = Duration::from_secs(5);
 /// The stream bytes an unproven peer may send in all (the proof needs [`TAG_LEN`]).
 pub(super) const UNPROVEN_WINDOW: u32 = 1024;
