@@ -216,25 +216,57 @@ mod tests {
         }
 
         #[test]
-        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1500)) {
-            let _ = decode(&bytes);
+        fn garbage_of_another_version_is_refused(bytes in proptest::collection::vec(any::<u8>(), 0..1500)) {
+            if bytes.first() != Some(&PROTOCOL_VERSION) {
+                prop_assert_eq!(decode(&bytes), Err(DecodeError::Version));
+            }
         }
 
         #[test]
-        fn versioned_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1500)) {
+        fn versioned_garbage_is_refused_or_a_packet_that_round_trips(
+            bytes in proptest::collection::vec(any::<u8>(), 0..1500),
+        ) {
             let mut data = vec![PROTOCOL_VERSION];
             data.extend(bytes);
-            let _ = decode(&data);
+            match decode(&data) {
+                Ok(p) => prop_assert_eq!(decode(&encode_packet(&p)), Ok(p)),
+                Err(e) => prop_assert_eq!(e, DecodeError::Malformed),
+            }
         }
 
         #[test]
-        fn truncation_and_bit_flips_never_panic(p in packet(), cut in any::<usize>(), flip in any::<(usize, u8)>()) {
+        fn a_truncated_packet_decodes_only_at_an_update_boundary(p in packet(), cut in any::<usize>()) {
+            let bytes = encode_packet(&p);
+            let cut = cut % (bytes.len() + 1);
+            // Where each prefix of whole updates ends.
+            let mut ends = vec![encode_header(&p.header).len()];
+            for u in &p.updates {
+                ends.push(ends[ends.len() - 1] + encode_update(u).len());
+            }
+            match ends.iter().position(|&end| end == cut) {
+                Some(n) => {
+                    let prefix = Packet { header: p.header.clone(), updates: p.updates[..n].to_vec() };
+                    prop_assert_eq!(decode(&bytes[..cut]), Ok(prefix));
+                }
+                None => prop_assert!(decode(&bytes[..cut]).is_err(), "cut at {} of {}", cut, bytes.len()),
+            }
+        }
+
+        #[test]
+        fn a_changed_byte_never_decodes_to_the_original(
+            p in packet(),
+            at in any::<usize>(),
+            flip in 1u8..=255,
+        ) {
             let mut bytes = encode_packet(&p);
-            let at = flip.0 % bytes.len();
-            bytes[at] ^= flip.1;
-            let _ = decode(&bytes);
-            bytes.truncate(cut % (bytes.len() + 1));
-            let _ = decode(&bytes);
+            let at = at % bytes.len();
+            bytes[at] ^= flip;
+            let decoded = decode(&bytes);
+            if at == 0 {
+                prop_assert_eq!(decoded, Err(DecodeError::Version));
+            } else {
+                prop_assert_ne!(decoded, Ok(p));
+            }
         }
     }
 
