@@ -34,6 +34,11 @@ pub(super) const PROOF_TIMEOUT: Duration = Duration::from_secs(5);
 pub(super) const UNPROVEN_WINDOW: u32 = 1024;
 /// Bidirectional streams a proven peer may have open at once (quinn's default).
 const PROVEN_STREAMS: u32 = 100;
+/// The bytes a peer may send on one stream ahead of what this side has read: a few sync
+/// messages (4 MiB each), so that a bootstrap's sender goes on while the receiver merges
+/// (quinn's default of 1.25 MB stalled it on every message; BENCHMARKS.md). Before the
+/// proof, the connection window bounds it.
+const STREAM_WINDOW: u32 = 16 << 20;
 
 /// Which side of the connection a tag speaks for (so a tag cannot be reflected).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +98,8 @@ pub(super) fn unproven_limits() -> quinn::TransportConfig {
         .max_concurrent_bidi_streams(VarInt::from_u32(1))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .receive_window(VarInt::from_u32(UNPROVEN_WINDOW))
+        .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
+        .send_window(2 * u64::from(STREAM_WINDOW))
         .datagram_receive_buffer_size(None);
     config
 }
