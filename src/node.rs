@@ -404,6 +404,7 @@ async fn start_clustering(
 /// Replication's settings from the node's config.
 fn replication_config(config: &Config, last_sync_ms: Option<u64>) -> ReplicationConfig {
     ReplicationConfig {
+        node_id: config.node_id.clone(),
         last_sync_ms,
         sync_interval: config.sync_interval.0,
         max_clock_skew: config.max_clock_skew.0,

@@ -133,6 +133,7 @@ pub(crate) async fn run_round<T: StreamTransport>(
     node_id: &str,
     addr: std::net::SocketAddr,
 ) -> Result<(), RoundError> {
+    let _running = shared.initiate(node_id);
     let connection = match shared.connection(addr).await {
         Ok(connection) => connection,
         Err(error) => {
@@ -182,12 +183,22 @@ pub(crate) async fn serve<T: StreamTransport>(
         tracing::debug!(%from, "a stale node serves no sync session");
         return;
     }
+    let peer = shared.peer_at(from);
+    if peer
+        .as_deref()
+        .is_some_and(|id| shared.crosses_own_round(id))
+    {
+        // Both opened a session at once (as when each sees the other come up): one is
+        // enough, since a session carries both directions.
+        tracing::debug!(%from, "refused a session that crosses this node's own round");
+        return;
+    }
     let rules = shared.admission();
     let session = Session::responder(rules).with_standing(shared.established(), None);
     match converse(&shared, &mut stream, session, Vec::new()).await {
         Ok(_) => {
             let _ = stream.finish();
-            if let Some(node_id) = shared.peer_at(from) {
+            if let Some(node_id) = peer {
                 shared.completed(&node_id, rules.now_ms);
             }
         }

@@ -12,7 +12,7 @@ mod anti_entropy;
 mod push;
 mod stats;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -35,6 +35,10 @@ pub const KIND_PUSH: &[u8] = b"kvs-push/1";
 /// How replication runs.
 #[derive(Debug, Clone)]
 pub struct ReplicationConfig {
+    /// This node's `node_id`: where two nodes open a session with each other at once,
+    /// the one with the smaller id keeps its own and refuses the other's (one session
+    /// carries both directions).
+    pub node_id: String,
     /// Between anti-entropy rounds.
     pub sync_interval: Duration,
     /// Versions stamped further ahead of the local clock are refused.
@@ -60,6 +64,7 @@ pub struct ReplicationConfig {
 impl Default for ReplicationConfig {
     fn default() -> Self {
         Self {
+            node_id: String::new(),
             sync_interval: Duration::from_secs(5),
             max_clock_skew: Duration::from_secs(30),
             tombstone_ttl: Duration::from_secs(7 * 24 * 3600),
@@ -113,6 +118,8 @@ pub(crate) struct Shared<T: StreamTransport> {
     last_sync: AtomicU64,
     /// While stale, the `last_sync` it had at start (0: not stale).
     stale_since: AtomicU64,
+    /// The peers this node is running a round with (as the initiator).
+    initiating: Mutex<BTreeSet<String>>,
     wake: mpsc::UnboundedSender<String>,
 }
 
@@ -193,6 +200,21 @@ impl<T: StreamTransport> Shared<T> {
         }
     }
 
+    /// Marks a round with `node_id` as running until the returned guard drops.
+    fn initiate(&self, node_id: &str) -> Initiating<'_, T> {
+        lock(&self.initiating).insert(node_id.to_owned());
+        Initiating {
+            shared: self,
+            node_id: node_id.to_owned(),
+        }
+    }
+
+    /// Whether a session `node_id` opens is one too many: this node is running a round
+    /// with it already and keeps its own (it has the smaller id).
+    fn crosses_own_round(&self, node_id: &str) -> bool {
+        self.config.node_id.as_str() < node_id && lock(&self.initiating).contains(node_id)
+    }
+
     fn peer_addr(&self, node_id: &str) -> Option<SocketAddr> {
         lock(&self.peers).get(node_id).map(|peer| peer.addr)
     }
@@ -213,6 +235,18 @@ impl<T: StreamTransport> Shared<T> {
         behind
             .or_else(|| peers.iter().choose(rng))
             .map(|(id, peer)| (id.clone(), peer.addr))
+    }
+}
+
+/// A round this node runs with a peer, for as long as it lives.
+struct Initiating<'a, T: StreamTransport> {
+    shared: &'a Shared<T>,
+    node_id: String,
+}
+
+impl<T: StreamTransport> Drop for Initiating<'_, T> {
+    fn drop(&mut self) {
+        lock(&self.shared.initiating).remove(&self.node_id);
     }
 }
 
@@ -253,6 +287,7 @@ impl<T: StreamTransport> Replication<T> {
             synced_once: AtomicBool::new(false),
             last_sync: AtomicU64::new(config.last_sync_ms.unwrap_or(0)),
             stale_since: AtomicU64::new(stale_since),
+            initiating: Mutex::new(BTreeSet::new()),
             config,
             wake,
         });
