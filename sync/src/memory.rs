@@ -210,6 +210,30 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
+    fn versions_after(
+        &self,
+        after: Option<&str>,
+        max_bytes: usize,
+    ) -> Result<Vec<(String, Version)>, StoreError> {
+        let inner = self.lock();
+        let range = match after {
+            Some(after) => inner
+                .current
+                .range::<str, _>((Bound::Excluded(after), Bound::Unbounded)),
+            None => inner.current.range::<str, _>(..),
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (key, version) in range {
+            if bytes >= max_bytes {
+                break;
+            }
+            bytes += crate::approximate_size(key, version);
+            out.push((key.clone(), version.clone()));
+        }
+        Ok(out)
+    }
+
     fn stats(&self) -> Result<StoreStats, StoreError> {
         let inner = self.lock();
         let bytes = inner

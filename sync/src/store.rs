@@ -161,6 +161,13 @@ pub trait Store: Send + Sync + 'static {
     /// held (by the conflict rule), else ignored. Returns how many were stored.
     fn merge(&self, versions: &[(String, Version)]) -> Result<usize, StoreError>;
 
+    /// [`Store::merge`] of what an anti-entropy session brought. It need not be durable
+    /// when this returns (a crash may lose it; the next session brings it again), which
+    /// lets a store skip its write-ahead log on a bootstrap.
+    fn merge_from_session(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {
+        self.merge(versions)
+    }
+
     /// The merkle tree of every version held, tombstones included (see
     /// [`crate::merkle`]), kept up to date as writes are applied. A store that applies
     /// writes in the background may lag its readers by what it has not applied yet.
@@ -169,6 +176,32 @@ pub trait Store: Send + Sync + 'static {
     /// The keys held in `leaves` of the merkle tree, tombstones included, with the ids
     /// of their versions; by leaf, then key.
     fn leaf_entries(&self, leaves: &[Leaf]) -> Result<Vec<(String, VersionId)>, StoreError>;
+
+    /// Every key after `after` (tombstones included) with its version, in key order,
+    /// until about `max_bytes` (see [`crate::approximate_size`]; at least one
+    /// key when any is left): how a node that holds nothing gets everything, in the
+    /// order its store inserts fastest.
+    fn versions_after(
+        &self,
+        after: Option<&str>,
+        max_bytes: usize,
+    ) -> Result<Vec<(String, Version)>, StoreError>;
+
+    /// The keys held in `leaves` with their versions, in the order of
+    /// [`Store::leaf_entries`]; a store may read them in one pass.
+    fn leaf_versions(&self, leaves: &[Leaf]) -> Result<Vec<(String, Version)>, StoreError> {
+        let keys: Vec<String> = self
+            .leaf_entries(leaves)?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        let held = self.get_many(&keys)?;
+        Ok(keys
+            .into_iter()
+            .zip(held)
+            .filter_map(|(key, version)| Some((key, version?)))
+            .collect())
+    }
 }
 
 impl Cursor {

@@ -29,10 +29,15 @@ use super::wal::{self, Wal, WalError};
 mod applier;
 mod staging;
 
-use self::applier::{APPLY_BATCH, Pending, Shared, apply_loop};
+use self::applier::{APPLY_BATCH, APPLY_BYTES, Pending, Shared, apply_loop};
 use self::staging::{AuditHead, Batch, Durability, Log};
 #[cfg(test)]
 mod tests;
+
+/// The error of every write once the log is broken (see `Log::broken`).
+fn broken_log(reason: &str) -> StoreError {
+    StoreError::Backend(format!("the write-ahead log is broken: {reason}"))
+}
 
 /// LMDB with a write-ahead log and a background applier; see the module doc.
 pub struct DurableStore {
@@ -52,6 +57,16 @@ impl DurableStore {
     /// Opens the store in `dir`, replaying any WAL left by an earlier run into LMDB;
     /// with `audit`, every accepted write also appends to the audit trail.
     pub fn open(dir: &Path, options: StoreOptions, audit: bool) -> Result<Self, StoreError> {
+        Self::open_with(dir, options, audit, APPLY_BYTES)
+    }
+
+    /// [`Self::open`] with commits of at most `apply_bytes` (see `applier.rs`).
+    fn open_with(
+        dir: &Path,
+        options: StoreOptions,
+        audit: bool,
+        apply_bytes: usize,
+    ) -> Result<Self, StoreError> {
         let lmdb = Arc::new(LmdbStore::open_behind_log(dir, options)?);
         let wal_dir = dir.join("wal");
         std::fs::create_dir_all(&wal_dir)
@@ -96,6 +111,7 @@ impl DurableStore {
             }),
             work: Condvar::new(),
             applied: Condvar::new(),
+            apply_bytes,
         });
         let log = Arc::new(Mutex::new(log));
         let applier = {
@@ -142,9 +158,7 @@ impl DurableStore {
     /// logged and the audit chain continues where it was.
     fn stage_batch(&self, log: &mut Log, batch: Batch<'_>) -> Result<u64, StoreError> {
         if let Some(reason) = &log.broken {
-            return Err(StoreError::Backend(format!(
-                "the write-ahead log is broken: {reason}"
-            )));
+            return Err(broken_log(reason));
         }
         let records: Vec<(u64, &Logged)> = batch
             .accepted
@@ -221,10 +235,44 @@ impl DurableStore {
         Ok(results)
     }
 
+    /// A batch of the `versions` that supersede what is held (staged, durable or in
+    /// LMDB), numbered from the log's next seq.
+    fn plan_merge<'a>(
+        &self,
+        log: &Log,
+        versions: &'a [(String, Version)],
+    ) -> Result<Batch<'a>, StoreError> {
+        let mut batch = Batch::new(log.next_seq);
+        // What each key holds outside this batch, read in one pass (a bootstrap merges
+        // thousands of versions per call).
+        let keys: Vec<String> = versions.iter().map(|(key, _)| key.clone()).collect();
+        let mut outside = self.get_many(&keys)?;
+        for (held, key) in outside.iter_mut().zip(&keys) {
+            if let Some((_, staged)) = log.unsynced_latest.get(key) {
+                *held = Some(staged.clone());
+            }
+        }
+        for ((key, version), outside) in versions.iter().zip(outside) {
+            let held = batch.in_batch.get(key.as_str()).cloned().or(outside);
+            if held.as_ref().is_none_or(|h| version.supersedes(h)) {
+                batch.add_version(key, version, self.compress_from)?;
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Returns once every item up to `seq` is durable and visible to readers, and the
+    /// applier's backlog has room (see [`Self::wait_for_room`]).
+    pub fn make_durable(&self, seq: u64) -> Result<(), StoreError> {
+        self.sync_through(seq)?;
+        self.wait_for_room();
+        Ok(())
+    }
+
     /// Returns once every item up to `seq` is durable and visible to readers. One caller
     /// at a time runs the `fdatasync`, for everything written before it started; the
     /// others wait for it and return, or run the next one.
-    pub fn make_durable(&self, seq: u64) -> Result<(), StoreError> {
+    fn sync_through(&self, seq: u64) -> Result<(), StoreError> {
         let mut durability = self
             .durability
             .lock()
@@ -258,14 +306,25 @@ impl DurableStore {
         synced.map(|_| ())
     }
 
+    /// Waits while the applier's backlog is above two commits' worth (backpressure on
+    /// writers and merges, so that a bootstrap cannot outrun LMDB in memory).
+    fn wait_for_room(&self) {
+        let mut pending = self.shared.lock();
+        while pending.queued_bytes > 2 * self.shared.apply_bytes && !pending.stopping {
+            pending = self
+                .shared
+                .applied
+                .wait(pending)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
     /// Syncs the log and publishes what became durable; returns the last durable seq.
     fn sync_log(&self) -> Result<u64, StoreError> {
         let (target, file) = {
             let log = self.lock_log();
             if let Some(reason) = &log.broken {
-                return Err(StoreError::Backend(format!(
-                    "the write-ahead log is broken: {reason}"
-                )));
+                return Err(broken_log(reason));
             }
             (log.next_seq - 1, log.wal.sync_handle())
         };
@@ -276,10 +335,9 @@ impl DurableStore {
             // from here on; a restart replays whatever the log really holds.
             let reason = format!("fdatasync failed: {error}");
             tracing::error!(%reason, "the write-ahead log is broken; writes are refused");
-            log.broken = Some(reason.clone());
-            return Err(StoreError::Backend(format!(
-                "the write-ahead log is broken: {reason}"
-            )));
+            let error = broken_log(&reason);
+            log.broken = Some(reason);
+            return Err(error);
         }
         let count = log
             .unsynced
@@ -307,6 +365,7 @@ impl DurableStore {
                     .latest
                     .insert(staged.key.clone(), (seq, staged.version.clone()));
             }
+            pending.queued_bytes += item.weight();
             pending.queue.push_back((seq, item));
         }
         drop(pending);
@@ -371,7 +430,7 @@ impl DurableStore {
             return Ok(());
         };
         let staged = self.lock_log().next_seq - 1;
-        let durable = self.make_durable(staged);
+        let durable = self.sync_through(staged);
         self.shared.lock().stopping = true;
         self.shared.work.notify_all();
         let _ = applier.join();
@@ -430,26 +489,36 @@ impl Store for DurableStore {
 
     fn merge(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {
         let mut log = self.lock_log();
-        let mut batch = Batch::new(log.next_seq);
-        // What each key holds outside this batch, read in one pass (a bootstrap merges
-        // thousands of versions per call).
-        let keys: Vec<String> = versions.iter().map(|(key, _)| key.clone()).collect();
-        let mut outside = self.get_many(&keys)?;
-        for (held, key) in outside.iter_mut().zip(&keys) {
-            if let Some((_, staged)) = log.unsynced_latest.get(key) {
-                *held = Some(staged.clone());
-            }
-        }
-        for ((key, version), outside) in versions.iter().zip(outside) {
-            let held = batch.in_batch.get(key.as_str()).cloned().or(outside);
-            if held.as_ref().is_none_or(|h| version.supersedes(h)) {
-                batch.add_version(key, version, self.compress_from)?;
-            }
-        }
+        let batch = self.plan_merge(&log, versions)?;
         let stored = batch.accepted.len();
         let through = self.stage_batch(&mut log, batch)?;
         drop(log);
         self.make_durable(through)?;
+        Ok(stored)
+    }
+
+    /// Skips the write-ahead log: the versions go straight to the overlay and the
+    /// applier, after everything staged before them (so that items reach the applier in
+    /// seq order), and the call waits for room in the applier's backlog.
+    fn merge_from_session(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {
+        let mut log = loop {
+            let log = self.lock_log();
+            if log.unsynced.is_empty() {
+                break log;
+            }
+            let staged = log.next_seq - 1;
+            drop(log);
+            self.sync_through(staged)?;
+        };
+        if let Some(reason) = &log.broken {
+            return Err(broken_log(reason));
+        }
+        let batch = self.plan_merge(&log, versions)?;
+        let stored = batch.accepted.len();
+        log.next_seq += stored as u64;
+        self.publish(batch.accepted);
+        drop(log);
+        self.wait_for_room();
         Ok(stored)
     }
 
@@ -502,5 +571,22 @@ impl Store for DurableStore {
     ) -> Result<Vec<(String, kvs_sync::VersionId)>, StoreError> {
         self.caught_up();
         self.lmdb.leaf_entries(leaves)
+    }
+
+    fn leaf_versions(
+        &self,
+        leaves: &[kvs_sync::merkle::Leaf],
+    ) -> Result<Vec<(String, Version)>, StoreError> {
+        self.caught_up();
+        self.lmdb.leaf_versions(leaves)
+    }
+
+    fn versions_after(
+        &self,
+        after: Option<&str>,
+        max_bytes: usize,
+    ) -> Result<Vec<(String, Version)>, StoreError> {
+        self.caught_up();
+        self.lmdb.versions_after(after, max_bytes)
     }
 }

@@ -195,3 +195,68 @@ fn the_audit_chain_continues_across_restarts_and_verifies() {
     store.write_batch(&[put("a", "1")], 1).unwrap();
     assert_eq!(store.audit_entries(1, 10).unwrap(), None);
 }
+
+/// Versions a session brings, `count` keys from `first`, of about 1 KiB each.
+fn session_batch(first: usize, count: usize) -> Vec<(String, Version)> {
+    (first..first + count)
+        .map(|n| {
+            let version = Version {
+                id: kvs_sync::VersionId {
+                    timestamp: 1000 + n as u64,
+                    origin_joined_at: 1,
+                    uuid: uuid::Uuid::from_u128(n as u128),
+                },
+                data: Some(format!("\"{}\"", "x".repeat(1000))),
+                owner: None,
+                group: None,
+                permissions: 0xf31,
+                expires_at: None,
+            };
+            (format!("s/{n:06}"), version)
+        })
+        .collect()
+}
+
+#[test]
+fn session_merges_wait_while_the_applier_is_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        max_revisions: 0,
+        compression_min_bytes: None,
+    };
+    // Commits of 64 KiB: the backlog may hold 128 KiB, about 120 of these versions.
+    let store = Arc::new(DurableStore::open_with(dir.path(), options, false, 64 << 10).unwrap());
+    let writer = store.lmdb().hold_writer();
+    let (calls, per_call) = (40, 20);
+    let (merged, progress) = std::sync::mpsc::channel();
+    let merging = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            for call in 0..calls {
+                let batch = session_batch(call * per_call, per_call);
+                assert_eq!(store.merge_from_session(&batch).unwrap(), per_call);
+                merged.send(call).unwrap();
+            }
+        })
+    };
+    let mut returned = 0;
+    while progress
+        .recv_timeout(std::time::Duration::from_millis(500))
+        .is_ok()
+    {
+        returned += 1;
+    }
+    assert!(
+        returned < calls,
+        "every merge returned while LMDB could take nothing"
+    );
+    let queued = store.shared.lock().queued_bytes;
+    assert!(
+        queued <= 2 * (64 << 10) + per_call * 1200,
+        "{queued} bytes queued after {returned} merges"
+    );
+    // The applier goes on once it can commit, and the merges with it.
+    drop(writer);
+    merging.join().unwrap();
+    assert_eq!(store.stats().unwrap().keys, (calls * per_call) as u64);
+}

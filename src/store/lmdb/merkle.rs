@@ -17,6 +17,7 @@ use heed::{Env, RwTxn};
 use kvs_sync::merkle::{LEAVES, Leaf, entry_hash, leaf_of};
 use kvs_sync::{MerkleTree, StoreError, VersionId};
 
+use super::index_ops::{IndexOps, Table};
 use super::{Db, Index, backend};
 use crate::store::record;
 
@@ -168,28 +169,22 @@ impl MerkleState {
     }
 
     /// Notes that `key`'s version changes from `old` to `new` in the open transaction,
-    /// and keeps `by_leaf` in step when the key appears or goes.
+    /// and keeps `by_leaf` in step (through `ops`) when the key appears or goes.
     pub(super) fn note(
         &self,
-        wtxn: &mut RwTxn,
-        by_leaf: &Index,
+        ops: &IndexOps,
         key: &str,
         old: Option<&VersionId>,
         new: Option<&VersionId>,
-    ) -> Result<(), StoreError> {
+    ) {
         let leaf = leaf_of(key);
         let delta =
             old.map_or(0, |id| entry_hash(key, id)) ^ new.map_or(0, |id| entry_hash(key, id));
         *lock(&self.pending).entry(leaf).or_default() ^= delta;
         match (old, new) {
-            (None, Some(_)) => by_leaf
-                .put(wtxn, &leaf_key(leaf, key), &())
-                .map_err(backend),
-            (Some(_), None) => by_leaf
-                .delete(wtxn, &leaf_key(leaf, key))
-                .map(|_| ())
-                .map_err(backend),
-            _ => Ok(()),
+            (None, Some(_)) => ops.put(Table::ByLeaf, leaf_key(leaf, key)),
+            (Some(_), None) => ops.delete(Table::ByLeaf, leaf_key(leaf, key)),
+            _ => {}
         }
     }
 
@@ -248,12 +243,13 @@ impl MerkleState {
     }
 
     /// The keys of `leaves` with their version ids.
-    pub(super) fn entries(
+    pub(super) fn entries<T>(
         env: &Env,
         kv: &Db,
         by_leaf: &Index,
         leaves: &[Leaf],
-    ) -> Result<Vec<(String, VersionId)>, StoreError> {
+        decode: impl Fn(&str, &[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<(String, T)>, StoreError> {
         let rtxn = env.read_txn().map_err(backend)?;
         let mut out = Vec::new();
         for &leaf in leaves {
@@ -267,7 +263,7 @@ impl MerkleState {
                     reason: e.to_string(),
                 })?;
                 if let Some(bytes) = kv.get(&rtxn, key.as_bytes()).map_err(backend)? {
-                    out.push((key.to_owned(), record::decode_header(key, bytes)?.id));
+                    out.push((key.to_owned(), decode(key, bytes)?));
                 }
             }
         }

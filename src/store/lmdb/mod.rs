@@ -30,10 +30,12 @@ use self::merkle::MerkleState;
 use super::record::{self, Header};
 
 mod audit;
+mod index_ops;
 mod keys;
 mod merkle;
 mod meta;
 
+use self::index_ops::{IndexOps, Table, Tables};
 use self::keys::{history_prefix, index_key, split_index_key};
 
 /// The largest the memory map may grow (virtual address space, not disk).
@@ -62,6 +64,17 @@ pub enum Logged {
     Audit(AuditEntry),
 }
 
+impl Logged {
+    /// About how many bytes the item takes in memory (its record or entry, its key, and
+    /// what holds them).
+    pub fn weight(&self) -> usize {
+        match self {
+            Logged::Version(staged) => staged.key.len() + staged.record.len() + 128,
+            Logged::Audit(_) => 512,
+        }
+    }
+}
+
 /// A store over an LMDB environment in a directory.
 pub struct LmdbStore {
     env: Env,
@@ -75,6 +88,8 @@ pub struct LmdbStore {
     merkle_chunks: Db,
     by_leaf: Index,
     merkle: MerkleState,
+    /// Index changes of the open write transaction, written at its commit.
+    index_ops: IndexOps,
     options: StoreOptions,
 }
 
@@ -146,6 +161,7 @@ impl LmdbStore {
             merkle_chunks,
             by_leaf,
             merkle,
+            index_ops: IndexOps::default(),
             options,
         })
     }
@@ -154,12 +170,33 @@ impl LmdbStore {
     fn begin(&self) -> Result<RwTxn<'_>, StoreError> {
         let wtxn = self.env.write_txn().map_err(backend)?;
         self.merkle.begin();
+        self.index_ops.clear();
         Ok(wtxn)
     }
 
-    /// Commits a transaction opened by [`Self::begin`], with its merkle tree changes.
-    fn commit(&self, wtxn: RwTxn<'_>) -> Result<(), StoreError> {
+    /// Holds LMDB's single writer (every commit waits until the transaction drops).
+    #[cfg(test)]
+    pub(crate) fn hold_writer(&self) -> RwTxn<'_> {
+        self.env.write_txn().expect("write transaction")
+    }
+
+    /// Commits a transaction opened by [`Self::begin`], with its index and merkle tree
+    /// changes.
+    fn commit(&self, mut wtxn: RwTxn<'_>) -> Result<(), StoreError> {
+        self.flush_indexes(&mut wtxn)?;
         self.merkle.commit(wtxn, &self.merkle_chunks)
+    }
+
+    /// Writes the index changes noted so far (before the indexes are read in the same
+    /// transaction).
+    fn flush_indexes(&self, wtxn: &mut RwTxn) -> Result<(), StoreError> {
+        let tables = Tables {
+            by_time: &self.by_time,
+            expiring: &self.expiring,
+            tombstones: &self.tombstones,
+            by_leaf: &self.by_leaf,
+        };
+        self.index_ops.flush(wtxn, &tables)
     }
 
     fn read(&self, txn: &RoTxn, key: &str) -> Result<Option<Version>, StoreError> {
@@ -179,20 +216,18 @@ impl LmdbStore {
     }
 
     /// Removes `key`'s index entries for the version whose header is `old`.
-    fn unindex(&self, wtxn: &mut RwTxn, key: &str, old: &Header) -> Result<(), StoreError> {
+    fn unindex(&self, key: &str, old: &Header) {
         if old.tombstone {
             let at = index_key(old.dead_since().unwrap_or(old.id.timestamp), key);
-            self.tombstones.delete(wtxn, &at).map_err(backend)?;
+            self.index_ops.delete(Table::Tombstones, at);
         } else {
-            let at = index_key(old.id.timestamp, key);
-            self.by_time.delete(wtxn, &at).map_err(backend)?;
+            self.index_ops
+                .delete(Table::ByTime, index_key(old.id.timestamp, key));
         }
         if let Some(expires_at) = old.expires_at {
-            self.expiring
-                .delete(wtxn, &index_key(expires_at, key))
-                .map_err(backend)?;
+            self.index_ops
+                .delete(Table::Expiring, index_key(expires_at, key));
         }
-        Ok(())
     }
 
     /// Stores `new` (encoded as `record`) as the current version of `key`, replacing the
@@ -205,24 +240,43 @@ impl LmdbStore {
         new: &Version,
         record: &[u8],
     ) -> Result<(), StoreError> {
-        if let Some(old) = old {
-            self.unindex(wtxn, key, old)?;
+        match old {
+            Some(old) => self.unindex(key, old),
+            // Past the last key, a new key is appended without a search.
+            None if self
+                .kv
+                .last(wtxn)
+                .map_err(backend)?
+                .is_none_or(|(last, _)| key.as_bytes() > last) =>
+            {
+                self.kv
+                    .put_with_flags(wtxn, PutFlags::APPEND, key.as_bytes(), record)
+                    .map_err(backend)?;
+                self.index_new(key, None, new);
+                return Ok(());
+            }
+            None => {}
         }
         self.kv.put(wtxn, key.as_bytes(), record).map_err(backend)?;
+        self.index_new(key, old, new);
+        Ok(())
+    }
+
+    /// Notes the index entries and the merkle change of `key`'s new version `new`.
+    fn index_new(&self, key: &str, old: Option<&Header>, new: &Version) {
         self.merkle
-            .note(wtxn, &self.by_leaf, key, old.map(|h| &h.id), Some(&new.id))?;
+            .note(&self.index_ops, key, old.map(|h| &h.id), Some(&new.id));
         if new.is_tombstone() {
             let at = index_key(new.dead_since().unwrap_or(new.id.timestamp), key);
-            self.tombstones.put(wtxn, &at, &()).map_err(backend)?;
+            self.index_ops.put(Table::Tombstones, at);
         } else {
-            let at = index_key(new.id.timestamp, key);
-            self.by_time.put(wtxn, &at, &()).map_err(backend)?;
+            self.index_ops
+                .put(Table::ByTime, index_key(new.id.timestamp, key));
             if let Some(expires_at) = new.expires_at {
-                let at = index_key(expires_at, key);
-                self.expiring.put(wtxn, &at, &()).map_err(backend)?;
+                self.index_ops
+                    .put(Table::Expiring, index_key(expires_at, key));
             }
         }
-        Ok(())
     }
 
     /// Makes `new` (encoded as `record`) the current version of `key` and adds it to
@@ -284,8 +338,8 @@ impl LmdbStore {
     fn forget(&self, wtxn: &mut RwTxn, key: &str, held: &Header) -> Result<(), StoreError> {
         self.drop_history(wtxn, key, 0)?;
         self.kv.delete(wtxn, key.as_bytes()).map_err(backend)?;
-        self.merkle
-            .note(wtxn, &self.by_leaf, key, Some(&held.id), None)
+        self.merkle.note(&self.index_ops, key, Some(&held.id), None);
+        Ok(())
     }
 
     fn apply(
@@ -530,6 +584,7 @@ impl Store for LmdbStore {
                 stats.expired += 1;
             }
         }
+        self.flush_indexes(&mut wtxn)?;
         for (at, key) in self.due(
             &wtxn,
             &self.tombstones,
@@ -587,7 +642,45 @@ impl Store for LmdbStore {
         &self,
         leaves: &[kvs_sync::merkle::Leaf],
     ) -> Result<Vec<(String, kvs_sync::VersionId)>, StoreError> {
-        MerkleState::entries(&self.env, &self.kv, &self.by_leaf, leaves)
+        MerkleState::entries(&self.env, &self.kv, &self.by_leaf, leaves, |key, bytes| {
+            Ok(record::decode_header(key, bytes)?.id)
+        })
+    }
+
+    /// One read transaction over `kv`; a record's size stands for its version's.
+    fn versions_after(
+        &self,
+        after: Option<&str>,
+        max_bytes: usize,
+    ) -> Result<Vec<(String, Version)>, StoreError> {
+        let rtxn = self.env.read_txn().map_err(backend)?;
+        let range = match after {
+            Some(after) => (Bound::Excluded(after.as_bytes()), Bound::Unbounded),
+            None => (Bound::Unbounded, Bound::Unbounded),
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for item in self.kv.range(&rtxn, &range).map_err(backend)? {
+            if bytes >= max_bytes {
+                break;
+            }
+            let (key, record) = item.map_err(backend)?;
+            let key = std::str::from_utf8(key).map_err(|e| StoreError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: e.to_string(),
+            })?;
+            bytes += key.len() + record.len();
+            out.push((key.to_owned(), record::decode(key, record)?));
+        }
+        Ok(out)
+    }
+
+    /// One read transaction, each record read once.
+    fn leaf_versions(
+        &self,
+        leaves: &[kvs_sync::merkle::Leaf],
+    ) -> Result<Vec<(String, Version)>, StoreError> {
+        MerkleState::entries(&self.env, &self.kv, &self.by_leaf, leaves, record::decode)
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {

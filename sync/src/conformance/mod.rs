@@ -24,7 +24,9 @@ macro_rules! store_conformance_tests {
             batch_ops_see_each_other, values_roundtrip, stats_count_keys,
             set_meta_changes_only_metadata, merkle_tracks_every_change,
             tombstone_of_an_expired_value_is_kept_from_its_expiry,
-            ttl_counts_from_the_wall_clock, merge_order_does_not_matter, get_many_reads_like_get);
+            ttl_counts_from_the_wall_clock, merge_order_does_not_matter, get_many_reads_like_get,
+            versions_after_walks_all_keys_in_order, leaf_versions_read_like_entries_and_get,
+            merge_from_session_stores_like_merge);
     };
     (@tests $factory:expr; $($check:ident),*) => {
         $(

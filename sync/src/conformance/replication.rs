@@ -189,3 +189,91 @@ pub fn get_many_reads_like_get<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, 
     assert!(one_by_one[0].as_ref().unwrap().is_tombstone());
     assert_eq!(one_by_one[1], None);
 }
+
+/// `versions_after` walks every key in byte order, tombstones included, in pieces of
+/// about `max_bytes` (at least one key each), from just after the given key.
+pub fn versions_after_walks_all_keys_in_order<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
+    assert_eq!(store.versions_after(None, 1 << 20).unwrap(), Vec::new());
+    let names = ["b", "a/1", "c", "a", "a/2", "z"];
+    for name in names {
+        write(&store, put(name, "1"), 10).unwrap();
+    }
+    write(&store, delete("c"), 11).unwrap();
+    let mut expected: Vec<&str> = names.to_vec();
+    expected.sort_unstable();
+    let all = store.versions_after(None, 1 << 20).unwrap();
+    let keys: Vec<&str> = all.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(keys, expected);
+    for (key, version) in &all {
+        assert_eq!(Some(version), store.get(key).unwrap().as_ref());
+    }
+    assert!(all[4].1.is_tombstone(), "the tombstone of c is walked too");
+    // One byte per piece still makes progress, a key at a time.
+    let mut walked = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let piece = store.versions_after(after.as_deref(), 1).unwrap();
+        let Some((last, _)) = piece.last() else {
+            break;
+        };
+        assert_eq!(piece.len(), 1, "a piece of 1 byte holds one key");
+        after = Some(last.clone());
+        walked.extend(piece.into_iter().map(|(key, _)| key));
+    }
+    assert_eq!(walked, expected);
+    let rest: Vec<String> = store
+        .versions_after(Some("a/2"), 1 << 20)
+        .unwrap()
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    assert_eq!(rest, ["b", "c", "z"]);
+}
+
+/// `leaf_versions` finds what `leaf_entries` and `get_many` find together.
+pub fn leaf_versions_read_like_entries_and_get<G, S: Store>(
+    make: &impl Fn(StoreOptions) -> (G, S),
+) {
+    let (_guard, store) = make(StoreOptions::default());
+    for n in 0..200 {
+        write(&store, put(&format!("k/{n}"), "1"), 10).unwrap();
+    }
+    write(&store, delete("k/7"), 11).unwrap();
+    let leaves: Vec<Leaf> = (0..LEAVES as u32).map(|leaf| leaf as Leaf).collect();
+    let entries = store.leaf_entries(&leaves).unwrap();
+    let keys: Vec<String> = entries.iter().map(|(key, _)| key.clone()).collect();
+    let held = store.get_many(&keys).unwrap();
+    let expected: Vec<(String, Version)> = keys
+        .into_iter()
+        .zip(held)
+        .map(|(key, version)| (key, version.expect("an entry is held")))
+        .collect();
+    assert_eq!(expected.len(), 200);
+    assert_eq!(store.leaf_versions(&leaves).unwrap(), expected);
+}
+
+/// What a session merges is stored like a merge: the winner only, visible at once to
+/// reads, listings and the merkle tree.
+pub fn merge_from_session_stores_like_merge<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
+    let (_other_guard, reference) = make(StoreOptions::default());
+    let older = write(&reference, put("a", "1"), 10).unwrap().version;
+    let newer = write(&reference, put("a", "2"), 20).unwrap().version;
+    let b = write(&reference, put("b", "3"), 30).unwrap().version;
+    let incoming = vec![
+        ("a".to_owned(), newer.clone()),
+        ("a".to_owned(), older),
+        ("b".to_owned(), b.clone()),
+    ];
+    assert_eq!(store.merge_from_session(&incoming).unwrap(), 2);
+    assert_eq!(store.get("a").unwrap(), Some(newer));
+    assert_eq!(store.get("b").unwrap(), Some(b));
+    assert_eq!(store.list("", None, 10, 40).unwrap().items.len(), 2);
+    assert_eq!(store.merkle().unwrap(), reference.merkle().unwrap());
+    assert_eq!(
+        store.merge_from_session(&incoming).unwrap(),
+        0,
+        "nothing new"
+    );
+}

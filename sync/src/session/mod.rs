@@ -97,6 +97,9 @@ pub struct Session {
     chunk_keys: HashMap<u64, String>,
     /// Leaves whose versions go to the peer unasked (it holds nothing there).
     push_leaves: VecDeque<Leaf>,
+    /// Set while every version goes to the peer unasked, in key order, because it holds
+    /// nothing at all (a new node): the key the next batch follows, if any.
+    send_all: Option<Option<String>>,
     /// The message that ends the current turn, once `push_leaves` are sent.
     after: Option<After>,
     rules: Admission,
@@ -129,6 +132,7 @@ impl Session {
             leaves: VecDeque::new(),
             chunk_keys: HashMap::new(),
             push_leaves: VecDeque::new(),
+            send_all: None,
             after: None,
             rules,
             stats: SessionStats::default(),
@@ -177,21 +181,24 @@ impl Session {
     /// Whether this side's turn goes on: call [`Self::poll_output`] (and send what it
     /// returns) until it is false, before waiting for the peer.
     pub fn has_output(&self) -> bool {
-        !self.push_leaves.is_empty() || self.after.is_some()
+        !self.push_leaves.is_empty() || self.send_all.is_some() || self.after.is_some()
     }
 
     /// The next messages of this side's turn: versions of the next chunk of unasked
     /// leaves, then the message that ends the turn.
     pub fn poll_output(&mut self, store: &dyn Store) -> Result<Vec<Message>, SessionError> {
+        if let Some(after) = self.send_all.take() {
+            let held = store.versions_after(after.as_deref(), VERSIONS_BUDGET)?;
+            if let Some((last, _)) = held.last() {
+                self.send_all = Some(Some(last.clone()));
+                return self.pack_versions(held, |_| true, store);
+            }
+        }
         if !self.push_leaves.is_empty() {
             let take = self.push_leaves.len().min(CHUNK_LEAVES);
             let leaves: Vec<Leaf> = self.push_leaves.drain(..take).collect();
-            let keys = store
-                .leaf_entries(&leaves)?
-                .into_iter()
-                .map(|(key, _)| key)
-                .collect();
-            return self.versions_of(keys, |_| true, store);
+            let held = store.leaf_versions(&leaves)?;
+            return self.pack_versions(held, |_| true, store);
         }
         match self.after.take() {
             Some(After::Nodes(message)) => {
@@ -288,6 +295,12 @@ impl Session {
         if root == self.tree.root() {
             return Ok(self.finish());
         }
+        if root == 0 && level2.iter().all(|&hash| hash == 0) {
+            // The initiator holds nothing: everything goes, in key order.
+            self.send_all = Some(None);
+            self.after = Some(After::Finish);
+            return Ok(vec![Message::Established(self.established)]);
+        }
         let differing = differing(self.tree.level(HELLO_LEVEL), level2);
         self.state = State::AwaitLevel3;
         Ok(vec![
@@ -347,8 +360,14 @@ impl Session {
         if usize::from(level) != HELLO_LEVEL {
             return Err(protocol("expected level-2 parents"));
         }
+        let differing = self.differing_children(level, parents, hashes)?;
+        if self.peer_holds_nothing(parents, hashes) {
+            self.send_all = Some(None);
+            self.after = Some(After::Finish);
+            return Ok(Vec::new());
+        }
         let mut compare = Vec::new();
-        for (node, theirs) in self.differing_children(level, parents, hashes)? {
+        for (node, theirs) in differing {
             if theirs == 0 {
                 let leaves = self
                     .tree
@@ -367,6 +386,20 @@ impl Session {
             false => After::Nodes(self.children_of(HELLO_LEVEL + 1, compare)),
         });
         Ok(Vec::new())
+    }
+
+    /// Initiator: whether the responder, whose level-3 hashes under the level-2
+    /// `parents` that differ are `hashes`, holds nothing: all of them are 0, and every
+    /// level-2 node where this side holds anything differs.
+    fn peer_holds_nothing(&self, parents: &[u32], hashes: &[u64]) -> bool {
+        let listed: HashSet<u32> = parents.iter().copied().collect();
+        hashes.iter().all(|&hash| hash == 0)
+            && self
+                .tree
+                .level(HELLO_LEVEL)
+                .iter()
+                .enumerate()
+                .all(|(node, &ours)| ours == 0 || listed.contains(&(node as u32)))
     }
 
     /// Responder: from the initiator's leaves to its unasked versions (where it holds
@@ -461,15 +494,29 @@ impl Session {
         peer_lacks: impl Fn(&str) -> bool,
         store: &dyn Store,
     ) -> Result<Vec<Message>, SessionError> {
+        let held = store.get_many(&keys)?;
+        let held = keys
+            .into_iter()
+            .zip(held)
+            .filter_map(|(key, version)| Some((key, version?)))
+            .collect();
+        self.pack_versions(held, peer_lacks, store)
+    }
+
+    /// `held` in `Versions` messages of about [`VERSIONS_BUDGET`] bytes; deletions past
+    /// keeping are left out, and what was deleted while a stale initiator was away is
+    /// buried instead of sent.
+    fn pack_versions(
+        &mut self,
+        held: Vec<(String, Version)>,
+        peer_lacks: impl Fn(&str) -> bool,
+        store: &dyn Store,
+    ) -> Result<Vec<Message>, SessionError> {
         let mut out = Vec::new();
         let mut batch = Vec::new();
         let mut buried = Vec::new();
         let mut bytes = 0;
-        let held = store.get_many(&keys)?;
-        for (key, version) in keys.into_iter().zip(held) {
-            let Some(version) = version else {
-                continue;
-            };
+        for (key, version) in held {
             if version.is_past_keeping(self.rules.now_ms, self.rules.tombstone_ttl_ms) {
                 continue;
             }
@@ -514,7 +561,7 @@ impl Session {
         let (taken, refused) = self.rules.filter(versions);
         self.stats.refused.merge(refused);
         if !taken.is_empty() {
-            self.stats.versions_stored += store.merge(&taken)? as u64;
+            self.stats.versions_stored += store.merge_from_session(&taken)? as u64;
         }
         Ok(())
     }

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Times a bootstrap: node 1 holds KEYS keys of 256 bytes (history and audit off); node 2
+# starts empty with node 1 as its seed; timed from node 2's start until its `/sync` shows
+# KEYS keys and `syncing: false`. Prints the time and MB/s of values. Loopback only, free
+# ports from the 18xxx range; everything stops at the end. Node 1's data is kept in
+# $KVS_BOOTSTRAP_CACHE (default /tmp/kvs-bootstrap-KEYS) so that reruns skip the preload.
+# Needs: target/release/kvs (cargo build --release), curl, jq.
+#   usage: tests/bench/bootstrap.sh [KEYS]   (default 1000000)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+kvs="${CARGO_TARGET_DIR:-$root/target}/release/kvs"
+keys=${1:-1000000}
+cache=${KVS_BOOTSTRAP_CACHE:-/tmp/kvs-bootstrap-$keys}
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+
+config() { # name http gossip sync data seed
+  cat <<YAML
+node_id: $1
+http_port: $2
+gossip_port: $3
+sync_port: $4
+data_dir: $5
+seed_nodes: [$6]
+cluster_secret: "$secret"
+jwt_secret: "bench-jwt-secret-bench-jwt-secret"
+auth_enabled: false
+revision_history_enabled: false
+tamper_logging_enabled: false
+log_level: warn
+YAML
+}
+
+config n1 18491 18492 18493 "$cache" "" > "$work/n1.yaml"
+config n2 18494 18495 18496 "$work/n2-data" "\"127.0.0.1:18492\"" > "$work/n2.yaml"
+"$kvs" run "$work/n1.yaml" 2>"$work/n1.log" &
+until curl -sf http://127.0.0.1:18491/health >/dev/null; do sleep 0.1; done
+held=$(curl -sf http://127.0.0.1:18491/sync | jq .keys)
+if [ "$held" -lt "$keys" ]; then
+  echo "preloading $keys keys into $cache"
+  "$kvs" bench --addr http://127.0.0.1:18491 --keys "$keys" --duration 1s --get-ratio 0 \
+    --value-size 256 >/dev/null
+fi
+held=$(curl -sf http://127.0.0.1:18491/sync | jq .keys)
+start=$(date +%s.%N)
+"$kvs" run "$work/n2.yaml" 2>"$work/n2.log" &
+until [ "$(curl -sf http://127.0.0.1:18494/sync | jq -c '[.keys, .syncing]' 2>/dev/null)" = "[$held,false]" ]; do
+  sleep 0.05
+done
+end=$(date +%s.%N)
+python3 - "$start" "$end" "$held" <<'PY'
+import sys
+start, end, keys = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+took = end - start
+print(f"bootstrap of {keys} keys: {took:.1f} s, {keys / took:,.0f} keys/s, {keys * 256 / took / 1e6:.1f} MB/s of values")
+PY
