@@ -31,17 +31,24 @@ pub struct Session {
     foreground: Vec<(String, Child)>,
 }
 
-/// Free ports, one for each of the README's.
+/// Free ports, one for each of the README's, each open for TCP and UDP. They are drawn
+/// below the kernel's ephemeral range (32768 and up on Linux), so that no `bind(0)` of a
+/// test running alongside can take one between this check and the node's own bind.
 fn free_ports() -> Vec<(u16, u16)> {
-    let sockets: Vec<std::net::UdpSocket> = README_PORTS
-        .iter()
-        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    README_PORTS
-        .iter()
-        .zip(&sockets)
-        .map(|(from, s)| (*from, s.local_addr().expect("addr").port()))
-        .collect()
+    let mut chosen: Vec<(u16, u16)> = Vec::new();
+    let mut rng = rand::thread_rng();
+    for &from in &README_PORTS {
+        let port = loop {
+            let port = rand::Rng::gen_range(&mut rng, 20_000..32_000);
+            let free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+                && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+            if free && chosen.iter().all(|&(_, taken)| taken != port) {
+                break port;
+            }
+        };
+        chosen.push((from, port));
+    }
+    chosen
 }
 
 /// `lines` of a pipe, sent one by one.
