@@ -6,11 +6,19 @@
 //! runs in the node binary (over UDP with the cluster-secret MAC, see `kvs-net`) and in
 //! the deterministic simulator `kvs-sim`. Settings and their provenance are in
 //! [`SwimConfig`]; measurements in `membership/README.md`.
+//!
+//! The driver that runs the core on tokio over any `kvs-net` datagram transport,
+//! `Membership`, is behind the `driver` feature; without it this crate builds without
+//! tokio.
 
 mod config;
+#[cfg(feature = "driver")]
+mod driver;
 mod proto;
 
 pub use config::{ConfigError, SwimConfig};
+#[cfg(feature = "driver")]
+pub use driver::{DriverConfig, LEAVE_GRACE, Membership};
 pub use proto::{
     LocalMember, Member, MemberState, MembershipEvent, Metrics, Swim, SwimError, Transmit,
 };

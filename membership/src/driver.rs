@@ -1,0 +1,195 @@
+//! The membership driver (feature `driver`): runs the sans-IO [`Swim`] core on tokio over
+//! any [`Datagrams`] transport of `kvs-net`, on an injected [`Clock`] and random seed, so
+//! that the node runs it over authenticated UDP and tests (and the simulator) over their
+//! own datagrams and virtual time.
+//!
+//! One task owns the core's inputs: it feeds it received datagrams and timer expiries at
+//! the clock's monotonic time, sends what it wants sent, logs every membership event and
+//! hands it to the caller's sink (the node turns them into replication's peers up and
+//! down). Snapshots are read through [`Membership::members`] and
+//! [`Membership::metrics`]. When `shutdown` turns true the node announces `left` and
+//! keeps gossiping for at most [`LEAVE_GRACE`] so that the news spreads; then the task
+//! ends and [`Membership::stopped`] returns.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use kvs_net::{Clock, Datagrams, NetError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::{LocalMember, Member, MembershipEvent, Metrics, Swim, SwimConfig, SwimError};
+
+/// How long a leaving node keeps gossiping its `left` at most.
+pub const LEAVE_GRACE: Duration = Duration::from_millis(800);
+
+/// How long the driver sleeps when the core wants no wake-up (it wants one as soon as
+/// it knows another member; until then only a datagram or the shutdown wakes it).
+const IDLE_WAKE: Duration = Duration::from_secs(3600);
+
+/// What the driver needs to start.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// This node as the others see it (its `gossip_addr` is where they reach the
+    /// transport).
+    pub local: LocalMember,
+    /// Protocol timing.
+    pub swim: SwimConfig,
+    /// Gossip addresses to join through (none: wait for others to join this node).
+    pub seeds: Vec<SocketAddr>,
+    /// Seeds the core's random choices (log it, or take it from a scenario, to replay).
+    pub rng_seed: u64,
+}
+
+/// A running membership; see the module doc.
+pub struct Membership {
+    swim: Arc<Mutex<Swim>>,
+    task: JoinHandle<()>,
+}
+
+fn lock(swim: &Mutex<Swim>) -> MutexGuard<'_, Swim> {
+    swim.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Membership {
+    /// Builds the core, joins through the seeds and spawns the driver task (inside a
+    /// tokio runtime). Every membership event is logged, then given to `events`.
+    pub fn start<T: Datagrams>(
+        transport: Arc<T>,
+        clock: Arc<dyn Clock>,
+        config: DriverConfig,
+        events: impl Fn(&MembershipEvent) + Send + Sync + 'static,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, SwimError> {
+        let span = tracing::info_span!(
+            "membership",
+            node_id = %config.local.id,
+            addr = %config.local.gossip_addr,
+        );
+        let mut swim = Swim::new(config.local, config.swim, config.rng_seed, clock.now())?;
+        if !config.seeds.is_empty() {
+            swim.join(&config.seeds, clock.now());
+        }
+        let swim = Arc::new(Mutex::new(swim));
+        let driver = Driver {
+            swim: Arc::clone(&swim),
+            transport,
+            clock,
+            events,
+        };
+        let task = tokio::spawn(driver.run(shutdown).instrument(span));
+        Ok(Self { swim, task })
+    }
+
+    /// Every known member, this node included.
+    pub fn members(&self) -> Vec<Member> {
+        lock(&self.swim).members()
+    }
+
+    /// The core's counters.
+    pub fn metrics(&self) -> Metrics {
+        lock(&self.swim).metrics()
+    }
+
+    /// Waits until the driver has announced `left` and stopped.
+    pub async fn stopped(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// What woke the driver.
+enum Input {
+    Timer,
+    Shutdown,
+    Datagram(Result<(SocketAddr, Vec<u8>), NetError>),
+}
+
+/// The driver task's state: the core, the transport, the clock and the event sink.
+struct Driver<T, E> {
+    swim: Arc<Mutex<Swim>>,
+    transport: Arc<T>,
+    clock: Arc<dyn Clock>,
+    events: E,
+}
+
+impl<T: Datagrams, E: Fn(&MembershipEvent)> Driver<T, E> {
+    /// One loop owning the core's inputs, until the leave has been gossiped.
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        self.flush().await;
+        let mut leave_by: Option<Duration> = None;
+        loop {
+            let now = self.clock.now();
+            let next = lock(&self.swim).poll_timeout();
+            if leave_by.is_some_and(|by| next.is_none() || now >= by) {
+                return;
+            }
+            let wake = next.unwrap_or(now + IDLE_WAKE);
+            let wake = leave_by.map_or(wake, |by| wake.min(by));
+            // Biased: the same inputs are handled in the same order (timers, then the
+            // shutdown, then datagrams), so that a run on virtual time replays exactly.
+            let input = tokio::select! {
+                biased;
+                () = tokio::time::sleep(wake.saturating_sub(now)) => Input::Timer,
+                _ = shutdown.wait_for(|stop| *stop), if leave_by.is_none() => Input::Shutdown,
+                received = self.transport.recv_from() => Input::Datagram(received),
+            };
+            let now = self.clock.now();
+            match input {
+                Input::Timer => {
+                    lock(&self.swim).handle_timeout(now);
+                    self.flush().await;
+                }
+                Input::Shutdown => {
+                    lock(&self.swim).leave(now);
+                    leave_by = Some(now + LEAVE_GRACE);
+                    self.flush().await;
+                }
+                Input::Datagram(Ok((from, bytes))) => {
+                    lock(&self.swim).handle_datagram(from, &bytes, now);
+                    let span = tracing::debug_span!("gossip", peer = %from);
+                    self.flush().instrument(span).await;
+                }
+                Input::Datagram(Err(error)) => tracing::debug!(%error, "gossip receive failed"),
+            }
+        }
+    }
+
+    /// Sends every pending datagram; logs every pending event and hands it on.
+    async fn flush(&self) {
+        loop {
+            let (transmit, events) = {
+                let mut swim = lock(&self.swim);
+                let events: Vec<MembershipEvent> =
+                    std::iter::from_fn(|| swim.poll_event()).collect();
+                (swim.poll_transmit(), events)
+            };
+            for event in &events {
+                log_event(event);
+                (self.events)(event);
+            }
+            let Some(transmit) = transmit else { return };
+            if let Err(error) = self
+                .transport
+                .send_to(transmit.dst, &transmit.payload)
+                .await
+            {
+                tracing::debug!(%error, dst = %transmit.dst, "gossip send failed");
+            }
+        }
+    }
+}
+
+fn log_event(event: &MembershipEvent) {
+    match event {
+        MembershipEvent::Alive(m) => {
+            tracing::info!(node_id = %m.id, addr = %m.addr, incarnation = m.incarnation, "member alive")
+        }
+        MembershipEvent::Suspect(m) => tracing::info!(node_id = %m.id, "member suspect"),
+        MembershipEvent::Dead(m) => tracing::warn!(node_id = %m.id, "member dead"),
+        MembershipEvent::Left(m) => tracing::info!(node_id = %m.id, "member left"),
+        MembershipEvent::Updated(m) => tracing::debug!(node_id = %m.id, "member updated"),
+        MembershipEvent::Removed(id) => tracing::debug!(node_id = %id, "member forgotten"),
+    }
+}
