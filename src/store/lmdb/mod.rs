@@ -12,18 +12,20 @@
 //! - `merkle` and `by_leaf`: the merkle tree of `kv` and the keys of each of its leaves
 //!   (`merkle.rs`), updated in every transaction that changes `kv`.
 //!
+//! The write path is in `write.rs`; index changes are held until their transaction commits
+//! and then applied in key order (`index_ops.rs`).
+//!
 //! Opened with [`LmdbStore::open`], every commit is fsynced (LMDB's default durability);
 //! the node opens it with [`LmdbStore::open_behind_log`], behind its write-ahead log.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
 
 use heed::types::{Bytes, Unit};
-use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, PutFlags, RoTxn, RwTxn};
+use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn};
 use kvs_sync::{
     AuditEntry, Cursor, ListPage, Listed, PurgeStats, Store, StoreError, StoreOptions, StoreStats,
-    Version, WriteOp, WriteOutcome, WriteRejected, plan_write,
+    Version, WriteOp, WriteOutcome, WriteRejected,
 };
 
 use self::merkle::MerkleState;
@@ -34,8 +36,9 @@ mod index_ops;
 mod keys;
 mod merkle;
 mod meta;
+mod write;
 
-use self::index_ops::{IndexOps, Table, Tables};
+use self::index_ops::{IndexOps, Tables};
 use self::keys::{history_prefix, index_key, split_index_key};
 
 /// The largest the memory map may grow (virtual address space, not disk).
@@ -213,212 +216,6 @@ impl LmdbStore {
             .map_err(backend)?
             .map(|bytes| record::decode_header(key, bytes))
             .transpose()
-    }
-
-    /// Removes `key`'s index entries for the version whose header is `old`.
-    fn unindex(&self, key: &str, old: &Header) {
-        if old.tombstone {
-            let at = index_key(old.dead_since().unwrap_or(old.id.timestamp), key);
-            self.index_ops.delete(Table::Tombstones, at);
-        } else {
-            self.index_ops
-                .delete(Table::ByTime, index_key(old.id.timestamp, key));
-        }
-        if let Some(expires_at) = old.expires_at {
-            self.index_ops
-                .delete(Table::Expiring, index_key(expires_at, key));
-        }
-    }
-
-    /// Stores `new` (encoded as `record`) as the current version of `key`, replacing the
-    /// version whose header is `old`.
-    fn replace(
-        &self,
-        wtxn: &mut RwTxn,
-        key: &str,
-        old: Option<&Header>,
-        new: &Version,
-        record: &[u8],
-    ) -> Result<(), StoreError> {
-        match old {
-            Some(old) => self.unindex(key, old),
-            // Past the last key, a new key is appended without a search.
-            None if self
-                .kv
-                .last(wtxn)
-                .map_err(backend)?
-                .is_none_or(|(last, _)| key.as_bytes() > last) =>
-            {
-                self.kv
-                    .put_with_flags(wtxn, PutFlags::APPEND, key.as_bytes(), record)
-                    .map_err(backend)?;
-                self.index_new(key, None, new);
-                return Ok(());
-            }
-            None => {}
-        }
-        self.kv.put(wtxn, key.as_bytes(), record).map_err(backend)?;
-        self.index_new(key, old, new);
-        Ok(())
-    }
-
-    /// Notes the index entries and the merkle change of `key`'s new version `new`.
-    fn index_new(&self, key: &str, old: Option<&Header>, new: &Version) {
-        self.merkle
-            .note(&self.index_ops, key, old.map(|h| &h.id), Some(&new.id));
-        if new.is_tombstone() {
-            let at = index_key(new.dead_since().unwrap_or(new.id.timestamp), key);
-            self.index_ops.put(Table::Tombstones, at);
-        } else {
-            self.index_ops
-                .put(Table::ByTime, index_key(new.id.timestamp, key));
-            if let Some(expires_at) = new.expires_at {
-                self.index_ops
-                    .put(Table::Expiring, index_key(expires_at, key));
-            }
-        }
-    }
-
-    /// Makes `new` (encoded as `record`) the current version of `key` and adds it to
-    /// the history.
-    fn store_version(
-        &self,
-        wtxn: &mut RwTxn,
-        key: &str,
-        old: Option<&Header>,
-        new: &Version,
-        record: &[u8],
-    ) -> Result<(), StoreError> {
-        self.replace(wtxn, key, old, new, record)?;
-        self.add_revision(wtxn, key, new, record)?;
-        self.cap_history(wtxn, key)
-    }
-
-    /// Adds `version` to `key`'s history (see [`Self::cap_history`]).
-    fn add_revision(
-        &self,
-        wtxn: &mut RwTxn,
-        key: &str,
-        version: &Version,
-        bytes: &[u8],
-    ) -> Result<(), StoreError> {
-        if self.options.max_revisions == 0 {
-            return Ok(());
-        }
-        let mut entry = history_prefix(key);
-        entry.extend_from_slice(&(!version.id.timestamp).to_be_bytes());
-        entry.extend_from_slice(version.id.uuid.as_bytes());
-        self.history.put(wtxn, &entry, bytes).map_err(backend)
-    }
-
-    /// Drops `key`'s revisions beyond the cap.
-    fn cap_history(&self, wtxn: &mut RwTxn, key: &str) -> Result<(), StoreError> {
-        match self.options.max_revisions {
-            0 => Ok(()),
-            max => self.drop_history(wtxn, key, max),
-        }
-    }
-
-    /// Deletes `key`'s history revisions after the newest `keep`.
-    fn drop_history(&self, wtxn: &mut RwTxn, key: &str, keep: usize) -> Result<(), StoreError> {
-        let stale: Vec<Vec<u8>> = self
-            .history
-            .prefix_iter(wtxn, &history_prefix(key))
-            .map_err(backend)?
-            .skip(keep)
-            .map(|item| item.map(|(k, _)| k.to_vec()).map_err(backend))
-            .collect::<Result<_, _>>()?;
-        for entry in stale {
-            self.history.delete(wtxn, &entry).map_err(backend)?;
-        }
-        Ok(())
-    }
-
-    /// Removes `key` (held at `held`) with its history.
-    fn forget(&self, wtxn: &mut RwTxn, key: &str, held: &Header) -> Result<(), StoreError> {
-        self.drop_history(wtxn, key, 0)?;
-        self.kv.delete(wtxn, key.as_bytes()).map_err(backend)?;
-        self.merkle.note(&self.index_ops, key, Some(&held.id), None);
-        Ok(())
-    }
-
-    fn apply(
-        &self,
-        wtxn: &mut RwTxn,
-        op: &WriteOp,
-        now_ms: u64,
-    ) -> Result<Result<WriteOutcome, WriteRejected>, StoreError> {
-        let held = self.read(wtxn, &op.key)?;
-        let created = !held.as_ref().is_some_and(|v| v.is_live(now_ms));
-        let version = match plan_write(held.as_ref(), op, now_ms) {
-            Ok(version) => version,
-            Err(rejected) => return Ok(Err(rejected)),
-        };
-        let record = record::encode(&version, self.options.compression_min_bytes)?;
-        let held = held.as_ref().map(Header::of);
-        self.store_version(wtxn, &op.key, held.as_ref(), &version, &record)?;
-        Ok(Ok(WriteOutcome { version, created }))
-    }
-
-    /// Stores what the write-ahead log accepted, in one commit, as if item by item in
-    /// order. A version that does not supersede the one held before it is skipped and an
-    /// audit entry overwrites itself, which makes replaying a log idempotent.
-    ///
-    /// The work is done key by key in key order (B-tree pages are then visited in
-    /// order): every superseding version of a key joins its history, and only the last
-    /// becomes current, so a key written many times in one batch updates the current
-    /// version and its indexes once. Audit entries past the stored ones are appended.
-    pub fn apply_logged(&self, items: &[Logged]) -> Result<(), StoreError> {
-        let mut wtxn = self.begin()?;
-        let mut last_audit = self
-            .audit
-            .last(&wtxn)
-            .map_err(backend)?
-            .and_then(|(seq, _)| seq.try_into().ok().map(u64::from_be_bytes));
-        let mut by_key: BTreeMap<&str, Vec<&Staged>> = BTreeMap::new();
-        for item in items {
-            match item {
-                Logged::Version(staged) => by_key.entry(&staged.key).or_default().push(staged),
-                Logged::Audit(entry) => {
-                    let json = serde_json::to_vec(entry).map_err(|e| {
-                        StoreError::Backend(format!("encoding an audit entry: {e}"))
-                    })?;
-                    let seq = entry.seq.to_be_bytes();
-                    let flags = match last_audit {
-                        Some(last) if last >= entry.seq => PutFlags::empty(),
-                        _ => PutFlags::APPEND,
-                    };
-                    self.audit
-                        .put_with_flags(&mut wtxn, flags, &seq, &json)
-                        .map_err(backend)?;
-                    last_audit = last_audit.max(Some(entry.seq));
-                }
-            }
-        }
-        for (key, versions) in by_key {
-            let held = self.header(&wtxn, key)?;
-            let mut newest = held.as_ref().map(|h| h.id);
-            let mut current = None;
-            for staged in versions {
-                if newest.is_some_and(|id| staged.version.id.precedence(&id).is_le()) {
-                    continue;
-                }
-                newest = Some(staged.version.id);
-                self.add_revision(&mut wtxn, key, &staged.version, &staged.record)?;
-                current = Some(staged);
-            }
-            if let Some(staged) = current {
-                self.replace(
-                    &mut wtxn,
-                    key,
-                    held.as_ref(),
-                    &staged.version,
-                    &staged.record,
-                )?;
-                self.cap_history(&mut wtxn, key)?;
-            }
-        }
-        self.commit(wtxn)
     }
 
     /// Index entries of `index` at or before `until`, at most [`PURGE_BATCH`].
