@@ -41,6 +41,12 @@ pub struct BackupInfo {
 }
 
 /// The node behind the API.
+///
+/// Its synchronous methods, and the [`Store`] it hands out, may block (a durable store
+/// waits for its applier; verification walks the audit chain): the API makes every call
+/// that may wait on tokio's blocking pool, never on a runtime worker. Point reads of the
+/// store ([`Store::get`]) and the in-memory views (`members`, `syncing`) are the
+/// exceptions, answered on the worker.
 pub trait Backend: Send + Sync + 'static {
     /// This node's `node_id`.
     fn node_id(&self) -> &str;

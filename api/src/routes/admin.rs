@@ -15,7 +15,7 @@ impl<B: Backend> Api<B> {
                 Ok(json_response(StatusCode::CREATED, body))
             }
             ("backups", &Method::GET) => {
-                let backups = self.backend.list_backups()?;
+                let backups = self.blocking(|backend| Ok(backend.list_backups()?)).await?;
                 let body = serde_json::json!({ "backups": backups });
                 Ok(json_response(StatusCode::OK, body.to_string()))
             }

@@ -17,7 +17,7 @@ fn disabled() -> ApiError {
 }
 
 impl<B: Backend> Api<B> {
-    pub(super) fn audit_entries(&self, query: &Query) -> Handled {
+    pub(super) async fn audit_entries(&self, query: &Query) -> Handled {
         let since = match query.get("since_seq") {
             None => 0,
             Some(text) => text.parse::<u64>().map_err(|_| {
@@ -28,15 +28,16 @@ impl<B: Backend> Api<B> {
             .unwrap_or(DEFAULT_LIMIT)
             .min(MAX_LIMIT) as usize;
         let entries = self
-            .backend
-            .audit_entries(since, limit)?
+            .blocking(move |backend| Ok(backend.audit_entries(since, limit)?))
+            .await?
             .ok_or_else(disabled)?;
         let body = serde_json::json!({ "entries": entries });
         Ok(json_response(StatusCode::OK, body.to_string()))
     }
 
-    pub(super) fn audit_verify(&self) -> Handled {
-        let body = match self.backend.verify_audit()?.ok_or_else(disabled)? {
+    pub(super) async fn audit_verify(&self) -> Handled {
+        let verdict = self.blocking(|backend| Ok(backend.verify_audit()?)).await?;
+        let body = match verdict.ok_or_else(disabled)? {
             AuditVerdict::Intact { entries } => serde_json::json!({"ok": true, "entries": entries}),
             AuditVerdict::Broken { first_bad_seq } => {
                 serde_json::json!({"ok": false, "first_bad_seq": first_bad_seq})

@@ -17,40 +17,47 @@ use crate::auth::{
 use crate::{ApiError, Backend};
 
 impl<B: Backend> Api<B> {
-    pub(super) fn list_groups(&self) -> Handled {
-        let users = self.users()?;
+    pub(super) async fn list_groups(&self) -> Handled {
+        let users = self.users().await?;
         let groups: Vec<GroupView> = self
-            .groups()?
+            .groups()
+            .await?
             .iter()
             .map(|g| GroupView::of(g, &users))
             .collect();
         json_reply(StatusCode::OK, &serde_json::json!({ "groups": groups }))
     }
 
-    pub(super) fn get_group(&self, id: &str) -> Handled {
-        json_reply(StatusCode::OK, &self.group_view(id)?)
+    pub(super) async fn get_group(&self, id: &str) -> Handled {
+        json_reply(StatusCode::OK, &self.group_view(id).await?)
     }
 
     pub(super) async fn create_group(&self, request: CreateGroup) -> Handled {
         let _guard = self.admin_lock.lock().await;
         let id = Uuid::new_v4().to_string();
         let now = self.backend.now_ms();
-        let plan = plan_create_group(&request, &id, now, &self.users()?, &self.groups()?)?;
+        let plan = plan_create_group(
+            &request,
+            &id,
+            now,
+            &self.users().await?,
+            &self.groups().await?,
+        )?;
         self.apply_group_plan(&plan).await?;
         tracing::info!(group_id = %id, name = %plan.group.name, "group created");
-        json_reply(StatusCode::CREATED, &self.group_view(&id)?)
+        json_reply(StatusCode::CREATED, &self.group_view(&id).await?)
     }
 
     pub(super) async fn update_group(&self, id: &str, request: UpdateGroup) -> Handled {
         let _guard = self.admin_lock.lock().await;
-        let plan = plan_update_group(id, &request, &self.users()?, &self.groups()?)?;
+        let plan = plan_update_group(id, &request, &self.users().await?, &self.groups().await?)?;
         self.apply_group_plan(&plan).await?;
-        json_reply(StatusCode::OK, &self.group_view(id)?)
+        json_reply(StatusCode::OK, &self.group_view(id).await?)
     }
 
     pub(super) async fn delete_group(&self, id: &str) -> Handled {
         let _guard = self.admin_lock.lock().await;
-        let users = plan_delete_group(id, &self.users()?, &self.groups()?)?;
+        let users = plan_delete_group(id, &self.users().await?, &self.groups().await?)?;
         for user in &users {
             self.put_record(user_key(&user.id), user, None).await?;
         }
@@ -70,13 +77,13 @@ impl<B: Backend> Api<B> {
     }
 
     /// The served form of group `id`, or `404`.
-    fn group_view(&self, id: &str) -> Result<GroupView, ApiError> {
+    async fn group_view(&self, id: &str) -> Result<GroupView, ApiError> {
         let group = self.load::<Group>(&group_key(id))?.ok_or_else(|| {
             ApiError::from(ModelError::NotFound {
                 kind: RecordKind::Group,
                 id: id.chars().take(64).collect(),
             })
         })?;
-        Ok(GroupView::of(&group, &self.users()?))
+        Ok(GroupView::of(&group, &self.users().await?))
     }
 }

@@ -41,16 +41,16 @@ impl<B: Backend> Api<B> {
             None => (rest, None),
         };
         match (kind, id, method.clone()) {
-            ("users", None, Method::GET) => self.list_users(),
+            ("users", None, Method::GET) => self.list_users().await,
             ("users", None, Method::POST) => self.create_user(json(request, body).await?).await,
-            ("users", Some(id), Method::GET) => self.get_user(id),
+            ("users", Some(id), Method::GET) => self.get_user(id).await,
             ("users", Some(id), Method::PUT) => {
                 self.update_user(id, json(request, body).await?).await
             }
             ("users", Some(id), Method::DELETE) => self.delete_user(id).await,
-            ("groups", None, Method::GET) => self.list_groups(),
+            ("groups", None, Method::GET) => self.list_groups().await,
             ("groups", None, Method::POST) => self.create_group(json(request, body).await?).await,
-            ("groups", Some(id), Method::GET) => self.get_group(id),
+            ("groups", Some(id), Method::GET) => self.get_group(id).await,
             ("groups", Some(id), Method::PUT) => {
                 self.update_group(id, json(request, body).await?).await
             }

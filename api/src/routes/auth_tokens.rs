@@ -30,7 +30,7 @@ fn ttl_error(error: ModelError) -> ApiError {
 impl<B: Backend> Api<B> {
     pub(super) async fn issue_token(&self, request: IssueToken) -> Handled {
         let auth = self.auth_config()?;
-        let plan = plan_issue_token(&request, &self.users()?).map_err(ttl_error)?;
+        let plan = plan_issue_token(&request, &self.users().await?).map_err(ttl_error)?;
         let now = self.backend.now_ms();
         let issued = auth
             .keys

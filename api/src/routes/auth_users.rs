@@ -17,21 +17,22 @@ use crate::auth::{
 use crate::{ApiError, Backend};
 
 impl<B: Backend> Api<B> {
-    pub(super) fn list_users(&self) -> Handled {
-        let groups = self.groups()?;
+    pub(super) async fn list_users(&self) -> Handled {
+        let groups = self.groups().await?;
         let users: Vec<User> = self
-            .users()?
+            .users()
+            .await?
             .iter()
             .map(|u| u.without_dangling_groups(&groups))
             .collect();
         json_reply(StatusCode::OK, &serde_json::json!({ "users": users }))
     }
 
-    pub(super) fn get_user(&self, id: &str) -> Handled {
+    pub(super) async fn get_user(&self, id: &str) -> Handled {
         let user = self.user_record(id)?;
         json_reply(
             StatusCode::OK,
-            &user.without_dangling_groups(&self.groups()?),
+            &user.without_dangling_groups(&self.groups().await?),
         )
     }
 
@@ -39,7 +40,13 @@ impl<B: Backend> Api<B> {
         let _guard = self.admin_lock.lock().await;
         let id = Uuid::new_v4().to_string();
         let now = self.backend.now_ms();
-        let user = plan_create_user(&request, &id, now, &self.users()?, &self.groups()?)?;
+        let user = plan_create_user(
+            &request,
+            &id,
+            now,
+            &self.users().await?,
+            &self.groups().await?,
+        )?;
         self.put_record(user_key(&user.id), &user, None).await?;
         tracing::info!(user_id = %user.id, name = %user.name, "user created");
         json_reply(StatusCode::CREATED, &user)
@@ -47,14 +54,14 @@ impl<B: Backend> Api<B> {
 
     pub(super) async fn update_user(&self, id: &str, request: UpdateUser) -> Handled {
         let _guard = self.admin_lock.lock().await;
-        let user = plan_update_user(id, &request, &self.users()?, &self.groups()?)?;
+        let user = plan_update_user(id, &request, &self.users().await?, &self.groups().await?)?;
         self.put_record(user_key(&user.id), &user, None).await?;
         json_reply(StatusCode::OK, &user)
     }
 
     pub(super) async fn delete_user(&self, id: &str) -> Handled {
         let _guard = self.admin_lock.lock().await;
-        plan_delete_user(id, &self.users()?)?;
+        plan_delete_user(id, &self.users().await?)?;
         self.delete_record(user_key(id)).await?;
         tracing::info!(user_id = %id, "user deleted");
         Ok(no_content())

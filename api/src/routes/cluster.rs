@@ -46,18 +46,25 @@ impl<B: Backend> Api<B> {
         Ok(json_response(StatusCode::OK, body.to_string()))
     }
 
-    pub(super) fn sync(&self, caller: &Caller) -> Handled {
+    pub(super) async fn sync(&self, caller: &Caller) -> Handled {
         self.authorize(caller, Operation::List)?;
-        let status = self.backend.sync_status()?;
+        let status = self.blocking(|backend| Ok(backend.sync_status()?)).await?;
         let body =
             serde_json::to_string(&status).map_err(|e| StoreError::Backend(e.to_string()))?;
         Ok(json_response(StatusCode::OK, body))
     }
 
-    pub(super) fn metrics(&self) -> Handled {
-        let mut out = String::with_capacity(4096);
+    pub(super) async fn metrics(&self) -> Handled {
+        let (stats, extra) = self
+            .blocking(|backend| {
+                let stats = backend.store().stats()?;
+                let mut extra = String::new();
+                backend.extra_metrics(&mut extra);
+                Ok((stats, extra))
+            })
+            .await?;
+        let mut out = String::with_capacity(4096 + extra.len());
         self.metrics.render(&mut out);
-        let stats = self.backend.store().stats()?;
         let _ = write!(
             out,
             "# HELP kvs_store_keys Keys held, tombstones included.\n\
@@ -66,7 +73,7 @@ impl<B: Backend> Api<B> {
              # TYPE kvs_store_bytes gauge\nkvs_store_bytes {}\n",
             stats.keys, stats.bytes
         );
-        self.backend.extra_metrics(&mut out);
+        out.push_str(&extra);
         let mut response = json_response(StatusCode::OK, out);
         response.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use bytes::Buf;
 use futures_util::Stream;
-use kvs_sync::{Cursor, ListPage, Listed, Mutation, Version, WriteOp, WriteRejected};
+use kvs_sync::{Cursor, ListPage, Listed, Mutation, Store, Version, WriteOp, WriteRejected};
 use uuid::Uuid;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response as WarpResponse;
@@ -152,13 +152,16 @@ impl<B: Backend> Api<B> {
         }
     }
 
-    pub(super) fn history(&self, caller: &Caller, raw_key: &str) -> Handled {
+    pub(super) async fn history(&self, caller: &Caller, raw_key: &str) -> Handled {
         if !self.config.history_enabled {
             return Err(ApiError::not_found("revision history is disabled"));
         }
         let key = decode_key(raw_key)?;
         self.readable(caller, &key)?;
-        let revisions = current_life(self.backend.store().history(&key)?);
+        let revisions = self
+            .blocking(move |backend| Ok(backend.store().history(&key)?))
+            .await?;
+        let revisions = current_life(revisions);
         let visible = revisions.iter().filter(|v| self.may_read(caller, v));
         let mut body = String::from("{\"revisions\":[");
         for (i, version) in visible.enumerate() {
@@ -173,7 +176,7 @@ impl<B: Backend> Api<B> {
 
     /// `GET /kv`: a page of up to `limit` visible keys (never one under the reserved
     /// `_` prefix, never a cursor pointing into it), by prefix or by time.
-    pub(super) fn list(&self, caller: &Caller, query: &Query) -> Handled {
+    pub(super) async fn list(&self, caller: &Caller, query: &Query) -> Handled {
         self.authorize(caller, Operation::List)?;
         let limit = positive(query, "limit")?
             .unwrap_or(DEFAULT_LIMIT)
@@ -183,7 +186,7 @@ impl<B: Backend> Api<B> {
             .filter(|c| !c.is_empty())
             .map(|c| Cursor::decode(c).ok_or_else(|| ApiError::bad_request("cursor is not valid")))
             .transpose()?;
-        let prefix = query.get("prefix").unwrap_or("");
+        let prefix = query.get("prefix").unwrap_or("").to_owned();
         if prefix.starts_with('_') {
             // The reserved keyspace (`_auth/...`) is not reachable from `/kv`.
             return Ok(json_response(
@@ -199,67 +202,16 @@ impl<B: Backend> Api<B> {
                 })
             })
             .transpose()?;
-        let page = match since {
-            Some(since) => self.list_since(prefix, since, cursor, limit)?,
-            None => self.list_prefix(prefix, cursor, limit)?,
-        };
+        let now = self.backend.now_ms();
+        let page = self
+            .blocking(move |backend| match since {
+                Some(since) => list_since(backend.store(), &prefix, since, cursor, limit, now),
+                None => list_prefix(backend.store(), &prefix, cursor, limit, now),
+            })
+            .await?;
         Ok(json_response(StatusCode::OK, page_json(&page)))
     }
 
-    /// Keys under `prefix` in byte order after a key cursor.
-    fn list_prefix(
-        &self,
-        prefix: &str,
-        cursor: Option<Cursor>,
-        limit: usize,
-    ) -> Result<ListPage, ApiError> {
-        let after = match cursor {
-            None => None,
-            Some(Cursor::Key(key)) => Some(key),
-            Some(Cursor::Time(..)) => {
-                return Err(ApiError::bad_request("cursor is not a prefix cursor"));
-            }
-        };
-        let now = self.backend.now_ms();
-        let store = self.backend.store();
-        let items = visible_items(after.map(Cursor::Key), limit, |next, batch| {
-            let after = match next {
-                Some(Cursor::Key(key)) => Some(key.clone()),
-                _ => None,
-            };
-            store.list(prefix, after.as_deref(), batch, now)
-        })?;
-        Ok(ListPage::from_overfetched(items, limit, |l| {
-            Cursor::Key(l.key.clone())
-        }))
-    }
-
-    /// Keys written at or after `since` (and under `prefix`), by time then key.
-    fn list_since(
-        &self,
-        prefix: &str,
-        since: u64,
-        cursor: Option<Cursor>,
-        limit: usize,
-    ) -> Result<ListPage, ApiError> {
-        if matches!(cursor, Some(Cursor::Key(_))) {
-            return Err(ApiError::bad_request("cursor is not a since cursor"));
-        }
-        let now = self.backend.now_ms();
-        let store = self.backend.store();
-        let items = visible_items(cursor, limit, |next, batch| {
-            let after = match next {
-                Some(Cursor::Time(ts, key)) => Some((*ts, key.as_str())),
-                _ => None,
-            };
-            let mut page = store.list_since(since, after, batch, now)?;
-            page.items.retain(|item| item.key.starts_with(prefix));
-            Ok(page)
-        })?;
-        Ok(ListPage::from_overfetched(items, limit, |l| {
-            Cursor::Time(l.id.timestamp, l.key.clone())
-        }))
-    }
     /// Whether `caller` may read `revision` under its own owner, group and permissions
     /// (a revision written while the key was private stays private).
     fn may_read(&self, caller: &Caller, revision: &Version) -> bool {
@@ -268,6 +220,60 @@ impl<B: Backend> Api<B> {
                 .authorize(caller, Operation::Read(Some(&key_meta(revision))))
                 .is_ok()
     }
+}
+
+/// Keys under `prefix` in byte order after a key cursor.
+fn list_prefix(
+    store: &dyn Store,
+    prefix: &str,
+    cursor: Option<Cursor>,
+    limit: usize,
+    now: u64,
+) -> Result<ListPage, ApiError> {
+    let after = match cursor {
+        None => None,
+        Some(Cursor::Key(key)) => Some(key),
+        Some(Cursor::Time(..)) => {
+            return Err(ApiError::bad_request("cursor is not a prefix cursor"));
+        }
+    };
+    let items = visible_items(after.map(Cursor::Key), limit, |next, batch| {
+        let after = match next {
+            Some(Cursor::Key(key)) => Some(key.as_str()),
+            _ => None,
+        };
+        store.list(prefix, after, batch, now)
+    })?;
+    Ok(ListPage::from_overfetched(items, limit, |l| {
+        Cursor::Key(l.key.clone())
+    }))
+}
+
+/// Keys written at or after `since` (and under `prefix`), by time then key, after a
+/// time cursor.
+fn list_since(
+    store: &dyn Store,
+    prefix: &str,
+    since: u64,
+    cursor: Option<Cursor>,
+    limit: usize,
+    now: u64,
+) -> Result<ListPage, ApiError> {
+    if matches!(cursor, Some(Cursor::Key(_))) {
+        return Err(ApiError::bad_request("cursor is not a since cursor"));
+    }
+    let items = visible_items(cursor, limit, |next, batch| {
+        let after = match next {
+            Some(Cursor::Time(ts, key)) => Some((*ts, key.as_str())),
+            _ => None,
+        };
+        let mut page = store.list_since(since, after, batch, now)?;
+        page.items.retain(|item| item.key.starts_with(prefix));
+        Ok(page)
+    })?;
+    Ok(ListPage::from_overfetched(items, limit, |l| {
+        Cursor::Time(l.id.timestamp, l.key.clone())
+    }))
 }
 
 /// At least `limit + 1` visible keys (not under the reserved `_` prefix), fetching store

@@ -85,7 +85,7 @@ impl<B: Backend> Api<B> {
         let change: UpdateMeta = serde_json::from_str(&text)
             .map_err(|e| ApiError::bad_request(format!("not a metadata change: {e}")))?;
         let (users, groups) = if change.owner.is_some() || change.group.is_some() {
-            (self.users()?, self.groups()?)
+            (self.users().await?, self.groups().await?)
         } else {
             (Vec::new(), Vec::new())
         };

@@ -26,6 +26,7 @@ mod request;
 mod tests;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -195,9 +196,12 @@ impl<B: Backend> Api<B> {
     {
         let path = request.path;
         match path {
-            "/health" => return (3, self.only_get(request, Api::health)),
-            "/metrics" => return (5, self.only_get(request, Api::metrics)),
-            "/openapi.json" => return (6, self.only_get(request, |_| Ok(cluster::openapi()))),
+            "/health" => return (3, self.only_get(request, async { self.health() }).await),
+            "/metrics" => return (5, self.only_get(request, self.metrics()).await),
+            "/openapi.json" => {
+                let openapi = async { Ok(cluster::openapi()) };
+                return (6, self.only_get(request, openapi).await);
+            }
             _ => {}
         }
         let route = route_index(path);
@@ -259,7 +263,7 @@ impl<B: Backend> Api<B> {
             };
         }
         if let Some(raw_key) = path.strip_prefix("/history/") {
-            return self.only_get(request, |api| api.history(caller, raw_key));
+            return self.only_get(request, self.history(caller, raw_key)).await;
         }
         if let Some(raw_key) = path.strip_prefix("/meta/") {
             return self.meta(request, caller, raw_key, body).await;
@@ -272,24 +276,54 @@ impl<B: Backend> Api<B> {
             return self.auth(request, caller, rest, body).await;
         }
         match path {
-            "/kv" | "/kv/" => self.only_get(request, |api| api.list(caller, &request.query)),
-            "/members" => self.only_get(request, |api| api.members(caller)),
-            "/sync" => self.only_get(request, |api| api.sync(caller)),
-            "/audit" => self.only_get(request, |api| api.audit_entries(&request.query)),
-            "/audit/verify" => self.only_get(request, Api::audit_verify),
+            "/kv" | "/kv/" => {
+                self.only_get(request, self.list(caller, &request.query))
+                    .await
+            }
+            "/members" => self.only_get(request, async { self.members(caller) }).await,
+            "/sync" => self.only_get(request, self.sync(caller)).await,
+            "/audit" => {
+                self.only_get(request, self.audit_entries(&request.query))
+                    .await
+            }
+            "/audit/verify" => self.only_get(request, self.audit_verify()).await,
             _ => Err(ApiError::not_found(format!("no route for {path}"))),
         }
     }
 
-    fn only_get(&self, request: &Request<'_>, handler: impl FnOnce(&Self) -> Handled) -> Handled {
+    /// Answers a `GET` (or a `HEAD`, without the body) with `handler`; any other method
+    /// gets `405` and `handler` never runs.
+    async fn only_get(
+        &self,
+        request: &Request<'_>,
+        handler: impl Future<Output = Handled>,
+    ) -> Handled {
         match *request.method {
-            Method::GET => handler(self),
-            Method::HEAD => handler(self).map(strip_body),
+            Method::GET => handler.await,
+            Method::HEAD => handler.await.map(strip_body),
             _ => Err(ApiError::method_not_allowed(
                 request.method.as_str(),
                 request.path,
             )),
         }
+    }
+
+    /// Runs `work` over the backend on tokio's blocking pool and waits for it there.
+    ///
+    /// Every backend call that may wait goes through here rather than running on a
+    /// runtime worker: the durable store's scans and stats wait for its background
+    /// applier to catch up, audit verification walks the whole chain, backups read the
+    /// disk. On a worker such a call would stall every other task scheduled on it
+    /// (gossip, QUIC sessions, other requests) for as long as it waits.
+    pub(crate) async fn blocking<T, W>(&self, work: W) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        W: FnOnce(&B) -> Result<T, ApiError> + Send + 'static,
+    {
+        let backend = Arc::clone(&self.backend);
+        tokio::task::spawn_blocking(move || work(&backend))
+            .await
+            .map_err(|e| ApiError::internal(format!("a blocking store call failed: {e}")))?
     }
 }
 

@@ -2,7 +2,7 @@
 //! them from the store and writing them through the node's normal write path, so that
 //! they replicate like data.
 
-use kvs_sync::{Mutation, Precondition, WriteOp, WriteRejected};
+use kvs_sync::{Mutation, Precondition, Store, WriteOp, WriteRejected};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
@@ -17,40 +17,21 @@ const PAGE: usize = 1000;
 impl<B: Backend> Api<B> {
     /// The record at `key`, if it is live.
     pub(super) fn load<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ApiError> {
-        let Some(version) = self.current(key)? else {
-            return Ok(None);
-        };
-        let text = version.data.as_deref().unwrap_or("null");
-        serde_json::from_str(text)
-            .map(Some)
-            .map_err(|e| ApiError::internal(format!("the record {key:?} is unreadable: {e}")))
+        load(self.backend.store(), key, self.backend.now_ms())
     }
 
-    /// Every live record under `prefix`, in key order.
-    fn load_all<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, ApiError> {
-        let store = self.backend.store();
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = store.list(prefix, after.as_deref(), PAGE, self.backend.now_ms())?;
-            for item in &page.items {
-                out.extend(self.load::<T>(&item.key)?);
-            }
-            match page.items.last() {
-                Some(last) if page.next.is_some() => after = Some(last.key.clone()),
-                _ => return Ok(out),
-            }
-        }
+    /// Every user (a scan of the store, off the runtime).
+    pub(super) async fn users(&self) -> Result<Vec<User>, ApiError> {
+        let now = self.backend.now_ms();
+        self.blocking(move |backend| load_all(backend.store(), USERS_PREFIX, now))
+            .await
     }
 
-    /// Every user.
-    pub(super) fn users(&self) -> Result<Vec<User>, ApiError> {
-        self.load_all(USERS_PREFIX)
-    }
-
-    /// Every group.
-    pub(super) fn groups(&self) -> Result<Vec<Group>, ApiError> {
-        self.load_all(GROUPS_PREFIX)
+    /// Every group (a scan of the store, off the runtime).
+    pub(super) async fn groups(&self) -> Result<Vec<Group>, ApiError> {
+        let now = self.backend.now_ms();
+        self.blocking(move |backend| load_all(backend.store(), GROUPS_PREFIX, now))
+            .await
     }
 
     /// Writes `value` as the record at `key`, expiring after `ttl_ms` if given.
@@ -89,6 +70,41 @@ impl<B: Backend> Api<B> {
             Err(WriteRejected::PreconditionFailed) => Err(ApiError::internal(
                 "an unconditional record write was refused",
             )),
+        }
+    }
+}
+
+/// The record at `key` in `store`, if it is live at `now`.
+fn load<T: DeserializeOwned>(
+    store: &dyn Store,
+    key: &str,
+    now: u64,
+) -> Result<Option<T>, ApiError> {
+    let Some(version) = store.get(key)?.filter(|v| v.is_live(now)) else {
+        return Ok(None);
+    };
+    let text = version.data.as_deref().unwrap_or("null");
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(|e| ApiError::internal(format!("the record {key:?} is unreadable: {e}")))
+}
+
+/// Every record under `prefix` in `store` that is live at `now`, in key order.
+fn load_all<T: DeserializeOwned>(
+    store: &dyn Store,
+    prefix: &str,
+    now: u64,
+) -> Result<Vec<T>, ApiError> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.list(prefix, after.as_deref(), PAGE, now)?;
+        for item in &page.items {
+            out.extend(load::<T>(store, &item.key, now)?);
+        }
+        match page.items.last() {
+            Some(last) if page.next.is_some() => after = Some(last.key.clone()),
+            _ => return Ok(out),
         }
     }
 }

@@ -1,23 +1,166 @@
 //! In-process route tests: the whole [`Api`] over a [`MemoryStore`] backend, driven with
 //! `warp::test`, for what a black-box test cannot set up (records as a replica merges
-//! them).
+//! them, a store call that blocks until the test lets it go).
 
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, ThreadId};
 
+use kvs_sync::merkle::Leaf;
 use kvs_sync::{
-    AuditEntry, AuditVerdict, MemoryStore, Mutation, Precondition, Store, StoreError, StoreOptions,
-    WriteOp, WriteOutcome, WriteRejected,
+    AuditEntry, AuditVerdict, ListPage, MemoryStore, MerkleTree, Mutation, Precondition,
+    PurgeStats, Store, StoreError, StoreOptions, StoreStats, Version, VersionId, WriteOp,
+    WriteOutcome, WriteRejected,
 };
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{Api, ApiConfig, AuthConfig};
 use crate::auth::{User, user_key};
 use crate::{Backend, BackupInfo, MemberInfo};
 
-/// A node without IO: a memory store, the wall clock, no cluster, no audit, no backups.
+/// A node without IO: a memory store, the wall clock, no cluster, an empty audit trail,
+/// no backups. Its calls that may block on a real node (scans, history, stats, the
+/// merkle tree, the audit trail, the backup list) pass its [`Gate`] first.
 struct MemoryBackend {
-    store: MemoryStore,
+    store: GatedStore,
+}
+
+/// Where the backend's blocking calls stop while the test holds them.
+struct Gate {
+    /// The thread of the test's `current_thread` runtime: a call that waited there would
+    /// hold the only thread the test could release it from.
+    runtime_thread: ThreadId,
+    armed: Mutex<Option<Armed>>,
+}
+
+/// One hold: the next blocking call reports on `entered`, then waits for `release`.
+struct Armed {
+    entered: oneshot::Sender<()>,
+    release: mpsc::Receiver<()>,
+}
+
+impl Gate {
+    /// A gate that lets everything through until armed; created on the runtime thread.
+    fn new() -> Self {
+        Self {
+            runtime_thread: thread::current().id(),
+            armed: Mutex::new(None),
+        }
+    }
+
+    /// Holds the next blocking call: it signals the returned receiver once it waits, and
+    /// waits until the returned sender sends (or is dropped).
+    fn arm(&self) -> (oneshot::Receiver<()>, mpsc::Sender<()>) {
+        let (entered, entered_rx) = oneshot::channel();
+        let (release_tx, release) = mpsc::channel();
+        *self.armed.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(Armed { entered, release });
+        (entered_rx, release_tx)
+    }
+
+    /// Called by every blocking call: passes at once unless armed. An armed call on the
+    /// runtime thread is refused (waiting there could never end): the test sees its
+    /// `entered` dropped unsent.
+    fn pass(&self) -> Result<(), StoreError> {
+        let armed = self
+            .armed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(armed) = armed else {
+            return Ok(());
+        };
+        if thread::current().id() == self.runtime_thread {
+            return Err(StoreError::Backend(
+                "a blocking store call ran on the runtime thread".into(),
+            ));
+        }
+        let _ = armed.entered.send(());
+        let _ = armed.release.recv();
+        Ok(())
+    }
+}
+
+/// A [`MemoryStore`] whose calls that wait on a durable store pass a [`Gate`] first.
+struct GatedStore {
+    inner: MemoryStore,
+    gate: Gate,
+}
+
+impl Store for GatedStore {
+    fn write_batch(
+        &self,
+        ops: &[WriteOp],
+        now_ms: u64,
+    ) -> Result<Vec<Result<WriteOutcome, WriteRejected>>, StoreError> {
+        self.inner.write_batch(ops, now_ms)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Version>, StoreError> {
+        self.inner.get(key)
+    }
+
+    fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<ListPage, StoreError> {
+        self.gate.pass()?;
+        self.inner.list(prefix, after, limit, now_ms)
+    }
+
+    fn list_since(
+        &self,
+        since_ms: u64,
+        after: Option<(u64, &str)>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<ListPage, StoreError> {
+        self.gate.pass()?;
+        self.inner.list_since(since_ms, after, limit, now_ms)
+    }
+
+    fn history(&self, key: &str) -> Result<Vec<Version>, StoreError> {
+        self.gate.pass()?;
+        self.inner.history(key)
+    }
+
+    fn purge(&self, now_ms: u64, tombstone_ttl_ms: u64) -> Result<PurgeStats, StoreError> {
+        self.gate.pass()?;
+        self.inner.purge(now_ms, tombstone_ttl_ms)
+    }
+
+    fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.gate.pass()?;
+        self.inner.stats()
+    }
+
+    fn merge(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {
+        self.inner.merge(versions)
+    }
+
+    fn merkle(&self) -> Result<MerkleTree, StoreError> {
+        self.gate.pass()?;
+        self.inner.merkle()
+    }
+
+    fn leaf_entries(&self, leaves: &[Leaf]) -> Result<Vec<(String, VersionId)>, StoreError> {
+        self.gate.pass()?;
+        self.inner.leaf_entries(leaves)
+    }
+
+    fn versions_after(
+        &self,
+        after: Option<&str>,
+        max_bytes: usize,
+    ) -> Result<Vec<(String, Version)>, StoreError> {
+        self.gate.pass()?;
+        self.inner.versions_after(after, max_bytes)
+    }
 }
 
 impl Backend for MemoryBackend {
@@ -48,11 +191,13 @@ impl Backend for MemoryBackend {
     }
 
     fn audit_entries(&self, _: u64, _: usize) -> Result<Option<Vec<AuditEntry>>, StoreError> {
-        Ok(None)
+        self.store.gate.pass()?;
+        Ok(Some(Vec::new()))
     }
 
     fn verify_audit(&self) -> Result<Option<AuditVerdict>, StoreError> {
-        Ok(None)
+        self.store.gate.pass()?;
+        Ok(Some(AuditVerdict::Intact { entries: 0 }))
     }
 
     async fn create_backup(&self) -> Result<BackupInfo, StoreError> {
@@ -60,6 +205,7 @@ impl Backend for MemoryBackend {
     }
 
     fn list_backups(&self) -> Result<Vec<BackupInfo>, StoreError> {
+        self.store.gate.pass()?;
         Ok(Vec::new())
     }
 
@@ -69,7 +215,10 @@ impl Backend for MemoryBackend {
 /// An API with auth on over an empty memory store, and its root token.
 fn api_with_root() -> (Arc<Api<MemoryBackend>>, String) {
     let backend = Arc::new(MemoryBackend {
-        store: MemoryStore::new(StoreOptions::default()),
+        store: GatedStore {
+            inner: MemoryStore::new(StoreOptions::default()),
+            gate: Gate::new(),
+        },
     });
     let auth = AuthConfig::new("test-secret", false, false).expect("auth config");
     let root = auth.keys.root_token().expect("root token").token;
@@ -173,4 +322,51 @@ async fn a_deleted_group_grants_nothing() {
 
     let (status, body) = call(&api, "GET", "/kv/doc", None, &token).await;
     assert_eq!(status, 403, "the deleted group still grants read: {body}");
+}
+
+/// Issue 11, item 13: every route whose store call may block (waiting for the durable
+/// store's applier, walking the audit chain, reading the backup directory) waits off the
+/// runtime. The test's runtime has one thread; while a request is held inside the store,
+/// another request is answered and another task runs, and the held request then finishes.
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_held_in_the_store_does_not_stall_the_runtime() {
+    let (api, root) = api_with_root();
+    let root_user = User::root();
+    api.put_record(user_key(&root_user.id), &root_user, None)
+        .await
+        .expect("root user");
+    expect(&api, ("PUT", "/kv/doc", Some(json!(1))), &root, 201).await;
+    let held_routes = [
+        "/kv",
+        "/kv?prefix=d",
+        "/kv?since=0",
+        "/history/doc",
+        "/metrics",
+        "/sync",
+        "/audit",
+        "/audit/verify",
+        "/admin/backups",
+        "/auth/users",
+        "/auth/groups",
+    ];
+    for path in held_routes {
+        let (entered, release) = api.backend.store.gate.arm();
+        let held = tokio::spawn({
+            let (api, root) = (Arc::clone(&api), root.clone());
+            async move { call(&api, "GET", path, None, &root).await }
+        });
+        entered
+            .await
+            .unwrap_or_else(|_| panic!("GET {path}: the store call blocked the runtime thread"));
+
+        // The runtime's one thread is free: another request and another task run.
+        expect(&api, ("GET", "/health", None), &root, 200).await;
+        let ping = tokio::spawn(async { "pong" }).await.expect("ping task");
+        assert_eq!(ping, "pong");
+        assert!(!held.is_finished(), "GET {path} finished while held");
+
+        release.send(()).expect("the held call waits");
+        let (status, body) = held.await.expect("held request");
+        assert_eq!(status, 200, "GET {path}: {body}");
+    }
 }
