@@ -1,25 +1,18 @@
-//! Membership in the running node: the SWIM core (`kvs-membership`) driven over the
-//! authenticated UDP transport (`kvs-net`).
-//!
-//! One task owns the transport: it sends what the core wants sent, feeds it received
-//! datagrams and timer expiries on a monotonic clock, and logs membership events and
-//! hands them, as peers up and down, to replication. The API reads member snapshots
-//! through [`Cluster::members`]. On shutdown the node
-//! announces `left` and keeps gossiping briefly so that the news spreads.
+//! Membership in the running node: wiring only. It binds the authenticated UDP
+//! transport (`kvs-net`), starts the membership driver (`kvs-membership`, feature
+//! `driver`) over it on the system clock, and turns membership events into
+//! replication's peers up and down ([`PeerSink`]). The API reads member snapshots through
+//! [`Cluster::members`] and metrics through [`Cluster::render_metrics`]; on shutdown the
+//! driver announces `left` and gossips it briefly, [`Cluster::stopped`] waits for that.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use kvs_api::MemberInfo;
-use kvs_membership::{LocalMember, MembershipEvent, Swim, SwimConfig};
-use kvs_net::{ClusterSecret, Datagrams, NodeId, UdpTransport};
+use kvs_membership::{DriverConfig, LocalMember, Membership, MembershipEvent, SwimConfig};
+use kvs_net::{ClusterSecret, Datagrams, NodeId, SystemClock, UdpTransport};
 use kvs_sync::driver::PeerEvent;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-
-/// How long a leaving node keeps gossiping its `left` at most.
-const LEAVE_GRACE: Duration = Duration::from_millis(800);
 
 /// What a node needs to join its cluster.
 pub struct ClusterSettings {
@@ -69,9 +62,8 @@ impl MemberMeta {
 
 /// A running membership.
 pub struct Cluster {
-    swim: Arc<Mutex<Swim>>,
+    membership: Membership,
     gossip_addr: SocketAddr,
-    task: JoinHandle<()>,
     transport: Arc<UdpTransport>,
 }
 
@@ -132,26 +124,28 @@ impl Cluster {
             incarnation: settings.incarnation,
             joined_at: settings.joined_at,
         };
-        let epoch = Instant::now();
-        let mut swim = Swim::new(local, settings.swim, kvs_net::random_seed(), Duration::ZERO)
-            .map_err(|e| ClusterError::Protocol(e.to_string()))?;
-        let seeds = resolve(&settings.seeds);
-        if !seeds.is_empty() {
-            swim.join(&seeds, Duration::ZERO);
-        }
-        let swim = Arc::new(Mutex::new(swim));
+        let config = DriverConfig {
+            local,
+            swim: settings.swim,
+            seeds: resolve(&settings.seeds),
+            rng_seed: kvs_net::random_seed(),
+        };
         let transport = Arc::new(transport);
-        let task = tokio::spawn(drive(
-            Arc::clone(&swim),
+        let membership = Membership::start(
             Arc::clone(&transport),
-            peers,
-            epoch,
+            Arc::new(SystemClock::new()),
+            config,
+            move |event: &MembershipEvent| {
+                if let Some(change) = peer_event(event) {
+                    peers(change);
+                }
+            },
             shutdown,
-        ));
+        )
+        .map_err(|e| ClusterError::Protocol(e.to_string()))?;
         Ok(Self {
-            swim,
+            membership,
             gossip_addr,
-            task,
             transport,
         })
     }
@@ -163,8 +157,8 @@ impl Cluster {
 
     /// Every known member, this node included.
     pub fn members(&self) -> Vec<MemberInfo> {
-        let swim = self.swim.lock().unwrap_or_else(PoisonError::into_inner);
-        swim.members()
+        self.membership
+            .members()
             .into_iter()
             .map(|m| MemberInfo {
                 node_id: m.id.to_string(),
@@ -180,10 +174,7 @@ impl Cluster {
 
     /// Membership counters in Prometheus text.
     pub fn render_metrics(&self, out: &mut String) {
-        let (metrics, members) = {
-            let swim = self.swim.lock().unwrap_or_else(PoisonError::into_inner);
-            (swim.metrics(), swim.members())
-        };
+        let (metrics, members) = (self.membership.metrics(), self.membership.members());
         let auth = self.transport.counts();
         let mut counter = |name: &str, help: &str, value: u64| {
             out.push_str(&format!(
@@ -247,60 +238,7 @@ impl Cluster {
 
     /// Waits until the driver has announced `left` and stopped.
     pub async fn stopped(self) {
-        let _ = self.task.await;
-    }
-}
-
-/// The driver: one loop owning the socket, the core and the clock.
-async fn drive(
-    swim: Arc<Mutex<Swim>>,
-    transport: Arc<UdpTransport>,
-    peers: PeerSink,
-    epoch: Instant,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let lock = || swim.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut leave_by: Option<Instant> = None;
-    loop {
-        flush(&swim, transport.as_ref(), &peers).await;
-        let next = lock().poll_timeout();
-        if leave_by.is_some_and(|by| next.is_none() || Instant::now() >= by) {
-            return;
-        }
-        let wake = next.map_or(epoch + Duration::from_secs(3600), |at| epoch + at);
-        let wake = leave_by.map_or(wake, |by| wake.min(by));
-        tokio::select! {
-            received = transport.recv_from() => match received {
-                Ok((from, bytes)) => lock().handle_datagram(from, &bytes, epoch.elapsed()),
-                Err(error) => tracing::debug!(%error, "gossip receive failed"),
-            },
-            _ = tokio::time::sleep_until(wake.into()) => lock().handle_timeout(epoch.elapsed()),
-            _ = shutdown.wait_for(|stop| *stop), if leave_by.is_none() => {
-                lock().leave(epoch.elapsed());
-                leave_by = Some(Instant::now() + LEAVE_GRACE);
-            }
-        }
-    }
-}
-
-/// Sends every pending datagram; logs every pending event and hands it to `peers`.
-async fn flush(swim: &Mutex<Swim>, transport: &UdpTransport, peers: &PeerSink) {
-    loop {
-        let (transmit, events) = {
-            let mut swim = swim.lock().unwrap_or_else(PoisonError::into_inner);
-            let events: Vec<MembershipEvent> = std::iter::from_fn(|| swim.poll_event()).collect();
-            (swim.poll_transmit(), events)
-        };
-        for event in events {
-            log_event(&event);
-            if let Some(change) = peer_event(&event) {
-                peers(change);
-            }
-        }
-        let Some(transmit) = transmit else { return };
-        if let Err(error) = transport.send_to(transmit.dst, &transmit.payload).await {
-            tracing::debug!(%error, dst = %transmit.dst, "gossip send failed");
-        }
+        self.membership.stopped().await;
     }
 }
 
@@ -322,18 +260,5 @@ fn peer_event(event: &MembershipEvent) -> Option<PeerEvent> {
             node_id: id.to_string(),
         }),
         MembershipEvent::Suspect(_) => None,
-    }
-}
-
-fn log_event(event: &MembershipEvent) {
-    match event {
-        MembershipEvent::Alive(m) => {
-            tracing::info!(node_id = %m.id, addr = %m.addr, incarnation = m.incarnation, "member alive")
-        }
-        MembershipEvent::Suspect(m) => tracing::info!(node_id = %m.id, "member suspect"),
-        MembershipEvent::Dead(m) => tracing::warn!(node_id = %m.id, "member dead"),
-        MembershipEvent::Left(m) => tracing::info!(node_id = %m.id, "member left"),
-        MembershipEvent::Updated(m) => tracing::debug!(node_id = %m.id, "member updated"),
-        MembershipEvent::Removed(id) => tracing::debug!(node_id = %id, "member forgotten"),
     }
 }
