@@ -462,17 +462,57 @@ fn scale(value: Duration, to: Duration, from: Duration) -> Duration {
     Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 
-/// The membership keys that must be above zero, named.
+/// The longest `probe_interval`, `gossip_interval` and `push_pull_interval` accepted.
+///
+/// The membership protocol computes deadlines from them with `Duration` arithmetic, which
+/// panics on overflow. The longest is Lifeguard's initial suspicion timeout,
+/// `suspicion_max_mult` (6) · `suspicion_multiplier` · `log10(N)` (below 20 for any N) ·
+/// `probe_interval`: with these bounds about 13 years, far inside `Duration` (and inside
+/// the timers', which take a deadline of centuries), while an hour-long period or a
+/// thousandfold multiplier is already far beyond any use (the presets: 200 ms to 60 s,
+/// ×4 to ×6).
+const MAX_MEMBERSHIP_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// The largest `suspicion_multiplier` accepted (see [`MAX_MEMBERSHIP_INTERVAL`]).
+const MAX_SUSPICION_MULTIPLIER: u32 = 1000;
+
+/// Checks the membership overrides: an error names the key.
+///
+/// Each must be above zero: zero intervals and multipliers stop the protocol's timers;
+/// with `indirect_probes: 0` a missed ack never gets the `ping-req` through k other
+/// members that SWIM relies on before suspecting (`shared/spec/cluster.md`); with
+/// `gossip_fanout: 0` a gossip round has nobody to send to and drops the pending updates,
+/// which then never ride on the probes either. The intervals and the multiplier are also
+/// bounded (see [`MAX_MEMBERSHIP_INTERVAL`]).
 fn check_membership_keys(swim: &kvs_membership::SwimConfig) -> Result<(), String> {
     let zero = [
         ("gossip_interval", swim.gossip_interval.is_zero()),
         ("push_pull_interval", swim.push_pull_interval.is_zero()),
         ("suspicion_multiplier", swim.suspicion_mult == 0),
+        ("indirect_probes", swim.indirect_checks == 0),
+        ("gossip_fanout", swim.gossip_fanout == 0),
     ];
-    match zero.iter().find(|(_, is_zero)| *is_zero) {
-        Some((key, _)) => Err(format!("{key}: must be above zero")),
-        None => Ok(()),
+    if let Some((key, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
+        return Err(format!("{key}: must be above zero"));
     }
+    let intervals = [
+        ("probe_interval", swim.probe_interval),
+        ("gossip_interval", swim.gossip_interval),
+        ("push_pull_interval", swim.push_pull_interval),
+    ];
+    if let Some((key, _)) = intervals
+        .iter()
+        .find(|(_, interval)| *interval > MAX_MEMBERSHIP_INTERVAL)
+    {
+        let max = kvs_api::format_duration(MAX_MEMBERSHIP_INTERVAL);
+        return Err(format!("{key}: must be at most {max}"));
+    }
+    if swim.suspicion_mult > MAX_SUSPICION_MULTIPLIER {
+        return Err(format!(
+            "suspicion_multiplier: must be at most {MAX_SUSPICION_MULTIPLIER}"
+        ));
+    }
+    Ok(())
 }
 
 fn one_line(error: &serde_yaml::Error) -> String {

@@ -187,6 +187,47 @@ fn probe_timing_overrides_derive_the_bounds() {
     }
 }
 
+/// Without a ping-req relay SWIM cannot tell a lost ack from a dead member, and a gossip
+/// round with nobody to send to drops the pending updates: both must be at least 1.
+#[test]
+fn indirect_probes_and_gossip_fanout_must_be_above_zero() {
+    assert_refused_naming("indirect_probes: 0", "indirect_probes");
+    assert_refused_naming("gossip_fanout: 0", "gossip_fanout");
+    let swim = parse("node_id: a\nindirect_probes: 1\ngossip_fanout: 1\n")
+        .unwrap()
+        .swim_config()
+        .unwrap();
+    assert_eq!((swim.indirect_checks, swim.gossip_fanout), (1, 1));
+}
+
+/// A huge period or multiplier made the suspicion timeout overflow `Duration` (a panic in
+/// the running node); refused at load, naming the key, and the bounds themselves pass.
+#[test]
+fn membership_timing_is_bounded() {
+    for (yaml, key) in [
+        ("suspicion_multiplier: 4294967295", "suspicion_multiplier"),
+        ("suspicion_multiplier: 1001", "suspicion_multiplier"),
+        ("probe_interval: 18446744073709551615", "probe_interval"),
+        ("probe_interval: 3601", "probe_interval"),
+        ("gossip_interval: 3601", "gossip_interval"),
+        ("push_pull_interval: 3601", "push_pull_interval"),
+    ] {
+        assert_refused_naming(yaml, key);
+    }
+    let at_the_bounds = "node_id: a\nsuspicion_multiplier: 1000\nprobe_interval: 1h\n\
+                         gossip_interval: 1h\npush_pull_interval: 1h\n";
+    let swim = parse(at_the_bounds).unwrap().swim_config().unwrap();
+    assert_eq!(swim.suspicion_mult, 1000);
+    assert_eq!(swim.probe_interval, Duration::from_secs(3600));
+    // The longest deadline the protocol derives from them (Lifeguard's initial suspicion
+    // timeout in a cluster of usize::MAX members) stays representable.
+    let longest = swim
+        .probe_interval
+        .checked_mul(swim.suspicion_mult * swim.suspicion_max_mult)
+        .and_then(|d| d.checked_mul(20));
+    assert!(longest.is_some_and(|d| d < Duration::from_secs(1 << 40)));
+}
+
 #[test]
 fn durations_accept_numbers_and_units() {
     let config = parse("node_id: a\nclustering_enabled: false\nauth_enabled: false\nrate_limit_window: 90\nbackup_interval: 12h\n").unwrap();
