@@ -3,6 +3,7 @@
 //! one fsync.
 
 mod durable;
+pub mod faults;
 mod group_commit;
 mod lmdb;
 mod record;

@@ -13,13 +13,14 @@
 //! a segment's replay: nothing after it was ever acknowledged.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kvs_sync::StoreError;
 
+use super::faults::{Faults, Segment};
 use super::lmdb::{Logged, Staged};
 use super::record;
 
@@ -133,7 +134,8 @@ fn read_record(reader: &mut impl Read) -> Option<Recovered> {
 pub(super) struct Wal {
     dir: PathBuf,
     /// The current segment, shared with whoever syncs it.
-    file: Arc<File>,
+    file: Arc<Segment>,
+    faults: Arc<Faults>,
     size: u64,
     /// Closed and current segments: first sequence number and path, oldest first.
     segments: Vec<(u64, PathBuf)>,
@@ -143,14 +145,25 @@ pub(super) struct Wal {
 impl Wal {
     /// Removes every segment in `dir` (after a replay made them redundant) and starts a
     /// new one at `next_seq`.
+    #[cfg(test)]
     pub(super) fn start(dir: &Path, next_seq: u64) -> Result<Self, StoreError> {
+        Self::start_with(dir, next_seq, Arc::default())
+    }
+
+    /// [`Self::start`], its segment operations failing as `faults` plans.
+    pub(super) fn start_with(
+        dir: &Path,
+        next_seq: u64,
+        faults: Arc<Faults>,
+    ) -> Result<Self, StoreError> {
         for (_, path) in segments(dir)? {
             std::fs::remove_file(&path).map_err(|e| io_error("removing a replayed segment", e))?;
         }
         let (file, path) = Self::create(dir, next_seq)?;
         Ok(Self {
             dir: dir.to_owned(),
-            file: Arc::new(file),
+            file: Arc::new(Segment::new(file, Arc::clone(&faults))),
+            faults,
             size: 0,
             segments: vec![(next_seq, path)],
             buffer: Vec::with_capacity(64 << 10),
@@ -186,7 +199,7 @@ impl Wal {
                 .sync_data()
                 .map_err(|e| WalError::Broken(io_error("syncing", e)))?;
             let (file, path) = Self::create(&self.dir, first_seq).map_err(WalError::Failed)?;
-            self.file = Arc::new(file);
+            self.file = Arc::new(Segment::new(file, Arc::clone(&self.faults)));
             self.size = 0;
             self.segments.push((first_seq, path));
         }
@@ -210,7 +223,7 @@ impl Wal {
             self.buffer[start..start + 4].copy_from_slice(&len.to_le_bytes());
             self.buffer[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
         }
-        if let Err(error) = (&*self.file).write_all(&self.buffer) {
+        if let Err(error) = self.file.append(&self.buffer) {
             let error = io_error("appending", error);
             return match self.file.set_len(self.size) {
                 Ok(()) => Err(WalError::Failed(error)),
@@ -225,7 +238,7 @@ impl Wal {
 
     /// The segment to `fdatasync` to make every record written so far durable (closed
     /// segments were synced when they closed).
-    pub(super) fn sync_handle(&self) -> Arc<File> {
+    pub(super) fn sync_handle(&self) -> Arc<Segment> {
         Arc::clone(&self.file)
     }
 
@@ -239,7 +252,7 @@ impl Wal {
     /// Deletes every segment (the store holds all their records durably) and starts a
     /// fresh one, so that the next start has nothing to replay.
     pub(super) fn discard_all(&mut self, next_seq: u64) -> Result<(), StoreError> {
-        *self = Self::start(&self.dir, next_seq)?;
+        *self = Self::start_with(&self.dir, next_seq, Arc::clone(&self.faults))?;
         Ok(())
     }
 

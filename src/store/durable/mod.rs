@@ -23,6 +23,7 @@ use kvs_sync::{
 };
 
 use super::LmdbStore;
+use super::faults::Faults;
 use super::lmdb::Logged;
 use super::wal::{self, Wal, WalError};
 
@@ -57,15 +58,17 @@ impl DurableStore {
     /// Opens the store in `dir`, replaying any WAL left by an earlier run into LMDB;
     /// with `audit`, every accepted write also appends to the audit trail.
     pub fn open(dir: &Path, options: StoreOptions, audit: bool) -> Result<Self, StoreError> {
-        Self::open_with(dir, options, audit, APPLY_BYTES)
+        Self::open_with(dir, options, audit, APPLY_BYTES, Arc::default())
     }
 
-    /// [`Self::open`] with commits of at most `apply_bytes` (see `applier.rs`).
+    /// [`Self::open`] with commits of at most `apply_bytes` (see `applier.rs`), the
+    /// write-ahead log's file operations failing as `faults` plans.
     fn open_with(
         dir: &Path,
         options: StoreOptions,
         audit: bool,
         apply_bytes: usize,
+        faults: Arc<Faults>,
     ) -> Result<Self, StoreError> {
         let lmdb = Arc::new(LmdbStore::open_behind_log(dir, options)?);
         let wal_dir = dir.join("wal");
@@ -96,7 +99,7 @@ impl DurableStore {
             }),
         };
         let log = Log {
-            wal: Wal::start(&wal_dir, last_seq + 1)?,
+            wal: Wal::start_with(&wal_dir, last_seq + 1, faults)?,
             next_seq: last_seq + 1,
             audit,
             unsynced: VecDeque::new(),

@@ -2,6 +2,7 @@
 //! and the audit chain across restarts.
 
 use super::*;
+use crate::store::faults::Fault;
 use crate::store::lmdb::Staged;
 use crate::store::record;
 use kvs_sync::conformance::put;
@@ -68,26 +69,158 @@ fn concurrent_writers_each_read_their_write_and_all_survive_a_restart() {
     );
 }
 
+/// A store whose write-ahead log fails as `faults` plans (commits of 64 MiB).
+fn faulty(dir: &std::path::Path, faults: &Arc<Faults>) -> DurableStore {
+    let options = StoreOptions::default();
+    DurableStore::open_with(dir, options, true, APPLY_BYTES, Arc::clone(faults)).unwrap()
+}
+
 #[test]
-fn a_broken_log_refuses_every_write_and_is_kept_for_replay() {
+fn a_failed_fdatasync_breaks_the_log_which_refuses_every_write_and_is_kept_for_replay() {
     let dir = tempfile::tempdir().unwrap();
-    let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+    let faults = Arc::new(Faults::default());
+    let store = faulty(dir.path(), &faults);
     store.write_batch(&[put("kept", "1")], 10).unwrap();
-    let (_, through) = store.stage(&[put("unsure", "2")], 11).unwrap();
-    // As after a failed fdatasync: what the log holds of "unsure" is unknown.
-    store.lock_log().broken = Some("fdatasync failed: test".into());
-    assert!(store.make_durable(through).is_err());
+    faults.inject(Fault::Sync);
+    let failed = store.write_batch(&[put("unsure", "2")], 11).unwrap_err();
+    assert!(failed.to_string().contains("fdatasync"), "{failed}");
     assert_eq!(store.get("unsure").unwrap(), None, "never acknowledged");
     let refused = store.write_batch(&[put("k", "3")], 12).unwrap_err();
     assert!(refused.to_string().contains("broken"), "{refused}");
     let version = plan_write(None, &put("pushed", "4"), 13).unwrap();
-    assert!(store.merge(&[("pushed".into(), version)]).is_err());
+    assert!(store.merge(&[("pushed".into(), version.clone())]).is_err());
+    assert!(
+        store
+            .merge_from_session(&[("pushed".into(), version)])
+            .is_err()
+    );
     assert!(store.close().is_err(), "the log is not discarded");
     drop(store);
     let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
     assert!(store.get("kept").unwrap().is_some());
     assert_eq!(store.get("k").unwrap(), None);
     assert_eq!(store.get("pushed").unwrap(), None);
+    assert!(matches!(
+        store.verify_audit().unwrap(),
+        Some(kvs_sync::AuditVerdict::Intact { .. })
+    ));
+    store.write_batch(&[put("after", "5")], 20).unwrap();
+}
+
+#[test]
+fn a_failed_write_is_cut_back_and_the_log_and_audit_chain_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Faults::default());
+    let store = faulty(dir.path(), &faults);
+    store.write_batch(&[put("a", "1")], 10).unwrap();
+    for fault in [Fault::Write, Fault::TornWrite] {
+        faults.inject(fault);
+        let failed = store.write_batch(&[put("lost", "2")], 11).unwrap_err();
+        assert!(failed.to_string().contains("injected"), "{failed}");
+    }
+    store.write_batch(&[put("b", "3")], 12).unwrap();
+    assert_eq!(store.get("lost").unwrap(), None);
+    let entries = store.audit_entries(0, 10).unwrap().unwrap();
+    assert_eq!(entries.len(), 2, "the failed writes left no audit entries");
+    assert_eq!(
+        entries[1].prev_hash, entries[0].hash,
+        "the chain was rewound"
+    );
+    // What is in the log now replays cleanly: no half record from the torn write.
+    let (_, through) = store.stage(&[put("c", "4")], 13).unwrap();
+    faults.inject(Fault::Sync);
+    assert!(store.make_durable(through).is_err());
+    drop(store);
+    let wal = dir.path().join("wal");
+    let recovered = wal::recover(&wal).unwrap();
+    let keys: Vec<&str> = recovered
+        .iter()
+        .filter_map(|r| match &r.item {
+            Logged::Version(staged) => Some(staged.key.as_str()),
+            Logged::Audit(_) => None,
+        })
+        .collect();
+    assert_eq!(keys, ["a", "b", "c"], "every intact record, in order");
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+    assert_eq!(store.get("lost").unwrap(), None);
+    assert!(store.get("c").unwrap().is_some());
+    assert!(matches!(
+        store.verify_audit().unwrap(),
+        Some(kvs_sync::AuditVerdict::Intact { .. })
+    ));
+}
+
+#[test]
+fn a_write_that_cannot_be_cut_back_breaks_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(Faults::default());
+    let store = faulty(dir.path(), &faults);
+    faults.inject(Fault::TornWrite);
+    faults.inject(Fault::CutBack);
+    let failed = store.write_batch(&[put("torn", "1")], 10).unwrap_err();
+    assert!(
+        failed
+            .to_string()
+            .contains("cutting the segment back failed"),
+        "{failed}"
+    );
+    let refused = store.write_batch(&[put("next", "2")], 11).unwrap_err();
+    assert!(refused.to_string().contains("broken"), "{refused}");
+    drop(store);
+    // Nothing of the torn record, and nothing after it, comes back.
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+    assert_eq!(store.get("torn").unwrap(), None);
+    assert_eq!(store.get("next").unwrap(), None);
+    store.write_batch(&[put("after", "3")], 12).unwrap();
+}
+
+#[test]
+fn a_torn_tail_is_dropped_on_open_and_later_writes_survive_the_next_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal_dir = dir.path().join("wal");
+    drop(DurableStore::open(dir.path(), StoreOptions::default(), false).unwrap());
+    // A log as a crash leaves it: two whole records and half of a third.
+    let versions: Vec<Version> = (1..=3)
+        .map(|n| plan_write(None, &put(&format!("k{n}"), "1"), 10 * n).unwrap())
+        .collect();
+    let mut wal = Wal::start(&wal_dir, 1).unwrap();
+    let items: Vec<Logged> = versions
+        .iter()
+        .enumerate()
+        .map(|(n, v)| Logged::Version(staged_as(&format!("k{}", n + 1), v)))
+        .collect();
+    wal.append(&[(1, &items[0]), (2, &items[1])]).unwrap();
+    let whole = std::fs::metadata(
+        std::fs::read_dir(&wal_dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+    )
+    .unwrap()
+    .len();
+    wal.append(&[(3, &items[2])]).unwrap();
+    drop(wal);
+    let segment = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let bytes = std::fs::read(&segment).unwrap();
+    let torn = whole as usize + (bytes.len() - whole as usize) / 2;
+    std::fs::write(&segment, &bytes[..torn]).unwrap();
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), false).unwrap();
+    assert_eq!(store.get("k1").unwrap(), Some(versions[0].clone()));
+    assert_eq!(store.get("k2").unwrap(), Some(versions[1].clone()));
+    assert_eq!(store.get("k3").unwrap(), None, "the torn record is dropped");
+    store.write_batch(&[put("later", "2")], 40).unwrap();
+    drop(store);
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), false).unwrap();
+    assert!(store.get("later").unwrap().is_some());
+    assert!(store.get("k2").unwrap().is_some());
+    assert_eq!(store.stats().unwrap().keys, 3);
 }
 
 #[test]
@@ -225,7 +358,9 @@ fn session_merges_wait_while_the_applier_is_behind() {
         compression_min_bytes: None,
     };
     // Commits of 64 KiB: the backlog may hold 128 KiB, about 120 of these versions.
-    let store = Arc::new(DurableStore::open_with(dir.path(), options, false, 64 << 10).unwrap());
+    let store = Arc::new(
+        DurableStore::open_with(dir.path(), options, false, 64 << 10, Arc::default()).unwrap(),
+    );
     let writer = store.lmdb().hold_writer();
     let (calls, per_call) = (40, 20);
     let (merged, progress) = std::sync::mpsc::channel();
