@@ -1,0 +1,111 @@
+//! What goes into `Versions` messages and what comes out of them: the held versions a
+//! side sends (in messages of about [`VERSIONS_BUDGET`] bytes, deletions past keeping
+//! left out, what a stale initiator finds deleted meanwhile buried instead), and the
+//! checks and merge of what the peer sends.
+
+use super::{Session, SessionError, VERSIONS_BUDGET};
+use crate::protocol::Message;
+use crate::{Store, Version};
+
+impl Session {
+    /// The held versions of `keys` in `Versions` messages of about [`VERSIONS_BUDGET`]
+    /// bytes; deletions past keeping are left out.
+    pub(super) fn versions_of(
+        &mut self,
+        keys: Vec<String>,
+        peer_lacks: impl Fn(&str) -> bool,
+        store: &dyn Store,
+    ) -> Result<Vec<Message>, SessionError> {
+        let held = store.get_many(&keys)?;
+        let held = keys
+            .into_iter()
+            .zip(held)
+            .filter_map(|(key, version)| Some((key, version?)))
+            .collect();
+        self.pack_versions(held, peer_lacks, store)
+    }
+
+    /// `held` in `Versions` messages of about [`VERSIONS_BUDGET`] bytes; deletions past
+    /// keeping are left out, and what was deleted while a stale initiator was away is
+    /// buried instead of sent.
+    pub(super) fn pack_versions(
+        &mut self,
+        held: Vec<(String, Version)>,
+        peer_lacks: impl Fn(&str) -> bool,
+        store: &dyn Store,
+    ) -> Result<Vec<Message>, SessionError> {
+        let mut out = Vec::new();
+        let mut batch = Vec::new();
+        let mut buried = Vec::new();
+        let mut bytes = 0;
+        for (key, version) in held {
+            if version.is_past_keeping(self.rules.now_ms, self.rules.tombstone_ttl_ms) {
+                continue;
+            }
+            if self.deleted_meanwhile(&version) && peer_lacks(&key) {
+                buried.push((key, burial(&version)));
+                continue;
+            }
+            bytes += approximate_size(&key, &version);
+            batch.push((key, version));
+            self.stats.versions_sent += 1;
+            if bytes >= VERSIONS_BUDGET {
+                out.push(Message::Versions(std::mem::take(&mut batch)));
+                bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            out.push(Message::Versions(batch));
+        }
+        if !buried.is_empty() {
+            self.stats.buried += store.merge(&buried)? as u64;
+        }
+        Ok(out)
+    }
+
+    /// Whether `version`, were an established peer to lack it, was deleted while this
+    /// stale initiator was away (see [`Session::with_standing`]).
+    fn deleted_meanwhile(&self, version: &Version) -> bool {
+        self.initiator
+            && self.peer_established
+            && self
+                .stale_before
+                .is_some_and(|since| version.id.timestamp < since)
+    }
+
+    /// Checks and merges versions from the peer.
+    pub(super) fn merge(
+        &mut self,
+        versions: Vec<(String, Version)>,
+        store: &dyn Store,
+    ) -> Result<(), SessionError> {
+        self.stats.versions_received += versions.len() as u64;
+        let (taken, refused) = self.rules.filter(versions);
+        self.stats.refused.merge(refused);
+        if !taken.is_empty() {
+            self.stats.versions_stored += store.merge_from_session(&taken)? as u64;
+        }
+        Ok(())
+    }
+}
+
+/// A tombstone just above `version`, already past keeping wherever `version` was deleted
+/// meanwhile (it is older than the last complete session, itself older than
+/// `tombstone_ttl`): it hides `version` locally, is never sent, and is purged.
+fn burial(version: &Version) -> Version {
+    Version {
+        id: crate::VersionId {
+            timestamp: version.id.timestamp.saturating_add(1),
+            ..version.id
+        },
+        data: None,
+        expires_at: None,
+        ..version.clone()
+    }
+}
+
+/// About how many bytes `version` of `key` takes on the wire.
+pub fn approximate_size(key: &str, version: &Version) -> usize {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    64 + key.len() + text(&version.data) + text(&version.owner) + text(&version.group)
+}
