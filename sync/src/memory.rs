@@ -148,7 +148,11 @@ impl Store for MemoryStore {
     fn history(&self, key: &str) -> Result<Vec<Version>, StoreError> {
         let inner = self.lock();
         let revisions = inner.history.get(key).into_iter().flatten();
-        Ok(revisions.filter(|v| !v.is_tombstone()).cloned().collect())
+        // A delete ends a life: what is older belongs to the key's previous life.
+        Ok(revisions
+            .take_while(|v| !v.is_tombstone())
+            .cloned()
+            .collect())
     }
 
     fn purge(&self, now_ms: u64, tombstone_ttl_ms: u64) -> Result<PurgeStats, StoreError> {

@@ -147,7 +147,8 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<ListPage, StoreError>;
 
-    /// Kept versions of `key` that hold a value, newest first, the current one first.
+    /// Kept versions of `key` that hold a value, newest first, the current one first,
+    /// back to its last delete: a key created again does not show its previous life.
     fn history(&self, key: &str) -> Result<Vec<Version>, StoreError>;
 
     /// Turns expired values into tombstones and removes tombstones older than

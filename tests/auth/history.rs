@@ -1,6 +1,6 @@
 //! Expiry and history against changes of ownership (issue 11): a TTL on an existing key
 //! needs the delete right, `/history` shows only the key's current life (since its last
-//! expiry), and each revision only to callers who may read it under its own metadata.
+//! expiry or delete), and each revision only to callers who may read it under its own metadata.
 
 use std::time::{Duration, Instant};
 
@@ -105,6 +105,25 @@ fn history_shows_only_the_current_life() {
     assert_eq!(seen, [json!("bob's plan"), json!("bob's plan")], "{seen:?}");
     // Not even an admin sees the previous life through /history.
     assert_eq!(history(&node, "proj/plan", &w.root).len(), 2);
+}
+
+#[test]
+fn history_starts_again_after_a_delete() {
+    let node = auth_node("delete-life-secret", "");
+    let w = world(&node);
+    put(&node, "proj/memo", r#""alice's draft""#, &w.alice, 201);
+    put(&node, "proj/memo", r#""alice's memo""#, &w.alice, 200);
+    let path = "/kv/proj/memo";
+    expect(
+        &call(&node, "DELETE", path, None, Some(&w.alice)),
+        204,
+        path,
+    );
+    // Bob creates the key again: he owns it, and sees only his own revisions.
+    put(&node, "proj/memo", r#""bob's memo""#, &w.bob, 201);
+    let seen = history(&node, "proj/memo", &w.bob);
+    assert_eq!(seen, [json!("bob's memo")], "{seen:?}");
+    assert_eq!(history(&node, "proj/memo", &w.root), [json!("bob's memo")]);
 }
 
 #[test]

@@ -311,9 +311,8 @@ fn ttl_ms(request: &Request<'_>) -> Result<Option<u64>, ApiError> {
 /// The revisions (newest first, as `Store::history` gives them) of the key's current
 /// life: those after its last expiry. A revision that had expired by the time the next
 /// newer one was written ended a life, and the newer one created the key again, maybe for
-/// another owner, so it and everything older are left out. (A delete's tombstone is not
-/// among the revisions `Store::history` returns, so a life ended by a delete cannot be
-/// told apart here; the per-revision read check still applies to those.)
+/// another owner, so it and everything older are left out. (`Store::history` itself
+/// stops at the last delete.)
 fn current_life(mut revisions: Vec<Version>) -> Vec<Version> {
     let ended = revisions.windows(2).position(|pair| {
         let (newer, older) = (&pair[0], &pair[1]);

@@ -350,9 +350,11 @@ impl Store for LmdbStore {
         {
             let (_, bytes) = item.map_err(backend)?;
             let version = record::decode(key, bytes)?;
-            if !version.is_tombstone() {
-                out.push(version);
+            if version.is_tombstone() {
+                // A delete: what is older belongs to the key's previous life.
+                break;
             }
+            out.push(version);
         }
         Ok(out)
     }

@@ -20,7 +20,7 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@tests $factory;
             put_then_get, overwrite_keeps_ownership, causal_timestamp, preconditions,
             delete_leaves_tombstone, ttl_expiry, list_by_prefix_pages, list_since_pages,
-            history_newest_first_and_capped, history_disabled, purge_expired_and_tombstones, merge_keeps_the_winner,
+            history_newest_first_and_capped, history_starts_at_the_last_delete, history_disabled, purge_expired_and_tombstones, merge_keeps_the_winner,
             batch_ops_see_each_other, values_roundtrip, stats_count_keys,
             set_meta_changes_only_metadata, merkle_tracks_every_change,
             tombstone_of_an_expired_value_is_kept_from_its_expiry,
@@ -249,6 +249,20 @@ pub fn history_newest_first_and_capped<G, S: Store>(make: &impl Fn(StoreOptions)
     assert_eq!(data, ["4", "3", "2"]);
     assert_eq!(history[0], store.get("h").unwrap().unwrap());
     assert!(store.history("none").unwrap().is_empty());
+}
+
+/// A key deleted and created again shows only its new life's revisions.
+pub fn history_starts_at_the_last_delete<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
+    write(&store, put("h", "1"), 100).unwrap();
+    write(&store, put("h", "2"), 101).unwrap();
+    write(&store, delete("h"), 102).unwrap();
+    assert!(store.history("h").unwrap().is_empty(), "deleted");
+    write(&store, put("h", "3"), 103).unwrap();
+    write(&store, put("h", "4"), 104).unwrap();
+    let history = store.history("h").unwrap();
+    let data: Vec<_> = history.iter().map(|v| v.data.as_deref().unwrap()).collect();
+    assert_eq!(data, ["4", "3"], "the previous life is not shown");
 }
 
 /// With history off, nothing is kept.
