@@ -10,7 +10,8 @@
 //! Record framing: `len: u32 LE | crc32(payload): u32 LE | payload`, payload =
 //! `seq: u64 BE | kind: u8 | body`; a version's body is `key_len: u16 BE | key | record`
 //! (the LMDB record encoding), an audit entry's is its JSON. A torn or corrupt tail ends
-//! a segment's replay: nothing after it was ever acknowledged.
+//! the last segment's replay (nothing after it was ever acknowledged); damage in a closed
+//! segment, or a read error, stops the store from opening instead (see [`recover`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
@@ -83,32 +84,87 @@ pub(super) struct Recovered {
     pub(super) item: Logged,
 }
 
-/// Reads every intact record of every segment in `dir`, in order.
+/// Reads every intact record of every segment in `dir`, in order. A torn or corrupt
+/// record ends the last segment's replay (a crash during an append leaves one; nothing
+/// after it was acknowledged); anywhere else (closed segments were synced whole) it is
+/// damage, and so is a read error: an error, so that no acknowledged write is skipped.
 pub(super) fn recover(dir: &Path) -> Result<Vec<Recovered>, StoreError> {
     let mut out = Vec::new();
-    for (_, path) in segments(dir)? {
-        let file = File::open(&path).map_err(|e| io_error("opening a segment", e))?;
+    let found = segments(dir)?;
+    let last = found.len().saturating_sub(1);
+    for (index, (_, path)) in found.iter().enumerate() {
+        let file = File::open(path).map_err(|e| io_error("opening a segment", e))?;
         let mut reader = BufReader::new(file);
-        while let Some(record) = read_record(&mut reader) {
-            out.push(record);
+        loop {
+            match read_record(&mut reader) {
+                Ok(Some(record)) => out.push(record),
+                Ok(None) => break,
+                Err(ReadError::Torn) if index == last => {
+                    tracing::warn!(path = %path.display(), "the write-ahead log ends in a torn record; it is dropped");
+                    break;
+                }
+                Err(ReadError::Torn) => {
+                    return Err(StoreError::Corrupt {
+                        key: String::new(),
+                        reason: format!(
+                            "write-ahead log segment {} is damaged after {} records (a closed segment is never torn)",
+                            path.display(),
+                            out.len()
+                        ),
+                    });
+                }
+                Err(ReadError::Io(error)) => return Err(io_error("reading a segment", error)),
+            }
         }
     }
     Ok(out)
 }
 
-fn read_record(reader: &mut impl Read) -> Option<Recovered> {
+/// Why a record could not be read.
+#[derive(Debug)]
+enum ReadError {
+    /// A record cut short, or one whose checksum or contents are wrong.
+    Torn,
+    /// The file could not be read.
+    Io(std::io::Error),
+}
+
+/// Fills `buf` from `reader`; returns how many bytes it got before the end of the file.
+fn fill(reader: &mut impl Read, buf: &mut [u8]) -> Result<usize, ReadError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match reader.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(ReadError::Io(error)),
+        }
+    }
+    Ok(got)
+}
+
+/// The next record; `None` at the end of the file, exactly after a record.
+fn read_record(reader: &mut impl Read) -> Result<Option<Recovered>, ReadError> {
     let mut head = [0u8; 8];
-    reader.read_exact(&mut head).ok()?;
-    let len = u32::from_le_bytes(head[..4].try_into().ok()?);
-    let crc = u32::from_le_bytes(head[4..].try_into().ok()?);
+    match fill(reader, &mut head)? {
+        0 => return Ok(None),
+        8 => {}
+        _ => return Err(ReadError::Torn),
+    }
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
     if !(11..=MAX_RECORD).contains(&len) {
-        return None;
+        return Err(ReadError::Torn);
     }
     let mut payload = vec![0u8; len as usize];
-    reader.read_exact(&mut payload).ok()?;
-    if crc32fast::hash(&payload) != crc {
-        return None;
+    if fill(reader, &mut payload)? < payload.len() || crc32fast::hash(&payload) != crc {
+        return Err(ReadError::Torn);
     }
+    decode_payload(&payload).ok_or(ReadError::Torn).map(Some)
+}
+
+/// A record's payload (checksum verified) as the item it logged.
+fn decode_payload(payload: &[u8]) -> Option<Recovered> {
     let seq = u64::from_be_bytes(payload[..8].try_into().ok()?);
     let item = match payload[8] {
         VERSION => {
@@ -361,6 +417,62 @@ mod tests {
         wal.append(&[(1, &Logged::Audit(entry.clone()))]).unwrap();
         let got = recover(dir.path()).unwrap();
         assert!(matches!(&got[0].item, Logged::Audit(e) if *e == entry));
+    }
+
+    /// A log of two segments (records 1-2, then 3-4), as after a rotation; returns them.
+    fn two_segments(dir: &Path) -> (PathBuf, PathBuf) {
+        let mut wal = Wal::start(dir, 1).unwrap();
+        wal.append(&[(1, &item("a", &version(1))), (2, &item("b", &version(2)))])
+            .unwrap();
+        drop(wal);
+        let other = tempfile::tempdir().unwrap();
+        let mut wal = Wal::start(other.path(), 3).unwrap();
+        wal.append(&[(3, &item("c", &version(3))), (4, &item("d", &version(4)))])
+            .unwrap();
+        drop(wal);
+        let second = segment_path(dir, 3);
+        std::fs::copy(segment_path(other.path(), 3), &second).unwrap();
+        (segment_path(dir, 1), second)
+    }
+
+    fn flip_last_byte(path: &Path) {
+        let mut bytes = std::fs::read(path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn damage_in_a_closed_segment_is_an_error_not_an_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = two_segments(dir.path());
+        let seqs: Vec<u64> = recover(dir.path()).unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4]);
+        // The last segment's tail may be torn by a crash: replay stops there.
+        flip_last_byte(&second);
+        let seqs: Vec<u64> = recover(dir.path()).unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        // A closed segment was synced whole: damage there would skip record 2 and replay
+        // 3 after it, so it is an error.
+        flip_last_byte(&first);
+        let error = recover(dir.path()).err().expect("damage is an error");
+        assert!(error.to_string().contains("damaged"), "{error}");
+    }
+
+    #[test]
+    fn a_read_error_is_an_error_not_an_end() {
+        struct Failing;
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk read failed"))
+            }
+        }
+        assert!(matches!(read_record(&mut Failing), Err(ReadError::Io(_))));
+        assert!(matches!(read_record(&mut &[][..]), Ok(None)));
+        assert!(matches!(
+            read_record(&mut &[1, 2, 3][..]),
+            Err(ReadError::Torn)
+        ));
     }
 
     #[test]
