@@ -484,9 +484,13 @@ impl Store for LmdbStore {
 
     fn stats(&self) -> Result<StoreStats, StoreError> {
         let rtxn = self.env.read_txn().map_err(backend)?;
+        // The pages in use, not the file's length: behind the log the data file is
+        // sparse and as long as the map (256 GiB).
+        let page_size = self.kv.stat(&rtxn).map_err(backend)?.page_size;
+        let pages = self.env.info().last_page_number as u64 + 1;
         Ok(StoreStats {
             keys: self.kv.len(&rtxn).map_err(backend)?,
-            bytes: self.env.real_disk_size().map_err(backend)?,
+            bytes: pages * u64::from(page_size),
         })
     }
 }

@@ -21,7 +21,7 @@ macro_rules! store_conformance_tests {
             put_then_get, overwrite_keeps_ownership, causal_timestamp, preconditions,
             delete_leaves_tombstone, ttl_expiry, list_by_prefix_pages, list_since_pages,
             history_newest_first_and_capped, history_starts_at_the_last_delete, history_disabled, purge_expired_and_tombstones, merge_keeps_the_winner,
-            batch_ops_see_each_other, values_roundtrip, stats_count_keys,
+            batch_ops_see_each_other, values_roundtrip, stats_count_keys, stats_bytes_follow_the_data,
             set_meta_changes_only_metadata, merkle_tracks_every_change,
             tombstone_of_an_expired_value_is_kept_from_its_expiry,
             ttl_counts_from_the_wall_clock, merge_order_does_not_matter, get_many_reads_like_get,
@@ -355,6 +355,28 @@ pub fn stats_count_keys<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
         .unwrap();
     write(&store, delete("a"), 2).unwrap();
     assert_eq!(store.stats().unwrap().keys, 2);
+}
+
+/// The size figure follows the data held: it grows by about what is written, and is not
+/// the length of a sparse file or a map.
+pub fn stats_bytes_follow_the_data<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions {
+        max_revisions: 0,
+        compression_min_bytes: None,
+    });
+    let empty = store.stats().unwrap().bytes;
+    let value = format!("\"{}\"", "v".repeat(4000));
+    let ops: Vec<WriteOp> = (0..250).map(|n| put(&format!("k/{n}"), &value)).collect();
+    store.write_batch(&ops, 1).unwrap();
+    let full = store.stats().unwrap().bytes;
+    assert!(
+        full >= empty + 1_000_000,
+        "{empty} -> {full} after 1 MB of values"
+    );
+    assert!(
+        full < empty + 10_000_000,
+        "{empty} -> {full} after 1 MB of values"
+    );
 }
 
 /// A metadata change is a new version with the same data and expiry and the new owner,
