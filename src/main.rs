@@ -177,7 +177,7 @@ fn run_node(arg: &str) -> ExitCode {
             eprintln!("kvs: {}: {error}", path.display());
             ExitCode::from(2)
         }
-        Err(node::NodeError::Runtime(error)) => {
+        Err(error) => {
             eprintln!("kvs: {error}");
             ExitCode::from(1)
         }
@@ -188,9 +188,9 @@ async fn run_until_signal(config: Config, path: &Path) -> Result<(), node::NodeE
     use tokio::signal::unix::{SignalKind, signal};
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let mut terminate =
-        signal(SignalKind::terminate()).map_err(|e| node::NodeError::Runtime(e.to_string()))?;
+        signal(SignalKind::terminate()).map_err(node::NodeError::io("catching SIGTERM"))?;
     let mut interrupt =
-        signal(SignalKind::interrupt()).map_err(|e| node::NodeError::Runtime(e.to_string()))?;
+        signal(SignalKind::interrupt()).map_err(node::NodeError::io("catching SIGINT"))?;
     tokio::spawn(async move {
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),

@@ -44,9 +44,34 @@ pub enum NodeError {
     /// The configuration or an address/dir it names is unusable (exit code 2).
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// A failure while running (exit code 1).
-    #[error("{0}")]
-    Runtime(String),
+    /// The store failed: opening it, its node facts, closing it (exit code 1).
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// A system call failed (exit code 1).
+    #[error("{what}: {source}")]
+    Io {
+        /// What the node was doing.
+        what: &'static str,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The QUIC transport failed after binding (exit code 1).
+    #[error("sync transport: {0}")]
+    Net(#[from] kvs_net::NetError),
+    /// The membership protocol refused to start (exit code 1).
+    #[error(transparent)]
+    Cluster(ClusterError),
+    /// The first user and token could not be made (exit code 1).
+    #[error("auth bootstrap: {0}")]
+    AuthBootstrap(kvs_api::ApiError),
+}
+
+impl NodeError {
+    /// A failed system call, saying what the node was doing.
+    pub fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| Self::Io { what, source }
+    }
 }
 
 /// The node as the API sees it.
@@ -189,10 +214,7 @@ fn open_store(config: &mut Config, data_dir: &Path) -> Result<Arc<DurableStore>,
         ),
     ] {
         if value.is_empty() {
-            *value = store
-                .lmdb()
-                .meta_text_or_init(name, &fresh)
-                .map_err(|e| NodeError::Runtime(e.to_string()))?;
+            *value = store.lmdb().meta_text_or_init(name, &fresh)?;
         }
     }
     Ok(Arc::new(store))
@@ -208,17 +230,14 @@ pub async fn run(
     let data_dir: PathBuf = config.data_dir(config_path);
     let _lock = DataDirLock::acquire(&data_dir).map_err(|e| config_error("data_dir", e))?;
     let store = open_store(&mut config, &data_dir)?;
-    let joined_at = store
-        .lmdb()
-        .meta_u64_or_init("joined_at", now_ms())
-        .map_err(|e| NodeError::Runtime(e.to_string()))?;
+    let joined_at = store.lmdb().meta_u64_or_init("joined_at", now_ms())?;
     let http_addr = SocketAddr::new(config.bind_address, config.http_port);
     let listener = TcpListener::bind(http_addr)
         .await
         .map_err(|e| config_error("http_port", format!("cannot listen on {http_addr}: {e}")))?;
     let http_addr = listener
         .local_addr()
-        .map_err(|e| NodeError::Runtime(e.to_string()))?;
+        .map_err(NodeError::io("reading the HTTP address"))?;
     std::fs::write(
         crate::backup::http_addr_file(&data_dir),
         format!("{http_addr}\n"),
@@ -226,7 +245,7 @@ pub async fn run(
     .map_err(|e| config_error("data_dir", e))?;
     let advertise = config.advertise_address.unwrap_or(config.bind_address);
     let committer = GroupCommitter::start(Arc::clone(&store), now_ms)
-        .map_err(|e| NodeError::Runtime(format!("starting the commit thread: {e}")))?;
+        .map_err(NodeError::io("starting the commit thread"))?;
     let public_http = SocketAddr::new(advertise, http_addr.port());
     let (cluster, replication) = match config.clustering_enabled {
         true => {
@@ -261,7 +280,7 @@ pub async fn run(
     let api = Api::new(Arc::clone(&backend), api_config(&config)?);
     api.bootstrap_auth(&data_dir)
         .await
-        .map_err(|e| NodeError::Runtime(format!("auth bootstrap: {e}")))?;
+        .map_err(NodeError::AuthBootstrap)?;
     tracing::info!(node_id = %config.node_id, %http_addr, %gossip_addr, data_dir = %data_dir.display(), "node started");
     // Warned only once the node runs, so that a config error stays one line.
     crate::config::warn_if_exposed(config_path);
@@ -300,9 +319,7 @@ async fn finish(backend: Arc<NodeBackend>, store: &DurableStore) -> Result<(), N
         }
         Err(_) => tracing::warn!("requests still hold the node; queued writes finish as they drop"),
     }
-    store
-        .close()
-        .map_err(|e| NodeError::Runtime(e.to_string()))?;
+    store.close()?;
     tracing::info!("node stopped");
     Ok(())
 }
@@ -347,19 +364,10 @@ async fn start_clustering(
     let sync_bind = SocketAddr::new(config.bind_address, config.sync_port);
     let transport = QuicTransport::bind(sync_bind, data_dir, &secret)
         .map_err(|e| config_error("sync_port", format!("cannot listen on {sync_bind}: {e}")))?;
-    let sync_port = transport
-        .local_addr()
-        .map_err(|e| NodeError::Runtime(e.to_string()))?
-        .port();
+    let sync_port = transport.local_addr()?.port();
     let advertise = config.advertise_address.unwrap_or(config.bind_address);
-    let incarnation = store
-        .lmdb()
-        .increment_meta_u64("incarnation")
-        .map_err(|e| NodeError::Runtime(e.to_string()))?;
-    let last_sync_ms = store
-        .lmdb()
-        .meta_u64_or_init(LAST_SYNC, 0)
-        .map_err(|e| NodeError::Runtime(e.to_string()))?;
+    let incarnation = store.lmdb().increment_meta_u64("incarnation")?;
+    let last_sync_ms = store.lmdb().meta_u64_or_init(LAST_SYNC, 0)?;
     let last_sync_ms = (last_sync_ms > 0).then_some(last_sync_ms);
     let swim = config
         .swim_config()
@@ -396,7 +404,7 @@ async fn start_clustering(
         .await
         .map_err(|e| match e {
             ClusterError::Bind { .. } => NodeError::Config(ConfigError(e.to_string())),
-            ClusterError::Protocol(_) => NodeError::Runtime(e.to_string()),
+            ClusterError::Protocol(_) => NodeError::Cluster(e),
         })?;
     Ok((cluster, replication))
 }
