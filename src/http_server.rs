@@ -313,7 +313,8 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// The API's service, counting its requests in flight and telling it the client address.
+/// The API's service, counting its requests in flight and telling it the client address;
+/// each request runs in a `request` span (id, method, path with the key, client).
 struct Tracked<S> {
     inner: S,
     remote: SocketAddr,
@@ -333,13 +334,24 @@ where
     type Future = Pin<Box<dyn Future<Output = Answer<S>> + Send>>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let span = tracing::debug_span!(
+            "request",
+            id = NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            method = %request.method(),
+            path = %request.uri().path(),
+            client = %self.remote,
+        );
         request.extensions_mut().insert(ClientAddr(self.remote));
         let in_flight = self.activity.request_started();
-        let answer = self.inner.call(request);
-        Box::pin(async move {
-            let answer = answer.await;
-            drop(in_flight);
-            answer
-        })
+        let answer = span.in_scope(|| self.inner.call(request));
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let answer = answer.await;
+                drop(in_flight);
+                answer
+            },
+            span,
+        ))
     }
 }
