@@ -205,6 +205,13 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+#[cfg(feature = "heed")]
+impl From<heed::Error> for StoreError {
+    fn from(error: heed::Error) -> Self {
+        StoreError::Backend(error.to_string())
+    }
+}
+
 impl Cursor {
     /// The cursor as an opaque, URL-safe string (hex).
     pub fn encode(&self) -> String {

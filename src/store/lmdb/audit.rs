@@ -4,7 +4,7 @@ use std::ops::Bound;
 
 use kvs_sync::{AuditEntry, AuditVerdict, StoreError, verify_chain};
 
-use super::{LmdbStore, backend};
+use super::LmdbStore;
 
 /// An audit entry from its stored bytes; one that does not decode comes back with an
 /// empty hash, which no chain check accepts.
@@ -27,16 +27,15 @@ impl LmdbStore {
         since_seq: u64,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let rtxn = self.env.read_txn().map_err(backend)?;
+        let rtxn = self.env.read_txn()?;
         let from = since_seq.to_be_bytes();
         let mut out = Vec::new();
         for item in self
             .audit
-            .range(&rtxn, &(Bound::Included(&from[..]), Bound::Unbounded))
-            .map_err(backend)?
+            .range(&rtxn, &(Bound::Included(&from[..]), Bound::Unbounded))?
             .take(limit)
         {
-            let (seq, json) = item.map_err(backend)?;
+            let (seq, json) = item?;
             out.push(decode_audit(seq, json));
         }
         Ok(out)
@@ -44,32 +43,27 @@ impl LmdbStore {
 
     /// The last audit entry, if any.
     pub fn last_audit_entry(&self) -> Result<Option<AuditEntry>, StoreError> {
-        let rtxn = self.env.read_txn().map_err(backend)?;
+        let rtxn = self.env.read_txn()?;
         Ok(self
             .audit
-            .last(&rtxn)
-            .map_err(backend)?
+            .last(&rtxn)?
             .map(|(seq, json)| decode_audit(seq, json)))
     }
 
     /// Checks the whole audit chain.
     pub fn verify_audit(&self) -> Result<AuditVerdict, StoreError> {
-        let rtxn = self.env.read_txn().map_err(backend)?;
+        let rtxn = self.env.read_txn()?;
         let mut failed = None;
-        let entries = self
-            .audit
-            .iter(&rtxn)
-            .map_err(backend)?
-            .map_while(|item| match item {
-                Ok((seq, json)) => Some(decode_audit(seq, json)),
-                Err(error) => {
-                    failed = Some(error);
-                    None
-                }
-            });
+        let entries = self.audit.iter(&rtxn)?.map_while(|item| match item {
+            Ok((seq, json)) => Some(decode_audit(seq, json)),
+            Err(error) => {
+                failed = Some(error);
+                None
+            }
+        });
         let verdict = verify_chain(entries);
         match failed {
-            Some(error) => Err(backend(error)),
+            Some(error) => Err(error.into()),
             None => Ok(verdict),
         }
     }

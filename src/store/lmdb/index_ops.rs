@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use heed::{PutFlags, RwTxn};
 use kvs_sync::StoreError;
 
-use super::{Index, backend};
+use super::Index;
 
 /// The index tables, in the order their changes are applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -76,22 +76,20 @@ impl IndexOps {
             let last = match &mut current {
                 Some((open, last)) if *open == table => last,
                 _ => {
-                    let found = index.last(wtxn).map_err(backend)?;
+                    let found = index.last(wtxn)?;
                     let last = found.map(|(entry, ())| entry.to_vec());
                     &mut current.insert((table, last)).1
                 }
             };
             if !put {
-                index.delete(wtxn, &entry).map_err(backend)?;
+                index.delete(wtxn, &entry)?;
                 continue;
             }
             if last.as_ref().is_none_or(|last| entry > *last) {
-                index
-                    .put_with_flags(wtxn, PutFlags::APPEND, &entry, &())
-                    .map_err(backend)?;
+                index.put_with_flags(wtxn, PutFlags::APPEND, &entry, &())?;
                 *last = Some(entry);
             } else {
-                index.put(wtxn, &entry, &()).map_err(backend)?;
+                index.put(wtxn, &entry, &())?;
             }
         }
         Ok(())

@@ -18,7 +18,7 @@ use kvs_sync::merkle::{LEAVES, Leaf, entry_hash, leaf_of};
 use kvs_sync::{MerkleTree, StoreError, VersionId};
 
 use super::index_ops::{IndexOps, Table};
-use super::{Db, Index, backend};
+use super::{Db, Index};
 use crate::store::record;
 
 /// Leaves per stored chunk.
@@ -94,14 +94,14 @@ impl MerkleState {
     }
 
     fn read_stored(env: &Env, chunks: &Db, meta: &Db) -> Result<Option<MerkleTree>, StoreError> {
-        let rtxn = env.read_txn().map_err(backend)?;
-        let format = meta.get(&rtxn, FORMAT_KEY).map_err(backend)?;
+        let rtxn = env.read_txn()?;
+        let format = meta.get(&rtxn, FORMAT_KEY)?;
         if format != Some(&FORMAT.to_be_bytes()[..]) {
             return Ok(None);
         }
         let mut leaves = Vec::with_capacity(LEAVES);
         for chunk in 0..CHUNKS as u16 {
-            let stored = chunks.get(&rtxn, &chunk.to_be_bytes()).map_err(backend)?;
+            let stored = chunks.get(&rtxn, &chunk.to_be_bytes())?;
             match stored.and_then(decode_chunk) {
                 Some(part) => leaves.extend(part),
                 None => {
@@ -122,12 +122,12 @@ impl MerkleState {
         meta: &Db,
     ) -> Result<MerkleTree, StoreError> {
         let started = std::time::Instant::now();
-        let mut wtxn = env.write_txn().map_err(backend)?;
-        by_leaf.clear(&mut wtxn).map_err(backend)?;
+        let mut wtxn = env.write_txn()?;
+        by_leaf.clear(&mut wtxn)?;
         let mut leaves = vec![0u64; LEAVES];
         let mut entries: Vec<Vec<u8>> = Vec::new();
-        for item in kv.iter(&wtxn).map_err(backend)? {
-            let (key, bytes) = item.map_err(backend)?;
+        for item in kv.iter(&wtxn)? {
+            let (key, bytes) = item?;
             let key = std::str::from_utf8(key).map_err(|e| StoreError::Corrupt {
                 key: String::from_utf8_lossy(key).into_owned(),
                 reason: e.to_string(),
@@ -139,19 +139,14 @@ impl MerkleState {
         }
         entries.sort_unstable();
         for entry in &entries {
-            by_leaf
-                .put_with_flags(&mut wtxn, heed::PutFlags::APPEND, entry, &())
-                .map_err(backend)?;
+            by_leaf.put_with_flags(&mut wtxn, heed::PutFlags::APPEND, entry, &())?;
         }
         for (chunk, part) in leaves.chunks(CHUNK_LEAVES).enumerate() {
             let chunk = chunk as u16;
-            chunks
-                .put(&mut wtxn, &chunk.to_be_bytes(), &encode_chunk(part))
-                .map_err(backend)?;
+            chunks.put(&mut wtxn, &chunk.to_be_bytes(), &encode_chunk(part))?;
         }
-        meta.put(&mut wtxn, FORMAT_KEY, &FORMAT.to_be_bytes())
-            .map_err(backend)?;
-        wtxn.commit().map_err(backend)?;
+        meta.put(&mut wtxn, FORMAT_KEY, &FORMAT.to_be_bytes())?;
+        wtxn.commit()?;
         if !entries.is_empty() {
             tracing::info!(
                 keys = entries.len(),
@@ -195,10 +190,10 @@ impl MerkleState {
             .filter(|(_, delta)| *delta != 0)
             .collect();
         if deltas.is_empty() {
-            return wtxn.commit().map_err(backend);
+            return wtxn.commit().map_err(StoreError::from);
         }
         let written = self.apply_and_write(&mut wtxn, chunks, &deltas);
-        let committed = written.and_then(|()| wtxn.commit().map_err(backend));
+        let committed = written.and_then(|()| wtxn.commit().map_err(StoreError::from));
         if committed.is_err() {
             // XOR undoes itself: the tree goes back to what the store still holds.
             self.apply(&deltas);
@@ -230,9 +225,7 @@ impl MerkleState {
         let tree = lock(&self.tree);
         for chunk in dirty {
             let part = &tree.leaves()[chunk * CHUNK_LEAVES..(chunk + 1) * CHUNK_LEAVES];
-            chunks
-                .put(wtxn, &(chunk as u16).to_be_bytes(), &encode_chunk(part))
-                .map_err(backend)?;
+            chunks.put(wtxn, &(chunk as u16).to_be_bytes(), &encode_chunk(part))?;
         }
         Ok(())
     }
@@ -250,19 +243,16 @@ impl MerkleState {
         leaves: &[Leaf],
         decode: impl Fn(&str, &[u8]) -> Result<T, StoreError>,
     ) -> Result<Vec<(String, T)>, StoreError> {
-        let rtxn = env.read_txn().map_err(backend)?;
+        let rtxn = env.read_txn()?;
         let mut out = Vec::new();
         for &leaf in leaves {
-            for item in by_leaf
-                .prefix_iter(&rtxn, &leaf.to_be_bytes())
-                .map_err(backend)?
-            {
-                let (entry, ()) = item.map_err(backend)?;
+            for item in by_leaf.prefix_iter(&rtxn, &leaf.to_be_bytes())? {
+                let (entry, ()) = item?;
                 let key = std::str::from_utf8(&entry[2..]).map_err(|e| StoreError::Corrupt {
                     key: String::from_utf8_lossy(&entry[2..]).into_owned(),
                     reason: e.to_string(),
                 })?;
-                if let Some(bytes) = kv.get(&rtxn, key.as_bytes()).map_err(backend)? {
+                if let Some(bytes) = kv.get(&rtxn, key.as_bytes())? {
                     out.push((key.to_owned(), decode(key, bytes)?));
                 }
             }

@@ -5,13 +5,13 @@ use std::path::Path;
 
 use kvs_sync::StoreError;
 
-use super::{LmdbStore, backend};
+use super::LmdbStore;
 
 impl LmdbStore {
     /// The value of node fact `name`, storing `init` first if it has none.
     pub fn meta_u64_or_init(&self, name: &str, init: u64) -> Result<u64, StoreError> {
-        let mut wtxn = self.env.write_txn().map_err(backend)?;
-        if let Some(bytes) = self.meta.get(&wtxn, name.as_bytes()).map_err(backend)? {
+        let mut wtxn = self.env.write_txn()?;
+        if let Some(bytes) = self.meta.get(&wtxn, name.as_bytes())? {
             let bytes: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
                 key: name.to_owned(),
                 reason: "meta value is not a u64".into(),
@@ -19,25 +19,23 @@ impl LmdbStore {
             return Ok(u64::from_be_bytes(bytes));
         }
         self.meta
-            .put(&mut wtxn, name.as_bytes(), &init.to_be_bytes())
-            .map_err(backend)?;
-        wtxn.commit().map_err(backend)?;
+            .put(&mut wtxn, name.as_bytes(), &init.to_be_bytes())?;
+        wtxn.commit()?;
         Ok(init)
     }
 
     /// Sets node fact `name` to `value`.
     pub fn set_meta_u64(&self, name: &str, value: u64) -> Result<(), StoreError> {
-        let mut wtxn = self.env.write_txn().map_err(backend)?;
+        let mut wtxn = self.env.write_txn()?;
         self.meta
-            .put(&mut wtxn, name.as_bytes(), &value.to_be_bytes())
-            .map_err(backend)?;
-        wtxn.commit().map_err(backend)
+            .put(&mut wtxn, name.as_bytes(), &value.to_be_bytes())?;
+        wtxn.commit().map_err(StoreError::from)
     }
 
     /// Adds one to node fact `name` (0 when absent) and returns the new value.
     pub fn increment_meta_u64(&self, name: &str) -> Result<u64, StoreError> {
-        let mut wtxn = self.env.write_txn().map_err(backend)?;
-        let held = match self.meta.get(&wtxn, name.as_bytes()).map_err(backend)? {
+        let mut wtxn = self.env.write_txn()?;
+        let held = match self.meta.get(&wtxn, name.as_bytes())? {
             Some(bytes) => {
                 u64::from_be_bytes(bytes.try_into().map_err(|_| StoreError::Corrupt {
                     key: name.to_owned(),
@@ -48,26 +46,23 @@ impl LmdbStore {
         };
         let next = held + 1;
         self.meta
-            .put(&mut wtxn, name.as_bytes(), &next.to_be_bytes())
-            .map_err(backend)?;
-        wtxn.commit().map_err(backend)?;
+            .put(&mut wtxn, name.as_bytes(), &next.to_be_bytes())?;
+        wtxn.commit()?;
         self.sync()?;
         Ok(next)
     }
 
     /// The text of node fact `name`, storing `init` first if it has none.
     pub fn meta_text_or_init(&self, name: &str, init: &str) -> Result<String, StoreError> {
-        let mut wtxn = self.env.write_txn().map_err(backend)?;
-        if let Some(bytes) = self.meta.get(&wtxn, name.as_bytes()).map_err(backend)? {
+        let mut wtxn = self.env.write_txn()?;
+        if let Some(bytes) = self.meta.get(&wtxn, name.as_bytes())? {
             return String::from_utf8(bytes.to_vec()).map_err(|e| StoreError::Corrupt {
                 key: name.to_owned(),
                 reason: e.to_string(),
             });
         }
-        self.meta
-            .put(&mut wtxn, name.as_bytes(), init.as_bytes())
-            .map_err(backend)?;
-        wtxn.commit().map_err(backend)?;
+        self.meta.put(&mut wtxn, name.as_bytes(), init.as_bytes())?;
+        wtxn.commit()?;
         Ok(init.to_owned())
     }
 
@@ -77,8 +72,7 @@ impl LmdbStore {
     pub fn copy_to(&self, path: &Path) -> Result<(u64, u64), StoreError> {
         let file = self
             .env
-            .copy_to_path(path, heed::CompactionOption::Enabled)
-            .map_err(backend)?;
+            .copy_to_path(path, heed::CompactionOption::Enabled)?;
         file.sync_all()
             .map_err(|e| StoreError::Backend(format!("syncing {}: {e}", path.display())))?;
         let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -87,12 +81,12 @@ impl LmdbStore {
 
     /// Keys held, tombstones included.
     pub fn key_count(&self) -> Result<u64, StoreError> {
-        let rtxn = self.env.read_txn().map_err(backend)?;
-        self.kv.len(&rtxn).map_err(backend)
+        let rtxn = self.env.read_txn()?;
+        self.kv.len(&rtxn).map_err(StoreError::from)
     }
 
     /// Flushes the environment to disk.
     pub fn sync(&self) -> Result<(), StoreError> {
-        self.env.force_sync().map_err(backend)
+        self.env.force_sync().map_err(StoreError::from)
     }
 }

@@ -96,10 +96,6 @@ pub struct LmdbStore {
     options: StoreOptions,
 }
 
-fn backend(error: heed::Error) -> StoreError {
-    StoreError::Backend(error.to_string())
-}
-
 impl LmdbStore {
     /// Opens (creating if needed) the store in directory `dir`; every commit is durable.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
@@ -129,8 +125,8 @@ impl LmdbStore {
         // SAFETY: LMDB requires that an environment is opened at most once per process
         // and that its files are not modified by other means while open. The node opens
         // its data dir once, and `kvs restore` refuses to touch a running node's dir.
-        let env = unsafe { builder.open(dir) }.map_err(backend)?;
-        let wtxn = env.write_txn().map_err(backend)?;
+        let env = unsafe { builder.open(dir) }?;
+        let wtxn = env.write_txn()?;
         let ((kv, by_time, expiring, tombstones, history, meta, audit), (merkle_chunks, by_leaf)) =
             env.create_databases_and_commit(wtxn, |opener, wtxn| -> heed::Result<_> {
                 Ok(CommitOrAbort::<_, ()>::Commit((
@@ -148,8 +144,7 @@ impl LmdbStore {
                         opener.create_database::<Bytes, Unit>(wtxn, Some("by_leaf"))?,
                     ),
                 )))
-            })
-            .map_err(backend)?
+            })?
             .unwrap_commit();
         let merkle = MerkleState::load(&env, &kv, &merkle_chunks, &by_leaf, &meta)?;
         Ok(Self {
@@ -171,7 +166,7 @@ impl LmdbStore {
 
     /// Opens a write transaction that may change versions (and so the merkle tree).
     fn begin(&self) -> Result<RwTxn<'_>, StoreError> {
-        let wtxn = self.env.write_txn().map_err(backend)?;
+        let wtxn = self.env.write_txn()?;
         self.merkle.begin();
         self.index_ops.clear();
         Ok(wtxn)
@@ -204,16 +199,14 @@ impl LmdbStore {
 
     fn read(&self, txn: &RoTxn, key: &str) -> Result<Option<Version>, StoreError> {
         self.kv
-            .get(txn, key.as_bytes())
-            .map_err(backend)?
+            .get(txn, key.as_bytes())?
             .map(|bytes| record::decode(key, bytes))
             .transpose()
     }
 
     fn header(&self, txn: &RoTxn, key: &str) -> Result<Option<Header>, StoreError> {
         self.kv
-            .get(txn, key.as_bytes())
-            .map_err(backend)?
+            .get(txn, key.as_bytes())?
             .map(|bytes| record::decode_header(key, bytes))
             .transpose()
     }
@@ -228,8 +221,8 @@ impl LmdbStore {
         let end = (until.saturating_add(1)).to_be_bytes();
         let range = (Bound::Unbounded, Bound::Excluded(&end[..]));
         let mut out = Vec::new();
-        for item in index.range(txn, &range).map_err(backend)?.take(PURGE_BATCH) {
-            let (entry, ()) = item.map_err(backend)?;
+        for item in index.range(txn, &range)?.take(PURGE_BATCH) {
+            let (entry, ()) = item?;
             let (at, key) = split_index_key(entry)?;
             out.push((at, key.to_owned()));
         }
@@ -253,13 +246,13 @@ impl Store for LmdbStore {
     }
 
     fn get(&self, key: &str) -> Result<Option<Version>, StoreError> {
-        let rtxn = self.env.read_txn().map_err(backend)?;
+        let rtxn = self.env.read_txn()?;
         self.read(&rtxn, key)
     }
 
     /// One read transaction for all of `keys`.
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Version>>, StoreError> {
-        let rtxn = self.env.read_txn().map_err(backend)?;
+        let rtxn = self.env.read_txn()?;
         keys.iter().map(|key| self.read(&rtxn, key)).collect()
     }
 
@@ -270,7 +263,7 @@ impl Store for LmdbStore {
         limit: usize,
         now_ms: u64,
     ) -> Result<ListPage, StoreError> {
-        let rtxn = self.env.read_txn().map_err(backend)?;
+        let rtxn = self.env.read_txn()?;
         let start = match after {
             Some(after) if after >= prefix && !after.is_empty() => {
                 Bound::Excluded(after.as_bytes())
@@ -280,12 +273,8 @@ impl Store for LmdbStore {
             _ => Bound::Included(prefix.as_bytes()),
         };
         let mut items = Vec::new();
-        for item in self
-            .kv
-            .range(&rtxn, &(start, Bound::Unbounded))
-            .map_err(backend)?
-        {
-            let (key, bytes) = item.map_err(backend)?;
+        for item in self.kv.range(&rtxn, &(start, Bound::Unbounded))? {
+            let (key, bytes) = item?;
             if !key.starts_with(prefix.as_bytes()) || items.len() > limit {
                 break;
             }
@@ -310,7 +299,7 @@ impl Store for LmdbStore {
         limit: usize,
         now_ms: u64,
     ) -> Result<ListPage, StoreError> {
-        let rtxn = self.env.read_txn().map_err(backend)?;
+        let rtxn = self.env.read_txn()?;
         let from = index_key(since_ms, "");
         let after_key = after.map(|(ts, key)| index_key(ts, key));
         let start = match &after_key {
@@ -318,15 +307,11 @@ impl Store for LmdbStore {
             _ => Bound::Included(from.as_slice()),
         };
         let mut items = Vec::new();
-        for item in self
-            .by_time
-            .range(&rtxn, &(start, Bound::Unbounded))
-            .map_err(backend)?
-        {
+        for item in self.by_time.range(&rtxn, &(start, Bound::Unbounded))? {
             if items.len() > limit {
                 break;
             }
-            let (entry, ()) = item.map_err(backend)?;
+            let (entry, ()) = item?;
             let (_, key) = split_index_key(entry)?;
             if let Some(header) = self.header(&rtxn, key)?.filter(|h| h.is_live(now_ms)) {
                 items.push(Listed {
@@ -341,14 +326,10 @@ impl Store for LmdbStore {
     }
 
     fn history(&self, key: &str) -> Result<Vec<Version>, StoreError> {
-        let rtxn = self.env.read_txn().map_err(backend)?;
+        let rtxn = self.env.read_txn()?;
         let mut out = Vec::new();
-        for item in self
-            .history
-            .prefix_iter(&rtxn, &history_prefix(key))
-            .map_err(backend)?
-        {
-            let (_, bytes) = item.map_err(backend)?;
+        for item in self.history.prefix_iter(&rtxn, &history_prefix(key))? {
+            let (_, bytes) = item?;
             let version = record::decode(key, bytes)?;
             if version.is_tombstone() {
                 // A delete: what is older belongs to the key's previous life.
@@ -389,9 +370,7 @@ impl Store for LmdbStore {
             &self.tombstones,
             now_ms.saturating_sub(tombstone_ttl_ms),
         )? {
-            self.tombstones
-                .delete(&mut wtxn, &index_key(at, &key))
-                .map_err(backend)?;
+            self.tombstones.delete(&mut wtxn, &index_key(at, &key))?;
             changed = true;
             // Only a tombstone that is still held and past keeping goes; an index entry
             // left by an older layout is just dropped.
@@ -452,18 +431,18 @@ impl Store for LmdbStore {
         after: Option<&str>,
         max_bytes: usize,
     ) -> Result<Vec<(String, Version)>, StoreError> {
-        let rtxn = self.env.read_txn().map_err(backend)?;
+        let rtxn = self.env.read_txn()?;
         let range = match after {
             Some(after) => (Bound::Excluded(after.as_bytes()), Bound::Unbounded),
             None => (Bound::Unbounded, Bound::Unbounded),
         };
         let mut out = Vec::new();
         let mut bytes = 0;
-        for item in self.kv.range(&rtxn, &range).map_err(backend)? {
+        for item in self.kv.range(&rtxn, &range)? {
             if bytes >= max_bytes {
                 break;
             }
-            let (key, record) = item.map_err(backend)?;
+            let (key, record) = item?;
             let key = std::str::from_utf8(key).map_err(|e| StoreError::Corrupt {
                 key: String::from_utf8_lossy(key).into_owned(),
                 reason: e.to_string(),
@@ -483,13 +462,13 @@ impl Store for LmdbStore {
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {
-        let rtxn = self.env.read_txn().map_err(backend)?;
+        let rtxn = self.env.read_txn()?;
         // The pages in use, not the file's length: behind the log the data file is
         // sparse and as long as the map (256 GiB).
-        let page_size = self.kv.stat(&rtxn).map_err(backend)?.page_size;
+        let page_size = self.kv.stat(&rtxn)?.page_size;
         let pages = self.env.info().last_page_number as u64 + 1;
         Ok(StoreStats {
-            keys: self.kv.len(&rtxn).map_err(backend)?,
+            keys: self.kv.len(&rtxn)?,
             bytes: pages * u64::from(page_size),
         })
     }

@@ -10,7 +10,7 @@ use kvs_sync::{StoreError, Version, WriteOp, WriteOutcome, WriteRejected, plan_w
 use super::index_ops::Table;
 use super::keys::{history_prefix, index_key};
 use super::record::{self, Header};
-use super::{LmdbStore, Logged, Staged, backend};
+use super::{LmdbStore, Logged, Staged};
 
 impl LmdbStore {
     /// Removes `key`'s index entries for the version whose header is `old`.
@@ -43,19 +43,17 @@ impl LmdbStore {
             // Past the last key, a new key is appended without a search.
             None if self
                 .kv
-                .last(wtxn)
-                .map_err(backend)?
+                .last(wtxn)?
                 .is_none_or(|(last, _)| key.as_bytes() > last) =>
             {
                 self.kv
-                    .put_with_flags(wtxn, PutFlags::APPEND, key.as_bytes(), record)
-                    .map_err(backend)?;
+                    .put_with_flags(wtxn, PutFlags::APPEND, key.as_bytes(), record)?;
                 self.index_new(key, None, new);
                 return Ok(());
             }
             None => {}
         }
-        self.kv.put(wtxn, key.as_bytes(), record).map_err(backend)?;
+        self.kv.put(wtxn, key.as_bytes(), record)?;
         self.index_new(key, old, new);
         Ok(())
     }
@@ -106,7 +104,9 @@ impl LmdbStore {
         let mut entry = history_prefix(key);
         entry.extend_from_slice(&(!version.id.timestamp).to_be_bytes());
         entry.extend_from_slice(version.id.uuid.as_bytes());
-        self.history.put(wtxn, &entry, bytes).map_err(backend)
+        self.history
+            .put(wtxn, &entry, bytes)
+            .map_err(StoreError::from)
     }
 
     /// Drops `key`'s revisions beyond the cap.
@@ -121,13 +121,12 @@ impl LmdbStore {
     fn drop_history(&self, wtxn: &mut RwTxn, key: &str, keep: usize) -> Result<(), StoreError> {
         let stale: Vec<Vec<u8>> = self
             .history
-            .prefix_iter(wtxn, &history_prefix(key))
-            .map_err(backend)?
+            .prefix_iter(wtxn, &history_prefix(key))?
             .skip(keep)
-            .map(|item| item.map(|(k, _)| k.to_vec()).map_err(backend))
+            .map(|item| item.map(|(k, _)| k.to_vec()).map_err(StoreError::from))
             .collect::<Result<_, _>>()?;
         for entry in stale {
-            self.history.delete(wtxn, &entry).map_err(backend)?;
+            self.history.delete(wtxn, &entry)?;
         }
         Ok(())
     }
@@ -140,7 +139,7 @@ impl LmdbStore {
         held: &Header,
     ) -> Result<(), StoreError> {
         self.drop_history(wtxn, key, 0)?;
-        self.kv.delete(wtxn, key.as_bytes()).map_err(backend)?;
+        self.kv.delete(wtxn, key.as_bytes())?;
         self.merkle.note(&self.index_ops, key, Some(&held.id), None);
         Ok(())
     }
@@ -175,8 +174,7 @@ impl LmdbStore {
         let mut wtxn = self.begin()?;
         let mut last_audit = self
             .audit
-            .last(&wtxn)
-            .map_err(backend)?
+            .last(&wtxn)?
             .and_then(|(seq, _)| seq.try_into().ok().map(u64::from_be_bytes));
         let mut by_key: BTreeMap<&str, Vec<&Staged>> = BTreeMap::new();
         for item in items {
@@ -191,9 +189,7 @@ impl LmdbStore {
                         Some(last) if last >= entry.seq => PutFlags::empty(),
                         _ => PutFlags::APPEND,
                     };
-                    self.audit
-                        .put_with_flags(&mut wtxn, flags, &seq, &json)
-                        .map_err(backend)?;
+                    self.audit.put_with_flags(&mut wtxn, flags, &seq, &json)?;
                     last_audit = last_audit.max(Some(entry.seq));
                 }
             }
