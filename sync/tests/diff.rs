@@ -3,13 +3,10 @@
 //! random pairs with tombstones, TTLs and equal-timestamp conflicts, empty sides and a
 //! 100,000-key side; and the cost follows the differences.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use kvs_sync::merkle::Leaf;
-use kvs_sync::{
-    Admission, ListPage, MemoryStore, MerkleTree, PurgeStats, Store, StoreError, StoreOptions,
-    StoreStats, Version, VersionId, WriteOp, WriteOutcome, WriteRejected, exchange_locally,
-};
+use kvs_sync::conformance::{Call, Hooked};
+use kvs_sync::{Admission, MemoryStore, Store, StoreOptions, Version, VersionId, exchange_locally};
 use proptest::prelude::*;
 use uuid::Uuid;
 
@@ -162,73 +159,6 @@ fn empty_side_gets_everything(count: usize, empty_initiates: bool) {
     assert_eq!(sent, count as u64, "each version once: {exchange:?}");
 }
 
-/// A memory store that records the keys of each session merge, in arrival order.
-struct Recording {
-    inner: MemoryStore,
-    merged: Mutex<Vec<String>>,
-}
-
-impl Store for Recording {
-    fn write_batch(
-        &self,
-        ops: &[WriteOp],
-        now_ms: u64,
-    ) -> Result<Vec<Result<WriteOutcome, WriteRejected>>, StoreError> {
-        self.inner.write_batch(ops, now_ms)
-    }
-    fn get(&self, key: &str) -> Result<Option<Version>, StoreError> {
-        self.inner.get(key)
-    }
-    fn list(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-        now_ms: u64,
-    ) -> Result<ListPage, StoreError> {
-        self.inner.list(prefix, after, limit, now_ms)
-    }
-    fn list_since(
-        &self,
-        since_ms: u64,
-        after: Option<(u64, &str)>,
-        limit: usize,
-        now_ms: u64,
-    ) -> Result<ListPage, StoreError> {
-        self.inner.list_since(since_ms, after, limit, now_ms)
-    }
-    fn history(&self, key: &str) -> Result<Vec<Version>, StoreError> {
-        self.inner.history(key)
-    }
-    fn purge(&self, now_ms: u64, tombstone_ttl_ms: u64) -> Result<PurgeStats, StoreError> {
-        self.inner.purge(now_ms, tombstone_ttl_ms)
-    }
-    fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.inner.stats()
-    }
-    fn merge(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {
-        self.inner.merge(versions)
-    }
-    fn merge_from_session(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {
-        let mut merged = self.merged.lock().unwrap();
-        merged.extend(versions.iter().map(|(key, _)| key.clone()));
-        self.inner.merge_from_session(versions)
-    }
-    fn merkle(&self) -> Result<MerkleTree, StoreError> {
-        self.inner.merkle()
-    }
-    fn leaf_entries(&self, leaves: &[Leaf]) -> Result<Vec<(String, VersionId)>, StoreError> {
-        self.inner.leaf_entries(leaves)
-    }
-    fn versions_after(
-        &self,
-        after: Option<&str>,
-        max_bytes: usize,
-    ) -> Result<Vec<(String, Version)>, StoreError> {
-        self.inner.versions_after(after, max_bytes)
-    }
-}
-
 /// A side that holds nothing gets everything in key order (the order a B-tree store
 /// inserts fastest), in the one round trip of `Hello`, whichever side opened.
 #[test]
@@ -236,16 +166,21 @@ fn an_empty_side_gets_everything_in_key_order_in_one_round_trip() {
     for empty_initiates in [true, false] {
         let full = store();
         full.merge(&bulk(20_000, 1)).unwrap();
-        let empty = Recording {
-            inner: store(),
-            merged: Mutex::new(Vec::new()),
-        };
+        let merged = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&merged);
+        let empty = Hooked::new(store(), move |call| {
+            if let Call::MergeFromSession(versions) = call {
+                let mut record = record.lock().unwrap();
+                record.extend(versions.iter().map(|(key, _)| key.clone()));
+            }
+            Ok(())
+        });
         let exchange = if empty_initiates {
             exchange_locally(&empty, &full, RULES).unwrap()
         } else {
             exchange_locally(&full, &empty, RULES).unwrap()
         };
-        let merged = empty.merged.lock().unwrap().clone();
+        let merged = merged.lock().unwrap().clone();
         let mut sorted = merged.clone();
         sorted.sort_unstable();
         assert_eq!(merged.len(), 20_000, "empty_initiates: {empty_initiates}");

@@ -6,11 +6,10 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, ThreadId};
 
-use kvs_sync::merkle::Leaf;
+use kvs_sync::conformance::{Call, Hooked};
 use kvs_sync::{
-    AuditEntry, AuditVerdict, ListPage, MemoryStore, MerkleTree, Mutation, Precondition,
-    PurgeStats, Store, StoreError, StoreOptions, StoreStats, Version, VersionId, WriteOp,
-    WriteOutcome, WriteRejected,
+    AuditEntry, AuditVerdict, MemoryStore, Mutation, Precondition, Store, StoreError, StoreOptions,
+    WriteOp, WriteOutcome, WriteRejected,
 };
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -24,7 +23,8 @@ use crate::{Backend, BackupInfo, MemberInfo};
 /// no backups. Its calls that may block on a real node (scans, history, stats, the
 /// merkle tree, the audit trail, the backup list) pass its [`Gate`] first.
 struct MemoryBackend {
-    store: GatedStore,
+    store: Hooked<MemoryStore>,
+    gate: Arc<Gate>,
 }
 
 /// Where the backend's blocking calls stop while the test holds them.
@@ -83,84 +83,22 @@ impl Gate {
     }
 }
 
-/// A [`MemoryStore`] whose calls that wait on a durable store pass a [`Gate`] first.
-struct GatedStore {
-    inner: MemoryStore,
-    gate: Gate,
-}
-
-impl Store for GatedStore {
-    fn write_batch(
-        &self,
-        ops: &[WriteOp],
-        now_ms: u64,
-    ) -> Result<Vec<Result<WriteOutcome, WriteRejected>>, StoreError> {
-        self.inner.write_batch(ops, now_ms)
-    }
-
-    fn get(&self, key: &str) -> Result<Option<Version>, StoreError> {
-        self.inner.get(key)
-    }
-
-    fn list(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-        now_ms: u64,
-    ) -> Result<ListPage, StoreError> {
-        self.gate.pass()?;
-        self.inner.list(prefix, after, limit, now_ms)
-    }
-
-    fn list_since(
-        &self,
-        since_ms: u64,
-        after: Option<(u64, &str)>,
-        limit: usize,
-        now_ms: u64,
-    ) -> Result<ListPage, StoreError> {
-        self.gate.pass()?;
-        self.inner.list_since(since_ms, after, limit, now_ms)
-    }
-
-    fn history(&self, key: &str) -> Result<Vec<Version>, StoreError> {
-        self.gate.pass()?;
-        self.inner.history(key)
-    }
-
-    fn purge(&self, now_ms: u64, tombstone_ttl_ms: u64) -> Result<PurgeStats, StoreError> {
-        self.gate.pass()?;
-        self.inner.purge(now_ms, tombstone_ttl_ms)
-    }
-
-    fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.gate.pass()?;
-        self.inner.stats()
-    }
-
-    fn merge(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {
-        self.inner.merge(versions)
-    }
-
-    fn merkle(&self) -> Result<MerkleTree, StoreError> {
-        self.gate.pass()?;
-        self.inner.merkle()
-    }
-
-    fn leaf_entries(&self, leaves: &[Leaf]) -> Result<Vec<(String, VersionId)>, StoreError> {
-        self.gate.pass()?;
-        self.inner.leaf_entries(leaves)
-    }
-
-    fn versions_after(
-        &self,
-        after: Option<&str>,
-        max_bytes: usize,
-    ) -> Result<Vec<(String, Version)>, StoreError> {
-        self.gate.pass()?;
-        self.inner.versions_after(after, max_bytes)
-    }
+/// A [`MemoryStore`] whose calls that wait on a durable store pass `gate` first.
+fn gated_store(gate: Arc<Gate>) -> Hooked<MemoryStore> {
+    Hooked::new(
+        MemoryStore::new(StoreOptions::default()),
+        move |call| match call {
+            Call::List
+            | Call::ListSince
+            | Call::History
+            | Call::Purge
+            | Call::Stats
+            | Call::Merkle
+            | Call::LeafEntries
+            | Call::VersionsAfter => gate.pass(),
+            _ => Ok(()),
+        },
+    )
 }
 
 impl Backend for MemoryBackend {
@@ -191,12 +129,12 @@ impl Backend for MemoryBackend {
     }
 
     fn audit_entries(&self, _: u64, _: usize) -> Result<Option<Vec<AuditEntry>>, StoreError> {
-        self.store.gate.pass()?;
+        self.gate.pass()?;
         Ok(Some(Vec::new()))
     }
 
     fn verify_audit(&self) -> Result<Option<AuditVerdict>, StoreError> {
-        self.store.gate.pass()?;
+        self.gate.pass()?;
         Ok(Some(AuditVerdict::Intact { entries: 0 }))
     }
 
@@ -205,7 +143,7 @@ impl Backend for MemoryBackend {
     }
 
     fn list_backups(&self) -> Result<Vec<BackupInfo>, StoreError> {
-        self.store.gate.pass()?;
+        self.gate.pass()?;
         Ok(Vec::new())
     }
 
@@ -214,11 +152,10 @@ impl Backend for MemoryBackend {
 
 /// An API with auth on over an empty memory store, and its root token.
 fn api_with_root() -> (Arc<Api<MemoryBackend>>, String) {
+    let gate = Arc::new(Gate::new());
     let backend = Arc::new(MemoryBackend {
-        store: GatedStore {
-            inner: MemoryStore::new(StoreOptions::default()),
-            gate: Gate::new(),
-        },
+        store: gated_store(Arc::clone(&gate)),
+        gate,
     });
     let auth = AuthConfig::new("test-secret", false, false).expect("auth config");
     let root = auth.keys.root_token().expect("root token").token;
@@ -350,7 +287,7 @@ async fn a_request_held_in_the_store_does_not_stall_the_runtime() {
         "/auth/groups",
     ];
     for path in held_routes {
-        let (entered, release) = api.backend.store.gate.arm();
+        let (entered, release) = api.backend.gate.arm();
         let held = tokio::spawn({
             let (api, root) = (Arc::clone(&api), root.clone());
             async move { call(&api, "GET", path, None, &root).await }

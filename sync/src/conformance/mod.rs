@@ -8,8 +8,10 @@ use uuid::Uuid;
 
 use crate::store::Cursor;
 
+mod hooked;
 mod replication;
 
+pub use self::hooked::{Call, Hooked};
 pub use self::replication::*;
 use crate::{Mutation, Precondition, Store, StoreOptions, Version, WriteOp, WriteRejected};
 
