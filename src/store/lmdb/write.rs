@@ -15,16 +15,8 @@ use super::{LmdbStore, Logged, Staged};
 impl LmdbStore {
     /// Removes `key`'s index entries for the version whose header is `old`.
     fn unindex(&self, key: &str, old: &Header) {
-        if old.tombstone {
-            let at = index_key(old.dead_since().unwrap_or(old.id.timestamp), key);
-            self.index_ops.delete(Table::Tombstones, at);
-        } else {
-            self.index_ops
-                .delete(Table::ByTime, index_key(old.id.timestamp, key));
-        }
-        if let Some(expires_at) = old.expires_at {
-            self.index_ops
-                .delete(Table::Expiring, index_key(expires_at, key));
+        for (table, entry) in index_entries(key, old) {
+            self.index_ops.delete(table, entry);
         }
     }
 
@@ -62,16 +54,8 @@ impl LmdbStore {
     fn index_new(&self, key: &str, old: Option<&Header>, new: &Version) {
         self.merkle
             .note(&self.index_ops, key, old.map(|h| &h.id), Some(&new.id));
-        if new.is_tombstone() {
-            let at = index_key(new.dead_since().unwrap_or(new.id.timestamp), key);
-            self.index_ops.put(Table::Tombstones, at);
-        } else {
-            self.index_ops
-                .put(Table::ByTime, index_key(new.id.timestamp, key));
-            if let Some(expires_at) = new.expires_at {
-                self.index_ops
-                    .put(Table::Expiring, index_key(expires_at, key));
-            }
+        for (table, entry) in index_entries(key, &Header::of(new)) {
+            self.index_ops.put(table, entry);
         }
     }
 
@@ -219,4 +203,18 @@ impl LmdbStore {
         }
         self.commit(wtxn)
     }
+}
+
+/// The index entries of `key`'s version whose header is `header`: a value is in `by_time`
+/// (and in `expiring` with a TTL), a tombstone in `tombstones` from when it died.
+fn index_entries(key: &str, header: &Header) -> Vec<(Table, Vec<u8>)> {
+    if header.tombstone {
+        let since = header.dead_since().unwrap_or(header.id.timestamp);
+        return vec![(Table::Tombstones, index_key(since, key))];
+    }
+    let mut entries = vec![(Table::ByTime, index_key(header.id.timestamp, key))];
+    if let Some(expires_at) = header.expires_at {
+        entries.push((Table::Expiring, index_key(expires_at, key)));
+    }
+    entries
 }
