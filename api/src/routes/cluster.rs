@@ -86,3 +86,25 @@ impl<B: Backend> Api<B> {
 pub(super) fn openapi() -> WarpResponse {
     json_response(StatusCode::OK, OPENAPI.to_owned())
 }
+
+/// The web console, embedded at build time: one page that reads `/health`, `/members`,
+/// `/sync` and the key routes with the token pasted into it (kept in the tab's session
+/// storage only); it loads nothing from elsewhere.
+const CONSOLE: &str = include_str!("../../ui/console.html");
+
+/// `GET /ui`: the web console.
+pub(super) fn console() -> WarpResponse {
+    let mut response = WarpResponse::new(CONSOLE.into());
+    let headers = response.headers_mut();
+    headers.insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        warp::http::header::CONTENT_SECURITY_POLICY,
+        warp::http::HeaderValue::from_static(
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+        ),
+    );
+    response
+}

@@ -202,6 +202,11 @@ impl<B: Backend> Api<B> {
                 let openapi = async { Ok(cluster::openapi()) };
                 return (6, self.only_get(request, openapi).await);
             }
+            // The page needs no token: it asks for one and sends it with its own calls.
+            "/ui" | "/ui/" => {
+                let console = async { Ok(cluster::console()) };
+                return (9, self.only_get(request, console).await);
+            }
             _ => {}
         }
         let route = route_index(path);

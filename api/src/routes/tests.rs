@@ -307,3 +307,42 @@ async fn a_request_held_in_the_store_does_not_stall_the_runtime() {
         assert_eq!(status, 200, "GET {path}: {body}");
     }
 }
+
+#[tokio::test]
+async fn the_console_is_served_without_a_token_and_loads_nothing_from_elsewhere() {
+    let (api, _root) = api_with_root();
+    let response = warp::test::request()
+        .method("GET")
+        .path("/ui")
+        .reply(&api.filter())
+        .await;
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"].to_str().unwrap();
+    assert_eq!(content_type, "text/html; charset=utf-8");
+    let page = std::str::from_utf8(response.body()).unwrap();
+    assert!(page.contains("<title>kvs console</title>"));
+    for route in [
+        "/members",
+        "/sync",
+        "/kv?",
+        "/meta/",
+        "/history/",
+        "/health",
+    ] {
+        assert!(page.contains(route), "the console reads {route}");
+    }
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "nothing from elsewhere"
+    );
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    let posted = warp::test::request()
+        .method("POST")
+        .path("/ui")
+        .reply(&api.filter())
+        .await;
+    assert_eq!(posted.status(), 405);
+}
