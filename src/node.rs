@@ -104,6 +104,10 @@ impl Backend for NodeBackend {
         self.store.as_ref()
     }
 
+    fn watch(&self) -> Option<tokio::sync::broadcast::Receiver<kvs_sync::Change>> {
+        Some(self.store.watch())
+    }
+
     async fn write(&self, op: WriteOp) -> Result<Result<WriteOutcome, WriteRejected>, StoreError> {
         let key = op.key.clone();
         let result = self.committer.write(op).await;

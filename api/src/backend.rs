@@ -90,6 +90,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Extra Prometheus text lines (membership, sync) appended to `/metrics`.
     fn extra_metrics(&self, out: &mut String);
 
+    /// Every change from now on as the store makes it visible (`GET /watch`); `None`
+    /// where the backend cannot stream them (`/watch` then answers `503`).
+    fn watch(&self) -> Option<tokio::sync::broadcast::Receiver<kvs_sync::Change>> {
+        None
+    }
+
     /// Whether the node has not completed its first sync with a peer yet (`/health`
     /// then says `syncing`); a node without peers to expect never is.
     fn syncing(&self) -> bool {

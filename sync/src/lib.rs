@@ -36,7 +36,8 @@ pub use session::{
 };
 pub use status::{PeerStatus, SyncStatus};
 pub use store::{
-    Cursor, ListPage, Listed, PurgeStats, Store, StoreError, StoreOptions, StoreStats, WriteOutcome,
+    Change, Cursor, ListPage, Listed, PurgeStats, Store, StoreError, StoreOptions, StoreStats,
+    WriteOutcome,
 };
 pub use version::{Version, VersionId};
 pub use write::{Mutation, Precondition, WriteOp, WriteRejected, plan_write};

@@ -92,6 +92,28 @@ impl ListPage {
     }
 }
 
+/// A version that became a key's current one on a store: what `/watch` streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The key.
+    pub key: String,
+    /// Its new version (a tombstone for a delete or an expiry).
+    pub version: Version,
+    /// Whether the key expired (its tombstone was written by a purge, not a delete).
+    pub expired: bool,
+}
+
+impl Change {
+    /// The event name: `put`, `delete` or `expire`.
+    pub fn kind(&self) -> &'static str {
+        match (self.expired, self.version.is_tombstone()) {
+            (true, _) => "expire",
+            (false, true) => "delete",
+            (false, false) => "put",
+        }
+    }
+}
+
 /// What a purge removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PurgeStats {

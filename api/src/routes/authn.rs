@@ -176,15 +176,7 @@ impl<B: Backend> Api<B> {
         caller: &Caller,
         operation: Operation<'_>,
     ) -> Result<(), ApiError> {
-        let (Caller::Checked { principal, .. }, Some(auth)) = (caller, &self.config.auth) else {
-            return Ok(());
-        };
-        authorize(&AccessRequest {
-            principal,
-            operation,
-            anonymous: auth.anonymous,
-        })
-        .map_err(ApiError::from)
+        authorize_under(self.config.auth.as_ref(), caller, operation)
     }
 
     /// The metadata of the nearest existing (live) ancestor of `key`, which decides
@@ -203,4 +195,21 @@ impl<B: Backend> Api<B> {
         }
         Ok(None)
     }
+}
+
+/// Whether `caller` may do `operation` under `auth` (none: auth is off, all may).
+pub(crate) fn authorize_under(
+    auth: Option<&AuthConfig>,
+    caller: &Caller,
+    operation: Operation<'_>,
+) -> Result<(), ApiError> {
+    let (Caller::Checked { principal, .. }, Some(auth)) = (caller, auth) else {
+        return Ok(());
+    };
+    authorize(&AccessRequest {
+        principal,
+        operation,
+        anonymous: auth.anonymous,
+    })
+    .map_err(ApiError::from)
 }

@@ -24,6 +24,7 @@ mod records;
 mod request;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -287,6 +288,7 @@ impl<B: Backend> Api<B> {
             }
             "/members" => self.only_get(request, async { self.members(caller) }).await,
             "/sync" => self.only_get(request, self.sync(caller)).await,
+            "/watch" => self.only_get(request, self.watch(request, caller)).await,
             "/audit" => {
                 self.only_get(request, self.audit_entries(&request.query))
                     .await

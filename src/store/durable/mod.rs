@@ -18,8 +18,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use kvs_sync::{
-    AuditEntry, AuditVerdict, GENESIS_HASH, ListPage, PurgeStats, Store, StoreError, StoreOptions,
-    StoreStats, Version, WriteOp, WriteOutcome, WriteRejected, plan_write,
+    AuditEntry, AuditVerdict, Change, GENESIS_HASH, ListPage, PurgeStats, Store, StoreError,
+    StoreOptions, StoreStats, Version, WriteOp, WriteOutcome, WriteRejected, plan_write,
 };
 
 use super::LmdbStore;
@@ -34,6 +34,9 @@ use self::applier::{APPLY_BATCH, APPLY_BYTES, Pending, Shared, apply_loop};
 use self::staging::{AuditHead, Batch, Durability, Log};
 #[cfg(test)]
 mod tests;
+
+/// Changes a watcher may fall behind before it is told it lagged (and must resume).
+const WATCH_BUFFER: usize = 8192;
 
 /// The error of every write once the log is broken (see `Log::broken`).
 fn broken_log(reason: &str) -> StoreError {
@@ -52,6 +55,8 @@ pub struct DurableStore {
     compress_from: Option<usize>,
     /// Whether accepted writes append to the audit trail.
     audit: bool,
+    /// Every version as it becomes visible (see [`Self::watch`]).
+    changes: tokio::sync::broadcast::Sender<Change>,
 }
 
 impl DurableStore {
@@ -136,7 +141,15 @@ impl DurableStore {
             applier: Mutex::new(Some(applier)),
             compress_from: options.compression_min_bytes,
             audit: audit_enabled,
+            changes: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
         })
+    }
+
+    /// Every version from now on as it becomes visible to readers (a write, a merge from a
+    /// peer, an expiry), in the order readers see them. A receiver that falls more than
+    /// [`WATCH_BUFFER`] changes behind is told it lagged; writers never wait for one.
+    pub fn watch(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.changes.subscribe()
     }
 
     /// The LMDB store underneath (node facts live there).
@@ -364,6 +377,13 @@ impl DurableStore {
         pending.accepted = last;
         for (seq, item) in accepted {
             if let Logged::Version(staged) = &item {
+                // Sent under the overlay's lock, so that changes go out in the order
+                // readers see them (no receiver: nothing to do).
+                let _ = self.changes.send(Change {
+                    key: staged.key.clone(),
+                    version: staged.version.clone(),
+                    expired: false,
+                });
                 pending
                     .latest
                     .insert(staged.key.clone(), (seq, staged.version.clone()));
@@ -554,7 +574,20 @@ impl Store for DurableStore {
 
     fn purge(&self, now_ms: u64, tombstone_ttl_ms: u64) -> Result<PurgeStats, StoreError> {
         self.caught_up();
-        self.lmdb.purge(now_ms, tombstone_ttl_ms)
+        let mut expired = Vec::new();
+        let stats = self
+            .lmdb
+            .purge_with(now_ms, tombstone_ttl_ms, &mut |key, tombstone| {
+                expired.push((key.to_owned(), tombstone.clone()));
+            })?;
+        for (key, version) in expired {
+            let _ = self.changes.send(Change {
+                key,
+                version,
+                expired: true,
+            });
+        }
+        Ok(stats)
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {

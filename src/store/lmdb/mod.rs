@@ -211,6 +211,67 @@ impl LmdbStore {
             .transpose()
     }
 
+    /// [`Store::purge`], telling `on_expired` of each expired key with the tombstone that
+    /// replaces its value (before the commit: on an error, nothing was purged).
+    pub fn purge_with(
+        &self,
+        now_ms: u64,
+        tombstone_ttl_ms: u64,
+        on_expired: &mut dyn FnMut(&str, &Version),
+    ) -> Result<PurgeStats, StoreError> {
+        let mut wtxn = self.begin()?;
+        let mut stats = PurgeStats::default();
+        let mut changed = false;
+        for (_, key) in self.due(&wtxn, &self.expiring, now_ms)? {
+            let Some(held) = self.read(&wtxn, &key)? else {
+                continue;
+            };
+            if held.is_expired(now_ms) && !held.is_tombstone() {
+                let tombstone = Version {
+                    data: None,
+                    ..held.clone()
+                };
+                let record = record::encode(&tombstone, self.options.compression_min_bytes)?;
+                self.replace(
+                    &mut wtxn,
+                    &key,
+                    Some(&Header::of(&held)),
+                    &tombstone,
+                    &record,
+                )?;
+                on_expired(&key, &tombstone);
+                stats.expired += 1;
+            }
+        }
+        self.flush_indexes(&mut wtxn)?;
+        for (at, key) in self.due(
+            &wtxn,
+            &self.tombstones,
+            now_ms.saturating_sub(tombstone_ttl_ms),
+        )? {
+            self.tombstones.delete(&mut wtxn, &index_key(at, &key))?;
+            changed = true;
+            // Only a tombstone that is still held and past keeping goes; an index entry
+            // left by an older layout is just dropped.
+            match self.header(&wtxn, &key)? {
+                Some(held)
+                    if held.tombstone
+                        && held.dead_since().is_some_and(|since| {
+                            since.saturating_add(tombstone_ttl_ms) <= now_ms
+                        }) =>
+                {
+                    self.forget(&mut wtxn, &key, &held)?;
+                    stats.tombstones += 1;
+                }
+                _ => {}
+            }
+        }
+        if changed || stats != PurgeStats::default() {
+            self.commit(wtxn)?;
+        }
+        Ok(stats)
+    }
+
     /// Index entries of `index` at or before `until`, at most [`PURGE_BATCH`].
     fn due(
         &self,
@@ -341,56 +402,7 @@ impl Store for LmdbStore {
     }
 
     fn purge(&self, now_ms: u64, tombstone_ttl_ms: u64) -> Result<PurgeStats, StoreError> {
-        let mut wtxn = self.begin()?;
-        let mut stats = PurgeStats::default();
-        let mut changed = false;
-        for (_, key) in self.due(&wtxn, &self.expiring, now_ms)? {
-            let Some(held) = self.read(&wtxn, &key)? else {
-                continue;
-            };
-            if held.is_expired(now_ms) && !held.is_tombstone() {
-                let tombstone = Version {
-                    data: None,
-                    ..held.clone()
-                };
-                let record = record::encode(&tombstone, self.options.compression_min_bytes)?;
-                self.replace(
-                    &mut wtxn,
-                    &key,
-                    Some(&Header::of(&held)),
-                    &tombstone,
-                    &record,
-                )?;
-                stats.expired += 1;
-            }
-        }
-        self.flush_indexes(&mut wtxn)?;
-        for (at, key) in self.due(
-            &wtxn,
-            &self.tombstones,
-            now_ms.saturating_sub(tombstone_ttl_ms),
-        )? {
-            self.tombstones.delete(&mut wtxn, &index_key(at, &key))?;
-            changed = true;
-            // Only a tombstone that is still held and past keeping goes; an index entry
-            // left by an older layout is just dropped.
-            match self.header(&wtxn, &key)? {
-                Some(held)
-                    if held.tombstone
-                        && held.dead_since().is_some_and(|since| {
-                            since.saturating_add(tombstone_ttl_ms) <= now_ms
-                        }) =>
-                {
-                    self.forget(&mut wtxn, &key, &held)?;
-                    stats.tombstones += 1;
-                }
-                _ => {}
-            }
-        }
-        if changed || stats != PurgeStats::default() {
-            self.commit(wtxn)?;
-        }
-        Ok(stats)
+        self.purge_with(now_ms, tombstone_ttl_ms, &mut |_, _| {})
     }
 
     fn merge(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {

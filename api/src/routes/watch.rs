@@ -1,0 +1,214 @@
+//! `GET /watch?prefix=P&since=T`: every change under a prefix as Server-Sent Events.
+//!
+//! Each event is `event: put|delete|expire`, `id: <timestamp>.<uuid>` and
+//! `data: {"key","uuid","timestamp","data"?}`, sent only to a caller who may read the key
+//! under that version's metadata (the reserved `_` keys never). The stream subscribes to
+//! the store's changes first and then, with `since` (or a `Last-Event-ID` to resume
+//! from), sends the keys written at or after that time as they are now (from the time
+//! index, so deletions made while a client was away are not replayed; the event resumed
+//! after is not sent again), so nothing written meanwhile falls between the two; a change
+//! seen in both is sent once. A client
+//! that falls more than the store's buffer behind gets `event: resume` with the id to
+//! resume from, and the stream ends: writers never wait for a watcher.
+
+use std::collections::HashSet;
+
+use futures_util::{Stream, StreamExt, stream};
+use kvs_sync::{Change, Cursor, Store, Version};
+use tokio::sync::broadcast::Receiver;
+use tokio::sync::broadcast::error::RecvError;
+use warp::Reply;
+use warp::sse::Event;
+
+use super::authn::{AuthConfig, Caller, authorize_under, key_meta};
+
+use super::{Api, Handled, Request};
+use crate::auth::Operation;
+use crate::{ApiError, Backend};
+
+/// Keys of the backlog read per page.
+const BACKLOG_PAGE: usize = 1000;
+
+/// Who watches what.
+#[derive(Clone)]
+struct Watcher {
+    prefix: String,
+    caller: Caller,
+    auth: Option<AuthConfig>,
+}
+
+impl Watcher {
+    /// Whether the caller sees `version` of `key`.
+    fn sees(&self, key: &str, version: &Version) -> bool {
+        key.starts_with(&self.prefix)
+            && !key.starts_with('_')
+            && (self.caller.passes_all()
+                || authorize_under(
+                    self.auth.as_ref(),
+                    &self.caller,
+                    Operation::Read(Some(&key_meta(version))),
+                )
+                .is_ok())
+    }
+}
+
+/// The event id of `version`: its timestamp and uuid.
+fn event_id(version: &Version) -> String {
+    format!("{}.{}", version.id.timestamp, version.id.uuid)
+}
+
+/// One change as an SSE event.
+fn event(key: &str, version: &Version, kind: &str) -> Event {
+    let mut data = serde_json::json!({
+        "key": key,
+        "uuid": version.id.uuid.to_string(),
+        "timestamp": version.id.timestamp,
+    });
+    if let Some(value) = &version.data {
+        let parsed: serde_json::Value =
+            serde_json::from_str(value).unwrap_or(serde_json::Value::Null);
+        data["data"] = parsed;
+    }
+    Event::default()
+        .id(event_id(version))
+        .event(kind)
+        .data(data.to_string())
+}
+
+impl<B: Backend> Api<B> {
+    /// `GET /watch`.
+    pub(super) async fn watch(&self, request: &Request<'_>, caller: &Caller) -> Handled {
+        self.authorize(caller, Operation::List)?;
+        let prefix = request.query.get("prefix").unwrap_or("").to_owned();
+        let last_id = match request.headers.get("last-event-id") {
+            Some(id) => Some(
+                id.to_str()
+                    .ok()
+                    .filter(|id| {
+                        id.split_once('.')
+                            .is_some_and(|(ms, _)| ms.parse::<u64>().is_ok())
+                    })
+                    .ok_or_else(|| ApiError::bad_request("Last-Event-ID is not valid"))?
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        let resume = last_id
+            .as_deref()
+            .and_then(|id| id.split_once('.'))
+            .and_then(|(ms, _)| ms.parse::<u64>().ok());
+        let since = match (resume, request.query.get("since")) {
+            (Some(ms), _) => Some(ms),
+            (None, Some(since)) => Some(
+                since
+                    .parse::<u64>()
+                    .map_err(|_| ApiError::bad_request("since must be a time in Unix ms"))?,
+            ),
+            (None, None) => None,
+        };
+        let live = self
+            .backend
+            .watch()
+            .ok_or_else(|| ApiError::unavailable("this node cannot stream changes"))?;
+        let watcher = Watcher {
+            prefix,
+            caller: caller.clone(),
+            auth: self.config.auth.clone(),
+        };
+        let backlog = match since {
+            Some(since) => {
+                let watcher = watcher.clone();
+                self.blocking(move |backend| backlog(backend.store(), &watcher, since))
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        // The event the client resumes after was delivered: it is not sent again.
+        let backlog: Vec<(String, Version)> = backlog
+            .into_iter()
+            .filter(|(_, version)| Some(event_id(version)) != last_id)
+            .collect();
+        let mut sent: HashSet<String> = backlog.iter().map(|(_, v)| event_id(v)).collect();
+        sent.extend(last_id);
+        let first =
+            stream::iter(backlog.into_iter().map(|(key, version)| {
+                Ok::<_, std::convert::Infallible>(event(&key, &version, "put"))
+            }));
+        let events = first.chain(live_events(live, watcher, sent));
+        Ok(warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response())
+    }
+}
+
+/// The keys under the watcher's prefix written at or after `since`, as they are now, in
+/// time order.
+fn backlog(
+    store: &dyn Store,
+    watcher: &Watcher,
+    since: u64,
+) -> Result<Vec<(String, Version)>, ApiError> {
+    let mut out = Vec::new();
+    let mut cursor: Option<(u64, String)> = None;
+    loop {
+        let after = cursor.as_ref().map(|(at, key)| (*at, key.as_str()));
+        let page = store.list_since(since, after, BACKLOG_PAGE, now_ms())?;
+        for listed in &page.items {
+            if let Some(version) = store.get(&listed.key)?
+                && !version.is_tombstone()
+                && watcher.sees(&listed.key, &version)
+            {
+                out.push((listed.key.clone(), version));
+            }
+        }
+        match page.next {
+            Some(Cursor::Time(at, key)) => cursor = Some((at, key)),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// The wall clock in Unix ms (listings leave out what expired before it).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The live changes the watcher sees, minus those the backlog sent; a lagging receiver
+/// ends the stream with a `resume` event.
+fn live_events(
+    live: Receiver<Change>,
+    watcher: Watcher,
+    sent: HashSet<String>,
+) -> impl Stream<Item = Result<Event, std::convert::Infallible>> + Send {
+    stream::unfold(
+        (live, watcher, sent, None::<String>, false),
+        |(mut live, watcher, sent, mut last, ended)| async move {
+            if ended {
+                return None;
+            }
+            loop {
+                match live.recv().await {
+                    Ok(change) => {
+                        let id = event_id(&change.version);
+                        if sent.contains(&id) || !watcher.sees(&change.key, &change.version) {
+                            continue;
+                        }
+                        last = Some(id);
+                        let event = event(&change.key, &change.version, change.kind());
+                        return Some((Ok(event), (live, watcher, sent, last, false)));
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        let data = serde_json::json!({
+                            "error": "lagged",
+                            "message": "this watcher fell behind; reconnect with Last-Event-ID",
+                            "last_event_id": last,
+                        });
+                        let event = Event::default().event("resume").data(data.to_string());
+                        return Some((Ok(event), (live, watcher, sent, last, true)));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        },
+    )
+}

@@ -1,0 +1,152 @@
+//! `GET /watch` against a real node: live puts, deletes and expiries under a prefix, a
+//! backlog from `since`, and a resume from `Last-Event-ID` that repeats nothing.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{Node, PLAIN};
+use serde_json::Value;
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+struct Event {
+    id: Option<String>,
+    kind: String,
+    data: Value,
+}
+
+/// Opens `GET path` on `node` and returns its events as they arrive.
+fn watch(node: &Node, path: &str, headers: &[(&str, &str)]) -> mpsc::Receiver<Event> {
+    let addr = node.base.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).expect("connect");
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("send");
+    let (events, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        let reader = BufReader::new(stream);
+        let (mut id, mut kind, mut data) = (None, String::new(), String::new());
+        for line in reader.lines() {
+            let Ok(line) = line else { return };
+            if let Some(value) = line.strip_prefix("id:") {
+                id = Some(value.trim().to_owned());
+            } else if let Some(value) = line.strip_prefix("event:") {
+                kind = value.trim().to_owned();
+            } else if let Some(value) = line.strip_prefix("data:") {
+                data.push_str(value.trim());
+            } else if line.is_empty() && !kind.is_empty() {
+                let data = serde_json::from_str(&data).unwrap_or(Value::Null);
+                let event = Event {
+                    id: id.take(),
+                    kind: std::mem::take(&mut kind),
+                    data,
+                };
+                if events.send(event).is_err() {
+                    return;
+                }
+            } else if line.is_empty() {
+                data.clear();
+            }
+        }
+    });
+    received
+}
+
+/// The next event, waiting generously.
+fn next(events: &mpsc::Receiver<Event>) -> Event {
+    events
+        .recv_timeout(Duration::from_secs(20))
+        .expect("an event within 20 s")
+}
+
+/// Whether no event arrives within a short while.
+fn quiet(events: &mpsc::Receiver<Event>) -> bool {
+    events.recv_timeout(Duration::from_millis(500)).is_err()
+}
+
+#[test]
+fn puts_deletes_and_expiries_under_the_prefix_stream_live() {
+    let node = Node::start(PLAIN);
+    let events = watch(&node, "/watch?prefix=w/", &[]);
+    // The stream is open once a first write outside the prefix went unnoticed.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(node.put("/kv/other/x", "1").status, 201);
+    assert_eq!(node.put("/kv/w/a", r#"{"n":1}"#).status, 201);
+    let put = next(&events);
+    assert_eq!(put.kind, "put");
+    assert_eq!(put.data["key"], "w/a");
+    assert_eq!(put.data["data"], serde_json::json!({"n": 1}));
+    let written = node.get("/kv/w/a").json();
+    assert_eq!(put.data["uuid"], written["uuid"]);
+    assert_eq!(put.data["timestamp"], written["timestamp"]);
+    assert!(
+        put.id
+            .as_deref()
+            .unwrap()
+            .starts_with(&written["timestamp"].to_string())
+    );
+    assert_eq!(node.delete("/kv/w/a").status, 204);
+    let deleted = next(&events);
+    assert_eq!(
+        (deleted.kind.as_str(), &deleted.data["key"]),
+        ("delete", &Value::from("w/a"))
+    );
+    assert!(deleted.data.get("data").is_none(), "{:?}", deleted.data);
+    assert_eq!(node.put("/kv/w/short?ttl=1s", "2").status, 201);
+    assert_eq!(next(&events).kind, "put");
+    let expired = next(&events);
+    assert_eq!(
+        (expired.kind.as_str(), &expired.data["key"]),
+        ("expire", &Value::from("w/short"))
+    );
+    assert!(quiet(&events), "nothing from outside the prefix");
+}
+
+#[test]
+fn since_sends_the_backlog_and_last_event_id_resumes_without_repeats() {
+    let node = Node::start(PLAIN);
+    assert_eq!(node.put("/kv/r/1", "1").status, 201);
+    assert_eq!(node.put("/kv/r/2", "2").status, 201);
+    let events = watch(&node, "/watch?prefix=r/&since=0", &[]);
+    let first = next(&events);
+    let second = next(&events);
+    assert_eq!(
+        (&first.data["key"], &second.data["key"]),
+        (&Value::from("r/1"), &Value::from("r/2"))
+    );
+    // Resume after the first: the second comes again (it is at or after that time) but
+    // the first does not.
+    let resumed = watch(
+        &node,
+        "/watch?prefix=r/",
+        &[("Last-Event-ID", first.id.as_deref().unwrap())],
+    );
+    let mut keys = vec![next(&resumed).data["key"].clone()];
+    while let Ok(event) = resumed.recv_timeout(Duration::from_millis(500)) {
+        keys.push(event.data["key"].clone());
+    }
+    assert!(keys.contains(&Value::from("r/2")), "{keys:?}");
+    assert_eq!(
+        keys.iter().filter(|k| k.as_str() == Some("r/2")).count(),
+        1,
+        "{keys:?}"
+    );
+    assert_eq!(node.put("/kv/r/3", "3").status, 201);
+    assert_eq!(next(&resumed).data["key"], "r/3");
+}
+
+#[test]
+fn a_bad_last_event_id_or_since_is_refused() {
+    let node = Node::start(PLAIN);
+    let answer = node.request("GET", "/watch?since=yesterday", None, &[]);
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    let answer = node.request("GET", "/watch", None, &[("Last-Event-ID", "nonsense")]);
+    assert_eq!(answer.status, 400, "{}", answer.body);
+}
