@@ -1,4 +1,5 @@
-//! The command-line client: `kvs get|put|del|ls|members` against a node's HTTP API.
+//! The command-line client: `kvs get|put|del|ls|members` against a node's HTTP API
+//! (`kvs watch` is in `watch.rs`).
 
 use std::process::ExitCode;
 
@@ -22,7 +23,7 @@ const KEY_ESCAPES: &AsciiSet = &CONTROLS
     .add(b'{')
     .add(b'}');
 /// Characters escaped in a query value.
-const QUERY_ESCAPES: &AsciiSet = &KEY_ESCAPES.add(b'&').add(b'=').add(b'+').add(b'/');
+pub(crate) const QUERY_ESCAPES: &AsciiSet = &KEY_ESCAPES.add(b'&').add(b'=').add(b'+').add(b'/');
 
 /// Where the node is and who is asking.
 #[derive(Args, Debug, Clone)]

@@ -72,6 +72,27 @@ impl Connection {
         body: Option<Bytes>,
         token: Option<&str>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        let response = self.start(method, path, body, token, &[]).await?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?
+            .to_bytes();
+        Ok((status, body))
+    }
+
+    /// Sends one request and returns the response as it starts, its body still to read
+    /// (a stream such as `/watch`); `headers` are added to the request.
+    pub async fn start(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -82,6 +103,9 @@ impl Connection {
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         let request = request
             .body(Full::new(body.unwrap_or_default()))
             .map_err(|e| ClientError::Http(e.to_string()))?;
@@ -89,19 +113,10 @@ impl Connection {
             .ready()
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        let response = self
-            .sender
+        self.sender
             .send_request(request)
             .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?
-            .to_bytes();
-        Ok((status, body))
+            .map_err(|e| ClientError::Http(e.to_string()))
     }
 }
 

@@ -24,3 +24,4 @@ pub mod init;
 pub mod node;
 pub mod private_files;
 pub mod store;
+pub mod watch;

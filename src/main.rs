@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use kvs::config::{Config, load_or_create};
-use kvs::{backup, bench, client, daemon, init, node};
+use kvs::{backup, bench, client, daemon, init, node, watch};
 
 /// mimalloc: the node's threads hand buffers to each other (HTTP workers, the commit
 /// thread, the applier), and glibc's malloc pays for every cross-thread free.
@@ -91,6 +91,9 @@ enum Command {
     Ls(client::ListArgs),
     /// Show the cluster's members.
     Members(client::Target),
+    /// Print changes under a prefix as they happen, one JSON line each (resumes after a
+    /// disconnect).
+    Watch(watch::WatchArgs),
     /// Load-test a running node.
     Bench(bench::BenchArgs),
 }
@@ -140,6 +143,7 @@ fn main() -> ExitCode {
         Command::Del(args) => client::del(args),
         Command::Ls(args) => client::ls(args),
         Command::Members(args) => client::members(args),
+        Command::Watch(args) => watch::watch(args),
         Command::Bench(args) => bench::run(args),
     }
 }

@@ -150,3 +150,50 @@ fn a_bad_last_event_id_or_since_is_refused() {
     let answer = node.request("GET", "/watch", None, &[("Last-Event-ID", "nonsense")]);
     assert_eq!(answer.status, 400, "{}", answer.body);
 }
+
+#[test]
+fn kvs_watch_prints_each_change_as_a_json_line() {
+    let node = Node::start(PLAIN);
+    let mut watcher = std::process::Command::new(common::kvs_bin())
+        .args(["watch", "cli/", "--addr", &node.base])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kvs watch");
+    let stdout = watcher.stdout.take().unwrap();
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Writes until the watcher is connected and prints the first one it sees.
+    let mut printed = None;
+    for n in 0..100 {
+        assert_eq!(node.put(&format!("/kv/cli/{n}"), "7").status, 201);
+        if let Ok(line) = received.recv_timeout(Duration::from_millis(200)) {
+            printed = Some(line);
+            break;
+        }
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let line: Value = serde_json::from_str(&printed.expect("a line")).unwrap();
+    assert_eq!(line["event"], "put");
+    assert!(line["key"].as_str().unwrap().starts_with("cli/"), "{line}");
+    assert_eq!(line["data"], 7);
+}
+
+#[test]
+fn kvs_watch_without_a_token_on_an_auth_node_exits_1() {
+    let node = Node::start("clustering_enabled: false\n");
+    let output = std::process::Command::new(common::kvs_bin())
+        .args(["watch", "x/", "--addr", &node.base, "--token", ""])
+        .env_remove("KVS_TOKEN")
+        .output()
+        .expect("kvs watch");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("401"));
+}
