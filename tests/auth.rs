@@ -12,6 +12,8 @@ mod history;
 mod matrix;
 #[path = "auth/tokens.rs"]
 mod tokens;
+#[path = "auth/watch.rs"]
+mod watch;
 
 use common::{Answer, Node};
 use serde_json::{Value, json};

@@ -3,73 +3,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::sse::{next, quiet, watch};
 use common::{Node, PLAIN};
 use serde_json::Value;
-
-/// One server-sent event.
-#[derive(Debug, Clone)]
-struct Event {
-    id: Option<String>,
-    kind: String,
-    data: Value,
-}
-
-/// Opens `GET path` on `node` and returns its events as they arrive.
-fn watch(node: &Node, path: &str, headers: &[(&str, &str)]) -> mpsc::Receiver<Event> {
-    let addr = node.base.trim_start_matches("http://").to_owned();
-    let mut stream = TcpStream::connect(&addr).expect("connect");
-    let mut head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).expect("send");
-    let (events, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        let reader = BufReader::new(stream);
-        let (mut id, mut kind, mut data) = (None, String::new(), String::new());
-        for line in reader.lines() {
-            let Ok(line) = line else { return };
-            if let Some(value) = line.strip_prefix("id:") {
-                id = Some(value.trim().to_owned());
-            } else if let Some(value) = line.strip_prefix("event:") {
-                kind = value.trim().to_owned();
-            } else if let Some(value) = line.strip_prefix("data:") {
-                data.push_str(value.trim());
-            } else if line.is_empty() && !kind.is_empty() {
-                let data = serde_json::from_str(&data).unwrap_or(Value::Null);
-                let event = Event {
-                    id: id.take(),
-                    kind: std::mem::take(&mut kind),
-                    data,
-                };
-                if events.send(event).is_err() {
-                    return;
-                }
-            } else if line.is_empty() {
-                data.clear();
-            }
-        }
-    });
-    received
-}
-
-/// The next event, waiting generously.
-fn next(events: &mpsc::Receiver<Event>) -> Event {
-    events
-        .recv_timeout(Duration::from_secs(20))
-        .expect("an event within 20 s")
-}
-
-/// Whether no event arrives within a short while.
-fn quiet(events: &mpsc::Receiver<Event>) -> bool {
-    events.recv_timeout(Duration::from_millis(500)).is_err()
-}
 
 #[test]
 fn puts_deletes_and_expiries_under_the_prefix_stream_live() {

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod readme;
+pub mod sse;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
