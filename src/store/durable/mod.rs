@@ -35,8 +35,10 @@ use self::staging::{AuditHead, Batch, Durability, Log};
 #[cfg(test)]
 mod tests;
 
-/// Changes a watcher may fall behind before it is told it lagged (and must resume).
-const WATCH_BUFFER: usize = 8192;
+/// Changes a watcher may fall behind before it is told it lagged (and must resume);
+/// the buffer holds their values, so it stays small (1,024 values of at most
+/// `max_value_bytes`).
+const WATCH_BUFFER: usize = 1024;
 
 /// The error of every write once the log is broken (see `Log::broken`).
 fn broken_log(reason: &str) -> StoreError {
@@ -373,17 +375,20 @@ impl DurableStore {
         let Some(&(last, _)) = accepted.last() else {
             return;
         };
+        let watched = self.changes.receiver_count() > 0;
         let mut pending = self.shared.lock();
         pending.accepted = last;
         for (seq, item) in accepted {
             if let Logged::Version(staged) = &item {
-                // Sent under the overlay's lock, so that changes go out in the order
-                // readers see them (no receiver: nothing to do).
-                let _ = self.changes.send(Change {
-                    key: staged.key.clone(),
-                    version: staged.version.clone(),
-                    expired: false,
-                });
+                if watched {
+                    // Sent under the overlay's lock, so that changes go out in the order
+                    // readers see them.
+                    let _ = self.changes.send(Change {
+                        key: staged.key.clone(),
+                        version: staged.version.clone(),
+                        expired: false,
+                    });
+                }
                 pending
                     .latest
                     .insert(staged.key.clone(), (seq, staged.version.clone()));
