@@ -330,7 +330,7 @@ pub(super) fn not_found(key: &str) -> ApiError {
 }
 
 /// `{"uuid","timestamp"[,"data"]}` with the stored JSON text embedded as is.
-fn version_json(version: &Version, with_data: bool) -> String {
+pub(super) fn version_json(version: &Version, with_data: bool) -> String {
     let mut out = format!(
         "{{\"uuid\":\"{}\",\"timestamp\":{}",
         version.id.uuid, version.id.timestamp

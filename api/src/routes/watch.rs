@@ -14,7 +14,7 @@
 use std::collections::HashSet;
 
 use futures_util::{Stream, StreamExt, stream};
-use kvs_sync::{Change, Cursor, Store, Version};
+use kvs_sync::{Change, Cursor, Version};
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 use warp::Reply;
@@ -22,6 +22,7 @@ use warp::sse::Event;
 
 use super::authn::{AuthConfig, Caller, authorize_under, key_meta};
 
+use super::kv::version_json;
 use super::{Api, Handled, Request};
 use crate::auth::Operation;
 use crate::{ApiError, Backend};
@@ -57,22 +58,15 @@ fn event_id(version: &Version) -> String {
     format!("{}.{}", version.id.timestamp, version.id.uuid)
 }
 
-/// One change as an SSE event.
+/// One change as an SSE event: `{"key", ...}` then the version as `GET /kv` gives it
+/// (its stored JSON embedded as is; no `data` for a tombstone).
 fn event(key: &str, version: &Version, kind: &str) -> Event {
-    let mut data = serde_json::json!({
-        "key": key,
-        "uuid": version.id.uuid.to_string(),
-        "timestamp": version.id.timestamp,
-    });
-    if let Some(value) = &version.data {
-        let parsed: serde_json::Value =
-            serde_json::from_str(value).unwrap_or(serde_json::Value::Null);
-        data["data"] = parsed;
-    }
+    let body = version_json(version, version.data.is_some());
+    let data = format!("{{\"key\":{},{}", serde_json::Value::from(key), &body[1..]);
     Event::default()
         .id(event_id(version))
         .event(kind)
-        .data(data.to_string())
+        .data(data)
 }
 
 impl<B: Backend> Api<B> {
@@ -118,7 +112,7 @@ impl<B: Backend> Api<B> {
         let backlog = match since {
             Some(since) => {
                 let watcher = watcher.clone();
-                self.blocking(move |backend| backlog(backend.store(), &watcher, since))
+                self.blocking(move |backend| backlog(backend, &watcher, since))
                     .await?
             }
             None => Vec::new(),
@@ -140,23 +134,26 @@ impl<B: Backend> Api<B> {
 }
 
 /// The keys under the watcher's prefix written at or after `since`, as they are now, in
-/// time order.
+/// time order (each page's versions read in one pass).
 fn backlog(
-    store: &dyn Store,
+    backend: &impl Backend,
     watcher: &Watcher,
     since: u64,
 ) -> Result<Vec<(String, Version)>, ApiError> {
+    let store = backend.store();
     let mut out = Vec::new();
     let mut cursor: Option<(u64, String)> = None;
     loop {
         let after = cursor.as_ref().map(|(at, key)| (*at, key.as_str()));
-        let page = store.list_since(since, after, BACKLOG_PAGE, now_ms())?;
-        for listed in &page.items {
-            if let Some(version) = store.get(&listed.key)?
+        let page = store.list_since(since, after, BACKLOG_PAGE, backend.now_ms())?;
+        let keys: Vec<String> = page.items.iter().map(|listed| listed.key.clone()).collect();
+        let versions = store.get_many(&keys)?;
+        for (key, version) in keys.into_iter().zip(versions) {
+            if let Some(version) = version
                 && !version.is_tombstone()
-                && watcher.sees(&listed.key, &version)
+                && watcher.sees(&key, &version)
             {
-                out.push((listed.key.clone(), version));
+                out.push((key, version));
             }
         }
         match page.next {
@@ -164,13 +161,6 @@ fn backlog(
             _ => return Ok(out),
         }
     }
-}
-
-/// The wall clock in Unix ms (listings leave out what expired before it).
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The live changes the watcher sees, minus those the backlog sent; a lagging receiver
