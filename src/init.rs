@@ -24,7 +24,7 @@ pub fn write_joining(name: &str, join: &str) -> Result<String, String> {
         return Err(format!("{}: exists already", target.display()));
     }
     let seed_path = config_path(join);
-    let seed = Config::load(&seed_path).map_err(|e| e.0)?;
+    let seed = Config::load(&seed_path).map_err(|e| e.to_string())?;
     if seed.cluster_secret.is_empty() || seed.jwt_secret.is_empty() {
         return Err(format!(
             "{}: cluster_secret and jwt_secret are kept in its data dir; write them into the config first",

@@ -190,8 +190,8 @@ impl Backend for NodeBackend {
     }
 }
 
-fn config_error(key: &str, detail: impl std::fmt::Display) -> NodeError {
-    NodeError::Config(ConfigError(format!("{key}: {detail}")))
+fn config_error(key: &'static str, why: impl std::fmt::Display) -> NodeError {
+    NodeError::Config(ConfigError::unusable(key, why))
 }
 
 /// Opens the data dir and fills in what the config leaves out and the data dir keeps:
@@ -407,7 +407,9 @@ async fn start_clustering(
     let cluster = Cluster::start(settings, peers, shutdown)
         .await
         .map_err(|e| match e {
-            ClusterError::Bind { .. } => NodeError::Config(ConfigError(e.to_string())),
+            ClusterError::Bind { addr, reason } => {
+                config_error("gossip_port", format!("cannot bind {addr}: {reason}"))
+            }
             ClusterError::Protocol(_) => NodeError::Cluster(e),
         })?;
     Ok((cluster, replication))

@@ -11,10 +11,9 @@ use serde::{Deserialize, Deserializer};
 use crate::http_server::HttpLimits;
 use crate::private_files;
 
-/// A configuration error: one line naming the key or file.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+mod error;
+
+pub use self::error::{ConfigError, KeyError};
 
 /// A duration written as in the API (`500ms`, `30s`, `1m`, `24h`, `7d` or seconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,8 +216,10 @@ impl Config {
         let config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
-            serde_yaml::from_str(text)
-                .map_err(|e| ConfigError(format!("{}: {}", origin.display(), one_line(&e))))?
+            serde_yaml::from_str(text).map_err(|source| ConfigError::Parse {
+                path: origin.to_path_buf(),
+                source,
+            })?
         };
         config.validate(origin)?;
         Ok(config)
@@ -226,16 +227,16 @@ impl Config {
 
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
     /// Checks relations between fields.
     pub fn validate(&self, origin: &Path) -> Result<(), ConfigError> {
-        let fail = |key: &str, why: String| {
-            Err(ConfigError(format!("{}: {key}: {why}", origin.display())))
-        };
+        let fail = |key: &'static str, why: String| Err(KeyError::new(key, why).at(origin));
         if !self.node_id.is_empty() && self.node_id.trim().is_empty() {
             return fail(
                 "node_id",
@@ -289,9 +290,7 @@ impl Config {
         if let Err((key, why)) = self.check_http_limits() {
             return fail(key, why.into());
         }
-        if let Err(why) = self.swim_config() {
-            return Err(ConfigError(format!("{}: {why}", origin.display())));
-        }
+        self.swim_config().map_err(|e| e.at(origin))?;
         for seed in &self.seed_nodes {
             if seed
                 .rsplit_once(':')
@@ -352,12 +351,13 @@ impl Config {
     /// The membership protocol's settings: the preset, then the overrides. The probe
     /// timeout's adaptive bounds follow `probe_interval` and `probe_timeout` (see
     /// [`probe_timeouts`]); an error names the key.
-    pub fn swim_config(&self) -> Result<kvs_membership::SwimConfig, String> {
+    pub fn swim_config(&self) -> Result<kvs_membership::SwimConfig, KeyError> {
         let preset = match self.membership_profile.as_str() {
             "lan" => kvs_membership::SwimConfig::lan(),
             "wan" => kvs_membership::SwimConfig::wan(),
             other => {
-                return Err(format!("membership_profile: {other:?} is not lan or wan"));
+                let why = format!("{other:?} is not lan or wan");
+                return Err(KeyError::new("membership_profile", why));
             }
         };
         let mut swim = probe_timeouts(
@@ -384,7 +384,7 @@ impl Config {
         check_membership_keys(&swim)?;
         // The keys above cannot break what remains: the preset's own fields.
         swim.validate()
-            .map_err(|e| format!("membership_profile: {e}"))?;
+            .map_err(|e| KeyError::new("membership_profile", e.to_string()))?;
         Ok(swim)
     }
 
@@ -428,11 +428,11 @@ fn probe_timeouts(
     mut swim: kvs_membership::SwimConfig,
     interval: Option<Duration>,
     timeout: Option<Duration>,
-) -> Result<kvs_membership::SwimConfig, String> {
+) -> Result<kvs_membership::SwimConfig, KeyError> {
     let preset = swim.clone();
     let interval = interval.unwrap_or(preset.probe_interval);
     if interval.is_zero() {
-        return Err("probe_interval: must be above zero".into());
+        return Err(KeyError::new("probe_interval", "must be above zero"));
     }
     let timeout = timeout.unwrap_or_else(|| {
         preset
@@ -440,12 +440,11 @@ fn probe_timeouts(
             .min(scale(preset.probe_timeout, interval, preset.probe_interval))
     });
     if timeout.is_zero() {
-        return Err("probe_timeout: must be above zero".into());
+        return Err(KeyError::new("probe_timeout", "must be above zero"));
     }
     if timeout >= interval {
-        return Err(format!(
-            "probe_timeout: {timeout:?} must be below probe_interval ({interval:?})"
-        ));
+        let why = format!("{timeout:?} must be below probe_interval ({interval:?})");
+        return Err(KeyError::new("probe_timeout", why));
     }
     let min = scale(preset.probe_timeout_min, timeout, preset.probe_timeout);
     let max = scale(preset.probe_timeout_max, timeout, preset.probe_timeout);
@@ -484,7 +483,7 @@ const MAX_SUSPICION_MULTIPLIER: u32 = 1000;
 /// `gossip_fanout: 0` a gossip round has nobody to send to and drops the pending updates,
 /// which then never ride on the probes either. The intervals and the multiplier are also
 /// bounded (see [`MAX_MEMBERSHIP_INTERVAL`]).
-fn check_membership_keys(swim: &kvs_membership::SwimConfig) -> Result<(), String> {
+fn check_membership_keys(swim: &kvs_membership::SwimConfig) -> Result<(), KeyError> {
     let zero = [
         ("gossip_interval", swim.gossip_interval.is_zero()),
         ("push_pull_interval", swim.push_pull_interval.is_zero()),
@@ -493,7 +492,7 @@ fn check_membership_keys(swim: &kvs_membership::SwimConfig) -> Result<(), String
         ("gossip_fanout", swim.gossip_fanout == 0),
     ];
     if let Some((key, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
-        return Err(format!("{key}: must be above zero"));
+        return Err(KeyError::new(key, "must be above zero"));
     }
     let intervals = [
         ("probe_interval", swim.probe_interval),
@@ -505,34 +504,36 @@ fn check_membership_keys(swim: &kvs_membership::SwimConfig) -> Result<(), String
         .find(|(_, interval)| *interval > MAX_MEMBERSHIP_INTERVAL)
     {
         let max = kvs_api::format_duration(MAX_MEMBERSHIP_INTERVAL);
-        return Err(format!("{key}: must be at most {max}"));
+        return Err(KeyError::new(key, format!("must be at most {max}")));
     }
     if swim.suspicion_mult > MAX_SUSPICION_MULTIPLIER {
-        return Err(format!(
-            "suspicion_multiplier: must be at most {MAX_SUSPICION_MULTIPLIER}"
-        ));
+        let why = format!("must be at most {MAX_SUSPICION_MULTIPLIER}");
+        return Err(KeyError::new("suspicion_multiplier", why));
     }
     Ok(())
 }
 
-fn one_line(error: &serde_yaml::Error) -> String {
-    error.to_string().replace('\n', " ")
-}
-
 /// Loads CONFIG (`node1` means `node1.yaml`), writing the default config there first
-/// if it does not exist. Errors are one line.
-pub fn load_or_create(arg: &str) -> Result<(PathBuf, Config), String> {
+/// if it does not exist.
+pub fn load_or_create(arg: &str) -> Result<(PathBuf, Config), ConfigError> {
     let path = config_path(arg);
     if !path.exists() {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            private_files::create_dir(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            private_files::create_dir(parent).map_err(|source| ConfigError::CreateDir {
+                path: parent.to_path_buf(),
+                source,
+            })?;
         }
         // It holds the secrets: readable by this user only.
-        private_files::write_new(&path, default_config_text().as_bytes())
-            .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
+        private_files::write_new(&path, default_config_text().as_bytes()).map_err(|source| {
+            ConfigError::Write {
+                path: path.clone(),
+                source,
+            }
+        })?;
         eprintln!("wrote a default config to {}", path.display());
     }
-    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    let config = Config::load(&path)?;
     Ok((path, config))
 }
 

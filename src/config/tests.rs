@@ -42,15 +42,26 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(text, Path::new("t.yaml"))
 }
 
-/// Asserts that `yaml` (after a `node_id`) is refused with one line naming exactly `key`.
+/// Asserts that `yaml` (after a `node_id`) is refused with one line naming exactly `key`,
+/// as a field too unless the YAML parser refused it.
 #[track_caller]
 fn assert_refused_naming(yaml: &str, key: &str) {
     let err = parse(&format!("node_id: a\n{yaml}\n")).unwrap_err();
+    let line = err.to_string();
     assert!(
-        err.0.starts_with(&format!("t.yaml: {key}: ")),
+        line.starts_with(&format!("t.yaml: {key}: ")),
         "{yaml:?} should name {key}: {err}"
     );
-    assert!(!err.0.contains('\n'), "{err}");
+    assert!(!line.contains('\n'), "{err}");
+    match err {
+        ConfigError::Parse { path, .. } => assert_eq!(path, Path::new("t.yaml")),
+        ConfigError::Invalid {
+            path, key: named, ..
+        } => {
+            assert_eq!((path.as_path(), named), (Path::new("t.yaml"), key));
+        }
+        other => panic!("{yaml:?}: {other:?}"),
+    }
 }
 
 #[test]
@@ -102,7 +113,11 @@ fn other_bad_values_name_their_key() {
         assert_refused_naming(yaml, key);
     }
     let err = parse("node_id: \"  \"\n").unwrap_err();
-    assert!(err.0.starts_with("t.yaml: node_id: "), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "t.yaml: node_id: must not be blank (leave it out to generate one)"
+    );
+    assert_eq!(err.key(), Some("node_id"));
 }
 
 #[test]
@@ -123,8 +138,10 @@ fn unknown_key_and_wrong_type_name_the_key() {
     let err = parse("node_id: a\nclustering_enabled: false\nauth_enabled: false\nbogus: 1\n")
         .unwrap_err();
     // Not just `contains`: the message goes on to list every known key.
-    assert!(err.0.starts_with("t.yaml: unknown field `bogus`"), "{err}");
-    assert!(!err.0.contains('\n'), "{err}");
+    assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+    let line = err.to_string();
+    assert!(line.starts_with("t.yaml: unknown field `bogus`"), "{err}");
+    assert!(!line.contains('\n'), "{err}");
     for (yaml, key) in [
         ("http_port: high", "http_port"),
         ("bind_address: nowhere", "bind_address"),
@@ -245,4 +262,30 @@ fn config_paths() {
         config.data_dir(Path::new("/x/n.yaml")),
         PathBuf::from("/x/data")
     );
+}
+
+/// The lines a user sees keep their wording: `<file>: <key>: <why>`, or `<file>: cannot
+/// read: ...`; a value unusable at start names the key and leaves the file to the caller.
+#[test]
+fn errors_read_as_one_line_naming_file_and_key() {
+    let missing = Config::load(Path::new("/nonexistent/n1.yaml")).unwrap_err();
+    assert!(matches!(missing, ConfigError::Read { .. }), "{missing:?}");
+    assert!(
+        missing
+            .to_string()
+            .starts_with("/nonexistent/n1.yaml: cannot read: "),
+        "{missing}"
+    );
+    assert_eq!(missing.key(), None);
+    let profile = parse("node_id: a\nmembership_profile: moon\n").unwrap_err();
+    assert_eq!(
+        profile.to_string(),
+        "t.yaml: membership_profile: \"moon\" is not lan or wan"
+    );
+    let taken = ConfigError::unusable("http_port", "cannot listen on 127.0.0.1:1: in use");
+    assert_eq!(
+        taken.to_string(),
+        "http_port: cannot listen on 127.0.0.1:1: in use"
+    );
+    assert_eq!(taken.key(), Some("http_port"));
 }

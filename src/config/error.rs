@@ -1,0 +1,121 @@
+//! The config's errors. Each is one line that names the file, and the key when one key is
+//! at fault (`node1.yaml: log_level: "loud" is not one of ...`), as
+//! `shared/spec/cli-and-config.md` asks of a bad config; the variants carry the same
+//! parts as fields, so that code and tests can tell which key was refused.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Why a config could not be read, written or used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("{}: cannot read: {source}", .path.display())]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// The directory of a new config file could not be made.
+    #[error("{}: {source}", .path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// A new config file could not be written.
+    #[error("{}: cannot write: {source}", .path.display())]
+    Write {
+        /// The config file.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// Not YAML, an unknown key or a value of the wrong type: the YAML parser's message on
+    /// one line, which names the key.
+    #[error("{}: {}", .path.display(), one_line(.source))]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's error.
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// A key's value is refused by the checks.
+    #[error("{}: {key}: {why}", .path.display())]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The refused key.
+        key: &'static str,
+        /// Why.
+        why: String,
+    },
+    /// A key's value passed the checks but is unusable when the node starts (a port in
+    /// use, a data dir that cannot be opened). Without the file: the caller knows it.
+    #[error("{key}: {why}")]
+    Unusable {
+        /// The key naming what is unusable.
+        key: &'static str,
+        /// Why.
+        why: String,
+    },
+}
+
+impl ConfigError {
+    /// The key at fault, when the error names one as a field (a parse error names it only
+    /// in its message).
+    pub fn key(&self) -> Option<&'static str> {
+        match self {
+            Self::Invalid { key, .. } | Self::Unusable { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// A value unusable at start (see [`ConfigError::Unusable`]).
+    pub fn unusable(key: &'static str, why: impl std::fmt::Display) -> Self {
+        Self::Unusable {
+            key,
+            why: why.to_string(),
+        }
+    }
+}
+
+/// A refused key without the file: what the checks of one part of the config return.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {why}")]
+pub struct KeyError {
+    /// The refused key.
+    pub key: &'static str,
+    /// Why.
+    pub why: String,
+}
+
+impl KeyError {
+    /// `key` refused for `why`.
+    pub fn new(key: &'static str, why: impl Into<String>) -> Self {
+        Self {
+            key,
+            why: why.into(),
+        }
+    }
+
+    /// The error of the config file at `path`.
+    pub fn at(self, path: &Path) -> ConfigError {
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: self.key,
+            why: self.why,
+        }
+    }
+}
+
+/// serde_yaml's message on one line.
+fn one_line(error: &serde_yaml::Error) -> String {
+    error.to_string().replace('\n', " ")
+}
