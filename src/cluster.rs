@@ -132,6 +132,7 @@ impl Cluster {
         };
         let transport = Arc::new(transport);
         let membership = Membership::start(
+            Arc::new(kvs_net::TokioRuntime),
             Arc::clone(&transport),
             Arc::new(SystemClock::new()),
             config,

@@ -26,6 +26,9 @@ use kvs_net::{ClusterSecret, QuicTransport, StreamTransport, SystemClock};
 const PURGE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a graceful shutdown waits for the push queues to empty.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a graceful shutdown waits for the sync endpoint's tasks once it is closed
+/// (they only have to notice: with the endpoint closed, every one of them ends at once).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the time of the last complete sync is written to the store.
 const KEEP_LAST_SYNC_EVERY: Duration = Duration::from_secs(5);
 /// The node fact holding when the last complete sync started (Unix ms; 0: never).
@@ -251,9 +254,9 @@ pub async fn run(
     let committer = GroupCommitter::start(Arc::clone(&store), now_ms)
         .map_err(NodeError::io("starting the commit thread"))?;
     let public_http = SocketAddr::new(advertise, http_addr.port());
-    let (cluster, replication) = match config.clustering_enabled {
+    let (cluster, replication, sync_endpoint) = match config.clustering_enabled {
         true => {
-            let (cluster, replication) = start_clustering(
+            let (cluster, replication, endpoint) = start_clustering(
                 &config,
                 &store,
                 &data_dir,
@@ -262,9 +265,9 @@ pub async fn run(
                 shutdown.clone(),
             )
             .await?;
-            (Some(cluster), Some(replication))
+            (Some(cluster), Some(replication), Some(endpoint))
         }
-        false => (None, None),
+        false => (None, None, None),
     };
     let gossip_addr = cluster.as_ref().map_or(
         SocketAddr::new(advertise, config.gossip_port),
@@ -305,27 +308,55 @@ pub async fn run(
     let ((), (), (), ()) = tokio::join!(server, purge, backups, last_sync);
     let _ = shutdown.wait_for(|stop| *stop).await;
     drop(api);
-    finish(backend, &store).await
+    finish(backend, &store, sync_endpoint).await
 }
 
-/// After the server stopped: commits the queued writes, lets membership announce `left`,
-/// flushes the store.
-async fn finish(backend: Arc<NodeBackend>, store: &DurableStore) -> Result<(), NodeError> {
+/// After the server stopped: commits the queued writes, stops clustering, flushes the
+/// store.
+async fn finish(
+    backend: Arc<NodeBackend>,
+    store: &DurableStore,
+    sync_endpoint: Option<Arc<QuicTransport>>,
+) -> Result<(), NodeError> {
     match Arc::try_unwrap(backend) {
         Ok(backend) => {
             backend.committer.shutdown();
-            if let Some(replication) = &backend.replication {
-                replication.drain(DRAIN_TIMEOUT).await;
-            }
-            if let Some(cluster) = backend.cluster {
-                cluster.stopped().await;
-            }
+            let replication = backend.replication.as_deref();
+            stop_clustering(backend.cluster, replication, sync_endpoint).await;
         }
-        Err(_) => tracing::warn!("requests still hold the node; queued writes finish as they drop"),
+        Err(_) => {
+            tracing::warn!("requests still hold the node; queued writes finish as they drop");
+            stop_clustering(None, None, sync_endpoint).await;
+        }
     }
     store.close()?;
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// Stops clustering: the push queues drain (within [`DRAIN_TIMEOUT`]) and replication's
+/// tasks stop, membership announces `left`, then the sync endpoint closes and its tasks
+/// are joined (within [`JOIN_TIMEOUT`]).
+async fn stop_clustering(
+    cluster: Option<Cluster>,
+    replication: Option<&Replication<QuicTransport>>,
+    sync_endpoint: Option<Arc<QuicTransport>>,
+) {
+    if let Some(replication) = replication {
+        replication.drain(DRAIN_TIMEOUT).await;
+    }
+    if let Some(cluster) = cluster {
+        cluster.stopped().await;
+    }
+    if let Some(endpoint) = sync_endpoint {
+        let left = endpoint.shutdown(JOIN_TIMEOUT).await;
+        if left > 0 {
+            tracing::warn!(
+                tasks = left,
+                "sync endpoint tasks still running after shutdown"
+            );
+        }
+    }
 }
 
 /// The API's settings from the node's config.
@@ -353,9 +384,10 @@ fn api_config(config: &Config) -> Result<ApiConfig, NodeError> {
     })
 }
 
-/// Starts membership and replication: the QUIC sync endpoint and the replication driver
-/// over it, a new incarnation (kept in the store, above every earlier start's), the
-/// gossip socket and the join through the seeds, whose member events feed replication.
+/// Starts membership and replication: the QUIC sync endpoint (returned too, for
+/// [`stop_clustering`] to join its tasks) and the replication driver over it, a new
+/// incarnation (kept in the store, above every earlier start's), the gossip socket and
+/// the join through the seeds, whose member events feed replication.
 async fn start_clustering(
     config: &Config,
     store: &Arc<DurableStore>,
@@ -363,11 +395,12 @@ async fn start_clustering(
     http_addr: SocketAddr,
     joined_at: u64,
     shutdown: watch::Receiver<bool>,
-) -> Result<(Cluster, Arc<Replication<QuicTransport>>), NodeError> {
+) -> Result<(Cluster, Arc<Replication<QuicTransport>>, Arc<QuicTransport>), NodeError> {
     let secret = ClusterSecret::new(config.cluster_secret.as_bytes());
     let sync_bind = SocketAddr::new(config.bind_address, config.sync_port);
     let transport = QuicTransport::bind(sync_bind, data_dir, &secret)
         .map_err(|e| config_error("sync_port", format!("cannot listen on {sync_bind}: {e}")))?;
+    let transport = Arc::new(transport);
     let sync_port = transport.local_addr()?.port();
     let advertise = config.advertise_address.unwrap_or(config.bind_address);
     let incarnation = store.lmdb().increment_meta_u64("incarnation")?;
@@ -389,7 +422,8 @@ async fn start_clustering(
         joined_at,
     };
     let replication = Arc::new(Replication::start(
-        Arc::new(transport),
+        Arc::new(kvs_net::TokioRuntime),
+        Arc::clone(&transport),
         Arc::clone(store) as Arc<dyn Store>,
         Arc::new(SystemClock::new()),
         replication_config(config, last_sync_ms),
@@ -412,7 +446,7 @@ async fn start_clustering(
             }
             ClusterError::Protocol(_) => NodeError::Cluster(e),
         })?;
-    Ok((cluster, replication))
+    Ok((cluster, replication, transport))
 }
 
 /// Replication's settings from the node's config.
@@ -526,3 +560,6 @@ async fn purge_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,6 @@
-//! The membership driver (feature `driver`): runs the sans-IO [`Swim`] core on tokio over
-//! any [`Datagrams`] transport of `kvs-net`, on an injected [`Clock`] and random seed, so
+//! The membership driver (feature `driver`): runs the sans-IO [`Swim`] core on any
+//! [`Runtime`] (tokio in the node, the simulator's executor in `kvs-sim`) over any
+//! [`Datagrams`] transport of `kvs-net`, on an injected [`Clock`] and random seed, so
 //! that the node runs it over authenticated UDP and tests (and the simulator) over their
 //! own datagrams and virtual time.
 //!
@@ -15,9 +16,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use kvs_net::{Clock, Datagrams, NetError};
+use kvs_net::{Clock, Datagrams, NetError, Runtime, TaskHandle};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::{LocalMember, Member, MembershipEvent, Metrics, Swim, SwimConfig, SwimError};
@@ -46,7 +46,7 @@ pub struct DriverConfig {
 /// A running membership; see the module doc.
 pub struct Membership {
     swim: Arc<Mutex<Swim>>,
-    task: JoinHandle<()>,
+    task: TaskHandle,
 }
 
 fn lock(swim: &Mutex<Swim>) -> MutexGuard<'_, Swim> {
@@ -54,9 +54,10 @@ fn lock(swim: &Mutex<Swim>) -> MutexGuard<'_, Swim> {
 }
 
 impl Membership {
-    /// Builds the core, joins through the seeds and spawns the driver task (inside a
-    /// tokio runtime). Every membership event is logged, then given to `events`.
+    /// Builds the core, joins through the seeds and spawns the driver task on `runtime`.
+    /// Every membership event is logged, then given to `events`.
     pub fn start<T: Datagrams>(
+        runtime: Arc<dyn Runtime>,
         transport: Arc<T>,
         clock: Arc<dyn Clock>,
         config: DriverConfig,
@@ -77,9 +78,10 @@ impl Membership {
             swim: Arc::clone(&swim),
             transport,
             clock,
+            runtime: Arc::clone(&runtime),
             events,
         };
-        let task = tokio::spawn(driver.run(shutdown).instrument(span));
+        let task = runtime.spawn(Box::pin(driver.run(shutdown).instrument(span)));
         Ok(Self { swim, task })
     }
 
@@ -95,7 +97,12 @@ impl Membership {
 
     /// Waits until the driver has announced `left` and stopped.
     pub async fn stopped(self) {
-        let _ = self.task.await;
+        self.task.await;
+    }
+
+    /// Stops the driver at once, without a leave (a crash, in the simulator).
+    pub fn abort(&self) {
+        self.task.abort();
     }
 }
 
@@ -111,6 +118,7 @@ struct Driver<T, E> {
     swim: Arc<Mutex<Swim>>,
     transport: Arc<T>,
     clock: Arc<dyn Clock>,
+    runtime: Arc<dyn Runtime>,
     events: E,
 }
 
@@ -131,7 +139,7 @@ impl<T: Datagrams, E: Fn(&MembershipEvent)> Driver<T, E> {
             // shutdown, then datagrams), so that a run on virtual time replays exactly.
             let input = tokio::select! {
                 biased;
-                () = tokio::time::sleep(wake.saturating_sub(now)) => Input::Timer,
+                () = self.runtime.sleep(wake.saturating_sub(now)) => Input::Timer,
                 _ = shutdown.wait_for(|stop| *stop), if leave_by.is_none() => Input::Shutdown,
                 received = self.transport.recv_from() => Input::Datagram(received),
             };

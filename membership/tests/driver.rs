@@ -127,6 +127,7 @@ fn start(hub: &Arc<Hub>, origin: Instant, name: &'static str, i: u8, seeds: &[So
     };
     let (stop, shutdown) = watch::channel(false);
     let membership = Membership::start(
+        Arc::new(kvs_net::TokioRuntime),
         Arc::new(hub.attach(addr)),
         Arc::new(TokioClock(origin)),
         config,

@@ -10,8 +10,9 @@
 //!   system by protocol code.
 //!
 //! The datagram authentication codec ([`seal`], [`open`], [`ReplayWindow`],
-//! [`DatagramAuth`]) is pure and always built. The tokio UDP transport is behind the `udp`
-//! feature, the quinn transport behind `quic`.
+//! [`DatagramAuth`]) is pure and always built. The executor seam ([`Runtime`]: spawn,
+//! sleep, blocking work) and its tokio implementation are behind the `tokio` feature, the
+//! tokio UDP transport behind `udp`, the quinn transport behind `quic`.
 
 mod auth;
 mod clock;
@@ -21,6 +22,8 @@ mod node_id;
 mod quic;
 mod random;
 mod replay;
+#[cfg(feature = "tokio")]
+mod runtime;
 mod stats;
 mod transport;
 #[cfg(feature = "udp")]
@@ -37,6 +40,11 @@ pub use node_id::NodeId;
 pub use quic::{MAX_FRAME, QuicConnection, QuicStream, QuicTransport};
 pub use random::{SeededRng, random_seed, seeded_rng};
 pub use replay::{DEFAULT_MAX_AGE, REPLAY_WINDOW, ReplayWindow};
+#[cfg(feature = "tokio")]
+pub use runtime::{
+    BlockingWork, BoxSleep, BoxTask, Runtime, TaskControl, TaskHandle, TokioRuntime, run_blocking,
+    timeout,
+};
 pub use stats::{AuthCounts, AuthStats};
 pub use transport::{BiStream, Connection, Datagrams, StreamTransport};
 #[cfg(feature = "udp")]

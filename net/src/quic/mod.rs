@@ -5,6 +5,11 @@
 //! At most [`MAX_UNPROVEN`] incoming connections may be in their handshake or proof at
 //! once; further attempts are refused at once and counted. Streams carry length-prefixed
 //! frames.
+//!
+//! Every task the endpoint spawns is joined: the accept loop owns the handshake-and-proof
+//! task of each incoming connection (a `JoinSet`), and [`QuicTransport::shutdown`] closes
+//! the endpoint and waits, within a bound, for the loop, which stops the tasks left
+//! (mini-redis's `shutdown.rs`: signal, then wait for every handler).
 
 mod proof;
 #[cfg(test)]
@@ -14,9 +19,11 @@ mod tls;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Mutex, Semaphore, mpsc};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::{JoinHandle, JoinSet};
 
 use self::proof::{PROOF_TIMEOUT, ProofKey, prove_client, prove_server, unproven_limits};
 use crate::{
@@ -60,6 +67,10 @@ pub struct QuicTransport {
     stats: Arc<AuthStats>,
     incoming: Mutex<mpsc::Receiver<QuicConnection>>,
     limits: Limits,
+    /// The accept loop, until [`QuicTransport::shutdown`] has joined it.
+    accepting: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// The endpoint's tasks still running.
+    tasks: Arc<Tasks>,
 }
 
 impl QuicTransport {
@@ -86,12 +97,16 @@ impl QuicTransport {
         let key = ProofKey::new(secret);
         let stats = Arc::new(AuthStats::default());
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-        tokio::spawn(accept_loop(
+        let tasks = Arc::new(Tasks::default());
+        let accepting = tokio::spawn(accept_loop(
             endpoint.clone(),
-            key.clone(),
-            Arc::clone(&stats),
-            tx,
-            limits,
+            Handshake {
+                key: key.clone(),
+                stats: Arc::clone(&stats),
+                tx,
+                limits,
+            },
+            tasks.enter(),
         ));
         Ok(Self {
             endpoint,
@@ -99,6 +114,8 @@ impl QuicTransport {
             stats,
             incoming: Mutex::new(rx),
             limits,
+            accepting: std::sync::Mutex::new(Some(accepting)),
+            tasks,
         })
     }
 
@@ -111,55 +128,127 @@ impl QuicTransport {
     pub fn close(&self) {
         self.endpoint.close(0u32.into(), b"closing");
     }
+
+    /// Closes the endpoint, then waits at most `within` for its tasks: the accept loop,
+    /// which stops the handshakes and proofs left (with the endpoint closed they could
+    /// only fail, or wait for room in the accept queue). Past `within` the loop is
+    /// aborted. Returns how many of the endpoint's tasks still run: 0 unless the runtime
+    /// is shutting down under it.
+    pub async fn shutdown(&self, within: Duration) -> usize {
+        self.close();
+        let accepting = self.accepting.lock().map_or(None, |mut a| a.take());
+        if let Some(mut accepting) = accepting {
+            if tokio::time::timeout(within, &mut accepting).await.is_err() {
+                accepting.abort();
+                let _ = accepting.await;
+            }
+        }
+        self.tasks_running()
+    }
+
+    /// The endpoint's tasks still running: the accept loop and each connection in its
+    /// handshake or proof.
+    pub fn tasks_running(&self) -> usize {
+        self.tasks.0.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for QuicTransport {
     fn drop(&mut self) {
         self.close();
+        if let Some(accepting) = self.accepting.get_mut().ok().and_then(Option::take) {
+            accepting.abort();
+        }
     }
 }
 
-/// Accepts connections, running each handshake and proof in its own task so a slow or
-/// hostile peer cannot hold up the others; refuses new ones while `max_unproven` are in
-/// their handshake or proof.
-async fn accept_loop(
-    endpoint: quinn::Endpoint,
+/// Counts an endpoint's running tasks: each holds a [`Running`] while it lives.
+#[derive(Debug, Default)]
+struct Tasks(AtomicUsize);
+
+impl Tasks {
+    fn enter(self: &Arc<Self>) -> Running {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        Running(Arc::clone(self))
+    }
+}
+
+/// One running task of [`Tasks`], counted until dropped (when the task returns or is
+/// aborted).
+struct Running(Arc<Tasks>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a handshake-and-proof task needs.
+#[derive(Clone)]
+struct Handshake {
     key: ProofKey,
     stats: Arc<AuthStats>,
     tx: mpsc::Sender<QuicConnection>,
     limits: Limits,
-) {
-    let unproven = Arc::new(Semaphore::new(limits.max_unproven));
-    while let Some(incoming) = endpoint.accept().await {
+}
+
+/// Accepts connections, running each handshake and proof in its own task so a slow or
+/// hostile peer cannot hold up the others; refuses new ones while `max_unproven` are in
+/// their handshake or proof. Once the endpoint is closed, stops those tasks and waits for
+/// them.
+async fn accept_loop(endpoint: quinn::Endpoint, handshake: Handshake, running: Running) {
+    let unproven = Arc::new(Semaphore::new(handshake.limits.max_unproven));
+    let mut handshakes = JoinSet::new();
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            // Reaps finished tasks, so that the set holds only running ones.
+            Some(_) = handshakes.join_next() => continue,
+        };
+        let Some(incoming) = incoming else { break };
         let Ok(permit) = Arc::clone(&unproven).try_acquire_owned() else {
             incoming.refuse();
-            stats.record_busy();
+            handshake.stats.record_busy();
             continue;
         };
-        let (key, stats, tx) = (key.clone(), Arc::clone(&stats), tx.clone());
-        tokio::spawn(async move {
-            let handshake = tokio::time::timeout(limits.handshake_timeout, incoming);
-            let Ok(Ok(conn)) = handshake.await else {
-                drop(permit);
-                stats.record_rejected(&AuthError::PeerRefused);
-                return;
-            };
-            let proving = prove_server(&conn, &key);
-            let proven = tokio::time::timeout(limits.proof_timeout, proving).await;
-            // The slot is released, then the refusal counted, then the peer told: a peer
-            // that sees the close, or a count seen, means a free slot.
+        let counted = running.0.enter();
+        handshakes.spawn(handshake.clone().run(incoming, permit, counted));
+    }
+    handshakes.shutdown().await;
+}
+
+impl Handshake {
+    /// Runs one incoming connection's TLS handshake and proof, holding `permit` (its slot
+    /// among the unproven) until they end; hands it to `accept` when proven, closes it
+    /// otherwise.
+    async fn run(self, incoming: quinn::Incoming, permit: OwnedSemaphorePermit, _running: Running) {
+        let Self {
+            key,
+            stats,
+            tx,
+            limits,
+        } = self;
+        let handshake = tokio::time::timeout(limits.handshake_timeout, incoming);
+        let Ok(Ok(conn)) = handshake.await else {
             drop(permit);
-            let reason: &[u8] = match proven {
-                Ok(Ok(())) => {
-                    let _ = tx.send(QuicConnection(conn)).await;
-                    return;
-                }
-                Ok(Err(_)) => b"cluster secret proof failed",
-                Err(_) => b"cluster secret proof timed out",
-            };
             stats.record_rejected(&AuthError::PeerRefused);
-            conn.close(1u32.into(), reason);
-        });
+            return;
+        };
+        let proving = prove_server(&conn, &key);
+        let proven = tokio::time::timeout(limits.proof_timeout, proving).await;
+        // The slot is released, then the refusal counted, then the peer told: a peer
+        // that sees the close, or a count seen, means a free slot.
+        drop(permit);
+        let reason: &[u8] = match proven {
+            Ok(Ok(())) => {
+                let _ = tx.send(QuicConnection(conn)).await;
+                return;
+            }
+            Ok(Err(_)) => b"cluster secret proof failed",
+            Err(_) => b"cluster secret proof timed out",
+        };
+        stats.record_rejected(&AuthError::PeerRefused);
+        conn.close(1u32.into(), reason);
     }
 }
 

@@ -424,3 +424,27 @@ async fn connections_beyond_the_unproven_cap_are_refused_until_one_ends() {
     let server = accepting.await.expect("task").expect("handed over");
     assert_eq!(server.counts().refused_busy, 1);
 }
+
+// ---- Shutdown. ----
+
+/// `shutdown` joins the endpoint's tasks, a connection stuck in its proof included,
+/// without waiting for the proof's timeout; `accept` then says the endpoint is closed.
+#[tokio::test]
+async fn shutdown_joins_every_task_without_waiting_out_a_proof() {
+    let (server, _dir) = node(patient());
+    let raw = raw_client();
+    let silent = tls_connect(&raw, server.local_addr().expect("addr")).await;
+    // Its handshake finished, so its task runs, waiting up to T for a proof.
+    assert_eq!(
+        server.tasks_running(),
+        2,
+        "the accept loop and the silent peer"
+    );
+    let started = tokio::time::Instant::now();
+    assert_eq!(server.shutdown(T).await, 0, "every task joined");
+    assert!(started.elapsed() < T / 2, "{:?}", started.elapsed());
+    assert_eq!(server.tasks_running(), 0);
+    assert!(matches!(server.accept().await, Err(NetError::Closed)));
+    timeout(T, silent.closed()).await.expect("the peer told");
+    assert_eq!(server.shutdown(T).await, 0, "a second shutdown is nothing");
+}

@@ -62,6 +62,7 @@ pub(crate) struct Core {
     pub(crate) up: Vec<bool>,
     pub(crate) mailboxes: Vec<Mailbox>,
     pub(crate) clock_offsets_us: Vec<i64>,
+    pub(crate) clock_drift_ppm: Vec<i64>,
 }
 
 impl Core {
@@ -74,6 +75,7 @@ impl Core {
             up: vec![true; n],
             mailboxes: (0..n).map(|_| Mailbox::default()).collect(),
             clock_offsets_us: vec![0; n],
+            clock_drift_ppm: vec![0; n],
         }
     }
 

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kvs_net::{Clock, seeded_rng};
+use kvs_net::{BlockingWork, BoxSleep, BoxTask, Clock, Runtime, TaskHandle, seeded_rng};
 
 use self::core::{Core, lock};
 use self::runtime::{Executor, Spawner};
@@ -22,7 +22,7 @@ use crate::fabric::{Fabric, NetCounts, NetOp};
 use crate::{Network, SimError};
 
 pub use datagrams::SimDatagrams;
-pub use runtime::Sleep;
+pub use runtime::{SimTask, Sleep};
 pub use streams::{SimConnection, SimStream, SimStreams};
 
 /// Wall-clock reading of virtual time zero (2025-01-01T00:00:00Z, in µs).
@@ -84,9 +84,32 @@ impl SimNet {
         SimSpawner(self.executor.spawner())
     }
 
-    /// Spawns a task.
+    /// Spawns a task of the simulator's own (no node's).
     pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        self.executor.spawner().spawn(task);
+        drop(self.executor.spawner().spawn(task, None));
+    }
+
+    /// Node `i`'s runtime: its tasks die with it ([`SimNet::crash`]) and stop while it is
+    /// paused ([`SimNet::pause`]).
+    pub fn runtime(&self, node: usize) -> SimRuntime {
+        SimRuntime {
+            spawner: self.executor.spawner(),
+            core: Arc::clone(&self.core),
+            node,
+        }
+    }
+
+    /// Crashes node `i`: its tasks are dropped and its network is down until
+    /// [`SimNet::set_up`] brings it back.
+    pub fn crash(&mut self, node: usize) {
+        self.executor.kill_node(node);
+        self.set_up(node, false);
+    }
+
+    /// Stops (`true`) or resumes running node `i`'s tasks (a stopped process: its
+    /// timers and inputs wait; its peers' connections stay open).
+    pub fn pause(&mut self, node: usize, paused: bool) {
+        self.executor.set_paused(node, paused);
     }
 
     /// Runs tasks and the network until virtual time `end`; returns the time reached.
@@ -144,12 +167,41 @@ impl SimNet {
     pub fn set_clock_offset(&self, node: usize, offset_us: i64) {
         lock(&self.core).clock_offsets_us[node] = offset_us;
     }
+
+    /// Sets how fast a node's wall clock runs off true time, in parts per million.
+    pub fn set_clock_drift(&self, node: usize, drift_ppm: i64) {
+        lock(&self.core).clock_drift_ppm[node] = drift_ppm;
+    }
 }
 
 impl SimSpawner {
-    /// Spawns a task.
+    /// Spawns a task of the simulator's own.
     pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        self.0.spawn(task);
+        drop(self.0.spawn(task, None));
+    }
+}
+
+/// One node's [`Runtime`] on the simulator: tasks tagged with the node, virtual-time
+/// sleeps, blocking work run in place.
+#[derive(Clone)]
+pub struct SimRuntime {
+    spawner: Spawner,
+    core: Arc<Mutex<Core>>,
+    node: usize,
+}
+
+impl Runtime for SimRuntime {
+    fn spawn(&self, task: BoxTask) -> TaskHandle {
+        TaskHandle::new(self.spawner.spawn(task, Some(self.node)))
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxSleep {
+        let until = lock(&self.core).now + duration;
+        Box::pin(Sleep::new(Arc::clone(&self.core), until))
+    }
+
+    fn spawn_blocking(&self, work: BlockingWork) {
+        work();
     }
 }
 
@@ -170,8 +222,13 @@ impl Clock for SimClock {
         let core = lock(&self.core);
         let now = u64::try_from(core.now.as_micros()).unwrap_or(u64::MAX);
         let offset = core.clock_offsets_us[self.node];
+        let drift = i64::try_from(
+            i128::from(now) * i128::from(core.clock_drift_ppm[self.node]) / 1_000_000,
+        )
+        .unwrap_or(0);
         UNIX_ORIGIN_US
             .saturating_add(now)
             .saturating_add_signed(offset)
+            .saturating_add_signed(drift)
     }
 }

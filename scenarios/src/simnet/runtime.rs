@@ -1,13 +1,17 @@
 //! A deterministic single-threaded executor on virtual time. Ready tasks are polled in
 //! the order they were woken; when none is ready, virtual time jumps to the next event
 //! of the shared [`Core`] (a timer or a network delivery). No threads, no system clock.
+//! Tasks may belong to a node: a crashed node's tasks are dropped at once, a paused
+//! node's are not polled (their wake-ups wait) until it resumes.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
+
+use kvs_net::TaskControl;
 
 use super::core::{Core, lock};
 
@@ -25,25 +29,108 @@ impl Wake for TaskWaker {
     }
 }
 
+/// What a task's handle sees of it.
+#[derive(Default)]
+struct TaskState {
+    finished: bool,
+    aborted: bool,
+    joiners: Vec<Waker>,
+}
+
+impl TaskState {
+    fn finish(&mut self) {
+        self.finished = true;
+        self.joiners.drain(..).for_each(Waker::wake);
+    }
+}
+
+/// A task not adopted by the executor yet.
+struct Spawned {
+    future: Task,
+    node: Option<usize>,
+    state: Arc<Mutex<TaskState>>,
+}
+
+/// Tasks waiting to be adopted, and the nodes whose tasks are not polled.
+#[derive(Default)]
+struct Pending {
+    spawned: Vec<Spawned>,
+    next_id: usize,
+    paused: BTreeSet<usize>,
+}
+
 /// The executor's shared parts: cloned into every handle so tasks can spawn tasks.
 #[derive(Clone, Default)]
 pub(crate) struct Spawner {
     ready: Arc<Mutex<VecDeque<usize>>>,
-    spawned: Arc<Mutex<Vec<Task>>>,
+    pending: Arc<Mutex<Pending>>,
 }
 
 impl Spawner {
-    /// Queues a new task; it is first polled at the next scheduling round.
-    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
-        lock(&self.spawned).push(Box::pin(task));
+    /// Queues a new task of `node` (none: the simulator's own); it is first polled at the
+    /// next scheduling round.
+    pub(crate) fn spawn(
+        &self,
+        task: impl Future<Output = ()> + Send + 'static,
+        node: Option<usize>,
+    ) -> SimTask {
+        let state = Arc::new(Mutex::new(TaskState::default()));
+        let mut pending = lock(&self.pending);
+        let id = pending.next_id;
+        pending.next_id += 1;
+        pending.spawned.push(Spawned {
+            future: Box::pin(task),
+            node,
+            state: Arc::clone(&state),
+        });
+        SimTask {
+            id,
+            state,
+            ready: Arc::clone(&self.ready),
+        }
     }
+}
+
+/// A handle to a task on the simulator's executor.
+pub struct SimTask {
+    id: usize,
+    state: Arc<Mutex<TaskState>>,
+    ready: Arc<Mutex<VecDeque<usize>>>,
+}
+
+impl TaskControl for SimTask {
+    fn abort(&self) {
+        let mut state = lock(&self.state);
+        if !state.finished {
+            state.aborted = true;
+            lock(&self.ready).push_back(self.id);
+        }
+    }
+
+    fn poll_finished(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = lock(&self.state);
+        if state.finished {
+            return Poll::Ready(());
+        }
+        state.joiners.push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// A task the executor holds.
+struct Slot {
+    future: Task,
+    node: Option<usize>,
+    state: Arc<Mutex<TaskState>>,
 }
 
 /// The executor: the tasks and the loop that runs them.
 #[derive(Default)]
 pub(crate) struct Executor {
     spawner: Spawner,
-    tasks: Vec<Option<Task>>,
+    tasks: Vec<Option<Slot>>,
+    /// Ids woken while their node was paused, in wake order.
+    parked: Vec<usize>,
 }
 
 impl Executor {
@@ -54,10 +141,14 @@ impl Executor {
 
     /// Moves newly spawned tasks in and marks them ready.
     fn adopt(&mut self) {
-        let new: Vec<Task> = std::mem::take(&mut *lock(&self.spawner.spawned));
+        let new: Vec<Spawned> = std::mem::take(&mut lock(&self.spawner.pending).spawned);
         for task in new {
             let id = self.tasks.len();
-            self.tasks.push(Some(task));
+            self.tasks.push(Some(Slot {
+                future: task.future,
+                node: task.node,
+                state: task.state,
+            }));
             lock(&self.spawner.ready).push_back(id);
         }
     }
@@ -69,21 +160,66 @@ impl Executor {
             let Some(id) = lock(&self.spawner.ready).pop_front() else {
                 return;
             };
-            let Some(Some(task)) = self.tasks.get_mut(id) else {
+            let Some(Some(slot)) = self.tasks.get_mut(id) else {
                 continue;
             };
+            if lock(&slot.state).aborted {
+                self.end(id);
+                continue;
+            }
+            if slot
+                .node
+                .is_some_and(|node| lock(&self.spawner.pending).paused.contains(&node))
+            {
+                self.parked.push(id);
+                continue;
+            }
             let waker = Waker::from(Arc::new(TaskWaker {
                 id,
                 ready: Arc::clone(&self.spawner.ready),
             }));
-            if task
+            if slot
+                .future
                 .as_mut()
                 .poll(&mut Context::from_waker(&waker))
                 .is_ready()
             {
-                self.tasks[id] = None;
+                self.end(id);
             }
         }
+    }
+
+    /// Drops task `id` and tells whoever waits for it.
+    fn end(&mut self, id: usize) {
+        if let Some(slot) = self.tasks.get_mut(id).and_then(Option::take) {
+            lock(&slot.state).finish();
+        }
+    }
+
+    /// Drops every task of `node` (a crash: nothing of it runs on).
+    pub(crate) fn kill_node(&mut self, node: usize) {
+        self.adopt();
+        let ids: Vec<usize> = (0..self.tasks.len())
+            .filter(|&id| matches!(&self.tasks[id], Some(slot) if slot.node == Some(node)))
+            .collect();
+        ids.into_iter().for_each(|id| self.end(id));
+    }
+
+    /// Stops (`true`) or resumes polling `node`'s tasks; wake-ups meanwhile are kept.
+    pub(crate) fn set_paused(&mut self, node: usize, paused: bool) {
+        let mut pending = lock(&self.spawner.pending);
+        if paused {
+            pending.paused.insert(node);
+            return;
+        }
+        pending.paused.remove(&node);
+        drop(pending);
+        let (theirs, others): (Vec<usize>, Vec<usize>) =
+            std::mem::take(&mut self.parked).into_iter().partition(
+                |&id| matches!(&self.tasks.get(id), Some(Some(slot)) if slot.node == Some(node)),
+            );
+        self.parked = others;
+        lock(&self.spawner.ready).extend(theirs);
     }
 
     /// Runs tasks and events until virtual time `end` (or until nothing is left to do);

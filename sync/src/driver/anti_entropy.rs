@@ -11,7 +11,7 @@ use kvs_net::{BiStream, Connection, StreamTransport};
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 
-use super::{KIND_SYNC, Shared, blocking};
+use super::{KIND_SYNC, Shared};
 use crate::protocol::{Message, decode, encode};
 use crate::{Session, SessionError, SessionStats};
 
@@ -53,12 +53,13 @@ async fn send_turn<T: StreamTransport, S: BiStream>(
             return Ok(session);
         }
         let store = Arc::clone(&shared.store);
-        let (back, more) = blocking(move || {
-            let more = session.poll_output(store.as_ref());
-            Ok((session, more))
-        })
-        .await
-        .map_err(SessionError::Store)?;
+        let (back, more) = shared
+            .blocking(move || {
+                let more = session.poll_output(store.as_ref());
+                Ok((session, more))
+            })
+            .await
+            .map_err(SessionError::Store)?;
         session = back;
         out = more?;
     }
@@ -82,9 +83,9 @@ async fn converse<T: StreamTransport, S: BiStream>(
             return Ok((session, round_trips));
         }
         round_trips += u64::from(sent);
-        let frame = tokio::time::timeout(REPLY_TIMEOUT, stream.recv_frame())
+        let frame = kvs_net::timeout(shared.runtime.as_ref(), REPLY_TIMEOUT, stream.recv_frame())
             .await
-            .map_err(|_| RoundError::TimedOut)??
+            .ok_or(RoundError::TimedOut)??
             .ok_or(RoundError::Ended)?;
         shared
             .counters
@@ -92,12 +93,13 @@ async fn converse<T: StreamTransport, S: BiStream>(
             .fetch_add(frame.len() as u64, Ordering::Relaxed);
         let message = decode(&frame)?;
         let (store, now) = (Arc::clone(&shared.store), shared.now_ms());
-        let (back, replies) = blocking(move || {
-            let replies = session.handle(message, store.as_ref(), now);
-            Ok((session, replies))
-        })
-        .await
-        .map_err(SessionError::Store)?;
+        let (back, replies) = shared
+            .blocking(move || {
+                let replies = session.handle(message, store.as_ref(), now);
+                Ok((session, replies))
+            })
+            .await
+            .map_err(SessionError::Store)?;
         session = back;
         out = replies?;
         reported = report_progress(shared, &session, reported);
@@ -151,13 +153,14 @@ pub(crate) async fn run_round<T: StreamTransport>(
     stream.send_frame(KIND_SYNC).await?;
     let (store, rules) = (Arc::clone(&shared.store), shared.admission());
     let (started, established, stale) = (rules.now_ms, shared.established(), shared.stale_since());
-    let (session, opening) = blocking(move || {
-        let mut session = Session::initiator(rules).with_standing(established, stale);
-        let opening = session.start(store.as_ref());
-        Ok((session, opening))
-    })
-    .await
-    .map_err(SessionError::Store)?;
+    let (session, opening) = shared
+        .blocking(move || {
+            let mut session = Session::initiator(rules).with_standing(established, stale);
+            let opening = session.start(store.as_ref());
+            Ok((session, opening))
+        })
+        .await
+        .map_err(SessionError::Store)?;
     let (session, round_trips) = converse(shared, &mut stream, session, opening?).await?;
     let _ = stream.finish();
     shared
@@ -225,7 +228,8 @@ pub(crate) async fn round_loop<T: StreamTransport>(
         let jitter = rng.gen_range(0..=interval.as_millis() as u64 / 4);
         let sleep = interval.saturating_sub(Duration::from_millis(jitter));
         let chosen = tokio::select! {
-            _ = tokio::time::sleep(sleep) => shared.pick_peer(&mut rng),
+            biased;
+            _ = shared.runtime.sleep(sleep) => shared.pick_peer(&mut rng),
             woken = wake.recv() => match woken {
                 Some(node_id) => shared.peer_addr(&node_id).map(|addr| (node_id, addr)),
                 None => return,
@@ -238,6 +242,7 @@ pub(crate) async fn round_loop<T: StreamTransport>(
         let span = tracing::info_span!("sync round", peer = %node_id, %addr);
         let round = tracing::Instrument::instrument(run_round(&shared, &node_id, addr), span);
         let round = tokio::select! {
+            biased;
             round = round => round,
             _ = shutdown.wait_for(|stop| *stop) => return,
         };

@@ -18,10 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use kvs_net::{BiStream, Clock, Connection, NetError, StreamTransport};
+use kvs_net::{BiStream, Clock, Connection, NetError, Runtime, StreamTransport, TaskHandle};
 use rand::seq::IteratorRandom;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 
 use self::push::PeerQueue;
 use self::stats::Counters;
@@ -101,12 +100,13 @@ struct Peer {
     queue: Arc<PeerQueue>,
     last_sync: Option<u64>,
     behind: bool,
-    sender: JoinHandle<()>,
+    sender: TaskHandle,
 }
 
 /// State shared by the driver's tasks.
 pub(crate) struct Shared<T: StreamTransport> {
     transport: Arc<T>,
+    runtime: Arc<dyn Runtime>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     config: ReplicationConfig,
@@ -131,16 +131,22 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Runs blocking store work off the async workers.
-pub(crate) async fn blocking<R: Send + 'static>(
-    work: impl FnOnce() -> Result<R, StoreError> + Send + 'static,
-) -> Result<R, StoreError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| StoreError::Backend(format!("a store task failed: {e}")))?
-}
-
 impl<T: StreamTransport> Shared<T> {
+    /// Runs blocking store work off the async workers.
+    pub(crate) async fn blocking<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        kvs_net::run_blocking(self.runtime.as_ref(), work)
+            .await
+            .ok_or_else(|| StoreError::Backend("a store task failed".into()))?
+    }
+
+    /// Starts a task on the runtime.
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> TaskHandle {
+        self.runtime.spawn(Box::pin(task))
+    }
+
     fn now_ms(&self) -> u64 {
         self.clock.unix_micros() / 1000
     }
@@ -253,12 +259,13 @@ impl<T: StreamTransport> Drop for Initiating<'_, T> {
 /// The running replication of one node; see the module doc.
 pub struct Replication<T: StreamTransport> {
     shared: Arc<Shared<T>>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    tasks: Mutex<Vec<TaskHandle>>,
 }
 
 impl<T: StreamTransport> Replication<T> {
-    /// Starts serving peers and running rounds (inside a tokio runtime).
+    /// Starts serving peers and running rounds on `runtime`.
     pub fn start(
+        runtime: Arc<dyn Runtime>,
         transport: Arc<T>,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
@@ -279,6 +286,7 @@ impl<T: StreamTransport> Replication<T> {
         }
         let shared = Arc::new(Shared {
             transport,
+            runtime,
             store,
             clock,
             connections: Mutex::new(BTreeMap::new()),
@@ -292,8 +300,8 @@ impl<T: StreamTransport> Replication<T> {
             wake,
         });
         let tasks = vec![
-            tokio::spawn(accept_loop(Arc::clone(&shared), shutdown.clone())),
-            tokio::spawn(anti_entropy::round_loop(
+            shared.spawn(accept_loop(Arc::clone(&shared), shutdown.clone())),
+            shared.spawn(anti_entropy::round_loop(
                 Arc::clone(&shared),
                 woken,
                 shutdown,
@@ -318,7 +326,7 @@ impl<T: StreamTransport> Replication<T> {
                 } else {
                     let queue = Arc::new(PeerQueue::default());
                     let span = tracing::info_span!("push", peer = %node_id, %addr);
-                    let sender = tokio::spawn(tracing::Instrument::instrument(
+                    let sender = shared.spawn(tracing::Instrument::instrument(
                         push::send_loop(
                             Arc::clone(shared),
                             node_id.clone(),
@@ -425,14 +433,14 @@ impl<T: StreamTransport> Replication<T> {
 
     /// Waits (at most `within`) for every queue to empty, then stops every task.
     pub async fn drain(&self, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        while tokio::time::Instant::now() < deadline
+        let deadline = self.shared.clock.now() + within;
+        while self.shared.clock.now() < deadline
             && self
                 .peer_statuses()
                 .values()
                 .any(|peer| peer.queue_bytes > 0)
         {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            self.shared.runtime.sleep(Duration::from_millis(10)).await;
         }
         let peers = std::mem::take(&mut *lock(&self.shared.peers));
         for peer in peers.into_values() {
@@ -453,13 +461,16 @@ async fn accept_loop<T: StreamTransport>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
+        // Biased everywhere in this driver: the same inputs are handled in the same order,
+        // so that a run on the simulator's virtual time replays exactly.
         let accepted = tokio::select! {
+            biased;
             accepted = shared.transport.accept() => accepted,
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
         match accepted {
             Ok(connection) => {
-                tokio::spawn(serve_connection(Arc::clone(&shared), connection));
+                drop(shared.spawn(serve_connection(Arc::clone(&shared), connection)));
             }
             Err(NetError::Closed) => return,
             Err(error) => tracing::debug!(%error, "a sync connection was refused"),
@@ -470,8 +481,9 @@ async fn accept_loop<T: StreamTransport>(
 async fn serve_connection<T: StreamTransport>(shared: Arc<Shared<T>>, connection: T::Conn) {
     let from = connection.remote_addr();
     while let Ok(mut stream) = connection.accept_stream().await {
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
+        let serving = Arc::clone(&shared);
+        drop(shared.spawn(async move {
+            let shared = serving;
             match stream.recv_frame().await {
                 Ok(Some(kind)) if kind == KIND_SYNC => {
                     let span = tracing::info_span!("serve sync", %from);
@@ -490,6 +502,6 @@ async fn serve_connection<T: StreamTransport>(shared: Arc<Shared<T>>, connection
                 }
                 _ => {}
             }
-        });
+        }));
     }
 }

@@ -17,7 +17,7 @@ use kvs_net::{BiStream, Connection, StreamTransport};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::{KIND_PUSH, Shared, blocking};
+use super::{KIND_PUSH, Shared};
 use crate::{Version, approximate_size};
 
 /// The push protocol's version.
@@ -156,8 +156,9 @@ pub(crate) async fn send_loop<T: StreamTransport>(
                 link = open_link(&shared, addr).await;
             }
             let Some(open) = link.as_mut() else { continue };
-            match tokio::time::timeout(ACK_TIMEOUT, send_batch(&mut open.stream, &frame)).await {
-                Ok(Ok(())) => {
+            let sent = send_batch(&mut open.stream, &frame);
+            match kvs_net::timeout(shared.runtime.as_ref(), ACK_TIMEOUT, sent).await {
+                Some(Ok(())) => {
                     delivered = true;
                     break;
                 }
@@ -224,7 +225,7 @@ pub(crate) async fn serve<T: StreamTransport>(
             .push_received
             .fetch_add(received, Ordering::Relaxed);
         let store = Arc::clone(&shared.store);
-        let stored = match blocking(move || store.merge(&taken)).await {
+        let stored = match shared.blocking(move || store.merge(&taken)).await {
             Ok(stored) => stored as u64,
             Err(error) => {
                 tracing::error!(%error, "storing pushed versions failed");
