@@ -32,7 +32,12 @@ fn value() -> String {
 
 fn store_benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = DurableStore::open(dir.path(), StoreOptions::default(), true).expect("open");
+    let store = DurableStore::open(
+        dir.path(),
+        StoreOptions::default(),
+        Some(kvs_sync::AuditKey::from_secret("bench")),
+    )
+    .expect("open");
     let value = value();
     let mut n = 0u64;
     c.bench_function("put (one durable write)", |b| {

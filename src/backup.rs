@@ -6,7 +6,9 @@
 //! write acknowledged before it started. A running node holds an exclusive lock on
 //! `<data_dir>/node.lock`, which is how `kvs backup` and `kvs restore` tell whether it
 //! runs. The data dir and the backups dir are created 0700, backups and restored data
-//! 0600 (see [`crate::private_files`]).
+//! 0600 (see [`crate::private_files`]). A restore also puts back the audit chain's
+//! recorded head that the backup holds, in its copy outside LMDB (`audit.head`), so that
+//! the restored, shorter chain is not taken for one cut short.
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
@@ -118,12 +120,14 @@ pub fn prune(data_dir: &Path, keep: usize) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Opens a backup file (a copy, in a temp dir) to check it and count its keys.
-fn backup_keys(file: &Path) -> Result<u64, String> {
+/// Opens a backup file (a copy, in a temp dir) to check it; its key count and the audit
+/// chain's head it recorded (sealed), if any.
+fn backup_facts(file: &Path) -> Result<(u64, Option<Vec<u8>>), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     std::fs::copy(file, dir.path().join("data.mdb")).map_err(|e| e.to_string())?;
     let store = LmdbStore::open(dir.path(), StoreOptions::default()).map_err(|e| e.to_string())?;
-    store.key_count().map_err(|e| e.to_string())
+    let keys = store.key_count().map_err(|e| e.to_string())?;
+    Ok((keys, store.audit_head().map_err(|e| e.to_string())?))
 }
 
 /// Replaces `data_dir`'s data with backup `file`; the node must be stopped. The
@@ -135,8 +139,8 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<u64, String> {
             data_dir.display()
         ));
     }
-    let keys =
-        backup_keys(file).map_err(|e| format!("{} is not a kvs backup: {e}", file.display()))?;
+    let (keys, audit_head) =
+        backup_facts(file).map_err(|e| format!("{} is not a kvs backup: {e}", file.display()))?;
     let _lock = DataDirLock::acquire(data_dir)?;
     let staged = data_dir.join("data.mdb.restoring");
     std::fs::copy(file, &staged)
@@ -151,6 +155,15 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<u64, String> {
     }
     let _ = std::fs::remove_file(data_dir.join("lock.mdb"));
     std::fs::rename(&staged, data_dir.join("data.mdb")).map_err(|e| e.to_string())?;
+    let head_file = data_dir.join(crate::store::AUDIT_HEAD_FILE);
+    let restored_head = match audit_head {
+        Some(sealed) => crate::store::write_audit_head(&head_file, &sealed),
+        None => std::fs::remove_file(&head_file).or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(e),
+        }),
+    };
+    restored_head.map_err(|e| format!("{}: {e}", head_file.display()))?;
     Ok(keys)
 }
 
@@ -209,12 +222,11 @@ pub fn run_backup(arg: &str, out: Option<&Path>, token: Option<&str>) -> std::pr
 
 fn backup_offline(config: &crate::config::Config, data_dir: &Path) -> Result<BackupInfo, String> {
     let _lock = DataDirLock::acquire(data_dir)?;
-    let store = DurableStore::open(
-        data_dir,
-        config.store_options(),
-        config.tamper_logging_enabled,
-    )
-    .map_err(|e| e.to_string())?;
+    let audit = config
+        .tamper_logging_enabled
+        .then(|| kvs_sync::AuditKey::from_secret(&config.cluster_secret));
+    let store =
+        DurableStore::open(data_dir, config.store_options(), audit).map_err(|e| e.to_string())?;
     take(&store, data_dir).map_err(|e| e.to_string())
 }
 
@@ -309,7 +321,7 @@ mod tests {
     #[test]
     fn listing_reads_the_records_and_pruning_keeps_the_newest() {
         let dir = tempfile::tempdir().unwrap();
-        let store = DurableStore::open(dir.path(), StoreOptions::default(), false).unwrap();
+        let store = DurableStore::open(dir.path(), StoreOptions::default(), None).unwrap();
         let op = kvs_sync::conformance::put("k", "1");
         store.write_batch(&[op], 1).unwrap();
         let taken: Vec<BackupInfo> = (0..3).map(|_| take(&store, dir.path()).unwrap()).collect();

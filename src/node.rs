@@ -200,12 +200,10 @@ fn config_error(key: &'static str, why: impl std::fmt::Display) -> NodeError {
 /// Opens the data dir and fills in what the config leaves out and the data dir keeps:
 /// the node id and the secrets, generated at first start.
 fn open_store(config: &mut Config, data_dir: &Path) -> Result<Arc<DurableStore>, NodeError> {
-    let store = DurableStore::open(
-        data_dir,
-        config.store_options(),
-        config.tamper_logging_enabled,
-    )
-    .map_err(|e| config_error("data_dir", format!("{}: {e}", data_dir.display())))?;
+    let audit = (config.tamper_logging_enabled)
+        .then(|| kvs_sync::AuditKey::from_secret(&config.cluster_secret));
+    let store = DurableStore::open(data_dir, config.store_options(), audit)
+        .map_err(|e| config_error("data_dir", format!("{}: {e}", data_dir.display())))?;
     let generated_id = uuid::Uuid::new_v4().to_string();
     for (value, name, fresh) in [
         (&mut config.node_id, "node_id", generated_id),

@@ -27,7 +27,9 @@ mod write;
 pub mod conformance;
 
 pub use admission::{Admission, MAX_KEY_BYTES, Refusal, RefusalCounts};
-pub use audit::{AuditEntry, AuditVerdict, GENESIS_HASH, verify_chain};
+pub use audit::{
+    AuditEntry, AuditKey, AuditVerdict, GENESIS_HASH, head as audit_head, verify_chain,
+};
 pub use memory::MemoryStore;
 pub use merkle::MerkleTree;
 pub use session::{

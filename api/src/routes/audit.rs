@@ -38,9 +38,19 @@ impl<B: Backend> Api<B> {
     pub(super) async fn audit_verify(&self) -> Handled {
         let verdict = self.blocking(|backend| Ok(backend.verify_audit()?)).await?;
         let body = match verdict.ok_or_else(disabled)? {
-            AuditVerdict::Intact { entries } => serde_json::json!({"ok": true, "entries": entries}),
-            AuditVerdict::Broken { first_bad_seq } => {
-                serde_json::json!({"ok": false, "first_bad_seq": first_bad_seq})
+            AuditVerdict::Intact { entries, unkeyed } => {
+                let mut body = serde_json::json!({"ok": true, "entries": entries});
+                if unkeyed > 0 {
+                    // Entries written before the chain was keyed (see kvs_sync's audit).
+                    body["unkeyed"] = unkeyed.into();
+                }
+                body
+            }
+            AuditVerdict::Broken {
+                first_bad_seq,
+                reason,
+            } => {
+                serde_json::json!({"ok": false, "first_bad_seq": first_bad_seq, "reason": reason})
             }
         };
         Ok(json_response(StatusCode::OK, body.to_string()))

@@ -135,7 +135,10 @@ impl Backend for MemoryBackend {
 
     fn verify_audit(&self) -> Result<Option<AuditVerdict>, StoreError> {
         self.gate.pass()?;
-        Ok(Some(AuditVerdict::Intact { entries: 0 }))
+        Ok(Some(AuditVerdict::Intact {
+            entries: 0,
+            unkeyed: 0,
+        }))
     }
 
     async fn create_backup(&self) -> Result<BackupInfo, StoreError> {

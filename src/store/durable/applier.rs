@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use kvs_sync::Version;
 
 use super::Log;
+use super::audit::HeadRecorder;
 use crate::store::LmdbStore;
 use crate::store::lmdb::Logged;
 use crate::store::wal;
@@ -52,6 +53,8 @@ pub(super) struct Shared {
     /// The most bytes per commit ([`APPLY_BYTES`] but in tests); writers wait while
     /// more than twice this is accepted but not yet in LMDB.
     pub(super) apply_bytes: usize,
+    /// Records the audit chain's head with the entries, while the trail is on.
+    pub(super) audit: Option<HeadRecorder>,
 }
 
 impl Shared {
@@ -113,17 +116,24 @@ pub(super) fn apply_loop(lmdb: &LmdbStore, shared: &Shared, log: &Mutex<Log>) {
         };
         let last_seq = batch.last().map_or(0, |(seq, _)| *seq);
         let staged: Vec<Logged> = batch.into_iter().map(|(_, item)| item).collect();
-        if let Err(error) = lmdb.apply_logged(&staged) {
-            tracing::error!(%error, "moving writes to LMDB failed; retrying");
-            let mut pending = shared.lock();
-            let seqs = (last_seq + 1 - staged.len() as u64)..=last_seq;
-            for (seq, staged) in seqs.rev().zip(staged.into_iter().rev()) {
-                pending.queued_bytes += staged.weight();
-                pending.queue.push_front((seq, staged));
+        let seal = shared.audit.as_ref().map(|recorder| &recorder.seal);
+        let sealed = match lmdb.apply_logged(&staged, seal) {
+            Ok(sealed) => sealed,
+            Err(error) => {
+                tracing::error!(%error, "moving writes to LMDB failed; retrying");
+                let mut pending = shared.lock();
+                let seqs = (last_seq + 1 - staged.len() as u64)..=last_seq;
+                for (seq, staged) in seqs.rev().zip(staged.into_iter().rev()) {
+                    pending.queued_bytes += staged.weight();
+                    pending.queue.push_front((seq, staged));
+                }
+                drop(pending);
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
             }
-            drop(pending);
-            std::thread::sleep(Duration::from_millis(100));
-            continue;
+        };
+        if let (Some(recorder), Some(sealed)) = (&shared.audit, sealed) {
+            recorder.committed(&sealed);
         }
         {
             let mut pending = shared.lock();

@@ -11,7 +11,8 @@
 //! look at the overlay first; listings, history and purges first wait until the applier
 //! has caught up with every write acknowledged before they started, so every read sees
 //! every acknowledged write, and none that is not yet durable. The `Store` trait over it
-//! is in `store.rs`, the applier in `applier.rs`, the log's state in `staging.rs`.
+//! is in `store.rs`, the applier in `applier.rs`, the log's state in `staging.rs`, the
+//! audit trail's recorded head in `audit.rs`.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -19,8 +20,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use kvs_sync::{
-    AuditEntry, AuditVerdict, Change, GENESIS_HASH, Store, StoreError, StoreOptions, Version,
-    WriteOp, WriteOutcome, WriteRejected, plan_write,
+    AuditEntry, AuditKey, AuditVerdict, Change, Store, StoreError, StoreOptions, Version, WriteOp,
+    WriteOutcome, WriteRejected, plan_write,
 };
 
 use super::LmdbStore;
@@ -29,11 +30,14 @@ use super::lmdb::Logged;
 use super::wal::{self, Wal, WalError};
 
 mod applier;
+mod audit;
 mod staging;
 mod store;
 
 use self::applier::{APPLY_BATCH, APPLY_BYTES, Pending, Shared, apply_loop};
-use self::staging::{AuditHead, Batch, Durability, Log};
+use self::audit::Audit;
+pub(crate) use self::audit::write_head_file as write_audit_head;
+use self::staging::{Batch, Durability, Log};
 #[cfg(test)]
 mod tests;
 
@@ -57,16 +61,21 @@ pub struct DurableStore {
     synced: Condvar,
     applier: Mutex<Option<JoinHandle<()>>>,
     compress_from: Option<usize>,
-    /// Whether accepted writes append to the audit trail.
-    audit: bool,
+    /// The audit trail's key and head file, while accepted writes append to it.
+    audit: Option<Audit>,
     /// Every version as it becomes visible (see [`Self::watch`]).
     changes: tokio::sync::broadcast::Sender<Change>,
 }
 
 impl DurableStore {
     /// Opens the store in `dir`, replaying any WAL left by an earlier run into LMDB;
-    /// with `audit`, every accepted write also appends to the audit trail.
-    pub fn open(dir: &Path, options: StoreOptions, audit: bool) -> Result<Self, StoreError> {
+    /// with an audit key, every accepted write also appends to the audit trail, chained
+    /// under that key.
+    pub fn open(
+        dir: &Path,
+        options: StoreOptions,
+        audit: Option<AuditKey>,
+    ) -> Result<Self, StoreError> {
         Self::open_with(dir, options, audit, APPLY_BYTES, Arc::default())
     }
 
@@ -75,7 +84,7 @@ impl DurableStore {
     fn open_with(
         dir: &Path,
         options: StoreOptions,
-        audit: bool,
+        audit: Option<AuditKey>,
         apply_bytes: usize,
         faults: Arc<Faults>,
     ) -> Result<Self, StoreError> {
@@ -89,28 +98,21 @@ impl DurableStore {
             tracing::info!(records = recovered.len(), "replaying the write-ahead log");
             let items: Vec<Logged> = recovered.into_iter().map(|r| r.item).collect();
             for chunk in items.chunks(APPLY_BATCH) {
-                lmdb.apply_logged(chunk)?;
+                lmdb.apply_logged(chunk, None)?;
             }
             lmdb.sync()?;
         }
-        let audit_enabled = audit;
-        let audit = match audit {
-            false => None,
-            true => Some(match lmdb.last_audit_entry()? {
-                Some(last) => AuditHead {
-                    next_seq: last.seq + 1,
-                    last_hash: last.hash,
-                },
-                None => AuditHead {
-                    next_seq: 1,
-                    last_hash: GENESIS_HASH.to_owned(),
-                },
-            }),
+        let (audit, head, recorder) = match audit {
+            None => (None, None, None),
+            Some(key) => {
+                let (audit, head, recorder) = audit::open(&lmdb, dir, &key)?;
+                (Some(audit), Some(head), Some(recorder))
+            }
         };
         let log = Log {
             wal: Wal::start_with(&wal_dir, last_seq + 1, faults)?,
             next_seq: last_seq + 1,
-            audit,
+            audit: head,
             unsynced: VecDeque::new(),
             unsynced_latest: HashMap::new(),
             broken: None,
@@ -124,6 +126,7 @@ impl DurableStore {
             work: Condvar::new(),
             applied: Condvar::new(),
             apply_bytes,
+            audit: recorder,
         });
         let log = Arc::new(Mutex::new(log));
         let applier = {
@@ -144,7 +147,7 @@ impl DurableStore {
             synced: Condvar::new(),
             applier: Mutex::new(Some(applier)),
             compress_from: options.compression_min_bytes,
-            audit: audit_enabled,
+            audit,
             changes: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
         })
     }
@@ -406,20 +409,21 @@ impl DurableStore {
         since_seq: u64,
         limit: usize,
     ) -> Result<Option<Vec<AuditEntry>>, StoreError> {
-        if !self.audit {
+        if self.audit.is_none() {
             return Ok(None);
         }
         self.caught_up();
         self.lmdb.audit_entries(since_seq, limit).map(Some)
     }
 
-    /// Checks the audit chain; `None` when the trail is off.
+    /// Checks the audit chain and that it reaches its recorded head; `None` when the
+    /// trail is off.
     pub fn verify_audit(&self) -> Result<Option<AuditVerdict>, StoreError> {
-        if !self.audit {
+        let Some(audit) = &self.audit else {
             return Ok(None);
-        }
+        };
         self.caught_up();
-        self.lmdb.verify_audit().map(Some)
+        audit.verify(&self.lmdb).map(Some)
     }
 
     /// Stops the applier once it has moved everything to LMDB, flushes LMDB, and empties

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use kvs_sync::{AuditEntry, StoreError, Version, WriteOp};
+use kvs_sync::{AuditEntry, AuditKey, StoreError, Version, WriteOp};
 
 use super::DurableStore;
 use crate::store::lmdb::{Logged, Staged};
@@ -37,12 +37,13 @@ pub(super) struct Durability {
 pub(super) struct AuditHead {
     pub(super) next_seq: u64,
     pub(super) last_hash: String,
+    pub(super) key: AuditKey,
 }
 
 impl AuditHead {
     /// Chains an entry for accepted `op`.
     pub(super) fn append(&mut self, op: &WriteOp, now_ms: u64) -> AuditEntry {
-        let entry = AuditEntry::for_op(self.next_seq, now_ms, op, &self.last_hash);
+        let entry = AuditEntry::for_op(self.next_seq, now_ms, op, &self.last_hash, &self.key);
         self.next_seq += 1;
         self.last_hash.clone_from(&entry.hash);
         entry

@@ -7,16 +7,21 @@ use crate::store::lmdb::Staged;
 use crate::store::record;
 use kvs_sync::conformance::put;
 
+/// The audit key of the tests' stores.
+fn audit() -> Option<AuditKey> {
+    Some(AuditKey::from_secret("test cluster secret"))
+}
+
 kvs_sync::store_conformance_tests!(|options| {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = DurableStore::open(dir.path(), options, true).expect("open store");
+    let store = DurableStore::open(dir.path(), options, audit()).expect("open store");
     (dir, store)
 });
 
 #[test]
 fn staged_writes_are_planned_on_but_read_only_once_durable() {
     let dir = tempfile::tempdir().unwrap();
-    let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), audit()).unwrap();
     let (results, through) = store.stage(&[put("k", "1")], 10).unwrap();
     assert!(results[0].as_ref().unwrap().created);
     assert_eq!(store.get("k").unwrap(), None, "not durable yet");
@@ -43,7 +48,7 @@ fn concurrent_writers_each_read_their_write_and_all_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store =
-            Arc::new(DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap());
+            Arc::new(DurableStore::open(dir.path(), StoreOptions::default(), audit()).unwrap());
         let writers: Vec<_> = (0..8)
             .map(|w| {
                 let store = Arc::clone(&store);
@@ -61,18 +66,21 @@ fn concurrent_writers_each_read_their_write_and_all_survive_a_restart() {
             writer.join().unwrap();
         }
     }
-    let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), audit()).unwrap();
     assert_eq!(store.list("", None, 1000, 20).unwrap().items.len(), 800);
     assert_eq!(
         store.verify_audit().unwrap(),
-        Some(AuditVerdict::Intact { entries: 800 })
+        Some(AuditVerdict::Intact {
+            entries: 800,
+            unkeyed: 0
+        })
     );
 }
 
 /// A store whose write-ahead log fails as `faults` plans (commits of 64 MiB).
 fn faulty(dir: &std::path::Path, faults: &Arc<Faults>) -> DurableStore {
     let options = StoreOptions::default();
-    DurableStore::open_with(dir, options, true, APPLY_BYTES, Arc::clone(faults)).unwrap()
+    DurableStore::open_with(dir, options, audit(), APPLY_BYTES, Arc::clone(faults)).unwrap()
 }
 
 #[test]
@@ -96,7 +104,7 @@ fn a_failed_fdatasync_breaks_the_log_which_refuses_every_write_and_is_kept_for_r
     );
     assert!(store.close().is_err(), "the log is not discarded");
     drop(store);
-    let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), audit()).unwrap();
     assert!(store.get("kept").unwrap().is_some());
     assert_eq!(store.get("k").unwrap(), None);
     assert_eq!(store.get("pushed").unwrap(), None);
@@ -141,7 +149,7 @@ fn a_failed_write_is_cut_back_and_the_log_and_audit_chain_go_on() {
         })
         .collect();
     assert_eq!(keys, ["a", "b", "c"], "every intact record, in order");
-    let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), audit()).unwrap();
     assert_eq!(store.get("lost").unwrap(), None);
     assert!(store.get("c").unwrap().is_some());
     assert!(matches!(
@@ -168,7 +176,7 @@ fn a_write_that_cannot_be_cut_back_breaks_the_log() {
     assert!(refused.to_string().contains("broken"), "{refused}");
     drop(store);
     // Nothing of the torn record, and nothing after it, comes back.
-    let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), audit()).unwrap();
     assert_eq!(store.get("torn").unwrap(), None);
     assert_eq!(store.get("next").unwrap(), None);
     store.write_batch(&[put("after", "3")], 12).unwrap();
@@ -178,7 +186,7 @@ fn a_write_that_cannot_be_cut_back_breaks_the_log() {
 fn a_torn_tail_is_dropped_on_open_and_later_writes_survive_the_next_restart() {
     let dir = tempfile::tempdir().unwrap();
     let wal_dir = dir.path().join("wal");
-    drop(DurableStore::open(dir.path(), StoreOptions::default(), false).unwrap());
+    drop(DurableStore::open(dir.path(), StoreOptions::default(), None).unwrap());
     // A log as a crash leaves it: two whole records and half of a third.
     let versions: Vec<Version> = (1..=3)
         .map(|n| plan_write(None, &put(&format!("k{n}"), "1"), 10 * n).unwrap())
@@ -211,13 +219,13 @@ fn a_torn_tail_is_dropped_on_open_and_later_writes_survive_the_next_restart() {
     let bytes = std::fs::read(&segment).unwrap();
     let torn = whole as usize + (bytes.len() - whole as usize) / 2;
     std::fs::write(&segment, &bytes[..torn]).unwrap();
-    let store = DurableStore::open(dir.path(), StoreOptions::default(), false).unwrap();
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), None).unwrap();
     assert_eq!(store.get("k1").unwrap(), Some(versions[0].clone()));
     assert_eq!(store.get("k2").unwrap(), Some(versions[1].clone()));
     assert_eq!(store.get("k3").unwrap(), None, "the torn record is dropped");
     store.write_batch(&[put("later", "2")], 40).unwrap();
     drop(store);
-    let store = DurableStore::open(dir.path(), StoreOptions::default(), false).unwrap();
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), None).unwrap();
     assert!(store.get("later").unwrap().is_some());
     assert!(store.get("k2").unwrap().is_some());
     assert_eq!(store.stats().unwrap().keys, 3);
@@ -228,7 +236,7 @@ fn a_replayed_log_restores_writes_lmdb_never_saw() {
     let dir = tempfile::tempdir().unwrap();
     let wal_dir = dir.path().join("wal");
     std::fs::create_dir_all(&wal_dir).unwrap();
-    let first = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+    let first = DurableStore::open(dir.path(), StoreOptions::default(), audit()).unwrap();
     first.write_batch(&[put("kept", "1")], 10).unwrap();
     drop(first);
     // A log written as if the process died before the applier ran.
@@ -237,7 +245,7 @@ fn a_replayed_log_restores_writes_lmdb_never_saw() {
     wal.append(&[(100, &Logged::Version(staged_as("orphan", &orphan)))])
         .unwrap();
     drop(wal);
-    let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), audit()).unwrap();
     assert_eq!(store.get("orphan").unwrap(), Some(orphan));
     assert_eq!(
         store.get("kept").unwrap().unwrap().data.as_deref(),
@@ -268,10 +276,13 @@ fn replay_is_idempotent() {
     let v1 = plan_write(None, &put("k", "1"), 10).unwrap();
     let v2 = plan_write(Some(&v1), &put("k", "2"), 10).unwrap();
     {
-        let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+        let store = DurableStore::open(dir.path(), StoreOptions::default(), audit()).unwrap();
         store
             .lmdb()
-            .apply_logged(&[Logged::Version(staged(&v1)), Logged::Version(staged(&v2))])
+            .apply_logged(
+                &[Logged::Version(staged(&v1)), Logged::Version(staged(&v2))],
+                None,
+            )
             .unwrap();
     }
     let mut wal = Wal::start(&wal_dir, 1).unwrap();
@@ -281,7 +292,7 @@ fn replay_is_idempotent() {
     ])
     .unwrap();
     drop(wal);
-    let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), audit()).unwrap();
     assert_eq!(store.get("k").unwrap(), Some(v2));
     assert_eq!(
         store.history("k").unwrap().len(),
@@ -296,13 +307,13 @@ fn the_audit_chain_continues_across_restarts_and_verifies() {
     let mut op = put("a", "1");
     op.actor = Some("alice".into());
     {
-        let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+        let store = DurableStore::open(dir.path(), StoreOptions::default(), audit()).unwrap();
         store.write_batch(&[op.clone(), put("b", "2")], 10).unwrap();
         let mut failing = put("a", "3");
         failing.precondition = kvs_sync::Precondition::IfAbsent;
         store.write_batch(&[failing], 11).unwrap();
     }
-    let store = DurableStore::open(dir.path(), StoreOptions::default(), true).unwrap();
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), audit()).unwrap();
     store.write_batch(&[put("a", "4")], 12).unwrap();
     let entries = store.audit_entries(1, 100).unwrap().unwrap();
     let summary: Vec<(u64, &str, &str)> = entries
@@ -320,13 +331,135 @@ fn the_audit_chain_continues_across_restarts_and_verifies() {
     assert_eq!(entries[2].prev_hash, entries[1].hash);
     assert_eq!(
         store.verify_audit().unwrap(),
-        Some(AuditVerdict::Intact { entries: 3 })
+        Some(AuditVerdict::Intact {
+            entries: 3,
+            unkeyed: 0
+        })
     );
     assert_eq!(store.audit_entries(3, 100).unwrap().unwrap().len(), 1);
     let off = tempfile::tempdir().unwrap();
-    let store = DurableStore::open(off.path(), StoreOptions::default(), false).unwrap();
+    let store = DurableStore::open(off.path(), StoreOptions::default(), None).unwrap();
     store.write_batch(&[put("a", "1")], 1).unwrap();
     assert_eq!(store.audit_entries(1, 10).unwrap(), None);
+}
+
+/// The entries of a chain written before chains were keyed (SHA-256 only), `n` long.
+fn unkeyed_chain(n: u64) -> Vec<Logged> {
+    let mut prev = kvs_sync::GENESIS_HASH.to_owned();
+    (1..=n)
+        .map(|seq| {
+            let op = put(&format!("k{seq}"), "1");
+            let mut entry = AuditEntry::for_op(seq, seq, &op, &prev, &audit().unwrap());
+            entry.hash = entry.unkeyed_hash();
+            prev.clone_from(&entry.hash);
+            Logged::Audit(entry)
+        })
+        .collect()
+}
+
+#[test]
+fn a_chain_from_before_keys_is_adopted_and_reported_as_unkeyed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // A store as the previous version left it: unkeyed entries, no recorded head.
+        let store = DurableStore::open(dir.path(), StoreOptions::default(), None).unwrap();
+        store.lmdb().apply_logged(&unkeyed_chain(3), None).unwrap();
+    }
+    assert!(!dir.path().join(crate::store::AUDIT_HEAD_FILE).exists());
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), audit()).unwrap();
+    assert_eq!(
+        store.verify_audit().unwrap(),
+        Some(AuditVerdict::Intact {
+            entries: 3,
+            unkeyed: 3
+        })
+    );
+    store.write_batch(&[put("k4", "1")], 10).unwrap();
+    assert_eq!(
+        store.verify_audit().unwrap(),
+        Some(AuditVerdict::Intact {
+            entries: 4,
+            unkeyed: 3
+        })
+    );
+}
+
+#[test]
+fn another_secret_or_a_cut_chain_fails_verification_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = DurableStore::open(dir.path(), StoreOptions::default(), audit()).unwrap();
+        store
+            .write_batch(&[put("a", "1"), put("b", "1"), put("c", "1")], 10)
+            .unwrap();
+    }
+    {
+        let other = Some(AuditKey::from_secret("another secret"));
+        let store = DurableStore::open(dir.path(), StoreOptions::default(), other).unwrap();
+        let verdict = store.verify_audit().unwrap().unwrap();
+        assert!(
+            matches!(
+                verdict,
+                AuditVerdict::Broken {
+                    first_bad_seq: 1,
+                    ..
+                }
+            ),
+            "{verdict:?}"
+        );
+    }
+    // The head in LMDB is rewound with the entries (as from an older copy); the file
+    // still has the newest head, and the chain goes on after it.
+    let dir = tempfile::tempdir().unwrap();
+    let older = {
+        let store = DurableStore::open(dir.path(), StoreOptions::default(), audit()).unwrap();
+        store.write_batch(&[put("a", "1")], 10).unwrap();
+        store.caught_up();
+        let older = store.lmdb().audit_head().unwrap().unwrap();
+        store
+            .write_batch(&[put("b", "1"), put("c", "1")], 11)
+            .unwrap();
+        older
+    };
+    {
+        let store = DurableStore::open(dir.path(), StoreOptions::default(), None).unwrap();
+        let first = store.lmdb().audit_entries(1, 1).unwrap();
+        let lmdb = store.lmdb();
+        lmdb.clear_audit().unwrap();
+        lmdb.apply_logged(&[Logged::Audit(first[0].clone())], None)
+            .unwrap();
+        lmdb.set_audit_head(&older).unwrap();
+    }
+    let store = DurableStore::open(dir.path(), StoreOptions::default(), audit()).unwrap();
+    let cut = store.verify_audit().unwrap().unwrap();
+    assert!(
+        matches!(
+            cut,
+            AuditVerdict::Broken {
+                first_bad_seq: 2,
+                ..
+            }
+        ),
+        "{cut:?}"
+    );
+    store.write_batch(&[put("d", "1")], 12).unwrap();
+    let entries = store.audit_entries(0, 10).unwrap().unwrap();
+    assert_eq!(
+        entries.last().unwrap().seq,
+        4,
+        "the chain went on after the head"
+    );
+    let later = store.verify_audit().unwrap().unwrap();
+    assert!(
+        matches!(
+            later,
+            AuditVerdict::Broken {
+                first_bad_seq: 2,
+                ..
+            }
+        ),
+        "the gap stays: {later:?}"
+    );
 }
 
 /// Versions a session brings, `count` keys from `first`, of about 1 KiB each.
@@ -359,7 +492,7 @@ fn session_merges_wait_while_the_applier_is_behind() {
     };
     // Commits of 64 KiB: the backlog may hold 128 KiB, about 120 of these versions.
     let store = Arc::new(
-        DurableStore::open_with(dir.path(), options, false, 64 << 10, Arc::default()).unwrap(),
+        DurableStore::open_with(dir.path(), options, None, 64 << 10, Arc::default()).unwrap(),
     );
     let writer = store.lmdb().hold_writer();
     let (calls, per_call) = (40, 20);

@@ -7,7 +7,8 @@
 //! - `tombstones`: timestamp ++ key -> () for tombstones, purged after `tombstone_ttl`;
 //! - `history`: key ++ 0x00 ++ !timestamp ++ uuid -> record, newest first per key (keys
 //!   hold no control characters, so 0x00 ends a key);
-//! - `meta`: node facts such as `joined_at` (`meta.rs`);
+//! - `meta`: node facts such as `joined_at` (`meta.rs`), and the audit chain's sealed head
+//!   (`audit_head`, `audit.rs`);
 //! - `audit`: the audit trail, seq (u64 BE) -> entry (JSON), see `kvs_sync::AuditEntry` (`audit.rs`);
 //! - `merkle` and `by_leaf`: the merkle tree of `kv` and the keys of each of its leaves
 //!   (`merkle.rs`), updated in every transaction that changes `kv`.
@@ -37,6 +38,8 @@ mod keys;
 mod merkle;
 mod meta;
 mod write;
+
+pub(crate) use self::audit::{AuditSeal, HEAD_FILE, META_COPY};
 
 use self::index_ops::{IndexOps, Tables};
 use self::keys::{history_prefix, index_key, split_index_key};

@@ -10,7 +10,7 @@ use kvs_sync::{StoreError, Version, WriteOp, WriteOutcome, WriteRejected, plan_w
 use super::index_ops::Table;
 use super::keys::{history_prefix, index_key};
 use super::record::{self, Header};
-use super::{LmdbStore, Logged, Staged};
+use super::{AuditSeal, LmdbStore, Logged, Staged};
 
 impl LmdbStore {
     /// Removes `key`'s index entries for the version whose header is `old`.
@@ -153,14 +153,21 @@ impl LmdbStore {
     /// The work is done key by key in key order (B-tree pages are then visited in
     /// order): every superseding version of a key joins its history, and only the last
     /// becomes current, so a key written many times in one batch updates the current
-    /// version and its indexes once. Audit entries past the stored ones are appended.
-    pub fn apply_logged(&self, items: &[Logged]) -> Result<(), StoreError> {
+    /// version and its indexes once. Audit entries past the stored ones are appended;
+    /// with `seal`, the head after the last of them is recorded in the same commit and
+    /// returned (sealed), for its copy outside LMDB.
+    pub fn apply_logged(
+        &self,
+        items: &[Logged],
+        seal: Option<&AuditSeal>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let mut wtxn = self.begin()?;
         let mut last_audit = self
             .audit
             .last(&wtxn)?
             .and_then(|(seq, _)| seq.try_into().ok().map(u64::from_be_bytes));
         let mut by_key: BTreeMap<&str, Vec<&Staged>> = BTreeMap::new();
+        let mut newest_audit = None;
         for item in items {
             match item {
                 Logged::Version(staged) => by_key.entry(&staged.key).or_default().push(staged),
@@ -175,6 +182,7 @@ impl LmdbStore {
                     };
                     self.audit.put_with_flags(&mut wtxn, flags, &seq, &json)?;
                     last_audit = last_audit.max(Some(entry.seq));
+                    newest_audit = Some(entry);
                 }
             }
         }
@@ -201,7 +209,16 @@ impl LmdbStore {
                 self.cap_history(&mut wtxn, key)?;
             }
         }
-        self.commit(wtxn)
+        let sealed = match (seal, newest_audit) {
+            (Some(seal), Some(entry)) => {
+                let sealed = seal.after(entry);
+                self.put_audit_head(&mut wtxn, &sealed)?;
+                Some(sealed)
+            }
+            _ => None,
+        };
+        self.commit(wtxn)?;
+        Ok(sealed)
     }
 }
 
