@@ -1,11 +1,14 @@
 //! The hash-chained audit log against a real node: entries for every kind of mutation,
-//! `/audit` paging, `/audit/verify`, and tampering with the stored entries on disk.
+//! `/audit` paging, `/audit/verify`, and tampering with the stored entries on disk
+//! (altering, removing, reordering, cutting the newest off, rewriting with recomputed
+//! hashes).
 
 mod common;
 
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use common::Node;
 
@@ -118,8 +121,23 @@ fn every_mutation_is_chained_and_verifies() {
     );
 }
 
+/// The config of tampered nodes: the cluster secret (which keys the chain) is in the
+/// config, outside the data dir that an attacker rewrites.
+const SECRET_IN_CONFIG: &str =
+    "clustering_enabled: false\ncluster_secret: 0123456789abcdef0123456789abcdef\n";
+
+/// `verdict` says the chain is broken from `seq` on, and why.
+fn assert_broken(verdict: &Value, seq: u64) {
+    assert_eq!(verdict["ok"], false, "{verdict}");
+    assert_eq!(verdict["first_bad_seq"], seq, "{verdict}");
+    assert!(
+        verdict["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{verdict}"
+    );
+}
+
 fn tampered(change: impl FnOnce(&Env, &Database<'static, Bytes, Bytes>)) -> Value {
-    let mut node = Node::start("clustering_enabled: false\n");
+    let mut node = Node::start(SECRET_IN_CONFIG);
     let auth = admin(&node);
     mutate_everything(&node, &auth);
     assert!(node.terminate().success());
@@ -154,10 +172,7 @@ fn an_altered_entry_is_found() {
         third["actor"] = "mallory".into();
         put_entry(env, db, 3, &third);
     });
-    assert_eq!(
-        verdict,
-        serde_json::json!({"ok": false, "first_bad_seq": 3})
-    );
+    assert_broken(&verdict, 3);
 }
 
 #[test]
@@ -167,10 +182,7 @@ fn a_removed_entry_is_found() {
         db.delete(&mut wtxn, &2u64.to_be_bytes()).unwrap();
         wtxn.commit().unwrap();
     });
-    assert_eq!(
-        verdict,
-        serde_json::json!({"ok": false, "first_bad_seq": 2})
-    );
+    assert_broken(&verdict, 2);
 }
 
 #[test]
@@ -180,10 +192,135 @@ fn reordered_entries_are_found() {
         put_entry(env, db, 2, &third);
         put_entry(env, db, 3, &second);
     });
-    assert_eq!(
-        verdict,
-        serde_json::json!({"ok": false, "first_bad_seq": 2})
+    assert_broken(&verdict, 2);
+}
+
+fn last_seq(env: &Env, db: &Database<'static, Bytes, Bytes>) -> u64 {
+    let rtxn = env.read_txn().unwrap();
+    let (seq, _) = db.last(&rtxn).unwrap().expect("entries");
+    u64::from_be_bytes(seq.try_into().unwrap())
+}
+
+fn delete_from(env: &Env, db: &Database<'static, Bytes, Bytes>, from: u64, through: u64) {
+    let mut wtxn = env.write_txn().unwrap();
+    for seq in from..=through {
+        assert!(db.delete(&mut wtxn, &seq.to_be_bytes()).unwrap());
+    }
+    wtxn.commit().unwrap();
+}
+
+#[test]
+fn cutting_off_the_newest_entries_is_found() {
+    let mut last = 0;
+    let verdict = tampered(|env, db| {
+        last = last_seq(env, db);
+        delete_from(env, db, last - 1, last);
+    });
+    assert_broken(&verdict, last - 1);
+    let reason = verdict["reason"].as_str().unwrap();
+    assert!(reason.contains("missing"), "{reason}");
+}
+
+#[test]
+fn cutting_off_entries_and_removing_the_head_file_is_found() {
+    let mut node = Node::start(SECRET_IN_CONFIG);
+    let auth = admin(&node);
+    mutate_everything(&node, &auth);
+    assert!(node.terminate().success());
+    let last = {
+        let (env, db) = audit_table(&node);
+        let last = last_seq(&env, &db);
+        delete_from(&env, &db, last, last);
+        last
+    };
+    let _ = std::fs::remove_file(node.data_dir().join("audit.head"));
+    node.launch();
+    let verdict = call(&node, "GET", "/audit/verify", None, &auth).json();
+    assert_eq!(verdict["ok"], false, "{verdict}");
+    assert!(
+        verdict["first_bad_seq"].as_u64().unwrap() <= last,
+        "{verdict}"
     );
+    // The finding stays after later writes move the head on.
+    assert_eq!(
+        call(&node, "PUT", "/kv/later", Some("1"), &auth).status,
+        201
+    );
+    let again = call(&node, "GET", "/audit/verify", None, &auth).json();
+    assert_eq!(again["ok"], false, "{again}");
+}
+
+#[test]
+fn a_data_file_swapped_for_an_older_backup_is_found() {
+    let mut node = Node::start(SECRET_IN_CONFIG);
+    let auth = admin(&node);
+    let taken = call(&node, "POST", "/admin/backups", None, &auth);
+    assert_eq!(taken.status, 201, "{}", taken.body);
+    let name = taken.json()["name"].as_str().unwrap().to_owned();
+    let backed_up = call(&node, "GET", "/audit/verify", None, &auth).json()["entries"]
+        .as_u64()
+        .unwrap();
+    mutate_everything(&node, &auth);
+    assert!(node.terminate().success());
+    let backup = node.data_dir().join("backups").join(format!("{name}.mdb"));
+    std::fs::copy(backup, node.data_dir().join("data.mdb")).unwrap();
+    node.launch();
+    let verdict = call(&node, "GET", "/audit/verify", None, &auth).json();
+    assert_broken(&verdict, backed_up + 1);
+}
+
+/// An entry's hash as chains were computed before they were keyed (the recipe is public):
+/// SHA-256 over `prev_hash`, seq, timestamp, actor, action and key, each followed by `\n`.
+fn unkeyed_hash(entry: &Value) -> String {
+    let mut hasher = Sha256::new();
+    for field in ["prev_hash", "seq", "timestamp", "actor", "action", "key"] {
+        let part = match &entry[field] {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        hasher.update(part.as_bytes());
+        hasher.update(b"\n");
+    }
+    hex::encode(hasher.finalize())
+}
+
+#[test]
+fn an_edited_entry_with_the_rest_rehashed_is_found() {
+    let verdict = tampered(|env, db| {
+        let last = last_seq(env, db);
+        let mut prev_hash = entry(env, db, 2)["hash"].clone();
+        for seq in 3..=last {
+            let mut rewritten = entry(env, db, seq);
+            if seq == 3 {
+                rewritten["actor"] = "mallory".into();
+            }
+            rewritten["prev_hash"] = prev_hash;
+            rewritten["hash"] = unkeyed_hash(&rewritten).into();
+            put_entry(env, db, seq, &rewritten);
+            prev_hash = rewritten["hash"].clone();
+        }
+    });
+    assert_broken(&verdict, 3);
+}
+
+#[test]
+fn a_clean_restart_still_verifies() {
+    let mut node = Node::start(SECRET_IN_CONFIG);
+    let auth = admin(&node);
+    mutate_everything(&node, &auth);
+    assert!(node.terminate().success());
+    node.launch();
+    assert_eq!(
+        call(&node, "PUT", "/kv/after", Some("1"), &auth).status,
+        201
+    );
+    let verdict = call(&node, "GET", "/audit/verify", None, &auth).json();
+    assert_eq!(verdict["ok"], true, "{verdict}");
+    let count = call(&node, "GET", "/audit?limit=1000", None, &auth).json()["entries"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(verdict["entries"].as_u64().unwrap() as usize, count);
 }
 
 #[test]

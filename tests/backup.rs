@@ -117,6 +117,13 @@ fn backup_while_serving_then_restore_into_the_stopped_node() {
         "deleted after the backup"
     );
     assert_eq!(get_status(&node, &auth, "b/49"), 200);
+    let verdict = node
+        .request("GET", "/audit/verify", None, &[("authorization", &auth)])
+        .json();
+    assert_eq!(
+        verdict["ok"], true,
+        "a restored chain, shorter than before, is not taken for one cut short: {verdict}"
+    );
 }
 
 #[test]
