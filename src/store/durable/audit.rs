@@ -74,7 +74,9 @@ pub(super) fn open(
     key: &AuditKey,
 ) -> Result<(Audit, AuditHead, HeadRecorder), StoreError> {
     if key.is_weak() {
-        tracing::warn!(
+        // A supported setup (the node keeps a generated secret in the data dir), so not a
+        // warning at every start; the README says what it leaves open.
+        tracing::debug!(
             "cluster_secret is not in the config, so the audit chain's key is not secret: \
              whoever can write the data dir can rewrite the audit trail undetected"
         );

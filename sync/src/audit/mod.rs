@@ -29,7 +29,7 @@
 //!   trails were kept, or before they were keyed (verification reports the unkeyed
 //!   entries, so the second shows);
 //! - anything, when `cluster_secret` is not in the config: the node keeps a generated one
-//!   in the data dir, so the key is there too (the node warns at start).
+//!   in the data dir, so the key is there too.
 //!
 //! A change of `cluster_secret` changes the key: the existing chain no longer verifies.
 
