@@ -428,7 +428,7 @@ impl<F: ProtocolFactory> Engine<'_, F> {
     fn node_op(&mut self, kind: NodeOp, i: usize) -> Result<(), SimError> {
         let state = self.nodes[i].state;
         match (kind, state) {
-            (NodeOp::Crash, NodeState::Up | NodeState::Paused) => {
+            (NodeOp::Crash | NodeOp::Wipe, NodeState::Up | NodeState::Paused) => {
                 let slot = &mut self.nodes[i];
                 slot.state = NodeState::Down;
                 slot.proto = None;

@@ -12,6 +12,7 @@ mod duration;
 mod engine;
 mod error;
 mod fabric;
+mod full;
 mod link;
 mod properties;
 mod protocol;
@@ -50,5 +51,6 @@ pub fn run_file(path: &Path, opts: RunOptions<'_>) -> Result<RunReport, SimError
 pub fn run_scenario(scenario: &Scenario, opts: RunOptions<'_>) -> Result<RunReport, SimError> {
     match scenario.engine {
         Engine::Model => protocols::run_protocol(scenario, opts),
+        Engine::Full => full::run(scenario, opts),
     }
 }

@@ -27,6 +27,13 @@ pub struct Scenario {
     pub duration: Duration,
     /// The nodes and the protocol they run.
     pub cluster: Cluster,
+    /// Per-node wall-clock offset and drift (`engine: full`), e.g.
+    /// `{n2: {offset: +10s, drift_ppm: 200}}`; parsed by the full engine.
+    #[serde(default)]
+    pub clocks: Value,
+    /// Client load (`engine: full`); parsed by the full engine.
+    #[serde(default)]
+    pub workload: Value,
     /// Link behaviour.
     #[serde(default)]
     pub network: Network,
@@ -48,6 +55,9 @@ pub struct Scenario {
 pub enum Engine {
     /// Sans-IO protocol cores on the discrete-event network.
     Model,
+    /// Whole nodes (membership and replication drivers, write path, store) over the
+    /// simulated transports.
+    Full,
 }
 
 /// The nodes (`n1` .. `nN`) and their protocol.
@@ -56,7 +66,8 @@ pub enum Engine {
 pub struct Cluster {
     /// How many nodes.
     pub nodes: usize,
-    /// Which protocol adapter runs on each node (see `protocols/`).
+    /// Which protocol adapter runs on each node (see `protocols/`; `engine: model` only).
+    #[serde(default)]
     pub protocol: String,
     /// The protocol's own options, parsed by its adapter.
     #[serde(default)]
@@ -137,6 +148,8 @@ pub enum Action {
     Crash(Selector),
     /// Starts crashed nodes again with fresh state (a higher incarnation).
     Restart(Selector),
+    /// Crashes the nodes and loses their disks (`engine: full`: they restart empty).
+    Wipe(Selector),
     /// Freezes the nodes: incoming datagrams queue, timers wait.
     Pause(Selector),
     /// Unfreezes paused nodes.
@@ -278,6 +291,11 @@ impl Scenario {
         }
         if self.timeline.last().is_some_and(|s| s.at > self.duration) {
             return Err(SimError::invalid("a timeline step is after `duration`"));
+        }
+        if self.engine == Engine::Model && !(self.clocks.is_null() && self.workload.is_null()) {
+            return Err(SimError::invalid(
+                "`clocks` and `workload` need `engine: full`",
+            ));
         }
         Ok(())
     }

@@ -16,6 +16,8 @@ pub(crate) enum NodeOp {
     Crash,
     /// Start a crashed node with fresh state.
     Restart,
+    /// Crash, losing the disk too (`engine: full`; the model engine keeps nothing anyway).
+    Wipe,
     /// Freeze.
     Pause,
     /// Unfreeze.
@@ -98,6 +100,7 @@ fn resolve(action: &Action, n: usize) -> Result<Op, SimError> {
         Action::Clog { from, to, hold } => Op::Net(NetOp::Clog(set(from, n)?, set(to, n)?, *hold)),
         Action::Crash(s) => Op::Node(NodeOp::Crash, s.resolve(n)?),
         Action::Restart(s) => Op::Node(NodeOp::Restart, s.resolve(n)?),
+        Action::Wipe(s) => Op::Node(NodeOp::Wipe, s.resolve(n)?),
         Action::Pause(s) => Op::Node(NodeOp::Pause, s.resolve(n)?),
         Action::Resume(s) => Op::Node(NodeOp::Resume, s.resolve(n)?),
         Action::Slow(spec) => {

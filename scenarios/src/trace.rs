@@ -68,6 +68,14 @@ pub enum Event {
     },
     /// A timeline step was applied (its description).
     Step(String),
+    /// Something a whole node did (`engine: full`): a client operation and its outcome, a
+    /// membership change it saw.
+    Note {
+        /// Node index.
+        node: usize,
+        /// What happened.
+        what: String,
+    },
 }
 
 /// An event at a virtual time.
@@ -157,6 +165,12 @@ impl Event {
                 word(h, text.len());
                 h.update(text.as_bytes());
             }
+            Event::Note { node, what } => {
+                h.update([6]);
+                word(h, *node);
+                word(h, what.len());
+                h.update(what.as_bytes());
+            }
         }
     }
 }
@@ -188,6 +202,9 @@ impl Record {
                 serde_json::json!({"t_us": t, "ev": "timer", "node": name(*node)})
             }
             Event::Step(text) => serde_json::json!({"t_us": t, "ev": "step", "what": text}),
+            Event::Note { node, what } => {
+                serde_json::json!({"t_us": t, "ev": "note", "node": name(*node), "what": what})
+            }
         }
     }
 }
@@ -207,6 +224,7 @@ impl std::fmt::Display for Record {
             }
             Event::Timer { node } => write!(f, "{at} timer {}", name(*node)),
             Event::Step(text) => write!(f, "{at} step {text}"),
+            Event::Note { node, what } => write!(f, "{at} {} {what}", name(*node)),
         }
     }
 }

@@ -8,8 +8,8 @@ mod ping_pong;
 mod swim;
 
 pub use ping_pong::{PingPong, PingPongNode};
-pub(crate) use swim::index_of;
 pub use swim::{Life, Observation, Observations, Seen, SharedLog, SwimFactory, SwimNode};
+pub(crate) use swim::{Settings as SwimSettings, index_of};
 
 use crate::engine::{RunOptions, RunReport};
 use crate::{Scenario, SimError};

@@ -22,7 +22,7 @@ use serde_yaml::Value;
 use crate::SimError;
 use crate::properties::{self, Phase, Property};
 use crate::protocol::{NodeCtx, Protocol, ProtocolFactory, Transmit};
-use config::Settings;
+pub(crate) use config::Settings;
 
 pub(crate) use log::index_of;
 pub use log::{Life, Observation, Observations, Seen, SharedLog};

@@ -146,6 +146,13 @@ impl SimNet {
         let _ = core.fabric.apply(now, &NetOp::Partition(label));
     }
 
+    /// Applies a resolved timeline change to the network.
+    pub(crate) fn apply(&self, op: &NetOp) -> Result<(), SimError> {
+        let mut core = lock(&self.core);
+        let now = core.now;
+        core.fabric.apply(now, op)
+    }
+
     /// Removes every partition and clog.
     pub fn heal(&self) {
         let mut core = lock(&self.core);

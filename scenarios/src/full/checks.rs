@@ -1,0 +1,298 @@
+//! The data properties of `engine: full` runs, judged on the nodes' stores against the
+//! clients' acknowledgements ([`AckLog`]). Every check looks at the nodes that are up.
+//! - `data_converged` (eventually, `{within}` after `quiesce_at`; or final): every node
+//!   has the same merkle root; the evidence names a key whose versions differ.
+//! - `no_lost_acked_writes` (final): for every key, every node holds the newest
+//!   acknowledged version or one that supersedes it under the conflict rule; holding
+//!   nothing is fine only when that newest version is dead (deleted or expired, and so
+//!   may have been purged). A run with no acknowledged write fails as vacuous.
+//! - `no_resurrection` (final): a key whose newest acknowledged version is dead is live
+//!   nowhere under another version.
+//! - `one_winner` (final): every node holds the same version of every key.
+//! - `causal_overwrite` (final): every acknowledged write superseded what its node held
+//!   when it wrote, whatever the clocks said.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kvs_sync::{Store, Version};
+use serde_yaml::Value;
+
+use super::node::FullNode;
+use super::workload::{Ack, AckLog};
+use crate::properties::Violation;
+use crate::spec::node_name;
+use crate::{Scenario, SimError, duration};
+
+/// How often `eventually` properties are polled after `quiesce_at`.
+pub(crate) const POLL: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Final {
+    Converged,
+    NoLostAckedWrites,
+    NoResurrection,
+    OneWinner,
+    CausalOverwrite,
+}
+
+/// The properties of a full run.
+#[derive(Debug, Default)]
+pub(crate) struct DataChecks {
+    /// `data_converged` within this long after `quiesce_at`.
+    pub(crate) converge_within: Option<Duration>,
+    finals: Vec<Final>,
+}
+
+fn within(args: &Value, name: &str) -> Result<Duration, SimError> {
+    let text = args
+        .get("within")
+        .and_then(Value::as_str)
+        .ok_or_else(|| SimError::invalid(format!("{name}: needs `{{within: <duration>}}`")))?;
+    duration::parse(text).map_err(|e| SimError::invalid(format!("{name}.within: {e}")))
+}
+
+impl DataChecks {
+    pub(crate) fn parse(scenario: &Scenario) -> Result<Self, SimError> {
+        let p = &scenario.properties;
+        if let Some(entry) = p.always.first() {
+            let (name, _) = entry.parts()?;
+            return Err(SimError::invalid(format!(
+                "property `{name}`: engine: full has no `always` properties yet (data properties are eventually or final)"
+            )));
+        }
+        let mut checks = Self::default();
+        for entry in &p.eventually {
+            match entry.parts()? {
+                (name, args) if name == "data_converged" => {
+                    checks.converge_within = Some(within(&args, &name)?);
+                }
+                (name, _) => {
+                    return Err(SimError::invalid(format!(
+                        "unknown eventually property `{name}` for engine: full (known: data_converged)"
+                    )));
+                }
+            }
+        }
+        for entry in &p.at_end {
+            let (name, _) = entry.parts()?;
+            checks.finals.push(match name.as_str() {
+                "data_converged" => Final::Converged,
+                "no_lost_acked_writes" => Final::NoLostAckedWrites,
+                "no_resurrection" => Final::NoResurrection,
+                "one_winner" => Final::OneWinner,
+                "causal_overwrite" => Final::CausalOverwrite,
+                other => {
+                    return Err(SimError::invalid(format!(
+                        "unknown final property `{other}` for engine: full (known: data_converged, no_lost_acked_writes, no_resurrection, one_winner, causal_overwrite)"
+                    )));
+                }
+            });
+        }
+        Ok(checks)
+    }
+
+    /// The final properties, in file order; the first that fails.
+    pub(crate) fn at_end(&self, nodes: &[FullNode], log: &AckLog) -> Result<(), Violation> {
+        let view = View::read(nodes, log).map_err(|e| violation("store", e))?;
+        for check in &self.finals {
+            let (name, result) = match check {
+                Final::Converged => ("data_converged", view.converged()),
+                Final::NoLostAckedWrites => ("no_lost_acked_writes", view.no_lost(log)),
+                Final::NoResurrection => ("no_resurrection", view.no_resurrection(log)),
+                Final::OneWinner => ("one_winner", view.one_winner()),
+                Final::CausalOverwrite => ("causal_overwrite", causal(log)),
+            };
+            result.map_err(|evidence| violation(name, evidence))?;
+        }
+        Ok(())
+    }
+}
+
+fn violation(property: &str, evidence: String) -> Violation {
+    Violation {
+        property: property.into(),
+        evidence,
+    }
+}
+
+/// Whether the nodes that are up have converged: `Err` says how they differ.
+pub(crate) fn converged(nodes: &[FullNode], log: &AckLog) -> Result<(), String> {
+    View::read(nodes, log)?.converged()
+}
+
+/// What one up node holds.
+struct NodeView {
+    index: usize,
+    /// Its wall clock, in ms.
+    now_ms: u64,
+    root: u64,
+    held: BTreeMap<String, Option<Version>>,
+}
+
+/// What every up node holds for every key clients touched.
+struct View {
+    nodes: Vec<NodeView>,
+}
+
+fn show(version: Option<&Version>) -> String {
+    match version {
+        None => "nothing".into(),
+        Some(v) => {
+            let state = if v.is_tombstone() {
+                "deleted".to_string()
+            } else if let Some(at) = v.expires_at {
+                format!("live until {at}")
+            } else {
+                "live".into()
+            };
+            format!("{}@{} ({state})", v.id.uuid, v.id.timestamp)
+        }
+    }
+}
+
+fn describe_ack(ack: &Ack) -> String {
+    format!(
+        "acknowledged by {} at {}: {}",
+        node_name(ack.node),
+        duration::show(ack.at),
+        show(Some(&ack.version))
+    )
+}
+
+fn is_dead(version: &Version, now_ms: u64) -> bool {
+    version.is_tombstone() || version.is_expired(now_ms)
+}
+
+/// The newest acknowledged write of each key, under the conflict rule.
+fn newest_acks(log: &AckLog) -> BTreeMap<&str, &Ack> {
+    let mut newest: BTreeMap<&str, &Ack> = BTreeMap::new();
+    for ack in &log.acks {
+        let entry = newest.entry(ack.key.as_str()).or_insert(ack);
+        if ack.version.supersedes(&entry.version) {
+            *entry = ack;
+        }
+    }
+    newest
+}
+
+impl View {
+    fn read(nodes: &[FullNode], log: &AckLog) -> Result<Self, String> {
+        let keys: Vec<String> = log.keys.iter().cloned().collect();
+        let mut out = Vec::new();
+        for (i, node) in nodes.iter().enumerate().filter(|(_, n)| n.is_up()) {
+            let store = node.store.as_ref();
+            let root = store.merkle().map_err(|e| e.to_string())?.root();
+            let held = store.get_many(&keys).map_err(|e| e.to_string())?;
+            out.push(NodeView {
+                index: i,
+                now_ms: node.now_ms(),
+                root,
+                held: keys.iter().cloned().zip(held).collect(),
+            });
+        }
+        Ok(Self { nodes: out })
+    }
+
+    fn one_winner(&self) -> Result<(), String> {
+        let Some(first) = self.nodes.first() else {
+            return Ok(());
+        };
+        for (key, version) in &first.held {
+            let id = version.as_ref().map(|v| v.id);
+            if let Some(other) = self
+                .nodes
+                .iter()
+                .find(|other| other.held[key].as_ref().map(|v| v.id) != id)
+            {
+                return Err(format!(
+                    "key {key}: {} holds {}, {} holds {}",
+                    node_name(first.index),
+                    show(version.as_ref()),
+                    node_name(other.index),
+                    show(other.held[key].as_ref())
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn converged(&self) -> Result<(), String> {
+        let roots: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| format!("{}={:016x}", node_name(node.index), node.root))
+            .collect();
+        if self.nodes.windows(2).all(|w| w[0].root == w[1].root) {
+            return Ok(());
+        }
+        let differing = self.one_winner().err().unwrap_or_else(|| {
+            "no key clients touched differs (the difference is elsewhere)".into()
+        });
+        Err(format!(
+            "merkle roots differ: {}; {differing}",
+            roots.join(" ")
+        ))
+    }
+
+    fn no_lost(&self, log: &AckLog) -> Result<(), String> {
+        if log.acks.is_empty() {
+            return Err("vacuous: no write was acknowledged".into());
+        }
+        for (key, ack) in newest_acks(log) {
+            for node in &self.nodes {
+                let ok = match &node.held[key] {
+                    None => is_dead(&ack.version, node.now_ms),
+                    Some(h) => h.id == ack.version.id || h.supersedes(&ack.version),
+                };
+                if !ok {
+                    return Err(format!(
+                        "key {key}: {} holds {}; the newest write was {}",
+                        node_name(node.index),
+                        show(node.held[key].as_ref()),
+                        describe_ack(ack)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn no_resurrection(&self, log: &AckLog) -> Result<(), String> {
+        for (key, ack) in newest_acks(log) {
+            for node in &self.nodes {
+                if !is_dead(&ack.version, node.now_ms) {
+                    continue;
+                }
+                if let Some(h) = &node.held[key]
+                    && h.id != ack.version.id
+                    && h.is_live(node.now_ms)
+                {
+                    return Err(format!(
+                        "key {key}: {} holds {} live; the newest write was {}",
+                        node_name(node.index),
+                        show(Some(h)),
+                        describe_ack(ack)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn causal(log: &AckLog) -> Result<(), String> {
+    for ack in &log.acks {
+        if let Some(held) = &ack.held
+            && !ack.version.supersedes(held)
+        {
+            return Err(format!(
+                "key {}: the write {} does not supersede {} which its node held",
+                ack.key,
+                describe_ack(ack),
+                show(Some(held))
+            ));
+        }
+    }
+    Ok(())
+}

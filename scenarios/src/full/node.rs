@@ -1,0 +1,258 @@
+//! One whole node on the simulator, wired as `src/node.rs` and `src/cluster.rs` wire the
+//! real one: the membership driver (`kvs_membership::Membership`) over simulated
+//! datagrams, the replication driver (`kvs_sync::driver::Replication`) over simulated
+//! streams, membership events turned into replication's peers up and down, a purge
+//! task, and the write path (`Store::write_batch`, then a push) that clients call. The
+//! store is a [`MemoryStore`]: it outlives a crash (what a node acknowledged is on its
+//! disk) unless the node restarts wiped.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kvs_membership::{DriverConfig, LocalMember, Membership, MembershipEvent};
+use kvs_net::{Clock, NodeId, Runtime, seeded_rng};
+use kvs_sync::driver::{PeerEvent, Replication, ReplicationConfig};
+use kvs_sync::{
+    MemoryStore, Store, StoreError, StoreOptions, Version, WriteOp, WriteOutcome, WriteRejected,
+};
+use rand::Rng;
+use tokio::sync::watch;
+
+use super::config::NodeSettings;
+use crate::SimError;
+use crate::protocol::node_addr;
+use crate::simnet::{SimClock, SimNet, SimStreams};
+use crate::spec::node_name;
+
+/// Membership changes seen by nodes, with when: the engine traces them in order.
+pub(crate) type Notes = Arc<Mutex<Vec<(Duration, usize, String)>>>;
+
+/// A node's running drivers (gone while it is crashed).
+struct Running {
+    replication: Arc<Replication<SimStreams>>,
+    _membership: Membership,
+    _stop: watch::Sender<bool>,
+}
+
+/// A node across its lives.
+pub(crate) struct FullNode {
+    index: usize,
+    pub(crate) store: Arc<MemoryStore>,
+    clock: SimClock,
+    joined_at: u64,
+    incarnation: u64,
+    last_sync_ms: Option<u64>,
+    running: Option<Running>,
+    pub(crate) paused: bool,
+}
+
+/// Wall-clock milliseconds of `clock`.
+pub(crate) fn now_ms(clock: &dyn Clock) -> u64 {
+    clock.unix_micros() / 1000
+}
+
+impl FullNode {
+    /// A node that has not started yet, with an empty store.
+    pub(crate) fn new(index: usize, net: &SimNet) -> Self {
+        let clock = net.clock(index);
+        // Distinct per node, as real `joined_at`s are: they break timestamp ties.
+        let joined_at = now_ms(&clock) + index as u64;
+        Self {
+            index,
+            store: Arc::new(MemoryStore::new(StoreOptions::default())),
+            clock,
+            joined_at,
+            incarnation: 0,
+            last_sync_ms: None,
+            running: None,
+            paused: false,
+        }
+    }
+
+    /// Whether it is running (not crashed).
+    pub(crate) fn is_up(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Whether clients get answers from it.
+    pub(crate) fn serves(&self) -> bool {
+        self.is_up() && !self.paused
+    }
+
+    /// Starts the drivers (first start or restart).
+    pub(crate) fn start(
+        &mut self,
+        net: &SimNet,
+        settings: &NodeSettings,
+        seed: u64,
+        notes: &Notes,
+    ) -> Result<(), SimError> {
+        let i = self.index;
+        let name = node_name(i);
+        let runtime: Arc<dyn Runtime> = Arc::new(net.runtime(i));
+        let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
+        let life = format!("{i}/{}", self.incarnation);
+        let (stop, shutdown) = watch::channel(false);
+        let seeds: Vec<_> = settings
+            .membership
+            .seeds
+            .iter()
+            .filter(|&&s| s != i)
+            .map(|&s| node_addr(s))
+            .collect();
+        let config = ReplicationConfig {
+            node_id: name.clone(),
+            sync_interval: settings.sync_interval,
+            max_clock_skew: settings.max_clock_skew,
+            tombstone_ttl: settings.tombstone_ttl,
+            seed: seeded_rng(seed, &format!("sync/{life}")).r#gen(),
+            expect_peers: !seeds.is_empty(),
+            last_sync_ms: self.last_sync_ms,
+            ..ReplicationConfig::default()
+        };
+        let replication = Arc::new(Replication::start(
+            Arc::clone(&runtime),
+            Arc::new(net.streams(i)),
+            Arc::clone(&self.store) as Arc<dyn Store>,
+            Arc::clone(&clock),
+            config,
+            shutdown.clone(),
+        ));
+        let sink = Arc::clone(&replication);
+        let (notes, seen_at) = (Arc::clone(notes), self.clock.clone());
+        let events = move |event: &MembershipEvent| {
+            notes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((seen_at.now(), i, describe(event)));
+            if let Some(change) = peer_event(event) {
+                sink.peer_event(change);
+            }
+        };
+        let local = LocalMember {
+            id: NodeId::new(name),
+            gossip_addr: node_addr(i),
+            meta: node_addr(i).to_string().into_bytes(),
+            incarnation: self.incarnation,
+            joined_at: self.joined_at,
+        };
+        let driver = DriverConfig {
+            local,
+            swim: settings.membership.swim.clone(),
+            seeds,
+            rng_seed: seeded_rng(seed, &format!("swim/{life}")).r#gen(),
+        };
+        let membership = Membership::start(
+            Arc::clone(&runtime),
+            Arc::new(net.datagrams(i)),
+            Arc::clone(&clock),
+            driver,
+            events,
+            shutdown,
+        )
+        .map_err(|e| SimError::invalid(format!("membership: {e}")))?;
+        drop(runtime.spawn(Box::pin(purge_loop(
+            Arc::clone(&runtime),
+            Arc::clone(&self.store),
+            clock,
+            settings.purge_interval,
+            settings.tombstone_ttl,
+        ))));
+        self.running = Some(Running {
+            replication,
+            _membership: membership,
+            _stop: stop,
+        });
+        Ok(())
+    }
+
+    /// A crash: every task of the node is gone (the caller crashed it on the net);
+    /// the store stays, unless `wipe`.
+    pub(crate) fn crash(&mut self, wipe: bool) {
+        if let Some(running) = self.running.take() {
+            self.last_sync_ms = running.replication.last_sync_ms();
+        }
+        self.incarnation += 1;
+        self.paused = false;
+        if wipe {
+            self.store = Arc::new(MemoryStore::new(StoreOptions::default()));
+            self.last_sync_ms = None;
+        }
+    }
+
+    /// A client's write through this node: the write path, then the push to peers.
+    /// Returns the version held before and the outcome.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn write(
+        &self,
+        op: WriteOp,
+    ) -> Result<(Option<Version>, Result<WriteOutcome, WriteRejected>), StoreError> {
+        let held = self.store.get(&op.key)?;
+        let key = op.key.clone();
+        let mut outcomes = self.store.write_batch(&[op], now_ms(&self.clock))?;
+        let outcome = outcomes
+            .pop()
+            .ok_or_else(|| StoreError::Backend("no outcome for the write".into()))?;
+        if let (Some(running), Ok(done)) = (&self.running, &outcome) {
+            running.replication.push(&key, &done.version);
+        }
+        Ok((held, outcome))
+    }
+
+    /// The node's `joined_at` (the `origin_joined_at` of its writes).
+    pub(crate) fn joined_at(&self) -> u64 {
+        self.joined_at
+    }
+
+    /// Its wall clock now, in ms.
+    pub(crate) fn now_ms(&self) -> u64 {
+        now_ms(&self.clock)
+    }
+}
+
+/// Purges expired keys and old tombstones every `every`, as the node's purge loop does.
+async fn purge_loop(
+    runtime: Arc<dyn Runtime>,
+    store: Arc<MemoryStore>,
+    clock: Arc<dyn Clock>,
+    every: Duration,
+    tombstone_ttl: Duration,
+) {
+    let ttl_ms = u64::try_from(tombstone_ttl.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        runtime.sleep(every).await;
+        let _ = store.purge(now_ms(clock.as_ref()), ttl_ms);
+    }
+}
+
+/// What a membership event means for replication (as `src/cluster.rs` maps it): a live
+/// peer at the sync address in its metadata, or one gone. Suspects stay peers.
+fn peer_event(event: &MembershipEvent) -> Option<PeerEvent> {
+    match event {
+        MembershipEvent::Alive(m) | MembershipEvent::Updated(m) => {
+            let addr = std::str::from_utf8(&m.meta).ok()?.parse().ok()?;
+            Some(PeerEvent::Up {
+                node_id: m.id.to_string(),
+                addr,
+            })
+        }
+        MembershipEvent::Dead(m) | MembershipEvent::Left(m) => Some(PeerEvent::Down {
+            node_id: m.id.to_string(),
+        }),
+        MembershipEvent::Removed(id) => Some(PeerEvent::Down {
+            node_id: id.to_string(),
+        }),
+        MembershipEvent::Suspect(_) => None,
+    }
+}
+
+fn describe(event: &MembershipEvent) -> String {
+    match event {
+        MembershipEvent::Alive(m) => format!("sees {} alive #{}", m.id, m.incarnation),
+        MembershipEvent::Suspect(m) => format!("suspects {}", m.id),
+        MembershipEvent::Dead(m) => format!("sees {} dead", m.id),
+        MembershipEvent::Left(m) => format!("sees {} left", m.id),
+        MembershipEvent::Updated(m) => format!("sees {} updated", m.id),
+        MembershipEvent::Removed(id) => format!("forgets {id}"),
+    }
+}
