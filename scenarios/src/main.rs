@@ -59,6 +59,15 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let Command::Run(args) = Cli::parse().command;
+    // `KVS_SIM_LOG=debug` (any tracing filter) shows what the whole nodes of
+    // `engine: full` log, as the node would; nothing by default.
+    if let Ok(filter) = std::env::var("KVS_SIM_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .without_time()
+            .init();
+    }
     match run_all(&args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),

@@ -34,6 +34,9 @@ pub struct Scenario {
     /// Client load (`engine: full`); parsed by the full engine.
     #[serde(default)]
     pub workload: Value,
+    /// Faults drawn from the seed (`engine: full`); parsed by the full engine.
+    #[serde(default)]
+    pub nemesis: Value,
     /// Link behaviour.
     #[serde(default)]
     pub network: Network,
@@ -292,9 +295,11 @@ impl Scenario {
         if self.timeline.last().is_some_and(|s| s.at > self.duration) {
             return Err(SimError::invalid("a timeline step is after `duration`"));
         }
-        if self.engine == Engine::Model && !(self.clocks.is_null() && self.workload.is_null()) {
+        if self.engine == Engine::Model
+            && !(self.clocks.is_null() && self.workload.is_null() && self.nemesis.is_null())
+        {
             return Err(SimError::invalid(
-                "`clocks` and `workload` need `engine: full`",
+                "`clocks`, `workload` and `nemesis` need `engine: full`",
             ));
         }
         Ok(())

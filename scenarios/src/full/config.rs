@@ -164,6 +164,10 @@ pub(crate) struct LoadSpec {
     #[serde(default = "default_prefix")]
     pub(crate) prefix: String,
     pub(crate) hot: Option<Hot>,
+    /// Keys in order (`k0`, `k1`, ... round and round) instead of at random: a load
+    /// that fills the key space.
+    #[serde(default)]
+    pub(crate) sequential: bool,
     pub(crate) mix: Mix,
     #[serde(default = "default_ttl", deserialize_with = "duration::de")]
     pub(crate) ttl: Duration,

@@ -3,12 +3,14 @@
 //! and streams of [`SimNet`], on virtual time, with per-node clocks, a client workload
 //! and data checkers. The loop advances the network to the next thing due (a timeline
 //! step, a client operation, a poll of the `eventually` properties), applies it, and
-//! traces it; membership changes the nodes saw are traced as they happened. Everything
+//! traces it; membership changes the nodes saw are traced as they happened. A
+//! `nemesis` adds faults drawn from the seed to the timeline. Everything
 //! runs on one thread and draws from generators derived from the seed, so the same file
 //! and seed give the same trace digest.
 
 mod checks;
 mod config;
+mod nemesis;
 mod node;
 mod workload;
 
@@ -58,7 +60,9 @@ pub(crate) fn run(scenario: &Scenario, opts: RunOptions<'_>) -> Result<RunReport
     let clocks = parse_clocks(&scenario.clocks, n)?;
     let mut workload = Workload::new(parse_workload(&scenario.workload, n)?, opts.seed);
     let checks = DataChecks::parse(scenario)?;
-    let steps = compile(scenario)?;
+    let mut steps = compile(scenario)?;
+    steps.extend(nemesis::plan(&scenario.nemesis, n, opts.seed)?);
+    steps.sort_by_key(|s| s.at);
     if steps
         .iter()
         .any(|s| matches!(s.op, Op::Slow(..) | Op::Node(NodeOp::Unslow, _)))

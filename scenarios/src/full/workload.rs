@@ -56,6 +56,8 @@ pub(crate) struct Workload {
     rngs: Vec<SeededRng>,
     /// Per load and client: the time of its next operation.
     next: Vec<Vec<Duration>>,
+    /// Per load: operations sent.
+    counts: Vec<u64>,
     sent: u64,
 }
 
@@ -74,6 +76,7 @@ impl Workload {
             })
             .collect();
         Self {
+            counts: vec![0; loads.len()],
             loads,
             rngs,
             next,
@@ -111,7 +114,12 @@ impl Workload {
         let targets = &self.loads[load].nodes;
         let node = targets[client % targets.len()];
         let rng = &mut self.rngs[load];
-        let key = pick_key(rng, spec.keys, spec.hot.map(|h| (h.keys, h.share)));
+        let key = if spec.sequential {
+            self.counts[load] % spec.keys as u64
+        } else {
+            pick_key(rng, spec.keys, spec.hot.map(|h| (h.keys, h.share))) as u64
+        };
+        self.counts[load] += 1;
         let key = format!("{}{key}", spec.prefix);
         let kind = pick_kind(rng, &spec.mix);
         let uuid = Uuid::from_u128(rng.r#gen());

@@ -76,6 +76,9 @@ pub struct SimStream {
     to: usize,
     tx: Arc<Mutex<Pipe>>,
     rx: Arc<Mutex<Pipe>>,
+    /// Whether our side is finished (dropping an unfinished stream finishes it, as
+    /// quinn does).
+    finished: bool,
 }
 
 /// A node's stream transport.
@@ -179,6 +182,7 @@ impl Connection for SimConnection {
             to,
             tx: Arc::clone(tx),
             rx: Arc::clone(rx),
+            finished: false,
         };
         let mut peer = lock(&self.peer_incoming);
         peer.streams
@@ -260,6 +264,17 @@ impl BiStream for SimStream {
     }
 
     fn finish(&mut self) -> Result<(), NetError> {
+        if std::mem::replace(&mut self.finished, true) {
+            return Ok(());
+        }
         self.push(None)
+    }
+}
+
+impl Drop for SimStream {
+    fn drop(&mut self) {
+        // A stream dropped unfinished ends for the peer, as a dropped quinn stream does
+        // (its `recv_frame` returns `None` instead of waiting for its timeout).
+        let _ = self.finish();
     }
 }
