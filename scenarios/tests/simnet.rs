@@ -168,3 +168,33 @@ fn an_hour_of_virtual_time_takes_no_real_time() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(net.clock(0).unix_micros() - before, 3_601_000_000);
 }
+
+#[test]
+fn a_crash_drops_a_nodes_tasks_and_a_pause_holds_them() {
+    use kvs_net::Runtime;
+    let mut net = SimNet::new(2, &Network::default(), 5).expect("net");
+    let ticks = Arc::new(Mutex::new([0u32; 2]));
+    for node in 0..2 {
+        let runtime = net.runtime(node);
+        let ticks = Arc::clone(&ticks);
+        let sleeper = runtime.clone();
+        drop(runtime.spawn(Box::pin(async move {
+            loop {
+                sleeper.sleep(Duration::from_millis(100)).await;
+                ticks.lock().expect("ticks")[node] += 1;
+            }
+        })));
+    }
+    net.run_until(Duration::from_secs(1));
+    assert_eq!(*ticks.lock().expect("ticks"), [10, 10]);
+    net.crash(0);
+    net.pause(1, true);
+    net.run_until(Duration::from_secs(2));
+    assert_eq!(*ticks.lock().expect("ticks"), [10, 10], "nothing runs");
+    net.pause(1, false);
+    net.run_until(Duration::from_secs(3));
+    let after = *ticks.lock().expect("ticks");
+    assert_eq!(after[0], 10, "a crashed node's task is gone");
+    // The timer that fell due while paused fires at the resume (2 s), then every 100 ms.
+    assert_eq!(after[1], 21, "a resumed node's task goes on");
+}
