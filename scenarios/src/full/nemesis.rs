@@ -97,7 +97,9 @@ pub(crate) fn plan(value: &Value, n: usize, seed: u64) -> Result<Vec<TimedOp>, S
                 nodes.shuffle(&mut rng);
                 let cut = rng.gen_range(1..n);
                 let minority: BTreeSet<usize> = nodes[..cut].iter().copied().collect();
-                let label = (0..n).map(|i| u32::from(minority.contains(&i)) + 1).collect();
+                let label = (0..n)
+                    .map(|i| u32::from(minority.contains(&i)) + 1)
+                    .collect();
                 let names: Vec<String> = minority.iter().map(|&i| crate::node_name(i)).collect();
                 out.push(step(
                     at,

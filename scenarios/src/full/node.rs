@@ -3,8 +3,8 @@
 //! datagrams, the replication driver (`kvs_sync::driver::Replication`) over simulated
 //! streams, membership events turned into replication's peers up and down, a purge
 //! task, and the write path (`Store::write_batch`, then a push) that clients call. The
-//! store is a [`MemoryStore`]: it outlives a crash (what a node acknowledged is on its
-//! disk) unless the node restarts wiped.
+//! store is a [`MemoryStore`] without history (no property reads it): it outlives a
+//! crash (what a node acknowledged is on its disk) unless the node restarts wiped.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,6 +23,12 @@ use crate::SimError;
 use crate::protocol::node_addr;
 use crate::simnet::{SimClock, SimNet, SimStreams};
 use crate::spec::node_name;
+
+/// The nodes' store options: no history kept.
+const STORE: StoreOptions = StoreOptions {
+    max_revisions: 0,
+    compression_min_bytes: None,
+};
 
 /// Membership changes seen by nodes, with when: the engine traces them in order.
 pub(crate) type Notes = Arc<Mutex<Vec<(Duration, usize, String)>>>;
@@ -59,7 +65,7 @@ impl FullNode {
         let joined_at = now_ms(&clock) + index as u64;
         Self {
             index,
-            store: Arc::new(MemoryStore::new(StoreOptions::default())),
+            store: Arc::new(MemoryStore::new(STORE)),
             clock,
             joined_at,
             incarnation: 0,
@@ -175,7 +181,7 @@ impl FullNode {
         self.incarnation += 1;
         self.paused = false;
         if wipe {
-            self.store = Arc::new(MemoryStore::new(StoreOptions::default()));
+            self.store = Arc::new(MemoryStore::new(STORE));
             self.last_sync_ms = None;
         }
     }
