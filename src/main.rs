@@ -195,12 +195,16 @@ async fn run_until_signal(config: Config, path: &Path) -> Result<(), node::NodeE
         signal(SignalKind::terminate()).map_err(node::NodeError::io("catching SIGTERM"))?;
     let mut interrupt =
         signal(SignalKind::interrupt()).map_err(node::NodeError::io("catching SIGINT"))?;
-    tokio::spawn(async move {
+    let signals = tokio::spawn(async move {
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
         }
         let _ = stop.send(true);
     });
-    node::run(config, path, shutdown).await
+    let stopped = node::run(config, path, shutdown).await;
+    // A node that failed to start leaves the signal task waiting: stopped, not left.
+    signals.abort();
+    let _ = signals.await;
+    stopped
 }
