@@ -137,11 +137,11 @@ impl QuicTransport {
     pub async fn shutdown(&self, within: Duration) -> usize {
         self.close();
         let accepting = self.accepting.lock().map_or(None, |mut a| a.take());
-        if let Some(mut accepting) = accepting {
-            if tokio::time::timeout(within, &mut accepting).await.is_err() {
-                accepting.abort();
-                let _ = accepting.await;
-            }
+        if let Some(mut accepting) = accepting
+            && tokio::time::timeout(within, &mut accepting).await.is_err()
+        {
+            accepting.abort();
+            let _ = accepting.await;
         }
         self.tasks_running()
     }
