@@ -31,6 +31,8 @@ pub(crate) enum RoundError {
     TimedOut,
     #[error("the peer ended the session early")]
     Ended,
+    #[error("the peer went down or restarted during the session")]
+    PeerGone,
 }
 
 /// Sends `out` and the rest of this side's turn.
@@ -240,10 +242,14 @@ pub(crate) async fn round_loop<T: StreamTransport>(
             continue;
         };
         let span = tracing::info_span!("sync round", peer = %node_id, %addr);
+        let generation = shared.peer_generation(&node_id);
         let round = tracing::Instrument::instrument(run_round(&shared, &node_id, addr), span);
+        // A peer that crashes mid-session never answers: without this, its partner's
+        // rounds would all wait for the reply timeout (found by the simulator's nemesis).
         let round = tokio::select! {
             biased;
             round = round => round,
+            () = shared.peer_gone(&node_id, generation) => Err(RoundError::PeerGone),
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
         if let Err(error) = round {

@@ -97,6 +97,8 @@ pub enum PeerEvent {
 
 struct Peer {
     addr: SocketAddr,
+    /// Changes when the peer comes back (a restart): a round with an earlier life ends.
+    generation: u64,
     queue: Arc<PeerQueue>,
     last_sync: Option<u64>,
     behind: bool,
@@ -120,6 +122,11 @@ pub(crate) struct Shared<T: StreamTransport> {
     stale_since: AtomicU64,
     /// The peers this node is running a round with (as the initiator).
     initiating: Mutex<BTreeSet<String>>,
+    /// Counts changes of the peer set (a peer down, or back): a running round checks
+    /// whether its peer is still the life it started with.
+    peer_changes: watch::Sender<u64>,
+    /// The last generation given to a peer.
+    generations: AtomicU64,
     wake: mpsc::UnboundedSender<String>,
 }
 
@@ -225,6 +232,22 @@ impl<T: StreamTransport> Shared<T> {
         lock(&self.peers).get(node_id).map(|peer| peer.addr)
     }
 
+    /// The generation of the live peer `node_id`, if it is live.
+    fn peer_generation(&self, node_id: &str) -> Option<u64> {
+        lock(&self.peers).get(node_id).map(|peer| peer.generation)
+    }
+
+    /// Completes once `node_id` is no longer the live peer of `generation` (it died, left
+    /// or came back as a new life): a round with it would wait for a reply in vain.
+    async fn peer_gone(&self, node_id: &str, generation: Option<u64>) {
+        let mut changes = self.peer_changes.subscribe();
+        while self.peer_generation(node_id) == generation {
+            if changes.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// The peer whose sync address is `addr` (a node connects from its sync endpoint).
     fn peer_at(&self, addr: SocketAddr) -> Option<String> {
         let peers = lock(&self.peers);
@@ -296,6 +319,8 @@ impl<T: StreamTransport> Replication<T> {
             last_sync: AtomicU64::new(config.last_sync_ms.unwrap_or(0)),
             stale_since: AtomicU64::new(stale_since),
             initiating: Mutex::new(BTreeSet::new()),
+            peer_changes: watch::Sender::new(0),
+            generations: AtomicU64::new(0),
             config,
             wake,
         });
@@ -319,9 +344,12 @@ impl<T: StreamTransport> Replication<T> {
         match event {
             PeerEvent::Up { node_id, addr } => {
                 let mut peers = lock(&shared.peers);
-                if peers.get(&node_id).is_some_and(|peer| peer.addr == addr) {
+                let generation = shared.generations.fetch_add(1, Ordering::Relaxed) + 1;
+                shared.peer_changes.send_modify(|n| *n += 1);
+                if let Some(peer) = peers.get_mut(&node_id).filter(|peer| peer.addr == addr) {
                     // Back (maybe restarted on the same address): a cached connection
                     // may lead to the old process; the next push or round makes a new one.
+                    peer.generation = generation;
                     shared.forget_connection(addr);
                 } else {
                     let queue = Arc::new(PeerQueue::default());
@@ -339,6 +367,7 @@ impl<T: StreamTransport> Replication<T> {
                         node_id.clone(),
                         Peer {
                             addr,
+                            generation,
                             queue,
                             last_sync: None,
                             behind: true,
@@ -357,6 +386,7 @@ impl<T: StreamTransport> Replication<T> {
                     peer.queue.close();
                     shared.forget_connection(peer.addr);
                 }
+                shared.peer_changes.send_modify(|n| *n += 1);
             }
         }
     }
