@@ -80,6 +80,14 @@ pub(crate) fn run<F: ProtocolFactory>(
     opts: RunOptions<'_>,
 ) -> Result<RunReport, SimError> {
     scenario.validate()?;
+    if compile(scenario)?
+        .iter()
+        .any(|s| matches!(s.op, Op::Disk(..)))
+    {
+        return Err(SimError::invalid(
+            "disk_fault needs engine: full with store: lmdb",
+        ));
+    }
     let factory = F::from_config(&scenario.cluster.config)?;
     let n = scenario.cluster.nodes;
     let checks = Checks::new(&factory, scenario)?;
@@ -416,6 +424,8 @@ impl<F: ProtocolFactory> Engine<'_, F> {
                     self.node_op(kind, node)?;
                 }
             }
+            // Refused before the run starts.
+            Op::Disk(..) => {}
             Op::Slow(nodes, delay) => {
                 for node in nodes {
                     self.nodes[node].slow = Some(delay);

@@ -162,9 +162,34 @@ pub enum Action {
     Slow(SlowSpec),
     /// Makes slow nodes handle datagrams on time again.
     Unslow(Selector),
+    /// Makes the next write-ahead-log operation of the nodes fail (`engine: full` with
+    /// `store: lmdb`): `{nodes: [n2], fault: sync}`.
+    DiskFault(DiskFaultSpec),
     /// Plays `steps` (their `at` relative to each repetition) `times` times, `every` apart;
     /// expanded into plain steps when the file is parsed.
     Repeat(Repeat),
+}
+
+/// A storage fault on some nodes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskFaultSpec {
+    /// The nodes whose disk fails.
+    pub nodes: Selector,
+    /// What fails next.
+    pub fault: DiskFault,
+}
+
+/// What fails on a disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskFault {
+    /// A WAL append fails with nothing written.
+    Write,
+    /// A WAL append writes half its bytes, then fails.
+    TornWrite,
+    /// An `fdatasync` of the WAL fails.
+    Sync,
 }
 
 /// A block of steps played several times (e.g. a flapping link).

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::fabric::NetOp;
 use crate::link::{Latency, LinkSpec};
-use crate::spec::{Action, Selector};
+use crate::spec::{Action, DiskFault, Selector};
 use crate::{Scenario, SimError};
 
 /// A change to node states.
@@ -35,6 +35,8 @@ pub(crate) enum Op {
     Node(NodeOp, Vec<usize>),
     /// Delay the handling of datagrams on some nodes.
     Slow(Vec<usize>, Latency),
+    /// Fail the next write-ahead-log operation of some nodes (`engine: full`).
+    Disk(Vec<usize>, DiskFault),
 }
 
 /// A resolved step with its time and description (the trace shows the description).
@@ -108,6 +110,7 @@ fn resolve(action: &Action, n: usize) -> Result<Op, SimError> {
             Op::Slow(spec.nodes.resolve(n)?, spec.delay)
         }
         Action::Unslow(s) => Op::Node(NodeOp::Unslow, s.resolve(n)?),
+        Action::DiskFault(spec) => Op::Disk(spec.nodes.resolve(n)?, spec.fault),
         Action::Repeat(_) => {
             return Err(SimError::invalid(
                 "`repeat` is expanded when the file is parsed",

@@ -106,6 +106,14 @@ fn bad_full_options_are_errors_naming_the_key() {
         ),
         ("cluster: {nodes: 2, protocol: swim}", "protocol"),
         (
+            "cluster: {nodes: 2}\ntimeline: [{at: 1s, disk_fault: {nodes: [n1], fault: sync}}]",
+            "store: lmdb",
+        ),
+        (
+            "cluster: {nodes: 2, config: {store: lmdb}}\ntimeline: [{at: 1s, disk_fault: {nodes: [n1], fault: melt}}]",
+            "melt",
+        ),
+        (
             "cluster: {nodes: 2}\ntimeline: [{at: 1s, slow: {nodes: [n1], delay: {min: 1ms, mean: 2ms, max: 3ms}}}]",
             "slow",
         ),

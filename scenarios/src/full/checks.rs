@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kvs_sync::{Store, Version};
+use kvs_sync::Version;
 use serde_yaml::Value;
 
 use super::node::FullNode;

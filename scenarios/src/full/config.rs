@@ -1,6 +1,6 @@
 //! The options of an `engine: full` scenario, parsed strictly: `cluster.config` (the
 //! node's own settings: membership timing under `membership`, `sync_interval`,
-//! `tombstone_ttl`, `max_clock_skew`, `purge_interval`), `clocks` (offset and drift per
+//! `tombstone_ttl`, `max_clock_skew`, `purge_interval`, `store`), `clocks` (offset and drift per
 //! node) and `workload` (clients, rate, keys, hot keys, the mix of operations).
 
 use std::collections::BTreeMap;
@@ -23,6 +23,21 @@ pub(crate) struct NodeSettings {
     pub(crate) max_clock_skew: Duration,
     /// How often a node purges expired keys and old tombstones.
     pub(crate) purge_interval: Duration,
+    /// What each node stores on.
+    pub(crate) store: StoreKind,
+}
+
+/// A node's store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum StoreKind {
+    /// `kvs_sync::MemoryStore`, kept across crashes (fast).
+    #[default]
+    Memory,
+    /// The node's own `DurableStore` (LMDB behind its write-ahead log) in a temporary
+    /// directory: a crash closes it and a restart reopens it (replaying the log); disk
+    /// faults apply.
+    Lmdb,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -38,6 +53,8 @@ struct NodeOptions {
     max_clock_skew: Option<Duration>,
     #[serde(default, deserialize_with = "duration::de_opt")]
     purge_interval: Option<Duration>,
+    #[serde(default)]
+    store: StoreKind,
 }
 
 fn from_value<T: for<'de> Deserialize<'de> + Default>(
@@ -60,6 +77,7 @@ impl NodeSettings {
             tombstone_ttl: o.tombstone_ttl.unwrap_or(Duration::from_secs(3600)),
             max_clock_skew: o.max_clock_skew.unwrap_or(Duration::from_secs(30)),
             purge_interval: o.purge_interval.unwrap_or(Duration::from_secs(1)),
+            store: o.store,
         };
         if settings.sync_interval.is_zero() || settings.purge_interval.is_zero() {
             return Err(SimError::invalid(

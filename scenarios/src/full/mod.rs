@@ -77,7 +77,9 @@ pub(crate) fn run(scenario: &Scenario, opts: RunOptions<'_>) -> Result<RunReport
         net.set_clock_drift(i, clock.drift_ppm);
     }
     let mut engine = FullEngine {
-        nodes: (0..n).map(|i| FullNode::new(i, &net)).collect(),
+        nodes: (0..n)
+            .map(|i| FullNode::new(i, &net, settings.store))
+            .collect::<Result<_, _>>()?,
         net,
         settings,
         seed: opts.seed,
@@ -202,6 +204,12 @@ impl FullEngine<'_> {
                 }
                 Ok(())
             }
+            Op::Disk(nodes, fault) => {
+                for &i in nodes {
+                    self.nodes[i].disk_fault(*fault)?;
+                }
+                Ok(())
+            }
             Op::Slow(..) => Ok(()),
         }
     }
@@ -212,7 +220,7 @@ impl FullEngine<'_> {
             NodeOp::Crash | NodeOp::Wipe if node.is_up() => {
                 self.net.pause(i, false);
                 self.net.crash(i);
-                node.crash(kind == NodeOp::Wipe);
+                node.crash(kind == NodeOp::Wipe)?;
             }
             NodeOp::Restart if !node.is_up() => {
                 self.net.set_up(i, true);

@@ -3,12 +3,17 @@
 //! datagrams, the replication driver (`kvs_sync::driver::Replication`) over simulated
 //! streams, membership events turned into replication's peers up and down, a purge
 //! task, and the write path (`Store::write_batch`, then a push) that clients call. The
-//! store is a [`MemoryStore`] without history (no property reads it): it outlives a
-//! crash (what a node acknowledged is on its disk) unless the node restarts wiped.
+//! store is a [`MemoryStore`] without history (no property reads it), or with
+//! `store: lmdb` the node's own [`DurableStore`] in a temporary directory (closed at a
+//! crash, reopened with its write-ahead log replayed at the restart; disk faults are
+//! injected under its log). Either outlives a crash (what a node acknowledged is on its
+//! disk) unless the node is wiped.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kvs::store::DurableStore;
+use kvs::store::faults::{Fault, Faults};
 use kvs_membership::{DriverConfig, LocalMember, Membership, MembershipEvent};
 use kvs_net::{Clock, NodeId, Runtime, seeded_rng};
 use kvs_sync::driver::{PeerEvent, Replication, ReplicationConfig};
@@ -18,11 +23,11 @@ use kvs_sync::{
 use rand::Rng;
 use tokio::sync::watch;
 
-use super::config::NodeSettings;
+use super::config::{NodeSettings, StoreKind};
 use crate::SimError;
 use crate::protocol::node_addr;
 use crate::simnet::{SimClock, SimNet, SimStreams};
-use crate::spec::node_name;
+use crate::spec::{DiskFault, node_name};
 
 /// The nodes' store options: no history kept.
 const STORE: StoreOptions = StoreOptions {
@@ -40,10 +45,48 @@ struct Running {
     _stop: watch::Sender<bool>,
 }
 
+/// Where a node's data lives across its lives.
+enum Disk {
+    Memory(Arc<MemoryStore>),
+    Lmdb {
+        dir: tempfile::TempDir,
+        faults: Arc<Faults>,
+    },
+}
+
+impl Disk {
+    fn new(kind: StoreKind) -> Result<Self, SimError> {
+        Ok(match kind {
+            StoreKind::Memory => Self::Memory(Arc::new(MemoryStore::new(STORE))),
+            StoreKind::Lmdb => Self::Lmdb {
+                dir: tempfile::Builder::new()
+                    .prefix("kvs-sim-")
+                    .tempdir()
+                    .map_err(|e| SimError::invalid(format!("store: lmdb: temporary dir: {e}")))?,
+                faults: Arc::default(),
+            },
+        })
+    }
+
+    /// The store over this disk (for LMDB: opened, replaying the log).
+    fn open(&self) -> Result<Arc<dyn Store>, SimError> {
+        Ok(match self {
+            Self::Memory(store) => Arc::clone(store) as Arc<dyn Store>,
+            Self::Lmdb { dir, faults } => Arc::new(
+                DurableStore::open_with_faults(dir.path(), STORE, None, Arc::clone(faults))
+                    .map_err(|e| SimError::invalid(format!("store: lmdb: {e}")))?,
+            ),
+        })
+    }
+}
+
 /// A node across its lives.
 pub(crate) struct FullNode {
     index: usize,
-    pub(crate) store: Arc<MemoryStore>,
+    kind: StoreKind,
+    disk: Disk,
+    /// The open store (reopened at each start).
+    pub(crate) store: Arc<dyn Store>,
     clock: SimClock,
     joined_at: u64,
     incarnation: u64,
@@ -59,20 +102,23 @@ pub(crate) fn now_ms(clock: &dyn Clock) -> u64 {
 
 impl FullNode {
     /// A node that has not started yet, with an empty store.
-    pub(crate) fn new(index: usize, net: &SimNet) -> Self {
+    pub(crate) fn new(index: usize, net: &SimNet, kind: StoreKind) -> Result<Self, SimError> {
         let clock = net.clock(index);
         // Distinct per node, as real `joined_at`s are: they break timestamp ties.
         let joined_at = now_ms(&clock) + index as u64;
-        Self {
+        let disk = Disk::new(kind)?;
+        Ok(Self {
             index,
-            store: Arc::new(MemoryStore::new(STORE)),
+            kind,
+            store: disk.open()?,
+            disk,
             clock,
             joined_at,
             incarnation: 0,
             last_sync_ms: None,
             running: None,
             paused: false,
-        }
+        })
     }
 
     /// Whether it is running (not crashed).
@@ -98,6 +144,9 @@ impl FullNode {
         let runtime: Arc<dyn Runtime> = Arc::new(net.runtime(i));
         let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
         let life = format!("{i}/{}", self.incarnation);
+        if self.incarnation > 0 {
+            self.store = self.disk.open()?;
+        }
         let (stop, shutdown) = watch::channel(false);
         let seeds: Vec<_> = settings
             .membership
@@ -172,18 +221,34 @@ impl FullNode {
         Ok(())
     }
 
-    /// A crash: every task of the node is gone (the caller crashed it on the net);
-    /// the store stays, unless `wipe`.
-    pub(crate) fn crash(&mut self, wipe: bool) {
+    /// A crash: every task of the node is gone (the caller crashed it on the net), an
+    /// LMDB store is closed; the disk stays, unless `wipe`.
+    pub(crate) fn crash(&mut self, wipe: bool) -> Result<(), SimError> {
         if let Some(running) = self.running.take() {
             self.last_sync_ms = running.replication.last_sync_ms();
         }
         self.incarnation += 1;
         self.paused = false;
         if wipe {
-            self.store = Arc::new(MemoryStore::new(STORE));
+            self.disk = Disk::new(self.kind)?;
             self.last_sync_ms = None;
         }
+        // The dropped tasks held the only other handles: this closes an LMDB store.
+        self.store = Arc::new(MemoryStore::new(STORE));
+        Ok(())
+    }
+
+    /// Makes the next operation of the node's write-ahead log fail.
+    pub(crate) fn disk_fault(&self, fault: DiskFault) -> Result<(), SimError> {
+        let Disk::Lmdb { faults, .. } = &self.disk else {
+            return Err(SimError::invalid("disk_fault needs `store: lmdb`"));
+        };
+        faults.inject(match fault {
+            DiskFault::Write => Fault::Write,
+            DiskFault::TornWrite => Fault::TornWrite,
+            DiskFault::Sync => Fault::Sync,
+        });
+        Ok(())
     }
 
     /// A client's write through this node: the write path, then the push to peers.
@@ -219,7 +284,7 @@ impl FullNode {
 /// Purges expired keys and old tombstones every `every`, as the node's purge loop does.
 async fn purge_loop(
     runtime: Arc<dyn Runtime>,
-    store: Arc<MemoryStore>,
+    store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     every: Duration,
     tombstone_ttl: Duration,

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use kvs_net::{SeededRng, seeded_rng};
-use kvs_sync::{Mutation, Precondition, Store, Version, WriteOp};
+use kvs_sync::{Mutation, Precondition, Version, WriteOp};
 use rand::Rng;
 use uuid::Uuid;
 

@@ -79,6 +79,17 @@ impl DurableStore {
         Self::open_with(dir, options, audit, APPLY_BYTES, Arc::default())
     }
 
+    /// [`Self::open`] with the write-ahead log's file operations failing as `faults`
+    /// plans (the simulator's storage faults; empty in the node).
+    pub fn open_with_faults(
+        dir: &Path,
+        options: StoreOptions,
+        audit: Option<AuditKey>,
+        faults: Arc<Faults>,
+    ) -> Result<Self, StoreError> {
+        Self::open_with(dir, options, audit, APPLY_BYTES, faults)
+    }
+
     /// [`Self::open`] with commits of at most `apply_bytes` (see `applier.rs`), the
     /// write-ahead log's file operations failing as `faults` plans.
     fn open_with(
