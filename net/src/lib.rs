@@ -42,8 +42,8 @@ pub use random::{SeededRng, random_seed, seeded_rng};
 pub use replay::{DEFAULT_MAX_AGE, REPLAY_WINDOW, ReplayWindow};
 #[cfg(feature = "tokio")]
 pub use runtime::{
-    BlockingWork, BoxSleep, BoxTask, Runtime, TaskControl, TaskHandle, TokioRuntime, run_blocking,
-    timeout,
+    BlockingWork, BoxSleep, BoxTask, Runtime, TaskControl, TaskHandle, TaskSet, TokioRuntime,
+    run_blocking, timeout,
 };
 pub use stats::{AuthCounts, AuthStats};
 pub use transport::{BiStream, Connection, Datagrams, StreamTransport};

@@ -38,6 +38,9 @@ pub trait TaskControl: Send + Sync + 'static {
 
     /// Ready once the task finished or was aborted.
     fn poll_finished(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+
+    /// Whether the task has finished (or was aborted and dropped).
+    fn is_finished(&self) -> bool;
 }
 
 /// A spawned task: await it to wait until it is finished, or [`TaskHandle::abort`] it.
@@ -53,6 +56,46 @@ impl TaskHandle {
     /// Stops the task.
     pub fn abort(&self) {
         self.0.abort();
+    }
+
+    /// Whether the task has finished.
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+/// The tasks a driver started on the side (one per connection, per stream...), to stop
+/// at shutdown: finished ones are let go as new ones come, [`TaskSet::shutdown`] aborts
+/// the rest and waits until every one has ended.
+#[derive(Debug, Default)]
+pub struct TaskSet(std::sync::Mutex<Vec<TaskHandle>>);
+
+impl TaskSet {
+    fn tasks(&self) -> std::sync::MutexGuard<'_, Vec<TaskHandle>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps `task` until it ends or the set shuts down.
+    pub fn push(&self, task: TaskHandle) {
+        let mut tasks = self.tasks();
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+
+    /// Tasks not finished yet.
+    pub fn running(&self) -> usize {
+        self.tasks().iter().filter(|t| !t.is_finished()).count()
+    }
+
+    /// Aborts every task and waits for each to end.
+    pub async fn shutdown(&self) {
+        let tasks = std::mem::take(&mut *self.tasks());
+        tasks.iter().for_each(TaskHandle::abort);
+        for task in tasks {
+            task.await;
+        }
     }
 }
 
@@ -123,6 +166,10 @@ mod tokio_runtime {
         fn poll_finished(&mut self, cx: &mut Context<'_>) -> Poll<()> {
             Pin::new(&mut self.0).poll(cx).map(|_| ())
         }
+
+        fn is_finished(&self) -> bool {
+            self.0.is_finished()
+        }
     }
 
     impl Runtime for TokioRuntime {
@@ -174,6 +221,20 @@ mod tests {
         handle.await;
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert!(!ran_on.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_set_lets_finished_tasks_go_and_stops_the_rest() {
+        let runtime = TokioRuntime;
+        let set = TaskSet::default();
+        set.push(runtime.spawn(Box::pin(async {})));
+        for _ in 0..3 {
+            set.push(runtime.spawn(Box::pin(std::future::pending::<()>())));
+        }
+        tokio::task::yield_now().await;
+        assert_eq!(set.running(), 3);
+        set.shutdown().await;
+        assert_eq!(set.running(), 0);
     }
 
     #[tokio::test]

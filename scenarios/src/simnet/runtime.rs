@@ -115,6 +115,10 @@ impl TaskControl for SimTask {
         state.joiners.push(cx.waker().clone());
         Poll::Pending
     }
+
+    fn is_finished(&self) -> bool {
+        lock(&self.state).finished
+    }
 }
 
 /// A task the executor holds.

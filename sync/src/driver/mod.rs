@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use kvs_net::{BiStream, Clock, Connection, NetError, Runtime, StreamTransport, TaskHandle};
+use kvs_net::{
+    BiStream, Clock, Connection, NetError, Runtime, StreamTransport, TaskHandle, TaskSet,
+};
 use rand::seq::IteratorRandom;
 use tokio::sync::{mpsc, watch};
 
@@ -127,6 +129,8 @@ pub(crate) struct Shared<T: StreamTransport> {
     peer_changes: watch::Sender<u64>,
     /// The last generation given to a peer.
     generations: AtomicU64,
+    /// The tasks serving peers' connections and streams (stopped by `drain`).
+    serving: TaskSet,
     wake: mpsc::UnboundedSender<String>,
 }
 
@@ -321,6 +325,7 @@ impl<T: StreamTransport> Replication<T> {
             initiating: Mutex::new(BTreeSet::new()),
             peer_changes: watch::Sender::new(0),
             generations: AtomicU64::new(0),
+            serving: TaskSet::default(),
             config,
             wake,
         });
@@ -461,7 +466,13 @@ impl<T: StreamTransport> Replication<T> {
         ));
     }
 
-    /// Waits (at most `within`) for every queue to empty, then stops every task.
+    /// Tasks serving peers that are still running (none after [`Self::drain`]).
+    pub fn serving_tasks(&self) -> usize {
+        self.shared.serving.running()
+    }
+
+    /// Waits (at most `within`) for every queue to empty, then stops every task, those
+    /// serving peers' connections and streams included.
     pub async fn drain(&self, within: Duration) {
         let deadline = self.shared.clock.now() + within;
         while self.shared.clock.now() < deadline
@@ -480,8 +491,9 @@ impl<T: StreamTransport> Replication<T> {
         let tasks = std::mem::take(&mut *lock(&self.tasks));
         for task in tasks {
             task.abort();
-            let _ = task.await;
+            task.await;
         }
+        self.shared.serving.shutdown().await;
     }
 }
 
@@ -500,7 +512,8 @@ async fn accept_loop<T: StreamTransport>(
         };
         match accepted {
             Ok(connection) => {
-                drop(shared.spawn(serve_connection(Arc::clone(&shared), connection)));
+                let serving = shared.spawn(serve_connection(Arc::clone(&shared), connection));
+                shared.serving.push(serving);
             }
             Err(NetError::Closed) => return,
             Err(error) => tracing::debug!(%error, "a sync connection was refused"),
@@ -512,7 +525,7 @@ async fn serve_connection<T: StreamTransport>(shared: Arc<Shared<T>>, connection
     let from = connection.remote_addr();
     while let Ok(mut stream) = connection.accept_stream().await {
         let serving = Arc::clone(&shared);
-        drop(shared.spawn(async move {
+        let task = shared.spawn(async move {
             let shared = serving;
             match stream.recv_frame().await {
                 Ok(Some(kind)) if kind == KIND_SYNC => {
@@ -532,6 +545,7 @@ async fn serve_connection<T: StreamTransport>(shared: Arc<Shared<T>>, connection
                 }
                 _ => {}
             }
-        }));
+        });
+        shared.serving.push(task);
     }
 }
