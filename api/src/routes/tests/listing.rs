@@ -1,0 +1,180 @@
+//! Listings by prefix (pages in byte order, bad `limit` and `cursor`) and by time, TTLs
+//! on the backend's clock (moved by the test, so an expiry is checked to the
+//! millisecond without waiting), and history (newest first, capped, off).
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::{Api, MemoryBackend, Setup, api, delete, get, put};
+use crate::Backend;
+
+/// Every key of a listing with `query`, page by page; the keys and the number of pages.
+async fn list_all(api: &Arc<Api<MemoryBackend>>, query: &str) -> (Vec<String>, usize) {
+    let mut keys = Vec::new();
+    let mut pages = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/kv?{query}&cursor={c}"),
+            None => format!("/kv?{query}"),
+        };
+        let page = get(api, &path).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let page = page.json();
+        pages += 1;
+        for item in page["items"].as_array().unwrap() {
+            assert!(item["uuid"].is_string() && item["timestamp"].is_u64());
+            keys.push(item["key"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => {
+                assert!(page["next_cursor"].is_null());
+                return (keys, pages);
+            }
+        }
+    }
+}
+
+/// A PUT of `body` at `path` that must succeed; its version's timestamp.
+async fn put_stamped(api: &Arc<Api<MemoryBackend>>, path: &str, body: &str) -> u64 {
+    let answer = put(api, path, body).await;
+    assert!(
+        matches!(answer.status, 200 | 201),
+        "{path}: {}",
+        answer.body
+    );
+    answer.json()["timestamp"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn listing_by_prefix_pages_in_byte_order() {
+    let api = api(Setup::default());
+    let mut expected: Vec<String> = (0..25).map(|i| format!("p/{i:03}")).collect();
+    expected.push("p/Z".into());
+    expected.push("p/ä".into());
+    for key in expected.iter().rev() {
+        let path = format!("/kv/{}", key.replace('ä', "%C3%A4"));
+        assert_eq!(put(&api, &path, "0").await.status, 201);
+    }
+    put(&api, "/kv/q/1", "0").await;
+    put(&api, "/kv/p", "0").await;
+    expected.sort();
+    let (keys, pages) = list_all(&api, "prefix=p/&limit=10").await;
+    assert_eq!(keys, expected);
+    assert_eq!(pages, 3);
+    let everything = get(&api, "/kv").await.json();
+    assert_eq!(everything["items"].as_array().unwrap().len(), 29);
+    assert!(everything["next_cursor"].is_null());
+    for bad in ["limit=0", "limit=-1", "limit=ten", "cursor=zz", "cursor=6"] {
+        let answer = get(&api, &format!("/kv?{bad}")).await;
+        assert_eq!(answer.status, 400, "{bad}");
+        assert_eq!(answer.error_code(), "bad_request");
+    }
+    let capped = get(&api, "/kv?limit=100000").await;
+    assert_eq!(capped.status, 200);
+}
+
+#[tokio::test]
+async fn listing_since_a_time_orders_by_timestamp() {
+    let api = api(Setup::default());
+    // Each write a millisecond after the last, so that the order by time is the order of
+    // the writes.
+    let clock = &api.backend;
+    put_stamped(&api, "/kv/old", "0").await;
+    clock.advance(1);
+    let since = put_stamped(&api, "/kv/s/b", "0").await;
+    clock.advance(1);
+    put_stamped(&api, "/kv/s/a", "0").await;
+    clock.advance(1);
+    put_stamped(&api, "/kv/old2", "0").await;
+    clock.advance(1);
+    put_stamped(&api, "/kv/old", "1").await;
+    let (keys, _) = list_all(&api, &format!("since={since}&limit=2")).await;
+    assert_eq!(keys, ["s/b", "s/a", "old2", "old"]);
+    let page = get(&api, &format!("/kv?since={since}")).await.json();
+    let stamps: Vec<u64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["timestamp"].as_u64().unwrap())
+        .collect();
+    assert_eq!(stamps.len(), 4, "{page}");
+    assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
+    assert_eq!(stamps[0], since);
+    assert_eq!(get(&api, "/kv?since=yesterday").await.status, 400);
+}
+
+#[tokio::test]
+async fn ttl_expires_keys_everywhere() {
+    let api = api(Setup::default());
+    // A new key's TTL counts from its timestamp, on the node's clock.
+    let written = put_stamped(&api, "/kv/t/short?ttl=3s", "\"soon gone\"").await;
+    let expires_at = written + 3000;
+    put(&api, "/kv/t/long?ttl=1h", "1").await;
+    let clock = &api.backend;
+    clock.advance(expires_at - 1 - clock.now_ms());
+    let answer = get(&api, "/kv/t/short").await;
+    assert_eq!(answer.status, 200, "read 1 ms before the expiry");
+    assert_eq!(answer.json()["data"], "soon gone");
+    clock.advance(1);
+    let answer = get(&api, "/kv/t/short").await;
+    assert_eq!(answer.status, 404, "read at the expiry");
+    let listed = get(&api, "/kv?prefix=t/").await.json();
+    let keys: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["t/long"]);
+    assert_eq!(delete(&api, "/kv/t/short").await.status, 404);
+    assert_eq!(
+        put(&api, "/kv/t/short", "2").await.status,
+        201,
+        "an expired key is absent"
+    );
+    for bad in ["ttl=soon", "ttl=-1s", "ttl=0", "ttl=5y"] {
+        let answer = put(&api, &format!("/kv/t/x?{bad}"), "1").await;
+        assert_eq!(answer.status, 400, "{bad}");
+        assert_eq!(answer.error_code(), "bad_request");
+    }
+}
+
+#[tokio::test]
+async fn history_is_newest_first_and_capped() {
+    let api = api(Setup {
+        max_revisions: 3,
+        ..Setup::default()
+    });
+    for i in 0..5 {
+        put(&api, "/kv/h", &i.to_string()).await;
+    }
+    let history = get(&api, "/history/h").await;
+    assert_eq!(history.status, 200);
+    let revisions = history.json()["revisions"].as_array().unwrap().clone();
+    let data: Vec<Value> = revisions.iter().map(|r| r["data"].clone()).collect();
+    assert_eq!(data, [json!(4), json!(3), json!(2)]);
+    let current = get(&api, "/kv/h").await.json();
+    assert_eq!(revisions[0]["uuid"], current["uuid"]);
+    assert_eq!(revisions[0]["timestamp"], current["timestamp"]);
+    assert_eq!(get(&api, "/history/absent").await.status, 404);
+    delete(&api, "/kv/h").await;
+    assert_eq!(get(&api, "/history/h").await.status, 404);
+    assert_eq!(get(&api, "/history/_bad").await.error_code(), "invalid_key");
+}
+
+#[tokio::test]
+async fn history_off_answers_404() {
+    let api = api(Setup {
+        history_enabled: false,
+        ..Setup::default()
+    });
+    put(&api, "/kv/h", "1").await;
+    let answer = get(&api, "/history/h").await;
+    assert_eq!(
+        (answer.status, answer.error_code().as_str()),
+        (404, "not_found")
+    );
+}

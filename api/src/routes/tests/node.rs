@@ -1,0 +1,157 @@
+//! What a black-box test cannot set up (records as a replica merges them, a store call
+//! that blocks until the test lets it go), and the console's headers.
+
+use std::sync::Arc;
+
+use kvs_sync::{Mutation, Precondition, WriteOp};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{api_with_root, call, expect};
+use crate::Backend;
+use crate::auth::{User, user_key};
+
+/// Issue 11, item 12: a group id left in a user record (a concurrent edit merged after
+/// the group's delete) no longer grants the group's digit.
+#[tokio::test]
+async fn a_deleted_group_grants_nothing() {
+    let (api, root) = api_with_root();
+    let root_user = User::root();
+    api.put_record(user_key(&root_user.id), &root_user, None)
+        .await
+        .expect("root user");
+    let post = |path, body| ("POST", path, Some(body));
+    let team = expect(
+        &api,
+        post("/auth/groups", json!({"name": "team"})),
+        &root,
+        201,
+    )
+    .await;
+    let team = team["id"].as_str().expect("group id").to_owned();
+    let body = json!({"name": "alice", "groups": [team]});
+    let alice = expect(&api, post("/auth/users", body), &root, 201).await;
+    let alice_record: User = serde_json::from_value(alice.clone()).expect("user record");
+    let body = json!({"user_id": alice["id"], "scopes": ["read"], "ttl": "1h"});
+    let token = expect(&api, post("/auth/tokens", body), &root, 201).await;
+    let token = token["token"].as_str().expect("token").to_owned();
+    expect(
+        &api,
+        ("PUT", "/kv/doc", Some(json!("team only"))),
+        &root,
+        201,
+    )
+    .await;
+    let meta = json!({"group": team, "permissions": "f10"});
+    expect(&api, ("PUT", "/meta/doc", Some(meta)), &root, 200).await;
+    expect(&api, ("GET", "/kv/doc", None), &token, 200).await;
+
+    let delete = format!("/auth/groups/{team}");
+    expect(&api, ("DELETE", delete.as_str(), None), &root, 204).await;
+    // A replica's concurrent rewrite of alice, still naming the group, wins afterwards.
+    let stale = WriteOp {
+        key: user_key(&alice_record.id),
+        mutation: Mutation::Put {
+            data: serde_json::to_string(&alice_record).expect("json"),
+            ttl_ms: None,
+        },
+        precondition: Precondition::None,
+        uuid: Uuid::new_v4(),
+        origin_joined_at: 1,
+        owner: None,
+        group: None,
+        permissions: 0,
+        actor: None,
+    };
+    let written = api.backend.write(stale).await.expect("store");
+    assert!(written.is_ok(), "the stale user record is stored");
+
+    let (status, body) = call(&api, "GET", "/kv/doc", None, &token).await;
+    assert_eq!(status, 403, "the deleted group still grants read: {body}");
+}
+
+/// Issue 11, item 13: every route whose store call may block (waiting for the durable
+/// store's applier, walking the audit chain, reading the backup directory) waits off the
+/// runtime. The test's runtime has one thread; while a request is held inside the store,
+/// another request is answered and another task runs, and the held request then finishes.
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_held_in_the_store_does_not_stall_the_runtime() {
+    let (api, root) = api_with_root();
+    let root_user = User::root();
+    api.put_record(user_key(&root_user.id), &root_user, None)
+        .await
+        .expect("root user");
+    expect(&api, ("PUT", "/kv/doc", Some(json!(1))), &root, 201).await;
+    let held_routes = [
+        "/kv",
+        "/kv?prefix=d",
+        "/kv?since=0",
+        "/history/doc",
+        "/metrics",
+        "/sync",
+        "/audit",
+        "/audit/verify",
+        "/admin/backups",
+        "/auth/users",
+        "/auth/groups",
+    ];
+    for path in held_routes {
+        let (entered, release) = api.backend.gate.arm();
+        let held = tokio::spawn({
+            let (api, root) = (Arc::clone(&api), root.clone());
+            async move { call(&api, "GET", path, None, &root).await }
+        });
+        entered
+            .await
+            .unwrap_or_else(|_| panic!("GET {path}: the store call blocked the runtime thread"));
+
+        // The runtime's one thread is free: another request and another task run.
+        expect(&api, ("GET", "/health", None), &root, 200).await;
+        let ping = tokio::spawn(async { "pong" }).await.expect("ping task");
+        assert_eq!(ping, "pong");
+        assert!(!held.is_finished(), "GET {path} finished while held");
+
+        release.send(()).expect("the held call waits");
+        let (status, body) = held.await.expect("held request");
+        assert_eq!(status, 200, "GET {path}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn the_console_is_served_without_a_token_and_loads_nothing_from_elsewhere() {
+    let (api, _root) = api_with_root();
+    let response = warp::test::request()
+        .method("GET")
+        .path("/ui")
+        .reply(&api.filter())
+        .await;
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"].to_str().unwrap();
+    assert_eq!(content_type, "text/html; charset=utf-8");
+    let page = std::str::from_utf8(response.body()).unwrap();
+    assert!(page.contains("<title>kvs console</title>"));
+    for route in [
+        "/members",
+        "/sync",
+        "/kv?",
+        "/meta/",
+        "/history/",
+        "/health",
+    ] {
+        assert!(page.contains(route), "the console reads {route}");
+    }
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "nothing from elsewhere"
+    );
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    let posted = warp::test::request()
+        .method("POST")
+        .path("/ui")
+        .reply(&api.filter())
+        .await;
+    assert_eq!(posted.status(), 405);
+}
