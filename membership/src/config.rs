@@ -6,8 +6,10 @@
 //! 4, gossip every 200 ms to 3 nodes, push-pull every 30 s), which gives about 8 s of
 //! suspicion at N=100 and ~10 s from crash to dead. The LAN preset here runs the probe
 //! period five times faster and relies on Lifeguard's confirmations, the per-peer RTT
-//! timeout and the buddy system to stay accurate at that speed (see `membership/README.md`
-//! for the measurements that back the numbers).
+//! timeout and the buddy system to stay accurate at that speed, and keeps every suspicion
+//! at least 1.5 s long (`suspicion_timeout_min`), so that a member cut off for up to 1 s
+//! has time to refute at any N (see `membership/README.md` for the measurements that back
+//! the numbers).
 
 use std::time::Duration;
 
@@ -29,8 +31,21 @@ pub struct SwimConfig {
     pub probe_timeout_max: Duration,
     /// Members asked to `ping-req` a peer that missed its direct ack (SWIM's k; memberlist 3).
     pub indirect_checks: usize,
-    /// Minimum suspicion timeout = `suspicion_mult · max(1, log10 N) · probe_interval`.
+    /// Minimum suspicion timeout = `suspicion_mult · max(1, log10 N) · probe_interval`,
+    /// but never below `suspicion_timeout_min`.
     pub suspicion_mult: u32,
+    /// Floor of the minimum suspicion timeout, whatever N. A suspicion starts at the
+    /// earliest one probe period into a cut, and the suspect can only refute once the cut
+    /// is over, so a member cut off for `d` survives only if the timeout exceeds
+    /// `d - probe_interval` plus the time its refutation takes to spread. LAN: 1.5 s (below
+    /// the formula's 1.6 s at N=100, so it changes nothing from N=75 up), which leaves
+    /// 0.7 s after a 1 s cut (at N=16 the spread took up to about 0.5 s: cuts of up to
+    /// 1.3 s pass); without it the timeout is 0.96 s at N=16 and 0.8 s at N=10, and a 1 s
+    /// cut killed a healthy member in half of the runs of `scenarios/swim-brief-cuts.yaml`.
+    /// Longer costs detection in small clusters: at 1.6 s, crash to dead at N=12 passed 3 s
+    /// in 3 of 1,000 runs of `swim-crash-rejoin.yaml` (nobody had probed the crashed member
+    /// for 1.36 s). Zero: no floor (memberlist's formula).
+    pub suspicion_timeout_min: Duration,
     /// Maximum (initial) suspicion timeout = `suspicion_max_mult ·` the minimum (Lifeguard;
     /// memberlist uses 6).
     pub suspicion_max_mult: u32,
@@ -78,7 +93,7 @@ impl Default for SwimConfig {
 
 impl SwimConfig {
     /// Defaults for a LAN (sub-millisecond RTT, rare loss): crash to dead on every member
-    /// within about 3 s at N=100, no false deaths at 30 % loss.
+    /// within about 3 s at N=100, no false deaths at 30 % loss, nor from cuts of up to 1 s.
     pub fn lan() -> Self {
         Self {
             probe_interval: Duration::from_millis(200),
@@ -87,6 +102,7 @@ impl SwimConfig {
             probe_timeout_max: Duration::from_millis(120),
             indirect_checks: 3,
             suspicion_mult: 4,
+            suspicion_timeout_min: Duration::from_millis(1500),
             suspicion_max_mult: 6,
             suspicion_confirmations: 2,
             retransmit_mult: 5,
@@ -149,6 +165,12 @@ impl SwimConfig {
         if self.suspicion_mult == 0 || self.suspicion_max_mult == 0 || self.retransmit_mult == 0 {
             return Err(ConfigError::ZeroMultiplier);
         }
+        let longest = self
+            .suspicion_timeout_min
+            .checked_mul(self.suspicion_max_mult);
+        if longest.is_none_or(|d| d > MAX_SUSPICION_FLOOR_SPAN) {
+            return Err(ConfigError::SuspicionFloor);
+        }
         if self.push_pull_interval_max < self.push_pull_interval {
             return Err(ConfigError::PushPullBounds);
         }
@@ -158,6 +180,10 @@ impl SwimConfig {
         Ok(())
     }
 }
+
+/// Upper bound of `suspicion_timeout_min · suspicion_max_mult` (the longest suspicion the
+/// floor alone can make): a year.
+const MAX_SUSPICION_FLOOR_SPAN: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The smallest `max_payload` accepted: room for a header and a few updates.
 pub(crate) const MIN_PAYLOAD: usize = 1024;
@@ -174,6 +200,9 @@ pub enum ConfigError {
     /// A multiplier is zero.
     #[error("suspicion and retransmit multipliers must be >= 1")]
     ZeroMultiplier,
+    /// `suspicion_timeout_min · suspicion_max_mult` above a year.
+    #[error("suspicion_timeout_min times suspicion_max_mult must not exceed a year")]
+    SuspicionFloor,
     /// `push_pull_interval_max < push_pull_interval`.
     #[error("push_pull_interval_max must be >= push_pull_interval")]
     PushPullBounds,
@@ -197,6 +226,12 @@ mod tests {
         let mut cfg = SwimConfig::lan();
         cfg.probe_timeout_max = cfg.probe_interval;
         assert_eq!(cfg.validate(), Err(ConfigError::ProbeTimeoutBounds));
+        let mut cfg = SwimConfig::lan();
+        cfg.max_payload = 100;
+        assert_eq!(cfg.validate(), Err(ConfigError::PayloadTooSmall(100)));
+        let mut cfg = SwimConfig::lan();
+        cfg.suspicion_timeout_min = Duration::MAX;
+        assert_eq!(cfg.validate(), Err(ConfigError::SuspicionFloor));
         let mut cfg = SwimConfig::lan();
         cfg.max_payload = 100;
         assert_eq!(cfg.validate(), Err(ConfigError::PayloadTooSmall(100)));

@@ -41,13 +41,16 @@ impl LocalHealth {
 /// Lifeguard's dynamic suspicion timeout for a cluster of `n` members after `confirmations`
 /// independent confirmations (beyond the first accuser): starts at
 /// `max = suspicion_max_mult · min` and falls logarithmically to
-/// `min = suspicion_mult · max(1, log10 n) · probe_interval` at `suspicion_confirmations`.
-/// Without Lifeguard, or with too few members to confirm, it is `min` (classic SWIM).
+/// `min = suspicion_mult · max(1, log10 n) · probe_interval` at `suspicion_confirmations`,
+/// `min` being at least `suspicion_timeout_min` (so that a brief cut can be refuted in
+/// time: see that field). Without Lifeguard, or with too few members to confirm, it is
+/// `min` (classic SWIM).
 pub(crate) fn suspicion_timeout(cfg: &SwimConfig, n: usize, confirmations: usize) -> Duration {
     let scale = (n.max(1) as f64).log10().max(1.0);
     let min = cfg
         .probe_interval
-        .mul_f64(f64::from(cfg.suspicion_mult) * scale);
+        .mul_f64(f64::from(cfg.suspicion_mult) * scale)
+        .max(cfg.suspicion_timeout_min);
     let k = cfg.suspicion_confirmations;
     if !cfg.lifeguard || k == 0 || n < k + 2 {
         return min;
@@ -138,6 +141,30 @@ mod tests {
             ..SwimConfig::lan()
         };
         assert_eq!(suspicion_timeout(&classic, 100, 0), min);
+    }
+
+    #[test]
+    fn suspicion_has_a_floor() {
+        let cfg = SwimConfig::lan();
+        // The formula gives 0.96 s at N=16 and 0.8 s at N=10: both raised to the floor;
+        // 1.6 s at N=100, above it.
+        for n in [3, 10, 16] {
+            assert_eq!(suspicion_timeout(&cfg, n, 10), Duration::from_millis(1500));
+        }
+        assert_eq!(
+            suspicion_timeout(&cfg, 100, 10),
+            Duration::from_millis(1600)
+        );
+        assert_eq!(suspicion_timeout(&cfg, 16, 0), Duration::from_millis(9000));
+        assert_eq!(
+            suspicion_timeout(&cfg, 1000, 10),
+            Duration::from_millis(2400)
+        );
+        let none = SwimConfig {
+            suspicion_timeout_min: Duration::ZERO,
+            ..cfg
+        };
+        assert_eq!(suspicion_timeout(&none, 10, 10), Duration::from_millis(800));
     }
 
     #[test]

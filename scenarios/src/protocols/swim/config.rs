@@ -42,6 +42,8 @@ struct Options {
     probe_timeout_max: Option<Duration>,
     indirect_checks: Option<usize>,
     suspicion_mult: Option<u32>,
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    suspicion_timeout_min: Option<Duration>,
     suspicion_max_mult: Option<u32>,
     suspicion_confirmations: Option<usize>,
     retransmit_mult: Option<u32>,
@@ -111,6 +113,7 @@ impl Settings {
         set(&mut c.probe_timeout_max, o.probe_timeout_max);
         set(&mut c.indirect_checks, o.indirect_checks);
         set(&mut c.suspicion_mult, o.suspicion_mult);
+        set(&mut c.suspicion_timeout_min, o.suspicion_timeout_min);
         set(&mut c.suspicion_max_mult, o.suspicion_max_mult);
         set(&mut c.suspicion_confirmations, o.suspicion_confirmations);
         set(&mut c.retransmit_mult, o.retransmit_mult);
@@ -158,12 +161,14 @@ mod tests {
         let s = Settings::parse(&Value::Null).expect("defaults");
         assert_eq!((s.swim, s.seeds), (SwimConfig::lan(), vec![0]));
         let v: Value = serde_yaml::from_str(
-            "{profile: wan, lifeguard: false, probe_interval: 3s, seeds: [n2]}",
+            "{profile: wan, lifeguard: false, probe_interval: 3s, seeds: [n2], \
+             suspicion_timeout_min: 0s}",
         )
         .expect("yaml");
         let s = Settings::parse(&v).expect("valid");
         assert_eq!(s.swim.probe_interval, Duration::from_secs(3));
         assert!(!s.swim.lifeguard);
+        assert_eq!(s.swim.suspicion_timeout_min, Duration::ZERO);
         assert_eq!(s.seeds, vec![1]);
         for bad in ["{nope: 1}", "{probe_interval: 10ms}", "{seeds: [x]}"] {
             let v: Value = serde_yaml::from_str(bad).expect("yaml");
