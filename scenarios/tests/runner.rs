@@ -84,7 +84,7 @@ fn trace_file_is_jsonl_and_digest_does_not_depend_on_it() {
 fn bad_input_is_a_clear_error_with_exit_2() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cases = [
-        ("engine: full", "unknown variant `full`"),
+        ("engine: quantum", "unknown variant `quantum`"),
         ("engine: model\nbogus: 1", "unknown field `bogus`"),
         (
             "engine: model\ntimeline: [{at: 1s, crash: [n9]}]",
