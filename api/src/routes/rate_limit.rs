@@ -214,28 +214,40 @@ mod tests {
     }
 
     #[test]
-    fn memory_stays_bounded_with_200_000_clients() {
+    fn the_limiter_holds_max_clients_over_its_shards() {
         let limiter = RateLimiter::new(limit(1, 3600));
+        assert_eq!(limiter.shards.len(), SHARDS);
+        assert_eq!(limiter.per_shard * SHARDS, MAX_CLIENTS);
+    }
+
+    #[test]
+    fn memory_stays_bounded_past_the_cap() {
+        // The real shard count with a tenth of the capacity (the same code, a tenth of
+        // the time in a debug build), and twice as many clients as it holds: every shard
+        // fills, then forgets one client per newcomer.
+        const CAP: usize = MAX_CLIENTS / 10;
+        const CLIENTS: u64 = CAP as u64 * 2;
+        let limiter = RateLimiter::with_shards(limit(1, 3600), SHARDS, CAP / SHARDS);
         let t0 = Instant::now();
         let at = |i: u64| t0 + Duration::from_micros(i);
-        for i in 0..200_000u64 {
+        for i in 0..CLIENTS {
             assert_eq!(
                 limiter.admit(&format!("ip:{i}"), at(i)),
                 Ok(()),
                 "client {i}"
             );
-            if i % 20_000 == 0 {
-                assert!(limiter.clients() <= MAX_CLIENTS, "after client {i}");
+            if i % 1_000 == 0 {
+                assert!(limiter.clients() <= CAP, "after client {i}");
             }
         }
         let remembered = limiter.clients();
         assert!(
-            (MAX_CLIENTS * 9 / 10..=MAX_CLIENTS).contains(&remembered),
+            (CAP * 9 / 10..=CAP).contains(&remembered),
             "{remembered} clients remembered"
         );
-        let now = at(200_000);
+        let now = at(CLIENTS);
         assert!(
-            limiter.admit("ip:199999", now).is_err(),
+            limiter.admit(&format!("ip:{}", CLIENTS - 1), now).is_err(),
             "the newest client is remembered"
         );
         assert_eq!(
@@ -243,7 +255,7 @@ mod tests {
             Ok(()),
             "the stalest client was forgotten"
         );
-        assert!(limiter.clients() <= MAX_CLIENTS);
+        assert!(limiter.clients() <= CAP);
     }
 
     #[test]
