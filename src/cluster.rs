@@ -42,15 +42,20 @@ pub struct ClusterSettings {
 /// Where membership changes go, as peers up and down.
 pub type PeerSink = Arc<dyn Fn(PeerEvent) + Send + Sync>;
 
-/// What a node publishes about itself through membership: its HTTP and sync addresses.
+/// What a node publishes about itself through membership: its HTTP and sync addresses
+/// (the simulator publishes its nodes' the same way, to map their events with
+/// [`peer_event`]).
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct MemberMeta {
-    http: String,
-    sync: String,
+pub struct MemberMeta {
+    /// The HTTP API's address.
+    pub http: String,
+    /// The sync (QUIC) address.
+    pub sync: String,
 }
 
 impl MemberMeta {
-    fn encode(&self) -> Vec<u8> {
+    /// The bytes carried in membership.
+    pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
@@ -245,7 +250,7 @@ impl Cluster {
 
 /// What a membership event means for replication: a live peer at its sync address
 /// (alive, or updated), or one gone (dead, left, forgotten). Suspects stay peers.
-fn peer_event(event: &MembershipEvent) -> Option<PeerEvent> {
+pub fn peer_event(event: &MembershipEvent) -> Option<PeerEvent> {
     match event {
         MembershipEvent::Alive(m) | MembershipEvent::Updated(m) => {
             let addr = MemberMeta::decode(&m.meta).sync.parse().ok()?;

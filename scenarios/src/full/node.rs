@@ -1,5 +1,6 @@
 //! One whole node on the simulator, wired as `src/node.rs` and `src/cluster.rs` wire the
-//! real one: the membership driver (`kvs_membership::Membership`) over simulated
+//! real one (it publishes the node's `MemberMeta` and maps membership events with the
+//! node's own `kvs::cluster::peer_event`): the membership driver (`kvs_membership::Membership`) over simulated
 //! datagrams, the replication driver (`kvs_sync::driver::Replication`) over simulated
 //! streams, membership events turned into replication's peers up and down, a purge
 //! task, and the write path (`Store::write_batch`, then a push) that clients call. The
@@ -12,11 +13,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kvs::cluster::{MemberMeta, peer_event};
 use kvs::store::DurableStore;
 use kvs::store::faults::{Fault, Faults};
 use kvs_membership::{DriverConfig, LocalMember, Membership, MembershipEvent};
 use kvs_net::{Clock, NodeId, Runtime, seeded_rng};
-use kvs_sync::driver::{PeerEvent, Replication, ReplicationConfig};
+use kvs_sync::driver::{Replication, ReplicationConfig};
 use kvs_sync::{
     MemoryStore, Store, StoreError, StoreOptions, Version, WriteOp, WriteOutcome, WriteRejected,
 };
@@ -187,7 +189,11 @@ impl FullNode {
         let local = LocalMember {
             id: NodeId::new(name),
             gossip_addr: node_addr(i),
-            meta: node_addr(i).to_string().into_bytes(),
+            meta: MemberMeta {
+                http: String::new(),
+                sync: node_addr(i).to_string(),
+            }
+            .encode(),
             incarnation: self.incarnation,
             joined_at: self.joined_at,
         };
@@ -293,27 +299,6 @@ async fn purge_loop(
     loop {
         runtime.sleep(every).await;
         let _ = store.purge(now_ms(clock.as_ref()), ttl_ms);
-    }
-}
-
-/// What a membership event means for replication (as `src/cluster.rs` maps it): a live
-/// peer at the sync address in its metadata, or one gone. Suspects stay peers.
-fn peer_event(event: &MembershipEvent) -> Option<PeerEvent> {
-    match event {
-        MembershipEvent::Alive(m) | MembershipEvent::Updated(m) => {
-            let addr = std::str::from_utf8(&m.meta).ok()?.parse().ok()?;
-            Some(PeerEvent::Up {
-                node_id: m.id.to_string(),
-                addr,
-            })
-        }
-        MembershipEvent::Dead(m) | MembershipEvent::Left(m) => Some(PeerEvent::Down {
-            node_id: m.id.to_string(),
-        }),
-        MembershipEvent::Removed(id) => Some(PeerEvent::Down {
-            node_id: id.to_string(),
-        }),
-        MembershipEvent::Suspect(_) => None,
     }
 }
 
