@@ -1,6 +1,7 @@
 //! The replication driver (`kvs_sync::driver`) on the simulator, by hand: two nodes sync
-//! a write over simulated streams, and `drain` stops every task the driver started,
-//! those serving the peer's connection and streams included.
+//! a write over simulated streams, `drain` stops every task the driver started, those
+//! serving the peer's connection and streams included, and a peer that comes back is
+//! never reached over a connection made with an earlier life of it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,88 @@ fn write(key: &str) -> WriteOp {
         permissions: 0,
         actor: None,
     }
+}
+
+/// Starts node `i`'s replication over `store` on `net`.
+fn start(
+    net: &SimNet,
+    i: usize,
+    store: &Arc<MemoryStore>,
+    shutdown: &watch::Receiver<bool>,
+) -> Arc<Replication<SimStreams>> {
+    let config = ReplicationConfig {
+        node_id: format!("n{}", i + 1),
+        sync_interval: Duration::from_secs(1),
+        ..ReplicationConfig::default()
+    };
+    Arc::new(Replication::start(
+        Arc::new(net.runtime(i)),
+        Arc::new(net.streams(i)),
+        Arc::clone(store) as Arc<dyn Store>,
+        Arc::new(net.clock(i)),
+        config,
+        shutdown.clone(),
+    ))
+}
+
+fn up(node: &Replication<SimStreams>, peer: usize) {
+    node.peer_event(PeerEvent::Up {
+        node_id: format!("n{}", peer + 1),
+        addr: node_addr(peer),
+    });
+}
+
+/// Writes `key` on `store` and pushes it through `node`.
+fn write_and_push(net: &SimNet, node: &Replication<SimStreams>, store: &MemoryStore, key: &str) {
+    let now_ms = net.clock(0).unix_micros() / 1000;
+    let outcome = store.write_batch(&[write(key)], now_ms).expect("write");
+    node.push(key, &outcome[0].as_ref().expect("accepted").version);
+}
+
+/// The history of `data-nemesis` seed 22: n1's push to n2 times out while n2 is down,
+/// n2 goes down in n1's view, n1's second attempt connects to a restart of n2 that
+/// crashes again at once, and n2 comes back for good. The round n1 starts when n2 comes
+/// back must use a new connection: the one the push made leads to a process that is gone
+/// (before the fix, the round waited 30 s for a reply and n2's own sessions with n1 were
+/// refused meanwhile as crossing it).
+#[test]
+fn a_peer_back_is_not_reached_over_a_connection_to_an_earlier_life() {
+    let mut net = SimNet::new(2, &Network::default(), 3).expect("net");
+    let (_stop, shutdown) = watch::channel(false);
+    let store = |_| Arc::new(MemoryStore::new(StoreOptions::default()));
+    let n1_store = store(());
+    let n1 = start(&net, 0, &n1_store, &shutdown);
+    let n2 = start(&net, 1, &store(()), &shutdown);
+    up(&n1, 1);
+    up(&n2, 0);
+    net.run_until(Duration::from_secs(2));
+
+    net.crash(1);
+    drop(n2);
+    write_and_push(&net, &n1, &n1_store, "a");
+    // The push waits 5 s for its acknowledgement, then connects again; meanwhile
+    // membership says n2 is down.
+    net.run_until(Duration::from_millis(7_500));
+    n1.peer_event(PeerEvent::Down {
+        node_id: "n2".into(),
+    });
+    net.set_up(1, true);
+    let short_life = start(&net, 1, &store(()), &shutdown);
+    net.run_until(Duration::from_secs(9));
+    net.crash(1);
+    drop(short_life);
+
+    net.run_until(Duration::from_secs(10));
+    net.set_up(1, true);
+    let back_store = store(());
+    let back = start(&net, 1, &back_store, &shutdown);
+    up(&back, 0);
+    up(&n1, 1);
+    net.run_until(Duration::from_millis(10_500));
+    assert!(
+        back_store.get("a").expect("get").is_some(),
+        "n1's round with n2 (back) completed within 0.5 s"
+    );
 }
 
 #[test]

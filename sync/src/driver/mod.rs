@@ -351,11 +351,14 @@ impl<T: StreamTransport> Replication<T> {
                 let mut peers = lock(&shared.peers);
                 let generation = shared.generations.fetch_add(1, Ordering::Relaxed) + 1;
                 shared.peer_changes.send_modify(|n| *n += 1);
+                // A cached connection to this address predates this life of the peer and
+                // may lead to a process that is gone (a connect begun before the peer went
+                // down can finish while an earlier restart of it runs): the next push or
+                // round makes a new one. Found by the simulator (data-nemesis seed 22).
+                shared.forget_connection(addr);
                 if let Some(peer) = peers.get_mut(&node_id).filter(|peer| peer.addr == addr) {
-                    // Back (maybe restarted on the same address): a cached connection
-                    // may lead to the old process; the next push or round makes a new one.
+                    // Back (maybe restarted on the same address).
                     peer.generation = generation;
-                    shared.forget_connection(addr);
                 } else {
                     let queue = Arc::new(PeerQueue::default());
                     let span = tracing::info_span!("push", peer = %node_id, %addr);

@@ -92,6 +92,11 @@ impl PeerQueue {
         self.lock().bytes as u64
     }
 
+    /// Whether the peer is no longer live (the sender stops).
+    fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// Stops the sender and forgets what is queued.
     pub(crate) fn close(&self) {
         let mut queued = self.lock();
@@ -152,6 +157,10 @@ pub(crate) async fn send_loop<T: StreamTransport>(
         let frame = encode(batch);
         let mut delivered = false;
         for _attempt in 0..2 {
+            if queue.is_closed() {
+                // The peer went down meanwhile: what is left is anti-entropy's.
+                break;
+            }
             if link.is_none() {
                 link = open_link(&shared, addr).await;
             }
