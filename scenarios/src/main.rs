@@ -57,15 +57,29 @@ struct RunArgs {
     report: bool,
 }
 
+/// Stamps log lines with the simulation's virtual time.
+struct VirtualTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for VirtualTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        write!(
+            w,
+            "{:>12.6}s",
+            kvs_scenarios::simnet::virtual_now().as_secs_f64()
+        )
+    }
+}
+
 fn main() -> ExitCode {
     let Command::Run(args) = Cli::parse().command;
     // `KVS_SIM_LOG=debug` (any tracing filter) shows what the whole nodes of
-    // `engine: full` log, as the node would; nothing by default.
+    // `engine: full` log, as the node would, stamped with virtual time and (at `info` for
+    // `kvs_scenarios`) the node; nothing by default.
     if let Ok(filter) = std::env::var("KVS_SIM_LOG") {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
             .with_writer(std::io::stderr)
-            .without_time()
+            .with_timer(VirtualTime)
             .init();
     }
     match run_all(&args) {

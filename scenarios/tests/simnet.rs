@@ -198,3 +198,48 @@ fn a_crash_drops_a_nodes_tasks_and_a_pause_holds_them() {
     // The timer that fell due while paused fires at the resume (2 s), then every 100 ms.
     assert_eq!(after[1], 21, "a resumed node's task goes on");
 }
+
+#[test]
+fn a_connection_to_a_crashed_node_breaks_even_after_its_restart() {
+    use kvs_net::Runtime;
+    let mut net = SimNet::new(2, &Network::default(), 6).expect("net");
+    let server = net.streams(1);
+    let serving = net.runtime(1);
+    drop(serving.spawn(Box::pin(async move {
+        let conn = server.accept().await.expect("accept");
+        let _stream = conn.accept_stream().await.expect("stream");
+        std::future::pending::<()>().await;
+    })));
+    let (client, clock) = (net.streams(0), net.clock(0));
+    let outcome = Arc::new(Mutex::new(None));
+    let outcome2 = Arc::clone(&outcome);
+    net.spawn(async move {
+        let conn = client.connect(node_addr(1)).await.expect("connect");
+        let mut s = conn.open_stream().await.expect("open");
+        s.send_frame(b"hello").await.expect("send");
+        clock.sleep(Duration::from_secs(2)).await;
+        // The old process is gone, a new one runs on the same address.
+        s.send_frame(b"anyone?").await.expect("send");
+        let reply = s.recv_frame().await;
+        *outcome2.lock().expect("o") = Some((reply.map_err(|e| e.to_string()), clock.now()));
+    });
+    net.run_until(Duration::from_secs(1));
+    net.crash(1);
+    net.set_up(1, true);
+    let restarted = net.streams(1);
+    let accepted = Arc::new(Mutex::new(0));
+    let accepted2 = Arc::clone(&accepted);
+    drop(net.runtime(1).spawn(Box::pin(async move {
+        while restarted.accept().await.is_ok() {
+            *accepted2.lock().expect("a") += 1;
+        }
+    })));
+    net.run_until(Duration::from_secs(20));
+    let outcome = outcome.lock().expect("o").clone();
+    let (reply, at) = outcome.expect("the client's stream ended");
+    assert!(reply.is_err(), "the stream broke: {reply:?}");
+    // Broken as QUIC's idle timeout would: 10 s after the last thing the old process
+    // sent (its stream's end as it crashed at 1 s), not at once and not never.
+    assert!(at >= Duration::from_secs(11), "broke at {at:?}");
+    assert_eq!(*accepted.lock().expect("a"), 0, "the new life knows no old connection");
+}

@@ -27,6 +27,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A stream frame in flight (`data: None` is the end of the stream).
 pub(crate) struct Frame {
     pub(crate) pipe: Arc<Mutex<Pipe>>,
+    /// The stream's other direction (broken with `pipe` when the connection is lost).
+    pub(crate) reverse: Arc<Mutex<Pipe>>,
+    /// The lives of `from` and `to` the stream's connection was made with.
+    pub(crate) lives: (u64, u64),
     pub(crate) seq: u64,
     pub(crate) data: Option<Vec<u8>>,
     pub(crate) from: usize,
@@ -60,6 +64,10 @@ pub(crate) struct Core {
     pub(crate) fabric: Fabric,
     events: BTreeMap<(Duration, u64), CoreEvent>,
     pub(crate) up: Vec<bool>,
+    /// How many times each node crashed: a connection made with one life of a node
+    /// leads nowhere once it crashed, even after a restart (as with QUIC, where the new
+    /// process does not know the old connection and the peer's idle timeout ends it).
+    pub(crate) lives: Vec<u64>,
     pub(crate) mailboxes: Vec<Mailbox>,
     pub(crate) clock_offsets_us: Vec<i64>,
     pub(crate) clock_drift_ppm: Vec<i64>,
@@ -73,6 +81,7 @@ impl Core {
             fabric,
             events: BTreeMap::new(),
             up: vec![true; n],
+            lives: vec![0; n],
             mailboxes: (0..n).map(|_| Mailbox::default()).collect(),
             clock_offsets_us: vec![0; n],
             clock_drift_ppm: vec![0; n],
@@ -137,11 +146,21 @@ impl Core {
         }
     }
 
+    /// A crash of `node`: its connections lead nowhere from now on, and connections
+    /// made to it that it had not accepted yet are gone with it.
+    pub(crate) fn crashed(&mut self, node: usize) {
+        self.lives[node] += 1;
+        self.mailboxes[node].connections.clear();
+    }
+
     fn deliver_frame(&mut self, frame: Frame) {
-        if self.reachable(frame.from, frame.to) {
+        let same_lives = (self.lives[frame.from], self.lives[frame.to]) == frame.lives;
+        if same_lives && self.reachable(frame.from, frame.to) {
             lock(&frame.pipe).arrive(frame.seq, frame.data);
         } else if self.now.saturating_sub(frame.first_try) >= STREAM_TIMEOUT {
+            // The connection is lost: both directions of the stream fail.
             lock(&frame.pipe).break_off();
+            lock(&frame.reverse).break_off();
         } else {
             let at = self.now + RETRY;
             self.send_frame(at, frame);

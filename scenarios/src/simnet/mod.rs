@@ -22,7 +22,7 @@ use crate::fabric::{Fabric, NetCounts, NetOp};
 use crate::{Network, SimError};
 
 pub use datagrams::SimDatagrams;
-pub use runtime::{SimTask, Sleep};
+pub use runtime::{SimTask, Sleep, virtual_now};
 pub use streams::{SimConnection, SimStream, SimStreams};
 
 /// Wall-clock reading of virtual time zero (2025-01-01T00:00:00Z, in µs).
@@ -104,6 +104,7 @@ impl SimNet {
     pub fn crash(&mut self, node: usize) {
         self.executor.kill_node(node);
         self.set_up(node, false);
+        lock(&self.core).crashed(node);
     }
 
     /// Stops (`true`) or resumes running node `i`'s tasks (a stopped process: its

@@ -4,6 +4,7 @@
 //! Tasks may belong to a node: a crashed node's tasks are dropped at once, a paused
 //! node's are not polled (their wake-ups wait) until it resumes.
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -121,6 +122,17 @@ impl TaskControl for SimTask {
     }
 }
 
+thread_local! {
+    /// The virtual time of the network this thread runs, for log lines.
+    static VIRTUAL_NOW: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+}
+
+/// The virtual time of the simulated network last run on this thread (what the log lines
+/// of `KVS_SIM_LOG` are stamped with).
+pub fn virtual_now() -> Duration {
+    VIRTUAL_NOW.get()
+}
+
 /// A task the executor holds.
 struct Slot {
     future: Task,
@@ -182,6 +194,10 @@ impl Executor {
                 id,
                 ready: Arc::clone(&self.spawner.ready),
             }));
+            // What a node's task logs names the node (`KVS_SIM_LOG`).
+            let _node_span = slot
+                .node
+                .map(|node| tracing::info_span!("sim", node = node + 1).entered());
             if slot
                 .future
                 .as_mut()
@@ -232,8 +248,12 @@ impl Executor {
         loop {
             self.poll_ready();
             let mut c = lock(core);
-            if !c.step(end) {
+            let more = c.step(end);
+            if !more {
                 c.now = c.now.max(end);
+            }
+            VIRTUAL_NOW.set(c.now);
+            if !more {
                 return c.now;
             }
         }

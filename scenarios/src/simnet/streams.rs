@@ -1,6 +1,8 @@
 //! Simulated reliable streams: [`kvs_net::StreamTransport`] on virtual time. Frames take
 //! the link's latency, keep their order, wait out partitions (retried every 100 ms) and
-//! break the stream after 10 s without progress, as QUIC's idle timeout would.
+//! break the stream after 10 s without progress, as QUIC's idle timeout would. A
+//! connection belongs to one life of each node: once either crashed, its frames no longer
+//! arrive (even after a restart) and its streams break the same way.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::poll_fn;
@@ -65,6 +67,9 @@ pub struct SimConnection {
     core: Arc<Mutex<Core>>,
     local: usize,
     remote: usize,
+    /// The lives of `local` and `remote` when the connection was made.
+    local_life: u64,
+    remote_life: u64,
     incoming: Arc<Mutex<Incoming>>,
     peer_incoming: Arc<Mutex<Incoming>>,
 }
@@ -74,6 +79,8 @@ pub struct SimStream {
     core: Arc<Mutex<Core>>,
     from: usize,
     to: usize,
+    /// The lives of `from` and `to` the connection was made with.
+    lives: (u64, u64),
     tx: Arc<Mutex<Pipe>>,
     rx: Arc<Mutex<Pipe>>,
     /// Whether our side is finished (dropping an unfinished stream finishes it, as
@@ -88,22 +95,35 @@ pub struct SimStreams {
     pub(crate) node: usize,
 }
 
-/// The two ends of a new connection `a` -> `b`.
-fn connection_pair(core: &Arc<Mutex<Core>>, a: usize, b: usize) -> (SimConnection, SimConnection) {
+/// The two ends of a new connection `a` -> `b`, made with the lives `lives` of `a`
+/// and `b`.
+fn connection_pair(
+    core: &Arc<Mutex<Core>>,
+    (a, b): (usize, usize),
+    lives: (u64, u64),
+) -> (SimConnection, SimConnection) {
     let (ia, ib) = (
         Arc::new(Mutex::new(Incoming::default())),
         Arc::new(Mutex::new(Incoming::default())),
     );
-    let end = |local, remote, incoming: &Arc<Mutex<Incoming>>, peer: &Arc<Mutex<Incoming>>| {
+    let end = |(local, local_life),
+               (remote, remote_life),
+               incoming: &Arc<Mutex<Incoming>>,
+               peer: &Arc<Mutex<Incoming>>| {
         SimConnection {
             core: Arc::clone(core),
             local,
             remote,
+            local_life,
+            remote_life,
             incoming: Arc::clone(incoming),
             peer_incoming: Arc::clone(peer),
         }
     };
-    (end(a, b, &ia, &ib), end(b, a, &ib, &ia))
+    (
+        end((a, lives.0), (b, lives.1), &ia, &ib),
+        end((b, lives.1), (a, lives.0), &ib, &ia),
+    )
 }
 
 impl StreamTransport for SimStreams {
@@ -127,7 +147,8 @@ impl StreamTransport for SimStreams {
             let retry = {
                 let mut c = lock(&self.core);
                 if c.reachable(self.node, to) && c.reachable(to, self.node) {
-                    let (local, remote) = connection_pair(&self.core, self.node, to);
+                    let lives = (c.lives[self.node], c.lives[to]);
+                    let (local, remote) = connection_pair(&self.core, (self.node, to), lives);
                     let mailbox = &mut c.mailboxes[to];
                     mailbox.connections.push_back(remote);
                     if let Some(w) = mailbox.connection_waker.take() {
@@ -176,21 +197,34 @@ impl Connection for SimConnection {
             Arc::new(Mutex::new(Pipe::default())),
             Arc::new(Mutex::new(Pipe::default())),
         );
-        let stream = |from, to, tx: &Arc<Mutex<Pipe>>, rx: &Arc<Mutex<Pipe>>| SimStream {
-            core: Arc::clone(&self.core),
-            from,
-            to,
-            tx: Arc::clone(tx),
-            rx: Arc::clone(rx),
-            finished: false,
-        };
+        let stream =
+            |(from, from_life), (to, to_life), tx: &Arc<Mutex<Pipe>>, rx: &Arc<Mutex<Pipe>>| {
+                SimStream {
+                    core: Arc::clone(&self.core),
+                    from,
+                    to,
+                    lives: (from_life, to_life),
+                    tx: Arc::clone(tx),
+                    rx: Arc::clone(rx),
+                    finished: false,
+                }
+            };
         let mut peer = lock(&self.peer_incoming);
-        peer.streams
-            .push_back(stream(self.remote, self.local, &ba, &ab));
+        peer.streams.push_back(stream(
+            (self.remote, self.remote_life),
+            (self.local, self.local_life),
+            &ba,
+            &ab,
+        ));
         if let Some(w) = peer.waker.take() {
             w.wake();
         }
-        Ok(stream(self.local, self.remote, &ab, &ba))
+        Ok(stream(
+            (self.local, self.local_life),
+            (self.remote, self.remote_life),
+            &ab,
+            &ba,
+        ))
     }
 
     async fn accept_stream(&self) -> Result<SimStream, NetError> {
@@ -228,6 +262,8 @@ impl SimStream {
             at,
             Frame {
                 pipe,
+                reverse: Arc::clone(&self.rx),
+                lives: self.lives,
                 seq,
                 data,
                 from,
