@@ -317,3 +317,59 @@ mod tests {
         assert!(queue.next_batch(10).await.is_none());
     }
 }
+
+/// Fuzz loops of the push frame codec (run long with `PROPTEST_CASES`; see
+/// docs/fuzzing.md).
+#[cfg(test)]
+mod fuzz_tests {
+    use proptest::prelude::*;
+
+    use super::{PROTOCOL, decode, encode};
+    use crate::protocol::fuzz::{mutate, versions};
+
+    proptest! {
+        // proptest's default: 256 cases, or PROPTEST_CASES.
+
+        #[test]
+        fn fuzz_push_frame_round_trips(batch in versions(12)) {
+            prop_assert_eq!(decode(&encode(batch.clone())), Some(batch));
+        }
+
+        #[test]
+        fn fuzz_push_frame_garbage_is_refused_or_consistent(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            guided in any::<bool>(),
+        ) {
+            // Half the cases carry this protocol's version byte, to reach the batch.
+            let bytes = if guided {
+                let mut framed = vec![PROTOCOL];
+                framed.extend(bytes);
+                framed
+            } else {
+                bytes
+            };
+            if let Some(batch) = decode(&bytes) {
+                prop_assert_eq!(bytes.first(), Some(&PROTOCOL));
+                prop_assert_eq!(decode(&encode(batch.clone())), Some(batch));
+            }
+        }
+
+        #[test]
+        fn fuzz_push_frame_mutations_are_refused_or_consistent(
+            batch in versions(6),
+            how in any::<u8>(),
+            at in any::<usize>(),
+            byte in any::<u8>(),
+        ) {
+            let good = encode(batch);
+            match decode(&mutate(&good, how, at, byte)) {
+                Some(_) if how % 4 == 1 => prop_assert!(false, "a cut frame decoded"),
+                Some(decoded) => prop_assert_eq!(decode(&encode(decoded.clone())), Some(decoded)),
+                None => {}
+            }
+            for cut in 0..good.len() {
+                prop_assert_eq!(decode(&good[..cut]), None, "cut at {}", cut);
+            }
+        }
+    }
+}
