@@ -13,7 +13,7 @@ fn key() -> DatagramKey {
 
 proptest! {
     #[test]
-    fn opening_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+    fn fuzz_datagram_opening_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
         let result = open(&key(), &bytes);
         if bytes.len() > MAX_DATAGRAM {
             let oversized = matches!(result, Err(AuthError::Oversized { .. }));
@@ -24,7 +24,7 @@ proptest! {
     }
 
     #[test]
-    fn seal_open_round_trip(
+    fn fuzz_datagram_seal_open_round_trip(
         hello in any::<bool>(),
         sender in any::<u64>(),
         receiver in any::<u64>(),
@@ -41,7 +41,7 @@ proptest! {
     }
 
     #[test]
-    fn any_change_is_refused(
+    fn fuzz_datagram_any_change_is_refused(
         payload in proptest::collection::vec(any::<u8>(), 0..200),
         at in any::<usize>(),
         flip in 1u8..=255,
@@ -58,7 +58,7 @@ proptest! {
     }
 
     #[test]
-    fn replay_window_accepts_each_fresh_stamp_once(stamps in proptest::collection::vec(0u64..500, 1..300)) {
+    fn fuzz_datagram_replay_window_accepts_each_fresh_stamp_once(stamps in proptest::collection::vec(0u64..500, 1..300)) {
         const NOW: u64 = 1_000;
         let mut window: ReplayWindow<u8> = ReplayWindow::default();
         let mut accepted = std::collections::BTreeSet::new();

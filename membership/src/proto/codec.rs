@@ -211,19 +211,19 @@ mod tests {
 
     proptest! {
         #[test]
-        fn roundtrip(p in packet()) {
+        fn fuzz_swim_roundtrip(p in packet()) {
             prop_assert_eq!(decode(&encode_packet(&p)), Ok(p));
         }
 
         #[test]
-        fn garbage_of_another_version_is_refused(bytes in proptest::collection::vec(any::<u8>(), 0..1500)) {
+        fn fuzz_swim_garbage_of_another_version_is_refused(bytes in proptest::collection::vec(any::<u8>(), 0..1500)) {
             if bytes.first() != Some(&PROTOCOL_VERSION) {
                 prop_assert_eq!(decode(&bytes), Err(DecodeError::Version));
             }
         }
 
         #[test]
-        fn versioned_garbage_is_refused_or_a_packet_that_round_trips(
+        fn fuzz_swim_versioned_garbage_is_refused_or_a_packet_that_round_trips(
             bytes in proptest::collection::vec(any::<u8>(), 0..1500),
         ) {
             let mut data = vec![PROTOCOL_VERSION];
@@ -235,7 +235,7 @@ mod tests {
         }
 
         #[test]
-        fn a_truncated_packet_decodes_only_at_an_update_boundary(p in packet(), cut in any::<usize>()) {
+        fn fuzz_swim_a_truncated_packet_decodes_only_at_an_update_boundary(p in packet(), cut in any::<usize>()) {
             let bytes = encode_packet(&p);
             let cut = cut % (bytes.len() + 1);
             // Where each prefix of whole updates ends.
@@ -253,7 +253,7 @@ mod tests {
         }
 
         #[test]
-        fn a_changed_byte_never_decodes_to_the_original(
+        fn fuzz_swim_a_changed_byte_never_decodes_to_the_original(
             p in packet(),
             at in any::<usize>(),
             flip in 1u8..=255,

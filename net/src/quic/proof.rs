@@ -236,3 +236,80 @@ mod tests {
         assert_eq!(format!("{a:?}"), "ProofKey(..)");
     }
 }
+
+/// Fuzz loops of the connection proof (run long with `PROPTEST_CASES`; see
+/// docs/fuzzing.md): what a peer sends on the proof stream is the only input.
+#[cfg(test)]
+mod fuzz_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn role() -> impl Strategy<Value = Role> {
+        prop_oneof![Just(Role::Client), Just(Role::Server)]
+    }
+
+    proptest! {
+        // proptest's default: 256 cases, or PROPTEST_CASES.
+
+        #[test]
+        fn fuzz_proof_arbitrary_tags_never_verify(
+            secret in ".{0,16}",
+            exporter in any::<[u8; 32]>(),
+            role in role(),
+            // Lengths around the tag's, and the exact one most often.
+            tag in prop_oneof![
+                proptest::collection::vec(any::<u8>(), TAG_LEN..=TAG_LEN),
+                proptest::collection::vec(any::<u8>(), 0..=2 * TAG_LEN),
+            ],
+        ) {
+            let key = ProofKey::new(&ClusterSecret::new(&secret));
+            prop_assume!(tag[..] != key.tag(role, &exporter)[..]);
+            prop_assert_eq!(key.verify(role, &exporter, &tag), Err(AuthError::PeerRefused));
+        }
+
+        #[test]
+        fn fuzz_proof_tags_round_trip_for_their_key_role_and_session_only(
+            secret in ".{0,16}",
+            other_secret in ".{0,16}",
+            exporter in any::<[u8; 32]>(),
+            other_exporter in any::<[u8; 32]>(),
+            role in role(),
+        ) {
+            let key = ProofKey::new(&ClusterSecret::new(&secret));
+            let tag = key.tag(role, &exporter);
+            prop_assert_eq!(key.verify(role, &exporter, &tag), Ok(()));
+            let other_role = if role == Role::Client { Role::Server } else { Role::Client };
+            prop_assert!(key.verify(other_role, &exporter, &tag).is_err(), "reflected");
+            if other_exporter != exporter {
+                prop_assert!(key.verify(role, &other_exporter, &tag).is_err(), "other session");
+            }
+            // HMAC pads short keys with zeros: secrets that differ only in trailing NULs
+            // are one key (config secrets are printable text; the generated ones hex).
+            if other_secret.trim_end_matches('\0') != secret.trim_end_matches('\0') {
+                let other = ProofKey::new(&ClusterSecret::new(&other_secret));
+                prop_assert!(other.verify(role, &exporter, &tag).is_err(), "other secret");
+            }
+        }
+
+        #[test]
+        fn fuzz_proof_changed_tags_are_refused(
+            exporter in any::<[u8; 32]>(),
+            role in role(),
+            at in 0..TAG_LEN,
+            flip in 1u8..=255,
+            cut in 0..TAG_LEN,
+            extra in proptest::collection::vec(any::<u8>(), 1..8),
+        ) {
+            let key = ProofKey::new(&ClusterSecret::new("fuzz"));
+            let tag = key.tag(role, &exporter);
+            let mut flipped = tag;
+            flipped[at] ^= flip;
+            prop_assert!(key.verify(role, &exporter, &flipped).is_err(), "flip at {}", at);
+            prop_assert!(key.verify(role, &exporter, &tag[..cut]).is_err(), "cut at {}", cut);
+            let mut longer = tag.to_vec();
+            longer.extend(extra);
+            prop_assert!(key.verify(role, &exporter, &longer).is_err(), "extended");
+        }
+    }
+}
