@@ -7,6 +7,8 @@ mod auth;
 mod backend;
 mod duration;
 mod error;
+#[cfg(test)]
+mod fuzz_tests;
 mod keys;
 mod metrics;
 mod routes;

@@ -46,6 +46,8 @@ pub use authn::AuthConfig;
 pub(crate) use authn::Caller;
 pub use rate_limit::RateLimit;
 pub(crate) use request::Query;
+#[cfg(test)]
+pub(crate) use request::positive;
 
 /// The client's address, as a request extension set by a server that does not go through
 /// `warp::serve` (whose own record of it is private to warp).
