@@ -565,4 +565,6 @@ pub fn default_config_text() -> String {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

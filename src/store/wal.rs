@@ -519,3 +519,7 @@ mod tests {
         assert_eq!(left, [3]);
     }
 }
+
+#[cfg(test)]
+#[path = "wal_fuzz.rs"]
+mod fuzz;
