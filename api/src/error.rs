@@ -147,7 +147,15 @@ impl std::fmt::Display for ApiError {
 
 impl From<kvs_sync::StoreError> for ApiError {
     fn from(error: kvs_sync::StoreError) -> Self {
-        ApiError::internal(error)
+        match error {
+            kvs_sync::StoreError::Full(_) => {
+                tracing::warn!(%error, "a write was refused");
+                ApiError::unavailable(
+                    "the node's disk is full: writes are refused until space is freed",
+                )
+            }
+            error => ApiError::internal(error),
+        }
     }
 }
 

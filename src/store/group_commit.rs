@@ -122,7 +122,7 @@ fn stage_group(store: &DurableStore, batch: Vec<Pending>, now_ms: u64) -> Option
         Err(error) => {
             tracing::error!(%error, ops = ops.len(), "a commit failed; its writes are refused");
             for reply in replies {
-                let _ = reply.send(Err(StoreError::Backend(error.to_string())));
+                let _ = reply.send(Err(error.clone()));
             }
             None
         }
@@ -144,7 +144,7 @@ fn answer(store: &DurableStore, group: StagedGroup, stats: &CommitStats) {
         Err(error) => {
             tracing::error!(%error, "syncing the log failed; its writes are refused");
             for (reply, _) in group.answers {
-                let _ = reply.send(Err(StoreError::Backend(error.to_string())));
+                let _ = reply.send(Err(error.clone()));
             }
         }
     }

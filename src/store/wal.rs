@@ -33,7 +33,13 @@ const SEGMENT_BYTES: u64 = 32 << 20;
 pub(crate) const MAX_RECORD: u32 = 256 << 20;
 
 fn io_error(context: &str, error: std::io::Error) -> StoreError {
-    StoreError::Backend(format!("write-ahead log: {context}: {error}"))
+    let what = format!("write-ahead log: {context}: {error}");
+    match error.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            StoreError::Full(what)
+        }
+        _ => StoreError::Backend(what),
+    }
 }
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {

@@ -23,11 +23,15 @@ impl Default for StoreOptions {
 }
 
 /// A failure of the storage itself (not of a request).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The underlying database failed.
     #[error("storage failure: {0}")]
     Backend(String),
+    /// The disk is full: the write was not taken (nothing acknowledged is lost), and
+    /// writes are taken again once space is freed.
+    #[error("no space left on the node's disk: {0}")]
+    Full(String),
     /// A stored record could not be decoded.
     #[error("corrupt record for key {key:?}: {reason}")]
     Corrupt {

@@ -120,13 +120,21 @@ pub(super) fn apply_loop(lmdb: &LmdbStore, shared: &Shared, log: &Mutex<Log>) {
         let sealed = match lmdb.apply_logged(&staged, seal) {
             Ok(sealed) => sealed,
             Err(error) => {
-                tracing::error!(%error, "moving writes to LMDB failed; retrying");
                 let mut pending = shared.lock();
                 let seqs = (last_seq + 1 - staged.len() as u64)..=last_seq;
                 for (seq, staged) in seqs.rev().zip(staged.into_iter().rev()) {
                     pending.queued_bytes += staged.weight();
                     pending.queue.push_front((seq, staged));
                 }
+                if pending.stopping {
+                    // Nothing is lost: the write-ahead log keeps what is not in LMDB
+                    // (`close` sees the queue and keeps the log) for the next start.
+                    // Retrying would hold the stop for as long as the cause lasts (a
+                    // full disk).
+                    tracing::error!(%error, "moving writes to LMDB failed while stopping; the write-ahead log keeps them for the next start");
+                    return;
+                }
+                tracing::error!(%error, "moving writes to LMDB failed; retrying");
                 drop(pending);
                 std::thread::sleep(Duration::from_millis(100));
                 continue;

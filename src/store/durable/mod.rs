@@ -438,7 +438,9 @@ impl DurableStore {
     }
 
     /// Stops the applier once it has moved everything to LMDB, flushes LMDB, and empties
-    /// the write-ahead log (LMDB now holds all of it durably).
+    /// the write-ahead log (LMDB now holds all of it durably). When LMDB refuses the last
+    /// writes (a full disk), the applier stops trying and the log is kept for the next
+    /// start to replay.
     pub fn close(&self) -> Result<(), StoreError> {
         let applier = self
             .applier
@@ -456,6 +458,11 @@ impl DurableStore {
         self.lmdb.sync()?;
         // A log that could not be made durable stays for the next start to replay.
         durable?;
+        if !self.shared.lock().queue.is_empty() {
+            return Err(StoreError::Backend(
+                "stopped with writes LMDB refused; the write-ahead log keeps them for the next start".into(),
+            ));
+        }
         let mut log = self.lock_log();
         let next_seq = log.next_seq;
         log.wal.discard_all(next_seq)

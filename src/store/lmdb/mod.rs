@@ -108,10 +108,12 @@ impl LmdbStore {
     /// Opens the store for use behind a write-ahead log: a commit skips the fsync of
     /// LMDB's meta page, which keeps the database intact but lets a system crash undo the
     /// last commit; its writes must stay in the log until a later commit or
-    /// [`Self::sync`]. Pages are written in place through the memory map (`WRITE_MAP`),
-    /// which saves copying every dirty page through `write(2)`.
+    /// [`Self::sync`]. Pages are written with `write(2)`, not through the memory map
+    /// (`WRITE_MAP`): on a full disk a page of the sparse data file that cannot be
+    /// allocated ends a process that writes it through the map with SIGBUS, while
+    /// `write(2)` fails the commit cleanly (it is retried once space is freed).
     pub fn open_behind_log(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
-        Self::open_with(dir, options, EnvFlags::NO_META_SYNC | EnvFlags::WRITE_MAP)
+        Self::open_with(dir, options, EnvFlags::NO_META_SYNC)
     }
 
     #[allow(unsafe_code)]
@@ -121,9 +123,7 @@ impl LmdbStore {
         let mut builder = EnvOpenOptions::new();
         builder.map_size(MAP_SIZE).max_dbs(12).max_readers(1024);
         // SAFETY: NO_META_SYNC keeps LMDB's integrity; what it gives up is covered by the
-        // caller's write-ahead log (see `open_behind_log`). WRITE_MAP makes the map
-        // writable: only LMDB writes to it, through heed; no reference into it outlives
-        // its transaction.
+        // caller's write-ahead log (see `open_behind_log`).
         unsafe { builder.flags(flags) };
         // SAFETY: LMDB requires that an environment is opened at most once per process
         // and that its files are not modified by other means while open. The node opens
