@@ -241,5 +241,9 @@ fn a_connection_to_a_crashed_node_breaks_even_after_its_restart() {
     // Broken as QUIC's idle timeout would: 10 s after the last thing the old process
     // sent (its stream's end as it crashed at 1 s), not at once and not never.
     assert!(at >= Duration::from_secs(11), "broke at {at:?}");
-    assert_eq!(*accepted.lock().expect("a"), 0, "the new life knows no old connection");
+    assert_eq!(
+        *accepted.lock().expect("a"),
+        0,
+        "the new life knows no old connection"
+    );
 }
