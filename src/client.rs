@@ -1,5 +1,5 @@
 //! The command-line client: `kvs get|put|del|ls|members` against a node's HTTP API
-//! (`kvs watch` is in `watch.rs`).
+//! (`kvs watch` is in `watch.rs`); what it prints is in `client_output.rs`.
 
 use std::process::ExitCode;
 
@@ -8,6 +8,7 @@ use clap::Args;
 use hyper::Method;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
+use crate::client_output::{self, OutputArgs};
 use crate::http_client::Connection;
 
 /// Characters escaped in a key path segment (`/` stays: it separates segments).
@@ -53,6 +54,17 @@ pub struct KeyArgs {
     key: String,
     #[command(flatten)]
     target: Target,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// `kvs members`.
+#[derive(Args, Debug)]
+pub struct MembersArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 /// `kvs put`.
@@ -61,12 +73,15 @@ pub struct PutArgs {
     /// The key.
     key: String,
     /// The value, as JSON.
-    json: String,
+    #[arg(value_name = "JSON")]
+    value: String,
     /// Expire the key this long after the write (`30s`, `10m`, ...).
     #[arg(long)]
     ttl: Option<String>,
     #[command(flatten)]
     target: Target,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 /// `kvs ls`.
@@ -76,14 +91,25 @@ pub struct ListArgs {
     prefix: Option<String>,
     #[command(flatten)]
     target: Target,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 fn key_path(route: &str, key: &str) -> String {
     format!("/{route}/{}", utf8_percent_encode(key, KEY_ESCAPES))
 }
 
-/// Sends one request and prints the answer; exit 0 on 2xx, 1 otherwise.
-fn call(target: &Target, method: Method, path: &str, body: Option<Bytes>) -> ExitCode {
+/// How a successful answer is shown as a table: from its status and JSON body.
+type Render<'a> = &'a dyn Fn(hyper::StatusCode, &serde_json::Value) -> String;
+
+/// Sends one request and prints the answer (see `client_output.rs`); exit 0 on 2xx, 1
+/// otherwise.
+fn call(
+    target: &Target,
+    output: OutputArgs,
+    request: (Method, &str, Option<Bytes>),
+    render: Render<'_>,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -94,6 +120,7 @@ fn call(target: &Target, method: Method, path: &str, body: Option<Bytes>) -> Exi
             return ExitCode::from(1);
         }
     };
+    let (method, path, body) = request;
     let result = runtime.block_on(async {
         let mut connection = Connection::open(&target.addr).await?;
         connection.send(method, path, body, target.token()).await
@@ -101,15 +128,17 @@ fn call(target: &Target, method: Method, path: &str, body: Option<Bytes>) -> Exi
     match result {
         Ok((status, body)) => {
             let text = String::from_utf8_lossy(&body);
-            if status.is_success() {
-                if !text.is_empty() {
-                    println!("{text}");
-                }
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("kvs: {status}: {text}");
-                ExitCode::from(1)
+            if !status.is_success() {
+                eprintln!("kvs: {status}: {}", client_output::error(&text));
+                return ExitCode::from(1);
             }
+            let json = serde_json::from_str::<serde_json::Value>(&text).ok();
+            match json {
+                Some(json) if output.tables() => println!("{}", render(status, &json)),
+                _ if !text.is_empty() => println!("{text}"),
+                _ => {}
+            }
+            ExitCode::SUCCESS
         }
         Err(error) => {
             eprintln!("kvs: {error}");
@@ -120,12 +149,19 @@ fn call(target: &Target, method: Method, path: &str, body: Option<Bytes>) -> Exi
 
 /// `kvs get KEY`.
 pub fn get(args: KeyArgs) -> ExitCode {
-    call(&args.target, Method::GET, &key_path("kv", &args.key), None)
+    let path = key_path("kv", &args.key);
+    let render = |_, json: &serde_json::Value| client_output::value(&args.key, json);
+    call(
+        &args.target,
+        args.output,
+        (Method::GET, &path, None),
+        &render,
+    )
 }
 
 /// `kvs put KEY JSON`.
 pub fn put(args: PutArgs) -> ExitCode {
-    if let Err(error) = serde_json::from_str::<serde_json::Value>(&args.json) {
+    if let Err(error) = serde_json::from_str::<serde_json::Value>(&args.value) {
         eprintln!("kvs: the value is not JSON: {error}");
         return ExitCode::from(2);
     }
@@ -133,21 +169,27 @@ pub fn put(args: PutArgs) -> ExitCode {
     if let Some(ttl) = &args.ttl {
         path.push_str(&format!("?ttl={}", utf8_percent_encode(ttl, QUERY_ESCAPES)));
     }
+    let render = |status: hyper::StatusCode, json: &serde_json::Value| {
+        client_output::written(&args.key, status == hyper::StatusCode::CREATED, json)
+    };
+    let body = Some(Bytes::from(args.value.clone()));
     call(
         &args.target,
-        Method::PUT,
-        &path,
-        Some(Bytes::from(args.json)),
+        args.output,
+        (Method::PUT, &path, body),
+        &render,
     )
 }
 
 /// `kvs del KEY`.
 pub fn del(args: KeyArgs) -> ExitCode {
+    let path = key_path("kv", &args.key);
+    let render = |_, json: &serde_json::Value| json.to_string();
     call(
         &args.target,
-        Method::DELETE,
-        &key_path("kv", &args.key),
-        None,
+        args.output,
+        (Method::DELETE, &path, None),
+        &render,
     )
 }
 
@@ -158,10 +200,22 @@ pub fn ls(args: ListArgs) -> ExitCode {
         "/kv?prefix={}&limit=1000",
         utf8_percent_encode(&prefix, QUERY_ESCAPES)
     );
-    call(&args.target, Method::GET, &path, None)
+    let render = |_, json: &serde_json::Value| client_output::listing(json);
+    call(
+        &args.target,
+        args.output,
+        (Method::GET, &path, None),
+        &render,
+    )
 }
 
 /// `kvs members`.
-pub fn members(target: Target) -> ExitCode {
-    call(&target, Method::GET, "/members", None)
+pub fn members(args: MembersArgs) -> ExitCode {
+    let render = |_, json: &serde_json::Value| client_output::members(json);
+    call(
+        &args.target,
+        args.output,
+        (Method::GET, "/members", None),
+        &render,
+    )
 }

@@ -10,11 +10,13 @@
 //! - [`private_files`]: files and directories only the node's user may read;
 //! - [`store`]: LMDB behind a write-ahead log, and group commit;
 //! - [`daemon`]: `kvs start`, `stop`, `restart`, `status`; [`init`]: `kvs init NAME --join CONFIG`;
-//! - [`client`], [`http_client`], [`bench`]: the command-line client and load generator.
+//! - [`client`], [`client_output`], [`http_client`], [`bench`]: the command-line client
+//!   (and what it prints) and load generator.
 
 pub mod backup;
 pub mod bench;
 pub mod client;
+pub mod client_output;
 pub mod cluster;
 pub mod config;
 pub mod daemon;

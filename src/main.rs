@@ -90,12 +90,19 @@ enum Command {
     /// List keys under a prefix.
     Ls(client::ListArgs),
     /// Show the cluster's members.
-    Members(client::Target),
+    Members(client::MembersArgs),
     /// Print changes under a prefix as they happen, one JSON line each (resumes after a
     /// disconnect).
     Watch(watch::WatchArgs),
     /// Load-test a running node.
     Bench(bench::BenchArgs),
+    /// Print a shell completion script: `kvs completions bash > /etc/bash_completion.d/kvs`,
+    /// `kvs completions zsh > "${fpath[1]}/_kvs"`,
+    /// `kvs completions fish > ~/.config/fish/completions/kvs.fish`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -145,6 +152,10 @@ fn main() -> ExitCode {
         Command::Members(args) => client::members(args),
         Command::Watch(args) => watch::watch(args),
         Command::Bench(args) => bench::run(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "kvs", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! The command line: daemon instances (`start`, `status`, `stop`, `restart`) and the
-//! HTTP client commands, run as real processes.
+//! The command line: daemon instances (`start`, `status`, `stop`, `restart`), the HTTP
+//! client commands (JSON when piped, tables with `--table`) and shell completions, run
+//! as real processes.
 
 mod common;
 
@@ -151,6 +152,75 @@ fn client_commands_talk_to_a_node() {
         &[],
     );
     assert_eq!(no_node.status.code(), Some(1));
+}
+
+#[test]
+fn client_commands_print_tables_on_request_and_json_when_piped() {
+    let node = common::Node::start(common::PLAIN);
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("KVS_ADDR", node.base.as_str())];
+    let put = run_kvs(
+        &["put", "t/a", "{\"n\": [1, 2]}", "--table"],
+        dir.path(),
+        &env,
+    );
+    assert!(
+        stdout(&put).starts_with("created t/a: uuid "),
+        "{}",
+        stdout(&put)
+    );
+    let again = run_kvs(&["put", "t/a", "3", "--table"], dir.path(), &env);
+    assert!(stdout(&again).starts_with("updated t/a: uuid "));
+    run_kvs(&["put", "t/a", "{\"n\": [1, 2]}"], dir.path(), &env);
+
+    let get = stdout(&run_kvs(&["get", "t/a", "--table"], dir.path(), &env));
+    assert!(get.starts_with("FIELD"), "{get}");
+    assert!(get.contains("key        t/a"), "{get}");
+    assert!(
+        get.ends_with("{\n  \"n\": [\n    1,\n    2\n  ]\n}\n"),
+        "{get}"
+    );
+    // Piped (as here) or with --json: the node's answer as it is.
+    for args in [&["get", "t/a"][..], &["get", "t/a", "--json"][..]] {
+        let piped: serde_json::Value =
+            serde_json::from_str(stdout(&run_kvs(args, dir.path(), &env)).trim()).unwrap();
+        assert_eq!(piped["data"]["n"][1], 2);
+    }
+    let ls = stdout(&run_kvs(&["ls", "t/", "--table"], dir.path(), &env));
+    let lines: Vec<&str> = ls.lines().collect();
+    assert!(lines[0].starts_with("KEY  WRITTEN"), "{ls}");
+    assert!(lines[1].starts_with("t/a  20"), "{ls}");
+    assert_eq!(lines[2], "(1 keys)");
+    let members = stdout(&run_kvs(&["members", "--table"], dir.path(), &env));
+    assert!(members.starts_with("NODE"), "{members}");
+    assert!(members.contains("test-node  alive"), "{members}");
+    let both = run_kvs(&["get", "t/a", "--json", "--table"], dir.path(), &env);
+    assert_eq!(both.status.code(), Some(2), "--json and --table conflict");
+    let missing = run_kvs(&["get", "t/none", "--table"], dir.path(), &env);
+    let said = String::from_utf8_lossy(&missing.stderr);
+    assert!(said.contains("404 Not Found: not_found: "), "{said}");
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let bash = run_kvs(&["completions", "bash"], dir.path(), &[]);
+    assert!(bash.status.success());
+    assert!(
+        stdout(&bash).contains("complete -F _kvs"),
+        "{}",
+        stdout(&bash)
+    );
+    for (shell, mark) in [("zsh", "#compdef kvs"), ("fish", "complete -c kvs")] {
+        let out = run_kvs(&["completions", shell], dir.path(), &[]);
+        assert!(stdout(&out).contains(mark), "{shell}");
+        assert!(
+            stdout(&out).contains("members"),
+            "{shell} completes subcommands"
+        );
+    }
+    let unknown = run_kvs(&["completions", "tcsh"], dir.path(), &[]);
+    assert_eq!(unknown.status.code(), Some(2));
 }
 
 /// A port that is free now (bound to port 0, then released).
