@@ -9,6 +9,8 @@
 //!   `GET /audit/verify` must answer `ok` with at least one entry per acknowledged
 //!   mutation after every restart) share the single-node kills: 8 client threads PUT
 //!   and DELETE keys of their own and keys they all share, and every answer is recorded.
+//!   One restart in five is killed as well, 0-150 ms after its start, before it serves
+//!   (while it replays its write-ahead log): these kills come on top of the count.
 //!   After each restart every key must hold the result of an operation that nothing
 //!   acknowledged later replaced: for a key of one client exactly its last acknowledged
 //!   write (or the one that was in flight when the node died), for a shared key one of
@@ -28,7 +30,8 @@
 //! (figures in BENCHMARKS.md, "Crash loops"). `KVS_CRASH_SEED=N` replays the random
 //! choices of a run (the seed is printed, and named in every failure); where a kill
 //! lands also depends on timing, so a replay is likely, not certain, to hit the same
-//! moment.
+//! moment. When a test fails, its nodes' dirs (config, data dir, `node.log` over every
+//! life) are kept and named on stderr.
 
 mod common;
 
@@ -98,7 +101,8 @@ struct Proc {
     base: String,
     /// Where this life's lines start in `log`.
     offset: u64,
-    _dir: tempfile::TempDir,
+    /// Kept when a test fails, so that its data and log can be examined.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Proc {
@@ -115,7 +119,7 @@ impl Proc {
             child: None,
             base: String::new(),
             offset: 0,
-            _dir: dir,
+            dir: Some(dir),
         };
         proc.launch();
         proc
@@ -123,6 +127,12 @@ impl Proc {
 
     /// Starts the process on its config and data dir; returns once it serves HTTP.
     fn launch(&mut self) {
+        self.spawn();
+        self.wait_serving();
+    }
+
+    /// Starts the process on its config and data dir.
+    fn spawn(&mut self) {
         assert!(self.child.is_none(), "{} is running", self.name);
         self.offset = std::fs::metadata(&self.log).map_or(0, |m| m.len());
         let log = OpenOptions::new()
@@ -140,6 +150,10 @@ impl Proc {
             .spawn()
             .expect("spawn kvs");
         self.child = Some(child);
+    }
+
+    /// Waits until the process serves HTTP.
+    fn wait_serving(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let text = self.this_life();
@@ -284,6 +298,15 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.sigkill();
+        if std::thread::panicking()
+            && let Some(dir) = self.dir.take()
+        {
+            eprintln!(
+                "{}'s data dir and log are kept in {}",
+                self.name,
+                dir.keep().display()
+            );
+        }
     }
 }
 
@@ -581,6 +604,7 @@ fn single_node_kills(test: &str, kills: usize, audit: bool) {
     let mut node = Proc::start("crash", &extra);
     let mut history = History::new();
     let (mut acknowledged, mut uncertain, mut keys_checked, mut data_compared) = (0, 0, 0, 0);
+    let mut startup_kills = 0;
     let started = Instant::now();
     for round in 1..=kills {
         let context = format!("{test}, seed {seed}, kill {round} of {kills}");
@@ -624,6 +648,14 @@ fn single_node_kills(test: &str, kills: usize, audit: bool) {
             anomalies.is_empty(),
             "{context}: unexpected answers: {anomalies:#?}"
         );
+        // One restart in five is killed too, before it serves: while it replays its
+        // write-ahead log and opens the store.
+        if rng.gen_bool(0.2) {
+            node.spawn();
+            std::thread::sleep(Duration::from_millis(rng.gen_range(0..150)));
+            node.sigkill();
+            startup_kills += 1;
+        }
         node.launch();
         node.wait_healthy();
         match check(&node, "cl/", &history, &mut rng) {
@@ -649,7 +681,8 @@ fn single_node_kills(test: &str, kills: usize, audit: bool) {
         );
     }
     println!(
-        "{test}: {kills} kills, {acknowledged} acknowledged writes and deletes, {uncertain} \
+        "{test}: {kills} kills under load and {startup_kills} during a restart, \
+         {acknowledged} acknowledged writes and deletes, {uncertain} \
          in flight at a kill, {keys_checked} key checks ({data_compared} values compared) in \
          {:.1} s",
         started.elapsed().as_secs_f64()
@@ -746,6 +779,9 @@ fn cluster_kills_during_bootstrap_and_anti_entropy() {
     let mut node: Option<Proc> = None;
     let mut history = History::new();
     let (mut landed, mut acknowledged, mut moments) = (0, 0, Vec::new());
+    // How long catching up takes after missed changes, and a bootstrap: the kill comes at
+    // a random moment within it (first guesses, then what a kill that came too late saw).
+    let mut catch_up = [Duration::from_millis(1000), Duration::from_millis(500)];
     for round in 1..=kills {
         let context = format!("{test}, seed {seed}, kill {round} of {kills}");
         let bootstrap = round % 2 == 1;
@@ -770,13 +806,11 @@ fn cluster_kills_during_bootstrap_and_anti_entropy() {
             let keys = move |rng: &mut StdRng| format!("w/{round}/{}", rng.gen_range(0..16));
             std::thread::spawn(move || client(base, round, writer_rng, keys, killing))
         };
-        // Kill after a random delay, or once a bootstrapping node holds a random share of
-        // the keys; `landed` counts the kills made before the node had caught up.
+        // Kill after a random delay within the time catching up takes, or once a
+        // bootstrapping node holds a random share of the keys; `landed` counts the kills
+        // made before the node had caught up.
         let target = rng.gen_range(0..keys as u64);
-        let delay = Duration::from_millis(match bootstrap {
-            true => rng.gen_range(0..500),
-            false => rng.gen_range(0..1000),
-        });
+        let delay = rng.gen_range(Duration::ZERO..catch_up[usize::from(bootstrap)]);
         let since = Instant::now();
         // Bootstrap: `behind` while it holds fewer keys than the peer had before; after
         // missed changes: while one of three changed keys is not updated yet.
@@ -800,7 +834,13 @@ fn cluster_kills_during_bootstrap_and_anti_entropy() {
                 false => !sample.iter().all(updated),
             };
             let due = since.elapsed() >= delay || (bootstrap && held >= target);
-            if due || !behind {
+            if !behind {
+                // Caught up before the kill: aim within that time from now on.
+                let took = since.elapsed().max(Duration::from_millis(20));
+                catch_up[usize::from(bootstrap)] = took;
+                break;
+            }
+            if due {
                 break;
             }
             std::thread::sleep(Duration::from_millis(2));
