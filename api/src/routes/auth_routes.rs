@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use warp::http::{Method, Response, StatusCode, header};
 use warp::reply::Response as WarpResponse;
 
-use super::request::{discard, read_json_body};
+use super::request::{discard, from_object, read_json_body};
 use super::{Api, Caller, Handled, Request, json_response};
 use crate::auth::Operation;
 use crate::{ApiError, Backend};
@@ -87,7 +87,7 @@ where
     D: Buf,
 {
     let text = read_json_body(request.headers, body, MAX_AUTH_BODY).await?;
-    serde_json::from_str(&text).map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))
+    from_object(&text, "invalid request")
 }
 
 /// A `200`/`201` answer with `value` as JSON.

@@ -3,6 +3,8 @@
 //!
 //! `/members` and `/sync` need authentication (the `read` scope, or
 //! `allow_anonymous_read`); `/health`, `/metrics` and `/openapi.json` are open.
+//! `/openapi.json` is `api/openapi.json`; while `auth_enabled` is false, without its
+//! `security` (no request needs a token then) and without the `/auth/...` paths.
 
 use std::fmt::Write as _;
 
@@ -83,8 +85,32 @@ impl<B: Backend> Api<B> {
     }
 }
 
-pub(super) fn openapi() -> WarpResponse {
-    json_response(StatusCode::OK, OPENAPI.to_owned())
+/// The document as served with `auth_enabled: false`: no operation needs a token, so it
+/// declares no security, and the `/auth/...` endpoints, which answer `404` to everything
+/// then, are left out.
+static OPENAPI_NO_AUTH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let mut document: serde_json::Value =
+        serde_json::from_str(OPENAPI).expect("api/openapi.json is JSON");
+    if let Some(root) = document.as_object_mut() {
+        root.remove("security");
+    }
+    if let Some(paths) = document["paths"].as_object_mut() {
+        paths.retain(|path, _| !path.starts_with("/auth/"));
+    }
+    if let Some(components) = document["components"].as_object_mut() {
+        components.remove("securitySchemes");
+    }
+    document.to_string()
+});
+
+/// `GET /openapi.json`: the document of this node's API, with or without authentication.
+pub(super) fn openapi(auth_enabled: bool) -> WarpResponse {
+    let document = if auth_enabled {
+        OPENAPI
+    } else {
+        OPENAPI_NO_AUTH.as_str()
+    };
+    json_response(StatusCode::OK, document.to_owned())
 }
 
 /// The web console, embedded at build time: one page that reads `/health`, `/members`,

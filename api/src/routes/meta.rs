@@ -13,7 +13,7 @@ use warp::http::{Method, StatusCode};
 
 use super::authn::key_meta;
 use super::kv::not_found;
-use super::request::{discard, precondition, read_json_body};
+use super::request::{discard, from_object, precondition, read_json_body};
 use super::{Api, Caller, Handled, Request, json_response};
 use crate::auth::{KeyMeta, Operation, UpdateMeta, plan_update_meta};
 use crate::keys::decode_key;
@@ -82,8 +82,7 @@ impl<B: Backend> Api<B> {
     {
         let precondition = precondition(request.headers, false)?;
         let text = read_json_body(request.headers, body, self.config.max_value_bytes).await?;
-        let change: UpdateMeta = serde_json::from_str(&text)
-            .map_err(|e| ApiError::bad_request(format!("not a metadata change: {e}")))?;
+        let change: UpdateMeta = from_object(&text, "not a metadata change")?;
         let (users, groups) = if change.owner.is_some() || change.group.is_some() {
             (self.users().await?, self.groups().await?)
         } else {

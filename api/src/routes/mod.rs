@@ -182,7 +182,14 @@ impl<B: Backend> Api<B> {
             remote: raw.remote,
         };
         let (route, result) = self.dispatch(&request, body).await;
-        let response = result.unwrap_or_else(|error| error_response(&error));
+        let mut response = result.unwrap_or_else(|error| error_response(&error));
+        if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+            // RFC 9110: a 405 names the methods the resource supports.
+            response.headers_mut().insert(
+                header::ALLOW,
+                header::HeaderValue::from_static(allowed_methods(raw.path)),
+            );
+        }
         self.metrics.record(
             route,
             method.as_str(),
@@ -202,7 +209,7 @@ impl<B: Backend> Api<B> {
             "/health" => return (3, self.only_get(request, async { self.health() }).await),
             "/metrics" => return (5, self.only_get(request, self.metrics()).await),
             "/openapi.json" => {
-                let openapi = async { Ok(cluster::openapi()) };
+                let openapi = async { Ok(cluster::openapi(self.config.auth.is_some())) };
                 return (6, self.only_get(request, openapi).await);
             }
             // The page needs no token: it asks for one and sends it with its own calls.
@@ -387,6 +394,28 @@ fn route_index(path: &str) -> usize {
     } else {
         9
     }
+}
+
+/// The methods a path answers (the `Allow` header of its `405`s).
+fn allowed_methods(path: &str) -> &'static str {
+    if path.starts_with("/kv/") && path.len() > 4 {
+        return "GET, HEAD, PUT, DELETE";
+    }
+    if path.starts_with("/meta/") {
+        return "GET, PUT";
+    }
+    if let Some(rest) = path.strip_prefix("/auth/") {
+        return match rest.split_once('/') {
+            None if rest == "tokens" => "POST",
+            None => "GET, POST",
+            Some(("tokens", _)) => "DELETE",
+            Some(_) => "GET, PUT, DELETE",
+        };
+    }
+    if path == "/admin/backups" {
+        return "GET, POST";
+    }
+    "GET, HEAD"
 }
 
 fn strip_body(response: WarpResponse) -> WarpResponse {

@@ -56,6 +56,16 @@ pub(crate) fn precondition(
             })
             .transpose()
     };
+    // An unsupported If-None-Match is refused even next to an If-Match, which wins.
+    let none_match = match text(header::IF_NONE_MATCH)? {
+        Some("*") if allow_none_match => Some(Precondition::IfAbsent),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "If-None-Match supports only '*', and only on PUT",
+            ));
+        }
+        None => None,
+    };
     if let Some(value) = text(header::IF_MATCH)? {
         if value == "*" {
             return Ok(Precondition::IfPresent);
@@ -65,13 +75,21 @@ pub(crate) fn precondition(
         let uuid = Uuid::parse_str(uuid).unwrap_or(Uuid::nil());
         return Ok(Precondition::IfMatch(uuid));
     }
-    match text(header::IF_NONE_MATCH)? {
-        Some("*") if allow_none_match => Ok(Precondition::IfAbsent),
-        Some(_) => Err(ApiError::bad_request(
-            "If-None-Match supports only '*', and only on PUT",
-        )),
-        None => Ok(Precondition::None),
+    Ok(none_match.unwrap_or(Precondition::None))
+}
+
+/// Parses a JSON body that must be an object: serde would also read a struct from an
+/// array of its fields (`[null, null]`), which no client means.
+pub(crate) fn from_object<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &str,
+) -> Result<T, ApiError> {
+    if !text.trim_start().starts_with('{') {
+        return Err(ApiError::bad_request(format!(
+            "{what}: the body must be a JSON object"
+        )));
     }
+    serde_json::from_str(text).map_err(|e| ApiError::bad_request(format!("{what}: {e}")))
 }
 
 /// Reads a JSON body of at most `limit` bytes and returns its text, validated.

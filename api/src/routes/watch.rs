@@ -58,6 +58,11 @@ fn event_id(version: &Version) -> String {
     format!("{}.{}", version.id.timestamp, version.id.uuid)
 }
 
+/// The time a Last-Event-ID resumes from: its timestamp, before the first `.` if any.
+fn resume_ms(id: &str) -> Option<u64> {
+    id.split_once('.').map_or(id, |(ms, _)| ms).parse().ok()
+}
+
 /// One change as an SSE event: `{"key", ...}` then the version as `GET /kv` gives it
 /// (its stored JSON embedded as is; no `data` for a tombstone).
 fn event(key: &str, version: &Version, kind: &str) -> Event {
@@ -74,32 +79,33 @@ impl<B: Backend> Api<B> {
     pub(super) async fn watch(&self, request: &Request<'_>, caller: &Caller) -> Handled {
         self.authorize(caller, Operation::List)?;
         let prefix = request.query.get("prefix").unwrap_or("").to_owned();
-        let last_id = match request.headers.get("last-event-id") {
+        // A Last-Event-ID is `<timestamp>.<uuid>` as sent, or a bare timestamp; empty, it
+        // names no event (the same as none).
+        let last_id = match request
+            .headers
+            .get("last-event-id")
+            .filter(|id| !id.is_empty())
+        {
             Some(id) => Some(
                 id.to_str()
                     .ok()
-                    .filter(|id| {
-                        id.split_once('.')
-                            .is_some_and(|(ms, _)| ms.parse::<u64>().is_ok())
-                    })
+                    .filter(|id| resume_ms(id).is_some())
                     .ok_or_else(|| ApiError::bad_request("Last-Event-ID is not valid"))?
                     .to_owned(),
             ),
             None => None,
         };
-        let resume = last_id
-            .as_deref()
-            .and_then(|id| id.split_once('.'))
-            .and_then(|(ms, _)| ms.parse::<u64>().ok());
-        let since = match (resume, request.query.get("since")) {
-            (Some(ms), _) => Some(ms),
-            (None, Some(since)) => Some(
+        // `since` is checked even when Last-Event-ID wins over it.
+        let since = request
+            .query
+            .get("since")
+            .map(|since| {
                 since
                     .parse::<u64>()
-                    .map_err(|_| ApiError::bad_request("since must be a time in Unix ms"))?,
-            ),
-            (None, None) => None,
-        };
+                    .map_err(|_| ApiError::bad_request("since must be a time in Unix ms"))
+            })
+            .transpose()?;
+        let since = last_id.as_deref().and_then(resume_ms).or(since);
         let live = self
             .backend
             .watch()

@@ -6,7 +6,9 @@
 //!   process;
 //! - `listing`: listings by prefix and by time, TTLs on the backend's clock, history;
 //! - `node`: what a black-box test cannot set up (records as a replica merges them, a
-//!   store call that blocks until the test lets it go) and the console's headers.
+//!   store call that blocks until the test lets it go) and the console's headers;
+//! - `schema`: what schemathesis found (the served OpenAPI document, `Allow` on `405`s,
+//!   requests the document calls invalid).
 //!
 //! `tests/kv_api.rs` keeps what needs a real process: a round trip of every JSON kind
 //! through LMDB, the default body limit over TCP, an expiry on the node's own clock, and
@@ -15,6 +17,7 @@
 mod kv;
 mod listing;
 mod node;
+mod schema;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
