@@ -121,34 +121,13 @@ fn two_nodes_sync_and_drain_stops_every_task() {
         .map(|_| Arc::new(MemoryStore::new(StoreOptions::default())))
         .collect();
     let nodes: Vec<Arc<Replication<SimStreams>>> = (0..2)
-        .map(|i| {
-            let config = ReplicationConfig {
-                node_id: format!("n{}", i + 1),
-                sync_interval: Duration::from_secs(1),
-                ..ReplicationConfig::default()
-            };
-            Arc::new(Replication::start(
-                Arc::new(net.runtime(i)),
-                Arc::new(net.streams(i)),
-                Arc::clone(&stores[i]) as Arc<dyn Store>,
-                Arc::new(net.clock(i)),
-                config,
-                shutdown.clone(),
-            ))
-        })
+        .map(|i| start(&net, i, &stores[i], &shutdown))
         .collect();
     for (i, node) in nodes.iter().enumerate() {
-        let other = 1 - i;
-        node.peer_event(PeerEvent::Up {
-            node_id: format!("n{}", other + 1),
-            addr: node_addr(other),
-        });
+        up(node, 1 - i);
     }
-    let now_ms = net.clock(0).unix_micros() / 1000;
     for key in ["a", "bb", "ccc"] {
-        let outcome = stores[0].write_batch(&[write(key)], now_ms).expect("write");
-        let version = &outcome[0].as_ref().expect("accepted").version;
-        nodes[0].push(key, version);
+        write_and_push(&net, &nodes[0], &stores[0], key);
     }
     net.run_until(Duration::from_secs(5));
     for key in ["a", "bb", "ccc"] {
