@@ -13,8 +13,9 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::cluster::within;
 use common::{Node, PLAIN};
 use rand::{Rng, SeedableRng};
 
@@ -59,17 +60,6 @@ fn is_root() -> bool {
 fn value(rng: &mut impl Rng) -> String {
     let bytes: Vec<u8> = (0..VALUE_CHARS / 2).map(|_| rng.r#gen()).collect();
     format!("\"{}\"", hex::encode(bytes))
-}
-
-fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let started = Instant::now();
-    while started.elapsed() <= limit {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 #[test]
@@ -121,7 +111,7 @@ fn a_full_disk_refuses_writes_cleanly_and_loses_nothing_acknowledged() {
     std::fs::remove_file(&ballast).expect("remove ballast");
     let small = "\"after the ballast went\"";
     assert!(
-        wait_until(Duration::from_secs(10), || node
+        within(Duration::from_secs(10), || node
             .put("/kv/after", small)
             .status
             == 201),
@@ -136,7 +126,7 @@ fn a_full_disk_refuses_writes_cleanly_and_loses_nothing_acknowledged() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .expect("SIGTERM");
-    let stopped = wait_until(Duration::from_secs(15), || {
+    let stopped = within(Duration::from_secs(15), || {
         node.child
             .as_mut()
             .is_some_and(|c| c.try_wait().ok().flatten().is_some())
