@@ -88,6 +88,13 @@ fn a_new_node_receives_what_the_cluster_holds() {
     let peers = status["peers"].as_array().unwrap();
     assert_eq!(peers.len(), 2, "{status}");
     assert!(peers.iter().any(|p| p["last_sync"].is_u64()), "{status}");
+    // Later rounds find nothing to repair, and say so per peer.
+    let agreed = within(Duration::from_secs(10), || {
+        let status = sync_status(&newcomer);
+        let peers = status["peers"].as_array().cloned().unwrap_or_default();
+        peers.len() == 2 && peers.iter().all(|p| p["roots_agreed"] == true)
+    });
+    assert!(agreed, "{}", sync_status(&newcomer));
 }
 
 #[test]

@@ -14,6 +14,9 @@ pub struct PeerStatus {
     pub queue_bytes: u64,
     /// Whether it missed pushes that anti-entropy has not repaired yet.
     pub behind: bool,
+    /// Whether the last complete session found the two merkle roots equal (nothing to
+    /// repair); false before the first one.
+    pub roots_agreed: bool,
 }
 
 /// This node's view of data sync (`GET /sync`).

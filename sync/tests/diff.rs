@@ -157,6 +157,7 @@ fn empty_side_gets_everything(count: usize, empty_initiates: bool) {
     assert_eq!(empty.stats().unwrap().keys, count as u64);
     let sent = exchange.initiator.versions_sent + exchange.responder.versions_sent;
     assert_eq!(sent, count as u64, "each version once: {exchange:?}");
+    assert!(!exchange.initiator.found_equal() && !exchange.responder.found_equal());
 }
 
 /// A side that holds nothing gets everything in key order (the order a B-tree store
@@ -218,6 +219,7 @@ fn equal_stores_exchange_one_round_trip_of_hashes() {
         exchange.initiator.versions_sent + exchange.responder.versions_sent,
         0
     );
+    assert!(exchange.initiator.found_equal() && exchange.responder.found_equal());
 }
 
 #[test]
@@ -235,6 +237,7 @@ fn cost_follows_the_differences_not_the_size() {
         exchange.bytes_out + exchange.bytes_in < 100_000,
         "{exchange:?}"
     );
+    assert!(!exchange.initiator.found_equal() && !exchange.responder.found_equal());
 }
 
 #[test]

@@ -172,7 +172,7 @@ pub(crate) async fn run_round<T: StreamTransport>(
     if session.peer_established() && shared.stale_since.swap(0, Ordering::Relaxed) > 0 {
         tracing::info!(%node_id, buried = session.stats().buried, "caught up after a long absence");
     }
-    shared.completed(node_id, started);
+    shared.completed(node_id, started, session.stats().found_equal());
     tracing::debug!(%node_id, round_trips, stats = ?session.stats(), "sync round done");
     Ok(())
 }
@@ -201,10 +201,10 @@ pub(crate) async fn serve<T: StreamTransport>(
     let rules = shared.admission();
     let session = Session::responder(rules).with_standing(shared.established(), None);
     match converse(&shared, &mut stream, session, Vec::new()).await {
-        Ok(_) => {
+        Ok((session, _)) => {
             let _ = stream.finish();
             if let Some(node_id) = peer {
-                shared.completed(&node_id, rules.now_ms);
+                shared.completed(&node_id, rules.now_ms, session.stats().found_equal());
             }
         }
         Err(error) => {

@@ -104,6 +104,8 @@ struct Peer {
     queue: Arc<PeerQueue>,
     last_sync: Option<u64>,
     behind: bool,
+    /// Whether the last complete session found nothing to repair.
+    roots_agreed: bool,
     sender: TaskHandle,
 }
 
@@ -204,8 +206,8 @@ impl<T: StreamTransport> Shared<T> {
     }
 
     /// A session with `node_id`, started at `started_ms`, completed: each side has what
-    /// the other held then.
-    fn completed(&self, node_id: &str, started_ms: u64) {
+    /// the other held then; `found_equal` if there was nothing to repair.
+    fn completed(&self, node_id: &str, started_ms: u64, found_equal: bool) {
         self.counters.rounds.fetch_add(1, Ordering::Relaxed);
         self.last_sync.fetch_max(started_ms, Ordering::Relaxed);
         if !self.synced_once.swap(true, Ordering::Relaxed) {
@@ -214,6 +216,7 @@ impl<T: StreamTransport> Shared<T> {
         if let Some(peer) = lock(&self.peers).get_mut(node_id) {
             peer.last_sync = Some(started_ms);
             peer.behind = false;
+            peer.roots_agreed = found_equal;
         }
     }
 
@@ -379,6 +382,7 @@ impl<T: StreamTransport> Replication<T> {
                             queue,
                             last_sync: None,
                             behind: true,
+                            roots_agreed: false,
                             sender,
                         },
                     );
@@ -438,6 +442,7 @@ impl<T: StreamTransport> Replication<T> {
                     last_sync: peer.last_sync,
                     queue_bytes: peer.queue.bytes(),
                     behind: peer.behind,
+                    roots_agreed: peer.roots_agreed,
                 };
                 (id.clone(), status)
             })

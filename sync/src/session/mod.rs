@@ -61,6 +61,16 @@ pub struct SessionStats {
     pub buried: u64,
 }
 
+impl SessionStats {
+    /// Whether the session found the two sides equal: nothing differed, nothing moved.
+    pub fn found_equal(&self) -> bool {
+        self.leaves_differing == 0
+            && self.versions_sent == 0
+            && self.versions_received == 0
+            && self.buried == 0
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Initiator: `Hello` not sent yet. Responder: waiting for `Hello`.
