@@ -137,6 +137,8 @@ async fn the_console_is_served_without_a_token_and_loads_nothing_from_elsewhere(
         "/meta/",
         "/history/",
         "/health",
+        "/watch?",
+        "/metrics",
     ] {
         assert!(page.contains(route), "the console reads {route}");
     }

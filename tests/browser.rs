@@ -1,0 +1,289 @@
+//! The web console in a real browser: headless Chromium, driven over WebDriver by
+//! `chromedriver` (Debian's `chromium` and `chromium-driver`), loads `/ui` of the first
+//! node of a 3-node cluster with auth on, as a person would use it: it shows the node's
+//! own `401` until a token is pasted, then three members alive, the sync status of both
+//! peers, a key written through the API found by prefix with its value and metadata, a
+//! write made on another node appearing live, and the request chart. It saves a
+//! screenshot (`$CARGO_TARGET_TMPDIR/console.png`, or `KVS_CONSOLE_SCREENSHOT`; the
+//! README's `docs/console.png` is one). A second test loads the console of a node with
+//! auth off, where no token is needed.
+//!
+//! Without `chromedriver` it prints a skip line, or fails when `CI` is set (`.ci/run`
+//! installs both packages).
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::cluster::{call, cluster, root_token};
+use common::{Node, PLAIN};
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+
+/// How long the page may take to show what the test waits for.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A `chromedriver` process on a free port, killed on drop.
+struct Chromedriver {
+    child: Child,
+    port: u16,
+    /// The browser's profile, removed on drop.
+    profile: tempfile::TempDir,
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `chromedriver`, or prints the skip line (and panics under CI) without it.
+fn chromedriver() -> Option<Chromedriver> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let spawned = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(child) = spawned else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "tests/browser.rs needs chromium and chromedriver (apt-get install chromium \
+             chromium-driver), and CI must not skip it"
+        );
+        println!("skipped: needs chromedriver (apt-get install chromium chromium-driver)");
+        return None;
+    };
+    let driver = Chromedriver {
+        child,
+        port,
+        profile: tempfile::tempdir().expect("temp dir"),
+    };
+    let ready = common::cluster::within(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(ready, "chromedriver did not listen on {port}");
+    Some(driver)
+}
+
+/// A headless Chromium session through `driver`.
+async fn browser(driver: &Chromedriver) -> Client {
+    let args = [
+        "--headless=new".to_owned(),
+        "--no-sandbox".to_owned(),
+        "--disable-dev-shm-usage".to_owned(),
+        "--disable-gpu".to_owned(),
+        "--window-size=1280,960".to_owned(),
+        format!("--user-data-dir={}", driver.profile.path().display()),
+    ];
+    let capabilities = json!({ "goog:chromeOptions": { "args": args } });
+    let serde_json::Value::Object(capabilities) = capabilities else {
+        unreachable!("an object")
+    };
+    ClientBuilder::new(HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a browser session")
+}
+
+/// The text of the first element matching `css`.
+async fn text(client: &Client, css: &str) -> String {
+    match client.find(Locator::Css(css)).await {
+        Ok(element) => element.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Waits until the text of `css` satisfies `check`; panics with the last text if not.
+async fn wait_for(client: &Client, css: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let started = Instant::now();
+    loop {
+        let shown = text(client, css).await;
+        if check(&shown) {
+            return shown;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the console did not show {what} in {css} within {PATIENCE:?}; it shows: {shown:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Where the screenshot goes.
+fn screenshot_path() -> PathBuf {
+    std::env::var_os("KVS_CONSOLE_SCREENSHOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console.png"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_a_cluster_its_keys_and_live_changes() {
+    let Some(driver) = chromedriver() else { return };
+    let nodes = tokio::task::spawn_blocking(|| {
+        cluster(
+            3,
+            "auth_enabled: true\njwt_secret: browser-test-jwt-secret\nsync_interval: 500ms\n",
+        )
+    })
+    .await
+    .expect("the cluster");
+    let token = root_token(&nodes[0]).expect("root.token");
+    let written = call(
+        &nodes[0],
+        "PUT",
+        "/kv/console/greeting",
+        Some("{\"hello\":\"from the API\"}"),
+        Some(&token),
+    );
+    assert_eq!(written.status, 201, "{}", written.body);
+
+    let client = browser(&driver).await;
+    client
+        .goto(&format!("{}/ui", nodes[0].base))
+        .await
+        .expect("load /ui");
+    // Without a token the node's own refusal is shown, as it said it.
+    wait_for(&client, "#members-error", "the node's 401", |t| {
+        t.contains("401") && t.contains("unauthorized")
+    })
+    .await;
+
+    let field = client
+        .find(Locator::Css("#token"))
+        .await
+        .expect("the token field");
+    field.send_keys(&token).await.expect("type the token");
+    field.send_keys("\u{E007}").await.expect("press Enter");
+
+    let members = wait_for(&client, "#members tbody", "three members alive", |t| {
+        t.matches("alive").count() == 3
+    })
+    .await;
+    for id in ["n0", "n1", "n2"] {
+        assert!(members.contains(id), "{members}");
+    }
+    assert_eq!(text(&client, "#members-error").await, "");
+    wait_for(&client, "#peers tbody", "both peers compared", |t| {
+        t.contains("n1") && t.contains("n2") && t.matches("agreed").count() == 2
+    })
+    .await;
+    wait_for(&client, "#node", "the node's health", |t| {
+        t.starts_with("n0 · ok")
+    })
+    .await;
+
+    // Browse to the key by prefix and open it.
+    let prefix = client
+        .find(Locator::Css("#prefix"))
+        .await
+        .expect("the prefix field");
+    prefix.send_keys("console/").await.expect("type a prefix");
+    client
+        .find(Locator::Css("#list"))
+        .await
+        .expect("the list button")
+        .click()
+        .await
+        .expect("click List");
+    wait_for(&client, "#keys tbody", "the key", |t| {
+        t.contains("console/greeting")
+    })
+    .await;
+    client
+        .find(Locator::LinkText("console/greeting"))
+        .await
+        .expect("the key's link")
+        .click()
+        .await
+        .expect("open the key");
+    let detail = wait_for(&client, "#key-detail", "the key's value", |t| {
+        t.contains("from the API")
+    })
+    .await;
+    assert!(detail.contains("permissions"), "metadata shown: {detail}");
+
+    // A write on another node reaches node 0 and its console, live.
+    let token_n1 = root_token(&nodes[1]).expect("root.token");
+    let live = call(
+        &nodes[1],
+        "PUT",
+        "/kv/console/live",
+        Some("\"written on n1\""),
+        Some(&token_n1),
+    );
+    assert_eq!(live.status, 201, "{}", live.body);
+    wait_for(&client, "#changes tbody", "the live write", |t| {
+        t.contains("console/live") && t.contains("put")
+    })
+    .await;
+    // More writes, spread over both other nodes: each appears, newest first.
+    for n in 0..12 {
+        let node = &nodes[1 + n % 2];
+        let token = root_token(node).expect("root.token");
+        let key = format!("/kv/console/burst/{n:02}");
+        assert_eq!(call(node, "PUT", &key, Some("1"), Some(&token)).status, 201);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let changes = wait_for(
+        &client,
+        "#changes tbody",
+        "every write, newest first",
+        |t| t.contains("console/burst/11"),
+    )
+    .await;
+    let newest = changes.find("console/burst/11").expect("shown");
+    let oldest = changes.find("console/burst/00").expect("shown");
+    assert!(newest < oldest, "newest first: {changes}");
+    wait_for(&client, "#rate-now", "a request rate", |t| {
+        t.ends_with("requests/s") && !t.starts_with("0.0")
+    })
+    .await;
+    let canvas = client
+        .find(Locator::Css("#chart"))
+        .await
+        .expect("the chart");
+    let samples = canvas.attr("data-samples").await.expect("an attribute");
+    let samples: usize = samples.and_then(|s| s.parse().ok()).unwrap_or(0);
+    assert!(samples >= 3, "the chart has {samples} samples");
+
+    let png = client.screenshot().await.expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    let path = screenshot_path();
+    std::fs::write(&path, &png).expect("save the screenshot");
+    println!("screenshot: {}", path.display());
+    client.close().await.expect("close the browser");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_off_the_console_needs_no_token() {
+    let Some(driver) = chromedriver() else { return };
+    let node = tokio::task::spawn_blocking(|| Node::start_named("solo", PLAIN))
+        .await
+        .expect("a node");
+    let client = browser(&driver).await;
+    client
+        .goto(&format!("{}/ui", node.base))
+        .await
+        .expect("load /ui");
+    wait_for(&client, "#members tbody", "the node alive", |t| {
+        t.contains("solo") && t.contains("alive")
+    })
+    .await;
+    assert!(node.put("/kv/plain/key", "1").status == 201);
+    wait_for(&client, "#changes tbody", "the live write", |t| {
+        t.contains("plain/key")
+    })
+    .await;
+    assert_eq!(text(&client, "#changes-error").await, "");
+    client.close().await.expect("close the browser");
+}
