@@ -143,12 +143,8 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<u64, String> {
         backup_facts(file).map_err(|e| format!("{} is not a kvs backup: {e}", file.display()))?;
     let _lock = DataDirLock::acquire(data_dir)?;
     let staged = data_dir.join("data.mdb.restoring");
-    std::fs::copy(file, &staged)
-        .and_then(|_| private_files::restrict(&staged))
+    copy_with_progress(file, &staged, "restoring")
         .map_err(|e| format!("{}: {e}", staged.display()))?;
-    File::open(&staged)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| e.to_string())?;
     let wal = data_dir.join("wal");
     if wal.exists() {
         std::fs::remove_dir_all(&wal).map_err(|e| format!("{}: {e}", wal.display()))?;
@@ -205,7 +201,7 @@ pub fn run_backup(arg: &str, out: Option<&Path>, token: Option<&str>) -> std::pr
     let source = backups_dir(&data_dir).join(format!("{}.mdb", info.name));
     let target = out.map_or_else(|| source.clone(), Path::to_path_buf);
     if target != source
-        && let Err(error) = copy_with_progress(&source, &target)
+        && let Err(error) = copy_with_progress(&source, &target, "backing up")
     {
         eprintln!("kvs: writing {}: {error}", target.display());
         return ExitCode::from(1);
@@ -266,13 +262,20 @@ fn backup_through_api(
     serde_json::from_slice(&body).map_err(|e| e.to_string())
 }
 
-/// Copies `from` to `to`, with a progress bar when stderr is a terminal.
-fn copy_with_progress(from: &Path, to: &Path) -> std::io::Result<()> {
+/// Copies `from` to a new private file `to` and syncs it, with a progress bar labelled
+/// `what` when stderr is a terminal.
+fn copy_with_progress(from: &Path, to: &Path, what: &str) -> std::io::Result<()> {
     use std::io::{IsTerminal, Read, Write};
     let mut input = File::open(from)?;
     let total = input.metadata()?.len();
     let bar = if std::io::stderr().is_terminal() {
+        let style = indicatif::ProgressStyle::with_template(
+            "{msg} {bar:30} {binary_bytes}/{binary_total_bytes} ({eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
         indicatif::ProgressBar::new(total)
+            .with_style(style)
+            .with_message(what.to_owned())
     } else {
         indicatif::ProgressBar::hidden()
     };

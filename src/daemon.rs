@@ -7,6 +7,7 @@
 //! log but no pid file is reported as stopped.
 
 use std::fs::OpenOptions;
+use std::io::IsTerminal;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -105,6 +106,17 @@ pub fn start(arg: &str) -> ExitCode {
     match spawn(&instance, &path, &data_dir) {
         Ok((pid, addr)) => {
             println!("started {} pid {pid} http://{addr}", instance.name);
+            let joins = config.clustering_enabled && !config.seed_nodes.is_empty();
+            if joins && std::io::stderr().is_terminal() {
+                let token = std::fs::read_to_string(data_dir.join("root.token")).ok();
+                match crate::sync_progress::follow(&addr, token.as_deref().map(str::trim)) {
+                    Ok((keys, took)) => println!(
+                        "in sync with the cluster: {keys} keys ({:.1} s)",
+                        took.as_secs_f64()
+                    ),
+                    Err(error) => eprintln!("kvs: {error}"),
+                }
+            }
             ExitCode::SUCCESS
         }
         Err((code, message)) => {

@@ -9,7 +9,8 @@
 //! - [`node`]: a running node (store, group commit, HTTP API, purge, shutdown);
 //! - [`private_files`]: files and directories only the node's user may read;
 //! - [`store`]: LMDB behind a write-ahead log, and group commit;
-//! - [`daemon`]: `kvs start`, `stop`, `restart`, `status`; [`init`]: `kvs init NAME --join CONFIG`;
+//! - [`daemon`]: `kvs start` (following a bootstrap with [`sync_progress`] on a terminal),
+//!   `stop`, `restart`, `status`; [`init`]: `kvs init NAME --join CONFIG`;
 //! - [`client`], [`client_output`], [`http_client`], [`bench`]: the command-line client
 //!   (and what it prints) and load generator.
 
@@ -26,4 +27,5 @@ pub mod init;
 pub mod node;
 pub mod private_files;
 pub mod store;
+pub mod sync_progress;
 pub mod watch;
