@@ -2,16 +2,22 @@
 //! transport (`kvs-net`), starts the membership driver (`kvs-membership`, feature
 //! `driver`) over it on the system clock, and turns membership events into
 //! replication's peers up and down ([`PeerSink`]). The API reads member snapshots through
-//! [`Cluster::members`] and metrics through [`Cluster::render_metrics`]; on shutdown the
+//! [`Cluster::members`] and metrics through [`Cluster::register_metrics`]; on shutdown the
 //! driver announces `left` and gossips it briefly, [`Cluster::stopped`] waits for that.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use kvs_api::MemberInfo;
 use kvs_membership::{DriverConfig, LocalMember, Membership, MembershipEvent, SwimConfig};
 use kvs_net::{ClusterSecret, Datagrams, NodeId, SystemClock, UdpTransport};
 use kvs_sync::driver::PeerEvent;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 /// What a node needs to join its cluster.
@@ -70,6 +76,18 @@ pub struct Cluster {
     membership: Membership,
     gossip_addr: SocketAddr,
     transport: Arc<UdpTransport>,
+}
+
+/// The label of `kvs_members`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+/// The label of `kvs_member_flap_score`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabel {
+    node_id: String,
 }
 
 /// Why membership could not start.
@@ -178,68 +196,84 @@ impl Cluster {
             .collect()
     }
 
-    /// Membership counters in Prometheus text.
-    pub fn render_metrics(&self, out: &mut String) {
+    /// Adds the membership counters and the members' gauges to the registry of one
+    /// scrape of `/metrics`; each counter's name gets its `_total` there.
+    pub fn register_metrics(&self, registry: &mut Registry) {
         let (metrics, members) = (self.membership.metrics(), self.membership.members());
-        let auth = self.transport.counts();
-        let mut counter = |name: &str, help: &str, value: u64| {
-            out.push_str(&format!(
-                "# HELP kvs_membership_{name} {help}\n# TYPE kvs_membership_{name} counter\nkvs_membership_{name} {value}\n"
-            ));
-        };
-        counter("probes_total", "Direct probes sent.", metrics.probes);
-        counter("acks_total", "Acks received.", metrics.acks);
-        counter("nacks_total", "Nacks received.", metrics.nacks);
-        counter(
-            "indirect_probes_total",
-            "Indirect probes requested.",
-            metrics.indirect_probes,
-        );
-        counter(
-            "suspicions_total",
-            "Members this node suspected.",
-            metrics.suspicions,
-        );
-        counter(
-            "refutations_total",
-            "Suspicions of this node it refuted.",
-            metrics.refutations,
-        );
-        counter("deaths_total", "Members declared dead.", metrics.deaths);
-        counter(
-            "sent_bytes_total",
-            "Gossip payload bytes sent.",
-            metrics.bytes_sent,
-        );
-        counter(
-            "received_bytes_total",
-            "Gossip payload bytes received.",
-            metrics.bytes_received,
-        );
-        counter(
-            "malformed_total",
-            "Authenticated datagrams that did not decode.",
-            metrics.malformed,
-        );
-        counter(
-            "rejected_datagrams_total",
-            "Datagrams refused by authentication.",
-            auth.rejected(),
-        );
-        out.push_str(
-            "# HELP kvs_members Members by state, this node included.\n# TYPE kvs_members gauge\n",
-        );
+        let counters = [
+            (
+                "kvs_membership_probes",
+                "Direct probes sent",
+                metrics.probes,
+            ),
+            ("kvs_membership_acks", "Acks received", metrics.acks),
+            ("kvs_membership_nacks", "Nacks received", metrics.nacks),
+            (
+                "kvs_membership_indirect_probes",
+                "Indirect probes requested",
+                metrics.indirect_probes,
+            ),
+            (
+                "kvs_membership_suspicions",
+                "Members this node suspected",
+                metrics.suspicions,
+            ),
+            (
+                "kvs_membership_refutations",
+                "Suspicions of this node it refuted",
+                metrics.refutations,
+            ),
+            (
+                "kvs_membership_deaths",
+                "Members declared dead",
+                metrics.deaths,
+            ),
+            (
+                "kvs_membership_sent_bytes",
+                "Gossip payload bytes sent",
+                metrics.bytes_sent,
+            ),
+            (
+                "kvs_membership_received_bytes",
+                "Gossip payload bytes received",
+                metrics.bytes_received,
+            ),
+            (
+                "kvs_membership_malformed",
+                "Authenticated datagrams that did not decode",
+                metrics.malformed,
+            ),
+            (
+                "kvs_membership_rejected_datagrams",
+                "Datagrams refused by authentication",
+                self.transport.counts().rejected(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            registry.register(name, help, ConstCounter::new(value));
+        }
+        let by_state = Family::<StateLabel, Gauge<u64, AtomicU64>>::default();
         for state in ["alive", "suspect", "dead", "left"] {
             let n = members.iter().filter(|m| m.state.as_str() == state).count();
-            out.push_str(&format!("kvs_members{{state=\"{state}\"}} {n}\n"));
+            by_state.get_or_create(&StateLabel { state }).set(n as u64);
         }
-        out.push_str("# HELP kvs_member_flap_score Flap score of each member.\n# TYPE kvs_member_flap_score gauge\n");
+        registry.register(
+            "kvs_members",
+            "Members by state, this node included",
+            by_state,
+        );
+        let flap_scores = Family::<NodeLabel, Gauge<f64, AtomicU64>>::default();
         for member in &members {
-            out.push_str(&format!(
-                "kvs_member_flap_score{{node_id=\"{}\"}} {}\n",
-                member.id, member.flap_score
-            ));
+            let node = NodeLabel {
+                node_id: member.id.to_string(),
+            };
+            flap_scores.get_or_create(&node).set(member.flap_score);
         }
+        registry.register(
+            "kvs_member_flap_score",
+            "Flap score of each member",
+            flap_scores,
+        );
     }
 
     /// Waits until the driver has announced `left` and stopped.

@@ -13,6 +13,8 @@ use kvs_sync::driver::{Replication, ReplicationConfig};
 use kvs_sync::{
     AuditEntry, AuditVerdict, Store, StoreError, SyncStatus, WriteOp, WriteOutcome, WriteRejected,
 };
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -174,22 +176,24 @@ impl Backend for NodeBackend {
         }
     }
 
-    fn extra_metrics(&self, out: &mut String) {
+    fn register_metrics(&self, registry: &mut Registry) {
         if let Some(cluster) = &self.cluster {
-            cluster.render_metrics(out);
+            cluster.register_metrics(registry);
         }
         if let Some(replication) = &self.replication {
-            replication.render_metrics(out);
+            replication.register_metrics(registry);
         }
         let stats = self.committer.stats();
-        out.push_str(&format!(
-            "# HELP kvs_store_commits_total Store commits (one fsync each).\n\
-             # TYPE kvs_store_commits_total counter\nkvs_store_commits_total {}\n\
-             # HELP kvs_store_committed_writes_total Writes committed.\n\
-             # TYPE kvs_store_committed_writes_total counter\nkvs_store_committed_writes_total {}\n",
-            stats.commits.load(Ordering::Relaxed),
-            stats.ops.load(Ordering::Relaxed),
-        ));
+        registry.register(
+            "kvs_store_commits",
+            "Store commits (one fsync each)",
+            ConstCounter::new(stats.commits.load(Ordering::Relaxed)),
+        );
+        registry.register(
+            "kvs_store_committed_writes",
+            "Writes committed",
+            ConstCounter::new(stats.ops.load(Ordering::Relaxed)),
+        );
     }
 }
 

@@ -143,19 +143,26 @@ fn health_members_metrics_and_openapi() {
     node.get("/kv/m");
     let metrics = node.get("/metrics");
     assert_eq!(metrics.status, 200);
-    assert!(
-        metrics
-            .header("content-type")
-            .unwrap()
-            .starts_with("text/plain")
+    // The Prometheus text format 0.0.4, which the body is in (no OpenMetrics `# EOF`).
+    assert_eq!(
+        metrics.header("content-type").as_deref(),
+        Some("text/plain; version=0.0.4; charset=utf-8")
     );
+    assert!(!metrics.body.contains("# EOF"), "{}", metrics.body);
     // Whole lines: `... 1` must not be matched by `... 10`.
     let lines: Vec<&str> = metrics.body.lines().collect();
     for line in [
+        "# TYPE kvs_http_requests_total counter",
         "kvs_http_requests_total{route=\"kv\",method=\"PUT\",status=\"201\"} 1",
         "kvs_http_requests_total{route=\"kv\",method=\"GET\",status=\"200\"} 1",
+        "# TYPE kvs_store_keys gauge",
         "kvs_store_keys 1",
+        "# TYPE kvs_http_request_duration_seconds histogram",
+        "kvs_http_request_duration_seconds_bucket{route=\"kv\",le=\"+Inf\"} 2",
         "kvs_http_request_duration_seconds_count{route=\"kv\"} 2",
+        "# TYPE kvs_store_commits_total counter",
+        "# TYPE kvs_store_committed_writes_total counter",
+        "kvs_store_committed_writes_total 1",
     ] {
         assert!(
             lines.contains(&line),
@@ -163,6 +170,29 @@ fn health_members_metrics_and_openapi() {
             metrics.body
         );
     }
+    for name in ["kvs_store_bytes ", "kvs_store_commits_total "] {
+        assert!(
+            lines.iter().any(|line| line.starts_with(name)),
+            "missing {name:?} in\n{}",
+            metrics.body
+        );
+    }
+    // The latency buckets' bounds, in order, as dashboards query them.
+    let bounds: Vec<&str> = lines
+        .iter()
+        .filter_map(|line| {
+            let rest =
+                line.strip_prefix("kvs_http_request_duration_seconds_bucket{route=\"kv\",le=\"")?;
+            rest.split_once('"').map(|(bound, _)| bound)
+        })
+        .collect();
+    assert_eq!(
+        bounds,
+        [
+            "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
+            "0.1", "0.5", "1", "+Inf"
+        ]
+    );
     let openapi = node.get("/openapi.json").json();
     assert!(openapi["openapi"].as_str().unwrap().starts_with("3."));
     for path in [

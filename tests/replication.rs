@@ -36,6 +36,48 @@ fn writes_and_deletes_reach_every_node() {
             .any(|line| line == "kvs_replication_stored_total 1"),
         "{metrics}"
     );
+    // Each pushed version received adds one observation to the lag histogram, whose
+    // buckets are 1 ms to 5 s.
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+            .to_owned()
+    };
+    assert_eq!(
+        value("kvs_replication_lag_ms_count"),
+        value("kvs_replication_received_total"),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("kvs_replication_lag_ms_bucket{le=\"+Inf\"}"),
+        value("kvs_replication_lag_ms_count"),
+    );
+    let bounds: Vec<&str> = metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("kvs_replication_lag_ms_bucket{le=\"")?;
+            rest.split_once('"').map(|(bound, _)| bound)
+        })
+        .collect();
+    let expected = [
+        "1", "2", "3", "5", "7", "10", "15", "20", "30", "50", "100", "250", "1000", "5000", "+Inf",
+    ];
+    assert_eq!(bounds, expected, "{metrics}");
+    for line in [
+        "# TYPE kvs_replication_lag_ms histogram",
+        "# TYPE kvs_replication_stored_total counter",
+        "# TYPE kvs_replication_queue_bytes gauge",
+        "# TYPE kvs_sync_rounds_total counter",
+        "# TYPE kvs_sync_syncing gauge",
+        "# TYPE kvs_members gauge",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in {metrics}"
+        );
+    }
 }
 
 #[test]

@@ -87,8 +87,9 @@ pub trait Backend: Send + Sync + 'static {
     /// The backups kept, oldest first.
     fn list_backups(&self) -> Result<Vec<BackupInfo>, StoreError>;
 
-    /// Extra Prometheus text lines (membership, sync) appended to `/metrics`.
-    fn extra_metrics(&self, out: &mut String);
+    /// Adds the backend's own metrics (commits, membership, sync) to the registry of one
+    /// scrape of `/metrics`.
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry);
 
     /// Every change from now on as the store makes it visible (`GET /watch`); `None`
     /// where the backend cannot stream them (`/watch` then answers `503`).

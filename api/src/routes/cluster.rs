@@ -6,8 +6,8 @@
 //! `/openapi.json` is `api/openapi.json`; while `auth_enabled` is false, without its
 //! `security` (no request needs a token then) and without the `/auth/...` paths.
 
-use std::fmt::Write as _;
-
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response as WarpResponse;
 
@@ -16,6 +16,7 @@ use kvs_sync::StoreError;
 
 use crate::Backend;
 use crate::auth::Operation;
+use crate::metrics;
 
 /// The OpenAPI 3 document of the whole API.
 const OPENAPI: &str = include_str!("../../openapi.json");
@@ -57,29 +58,29 @@ impl<B: Backend> Api<B> {
     }
 
     pub(super) async fn metrics(&self) -> Handled {
-        let (stats, extra) = self
-            .blocking(|backend| {
+        let mut registry = Registry::default();
+        self.metrics.register(&mut registry);
+        let registry = self
+            .blocking(move |backend| {
                 let stats = backend.store().stats()?;
-                let mut extra = String::new();
-                backend.extra_metrics(&mut extra);
-                Ok((stats, extra))
+                registry.register(
+                    "kvs_store_keys",
+                    "Keys held, tombstones included",
+                    ConstGauge::new(stats.keys),
+                );
+                registry.register(
+                    "kvs_store_bytes",
+                    "Bytes the store occupies",
+                    ConstGauge::new(stats.bytes),
+                );
+                backend.register_metrics(&mut registry);
+                Ok(registry)
             })
             .await?;
-        let mut out = String::with_capacity(4096 + extra.len());
-        self.metrics.render(&mut out);
-        let _ = write!(
-            out,
-            "# HELP kvs_store_keys Keys held, tombstones included.\n\
-             # TYPE kvs_store_keys gauge\nkvs_store_keys {}\n\
-             # HELP kvs_store_bytes Bytes the store occupies.\n\
-             # TYPE kvs_store_bytes gauge\nkvs_store_bytes {}\n",
-            stats.keys, stats.bytes
-        );
-        out.push_str(&extra);
-        let mut response = json_response(StatusCode::OK, out);
+        let mut response = json_response(StatusCode::OK, metrics::encode(&registry));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
         );
         Ok(response)
     }

@@ -460,20 +460,6 @@ impl<T: StreamTransport> Replication<T> {
         })
     }
 
-    /// Replication and sync figures in Prometheus text.
-    pub fn render_metrics(&self, out: &mut String) {
-        self.shared.counters.render(out);
-        stats::render_peers(&self.peer_statuses(), out);
-        out.push_str(&format!(
-            "# HELP kvs_sync_syncing Whether the first sync with a peer is still to come.\n# TYPE kvs_sync_syncing gauge\nkvs_sync_syncing {}\n\
-             # HELP kvs_sync_stale Whether the last sync is older than tombstone_ttl (no session served until one completes).\n# TYPE kvs_sync_stale gauge\nkvs_sync_stale {}\n\
-             # HELP kvs_sync_last_sync_ms When the last complete sync started (Unix ms).\n# TYPE kvs_sync_last_sync_ms gauge\nkvs_sync_last_sync_ms {}\n",
-            u8::from(self.syncing()),
-            u8::from(self.shared.stale_since().is_some()),
-            self.last_sync_ms().unwrap_or(0),
-        ));
-    }
-
     /// Tasks serving peers that are still running (none after [`Self::drain`]).
     pub fn serving_tasks(&self) -> usize {
         self.shared.serving.running()

@@ -1,48 +1,39 @@
-//! Counters of the replication driver and their Prometheus text.
+//! Counters of the replication driver and their metrics on `/metrics`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use kvs_net::StreamTransport;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use super::Replication;
 use crate::{PeerStatus, RefusalCounts, SessionStats};
 
 /// Upper bounds (ms) of the replication lag histogram's buckets.
-const LAG_BUCKETS_MS: [u64; 14] = [1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100, 250, 1000, 5000];
+const LAG_BUCKETS_MS: [f64; 14] = [
+    1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 250.0, 1000.0, 5000.0,
+];
 
 /// How long pushed versions took from their write to being stored here: the receiver's
 /// clock minus the version's timestamp (meaningful where clocks agree, as on one host or
 /// with NTP), per version.
-#[derive(Debug, Default)]
-pub(crate) struct LagHistogram {
-    buckets: [AtomicU64; LAG_BUCKETS_MS.len()],
-    count: AtomicU64,
-    sum_ms: AtomicU64,
+#[derive(Debug)]
+pub(crate) struct LagHistogram(Histogram);
+
+impl Default for LagHistogram {
+    fn default() -> Self {
+        Self(Histogram::new(LAG_BUCKETS_MS))
+    }
 }
 
 impl LagHistogram {
     pub(crate) fn record(&self, lag_ms: u64) {
-        if let Some(bucket) = LAG_BUCKETS_MS.iter().position(|&bound| lag_ms <= bound) {
-            add(&self.buckets[bucket], 1);
-        }
-        add(&self.count, 1);
-        add(&self.sum_ms, lag_ms);
-    }
-
-    fn render(&self, out: &mut String) {
-        let name = "kvs_replication_lag_ms";
-        let _ = writeln!(
-            out,
-            "# HELP {name} From a pushed version's write to its storing here.\n# TYPE {name} histogram"
-        );
-        let mut cumulative = 0;
-        for (bound, bucket) in LAG_BUCKETS_MS.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_ms.load(Ordering::Relaxed));
-        let _ = writeln!(out, "{name}_count {count}");
+        self.0.observe(lag_ms as f64);
     }
 }
 
@@ -103,129 +94,169 @@ impl Counters {
         });
     }
 
-    pub(crate) fn render(&self, out: &mut String) {
+    /// Adds the counters and the lag histogram to the registry of a scrape; each
+    /// counter's name gets its `_total` there.
+    fn register(&self, registry: &mut Registry) {
         let rows: [(&str, &str, &AtomicU64); 19] = [
             (
-                "sync_rounds_total",
-                "Anti-entropy sessions completed.",
+                "kvs_sync_rounds",
+                "Anti-entropy sessions completed",
                 &self.rounds,
             ),
             (
-                "sync_rounds_failed_total",
-                "Anti-entropy sessions that failed.",
+                "kvs_sync_rounds_failed",
+                "Anti-entropy sessions that failed",
                 &self.rounds_failed,
             ),
             (
-                "sync_round_trips_total",
-                "Round trips of sessions this node opened.",
+                "kvs_sync_round_trips",
+                "Round trips of sessions this node opened",
                 &self.round_trips,
             ),
             (
-                "sync_sent_bytes_total",
-                "Frame bytes sent by anti-entropy.",
+                "kvs_sync_sent_bytes",
+                "Frame bytes sent by anti-entropy",
                 &self.bytes_sent,
             ),
             (
-                "sync_received_bytes_total",
-                "Frame bytes received by anti-entropy.",
+                "kvs_sync_received_bytes",
+                "Frame bytes received by anti-entropy",
                 &self.bytes_received,
             ),
             (
-                "sync_versions_sent_total",
-                "Versions sent by anti-entropy.",
+                "kvs_sync_versions_sent",
+                "Versions sent by anti-entropy",
                 &self.versions_sent,
             ),
             (
-                "sync_versions_received_total",
-                "Versions received by anti-entropy.",
+                "kvs_sync_versions_received",
+                "Versions received by anti-entropy",
                 &self.versions_received,
             ),
             (
-                "sync_versions_stored_total",
-                "Versions received by anti-entropy and stored.",
+                "kvs_sync_versions_stored",
+                "Versions received by anti-entropy and stored",
                 &self.versions_stored,
             ),
             (
-                "sync_refused_malformed_total",
-                "Versions from peers refused as malformed.",
+                "kvs_sync_refused_malformed",
+                "Versions from peers refused as malformed",
                 &self.refused_malformed,
             ),
             (
-                "sync_refused_future_total",
-                "Versions from peers stamped beyond max_clock_skew.",
+                "kvs_sync_refused_future",
+                "Versions from peers stamped beyond max_clock_skew",
                 &self.refused_future,
             ),
             (
-                "sync_refused_past_keeping_total",
-                "Deletions from peers older than tombstone_ttl.",
+                "kvs_sync_refused_past_keeping",
+                "Deletions from peers older than tombstone_ttl",
                 &self.refused_past_keeping,
             ),
             (
-                "sync_buried_total",
-                "Versions found deleted after a longer absence than tombstone_ttl.",
+                "kvs_sync_buried",
+                "Versions found deleted after a longer absence than tombstone_ttl",
                 &self.buried,
             ),
             (
-                "replication_sent_total",
-                "Versions pushed to peers (once per peer).",
+                "kvs_replication_sent",
+                "Versions pushed to peers (once per peer)",
                 &self.pushed,
             ),
             (
-                "replication_acked_total",
-                "Versions peers acknowledged as stored durably.",
+                "kvs_replication_acked",
+                "Versions peers acknowledged as stored durably",
                 &self.push_acks,
             ),
             (
-                "replication_send_errors_total",
-                "Push batches that failed (left to anti-entropy).",
+                "kvs_replication_send_errors",
+                "Push batches that failed (left to anti-entropy)",
                 &self.push_errors,
             ),
             (
-                "replication_queue_overflows_total",
-                "Peer queues dropped for size (left to anti-entropy).",
+                "kvs_replication_queue_overflows",
+                "Peer queues dropped for size (left to anti-entropy)",
                 &self.push_overflows,
             ),
             (
-                "replication_received_total",
-                "Versions received by push.",
+                "kvs_replication_received",
+                "Versions received by push",
                 &self.push_received,
             ),
             (
-                "replication_stored_total",
-                "Versions received by push and stored.",
+                "kvs_replication_stored",
+                "Versions received by push and stored",
                 &self.push_stored,
             ),
             (
-                "replication_malformed_total",
-                "Frames from peers dropped as malformed.",
+                "kvs_replication_malformed",
+                "Frames from peers dropped as malformed",
                 &self.malformed_frames,
             ),
         ];
         for (name, help, counter) in rows {
-            let _ = write!(
-                out,
-                "# HELP kvs_{name} {help}\n# TYPE kvs_{name} counter\nkvs_{name} {}\n",
-                counter.load(Ordering::Relaxed)
-            );
+            let value = ConstCounter::new(counter.load(Ordering::Relaxed));
+            registry.register(name, help, value);
         }
-        self.lag.render(out);
+        registry.register(
+            "kvs_replication_lag_ms",
+            "From a pushed version's write to its storing here",
+            self.lag.0.clone(),
+        );
     }
 }
 
-/// Per-peer gauges in Prometheus text.
-pub(crate) fn render_peers(peers: &BTreeMap<String, PeerStatus>, out: &mut String) {
-    out.push_str("# HELP kvs_sync_last_complete_ms When the last complete session with each peer started (Unix ms).\n# TYPE kvs_sync_last_complete_ms gauge\n");
+/// The label of a per-peer gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    node_id: String,
+}
+
+/// Adds the per-peer gauges to the registry of a scrape.
+fn register_peers(peers: &BTreeMap<String, PeerStatus>, registry: &mut Registry) {
+    let last_complete = Family::<PeerLabels, Gauge<u64, AtomicU64>>::default();
+    let queue_bytes = Family::<PeerLabels, Gauge<u64, AtomicU64>>::default();
     for (id, peer) in peers {
+        let labels = PeerLabels {
+            node_id: id.clone(),
+        };
         if let Some(at) = peer.last_sync {
-            let _ = writeln!(out, "kvs_sync_last_complete_ms{{node_id=\"{id}\"}} {at}");
+            last_complete.get_or_create(&labels).set(at);
         }
+        queue_bytes.get_or_create(&labels).set(peer.queue_bytes);
     }
-    out.push_str("# HELP kvs_replication_queue_bytes Bytes queued for each peer.\n# TYPE kvs_replication_queue_bytes gauge\n");
-    for (id, peer) in peers {
-        let _ = writeln!(
-            out,
-            "kvs_replication_queue_bytes{{node_id=\"{id}\"}} {}",
-            peer.queue_bytes
+    registry.register(
+        "kvs_sync_last_complete_ms",
+        "When the last complete session with each peer started (Unix ms)",
+        last_complete,
+    );
+    registry.register(
+        "kvs_replication_queue_bytes",
+        "Bytes queued for each peer",
+        queue_bytes,
+    );
+}
+
+impl<T: StreamTransport> Replication<T> {
+    /// Adds the replication and sync metrics to the registry of one scrape of
+    /// `/metrics`.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        self.shared.counters.register(registry);
+        register_peers(&self.peer_statuses(), registry);
+        registry.register(
+            "kvs_sync_syncing",
+            "Whether the first sync with a peer is still to come",
+            ConstGauge::new(u32::from(self.syncing())),
+        );
+        registry.register(
+            "kvs_sync_stale",
+            "Whether the last sync is older than tombstone_ttl (no session served until one completes)",
+            ConstGauge::new(u32::from(self.shared.stale_since().is_some())),
+        );
+        registry.register(
+            "kvs_sync_last_sync_ms",
+            "When the last complete sync started (Unix ms)",
+            ConstGauge::new(self.last_sync_ms().unwrap_or(0)),
         );
     }
 }

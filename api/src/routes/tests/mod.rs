@@ -183,7 +183,7 @@ impl Backend for MemoryBackend {
         Ok(Vec::new())
     }
 
-    fn extra_metrics(&self, _: &mut String) {}
+    fn register_metrics(&self, _: &mut prometheus_client::registry::Registry) {}
 }
 
 /// The API's and the store's settings of a test node; the default is a node's default
