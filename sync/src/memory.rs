@@ -1,5 +1,6 @@
 //! An in-memory [`Store`], for tests and simulation.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::sync::Mutex;
@@ -44,19 +45,40 @@ impl MemoryStore {
 
 impl Inner {
     fn record(&mut self, key: &str, version: Version, max_revisions: usize) {
-        if max_revisions > 0 {
-            let revisions = self.history.entry(key.to_owned()).or_default();
-            revisions.push_front(version.clone());
-            revisions.truncate(max_revisions);
-        }
+        self.install_if(key, version, max_revisions, |_| true);
+    }
+
+    /// Makes `version` current for `key` if `wanted(held version)`, in one search of the
+    /// map, keeping the tree, the leaf index and the history in step; whether it did.
+    fn install_if(
+        &mut self,
+        key: &str,
+        version: Version,
+        max_revisions: usize,
+        wanted: impl FnOnce(&Version) -> bool,
+    ) -> bool {
         let new_id = version.id;
-        match self.current.insert(key.to_owned(), version) {
-            Some(old) => self.tree.replace(key, Some(&old.id), Some(&new_id)),
-            None => {
+        let kept = (max_revisions > 0).then(|| version.clone());
+        match self.current.entry(key.to_owned()) {
+            Entry::Occupied(mut held) => {
+                if !wanted(held.get()) {
+                    return false;
+                }
+                let old_id = std::mem::replace(held.get_mut(), version).id;
+                self.tree.replace(key, Some(&old_id), Some(&new_id));
+            }
+            Entry::Vacant(free) => {
                 self.tree.toggle(key, &new_id);
                 self.by_leaf.insert((leaf_of(key), key.to_owned()));
+                free.insert(version);
             }
         }
+        if let Some(version) = kept {
+            let revisions = self.history.entry(key.to_owned()).or_default();
+            revisions.push_front(version);
+            revisions.truncate(max_revisions);
+        }
+        true
     }
 
     fn forget(&mut self, key: &str) {
@@ -180,13 +202,10 @@ impl Store for MemoryStore {
     fn merge(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {
         let mut inner = self.lock();
         let mut stored = 0;
+        let max_revisions = self.options.max_revisions;
         for (key, version) in versions {
-            if inner
-                .current
-                .get(key)
-                .is_none_or(|held| version.supersedes(held))
-            {
-                inner.record(key, version.clone(), self.options.max_revisions);
+            let supersedes = |held: &Version| version.supersedes(held);
+            if inner.install_if(key, version.clone(), max_revisions, supersedes) {
                 stored += 1;
             }
         }

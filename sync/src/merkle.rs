@@ -60,7 +60,10 @@ fn key_digest(key: &str) -> [u8; 32] {
 
 /// The leaf `key` belongs to.
 pub fn leaf_of(key: &str) -> Leaf {
-    let digest = key_digest(key);
+    leaf_of_digest(&key_digest(key))
+}
+
+fn leaf_of_digest(digest: &[u8; 32]) -> Leaf {
     u16::from_be_bytes([digest[0], digest[1]])
 }
 
@@ -72,8 +75,13 @@ pub fn key_hash(key: &str) -> u64 {
 
 /// What the version `id` of `key` contributes to the tree.
 pub fn entry_hash(key: &str, id: &VersionId) -> u64 {
+    entry_hash_of_digest(&key_digest(key), id)
+}
+
+/// [`entry_hash`] from the key's SHA-256, computed once per change.
+fn entry_hash_of_digest(key_digest: &[u8; 32], id: &VersionId) -> u64 {
     let mut hasher = Sha256::new();
-    hasher.update(key_digest(key));
+    hasher.update(key_digest);
     hasher.update(id.timestamp.to_be_bytes());
     hasher.update(id.origin_joined_at.to_be_bytes());
     hasher.update(id.uuid.as_bytes());
@@ -134,17 +142,18 @@ impl MerkleTree {
 
     /// Adds the entry of `key` at version `id`, or removes it if present (XOR).
     pub fn toggle(&mut self, key: &str, id: &VersionId) {
-        self.apply_delta(leaf_of(key), entry_hash(key, id));
+        self.replace(key, None, Some(id));
     }
 
-    /// Replaces `key`'s entry at version `old` (if any) by the one at `new` (if any).
+    /// Replaces `key`'s entry at version `old` (if any) by the one at `new` (if any): one
+    /// path up the tree, the key hashed once.
     pub fn replace(&mut self, key: &str, old: Option<&VersionId>, new: Option<&VersionId>) {
-        if let Some(old) = old {
-            self.toggle(key, old);
-        }
-        if let Some(new) = new {
-            self.toggle(key, new);
-        }
+        let digest = key_digest(key);
+        let delta = [old, new]
+            .into_iter()
+            .flatten()
+            .fold(0, |delta, id| delta ^ entry_hash_of_digest(&digest, id));
+        self.apply_delta(leaf_of_digest(&digest), delta);
     }
 
     /// The root hash: equal roots mean equal data (but for a 2^-64 chance).
