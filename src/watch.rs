@@ -65,9 +65,9 @@ async fn watch_forever(args: &WatchArgs) -> Stop {
         "/watch?prefix={}",
         utf8_percent_encode(&args.prefix, QUERY_ESCAPES)
     );
-    let mut last_id: Option<String> = None;
+    let mut delivered = Delivered::default();
     loop {
-        match watch_once(args, &path, &mut last_id).await {
+        match watch_once(args, &path, &mut delivered).await {
             Ok(()) => {}
             Err(Some(stop)) => return stop,
             Err(None) => {}
@@ -81,14 +81,14 @@ async fn watch_forever(args: &WatchArgs) -> Stop {
 async fn watch_once(
     args: &WatchArgs,
     path: &str,
-    last_id: &mut Option<String>,
+    delivered: &mut Delivered,
 ) -> Result<(), Option<Stop>> {
     let mut connection = Connection::open(&args.target.addr).await.map_err(|error| {
         eprintln!("kvs: {error}; retrying");
         None
     })?;
-    let resume: Vec<(&str, &str)> = last_id
-        .as_deref()
+    let resume: Vec<(&str, &str)> = delivered
+        .last_id()
         .map(|id| ("Last-Event-ID", id))
         .into_iter()
         .collect();
@@ -114,14 +114,42 @@ async fn watch_once(
         buffer.push_str(&String::from_utf8_lossy(bytes));
         while let Some(end) = buffer.find('\n') {
             let line: String = buffer.drain(..=end).collect();
-            take_line(line.trim_end_matches(['\r', '\n']), &mut pending, last_id);
+            take_line(line.trim_end_matches(['\r', '\n']), &mut pending, delivered);
         }
     }
     Ok(())
 }
 
-/// Adds one line of the stream to `pending`; a blank line ends an event, printed then.
-fn take_line(line: &str, pending: &mut Pending, last_id: &mut Option<String>) {
+/// The ids printed in the millisecond of the last one: a resume from that id sends the
+/// other changes of its millisecond again, and these are not printed twice.
+#[derive(Default)]
+struct Delivered {
+    /// The millisecond of the last id, and every id printed in it (the last one last).
+    latest: Vec<String>,
+}
+
+impl Delivered {
+    fn last_id(&self) -> Option<&str> {
+        self.latest.last().map(String::as_str)
+    }
+
+    /// Records `id`; false if it was printed already.
+    fn fresh(&mut self, id: &str) -> bool {
+        let millisecond = |id: &str| id.split('.').next().unwrap_or_default().to_owned();
+        if self.latest.iter().any(|seen| seen == id) {
+            return false;
+        }
+        if self.last_id().map(millisecond) != Some(millisecond(id)) {
+            self.latest.clear();
+        }
+        self.latest.push(id.to_owned());
+        true
+    }
+}
+
+/// Adds one line of the stream to `pending`; a blank line ends an event, printed then
+/// unless `delivered` has it already.
+fn take_line(line: &str, pending: &mut Pending, delivered: &mut Delivered) {
     if let Some(id) = line.strip_prefix("id:") {
         pending.id = Some(id.trim().to_owned());
     } else if let Some(kind) = line.strip_prefix("event:") {
@@ -137,14 +165,34 @@ fn take_line(line: &str, pending: &mut Pending, last_id: &mut Option<String>) {
             eprintln!("kvs: fell behind the node; resuming");
             return;
         }
+        if event.id.as_deref().is_some_and(|id| !delivered.fresh(id)) {
+            return;
+        }
         let mut printed: serde_json::Value =
             serde_json::from_str(&event.data).unwrap_or(serde_json::Value::Null);
         if let Some(object) = printed.as_object_mut() {
             object.insert("event".into(), kind.into());
         }
         println!("{printed}");
-        if event.id.is_some() {
-            *last_id = event.id;
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Delivered;
+
+    #[test]
+    fn a_resume_prints_no_change_of_the_last_millisecond_twice() {
+        let mut delivered = Delivered::default();
+        assert!(delivered.fresh("5.a") && delivered.fresh("5.b"));
+        assert_eq!(delivered.last_id(), Some("5.b"));
+        // A resume from 5.b sends 5.a again: dropped.
+        assert!(!delivered.fresh("5.a"));
+        assert!(!delivered.fresh("5.b"));
+        assert!(delivered.fresh("5.c"));
+        assert!(delivered.fresh("6.d"));
+        assert_eq!(delivered.last_id(), Some("6.d"));
+        assert!(!delivered.fresh("6.d"));
+        assert_eq!(delivered.latest, ["6.d"], "earlier milliseconds are forgotten");
     }
 }

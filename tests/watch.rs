@@ -1,5 +1,6 @@
 //! `GET /watch` against a real node: live puts, deletes and expiries under a prefix, a
-//! backlog from `since`, and a resume from `Last-Event-ID` that repeats nothing.
+//! backlog from `since`, a resume from `Last-Event-ID` that repeats nothing, and a
+//! watcher that reads nothing while writes go on: told to resume, and never in their way.
 
 mod common;
 
@@ -7,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::sse::{next, quiet, watch};
+use common::sse::{next, open, quiet, read_events, watch};
 use common::{Node, PLAIN};
 use serde_json::Value;
 
@@ -136,4 +137,73 @@ fn kvs_watch_without_a_token_on_an_auth_node_exits_1() {
         .expect("kvs watch");
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("401"));
+}
+
+#[test]
+fn a_watcher_that_falls_behind_is_told_to_resume_and_never_holds_up_writes() {
+    const WRITES: usize = 3000;
+    let node = Node::start(PLAIN);
+    // A watcher that reads nothing: once the socket buffers are full, the node cannot
+    // hand it more, and its changes pile up past the store's buffer of 1,024.
+    let stalled = open(&node, "/watch?prefix=slow/", &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let value = format!("\"{}\"", "x".repeat(16 << 10));
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let base = node.base.clone();
+            let value = value.clone();
+            std::thread::spawn(move || {
+                for n in (writer..WRITES).step_by(4) {
+                    let url = format!("{base}/kv/slow/{n:05}");
+                    let headers = [("content-type", "application/json")];
+                    let answer = common::request(&url, "PUT", Some(&value), &headers);
+                    assert_eq!(answer.status, 201, "{}", answer.body);
+                }
+            })
+        })
+        .collect();
+    // Every write is acknowledged while the watcher still reads nothing.
+    for writer in writers {
+        writer.join().expect("a writer");
+    }
+    let events = read_events(stalled);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut last_put = None;
+    let resume = loop {
+        let event = next(&events);
+        match event.kind.as_str() {
+            "put" => {
+                seen.insert(event.data["key"].as_str().unwrap().to_owned());
+                last_put = event.id;
+            }
+            "resume" => break event,
+            other => panic!("unexpected {other} event"),
+        }
+    };
+    assert!(seen.len() < WRITES, "the watcher fell behind");
+    assert_eq!(resume.data["error"], "lagged", "{:?}", resume.data);
+    assert_eq!(resume.data["last_event_id"].as_str(), last_put.as_deref());
+    assert!(
+        events.recv_timeout(Duration::from_secs(5)).is_err(),
+        "the stream ends after resume"
+    );
+    // Resuming from the id it was given loses nothing, and repeats at most the changes
+    // of that id's millisecond (same ids: a client drops the ones it has seen).
+    let last = last_put.expect("some events before falling behind");
+    let last_ms = last.split('.').next().unwrap().to_owned();
+    let resumed = watch(&node, "/watch?prefix=slow/", &[("Last-Event-ID", &last)]);
+    while let Ok(event) = resumed.recv_timeout(Duration::from_secs(2)) {
+        assert_eq!(event.kind, "put");
+        let id = event.id.clone().unwrap_or_default();
+        assert_ne!(id, last, "the event resumed after is not sent again");
+        let key = event.data["key"].as_str().unwrap().to_owned();
+        if !seen.insert(key) {
+            assert!(id.starts_with(&format!("{last_ms}.")), "{id} repeated");
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        WRITES,
+        "every write seen across the two streams"
+    );
 }

@@ -20,6 +20,11 @@ pub struct Event {
 
 /// Opens `GET path` on `node` and returns its events as they arrive.
 pub fn watch(node: &Node, path: &str, headers: &[(&str, &str)]) -> mpsc::Receiver<Event> {
+    read_events(open(node, path, headers))
+}
+
+/// Sends `GET path` on a new connection to `node`; nothing is read yet.
+pub fn open(node: &Node, path: &str, headers: &[(&str, &str)]) -> TcpStream {
     let addr = node.base.trim_start_matches("http://").to_owned();
     let mut stream = TcpStream::connect(&addr).expect("connect");
     let mut head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
@@ -28,6 +33,11 @@ pub fn watch(node: &Node, path: &str, headers: &[(&str, &str)]) -> mpsc::Receive
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).expect("send");
+    stream
+}
+
+/// The events of the stream `stream` carries, read from now on by a thread.
+pub fn read_events(stream: TcpStream) -> mpsc::Receiver<Event> {
     let (events, received) = mpsc::channel();
     std::thread::spawn(move || {
         let reader = BufReader::new(stream);
