@@ -193,6 +193,10 @@ mod tests {
         assert!(delivered.fresh("6.d"));
         assert_eq!(delivered.last_id(), Some("6.d"));
         assert!(!delivered.fresh("6.d"));
-        assert_eq!(delivered.latest, ["6.d"], "earlier milliseconds are forgotten");
+        assert_eq!(
+            delivered.latest,
+            ["6.d"],
+            "earlier milliseconds are forgotten"
+        );
     }
 }
