@@ -1,17 +1,19 @@
 //! The replication driver (`kvs_sync::driver`) on the simulator, by hand: two nodes sync
 //! a write over simulated streams, `drain` stops every task the driver started, those
 //! serving the peer's connection and streams included, and a peer that comes back is
-//! never reached over a connection made with an earlier life of it.
+//! never reached over a connection made with an earlier life of it, and a session that
+//! fails ends the bulk load it began.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kvs_net::Clock;
 use kvs_scenarios::simnet::{SimNet, SimStreams};
 use kvs_scenarios::{Network, node_addr};
+use kvs_sync::conformance::{Call, Hooked};
 use kvs_sync::driver::{PeerEvent, Replication, ReplicationConfig};
-use kvs_sync::{MemoryStore, Mutation, Precondition, Store, StoreOptions, WriteOp};
+use kvs_sync::{MemoryStore, Mutation, Precondition, Store, StoreError, StoreOptions, WriteOp};
 use tokio::sync::watch;
 
 fn write(key: &str) -> WriteOp {
@@ -32,10 +34,10 @@ fn write(key: &str) -> WriteOp {
 }
 
 /// Starts node `i`'s replication over `store` on `net`.
-fn start(
+fn start<S: Store>(
     net: &SimNet,
     i: usize,
-    store: &Arc<MemoryStore>,
+    store: &Arc<S>,
     shutdown: &watch::Receiver<bool>,
 ) -> Arc<Replication<SimStreams>> {
     let config = ReplicationConfig {
@@ -151,4 +153,56 @@ fn two_nodes_sync_and_drain_stops_every_task() {
     net.run_until(Duration::from_secs(8));
     assert!(drained.load(Ordering::SeqCst), "drain returned");
     assert_eq!(nodes[0].serving_tasks(), 0, "nothing of n1 serves on");
+}
+
+/// n2 starts empty and its first session merges fail: the driver ends the bulk load that
+/// session began (each begin is followed by its end), and a later session brings
+/// everything.
+#[test]
+fn a_failed_session_ends_the_bulk_load_it_began() {
+    let mut net = SimNet::new(2, &Network::default(), 5).expect("net");
+    let (_stop, shutdown) = watch::channel(false);
+    let full = Arc::new(MemoryStore::new(StoreOptions::default()));
+    let now_ms = net.clock(0).unix_micros() / 1000;
+    let ops: Vec<WriteOp> = (0..100).map(|n| write(&format!("k/{n:03}"))).collect();
+    full.write_batch(&ops, now_ms).expect("writes");
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let failing = Arc::new(AtomicBool::new(true));
+    let (log, fail) = (Arc::clone(&calls), Arc::clone(&failing));
+    let empty = Arc::new(Hooked::new(
+        MemoryStore::new(StoreOptions::default()),
+        move |call| {
+            match call {
+                Call::BeginBulkLoad => log.lock().expect("log").push("begin"),
+                Call::EndBulkLoad => log.lock().expect("log").push("end"),
+                Call::MergeFromSession(_) if fail.load(Ordering::SeqCst) => {
+                    return Err(StoreError::Backend("refused by the test".into()));
+                }
+                _ => {}
+            }
+            Ok(())
+        },
+    ));
+    let n1 = start(&net, 0, &full, &shutdown);
+    let n2 = start(&net, 1, &empty, &shutdown);
+    up(&n1, 1);
+    up(&n2, 0);
+    net.run_until(Duration::from_secs(3));
+    let failed = calls.lock().expect("log").clone();
+    assert!(!failed.is_empty(), "a session began a bulk load");
+    assert_eq!(failed.last(), Some(&"end"), "{failed:?}");
+    failing.store(false, Ordering::SeqCst);
+    net.run_until(Duration::from_secs(6));
+    let calls = calls.lock().expect("log").clone();
+    assert!(
+        calls.len() > failed.len(),
+        "a later session loaded: {calls:?}"
+    );
+    for pair in calls.chunks(2) {
+        assert_eq!(pair, ["begin", "end"], "{calls:?}");
+    }
+    assert_eq!(
+        empty.merkle().expect("tree").root(),
+        full.merkle().expect("tree").root()
+    );
 }

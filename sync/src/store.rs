@@ -195,6 +195,20 @@ pub trait Store: Send + Sync + 'static {
         self.merge(versions)
     }
 
+    /// A session is about to bring everything a peer holds into this store, which holds
+    /// nothing (a bootstrap): the store may put off work it does faster once at the end,
+    /// such as building an index in one pass, until [`Store::end_bulk_load`]. Every read
+    /// stays correct meanwhile.
+    fn begin_bulk_load(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Does the work a bulk load put off, if any (the session that began it ended, or
+    /// another one did, or failed); returns once it is done.
+    fn end_bulk_load(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// The merkle tree of every version held, tombstones included (see
     /// [`crate::merkle`]), kept up to date as writes are applied. A store that applies
     /// writes in the background may lag its readers by what it has not applied yet.

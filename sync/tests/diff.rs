@@ -160,28 +160,57 @@ fn empty_side_gets_everything(count: usize, empty_initiates: bool) {
     assert!(!exchange.initiator.found_equal() && !exchange.responder.found_equal());
 }
 
+/// What a store was called for: the keys of session merges, in order, and bulk loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Event {
+    Merged(String),
+    Begin,
+    End,
+}
+
+/// `inner` with the events of its calls recorded in `events`.
+fn recorded(inner: MemoryStore, events: &Arc<Mutex<Vec<Event>>>) -> Hooked<MemoryStore> {
+    let events = Arc::clone(events);
+    Hooked::new(inner, move |call| {
+        let mut events = events.lock().unwrap();
+        match call {
+            Call::MergeFromSession(versions) => {
+                events.extend(versions.iter().map(|(key, _)| Event::Merged(key.clone())))
+            }
+            Call::BeginBulkLoad => events.push(Event::Begin),
+            Call::EndBulkLoad => events.push(Event::End),
+            _ => {}
+        }
+        Ok(())
+    })
+}
+
 /// A side that holds nothing gets everything in key order (the order a B-tree store
-/// inserts fastest), in the one round trip of `Hello`, whichever side opened.
+/// inserts fastest), in the one round trip of `Hello`, whichever side opened, within a
+/// bulk load of its store (begun with the first versions, ended with the session).
 #[test]
 fn an_empty_side_gets_everything_in_key_order_in_one_round_trip() {
     for empty_initiates in [true, false] {
-        let full = store();
+        let full_events = Arc::new(Mutex::new(Vec::new()));
+        let full = recorded(store(), &full_events);
         full.merge(&bulk(20_000, 1)).unwrap();
-        let merged = Arc::new(Mutex::new(Vec::new()));
-        let record = Arc::clone(&merged);
-        let empty = Hooked::new(store(), move |call| {
-            if let Call::MergeFromSession(versions) = call {
-                let mut record = record.lock().unwrap();
-                record.extend(versions.iter().map(|(key, _)| key.clone()));
-            }
-            Ok(())
-        });
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let empty = recorded(store(), &events);
         let exchange = if empty_initiates {
             exchange_locally(&empty, &full, RULES).unwrap()
         } else {
             exchange_locally(&full, &empty, RULES).unwrap()
         };
-        let merged = merged.lock().unwrap().clone();
+        let events = events.lock().unwrap().clone();
+        assert_eq!(events.first(), Some(&Event::Begin));
+        assert_eq!(events.last(), Some(&Event::End));
+        let merged: Vec<String> = events[1..events.len() - 1]
+            .iter()
+            .map(|event| match event {
+                Event::Merged(key) => key.clone(),
+                _ => panic!("one bulk load: {event:?}"),
+            })
+            .collect();
         let mut sorted = merged.clone();
         sorted.sort_unstable();
         assert_eq!(merged.len(), 20_000, "empty_initiates: {empty_initiates}");
@@ -191,7 +220,25 @@ fn an_empty_side_gets_everything_in_key_order_in_one_round_trip() {
         );
         assert_eq!(exchange.round_trips, 1, "{exchange:?}");
         assert_eq!(empty.merkle().unwrap(), full.merkle().unwrap());
+        assert!(
+            full_events.lock().unwrap().is_empty(),
+            "the full side loads nothing"
+        );
     }
+}
+
+/// A side that holds something does not bulk-load, even when it lacks most keys.
+#[test]
+fn a_side_that_holds_something_gets_no_bulk_load() {
+    let full = store();
+    full.merge(&bulk(5_000, 1)).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sparse = recorded(store(), &events);
+    sparse.merge(&bulk(1, 1)).unwrap();
+    exchange_locally(&sparse, &full, RULES).unwrap();
+    assert_eq!(sparse.merkle().unwrap(), full.merkle().unwrap());
+    let events = events.lock().unwrap();
+    assert!(!events.contains(&Event::Begin) && !events.contains(&Event::End));
 }
 
 #[test]

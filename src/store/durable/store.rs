@@ -109,6 +109,21 @@ impl Store for DurableStore {
         Ok(stored)
     }
 
+    /// LMDB puts off its indexes while it holds nothing (see `lmdb/deferred.rs`).
+    fn begin_bulk_load(&self) -> Result<(), StoreError> {
+        self.lmdb.begin_bulk_load()
+    }
+
+    /// Builds the indexes LMDB put off, once the applier has moved in everything
+    /// accepted (which it then does without index work).
+    fn end_bulk_load(&self) -> Result<(), StoreError> {
+        if !self.lmdb.indexes_deferred() {
+            return Ok(());
+        }
+        self.caught_up();
+        self.lmdb.end_bulk_load()
+    }
+
     fn list(
         &self,
         prefix: &str,

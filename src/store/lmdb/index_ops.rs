@@ -1,8 +1,10 @@
 //! Index changes of one write transaction, held until its commit and then applied index
 //! by index in key order: inserts at random places of a B-tree then visit its pages in
 //! order, and entries past the last one are appended without a search (a bootstrap's
-//! commits of 200,000 versions write `by_leaf` almost purely by appending).
+//! commits of 200,000 versions write `by_leaf` almost purely by appending). While the
+//! indexes are deferred (`deferred.rs`), changes are not even noted.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use heed::{PutFlags, RwTxn};
@@ -44,11 +46,24 @@ type Op = (Table, Vec<u8>, bool);
 /// The pending changes of the open write transaction (LMDB has one writer at a time, so
 /// the lock is never contended).
 #[derive(Default)]
-pub(super) struct IndexOps(Mutex<Vec<Op>>);
+pub(super) struct IndexOps {
+    ops: Mutex<Vec<Op>>,
+    /// Set while the indexes are deferred: changes are dropped. Changed only by the
+    /// writer, so it holds still during a write transaction.
+    deferred: AtomicBool,
+}
 
 impl IndexOps {
     fn lock(&self) -> MutexGuard<'_, Vec<Op>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.ops.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn is_deferred(&self) -> bool {
+        self.deferred.load(Ordering::Acquire)
+    }
+
+    pub(super) fn set_deferred(&self, deferred: bool) {
+        self.deferred.store(deferred, Ordering::Release);
     }
 
     /// Forgets the changes of a transaction that did not commit.
@@ -56,12 +71,18 @@ impl IndexOps {
         self.lock().clear();
     }
 
-    pub(super) fn put(&self, table: Table, entry: Vec<u8>) {
-        self.lock().push((table, entry, true));
+    /// Notes that `entry` goes into `table` (made only when the indexes are not deferred).
+    pub(super) fn put(&self, table: Table, entry: impl FnOnce() -> Vec<u8>) {
+        if !self.is_deferred() {
+            self.lock().push((table, entry(), true));
+        }
     }
 
-    pub(super) fn delete(&self, table: Table, entry: Vec<u8>) {
-        self.lock().push((table, entry, false));
+    /// Notes that `entry` leaves `table` (made only when the indexes are not deferred).
+    pub(super) fn delete(&self, table: Table, entry: impl FnOnce() -> Vec<u8>) {
+        if !self.is_deferred() {
+            self.lock().push((table, entry(), false));
+        }
     }
 
     /// Writes the pending changes into `wtxn`: sorted by table and entry, the changes
@@ -117,18 +138,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LmdbStore::open(dir.path(), StoreOptions::default()).unwrap();
         let mut wtxn = store.begin().unwrap();
-        store.index_ops.put(Table::ByTime, b"m".to_vec());
+        store.index_ops.put(Table::ByTime, || b"m".to_vec());
         store.commit(wtxn).unwrap();
         wtxn = store.begin().unwrap();
         let ops = &store.index_ops;
-        ops.put(Table::ByTime, b"z".to_vec());
-        ops.put(Table::ByTime, b"a".to_vec());
-        ops.delete(Table::ByTime, b"a".to_vec()); // put, then delete: gone
-        ops.delete(Table::ByTime, b"b".to_vec());
-        ops.put(Table::ByTime, b"b".to_vec()); // delete, then put: there
-        ops.delete(Table::ByTime, b"m".to_vec());
-        ops.put(Table::ByLeaf, b"q".to_vec());
-        ops.put(Table::ByTime, b"y".to_vec()); // before "z", after everything held
+        ops.put(Table::ByTime, || b"z".to_vec());
+        ops.put(Table::ByTime, || b"a".to_vec());
+        ops.delete(Table::ByTime, || b"a".to_vec()); // put, then delete: gone
+        ops.delete(Table::ByTime, || b"b".to_vec());
+        ops.put(Table::ByTime, || b"b".to_vec()); // delete, then put: there
+        ops.delete(Table::ByTime, || b"m".to_vec());
+        ops.put(Table::ByLeaf, || b"q".to_vec());
+        ops.put(Table::ByTime, || b"y".to_vec()); // before "z", after everything held
         store.commit(wtxn).unwrap();
         assert_eq!(entries(&store, &store.by_time), [&b"b"[..], b"y", b"z"]);
         assert_eq!(entries(&store, &store.by_leaf), [b"q"]);
@@ -140,10 +161,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LmdbStore::open(dir.path(), StoreOptions::default()).unwrap();
         let wtxn = store.begin().unwrap();
-        store.index_ops.put(Table::Expiring, b"lost".to_vec());
+        store.index_ops.put(Table::Expiring, || b"lost".to_vec());
         drop(wtxn);
         let wtxn = store.begin().unwrap();
-        store.index_ops.put(Table::Expiring, b"kept".to_vec());
+        store.index_ops.put(Table::Expiring, || b"kept".to_vec());
         store.commit(wtxn).unwrap();
         assert_eq!(entries(&store, &store.expiring), [b"kept"]);
     }

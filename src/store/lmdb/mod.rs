@@ -7,14 +7,16 @@
 //! - `tombstones`: timestamp ++ key -> () for tombstones, purged after `tombstone_ttl`;
 //! - `history`: key ++ 0x00 ++ !timestamp ++ uuid -> record, newest first per key (keys
 //!   hold no control characters, so 0x00 ends a key);
-//! - `meta`: node facts such as `joined_at` (`meta.rs`), and the audit chain's sealed head
-//!   (`audit_head`, `audit.rs`);
+//! - `meta`: node facts such as `joined_at` (`meta.rs`), the audit chain's sealed head
+//!   (`audit_head`, `audit.rs`), and `indexes_deferred` during a bulk load (`deferred.rs`);
 //! - `audit`: the audit trail, seq (u64 BE) -> entry (JSON), see `kvs_sync::AuditEntry` (`audit.rs`);
 //! - `merkle` and `by_leaf`: the merkle tree of `kv` and the keys of each of its leaves
-//!   (`merkle.rs`), updated in every transaction that changes `kv`.
+//!   (`merkle.rs`), updated in every transaction that changes `kv` (`by_leaf` but
+//!   during a bulk load, like the other indexes).
 //!
 //! The write path is in `write.rs`; index changes are held until their transaction commits
-//! and then applied in key order (`index_ops.rs`).
+//! and then applied in key order (`index_ops.rs`), or, during a bulk load into an empty
+//! store, put off and built once at its end (`deferred.rs`).
 //!
 //! Opened with [`LmdbStore::open`], every commit is fsynced (LMDB's default durability);
 //! the node opens it with [`LmdbStore::open_behind_log`], behind its write-ahead log.
@@ -33,6 +35,7 @@ use self::merkle::MerkleState;
 use super::record::{self, Header};
 
 mod audit;
+mod deferred;
 mod index_ops;
 mod keys;
 mod merkle;
@@ -150,7 +153,7 @@ impl LmdbStore {
             })?
             .unwrap_commit();
         let merkle = MerkleState::load(&env, &kv, &merkle_chunks, &by_leaf, &meta)?;
-        Ok(Self {
+        let store = Self {
             env,
             kv,
             by_time,
@@ -164,7 +167,9 @@ impl LmdbStore {
             merkle,
             index_ops: IndexOps::default(),
             options,
-        })
+        };
+        store.resume_deferred_indexes()?;
+        Ok(store)
     }
 
     /// Opens a write transaction that may change versions (and so the merkle tree).
@@ -215,7 +220,9 @@ impl LmdbStore {
     }
 
     /// [`Store::purge`], telling `on_expired` of each expired key with the tombstone that
-    /// replaces its value (before the commit: on an error, nothing was purged).
+    /// replaces its value (before the commit: on an error, nothing was purged). While the
+    /// indexes are deferred, nothing is purged: a bulk load is under way, and expired
+    /// values are hidden from readers anyway.
     pub fn purge_with(
         &self,
         now_ms: u64,
@@ -223,6 +230,9 @@ impl LmdbStore {
         on_expired: &mut dyn FnMut(&str, &Version),
     ) -> Result<PurgeStats, StoreError> {
         let mut wtxn = self.begin()?;
+        if self.index_ops.is_deferred() {
+            return Ok(PurgeStats::default());
+        }
         let mut stats = PurgeStats::default();
         let mut changed = false;
         for (_, key) in self.due(&wtxn, &self.expiring, now_ms)? {
@@ -314,10 +324,17 @@ impl Store for LmdbStore {
         self.read(&rtxn, key)
     }
 
-    /// One read transaction for all of `keys`.
+    /// One read transaction for all of `keys`; a key past the last one held is not
+    /// looked up (a bootstrap asks for nothing else).
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Version>>, StoreError> {
         let rtxn = self.env.read_txn()?;
-        keys.iter().map(|key| self.read(&rtxn, key)).collect()
+        let last = self.kv.last(&rtxn)?.map(|(key, _)| key);
+        keys.iter()
+            .map(|key| match last {
+                Some(last) if key.as_bytes() <= last => self.read(&rtxn, key),
+                _ => Ok(None),
+            })
+            .collect()
     }
 
     fn list(
@@ -363,6 +380,7 @@ impl Store for LmdbStore {
         limit: usize,
         now_ms: u64,
     ) -> Result<ListPage, StoreError> {
+        self.build_deferred_indexes()?;
         let rtxn = self.env.read_txn()?;
         let from = index_key(since_ms, "");
         let after_key = after.map(|(ts, key)| index_key(ts, key));
@@ -427,6 +445,14 @@ impl Store for LmdbStore {
         Ok(stored)
     }
 
+    fn begin_bulk_load(&self) -> Result<(), StoreError> {
+        self.defer_indexes().map(|_| ())
+    }
+
+    fn end_bulk_load(&self) -> Result<(), StoreError> {
+        self.build_deferred_indexes()
+    }
+
     fn merkle(&self) -> Result<kvs_sync::MerkleTree, StoreError> {
         Ok(self.merkle.tree())
     }
@@ -435,6 +461,7 @@ impl Store for LmdbStore {
         &self,
         leaves: &[kvs_sync::merkle::Leaf],
     ) -> Result<Vec<(String, kvs_sync::VersionId)>, StoreError> {
+        self.build_deferred_indexes()?;
         MerkleState::entries(&self.env, &self.kv, &self.by_leaf, leaves, |key, bytes| {
             Ok(record::decode_header(key, bytes)?.id)
         })
@@ -473,6 +500,7 @@ impl Store for LmdbStore {
         &self,
         leaves: &[kvs_sync::merkle::Leaf],
     ) -> Result<Vec<(String, Version)>, StoreError> {
+        self.build_deferred_indexes()?;
         MerkleState::entries(&self.env, &self.kv, &self.by_leaf, leaves, record::decode)
     }
 

@@ -2,8 +2,6 @@
 //! its index entries and merkle change, its history, and applying what the write-ahead
 //! log accepted.
 
-use std::collections::BTreeMap;
-
 use heed::{PutFlags, RwTxn};
 use kvs_sync::{StoreError, Version, WriteOp, WriteOutcome, WriteRejected, plan_write};
 
@@ -15,8 +13,8 @@ use super::{AuditSeal, LmdbStore, Logged, Staged};
 impl LmdbStore {
     /// Removes `key`'s index entries for the version whose header is `old`.
     fn unindex(&self, key: &str, old: &Header) {
-        for (table, entry) in index_entries(key, old) {
-            self.index_ops.delete(table, entry);
+        for (table, at) in time_positions(old) {
+            self.index_ops.delete(table, || index_key(at, key));
         }
     }
 
@@ -54,8 +52,8 @@ impl LmdbStore {
     fn index_new(&self, key: &str, old: Option<&Header>, new: &Version) {
         self.merkle
             .note(&self.index_ops, key, old.map(|h| &h.id), Some(&new.id));
-        for (table, entry) in index_entries(key, &Header::of(new)) {
-            self.index_ops.put(table, entry);
+        for (table, at) in time_positions(&Header::of(new)) {
+            self.index_ops.put(table, || index_key(at, key));
         }
     }
 
@@ -153,9 +151,10 @@ impl LmdbStore {
     /// The work is done key by key in key order (B-tree pages are then visited in
     /// order): every superseding version of a key joins its history, and only the last
     /// becomes current, so a key written many times in one batch updates the current
-    /// version and its indexes once. Audit entries past the stored ones are appended;
-    /// with `seal`, the head after the last of them is recorded in the same commit and
-    /// returned (sealed), for its copy outside LMDB.
+    /// version and its indexes once. A key past the last one held at the start is not
+    /// looked up (a bootstrap brings nothing else). Audit entries past the stored ones
+    /// are appended; with `seal`, the head after the last of them is recorded in the
+    /// same commit and returned (sealed), for its copy outside LMDB.
     pub fn apply_logged(
         &self,
         items: &[Logged],
@@ -166,11 +165,11 @@ impl LmdbStore {
             .audit
             .last(&wtxn)?
             .and_then(|(seq, _)| seq.try_into().ok().map(u64::from_be_bytes));
-        let mut by_key: BTreeMap<&str, Vec<&Staged>> = BTreeMap::new();
+        let mut versions: Vec<&Staged> = Vec::with_capacity(items.len());
         let mut newest_audit = None;
         for item in items {
             match item {
-                Logged::Version(staged) => by_key.entry(&staged.key).or_default().push(staged),
+                Logged::Version(staged) => versions.push(staged),
                 Logged::Audit(entry) => {
                     let json = serde_json::to_vec(entry).map_err(|e| {
                         StoreError::Backend(format!("encoding an audit entry: {e}"))
@@ -186,8 +185,16 @@ impl LmdbStore {
                 }
             }
         }
-        for (key, versions) in by_key {
-            let held = self.header(&wtxn, key)?;
+        // Stable: the versions of a key stay in log order (already sorted, as in a
+        // bootstrap, costs one pass).
+        versions.sort_by(|a, b| a.key.cmp(&b.key));
+        let last_held = self.kv.last(&wtxn)?.map(|(key, _)| key.to_vec());
+        for versions in versions.chunk_by(|a, b| a.key == b.key) {
+            let key = versions[0].key.as_str();
+            let held = match &last_held {
+                Some(last) if key.as_bytes() <= last.as_slice() => self.header(&wtxn, key)?,
+                _ => None,
+            };
             let mut newest = held.as_ref().map(|h| h.id);
             let mut current = None;
             for staged in versions {
@@ -222,16 +229,19 @@ impl LmdbStore {
     }
 }
 
-/// The index entries of `key`'s version whose header is `header`: a value is in `by_time`
-/// (and in `expiring` with a TTL), a tombstone in `tombstones` from when it died.
-fn index_entries(key: &str, header: &Header) -> Vec<(Table, Vec<u8>)> {
-    if header.tombstone {
+/// Where the version whose header is `header` sits in the time indexes (its entry there
+/// is `index_key(position, key)`): a value in
+/// `by_time` (and in `expiring` with a TTL), a tombstone in `tombstones` from when it
+/// died.
+pub(super) fn time_positions(header: &Header) -> impl Iterator<Item = (Table, u64)> {
+    let positions = if header.tombstone {
         let since = header.dead_since().unwrap_or(header.id.timestamp);
-        return vec![(Table::Tombstones, index_key(since, key))];
-    }
-    let mut entries = vec![(Table::ByTime, index_key(header.id.timestamp, key))];
-    if let Some(expires_at) = header.expires_at {
-        entries.push((Table::Expiring, index_key(expires_at, key)));
-    }
-    entries
+        [Some((Table::Tombstones, since)), None]
+    } else {
+        [
+            Some((Table::ByTime, header.id.timestamp)),
+            header.expires_at.map(|at| (Table::Expiring, at)),
+        ]
+    };
+    positions.into_iter().flatten()
 }

@@ -35,6 +35,10 @@ pub enum Call<'a> {
     LeafEntries,
     /// [`Store::versions_after`].
     VersionsAfter,
+    /// [`Store::begin_bulk_load`].
+    BeginBulkLoad,
+    /// [`Store::end_bulk_load`].
+    EndBulkLoad,
 }
 
 /// The hook: it sees each call first; an error is the call's answer.
@@ -124,6 +128,16 @@ impl<S: Store> Store for Hooked<S> {
     fn merge_from_session(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {
         (self.hook)(Call::MergeFromSession(versions))?;
         self.inner.merge_from_session(versions)
+    }
+
+    fn begin_bulk_load(&self) -> Result<(), StoreError> {
+        (self.hook)(Call::BeginBulkLoad)?;
+        self.inner.begin_bulk_load()
+    }
+
+    fn end_bulk_load(&self) -> Result<(), StoreError> {
+        (self.hook)(Call::EndBulkLoad)?;
+        self.inner.end_bulk_load()
     }
 
     fn merkle(&self) -> Result<MerkleTree, StoreError> {

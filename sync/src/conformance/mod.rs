@@ -8,9 +8,11 @@ use uuid::Uuid;
 
 use crate::store::Cursor;
 
+mod bulk_load;
 mod hooked;
 mod replication;
 
+pub use self::bulk_load::*;
 pub use self::hooked::{Call, Hooked};
 pub use self::replication::*;
 use crate::{Mutation, Precondition, Store, StoreOptions, Version, WriteOp, WriteRejected};
@@ -28,7 +30,7 @@ macro_rules! store_conformance_tests {
             tombstone_of_an_expired_value_is_kept_from_its_expiry,
             ttl_counts_from_the_wall_clock, merge_order_does_not_matter, get_many_reads_like_get,
             versions_after_walks_all_keys_in_order, leaf_versions_read_like_entries_and_get,
-            merge_from_session_stores_like_merge);
+            merge_from_session_stores_like_merge, bulk_load_ends_like_merges);
     };
     (@tests $factory:expr; $($check:ident),*) => {
         $(

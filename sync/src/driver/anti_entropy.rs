@@ -1,10 +1,12 @@
 //! Anti-entropy over streams: one [`Session`] per round with one peer, each message a
 //! frame, the store work off the async workers. The round loop picks a peer every
 //! `sync_interval` (peers that missed pushes first, else at random) and at once when a
-//! peer comes up; the serving side answers sessions that peers open.
+//! peer comes up; the serving side answers sessions that peers open. When a session that
+//! began a bulk load of the store fails or is dropped, the driver ends the bulk load (a
+//! session that completes ends it itself).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kvs_net::{BiStream, Connection, StreamTransport};
@@ -35,12 +37,37 @@ pub(crate) enum RoundError {
     PeerGone,
 }
 
+/// Whether a session has a bulk load of the store under way ([`Session::bulk_loading`]),
+/// as last seen between its steps: kept outside the session, so that the bulk load can
+/// be ended when the session fails or is dropped.
+#[derive(Default)]
+struct BulkLoad(AtomicBool);
+
+impl BulkLoad {
+    fn note(&self, session: &Session) {
+        self.0.store(session.bulk_loading(), Ordering::Relaxed);
+    }
+
+    /// Ends the bulk load a session left under way, if any
+    /// ([`crate::Store::end_bulk_load`]).
+    async fn end<T: StreamTransport>(&self, shared: &Arc<Shared<T>>) {
+        if !self.0.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let store = Arc::clone(&shared.store);
+        if let Err(error) = shared.blocking(move || store.end_bulk_load()).await {
+            tracing::warn!(%error, "ending the bulk load of a failed session failed");
+        }
+    }
+}
+
 /// Sends `out` and the rest of this side's turn.
 async fn send_turn<T: StreamTransport, S: BiStream>(
     shared: &Arc<Shared<T>>,
     stream: &mut S,
     mut session: Session,
     mut out: Vec<Message>,
+    bulk: &BulkLoad,
 ) -> Result<Session, RoundError> {
     loop {
         for message in out.drain(..) {
@@ -63,23 +90,25 @@ async fn send_turn<T: StreamTransport, S: BiStream>(
             .await
             .map_err(SessionError::Store)?;
         session = back;
+        bulk.note(&session);
         out = more?;
     }
 }
 
-/// Runs `session` (and its first messages `out`) over `stream` until it is done.
-/// Returns the round trips it waited for.
+/// Runs `session` (and its first messages `out`) over `stream` until it is done, noting
+/// its bulk load in `bulk`. Returns the round trips it waited for.
 async fn converse<T: StreamTransport, S: BiStream>(
     shared: &Arc<Shared<T>>,
     stream: &mut S,
     mut session: Session,
     mut out: Vec<Message>,
+    bulk: &BulkLoad,
 ) -> Result<(Session, u64), RoundError> {
     let mut round_trips = 0;
     let mut reported = SessionStats::default();
     loop {
         let sent = !out.is_empty() || session.has_output();
-        session = send_turn(shared, stream, session, out).await?;
+        session = send_turn(shared, stream, session, out, bulk).await?;
         reported = report_progress(shared, &session, reported);
         if session.is_done() {
             return Ok((session, round_trips));
@@ -103,6 +132,7 @@ async fn converse<T: StreamTransport, S: BiStream>(
             .await
             .map_err(SessionError::Store)?;
         session = back;
+        bulk.note(&session);
         out = replies?;
         reported = report_progress(shared, &session, reported);
     }
@@ -131,11 +161,13 @@ fn report_progress<T: StreamTransport>(
     now
 }
 
-/// One round with the peer at `addr`, this node opening the session.
-pub(crate) async fn run_round<T: StreamTransport>(
+/// One round with the peer at `addr`, this node opening the session (its bulk load noted
+/// in `bulk`).
+async fn run_round<T: StreamTransport>(
     shared: &Arc<Shared<T>>,
     node_id: &str,
     addr: std::net::SocketAddr,
+    bulk: &BulkLoad,
 ) -> Result<(), RoundError> {
     let _running = shared.initiate(node_id);
     let connection = match shared.connection(addr).await {
@@ -163,7 +195,7 @@ pub(crate) async fn run_round<T: StreamTransport>(
         })
         .await
         .map_err(SessionError::Store)?;
-    let (session, round_trips) = converse(shared, &mut stream, session, opening?).await?;
+    let (session, round_trips) = converse(shared, &mut stream, session, opening?, bulk).await?;
     let _ = stream.finish();
     shared
         .counters
@@ -200,7 +232,8 @@ pub(crate) async fn serve<T: StreamTransport>(
     }
     let rules = shared.admission();
     let session = Session::responder(rules).with_standing(shared.established(), None);
-    match converse(&shared, &mut stream, session, Vec::new()).await {
+    let bulk = BulkLoad::default();
+    match converse(&shared, &mut stream, session, Vec::new(), &bulk).await {
         Ok((session, _)) => {
             let _ = stream.finish();
             if let Some(node_id) = peer {
@@ -213,6 +246,7 @@ pub(crate) async fn serve<T: StreamTransport>(
                 .rounds_failed
                 .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%from, %error, "serving a sync session failed");
+            bulk.end(&shared).await;
         }
     }
 }
@@ -243,7 +277,9 @@ pub(crate) async fn round_loop<T: StreamTransport>(
         };
         let span = tracing::info_span!("sync round", peer = %node_id, %addr);
         let generation = shared.peer_generation(&node_id);
-        let round = tracing::Instrument::instrument(run_round(&shared, &node_id, addr), span);
+        let bulk = BulkLoad::default();
+        let round =
+            tracing::Instrument::instrument(run_round(&shared, &node_id, addr, &bulk), span);
         // A peer that crashes mid-session never answers: without this, its partner's
         // rounds would all wait for the reply timeout (found by the simulator's nemesis).
         let round = tokio::select! {
@@ -259,5 +295,6 @@ pub(crate) async fn round_loop<T: StreamTransport>(
                 .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%node_id, %error, "sync round failed");
         }
+        bulk.end(&shared).await;
     }
 }

@@ -8,6 +8,10 @@
 //! below it unasked, a chunk of leaves per [`Session::poll_output`] call, before the
 //! turn's last message. The peer only reads during that time, so neither side ever waits
 //! on the other's flow control.
+//!
+//! A side that holds nothing at the start gets everything the peer holds: when the
+//! first versions arrive it tells its store ([`Store::begin_bulk_load`]), and again when
+//! the session ends (the driver does when the session fails: [`Session::bulk_loading`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -123,6 +127,10 @@ pub struct Session {
     /// Set when this side's last complete session (at this Unix ms) is older than
     /// `tombstone_ttl`: see [`Session::with_standing`].
     stale_before: Option<u64>,
+    /// Whether this side held nothing at the start (and has not begun a bulk load yet).
+    held_nothing: bool,
+    /// Whether this side began a bulk load of its store that the session has not ended.
+    bulk_load: bool,
 }
 
 impl Session {
@@ -151,6 +159,8 @@ impl Session {
             established: true,
             peer_established: false,
             stale_before: None,
+            held_nothing: false,
+            bulk_load: false,
         }
     }
 
@@ -177,6 +187,7 @@ impl Session {
             return Ok(Vec::new());
         }
         self.tree = store.merkle()?;
+        self.held_nothing = self.tree.root() == 0;
         self.state = State::AwaitLevel2;
         Ok(vec![Message::Hello {
             root: self.tree.root(),
@@ -218,7 +229,7 @@ impl Session {
                 Ok(vec![message])
             }
             Some(After::NextChunk) => self.next_chunk(store),
-            Some(After::Finish) => Ok(self.finish()),
+            Some(After::Finish) => self.finish(store),
             None => Ok(Vec::new()),
         }
     }
@@ -239,10 +250,14 @@ impl Session {
         match (self.state, message) {
             (State::Done, _) => Err(protocol("message after the end")),
             (_, Message::Done) => {
-                self.state = State::Done;
+                self.end(store)?;
                 Ok(Vec::new())
             }
             (state, Message::Versions(versions)) if state != State::Start => {
+                if std::mem::take(&mut self.held_nothing) {
+                    store.begin_bulk_load()?;
+                    self.bulk_load = true;
+                }
                 self.merge(versions, store)?;
                 Ok(Vec::new())
             }
@@ -288,9 +303,25 @@ impl Session {
         }
     }
 
-    fn finish(&mut self) -> Vec<Message> {
+    /// Ends the session with `Done`.
+    fn finish(&mut self, store: &dyn Store) -> Result<Vec<Message>, SessionError> {
+        self.end(store)?;
+        Ok(vec![Message::Done])
+    }
+
+    /// The session is over: a bulk load it began ends too.
+    fn end(&mut self, store: &dyn Store) -> Result<(), SessionError> {
         self.state = State::Done;
-        vec![Message::Done]
+        if std::mem::take(&mut self.bulk_load) {
+            store.end_bulk_load()?;
+        }
+        Ok(())
+    }
+
+    /// Whether this side began a bulk load of its store that it has not ended yet: the
+    /// driver ends it when the session fails ([`Store::end_bulk_load`]).
+    pub fn bulk_loading(&self) -> bool {
+        self.bulk_load
     }
 
     /// Responder: compares level 2 and sends its children of the nodes that differ.
@@ -305,8 +336,9 @@ impl Session {
         }
         self.tree = store.merkle()?;
         if root == self.tree.root() {
-            return Ok(self.finish());
+            return self.finish(store);
         }
+        self.held_nothing = self.tree.root() == 0;
         if root == 0 && level2.iter().all(|&hash| hash == 0) {
             // The initiator holds nothing: everything goes, in key order.
             self.send_all = Some(None);
@@ -439,7 +471,7 @@ impl Session {
     /// Responder: the entries of the next chunk of leaves, or `Done`.
     fn next_chunk(&mut self, store: &dyn Store) -> Result<Vec<Message>, SessionError> {
         if self.leaves.is_empty() {
-            return Ok(self.finish());
+            return self.finish(store);
         }
         let take = self.leaves.len().min(CHUNK_LEAVES);
         let leaves: Vec<Leaf> = self.leaves.drain(..take).collect();
