@@ -7,7 +7,7 @@ use heed::RwTxn;
 use kvs_sync::audit_head::{RecordedHead, reconcile};
 use kvs_sync::{AuditEntry, AuditKey, AuditVerdict, StoreError, verify_chain};
 
-use super::LmdbStore;
+use super::{LmdbStore, audit_codec};
 
 /// The `meta` name of the sealed head.
 const HEAD: &str = "audit_head";
@@ -32,20 +32,6 @@ impl AuditSeal {
     }
 }
 
-/// An audit entry from its stored bytes; one that does not decode comes back with an
-/// empty hash, which no chain check accepts.
-fn decode_audit(seq: &[u8], json: &[u8]) -> AuditEntry {
-    serde_json::from_slice(json).unwrap_or_else(|_| AuditEntry {
-        seq: seq.try_into().map(u64::from_be_bytes).unwrap_or(0),
-        timestamp: 0,
-        actor: String::new(),
-        action: String::new(),
-        key: String::new(),
-        hash: String::new(),
-        prev_hash: String::new(),
-    })
-}
-
 impl LmdbStore {
     /// Audit entries from `since_seq` on, at most `limit`, in seq order.
     pub fn audit_entries(
@@ -61,8 +47,8 @@ impl LmdbStore {
             .range(&rtxn, &(Bound::Included(&from[..]), Bound::Unbounded))?
             .take(limit)
         {
-            let (seq, json) = item?;
-            out.push(decode_audit(seq, json));
+            let (seq, bytes) = item?;
+            out.push(audit_codec::decode(seq, bytes));
         }
         Ok(out)
     }
@@ -73,7 +59,7 @@ impl LmdbStore {
         Ok(self
             .audit
             .last(&rtxn)?
-            .map(|(seq, json)| decode_audit(seq, json)))
+            .map(|(seq, bytes)| audit_codec::decode(seq, bytes)))
     }
 
     /// The audit entry `seq`, if stored.
@@ -129,16 +115,16 @@ impl LmdbStore {
         let last = self
             .audit
             .last(&rtxn)?
-            .map(|(seq, json)| decode_audit(seq, json));
+            .map(|(seq, bytes)| audit_codec::decode(seq, bytes));
         let entry_at = |seq: u64| -> Result<_, StoreError> {
-            let json = self.audit.get(&rtxn, &seq.to_be_bytes())?;
-            Ok(json.map(|json| decode_audit(&seq.to_be_bytes(), json)))
+            let stored = self.audit.get(&rtxn, &seq.to_be_bytes())?;
+            Ok(stored.map(|bytes| audit_codec::decode(&seq.to_be_bytes(), bytes)))
         };
         let copies = [(META_COPY, meta), (HEAD_FILE, file)];
         let head = reconcile(key, copies, last.as_ref(), entry_at, false)?.head;
         let mut failed = None;
         let entries = self.audit.iter(&rtxn)?.map_while(|item| match item {
-            Ok((seq, json)) => Some(decode_audit(seq, json)),
+            Ok((seq, bytes)) => Some(audit_codec::decode(seq, bytes)),
             Err(error) => {
                 failed = Some(error);
                 None

@@ -35,6 +35,7 @@ use self::merkle::MerkleState;
 use super::record::{self, Header};
 
 mod audit;
+pub mod audit_codec;
 mod deferred;
 mod index_ops;
 mod keys;

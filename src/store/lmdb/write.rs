@@ -171,15 +171,13 @@ impl LmdbStore {
             match item {
                 Logged::Version(staged) => versions.push(staged),
                 Logged::Audit(entry) => {
-                    let json = serde_json::to_vec(entry).map_err(|e| {
-                        StoreError::Backend(format!("encoding an audit entry: {e}"))
-                    })?;
+                    let stored = super::audit_codec::encode(entry);
                     let seq = entry.seq.to_be_bytes();
                     let flags = match last_audit {
                         Some(last) if last >= entry.seq => PutFlags::empty(),
                         _ => PutFlags::APPEND,
                     };
-                    self.audit.put_with_flags(&mut wtxn, flags, &seq, &json)?;
+                    self.audit.put_with_flags(&mut wtxn, flags, &seq, &stored)?;
                     last_audit = last_audit.max(Some(entry.seq));
                     newest_audit = Some(entry);
                 }
