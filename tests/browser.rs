@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,18 +42,15 @@ impl Drop for Chromedriver {
     }
 }
 
-/// Starts `chromedriver`, or prints the skip line (and panics under CI) without it.
+/// Starts `chromedriver` on a port of its choosing (`--port=0`; it prints the port), or
+/// prints the skip line (and panics under CI) without it.
 fn chromedriver() -> Option<Chromedriver> {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
     let spawned = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
+        .arg("--port=0")
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn();
-    let Ok(child) = spawned else {
+    let Ok(mut child) = spawned else {
         assert!(
             std::env::var_os("CI").is_none(),
             "tests/browser.rs needs chromium and chromedriver (apt-get install chromium \
@@ -62,15 +59,31 @@ fn chromedriver() -> Option<Chromedriver> {
         println!("skipped: needs chromedriver (apt-get install chromium chromium-driver)");
         return None;
     };
+    let stdout = child.stdout.take().expect("chromedriver's stdout");
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    // Reads the port from "... started successfully on port N.", then drains the rest so
+    // that chromedriver never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let port = line
+                .split("started successfully on port ")
+                .nth(1)
+                .and_then(|rest| rest.trim_end_matches('.').parse::<u16>().ok());
+            if let Some(port) = port {
+                let _ = port_tx.send(port);
+            }
+        }
+    });
+    let port = port_rx.recv_timeout(Duration::from_secs(20));
     let driver = Chromedriver {
         child,
-        port,
+        port: port.unwrap_or(0),
         profile: tempfile::tempdir().expect("temp dir"),
     };
-    let ready = common::cluster::within(Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(ready, "chromedriver did not listen on {port}");
+    assert!(
+        port.is_ok(),
+        "chromedriver did not say its port within 20 s"
+    );
     Some(driver)
 }
 
