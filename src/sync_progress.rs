@@ -14,9 +14,8 @@ const POLL: Duration = Duration::from_millis(200);
 /// How often the peers' key counts (the bar's length) are asked again.
 const PEERS_EVERY: Duration = Duration::from_secs(2);
 
-/// `GET path` on `addr` (`host:port`) as JSON; `None` on any failure.
-async fn get_json(addr: &str, path: &str, token: Option<&str>) -> Option<Value> {
-    let mut connection = Connection::open(&format!("http://{addr}")).await.ok()?;
+/// `GET path` on `connection` as JSON; `None` on any failure.
+async fn get(connection: &mut Connection, path: &str, token: Option<&str>) -> Option<Value> {
     let (status, body) = connection
         .send(hyper::Method::GET, path, None, token)
         .await
@@ -25,6 +24,12 @@ async fn get_json(addr: &str, path: &str, token: Option<&str>) -> Option<Value> 
         .is_success()
         .then(|| serde_json::from_slice(&body).ok())
         .flatten()
+}
+
+/// `GET path` on a new connection to `addr` (`host:port`) as JSON; `None` on any failure.
+async fn get_json(addr: &str, path: &str, token: Option<&str>) -> Option<Value> {
+    let mut connection = Connection::open(&format!("http://{addr}")).await.ok()?;
+    get(&mut connection, path, token).await
 }
 
 /// The most keys a live peer of the node at `addr` holds, if any peer answers.
@@ -71,6 +76,8 @@ pub fn follow(addr: &str, token: Option<&str>) -> Result<(u64, Duration), String
         let bar = indicatif::ProgressBar::new_spinner().with_style(bar_style(false));
         let mut peers_asked: Option<Instant> = None;
         let mut silent_since: Option<Instant> = None;
+        // One keep-alive connection to the node for its `/sync`, polled every `POLL`.
+        let mut node: Option<Connection> = None;
         loop {
             if peers_asked.is_none_or(|at| at.elapsed() >= PEERS_EVERY) {
                 peers_asked = Some(Instant::now());
@@ -79,7 +86,18 @@ pub fn follow(addr: &str, token: Option<&str>) -> Result<(u64, Duration), String
                     bar.set_length(total.max(bar.position()));
                 }
             }
-            match get_json(addr, "/sync", token).await {
+            if node.is_none() {
+                node = Connection::open(&format!("http://{addr}")).await.ok();
+            }
+            let sync = match node.as_mut() {
+                Some(connection) => get(connection, "/sync", token).await,
+                None => None,
+            };
+            if sync.is_none() {
+                // A broken keep-alive connection is opened again at the next poll.
+                node = None;
+            }
+            match sync {
                 Some(sync) => {
                     silent_since = None;
                     let keys = sync["keys"].as_u64().unwrap_or(0);

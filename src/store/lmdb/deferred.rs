@@ -133,10 +133,7 @@ impl LmdbStore {
                 break;
             }
             let (key, bytes_of_record) = item?;
-            let key = std::str::from_utf8(key).map_err(|e| StoreError::Corrupt {
-                key: String::from_utf8_lossy(key).into_owned(),
-                reason: e.to_string(),
-            })?;
+            let key = super::keys::text_key(key)?;
             bytes += key.len() + PER_KEY_BYTES;
             step.add(key, &record::decode_header(key, bytes_of_record)?);
         }

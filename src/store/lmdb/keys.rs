@@ -10,6 +10,15 @@ pub(super) fn index_key(at: u64, key: &str) -> Vec<u8> {
     out
 }
 
+/// A `kv` key (or the key part of an index entry) as text; bytes that are not UTF-8 are
+/// a damaged table.
+pub(super) fn text_key(bytes: &[u8]) -> Result<&str, StoreError> {
+    std::str::from_utf8(bytes).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(bytes).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
 pub(super) fn split_index_key(bytes: &[u8]) -> Result<(u64, &str), StoreError> {
     let (at, key) = bytes
         .split_at_checked(8)

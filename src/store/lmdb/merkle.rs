@@ -128,10 +128,7 @@ impl MerkleState {
         let mut entries: Vec<Vec<u8>> = Vec::new();
         for item in kv.iter(&wtxn)? {
             let (key, bytes) = item?;
-            let key = std::str::from_utf8(key).map_err(|e| StoreError::Corrupt {
-                key: String::from_utf8_lossy(key).into_owned(),
-                reason: e.to_string(),
-            })?;
+            let key = super::keys::text_key(key)?;
             let header = record::decode_header(key, bytes)?;
             let leaf = leaf_of(key);
             leaves[usize::from(leaf)] ^= entry_hash(key, &header.id);
@@ -248,10 +245,7 @@ impl MerkleState {
         for &leaf in leaves {
             for item in by_leaf.prefix_iter(&rtxn, &leaf.to_be_bytes())? {
                 let (entry, ()) = item?;
-                let key = std::str::from_utf8(&entry[2..]).map_err(|e| StoreError::Corrupt {
-                    key: String::from_utf8_lossy(&entry[2..]).into_owned(),
-                    reason: e.to_string(),
-                })?;
+                let key = super::keys::text_key(&entry[2..])?;
                 if let Some(bytes) = kv.get(&rtxn, key.as_bytes())? {
                     out.push((key.to_owned(), decode(key, bytes)?));
                 }

@@ -486,10 +486,7 @@ impl Store for LmdbStore {
                 break;
             }
             let (key, record) = item?;
-            let key = std::str::from_utf8(key).map_err(|e| StoreError::Corrupt {
-                key: String::from_utf8_lossy(key).into_owned(),
-                reason: e.to_string(),
-            })?;
+            let key = keys::text_key(key)?;
             bytes += key.len() + record.len();
             out.push((key.to_owned(), record::decode(key, record)?));
         }
