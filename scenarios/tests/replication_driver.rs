@@ -2,7 +2,8 @@
 //! a write over simulated streams, `drain` stops every task the driver started, those
 //! serving the peer's connection and streams included, and a peer that comes back is
 //! never reached over a connection made with an earlier life of it, and a session that
-//! fails ends the bulk load it began.
+//! fails ends the bulk load it began; a node answering a peer's session opens none with
+//! it meanwhile.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -204,5 +205,47 @@ fn a_failed_session_ends_the_bulk_load_it_began() {
     assert_eq!(
         empty.merkle().expect("tree").root(),
         full.merkle().expect("tree").root()
+    );
+}
+
+/// n2 holds 2,000 keys and opens a session with n1, which holds nothing; n1 learns of n2
+/// while it answers that session. n1 runs no round of its own meanwhile: one session
+/// carries both directions, and a second would stream the whole store again (n2 would
+/// answer it, as n1's id is the smaller).
+#[test]
+fn a_node_answering_a_peers_session_opens_none_with_it() {
+    let mut net = SimNet::new(2, &Network::default(), 7).expect("net");
+    let (_stop, shutdown) = watch::channel(false);
+    let full = Arc::new(MemoryStore::new(StoreOptions::default()));
+    let now_ms = net.clock(1).unix_micros() / 1000;
+    let ops: Vec<WriteOp> = (0..2_000).map(|n| write(&format!("k/{n:04}"))).collect();
+    full.write_batch(&ops, now_ms).expect("writes");
+    let merged = Arc::new(Mutex::new(0));
+    let count = Arc::clone(&merged);
+    let empty = Arc::new(Hooked::new(
+        MemoryStore::new(StoreOptions::default()),
+        move |call| {
+            if let Call::MergeFromSession(versions) = call {
+                *count.lock().expect("count") += versions.len();
+            }
+            Ok(())
+        },
+    ));
+    let n1 = start(&net, 0, &empty, &shutdown);
+    let n2 = start(&net, 1, &full, &shutdown);
+    up(&n2, 0);
+    // The session is open and its versions on the way.
+    net.run_until(Duration::from_millis(4));
+    assert_eq!(*merged.lock().expect("count"), 0);
+    up(&n1, 1);
+    net.run_until(Duration::from_millis(900));
+    assert_eq!(
+        empty.merkle().expect("tree").root(),
+        full.merkle().expect("tree").root()
+    );
+    assert_eq!(
+        *merged.lock().expect("count"),
+        2_000,
+        "each version came once"
     );
 }

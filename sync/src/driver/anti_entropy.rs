@@ -1,7 +1,8 @@
 //! Anti-entropy over streams: one [`Session`] per round with one peer, each message a
 //! frame, the store work off the async workers. The round loop picks a peer every
 //! `sync_interval` (peers that missed pushes first, else at random) and at once when a
-//! peer comes up; the serving side answers sessions that peers open. When a session that
+//! peer comes up, unless it is answering a session that peer opened (one session
+//! carries both directions); the serving side answers sessions that peers open. When a session that
 //! began a bulk load of the store fails or is dropped, the driver ends the bulk load (a
 //! session that completes ends it itself).
 
@@ -230,6 +231,7 @@ pub(crate) async fn serve<T: StreamTransport>(
         tracing::debug!(%from, "refused a session that crosses this node's own round");
         return;
     }
+    let _answering = shared.answer(from);
     let rules = shared.admission();
     let session = Session::responder(rules).with_standing(shared.established(), None);
     let bulk = BulkLoad::default();
@@ -275,6 +277,10 @@ pub(crate) async fn round_loop<T: StreamTransport>(
         let Some((node_id, addr)) = chosen else {
             continue;
         };
+        if shared.answering_from(addr) {
+            tracing::debug!(%node_id, "no round: this node is answering a session the peer opened");
+            continue;
+        }
         let span = tracing::info_span!("sync round", peer = %node_id, %addr);
         let generation = shared.peer_generation(&node_id);
         let bulk = BulkLoad::default();

@@ -126,6 +126,8 @@ pub(crate) struct Shared<T: StreamTransport> {
     stale_since: AtomicU64,
     /// The peers this node is running a round with (as the initiator).
     initiating: Mutex<BTreeSet<String>>,
+    /// The sessions this node is answering, counted by the address they come from.
+    answering: Mutex<BTreeMap<SocketAddr, usize>>,
     /// Counts changes of the peer set (a peer down, or back): a running round checks
     /// whether its peer is still the life it started with.
     peer_changes: watch::Sender<u64>,
@@ -235,6 +237,20 @@ impl<T: StreamTransport> Shared<T> {
         self.config.node_id.as_str() < node_id && lock(&self.initiating).contains(node_id)
     }
 
+    /// Marks a session the peer at `from` opened as answered until the returned guard
+    /// drops.
+    fn answer(&self, from: SocketAddr) -> Answering<'_, T> {
+        *lock(&self.answering).entry(from).or_default() += 1;
+        Answering { shared: self, from }
+    }
+
+    /// Whether this node is answering a session the peer at `addr` opened: a round of
+    /// its own with that peer would be one too many (a session carries both
+    /// directions; a bootstrap would stream the whole store twice).
+    fn answering_from(&self, addr: SocketAddr) -> bool {
+        lock(&self.answering).contains_key(&addr)
+    }
+
     fn peer_addr(&self, node_id: &str) -> Option<SocketAddr> {
         lock(&self.peers).get(node_id).map(|peer| peer.addr)
     }
@@ -286,6 +302,24 @@ impl<T: StreamTransport> Drop for Initiating<'_, T> {
     }
 }
 
+/// A session a peer opened, for as long as this node answers it.
+struct Answering<'a, T: StreamTransport> {
+    shared: &'a Shared<T>,
+    from: SocketAddr,
+}
+
+impl<T: StreamTransport> Drop for Answering<'_, T> {
+    fn drop(&mut self) {
+        let mut answering = lock(&self.shared.answering);
+        if let Some(count) = answering.get_mut(&self.from) {
+            *count -= 1;
+            if *count == 0 {
+                answering.remove(&self.from);
+            }
+        }
+    }
+}
+
 /// The running replication of one node; see the module doc.
 pub struct Replication<T: StreamTransport> {
     shared: Arc<Shared<T>>,
@@ -326,6 +360,7 @@ impl<T: StreamTransport> Replication<T> {
             last_sync: AtomicU64::new(config.last_sync_ms.unwrap_or(0)),
             stale_since: AtomicU64::new(stale_since),
             initiating: Mutex::new(BTreeSet::new()),
+            answering: Mutex::new(BTreeMap::new()),
             peer_changes: watch::Sender::new(0),
             generations: AtomicU64::new(0),
             serving: TaskSet::default(),
