@@ -182,7 +182,7 @@ fn decode_payload(payload: &[u8]) -> Option<Recovered> {
             let version = record::decode(&key, &record).ok()?;
             Logged::Version(Staged {
                 key,
-                version,
+                version: version.into(),
                 record,
             })
         }
@@ -366,7 +366,7 @@ mod tests {
     fn item(key: &str, version: &Version) -> Logged {
         Logged::Version(Staged {
             key: key.into(),
-            version: version.clone(),
+            version: version.clone().into(),
             record: record::encode(version, None).unwrap(),
         })
     }

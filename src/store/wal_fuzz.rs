@@ -29,7 +29,7 @@ fn seen(seq: u64, item: &Logged) -> Seen {
         Logged::Version(staged) => Seen::Version {
             seq,
             key: staged.key.clone(),
-            version: staged.version.clone(),
+            version: Version::clone(&staged.version),
             record: staged.record.clone(),
         },
         Logged::Audit(entry) => Seen::Audit {
@@ -91,7 +91,7 @@ fn assert_faithful(records: &[Seen]) -> Result<(), TestCaseError> {
                 prop_assert_eq!(&record::decode(key, bytes).ok(), &Some(version.clone()));
                 let item = Logged::Version(Staged {
                     key: key.clone(),
-                    version: version.clone(),
+                    version: version.clone().into(),
                     record: bytes.clone(),
                 });
                 let (again, end) = replay(&frame(*seq, &item));
@@ -182,7 +182,7 @@ impl Item {
                 compress,
             } => Logged::Version(Staged {
                 key: key.clone(),
-                version: version.clone(),
+                version: version.clone().into(),
                 record: record::encode(version, *compress).expect("encodable"),
             }),
             Item::Audit(entry) => Logged::Audit(entry.clone()),

@@ -191,8 +191,9 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::merge`] of what an anti-entropy session brought. It need not be durable
     /// when this returns (a crash may lose it; the next session brings it again), which
     /// lets a store skip its write-ahead log on a bootstrap.
-    fn merge_from_session(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {
-        self.merge(versions)
+    /// The versions are handed over, so that a store can keep them without a copy.
+    fn merge_from_session(&self, versions: Vec<(String, Version)>) -> Result<usize, StoreError> {
+        self.merge(&versions)
     }
 
     /// A session is about to bring everything a peer holds into this store, which holds

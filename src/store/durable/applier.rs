@@ -4,7 +4,7 @@
 //! twice that, so memory stays bounded whatever the write rate.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use kvs_sync::Version;
@@ -26,6 +26,10 @@ pub(super) const APPLY_BYTES: usize = 64 << 20;
 /// so fewer, larger commits write far fewer pages: 100 ms wrote about 4x the bytes
 /// per second (BENCHMARKS.md).
 pub(super) const APPLY_DELAY: Duration = Duration::from_millis(1000);
+/// The delay during a bulk load (LMDB's indexes deferred): its commits only append, so
+/// that waiting saves nothing, and what waits is what the load's end must apply before
+/// it can build the indexes.
+pub(super) const BULK_APPLY_DELAY: Duration = Duration::from_millis(50);
 
 #[derive(Default)]
 pub(super) struct Pending {
@@ -34,7 +38,7 @@ pub(super) struct Pending {
     /// The weight of `queue`.
     pub(super) queued_bytes: usize,
     /// The newest accepted version of each key in `queue`, with its seq.
-    pub(super) latest: HashMap<String, (u64, Version)>,
+    pub(super) latest: HashMap<String, (u64, Arc<Version>)>,
     /// The last seq acknowledged to a writer.
     pub(super) accepted: u64,
     /// The last seq committed to LMDB.
@@ -63,10 +67,10 @@ impl Shared {
     }
 }
 
-/// Waits for accepted writes and takes the next batch for LMDB: after [`APPLY_DELAY`],
-/// or at once when a reader waits, the batch is full, or the store stops. `None` when the
-/// store stops with nothing left.
-pub(super) fn next_batch(shared: &Shared) -> Option<Vec<(u64, Logged)>> {
+/// Waits for accepted writes and takes the next batch for LMDB: after `delay`
+/// ([`APPLY_DELAY`] or [`BULK_APPLY_DELAY`]), or at once when a reader waits, the batch
+/// is full, or the store stops. `None` when the store stops with nothing left.
+pub(super) fn next_batch(shared: &Shared, delay: Duration) -> Option<Vec<(u64, Logged)>> {
     let mut pending = shared.lock();
     while pending.queue.is_empty() && !pending.stopping {
         pending = shared
@@ -77,7 +81,7 @@ pub(super) fn next_batch(shared: &Shared) -> Option<Vec<(u64, Logged)>> {
     if pending.queue.is_empty() {
         return None;
     }
-    let deadline = Instant::now() + APPLY_DELAY;
+    let deadline = Instant::now() + delay;
     while !pending.hurry
         && !pending.stopping
         && pending.queue.len() < APPLY_BATCH
@@ -111,7 +115,11 @@ pub(super) fn apply_loop(lmdb: &LmdbStore, shared: &Shared, log: &Mutex<Log>) {
     // log keeps a commit's records until the next commit has landed.
     let mut durable_through = 0;
     loop {
-        let Some(batch) = next_batch(shared) else {
+        let delay = match lmdb.indexes_deferred() {
+            true => BULK_APPLY_DELAY,
+            false => APPLY_DELAY,
+        };
+        let Some(batch) = next_batch(shared, delay) else {
             return;
         };
         let last_seq = batch.last().map_or(0, |(seq, _)| *seq);

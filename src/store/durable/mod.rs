@@ -178,7 +178,7 @@ impl DurableStore {
     /// The newest accepted version of `key`, tombstones included.
     fn held(&self, key: &str) -> Result<Option<Version>, StoreError> {
         if let Some((_, version)) = self.shared.lock().latest.get(key) {
-            return Ok(Some(version.clone()));
+            return Ok(Some(Version::clone(version)));
         }
         self.lmdb.get(key)
     }
@@ -212,7 +212,7 @@ impl DurableStore {
         for (seq, item) in batch.accepted {
             if let Logged::Version(staged) = &item {
                 log.unsynced_latest
-                    .insert(staged.key.clone(), (seq, staged.version.clone()));
+                    .insert(staged.key.clone(), (seq, Arc::clone(&staged.version)));
             }
             log.unsynced.push_back((seq, item));
         }
@@ -375,13 +375,13 @@ impl DurableStore {
                     // readers see them.
                     let _ = self.changes.send(Change {
                         key: staged.key.clone(),
-                        version: staged.version.clone(),
+                        version: Version::clone(&staged.version),
                         expired: false,
                     });
                 }
                 pending
                     .latest
-                    .insert(staged.key.clone(), (seq, staged.version.clone()));
+                    .insert(staged.key.clone(), (seq, Arc::clone(&staged.version)));
             }
             pending.queued_bytes += item.weight();
             pending.queue.push_back((seq, item));

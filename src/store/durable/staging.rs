@@ -2,6 +2,7 @@
 //! batch being planned.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use kvs_sync::{AuditEntry, AuditKey, StoreError, Version, WriteOp};
 
@@ -19,7 +20,7 @@ pub(super) struct Log {
     pub(super) unsynced: VecDeque<(u64, Logged)>,
     /// The newest version of each key in `unsynced`, with its seq: what later batches
     /// are planned against.
-    pub(super) unsynced_latest: HashMap<String, (u64, Version)>,
+    pub(super) unsynced_latest: HashMap<String, (u64, Arc<Version>)>,
     /// Set when the log can no longer be trusted (a failed fsync, a write that could not
     /// be undone): every later write is refused until a restart replays the log.
     pub(super) broken: Option<String>,
@@ -66,7 +67,7 @@ impl AuditHead {
 pub(super) struct Batch<'a> {
     pub(super) first_seq: u64,
     /// The newest version of each key this batch changes.
-    pub(super) in_batch: HashMap<&'a str, Version>,
+    pub(super) in_batch: HashMap<&'a str, Arc<Version>>,
     pub(super) accepted: Vec<(u64, Logged)>,
 }
 
@@ -88,12 +89,29 @@ impl<'a> Batch<'a> {
         key: &str,
     ) -> Result<Option<Version>, StoreError> {
         if let Some(version) = self.in_batch.get(key) {
-            return Ok(Some(version.clone()));
+            return Ok(Some(Version::clone(version)));
         }
         if let Some((_, version)) = log.unsynced_latest.get(key) {
-            return Ok(Some(version.clone()));
+            return Ok(Some(Version::clone(version)));
         }
         store.held(key)
+    }
+
+    /// Adds `version` of `key`, which a merge planned against what is held (see
+    /// `plan_merge`; it needs no `in_batch` entry).
+    pub(super) fn add_merged(
+        &mut self,
+        key: String,
+        version: Version,
+        compress_from: Option<usize>,
+    ) -> Result<(), StoreError> {
+        let record = record::encode(&version, compress_from)?;
+        self.add(Logged::Version(Staged {
+            key,
+            version: Arc::new(version),
+            record,
+        }));
+        Ok(())
     }
 
     pub(super) fn add(&mut self, item: Logged) {
@@ -108,10 +126,11 @@ impl<'a> Batch<'a> {
         compress_from: Option<usize>,
     ) -> Result<(), StoreError> {
         let record = record::encode(version, compress_from)?;
-        self.in_batch.insert(key, version.clone());
+        let version = Arc::new(version.clone());
+        self.in_batch.insert(key, Arc::clone(&version));
         self.add(Logged::Version(Staged {
             key: key.to_owned(),
-            version: version.clone(),
+            version,
             record,
         }));
         Ok(())

@@ -2,36 +2,76 @@
 //! write-ahead log (session merges straight to the applier), point reads from the
 //! overlay first, and the reads that need LMDB once the applier has caught up.
 
+use std::collections::HashMap;
+
 use kvs_sync::{
-    Change, ListPage, PurgeStats, Store, StoreError, StoreStats, Version, WriteOp, WriteOutcome,
-    WriteRejected,
+    Change, ListPage, PurgeStats, Store, StoreError, StoreStats, Version, VersionId, WriteOp,
+    WriteOutcome, WriteRejected,
 };
 
 use super::staging::{Batch, Log};
 use super::{DurableStore, broken_log};
 
 impl DurableStore {
+    /// The id of the version each of `keys` holds: the overlay under one lock, then
+    /// LMDB in one read transaction for the rest.
+    fn held_ids(&self, keys: &[&str]) -> Result<Vec<Option<VersionId>>, StoreError> {
+        let mut found: Vec<Option<VersionId>> = {
+            let pending = self.shared.lock();
+            keys.iter()
+                .map(|&key| pending.latest.get(key).map(|(_, version)| version.id))
+                .collect()
+        };
+        let missing: Vec<&str> = keys
+            .iter()
+            .zip(&found)
+            .filter(|(_, held)| held.is_none())
+            .map(|(&key, _)| key)
+            .collect();
+        let mut from_lmdb = self.lmdb.read_ids(&missing)?.into_iter();
+        for held in found.iter_mut().filter(|held| held.is_none()) {
+            *held = from_lmdb.next().flatten();
+        }
+        Ok(found)
+    }
+
     /// A batch of the `versions` that supersede what is held (staged, durable or in
     /// LMDB), numbered from the log's next seq.
-    fn plan_merge<'a>(
+    /// The versions are moved into the batch, not copied (a bootstrap merges thousands
+    /// per call).
+    fn plan_merge(
         &self,
         log: &Log,
-        versions: &'a [(String, Version)],
-    ) -> Result<Batch<'a>, StoreError> {
-        let mut batch = Batch::new(log.next_seq);
-        // What each key holds outside this batch, read in one pass (a bootstrap merges
-        // thousands of versions per call).
-        let keys: Vec<String> = versions.iter().map(|(key, _)| key.clone()).collect();
-        let mut outside = self.get_many(&keys)?;
-        for (held, key) in outside.iter_mut().zip(&keys) {
-            if let Some((_, staged)) = log.unsynced_latest.get(key) {
-                *held = Some(staged.clone());
+        versions: Vec<(String, Version)>,
+    ) -> Result<Batch<'static>, StoreError> {
+        // What each key holds outside this batch (the conflict rule needs only the id),
+        // read in one pass.
+        let keys: Vec<&str> = versions.iter().map(|(key, _)| key.as_str()).collect();
+        let outside = self.held_ids(&keys)?;
+        // Which versions win: each against the one held, or the last winner for its key
+        // earlier in this batch.
+        let mut winner: HashMap<&str, usize> = HashMap::new();
+        let mut wins = Vec::with_capacity(versions.len());
+        for (at, ((key, version), outside)) in versions.iter().zip(&outside).enumerate() {
+            let held = match winner.get(key.as_str()) {
+                Some(&earlier) => Some(versions[earlier].1.id),
+                None => log
+                    .unsynced_latest
+                    .get(key)
+                    .map(|(_, staged)| staged.id)
+                    .or(*outside),
+            };
+            let wins_here = held.is_none_or(|held| version.id.precedence(&held).is_gt());
+            if wins_here {
+                winner.insert(key, at);
             }
+            wins.push(wins_here);
         }
-        for ((key, version), outside) in versions.iter().zip(outside) {
-            let held = batch.in_batch.get(key.as_str()).cloned().or(outside);
-            if held.as_ref().is_none_or(|h| version.supersedes(h)) {
-                batch.add_version(key, version, self.compress_from)?;
+        drop((keys, winner));
+        let mut batch = Batch::new(log.next_seq);
+        for ((key, version), wins) in versions.into_iter().zip(wins) {
+            if wins {
+                batch.add_merged(key, version, self.compress_from)?;
             }
         }
         Ok(batch)
@@ -58,7 +98,7 @@ impl Store for DurableStore {
         let mut found: Vec<Option<Version>> = {
             let pending = self.shared.lock();
             keys.iter()
-                .map(|key| pending.latest.get(key).map(|(_, v)| v.clone()))
+                .map(|key| pending.latest.get(key).map(|(_, v)| Version::clone(v)))
                 .collect()
         };
         let missing: Vec<String> = keys
@@ -76,7 +116,7 @@ impl Store for DurableStore {
 
     fn merge(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {
         let mut log = self.lock_log();
-        let batch = self.plan_merge(&log, versions)?;
+        let batch = self.plan_merge(&log, versions.to_vec())?;
         let stored = batch.accepted.len();
         let through = self.stage_batch(&mut log, batch)?;
         drop(log);
@@ -87,7 +127,7 @@ impl Store for DurableStore {
     /// Skips the write-ahead log: the versions go straight to the overlay and the
     /// applier, after everything staged before them (so that items reach the applier in
     /// seq order), and the call waits for room in the applier's backlog.
-    fn merge_from_session(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {
+    fn merge_from_session(&self, versions: Vec<(String, Version)>) -> Result<usize, StoreError> {
         let mut log = loop {
             let log = self.lock_log();
             if log.unsynced.is_empty() {

@@ -99,7 +99,7 @@ fn a_failed_fdatasync_breaks_the_log_which_refuses_every_write_and_is_kept_for_r
     assert!(store.merge(&[("pushed".into(), version.clone())]).is_err());
     assert!(
         store
-            .merge_from_session(&[("pushed".into(), version)])
+            .merge_from_session(vec![("pushed".into(), version)])
             .is_err()
     );
     assert!(store.close().is_err(), "the log is not discarded");
@@ -263,7 +263,7 @@ fn staged(version: &Version) -> Staged {
 fn staged_as(key: &str, version: &Version) -> Staged {
     Staged {
         key: key.into(),
-        version: version.clone(),
+        version: version.clone().into(),
         record: record::encode(version, None).unwrap(),
     }
 }
@@ -502,7 +502,7 @@ fn session_merges_wait_while_the_applier_is_behind() {
         std::thread::spawn(move || {
             for call in 0..calls {
                 let batch = session_batch(call * per_call, per_call);
-                assert_eq!(store.merge_from_session(&batch).unwrap(), per_call);
+                assert_eq!(store.merge_from_session(batch).unwrap(), per_call);
                 merged.send(call).unwrap();
             }
         })

@@ -24,7 +24,7 @@ const DEFERRED_KEY: &[u8] = b"indexes_deferred";
 /// Bytes of keys (with a fixed allowance per key) read from `kv` per building step:
 /// the entries in memory during a build stay below about this.
 const STEP_BYTES: usize = 64 << 20;
-/// What one key costs in a step besides its bytes (its offset and sort entries).
+/// What one key costs in a step besides its bytes (its sort entries).
 const PER_KEY_BYTES: usize = 48;
 
 impl LmdbStore {
@@ -106,11 +106,11 @@ impl LmdbStore {
         let mut keys = 0;
         loop {
             self.read_step(wtxn, after.as_deref(), &mut step)?;
-            if step.keys.is_empty() {
+            if step.keys == 0 {
                 return Ok(keys);
             }
-            keys += step.keys.len() as u64;
-            after = step.keys.last().map(|key| key.as_bytes().to_vec());
+            keys += step.keys;
+            after = Some(step.last_key().to_vec());
             step.write(self, wtxn)?;
         }
     }
@@ -141,33 +141,59 @@ impl LmdbStore {
     }
 }
 
-/// The index entries of one building step: its keys (in key order) and, per index,
-/// (sort position, key number) pairs; a stable sort by position keeps equal positions
-/// in key order, which is each index's order.
+/// One index entry of a building step: its sort position, and where its key is in the
+/// step's `text`.
+#[derive(Clone, Copy)]
+struct Entry {
+    position: u64,
+    start: u32,
+    len: u32,
+}
+
+/// The index entries of one building step: its keys (in key order, one after the other
+/// in `text`) and the entries of each index. Sorting by (position, start) keeps equal
+/// positions in key order, which is each index's order.
 #[derive(Default)]
 struct Step {
-    keys: Vec<String>,
-    by_time: Vec<(u64, u32)>,
-    expiring: Vec<(u64, u32)>,
-    tombstones: Vec<(u64, u32)>,
-    by_leaf: Vec<(u64, u32)>,
+    text: Vec<u8>,
+    keys: u64,
+    last_start: usize,
+    by_time: Vec<Entry>,
+    expiring: Vec<Entry>,
+    tombstones: Vec<Entry>,
+    by_leaf: Vec<Entry>,
 }
 
 impl Step {
     fn clear(&mut self) {
-        self.keys.clear();
+        self.text.clear();
+        self.keys = 0;
+        self.last_start = 0;
         self.by_time.clear();
         self.expiring.clear();
         self.tombstones.clear();
         self.by_leaf.clear();
     }
 
+    /// The last key added.
+    fn last_key(&self) -> &[u8] {
+        &self.text[self.last_start..]
+    }
+
     /// Adds the entries of `key`, whose record has `header`: where the write path puts
     /// them.
     fn add(&mut self, key: &str, header: &Header) {
-        let number = self.keys.len() as u32;
-        self.keys.push(key.to_owned());
-        self.by_leaf.push((u64::from(leaf_of(key)), number));
+        self.last_start = self.text.len();
+        // A step holds at most STEP_BYTES of keys: offsets fit in u32.
+        let (start, len) = (self.last_start as u32, key.len() as u32);
+        self.text.extend_from_slice(key.as_bytes());
+        self.keys += 1;
+        let entry = |position| Entry {
+            position,
+            start,
+            len,
+        };
+        self.by_leaf.push(entry(u64::from(leaf_of(key))));
         for (table, at) in time_positions(header) {
             let entries = match table {
                 Table::ByTime => &mut self.by_time,
@@ -175,7 +201,7 @@ impl Step {
                 Table::Tombstones => &mut self.tombstones,
                 Table::ByLeaf => &mut self.by_leaf,
             };
-            entries.push((at, number));
+            entries.push(entry(at));
         }
     }
 
@@ -189,34 +215,34 @@ impl Step {
             (&store.tombstones, &mut self.tombstones, 8),
             (&store.by_leaf, &mut self.by_leaf, 2),
         ] {
-            entries.sort_by_key(|(position, _)| *position);
-            write_sorted(wtxn, index, width, entries, &self.keys)?;
+            entries.sort_unstable_by_key(|entry| (entry.position, entry.start));
+            write_sorted(wtxn, index, width, entries, &self.text)?;
         }
         Ok(())
     }
 }
 
-/// Puts the entries of `sorted` (position, key number) into `index`, each the last
-/// `width` bytes of the position (BE) ++ the key: appended past its last entry, else
-/// inserted.
+/// Puts the `sorted` entries into `index`, each the last `width` bytes of the position
+/// (BE) ++ the key: appended past its last entry, else inserted.
 fn write_sorted(
     wtxn: &mut RwTxn,
     index: &Index,
     width: usize,
-    sorted: &[(u64, u32)],
-    keys: &[String],
+    sorted: &[Entry],
+    text: &[u8],
 ) -> Result<(), StoreError> {
     let mut last = index.last(wtxn)?.map(|(entry, ())| entry.to_vec());
-    let mut entry = Vec::new();
-    for &(position, number) in sorted {
-        entry.clear();
-        entry.extend_from_slice(&position.to_be_bytes()[8 - width..]);
-        entry.extend_from_slice(keys[number as usize].as_bytes());
+    let mut bytes = Vec::new();
+    for entry in sorted {
+        let key = &text[entry.start as usize..][..entry.len as usize];
+        bytes.clear();
+        bytes.extend_from_slice(&entry.position.to_be_bytes()[8 - width..]);
+        bytes.extend_from_slice(key);
         match &mut last {
-            Some(last) if entry <= *last => index.put(wtxn, &entry, &())?,
+            Some(last) if bytes <= *last => index.put(wtxn, &bytes, &())?,
             _ => {
-                index.put_with_flags(wtxn, PutFlags::APPEND, &entry, &())?;
-                last.get_or_insert_default().clone_from(&entry);
+                index.put_with_flags(wtxn, PutFlags::APPEND, &bytes, &())?;
+                last.get_or_insert_default().clone_from(&bytes);
             }
         }
     }

@@ -23,12 +23,13 @@
 
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::Arc;
 
 use heed::types::{Bytes, Unit};
 use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn};
 use kvs_sync::{
     AuditEntry, Cursor, ListPage, Listed, PurgeStats, Store, StoreError, StoreOptions, StoreStats,
-    Version, WriteOp, WriteOutcome, WriteRejected,
+    Version, VersionId, WriteOp, WriteOutcome, WriteRejected,
 };
 
 use self::merkle::MerkleState;
@@ -60,8 +61,8 @@ type Index = Database<'static, Bytes, Unit>;
 pub struct Staged {
     /// The key.
     pub key: String,
-    /// The version.
-    pub version: Version,
+    /// The version, shared with the durable store's overlay of versions not yet in LMDB.
+    pub version: Arc<Version>,
     /// `version` in the record encoding.
     pub record: Vec<u8>,
 }
@@ -302,6 +303,22 @@ impl LmdbStore {
             out.push((at, key.to_owned()));
         }
         Ok(out)
+    }
+
+    /// The id of the version each of `keys` holds (what the conflict rule compares),
+    /// in one read transaction, decoding no value; a key past the last one held is not
+    /// looked up (a bootstrap asks for nothing else).
+    pub fn read_ids(&self, keys: &[&str]) -> Result<Vec<Option<VersionId>>, StoreError> {
+        let rtxn = self.env.read_txn()?;
+        let last = self.kv.last(&rtxn)?.map(|(key, _)| key);
+        keys.iter()
+            .map(|key| match last {
+                Some(last) if key.as_bytes() <= last => {
+                    Ok(self.header(&rtxn, key)?.map(|header| header.id))
+                }
+                _ => Ok(None),
+            })
+            .collect()
     }
 }
 

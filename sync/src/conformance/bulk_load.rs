@@ -72,7 +72,7 @@ pub fn bulk_load_ends_like_merges<G, S: Store>(make: &impl Fn(StoreOptions) -> (
         let (_reference_guard, reference) = make(options);
         store.begin_bulk_load().unwrap();
         for piece in half.chunks(50) {
-            store.merge_from_session(piece).unwrap();
+            store.merge_from_session(piece.to_vec()).unwrap();
         }
         if reads_between {
             reference.merge(half).unwrap();
@@ -83,7 +83,7 @@ pub fn bulk_load_ends_like_merges<G, S: Store>(make: &impl Fn(StoreOptions) -> (
             );
         }
         for piece in rest.chunks(50) {
-            store.merge_from_session(piece).unwrap();
+            store.merge_from_session(piece.to_vec()).unwrap();
         }
         store.end_bulk_load().unwrap();
         reference.merge(&versions).unwrap();

@@ -125,8 +125,8 @@ impl<S: Store> Store for Hooked<S> {
         self.inner.merge(versions)
     }
 
-    fn merge_from_session(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {
-        (self.hook)(Call::MergeFromSession(versions))?;
+    fn merge_from_session(&self, versions: Vec<(String, Version)>) -> Result<usize, StoreError> {
+        (self.hook)(Call::MergeFromSession(&versions))?;
         self.inner.merge_from_session(versions)
     }
 

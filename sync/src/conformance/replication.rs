@@ -266,13 +266,13 @@ pub fn merge_from_session_stores_like_merge<G, S: Store>(make: &impl Fn(StoreOpt
         ("a".to_owned(), older),
         ("b".to_owned(), b.clone()),
     ];
-    assert_eq!(store.merge_from_session(&incoming).unwrap(), 2);
+    assert_eq!(store.merge_from_session(incoming.clone()).unwrap(), 2);
     assert_eq!(store.get("a").unwrap(), Some(newer));
     assert_eq!(store.get("b").unwrap(), Some(b));
     assert_eq!(store.list("", None, 10, 40).unwrap().items.len(), 2);
     assert_eq!(store.merkle().unwrap(), reference.merkle().unwrap());
     assert_eq!(
-        store.merge_from_session(&incoming).unwrap(),
+        store.merge_from_session(incoming.clone()).unwrap(),
         0,
         "nothing new"
     );

@@ -83,7 +83,7 @@ impl Session {
         let (taken, refused) = self.rules.filter(versions);
         self.stats.refused.merge(refused);
         if !taken.is_empty() {
-            self.stats.versions_stored += store.merge_from_session(&taken)? as u64;
+            self.stats.versions_stored += store.merge_from_session(taken)? as u64;
         }
         Ok(())
     }
