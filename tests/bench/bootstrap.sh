@@ -2,9 +2,10 @@
 # Times a bootstrap: node 1 holds KEYS keys of 256 bytes (history and audit off); node 2
 # starts empty with node 1 as its seed; timed from node 2's start until its `/sync` shows
 # KEYS keys and `syncing: false`, and until a listing by time answers (the indexes a bulk
-# load builds at its end are there). Prints both times and MB/s of values. Loopback only, free
-# ports from the 18xxx range; everything stops at the end. Node 1's data is kept in
-# $KVS_BOOTSTRAP_CACHE (default /tmp/kvs-bootstrap-KEYS) so that reruns skip the preload.
+# load builds at its end are there). Prints both times and MB/s of values, then node 2's
+# disk blocks and peak RSS. Loopback only, free ports from the 18xxx range; everything
+# stops at the end. Node 1's data is kept in $KVS_BOOTSTRAP_CACHE (default
+# /tmp/kvs-bootstrap-KEYS) so that reruns skip the preload.
 # Needs: target/release/kvs (cargo build --release), curl, jq.
 #   usage: tests/bench/bootstrap.sh [KEYS]   (default 1000000)
 set -euo pipefail
@@ -47,6 +48,7 @@ fi
 held=$(curl -sf http://127.0.0.1:18491/sync | jq .keys)
 start=$(date +%s.%N)
 "$kvs" run "$work/n2.yaml" 2>"$work/n2.log" &
+n2=$!
 until [ "$(curl -sf http://127.0.0.1:18494/sync | jq -c '[.keys, .syncing]' 2>/dev/null)" = "[$held,false]" ]; do
   sleep 0.05
 done
@@ -62,3 +64,7 @@ for what, at in (("synced (/sync: all keys, syncing false)", end), ("indexes bui
     took = at - start
     print(f"bootstrap of {keys} keys, {what}: {took:.1f} s, {keys / took:,.0f} keys/s, {keys * 256 / took / 1e6:.1f} MB/s of values")
 PY
+# What the new node holds: disk blocks in use (LMDB's file is sparse) and its peak RSS.
+disk=$(du -s --block-size=1 "$work/n2-data" | cut -f1)
+peak=$(awk '/VmHWM/ {print $2}' "/proc/$n2/status")
+echo "node 2 after the bootstrap: disk $((disk / 1000000)) MB ($(python3 -c "print(f'{$disk / ($held * 256):.2f}')")x the values), peak RSS $((peak / 1024)) MiB"
