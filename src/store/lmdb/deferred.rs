@@ -1,9 +1,13 @@
 //! Indexes put off during a bulk load: while an empty store takes everything a peer
 //! holds (a bootstrap), its commits write `kv` (appended, in key order) and the merkle
 //! chunks but none of `by_time`, `expiring`, `tombstones` and `by_leaf`, whose random
-//! inserts would rewrite most of their pages in every commit. The indexes are then
-//! built from `kv` in one transaction, in steps of bounded memory, each sorted and
-//! appended ([`LmdbStore::build_deferred_indexes`]).
+//! inserts would rewrite most of their pages in every commit. The entries they would have
+//! made are kept in memory instead, compactly (a [`Step`]: the keys in one buffer, 16
+//! bytes per entry), as long as the load only appends keys and they stay under
+//! [`STEP_BYTES`]; at the end the indexes are built from them, each sorted and appended
+//! in one transaction ([`LmdbStore::build_deferred_indexes`]). Otherwise (a write in
+//! between, a larger load, a restart) they are built from `kv`, in steps of bounded
+//! memory.
 //!
 //! The flag is kept in `meta` (`indexes_deferred`), set in its own commit before the
 //! first deferred one and cleared in the build's commit: a store reopened with it set
@@ -40,7 +44,7 @@ impl LmdbStore {
         }
         self.meta.put(&mut wtxn, DEFERRED_KEY, &[])?;
         wtxn.commit()?;
-        self.index_ops.set_deferred(true);
+        self.index_ops.set_deferred(true, true);
         Ok(true)
     }
 
@@ -60,17 +64,18 @@ impl LmdbStore {
             // Another caller built them while this one waited for the writer.
             return Ok(());
         }
-        let keys = self.build_indexes(&mut wtxn)?;
+        let (keys, from) = self.build_indexes(&mut wtxn)?;
         self.meta.delete(&mut wtxn, DEFERRED_KEY)?;
         // Cleared before the commit, while this transaction is the only writer: no
         // commit after it may leave its index changes out.
-        self.index_ops.set_deferred(false);
+        self.index_ops.set_deferred(false, false);
         if let Err(error) = wtxn.commit() {
-            self.index_ops.set_deferred(true);
+            self.index_ops.set_deferred(true, false);
             return Err(error.into());
         }
         tracing::info!(
             keys,
+            from,
             took_ms = started.elapsed().as_millis() as u64,
             "built the indexes deferred during a bulk load"
         );
@@ -84,15 +89,17 @@ impl LmdbStore {
         let deferred = self.meta.get(&rtxn, DEFERRED_KEY)?.is_some();
         drop(rtxn);
         if deferred {
-            self.index_ops.set_deferred(true);
+            self.index_ops.set_deferred(true, false);
             self.build_deferred_indexes()?;
         }
         Ok(())
     }
 
-    /// Replaces the four indexes with entries for every record of `kv`, in steps of at
-    /// most [`STEP_BYTES`]; returns the number of keys.
-    fn build_indexes(&self, wtxn: &mut RwTxn) -> Result<u64, StoreError> {
+    /// Replaces the four indexes with entries for every record of `kv`: the entries the
+    /// load's commits noted, if they are all there (one for each key of `kv`), else read
+    /// from `kv` in steps of at most [`STEP_BYTES`]; returns the number of keys and
+    /// which of the two it was.
+    fn build_indexes(&self, wtxn: &mut RwTxn) -> Result<(u64, &'static str), StoreError> {
         for index in [
             &self.by_time,
             &self.expiring,
@@ -101,7 +108,19 @@ impl LmdbStore {
         ] {
             index.clear(wtxn)?;
         }
-        let mut step = Step::default();
+        if let Some(mut step) = self.index_ops.take_noted()
+            && step.keys == self.kv.len(wtxn)?
+        {
+            step.write(self, wtxn)?;
+            return Ok((step.keys, "the entries the load noted"));
+        }
+        Ok((self.index_from_kv(wtxn, STEP_BYTES)?, "kv"))
+    }
+
+    /// Writes the four (empty) indexes' entries for every record of `kv`, read in steps
+    /// of at most `step_bytes`; returns the number of keys.
+    fn index_from_kv(&self, wtxn: &mut RwTxn, step_bytes: usize) -> Result<u64, StoreError> {
+        let mut step = Step::holding(step_bytes);
         let mut after: Option<Vec<u8>> = None;
         let mut keys = 0;
         loop {
@@ -127,15 +146,13 @@ impl LmdbStore {
             Some(after) => (std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded),
             None => (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
         };
-        let mut bytes = 0;
         for item in self.kv.range(wtxn, &range)? {
-            if bytes >= STEP_BYTES {
-                break;
-            }
             let (key, bytes_of_record) = item?;
             let key = super::keys::text_key(key)?;
-            bytes += key.len() + PER_KEY_BYTES;
-            step.add(key, &record::decode_header(key, bytes_of_record)?);
+            if !step.add(key, &record::decode_header(key, bytes_of_record)?) {
+                // The step is full: the next one starts with this key.
+                break;
+            }
         }
         Ok(())
     }
@@ -150,11 +167,14 @@ struct Entry {
     len: u32,
 }
 
-/// The index entries of one building step: its keys (in key order, one after the other
-/// in `text`) and the entries of each index. Sorting by (position, start) keeps equal
-/// positions in key order, which is each index's order.
-#[derive(Default)]
-struct Step {
+/// Index entries to write at once: their keys (in key order, one after the other in
+/// `text`) and the entries of each index. Sorting by (position, start) keeps equal
+/// positions in key order, which is each index's order. Either one building step, or
+/// what a bulk load's commits noted (`index_ops.rs`), with the lengths as of the last
+/// commit (`mark`), to go back to when a transaction does not commit.
+pub(super) struct Step {
+    /// At most this many bytes ([`STEP_BYTES`] but in tests).
+    limit: usize,
     text: Vec<u8>,
     keys: u64,
     last_start: usize,
@@ -162,17 +182,48 @@ struct Step {
     expiring: Vec<Entry>,
     tombstones: Vec<Entry>,
     by_leaf: Vec<Entry>,
+    marked: Marks,
+}
+
+/// The lengths of a [`Step`] at a commit.
+#[derive(Default, Clone, Copy)]
+struct Marks {
+    text: usize,
+    keys: u64,
+    last_start: usize,
+    entries: [usize; 4],
+}
+
+impl Default for Step {
+    fn default() -> Self {
+        Self::holding(STEP_BYTES)
+    }
 }
 
 impl Step {
+    /// An empty step of at most `limit` bytes.
+    fn holding(limit: usize) -> Self {
+        Self {
+            limit,
+            text: Vec::new(),
+            keys: 0,
+            last_start: 0,
+            by_time: Vec::new(),
+            expiring: Vec::new(),
+            tombstones: Vec::new(),
+            by_leaf: Vec::new(),
+            marked: Marks::default(),
+        }
+    }
+
     fn clear(&mut self) {
-        self.text.clear();
-        self.keys = 0;
-        self.last_start = 0;
-        self.by_time.clear();
-        self.expiring.clear();
-        self.tombstones.clear();
-        self.by_leaf.clear();
+        *self = Self::holding(self.limit);
+    }
+
+    /// How many keys it holds.
+    #[cfg(test)]
+    pub(super) fn keys(&self) -> u64 {
+        self.keys
     }
 
     /// The last key added.
@@ -180,28 +231,83 @@ impl Step {
         &self.text[self.last_start..]
     }
 
-    /// Adds the entries of `key`, whose record has `header`: where the write path puts
-    /// them.
-    fn add(&mut self, key: &str, header: &Header) {
-        self.last_start = self.text.len();
+    fn entries(&mut self, table: Table) -> &mut Vec<Entry> {
+        match table {
+            Table::ByTime => &mut self.by_time,
+            Table::Expiring => &mut self.expiring,
+            Table::Tombstones => &mut self.tombstones,
+            Table::ByLeaf => &mut self.by_leaf,
+        }
+    }
+
+    /// Adds the entry of `key` at `position` in `table`: `key` is the last one added or
+    /// comes after it. Returns false (adding nothing) for an earlier key, or once the
+    /// step holds more than its limit.
+    pub(super) fn push(&mut self, table: Table, position: u64, key: &str) -> bool {
+        if self.keys == 0 || key.as_bytes() > self.last_key() {
+            if self.text.len() + key.len() + self.keys as usize * PER_KEY_BYTES > self.limit {
+                return false;
+            }
+            self.last_start = self.text.len();
+            self.text.extend_from_slice(key.as_bytes());
+            self.keys += 1;
+        } else if key.as_bytes() != self.last_key() {
+            return false;
+        }
         // A step holds at most STEP_BYTES of keys: offsets fit in u32.
         let (start, len) = (self.last_start as u32, key.len() as u32);
-        self.text.extend_from_slice(key.as_bytes());
-        self.keys += 1;
-        let entry = |position| Entry {
+        self.entries(table).push(Entry {
             position,
             start,
             len,
-        };
-        self.by_leaf.push(entry(u64::from(leaf_of(key))));
+        });
+        true
+    }
+
+    /// Adds the entries of `key`, whose record has `header`: where the write path puts
+    /// them. Returns false (adding nothing) once the step is full.
+    fn add(&mut self, key: &str, header: &Header) -> bool {
+        if !self.push(Table::ByLeaf, u64::from(leaf_of(key)), key) {
+            return false;
+        }
         for (table, at) in time_positions(header) {
-            let entries = match table {
-                Table::ByTime => &mut self.by_time,
-                Table::Expiring => &mut self.expiring,
-                Table::Tombstones => &mut self.tombstones,
-                Table::ByLeaf => &mut self.by_leaf,
-            };
-            entries.push(entry(at));
+            // The same key as the entry above: always taken.
+            self.push(table, at, key);
+        }
+        true
+    }
+
+    /// Records the lengths as of a commit.
+    pub(super) fn mark(&mut self) {
+        self.marked = Marks {
+            text: self.text.len(),
+            keys: self.keys,
+            last_start: self.last_start,
+            entries: [
+                self.by_time.len(),
+                self.expiring.len(),
+                self.tombstones.len(),
+                self.by_leaf.len(),
+            ],
+        };
+    }
+
+    /// Drops what was added since the last commit.
+    pub(super) fn roll_back(&mut self) {
+        let marked = self.marked;
+        self.text.truncate(marked.text);
+        self.keys = marked.keys;
+        self.last_start = marked.last_start;
+        for (table, len) in [
+            Table::ByTime,
+            Table::Expiring,
+            Table::Tombstones,
+            Table::ByLeaf,
+        ]
+        .into_iter()
+        .zip(marked.entries)
+        {
+            self.entries(table).truncate(len);
         }
     }
 

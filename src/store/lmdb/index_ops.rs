@@ -1,8 +1,8 @@
 //! Index changes of one write transaction, held until its commit and then applied index
 //! by index in key order: inserts at random places of a B-tree then visit its pages in
-//! order, and entries past the last one are appended without a search (a bootstrap's
-//! commits of 200,000 versions write `by_leaf` almost purely by appending). While the
-//! indexes are deferred (`deferred.rs`), changes are not even noted.
+//! order, and entries past the last one are appended without a search. While the indexes
+//! are deferred (`deferred.rs`), they are not made: a bulk load that only appends keys
+//! keeps its entries in a compact [`Step`] instead, to build the indexes from at its end.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -11,6 +11,7 @@ use heed::{PutFlags, RwTxn};
 use kvs_sync::StoreError;
 
 use super::Index;
+use super::deferred::Step;
 
 /// The index tables, in the order their changes are applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -27,6 +28,25 @@ pub(super) struct Tables<'a> {
     pub(super) expiring: &'a Index,
     pub(super) tombstones: &'a Index,
     pub(super) by_leaf: &'a Index,
+}
+
+impl Table {
+    /// The bytes of the position at the head of an entry: a leaf (u16 BE) in `by_leaf`,
+    /// a time (u64 BE) in the others (`keys::index_key`, `merkle::leaf_key`).
+    pub(super) fn position_bytes(self) -> usize {
+        match self {
+            Table::ByLeaf => 2,
+            Table::ByTime | Table::Expiring | Table::Tombstones => 8,
+        }
+    }
+
+    /// The entry of `key` at `position`.
+    fn entry(self, position: u64, key: &str) -> Vec<u8> {
+        let mut entry = Vec::with_capacity(8 + key.len());
+        entry.extend_from_slice(&position.to_be_bytes()[8 - self.position_bytes()..]);
+        entry.extend_from_slice(key.as_bytes());
+        entry
+    }
 }
 
 impl Tables<'_> {
@@ -51,6 +71,10 @@ pub(super) struct IndexOps {
     /// Set while the indexes are deferred: changes are dropped. Changed only by the
     /// writer, so it holds still during a write transaction.
     deferred: AtomicBool,
+    /// While deferred by a bulk load: the entries its commits would have made, as long as
+    /// they only added keys past the last one (else `None`: the indexes are then built
+    /// from `kv`).
+    noted: Mutex<Option<Step>>,
 }
 
 impl IndexOps {
@@ -62,26 +86,65 @@ impl IndexOps {
         self.deferred.load(Ordering::Acquire)
     }
 
-    pub(super) fn set_deferred(&self, deferred: bool) {
+    /// Defers the indexes (or ends that); `noting` keeps the entries of a bulk load that
+    /// starts on an empty store.
+    pub(super) fn set_deferred(&self, deferred: bool, noting: bool) {
+        *self.noted() = (deferred && noting).then(Step::default);
         self.deferred.store(deferred, Ordering::Release);
+    }
+
+    fn noted(&self) -> MutexGuard<'_, Option<Step>> {
+        self.noted.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Forgets the changes of a transaction that did not commit.
     pub(super) fn clear(&self) {
         self.lock().clear();
-    }
-
-    /// Notes that `entry` goes into `table` (made only when the indexes are not deferred).
-    pub(super) fn put(&self, table: Table, entry: impl FnOnce() -> Vec<u8>) {
-        if !self.is_deferred() {
-            self.lock().push((table, entry(), true));
+        if let Some(noted) = self.noted().as_mut() {
+            noted.roll_back();
         }
     }
 
-    /// Notes that `entry` leaves `table` (made only when the indexes are not deferred).
-    pub(super) fn delete(&self, table: Table, entry: impl FnOnce() -> Vec<u8>) {
+    /// The transaction whose changes were noted committed.
+    pub(super) fn committed(&self) {
+        if let Some(noted) = self.noted().as_mut() {
+            noted.mark();
+        }
+    }
+
+    /// How many keys the entries noted so far cover (`None`: not noting).
+    #[cfg(test)]
+    pub(super) fn noted_keys(&self) -> Option<u64> {
+        self.noted().as_ref().map(Step::keys)
+    }
+
+    /// Takes the entries noted during a bulk load, if they are all there.
+    pub(super) fn take_noted(&self) -> Option<Step> {
+        self.noted().take()
+    }
+
+    /// Notes that `key` goes into `table` at `position`.
+    pub(super) fn put(&self, table: Table, position: u64, key: &str) {
         if !self.is_deferred() {
-            self.lock().push((table, entry(), false));
+            self.lock().push((table, table.entry(position, key), true));
+            return;
+        }
+        let mut noted = self.noted();
+        if noted
+            .as_mut()
+            .is_some_and(|step| !step.push(table, position, key))
+        {
+            *noted = None;
+        }
+    }
+
+    /// Notes that `key` leaves `table` at `position`.
+    pub(super) fn delete(&self, table: Table, position: u64, key: &str) {
+        if self.is_deferred() {
+            // Not an append: the entries noted so far no longer match `kv`.
+            *self.noted() = None;
+        } else {
+            self.lock().push((table, table.entry(position, key), false));
         }
     }
 
@@ -138,21 +201,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LmdbStore::open(dir.path(), StoreOptions::default()).unwrap();
         let mut wtxn = store.begin().unwrap();
-        store.index_ops.put(Table::ByTime, || b"m".to_vec());
+        store.index_ops.put(Table::ByTime, 5, "m");
         store.commit(wtxn).unwrap();
         wtxn = store.begin().unwrap();
         let ops = &store.index_ops;
-        ops.put(Table::ByTime, || b"z".to_vec());
-        ops.put(Table::ByTime, || b"a".to_vec());
-        ops.delete(Table::ByTime, || b"a".to_vec()); // put, then delete: gone
-        ops.delete(Table::ByTime, || b"b".to_vec());
-        ops.put(Table::ByTime, || b"b".to_vec()); // delete, then put: there
-        ops.delete(Table::ByTime, || b"m".to_vec());
-        ops.put(Table::ByLeaf, || b"q".to_vec());
-        ops.put(Table::ByTime, || b"y".to_vec()); // before "z", after everything held
+        ops.put(Table::ByTime, 9, "z");
+        ops.put(Table::ByTime, 1, "a");
+        ops.delete(Table::ByTime, 1, "a"); // put, then delete: gone
+        ops.delete(Table::ByTime, 2, "b");
+        ops.put(Table::ByTime, 2, "b"); // delete, then put: there
+        ops.delete(Table::ByTime, 5, "m");
+        ops.put(Table::ByLeaf, 7, "q");
+        ops.put(Table::ByTime, 8, "y"); // before "z", after everything held
         store.commit(wtxn).unwrap();
-        assert_eq!(entries(&store, &store.by_time), [&b"b"[..], b"y", b"z"]);
-        assert_eq!(entries(&store, &store.by_leaf), [b"q"]);
+        let time = |at: u64, key: &str| Table::ByTime.entry(at, key);
+        assert_eq!(
+            entries(&store, &store.by_time),
+            [time(2, "b"), time(8, "y"), time(9, "z")]
+        );
+        assert_eq!(
+            entries(&store, &store.by_leaf),
+            [[&[0, 7][..], b"q"].concat()]
+        );
         assert_eq!(entries(&store, &store.expiring), Vec::<Vec<u8>>::new());
     }
 
@@ -161,11 +231,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LmdbStore::open(dir.path(), StoreOptions::default()).unwrap();
         let wtxn = store.begin().unwrap();
-        store.index_ops.put(Table::Expiring, || b"lost".to_vec());
+        store.index_ops.put(Table::Expiring, 1, "lost");
         drop(wtxn);
         let wtxn = store.begin().unwrap();
-        store.index_ops.put(Table::Expiring, || b"kept".to_vec());
+        store.index_ops.put(Table::Expiring, 2, "kept");
         store.commit(wtxn).unwrap();
-        assert_eq!(entries(&store, &store.expiring), [b"kept"]);
+        assert_eq!(
+            entries(&store, &store.expiring),
+            [Table::Expiring.entry(2, "kept")]
+        );
     }
 }

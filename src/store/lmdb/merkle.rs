@@ -174,8 +174,8 @@ impl MerkleState {
             old.map_or(0, |id| entry_hash(key, id)) ^ new.map_or(0, |id| entry_hash(key, id));
         *lock(&self.pending).entry(leaf).or_default() ^= delta;
         match (old, new) {
-            (None, Some(_)) => ops.put(Table::ByLeaf, || leaf_key(leaf, key)),
-            (Some(_), None) => ops.delete(Table::ByLeaf, || leaf_key(leaf, key)),
+            (None, Some(_)) => ops.put(Table::ByLeaf, u64::from(leaf), key),
+            (Some(_), None) => ops.delete(Table::ByLeaf, u64::from(leaf), key),
             _ => {}
         }
     }

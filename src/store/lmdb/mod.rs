@@ -192,7 +192,9 @@ impl LmdbStore {
     /// changes.
     fn commit(&self, mut wtxn: RwTxn<'_>) -> Result<(), StoreError> {
         self.flush_indexes(&mut wtxn)?;
-        self.merkle.commit(wtxn, &self.merkle_chunks)
+        self.merkle.commit(wtxn, &self.merkle_chunks)?;
+        self.index_ops.committed();
+        Ok(())
     }
 
     /// Writes the index changes noted so far (before the indexes are read in the same

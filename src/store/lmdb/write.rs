@@ -6,7 +6,7 @@ use heed::{PutFlags, RwTxn};
 use kvs_sync::{StoreError, Version, WriteOp, WriteOutcome, WriteRejected, plan_write};
 
 use super::index_ops::Table;
-use super::keys::{history_prefix, index_key};
+use super::keys::history_prefix;
 use super::record::{self, Header};
 use super::{AuditSeal, LmdbStore, Logged, Staged};
 
@@ -14,7 +14,7 @@ impl LmdbStore {
     /// Removes `key`'s index entries for the version whose header is `old`.
     fn unindex(&self, key: &str, old: &Header) {
         for (table, at) in time_positions(old) {
-            self.index_ops.delete(table, || index_key(at, key));
+            self.index_ops.delete(table, at, key);
         }
     }
 
@@ -53,7 +53,7 @@ impl LmdbStore {
         self.merkle
             .note(&self.index_ops, key, old.map(|h| &h.id), Some(&new.id));
         for (table, at) in time_positions(&Header::of(new)) {
-            self.index_ops.put(table, || index_key(at, key));
+            self.index_ops.put(table, at, key);
         }
     }
 

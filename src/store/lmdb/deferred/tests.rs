@@ -89,6 +89,11 @@ fn indexes_built_at_the_end_equal_the_ones_commits_keep() {
     let empty = indexes(&store);
     assert!(empty[..4].iter().all(Vec::is_empty), "nothing indexed yet");
     assert_eq!(store.purge(u64::MAX, 0).unwrap(), Default::default());
+    assert_eq!(
+        store.index_ops.noted_keys(),
+        Some(2_000),
+        "built from what the commits noted"
+    );
     store.build_deferred_indexes().unwrap();
     assert!(!store.indexes_deferred());
     assert_eq!(indexes(&store), reference(&versions));
@@ -136,4 +141,63 @@ fn indexes_are_deferred_only_while_the_store_holds_nothing() {
     assert!(!store.indexes_deferred());
     store.build_deferred_indexes().unwrap();
     assert_eq!(indexes(&store)[0].len(), 1, "nothing rebuilt");
+}
+
+#[test]
+fn keys_merged_out_of_order_are_indexed_from_kv() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let versions = versions(&open(source_dir.path()));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    assert!(store.defer_indexes().unwrap());
+    store.merge(&versions[1_000..1_500]).unwrap();
+    assert_eq!(store.index_ops.noted_keys(), Some(500));
+    store.merge(&versions[..1_000]).unwrap();
+    assert_eq!(store.index_ops.noted_keys(), None, "not an append");
+    store.merge(&versions[1_500..]).unwrap();
+    store.build_deferred_indexes().unwrap();
+    assert_eq!(indexes(&store), reference(&versions));
+}
+
+#[test]
+fn a_transaction_that_does_not_commit_leaves_nothing_noted() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let versions = versions(&open(source_dir.path()));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    assert!(store.defer_indexes().unwrap());
+    store.merge(&versions[..1_000]).unwrap();
+    let wtxn = store.begin().unwrap();
+    store.index_ops.put(Table::ByTime, 1, "zz/after-every-key");
+    assert_eq!(store.index_ops.noted_keys(), Some(1_001));
+    drop(wtxn);
+    store.merge(&versions[1_000..]).unwrap();
+    assert_eq!(store.index_ops.noted_keys(), Some(2_000));
+    store.build_deferred_indexes().unwrap();
+    assert_eq!(indexes(&store), reference(&versions));
+}
+
+#[test]
+fn indexes_read_from_kv_in_small_steps_equal_the_ones_commits_keep() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let versions = versions(&open(source_dir.path()));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for piece in versions.chunks(250) {
+        store.merge(piece).unwrap();
+    }
+    let mut wtxn = store.env.write_txn().unwrap();
+    for index in [
+        &store.by_time,
+        &store.expiring,
+        &store.tombstones,
+        &store.by_leaf,
+    ] {
+        index.clear(&mut wtxn).unwrap();
+    }
+    // About 60 keys per step: the steps' entries interleave in the time indexes.
+    let keys = store.index_from_kv(&mut wtxn, 4_096).unwrap();
+    wtxn.commit().unwrap();
+    assert_eq!(keys, 2_000);
+    assert_eq!(indexes(&store), reference(&versions));
 }
