@@ -27,8 +27,8 @@ pub(super) const APPLY_BYTES: usize = 64 << 20;
 /// per second (BENCHMARKS.md).
 pub(super) const APPLY_DELAY: Duration = Duration::from_millis(1000);
 /// The delay during a bulk load (LMDB's indexes deferred): its commits only append, so
-/// that waiting saves nothing, and what waits is what the load's end must apply before
-/// it can build the indexes.
+/// waiting saves nothing, and whatever waits must be applied when the load ends, before
+/// the indexes can be built.
 pub(super) const BULK_APPLY_DELAY: Duration = Duration::from_millis(50);
 
 #[derive(Default)]
@@ -115,9 +115,10 @@ pub(super) fn apply_loop(lmdb: &LmdbStore, shared: &Shared, log: &Mutex<Log>) {
     // log keeps a commit's records until the next commit has landed.
     let mut durable_through = 0;
     loop {
-        let delay = match lmdb.indexes_deferred() {
-            true => BULK_APPLY_DELAY,
-            false => APPLY_DELAY,
+        let delay = if lmdb.indexes_deferred() {
+            BULK_APPLY_DELAY
+        } else {
+            APPLY_DELAY
         };
         let Some(batch) = next_batch(shared, delay) else {
             return;

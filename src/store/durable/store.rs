@@ -36,9 +36,8 @@ impl DurableStore {
     }
 
     /// A batch of the `versions` that supersede what is held (staged, durable or in
-    /// LMDB), numbered from the log's next seq.
-    /// The versions are moved into the batch, not copied (a bootstrap merges thousands
-    /// per call).
+    /// LMDB), numbered from the log's next seq. The versions are moved into the batch,
+    /// not copied (a bootstrap merges thousands per call).
     fn plan_merge(
         &self,
         log: &Log,
@@ -67,7 +66,6 @@ impl DurableStore {
             }
             wins.push(wins_here);
         }
-        drop((keys, winner));
         let mut batch = Batch::new(log.next_seq);
         for ((key, version), wins) in versions.into_iter().zip(wins) {
             if wins {

@@ -311,18 +311,19 @@ impl Step {
         }
     }
 
-    /// Writes the step's entries, index by index in entry order: a time index entry is
-    /// the time (u64 BE) ++ key (`keys::index_key`), a `by_leaf` one the leaf (u16 BE)
-    /// ++ key (`merkle::leaf_key`).
+    /// Writes the step's entries, index by index in entry order (the entry of a key at a
+    /// position: `Table::entry`).
     fn write(&mut self, store: &LmdbStore, wtxn: &mut RwTxn) -> Result<(), StoreError> {
-        for (index, entries, width) in [
-            (&store.by_time, &mut self.by_time, 8),
-            (&store.expiring, &mut self.expiring, 8),
-            (&store.tombstones, &mut self.tombstones, 8),
-            (&store.by_leaf, &mut self.by_leaf, 2),
+        for (table, index) in [
+            (Table::ByTime, &store.by_time),
+            (Table::Expiring, &store.expiring),
+            (Table::Tombstones, &store.tombstones),
+            (Table::ByLeaf, &store.by_leaf),
         ] {
+            let entries = self.entries(table);
             entries.sort_unstable_by_key(|entry| (entry.position, entry.start));
-            write_sorted(wtxn, index, width, entries, &self.text)?;
+            let entries = std::mem::take(entries);
+            write_sorted(wtxn, index, table.position_bytes(), &entries, &self.text)?;
         }
         Ok(())
     }
