@@ -66,6 +66,16 @@ fn open(dir: &std::path::Path) -> LmdbStore {
     LmdbStore::open(dir, StoreOptions::default()).unwrap()
 }
 
+/// The versions of [`versions`], and an empty store (in `dir`) deferring its indexes.
+fn deferring() -> (tempfile::TempDir, LmdbStore, Vec<(String, Version)>) {
+    let source_dir = tempfile::tempdir().unwrap();
+    let versions = versions(&open(source_dir.path()));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    assert!(store.defer_indexes().unwrap());
+    (dir, store, versions)
+}
+
 /// A store that merged `versions` commit by commit, and what its indexes hold.
 fn reference(versions: &[(String, Version)]) -> Vec<Vec<Vec<u8>>> {
     let dir = tempfile::tempdir().unwrap();
@@ -78,11 +88,7 @@ fn reference(versions: &[(String, Version)]) -> Vec<Vec<Vec<u8>>> {
 
 #[test]
 fn indexes_built_at_the_end_equal_the_ones_commits_keep() {
-    let source_dir = tempfile::tempdir().unwrap();
-    let versions = versions(&open(source_dir.path()));
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    assert!(store.defer_indexes().unwrap());
+    let (_dir, store, versions) = deferring();
     for piece in versions.chunks(250) {
         store.merge(piece).unwrap();
     }
@@ -101,12 +107,8 @@ fn indexes_built_at_the_end_equal_the_ones_commits_keep() {
 
 #[test]
 fn a_read_of_an_index_builds_them_and_later_commits_keep_them() {
-    let source_dir = tempfile::tempdir().unwrap();
-    let versions = versions(&open(source_dir.path()));
+    let (_dir, store, versions) = deferring();
     let (first, rest) = versions.split_at(900);
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    assert!(store.defer_indexes().unwrap());
     store.merge(first).unwrap();
     assert_eq!(
         store.list_since(0, None, 10_000, 0).unwrap().items.len(),
@@ -119,11 +121,7 @@ fn a_read_of_an_index_builds_them_and_later_commits_keep_them() {
 
 #[test]
 fn indexes_still_deferred_after_a_crash_are_built_at_open() {
-    let source_dir = tempfile::tempdir().unwrap();
-    let versions = versions(&open(source_dir.path()));
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    assert!(store.defer_indexes().unwrap());
+    let (dir, store, versions) = deferring();
     store.merge(&versions[..1_000]).unwrap();
     drop(store);
     let store = open(dir.path());
@@ -145,11 +143,7 @@ fn indexes_are_deferred_only_while_the_store_holds_nothing() {
 
 #[test]
 fn keys_merged_out_of_order_are_indexed_from_kv() {
-    let source_dir = tempfile::tempdir().unwrap();
-    let versions = versions(&open(source_dir.path()));
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    assert!(store.defer_indexes().unwrap());
+    let (_dir, store, versions) = deferring();
     store.merge(&versions[1_000..1_500]).unwrap();
     assert_eq!(store.index_ops.noted_keys(), Some(500));
     store.merge(&versions[..1_000]).unwrap();
@@ -161,11 +155,7 @@ fn keys_merged_out_of_order_are_indexed_from_kv() {
 
 #[test]
 fn a_transaction_that_does_not_commit_leaves_nothing_noted() {
-    let source_dir = tempfile::tempdir().unwrap();
-    let versions = versions(&open(source_dir.path()));
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    assert!(store.defer_indexes().unwrap());
+    let (_dir, store, versions) = deferring();
     store.merge(&versions[..1_000]).unwrap();
     let wtxn = store.begin().unwrap();
     store.index_ops.put(Table::ByTime, 1, "zz/after-every-key");
