@@ -190,8 +190,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// [`Store::merge`] of what an anti-entropy session brought. It need not be durable
     /// when this returns (a crash may lose it; the next session brings it again), which
-    /// lets a store skip its write-ahead log on a bootstrap.
-    /// The versions are handed over, so that a store can keep them without a copy.
+    /// lets a store skip its write-ahead log on a bootstrap. The versions are handed over,
+    /// so that a store can keep them without a copy.
     fn merge_from_session(&self, versions: Vec<(String, Version)>) -> Result<usize, StoreError> {
         self.merge(&versions)
     }

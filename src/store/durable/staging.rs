@@ -105,10 +105,20 @@ impl<'a> Batch<'a> {
         version: Version,
         compress_from: Option<usize>,
     ) -> Result<(), StoreError> {
+        self.stage(key, Arc::new(version), compress_from)
+    }
+
+    /// Adds `version` of `key` with its record encoding.
+    fn stage(
+        &mut self,
+        key: String,
+        version: Arc<Version>,
+        compress_from: Option<usize>,
+    ) -> Result<(), StoreError> {
         let record = record::encode(&version, compress_from)?;
         self.add(Logged::Version(Staged {
             key,
-            version: Arc::new(version),
+            version,
             record,
         }));
         Ok(())
@@ -125,14 +135,8 @@ impl<'a> Batch<'a> {
         version: &Version,
         compress_from: Option<usize>,
     ) -> Result<(), StoreError> {
-        let record = record::encode(version, compress_from)?;
         let version = Arc::new(version.clone());
         self.in_batch.insert(key, Arc::clone(&version));
-        self.add(Logged::Version(Staged {
-            key: key.to_owned(),
-            version,
-            record,
-        }));
-        Ok(())
+        self.stage(key.to_owned(), version, compress_from)
     }
 }

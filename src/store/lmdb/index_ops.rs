@@ -12,6 +12,9 @@ use kvs_sync::StoreError;
 
 use super::Index;
 use super::deferred::Step;
+use super::keys::index_key;
+use super::merkle::leaf_key;
+use kvs_sync::merkle::Leaf;
 
 /// The index tables, in the order their changes are applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -40,12 +43,12 @@ impl Table {
         }
     }
 
-    /// The entry of `key` at `position`.
+    /// The entry of `key` at `position` (a leaf in `by_leaf`, else a time).
     fn entry(self, position: u64, key: &str) -> Vec<u8> {
-        let mut entry = Vec::with_capacity(8 + key.len());
-        entry.extend_from_slice(&position.to_be_bytes()[8 - self.position_bytes()..]);
-        entry.extend_from_slice(key.as_bytes());
-        entry
+        match self {
+            Table::ByLeaf => leaf_key(position as Leaf, key),
+            Table::ByTime | Table::Expiring | Table::Tombstones => index_key(position, key),
+        }
     }
 }
 

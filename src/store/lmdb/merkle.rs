@@ -41,7 +41,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn leaf_key(leaf: Leaf, key: &str) -> Vec<u8> {
+pub(super) fn leaf_key(leaf: Leaf, key: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(2 + key.len());
     out.extend_from_slice(&leaf.to_be_bytes());
     out.extend_from_slice(key.as_bytes());

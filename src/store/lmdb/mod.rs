@@ -311,13 +311,23 @@ impl LmdbStore {
     /// in one read transaction, decoding no value; a key past the last one held is not
     /// looked up (a bootstrap asks for nothing else).
     pub fn read_ids(&self, keys: &[&str]) -> Result<Vec<Option<VersionId>>, StoreError> {
+        self.read_each(keys, |rtxn, key| {
+            Ok(self.header(rtxn, key)?.map(|header| header.id))
+        })
+    }
+
+    /// `read` of each of `keys` in one read transaction, skipping the keys past the last
+    /// one held.
+    fn read_each<K: AsRef<str>, T>(
+        &self,
+        keys: &[K],
+        read: impl Fn(&RoTxn, &str) -> Result<Option<T>, StoreError>,
+    ) -> Result<Vec<Option<T>>, StoreError> {
         let rtxn = self.env.read_txn()?;
         let last = self.kv.last(&rtxn)?.map(|(key, _)| key);
         keys.iter()
             .map(|key| match last {
-                Some(last) if key.as_bytes() <= last => {
-                    Ok(self.header(&rtxn, key)?.map(|header| header.id))
-                }
+                Some(last) if key.as_ref().as_bytes() <= last => read(&rtxn, key.as_ref()),
                 _ => Ok(None),
             })
             .collect()
@@ -347,14 +357,7 @@ impl Store for LmdbStore {
     /// One read transaction for all of `keys`; a key past the last one held is not
     /// looked up (a bootstrap asks for nothing else).
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Version>>, StoreError> {
-        let rtxn = self.env.read_txn()?;
-        let last = self.kv.last(&rtxn)?.map(|(key, _)| key);
-        keys.iter()
-            .map(|key| match last {
-                Some(last) if key.as_bytes() <= last => self.read(&rtxn, key),
-                _ => Ok(None),
-            })
-            .collect()
+        self.read_each(keys, |rtxn, key| self.read(rtxn, key))
     }
 
     fn list(

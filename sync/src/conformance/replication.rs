@@ -272,7 +272,7 @@ pub fn merge_from_session_stores_like_merge<G, S: Store>(make: &impl Fn(StoreOpt
     assert_eq!(store.list("", None, 10, 40).unwrap().items.len(), 2);
     assert_eq!(store.merkle().unwrap(), reference.merkle().unwrap());
     assert_eq!(
-        store.merge_from_session(incoming.clone()).unwrap(),
+        store.merge_from_session(incoming).unwrap(),
         0,
         "nothing new"
     );

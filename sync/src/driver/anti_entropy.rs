@@ -2,9 +2,9 @@
 //! frame, the store work off the async workers. The round loop picks a peer every
 //! `sync_interval` (peers that missed pushes first, else at random) and at once when a
 //! peer comes up, unless it is answering a session that peer opened (one session
-//! carries both directions); the serving side answers sessions that peers open. When a session that
-//! began a bulk load of the store fails or is dropped, the driver ends the bulk load (a
-//! session that completes ends it itself).
+//! carries both directions); the serving side answers sessions that peers open. When a
+//! session that began a bulk load of the store fails or is dropped, the driver ends the
+//! bulk load (a session that completes ends it itself).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
