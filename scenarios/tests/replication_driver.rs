@@ -3,7 +3,7 @@
 //! serving the peer's connection and streams included, and a peer that comes back is
 //! never reached over a connection made with an earlier life of it, and a session that
 //! fails ends the bulk load it began; a node answering a peer's session opens none with
-//! it meanwhile.
+//! it meanwhile, and a node joining a cluster is sent the store once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,9 +41,22 @@ fn start<S: Store>(
     store: &Arc<S>,
     shutdown: &watch::Receiver<bool>,
 ) -> Arc<Replication<SimStreams>> {
+    start_expecting(net, i, store, shutdown, false)
+}
+
+/// Starts node `i`'s replication over `store` on `net`; with `expect_peers`, the node
+/// is not established until its first complete session (a node given seeds).
+fn start_expecting<S: Store>(
+    net: &SimNet,
+    i: usize,
+    store: &Arc<S>,
+    shutdown: &watch::Receiver<bool>,
+    expect_peers: bool,
+) -> Arc<Replication<SimStreams>> {
     let config = ReplicationConfig {
         node_id: format!("n{}", i + 1),
         sync_interval: Duration::from_secs(1),
+        expect_peers,
         ..ReplicationConfig::default()
     };
     Arc::new(Replication::start(
@@ -248,4 +261,67 @@ fn a_node_answering_a_peers_session_opens_none_with_it() {
         2_000,
         "each version came once"
     );
+}
+
+/// Counts the versions merged into an empty store through sessions.
+fn counted_empty_store() -> (Arc<Hooked<MemoryStore>>, Arc<Mutex<usize>>) {
+    let merged = Arc::new(Mutex::new(0));
+    let count = Arc::clone(&merged);
+    let store = Hooked::new(MemoryStore::new(StoreOptions::default()), move |call| {
+        if let Call::MergeFromSession(versions) = call {
+            *count.lock().expect("count") += versions.len();
+        }
+        Ok(())
+    });
+    (Arc::new(store), merged)
+}
+
+/// A new node (with seeds) joins three members holding 2,000 keys, and each of them opens
+/// a session with it on seeing it join: until its first session completes, the new node
+/// takes part in one at a time, so that it is sent each version once, not three times;
+/// the members it refused sync with it later and find nothing to repair.
+#[test]
+fn a_node_joining_a_cluster_is_sent_the_store_once() {
+    let mut net = SimNet::new(4, &Network::default(), 11).expect("net");
+    let (_stop, shutdown) = watch::channel(false);
+    let now_ms = net.clock(1).unix_micros() / 1000;
+    let ops: Vec<WriteOp> = (0..2_000).map(|n| write(&format!("k/{n:04}"))).collect();
+    let members: Vec<Arc<MemoryStore>> = (0..3)
+        .map(|_| {
+            let store = MemoryStore::new(StoreOptions::default());
+            store.write_batch(&ops, now_ms).expect("writes");
+            Arc::new(store)
+        })
+        .collect();
+    let root = members[0].merkle().expect("tree").root();
+    assert!(
+        members
+            .iter()
+            .all(|store| store.merkle().expect("tree").root() == root)
+    );
+    let (joining, merged) = counted_empty_store();
+    let new_node = start_expecting(&net, 0, &joining, &shutdown, true);
+    let nodes: Vec<_> = (1..4)
+        .map(|i| start(&net, i, &members[i - 1], &shutdown))
+        .collect();
+    for (i, node) in nodes.iter().enumerate() {
+        up(node, 0);
+        up(&new_node, i + 1);
+    }
+    net.run_until(Duration::from_secs(5));
+    assert_eq!(joining.merkle().expect("tree").root(), root);
+    assert_eq!(
+        *merged.lock().expect("count"),
+        2_000,
+        "each version came once"
+    );
+    assert!(!new_node.syncing());
+    for node in &nodes {
+        let status = node.status().expect("status");
+        let with_new_node = status.peers.iter().find(|peer| peer.node_id == "n1");
+        assert!(
+            with_new_node.is_some_and(|peer| peer.last_sync.is_some()),
+            "every member completed a session with the new node: {status:?}"
+        );
+    }
 }

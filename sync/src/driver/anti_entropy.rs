@@ -231,7 +231,10 @@ pub(crate) async fn serve<T: StreamTransport>(
         tracing::debug!(%from, "refused a session that crosses this node's own round");
         return;
     }
-    let _answering = shared.answer(from);
+    let Some(_answering) = shared.answer(from, peer.as_deref()) else {
+        tracing::debug!(%from, "refused a session: this node is not established and in one already");
+        return;
+    };
     let rules = shared.admission();
     let session = Session::responder(rules).with_standing(shared.established(), None);
     let bulk = BulkLoad::default();
@@ -279,6 +282,10 @@ pub(crate) async fn round_loop<T: StreamTransport>(
         };
         if shared.answering_from(addr) {
             tracing::debug!(%node_id, "no round: this node is answering a session the peer opened");
+            continue;
+        }
+        if shared.one_session_at_a_time() && shared.answering_any() {
+            tracing::debug!(%node_id, "no round: this node is not established and in a session already");
             continue;
         }
         let span = tracing::info_span!("sync round", peer = %node_id, %addr);

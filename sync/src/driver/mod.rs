@@ -237,11 +237,34 @@ impl<T: StreamTransport> Shared<T> {
         self.config.node_id.as_str() < node_id && lock(&self.initiating).contains(node_id)
     }
 
-    /// Marks a session the peer at `from` opened as answered until the returned guard
-    /// drops.
-    fn answer(&self, from: SocketAddr) -> Answering<'_, T> {
-        *lock(&self.answering).entry(from).or_default() += 1;
-        Answering { shared: self, from }
+    /// Marks a session the peer at `from` (`peer`, if known) opened as answered until the
+    /// returned guard drops; `None` if this node is not established yet and takes part in
+    /// another session already (see [`Shared::one_session_at_a_time`]). A round this node
+    /// runs with the same peer does not count: the peer refuses it as crossing this one.
+    fn answer(&self, from: SocketAddr, peer: Option<&str>) -> Option<Answering<'_, T>> {
+        let mut answering = lock(&self.answering);
+        let in_session = !answering.is_empty()
+            || lock(&self.initiating)
+                .iter()
+                .any(|node_id| Some(node_id.as_str()) != peer);
+        if in_session && self.one_session_at_a_time() {
+            return None;
+        }
+        *answering.entry(from).or_default() += 1;
+        Some(Answering { shared: self, from })
+    }
+
+    /// Whether this node takes part in one session at a time: until it is established (a
+    /// new, empty or restarted node), each session would stream it all that it lacks, so
+    /// that a node joining a cluster of N would be sent the store by every member that
+    /// sees it join.
+    fn one_session_at_a_time(&self) -> bool {
+        !self.established()
+    }
+
+    /// Whether this node is answering a session, from any peer.
+    fn answering_any(&self) -> bool {
+        !lock(&self.answering).is_empty()
     }
 
     /// Whether this node is answering a session the peer at `addr` opened: a round of
