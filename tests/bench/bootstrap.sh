@@ -18,25 +18,10 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
-config() { # name http gossip sync data seed
-  cat <<YAML
-node_id: $1
-http_port: $2
-gossip_port: $3
-sync_port: $4
-data_dir: $5
-seed_nodes: [$6]
-cluster_secret: "$secret"
-jwt_secret: "bench-jwt-secret-bench-jwt-secret"
-auth_enabled: false
-revision_history_enabled: false
-tamper_logging_enabled: false
-log_level: warn
-YAML
-}
+. "$here/bench-config.sh"
 
-config n1 18491 18492 18493 "$cache" "" > "$work/n1.yaml"
-config n2 18494 18495 18496 "$work/n2-data" "\"127.0.0.1:18492\"" > "$work/n2.yaml"
+bench_config n1 18491 18492 18493 "$cache" "" > "$work/n1.yaml"
+bench_config n2 18494 18495 18496 "$work/n2-data" "\"127.0.0.1:18492\"" > "$work/n2.yaml"
 "$kvs" run "$work/n1.yaml" 2>"$work/n1.log" &
 until curl -sf http://127.0.0.1:18491/health >/dev/null; do sleep 0.1; done
 held=$(curl -sf http://127.0.0.1:18491/sync | jq .keys)

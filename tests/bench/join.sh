@@ -18,21 +18,9 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
+. "$here/bench-config.sh"
 config() { # name port-base data seed
-  cat <<YAML
-node_id: $1
-http_port: $(($2 + 1))
-gossip_port: $(($2 + 2))
-sync_port: $(($2 + 3))
-data_dir: $3
-seed_nodes: [$4]
-cluster_secret: "$secret"
-jwt_secret: "bench-jwt-secret-bench-jwt-secret"
-auth_enabled: false
-revision_history_enabled: false
-tamper_logging_enabled: false
-log_level: warn
-YAML
+  bench_config "$1" $(($2 + 1)) $(($2 + 2)) $(($2 + 3)) "$3" "$4"
 }
 
 seed='"127.0.0.1:18502"'
