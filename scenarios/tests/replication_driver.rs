@@ -233,17 +233,7 @@ fn a_node_answering_a_peers_session_opens_none_with_it() {
     let now_ms = net.clock(1).unix_micros() / 1000;
     let ops: Vec<WriteOp> = (0..2_000).map(|n| write(&format!("k/{n:04}"))).collect();
     full.write_batch(&ops, now_ms).expect("writes");
-    let merged = Arc::new(Mutex::new(0));
-    let count = Arc::clone(&merged);
-    let empty = Arc::new(Hooked::new(
-        MemoryStore::new(StoreOptions::default()),
-        move |call| {
-            if let Call::MergeFromSession(versions) = call {
-                *count.lock().expect("count") += versions.len();
-            }
-            Ok(())
-        },
-    ));
+    let (empty, merged) = counted_empty_store();
     let n1 = start(&net, 0, &empty, &shutdown);
     let n2 = start(&net, 1, &full, &shutdown);
     up(&n2, 0);

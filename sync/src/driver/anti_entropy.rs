@@ -170,7 +170,7 @@ async fn run_round<T: StreamTransport>(
     addr: std::net::SocketAddr,
     bulk: &BulkLoad,
 ) -> Result<(), RoundError> {
-    let _running = shared.initiate(node_id);
+    let _running = shared.sessions.initiate(node_id);
     let connection = match shared.connection(addr).await {
         Ok(connection) => connection,
         Err(error) => {
@@ -224,14 +224,17 @@ pub(crate) async fn serve<T: StreamTransport>(
     let peer = shared.peer_at(from);
     if peer
         .as_deref()
-        .is_some_and(|id| shared.crosses_own_round(id))
+        .is_some_and(|id| shared.sessions.crosses_own_round(id))
     {
         // Both opened a session at once (as when each sees the other come up): one is
         // enough, since a session carries both directions.
         tracing::debug!(%from, "refused a session that crosses this node's own round");
         return;
     }
-    let Some(_answering) = shared.answer(from, peer.as_deref()) else {
+    let answering = shared
+        .sessions
+        .answer(from, peer.as_deref(), !shared.established());
+    let Some(_answering) = answering else {
         tracing::debug!(%from, "refused a session: this node is not established and in one already");
         return;
     };
@@ -280,12 +283,8 @@ pub(crate) async fn round_loop<T: StreamTransport>(
         let Some((node_id, addr)) = chosen else {
             continue;
         };
-        if shared.answering_from(addr) {
-            tracing::debug!(%node_id, "no round: this node is answering a session the peer opened");
-            continue;
-        }
-        if shared.one_session_at_a_time() && shared.answering_any() {
-            tracing::debug!(%node_id, "no round: this node is not established and in a session already");
+        if let Some(why) = shared.sessions.no_round_with(addr, !shared.established()) {
+            tracing::debug!(%node_id, why, "no round");
             continue;
         }
         let span = tracing::info_span!("sync round", peer = %node_id, %addr);

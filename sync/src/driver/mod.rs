@@ -2,17 +2,19 @@
 //! [`StreamTransport`] of `kvs-net`, so that the node runs it over QUIC and the simulator
 //! over its own streams. The protocol logic is the sans-IO [`crate::Session`]; this
 //! module moves frames, keeps one queue and sender per live peer (`push.rs`), runs the
-//! rounds (`anti_entropy.rs`), and serves what peers open. Membership feeds the peer set
-//! through [`Replication::peer_event`]; nothing here polls the member list.
+//! rounds (`anti_entropy.rs`), keeps the number of sessions down (`sessions.rs`), and
+//! serves what peers open. Membership feeds the peer set through
+//! [`Replication::peer_event`]; nothing here polls the member list.
 //!
 //! Every stream starts with a frame naming its kind: [`KIND_SYNC`] (one diff session) or
 //! [`KIND_PUSH`] (a stream of push batches); anything else is dropped and counted.
 
 mod anti_entropy;
 mod push;
+mod sessions;
 mod stats;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -25,6 +27,7 @@ use rand::seq::IteratorRandom;
 use tokio::sync::{mpsc, watch};
 
 use self::push::PeerQueue;
+use self::sessions::Sessions;
 use self::stats::Counters;
 use crate::{Admission, PeerStatus, Store, StoreError, SyncStatus, Version};
 
@@ -124,10 +127,8 @@ pub(crate) struct Shared<T: StreamTransport> {
     last_sync: AtomicU64,
     /// While stale, the `last_sync` it had at start (0: not stale).
     stale_since: AtomicU64,
-    /// The peers this node is running a round with (as the initiator).
-    initiating: Mutex<BTreeSet<String>>,
-    /// The sessions this node is answering, counted by the address they come from.
-    answering: Mutex<BTreeMap<SocketAddr, usize>>,
+    /// The sessions this node takes part in.
+    sessions: Sessions,
     /// Counts changes of the peer set (a peer down, or back): a running round checks
     /// whether its peer is still the life it started with.
     peer_changes: watch::Sender<u64>,
@@ -222,58 +223,6 @@ impl<T: StreamTransport> Shared<T> {
         }
     }
 
-    /// Marks a round with `node_id` as running until the returned guard drops.
-    fn initiate(&self, node_id: &str) -> Initiating<'_, T> {
-        lock(&self.initiating).insert(node_id.to_owned());
-        Initiating {
-            shared: self,
-            node_id: node_id.to_owned(),
-        }
-    }
-
-    /// Whether a session `node_id` opens is one too many: this node is running a round
-    /// with it already and keeps its own (it has the smaller id).
-    fn crosses_own_round(&self, node_id: &str) -> bool {
-        self.config.node_id.as_str() < node_id && lock(&self.initiating).contains(node_id)
-    }
-
-    /// Marks a session the peer at `from` (`peer`, if known) opened as answered until the
-    /// returned guard drops; `None` if this node is not established yet and takes part in
-    /// another session already (see [`Shared::one_session_at_a_time`]). A round this node
-    /// runs with the same peer does not count: the peer refuses it as crossing this one.
-    fn answer(&self, from: SocketAddr, peer: Option<&str>) -> Option<Answering<'_, T>> {
-        let mut answering = lock(&self.answering);
-        let in_session = !answering.is_empty()
-            || lock(&self.initiating)
-                .iter()
-                .any(|node_id| Some(node_id.as_str()) != peer);
-        if in_session && self.one_session_at_a_time() {
-            return None;
-        }
-        *answering.entry(from).or_default() += 1;
-        Some(Answering { shared: self, from })
-    }
-
-    /// Whether this node takes part in one session at a time: until it is established (a
-    /// new, empty or restarted node), each session would stream it all that it lacks, so
-    /// that a node joining a cluster of N would be sent the store by every member that
-    /// sees it join.
-    fn one_session_at_a_time(&self) -> bool {
-        !self.established()
-    }
-
-    /// Whether this node is answering a session, from any peer.
-    fn answering_any(&self) -> bool {
-        !lock(&self.answering).is_empty()
-    }
-
-    /// Whether this node is answering a session the peer at `addr` opened: a round of
-    /// its own with that peer would be one too many (a session carries both
-    /// directions; a bootstrap would stream the whole store twice).
-    fn answering_from(&self, addr: SocketAddr) -> bool {
-        lock(&self.answering).contains_key(&addr)
-    }
-
     fn peer_addr(&self, node_id: &str) -> Option<SocketAddr> {
         lock(&self.peers).get(node_id).map(|peer| peer.addr)
     }
@@ -310,36 +259,6 @@ impl<T: StreamTransport> Shared<T> {
         behind
             .or_else(|| peers.iter().choose(rng))
             .map(|(id, peer)| (id.clone(), peer.addr))
-    }
-}
-
-/// A round this node runs with a peer, for as long as it lives.
-struct Initiating<'a, T: StreamTransport> {
-    shared: &'a Shared<T>,
-    node_id: String,
-}
-
-impl<T: StreamTransport> Drop for Initiating<'_, T> {
-    fn drop(&mut self) {
-        lock(&self.shared.initiating).remove(&self.node_id);
-    }
-}
-
-/// A session a peer opened, for as long as this node answers it.
-struct Answering<'a, T: StreamTransport> {
-    shared: &'a Shared<T>,
-    from: SocketAddr,
-}
-
-impl<T: StreamTransport> Drop for Answering<'_, T> {
-    fn drop(&mut self) {
-        let mut answering = lock(&self.shared.answering);
-        if let Some(count) = answering.get_mut(&self.from) {
-            *count -= 1;
-            if *count == 0 {
-                answering.remove(&self.from);
-            }
-        }
     }
 }
 
@@ -382,8 +301,7 @@ impl<T: StreamTransport> Replication<T> {
             synced_once: AtomicBool::new(false),
             last_sync: AtomicU64::new(config.last_sync_ms.unwrap_or(0)),
             stale_since: AtomicU64::new(stale_since),
-            initiating: Mutex::new(BTreeSet::new()),
-            answering: Mutex::new(BTreeMap::new()),
+            sessions: Sessions::new(config.node_id.clone()),
             peer_changes: watch::Sender::new(0),
             generations: AtomicU64::new(0),
             serving: TaskSet::default(),
