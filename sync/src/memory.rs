@@ -1,22 +1,69 @@
 //! An in-memory [`Store`], for tests and simulation.
 
-use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::sync::Mutex;
+
+use rustc_hash::FxHashMap;
 
 use crate::merkle::{Leaf, MerkleTree, leaf_of};
 use crate::store::{Cursor, ListPage, Listed, PurgeStats, StoreError, StoreStats, WriteOutcome};
 use crate::{Store, StoreOptions, Version, VersionId, WriteOp, WriteRejected, plan_write};
 
+/// The data, found by key through a hash map (merges and gets, the hot path) and in key
+/// order through `keys` (listings and the bulk stream), which changes only when a key
+/// comes or goes.
 #[derive(Default)]
 struct Inner {
-    current: BTreeMap<String, Version>,
-    history: BTreeMap<String, VecDeque<Version>>,
+    current: FxHashMap<String, Version>,
+    /// The keys of `current`, in order.
+    keys: BTreeSet<String>,
+    history: FxHashMap<String, VecDeque<Version>>,
     /// The merkle tree of `current`.
     tree: MerkleTree,
     /// The keys of `current` by merkle leaf.
     by_leaf: BTreeSet<(Leaf, String)>,
+    /// What purging looks at, so that it never scans the whole store.
+    deaths: Deaths,
+}
+
+/// The held versions that purging will change, by when: values with an expiry (by
+/// `expires_at`) and tombstones (by [`Version::dead_since`]).
+#[derive(Default)]
+struct Deaths {
+    expiring: BTreeSet<(u64, String)>,
+    tombstones: BTreeSet<(u64, String)>,
+}
+
+impl Deaths {
+    fn slot(&mut self, version: &Version) -> Option<(&mut BTreeSet<(u64, String)>, u64)> {
+        if version.is_tombstone() {
+            Some((&mut self.tombstones, version.dead_since()?))
+        } else {
+            Some((&mut self.expiring, version.expires_at?))
+        }
+    }
+
+    fn add(&mut self, key: &str, version: &Version) {
+        if let Some((set, at)) = self.slot(version) {
+            set.insert((at, key.to_owned()));
+        }
+    }
+
+    fn remove(&mut self, key: &str, version: &Version) {
+        if let Some((set, at)) = self.slot(version) {
+            set.remove(&(at, key.to_owned()));
+        }
+    }
+
+    /// Takes the keys of `set` due at `at` or earlier.
+    fn take_due(set: &mut BTreeSet<(u64, String)>, at: u64) -> Vec<String> {
+        let later = set.split_off(&(at.saturating_add(1), String::new()));
+        std::mem::replace(set, later)
+            .into_iter()
+            .map(|(_, key)| key)
+            .collect()
+    }
 }
 
 /// A [`Store`] held in memory; nothing survives the process.
@@ -44,38 +91,38 @@ impl MemoryStore {
 }
 
 impl Inner {
-    fn record(&mut self, key: &str, version: Version, max_revisions: usize) {
+    fn record(&mut self, key: &str, version: &Version, max_revisions: usize) {
         self.install_if(key, version, max_revisions, |_| true);
     }
 
-    /// Makes `version` current for `key` if `wanted(held version)`, in one search of the
-    /// map, keeping the tree, the leaf index and the history in step; whether it did.
+    /// Makes a copy of `version` current for `key` if `wanted(held version)`, keeping the
+    /// tree, the key order, the leaf index and the history in step; whether it did.
     fn install_if(
         &mut self,
         key: &str,
-        version: Version,
+        version: &Version,
         max_revisions: usize,
         wanted: impl FnOnce(&Version) -> bool,
     ) -> bool {
         let new_id = version.id;
-        let kept = (max_revisions > 0).then(|| version.clone());
-        match self.current.entry(key.to_owned()) {
-            Entry::Occupied(mut held) => {
-                if !wanted(held.get()) {
-                    return false;
-                }
-                let old_id = std::mem::replace(held.get_mut(), version).id;
-                self.tree.replace(key, Some(&old_id), Some(&new_id));
+        if let Some(held) = self.current.get_mut(key) {
+            if !wanted(held) {
+                return false;
             }
-            Entry::Vacant(free) => {
-                self.tree.toggle(key, &new_id);
-                self.by_leaf.insert((leaf_of(key), key.to_owned()));
-                free.insert(version);
-            }
+            let old = std::mem::replace(held, version.clone());
+            self.tree.replace(key, Some(&old.id), Some(&new_id));
+            self.deaths.remove(key, &old);
+            self.deaths.add(key, version);
+        } else {
+            self.deaths.add(key, version);
+            self.tree.toggle(key, &new_id);
+            self.by_leaf.insert((leaf_of(key), key.to_owned()));
+            self.keys.insert(key.to_owned());
+            self.current.insert(key.to_owned(), version.clone());
         }
-        if let Some(version) = kept {
+        if max_revisions > 0 {
             let revisions = self.history.entry(key.to_owned()).or_default();
-            revisions.push_front(version);
+            revisions.push_front(version.clone());
             revisions.truncate(max_revisions);
         }
         true
@@ -84,9 +131,21 @@ impl Inner {
     fn forget(&mut self, key: &str) {
         if let Some(old) = self.current.remove(key) {
             self.tree.toggle(key, &old.id);
+            self.deaths.remove(key, &old);
             self.by_leaf.remove(&(leaf_of(key), key.to_owned()));
+            self.keys.remove(key);
         }
         self.history.remove(key);
+    }
+
+    /// The held versions with keys in `range`, in key order.
+    fn in_order(
+        &self,
+        range: (Bound<&str>, Bound<&str>),
+    ) -> impl Iterator<Item = (&String, &Version)> {
+        self.keys
+            .range::<str, _>(range)
+            .filter_map(|key| Some((key, self.current.get(key)?)))
     }
 }
 
@@ -102,7 +161,7 @@ impl Store for MemoryStore {
             let held = inner.current.get(&op.key);
             let created = !held.is_some_and(|v| v.is_live(now_ms));
             let outcome = plan_write(held, op, now_ms).map(|version| {
-                inner.record(&op.key, version.clone(), self.options.max_revisions);
+                inner.record(&op.key, &version, self.options.max_revisions);
                 WriteOutcome { version, created }
             });
             results.push(outcome);
@@ -123,12 +182,11 @@ impl Store for MemoryStore {
     ) -> Result<ListPage, StoreError> {
         let inner = self.lock();
         let start = match after {
-            Some(after) if after >= prefix => Bound::Excluded(after.to_owned()),
-            _ => Bound::Included(prefix.to_owned()),
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
         };
         let items = inner
-            .current
-            .range((start, Bound::Unbounded))
+            .in_order((start, Bound::Unbounded))
             .take_while(|(key, _)| key.starts_with(prefix))
             .filter(|(_, v)| v.is_live(now_ms))
             .take(limit.saturating_add(1))
@@ -178,24 +236,29 @@ impl Store for MemoryStore {
     }
 
     fn purge(&self, now_ms: u64, tombstone_ttl_ms: u64) -> Result<PurgeStats, StoreError> {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let mut stats = PurgeStats::default();
-        for version in inner.current.values_mut() {
-            if !version.is_tombstone() && version.is_expired(now_ms) {
+        for key in Deaths::take_due(&mut inner.deaths.expiring, now_ms) {
+            let held = inner.current.get_mut(&key);
+            if let Some(version) = held.filter(|v| !v.is_tombstone() && v.is_expired(now_ms)) {
                 version.data = None;
+                inner.deaths.add(&key, version);
                 stats.expired += 1;
             }
         }
-        let dead: Vec<String> = inner
-            .current
-            .iter()
-            .filter(|(_, v)| v.is_tombstone() && v.is_past_keeping(now_ms, tombstone_ttl_ms))
-            .map(|(key, _)| key.clone())
-            .collect();
+        let buried = now_ms.checked_sub(tombstone_ttl_ms);
+        let dead = buried.map_or_else(Vec::new, |at| {
+            Deaths::take_due(&mut inner.deaths.tombstones, at)
+        });
         for key in &dead {
-            inner.forget(key);
+            let held = inner.current.get(key);
+            if held.is_some_and(|v| v.is_tombstone() && v.is_past_keeping(now_ms, tombstone_ttl_ms))
+            {
+                inner.forget(key);
+                stats.tombstones += 1;
+            }
         }
-        stats.tombstones = dead.len();
         Ok(stats)
     }
 
@@ -205,7 +268,7 @@ impl Store for MemoryStore {
         let max_revisions = self.options.max_revisions;
         for (key, version) in versions {
             let supersedes = |held: &Version| version.supersedes(held);
-            if inner.install_if(key, version.clone(), max_revisions, supersedes) {
+            if inner.install_if(key, version, max_revisions, supersedes) {
                 stored += 1;
             }
         }
@@ -239,12 +302,8 @@ impl Store for MemoryStore {
         max_bytes: usize,
     ) -> Result<Vec<(String, Version)>, StoreError> {
         let inner = self.lock();
-        let range = match after {
-            Some(after) => inner
-                .current
-                .range::<str, _>((Bound::Excluded(after), Bound::Unbounded)),
-            None => inner.current.range::<str, _>(..),
-        };
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let range = inner.in_order((start, Bound::Unbounded));
         let mut out = Vec::new();
         let mut bytes = 0;
         for (key, version) in range {

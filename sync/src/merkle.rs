@@ -14,6 +14,8 @@
 //! (2^-64 per compared node); an entry that lands in a colliding subtree is still found
 //! by a later round once anything else below it changes.
 
+use std::sync::{Arc, OnceLock};
+
 use sha2::{Digest, Sha256};
 
 use crate::VersionId;
@@ -90,9 +92,13 @@ fn entry_hash_of_digest(key_digest: &[u8; 32], id: &VersionId) -> u64 {
 }
 
 /// The merkle tree of one replica; see the module doc.
+///
+/// A clone is a snapshot that shares the nodes until either side changes (copy on
+/// write), so that a session's snapshot of the store's tree costs nothing unless the
+/// store is written while the session runs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MerkleTree {
-    nodes: Vec<u64>,
+    nodes: Arc<Vec<u64>>,
 }
 
 impl std::fmt::Debug for MerkleTree {
@@ -108,10 +114,11 @@ impl Default for MerkleTree {
 }
 
 impl MerkleTree {
-    /// The tree of an empty keyspace (every node 0).
+    /// The tree of an empty keyspace (every node 0), shared until written.
     pub fn new() -> Self {
+        static EMPTY: OnceLock<Arc<Vec<u64>>> = OnceLock::new();
         Self {
-            nodes: vec![0; NODES],
+            nodes: Arc::clone(EMPTY.get_or_init(|| Arc::new(vec![0; NODES]))),
         }
     }
 
@@ -133,9 +140,10 @@ impl MerkleTree {
         if delta == 0 {
             return;
         }
+        let nodes = Arc::make_mut(&mut self.nodes);
         let mut index = usize::from(leaf);
         for level in (0..=DEPTH).rev() {
-            self.nodes[level_offset(level) + index] ^= delta;
+            nodes[level_offset(level) + index] ^= delta;
             index /= FANOUT;
         }
     }

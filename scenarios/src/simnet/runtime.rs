@@ -138,6 +138,8 @@ struct Slot {
     future: Task,
     node: Option<usize>,
     state: Arc<Mutex<TaskState>>,
+    /// Queues the task's id: made once, handed to every poll.
+    waker: Waker,
 }
 
 /// The executor: the tasks and the loop that runs them.
@@ -157,13 +159,24 @@ impl Executor {
 
     /// Moves newly spawned tasks in and marks them ready.
     fn adopt(&mut self) {
-        let new: Vec<Spawned> = std::mem::take(&mut lock(&self.spawner.pending).spawned);
+        let new: Vec<Spawned> = {
+            let mut pending = lock(&self.spawner.pending);
+            if pending.spawned.is_empty() {
+                return;
+            }
+            std::mem::take(&mut pending.spawned)
+        };
         for task in new {
             let id = self.tasks.len();
+            let waker = Waker::from(Arc::new(TaskWaker {
+                id,
+                ready: Arc::clone(&self.spawner.ready),
+            }));
             self.tasks.push(Some(Slot {
                 future: task.future,
                 node: task.node,
                 state: task.state,
+                waker,
             }));
             lock(&self.spawner.ready).push_back(id);
         }
@@ -190,10 +203,6 @@ impl Executor {
                 self.parked.push(id);
                 continue;
             }
-            let waker = Waker::from(Arc::new(TaskWaker {
-                id,
-                ready: Arc::clone(&self.spawner.ready),
-            }));
             // What a node's task logs names the node (`KVS_SIM_LOG`).
             let _node_span = slot
                 .node
@@ -201,7 +210,7 @@ impl Executor {
             if slot
                 .future
                 .as_mut()
-                .poll(&mut Context::from_waker(&waker))
+                .poll(&mut Context::from_waker(&slot.waker))
                 .is_ready()
             {
                 self.end(id);

@@ -15,7 +15,9 @@ mod replication;
 pub use self::bulk_load::*;
 pub use self::hooked::{Call, Hooked};
 pub use self::replication::*;
-use crate::{Mutation, Precondition, Store, StoreOptions, Version, WriteOp, WriteRejected};
+use crate::{
+    Mutation, Precondition, Store, StoreOptions, Version, VersionId, WriteOp, WriteRejected,
+};
 
 /// Generates one `#[test]` per conformance check for a store factory.
 #[macro_export]
@@ -24,7 +26,7 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@tests $factory;
             put_then_get, overwrite_keeps_ownership, causal_timestamp, preconditions,
             delete_leaves_tombstone, ttl_expiry, list_by_prefix_pages, list_since_pages,
-            history_newest_first_and_capped, history_starts_at_the_last_delete, history_disabled, purge_expired_and_tombstones, merge_keeps_the_winner,
+            history_newest_first_and_capped, history_starts_at_the_last_delete, history_disabled, purge_expired_and_tombstones, purge_skips_what_was_overwritten, merge_keeps_the_winner,
             batch_ops_see_each_other, values_roundtrip, stats_count_keys, stats_bytes_follow_the_data,
             set_meta_changes_only_metadata, merkle_tracks_every_change,
             tombstone_of_an_expired_value_is_kept_from_its_expiry,
@@ -303,6 +305,46 @@ pub fn purge_expired_and_tombstones<G, S: Store>(make: &impl Fn(StoreOptions) ->
     assert!(store.history("gone").unwrap().is_empty());
     assert!(store.get("kept").unwrap().unwrap().is_live(20_000));
     assert_eq!(store.stats().unwrap().keys, 1);
+}
+
+/// What purging would have removed is left alone once overwritten: a value with a TTL
+/// replaced by one without, a tombstone replaced by a value, an expired value replaced
+/// by a merged newer one.
+pub fn purge_skips_what_was_overwritten<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
+    let with_ttl = |key: &str| {
+        let mut op = put(key, "1");
+        op.mutation = Mutation::Put {
+            data: "1".into(),
+            ttl_ms: Some(100),
+        };
+        op
+    };
+    write(&store, with_ttl("ttl"), 1000).unwrap();
+    write(&store, put("ttl", "2"), 1050).unwrap();
+    write(&store, put("revived", "1"), 1000).unwrap();
+    write(&store, delete("revived"), 1001).unwrap();
+    write(&store, put("revived", "2"), 1002).unwrap();
+    write(&store, with_ttl("merged"), 1000).unwrap();
+    let newer = |data: &str| Version {
+        id: VersionId {
+            timestamp: 1100,
+            origin_joined_at: 1,
+            uuid: Uuid::from_u128(9),
+        },
+        data: Some(data.into()),
+        owner: None,
+        group: None,
+        permissions: 0,
+        expires_at: None,
+    };
+    store.merge(&[("merged".into(), newer("3"))]).unwrap();
+    let stats = store.purge(20_000, 10_000).unwrap();
+    assert_eq!((stats.expired, stats.tombstones), (0, 0));
+    for (key, data) in [("ttl", "2"), ("revived", "2"), ("merged", "3")] {
+        let held = store.get(key).unwrap().unwrap();
+        assert_eq!(held.data.as_deref(), Some(data), "{key}");
+    }
 }
 
 /// Ops of one batch apply in order and see each other.

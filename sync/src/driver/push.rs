@@ -33,11 +33,17 @@ struct PushFrame {
 }
 
 fn encode(versions: Vec<(String, Version)>) -> Vec<u8> {
+    // Sized up front: growing the buffer while encoding costs more than the encoding.
+    let size: usize = versions.iter().map(|(k, v)| approximate_size(k, v)).sum();
     let frame = PushFrame {
         protocol: PROTOCOL,
         versions,
     };
-    bincode::serde::encode_to_vec(&frame, bincode::config::standard()).unwrap_or_default()
+    let mut bytes = Vec::with_capacity(size + 8);
+    match bincode::serde::encode_into_std_write(&frame, &mut bytes, bincode::config::standard()) {
+        Ok(_) => bytes,
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Decodes a push frame; `None` for anything malformed (never a panic).
