@@ -91,14 +91,25 @@ fn entry_hash_of_digest(key_digest: &[u8; 32], id: &VersionId) -> u64 {
     u64::from_be_bytes(digest[..8].try_into().unwrap_or_default())
 }
 
+/// Leaves per chunk of the leaf level: the unit the leaves are copied in on write.
+pub const LEAF_CHUNK: usize = 256;
+/// Nodes above the leaves, root included.
+const INNER_NODES: usize = NODES - LEAVES;
+
+type LeafChunk = [u64; LEAF_CHUNK];
+
 /// The merkle tree of one replica; see the module doc.
 ///
-/// A clone is a snapshot that shares the nodes until either side changes (copy on
-/// write), so that a session's snapshot of the store's tree costs nothing unless the
-/// store is written while the session runs.
+/// A clone is a snapshot that shares the nodes with the original until either side
+/// changes, and a change then copies only the inner levels (35 KB) and the chunk of
+/// leaves it touches (2 KB), not the whole tree (560 KB): a session's snapshot of the
+/// store's tree costs little even while the store is written.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MerkleTree {
-    nodes: Arc<Vec<u64>>,
+    /// The root and the levels above the leaves, flat, level by level.
+    inner: Arc<Vec<u64>>,
+    /// The leaves, [`LEAF_CHUNK`] at a time.
+    leaves: Arc<Vec<Arc<LeafChunk>>>,
 }
 
 impl std::fmt::Debug for MerkleTree {
@@ -116,10 +127,16 @@ impl Default for MerkleTree {
 impl MerkleTree {
     /// The tree of an empty keyspace (every node 0), shared until written.
     pub fn new() -> Self {
-        static EMPTY: OnceLock<Arc<Vec<u64>>> = OnceLock::new();
-        Self {
-            nodes: Arc::clone(EMPTY.get_or_init(|| Arc::new(vec![0; NODES]))),
-        }
+        static EMPTY: OnceLock<MerkleTree> = OnceLock::new();
+        EMPTY
+            .get_or_init(|| {
+                let chunk = Arc::new([0; LEAF_CHUNK]);
+                Self {
+                    inner: Arc::new(vec![0; INNER_NODES]),
+                    leaves: Arc::new(vec![chunk; LEAVES / LEAF_CHUNK]),
+                }
+            })
+            .clone()
     }
 
     /// A tree whose leaves are `leaves` (inner nodes computed); `None` unless exactly
@@ -140,10 +157,13 @@ impl MerkleTree {
         if delta == 0 {
             return;
         }
-        let nodes = Arc::make_mut(&mut self.nodes);
-        let mut index = usize::from(leaf);
-        for level in (0..=DEPTH).rev() {
-            nodes[level_offset(level) + index] ^= delta;
+        let leaf = usize::from(leaf);
+        let chunks = Arc::make_mut(&mut self.leaves);
+        Arc::make_mut(&mut chunks[leaf / LEAF_CHUNK])[leaf % LEAF_CHUNK] ^= delta;
+        let inner = Arc::make_mut(&mut self.inner);
+        let mut index = leaf / FANOUT;
+        for level in (0..DEPTH).rev() {
+            inner[level_offset(level) + index] ^= delta;
             index /= FANOUT;
         }
     }
@@ -166,13 +186,15 @@ impl MerkleTree {
 
     /// The root hash: equal roots mean equal data (but for a 2^-64 chance).
     pub fn root(&self) -> u64 {
-        self.nodes[0]
+        self.inner[0]
     }
 
-    /// The nodes of `level`, left to right.
+    /// The nodes of `level` above the leaves (`level < DEPTH`; deeper asks read the last
+    /// inner level), left to right.
     pub fn level(&self, level: usize) -> &[u64] {
-        let start = level_offset(level.min(DEPTH));
-        &self.nodes[start..start + level_width(level.min(DEPTH))]
+        let level = level.min(DEPTH - 1);
+        let start = level_offset(level);
+        &self.inner[start..start + level_width(level)]
     }
 
     /// The [`FANOUT`] children of node `index` on `level` (`level < DEPTH`); `None` for
@@ -181,13 +203,30 @@ impl MerkleTree {
         if level >= DEPTH || index >= level_width(level) {
             return None;
         }
-        let start = level_offset(level + 1) + index * FANOUT;
-        Some(&self.nodes[start..start + FANOUT])
+        let first = index * FANOUT;
+        if level + 1 == DEPTH {
+            let chunk = &self.leaves[first / LEAF_CHUNK];
+            let start = first % LEAF_CHUNK;
+            return Some(&chunk[start..start + FANOUT]);
+        }
+        let start = level_offset(level + 1) + first;
+        Some(&self.inner[start..start + FANOUT])
+    }
+
+    /// The hash of one leaf.
+    pub fn leaf(&self, leaf: Leaf) -> u64 {
+        let leaf = usize::from(leaf);
+        self.leaves[leaf / LEAF_CHUNK][leaf % LEAF_CHUNK]
+    }
+
+    /// Leaves `chunk * LEAF_CHUNK ..` `(chunk + 1) * LEAF_CHUNK`; `None` past the last.
+    pub fn leaf_chunk(&self, chunk: usize) -> Option<&[u64]> {
+        self.leaves.get(chunk).map(|leaves| &leaves[..])
     }
 
     /// The leaves, left to right.
-    pub fn leaves(&self) -> &[u64] {
-        self.level(DEPTH)
+    pub fn leaves(&self) -> impl Iterator<Item = u64> + '_ {
+        self.leaves.iter().flat_map(|chunk| chunk.iter().copied())
     }
 }
 
@@ -242,9 +281,13 @@ mod tests {
         assert_ne!(tree.root(), before.root());
         let leaf = usize::from(leaf_of("a"));
         let changed: Vec<usize> = (0..LEAVES)
-            .filter(|&l| tree.leaves()[l] != before.leaves()[l])
+            .filter(|&l| tree.leaf(l as Leaf) != before.leaf(l as Leaf))
             .collect();
         assert_eq!(changed, vec![leaf]);
+        assert_eq!(
+            before.leaf(leaf as Leaf),
+            before.leaves().nth(leaf).unwrap()
+        );
         tree.replace("a", Some(&id(2)), None);
         assert_eq!(tree, MerkleTree::new());
     }
@@ -261,7 +304,14 @@ mod tests {
                 assert_eq!(children.iter().fold(0, |x, c| x ^ c), hash);
             }
         }
-        let rebuilt = MerkleTree::from_leaves(tree.leaves()).unwrap();
+        let leaves: Vec<u64> = tree.leaves().collect();
+        assert_eq!(leaves.len(), LEAVES);
+        assert_eq!(
+            tree.leaf_chunk(1).unwrap(),
+            &leaves[LEAF_CHUNK..2 * LEAF_CHUNK]
+        );
+        assert!(tree.leaf_chunk(LEAVES / LEAF_CHUNK).is_none());
+        let rebuilt = MerkleTree::from_leaves(&leaves).unwrap();
         assert_eq!(rebuilt, tree);
         assert!(MerkleTree::from_leaves(&[0; 3]).is_none());
     }

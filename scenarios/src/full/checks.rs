@@ -140,11 +140,14 @@ struct NodeView {
     /// Its wall clock, in ms.
     now_ms: u64,
     root: u64,
-    held: BTreeMap<String, Option<Version>>,
+    /// What it holds of each of the view's keys, in the same order.
+    held: Vec<Option<Version>>,
 }
 
 /// What every up node holds for every key clients touched.
 struct View {
+    /// The keys clients touched, in order.
+    keys: Vec<String>,
     nodes: Vec<NodeView>,
 }
 
@@ -201,29 +204,34 @@ impl View {
                 index: i,
                 now_ms: node.now_ms(),
                 root,
-                held: keys.iter().cloned().zip(held).collect(),
+                held,
             });
         }
-        Ok(Self { nodes: out })
+        Ok(Self { keys, nodes: out })
+    }
+
+    /// Where `key` is in [`Self::keys`] (every acknowledged key is).
+    fn position(&self, key: &str) -> Option<usize> {
+        self.keys.binary_search_by(|k| k.as_str().cmp(key)).ok()
     }
 
     fn one_winner(&self) -> Result<(), String> {
         let Some(first) = self.nodes.first() else {
             return Ok(());
         };
-        for (key, version) in &first.held {
+        for (at, (key, version)) in self.keys.iter().zip(&first.held).enumerate() {
             let id = version.as_ref().map(|v| v.id);
             if let Some(other) = self
                 .nodes
                 .iter()
-                .find(|other| other.held[key].as_ref().map(|v| v.id) != id)
+                .find(|other| other.held[at].as_ref().map(|v| v.id) != id)
             {
                 return Err(format!(
                     "key {key}: {} holds {}, {} holds {}",
                     node_name(first.index),
                     show(version.as_ref()),
                     node_name(other.index),
-                    show(other.held[key].as_ref())
+                    show(other.held[at].as_ref())
                 ));
             }
         }
@@ -253,8 +261,11 @@ impl View {
             return Err("vacuous: no write was acknowledged".into());
         }
         for (key, ack) in newest_acks(log) {
+            let at = self
+                .position(key)
+                .ok_or_else(|| format!("key {key} was not read"))?;
             for node in &self.nodes {
-                let ok = match &node.held[key] {
+                let ok = match &node.held[at] {
                     None => is_dead(&ack.version, node.now_ms),
                     Some(h) => h.id == ack.version.id || h.supersedes(&ack.version),
                 };
@@ -262,7 +273,7 @@ impl View {
                     return Err(format!(
                         "key {key}: {} holds {}; the newest write was {}",
                         node_name(node.index),
-                        show(node.held[key].as_ref()),
+                        show(node.held[at].as_ref()),
                         describe_ack(ack)
                     ));
                 }
@@ -273,11 +284,14 @@ impl View {
 
     fn no_resurrection(&self, log: &AckLog) -> Result<(), String> {
         for (key, ack) in newest_acks(log) {
+            let at = self
+                .position(key)
+                .ok_or_else(|| format!("key {key} was not read"))?;
             for node in &self.nodes {
                 if !is_dead(&ack.version, node.now_ms) {
                     continue;
                 }
-                if let Some(h) = &node.held[key]
+                if let Some(h) = &node.held[at]
                     && h.id != ack.version.id
                     && h.is_live(node.now_ms)
                 {

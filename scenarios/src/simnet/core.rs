@@ -45,7 +45,7 @@ enum CoreEvent {
         to: usize,
         payload: Vec<u8>,
     },
-    Frame(Frame),
+    Frame(Box<Frame>),
 }
 
 /// Where a node's incoming things wait.
@@ -105,7 +105,7 @@ impl Core {
 
     /// Delivers a stream frame at `at`.
     pub(crate) fn send_frame(&mut self, at: Duration, frame: Frame) {
-        self.schedule(at, CoreEvent::Frame(frame));
+        self.schedule(at, CoreEvent::Frame(Box::new(frame)));
     }
 
     /// Whether data can flow `from` -> `to` now.
@@ -126,7 +126,7 @@ impl Core {
         match event {
             CoreEvent::Wake(waker) => waker.wake(),
             CoreEvent::Datagram { from, to, payload } => self.deliver_datagram(from, to, payload),
-            CoreEvent::Frame(frame) => self.deliver_frame(frame),
+            CoreEvent::Frame(frame) => self.deliver_frame(*frame),
         }
         true
     }

@@ -52,12 +52,11 @@ struct Spawned {
     state: Arc<Mutex<TaskState>>,
 }
 
-/// Tasks waiting to be adopted, and the nodes whose tasks are not polled.
+/// Tasks waiting to be adopted.
 #[derive(Default)]
 struct Pending {
     spawned: Vec<Spawned>,
     next_id: usize,
-    paused: BTreeSet<usize>,
 }
 
 /// The executor's shared parts: cloned into every handle so tasks can spawn tasks.
@@ -149,6 +148,8 @@ pub(crate) struct Executor {
     tasks: Vec<Option<Slot>>,
     /// Ids woken while their node was paused, in wake order.
     parked: Vec<usize>,
+    /// The nodes whose tasks are not polled.
+    paused: BTreeSet<usize>,
 }
 
 impl Executor {
@@ -196,10 +197,7 @@ impl Executor {
                 self.end(id);
                 continue;
             }
-            if slot
-                .node
-                .is_some_and(|node| lock(&self.spawner.pending).paused.contains(&node))
-            {
+            if slot.node.is_some_and(|node| self.paused.contains(&node)) {
                 self.parked.push(id);
                 continue;
             }
@@ -236,13 +234,11 @@ impl Executor {
 
     /// Stops (`true`) or resumes polling `node`'s tasks; wake-ups meanwhile are kept.
     pub(crate) fn set_paused(&mut self, node: usize, paused: bool) {
-        let mut pending = lock(&self.spawner.pending);
         if paused {
-            pending.paused.insert(node);
+            self.paused.insert(node);
             return;
         }
-        pending.paused.remove(&node);
-        drop(pending);
+        self.paused.remove(&node);
         let (theirs, others): (Vec<usize>, Vec<usize>) =
             std::mem::take(&mut self.parked).into_iter().partition(
                 |&id| matches!(&self.tasks.get(id), Some(Some(slot)) if slot.node == Some(node)),

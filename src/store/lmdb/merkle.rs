@@ -21,8 +21,8 @@ use super::index_ops::{IndexOps, Table};
 use super::{Db, Index};
 use crate::store::record;
 
-/// Leaves per stored chunk.
-const CHUNK_LEAVES: usize = 256;
+/// Leaves per stored chunk: the tree's own chunks, written as they are held.
+const CHUNK_LEAVES: usize = kvs_sync::merkle::LEAF_CHUNK;
 /// Chunks of the stored tree.
 const CHUNKS: usize = LEAVES / CHUNK_LEAVES;
 /// The layout of the stored tree and its hashes; a different one is rebuilt.
@@ -221,7 +221,7 @@ impl MerkleState {
         dirty.dedup();
         let tree = lock(&self.tree);
         for chunk in dirty {
-            let part = &tree.leaves()[chunk * CHUNK_LEAVES..(chunk + 1) * CHUNK_LEAVES];
+            let part = tree.leaf_chunk(chunk).unwrap_or_default();
             chunks.put(wtxn, &(chunk as u16).to_be_bytes(), &encode_chunk(part))?;
         }
         Ok(())
