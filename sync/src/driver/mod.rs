@@ -26,7 +26,7 @@ use kvs_net::{
 use rand::seq::IteratorRandom;
 use tokio::sync::{mpsc, watch};
 
-use self::push::PeerQueue;
+use self::push::{PeerQueue, Pushed};
 use self::sessions::Sessions;
 use self::stats::Counters;
 use crate::{Admission, PeerStatus, Store, StoreError, SyncStatus, Version};
@@ -382,9 +382,10 @@ impl<T: StreamTransport> Replication<T> {
     /// Queues an accepted local write for every live peer.
     pub fn push(&self, key: &str, version: &Version) {
         let limit = self.shared.config.queue_bytes;
+        let pushed = Pushed::new(key, version);
         let mut overflowed = Vec::new();
         for (id, peer) in lock(&self.shared.peers).iter_mut() {
-            if !peer.queue.push(key.to_owned(), version.clone(), limit) {
+            if !peer.queue.push(pushed.clone(), limit) {
                 peer.behind = true;
                 overflowed.push(id.clone());
             }

@@ -32,18 +32,39 @@ struct PushFrame {
     versions: Vec<(String, Version)>,
 }
 
-fn encode(versions: Vec<(String, Version)>) -> Vec<u8> {
-    // Sized up front: growing the buffer while encoding costs more than the encoding.
-    let size: usize = versions.iter().map(|(k, v)| approximate_size(k, v)).sum();
-    let frame = PushFrame {
-        protocol: PROTOCOL,
-        versions,
-    };
-    let mut bytes = Vec::with_capacity(size + 8);
-    match bincode::serde::encode_into_std_write(&frame, &mut bytes, bincode::config::standard()) {
-        Ok(_) => bytes,
-        Err(_) => Vec::new(),
+/// One version as it goes in a [`PushFrame`]: encoded once, when it is written, and
+/// shared by every peer's queue (a cluster of N encodes a write once, not N - 1 times).
+#[derive(Clone)]
+pub(crate) struct Pushed {
+    bytes: Arc<[u8]>,
+    /// What it counts for in the queue's byte bound ([`approximate_size`]).
+    size: usize,
+}
+
+impl Pushed {
+    pub(crate) fn new(key: &str, version: &Version) -> Self {
+        let bytes = bincode::serde::encode_to_vec((key, version), bincode::config::standard())
+            .unwrap_or_default();
+        Self {
+            bytes: bytes.into(),
+            size: approximate_size(key, version),
+        }
     }
+}
+
+/// The frame of `batch`: byte for byte the bincode of a [`PushFrame`] holding it (the
+/// protocol byte, the count as a varint, then the versions), put together from the
+/// versions' own encodings.
+fn frame_of(batch: &[Pushed]) -> Vec<u8> {
+    let body: usize = batch.iter().map(|pushed| pushed.bytes.len()).sum();
+    let mut frame = Vec::with_capacity(body + 11);
+    frame.push(PROTOCOL);
+    let count = batch.len() as u64;
+    let _ = bincode::encode_into_std_write(count, &mut frame, bincode::config::standard());
+    for pushed in batch {
+        frame.extend_from_slice(&pushed.bytes);
+    }
+    frame
 }
 
 /// Decodes a push frame; `None` for anything malformed (never a panic).
@@ -56,7 +77,7 @@ fn decode(bytes: &[u8]) -> Option<Vec<(String, Version)>> {
 
 #[derive(Default)]
 struct Queued {
-    items: VecDeque<(String, Version, usize)>,
+    items: VecDeque<Pushed>,
     bytes: usize,
     closed: bool,
 }
@@ -75,8 +96,8 @@ impl PeerQueue {
 
     /// Queues a version; `false` when the queue would pass `limit` bytes: it is then
     /// emptied, and the peer is left to anti-entropy.
-    pub(crate) fn push(&self, key: String, version: Version, limit: usize) -> bool {
-        let size = approximate_size(&key, &version);
+    pub(crate) fn push(&self, pushed: Pushed, limit: usize) -> bool {
+        let size = pushed.size;
         let mut queued = self.lock();
         if queued.closed {
             return true;
@@ -87,7 +108,7 @@ impl PeerQueue {
             return false;
         }
         queued.bytes += size;
-        queued.items.push_back((key, version, size));
+        queued.items.push_back(pushed);
         drop(queued);
         self.ready.notify_one();
         true
@@ -115,7 +136,7 @@ impl PeerQueue {
 
     /// Waits for versions and takes about `budget` bytes of them (at least one);
     /// `None` once closed.
-    async fn next_batch(&self, budget: usize) -> Option<Vec<(String, Version)>> {
+    async fn next_batch(&self, budget: usize) -> Option<Vec<Pushed>> {
         loop {
             {
                 let mut queued = self.lock();
@@ -125,15 +146,15 @@ impl PeerQueue {
                 if !queued.items.is_empty() {
                     let mut batch = Vec::new();
                     let mut bytes = 0;
-                    while let Some((_, _, size)) = queued.items.front() {
-                        if !batch.is_empty() && bytes + size > budget {
+                    while let Some(next) = queued.items.front() {
+                        if !batch.is_empty() && bytes + next.size > budget {
                             break;
                         }
-                        let Some((key, version, size)) = queued.items.pop_front() else {
+                        let Some(pushed) = queued.items.pop_front() else {
                             break;
                         };
-                        bytes += size;
-                        batch.push((key, version));
+                        bytes += pushed.size;
+                        batch.push(pushed);
                     }
                     queued.bytes -= bytes;
                     return Some(batch);
@@ -160,7 +181,7 @@ pub(crate) async fn send_loop<T: StreamTransport>(
     let mut link: Option<Link<T>> = None;
     while let Some(batch) = queue.next_batch(shared.config.batch_bytes).await {
         let count = batch.len() as u64;
-        let frame = encode(batch);
+        let frame = frame_of(&batch);
         let mut delivered = false;
         for _attempt in 0..2 {
             if queue.is_closed() {
@@ -262,6 +283,13 @@ pub(crate) async fn serve<T: StreamTransport>(
     }
 }
 
+/// The frame a sender sends for `versions` (tests).
+#[cfg(test)]
+fn encode(versions: Vec<(String, Version)>) -> Vec<u8> {
+    let batch: Vec<Pushed> = versions.iter().map(|(k, v)| Pushed::new(k, v)).collect();
+    frame_of(&batch)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,21 +329,39 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_frame_of_many_versions_counts_them_in_a_longer_varint() {
+        // bincode writes counts from 251 up in more than one byte.
+        for count in [250, 251, 300, 70_000] {
+            let versions: Vec<(String, Version)> =
+                (0..count).map(|n| (format!("k{n}"), version(1))).collect();
+            let whole = PushFrame {
+                protocol: PROTOCOL,
+                versions: versions.clone(),
+            };
+            let expected =
+                bincode::serde::encode_to_vec(&whole, bincode::config::standard()).unwrap();
+            let frame = encode(versions.clone());
+            assert_eq!(frame, expected, "{count} versions");
+            assert_eq!(decode(&frame), Some(versions));
+        }
+    }
+
     #[tokio::test]
     async fn a_queue_is_bounded_and_batches_by_bytes() {
         let queue = PeerQueue::default();
         for n in 0..10 {
-            assert!(queue.push(format!("k{n}"), version(1000), 100_000));
+            assert!(queue.push(Pushed::new(&format!("k{n}"), &version(1000)), 100_000));
         }
         let batch = queue.next_batch(3000).await.unwrap();
         assert_eq!(batch.len(), 2, "about 3,000 bytes");
         assert!(
-            !queue.push("big".into(), version(200_000), 100_000),
+            !queue.push(Pushed::new("big", &version(200_000)), 100_000),
             "overflow"
         );
         assert_eq!(queue.bytes(), 0, "an overflow empties the queue");
         assert!(
-            queue.push("huge".into(), version(200_000), 100_000),
+            queue.push(Pushed::new("huge", &version(200_000)), 100_000),
             "one version always fits"
         );
         assert_eq!(queue.next_batch(10).await.unwrap().len(), 1);
@@ -330,7 +376,7 @@ mod tests {
 mod fuzz_tests {
     use proptest::prelude::*;
 
-    use super::{PROTOCOL, decode, encode};
+    use super::{PROTOCOL, PushFrame, decode, encode};
     use crate::protocol::fuzz::{mutate, versions};
 
     proptest! {
@@ -339,6 +385,16 @@ mod fuzz_tests {
         #[test]
         fn fuzz_push_frame_round_trips(batch in versions(12)) {
             prop_assert_eq!(decode(&encode(batch.clone())), Some(batch));
+        }
+
+        #[test]
+        fn fuzz_push_frame_is_the_bincode_of_the_frame(batch in versions(12)) {
+            // Put together from the versions' own encodings, the frame is what encoding
+            // the whole frame at once gives (what earlier nodes sent and every node reads).
+            let whole = PushFrame { protocol: PROTOCOL, versions: batch.clone() };
+            let expected =
+                bincode::serde::encode_to_vec(&whole, bincode::config::standard()).unwrap();
+            prop_assert_eq!(encode(batch), expected);
         }
 
         #[test]
