@@ -53,7 +53,9 @@ etcd_member() { # name client peer initial-cluster
 wait_http() { # port path [curl arguments]
   local port=$1 path=$2; shift 2
   for _ in $(seq 200); do curl -sf -o /dev/null "$@" "http://127.0.0.1:$port$path" && return; sleep 0.1; done
-  echo "nothing answers on port $port" >&2; exit 1
+  echo "nothing answers on port $port; the last lines of each server's log:" >&2
+  tail -n 3 "$work"/*.log >&2 || true
+  exit 1
 }
 wait_etcd() { wait_http "$1" /v3/kv/range -d '{"key":"eA=="}'; }
 
