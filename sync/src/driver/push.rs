@@ -5,8 +5,9 @@
 //! that idled out is the common case), and then left to anti-entropy, which also takes
 //! over when a queue outgrows its byte bound.
 //!
-//! Frame: bincode (`=2.0.1`, standard config) of [`PushFrame`]; the acknowledgement is
-//! the number of versions stored, u32 big-endian.
+//! Frame: bincode (`=2.0.1`, standard config) of [`PushFrame`], put together from each
+//! version's encoding, made once per write for all peers ([`Pushed`]); the
+//! acknowledgement is the number of versions stored, u32 big-endian.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -60,6 +61,7 @@ fn frame_of(batch: &[Pushed]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(body + 11);
     frame.push(PROTOCOL);
     let count = batch.len() as u64;
+    // Writing into a Vec cannot fail.
     let _ = bincode::encode_into_std_write(count, &mut frame, bincode::config::standard());
     for pushed in batch {
         frame.extend_from_slice(&pushed.bytes);
