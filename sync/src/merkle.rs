@@ -213,8 +213,9 @@ impl MerkleTree {
         Some(&self.inner[start..start + FANOUT])
     }
 
-    /// The hash of one leaf.
-    pub fn leaf(&self, leaf: Leaf) -> u64 {
+    /// The hash of one leaf (tests).
+    #[cfg(test)]
+    fn leaf(&self, leaf: Leaf) -> u64 {
         let leaf = usize::from(leaf);
         self.leaves[leaf / LEAF_CHUNK][leaf % LEAF_CHUNK]
     }
@@ -224,8 +225,9 @@ impl MerkleTree {
         self.leaves.get(chunk).map(|leaves| &leaves[..])
     }
 
-    /// The leaves, left to right.
-    pub fn leaves(&self) -> impl Iterator<Item = u64> + '_ {
+    /// The leaves, left to right (tests; the stores read them by chunk).
+    #[cfg(test)]
+    fn leaves(&self) -> impl Iterator<Item = u64> + '_ {
         self.leaves.iter().flat_map(|chunk| chunk.iter().copied())
     }
 }

@@ -2,9 +2,9 @@
 //! puts off during one, it ends with what merges of the same versions give, and reads
 //! in between see everything merged so far.
 
-use super::{delete, put, write};
+use super::{delete, put, put_with_ttl, write};
 use crate::merkle::{LEAVES, Leaf};
-use crate::{Mutation, Store, StoreOptions, Version};
+use crate::{Store, StoreOptions, Version};
 
 /// When the checks read: some values have expired by then.
 const NOW: u64 = 5_000;
@@ -14,13 +14,11 @@ const NOW: u64 = 5_000;
 fn bootstrap_source<S: Store>(store: &S) -> Vec<(String, Version)> {
     for n in 0..600u64 {
         let key = format!("k/{:03}", (n * 7) % 600);
-        let mut op = put(&key, &n.to_string());
-        if n % 5 == 0 {
-            op.mutation = Mutation::Put {
-                data: n.to_string(),
-                ttl_ms: Some(n * 10),
-            };
-        }
+        let op = if n % 5 == 0 {
+            put_with_ttl(&key, &n.to_string(), n * 10)
+        } else {
+            put(&key, &n.to_string())
+        };
         write(store, op, 1_000 + n).unwrap();
         if n % 7 == 0 {
             write(store, put(&key, "again"), 2_000 + n).unwrap();

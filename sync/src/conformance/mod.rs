@@ -62,6 +62,17 @@ pub fn put(key: &str, data: &str) -> WriteOp {
     }
 }
 
+/// [`put`] with a TTL of `ttl_ms`.
+fn put_with_ttl(key: &str, data: &str, ttl_ms: u64) -> WriteOp {
+    WriteOp {
+        mutation: Mutation::Put {
+            data: data.to_owned(),
+            ttl_ms: Some(ttl_ms),
+        },
+        ..put(key, data)
+    }
+}
+
 fn delete(key: &str) -> WriteOp {
     WriteOp {
         mutation: Mutation::Delete,
@@ -172,11 +183,7 @@ pub fn delete_leaves_tombstone<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, 
 /// A key with a TTL reads as absent from its expiry on.
 pub fn ttl_expiry<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
     let (_guard, store) = make(StoreOptions::default());
-    let mut op = put("t", "1");
-    op.mutation = Mutation::Put {
-        data: "1".into(),
-        ttl_ms: Some(500),
-    };
+    let op = put_with_ttl("t", "1", 500);
     let v = write(&store, op, 1000).unwrap().version;
     assert_eq!(v.expires_at, Some(1500));
     assert!(store.get("t").unwrap().unwrap().is_live(1499));
@@ -285,11 +292,7 @@ pub fn history_disabled<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
 /// Purge turns expired values into tombstones and drops old tombstones.
 pub fn purge_expired_and_tombstones<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
     let (_guard, store) = make(StoreOptions::default());
-    let mut op = put("ttl", "1");
-    op.mutation = Mutation::Put {
-        data: "1".into(),
-        ttl_ms: Some(100),
-    };
+    let op = put_with_ttl("ttl", "1", 100);
     write(&store, op, 1000).unwrap();
     write(&store, put("gone", "1"), 1000).unwrap();
     write(&store, delete("gone"), 1001).unwrap();
@@ -312,33 +315,24 @@ pub fn purge_expired_and_tombstones<G, S: Store>(make: &impl Fn(StoreOptions) ->
 /// by a merged newer one.
 pub fn purge_skips_what_was_overwritten<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
     let (_guard, store) = make(StoreOptions::default());
-    let with_ttl = |key: &str| {
-        let mut op = put(key, "1");
-        op.mutation = Mutation::Put {
-            data: "1".into(),
-            ttl_ms: Some(100),
-        };
-        op
-    };
-    write(&store, with_ttl("ttl"), 1000).unwrap();
+    write(&store, put_with_ttl("ttl", "1", 100), 1000).unwrap();
     write(&store, put("ttl", "2"), 1050).unwrap();
     write(&store, put("revived", "1"), 1000).unwrap();
     write(&store, delete("revived"), 1001).unwrap();
     write(&store, put("revived", "2"), 1002).unwrap();
-    write(&store, with_ttl("merged"), 1000).unwrap();
-    let newer = |data: &str| Version {
+    let expiring = write(&store, put_with_ttl("merged", "1", 100), 1000)
+        .unwrap()
+        .version;
+    let newer = Version {
         id: VersionId {
             timestamp: 1100,
-            origin_joined_at: 1,
-            uuid: Uuid::from_u128(9),
+            ..expiring.id
         },
-        data: Some(data.into()),
-        owner: None,
-        group: None,
-        permissions: 0,
+        data: Some("3".into()),
         expires_at: None,
+        ..expiring
     };
-    store.merge(&[("merged".into(), newer("3"))]).unwrap();
+    store.merge(&[("merged".into(), newer)]).unwrap();
     let stats = store.purge(20_000, 10_000).unwrap();
     assert_eq!((stats.expired, stats.tombstones), (0, 0));
     for (key, data) in [("ttl", "2"), ("revived", "2"), ("merged", "3")] {
@@ -441,11 +435,7 @@ pub fn set_meta_changes_only_metadata<G, S: Store>(make: &impl Fn(StoreOptions) 
         write(&store, set_meta("a"), 1000),
         Err(WriteRejected::NotFound)
     );
-    let mut op = put("a", "{\"v\":1}");
-    op.mutation = Mutation::Put {
-        data: "{\"v\":1}".into(),
-        ttl_ms: Some(60_000),
-    };
+    let op = put_with_ttl("a", "{\"v\":1}", 60_000);
     let first = write(&store, op, 1000).unwrap().version;
     let outcome = write(&store, set_meta("a"), 2000).unwrap();
     assert!(!outcome.created);

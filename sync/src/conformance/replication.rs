@@ -3,9 +3,9 @@
 
 use uuid::Uuid;
 
-use super::{delete, put, write};
+use super::{delete, put, put_with_ttl, write};
 use crate::merkle::{LEAVES, Leaf, MerkleTree};
-use crate::{Mutation, Store, StoreOptions, Version};
+use crate::{Store, StoreOptions, Version};
 
 /// The tree built from scratch over what `store` holds, and the entries by leaf.
 fn tree_from_entries<S: Store>(store: &S) -> (MerkleTree, usize) {
@@ -33,11 +33,7 @@ pub fn merkle_tracks_every_change<G, S: Store>(make: &impl Fn(StoreOptions) -> (
     }
     write(&store, put("k/1", "2"), 2000).unwrap();
     write(&store, delete("k/2"), 2001).unwrap();
-    let mut op = put("k/ttl", "1");
-    op.mutation = Mutation::Put {
-        data: "1".into(),
-        ttl_ms: Some(10),
-    };
+    let op = put_with_ttl("k/ttl", "1", 10);
     write(&store, op, 2000).unwrap();
     let remote = Version {
         id: crate::VersionId {
@@ -84,11 +80,7 @@ pub fn tombstone_of_an_expired_value_is_kept_from_its_expiry<G, S: Store>(
     make: &impl Fn(StoreOptions) -> (G, S),
 ) {
     let (_guard, store) = make(StoreOptions::default());
-    let mut op = put("long", "1");
-    op.mutation = Mutation::Put {
-        data: "1".into(),
-        ttl_ms: Some(50_000),
-    };
+    let op = put_with_ttl("long", "1", 50_000);
     write(&store, op, 1000).unwrap();
     assert_eq!(store.purge(51_000, 10_000).unwrap().expired, 1);
     assert_eq!(store.purge(60_000, 10_000).unwrap().tombstones, 0);
@@ -102,11 +94,7 @@ pub fn tombstone_of_an_expired_value_is_kept_from_its_expiry<G, S: Store>(
 pub fn ttl_counts_from_the_wall_clock<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
     let (_guard, store) = make(StoreOptions::default());
     let ahead = write(&store, put("k", "1"), 5000).unwrap().version;
-    let mut op = put("k", "2");
-    op.mutation = Mutation::Put {
-        data: "2".into(),
-        ttl_ms: Some(500),
-    };
+    let op = put_with_ttl("k", "2", 500);
     let written = write(&store, op, 1000).unwrap().version;
     assert!(written.id.timestamp > ahead.id.timestamp);
     assert_eq!(written.expires_at, Some(1500));

@@ -382,14 +382,20 @@ impl<T: StreamTransport> Replication<T> {
     /// Queues an accepted local write for every live peer.
     pub fn push(&self, key: &str, version: &Version) {
         let limit = self.shared.config.queue_bytes;
+        let mut peers = lock(&self.shared.peers);
+        if peers.is_empty() {
+            // A node alone: nothing to encode the write for.
+            return;
+        }
         let pushed = Pushed::new(key, version);
         let mut overflowed = Vec::new();
-        for (id, peer) in lock(&self.shared.peers).iter_mut() {
+        for (id, peer) in peers.iter_mut() {
             if !peer.queue.push(pushed.clone(), limit) {
                 peer.behind = true;
                 overflowed.push(id.clone());
             }
         }
+        drop(peers);
         for id in overflowed {
             self.shared
                 .counters
