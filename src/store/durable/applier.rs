@@ -22,7 +22,8 @@ pub(super) const APPLY_BATCH: usize = 262_144;
 /// touch, so four commits of 64 MiB write far less than sixteen of 16 MiB (BENCHMARKS.md).
 pub(super) const APPLY_BYTES: usize = 64 << 20;
 /// The applier lets writes accumulate this long (unless a reader waits): LMDB rewrites
-/// every B-tree page a commit touches (under random writes, most of the history table),
+/// every B-tree page a commit touches (under random writes, most of `kv` and of the
+/// history's index),
 /// so fewer, larger commits write far fewer pages: 100 ms wrote about 4x the bytes
 /// per second (BENCHMARKS.md).
 pub(super) const APPLY_DELAY: Duration = Duration::from_millis(1000);

@@ -5,8 +5,9 @@
 //! - `by_time`: timestamp (u64 BE) ++ key -> () for values, the `since` index;
 //! - `expiring`: expires_at ++ key -> () for values with a TTL;
 //! - `tombstones`: timestamp ++ key -> () for tombstones, purged after `tombstone_ttl`;
-//! - `history`: key ++ 0x00 ++ !timestamp ++ uuid -> record, newest first per key (keys
-//!   hold no control characters, so 0x00 ends a key);
+//! - `revision_log` and `revisions`: each key's history, a time-ordered log of records
+//!   and a per-key index into it (`history.rs`; `history`, the table of records keyed by
+//!   key of earlier stores, is moved into them at open);
 //! - `meta`: node facts such as `joined_at` (`meta.rs`), the audit chain's sealed head
 //!   (`audit_head`, `audit.rs`), and `indexes_deferred` during a bulk load (`deferred.rs`);
 //! - `audit`: the audit trail, seq (u64 BE) -> entry (JSON), see `kvs_sync::AuditEntry` (`audit.rs`);
@@ -32,12 +33,14 @@ use kvs_sync::{
     Version, VersionId, WriteOp, WriteOutcome, WriteRejected,
 };
 
+use self::history::History;
 use self::merkle::MerkleState;
 use super::record::{self, Header};
 
 mod audit;
 pub mod audit_codec;
 mod deferred;
+mod history;
 mod index_ops;
 mod keys;
 mod merkle;
@@ -47,7 +50,7 @@ mod write;
 pub(crate) use self::audit::{AuditSeal, HEAD_FILE, META_COPY};
 
 use self::index_ops::{IndexOps, Tables};
-use self::keys::{history_prefix, index_key, split_index_key};
+use self::keys::{index_key, split_index_key};
 
 /// The largest the memory map may grow (virtual address space, not disk).
 const MAP_SIZE: usize = 256 << 30;
@@ -93,7 +96,7 @@ pub struct LmdbStore {
     by_time: Index,
     expiring: Index,
     tombstones: Index,
-    history: Db,
+    history: History,
     meta: Db,
     audit: Db,
     merkle_chunks: Db,
@@ -126,7 +129,7 @@ impl LmdbStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
         let mut builder = EnvOpenOptions::new();
-        builder.map_size(MAP_SIZE).max_dbs(12).max_readers(1024);
+        builder.map_size(MAP_SIZE).max_dbs(16).max_readers(1024);
         // SAFETY: NO_META_SYNC keeps LMDB's integrity; what it gives up is covered by the
         // caller's write-ahead log (see `open_behind_log`).
         unsafe { builder.flags(flags) };
@@ -135,15 +138,18 @@ impl LmdbStore {
         // its data dir once, and `kvs restore` refuses to touch a running node's dir.
         let env = unsafe { builder.open(dir) }?;
         let wtxn = env.write_txn()?;
-        let ((kv, by_time, expiring, tombstones, history, meta, audit), (merkle_chunks, by_leaf)) =
-            env.create_databases_and_commit(wtxn, |opener, wtxn| -> heed::Result<_> {
+        let (
+            (kv, by_time, expiring, tombstones, meta, audit),
+            (merkle_chunks, by_leaf),
+            (revisions, revision_log, legacy_history),
+        ) = env
+            .create_databases_and_commit(wtxn, |opener, wtxn| -> heed::Result<_> {
                 Ok(CommitOrAbort::<_, ()>::Commit((
                     (
                         opener.create_database::<Bytes, Bytes>(wtxn, Some("kv"))?,
                         opener.create_database::<Bytes, Unit>(wtxn, Some("by_time"))?,
                         opener.create_database::<Bytes, Unit>(wtxn, Some("expiring"))?,
                         opener.create_database::<Bytes, Unit>(wtxn, Some("tombstones"))?,
-                        opener.create_database::<Bytes, Bytes>(wtxn, Some("history"))?,
                         opener.create_database::<Bytes, Bytes>(wtxn, Some("meta"))?,
                         opener.create_database::<Bytes, Bytes>(wtxn, Some("audit"))?,
                     ),
@@ -151,9 +157,21 @@ impl LmdbStore {
                         opener.create_database::<Bytes, Bytes>(wtxn, Some("merkle"))?,
                         opener.create_database::<Bytes, Unit>(wtxn, Some("by_leaf"))?,
                     ),
+                    (
+                        opener.create_database::<Bytes, Bytes>(wtxn, Some("revisions"))?,
+                        opener.create_database::<Bytes, Bytes>(wtxn, Some("revision_log"))?,
+                        opener.open_database::<Bytes, Bytes>(wtxn, Some("history"))?,
+                    ),
                 )))
             })?
             .unwrap_commit();
+        let history = History::new(&env, revisions, revision_log)?;
+        if let Some(legacy) = legacy_history {
+            let moved = history.migrate(&env, &legacy)?;
+            if moved > 0 {
+                tracing::info!(revisions = moved, "moved the history into the revision log");
+            }
+        }
         let merkle = MerkleState::load(&env, &kv, &merkle_chunks, &by_leaf, &meta)?;
         let store = Self {
             env,
@@ -433,15 +451,15 @@ impl Store for LmdbStore {
     fn history(&self, key: &str) -> Result<Vec<Version>, StoreError> {
         let rtxn = self.env.read_txn()?;
         let mut out = Vec::new();
-        for item in self.history.prefix_iter(&rtxn, &history_prefix(key))? {
-            let (_, bytes) = item?;
-            let version = record::decode(key, bytes)?;
+        self.history.read(&rtxn, key, |record| {
+            let version = record::decode(key, record)?;
+            // A delete: what is older belongs to the key's previous life.
             if version.is_tombstone() {
-                // A delete: what is older belongs to the key's previous life.
-                break;
+                return Ok(false);
             }
             out.push(version);
-        }
+            Ok(true)
+        })?;
         Ok(out)
     }
 

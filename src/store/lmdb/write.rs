@@ -6,7 +6,6 @@ use heed::{PutFlags, RwTxn};
 use kvs_sync::{StoreError, Version, WriteOp, WriteOutcome, WriteRejected, plan_write};
 
 use super::index_ops::Table;
-use super::keys::history_prefix;
 use super::record::{self, Header};
 use super::{AuditSeal, LmdbStore, Logged, Staged};
 
@@ -83,34 +82,15 @@ impl LmdbStore {
         if self.options.max_revisions == 0 {
             return Ok(());
         }
-        let mut entry = history_prefix(key);
-        entry.extend_from_slice(&(!version.id.timestamp).to_be_bytes());
-        entry.extend_from_slice(version.id.uuid.as_bytes());
-        self.history
-            .put(wtxn, &entry, bytes)
-            .map_err(StoreError::from)
+        self.history.add(wtxn, key, version, bytes)
     }
 
     /// Drops `key`'s revisions beyond the cap.
     fn cap_history(&self, wtxn: &mut RwTxn, key: &str) -> Result<(), StoreError> {
         match self.options.max_revisions {
             0 => Ok(()),
-            max => self.drop_history(wtxn, key, max),
+            max => self.history.drop_after(wtxn, key, max),
         }
-    }
-
-    /// Deletes `key`'s history revisions after the newest `keep`.
-    fn drop_history(&self, wtxn: &mut RwTxn, key: &str, keep: usize) -> Result<(), StoreError> {
-        let stale: Vec<Vec<u8>> = self
-            .history
-            .prefix_iter(wtxn, &history_prefix(key))?
-            .skip(keep)
-            .map(|item| item.map(|(k, _)| k.to_vec()).map_err(StoreError::from))
-            .collect::<Result<_, _>>()?;
-        for entry in stale {
-            self.history.delete(wtxn, &entry)?;
-        }
-        Ok(())
     }
 
     /// Removes `key` (held at `held`) with its history.
@@ -120,7 +100,7 @@ impl LmdbStore {
         key: &str,
         held: &Header,
     ) -> Result<(), StoreError> {
-        self.drop_history(wtxn, key, 0)?;
+        self.history.drop_after(wtxn, key, 0)?;
         self.kv.delete(wtxn, key.as_bytes())?;
         self.merkle.note(&self.index_ops, key, Some(&held.id), None);
         Ok(())
