@@ -12,6 +12,12 @@
 //!   closed. A request being handled is never cut. (hyper's own `header_read_timeout`
 //!   also runs while a keep-alive connection waits for its next request, which would close
 //!   idle connections after the header timeout, hence the watch here.)
+//! - **Threads.** Connections are served on one thread per core, each running its own
+//!   current-thread tokio runtime over a clone of the listening socket: whichever thread
+//!   is idle accepts the next connection, and a connection's requests never hop between
+//!   threads (the multi-threaded runtime woke a second worker to steal, a context switch
+//!   for each burst of requests). Handlers that wait on the store run on the blocking
+//!   pool as before; the rest of the node keeps the main runtime.
 //! - **Shutdown.** When `shutdown` turns true the listener closes, every connection is
 //!   asked to finish its in-flight request and close, and [`serve`] returns once all have.
 //!
@@ -51,11 +57,61 @@ pub struct HttpLimits {
     pub max_connections: u32,
 }
 
-/// Serves `filter` on `listener` within `limits` until `shutdown` turns true, then lets
-/// in-flight requests finish and returns once every connection has closed.
-pub async fn serve<F>(
+/// Starts serving `filter` on `listener` within `limits` on `threads` threads (see the
+/// module doc) until `shutdown` turns true; the future returned completes once in-flight
+/// requests have finished, every connection has closed and every thread has ended.
+pub fn serve<F>(
     filter: F,
     listener: TcpListener,
+    threads: usize,
+    limits: HttpLimits,
+    shutdown: watch::Receiver<bool>,
+) -> io::Result<impl Future<Output = ()>>
+where
+    F: Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let listener = listener.into_std()?;
+    let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
+    let mut ended = Vec::new();
+    for n in 0..threads.max(1) {
+        let (filter, listener) = (filter.clone(), listener.try_clone()?);
+        let (slots, shutdown) = (Arc::clone(&slots), shutdown.clone());
+        let (done, end) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("kvs-http-{n}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => serve_here(filter, listener, slots, limits, shutdown).await,
+                        Err(error) => tracing::error!(%error, "an HTTP thread cannot listen"),
+                    }
+                });
+                // The connections' tasks (and their handles on the API) end with the
+                // runtime, before the node is told this thread is done.
+                drop(runtime);
+                let _ = done.send(());
+            })?;
+        ended.push(end);
+    }
+    Ok(async move {
+        for end in ended {
+            let _ = end.await;
+        }
+    })
+}
+
+/// The server of one thread: accepts and serves on this thread's runtime.
+async fn serve_here<F>(
+    filter: F,
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
     limits: HttpLimits,
     mut shutdown: watch::Receiver<bool>,
 ) where
@@ -65,7 +121,6 @@ pub async fn serve<F>(
         + Sync
         + 'static,
 {
-    let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
     while let Some((stream, remote, slot)) = accept(&listener, &slots, &mut shutdown).await {
         let service = TowerToHyperService::new(warp::service(filter.clone()));
         let connection = Connection {
@@ -77,7 +132,8 @@ pub async fn serve<F>(
         tokio::spawn(connection.serve(stream, service, shutdown.clone()));
     }
     drop(listener);
-    // Each connection holds a slot until it closes: all slots back means all closed.
+    // Each connection holds a slot until it closes: all slots back means all closed
+    // (those of the other threads' connections too).
     let _ = slots.acquire_many(limits.max_connections).await;
 }
 
@@ -355,3 +411,6 @@ where
         ))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,7 +5,8 @@
 //! - [`config`]: the YAML config, its defaults and checks;
 //! - [`cluster`]: membership (SWIM over authenticated UDP) in the running node, feeding
 //!   replication (`kvs_sync::driver`, over QUIC) its peers;
-//! - [`http_server`]: the HTTP server, with header and idle timeouts and a connection cap;
+//! - [`http_server`]: the HTTP server, one thread per core, with header and idle timeouts
+//!   and a connection cap;
 //! - [`node`]: a running node (store, group commit, HTTP API, purge, shutdown);
 //! - [`private_files`]: files and directories only the node's user may read;
 //! - [`store`]: LMDB behind a write-ahead log, and group commit;

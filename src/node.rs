@@ -294,7 +294,10 @@ pub async fn run(
     // Warned only once the node runs, so that a config error stays one line.
     crate::config::warn_if_exposed(config_path);
     let limits = config.http_limits();
-    let server = crate::http_server::serve(api.filter(), listener, limits, shutdown.clone());
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let server =
+        crate::http_server::serve(api.filter(), listener, threads, limits, shutdown.clone())
+            .map_err(NodeError::io("starting the HTTP threads"))?;
     let purge = purge_loop(Arc::clone(&store), config.tombstone_ttl.0, shutdown.clone());
     let last_sync = keep_last_sync(
         Arc::clone(&store),

@@ -1,0 +1,95 @@
+//! The server's threads: while one is busy the others take connections, and once
+//! shutdown is asked, the server's future completes only after every thread has ended and
+//! dropped its copies of the API (the node then takes the API back to stop it).
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use warp::Filter;
+
+use super::{HttpLimits, serve};
+
+const LIMITS: HttpLimits = HttpLimits {
+    header_timeout: Duration::from_secs(10),
+    idle_timeout: Duration::from_secs(60),
+    max_connections: 64,
+};
+
+/// Sends one request on a new connection and returns the body of the answer, the name of
+/// the thread that served it.
+fn thread_name_from(addr: std::net::SocketAddr) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: kvs\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_served_on_the_server_threads_and_shutdown_joins_them() {
+    // Stands for the API the node's filter holds.
+    let api = Arc::new(());
+    let held = Arc::clone(&api);
+    let filter = warp::path::end().map(move || {
+        // Holds its thread, as a slow handler would: the other threads take the next
+        // connections meanwhile.
+        std::thread::sleep(Duration::from_millis(20));
+        let _api = &held;
+        let name = std::thread::current().name().unwrap_or("?").to_owned();
+        warp::reply::Reply::into_response(name)
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, shutdown) = watch::channel(false);
+    let server = serve(filter, listener, 3, LIMITS, shutdown).expect("start");
+    let server = tokio::spawn(server);
+
+    let names = tokio::task::spawn_blocking(move || {
+        let clients: Vec<_> = (0..12)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    (0..10).map(|_| thread_name_from(addr)).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .flat_map(|client| client.join().expect("client"))
+            .collect::<Vec<String>>()
+    })
+    .await
+    .expect("clients");
+    assert_eq!(names.len(), 120, "every request answered");
+    assert!(
+        names.iter().all(|name| name.starts_with("kvs-http-")),
+        "served on the server's threads: {names:?}"
+    );
+    let threads: HashSet<&String> = names.iter().collect();
+    assert!(
+        threads.len() >= 2,
+        "one thread took every connection: {threads:?}"
+    );
+
+    stop.send(true).expect("shutdown");
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server stops")
+        .expect("the server task");
+    assert_eq!(
+        Arc::strong_count(&api),
+        1,
+        "every thread dropped its copy of the API before the server returned"
+    );
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "nothing listens after shutdown"
+    );
+}
