@@ -13,11 +13,13 @@
 //!   also runs while a keep-alive connection waits for its next request, which would close
 //!   idle connections after the header timeout, hence the watch here.)
 //! - **Threads.** Connections are served on one thread per core, each running its own
-//!   current-thread tokio runtime over a clone of the listening socket: whichever thread
-//!   is idle accepts the next connection, and a connection's requests never hop between
-//!   threads (the multi-threaded runtime woke a second worker to steal, a context switch
-//!   for each burst of requests). Handlers that wait on the store run on the blocking
-//!   pool as before; the rest of the node keeps the main runtime.
+//!   current-thread tokio runtime: the accept loop (on the node's runtime) deals them to
+//!   the threads in turn, and a connection's requests never hop between threads (the
+//!   multi-threaded runtime woke a second worker to steal, a context switch for each
+//!   burst of requests). Dealt in turn rather than taken by whichever thread accepts
+//!   first: a burst of new connections would all go to the one thread awake. Handlers
+//!   that wait on the store run on the blocking pool as before; the rest of the node keeps
+//!   the main runtime.
 //! - **Shutdown.** When `shutdown` turns true the listener closes, every connection is
 //!   asked to finish its in-flight request and close, and [`serve`] returns once all have.
 //!
@@ -42,7 +44,8 @@ use hyper_util::service::TowerToHyperService;
 use kvs_api::ClientAddr;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use warp::Filter;
 
@@ -58,14 +61,15 @@ pub struct HttpLimits {
 }
 
 /// Starts serving `filter` on `listener` within `limits` on `threads` threads (see the
-/// module doc) until `shutdown` turns true; the future returned completes once in-flight
-/// requests have finished, every connection has closed and every thread has ended.
+/// module doc) until `shutdown` turns true; the future returned accepts connections and
+/// completes once in-flight requests have finished, every connection has closed and every
+/// thread has ended.
 pub fn serve<F>(
     filter: F,
     listener: TcpListener,
     threads: usize,
     limits: HttpLimits,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<impl Future<Output = ()>>
 where
     F: Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
@@ -74,46 +78,67 @@ where
         + Sync
         + 'static,
 {
-    let listener = listener.into_std()?;
-    let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
+    let mut handoffs = Vec::new();
     let mut ended = Vec::new();
     for n in 0..threads.max(1) {
-        let (filter, listener) = (filter.clone(), listener.try_clone()?);
-        let (slots, shutdown) = (Arc::clone(&slots), shutdown.clone());
-        let (done, end) = tokio::sync::oneshot::channel::<()>();
+        let (handoff, accepted) = mpsc::unbounded_channel();
+        let (filter, shutdown) = (filter.clone(), shutdown.clone());
+        let (done, end) = oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         std::thread::Builder::new()
             .name(format!("kvs-http-{n}"))
             .spawn(move || {
-                runtime.block_on(async move {
-                    match TcpListener::from_std(listener) {
-                        Ok(listener) => serve_here(filter, listener, slots, limits, shutdown).await,
-                        Err(error) => tracing::error!(%error, "an HTTP thread cannot listen"),
-                    }
-                });
-                // The connections' tasks (and their handles on the API) end with the
-                // runtime, before the node is told this thread is done.
+                runtime.block_on(serve_handed(filter, accepted, limits, shutdown));
+                // What is left of the connections' tasks (and their handles on the API)
+                // ends with the runtime, before the node is told this thread is done.
                 drop(runtime);
                 let _ = done.send(());
             })?;
+        handoffs.push(handoff);
         ended.push(end);
     }
+    let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
     Ok(async move {
+        let mut turn = 0;
+        while let Some((stream, remote, slot)) = accept(&listener, &slots, &mut shutdown).await {
+            // Taken off this runtime's reactor, to be registered with the thread's.
+            match stream.into_std() {
+                Ok(stream) => {
+                    let accepted = Accepted {
+                        stream,
+                        remote,
+                        slot,
+                    };
+                    let _ = handoffs[turn % handoffs.len()].send(accepted);
+                    turn += 1;
+                }
+                Err(error) => tracing::debug!(%remote, %error, "an accepted connection failed"),
+            }
+        }
+        drop(listener);
+        drop(handoffs);
         for end in ended {
             let _ = end.await;
         }
     })
 }
 
-/// The server of one thread: accepts and serves on this thread's runtime.
-async fn serve_here<F>(
+/// A connection accepted for a server thread, with its slot among `max_connections`.
+struct Accepted {
+    stream: std::net::TcpStream,
+    remote: SocketAddr,
+    slot: OwnedSemaphorePermit,
+}
+
+/// The server of one thread: serves the connections handed to it on this thread's
+/// runtime until the hand-off closes and each of them has closed.
+async fn serve_handed<F>(
     filter: F,
-    listener: TcpListener,
-    slots: Arc<Semaphore>,
+    mut handed: mpsc::UnboundedReceiver<Accepted>,
     limits: HttpLimits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) where
     F: Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
         + Clone
@@ -121,20 +146,33 @@ async fn serve_here<F>(
         + Sync
         + 'static,
 {
-    while let Some((stream, remote, slot)) = accept(&listener, &slots, &mut shutdown).await {
-        let service = TowerToHyperService::new(warp::service(filter.clone()));
-        let connection = Connection {
-            limits,
-            remote,
-            activity: Arc::new(Activity::new()),
-            _slot: slot,
-        };
-        tokio::spawn(connection.serve(stream, service, shutdown.clone()));
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            next = handed.recv() => {
+                let Some(Accepted { stream, remote, slot }) = next else {
+                    break;
+                };
+                let stream = match TcpStream::from_std(stream) {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tracing::debug!(%remote, %error, "an accepted connection failed");
+                        continue;
+                    }
+                };
+                let service = TowerToHyperService::new(warp::service(filter.clone()));
+                let connection = Connection {
+                    limits,
+                    remote,
+                    activity: Arc::new(Activity::new()),
+                    _slot: slot,
+                };
+                connections.spawn(connection.serve(stream, service, shutdown.clone()));
+            }
+            Some(_) = connections.join_next() => {}
+        }
     }
-    drop(listener);
-    // Each connection holds a slot until it closes: all slots back means all closed
-    // (those of the other threads' connections too).
-    let _ = slots.acquire_many(limits.max_connections).await;
+    while connections.join_next().await.is_some() {}
 }
 
 /// The next connection, once a slot is free; `None` once `shutdown` turns true.
