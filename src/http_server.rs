@@ -60,6 +60,21 @@ pub struct HttpLimits {
     pub max_connections: u32,
 }
 
+/// What the server serves: the API's warp filter, one copy per connection on any thread.
+pub trait ApiFilter:
+    Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static
+{
+}
+
+impl<F> ApiFilter for F where
+    F: Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Starts serving `filter` on `listener` within `limits` on `threads` threads (see the
 /// module doc) until `shutdown` turns true; the future returned accepts connections and
 /// completes once in-flight requests have finished, every connection has closed and every
@@ -72,11 +87,7 @@ pub fn serve<F>(
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<impl Future<Output = ()>>
 where
-    F: Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
+    F: ApiFilter,
 {
     let mut handoffs = Vec::new();
     let mut ended = Vec::new();
@@ -140,11 +151,7 @@ async fn serve_handed<F>(
     limits: HttpLimits,
     shutdown: watch::Receiver<bool>,
 ) where
-    F: Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
+    F: ApiFilter,
 {
     let mut connections = JoinSet::new();
     loop {

@@ -94,6 +94,19 @@ fn the_same_revision_added_twice_is_kept_once() {
     assert_eq!(values(&store, "a"), ["1"]);
 }
 
+/// The `history` table of the earlier layout (created if missing).
+fn legacy_table(store: &LmdbStore) -> heed::Database<'_, Bytes, Bytes> {
+    let wtxn = store.env.write_txn().unwrap();
+    store
+        .env
+        .create_databases_and_commit(wtxn, |opener, wtxn| {
+            let legacy = opener.create_database::<Bytes, Bytes>(wtxn, Some("history"))?;
+            heed::Result::Ok(CommitOrAbort::<_, ()>::Commit(legacy))
+        })
+        .unwrap()
+        .unwrap_commit()
+}
+
 #[test]
 fn a_store_of_the_earlier_layout_moves_its_history_at_open() {
     let dir = tempfile::tempdir().unwrap();
@@ -104,14 +117,7 @@ fn a_store_of_the_earlier_layout_moves_its_history_at_open() {
     write(&store, put("b", "x"), 200);
     // Rewrite the history as the earlier layout held it: index keys -> records in a
     // `history` table, the log and the index empty.
-    let legacy = store
-        .env
-        .create_databases_and_commit(store.env.write_txn().unwrap(), |opener, wtxn| {
-            let legacy = opener.create_database::<Bytes, Bytes>(wtxn, Some("history"))?;
-            heed::Result::Ok(CommitOrAbort::<_, ()>::Commit(legacy))
-        })
-        .unwrap()
-        .unwrap_commit();
+    let legacy = legacy_table(&store);
     let mut wtxn = store.env.write_txn().unwrap();
     let entries: Vec<(Vec<u8>, Vec<u8>)> = store
         .history
@@ -137,15 +143,7 @@ fn a_store_of_the_earlier_layout_moves_its_history_at_open() {
     assert_eq!(values(&store, "a"), ["4", "3", "2", "1", "0"]);
     assert_eq!(values(&store, "b"), ["x"]);
     assert_eq!(table_lengths(&store), (6, 6));
-    let legacy = store
-        .env
-        .open_databases_and_commit(store.env.read_txn().unwrap(), |opener, rtxn| {
-            let legacy = opener.open_database::<Bytes, Bytes>(rtxn, Some("history"))?;
-            heed::Result::Ok(CommitOrAbort::<_, ()>::Commit(legacy))
-        })
-        .unwrap()
-        .unwrap_commit()
-        .expect("the legacy table");
+    let legacy = legacy_table(&store);
     let rtxn = store.env.read_txn().unwrap();
     assert!(legacy.is_empty(&rtxn).unwrap(), "moved, not copied");
     drop(rtxn);
