@@ -123,6 +123,14 @@ impl History {
     /// each batch deleted from `legacy` in the transaction that moves it (an interrupted
     /// move resumes at the next open). Returns how many revisions moved.
     pub(super) fn migrate(&self, env: &Env, legacy: &Db) -> Result<u64, StoreError> {
+        let rtxn = env.read_txn()?;
+        let held = legacy.len(&rtxn)?;
+        drop(rtxn);
+        if held == 0 {
+            return Ok(0);
+        }
+        // Once per data dir, and as long as the history is large: said before it starts.
+        tracing::info!(revisions = held, "moving the history into the revision log");
         let mut moved = 0;
         loop {
             let mut wtxn = env.write_txn()?;
@@ -132,6 +140,7 @@ impl History {
                 .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())))
                 .collect::<Result<_, _>>()?;
             let Some((last, _)) = batch.last() else {
+                tracing::info!(revisions = moved, "moved the history into the revision log");
                 return Ok(moved);
             };
             let last = last.clone();

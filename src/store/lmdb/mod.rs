@@ -167,10 +167,7 @@ impl LmdbStore {
             .unwrap_commit();
         let history = History::new(&env, revisions, revision_log)?;
         if let Some(legacy) = legacy_history {
-            let moved = history.migrate(&env, &legacy)?;
-            if moved > 0 {
-                tracing::info!(revisions = moved, "moved the history into the revision log");
-            }
+            history.migrate(&env, &legacy)?;
         }
         let merkle = MerkleState::load(&env, &kv, &merkle_chunks, &by_leaf, &meta)?;
         let store = Self {
