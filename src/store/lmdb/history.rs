@@ -121,13 +121,13 @@ impl History {
     /// Moves the revisions of `legacy` (the `history` table of stores written before the
     /// log: index keys -> records) into the log and the index, a batch per transaction,
     /// each batch deleted from `legacy` in the transaction that moves it (an interrupted
-    /// move resumes at the next open). Returns how many revisions moved.
-    pub(super) fn migrate(&self, env: &Env, legacy: &Db) -> Result<u64, StoreError> {
+    /// move resumes at the next open).
+    pub(super) fn migrate(&self, env: &Env, legacy: &Db) -> Result<(), StoreError> {
         let rtxn = env.read_txn()?;
         let held = legacy.len(&rtxn)?;
         drop(rtxn);
         if held == 0 {
-            return Ok(0);
+            return Ok(());
         }
         // Once per data dir, and as long as the history is large: said before it starts.
         tracing::info!(revisions = held, "moving the history into the revision log");
@@ -141,7 +141,7 @@ impl History {
                 .collect::<Result<_, _>>()?;
             let Some((last, _)) = batch.last() else {
                 tracing::info!(revisions = moved, "moved the history into the revision log");
-                return Ok(moved);
+                return Ok(());
             };
             let last = last.clone();
             for (entry, record) in &batch {
