@@ -23,6 +23,30 @@ fn same_root(nodes: &[&Node]) -> bool {
     roots.iter().all(|root| *root == roots[0])
 }
 
+/// What the restarted node (`nodes[2]`) lacks, with every node's sync status and
+/// warnings, for a failure to show why.
+fn lagging_evidence(nodes: &[Node]) -> String {
+    let missing: Vec<usize> = (0..300)
+        .filter(|n| nodes[2].get(&format!("/kv/missed/{n}")).status != 200)
+        .collect();
+    let mut evidence = format!(
+        "the restarted node lacks writes or the delete: /kv/doomed answers {}, \
+         {} of 300 missed keys absent (first: {:?})",
+        nodes[2].get("/kv/doomed").status,
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    for (n, node) in nodes.iter().enumerate() {
+        evidence += &format!("\nnode {n} /sync: {}", sync_status(node));
+        for line in node.drain_logs() {
+            if line.contains("WARN") || line.contains("ERROR") {
+                evidence += &format!("\nnode {n}: {line}");
+            }
+        }
+    }
+    evidence
+}
+
 #[test]
 fn a_restarted_node_catches_up_on_missed_writes_and_deletes() {
     let mut nodes = cluster(3, FAST);
@@ -46,7 +70,7 @@ fn a_restarted_node_catches_up_on_missed_writes_and_deletes() {
         nodes[2].get("/kv/doomed").status == 404
             && (0..300).all(|n| nodes[2].get(&format!("/kv/missed/{n}")).status == 200)
     });
-    assert!(caught_up, "the restarted node lacks writes or the delete");
+    assert!(caught_up, "{}", lagging_evidence(&nodes));
     let converged = within(Duration::from_secs(10), || {
         same_root(&[&nodes[0], &nodes[1], &nodes[2]])
     });
