@@ -50,7 +50,8 @@ impl History {
         })
     }
 
-    /// Adds `version` of `key` (encoded as `record`) as a revision.
+    /// Adds `version` of `key` (encoded as `record`) as a revision; a version stored
+    /// already keeps its one copy.
     pub(super) fn add(
         &self,
         wtxn: &mut RwTxn,
@@ -58,16 +59,20 @@ impl History {
         version: &Version,
         record: &[u8],
     ) -> Result<(), StoreError> {
-        let entry = entry_key(key, version);
-        if let Some(replaced) = self.index.get(wtxn, &entry)? {
-            // The same version stored again: keep one copy.
-            let replaced = decode_seq(replaced)?.to_be_bytes();
-            self.log.delete(wtxn, &replaced)?;
+        // LMDB's single writer holds `wtxn`: nothing else moves `next` meanwhile.
+        let seq = self.next.load(Ordering::Relaxed);
+        let seq_bytes = seq.to_be_bytes();
+        // One search for both: the entry is put unless the version has one already.
+        if self
+            .index
+            .get_or_put(wtxn, &entry_key(key, version), &seq_bytes)?
+            .is_some()
+        {
+            return Ok(());
         }
-        let seq = self.next.fetch_add(1, Ordering::Relaxed).to_be_bytes();
         self.log
-            .put_with_flags(wtxn, PutFlags::APPEND, &seq, record)?;
-        self.index.put(wtxn, &entry, &seq)?;
+            .put_with_flags(wtxn, PutFlags::APPEND, &seq_bytes, record)?;
+        self.next.store(seq + 1, Ordering::Relaxed);
         Ok(())
     }
 
