@@ -117,6 +117,37 @@ fn restarted_node_rejoins_with_higher_incarnation() {
     assert_eq!(joined(0), 1_700_000_000_000);
 }
 
+/// A node restarted before anyone suspected it comes back at the incarnation its peers
+/// know, with other metadata (the node publishes a new `life` at each start): it refutes
+/// its earlier life's entry, and every peer reports it updated with the new metadata.
+#[test]
+fn quick_restart_with_new_metadata_is_reported_as_updated() {
+    let mut sim = cluster(7, 6);
+    let known = sim.swim(0).member(&sim.nodes[2].id).unwrap().incarnation;
+    sim.crash(2);
+    sim.nodes[2].meta = b"second life".to_vec();
+    let restart_at = sim.now;
+    sim.restart(2, &[0]);
+    let updated = sim.run_until_cond(restart_at + secs(3), ms(20), |s| {
+        (0..6)
+            .filter(|&o| o != 2)
+            .all(|o| s.swim(o).member(&s.nodes[2].id).unwrap().meta == b"second life")
+    });
+    assert!(updated.is_some(), "the peers kept the earlier life's entry");
+    for o in (0..6).filter(|&o| o != 2) {
+        let member = sim.swim(o).member(&sim.nodes[2].id).unwrap();
+        assert!(member.incarnation > known, "observer {o}: {member:?}");
+        assert!(
+            sim.log.iter().any(|l| l.observer == o
+                && l.subject == 2
+                && l.seen == Seen::Updated
+                && l.at >= restart_at),
+            "observer {o} reported no update"
+        );
+    }
+    assert_eq!(sim.false_deaths(), 0);
+}
+
 #[test]
 fn graceful_leave_is_left_not_dead() {
     let mut sim = cluster(6, 10);

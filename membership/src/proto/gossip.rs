@@ -11,6 +11,11 @@
 //! Dead entries received in a push-pull count as suspicions, not deaths (as memberlist
 //! does), so that one node's stale view cannot kill a healthy member outright. Unknown
 //! members are learned only from `alive` facts.
+//!
+//! This node refutes `alive` about itself when it is newer than its own, or as new but
+//! with another address or metadata (as memberlist does): a node restarted before anyone
+//! noticed may start at an incarnation its earlier life already reached by refuting, and
+//! its peers would otherwise keep the earlier life's entry and never see the restart.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -201,8 +206,8 @@ impl Swim {
         self.queue(&update);
     }
 
-    /// Someone talks about this node: refute anything but `alive` at our incarnation, and
-    /// answer a stale accusation with our current entry.
+    /// Someone talks about this node: refute anything but `alive` at our incarnation with
+    /// our address and metadata, and answer a stale accusation with our current entry.
     fn apply_about_me(&mut self, update: Update) -> Option<Update> {
         if self.me.leaving {
             return None;
@@ -212,7 +217,11 @@ impl Swim {
             return Some(self.local_update());
         }
         let refute = match update.kind {
-            Kind::Alive => update.incarnation > self.me.incarnation,
+            Kind::Alive => {
+                update.incarnation > self.me.incarnation
+                    || (update.incarnation == self.me.incarnation
+                        && (update.addr != self.me.addr || update.meta != self.me.meta))
+            }
             Kind::Suspect { .. } | Kind::Dead { .. } | Kind::Left => !stale,
         };
         let earlier = update.joined_at < self.me.joined_at;

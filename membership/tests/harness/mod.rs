@@ -57,6 +57,8 @@ pub struct Node {
     /// Extra delay, uniform in `0..slow`, before this node handles a datagram.
     pub slow: Duration,
     restarts: u64,
+    /// The metadata this node publishes.
+    pub meta: Vec<u8>,
 }
 
 /// The simulated network.
@@ -117,6 +119,7 @@ impl Sim {
                 wake: None,
                 slow: Duration::ZERO,
                 restarts: 0,
+                meta: format!("http://{}:8080", addr.ip()).into_bytes(),
             });
             sim.boot(i);
         }
@@ -128,7 +131,7 @@ impl Sim {
         let local = LocalMember {
             id: node.id.clone(),
             gossip_addr: node.addr,
-            meta: format!("http://{}:8080", node.addr.ip()).into_bytes(),
+            meta: node.meta.clone(),
             incarnation: 0,
             joined_at: 1_700_000_000_000 + self.now.as_millis() as u64,
         };
