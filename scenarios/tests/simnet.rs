@@ -247,3 +247,59 @@ fn a_connection_to_a_crashed_node_breaks_even_after_its_restart() {
         "the new life knows no old connection"
     );
 }
+
+/// Closing a connection fails its streams at once on both ends, as a closed QUIC
+/// connection does, and no stream can be opened or accepted on it afterwards.
+#[test]
+fn closing_a_connection_breaks_its_streams_on_both_ends() {
+    let mut net = SimNet::new(2, &Network::default(), 7).expect("net");
+    let (client, server, clock) = (net.streams(0), net.streams(1), net.clock(0));
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let server_side = Arc::clone(&outcomes);
+    net.spawn(async move {
+        let conn = server.accept().await.expect("accept");
+        let mut s = conn.accept_stream().await.expect("stream");
+        let first = s.recv_frame().await.expect("recv");
+        assert_eq!(first.as_deref(), Some(&b"hello"[..]));
+        let waiting = s.recv_frame().await.map_err(|e| e.to_string());
+        let next = conn
+            .accept_stream()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        server_side
+            .lock()
+            .expect("o")
+            .push(format!("server: {waiting:?} then {next:?}"));
+    });
+    let client_side = Arc::clone(&outcomes);
+    net.spawn(async move {
+        let conn = client.connect(node_addr(1)).await.expect("connect");
+        let mut s = conn.open_stream().await.expect("open");
+        s.send_frame(b"hello").await.expect("send");
+        clock.sleep(Duration::from_secs(1)).await;
+        let closed_at = clock.now();
+        conn.close();
+        let sent = s.send_frame(b"after").await.map_err(|e| e.to_string());
+        let opened = conn
+            .open_stream()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        let waited = clock.now() - closed_at;
+        client_side
+            .lock()
+            .expect("o")
+            .push(format!("client after {waited:?}: {sent:?} then {opened:?}"));
+    });
+    net.run_until(Duration::from_secs(3));
+    let outcomes = outcomes.lock().expect("o").clone();
+    assert_eq!(
+        outcomes,
+        [
+            "client after 0ns: Err(\"closed\") then Err(\"closed\")",
+            "server: Err(\"closed\") then Err(\"closed\")",
+        ],
+    );
+    assert_eq!(net.live_tasks(), 0);
+}

@@ -12,7 +12,7 @@ use crate::fabric::Fabric;
 use crate::protocol::node_addr;
 use crate::trace::DropReason;
 
-use super::streams::{Pipe, SimConnection};
+use super::streams::{Broken, Pipe, SimConnection};
 
 /// Stream data blocked by a partition or a down node is retried this often ...
 const RETRY: Duration = Duration::from_millis(100);
@@ -159,8 +159,8 @@ impl Core {
             lock(&frame.pipe).arrive(frame.seq, frame.data);
         } else if self.now.saturating_sub(frame.first_try) >= STREAM_TIMEOUT {
             // The connection is lost: both directions of the stream fail.
-            lock(&frame.pipe).break_off();
-            lock(&frame.reverse).break_off();
+            lock(&frame.pipe).break_off(Broken::TimedOut);
+            lock(&frame.reverse).break_off(Broken::TimedOut);
         } else {
             let at = self.now + RETRY;
             self.send_frame(at, frame);

@@ -2,12 +2,14 @@
 //! the link's latency, keep their order, wait out partitions (retried every 100 ms) and
 //! break the stream after 10 s without progress, as QUIC's idle timeout would. A
 //! connection belongs to one life of each node: once either crashed, its frames no longer
-//! arrive (even after a restart) and its streams break the same way.
+//! arrive (even after a restart) and its streams break the same way. Closing a connection
+//! breaks its streams at once on both ends (the peer would learn of it one latency later
+//! from QUIC's close frame; the simulation does not model that delay).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
@@ -26,8 +28,26 @@ pub(crate) struct Pipe {
     arrived: BTreeMap<u64, Option<Vec<u8>>>,
     ready: VecDeque<Option<Vec<u8>>>,
     waker: Option<Waker>,
-    broken: bool,
+    broken: Option<Broken>,
     ended: bool,
+}
+
+/// Why a stream broke.
+#[derive(Clone, Copy)]
+pub(crate) enum Broken {
+    /// No progress for [`STREAM_TIMEOUT`], as QUIC's idle timeout.
+    TimedOut,
+    /// Either end closed the connection.
+    Closed,
+}
+
+impl Broken {
+    fn error(self) -> NetError {
+        match self {
+            Self::TimedOut => NetError::Connection("stream timed out".into()),
+            Self::Closed => NetError::Closed,
+        }
+    }
 }
 
 impl Pipe {
@@ -41,9 +61,9 @@ impl Pipe {
         self.wake();
     }
 
-    /// The stream timed out.
-    pub(crate) fn break_off(&mut self) {
-        self.broken = true;
+    /// The stream broke: its frames fail from now on.
+    pub(crate) fn break_off(&mut self, why: Broken) {
+        self.broken = Some(why);
         self.wake();
     }
 
@@ -61,6 +81,28 @@ struct Incoming {
     waker: Option<Waker>,
 }
 
+/// What the two ends of a connection share: whether either closed it, and the pipes of
+/// the streams opened on it (a close breaks them).
+#[derive(Default)]
+struct ConnectionState {
+    closed: bool,
+    pipes: Vec<Weak<Mutex<Pipe>>>,
+    /// How many pipes may be noted before those of dropped streams are forgotten.
+    forget_at: usize,
+}
+
+impl ConnectionState {
+    /// Notes a new stream's pipes, forgetting those of streams both ends dropped now and
+    /// then (a connection may carry a stream per sync round for a whole run).
+    fn add_stream(&mut self, pipes: [&Arc<Mutex<Pipe>>; 2]) {
+        if self.pipes.len() >= self.forget_at {
+            self.pipes.retain(|pipe| pipe.strong_count() > 0);
+            self.forget_at = (2 * self.pipes.len()).max(64);
+        }
+        self.pipes.extend(pipes.map(Arc::downgrade));
+    }
+}
+
 /// A simulated connection between two nodes.
 #[derive(Clone)]
 pub struct SimConnection {
@@ -72,6 +114,7 @@ pub struct SimConnection {
     remote_life: u64,
     incoming: Arc<Mutex<Incoming>>,
     peer_incoming: Arc<Mutex<Incoming>>,
+    state: Arc<Mutex<ConnectionState>>,
 }
 
 /// A simulated bidirectional stream.
@@ -106,6 +149,7 @@ fn connection_pair(
         Arc::new(Mutex::new(Incoming::default())),
         Arc::new(Mutex::new(Incoming::default())),
     );
+    let state = Arc::new(Mutex::new(ConnectionState::default()));
     let end = |(local, local_life),
                (remote, remote_life),
                incoming: &Arc<Mutex<Incoming>>,
@@ -118,6 +162,7 @@ fn connection_pair(
             remote_life,
             incoming: Arc::clone(incoming),
             peer_incoming: Arc::clone(peer),
+            state: Arc::clone(&state),
         }
     };
     (
@@ -197,6 +242,13 @@ impl Connection for SimConnection {
             Arc::new(Mutex::new(Pipe::default())),
             Arc::new(Mutex::new(Pipe::default())),
         );
+        {
+            let mut state = lock(&self.state);
+            if state.closed {
+                return Err(NetError::Closed);
+            }
+            state.add_stream([&ab, &ba]);
+        }
         let stream =
             |(from, from_life), (to, to_life), tx: &Arc<Mutex<Pipe>>, rx: &Arc<Mutex<Pipe>>| {
                 SimStream {
@@ -229,6 +281,9 @@ impl Connection for SimConnection {
 
     async fn accept_stream(&self) -> Result<SimStream, NetError> {
         poll_fn(|cx| {
+            if lock(&self.state).closed {
+                return Poll::Ready(Err(NetError::Closed));
+            }
             let mut incoming = lock(&self.incoming);
             match incoming.streams.pop_front() {
                 Some(s) => Poll::Ready(Ok(s)),
@@ -241,15 +296,31 @@ impl Connection for SimConnection {
         .await
     }
 
-    fn close(&self) {}
+    /// Breaks every stream of the connection on both ends; opening or accepting a
+    /// stream on it fails from now on.
+    fn close(&self) {
+        let pipes = {
+            let mut state = lock(&self.state);
+            state.closed = true;
+            std::mem::take(&mut state.pipes)
+        };
+        for pipe in pipes.iter().filter_map(Weak::upgrade) {
+            lock(&pipe).break_off(Broken::Closed);
+        }
+        for incoming in [&self.incoming, &self.peer_incoming] {
+            if let Some(w) = lock(incoming).waker.take() {
+                w.wake();
+            }
+        }
+    }
 }
 
 impl SimStream {
     fn push(&mut self, data: Option<Vec<u8>>) -> Result<(), NetError> {
         let mut core = lock(&self.core);
         let mut pipe = lock(&self.tx);
-        if pipe.broken {
-            return Err(NetError::Connection("stream timed out".into()));
+        if let Some(why) = pipe.broken {
+            return Err(why.error());
         }
         let now = core.now;
         let at = (now + core.fabric.stream_delay(now, self.from, self.to)).max(pipe.last_at);
@@ -290,8 +361,8 @@ impl BiStream for SimStream {
             if pipe.ended {
                 return Poll::Ready(Ok(None));
             }
-            if pipe.broken {
-                return Poll::Ready(Err(NetError::Connection("stream timed out".into())));
+            if let Some(why) = pipe.broken {
+                return Poll::Ready(Err(why.error()));
             }
             pipe.waker = Some(cx.waker().clone());
             Poll::Pending
