@@ -49,14 +49,20 @@ pub struct ClusterSettings {
 pub type PeerSink = Arc<dyn Fn(PeerEvent) + Send + Sync>;
 
 /// What a node publishes about itself through membership: its HTTP and sync addresses
-/// (the simulator publishes its nodes' the same way, to map their events with
-/// [`peer_event`]).
+/// and which start of the node this is (the simulator publishes its nodes' the same way,
+/// to map their events with [`peer_event`]).
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct MemberMeta {
     /// The HTTP API's address.
     pub http: String,
     /// The sync (QUIC) address.
     pub sync: String,
+    /// Drawn at random at each start. A node restarted before anyone noticed it was gone
+    /// comes back with a higher incarnation and the same addresses; the new `life` makes
+    /// membership report it (`Updated`) so that its peers drop the connections and sync
+    /// rounds of its earlier life at once, instead of after QUIC's 30 s idle timeout.
+    #[serde(default)]
+    pub life: u32,
 }
 
 impl MemberMeta {
@@ -142,6 +148,7 @@ impl Cluster {
             meta: MemberMeta {
                 http: settings.http_addr.to_string(),
                 sync: settings.sync_addr.to_string(),
+                life: rand::random(),
             }
             .encode(),
             incarnation: settings.incarnation,

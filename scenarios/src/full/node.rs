@@ -192,6 +192,7 @@ impl FullNode {
             meta: MemberMeta {
                 http: String::new(),
                 sync: node_addr(i).to_string(),
+                life: seeded_rng(seed, &format!("meta/{life}")).r#gen(),
             }
             .encode(),
             incarnation: self.incarnation,
