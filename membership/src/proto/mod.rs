@@ -113,6 +113,11 @@ impl Swim {
         if local.id.as_str().len() > MAX_ID_LEN || local.meta.len() > MAX_META_LEN {
             return Err(SwimError::IdentityTooLarge);
         }
+        let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
+        // Numbers start at random in each life: a peer remembers the push-pull exchanges
+        // it answered by sender and number, and would ignore a restarted node's join
+        // that reused a number of an earlier life.
+        let next_seq = rng.r#gen();
         let mut swim = Self {
             health: LocalHealth::new(&config),
             me: Me {
@@ -128,10 +133,10 @@ impl Swim {
             timers: Timers::default(),
             broadcasts: Broadcasts::default(),
             gossip_armed: false,
-            rng: ChaCha8Rng::seed_from_u64(rng_seed),
+            rng,
             probe: None,
             relays: BTreeMap::new(),
-            next_seq: 0,
+            next_seq,
             next_token: 0,
             seeds: Vec::new(),
             replied: VecDeque::new(),
