@@ -79,8 +79,20 @@ impl Instance {
     }
 }
 
+/// Whether process `pid` runs: it exists and has not exited. A daemon that exited stays
+/// a zombie until init reaps it, which some init processes do only after a second or
+/// more; `kvs start` right after a crash would otherwise refuse as "already running".
 fn alive(pid: i32) -> bool {
-    pid > 0 && kill(Pid::from_raw(pid), None).is_ok()
+    pid > 0 && kill(Pid::from_raw(pid), None).is_ok() && !exited(pid)
+}
+
+/// Whether `pid` is a zombie: exited, not yet reaped (its state in `/proc/PID/stat`,
+/// the field after the parenthesised command name, is `Z`).
+fn exited(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
 }
 
 /// `kvs start CONFIG`.
@@ -294,4 +306,32 @@ fn file_names(dir: &Path) -> impl Iterator<Item = String> {
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::alive;
+
+    #[test]
+    fn an_exited_process_is_not_alive_before_it_is_reaped() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = i32::try_from(child.id()).expect("pid");
+        assert!(alive(pid));
+        child.kill().expect("kill");
+        // Not reaped yet (no wait): a zombie, which signal 0 still reaches.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!alive(pid), "a zombie counts as running");
+        assert!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok(),
+            "the zombie is still there"
+        );
+        child.wait().expect("reap");
+        assert!(!alive(pid));
+    }
 }
