@@ -60,7 +60,8 @@ pub struct MemberMeta {
     /// Drawn at random at each start. A node restarted before anyone noticed it was gone
     /// comes back with a higher incarnation and the same addresses; the new `life` makes
     /// membership report it (`Updated`) so that its peers drop the connections and sync
-    /// rounds of its earlier life at once, instead of after QUIC's 30 s idle timeout.
+    /// rounds of its earlier life at once, instead of waiting out the push acknowledgement
+    /// timeout (5 s) and the sync reply timeout (30 s).
     #[serde(default)]
     pub life: u32,
 }
