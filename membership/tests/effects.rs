@@ -239,3 +239,71 @@ fn an_ack_to_a_suspect_carries_its_suspicion() {
     assert_eq!(b.incarnation(), 1, "b refuted the suspicion from the ack");
     assert_eq!(b.metrics().refutations, 1);
 }
+
+#[test]
+fn an_accuser_in_poor_health_gives_its_suspect_longer() {
+    let t = Duration::ZERO;
+    let (la, lb) = (local("a", 1), local("b", 2));
+    let cfg = SwimConfig::lan();
+    let mut a = Swim::new(la.clone(), cfg.clone(), 1, t).unwrap();
+    let mut b = Swim::new(lb.clone(), cfg.clone(), 2, t).unwrap();
+    join_through(&mut a, &la, &mut b, &lb);
+
+    // Nothing reaches a any more: its probes of b go unanswered, which raises its local
+    // health score before it suspects b.
+    let id_b = NodeId::from("b");
+    let state_of_b = |a: &Swim| a.member(&id_b).unwrap().state;
+    let (suspected_at, _) = step_until(&mut a, |a, _| state_of_b(a) == MemberState::Suspect);
+    let score = a.metrics().health_score;
+    assert!(score > 0, "unanswered probes raised a's health score");
+    let (dead_at, _) = step_until(&mut a, |a, _| state_of_b(a) == MemberState::Dead);
+
+    // Two members: no confirmations, so the timeout is the minimum, plus one probe period
+    // per point of the accuser's score at the suspicion.
+    let expected = cfg.suspicion_timeout_min + cfg.probe_interval * score;
+    assert_eq!(dead_at - suspected_at, expected);
+}
+
+#[test]
+fn a_refutation_goes_straight_to_the_first_accuser() {
+    let t = Duration::ZERO;
+    let (la, lb, lc) = (local("a", 1), local("b", 2), local("c", 3));
+    let mut a = Swim::new(la.clone(), SwimConfig::lan(), 1, t).unwrap();
+    let mut b = Swim::new(lb.clone(), SwimConfig::lan(), 2, t).unwrap();
+    let mut c = Swim::new(lc.clone(), SwimConfig::lan(), 3, t).unwrap();
+    join_through(&mut b, &lb, &mut a, &la);
+    join_through(&mut c, &lc, &mut a, &la);
+    join_through(&mut c, &lc, &mut b, &lb);
+    let id_b = NodeId::from("b");
+
+    // c hears nothing back and suspects b; the next datagram it sends a carries that.
+    let (_, _) = step_until(&mut c, |c, _| {
+        c.member(&id_b).unwrap().state == MemberState::Suspect
+    });
+    let (now, sent) = step_until(&mut c, |_, sent| {
+        sent.iter().any(|x| x.dst == la.gossip_addr)
+    });
+    for x in sent.iter().filter(|x| x.dst == la.gossip_addr) {
+        a.handle_datagram(lc.gossip_addr, &x.payload, now);
+    }
+    assert_eq!(a.member(&id_b).unwrap().state, MemberState::Suspect);
+    drain(&mut a);
+
+    // a passes the suspicion (naming c, its first accuser) to b; b refutes, and its
+    // refutation leaves for c at once, not at b's next gossip round.
+    let (now, sent) = step_until(&mut a, |_, sent| {
+        sent.iter().any(|x| x.dst == lb.gossip_addr)
+    });
+    for x in sent.iter().filter(|x| x.dst == lb.gossip_addr) {
+        b.handle_datagram(la.gossip_addr, &x.payload, now);
+    }
+    assert_eq!(b.incarnation(), 1, "b refuted");
+    let to_c: Vec<Transmit> = drain(&mut b)
+        .into_iter()
+        .filter(|x| x.dst == lc.gossip_addr)
+        .collect();
+    assert_eq!(to_c.len(), 1, "one datagram to the accuser");
+    c.handle_datagram(lb.gossip_addr, &to_c[0].payload, now);
+    let seen = c.member(&id_b).unwrap();
+    assert_eq!((seen.state, seen.incarnation), (MemberState::Alive, 1));
+}
