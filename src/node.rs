@@ -90,6 +90,8 @@ pub struct NodeBackend {
     cluster: Option<Cluster>,
     replication: Option<Arc<Replication<QuicTransport>>>,
     data_dir: PathBuf,
+    /// Turns true when the node begins to shut down.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl Backend for NodeBackend {
@@ -111,6 +113,13 @@ impl Backend for NodeBackend {
 
     fn watch(&self) -> Option<tokio::sync::broadcast::Receiver<kvs_sync::Change>> {
         Some(self.store.watch())
+    }
+
+    fn stopping(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
+        let mut shutdown = self.shutdown.clone();
+        async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        }
     }
 
     async fn write(&self, op: WriteOp) -> Result<Result<WriteOutcome, WriteRejected>, StoreError> {
@@ -285,6 +294,7 @@ pub async fn run(
         cluster,
         replication,
         data_dir: data_dir.clone(),
+        shutdown: shutdown.clone(),
     });
     let api = Api::new(Arc::clone(&backend), api_config(&config)?);
     api.bootstrap_auth(&data_dir)

@@ -1,6 +1,7 @@
 //! `GET /watch` against a real node: live puts, deletes and expiries under a prefix, a
 //! backlog from `since`, a resume from `Last-Event-ID` that repeats nothing, and a
-//! watcher that reads nothing while writes go on: told to resume, and never in their way.
+//! watcher that reads nothing while writes go on: told to resume, and never in their way;
+//! an open stream ends when the node shuts down, and does not hold the shutdown up.
 
 mod common;
 
@@ -41,12 +42,16 @@ fn puts_deletes_and_expiries_under_the_prefix_stream_live() {
     );
     assert!(deleted.data.get("data").is_none(), "{:?}", deleted.data);
     assert_eq!(node.put("/kv/w/short?ttl=1s", "2").status, 201);
-    assert_eq!(next(&events).kind, "put");
+    let put = next(&events);
+    assert_eq!(put.kind, "put");
     let expired = next(&events);
     assert_eq!(
         (expired.kind.as_str(), &expired.data["key"]),
         ("expire", &Value::from("w/short"))
     );
+    // The expiry is an event of its own: its id is not the put's (clients drop repeats).
+    assert_ne!(expired.id, put.id);
+    assert_eq!(expired.data["uuid"], put.data["uuid"]);
     assert!(quiet(&events), "nothing from outside the prefix");
 }
 
@@ -81,6 +86,24 @@ fn since_sends_the_backlog_and_last_event_id_resumes_without_repeats() {
     );
     assert_eq!(node.put("/kv/r/3", "3").status, 201);
     assert_eq!(next(&resumed).data["key"], "r/3");
+}
+
+#[test]
+fn a_resume_from_a_put_still_sends_its_expiry() {
+    let node = Node::start(PLAIN);
+    assert_eq!(node.put("/kv/r/t?ttl=2s", "1").status, 201);
+    let written = node.get("/kv/r/t").json();
+    let last = format!(
+        "{}.{}",
+        written["timestamp"],
+        written["uuid"].as_str().unwrap()
+    );
+    let events = watch(&node, "/watch?prefix=r/", &[("Last-Event-ID", &last)]);
+    let expired = next(&events);
+    assert_eq!(
+        (expired.kind.as_str(), &expired.data["key"]),
+        ("expire", &Value::from("r/t"))
+    );
 }
 
 #[test]
@@ -119,12 +142,25 @@ fn kvs_watch_prints_each_change_as_a_json_line() {
             break;
         }
     }
-    let _ = watcher.kill();
-    let _ = watcher.wait();
     let line: Value = serde_json::from_str(&printed.expect("a line")).unwrap();
     assert_eq!(line["event"], "put");
     assert!(line["key"].as_str().unwrap().starts_with("cli/"), "{line}");
     assert_eq!(line["data"], 7);
+    // A value with a TTL: its put, then its expiry, each printed.
+    assert_eq!(node.put("/kv/cli/ttl?ttl=1s", "8").status, 201);
+    let mut seen = Vec::new();
+    while let Ok(line) = received.recv_timeout(Duration::from_secs(20)) {
+        let line: Value = serde_json::from_str(&line).unwrap();
+        if line["key"] == "cli/ttl" {
+            seen.push(line["event"].as_str().unwrap().to_owned());
+            if seen.len() == 2 {
+                break;
+            }
+        }
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert_eq!(seen, ["put", "expire"]);
 }
 
 #[test]
@@ -206,4 +242,24 @@ fn a_watcher_that_falls_behind_is_told_to_resume_and_never_holds_up_writes() {
         WRITES,
         "every write seen across the two streams"
     );
+}
+
+#[test]
+fn sigterm_ends_an_open_watch_and_the_node_exits() {
+    let mut node = Node::start(PLAIN);
+    let events = watch(&node, "/watch?prefix=w/", &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(node.put("/kv/w/a", "1").status, 201);
+    assert_eq!(next(&events).kind, "put", "the stream is open");
+    let pid = nix::unistd::Pid::from_raw(node.child.as_ref().expect("running").id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    // The server ends the stream (the reader sees its end) rather than waiting for the
+    // client to go; a stream still open 20 s later fails here.
+    assert_eq!(
+        events.recv_timeout(Duration::from_secs(20)).map(|e| e.kind),
+        Err(mpsc::RecvTimeoutError::Disconnected),
+        "the stream ended"
+    );
+    let status = node.child.take().expect("running").wait().expect("wait");
+    assert!(status.success(), "{status:?}");
 }

@@ -97,6 +97,13 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Resolves once the node begins to shut down. Responses that never end by themselves
+    /// (`/watch`) end then, so that a graceful shutdown does not wait for their clients.
+    /// Never resolves by default.
+    fn stopping(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
+        std::future::pending()
+    }
+
     /// Whether the node has not completed its first sync with a peer yet (`/health`
     /// then says `syncing`); a node without peers to expect never is.
     fn syncing(&self) -> bool {

@@ -1,6 +1,7 @@
 //! `GET /watch?prefix=P&since=T`: every change under a prefix as Server-Sent Events.
 //!
-//! Each event is `event: put|delete|expire`, `id: <timestamp>.<uuid>` and
+//! Each event is `event: put|delete|expire`, `id: <timestamp>.<uuid>` (for an expiry,
+//! the time the value expired in place of its timestamp) and
 //! `data: {"key","uuid","timestamp","data"?}`, sent only to a caller who may read the key
 //! under that version's metadata (the reserved `_` keys never). The stream subscribes to
 //! the store's changes first and then, with `since` (or a `Last-Event-ID` to resume
@@ -53,9 +54,16 @@ impl Watcher {
     }
 }
 
-/// The event id of `version`: its timestamp and uuid.
-fn event_id(version: &Version) -> String {
-    format!("{}.{}", version.id.timestamp, version.id.uuid)
+/// The event id of a change to `version`: its timestamp and uuid; for an expiry, the
+/// time the value expired and its uuid, so that the expiry of a value has an id of its
+/// own (the purge's tombstone keeps the value's timestamp and uuid, and a client that
+/// drops repeated ids, or a resume from the put, must not lose the expiry).
+fn event_id(version: &Version, expired: bool) -> String {
+    let at = match version.dead_since() {
+        Some(at) if expired => at,
+        _ => version.id.timestamp,
+    };
+    format!("{at}.{}", version.id.uuid)
 }
 
 /// The time a Last-Event-ID resumes from: its timestamp, before the first `.` if any.
@@ -69,7 +77,7 @@ fn event(key: &str, version: &Version, kind: &str) -> Event {
     let body = version_json(version, version.data.is_some());
     let data = format!("{{\"key\":{},{}", serde_json::Value::from(key), &body[1..]);
     Event::default()
-        .id(event_id(version))
+        .id(event_id(version, kind == "expire"))
         .event(kind)
         .data(data)
 }
@@ -126,15 +134,17 @@ impl<B: Backend> Api<B> {
         // The event the client resumes after was delivered: it is not sent again.
         let backlog: Vec<(String, Version)> = backlog
             .into_iter()
-            .filter(|(_, version)| Some(event_id(version)) != last_id)
+            .filter(|(_, version)| Some(event_id(version, false)) != last_id)
             .collect();
-        let mut sent: HashSet<String> = backlog.iter().map(|(_, v)| event_id(v)).collect();
+        let mut sent: HashSet<String> = backlog.iter().map(|(_, v)| event_id(v, false)).collect();
         sent.extend(last_id);
         let first =
             stream::iter(backlog.into_iter().map(|(key, version)| {
                 Ok::<_, std::convert::Infallible>(event(&key, &version, "put"))
             }));
-        let events = first.chain(live_events(live, watcher, sent));
+        let events = first
+            .chain(live_events(live, watcher, sent))
+            .take_until(self.backend.stopping());
         Ok(warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response())
     }
 }
@@ -185,7 +195,7 @@ fn live_events(
             loop {
                 match live.recv().await {
                     Ok(change) => {
-                        let id = event_id(&change.version);
+                        let id = event_id(&change.version, change.expired);
                         if sent.contains(&id) || !watcher.sees(&change.key, &change.version) {
                             continue;
                         }
