@@ -9,7 +9,7 @@ use hyper::Method;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::client_output::{self, OutputArgs};
-use crate::http_client::Connection;
+use crate::http_client::{ClientError, Connection};
 
 /// Characters escaped in a key path segment (`/` stays: it separates segments).
 const KEY_ESCAPES: &AsciiSet = &CONTROLS
@@ -102,14 +102,18 @@ fn key_path(route: &str, key: &str) -> String {
 /// How a successful answer is shown as a table: from its status and JSON body.
 type Render<'a> = &'a dyn Fn(hyper::StatusCode, &serde_json::Value) -> String;
 
-/// Sends one request and prints the answer (see `client_output.rs`); exit 0 on 2xx, 1
+/// What a command asks of the node.
+enum Fetch<'a> {
+    /// One request: method, path, body.
+    One(Method, &'a str, Option<Bytes>),
+    /// Every page of a listing (`GET` of this path, then with each `next_cursor` until
+    /// none), answered as one listing.
+    AllPages(&'a str),
+}
+
+/// Sends the request(s) and prints the answer (see `client_output.rs`); exit 0 on 2xx, 1
 /// otherwise.
-fn call(
-    target: &Target,
-    output: OutputArgs,
-    request: (Method, &str, Option<Bytes>),
-    render: Render<'_>,
-) -> ExitCode {
+fn call(target: &Target, output: OutputArgs, fetch: Fetch<'_>, render: Render<'_>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -120,10 +124,14 @@ fn call(
             return ExitCode::from(1);
         }
     };
-    let (method, path, body) = request;
     let result = runtime.block_on(async {
         let mut connection = Connection::open(&target.addr).await?;
-        connection.send(method, path, body, target.token()).await
+        match fetch {
+            Fetch::One(method, path, body) => {
+                connection.send(method, path, body, target.token()).await
+            }
+            Fetch::AllPages(path) => all_pages(&mut connection, path, target.token()).await,
+        }
     });
     match result {
         Ok((status, body)) => {
@@ -147,6 +155,43 @@ fn call(
     }
 }
 
+/// Follows a listing's `next_cursor` to its end; the items of every page as one answer
+/// with no `next_cursor`, or the first answer that is not a 2xx listing, as it came.
+async fn all_pages(
+    connection: &mut Connection,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(hyper::StatusCode, Bytes), ClientError> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page_path = match &cursor {
+            Some(cursor) => format!(
+                "{path}&cursor={}",
+                utf8_percent_encode(cursor, QUERY_ESCAPES)
+            ),
+            None => path.to_owned(),
+        };
+        let (status, body) = connection
+            .send(Method::GET, &page_path, None, token)
+            .await?;
+        let page = serde_json::from_slice::<serde_json::Value>(&body).ok();
+        let Some(mut page) = page.filter(|_| status.is_success()) else {
+            return Ok((status, body));
+        };
+        if let Some(page_items) = page["items"].as_array_mut() {
+            items.append(page_items);
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => {
+                page["items"] = serde_json::Value::Array(items);
+                return Ok((status, Bytes::from(page.to_string())));
+            }
+        }
+    }
+}
+
 /// `kvs get KEY`.
 pub fn get(args: KeyArgs) -> ExitCode {
     let path = key_path("kv", &args.key);
@@ -154,7 +199,7 @@ pub fn get(args: KeyArgs) -> ExitCode {
     call(
         &args.target,
         args.output,
-        (Method::GET, &path, None),
+        Fetch::One(Method::GET, &path, None),
         &render,
     )
 }
@@ -176,7 +221,7 @@ pub fn put(args: PutArgs) -> ExitCode {
     call(
         &args.target,
         args.output,
-        (Method::PUT, &path, body),
+        Fetch::One(Method::PUT, &path, body),
         &render,
     )
 }
@@ -188,7 +233,7 @@ pub fn del(args: KeyArgs) -> ExitCode {
     call(
         &args.target,
         args.output,
-        (Method::DELETE, &path, None),
+        Fetch::One(Method::DELETE, &path, None),
         &render,
     )
 }
@@ -201,12 +246,7 @@ pub fn ls(args: ListArgs) -> ExitCode {
         utf8_percent_encode(&prefix, QUERY_ESCAPES)
     );
     let render = |_, json: &serde_json::Value| client_output::listing(json);
-    call(
-        &args.target,
-        args.output,
-        (Method::GET, &path, None),
-        &render,
-    )
+    call(&args.target, args.output, Fetch::AllPages(&path), &render)
 }
 
 /// `kvs members`.
@@ -215,7 +255,7 @@ pub fn members(args: MembersArgs) -> ExitCode {
     call(
         &args.target,
         args.output,
-        (Method::GET, "/members", None),
+        Fetch::One(Method::GET, "/members", None),
         &render,
     )
 }

@@ -100,7 +100,7 @@ pub fn written(key: &str, created: bool, answer: &Value) -> String {
     )
 }
 
-/// `GET /kv?prefix=`: a table of keys, and a line when more follow.
+/// `GET /kv?prefix=` with every page followed: a table of keys and their count.
 pub fn listing(answer: &Value) -> String {
     let items = answer["items"].as_array().cloned().unwrap_or_default();
     let rows: Vec<Vec<String>> = items
@@ -114,11 +114,7 @@ pub fn listing(answer: &Value) -> String {
         })
         .collect();
     let mut out = table(&["KEY", "WRITTEN", "UUID"], &rows);
-    out.push_str(&format!("\n({} keys", rows.len()));
-    if let Some(cursor) = answer["next_cursor"].as_str() {
-        out.push_str(&format!("; more follow: --json and ?cursor={cursor}"));
-    }
-    out.push(')');
+    out.push_str(&format!("\n({} keys)", rows.len()));
     out
 }
 
@@ -179,20 +175,20 @@ mod tests {
     }
 
     #[test]
-    fn a_listing_is_a_table_that_says_when_more_follow() {
+    fn a_listing_is_a_table_with_a_count() {
         let answer = json!({
             "items": [
                 {"key": "a", "uuid": "u-1", "timestamp": 0},
                 {"key": "ключ", "uuid": "u-22", "timestamp": 1000}
             ],
-            "next_cursor": "c1"
+            "next_cursor": null
         });
         assert_eq!(
             listing(&answer),
             "KEY   WRITTEN                   UUID\n\
              a     1970-01-01T00:00:00.000Z  u-1\n\
              ключ  1970-01-01T00:00:01.000Z  u-22\n\
-             (2 keys; more follow: --json and ?cursor=c1)"
+             (2 keys)"
         );
         assert!(listing(&json!({"items": [], "next_cursor": null})).ends_with("(0 keys)"));
     }

@@ -287,3 +287,28 @@ fn init_writes_a_config_that_joins_the_cluster() {
     }
     assert!(joined, "node2 did not join node1");
 }
+
+#[test]
+fn kvs_ls_follows_every_page_of_a_long_listing() {
+    let node = common::Node::start(common::PLAIN);
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("KVS_ADDR", node.base.as_str())];
+    // One more than the node's largest page (1,000).
+    for n in 0..1001 {
+        assert_eq!(node.put(&format!("/kv/many/{n:04}"), "1").status, 201);
+    }
+    assert_eq!(node.put("/kv/other", "1").status, 201);
+    let piped: serde_json::Value =
+        serde_json::from_str(stdout(&run_kvs(&["ls", "many/"], dir.path(), &env)).trim()).unwrap();
+    let keys: Vec<&str> = piped["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["key"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..1001).map(|n| format!("many/{n:04}")).collect();
+    assert_eq!(keys, expected);
+    assert!(piped["next_cursor"].is_null());
+    let table = stdout(&run_kvs(&["ls", "many/", "--table"], dir.path(), &env));
+    assert!(table.ends_with("(1001 keys)\n"), "{table}");
+}
