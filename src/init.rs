@@ -1,5 +1,6 @@
 //! `kvs init NAME --join CONFIG`: the config of another node of CONFIG's cluster, written
-//! next to NAME: the same secrets, CONFIG's node as its seed, ports that are free (not
+//! next to NAME: the same secrets (from CONFIG, or from its node's data dir where the
+//! node generated them), CONFIG's node as its seed, ports that are free (not
 //! bound on this machine, and not named by another config in NAME's folder), and a data
 //! dir of its own.
 
@@ -8,6 +9,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, config_path, default_config_text};
+use crate::store::read_meta_texts;
 
 /// The ports of a new node's config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,13 +26,8 @@ pub fn write_joining(name: &str, join: &str) -> Result<String, String> {
         return Err(format!("{}: exists already", target.display()));
     }
     let seed_path = config_path(join);
-    let seed = Config::load(&seed_path).map_err(|e| e.to_string())?;
-    if seed.cluster_secret.is_empty() || seed.jwt_secret.is_empty() {
-        return Err(format!(
-            "{}: cluster_secret and jwt_secret are kept in its data dir; write them into the config first",
-            seed_path.display()
-        ));
-    }
+    let mut seed = Config::load(&seed_path).map_err(|e| e.to_string())?;
+    secrets_from_data_dir(&mut seed, &seed_path)?;
     let folder = target.parent().filter(|p| !p.as_os_str().is_empty());
     let taken = ports_of_configs(folder.unwrap_or(Path::new(".")));
     let ports = free_ports(seed.bind_address, &seed, &taken)
@@ -53,6 +50,32 @@ pub fn write_joining(name: &str, join: &str) -> Result<String, String> {
         ports.gossip,
         ports.sync
     ))
+}
+
+/// Fills in the secrets a config leaves out from its node's data dir, where the node
+/// keeps those it generated at its first start (read alongside a running node).
+fn secrets_from_data_dir(seed: &mut Config, seed_path: &Path) -> Result<(), String> {
+    if !seed.cluster_secret.is_empty() && !seed.jwt_secret.is_empty() {
+        return Ok(());
+    }
+    let data_dir = seed.data_dir(seed_path);
+    let unknown = |why: String| {
+        format!(
+            "{}: it names no cluster_secret and jwt_secret, and its data dir does not hold them ({why}); start that node once, or write the secrets into the config",
+            seed_path.display()
+        )
+    };
+    let kept = read_meta_texts(&data_dir, &["cluster_secret", "jwt_secret"])
+        .map_err(|e| unknown(e.to_string()))?;
+    for (value, kept) in [&mut seed.cluster_secret, &mut seed.jwt_secret]
+        .into_iter()
+        .zip(kept)
+    {
+        if value.is_empty() {
+            *value = kept.ok_or_else(|| unknown("not generated yet".to_owned()))?;
+        }
+    }
+    Ok(())
 }
 
 /// The default config text with the seed's secrets and bind address, `ports`, the seed

@@ -262,30 +262,74 @@ fn init_writes_a_config_that_joins_the_cluster() {
     assert!(stdout(&init).contains(&format!("joining through 127.0.0.1:{gossip}")));
     let again = run_kvs(&["init", "node2", "--join", "node1"], dir.path(), &env);
     assert_eq!(again.status.code(), Some(2), "an existing config is kept");
-    let mut addrs = Vec::new();
-    for name in ["node1", "node2"] {
-        let started = run_kvs(&["start", name], dir.path(), &env);
-        assert!(
-            started.status.success(),
-            "{}",
-            String::from_utf8_lossy(&started.stderr)
-        );
-        let addr = stdout(&started)
-            .split_whitespace()
-            .find(|w| w.contains("127.0.0.1:"))
-            .map(str::to_owned);
-        addrs.push(addr.expect("an address"));
-    }
-    let base = |addr: &str| format!("http://{}", addr.trim_start_matches("http://"));
-    let joined = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let health = common::request(&format!("{}/health", base(&addrs[1])), "GET", None, &[]);
-        health.status == 200 && health.json()["members"] == 2
-    });
+    start_node(dir.path(), &env, "node1");
+    let joined = sees_members(&start_node(dir.path(), &env, "node2"), 2);
     for name in ["node1", "node2"] {
         run_kvs(&["stop", name], dir.path(), &env);
     }
     assert!(joined, "node2 did not join node1");
+}
+
+/// A config with no secrets: its node generates them at its first start and keeps them
+/// in its data dir, from where `kvs init --join` takes them while the node runs.
+#[test]
+fn init_takes_the_secrets_a_running_node_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let env = [("KVS_HOME", home.to_str().unwrap())];
+    let (http, gossip, sync) = (free_port(false), free_port(true), free_port(true));
+    std::fs::write(
+        dir.path().join("node1.yaml"),
+        format!(
+            "http_port: {http}\ngossip_port: {gossip}\nsync_port: {sync}\nauth_enabled: false\n"
+        ),
+    )
+    .unwrap();
+    let early = run_kvs(&["init", "node2", "--join", "node1"], dir.path(), &env);
+    assert_eq!(early.status.code(), Some(2), "no secrets exist yet");
+    assert!(
+        String::from_utf8_lossy(&early.stderr).contains("start that node once"),
+        "{}",
+        String::from_utf8_lossy(&early.stderr)
+    );
+    assert!(!dir.path().join("node2.yaml").exists());
+    start_node(dir.path(), &env, "node1");
+    let init = run_kvs(&["init", "node2", "--join", "node1"], dir.path(), &env);
+    let joined = init.status.success() && sees_members(&start_node(dir.path(), &env, "node2"), 2);
+    for name in ["node1", "node2"] {
+        run_kvs(&["stop", name], dir.path(), &env);
+    }
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    assert!(joined, "node2 did not join node1");
+}
+
+/// Starts node `name` with `kvs start` (in `dir`); its HTTP base URL.
+fn start_node(dir: &std::path::Path, env: &[(&str, &str)], name: &str) -> String {
+    let started = run_kvs(&["start", name], dir, env);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let addr = stdout(&started)
+        .split_whitespace()
+        .find(|w| w.contains("127.0.0.1:"))
+        .map(str::to_owned)
+        .expect("an address");
+    format!("http://{}", addr.trim_start_matches("http://"))
+}
+
+/// Whether the node at `base` counts `members` members within 10 s.
+fn sees_members(base: &str, members: usize) -> bool {
+    (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let health = common::request(&format!("{base}/health"), "GET", None, &[]);
+        health.status == 200 && health.json()["members"] == members
+    })
 }
 
 #[test]

@@ -3,9 +3,52 @@
 
 use std::path::Path;
 
+use heed::CommitOrAbort;
+use heed::types::Bytes;
 use kvs_sync::StoreError;
 
 use super::LmdbStore;
+
+/// The text of node facts `names` in the store of data dir `dir`, read without writing
+/// anything (the node may be running: LMDB lets another process read alongside it);
+/// `None` for a fact not stored. Fails if `dir` holds no store.
+#[allow(unsafe_code)]
+pub fn read_meta_texts(dir: &Path, names: &[&str]) -> Result<Vec<Option<String>>, StoreError> {
+    if !dir.join("data.mdb").is_file() {
+        return Err(StoreError::Backend(format!(
+            "{} holds no store yet",
+            dir.display()
+        )));
+    }
+    let mut builder = heed::EnvOpenOptions::new();
+    builder.map_size(super::MAP_SIZE).max_dbs(16);
+    // SAFETY: read-only; this process opens the environment once, and only to read these
+    // facts (LMDB's lock file coordinates it with the node's process).
+    unsafe { builder.flags(heed::EnvFlags::READ_ONLY) };
+    let env = unsafe { builder.open(dir) }?;
+    let meta = env
+        .open_databases_and_commit(env.read_txn()?, |opener, rtxn| -> heed::Result<_> {
+            let meta = opener.open_database::<Bytes, Bytes>(rtxn, Some("meta"))?;
+            Ok(CommitOrAbort::<_, ()>::Commit(meta))
+        })?
+        .unwrap_commit();
+    let rtxn = env.read_txn()?;
+    names
+        .iter()
+        .map(|name| {
+            let Some(db) = &meta else { return Ok(None) };
+            let Some(bytes) = db.get(&rtxn, name.as_bytes())? else {
+                return Ok(None);
+            };
+            String::from_utf8(bytes.to_vec())
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    key: (*name).to_owned(),
+                    reason: e.to_string(),
+                })
+        })
+        .collect()
+}
 
 impl LmdbStore {
     /// The value of node fact `name`, storing `init` first if it has none.
