@@ -62,8 +62,14 @@ pub(crate) struct IssueToken {
     pub(crate) user_id: String,
     /// Scope names, checked by [`parse_scopes`].
     pub(crate) scopes: Vec<String>,
-    /// The lifetime: a duration string or a number of seconds.
+    /// The lifetime: a duration string or a number of seconds; 24 hours when absent.
+    #[serde(default = "default_token_ttl")]
     pub(crate) ttl: serde_json::Value,
+}
+
+/// The lifetime of a token whose request names none.
+fn default_token_ttl() -> serde_json::Value {
+    serde_json::Value::from("24h")
 }
 
 /// `PUT /meta/{key}`: absent fields stay unchanged; `null` clears the owner
