@@ -226,39 +226,72 @@ pub fn stop(arg: &str) -> ExitCode {
         instance.forget();
         return ExitCode::from(1);
     };
-    if let Err(error) = terminate(pid) {
-        eprintln!("kvs: stopping {} (pid {pid}): {error}", instance.name);
-        return ExitCode::from(1);
+    match terminate(pid, WAIT) {
+        Ok(Stopped::Exited) => {
+            instance.forget();
+            println!("stopped {} pid {pid}", instance.name);
+            ExitCode::SUCCESS
+        }
+        Ok(Stopped::Killed) => {
+            // Gone, but without its graceful shutdown: said, and exit 1.
+            instance.forget();
+            eprintln!(
+                "kvs: stopping {} (pid {pid}): it did not exit within {WAIT:?}; killed",
+                instance.name
+            );
+            ExitCode::from(1)
+        }
+        Err(error) => {
+            eprintln!("kvs: stopping {} (pid {pid}): {error}", instance.name);
+            ExitCode::from(1)
+        }
     }
-    instance.forget();
-    println!("stopped {} pid {pid}", instance.name);
-    ExitCode::SUCCESS
 }
 
-/// SIGTERM, wait for the exit, SIGKILL if it does not come.
-fn terminate(pid: i32) -> Result<(), String> {
+/// How a daemon stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum Stopped {
+    /// It exited after SIGTERM.
+    Exited,
+    /// It did not exit within [`WAIT`] and was SIGKILLed.
+    Killed,
+}
+
+/// SIGTERM, wait up to `wait` for the exit, SIGKILL if it does not come (then wait for
+/// that too).
+fn terminate(pid: i32, wait: Duration) -> Result<Stopped, String> {
     let pid_t = Pid::from_raw(pid);
     kill(pid_t, Signal::SIGTERM).map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + wait;
     while alive(pid) {
         if Instant::now() >= deadline {
-            let _ = kill(pid_t, Signal::SIGKILL);
-            return Err(format!("it did not exit within {WAIT:?}; killed"));
+            kill(pid_t, Signal::SIGKILL).map_err(|e| format!("SIGKILL: {e}"))?;
+            while alive(pid) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return Ok(Stopped::Killed);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(())
+    Ok(Stopped::Exited)
 }
 
 /// `kvs restart CONFIG`.
 pub fn restart(arg: &str) -> ExitCode {
     let instance = Instance::of_config(&crate::config::config_path(arg));
     if let Some(pid) = instance.running() {
-        if let Err(error) = terminate(pid) {
-            eprintln!("kvs: stopping {} (pid {pid}): {error}", instance.name);
-            return ExitCode::from(1);
+        match terminate(pid, WAIT) {
+            Ok(Stopped::Exited) => println!("stopped {} pid {pid}", instance.name),
+            Ok(Stopped::Killed) => eprintln!(
+                "kvs: stopping {} (pid {pid}): it did not exit within {WAIT:?}; killed",
+                instance.name
+            ),
+            Err(error) => {
+                eprintln!("kvs: stopping {} (pid {pid}): {error}", instance.name);
+                return ExitCode::from(1);
+            }
         }
-        println!("stopped {} pid {pid}", instance.name);
+        instance.forget();
     }
     start(arg)
 }
@@ -310,7 +343,40 @@ fn file_names(dir: &Path) -> impl Iterator<Item = String> {
 
 #[cfg(test)]
 mod tests {
-    use super::alive;
+    use std::time::Duration;
+
+    use super::{Stopped, alive, terminate};
+
+    #[test]
+    fn a_process_that_ignores_sigterm_is_killed() {
+        let mut stubborn = std::process::Command::new("sh")
+            .args(["-c", "trap '' TERM; echo ready; exec sleep 60"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        // The trap is set once it says so.
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(stubborn.stdout.take().expect("stdout")),
+            &mut ready,
+        )
+        .expect("ready");
+        let pid = stubborn.id() as i32;
+        assert_eq!(
+            terminate(pid, Duration::from_millis(200)),
+            Ok(Stopped::Killed)
+        );
+        assert!(!alive(pid));
+        let _ = stubborn.wait();
+
+        let mut polite = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("sleep");
+        let pid = polite.id() as i32;
+        assert_eq!(terminate(pid, Duration::from_secs(20)), Ok(Stopped::Exited));
+        let _ = polite.wait();
+    }
 
     #[test]
     fn an_exited_process_is_not_alive_before_it_is_reaped() {
