@@ -244,15 +244,10 @@ fn init_writes_a_config_that_joins_the_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let env = [("KVS_HOME", home.to_str().unwrap())];
-    let (http, gossip, sync) = (free_port(false), free_port(true), free_port(true));
-    std::fs::write(
-        dir.path().join("node1.yaml"),
-        format!(
-            "http_port: {http}\ngossip_port: {gossip}\nsync_port: {sync}\nauth_enabled: false\n\
-             cluster_secret: init-test-cluster-secret\njwt_secret: init-test-jwt-secret\n"
-        ),
-    )
-    .unwrap();
+    let gossip = write_node1(
+        dir.path(),
+        "cluster_secret: init-test-cluster-secret\njwt_secret: init-test-jwt-secret\n",
+    );
     let init = run_kvs(&["init", "node2", "--join", "node1"], dir.path(), &env);
     assert!(
         init.status.success(),
@@ -277,14 +272,7 @@ fn init_takes_the_secrets_a_running_node_generated() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let env = [("KVS_HOME", home.to_str().unwrap())];
-    let (http, gossip, sync) = (free_port(false), free_port(true), free_port(true));
-    std::fs::write(
-        dir.path().join("node1.yaml"),
-        format!(
-            "http_port: {http}\ngossip_port: {gossip}\nsync_port: {sync}\nauth_enabled: false\n"
-        ),
-    )
-    .unwrap();
+    write_node1(dir.path(), "");
     let early = run_kvs(&["init", "node2", "--join", "node1"], dir.path(), &env);
     assert_eq!(early.status.code(), Some(2), "no secrets exist yet");
     assert!(
@@ -305,6 +293,19 @@ fn init_takes_the_secrets_a_running_node_generated() {
         String::from_utf8_lossy(&init.stderr)
     );
     assert!(joined, "node2 did not join node1");
+}
+
+/// Writes `node1.yaml` in `dir`: free ports, auth off, then `extra`; its gossip port.
+fn write_node1(dir: &std::path::Path, extra: &str) -> u16 {
+    let (http, gossip, sync) = (free_port(false), free_port(true), free_port(true));
+    std::fs::write(
+        dir.join("node1.yaml"),
+        format!(
+            "http_port: {http}\ngossip_port: {gossip}\nsync_port: {sync}\nauth_enabled: false\n{extra}"
+        ),
+    )
+    .unwrap();
+    gossip
 }
 
 /// Starts node `name` with `kvs start` (in `dir`); its HTTP base URL.
