@@ -326,7 +326,9 @@ fn issue_token() {
     let without_ttl: IssueToken =
         serde_json::from_value(json!({"user_id": "u1", "scopes": ["read"]})).expect("json");
     assert_eq!(
-        plan_issue_token(&without_ttl, &users).expect("valid").ttl_ms,
+        plan_issue_token(&without_ttl, &users)
+            .expect("valid")
+            .ttl_ms,
         86_400_000,
         "24 hours when the request names no ttl"
     );
