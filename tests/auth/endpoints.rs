@@ -234,12 +234,22 @@ fn users_groups_and_tokens_endpoints() {
         400,
         "bad_request",
     );
-    bad(
+    // No ttl: a token for 24 hours.
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let no_ttl = req(
         "POST",
         "/auth/tokens",
-        r#"{"user_id":"root","scopes":["read"]}"#,
-        400,
-        "bad_request",
+        Some(r#"{"user_id":"root","scopes":["read"]}"#),
+    );
+    assert_eq!(no_ttl.status, 201);
+    let expires_at = no_ttl.json()["expires_at"].as_u64().expect("expires_at");
+    let day = 24 * 3_600_000;
+    assert!(
+        expires_at >= before + day && expires_at <= before + day + 60_000,
+        "{expires_at} is not a day after {before}"
     );
     for (method, path) in [
         ("DELETE", "/auth/users/nobody"),
