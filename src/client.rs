@@ -156,7 +156,8 @@ fn call(target: &Target, output: OutputArgs, fetch: Fetch<'_>, render: Render<'_
 }
 
 /// Follows a listing's `next_cursor` to its end; the items of every page as one answer
-/// with no `next_cursor`, or the first answer that is not a 2xx listing, as it came.
+/// with no `next_cursor`, or the first answer that is not a 2xx listing, as it came. A
+/// cursor answered with itself is an error, not an endless loop.
 async fn all_pages(
     connection: &mut Connection,
     path: &str,
@@ -183,6 +184,11 @@ async fn all_pages(
             items.append(page_items);
         }
         match page["next_cursor"].as_str() {
+            Some(next) if cursor.as_deref() == Some(next) => {
+                return Err(ClientError::Http(format!(
+                    "the node answered cursor {next:?} with itself as the next one"
+                )));
+            }
             Some(next) => cursor = Some(next.to_owned()),
             None => {
                 page["items"] = serde_json::Value::Array(items);

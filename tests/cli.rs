@@ -357,3 +357,43 @@ fn kvs_ls_follows_every_page_of_a_long_listing() {
     let table = stdout(&run_kvs(&["ls", "many/", "--table"], dir.path(), &env));
     assert!(table.ends_with("(1001 keys)\n"), "{table}");
 }
+
+/// A server that answers every listing with the same cursor (a broken or hostile node):
+/// `kvs ls` stops with an error instead of asking forever.
+#[test]
+fn kvs_ls_refuses_a_cursor_that_repeats_itself() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut stream = stream;
+        let body = r#"{"items":[{"key":"x","uuid":"u","timestamp":1}],"next_cursor":"same"}"#;
+        // One connection, answered request by request.
+        for _ in 0..1000 {
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if stream.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("http://{addr}");
+    let out = run_kvs(&["ls", "x", "--addr", &base], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cursor"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
