@@ -230,6 +230,9 @@ fn anonymous_flags() {
         ("GET", "/kv?prefix=", None),
         ("GET", "/history/a", None),
         ("GET", "/members", None),
+        ("GET", "/sync", None),
+        ("GET", "/metrics", None),
+        ("GET", "/openapi.json", None),
         ("GET", "/meta/a", None),
         ("PUT", "/meta/a", Some("{}")),
         ("GET", "/auth/users", None),
@@ -239,9 +242,13 @@ fn anonymous_flags() {
         assert_eq!(answer.status, 401, "{method} {path}");
         assert_eq!(answer.header("www-authenticate").as_deref(), Some("Bearer"));
     }
-    // Health, metrics and the OpenAPI document stay open.
-    for path in ["/health", "/metrics", "/openapi.json"] {
+    // Health and the console page stay open; the operations endpoints take a token.
+    for path in ["/health", "/ui"] {
         assert_eq!(call(&closed, "GET", path, None, None).status, 200, "{path}");
+    }
+    for path in ["/members", "/sync", "/metrics", "/openapi.json"] {
+        let answer = call(&closed, "GET", path, None, Some(&root));
+        assert_eq!(answer.status, 200, "{path} with a token");
     }
 
     let reads = auth_node("anon-secret", "allow_anonymous_read: true\n");
@@ -268,6 +275,10 @@ fn anonymous_flags() {
         "anonymous history",
     );
     assert_eq!(call(&reads, "GET", "/kv/absent", None, None).status, 404);
+    // Anonymous reads cover keys, not the cluster and operations endpoints.
+    for path in ["/members", "/sync", "/metrics", "/openapi.json"] {
+        assert_401(&call(&reads, "GET", path, None, None), path);
+    }
     assert_401(
         &call(&reads, "PUT", "/kv/a", Some("2"), None),
         "read-only flag, write",

@@ -74,6 +74,10 @@ pub(crate) enum Operation<'a> {
     ChangeMeta(&'a KeyMeta),
     /// `/auth/...`, `/admin/...`, `/audit...`.
     Admin,
+    /// The cluster and operations endpoints (`/members`, `/sync`, `/metrics`,
+    /// `/openapi.json`): a token with scope `read`; never anonymous, as anonymous reads
+    /// cover keys only.
+    Observe,
 }
 
 /// The anonymous-access flags of the configuration.
@@ -215,7 +219,8 @@ fn anonymous(operation: Operation<'_>, flags: AnonymousAccess) -> Result<(), Den
         | Operation::Delete(_)
         | Operation::ReadMeta(_)
         | Operation::ChangeMeta(_)
-        | Operation::Admin => false,
+        | Operation::Admin
+        | Operation::Observe => false,
     };
     if allowed {
         Ok(())
@@ -235,7 +240,9 @@ fn authenticated(subject: &Subject, operation: Operation<'_>) -> Result<(), Deni
     }
     let scope = match operation {
         Operation::Admin => return Err(Denied::Forbidden(Reason::NotAdmin)),
-        Operation::Read(_) | Operation::List | Operation::ReadMeta(_) => Scope::Read,
+        Operation::Read(_) | Operation::List | Operation::ReadMeta(_) | Operation::Observe => {
+            Scope::Read
+        }
         Operation::Write(_)
         | Operation::WriteExpiring(_)
         | Operation::Create(_)
@@ -256,7 +263,7 @@ fn authenticated(subject: &Subject, operation: Operation<'_>) -> Result<(), Deni
         Operation::ReadMeta(meta) => check(subject, Some(meta), Access::Read),
         Operation::ChangeMeta(meta) if subject.is_owner(meta) => Ok(()),
         Operation::ChangeMeta(_) => Err(Denied::Forbidden(Reason::NotOwner)),
-        Operation::List | Operation::Admin => Ok(()),
+        Operation::List | Operation::Admin | Operation::Observe => Ok(()),
     }
 }
 

@@ -207,7 +207,7 @@ fn anonymous_needs_the_flags() {
 }
 
 #[test]
-fn anonymous_never_deletes_reads_meta_or_administers() {
+fn anonymous_never_deletes_reads_meta_administers_or_observes() {
     let anon = Principal::Anonymous;
     let m = meta(0xfff);
     for op in [
@@ -216,6 +216,7 @@ fn anonymous_never_deletes_reads_meta_or_administers() {
         Operation::ReadMeta(&m),
         Operation::ChangeMeta(&m),
         Operation::Admin,
+        Operation::Observe,
     ] {
         assert_eq!(
             decide(&anon, op, ALL_FLAGS),
@@ -272,6 +273,7 @@ fn scopes_gate_before_bits() {
         Operation::Read(None),
         Operation::List,
         Operation::ReadMeta(&m),
+        Operation::Observe,
     ] {
         assert_eq!(decide(&write_only, op, ALL_FLAGS), no_read, "{op:?}");
         assert_eq!(decide(&read_only, op, ALL_FLAGS), Ok(()), "{op:?}");

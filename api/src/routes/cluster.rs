@@ -1,8 +1,8 @@
 //! The cluster and operations routes: `/health`, `/members`, `/sync`, `/metrics`,
 //! `/openapi.json`.
 //!
-//! `/members` and `/sync` need authentication (the `read` scope, or
-//! `allow_anonymous_read`); `/health`, `/metrics` and `/openapi.json` are open.
+//! While `auth_enabled`, all but `/health` need a token with the `read` scope (anonymous
+//! reads cover keys only); `/health` is open.
 //! `/openapi.json` is `api/openapi.json`; while `auth_enabled` is false, without its
 //! `security` (no request needs a token then) and without the `/auth/...` paths.
 
@@ -44,20 +44,32 @@ impl<B: Backend> Api<B> {
     }
 
     pub(super) fn members(&self, caller: &Caller) -> Handled {
-        self.authorize(caller, Operation::List)?;
+        self.authorize(caller, Operation::Observe)?;
         let body = serde_json::json!({ "members": self.backend.members() });
         Ok(json_response(StatusCode::OK, body.to_string()))
     }
 
     pub(super) async fn sync(&self, caller: &Caller) -> Handled {
-        self.authorize(caller, Operation::List)?;
+        self.authorize(caller, Operation::Observe)?;
         let status = self.blocking(|backend| Ok(backend.sync_status()?)).await?;
         let body =
             serde_json::to_string(&status).map_err(|e| StoreError::Backend(e.to_string()))?;
         Ok(json_response(StatusCode::OK, body))
     }
 
-    pub(super) async fn metrics(&self) -> Handled {
+    /// `GET /openapi.json`.
+    pub(super) fn openapi(&self, caller: &Caller) -> Handled {
+        self.authorize(caller, Operation::Observe)?;
+        let document = if self.config.auth.is_some() {
+            OPENAPI
+        } else {
+            OPENAPI_NO_AUTH.as_str()
+        };
+        Ok(json_response(StatusCode::OK, document.to_owned()))
+    }
+
+    pub(super) async fn metrics(&self, caller: &Caller) -> Handled {
+        self.authorize(caller, Operation::Observe)?;
         let mut registry = Registry::default();
         self.metrics.register(&mut registry);
         let registry = self
@@ -103,16 +115,6 @@ static OPENAPI_NO_AUTH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
     }
     document.to_string()
 });
-
-/// `GET /openapi.json`: the document of this node's API, with or without authentication.
-pub(super) fn openapi(auth_enabled: bool) -> WarpResponse {
-    let document = if auth_enabled {
-        OPENAPI
-    } else {
-        OPENAPI_NO_AUTH.as_str()
-    };
-    json_response(StatusCode::OK, document.to_owned())
-}
 
 /// The web console, embedded at build time: one page that reads `/health`, `/members`,
 /// `/sync` and the key routes with the token pasted into it (kept in the tab's session

@@ -4,8 +4,9 @@
 //! `404`/`405`/`413` and the error format exact for every path.
 //!
 //! Authentication happens in the dispatcher, before any handler: every path but
-//! `/health`, `/metrics` and `/openapi.json` gets a [`Caller`] (or a `401`), and each
-//! handler asks [`Api::authorize`] about its operation once it knows the key's metadata.
+//! `/health` and the console page `/ui` gets a [`Caller`] (or a `401`), and each handler
+//! asks [`Api::authorize`] about its operation once it knows the key's metadata. Rate
+//! limiting follows it, for every path but those two and `/metrics`.
 
 mod admin;
 mod audit;
@@ -207,11 +208,6 @@ impl<B: Backend> Api<B> {
         let path = request.path;
         match path {
             "/health" => return (3, self.only_get(request, async { self.health() }).await),
-            "/metrics" => return (5, self.only_get(request, self.metrics()).await),
-            "/openapi.json" => {
-                let openapi = async { Ok(cluster::openapi(self.config.auth.is_some())) };
-                return (6, self.only_get(request, openapi).await);
-            }
             // The page needs no token: it asks for one and sends it with its own calls.
             "/ui" | "/ui/" => {
                 let console = async { Ok(cluster::console()) };
@@ -232,7 +228,10 @@ impl<B: Backend> Api<B> {
                 return (route, Err(refused));
             }
         };
-        if let Err(wait) = self.admit(request, caller.user()) {
+        // `/metrics` is never rate limited (it still needs a token while auth is on).
+        if path != "/metrics"
+            && let Err(wait) = self.admit(request, caller.user())
+        {
             request::discard(body).await;
             return (route, Err(ApiError::rate_limited(wait)));
         }
@@ -296,6 +295,8 @@ impl<B: Backend> Api<B> {
                     .await
             }
             "/members" => self.only_get(request, async { self.members(caller) }).await,
+            "/metrics" => self.only_get(request, self.metrics(caller)).await,
+            "/openapi.json" => self.only_get(request, async { self.openapi(caller) }).await,
             "/sync" => self.only_get(request, self.sync(caller)).await,
             "/watch" => self.only_get(request, self.watch(request, caller)).await,
             "/audit" => {
@@ -387,6 +388,10 @@ fn route_index(path: &str) -> usize {
         2
     } else if path == "/members" {
         4
+    } else if path == "/metrics" {
+        5
+    } else if path == "/openapi.json" {
+        6
     } else if path.starts_with("/auth/") {
         7
     } else if path.starts_with("/meta/") {

@@ -39,8 +39,22 @@ fn operations(document: &Value) -> Vec<(String, BTreeSet<String>)> {
 
 #[tokio::test]
 async fn the_document_declares_security_only_with_auth_on() {
-    let (with_auth, _) = api_with_root();
-    let on = get(&with_auth, "/openapi.json").await.json();
+    let (with_auth, root) = api_and_root().await;
+    assert_eq!(
+        get(&with_auth, "/openapi.json").await.status,
+        401,
+        "auth on: a token"
+    );
+    let bearer = format!("Bearer {root}");
+    let on = request(
+        &with_auth,
+        "GET",
+        "/openapi.json",
+        None,
+        &[("authorization", &bearer)],
+    )
+    .await
+    .json();
     assert_eq!(on["security"], serde_json::json!([{"bearerAuth": []}]));
     assert!(on["components"]["securitySchemes"]["bearerAuth"].is_object());
     assert!(on["paths"]["/auth/users"].is_object());
@@ -61,8 +75,16 @@ async fn the_document_declares_security_only_with_auth_on() {
 #[tokio::test]
 async fn every_405_names_the_methods_the_document_declares() {
     let (api, root) = api_and_root().await;
-    let document = get(&api, "/openapi.json").await.json();
     let bearer = format!("Bearer {root}");
+    let document = request(
+        &api,
+        "GET",
+        "/openapi.json",
+        None,
+        &[("authorization", &bearer)],
+    )
+    .await
+    .json();
     for (path, declared) in operations(&document) {
         let concrete = path
             .replace("{key}", "a")
