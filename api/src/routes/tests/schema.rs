@@ -19,6 +19,20 @@ async fn api_and_root() -> (std::sync::Arc<Api<MemoryBackend>>, String) {
     (api, root)
 }
 
+/// `GET /openapi.json` with `token`.
+async fn document(api: &std::sync::Arc<Api<MemoryBackend>>, token: &str) -> Value {
+    let bearer = format!("Bearer {token}");
+    request(
+        api,
+        "GET",
+        "/openapi.json",
+        None,
+        &[("authorization", &bearer)],
+    )
+    .await
+    .json()
+}
+
 /// The document's operations: (path, methods in upper case).
 fn operations(document: &Value) -> Vec<(String, BTreeSet<String>)> {
     let paths = document["paths"].as_object().expect("paths");
@@ -45,16 +59,7 @@ async fn the_document_declares_security_only_with_auth_on() {
         401,
         "auth on: a token"
     );
-    let bearer = format!("Bearer {root}");
-    let on = request(
-        &with_auth,
-        "GET",
-        "/openapi.json",
-        None,
-        &[("authorization", &bearer)],
-    )
-    .await
-    .json();
+    let on = document(&with_auth, &root).await;
     assert_eq!(on["security"], serde_json::json!([{"bearerAuth": []}]));
     assert!(on["components"]["securitySchemes"]["bearerAuth"].is_object());
     assert!(on["paths"]["/auth/users"].is_object());
@@ -76,15 +81,7 @@ async fn the_document_declares_security_only_with_auth_on() {
 async fn every_405_names_the_methods_the_document_declares() {
     let (api, root) = api_and_root().await;
     let bearer = format!("Bearer {root}");
-    let document = request(
-        &api,
-        "GET",
-        "/openapi.json",
-        None,
-        &[("authorization", &bearer)],
-    )
-    .await
-    .json();
+    let document = document(&api, &root).await;
     for (path, declared) in operations(&document) {
         let concrete = path
             .replace("{key}", "a")
