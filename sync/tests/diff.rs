@@ -328,7 +328,7 @@ fn after_absence(established_peer: bool) -> (MemoryStore, MemoryStore, kvs_sync:
         kvs_sync::Session::initiator(RULES).with_standing(true, Some(since)),
         kvs_sync::Session::responder(RULES).with_standing(established_peer, None),
     );
-    let exchange = kvs_sync::exchange_with(sessions, &back, &peer, NOW).unwrap();
+    let exchange = kvs_sync::exchange_with(sessions, &back, &peer, (NOW, NOW)).unwrap();
     (back, peer, exchange)
 }
 
@@ -355,4 +355,42 @@ fn a_node_back_after_tombstone_ttl_buries_nothing_on_the_word_of_a_new_peer() {
     assert_eq!(exchange.initiator.buried, 0);
     assert!(peer.get("bulk/000002").unwrap().is_some());
     assert_eq!(back.merkle().unwrap(), peer.merkle().unwrap());
+}
+
+/// A peer whose clock is behind (within `max_clock_skew`) still sends a deletion that is
+/// past keeping here: it is not taken, but the value it deleted is buried, and a value
+/// written after it is kept. (A spec audit found the deleted value spread again by a node
+/// back after `tombstone_ttl` whose first session was with such a peer.)
+#[test]
+fn a_deletion_past_keeping_here_still_buries_the_value_it_deleted() {
+    let (here, behind) = (store(), store());
+    let mut held = bulk(2, 1);
+    let mut deletions = held.clone();
+    for (n, ((_, value), (_, deletion))) in held.iter_mut().zip(&mut deletions).enumerate() {
+        deletion.data = None;
+        deletion.id.timestamp = NOW - RULES.tombstone_ttl_ms - 1;
+        // bulk/000000 was written before the delete, bulk/000001 after it.
+        value.id.timestamp = match n {
+            0 => deletion.id.timestamp - 10,
+            _ => NOW - 10,
+        };
+    }
+    here.merge(&held).unwrap();
+    behind.merge(&deletions).unwrap();
+    let behind_now = NOW - 15_000;
+    let behind_rules = Admission {
+        now_ms: behind_now,
+        ..RULES
+    };
+    let sessions = (
+        kvs_sync::Session::initiator(RULES),
+        kvs_sync::Session::responder(behind_rules),
+    );
+    let exchange = kvs_sync::exchange_with(sessions, &here, &behind, (NOW, behind_now)).unwrap();
+    assert_eq!(exchange.initiator.refused.past_keeping, 1, "{exchange:?}");
+    assert_eq!(exchange.initiator.buried, 1, "{exchange:?}");
+    assert!(here.get("bulk/000000").unwrap().unwrap().is_tombstone());
+    assert_eq!(here.get("bulk/000001").unwrap(), Some(held[1].1.clone()));
+    here.purge(NOW, RULES.tombstone_ttl_ms).unwrap();
+    assert_eq!(here.get("bulk/000000").unwrap(), None, "purged, never sent");
 }

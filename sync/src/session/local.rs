@@ -21,7 +21,8 @@ pub struct Exchange {
 }
 
 /// One turn of `me`: `first` and then whatever it has to send, each message through the
-/// codec and into `peer`; returns the peer's replies (the start of its turn).
+/// codec and into `peer` (whose clock reads `now_ms`); returns the peer's replies (the
+/// start of its turn).
 fn take_turn(
     me: &mut Session,
     my_store: &dyn Store,
@@ -56,15 +57,16 @@ pub fn exchange_locally(
     rules: Admission,
 ) -> Result<Exchange, SessionError> {
     let sessions = (Session::initiator(rules), Session::responder(rules));
-    exchange_with(sessions, initiator, responder, rules.now_ms)
+    exchange_with(sessions, initiator, responder, (rules.now_ms, rules.now_ms))
 }
 
-/// [`exchange_locally`] with sessions made by the caller (e.g. [`Session::with_standing`]).
+/// [`exchange_locally`] with sessions made by the caller (e.g. [`Session::with_standing`])
+/// and each side's clock: `(initiator, responder)` Unix ms, which may differ (skew).
 pub fn exchange_with(
     (mut i, mut r): (Session, Session),
     initiator: &dyn Store,
     responder: &dyn Store,
-    now_ms: u64,
+    (initiator_now, responder_now): (u64, u64),
 ) -> Result<Exchange, SessionError> {
     let mut exchange = Exchange::default();
     let opening = i.start(initiator)?;
@@ -75,7 +77,7 @@ pub fn exchange_with(
         &mut r,
         responder,
         &mut exchange.bytes_out,
-        now_ms,
+        responder_now,
     )?;
     while !(i.is_done() && r.is_done()) {
         if replies.is_empty() && !r.has_output() {
@@ -89,7 +91,7 @@ pub fn exchange_with(
             &mut i,
             initiator,
             &mut exchange.bytes_in,
-            now_ms,
+            initiator_now,
         )?;
         if i.is_done() && r.is_done() {
             break;
@@ -104,7 +106,7 @@ pub fn exchange_with(
             &mut r,
             responder,
             &mut exchange.bytes_out,
-            now_ms,
+            responder_now,
         )?;
     }
     exchange.initiator = i.stats();

@@ -4,6 +4,7 @@
 //! checks and merge of what the peer sends.
 
 use super::{Session, SessionError, VERSIONS_BUDGET};
+use crate::admission::Refusal;
 use crate::protocol::Message;
 use crate::{Store, Version};
 
@@ -80,10 +81,46 @@ impl Session {
         store: &dyn Store,
     ) -> Result<(), SessionError> {
         self.stats.versions_received += versions.len() as u64;
-        let (taken, refused) = self.rules.filter(versions);
+        let (past_keeping, versions): (Vec<_>, Vec<_>) =
+            versions.into_iter().partition(|(key, version)| {
+                self.rules.check(key, version) == Err(Refusal::PastKeeping)
+            });
+        let (taken, mut refused) = self.rules.filter(versions);
+        refused.past_keeping += past_keeping.len() as u64;
         self.stats.refused.merge(refused);
+        self.bury_superseded(past_keeping, store)?;
         if !taken.is_empty() {
             self.stats.versions_stored += store.merge_from_session(taken)? as u64;
+        }
+        Ok(())
+    }
+
+    /// A deletion (or expiry) past keeping here that the peer still sends (its clock is
+    /// behind, within `max_clock_skew`) is not taken, but it still supersedes what it
+    /// deleted: a held value it supersedes is buried, so that this side never sends it
+    /// on to peers that have forgotten the deletion. (Found by a spec audit: a node back
+    /// after `tombstone_ttl`, whose first session was with a peer 15 s behind, kept the
+    /// deleted value and spread it to the others.)
+    fn bury_superseded(
+        &mut self,
+        past_keeping: Vec<(String, Version)>,
+        store: &dyn Store,
+    ) -> Result<(), SessionError> {
+        if past_keeping.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = past_keeping.iter().map(|(key, _)| key.clone()).collect();
+        let held = store.get_many(&keys)?;
+        let buried: Vec<(String, Version)> = past_keeping
+            .into_iter()
+            .zip(held)
+            .filter_map(|((key, deletion), held)| {
+                let held = held.filter(|held| !held.is_tombstone() && deletion.supersedes(held))?;
+                Some((key, burial(&held)))
+            })
+            .collect();
+        if !buried.is_empty() {
+            self.stats.buried += store.merge(&buried)? as u64;
         }
         Ok(())
     }
@@ -91,7 +128,8 @@ impl Session {
 
 /// A tombstone just above `version`, already past keeping wherever `version` was deleted
 /// meanwhile (it is older than the last complete session, itself older than
-/// `tombstone_ttl`): it hides `version` locally, is never sent, and is purged.
+/// `tombstone_ttl`, or older than a deletion past keeping): it hides `version` locally,
+/// is never sent, and is purged.
 fn burial(version: &Version) -> Version {
     Version {
         id: crate::VersionId {
