@@ -226,26 +226,28 @@ pub fn stop(arg: &str) -> ExitCode {
         instance.forget();
         return ExitCode::from(1);
     };
-    match terminate(pid, WAIT) {
-        Ok(Stopped::Exited) => {
-            instance.forget();
-            println!("stopped {} pid {pid}", instance.name);
-            ExitCode::SUCCESS
-        }
-        Ok(Stopped::Killed) => {
-            // Gone, but without its graceful shutdown: said, and exit 1.
-            instance.forget();
-            eprintln!(
-                "kvs: stopping {} (pid {pid}): it did not exit within {WAIT:?}; killed",
-                instance.name
-            );
-            ExitCode::from(1)
-        }
-        Err(error) => {
-            eprintln!("kvs: stopping {} (pid {pid}): {error}", instance.name);
-            ExitCode::from(1)
-        }
+    match stop_running(&instance, pid) {
+        Some(Stopped::Exited) => ExitCode::SUCCESS,
+        // Gone, but without its graceful shutdown: exit 1.
+        Some(Stopped::Killed) | None => ExitCode::from(1),
     }
+}
+
+/// Stops `instance`'s daemon `pid` (see [`terminate`]) and says how; once it is gone,
+/// forgets its pid file. `None` when it could not be signalled.
+fn stop_running(instance: &Instance, pid: i32) -> Option<Stopped> {
+    let stopped = terminate(pid, WAIT);
+    match &stopped {
+        Ok(Stopped::Exited) => println!("stopped {} pid {pid}", instance.name),
+        Ok(Stopped::Killed) => eprintln!(
+            "kvs: stopping {} (pid {pid}): it did not exit within {WAIT:?}; killed",
+            instance.name
+        ),
+        Err(error) => eprintln!("kvs: stopping {} (pid {pid}): {error}", instance.name),
+    }
+    let stopped = stopped.ok()?;
+    instance.forget();
+    Some(stopped)
 }
 
 /// How a daemon stopped.
@@ -279,19 +281,10 @@ fn terminate(pid: i32, wait: Duration) -> Result<Stopped, String> {
 /// `kvs restart CONFIG`.
 pub fn restart(arg: &str) -> ExitCode {
     let instance = Instance::of_config(&crate::config::config_path(arg));
-    if let Some(pid) = instance.running() {
-        match terminate(pid, WAIT) {
-            Ok(Stopped::Exited) => println!("stopped {} pid {pid}", instance.name),
-            Ok(Stopped::Killed) => eprintln!(
-                "kvs: stopping {} (pid {pid}): it did not exit within {WAIT:?}; killed",
-                instance.name
-            ),
-            Err(error) => {
-                eprintln!("kvs: stopping {} (pid {pid}): {error}", instance.name);
-                return ExitCode::from(1);
-            }
-        }
-        instance.forget();
+    if let Some(pid) = instance.running()
+        && stop_running(&instance, pid).is_none()
+    {
+        return ExitCode::from(1);
     }
     start(arg)
 }

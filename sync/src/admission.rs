@@ -64,19 +64,38 @@ impl Admission {
         &self,
         versions: Vec<(String, Version)>,
     ) -> (Vec<(String, Version)>, RefusalCounts) {
-        let mut counts = RefusalCounts::default();
-        let taken = versions
-            .into_iter()
-            .filter(|(key, version)| match self.check(key, version) {
-                Ok(()) => true,
-                Err(refusal) => {
-                    counts.add(refusal);
-                    false
-                }
-            })
-            .collect();
-        (taken, counts)
+        let sorted = self.sort(versions);
+        (sorted.taken, sorted.counts)
     }
+
+    /// Splits `versions` into those taken, the deletions refused as past keeping (which a
+    /// session still uses: see `Session::merge`), and a count of refusals by reason.
+    pub fn sort(&self, versions: Vec<(String, Version)>) -> Sorted {
+        let mut sorted = Sorted::default();
+        for (key, version) in versions {
+            match self.check(&key, &version) {
+                Ok(()) => sorted.taken.push((key, version)),
+                Err(refusal) => {
+                    sorted.counts.add(refusal);
+                    if refusal == Refusal::PastKeeping {
+                        sorted.past_keeping.push((key, version));
+                    }
+                }
+            }
+        }
+        sorted
+    }
+}
+
+/// Versions from a peer as [`Admission::sort`] splits them.
+#[derive(Debug, Default)]
+pub struct Sorted {
+    /// Those that pass.
+    pub taken: Vec<(String, Version)>,
+    /// Deletions (or expiries) refused as past keeping.
+    pub past_keeping: Vec<(String, Version)>,
+    /// Refusals by reason, `past_keeping` included.
+    pub counts: RefusalCounts,
 }
 
 /// Refused versions by reason.

@@ -26,7 +26,7 @@ mod write;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use admission::{Admission, MAX_KEY_BYTES, Refusal, RefusalCounts};
+pub use admission::{Admission, MAX_KEY_BYTES, Refusal, RefusalCounts, Sorted};
 pub use audit::{
     AuditEntry, AuditKey, AuditVerdict, GENESIS_HASH, head as audit_head, verify_chain,
 };

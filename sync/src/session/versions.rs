@@ -4,7 +4,6 @@
 //! checks and merge of what the peer sends.
 
 use super::{Session, SessionError, VERSIONS_BUDGET};
-use crate::admission::Refusal;
 use crate::protocol::Message;
 use crate::{Store, Version};
 
@@ -81,16 +80,11 @@ impl Session {
         store: &dyn Store,
     ) -> Result<(), SessionError> {
         self.stats.versions_received += versions.len() as u64;
-        let (past_keeping, versions): (Vec<_>, Vec<_>) =
-            versions.into_iter().partition(|(key, version)| {
-                self.rules.check(key, version) == Err(Refusal::PastKeeping)
-            });
-        let (taken, mut refused) = self.rules.filter(versions);
-        refused.past_keeping += past_keeping.len() as u64;
-        self.stats.refused.merge(refused);
-        self.bury_superseded(past_keeping, store)?;
-        if !taken.is_empty() {
-            self.stats.versions_stored += store.merge_from_session(taken)? as u64;
+        let sorted = self.rules.sort(versions);
+        self.stats.refused.merge(sorted.counts);
+        self.bury_superseded(sorted.past_keeping, store)?;
+        if !sorted.taken.is_empty() {
+            self.stats.versions_stored += store.merge_from_session(sorted.taken)? as u64;
         }
         Ok(())
     }
