@@ -233,6 +233,7 @@ fn anonymous_flags() {
         ("GET", "/sync", None),
         ("GET", "/metrics", None),
         ("GET", "/openapi.json", None),
+        ("GET", "/watch", None),
         ("GET", "/meta/a", None),
         ("PUT", "/meta/a", Some("{}")),
         ("GET", "/auth/users", None),
@@ -275,8 +276,9 @@ fn anonymous_flags() {
         "anonymous history",
     );
     assert_eq!(call(&reads, "GET", "/kv/absent", None, None).status, 404);
-    // Anonymous reads cover keys, not the cluster and operations endpoints.
-    for path in ["/members", "/sync", "/metrics", "/openapi.json"] {
+    // Anonymous reads cover keys and history, not the cluster and operations endpoints
+    // nor the change stream.
+    for path in ["/members", "/sync", "/metrics", "/openapi.json", "/watch"] {
         assert_401(&call(&reads, "GET", path, None, None), path);
     }
     assert_401(

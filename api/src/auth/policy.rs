@@ -75,8 +75,9 @@ pub(crate) enum Operation<'a> {
     /// `/auth/...`, `/admin/...`, `/audit...`.
     Admin,
     /// The cluster and operations endpoints (`/members`, `/sync`, `/metrics`,
-    /// `/openapi.json`): a token with scope `read`; never anonymous, as anonymous reads
-    /// cover keys only.
+    /// `/openapi.json`) and the change stream (`/watch`, whose events are then checked
+    /// key by key): a token with scope `read`; never anonymous, as the contract's
+    /// anonymous reads cover `/kv` and `/history` only.
     Observe,
 }
 

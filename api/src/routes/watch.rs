@@ -85,7 +85,7 @@ fn event(key: &str, version: &Version, kind: &str) -> Event {
 impl<B: Backend> Api<B> {
     /// `GET /watch`.
     pub(super) async fn watch(&self, request: &Request<'_>, caller: &Caller) -> Handled {
-        self.authorize(caller, Operation::List)?;
+        self.authorize(caller, Operation::Observe)?;
         let prefix = request.query.get("prefix").unwrap_or("").to_owned();
         // A Last-Event-ID is `<timestamp>.<uuid>` as sent, or a bare timestamp; empty, it
         // names no event (the same as none).
