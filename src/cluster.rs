@@ -8,10 +8,14 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use kvs_api::MemberInfo;
 use kvs_membership::{DriverConfig, LocalMember, Membership, MembershipEvent, SwimConfig};
-use kvs_net::{ClusterSecret, Datagrams, NodeId, SystemClock, UdpTransport};
+use kvs_net::{
+    ClusterSecret, DEFAULT_MAX_AGE, DatagramAuth, Datagrams, NodeId, ReplayWindow, SystemClock,
+    UdpTransport,
+};
 use kvs_sync::driver::PeerEvent;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::ConstCounter;
@@ -37,12 +41,21 @@ pub struct ClusterSettings {
     pub seeds: Vec<String>,
     /// The shared secret that authenticates every datagram.
     pub secret: String,
+    /// How far a datagram's stamp may be from this node's clock ([`gossip_freshness`]).
+    pub freshness: Duration,
     /// Protocol timing.
     pub swim: SwimConfig,
     /// This start's incarnation (above every earlier start's).
     pub incarnation: u64,
     /// When this node first joined (Unix ms).
     pub joined_at: u64,
+}
+
+/// How far a gossip datagram's stamp may be from this node's clock: twice
+/// `max_clock_skew`, and at least a minute. Beyond the skew the config tolerates, nodes
+/// refuse each other's writes anyway; below it, gossip must not be what fails first.
+pub fn gossip_freshness(max_clock_skew: Duration) -> Duration {
+    DEFAULT_MAX_AGE.max(max_clock_skew.saturating_mul(2))
 }
 
 /// Where membership changes go, as peers up and down.
@@ -132,7 +145,12 @@ impl Cluster {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, ClusterError> {
         let secret = ClusterSecret::new(settings.secret.as_bytes());
-        let transport = UdpTransport::bind(settings.bind, &secret)
+        let auth = DatagramAuth::with_window(
+            &secret,
+            kvs_net::random_seed(),
+            ReplayWindow::with_max_age(settings.freshness),
+        );
+        let transport = UdpTransport::bind_with(settings.bind, auth, Arc::new(SystemClock::new()))
             .await
             .map_err(|e| ClusterError::Bind {
                 addr: settings.bind,
@@ -308,5 +326,18 @@ pub fn peer_event(event: &MembershipEvent) -> Option<PeerEvent> {
             node_id: id.to_string(),
         }),
         MembershipEvent::Suspect(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gossip_tolerates_twice_the_configured_skew_and_at_least_a_minute() {
+        let freshness = |s| gossip_freshness(Duration::from_secs(s));
+        assert_eq!(freshness(30), Duration::from_secs(60));
+        assert_eq!(freshness(5), Duration::from_secs(60));
+        assert_eq!(freshness(90), Duration::from_secs(180));
     }
 }

@@ -432,6 +432,7 @@ async fn start_clustering(
         sync_addr: SocketAddr::new(advertise, sync_port),
         seeds: config.seed_nodes.clone(),
         secret: config.cluster_secret.clone(),
+        freshness: crate::cluster::gossip_freshness(config.max_clock_skew.0),
         swim,
         incarnation,
         joined_at,

@@ -4,7 +4,8 @@
 //! Per peer it keeps the last [`REPLAY_WINDOW`] stamps, so datagrams reordered by up to
 //! that many still pass. The freshness bound (`max_age`) covers a receiver that has no
 //! window for the peer yet (first contact, or after a restart); it must exceed the clock
-//! skew tolerated between nodes.
+//! skew tolerated between nodes (the node takes twice its `max_clock_skew`, at least
+//! [`DEFAULT_MAX_AGE`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -34,6 +35,11 @@ impl<K: Ord> Default for ReplayWindow<K> {
 }
 
 impl<K: Ord> ReplayWindow<K> {
+    /// A window with the freshness bound `max_age` and the default peer limit.
+    pub fn with_max_age(max_age: Duration) -> Self {
+        Self::new(max_age, DEFAULT_MAX_PEERS)
+    }
+
     /// A window with a freshness bound and a peer limit (at least 1).
     pub fn new(max_age: Duration, max_peers: usize) -> Self {
         Self {

@@ -2,14 +2,19 @@
 //! with [`DatagramAuth`] (feature `udp`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
 use crate::{
-    AuthCounts, Clock, ClusterSecret, DatagramAuth, Datagrams, MAX_DATAGRAM, MAX_PAYLOAD, NetError,
-    SystemClock,
+    AuthCounts, AuthError, Clock, ClusterSecret, DatagramAuth, Datagrams, MAX_DATAGRAM,
+    MAX_PAYLOAD, NetError, SystemClock,
 };
+
+/// At most one warning about a peer's clock per this long (a skewed peer sends several
+/// datagrams a second).
+const SKEW_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// Authenticated datagrams over a UDP socket. Share it behind an `Arc` between a sending
 /// and a receiving task. Keep receiving: the addressing handshake (see [`DatagramAuth`])
@@ -19,6 +24,8 @@ pub struct UdpTransport {
     socket: UdpSocket,
     auth: DatagramAuth,
     clock: Arc<dyn Clock>,
+    /// When the last warning about a stale datagram was logged.
+    skew_warned: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for UdpTransport {
@@ -52,7 +59,32 @@ impl UdpTransport {
             socket,
             auth,
             clock,
+            skew_warned: Mutex::new(None),
         })
+    }
+
+    /// Logs a refused stale datagram, at most once per [`SKEW_WARNING_EVERY`]: it is
+    /// almost always a peer whose clock is off by more than the freshness bound, which
+    /// otherwise shows only as a node that never joins.
+    fn warn_if_stale(&self, from: SocketAddr, error: &AuthError) {
+        let AuthError::Stale { stamp_us, now_us } = *error else {
+            return;
+        };
+        let mut warned = self
+            .skew_warned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if warned.is_some_and(|at| at.elapsed() < SKEW_WARNING_EVERY) {
+            return;
+        }
+        *warned = Some(Instant::now());
+        let ahead_s = (i128::from(stamp_us) - i128::from(now_us)) as f64 / 1e6;
+        tracing::warn!(
+            %from,
+            ahead_s,
+            "refused a datagram stamped {ahead_s:+.0} s from this node's clock (stale or \
+             replayed): if the sender's clock is off, synchronise the clocks (NTP)"
+        );
     }
 
     /// The authentication counters.
@@ -88,6 +120,9 @@ impl Datagrams for UdpTransport {
             };
             let now = self.clock.unix_micros();
             let opened = self.auth.open(now, from, &buf[..len]);
+            if let Err(error) = &opened {
+                self.warn_if_stale(from, error);
+            }
             let payload = opened.ok().flatten().map(<[u8]>::to_vec);
             // The addressing handshake's hellos and re-sent first contacts. One that is
             // lost (a failed send, or this future dropped) is like a lost datagram.

@@ -267,3 +267,25 @@ async fn stale_datagrams_are_dropped() {
     let c = rx.t.counts();
     assert_eq!((c.stale, c.accepted), (1, 1), "{c:?}");
 }
+
+#[tokio::test]
+async fn a_wider_freshness_bound_lets_a_skewed_clock_through() {
+    use kvs_net::{DatagramAuth, ManualClock, ReplayWindow, random_seed};
+    const T0: u64 = 1_700_000_000_000_000;
+    let secret = ClusterSecret::new("s");
+    let addr: SocketAddr = LOCAL.parse().expect("addr");
+    let bind = |unix_us: u64| {
+        let window = ReplayWindow::with_max_age(std::time::Duration::from_secs(300));
+        let auth = DatagramAuth::with_window(&secret, random_seed(), window);
+        UdpTransport::bind_with(addr, auth, Arc::new(ManualClock::new(unix_us)))
+    };
+    // The same two minutes as above, within a five-minute bound.
+    let (late, mut rx) = (
+        Peer::new(bind(T0).await.expect("bind")),
+        Peer::new(bind(T0 + 120_000_000).await.expect("bind")),
+    );
+    late.t.send_to(rx.addr(), b"late").await.expect("send");
+    assert_eq!(rx.recv().await, (late.addr(), b"late".to_vec()));
+    let c = rx.t.counts();
+    assert_eq!((c.stale, c.accepted), (0, 1), "{c:?}");
+}
