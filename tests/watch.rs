@@ -1,5 +1,6 @@
 //! `GET /watch` against a real node: live puts, deletes and expiries under a prefix, a
-//! backlog from `since`, a resume from `Last-Event-ID` that repeats nothing, and a
+//! backlog from `since`, a resume from `Last-Event-ID` that repeats nothing and replays
+//! the deletes and expiries it missed, and a
 //! watcher that reads nothing while writes go on: told to resume, and never in their way;
 //! an open stream ends when the node shuts down, and does not hold the shutdown up.
 
@@ -86,6 +87,41 @@ fn since_sends_the_backlog_and_last_event_id_resumes_without_repeats() {
     );
     assert_eq!(node.put("/kv/r/3", "3").status, 201);
     assert_eq!(next(&resumed).data["key"], "r/3");
+}
+
+#[test]
+fn a_resume_replays_the_deletes_puts_and_expiries_it_missed() {
+    let node = Node::start(PLAIN);
+    assert_eq!(node.put("/kv/m/a", "1").status, 201);
+    let first = node.get("/kv/m/a").json();
+    let last = format!("{}.{}", first["timestamp"], first["uuid"].as_str().unwrap());
+    assert_eq!(node.put("/kv/m/b", "1").status, 201);
+    assert_eq!(node.put("/kv/m/c?ttl=300ms", "1").status, 201);
+    // While the client is away: a delete, an overwrite, and an expiry (purged within a
+    // second of it).
+    assert_eq!(node.delete("/kv/m/a").status, 204);
+    assert_eq!(node.put("/kv/m/b", "2").status, 200);
+    std::thread::sleep(Duration::from_millis(2500));
+    let events = watch(&node, "/watch?prefix=m/", &[("Last-Event-ID", &last)]);
+    let replayed: Vec<(String, Value, Option<Value>)> = (0..3)
+        .map(|_| next(&events))
+        .map(|e| (e.kind, e.data["key"].clone(), e.data.get("data").cloned()))
+        .collect();
+    assert_eq!(
+        replayed,
+        [
+            ("delete".to_owned(), Value::from("m/a"), None),
+            ("put".to_owned(), Value::from("m/b"), Some(Value::from(2))),
+            ("expire".to_owned(), Value::from("m/c"), None),
+        ]
+    );
+    assert!(quiet(&events), "each key once, as it is now");
+    // From a time instead: the same three, as the keys are now.
+    let since = first["timestamp"].as_u64().unwrap();
+    let events = watch(&node, &format!("/watch?prefix=m/&since={since}"), &[]);
+    let kinds: Vec<String> = (0..3).map(|_| next(&events).kind).collect();
+    assert_eq!(kinds, ["delete", "put", "expire"]);
+    assert!(quiet(&events));
 }
 
 #[test]

@@ -225,6 +225,25 @@ impl Store for MemoryStore {
         }))
     }
 
+    fn changes_since(
+        &self,
+        since_ms: u64,
+        after: Option<(u64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let inner = self.lock();
+        let mut changes: Vec<(u64, String)> = inner
+            .current
+            .iter()
+            .map(|(key, v)| (v.changed_at(), key))
+            .filter(|&(at, key)| at >= since_ms && after.is_none_or(|a| (at, key.as_str()) > a))
+            .map(|(at, key)| (at, key.clone()))
+            .collect();
+        changes.sort();
+        changes.truncate(limit);
+        Ok(changes)
+    }
+
     fn history(&self, key: &str) -> Result<Vec<Version>, StoreError> {
         let inner = self.lock();
         let revisions = inner.history.get(key).into_iter().flatten();

@@ -173,6 +173,17 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<ListPage, StoreError>;
 
+    /// Keys whose current version came at or after `since_ms`, deletions and expiries
+    /// included: a value at its timestamp, a tombstone at the time the key died
+    /// ([`Version::dead_since`]). Each as `(that time, key)`, ordered by both, after
+    /// `after`, at most `limit`: what `/watch` replays to a client that (re)connects.
+    fn changes_since(
+        &self,
+        since_ms: u64,
+        after: Option<(u64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError>;
+
     /// Kept versions of `key` that hold a value, newest first, the current one first,
     /// back to its last delete: a key created again does not show its previous life.
     fn history(&self, key: &str) -> Result<Vec<Version>, StoreError>;

@@ -77,6 +77,15 @@ impl Version {
         }
     }
 
+    /// When this version became the key's state, as the time indexes order it: a value
+    /// at its timestamp, a tombstone when the key died ([`Self::dead_since`]).
+    pub fn changed_at(&self) -> u64 {
+        match self.is_tombstone() {
+            true => self.dead_since().unwrap_or(self.id.timestamp),
+            false => self.id.timestamp,
+        }
+    }
+
     /// Whether, at `now_ms`, the key has been absent for `tombstone_ttl_ms` or longer: no
     /// replica keeps, sends or takes such a version any more.
     pub fn is_past_keeping(&self, now_ms: u64, tombstone_ttl_ms: u64) -> bool {

@@ -5,17 +5,20 @@
 //! `data: {"key","uuid","timestamp","data"?}`, sent only to a caller who may read the key
 //! under that version's metadata (the reserved `_` keys never). The stream subscribes to
 //! the store's changes first and then, with `since` (or a `Last-Event-ID` to resume
-//! from), sends the keys written at or after that time as they are now (from the time
-//! index, so deletions made while a client was away are not replayed; the event resumed
-//! after is not sent again), so nothing written meanwhile falls between the two; a change
-//! seen in both is sent once. A client
+//! from), replays each key that changed at or after that time once, as it is now: its
+//! latest put, delete or expiry (from the time indexes; a key written several times
+//! while a client was away is replayed with its last version only, like a compacted
+//! etcd watch). Nothing written meanwhile falls between the two, and a change seen in
+//! both is sent once. A resume replays from the millisecond of the event it names, which
+//! is not sent again; other events of that same millisecond may be (at least once, never
+//! lost). A client
 //! that falls more than the store's buffer behind gets `event: resume` with the id to
 //! resume from, and the stream ends: writers never wait for a watcher.
 
 use std::collections::HashSet;
 
 use futures_util::{Stream, StreamExt, stream};
-use kvs_sync::{Change, Cursor, Version};
+use kvs_sync::{Change, Version};
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 use warp::Reply;
@@ -71,10 +74,24 @@ fn resume_ms(id: &str) -> Option<u64> {
     id.split_once('.').map_or(id, |(ms, _)| ms).parse().ok()
 }
 
+/// The event a replayed version stands for: `put` while it holds a live value, `expire`
+/// for a value past its expiry (a purge's tombstone keeps the expiry), `delete` for the
+/// tombstone of a delete (which has none).
+fn replay_kind(version: &Version, now_ms: u64) -> &'static str {
+    if version.is_live(now_ms) {
+        "put"
+    } else if version.expires_at.is_some() {
+        "expire"
+    } else {
+        "delete"
+    }
+}
+
 /// One change as an SSE event: `{"key", ...}` then the version as `GET /kv` gives it
-/// (its stored JSON embedded as is; no `data` for a tombstone).
+/// (its stored JSON embedded as is; `data` only in a `put`: a replayed value past its
+/// expiry but not yet purged still holds its data).
 fn event(key: &str, version: &Version, kind: &str) -> Event {
-    let body = version_json(version, version.data.is_some());
+    let body = version_json(version, kind == "put" && version.data.is_some());
     let data = format!("{{\"key\":{},{}", serde_json::Value::from(key), &body[1..]);
     Event::default()
         .id(event_id(version, kind == "expire"))
@@ -132,16 +149,19 @@ impl<B: Backend> Api<B> {
             None => Vec::new(),
         };
         // The event the client resumes after was delivered: it is not sent again.
-        let backlog: Vec<(String, Version)> = backlog
+        let backlog: Vec<Replayed> = backlog
             .into_iter()
-            .filter(|(_, version)| Some(event_id(version, false)) != last_id)
+            .filter(|replayed| Some(&replayed.id) != last_id.as_ref())
             .collect();
-        let mut sent: HashSet<String> = backlog.iter().map(|(_, v)| event_id(v, false)).collect();
+        let mut sent: HashSet<String> = backlog.iter().map(|r| r.id.clone()).collect();
         sent.extend(last_id);
-        let first =
-            stream::iter(backlog.into_iter().map(|(key, version)| {
-                Ok::<_, std::convert::Infallible>(event(&key, &version, "put"))
-            }));
+        let first = stream::iter(backlog.into_iter().map(|replayed| {
+            Ok::<_, std::convert::Infallible>(event(
+                &replayed.key,
+                &replayed.version,
+                replayed.kind,
+            ))
+        }));
         let events = first
             .chain(live_events(live, watcher, sent))
             .take_until(self.backend.stopping());
@@ -149,31 +169,50 @@ impl<B: Backend> Api<B> {
     }
 }
 
-/// The keys under the watcher's prefix written at or after `since`, as they are now, in
-/// time order (each page's versions read in one pass).
+/// One event of the backlog.
+struct Replayed {
+    key: String,
+    version: Version,
+    kind: &'static str,
+    id: String,
+}
+
+/// The keys under the watcher's prefix that changed at or after `since`, each as it is
+/// now, in the order of the change (each page's versions read in one pass).
 fn backlog(
     backend: &impl Backend,
     watcher: &Watcher,
     since: u64,
-) -> Result<Vec<(String, Version)>, ApiError> {
+) -> Result<Vec<Replayed>, ApiError> {
     let store = backend.store();
+    let now_ms = backend.now_ms();
     let mut out = Vec::new();
-    let mut cursor: Option<(u64, String)> = None;
+    let mut after: Option<(u64, String)> = None;
     loop {
-        let after = cursor.as_ref().map(|(at, key)| (*at, key.as_str()));
-        let page = store.list_since(since, after, BACKLOG_PAGE, backend.now_ms())?;
-        let keys: Vec<String> = page.items.iter().map(|listed| listed.key.clone()).collect();
+        let page = store.changes_since(
+            since,
+            after.as_ref().map(|(at, key)| (*at, key.as_str())),
+            BACKLOG_PAGE,
+        )?;
+        let full = page.len() == BACKLOG_PAGE;
+        let keys: Vec<String> = page.iter().map(|(_, key)| key.clone()).collect();
         let versions = store.get_many(&keys)?;
         for (key, version) in keys.into_iter().zip(versions) {
             if let Some(version) = version
-                && !version.is_tombstone()
                 && watcher.sees(&key, &version)
             {
-                out.push((key, version));
+                let kind = replay_kind(&version, now_ms);
+                let id = event_id(&version, kind == "expire");
+                out.push(Replayed {
+                    key,
+                    version,
+                    kind,
+                    id,
+                });
             }
         }
-        match page.next {
-            Some(Cursor::Time(at, key)) => cursor = Some((at, key)),
+        match page.into_iter().last() {
+            Some(last) if full => after = Some(last),
             _ => return Ok(out),
         }
     }

@@ -184,6 +184,16 @@ impl Store for DurableStore {
         self.lmdb.list_since(since_ms, after, limit, now_ms)
     }
 
+    fn changes_since(
+        &self,
+        since_ms: u64,
+        after: Option<(u64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        self.caught_up();
+        self.lmdb.changes_since(since_ms, after, limit)
+    }
+
     fn history(&self, key: &str) -> Result<Vec<Version>, StoreError> {
         self.caught_up();
         self.lmdb.history(key)

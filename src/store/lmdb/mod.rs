@@ -446,6 +446,46 @@ impl Store for LmdbStore {
         }))
     }
 
+    fn changes_since(
+        &self,
+        since_ms: u64,
+        after: Option<(u64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        self.build_deferred_indexes()?;
+        let rtxn = self.env.read_txn()?;
+        let from = index_key(since_ms, "");
+        let after_key = after.map(|(at, key)| index_key(at, key));
+        let start = match &after_key {
+            Some(after) if after.as_slice() >= from.as_slice() => Bound::Excluded(after.as_slice()),
+            _ => Bound::Included(from.as_slice()),
+        };
+        let range = (start, Bound::Unbounded);
+        // Values sit in `by_time` at their timestamp, tombstones in `tombstones` from when
+        // the key died: both are ordered by (time, key), so they merge as they come.
+        let mut values = self.by_time.range(&rtxn, &range)?.peekable();
+        let mut tombstones = self.tombstones.range(&rtxn, &range)?.peekable();
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let take_value = match (values.peek(), tombstones.peek()) {
+                (None, None) => break,
+                (Some(Ok((value, ()))), Some(Ok((tombstone, ())))) => value <= tombstone,
+                (Some(_), None) | (Some(Err(_)), _) => true,
+                (None, Some(_)) | (Some(Ok(_)), Some(Err(_))) => false,
+            };
+            let next = if take_value {
+                values.next()
+            } else {
+                tombstones.next()
+            };
+            let Some(item) = next else { break };
+            let (entry, ()) = item?;
+            let (at, key) = split_index_key(entry)?;
+            out.push((at, key.to_owned()));
+        }
+        Ok(out)
+    }
+
     fn history(&self, key: &str) -> Result<Vec<Version>, StoreError> {
         let rtxn = self.env.read_txn()?;
         let mut out = Vec::new();

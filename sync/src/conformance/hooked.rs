@@ -105,6 +105,16 @@ impl<S: Store> Store for Hooked<S> {
         self.inner.list_since(since_ms, after, limit, now_ms)
     }
 
+    fn changes_since(
+        &self,
+        since_ms: u64,
+        after: Option<(u64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        (self.hook)(Call::ListSince)?;
+        self.inner.changes_since(since_ms, after, limit)
+    }
+
     fn history(&self, key: &str) -> Result<Vec<Version>, StoreError> {
         (self.hook)(Call::History)?;
         self.inner.history(key)

@@ -26,6 +26,7 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@tests $factory;
             put_then_get, overwrite_keeps_ownership, causal_timestamp, preconditions,
             delete_leaves_tombstone, ttl_expiry, list_by_prefix_pages, list_since_pages,
+            changes_since_include_deletions_and_expiries,
             history_newest_first_and_capped, history_starts_at_the_last_delete, history_disabled, purge_expired_and_tombstones, purge_skips_what_was_overwritten, merge_keeps_the_winner,
             batch_ops_see_each_other, values_roundtrip, stats_count_keys, stats_bytes_follow_the_data,
             set_meta_changes_only_metadata, merkle_tracks_every_change,
@@ -246,6 +247,32 @@ pub fn list_since_pages<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
     assert_eq!(keys(&rest), ["w", "z"]);
     assert_eq!(rest.next, None);
     assert_eq!(rest.items[1].id.timestamp, 400);
+}
+
+/// Changes since a time: values at their timestamp, deletions and expiries at the time
+/// the key died, in (time, key) order, paged by `after`.
+pub fn changes_since_include_deletions_and_expiries<G, S: Store>(
+    make: &impl Fn(StoreOptions) -> (G, S),
+) {
+    let (_guard, store) = make(StoreOptions::default());
+    write(&store, put("old", "0"), 100).unwrap();
+    write(&store, put("a", "1"), 200).unwrap();
+    write(&store, put("b", "1"), 210).unwrap();
+    write(&store, delete("b"), 220).unwrap();
+    write(&store, put_with_ttl("c", "1", 50), 230).unwrap();
+    write(&store, put("a", "2"), 240).unwrap();
+    write(&store, delete("never"), 250).unwrap();
+    store.purge(300, 10_000).unwrap();
+    let changes = |after: Option<(u64, &str)>, limit| {
+        let page = store.changes_since(150, after, limit).unwrap();
+        page.into_iter()
+            .map(|(at, key)| format!("{at} {key}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(changes(None, 10), ["220 b", "240 a", "250 never", "280 c"]);
+    assert_eq!(changes(None, 2), ["220 b", "240 a"]);
+    assert_eq!(changes(Some((240, "a")), 10), ["250 never", "280 c"]);
+    assert!(store.changes_since(281, None, 10).unwrap().is_empty());
 }
 
 /// History lists value versions newest first, the current first, capped.
