@@ -72,6 +72,7 @@ fn requests_beyond_the_limit_get_429_with_retry_after() {
     }
     // Only /health and /metrics are exempt.
     assert_eq!(node.get("/openapi.json").status, 429);
+    assert_eq!(node.get("/ui").status, 429);
     assert_eq!(
         metric(&node, "kvs_store_keys"),
         Some(5.0),
@@ -128,6 +129,11 @@ fn refused_tokens_count_against_the_address() {
         "the address's budget is spent: {}",
         anonymous.body
     );
+    // /metrics is never rate limited: a bad token there is only refused.
+    for _ in 0..3 {
+        let answer = node.request("GET", "/metrics", None, &forged);
+        assert_eq!(answer.status, 401, "{}", answer.body);
+    }
     let root = std::fs::read_to_string(node.data_dir().join("root.token")).unwrap();
     let bearer = format!("Bearer {}", root.trim());
     let answer = node.request("GET", "/kv", None, &[("authorization", bearer.as_str())]);

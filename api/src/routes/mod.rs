@@ -208,8 +208,12 @@ impl<B: Backend> Api<B> {
         let path = request.path;
         match path {
             "/health" => return (3, self.only_get(request, async { self.health() }).await),
-            // The page needs no token: it asks for one and sends it with its own calls.
+            // The page needs no token (a browser cannot send one to load it): it asks for
+            // one and sends it with its own calls. It is rate limited by address.
             "/ui" | "/ui/" => {
+                if let Err(wait) = self.admit(request, None) {
+                    return (9, Err(ApiError::rate_limited(wait)));
+                }
                 let console = async { Ok(cluster::console()) };
                 return (9, self.only_get(request, console).await);
             }
@@ -220,10 +224,14 @@ impl<B: Backend> Api<B> {
             Ok(caller) => caller,
             Err(error) => {
                 request::discard(body).await;
-                // A refused token counts against the address: guessing is limited too.
-                let refused = match self.admit(request, None) {
-                    Ok(()) => error,
-                    Err(wait) => ApiError::rate_limited(wait),
+                // A refused token counts against the address, so that guessing is limited
+                // too; on `/metrics`, which is never rate limited, it is only refused.
+                let refused = match path == "/metrics" {
+                    true => error,
+                    false => match self.admit(request, None) {
+                        Ok(()) => error,
+                        Err(wait) => ApiError::rate_limited(wait),
+                    },
                 };
                 return (route, Err(refused));
             }
