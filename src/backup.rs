@@ -120,11 +120,16 @@ pub fn prune(data_dir: &Path, keep: usize) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Opens a backup file (a copy, in a temp dir) to check it; its key count and the audit
-/// chain's head it recorded (sealed), if any.
+/// Checks a backup file (whole, an LMDB file, with kvs's tables) and opens a copy of it in
+/// a temp dir: its key count and the audit chain's head it recorded (sealed), if any.
 fn backup_facts(file: &Path) -> Result<(u64, Option<Vec<u8>>), String> {
+    crate::store::check_data_file(file)?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     std::fs::copy(file, dir.path().join("data.mdb")).map_err(|e| e.to_string())?;
+    // Opening it as a store would create the tables of an empty or foreign file.
+    if !crate::store::holds_kvs_store(dir.path()).map_err(|e| e.to_string())? {
+        return Err("an LMDB file without the tables of a kvs store".into());
+    }
     let store = LmdbStore::open(dir.path(), StoreOptions::default()).map_err(|e| e.to_string())?;
     let keys = store.key_count().map_err(|e| e.to_string())?;
     Ok((keys, store.audit_head().map_err(|e| e.to_string())?))

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{Node, run_kvs};
+use heed::types::Bytes;
 
 fn root(node: &Node) -> String {
     let token = std::fs::read_to_string(node.data_dir().join("root.token")).unwrap();
@@ -155,20 +156,54 @@ fn the_cli_backs_up_a_running_and_a_stopped_node() {
 }
 
 #[test]
-fn a_garbage_backup_is_refused_and_changes_nothing() {
+fn a_garbage_empty_truncated_or_foreign_backup_is_refused_and_changes_nothing() {
     let mut node = Node::start("clustering_enabled: false\n");
     let auth = root(&node);
     put(&node, &auth, "g/1", "1");
+    let backup = node.dir.path().join("good.mdb");
+    kvs_ok(&node, "backup", &[&backup]);
     assert!(node.terminate().success());
-    let garbage = node.dir.path().join("garbage.mdb");
-    std::fs::write(&garbage, b"this is not an LMDB file at all").unwrap();
-    let out = run_kvs(
-        &["restore", &config_arg(&node), garbage.to_str().unwrap()],
-        node.dir.path(),
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a kvs backup"));
+    let dir = node.dir.path();
+    let good = std::fs::read(&backup).unwrap();
+    let files = [
+        ("garbage", b"this is not an LMDB file at all".to_vec()),
+        ("empty", Vec::new()),
+        // LMDB would map the missing pages: a SIGBUS, not an error, unless checked first.
+        ("truncated", good[..good.len() / 2].to_vec()),
+        // It opens, and opening it as a store would create kvs's tables: "0 keys".
+        ("foreign", foreign_lmdb_file(dir)),
+    ];
+    for (name, bytes) in files {
+        let file = dir.join(format!("{name}.mdb"));
+        std::fs::write(&file, bytes).unwrap();
+        let out = run_kvs(
+            &["restore", &config_arg(&node), file.to_str().unwrap()],
+            dir,
+            &[],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains("not a kvs backup"), "{name}: {stderr}");
+    }
     node.launch();
     assert_eq!(get_status(&node, &auth, "g/1"), 200);
+}
+
+/// The data file of an LMDB environment with a table of its own and none of kvs's.
+#[allow(unsafe_code)]
+fn foreign_lmdb_file(dir: &std::path::Path) -> Vec<u8> {
+    let env_dir = dir.join("foreign-env");
+    std::fs::create_dir_all(&env_dir).unwrap();
+    let mut options = heed::EnvOpenOptions::new();
+    options.max_dbs(2);
+    // SAFETY: a fresh environment that only this function opens, once.
+    let env = unsafe { options.open(&env_dir) }.unwrap();
+    let wtxn = env.write_txn().unwrap();
+    env.create_databases_and_commit(wtxn, |opener, wtxn| -> heed::Result<_> {
+        let table = opener.create_database::<Bytes, Bytes>(wtxn, Some("other"))?;
+        table.put(wtxn, b"hello", b"world")?;
+        Ok(heed::CommitOrAbort::<_, ()>::Commit(table))
+    })
+    .unwrap();
+    std::fs::read(env_dir.join("data.mdb")).unwrap()
 }

@@ -1,6 +1,8 @@
 //! Node facts in the `meta` table (`joined_at`, the incarnation, generated ids and
-//! secrets, the last sync), and operations on the whole environment.
+//! secrets, the last sync), operations on the whole environment, and the checks of a
+//! store file from elsewhere (a backup to restore) before LMDB maps it.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use heed::CommitOrAbort;
@@ -9,11 +11,71 @@ use kvs_sync::StoreError;
 
 use super::LmdbStore;
 
-/// The text of node facts `names` in the store of data dir `dir`, read without writing
-/// anything (the node may be running: LMDB lets another process read alongside it);
-/// `None` for a fact not stored. Fails if `dir` holds no store.
+/// LMDB's meta pages (the first two pages of the file): their magic number and data
+/// format version, and where the page size, the last page used and the transaction id
+/// sit in each (`MDB_meta` after the 16-byte page header, on 64-bit builds).
+const LMDB_MAGIC: u32 = 0xBEEF_C0DE;
+const LMDB_DATA_VERSION: u32 = 1;
+const META_PAGE_SIZE_AT: usize = 40;
+const META_LAST_PAGE_AT: usize = 136;
+const META_TXN_ID_AT: usize = 144;
+const META_LEN: usize = 152;
+
+/// Checks that `file` is a whole LMDB data file before anything maps it: LMDB trusts the
+/// file to hold every page its newest meta page names, and reading past the end of a
+/// truncated file is a SIGBUS, not an error.
+pub fn check_data_file(file: &Path) -> Result<(), String> {
+    let mut handle = std::fs::File::open(file).map_err(|e| e.to_string())?;
+    let len = handle.metadata().map_err(|e| e.to_string())?.len();
+    let too_short = |_| format!("{len} bytes is too short for an LMDB data file");
+    let mut first = [0u8; META_LEN];
+    handle.read_exact(&mut first).map_err(too_short)?;
+    let page_size = u32_at(&first, META_PAGE_SIZE_AT);
+    if !is_meta_page(&first) || !(512..=65536).contains(&page_size) || !page_size.is_power_of_two()
+    {
+        return Err("not an LMDB data file".into());
+    }
+    let mut second = [0u8; META_LEN];
+    handle
+        .seek(SeekFrom::Start(u64::from(page_size)))
+        .map_err(|e| e.to_string())?;
+    handle.read_exact(&mut second).map_err(too_short)?;
+    // LMDB uses whichever meta page has the newer transaction.
+    let newest = [&first, &second]
+        .into_iter()
+        .filter(|page| is_meta_page(page))
+        .max_by_key(|page| u64_at(page, META_TXN_ID_AT))
+        .unwrap_or(&first);
+    let pages = u64_at(newest, META_LAST_PAGE_AT).saturating_add(1);
+    let needed = pages.saturating_mul(u64::from(page_size));
+    if len < needed {
+        return Err(format!(
+            "truncated: {len} bytes, but its {pages} pages take {needed}"
+        ));
+    }
+    Ok(())
+}
+
+fn is_meta_page(page: &[u8; META_LEN]) -> bool {
+    u32_at(page, 16) == LMDB_MAGIC && u32_at(page, 20) == LMDB_DATA_VERSION
+}
+
+fn u32_at(bytes: &[u8; META_LEN], at: usize) -> u32 {
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(word)
+}
+
+fn u64_at(bytes: &[u8; META_LEN], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+/// Opens the environment of data dir `dir` read-only: nothing is written (a node may be
+/// running on it: LMDB lets another process read alongside).
 #[allow(unsafe_code)]
-pub fn read_meta_texts(dir: &Path, names: &[&str]) -> Result<Vec<Option<String>>, StoreError> {
+fn open_read_only(dir: &Path) -> Result<heed::Env, StoreError> {
     if !dir.join("data.mdb").is_file() {
         return Err(StoreError::Backend(format!(
             "{} holds no store yet",
@@ -22,10 +84,31 @@ pub fn read_meta_texts(dir: &Path, names: &[&str]) -> Result<Vec<Option<String>>
     }
     let mut builder = heed::EnvOpenOptions::new();
     builder.map_size(super::MAP_SIZE).max_dbs(16);
-    // SAFETY: read-only; this process opens the environment once, and only to read these
-    // facts (LMDB's lock file coordinates it with the node's process).
+    // SAFETY: read-only; this process opens the environment once, and only to read
+    // (LMDB's lock file coordinates it with a node's process).
     unsafe { builder.flags(heed::EnvFlags::READ_ONLY) };
-    let env = unsafe { builder.open(dir) }?;
+    Ok(unsafe { builder.open(dir) }?)
+}
+
+/// Whether the environment of `dir` is a kvs store (it has the `kv` and `meta` tables),
+/// read without writing anything.
+pub fn holds_kvs_store(dir: &Path) -> Result<bool, StoreError> {
+    let env = open_read_only(dir)?;
+    let tables = env
+        .open_databases_and_commit(env.read_txn()?, |opener, rtxn| -> heed::Result<_> {
+            let kv = opener.open_database::<Bytes, Bytes>(rtxn, Some("kv"))?;
+            let meta = opener.open_database::<Bytes, Bytes>(rtxn, Some("meta"))?;
+            Ok(CommitOrAbort::<_, ()>::Commit((kv, meta)))
+        })?
+        .unwrap_commit();
+    Ok(matches!(tables, (Some(_), Some(_))))
+}
+
+/// The text of node facts `names` in the store of data dir `dir`, read without writing
+/// anything (the node may be running); `None` for a fact not stored. Fails if `dir` holds
+/// no store.
+pub fn read_meta_texts(dir: &Path, names: &[&str]) -> Result<Vec<Option<String>>, StoreError> {
+    let env = open_read_only(dir)?;
     let meta = env
         .open_databases_and_commit(env.read_txn()?, |opener, rtxn| -> heed::Result<_> {
             let meta = opener.open_database::<Bytes, Bytes>(rtxn, Some("meta"))?;

@@ -45,7 +45,7 @@ mod index_ops;
 mod keys;
 mod merkle;
 mod meta;
-pub use meta::read_meta_texts;
+pub use meta::{check_data_file, holds_kvs_store, read_meta_texts};
 mod write;
 
 pub(crate) use self::audit::{AuditSeal, HEAD_FILE, META_COPY};
