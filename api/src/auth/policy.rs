@@ -215,9 +215,14 @@ fn anonymous(operation: Operation<'_>, flags: AnonymousAccess) -> Result<(), Den
         Operation::Read(meta) => flags.read && other_may(meta, Access::Read),
         Operation::List => flags.read,
         Operation::Write(meta) => flags.write && other_may(Some(meta), Access::Write),
+        // The expiry deletes the key: the others digit must grant D as well as W.
+        Operation::WriteExpiring(meta) => {
+            flags.write
+                && other_may(Some(meta), Access::Write)
+                && other_may(Some(meta), Access::Delete)
+        }
         Operation::Create(ancestor) => flags.write && other_may(ancestor, Access::Create),
-        Operation::WriteExpiring(_)
-        | Operation::Delete(_)
+        Operation::Delete(_)
         | Operation::ReadMeta(_)
         | Operation::ChangeMeta(_)
         | Operation::Admin

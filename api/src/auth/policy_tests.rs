@@ -440,17 +440,23 @@ fn an_expiring_overwrite_needs_write_and_delete() {
         Err(Denied::Forbidden(Reason::Permission(Access::Write)))
     );
     assert_eq!(expiring(&write_delete), Ok(()));
-    let open = meta(0xfff);
-    let anonymous = decide(
-        &Principal::Anonymous,
-        Operation::WriteExpiring(&open),
-        ALL_FLAGS,
-    );
+    // Anonymous writers (allow_anonymous_write) likewise, by the others digit.
+    let anonymous = |bits| {
+        let meta = meta(bits);
+        decide(
+            &Principal::Anonymous,
+            Operation::WriteExpiring(&meta),
+            ALL_FLAGS,
+        )
+    };
+    assert_eq!(anonymous(0xfff), Ok(()));
+    assert_eq!(anonymous(0xff6), Ok(()));
     assert_eq!(
-        anonymous,
+        anonymous(0xff2),
         Err(Denied::Unauthorized),
         "an expiry is a delete"
     );
+    assert_eq!(anonymous(0xf31), Err(Denied::Unauthorized));
     let admin = principal(Who::Admin);
     assert_eq!(
         decide(&admin, Operation::WriteExpiring(&meta(0)), ALL_FLAGS),
