@@ -13,6 +13,19 @@ pub const MAX_KEY_BYTES: usize = 512;
 /// non-empty segments, no `.` or `..` segment, no control characters, and a first
 /// segment that does not start with `_` (reserved for the system).
 pub(crate) fn decode_key(raw: &str) -> Result<String, ApiError> {
+    // A `%` not followed by two hex digits cannot be decoded (percent_decode_str would
+    // keep it as text, so that `a%zz` and `a%25zz` named one key).
+    let bytes = raw.as_bytes();
+    let malformed = bytes.iter().enumerate().any(|(at, &byte)| {
+        byte == b'%'
+            && !(bytes.get(at + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(at + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    if malformed {
+        return Err(ApiError::invalid_key(
+            "the key has a '%' that does not start an escape of two hex digits",
+        ));
+    }
     let decoded = percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| ApiError::invalid_key("the key is not valid UTF-8"))?;
@@ -68,6 +81,8 @@ mod tests {
             ("a%2Fb", "a/b"),
             ("a_b/_c", "a_b/_c"),
             ("sp%20ace", "sp ace"),
+            ("a%25zz", "a%zz"),
+            ("%6b%6B", "kk"),
         ] {
             assert_eq!(decode_key(raw).unwrap(), key, "{raw}");
         }
@@ -91,6 +106,10 @@ mod tests {
             "a%0Ab",
             "%FF",
             "a//",
+            "a%zz",
+            "a%",
+            "a%4",
+            "%g0",
             long.as_str(),
         ] {
             let err = decode_key(raw).unwrap_err();

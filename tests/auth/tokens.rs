@@ -238,6 +238,13 @@ fn anonymous_flags() {
         ("PUT", "/meta/a", Some("{}")),
         ("GET", "/auth/users", None),
         ("POST", "/auth/tokens", Some("{}")),
+        // Without a token, input it could never send is still 401, not 400.
+        ("DELETE", "/kv/_x", None),
+        ("PUT", "/kv/a//b", Some("1")),
+        ("PUT", "/kv/a?ttl=soon", Some("1")),
+        ("GET", "/kv/a%zz", None),
+        ("GET", "/history/_x", None),
+        ("PUT", "/meta/a//b", Some("{}")),
     ] {
         let answer = call(&closed, method, path, body, None);
         assert_eq!(answer.status, 401, "{method} {path}");

@@ -97,6 +97,17 @@ impl Caller {
     }
 }
 
+/// What a request on a key attempts, as far as anonymous access goes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Attempt {
+    /// `GET`/`HEAD /kv/...`, `GET /history/...` (`allow_anonymous_read`).
+    Read,
+    /// `PUT /kv/...` (`allow_anonymous_write`).
+    Write,
+    /// Anything else on a key (`DELETE`, `/meta`): never anonymous.
+    Other,
+}
+
 /// The ownership and permissions recorded in a key's version.
 pub(crate) fn key_meta(version: &Version) -> KeyMeta {
     KeyMeta {
@@ -177,6 +188,26 @@ impl<B: Backend> Api<B> {
         operation: Operation<'_>,
     ) -> Result<(), ApiError> {
         authorize_under(self.config.auth.as_ref(), caller, operation)
+    }
+
+    /// Refuses (`401`) an anonymous caller whom the configuration lets make no `attempt`
+    /// of this kind at all, before the request's input is checked: without a token, the
+    /// answer to a request it could never make is `401` whatever it sent.
+    pub(crate) fn refuse_anonymous(
+        &self,
+        caller: &Caller,
+        attempt: Attempt,
+    ) -> Result<(), ApiError> {
+        if !caller.is_anonymous() {
+            return Ok(());
+        }
+        // For an anonymous caller these decide on the configuration's flags alone.
+        let operation = match attempt {
+            Attempt::Read => Operation::List,
+            Attempt::Write => Operation::Create(None),
+            Attempt::Other => Operation::Delete(None),
+        };
+        self.authorize(caller, operation)
     }
 
     /// The metadata of the nearest existing (live) ancestor of `key`, which decides

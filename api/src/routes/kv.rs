@@ -9,7 +9,7 @@ use uuid::Uuid;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response as WarpResponse;
 
-use super::authn::key_meta;
+use super::authn::{Attempt, key_meta};
 use super::request::{discard, positive, precondition, read_json_body};
 use super::{Api, Caller, Handled, Query, Request, json_response};
 use crate::auth::{KeyMeta, Operation, Permissions};
@@ -37,6 +37,7 @@ impl<B: Backend> Api<B> {
     }
 
     pub(super) fn get_key(&self, caller: &Caller, raw_key: &str, head: bool) -> Handled {
+        self.refuse_anonymous(caller, Attempt::Read)?;
         let key = decode_key(raw_key)?;
         let version = self.readable(caller, &key)?;
         let body = if head {
@@ -60,6 +61,10 @@ impl<B: Backend> Api<B> {
         S: Stream<Item = Result<D, warp::Error>> + Send,
         D: Buf,
     {
+        if let Err(refused) = self.refuse_anonymous(caller, Attempt::Write) {
+            discard(body).await;
+            return Err(refused);
+        }
         let key = decode_key(raw_key)?;
         let ttl_ms = ttl_ms(request)?;
         if let Err(denied) = self.may_put(caller, &key, ttl_ms.is_some()) {
@@ -101,6 +106,7 @@ impl<B: Backend> Api<B> {
         caller: &Caller,
         raw_key: &str,
     ) -> Handled {
+        self.refuse_anonymous(caller, Attempt::Other)?;
         let key = decode_key(raw_key)?;
         let precondition = precondition(request.headers, false)?;
         if !caller.passes_all() {
@@ -153,6 +159,7 @@ impl<B: Backend> Api<B> {
     }
 
     pub(super) async fn history(&self, caller: &Caller, raw_key: &str) -> Handled {
+        self.refuse_anonymous(caller, Attempt::Read)?;
         if !self.config.history_enabled {
             return Err(ApiError::not_found("revision history is disabled"));
         }

@@ -11,7 +11,7 @@ use futures_util::Stream;
 use kvs_sync::{Mutation, Version};
 use warp::http::{Method, StatusCode};
 
-use super::authn::key_meta;
+use super::authn::{Attempt, key_meta};
 use super::kv::not_found;
 use super::request::{discard, from_object, precondition, read_json_body};
 use super::{Api, Caller, Handled, Request, json_response};
@@ -31,6 +31,10 @@ impl<B: Backend> Api<B> {
         S: Stream<Item = Result<D, warp::Error>> + Send,
         D: Buf,
     {
+        if let Err(refused) = self.refuse_anonymous(caller, Attempt::Other) {
+            discard(body).await;
+            return Err(refused);
+        }
         let key = decode_key(raw_key)?;
         let version = self.current(&key)?;
         let meta = version.as_ref().map(key_meta);

@@ -275,7 +275,10 @@ impl<B: Backend> Api<B> {
                 return Err(refused);
             }
         }
-        if let Some(raw_key) = path.strip_prefix("/kv/").filter(|k| !k.is_empty()) {
+        // `/kv/` alone is the listing, but a write or a delete there names an empty key.
+        let names_a_key =
+            |raw_key: &&str| !raw_key.is_empty() || matches!(*method, Method::PUT | Method::DELETE);
+        if let Some(raw_key) = path.strip_prefix("/kv/").filter(names_a_key) {
             return match *method {
                 Method::GET => self.get_key(caller, raw_key, false),
                 Method::HEAD => self.get_key(caller, raw_key, true),

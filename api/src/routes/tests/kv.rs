@@ -59,6 +59,9 @@ async fn invalid_keys_are_rejected_and_change_nothing() {
         "/kv/a%00b".to_owned(),
         "/kv/tab%09key".to_owned(),
         "/kv/%FF%FE".to_owned(),
+        "/kv/a%zz".to_owned(),
+        "/kv/a%4".to_owned(),
+        "/kv/a%".to_owned(),
         format!("/kv/{long}"),
     ] {
         for method in ["GET", "PUT", "DELETE"] {
@@ -66,6 +69,12 @@ async fn invalid_keys_are_rejected_and_change_nothing() {
             assert_eq!(answer.status, 400, "{method} {path}: {}", answer.body);
             assert_eq!(answer.error_code(), "invalid_key", "{method} {path}");
         }
+    }
+    // `/kv/` is the listing for a GET; a write or a delete there names the empty key.
+    for method in ["PUT", "DELETE"] {
+        let answer = request(&api, method, "/kv/", Some("1"), &[]).await;
+        assert_eq!(answer.status, 400, "{method} /kv/: {}", answer.body);
+        assert_eq!(answer.error_code(), "invalid_key", "{method} /kv/");
     }
     assert_eq!(
         put(&api, &format!("/kv/{just_fits}"), "1").await.status,
