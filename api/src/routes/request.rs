@@ -70,9 +70,17 @@ pub(crate) fn precondition(
         if value == "*" {
             return Ok(Precondition::IfPresent);
         }
-        let uuid = value.trim_start_matches("W/").trim_matches('"');
-        // An etag that is not one of ours can match no version.
-        let uuid = Uuid::parse_str(uuid).unwrap_or(Uuid::nil());
+        if value.contains(',') {
+            return Err(ApiError::bad_request(
+                "If-Match takes one entity tag (\"<uuid>\") or '*', not a list",
+            ));
+        }
+        // If-Match compares strongly: a weak tag (W/"...") matches nothing, nor does an
+        // etag that is not one of ours.
+        let uuid = match value.starts_with("W/") {
+            true => Uuid::nil(),
+            false => Uuid::parse_str(value.trim_matches('"')).unwrap_or(Uuid::nil()),
+        };
         return Ok(Precondition::IfMatch(uuid));
     }
     Ok(none_match.unwrap_or(Precondition::None))
