@@ -40,12 +40,15 @@ impl<B: Backend> Api<B> {
         self.refuse_anonymous(caller, Attempt::Read)?;
         let key = decode_key(raw_key)?;
         let version = self.readable(caller, &key)?;
-        let body = if head {
-            String::new()
-        } else {
-            version_json(&version, true)
-        };
-        let mut response = json_response(StatusCode::OK, body);
+        let body = version_json(&version, true);
+        // A HEAD answers with GET's headers, its Content-Length included, and no body.
+        let length = body.len();
+        let mut response = json_response(StatusCode::OK, if head { String::new() } else { body });
+        if head {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
         set_etag(&mut response, version.id.uuid);
         Ok(response)
     }

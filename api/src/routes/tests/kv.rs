@@ -17,6 +17,12 @@ async fn head_answers_headers_without_body() {
     assert_eq!(head.status, 200);
     assert_eq!(head.header("etag"), Some(format!("\"{uuid}\"")));
     assert!(head.body.is_empty());
+    // GET's headers, its Content-Length included.
+    let got = request(&api, "GET", "/kv/h", None, &[]).await;
+    assert_eq!(
+        head.header("content-length"),
+        Some(got.body.len().to_string())
+    );
     let absent = request(&api, "HEAD", "/kv/absent", None, &[]).await;
     assert_eq!(absent.status, 404);
 }
