@@ -250,7 +250,9 @@ fn a_node_away_longer_than_tombstone_ttl_brings_no_deleted_key_back() {
     assert!(nodes[2].terminate().success());
     assert_eq!(nodes[0].delete("/kv/deleted/while/away").status, 204);
     let forgotten = within(Duration::from_secs(20), || {
-        nodes[..2].iter().all(|n| sync_status(n)["keys"] == 1)
+        nodes[..2]
+            .iter()
+            .all(|n| n.metric("kvs_store_entries") == Some(1.0))
     });
     assert!(
         forgotten,

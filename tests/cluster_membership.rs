@@ -52,14 +52,6 @@ fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> 
 /// that only a failure, not a loaded machine, makes a test fail. Each logs what it took.
 const LOOSE: Duration = Duration::from_secs(30);
 
-/// The value of the metric line that starts with `name ` (a whole name, labels included).
-fn metric(node: &Node, name: &str) -> Option<f64> {
-    node.get("/metrics")
-        .body
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 fn state_of(node: &Node, id: &str) -> Option<String> {
     member(node, id).and_then(|m| m["state"].as_str().map(str::to_owned))
 }
@@ -96,9 +88,10 @@ fn nodes_join_through_one_seed_and_agree() {
             assert!(m["flap_score"].is_number(), "{m}");
         }
     }
-    assert_eq!(metric(&a, "kvs_members{state=\"alive\"}"), Some(3.0));
+    assert_eq!(a.metric("kvs_members{state=\"alive\"}"), Some(3.0));
     let probed = within(LOOSE, || {
-        metric(&a, "kvs_membership_probes_total").is_some_and(|n| n > 0.0)
+        a.metric("kvs_membership_probes_total")
+            .is_some_and(|n| n > 0.0)
     });
     assert!(probed.is_some(), "a never counted a probe");
 }
@@ -172,7 +165,7 @@ fn a_node_with_another_secret_never_appears() {
         assert!(!ids.contains(&Value::from("intruder")), "{ids:?}");
     }
     assert_eq!(members(&intruder).len(), 1, "the intruder sees only itself");
-    let rejected = metric(&a, "kvs_membership_rejected_datagrams_total");
+    let rejected = a.metric("kvs_membership_rejected_datagrams_total");
     assert!(
         rejected.is_some_and(|n| n > 0.0),
         "the intruder's datagrams are counted as rejected: {rejected:?}"

@@ -21,14 +21,6 @@ fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> 
     None
 }
 
-/// The value of the metric line that starts with `name ` (a whole name, labels included).
-fn metric(node: &Node, name: &str) -> Option<f64> {
-    let metrics = node.get("/metrics").body;
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[test]
 fn requests_beyond_the_limit_get_429_with_retry_after() {
     // A window far longer than the test: no request can fall into a new one.
@@ -74,15 +66,12 @@ fn requests_beyond_the_limit_get_429_with_retry_after() {
     assert_eq!(node.get("/openapi.json").status, 429);
     assert_eq!(node.get("/ui").status, 429);
     assert_eq!(
-        metric(&node, "kvs_store_keys"),
+        node.metric("kvs_store_keys"),
         Some(5.0),
         "the refused write did nothing"
     );
     assert_eq!(
-        metric(
-            &node,
-            "kvs_http_requests_total{route=\"kv\",method=\"PUT\",status=\"429\"}"
-        ),
+        node.metric("kvs_http_requests_total{route=\"kv\",method=\"PUT\",status=\"429\"}"),
         Some(1.0)
     );
 }

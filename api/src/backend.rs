@@ -34,7 +34,7 @@ pub struct BackupInfo {
     pub name: String,
     /// Its size in bytes.
     pub bytes: u64,
-    /// Keys it holds, tombstones included.
+    /// The keys a client sees (live, outside the reserved `_` prefix).
     pub keys: u64,
     /// When it was taken (Unix ms).
     pub created_at: u64,

@@ -342,8 +342,14 @@ impl Store for MemoryStore {
             .iter()
             .map(|(k, v)| k.len() + v.data.as_ref().map_or(0, String::len))
             .sum::<usize>();
+        let keys = inner
+            .current
+            .iter()
+            .filter(|(key, v)| !key.starts_with('_') && !v.is_tombstone())
+            .count();
         Ok(StoreStats {
-            keys: inner.current.len() as u64,
+            keys: keys as u64,
+            entries: inner.current.len() as u64,
             bytes: bytes as u64,
         })
     }

@@ -24,7 +24,7 @@ pub struct PeerStatus {
 pub struct SyncStatus {
     /// The merkle root (hex): equal on two nodes means equal data.
     pub merkle_root: String,
-    /// Keys held, tombstones included.
+    /// Live keys, as listings count them (no tombstones, no reserved `_` entries).
     pub keys: u64,
     /// Whether the node has not completed its first session with a peer yet.
     pub syncing: bool,

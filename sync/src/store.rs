@@ -130,8 +130,11 @@ pub struct PurgeStats {
 /// Size figures of a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StoreStats {
-    /// Keys held, tombstones included.
+    /// The keys a client sees: live values outside the reserved `_` prefix (an expired
+    /// value may count until the purge).
     pub keys: u64,
+    /// Every entry held: the keys, tombstones not yet purged, and reserved entries.
+    pub entries: u64,
     /// Bytes the store occupies (on disk, or an estimate in memory).
     pub bytes: u64,
 }

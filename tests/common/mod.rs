@@ -168,6 +168,15 @@ impl Node {
         self.request("GET", path, None, &[])
     }
 
+    /// The value of the `/metrics` line that starts with `name ` (a whole name, labels
+    /// included; no token: auth off).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.get("/metrics")
+            .body
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
     pub fn put(&self, path: &str, body: &str) -> Answer {
         self.request(
             "PUT",

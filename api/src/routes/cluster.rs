@@ -77,8 +77,13 @@ impl<B: Backend> Api<B> {
                 let stats = backend.store().stats()?;
                 registry.register(
                     "kvs_store_keys",
-                    "Keys held, tombstones included",
+                    "Live keys (outside the reserved _ prefix)",
                     ConstGauge::new(stats.keys),
+                );
+                registry.register(
+                    "kvs_store_entries",
+                    "Every entry held: live keys, tombstones not yet purged, reserved entries",
+                    ConstGauge::new(stats.entries),
                 );
                 registry.register(
                     "kvs_store_bytes",

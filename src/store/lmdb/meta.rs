@@ -205,10 +205,31 @@ impl LmdbStore {
         Ok((bytes, self.key_count()?))
     }
 
-    /// Keys held, tombstones included.
+    /// The keys a client sees: live values outside the reserved `_` prefix (an expired
+    /// value counts until the purge, within a second). `by_time` holds exactly the
+    /// values; while a bulk load defers it, every entry of `kv` counts (tombstones too,
+    /// until the load ends).
     pub fn key_count(&self) -> Result<u64, StoreError> {
         let rtxn = self.env.read_txn()?;
-        self.kv.len(&rtxn).map_err(StoreError::from)
+        self.key_count_in(&rtxn)
+    }
+
+    /// [`Self::key_count`] in transaction `rtxn`.
+    pub(super) fn key_count_in(&self, rtxn: &heed::RoTxn) -> Result<u64, StoreError> {
+        let deferred = self.indexes_deferred();
+        let held = match deferred {
+            true => self.kv.len(rtxn)?,
+            false => self.by_time.len(rtxn)?,
+        };
+        let mut reserved = 0;
+        for entry in self.kv.prefix_iter(rtxn, b"_")? {
+            let (key, bytes) = entry?;
+            let key = std::str::from_utf8(key).unwrap_or_default();
+            if deferred || !super::record::decode_header(key, bytes)?.tombstone {
+                reserved += 1;
+            }
+        }
+        Ok(held.saturating_sub(reserved))
     }
 
     /// Flushes the environment to disk.

@@ -587,7 +587,8 @@ impl Store for LmdbStore {
         let page_size = self.kv.stat(&rtxn)?.page_size;
         let pages = self.env.info().last_page_number as u64 + 1;
         Ok(StoreStats {
-            keys: self.kv.len(&rtxn)?,
+            keys: self.key_count_in(&rtxn)?,
+            entries: self.kv.len(&rtxn)?,
             bytes: pages * u64::from(page_size),
         })
     }

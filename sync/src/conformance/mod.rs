@@ -413,7 +413,7 @@ pub fn values_roundtrip<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
     assert_eq!(store.history(&long_key).unwrap().len(), values.len());
 }
 
-/// Stats count keys, tombstones included.
+/// Stats count the live keys a client sees: no tombstones, no reserved `_` entries.
 pub fn stats_count_keys<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
     let (_guard, store) = make(StoreOptions::default());
     assert_eq!(store.stats().unwrap().keys, 0);
@@ -421,7 +421,19 @@ pub fn stats_count_keys<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
         .write_batch(&[put("a", "1"), put("b", "2")], 1)
         .unwrap();
     write(&store, delete("a"), 2).unwrap();
-    assert_eq!(store.stats().unwrap().keys, 2);
+    write(&store, put("_reserved/x", "3"), 3).unwrap();
+    assert_eq!(
+        store.stats().unwrap().keys,
+        1,
+        "no tombstone, no reserved key"
+    );
+    write(&store, delete("_reserved/x"), 4).unwrap();
+    let stats = store.stats().unwrap();
+    assert_eq!(
+        (stats.keys, stats.entries),
+        (1, 3),
+        "b; and a, _reserved/x deleted"
+    );
 }
 
 /// The size figure follows the data held: it grows by about what is written, and is not
