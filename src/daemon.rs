@@ -8,6 +8,7 @@
 
 use std::fs::OpenOptions;
 use std::io::IsTerminal;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -62,9 +63,12 @@ impl Instance {
             .ok()
     }
 
-    /// The pid, if its process is alive.
+    /// The pid, if its process is alive and is this instance's daemon: a pid file can
+    /// outlive its process, and the pid be taken by another one since (after a reboot),
+    /// which must be neither reported as running nor signalled.
     fn running(&self) -> Option<i32> {
-        self.pid().filter(|&pid| alive(pid))
+        self.pid()
+            .filter(|&pid| alive(pid) && runs_instance(pid, &self.name))
     }
 
     fn addr(&self) -> String {
@@ -84,6 +88,18 @@ impl Instance {
 /// more; `kvs start` right after a crash would otherwise refuse as "already running".
 fn alive(pid: i32) -> bool {
     pid > 0 && kill(Pid::from_raw(pid), None).is_ok() && !exited(pid)
+}
+
+/// Whether process `pid` is a node of instance `name`: its command line is `kvs run
+/// CONFIG` (how [`spawn`] starts it, with CONFIG's full path) for a CONFIG of that name.
+fn runs_instance(pid: i32, name: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let mut args = cmdline
+        .split(|&byte| byte == 0)
+        .map(|arg| Path::new(std::ffi::OsStr::from_bytes(arg)));
+    args.nth(1) == Some(Path::new("run")) && args.next().is_some_and(|c| instance_name(c) == name)
 }
 
 /// Whether `pid` is a zombie: exited, not yet reaped (its state in `/proc/PID/stat`,
@@ -155,6 +171,7 @@ fn spawn(
         .append(true)
         .open(&instance.log_file)
         .map_err(fail)?;
+    let logged_before = log.metadata().map_or(0, |m| m.len());
     // The node records its HTTP address there once it listens; an old record must not
     // be taken for the new node's.
     let addr_record = http_addr_file(data_dir);
@@ -177,12 +194,14 @@ fn spawn(
         if let Ok(Some(status)) = child.try_wait() {
             instance.forget();
             let code = if status.code() == Some(2) { 2 } else { 1 };
+            // The node's own one-line error (a config error names the key) is the last
+            // line it wrote to its log.
+            let why = last_line_after(&instance.log_file, logged_before)
+                .map(|line| line.strip_prefix("kvs: ").unwrap_or(&line).to_owned())
+                .unwrap_or_else(|| format!("the node exited ({status})"));
             return Err((
                 code,
-                format!(
-                    "the node exited ({status}); see {}",
-                    instance.log_file.display()
-                ),
+                format!("{why} (log: {})", instance.log_file.display()),
             ));
         }
         let recorded = std::fs::read_to_string(&addr_record).map(|a| a.trim().to_owned());
@@ -198,6 +217,15 @@ fn spawn(
         1,
         format!("the node did not answer /health within {WAIT:?}"),
     ))
+}
+
+/// The last non-empty line of `file` past its first `offset` bytes, if any.
+fn last_line_after(file: &Path, offset: u64) -> Option<String> {
+    let bytes = std::fs::read(file).ok()?;
+    let written = bytes.get(usize::try_from(offset).ok()?..)?;
+    let text = String::from_utf8_lossy(written);
+    let line = text.lines().rev().find(|line| !line.trim().is_empty())?;
+    Some(line.trim().to_owned())
 }
 
 fn healthy(addr: &str) -> bool {

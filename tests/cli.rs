@@ -102,6 +102,71 @@ fn a_stale_pid_file_is_reported_and_replaced() {
 }
 
 #[test]
+fn a_pid_file_naming_another_process_is_stale_and_never_signalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join("pids")).unwrap();
+    // The daemon's pid was taken by another process since (after a reboot, say).
+    let mut other = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    std::fs::write(home.join("pids/s1.pid"), format!("{}\n", other.id())).unwrap();
+    let env = [("KVS_HOME", home.to_str().unwrap())];
+    let status = stdout(&run_kvs(&["status", "s1"], dir.path(), &env));
+    assert!(status.contains("stale"), "{status}");
+    let stop = run_kvs(&["stop", "s1"], dir.path(), &env);
+    assert_eq!(stop.status.code(), Some(1), "not running");
+    assert!(
+        other.try_wait().unwrap().is_none(),
+        "the other process was signalled"
+    );
+    std::fs::write(home.join("pids/s1.pid"), format!("{}\n", other.id())).unwrap();
+    std::fs::write(
+        dir.path().join("s1.yaml"),
+        "node_id: s1\nhttp_port: 0\nauth_enabled: false\nclustering_enabled: false\n",
+    )
+    .unwrap();
+    let start = run_kvs(&["start", "s1"], dir.path(), &env);
+    assert!(
+        start.status.success(),
+        "{}",
+        String::from_utf8_lossy(&start.stderr)
+    );
+    assert!(run_kvs(&["stop", "s1"], dir.path(), &env).status.success());
+    assert!(
+        other.try_wait().unwrap().is_none(),
+        "the other process was signalled"
+    );
+    let _ = other.kill();
+    let _ = other.wait();
+}
+
+#[test]
+fn start_names_the_key_of_a_port_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    std::fs::write(
+        dir.path().join("busy.yaml"),
+        format!("node_id: b\nhttp_port: {port}\nauth_enabled: false\nclustering_enabled: false\n"),
+    )
+    .unwrap();
+    let home = dir.path().join("home");
+    let out = run_kvs(
+        &["start", "busy"],
+        dir.path(),
+        &[("KVS_HOME", home.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("http_port") && stderr.contains("busy.yaml"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_bad_config_fails_start_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad.yaml"), "node_id: b\nwhat: 1\n").unwrap();
