@@ -334,14 +334,17 @@ impl Activity {
     /// When the connection times out as things stand (re-checked then): never while a
     /// request is handled (one idle period on), else the end of the header or idle time.
     fn deadline(&self, limits: &HttpLimits) -> Instant {
+        // The config bounds both timeouts to a day, so these sums fit in an `Instant`; were
+        // one not to, the connection would time out at once instead of the thread panicking.
+        let far = |from: Instant, after: Duration| from.checked_add(after).unwrap_or(from);
         if self.in_flight.load(Ordering::Acquire) > 0 {
-            return Instant::now() + limits.idle_timeout;
+            return far(Instant::now(), limits.idle_timeout);
         }
         let (since, limit) = match self.head_since.load(Ordering::Acquire) {
             NO_HEAD => (self.last_io.load(Ordering::Acquire), limits.idle_timeout),
             head => (head, limits.header_timeout),
         };
-        self.started + Duration::from_millis(since) + limit
+        far(far(self.started, Duration::from_millis(since)), limit)
     }
 }
 

@@ -163,6 +163,11 @@ fn yaml_config() -> impl Strategy<Value = String> {
     })
 }
 
+/// A duration of at most 24h, the bound of the HTTP timeouts.
+fn http_timeout_text() -> impl Strategy<Value = (String, Duration)> {
+    duration_text().prop_filter("at most 24h", |(_, d)| *d <= Duration::from_secs(86_400))
+}
+
 fn duration_text() -> impl Strategy<Value = (String, Duration)> {
     (1u64..1000, 0usize..4).prop_map(|(n, unit)| {
         let (suffix, ms) = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)][unit];
@@ -218,7 +223,7 @@ proptest! {
         permissions in "[0-9a-fA-F]{3}",
         flags in any::<[bool; 5]>(),
         counts in (1u32..1_000_000, 1usize..10_000, 1u32..1000, 1usize..(1 << 20)),
-        durations in (duration_text(), duration_text(), duration_text()),
+        durations in (duration_text(), http_timeout_text(), http_timeout_text()),
         level in proptest::sample::select(&["error", "warn", "info", "debug", "trace"][..]),
         profile in prop_oneof![Just("lan"), Just("wan")],
     ) {

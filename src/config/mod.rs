@@ -327,11 +327,16 @@ impl Config {
 
     /// Checks the HTTP server's limits: `(key, why)` of the first that is off.
     fn check_http_limits(&self) -> Result<(), (&'static str, &'static str)> {
-        if self.http_header_timeout.0.is_zero() {
-            return Err(("http_header_timeout", "must be above zero"));
-        }
-        if self.http_idle_timeout.0.is_zero() {
-            return Err(("http_idle_timeout", "must be above zero"));
+        for (key, timeout) in [
+            ("http_header_timeout", self.http_header_timeout.0),
+            ("http_idle_timeout", self.http_idle_timeout.0),
+        ] {
+            if timeout.is_zero() {
+                return Err((key, "must be above zero"));
+            }
+            if timeout > MAX_HTTP_TIMEOUT {
+                return Err((key, "must be at most 24h"));
+            }
         }
         if self.max_connections == 0 {
             return Err(("max_connections", "must be above zero"));
@@ -471,6 +476,9 @@ fn scale(value: Duration, to: Duration, from: Duration) -> Duration {
 /// thousandfold multiplier is already far beyond any use (the presets: 200 ms to 60 s,
 /// ×4 to ×6).
 const MAX_MEMBERSHIP_INTERVAL: Duration = Duration::from_secs(3600);
+/// The longest `http_header_timeout` and `http_idle_timeout`: a day is beyond any use,
+/// and the connection deadlines stay far inside what `Instant` can add.
+const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// The largest `suspicion_multiplier` accepted (see [`MAX_MEMBERSHIP_INTERVAL`]).
 const MAX_SUSPICION_MULTIPLIER: u32 = 1000;

@@ -21,6 +21,11 @@ fn http_limits_default_and_are_checked() {
     for (yaml, key) in [
         ("http_header_timeout: 0", "http_header_timeout"),
         ("http_idle_timeout: 0s", "http_idle_timeout"),
+        (
+            "http_idle_timeout: 18446744073709551615",
+            "http_idle_timeout",
+        ),
+        ("http_header_timeout: 25h", "http_header_timeout"),
         ("max_connections: 0", "max_connections"),
     ] {
         assert_refused_naming(yaml, key);
