@@ -124,7 +124,9 @@ fn free_ports(ip: IpAddr, seed: &Config, taken: &HashSet<u16>) -> Option<Ports> 
     let usable = |port: u16, used: &HashSet<u16>| {
         port != 0 && !taken.contains(&port) && !used.contains(&port)
     };
-    let mut used = HashSet::new();
+    // The seed's own ports are never handed out, wherever its config lives and whether or
+    // not its node runs now.
+    let mut used = HashSet::from([seed.http_port, seed.gossip_port, seed.sync_port]);
     let next = |from: u16, bindable: &dyn Fn(u16) -> bool, used: &mut HashSet<u16>| {
         let port = (from.checked_add(1)?..=u16::MAX).find(|&p| usable(p, used) && bindable(p))?;
         used.insert(port);
@@ -178,5 +180,27 @@ mod tests {
         );
         let again = write_joining(node2.to_str().unwrap(), node1.to_str().unwrap());
         assert!(again.unwrap_err().contains("exists"));
+    }
+
+    #[test]
+    fn the_seeds_ports_are_never_handed_out_from_another_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a")).unwrap();
+        let seed = dir.path().join("a/seed.yaml");
+        // Contiguous ports, the seed not running: the port above its gossip port is its
+        // sync port.
+        let text = default_config_text()
+            .replace("http_port: 8080", "http_port: 40003")
+            .replace("gossip_port: 7946", "gossip_port: 40000")
+            .replace("sync_port: 7947", "sync_port: 40001");
+        std::fs::write(&seed, text).unwrap();
+        let joiner = dir.path().join("b/joiner");
+        write_joining(joiner.to_str().unwrap(), seed.to_str().unwrap()).unwrap();
+        let joiner = Config::load(&dir.path().join("b/joiner.yaml")).unwrap();
+        let theirs = [joiner.http_port, joiner.gossip_port, joiner.sync_port];
+        assert!(
+            theirs.iter().all(|p| ![40000, 40001, 40003].contains(p)),
+            "{theirs:?}"
+        );
     }
 }
