@@ -126,11 +126,19 @@ pub enum ClusterError {
     Protocol(String),
 }
 
-fn resolve(seeds: &[String]) -> Vec<SocketAddr> {
+/// The seeds' addresses of the family the gossip socket bound (the first of each), so
+/// that a node on `::1` joins through IPv6 seeds and one on IPv4 through IPv4 ones; a seed
+/// without such an address is named in the log.
+fn resolve(seeds: &[String], bound: SocketAddr) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for seed in seeds {
         match seed.to_socket_addrs() {
-            Ok(addrs) => out.extend(addrs.filter(SocketAddr::is_ipv4).take(1)),
+            Ok(mut addrs) => match addrs.find(|a| a.is_ipv4() == bound.is_ipv4()) {
+                Some(addr) => out.push(addr),
+                None => {
+                    tracing::warn!(%seed, %bound, "a seed node has no address of the family this node binds")
+                }
+            },
             Err(error) => tracing::warn!(%seed, %error, "cannot resolve a seed node"),
         }
     }
@@ -176,7 +184,7 @@ impl Cluster {
         let config = DriverConfig {
             local,
             swim: settings.swim,
-            seeds: resolve(&settings.seeds),
+            seeds: resolve(&settings.seeds, bound),
             rng_seed: kvs_net::random_seed(),
         };
         let transport = Arc::new(transport);
@@ -332,6 +340,15 @@ pub fn peer_event(event: &MembershipEvent) -> Option<PeerEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeds_resolve_to_the_family_the_node_binds() {
+        let seeds = ["[::1]:7946".to_owned(), "127.0.0.1:7947".to_owned()];
+        let v6: SocketAddr = "[::1]:0".parse().unwrap();
+        let v4: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        assert_eq!(resolve(&seeds, v6), ["[::1]:7946".parse().unwrap()]);
+        assert_eq!(resolve(&seeds, v4), ["127.0.0.1:7947".parse().unwrap()]);
+    }
 
     #[test]
     fn gossip_tolerates_twice_the_configured_skew_and_at_least_a_minute() {

@@ -31,10 +31,15 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a graceful shutdown waits for the sync endpoint's tasks once it is closed
 /// (they only have to notice: with the endpoint closed, every one of them ends at once).
 const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often the time of the last complete sync is written to the store.
-const KEEP_LAST_SYNC_EVERY: Duration = Duration::from_secs(5);
+/// How often the time of the last complete sync and the live peers are written to the
+/// store.
+const KEEP_NODE_FACTS_EVERY: Duration = Duration::from_secs(5);
 /// The node fact holding when the last complete sync started (Unix ms; 0: never).
 const LAST_SYNC: &str = "last_sync_ms";
+/// The node fact holding the gossip addresses of the live peers last seen, one per line:
+/// a restarted node joins through them as well as its seeds (a first node has none, and
+/// would otherwise wait for a peer to happen on it).
+const KNOWN_PEERS: &str = "known_peers";
 
 /// The wall clock in Unix milliseconds.
 pub fn now_ms() -> u64 {
@@ -309,18 +314,14 @@ pub async fn run(
         crate::http_server::serve(api.filter(), listener, threads, limits, shutdown.clone())
             .map_err(NodeError::io("starting the HTTP threads"))?;
     let purge = purge_loop(Arc::clone(&store), config.tombstone_ttl.0, shutdown.clone());
-    let last_sync = keep_last_sync(
-        Arc::clone(&store),
-        backend.replication.clone(),
-        shutdown.clone(),
-    );
+    let node_facts = keep_node_facts(Arc::clone(&store), Arc::clone(&backend), shutdown.clone());
     let backups = backup_loop(
         &config,
         Arc::clone(&store),
         data_dir.clone(),
         shutdown.clone(),
     );
-    let ((), (), (), ()) = tokio::join!(server, purge, backups, last_sync);
+    let ((), (), (), ()) = tokio::join!(server, purge, backups, node_facts);
     let _ = shutdown.wait_for(|stop| *stop).await;
     drop(api);
     finish(backend, &store, sync_endpoint).await
@@ -421,6 +422,13 @@ async fn start_clustering(
     let incarnation = store.lmdb().increment_meta_u64("incarnation")?;
     let last_sync_ms = store.lmdb().meta_u64_or_init(LAST_SYNC, 0)?;
     let last_sync_ms = (last_sync_ms > 0).then_some(last_sync_ms);
+    let mut seeds = config.seed_nodes.clone();
+    let known_peers = store.lmdb().meta_text(KNOWN_PEERS)?.unwrap_or_default();
+    for peer in known_peers.lines() {
+        if !seeds.iter().any(|seed| seed == peer) {
+            seeds.push(peer.to_owned());
+        }
+    }
     let swim = config
         .swim_config()
         .map_err(|e| config_error("membership", e))?;
@@ -430,7 +438,7 @@ async fn start_clustering(
         advertise,
         http_addr,
         sync_addr: SocketAddr::new(advertise, sync_port),
-        seeds: config.seed_nodes.clone(),
+        seeds,
         secret: config.cluster_secret.clone(),
         freshness: crate::cluster::gossip_freshness(config.max_clock_skew.0),
         swim,
@@ -515,38 +523,66 @@ async fn backup_loop(
     }
 }
 
-/// Writes when the last complete sync started to the store, every
-/// [`KEEP_LAST_SYNC_EVERY`] and at shutdown, so that a restarted node knows how long it
-/// was away (see `ReplicationConfig::last_sync_ms`).
-async fn keep_last_sync(
+/// Writes to the store, every [`KEEP_NODE_FACTS_EVERY`] and at shutdown, when the last
+/// complete sync started, so that a restarted node knows how long it was away (see
+/// `ReplicationConfig::last_sync_ms`), and the live peers' gossip addresses, which a
+/// restarted node joins through (see [`KNOWN_PEERS`]).
+async fn keep_node_facts(
     store: Arc<DurableStore>,
-    replication: Option<Arc<Replication<QuicTransport>>>,
+    backend: Arc<NodeBackend>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let Some(replication) = replication else {
+    let (Some(replication), Some(cluster)) = (&backend.replication, &backend.cluster) else {
         return;
     };
-    let mut kept = replication.last_sync_ms();
-    let mut interval = tokio::time::interval(KEEP_LAST_SYNC_EVERY);
+    let mut kept_sync = replication.last_sync_ms();
+    let mut kept_peers = String::new();
+    let mut interval = tokio::time::interval(KEEP_NODE_FACTS_EVERY);
     loop {
         let stopping = tokio::select! {
             _ = interval.tick() => false,
             _ = shutdown.wait_for(|stop| *stop) => true,
         };
         let now = replication.last_sync_ms();
-        if let Some(at) = now.filter(|_| now != kept) {
-            let store = Arc::clone(&store);
-            match tokio::task::spawn_blocking(move || store.lmdb().set_meta_u64(LAST_SYNC, at))
-                .await
-            {
-                Ok(Ok(())) => kept = now,
-                failed => tracing::warn!(?failed, "keeping the last sync time failed"),
+        let last_sync = now.filter(|_| now != kept_sync);
+        // A node left alone keeps the peers it last saw: they are whom to try next time.
+        let peers = live_peers(&cluster.members(), &backend.node_id);
+        let peers = (!peers.is_empty() && peers != kept_peers).then_some(peers);
+        if last_sync.is_some() || peers.is_some() {
+            let (store, facts) = (Arc::clone(&store), (last_sync, peers.clone()));
+            let written = tokio::task::spawn_blocking(move || {
+                if let Some(at) = facts.0 {
+                    store.lmdb().set_meta_u64(LAST_SYNC, at)?;
+                }
+                if let Some(peers) = &facts.1 {
+                    store.lmdb().set_meta_text(KNOWN_PEERS, peers)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await;
+            match written {
+                Ok(Ok(())) => {
+                    kept_sync = last_sync.or(kept_sync);
+                    kept_peers = peers.unwrap_or(kept_peers);
+                }
+                failed => tracing::warn!(?failed, "keeping the last sync time and peers failed"),
             }
         }
         if stopping {
             return;
         }
     }
+}
+
+/// The gossip addresses of the live members but `own_id`, sorted, one per line.
+fn live_peers(members: &[MemberInfo], own_id: &str) -> String {
+    let mut peers: Vec<&str> = members
+        .iter()
+        .filter(|m| m.node_id != own_id && matches!(m.state.as_str(), "alive" | "suspect"))
+        .map(|m| m.gossip_addr.as_str())
+        .collect();
+    peers.sort_unstable();
+    peers.join("\n")
 }
 
 async fn purge_loop(

@@ -136,6 +136,37 @@ fn a_killed_node_is_dead_everywhere_and_rejoins_higher() {
 }
 
 #[test]
+fn a_restarted_node_without_seeds_rejoins_through_the_peers_it_knew() {
+    // a, the first node, has no seed; b and c joined through it.
+    let (mut a, b, c) = three_nodes();
+    let incarnation = member(&b, "a").unwrap()["incarnation"].as_u64().unwrap();
+    assert!(
+        a.terminate().success(),
+        "a graceful stop keeps the live peers"
+    );
+    // Back on another gossip port (port 0): no peer knows where to find it, so only the
+    // peers it remembers can bring it back.
+    a.launch();
+    let new_addr = gossip_addr(&a, "a");
+    let back = within(LOOSE, || {
+        [&b, &c].iter().all(|n| {
+            member(n, "a").is_some_and(|m| {
+                m["state"] == "alive"
+                    && m["gossip_addr"] == new_addr.as_str()
+                    && m["incarnation"].as_u64().unwrap() > incarnation
+            })
+        }) && members(&a).iter().filter(|m| m["state"] == "alive").count() == 3
+    });
+    assert!(
+        back.is_some(),
+        "a did not rejoin: it sees {:?}; b sees {:?}",
+        members(&a),
+        member(&b, "a")
+    );
+    eprintln!("restart to rejoined: {back:?}");
+}
+
+#[test]
 fn sigterm_shows_as_left_not_dead() {
     let (a, mut b, c) = three_nodes();
     assert!(b.terminate().success());

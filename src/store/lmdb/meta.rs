@@ -178,6 +178,27 @@ impl LmdbStore {
         Ok(next)
     }
 
+    /// The text of node fact `name`, if stored.
+    pub fn meta_text(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let rtxn = self.env.read_txn()?;
+        let Some(bytes) = self.meta.get(&rtxn, name.as_bytes())? else {
+            return Ok(None);
+        };
+        String::from_utf8(bytes.to_vec())
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                key: name.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Sets node fact `name` to `text`.
+    pub fn set_meta_text(&self, name: &str, text: &str) -> Result<(), StoreError> {
+        let mut wtxn = self.env.write_txn()?;
+        self.meta.put(&mut wtxn, name.as_bytes(), text.as_bytes())?;
+        wtxn.commit().map_err(StoreError::from)
+    }
+
     /// The text of node fact `name`, storing `init` first if it has none.
     pub fn meta_text_or_init(&self, name: &str, init: &str) -> Result<String, StoreError> {
         let mut wtxn = self.env.write_txn()?;
