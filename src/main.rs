@@ -18,7 +18,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A peer-to-peer key-value store node.
 #[derive(Parser)]
-#[command(name = "kvs", version, about)]
+#[command(
+    name = "kvs",
+    version,
+    about,
+    override_usage = "kvs <COMMAND>\n       kvs CONFIG    (the same as kvs run CONFIG)",
+    after_long_help = kvs::config::HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

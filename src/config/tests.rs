@@ -33,6 +33,19 @@ fn http_limits_default_and_are_checked() {
 }
 
 #[test]
+fn the_help_names_every_key_of_the_default_config() {
+    for line in include_str!("../config_template.yaml").lines() {
+        let line = line.trim_start_matches("# ");
+        let Some((key, _)) = line.split_once(':') else {
+            continue;
+        };
+        if !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            assert!(HELP.contains(key), "kvs --help does not name {key}");
+        }
+    }
+}
+
+#[test]
 fn a_generated_config_is_private() {
     let dir = tempfile::tempdir().unwrap();
     let arg = dir.path().join("new/node1");
