@@ -191,11 +191,13 @@ pub fn run_backup(arg: &str, out: Option<&Path>, token: Option<&str>) -> std::pr
     let Some((config, data_dir)) = load(arg) else {
         return ExitCode::from(2);
     };
+    let watching = BackupProgress::follow(&backups_dir(&data_dir));
     let taken = if node_running(&data_dir) {
         backup_through_api(&config, &data_dir, token)
     } else {
         backup_offline(&config, &data_dir)
     };
+    watching.finish();
     let info = match taken {
         Ok(info) => info,
         Err(error) => {
@@ -269,6 +271,70 @@ fn backup_through_api(
 
 /// Copies `from` to a new private file `to` and syncs it, with a progress bar labelled
 /// `what` when stderr is a terminal.
+/// On a terminal, a line that follows a backup being written into a backups dir (by the
+/// node, or by `kvs backup` itself when it is stopped): the bytes of the newest backup
+/// file so far, and the time taken. LMDB's copy tells nothing of its progress, and its
+/// total is not known before it ends, so this counts what has been written.
+struct BackupProgress {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BackupProgress {
+    fn follow(dir: &Path) -> Self {
+        use std::io::IsTerminal;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        if !std::io::stderr().is_terminal() {
+            return Self { done, thread: None };
+        }
+        let style = indicatif::ProgressStyle::with_template(
+            "{spinner} backing up: {binary_bytes} written ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+        let bar = indicatif::ProgressBar::new_spinner().with_style(style);
+        let (dir, stop) = (dir.to_path_buf(), std::sync::Arc::clone(&done));
+        let started = std::time::SystemTime::now();
+        let thread = std::thread::spawn(move || {
+            // Drawn at least once, however quick the backup.
+            loop {
+                bar.set_position(newest_size_since(&dir, started));
+                bar.tick();
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        });
+        Self {
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The size of the newest `.mdb` file in `dir` modified since `since` (0 if none).
+fn newest_size_since(dir: &Path, since: std::time::SystemTime) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "mdb"))
+        .filter_map(|entry| entry.metadata().ok())
+        .filter(|meta| meta.modified().is_ok_and(|at| at >= since))
+        .max_by_key(|meta| meta.modified().ok())
+        .map_or(0, |meta| meta.len())
+}
+
 fn copy_with_progress(from: &Path, to: &Path, what: &str) -> std::io::Result<()> {
     use std::io::{IsTerminal, Read, Write};
     let mut input = File::open(from)?;

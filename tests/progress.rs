@@ -1,6 +1,7 @@
 //! Progress on a terminal, under a pseudo-terminal made by script(1): `kvs start` of a
 //! node that joins through a seed follows its bootstrap until its first complete sync,
-//! and `kvs restore` shows a bar; piped, `start` returns at once and says nothing more.
+//! and `kvs restore` and `kvs backup` show a bar; piped, `start` returns at once and says
+//! nothing more.
 
 mod common;
 
@@ -108,6 +109,10 @@ fn start_follows_a_bootstrap_and_restore_shows_a_bar_on_a_terminal() {
     );
     assert!(restored.contains("restoring"), "a bar: {restored}");
     assert!(restored.contains("restored 2000 keys"), "{restored}");
+    // A backup without --out (of the stopped node, into its data dir) shows its progress.
+    let backed_up = on_a_terminal("backup joiner", dir.path(), &home);
+    assert!(backed_up.contains("backing up"), "a bar: {backed_up}");
+    assert!(backed_up.contains("2000 keys"), "{backed_up}");
 
     // Piped, `start` says where the node is and returns; the node syncs by itself.
     let piped = run_kvs(&["start", "joiner"], dir.path(), &env);
