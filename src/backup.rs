@@ -32,6 +32,9 @@ fn lock_path(data_dir: &Path) -> PathBuf {
 impl DataDirLock {
     /// Takes the data dir's lock; `Err` names why (another process holds it, or IO).
     pub fn acquire(data_dir: &Path) -> Result<Self, String> {
+        if data_dir.exists() && !data_dir.is_dir() {
+            return Err(format!("{} is not a directory", data_dir.display()));
+        }
         private_files::create_dir(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
         let path = lock_path(data_dir);
         let file = private_files::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;

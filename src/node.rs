@@ -255,9 +255,14 @@ pub async fn run(
     let store = open_store(&mut config, &data_dir)?;
     let joined_at = store.lmdb().meta_u64_or_init("joined_at", now_ms())?;
     let http_addr = SocketAddr::new(config.bind_address, config.http_port);
-    let listener = TcpListener::bind(http_addr)
-        .await
-        .map_err(|e| config_error("http_port", format!("cannot listen on {http_addr}: {e}")))?;
+    let listener = TcpListener::bind(http_addr).await.map_err(|e| {
+        // An address this host does not have is bind_address's fault, not the port's.
+        let key = match e.kind() {
+            std::io::ErrorKind::AddrNotAvailable => "bind_address",
+            _ => "http_port",
+        };
+        config_error(key, format!("cannot listen on {http_addr}: {e}"))
+    })?;
     let http_addr = listener
         .local_addr()
         .map_err(NodeError::io("reading the HTTP address"))?;

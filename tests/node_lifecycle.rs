@@ -134,7 +134,27 @@ fn an_unusable_data_dir_is_a_config_error() {
             "node_id: a\n{PLAIN}http_port: 0\ndata_dir: {}\n",
             file.display()
         ),
-        "data_dir",
+        "data_dir: ",
+    );
+    expect_config_error(
+        &format!(
+            "node_id: a\n{PLAIN}http_port: 0\ndata_dir: {}\n",
+            file.display()
+        ),
+        "is not a directory",
+    );
+    expect_config_error(
+        &format!("node_id: a\n{PLAIN}http_port: 0\ndata_dir: \"\"\n"),
+        "data_dir: must not be empty",
+    );
+}
+
+#[test]
+fn an_address_this_host_lacks_names_bind_address() {
+    // TEST-NET-1 (RFC 5737): never an address of this host.
+    expect_config_error(
+        &format!("node_id: a\n{PLAIN}http_port: 0\nbind_address: 192.0.2.1\n"),
+        "bind_address",
     );
 }
 

@@ -290,6 +290,16 @@ impl Config {
         if let Err((key, why)) = self.check_http_limits() {
             return fail(key, why.into());
         }
+        if self
+            .data_dir
+            .as_ref()
+            .is_some_and(|dir| dir.as_os_str().is_empty())
+        {
+            return fail(
+                "data_dir",
+                "must not be empty (leave it out for ./data)".into(),
+            );
+        }
         self.swim_config().map_err(|e| e.at(origin))?;
         for seed in &self.seed_nodes {
             if seed
