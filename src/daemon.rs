@@ -3,8 +3,9 @@
 //! State lives under `$KVS_HOME` (default `~/.kvs`): `pids/<name>.pid` holds the
 //! daemon's pid, `pids/<name>.addr` its HTTP address, and `logs/kvs_<name>.yaml.log` its
 //! log, where `<name>` is the config's file name without `.yaml`. A pid file whose
-//! process is gone is stale: reported as such, and replaced on start. An instance with a
-//! log but no pid file is reported as stopped.
+//! process is gone (or is not a node of that instance) is stale: reported as such, and
+//! replaced on start. An instance with a log but no pid file is reported as stopped.
+//! Starts of one instance take turns (`pids/<name>.lock`).
 
 use std::fs::OpenOptions;
 use std::io::IsTerminal;
@@ -81,6 +82,22 @@ impl Instance {
         let _ = std::fs::remove_file(&self.pid_file);
         let _ = std::fs::remove_file(&self.addr_file);
     }
+
+    /// Holds the instance's start lock (`pids/<name>.lock`) until dropped: two `kvs
+    /// start` of one config at once take turns, so that the second finds the first's
+    /// node running instead of removing its pid file when its own node cannot start.
+    fn lock_for_start(&self) -> std::io::Result<std::fs::File> {
+        if let Some(dir) = self.pid_file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.pid_file.with_extension("lock"))?;
+        lock.lock()?;
+        Ok(lock)
+    }
 }
 
 /// Whether process `pid` runs: it exists and has not exited. A daemon that exited stays
@@ -121,6 +138,13 @@ pub fn start(arg: &str) -> ExitCode {
         }
     };
     let instance = Instance::of_config(&path);
+    let starting = match instance.lock_for_start() {
+        Ok(lock) => lock,
+        Err(error) => {
+            eprintln!("kvs: {}: {error}", instance.pid_file.display());
+            return ExitCode::from(1);
+        }
+    };
     if let Some(pid) = instance.running() {
         eprintln!("kvs: {} is already running (pid {pid})", instance.name);
         return ExitCode::from(1);
@@ -131,7 +155,10 @@ pub fn start(arg: &str) -> ExitCode {
         eprintln!("kvs: a node already runs on {}", data_dir.display());
         return ExitCode::from(1);
     }
-    match spawn(&instance, &path, &data_dir) {
+    let spawned = spawn(&instance, &path, &data_dir);
+    // Another start may go on now: it will find this node running (or gone).
+    drop(starting);
+    match spawned {
         Ok((pid, addr)) => {
             println!("started {} pid {pid} http://{addr}", instance.name);
             let joins = config.clustering_enabled && !config.seed_nodes.is_empty();

@@ -143,6 +143,41 @@ fn a_pid_file_naming_another_process_is_stale_and_never_signalled() {
 }
 
 #[test]
+fn two_starts_of_one_config_at_once_leave_one_daemon_that_stop_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::write(
+        dir.path().join("s1.yaml"),
+        "node_id: s1\nhttp_port: 0\nauth_enabled: false\nclustering_enabled: false\n",
+    )
+    .unwrap();
+    let env = [("KVS_HOME", home.to_str().unwrap())];
+    let starts: Vec<_> = (0..2)
+        .map(|_| {
+            let (dir, home) = (dir.path().to_owned(), home.clone());
+            std::thread::spawn(move || {
+                run_kvs(
+                    &["start", "s1"],
+                    &dir,
+                    &[("KVS_HOME", home.to_str().unwrap())],
+                )
+            })
+        })
+        .collect();
+    let codes: Vec<Option<i32>> = starts
+        .into_iter()
+        .map(|start| start.join().unwrap().status.code())
+        .collect();
+    assert!(
+        codes.contains(&Some(0)) && codes.contains(&Some(1)),
+        "{codes:?}"
+    );
+    let status = stdout(&run_kvs(&["status", "s1"], dir.path(), &env));
+    assert!(status.contains("running"), "{status}");
+    assert!(run_kvs(&["stop", "s1"], dir.path(), &env).status.success());
+}
+
+#[test]
 fn start_names_the_key_of_a_port_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
