@@ -62,7 +62,8 @@ pub(crate) struct IssueToken {
     pub(crate) user_id: String,
     /// Scope names, checked by [`parse_scopes`].
     pub(crate) scopes: Vec<String>,
-    /// The lifetime: a duration string or a number of seconds; 24 hours when absent.
+    /// The lifetime: a duration string or a number of seconds; 24 hours when absent or
+    /// `null`.
     #[serde(default = "default_token_ttl")]
     pub(crate) ttl: serde_json::Value,
 }
@@ -320,6 +321,8 @@ pub(crate) fn parse_ttl(ttl: &serde_json::Value) -> Result<u64, ModelError> {
     };
     let bad = || ModelError::InvalidDuration(clip(&text));
     let ttl_ms = match ttl {
+        // `"ttl": null` names no ttl, like leaving it out.
+        serde_json::Value::Null => return parse_ttl(&default_token_ttl()),
         serde_json::Value::String(text) => crate::duration::parse_duration(text)
             .ok()
             .and_then(|d| u64::try_from(d.as_millis()).ok())
