@@ -70,14 +70,9 @@ pub(crate) fn precondition(
         if value == "*" {
             return Ok(Precondition::IfPresent);
         }
-        if value.contains(',') {
-            return Err(ApiError::bad_request(
-                "If-Match takes one entity tag (\"<uuid>\") or '*', not a list",
-            ));
-        }
         // If-Match compares strongly: a weak tag (W/"...") matches nothing, nor does an
-        // etag that is not one of ours.
-        let uuid = match value.starts_with("W/") {
+        // etag that is not one of ours, nor a list of tags (one tag per request).
+        let uuid = match value.starts_with("W/") || value.contains(',') {
             true => Uuid::nil(),
             false => Uuid::parse_str(value.trim_matches('"')).unwrap_or(Uuid::nil()),
         };
