@@ -231,12 +231,19 @@ impl TokenKeys {
         if ttl_ms == 0 {
             return Err(TokenError::InvalidTtl);
         }
-        let end_ms = now_ms.checked_add(ttl_ms).ok_or(TokenError::InvalidTtl)?;
+        now_ms.checked_add(ttl_ms).ok_or(TokenError::InvalidTtl)?;
+        // Whole seconds: `exp - iat` is the ttl (a part of a second counts as one), and
+        // the token lasts at least the ttl, so `iat` is the issue time rounded up (a
+        // token is valid before its `iat` anyway: node clocks differ a little).
+        let iat = now_ms.div_ceil(1000);
+        let exp = iat
+            .checked_add(ttl_ms.div_ceil(1000))
+            .ok_or(TokenError::InvalidTtl)?;
         let claims = Claims {
             sub: sub.to_owned(),
             scopes: normalize_scopes(scopes),
-            exp: end_ms.div_ceil(1000),
-            iat: now_ms / 1000,
+            exp,
+            iat,
             jti: Uuid::new_v4().to_string(),
         };
         self.sign(claims)

@@ -59,7 +59,8 @@ fn issue_then_verify_round_trips() {
     assert_eq!(claims.sub, "alice");
     assert_eq!(claims.scopes, vec![Scope::Read, Scope::Write]);
     assert_eq!(claims.jti, issued.jti);
-    assert_eq!(claims.iat, NOW / 1000);
+    assert_eq!(claims.iat, NOW.div_ceil(1000));
+    assert_eq!(claims.exp - claims.iat, HOUR / 1000, "exp - iat is the ttl");
     assert_eq!(claims.exp * 1000, issued.expires_at);
     assert!(Uuid::parse_str(&issued.jti).is_ok());
 }
@@ -70,7 +71,8 @@ fn expiry_is_rounded_up_to_a_second_and_checked_with_the_given_time() {
     let issued = keys
         .issue("alice", &[Scope::Read], 500, NOW)
         .expect("issue");
-    assert!(issued.expires_at >= NOW + 500 && issued.expires_at < NOW + 1500);
+    // The ttl and the time of issue are each rounded up to a second.
+    assert!(issued.expires_at >= NOW + 500 && issued.expires_at < NOW + 2500);
     assert!(keys.verify(&issued.token, issued.expires_at - 1).is_ok());
     assert_eq!(
         keys.verify(&issued.token, issued.expires_at),
