@@ -262,6 +262,19 @@ fn users_groups_and_tokens_endpoints() {
     }
     assert_eq!(req("DELETE", "/auth/users/root", None).status, 400);
     assert_eq!(req("PATCH", "/auth/users", None).status, 405);
+    // A HEAD answers as the GET does, without the body.
+    expect(&req("PUT", "/kv/headed", Some("1")), 201, "a key");
+    for path in [
+        "/auth/users".to_owned(),
+        format!("/auth/groups/{}", w.team),
+        "/admin/backups".to_owned(),
+        "/meta/headed".to_owned(),
+    ] {
+        let head = req("HEAD", &path, None);
+        assert_eq!(head.status, 200, "HEAD {path}");
+        assert!(head.body.is_empty(), "HEAD {path}: {}", head.body);
+    }
+    assert_eq!(req("HEAD", "/auth/users/nobody", None).status, 404);
     // A token given as a number of seconds.
     let issued = issue(&node, root, &w.alice_id, &["read", "read"], "90");
     assert!(issued["jti"].as_str().is_some() && issued["expires_at"].as_u64().is_some());

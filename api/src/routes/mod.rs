@@ -290,15 +290,31 @@ impl<B: Backend> Api<B> {
         if let Some(raw_key) = path.strip_prefix("/history/") {
             return self.only_get(request, self.history(caller, raw_key)).await;
         }
+        // A HEAD of these answers as their GET does, without the body.
+        let head = *method == Method::HEAD;
+        let get;
+        let request = if head {
+            get = as_get(request);
+            &get
+        } else {
+            request
+        };
+        let strip = |handled: Handled| {
+            if head {
+                handled.map(strip_body)
+            } else {
+                handled
+            }
+        };
         if let Some(raw_key) = path.strip_prefix("/meta/") {
-            return self.meta(request, caller, raw_key, body).await;
+            return strip(self.meta(request, caller, raw_key, body).await);
         }
         if let Some(rest) = path.strip_prefix("/admin/") {
             request::discard(body).await;
-            return self.admin(request, rest).await;
+            return strip(self.admin(request, rest).await);
         }
         if let Some(rest) = path.strip_prefix("/auth/") {
-            return self.auth(request, caller, rest, body).await;
+            return strip(self.auth(request, caller, rest, body).await);
         }
         match path {
             "/kv" | "/kv/" => {
@@ -418,20 +434,31 @@ fn allowed_methods(path: &str) -> &'static str {
         return "GET, HEAD, PUT, DELETE";
     }
     if path.starts_with("/meta/") {
-        return "GET, PUT";
+        return "GET, HEAD, PUT";
     }
     if let Some(rest) = path.strip_prefix("/auth/") {
         return match rest.split_once('/') {
             None if rest == "tokens" => "POST",
-            None => "GET, POST",
+            None => "GET, HEAD, POST",
             Some(("tokens", _)) => "DELETE",
-            Some(_) => "GET, PUT, DELETE",
+            Some(_) => "GET, HEAD, PUT, DELETE",
         };
     }
     if path == "/admin/backups" {
-        return "GET, POST";
+        return "GET, HEAD, POST";
     }
     "GET, HEAD"
+}
+
+/// `request` as a GET (for a HEAD answered like its GET).
+fn as_get<'a>(request: &Request<'a>) -> Request<'a> {
+    Request {
+        method: &Method::GET,
+        path: request.path,
+        query: request.query.clone(),
+        headers: request.headers,
+        remote: request.remote,
+    }
 }
 
 fn strip_body(response: WarpResponse) -> WarpResponse {

@@ -12,7 +12,7 @@ use kvs_sync::Precondition;
 use crate::ApiError;
 
 /// A parsed query string (`a=1&b=2`); later duplicates win.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Query(Vec<(String, String)>);
 
 impl Query {
