@@ -225,6 +225,41 @@ async fn the_console_shows_a_cluster_its_keys_and_live_changes() {
     .await;
     assert!(detail.contains("permissions"), "metadata shown: {detail}");
 
+    // The editor: a put and a delete from the console, as the node then holds them.
+    for (css, text) in [
+        ("#edit-key", "console/edited"),
+        ("#edit-value", r#"{"from": "the console"}"#),
+    ] {
+        let field = client.find(Locator::Css(css)).await.expect(css);
+        field.clear().await.expect("clear");
+        field.send_keys(text).await.expect("type");
+    }
+    let click = |css: &'static str| {
+        let client = client.clone();
+        async move {
+            let button = client.find(Locator::Css(css)).await.expect(css);
+            button.click().await.expect("click");
+        }
+    };
+    click("#put").await;
+    wait_for(&client, "#edit-result", "the put's answer", |t| {
+        t == "201 created"
+    })
+    .await;
+    wait_for(&client, "#keys tbody", "the new key listed", |t| {
+        t.contains("console/edited")
+    })
+    .await;
+    let stored = call(&nodes[0], "GET", "/kv/console/edited", None, Some(&token));
+    assert_eq!(stored.json()["data"], json!({"from": "the console"}));
+    click("#delete").await;
+    wait_for(&client, "#edit-result", "the delete's answer", |t| {
+        t == "204 deleted"
+    })
+    .await;
+    let gone = call(&nodes[0], "GET", "/kv/console/edited", None, Some(&token));
+    assert_eq!(gone.status, 404);
+
     // A write on another node reaches node 0 and its console, live.
     let token_n1 = root_token(&nodes[1]).expect("root.token");
     let live = call(
@@ -257,17 +292,33 @@ async fn the_console_shows_a_cluster_its_keys_and_live_changes() {
     let newest = changes.find("console/burst/11").expect("shown");
     let oldest = changes.find("console/burst/00").expect("shown");
     assert!(newest < oldest, "newest first: {changes}");
+    // The listing of the prefix follows the changes by itself.
+    wait_for(&client, "#keys tbody", "the new keys listed", |t| {
+        t.contains("console/burst/11")
+    })
+    .await;
     wait_for(&client, "#rate-now", "a request rate", |t| {
         t.ends_with("requests/s") && !t.starts_with("0.0")
     })
     .await;
+    // A sample every 2 s: three within PATIENCE.
     let canvas = client
         .find(Locator::Css("#chart"))
         .await
         .expect("the chart");
-    let samples = canvas.attr("data-samples").await.expect("an attribute");
-    let samples: usize = samples.and_then(|s| s.parse().ok()).unwrap_or(0);
-    assert!(samples >= 3, "the chart has {samples} samples");
+    let started = std::time::Instant::now();
+    loop {
+        let samples = canvas.attr("data-samples").await.expect("an attribute");
+        let samples: usize = samples.and_then(|s| s.parse().ok()).unwrap_or(0);
+        if samples >= 3 {
+            break;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the chart has {samples} samples"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let png = client.screenshot().await.expect("a screenshot");
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
