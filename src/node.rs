@@ -455,7 +455,7 @@ async fn start_clustering(
         Arc::clone(&transport),
         Arc::clone(store) as Arc<dyn Store>,
         Arc::new(SystemClock::new()),
-        replication_config(config, last_sync_ms),
+        replication_config(config, last_sync_ms, joined_at),
         shutdown.clone(),
     ));
     let sink = Arc::clone(&replication);
@@ -479,7 +479,11 @@ async fn start_clustering(
 }
 
 /// Replication's settings from the node's config.
-fn replication_config(config: &Config, last_sync_ms: Option<u64>) -> ReplicationConfig {
+fn replication_config(
+    config: &Config,
+    last_sync_ms: Option<u64>,
+    joined_at: u64,
+) -> ReplicationConfig {
     ReplicationConfig {
         node_id: config.node_id.clone(),
         last_sync_ms,
@@ -488,6 +492,7 @@ fn replication_config(config: &Config, last_sync_ms: Option<u64>) -> Replication
         tombstone_ttl: config.tombstone_ttl.0,
         seed: kvs_net::random_seed(),
         expect_peers: !config.seed_nodes.is_empty(),
+        joined_at,
         ..ReplicationConfig::default()
     }
 }

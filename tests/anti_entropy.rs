@@ -279,6 +279,65 @@ fn a_node_away_longer_than_tombstone_ttl_brings_no_deleted_key_back() {
     }
 }
 
+#[test]
+fn a_key_pushed_just_before_a_long_absence_and_deleted_meanwhile_stays_deleted() {
+    // Rounds far apart: the node leaves with no session after the push it got.
+    let short = "sync_interval: 60s\ntombstone_ttl: 3s\nmax_clock_skew: 1s\n";
+    let mut nodes = cluster(3, short);
+    let synced = within(Duration::from_secs(20), || {
+        sync_status(&nodes[2])["syncing"] == false
+            && sync_status(&nodes[2])["peers"]
+                .as_array()
+                .is_some_and(|peers| peers.iter().any(|p| p["last_sync"].is_u64()))
+    });
+    assert!(synced, "n2 never synced: {}", sync_status(&nodes[2]));
+    let written = nodes[0].put("/kv/pushed/then/deleted", "1").json()["timestamp"].as_u64();
+    let pushed = within(Duration::from_secs(10), || {
+        nodes[2].get("/kv/pushed/then/deleted").status == 200
+    });
+    assert!(pushed, "the push did not reach n2");
+    let peers = sync_status(&nodes[2])["peers"].clone();
+    let last_sync = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["last_sync"].as_u64())
+        .max();
+    assert!(
+        last_sync < written,
+        "a session after the write: the case is not the one meant"
+    );
+    assert!(nodes[2].terminate().success());
+    assert_eq!(nodes[0].delete("/kv/pushed/then/deleted").status, 204);
+    let forgotten = within(Duration::from_secs(20), || {
+        nodes[..2]
+            .iter()
+            .all(|n| n.metric("kvs_store_entries") == Some(0.0))
+    });
+    assert!(
+        forgotten,
+        "the tombstone was not purged after tombstone_ttl"
+    );
+    nodes[2].launch();
+    let converged = within(Duration::from_secs(20), || {
+        same_root(&[&nodes[0], &nodes[1], &nodes[2]])
+            && nodes[2].metric("kvs_sync_stale") == Some(0.0)
+    });
+    assert!(
+        converged,
+        "{:?}",
+        nodes.iter().map(sync_status).collect::<Vec<_>>()
+    );
+    for node in &nodes {
+        assert_eq!(
+            node.get("/kv/pushed/then/deleted").status,
+            404,
+            "the deleted key came back"
+        );
+    }
+    assert_eq!(nodes[2].metric("kvs_sync_buried_total"), Some(1.0));
+}
+
 /// Sends `signal` to `node`'s process.
 fn signal(node: &Node, signal: nix::sys::signal::Signal) {
     let pid = node.child.as_ref().expect("running").id();

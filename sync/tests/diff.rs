@@ -349,6 +349,47 @@ fn a_node_back_after_tombstone_ttl_buries_what_was_deleted_meanwhile() {
     assert_eq!(back.merkle().unwrap(), peer.merkle().unwrap());
 }
 
+/// What a node back after longer than `tombstone_ttl` received from the others after its
+/// last complete session (a push shortly before it went away) was deleted meanwhile too,
+/// if an established peer lacks it; its own writes of that time are kept and sent.
+#[test]
+fn a_node_back_after_tombstone_ttl_sends_only_its_own_newer_writes() {
+    const OWN: u64 = 7;
+    let since = NOW - 2 * RULES.tombstone_ttl_ms;
+    let (back, peer) = (store(), store());
+    let mut newer = bulk(2, 1);
+    newer[0].0 = "pushed/then/deleted".into();
+    newer[1].0 = "written/while/away".into();
+    newer[1].1.id.origin_joined_at = OWN;
+    for (_, version) in &mut newer {
+        version.id.timestamp = since + 10;
+    }
+    back.merge(&newer).unwrap();
+    let sessions = (
+        kvs_sync::Session::initiator(RULES)
+            .with_standing(true, Some(since))
+            .writing_as(OWN),
+        kvs_sync::Session::responder(RULES).with_standing(true, None),
+    );
+    let exchange = kvs_sync::exchange_with(sessions, &back, &peer, (NOW, NOW)).unwrap();
+    assert_eq!(exchange.initiator.buried, 1, "{exchange:?}");
+    assert_eq!(
+        peer.get("pushed/then/deleted").unwrap(),
+        None,
+        "it came back"
+    );
+    assert!(
+        back.get("pushed/then/deleted")
+            .unwrap()
+            .unwrap()
+            .is_tombstone()
+    );
+    assert!(
+        peer.get("written/while/away").unwrap().is_some(),
+        "a write taken while away is kept"
+    );
+}
+
 #[test]
 fn a_node_back_after_tombstone_ttl_buries_nothing_on_the_word_of_a_new_peer() {
     let (back, peer, exchange) = after_absence(false);

@@ -165,6 +165,7 @@ impl FullNode {
             seed: seeded_rng(seed, &format!("sync/{life}")).r#gen(),
             expect_peers: !seeds.is_empty(),
             last_sync_ms: self.last_sync_ms,
+            joined_at: self.joined_at,
             ..ReplicationConfig::default()
         };
         let replication = Arc::new(Replication::start(

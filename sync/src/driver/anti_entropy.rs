@@ -188,9 +188,13 @@ async fn run_round<T: StreamTransport>(
     stream.send_frame(KIND_SYNC).await?;
     let (store, rules) = (Arc::clone(&shared.store), shared.admission());
     let (started, established, stale) = (rules.now_ms, shared.established(), shared.stale_since());
+    let own_origin = shared.config.joined_at;
     let (session, opening) = shared
         .blocking(move || {
             let mut session = Session::initiator(rules).with_standing(established, stale);
+            if own_origin > 0 {
+                session = session.writing_as(own_origin);
+            }
             let opening = session.start(store.as_ref());
             Ok((session, opening))
         })

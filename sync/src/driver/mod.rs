@@ -63,6 +63,9 @@ pub struct ReplicationConfig {
     /// session and buries what it finds deleted until a session with an established
     /// peer completes (see [`crate::Session::with_standing`]).
     pub last_sync_ms: Option<u64>,
+    /// This node's `joined_at`, the `origin_joined_at` of its own writes (0: unknown): a
+    /// stale node sends only its own newer writes (see [`crate::Session::writing_as`]).
+    pub joined_at: u64,
 }
 
 impl Default for ReplicationConfig {
@@ -79,6 +82,7 @@ impl Default for ReplicationConfig {
             seed: 0,
             expect_peers: false,
             last_sync_ms: None,
+            joined_at: 0,
         }
     }
 }

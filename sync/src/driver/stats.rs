@@ -87,6 +87,7 @@ impl Counters {
             &self.versions_stored,
             now.versions_stored - before.versions_stored,
         );
+        add(&self.buried, now.buried - before.buried);
         self.refused(RefusalCounts {
             malformed: now.refused.malformed - before.refused.malformed,
             from_the_future: now.refused.from_the_future - before.refused.from_the_future,

@@ -127,6 +127,8 @@ pub struct Session {
     /// Set when this side's last complete session (at this Unix ms) is older than
     /// `tombstone_ttl`: see [`Session::with_standing`].
     stale_before: Option<u64>,
+    /// The `origin_joined_at` of this node's own writes ([`Session::writing_as`]).
+    own_origin: Option<u64>,
     /// Whether this side held nothing at the start (and has not begun a bulk load yet).
     held_nothing: bool,
     /// Whether this side began a bulk load of its store that the session has not ended.
@@ -159,6 +161,7 @@ impl Session {
             established: true,
             peer_established: false,
             stale_before: None,
+            own_origin: None,
             held_nothing: false,
             bulk_load: false,
         }
@@ -173,6 +176,18 @@ impl Session {
     pub fn with_standing(mut self, established: bool, stale_since: Option<u64>) -> Self {
         self.established = established;
         self.stale_before = stale_since;
+        self
+    }
+
+    /// The `origin_joined_at` of this node's own writes. A stale initiator that knows it
+    /// sends an established peer that lacks them only its own writes newer than its last
+    /// complete session (those it may have taken while cut off), and buries the newer
+    /// versions it received from other nodes as well: the cluster had those, so a peer
+    /// without them deleted them meanwhile and has forgotten the tombstone. (Without it,
+    /// every version newer than the last session is sent, and a key pushed to this node
+    /// shortly before it went away came back.)
+    pub fn writing_as(mut self, own_origin: u64) -> Self {
+        self.own_origin = Some(own_origin);
         self
     }
 

@@ -64,13 +64,16 @@ impl Session {
     }
 
     /// Whether `version`, were an established peer to lack it, was deleted while this
-    /// stale initiator was away (see [`Session::with_standing`]).
+    /// stale initiator was away (see [`Session::with_standing`] and
+    /// [`Session::writing_as`]).
     fn deleted_meanwhile(&self, version: &Version) -> bool {
-        self.initiator
-            && self.peer_established
-            && self
-                .stale_before
-                .is_some_and(|since| version.id.timestamp < since)
+        let Some(since) = self.stale_before else {
+            return false;
+        };
+        let received = self
+            .own_origin
+            .is_some_and(|own| version.id.origin_joined_at != own);
+        self.initiator && self.peer_established && (version.id.timestamp < since || received)
     }
 
     /// Checks and merges versions from the peer.
