@@ -1,4 +1,5 @@
-//! `kvs init NAME --join CONFIG`: the config of another node of CONFIG's cluster, written
+//! `kvs init NAME --join CONFIG`: the config of another node of CONFIG's cluster (CONFIG's
+//! text, so that the settings the cluster shares stay the same), written
 //! next to NAME: the same secrets (from CONFIG, or from its node's data dir where the
 //! node generated them), CONFIG's node as its seed, ports that are free (not
 //! bound on this machine, and not named by another config in NAME's folder), and a data
@@ -8,7 +9,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, config_path, default_config_text};
+use crate::config::{Config, config_path};
 use crate::store::read_meta_texts;
 
 /// The ports of a new node's config.
@@ -35,7 +36,11 @@ pub fn write_joining(name: &str, join: &str) -> Result<String, String> {
     let advertise = seed.advertise_address.unwrap_or(seed.bind_address);
     let seed_addr = SocketAddr::new(advertise, seed.gossip_port);
     let stem = crate::config::instance_name(&target);
-    let text = joining_text(&seed, ports, seed_addr, &stem);
+    let seed_text =
+        std::fs::read_to_string(&seed_path).map_err(|e| format!("{}: {e}", seed_path.display()))?;
+    let text = joining_text(&seed_text, &seed, ports, seed_addr, &stem);
+    Config::parse(&text, &target)
+        .map_err(|e| format!("the config for {stem} would not load: {e}"))?;
     if let Some(folder) = folder {
         crate::private_files::create_dir(folder)
             .map_err(|e| format!("{}: {e}", folder.display()))?;
@@ -78,30 +83,54 @@ fn secrets_from_data_dir(seed: &mut Config, seed_path: &Path) -> Result<(), Stri
     Ok(())
 }
 
-/// The default config text with the seed's secrets and bind address, `ports`, the seed
-/// and a data dir named after the node.
-fn joining_text(seed: &Config, ports: Ports, seed_addr: SocketAddr, stem: &str) -> String {
-    let replacements = [
-        ("bind_address: ", seed.bind_address.to_string()),
-        ("http_port: ", ports.http.to_string()),
-        ("gossip_port: ", ports.gossip.to_string()),
-        ("sync_port: ", ports.sync.to_string()),
-        ("data_dir: ", format!("./data-{stem}")),
-        ("seed_nodes: ", format!("[\"{seed_addr}\"]")),
-        ("cluster_secret: ", format!("\"{}\"", seed.cluster_secret)),
-        ("jwt_secret: ", format!("\"{}\"", seed.jwt_secret)),
+/// The seed's config text (its comments and every cluster-wide setting: auth,
+/// permissions, tombstone_ttl, max_clock_skew, sync_interval, membership timing, ...)
+/// with what is the node's own replaced: a fresh node_id, `ports`, a data dir named after
+/// the node, the seed as its only seed, and the secrets written out (the seed's config
+/// may leave them to its data dir).
+fn joining_text(
+    seed_text: &str,
+    seed: &Config,
+    ports: Ports,
+    seed_addr: SocketAddr,
+    stem: &str,
+) -> String {
+    let own = [
+        ("node_id", uuid::Uuid::new_v4().to_string()),
+        ("http_port", ports.http.to_string()),
+        ("gossip_port", ports.gossip.to_string()),
+        ("sync_port", ports.sync.to_string()),
+        ("data_dir", format!("./data-{stem}")),
+        ("seed_nodes", format!("[\"{seed_addr}\"]")),
+        ("cluster_secret", format!("\"{}\"", seed.cluster_secret)),
+        ("jwt_secret", format!("\"{}\"", seed.jwt_secret)),
     ];
-    default_config_text()
-        .lines()
-        .map(|line| {
-            replacements
-                .iter()
-                .find(|(key, _)| line.starts_with(key))
-                .map_or_else(|| line.to_owned(), |(key, value)| format!("{key}{value}"))
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-        + "\n"
+    let mut lines = Vec::new();
+    let mut written = HashSet::new();
+    // While on the indented lines that continue a replaced key (a block list of seeds).
+    let mut replaced_block = false;
+    for line in seed_text.lines() {
+        let continues = line.starts_with([' ', '\t', '-']) && !line.trim().is_empty();
+        if replaced_block && continues {
+            continue;
+        }
+        replaced_block = false;
+        let key = line.split_once(':').map(|(key, _)| key);
+        match own.iter().find(|(name, _)| Some(*name) == key) {
+            Some((name, value)) => {
+                lines.push(format!("{name}: {value}"));
+                written.insert(*name);
+                replaced_block = true;
+            }
+            None => lines.push(line.to_owned()),
+        }
+    }
+    for (name, value) in &own {
+        if !written.contains(name) {
+            lines.push(format!("{name}: {value}"));
+        }
+    }
+    lines.join("\n") + "\n"
 }
 
 /// Ports named by the configs in `folder` (those that parse).
@@ -143,6 +172,7 @@ fn free_ports(ip: IpAddr, seed: &Config, taken: &HashSet<u16>) -> Option<Ports> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::default_config_text;
 
     #[test]
     fn the_new_config_joins_with_the_same_secrets_on_other_ports() {
@@ -180,6 +210,36 @@ mod tests {
         );
         let again = write_joining(node2.to_str().unwrap(), node1.to_str().unwrap());
         assert!(again.unwrap_err().contains("exists"));
+    }
+
+    #[test]
+    fn the_new_config_keeps_the_clusters_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("first.yaml");
+        std::fs::write(
+            &seed,
+            "# a hand-written first node\nnode_id: first\nhttp_port: 41000\ngossip_port: 41001\n\
+             sync_port: 41002\nauth_enabled: false\ntombstone_ttl: 20s\nmax_clock_skew: 5s\n\
+             sync_interval: 1s\nprobe_interval: 300ms\nseed_nodes:\n  - \"127.0.0.1:1\"\n  - \"127.0.0.1:2\"\n\
+             cluster_secret: \"shared-secret-0123456789abcdef\"\njwt_secret: \"jwt-secret-0123456789abcdef01\"\n",
+        )
+        .unwrap();
+        let joiner = dir.path().join("second");
+        write_joining(joiner.to_str().unwrap(), seed.to_str().unwrap()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("second.yaml")).unwrap();
+        let (one, two) = (
+            Config::load(&seed).unwrap(),
+            Config::load(&dir.path().join("second.yaml")).unwrap(),
+        );
+        assert!(!two.auth_enabled, "{text}");
+        assert_eq!(two.tombstone_ttl, one.tombstone_ttl);
+        assert_eq!(two.max_clock_skew, one.max_clock_skew);
+        assert_eq!(two.sync_interval, one.sync_interval);
+        assert_eq!(two.probe_interval, one.probe_interval);
+        assert!(text.starts_with("# a hand-written first node"), "{text}");
+        assert_eq!(two.seed_nodes, ["127.0.0.1:41001"]);
+        assert_ne!(two.node_id, "first");
+        assert_eq!(two.cluster_secret, one.cluster_secret);
     }
 
     #[test]
