@@ -434,6 +434,7 @@ async fn start_clustering(
             seeds.push(peer.to_owned());
         }
     }
+    let expect_peers = !seeds.is_empty();
     let swim = config
         .swim_config()
         .map_err(|e| config_error("membership", e))?;
@@ -455,7 +456,7 @@ async fn start_clustering(
         Arc::clone(&transport),
         Arc::clone(store) as Arc<dyn Store>,
         Arc::new(SystemClock::new()),
-        replication_config(config, last_sync_ms, joined_at),
+        replication_config(config, last_sync_ms, joined_at, expect_peers),
         shutdown.clone(),
     ));
     let sink = Arc::clone(&replication);
@@ -479,10 +480,13 @@ async fn start_clustering(
 }
 
 /// Replication's settings from the node's config.
+/// `expect_peers`: the node has seeds, or peers it kept from an earlier start; it reports
+/// `syncing` until its first complete session with one.
 fn replication_config(
     config: &Config,
     last_sync_ms: Option<u64>,
     joined_at: u64,
+    expect_peers: bool,
 ) -> ReplicationConfig {
     ReplicationConfig {
         node_id: config.node_id.clone(),
@@ -491,7 +495,7 @@ fn replication_config(
         max_clock_skew: config.max_clock_skew.0,
         tombstone_ttl: config.tombstone_ttl.0,
         seed: kvs_net::random_seed(),
-        expect_peers: !config.seed_nodes.is_empty(),
+        expect_peers,
         joined_at,
         ..ReplicationConfig::default()
     }

@@ -138,7 +138,7 @@ fn a_killed_node_is_dead_everywhere_and_rejoins_higher() {
 #[test]
 fn a_restarted_node_without_seeds_rejoins_through_the_peers_it_knew() {
     // a, the first node, has no seed; b and c joined through it.
-    let (mut a, b, c) = three_nodes();
+    let (mut a, mut b, mut c) = three_nodes();
     let incarnation = member(&b, "a").unwrap()["incarnation"].as_u64().unwrap();
     assert!(
         a.terminate().success(),
@@ -164,6 +164,11 @@ fn a_restarted_node_without_seeds_rejoins_through_the_peers_it_knew() {
         member(&b, "a")
     );
     eprintln!("restart to rejoined: {back:?}");
+    // Alone, with peers it knew but none up, it is not in sync with its cluster.
+    assert!(b.terminate().success() && c.terminate().success());
+    assert!(a.terminate().success());
+    a.launch();
+    assert_eq!(a.get("/health").json()["status"], "syncing");
 }
 
 #[test]
