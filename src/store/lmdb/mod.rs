@@ -421,14 +421,12 @@ impl Store for LmdbStore {
     ) -> Result<ListPage, StoreError> {
         self.build_deferred_indexes()?;
         let rtxn = self.env.read_txn()?;
-        let from = index_key(since_ms, "");
-        let after_key = after.map(|(ts, key)| index_key(ts, key));
-        let start = match &after_key {
-            Some(after) if after.as_slice() >= from.as_slice() => Bound::Excluded(after.as_slice()),
-            _ => Bound::Included(from.as_slice()),
-        };
+        let start = time_index_start(since_ms, after);
         let mut items = Vec::new();
-        for item in self.by_time.range(&rtxn, &(start, Bound::Unbounded))? {
+        for item in self.by_time.range(
+            &rtxn,
+            &(start.as_ref().map(Vec::as_slice), Bound::Unbounded),
+        )? {
             if items.len() > limit {
                 break;
             }
@@ -454,13 +452,8 @@ impl Store for LmdbStore {
     ) -> Result<Vec<(u64, String)>, StoreError> {
         self.build_deferred_indexes()?;
         let rtxn = self.env.read_txn()?;
-        let from = index_key(since_ms, "");
-        let after_key = after.map(|(at, key)| index_key(at, key));
-        let start = match &after_key {
-            Some(after) if after.as_slice() >= from.as_slice() => Bound::Excluded(after.as_slice()),
-            _ => Bound::Included(from.as_slice()),
-        };
-        let range = (start, Bound::Unbounded);
+        let start = time_index_start(since_ms, after);
+        let range = (start.as_ref().map(Vec::as_slice), Bound::Unbounded);
         // Values sit in `by_time` at their timestamp, tombstones in `tombstones` from when
         // the key died: both are ordered by (time, key), so they merge as they come.
         let mut values = self.by_time.range(&rtxn, &range)?.peekable();
@@ -591,6 +584,16 @@ impl Store for LmdbStore {
             entries: self.kv.len(&rtxn)?,
             bytes: pages * u64::from(page_size),
         })
+    }
+}
+
+/// Where a walk of a time index (`by_time`, `tombstones`) starts: at `since_ms`, or just
+/// after `after` (a time and a key) when that is later.
+fn time_index_start(since_ms: u64, after: Option<(u64, &str)>) -> Bound<Vec<u8>> {
+    let from = index_key(since_ms, "");
+    match after.map(|(at, key)| index_key(at, key)) {
+        Some(after) if after >= from => Bound::Excluded(after),
+        _ => Bound::Included(from),
     }
 }
 
