@@ -1,5 +1,6 @@
 //! Wiring of a running node: store, group committer, HTTP API, membership and
-//! replication (pushes and anti-entropy, `kvs_sync::driver` over QUIC), background purge,
+//! replication (pushes and anti-entropy, `kvs_sync::driver` over QUIC), the background
+//! upkeep (`node/upkeep.rs`: purge, scheduled backups, facts kept for the next start),
 //! and graceful shutdown.
 
 use std::net::SocketAddr;
@@ -24,22 +25,17 @@ use crate::config::{Config, ConfigError};
 use crate::store::{DurableStore, GroupCommitter};
 use kvs_net::{ClusterSecret, QuicTransport, StreamTransport, SystemClock};
 
-/// How often expired keys and old tombstones are purged.
-const PURGE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a graceful shutdown waits for the push queues to empty.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a graceful shutdown waits for the sync endpoint's tasks once it is closed
 /// (they only have to notice: with the endpoint closed, every one of them ends at once).
 const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often the time of the last complete sync and the live peers are written to the
-/// store.
-const KEEP_NODE_FACTS_EVERY: Duration = Duration::from_secs(5);
 /// The node fact holding when the last complete sync started (Unix ms; 0: never).
-const LAST_SYNC: &str = "last_sync_ms";
+pub(super) const LAST_SYNC: &str = "last_sync_ms";
 /// The node fact holding the gossip addresses of the live peers last seen, one per line:
 /// a restarted node joins through them as well as its seeds (a first node has none, and
 /// would otherwise wait for a peer to happen on it).
-const KNOWN_PEERS: &str = "known_peers";
+pub(super) const KNOWN_PEERS: &str = "known_peers";
 
 /// The wall clock in Unix milliseconds.
 pub fn now_ms() -> u64 {
@@ -318,9 +314,10 @@ pub async fn run(
     let server =
         crate::http_server::serve(api.filter(), listener, threads, limits, shutdown.clone())
             .map_err(NodeError::io("starting the HTTP threads"))?;
-    let purge = purge_loop(Arc::clone(&store), config.tombstone_ttl.0, shutdown.clone());
-    let node_facts = keep_node_facts(Arc::clone(&store), Arc::clone(&backend), shutdown.clone());
-    let backups = backup_loop(
+    let purge = upkeep::purge_loop(Arc::clone(&store), config.tombstone_ttl.0, shutdown.clone());
+    let node_facts =
+        upkeep::keep_node_facts(Arc::clone(&store), Arc::clone(&backend), shutdown.clone());
+    let backups = upkeep::backup_loop(
         &config,
         Arc::clone(&store),
         data_dir.clone(),
@@ -501,131 +498,7 @@ fn replication_config(
     }
 }
 
-/// Takes a backup every `backup_interval` and keeps the newest `backup_retention`, while
-/// `backup_enabled`.
-async fn backup_loop(
-    config: &Config,
-    store: Arc<DurableStore>,
-    data_dir: PathBuf,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    if !config.backup_enabled {
-        return;
-    }
-    let keep = config.backup_retention as usize;
-    let mut interval = tokio::time::interval(config.backup_interval.0);
-    interval.tick().await;
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        let (store, dir) = (Arc::clone(&store), data_dir.clone());
-        let taken = tokio::task::spawn_blocking(move || {
-            let info = crate::backup::take(&store, &dir)?;
-            crate::backup::prune(&dir, keep)?;
-            Ok::<_, StoreError>(info)
-        })
-        .await;
-        match taken {
-            Ok(Ok(info)) => {
-                tracing::info!(name = %info.name, bytes = info.bytes, keys = info.keys, "scheduled backup taken")
-            }
-            Ok(Err(error)) => tracing::error!(%error, "scheduled backup failed"),
-            Err(error) => tracing::error!(%error, "scheduled backup task failed"),
-        }
-    }
-}
-
-/// Writes to the store, every [`KEEP_NODE_FACTS_EVERY`] and at shutdown, when the last
-/// complete sync started, so that a restarted node knows how long it was away (see
-/// `ReplicationConfig::last_sync_ms`), and the live peers' gossip addresses, which a
-/// restarted node joins through (see [`KNOWN_PEERS`]).
-async fn keep_node_facts(
-    store: Arc<DurableStore>,
-    backend: Arc<NodeBackend>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let (Some(replication), Some(cluster)) = (&backend.replication, &backend.cluster) else {
-        return;
-    };
-    let mut kept_sync = replication.last_sync_ms();
-    let mut kept_peers = String::new();
-    let mut interval = tokio::time::interval(KEEP_NODE_FACTS_EVERY);
-    loop {
-        let stopping = tokio::select! {
-            _ = interval.tick() => false,
-            _ = shutdown.wait_for(|stop| *stop) => true,
-        };
-        let now = replication.last_sync_ms();
-        let last_sync = now.filter(|_| now != kept_sync);
-        // A node left alone keeps the peers it last saw: they are whom to try next time.
-        let peers = live_peers(&cluster.members(), &backend.node_id);
-        let peers = (!peers.is_empty() && peers != kept_peers).then_some(peers);
-        if last_sync.is_some() || peers.is_some() {
-            let (store, facts) = (Arc::clone(&store), (last_sync, peers.clone()));
-            let written = tokio::task::spawn_blocking(move || {
-                if let Some(at) = facts.0 {
-                    store.lmdb().set_meta_u64(LAST_SYNC, at)?;
-                }
-                if let Some(peers) = &facts.1 {
-                    store.lmdb().set_meta_text(KNOWN_PEERS, peers)?;
-                }
-                Ok::<_, StoreError>(())
-            })
-            .await;
-            match written {
-                Ok(Ok(())) => {
-                    kept_sync = last_sync.or(kept_sync);
-                    kept_peers = peers.unwrap_or(kept_peers);
-                }
-                failed => tracing::warn!(?failed, "keeping the last sync time and peers failed"),
-            }
-        }
-        if stopping {
-            return;
-        }
-    }
-}
-
-/// The gossip addresses of the live members but `own_id`, sorted, one per line.
-fn live_peers(members: &[MemberInfo], own_id: &str) -> String {
-    let mut peers: Vec<&str> = members
-        .iter()
-        .filter(|m| m.node_id != own_id && matches!(m.state.as_str(), "alive" | "suspect"))
-        .map(|m| m.gossip_addr.as_str())
-        .collect();
-    peers.sort_unstable();
-    peers.join("\n")
-}
-
-async fn purge_loop(
-    store: Arc<DurableStore>,
-    tombstone_ttl: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let ttl_ms = u64::try_from(tombstone_ttl.as_millis()).unwrap_or(u64::MAX);
-    let mut interval = tokio::time::interval(PURGE_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        let store = Arc::clone(&store);
-        match tokio::task::spawn_blocking(move || store.purge(now_ms(), ttl_ms)).await {
-            Ok(Ok(stats)) if stats.expired + stats.tombstones > 0 => {
-                tracing::debug!(
-                    expired = stats.expired,
-                    tombstones = stats.tombstones,
-                    "purged"
-                );
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => tracing::error!(%error, "purge failed"),
-            Err(error) => tracing::error!(%error, "purge task failed"),
-        }
-    }
-}
+mod upkeep;
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,8 @@
 //! Keys of the LMDB tables: the time indexes (`at` u64 BE ++ key) and history entries
 //! (key ++ 0x00 ++ ...).
 
+use std::ops::Bound;
+
 use kvs_sync::StoreError;
 
 pub(super) fn index_key(at: u64, key: &str) -> Vec<u8> {
@@ -38,4 +40,14 @@ pub(super) fn history_prefix(key: &str) -> Vec<u8> {
     out.extend_from_slice(key.as_bytes());
     out.push(0);
     out
+}
+
+/// Where a walk of a time index (`by_time`, `tombstones`) starts: at `since_ms`, or just
+/// after `after` (a time and a key) when that is later.
+pub(super) fn time_index_start(since_ms: u64, after: Option<(u64, &str)>) -> Bound<Vec<u8>> {
+    let from = index_key(since_ms, "");
+    match after.map(|(at, key)| index_key(at, key)) {
+        Some(after) if after >= from => Bound::Excluded(after),
+        _ => Bound::Included(from),
+    }
 }

@@ -39,6 +39,7 @@ use super::record::{self, Header};
 
 mod audit;
 pub mod audit_codec;
+mod changes;
 mod deferred;
 mod history;
 mod index_ops;
@@ -51,7 +52,7 @@ mod write;
 pub(crate) use self::audit::{AuditSeal, HEAD_FILE, META_COPY};
 
 use self::index_ops::{IndexOps, Tables};
-use self::keys::{index_key, split_index_key};
+use self::keys::{index_key, split_index_key, time_index_start};
 
 /// The largest the memory map may grow (virtual address space, not disk).
 const MAP_SIZE: usize = 256 << 30;
@@ -450,33 +451,7 @@ impl Store for LmdbStore {
         after: Option<(u64, &str)>,
         limit: usize,
     ) -> Result<Vec<(u64, String)>, StoreError> {
-        self.build_deferred_indexes()?;
-        let rtxn = self.env.read_txn()?;
-        let start = time_index_start(since_ms, after);
-        let range = (start.as_ref().map(Vec::as_slice), Bound::Unbounded);
-        // Values sit in `by_time` at their timestamp, tombstones in `tombstones` from when
-        // the key died: both are ordered by (time, key), so they merge as they come.
-        let mut values = self.by_time.range(&rtxn, &range)?.peekable();
-        let mut tombstones = self.tombstones.range(&rtxn, &range)?.peekable();
-        let mut out = Vec::new();
-        while out.len() < limit {
-            let take_value = match (values.peek(), tombstones.peek()) {
-                (None, None) => break,
-                (Some(Ok((value, ()))), Some(Ok((tombstone, ())))) => value <= tombstone,
-                (Some(_), None) | (Some(Err(_)), _) => true,
-                (None, Some(_)) | (Some(Ok(_)), Some(Err(_))) => false,
-            };
-            let next = if take_value {
-                values.next()
-            } else {
-                tombstones.next()
-            };
-            let Some(item) = next else { break };
-            let (entry, ()) = item?;
-            let (at, key) = split_index_key(entry)?;
-            out.push((at, key.to_owned()));
-        }
-        Ok(out)
+        self.changes_in_time_order(since_ms, after, limit)
     }
 
     fn history(&self, key: &str) -> Result<Vec<Version>, StoreError> {
@@ -584,16 +559,6 @@ impl Store for LmdbStore {
             entries: self.kv.len(&rtxn)?,
             bytes: pages * u64::from(page_size),
         })
-    }
-}
-
-/// Where a walk of a time index (`by_time`, `tombstones`) starts: at `since_ms`, or just
-/// after `after` (a time and a key) when that is later.
-fn time_index_start(since_ms: u64, after: Option<(u64, &str)>) -> Bound<Vec<u8>> {
-    let from = index_key(since_ms, "");
-    match after.map(|(at, key)| index_key(at, key)) {
-        Some(after) if after >= from => Bound::Excluded(after),
-        _ => Bound::Included(from),
     }
 }
 
