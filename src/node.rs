@@ -32,6 +32,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 const JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// The node fact holding when the last complete sync started (Unix ms; 0: never).
 pub(super) const LAST_SYNC: &str = "last_sync_ms";
+/// Meta key: the time before which every write of this node had reached every live peer
+/// (see `ReplicationConfig::own_writes_delivered_ms`).
+pub(super) const OWN_WRITES_DELIVERED: &str = "own_writes_delivered_ms";
 /// The node fact holding the gossip addresses of the live peers last seen, one per line:
 /// a restarted node joins through them as well as its seeds (a first node has none, and
 /// would otherwise wait for a peer to happen on it).
@@ -424,6 +427,11 @@ async fn start_clustering(
     let incarnation = store.lmdb().increment_meta_u64("incarnation")?;
     let last_sync_ms = store.lmdb().meta_u64_or_init(LAST_SYNC, 0)?;
     let last_sync_ms = (last_sync_ms > 0).then_some(last_sync_ms);
+    let delivered_ms = store.lmdb().meta_u64_or_init(OWN_WRITES_DELIVERED, 0)?;
+    let kept = KeptSync {
+        last_sync_ms,
+        own_writes_delivered_ms: (delivered_ms > 0).then_some(delivered_ms),
+    };
     let mut seeds = config.seed_nodes.clone();
     let known_peers = store.lmdb().meta_text(KNOWN_PEERS)?.unwrap_or_default();
     for peer in known_peers.lines() {
@@ -453,7 +461,7 @@ async fn start_clustering(
         Arc::clone(&transport),
         Arc::clone(store) as Arc<dyn Store>,
         Arc::new(SystemClock::new()),
-        replication_config(config, last_sync_ms, joined_at, expect_peers),
+        replication_config(config, kept, joined_at, expect_peers),
         shutdown.clone(),
     ));
     let sink = Arc::clone(&replication);
@@ -476,18 +484,28 @@ async fn start_clustering(
     Ok((cluster, replication, transport))
 }
 
+/// What a node keeps of its replication across restarts (see `upkeep::keep_node_facts`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct KeptSync {
+    /// When its last complete sync started.
+    pub(super) last_sync_ms: Option<u64>,
+    /// The time before which its writes had all reached every live peer.
+    pub(super) own_writes_delivered_ms: Option<u64>,
+}
+
 /// Replication's settings from the node's config.
 /// `expect_peers`: the node has seeds, or peers it kept from an earlier start; it reports
 /// `syncing` until its first complete session with one.
 fn replication_config(
     config: &Config,
-    last_sync_ms: Option<u64>,
+    kept: KeptSync,
     joined_at: u64,
     expect_peers: bool,
 ) -> ReplicationConfig {
     ReplicationConfig {
         node_id: config.node_id.clone(),
-        last_sync_ms,
+        last_sync_ms: kept.last_sync_ms,
+        own_writes_delivered_ms: kept.own_writes_delivered_ms,
         sync_interval: config.sync_interval.0,
         max_clock_skew: config.max_clock_skew.0,
         tombstone_ttl: config.tombstone_ttl.0,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::Node;
 use common::cluster::{
-    SECRET, call, cluster, config, gossip_addr, root_token, sync_status, within,
+    SECRET, call, cluster, config, free_udp_port, gossip_addr, root_token, sync_status, within,
 };
 
 /// Rounds every 300 ms, so that tests do not wait for the 5 s default.
@@ -342,6 +342,111 @@ fn a_key_pushed_just_before_a_long_absence_and_deleted_meanwhile_stays_deleted()
 fn signal(node: &Node, signal: nix::sys::signal::Signal) {
     let pid = node.child.as_ref().expect("running").id();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).expect("signal");
+}
+
+/// A whole cluster down longer than `tombstone_ttl` comes back with every node stale:
+/// anti-entropy must still run (it once never did: a stale node served no session). n1
+/// misses a write that only a sync can bring it, since the write's push found it down.
+#[test]
+fn a_whole_cluster_down_longer_than_tombstone_ttl_syncs_again() {
+    let short = "sync_interval: 500ms\ntombstone_ttl: 3s\nmax_clock_skew: 1s\n";
+    // n0 keeps its gossip port, so that n1 finds it again through its seed.
+    let port = free_udp_port();
+    let first =
+        config(None, SECRET, short).replace("gossip_port: 0", &format!("gossip_port: {port}"));
+    let seed = format!("127.0.0.1:{port}");
+    let mut nodes = vec![
+        Node::start_named("n0", &first),
+        Node::start_named("n1", &config(Some(&seed), SECRET, short)),
+    ];
+    let synced = within(Duration::from_secs(20), || {
+        nodes
+            .iter()
+            .all(|n| n.metric("kvs_sync_rounds_total") > Some(0.0))
+    });
+    assert!(
+        synced,
+        "{:?}",
+        nodes.iter().map(sync_status).collect::<Vec<_>>()
+    );
+    assert!(nodes[1].terminate().success());
+    assert_eq!(
+        nodes[0].put("/kv/written/while/n1/was/down", "1").status,
+        201
+    );
+    assert!(nodes[0].terminate().success());
+    std::thread::sleep(Duration::from_secs(4));
+    nodes[0].launch();
+    nodes[1].launch();
+    for node in &nodes {
+        assert!(node.get("/metrics").body.contains("kvs_sync_stale 1"));
+    }
+    let caught_up = within(Duration::from_secs(20), || {
+        nodes[1].get("/kv/written/while/n1/was/down").status == 200
+            && nodes
+                .iter()
+                .all(|n| n.metric("kvs_sync_stale") == Some(0.0))
+    });
+    assert!(
+        caught_up,
+        "{:?}",
+        nodes.iter().map(sync_status).collect::<Vec<_>>()
+    );
+    assert!(same_root(&[&nodes[0], &nodes[1]]));
+    let warned = nodes[1]
+        .drain_logs()
+        .iter()
+        .any(|line| line.contains("no live peer is established"));
+    assert!(
+        warned,
+        "no warning that the cluster caught up without an established peer"
+    );
+}
+
+/// A node paused (SIGSTOP) longer than `tombstone_ttl` resumes sure of its old copies:
+/// it must find out that it is stale as it runs, and not send a key the others deleted
+/// and forgot meanwhile (a spec audit brought such keys back on every node).
+#[test]
+fn a_node_paused_longer_than_tombstone_ttl_brings_no_deleted_key_back() {
+    let short = "sync_interval: 500ms\ntombstone_ttl: 3s\nmax_clock_skew: 1s\n";
+    let nodes = cluster(3, short);
+    assert_eq!(nodes[0].put("/kv/deleted/while/paused", "1").status, 201);
+    assert_eq!(nodes[0].put("/kv/kept", "1").status, 201);
+    let held = within(Duration::from_secs(10), || {
+        nodes[2].get("/kv/deleted/while/paused").status == 200
+            && nodes[2].get("/kv/kept").status == 200
+    });
+    assert!(held, "n2 never got the keys");
+    signal(&nodes[2], nix::sys::signal::Signal::SIGSTOP);
+    assert_eq!(nodes[0].delete("/kv/deleted/while/paused").status, 204);
+    let forgotten = within(Duration::from_secs(20), || {
+        nodes[..2]
+            .iter()
+            .all(|n| n.metric("kvs_store_entries") == Some(1.0))
+    });
+    signal(&nodes[2], nix::sys::signal::Signal::SIGCONT);
+    assert!(
+        forgotten,
+        "the tombstone was not purged after tombstone_ttl"
+    );
+    let converged = within(Duration::from_secs(20), || {
+        same_root(&[&nodes[0], &nodes[1], &nodes[2]])
+            && nodes[2].metric("kvs_sync_stale") == Some(0.0)
+            && nodes[2].metric("kvs_sync_buried_total") == Some(1.0)
+    });
+    assert!(
+        converged,
+        "{:?}",
+        nodes.iter().map(sync_status).collect::<Vec<_>>()
+    );
+    for node in &nodes {
+        assert_eq!(
+            node.get("/kv/deleted/while/paused").status,
+            404,
+            "the deleted key came back"
+        );
+        assert_eq!(node.get("/kv/kept").status, 200);
+    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The node's background upkeep while it runs: scheduled backups, the purge of expired
 //! keys and old tombstones, and the facts kept in the store for the next start (the last
-//! complete sync, the live peers).
+//! complete sync, how far its own writes had reached the peers, the live peers).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use kvs_api::MemberInfo;
 use kvs_sync::{Store, StoreError};
 use tokio::sync::watch;
 
-use super::{KNOWN_PEERS, LAST_SYNC, NodeBackend, now_ms};
+use super::{KNOWN_PEERS, KeptSync, LAST_SYNC, NodeBackend, OWN_WRITES_DELIVERED, now_ms};
 use crate::config::Config;
 use crate::store::DurableStore;
 
@@ -57,9 +57,10 @@ pub(super) async fn backup_loop(
 }
 
 /// Writes to the store, every [`KEEP_NODE_FACTS_EVERY`] and at shutdown, when the last
-/// complete sync started, so that a restarted node knows how long it was away (see
-/// `ReplicationConfig::last_sync_ms`), and the live peers' gossip addresses, which a
-/// restarted node joins through (see [`KNOWN_PEERS`]).
+/// complete sync started and the time before which the node's writes had all reached
+/// every live peer, so that a restarted node knows how long it was away and what the
+/// others had (see `ReplicationConfig::last_sync_ms`), and the live peers' gossip
+/// addresses, which a restarted node joins through (see [`KNOWN_PEERS`]).
 pub(super) async fn keep_node_facts(
     store: Arc<DurableStore>,
     backend: Arc<NodeBackend>,
@@ -68,7 +69,11 @@ pub(super) async fn keep_node_facts(
     let (Some(replication), Some(cluster)) = (&backend.replication, &backend.cluster) else {
         return;
     };
-    let mut kept_sync = replication.last_sync_ms();
+    let kept_now = || KeptSync {
+        last_sync_ms: replication.last_sync_ms(),
+        own_writes_delivered_ms: replication.own_writes_delivered_ms(),
+    };
+    let mut kept_sync = kept_now();
     let mut kept_peers = String::new();
     let mut interval = tokio::time::interval(KEEP_NODE_FACTS_EVERY);
     loop {
@@ -76,16 +81,21 @@ pub(super) async fn keep_node_facts(
             _ = interval.tick() => false,
             _ = shutdown.wait_for(|stop| *stop) => true,
         };
-        let now = replication.last_sync_ms();
-        let last_sync = now.filter(|_| now != kept_sync);
+        let sync = Some(kept_now()).filter(|now| *now != kept_sync);
         // A node left alone keeps the peers it last saw: they are whom to try next time.
         let peers = live_peers(&cluster.members(), &backend.node_id);
         let peers = (!peers.is_empty() && peers != kept_peers).then_some(peers);
-        if last_sync.is_some() || peers.is_some() {
+        if sync.is_some() || peers.is_some() {
             let (store, peers_to_write) = (Arc::clone(&store), peers.clone());
             let written = tokio::task::spawn_blocking(move || {
-                if let Some(at) = last_sync {
-                    store.lmdb().set_meta_u64(LAST_SYNC, at)?;
+                if let Some(sync) = sync {
+                    let lmdb = store.lmdb();
+                    if let Some(at) = sync.last_sync_ms {
+                        lmdb.set_meta_u64(LAST_SYNC, at)?;
+                    }
+                    if let Some(at) = sync.own_writes_delivered_ms {
+                        lmdb.set_meta_u64(OWN_WRITES_DELIVERED, at)?;
+                    }
                 }
                 if let Some(peers) = &peers_to_write {
                     store.lmdb().set_meta_text(KNOWN_PEERS, peers)?;
@@ -95,7 +105,7 @@ pub(super) async fn keep_node_facts(
             .await;
             match written {
                 Ok(Ok(())) => {
-                    kept_sync = last_sync.or(kept_sync);
+                    kept_sync = sync.unwrap_or(kept_sync);
                     kept_peers = peers.unwrap_or(kept_peers);
                 }
                 failed => tracing::warn!(?failed, "keeping the last sync time and peers failed"),

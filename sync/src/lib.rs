@@ -32,6 +32,7 @@ pub use audit::{
 };
 pub use memory::MemoryStore;
 pub use merkle::MerkleTree;
+pub use protocol::Standing;
 pub use session::{
     Exchange, Session, SessionError, SessionStats, approximate_size, exchange_locally,
     exchange_with,

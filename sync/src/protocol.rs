@@ -2,14 +2,14 @@
 //!
 //! A session runs on one bidirectional stream between an initiator (I) and a responder
 //! (R), which take turns:
-//! 1. I -> R `Hello`: I's root and level-2 hashes (256), and whether I is established.
-//! 2. R -> I `Established` then `Nodes` (level 2): R's children of each level-2 node that
-//!    differs; or `Done` when the roots agree.
+//! 1. I -> R `Hello`: I's root and level-2 hashes (256), and I's [`Standing`].
+//! 2. R -> I `Standing` (R's), then `Nodes` (level 2): R's children of each level-2 node
+//!    that differs; or `Done` when the roots agree.
 //! 3. I -> R `Nodes` (level 3): I's leaves under each level-3 node that differs; or `Done`.
 //! 4. R -> I `Entries`: for the next chunk of differing leaves, R's (key hash, entry
 //!    hash) pairs; or `Done` when no leaf differs.
 //! 5. I -> R `Versions`* then `Want`: I's versions of the keys whose entries differ, and
-//!    the key hashes of R's entries that I lacks.
+//!    the key hashes of R's entries that I holds otherwise or lacks.
 //! 6. R -> I `Versions`* for the wanted keys, then the next chunk's `Entries` (back to 5)
 //!    or `Done`.
 //!
@@ -24,8 +24,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::Version;
 
-/// The diff protocol's version.
-pub const PROTOCOL: u8 = 1;
+/// The diff protocol's version (2: [`Standing`] in place of an "established" flag, and
+/// `Want` tells the keys the initiator lacks from those it holds otherwise).
+pub const PROTOCOL: u8 = 2;
+
+/// What a side's copy of the data can vouch for, which decides whether the other side
+/// may take its lack of a key as a deletion (see `Session::with_standing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Standing {
+    /// It completed a session with a peer since it started (and was not stale), or it is
+    /// the cluster's first node: it holds what the cluster holds, within pushes in flight.
+    Established,
+    /// It expects peers and has not completed a session with one since it started.
+    Joining,
+    /// Its last complete session, at `since` (Unix ms), is older than `tombstone_ttl`: it
+    /// may hold keys deleted meanwhile whose tombstones are gone everywhere.
+    Stale {
+        /// When its last complete session started (Unix ms).
+        since: u64,
+    },
+}
 
 /// One message of a diff session; see the module doc for the order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,13 +54,11 @@ pub enum Message {
         root: u64,
         /// The initiator's 256 level-2 hashes.
         level2: Vec<u64>,
-        /// Whether the initiator is established (see [`Message::Established`]).
-        established: bool,
+        /// The initiator's standing.
+        standing: Standing,
     },
-    /// The responder's first word when the roots differ: whether it is established (it
-    /// has completed a session with a peer, or it is the cluster's first node). Only an
-    /// established node's lack of a key proves the key was deleted.
-    Established(bool),
+    /// The responder's first word: its standing.
+    Standing(Standing),
     /// The children of some nodes of `level`, [`crate::merkle::FANOUT`] per parent.
     Nodes {
         /// The level of the parents.
@@ -62,7 +78,12 @@ pub enum Message {
     /// Versions for the other side to merge.
     Versions(Vec<(String, Version)>),
     /// Key hashes whose versions the initiator asks for.
-    Want(Vec<u64>),
+    Want {
+        /// Keys it holds another version of.
+        differing: Vec<u64>,
+        /// Keys it holds nothing of.
+        lacking: Vec<u64>,
+    },
     /// The session is over.
     Done,
 }
@@ -135,9 +156,10 @@ mod tests {
             Message::Hello {
                 root: 7,
                 level2: vec![1; 256],
-                established: true,
+                standing: Standing::Established,
             },
-            Message::Established(false),
+            Message::Standing(Standing::Stale { since: 3 }),
+            Message::Standing(Standing::Joining),
             Message::Nodes {
                 level: 2,
                 parents: vec![3],
@@ -148,7 +170,10 @@ mod tests {
                 entries: vec![(1, 2)],
             },
             Message::Versions(vec![("k".into(), version)]),
-            Message::Want(vec![5, 6]),
+            Message::Want {
+                differing: vec![5, 6],
+                lacking: vec![7],
+            },
             Message::Done,
         ]
     }
@@ -189,7 +214,7 @@ mod tests {
 pub(crate) mod fuzz {
     use proptest::prelude::*;
 
-    use super::Message;
+    use super::{Message, Standing};
     use crate::{Version, VersionId};
 
     /// Any string of up to `max` chars, control characters and non-ASCII included.
@@ -230,18 +255,27 @@ pub(crate) mod fuzz {
         proptest::collection::vec((text(24), version()), 0..=max)
     }
 
+    /// Any standing.
+    fn standing() -> impl Strategy<Value = Standing> {
+        prop_oneof![
+            Just(Standing::Established),
+            Just(Standing::Joining),
+            any::<u64>().prop_map(|since| Standing::Stale { since }),
+        ]
+    }
+
     /// Any message of the diff protocol.
     pub(crate) fn message() -> impl Strategy<Value = Message> {
         use proptest::collection::vec;
         prop_oneof![
-            (any::<u64>(), vec(any::<u64>(), 0..300), any::<bool>()).prop_map(
-                |(root, level2, established)| Message::Hello {
+            (any::<u64>(), vec(any::<u64>(), 0..300), standing()).prop_map(
+                |(root, level2, standing)| Message::Hello {
                     root,
                     level2,
-                    established,
+                    standing,
                 }
             ),
-            any::<bool>().prop_map(Message::Established),
+            standing().prop_map(Message::Standing),
             (
                 any::<u8>(),
                 vec(any::<u32>(), 0..20),
@@ -255,7 +289,8 @@ pub(crate) mod fuzz {
             (vec(any::<u16>(), 0..40), vec(any::<(u64, u64)>(), 0..60))
                 .prop_map(|(leaves, entries)| Message::Entries { leaves, entries }),
             versions(8).prop_map(Message::Versions),
-            vec(any::<u64>(), 0..60).prop_map(Message::Want),
+            (vec(any::<u64>(), 0..60), vec(any::<u64>(), 0..60))
+                .prop_map(|(differing, lacking)| Message::Want { differing, lacking }),
             Just(Message::Done),
         ]
     }

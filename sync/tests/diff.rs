@@ -6,7 +6,9 @@
 use std::sync::{Arc, Mutex};
 
 use kvs_sync::conformance::{Call, Hooked};
-use kvs_sync::{Admission, MemoryStore, Store, StoreOptions, Version, VersionId, exchange_locally};
+use kvs_sync::{
+    Admission, MemoryStore, Standing, Store, StoreOptions, Version, VersionId, exchange_locally,
+};
 use proptest::prelude::*;
 use uuid::Uuid;
 
@@ -310,9 +312,14 @@ fn deletions_past_keeping_are_neither_sent_nor_taken() {
     assert_eq!(b.stats().unwrap().keys, 0);
 }
 
-/// A node back after longer than `tombstone_ttl` (its last complete session at `since`):
-/// what an established peer lacks and is older than `since` was deleted meanwhile.
-fn after_absence(established_peer: bool) -> (MemoryStore, MemoryStore, kvs_sync::Exchange) {
+/// A node back after longer than `tombstone_ttl` (its last complete session at `since`)
+/// syncs with a peer of standing `peer`, opening the session or answering it
+/// (`back_opens`): what an established peer lacks and is older than `since` was deleted
+/// meanwhile.
+fn after_absence(
+    peer_standing: Standing,
+    back_opens: bool,
+) -> (MemoryStore, MemoryStore, kvs_sync::Exchange) {
     let since = NOW - 2 * RULES.tombstone_ttl_ms;
     let (back, peer) = (store(), store());
     let mut old = bulk(3, 1);
@@ -324,66 +331,121 @@ fn after_absence(established_peer: bool) -> (MemoryStore, MemoryStore, kvs_sync:
     back.merge(&old).unwrap();
     back.merge(&recent).unwrap();
     peer.merge(&old[..1]).unwrap();
-    let sessions = (
-        kvs_sync::Session::initiator(RULES).with_standing(true, Some(since)),
-        kvs_sync::Session::responder(RULES).with_standing(established_peer, None),
-    );
-    let exchange = kvs_sync::exchange_with(sessions, &back, &peer, (NOW, NOW)).unwrap();
+    let stale = Standing::Stale { since };
+    let exchange = if back_opens {
+        let sessions = (
+            kvs_sync::Session::initiator(RULES).with_standing(stale),
+            kvs_sync::Session::responder(RULES).with_standing(peer_standing),
+        );
+        kvs_sync::exchange_with(sessions, &back, &peer, (NOW, NOW)).unwrap()
+    } else {
+        let sessions = (
+            kvs_sync::Session::initiator(RULES).with_standing(peer_standing),
+            kvs_sync::Session::responder(RULES).with_standing(stale),
+        );
+        let mut exchange = kvs_sync::exchange_with(sessions, &peer, &back, (NOW, NOW)).unwrap();
+        std::mem::swap(&mut exchange.initiator, &mut exchange.responder);
+        exchange
+    };
     (back, peer, exchange)
 }
 
 #[test]
 fn a_node_back_after_tombstone_ttl_buries_what_was_deleted_meanwhile() {
-    let (back, peer, exchange) = after_absence(true);
-    assert_eq!(exchange.initiator.buried, 2, "{exchange:?}");
-    for gone in ["bulk/000001", "bulk/000002"] {
-        assert_eq!(peer.get(gone).unwrap(), None, "{gone} came back");
-        assert!(back.get(gone).unwrap().unwrap().is_tombstone());
+    for back_opens in [true, false] {
+        let (back, peer, exchange) = after_absence(Standing::Established, back_opens);
+        assert_eq!(exchange.initiator.buried, 2, "{back_opens} {exchange:?}");
+        for gone in ["bulk/000001", "bulk/000002"] {
+            assert_eq!(peer.get(gone).unwrap(), None, "{gone} came back");
+            assert!(back.get(gone).unwrap().unwrap().is_tombstone());
+        }
+        assert!(
+            peer.get("written/while/away").unwrap().is_some(),
+            "a newer write is kept"
+        );
+        assert!(peer.get("bulk/000000").unwrap().is_some());
+        back.purge(NOW, RULES.tombstone_ttl_ms).unwrap();
+        assert_eq!(back.merkle().unwrap(), peer.merkle().unwrap());
     }
-    assert!(
-        peer.get("written/while/away").unwrap().is_some(),
-        "a newer write is kept"
+}
+
+/// Two stale nodes (a whole cluster restarted after longer than `tombstone_ttl`): what
+/// both held at their last sessions and one of them lacks now was deleted there, and so
+/// was what the earlier one received from others before the later one's last session;
+/// its own writes newer than its last session may be news, and are sent.
+#[test]
+fn two_stale_nodes_bury_only_what_both_held_and_one_deleted() {
+    const OWN: u64 = 7;
+    let (early, late) = (
+        NOW - 3 * RULES.tombstone_ttl_ms,
+        NOW - 2 * RULES.tombstone_ttl_ms,
     );
-    assert!(peer.get("bulk/000000").unwrap().is_some());
-    back.purge(NOW, RULES.tombstone_ttl_ms).unwrap();
-    assert_eq!(back.merkle().unwrap(), peer.merkle().unwrap());
+    let (a, b) = (store(), store());
+    let mut held = bulk(5, 1);
+    held[0].1.id.timestamp = early - 10;
+    held[1].1.id.timestamp = early + 10;
+    held[2].1.id.timestamp = early - 10;
+    held[3].1.id.timestamp = early + 10;
+    held[4].1.id.timestamp = early + 10;
+    held[4].1.id.origin_joined_at = OWN;
+    a.merge(&held[..2]).unwrap();
+    b.merge(&held[2..]).unwrap();
+    let sessions = (
+        kvs_sync::Session::initiator(RULES).with_standing(Standing::Stale { since: late }),
+        kvs_sync::Session::responder(RULES)
+            .with_standing(Standing::Stale { since: early })
+            .writing_as(OWN, 0),
+    );
+    let exchange = kvs_sync::exchange_with(sessions, &a, &b, (NOW, NOW)).unwrap();
+    assert_eq!(exchange.initiator.buried, 1, "{exchange:?}");
+    assert_eq!(exchange.responder.buried, 2, "{exchange:?}");
+    for side in [&a, &b] {
+        for gone in ["bulk/000000", "bulk/000002", "bulk/000003"] {
+            let version = side.get(gone).unwrap();
+            assert!(version.is_none_or(|v| v.is_tombstone()), "{gone} came back");
+        }
+        for kept in ["bulk/000001", "bulk/000004"] {
+            let version = side.get(kept).unwrap();
+            assert!(
+                version.is_some_and(|v| !v.is_tombstone()),
+                "{kept} was lost"
+            );
+        }
+    }
 }
 
 /// What a node back after longer than `tombstone_ttl` received from the others after its
 /// last complete session (a push shortly before it went away) was deleted meanwhile too,
-/// if an established peer lacks it; its own writes of that time are kept and sent.
+/// if an established peer lacks it, and so was an own write that had reached every peer
+/// (its push acknowledged); its own writes of that time that had not are kept and sent.
 #[test]
 fn a_node_back_after_tombstone_ttl_sends_only_its_own_newer_writes() {
     const OWN: u64 = 7;
     let since = NOW - 2 * RULES.tombstone_ttl_ms;
+    let delivered_before = since + 40;
     let (back, peer) = (store(), store());
-    let mut newer = bulk(2, 1);
+    let mut newer = bulk(3, 1);
     newer[0].0 = "pushed/then/deleted".into();
-    newer[1].0 = "written/while/away".into();
+    newer[1].0 = "written/pushed/then/deleted".into();
     newer[1].1.id.origin_joined_at = OWN;
-    for (_, version) in &mut newer {
-        version.id.timestamp = since + 10;
+    newer[2].0 = "written/while/away".into();
+    newer[2].1.id.origin_joined_at = OWN;
+    for (n, (_, version)) in newer.iter_mut().enumerate() {
+        version.id.timestamp = since + 10 + 20 * n as u64;
     }
     back.merge(&newer).unwrap();
     let sessions = (
         kvs_sync::Session::initiator(RULES)
-            .with_standing(true, Some(since))
-            .writing_as(OWN),
-        kvs_sync::Session::responder(RULES).with_standing(true, None),
+            .with_standing(Standing::Stale { since })
+            .writing_as(OWN, delivered_before),
+        kvs_sync::Session::responder(RULES).with_standing(Standing::Established),
     );
     let exchange = kvs_sync::exchange_with(sessions, &back, &peer, (NOW, NOW)).unwrap();
-    assert_eq!(exchange.initiator.buried, 1, "{exchange:?}");
-    assert_eq!(
-        peer.get("pushed/then/deleted").unwrap(),
-        None,
-        "it came back"
-    );
-    assert!(
-        back.get("pushed/then/deleted")
-            .unwrap()
-            .unwrap()
-            .is_tombstone()
-    );
+    assert_eq!(exchange.initiator.buried, 2, "{exchange:?}");
+    for gone in ["pushed/then/deleted", "written/pushed/then/deleted"] {
+        assert_eq!(peer.get(gone).unwrap(), None, "{gone} came back");
+        assert!(back.get(gone).unwrap().unwrap().is_tombstone());
+    }
     assert!(
         peer.get("written/while/away").unwrap().is_some(),
         "a write taken while away is kept"
@@ -392,10 +454,12 @@ fn a_node_back_after_tombstone_ttl_sends_only_its_own_newer_writes() {
 
 #[test]
 fn a_node_back_after_tombstone_ttl_buries_nothing_on_the_word_of_a_new_peer() {
-    let (back, peer, exchange) = after_absence(false);
-    assert_eq!(exchange.initiator.buried, 0);
-    assert!(peer.get("bulk/000002").unwrap().is_some());
-    assert_eq!(back.merkle().unwrap(), peer.merkle().unwrap());
+    for back_opens in [true, false] {
+        let (back, peer, exchange) = after_absence(Standing::Joining, back_opens);
+        assert_eq!(exchange.initiator.buried, 0);
+        assert!(peer.get("bulk/000002").unwrap().is_some());
+        assert_eq!(back.merkle().unwrap(), peer.merkle().unwrap());
+    }
 }
 
 /// A peer whose clock is behind (within `max_clock_skew`) still sends a deletion that is
@@ -434,4 +498,43 @@ fn a_deletion_past_keeping_here_still_buries_the_value_it_deleted() {
     assert_eq!(here.get("bulk/000001").unwrap(), Some(held[1].1.clone()));
     here.purge(NOW, RULES.tombstone_ttl_ms).unwrap();
     assert_eq!(here.get("bulk/000000").unwrap(), None, "purged, never sent");
+}
+
+/// A deletion past keeping that its node has not purged yet still goes to a peer that
+/// holds the key, and buries the value it deleted there: else the peer kept the value,
+/// and once the deletion was purged, sent it back as if it were new (found by
+/// `data-cold-restart`). Where the peer lacks the key, it is not sent.
+#[test]
+fn a_deletion_past_keeping_not_purged_yet_buries_the_value_a_peer_still_holds() {
+    for holder_opens in [true, false] {
+        let (holder, deleter) = (store(), store());
+        let mut held = bulk(2, 1);
+        let mut deletions = held.clone();
+        for ((_, value), (_, deletion)) in held.iter_mut().zip(&mut deletions) {
+            deletion.data = None;
+            deletion.id.timestamp = NOW - RULES.tombstone_ttl_ms - 1;
+            value.id.timestamp = deletion.id.timestamp - 10;
+        }
+        holder.merge(&held[..1]).unwrap();
+        deleter.merge(&deletions).unwrap();
+        let mut exchange = match holder_opens {
+            true => exchange_locally(&holder, &deleter, RULES).unwrap(),
+            false => exchange_locally(&deleter, &holder, RULES).unwrap(),
+        };
+        if !holder_opens {
+            std::mem::swap(&mut exchange.initiator, &mut exchange.responder);
+        }
+        assert_eq!(exchange.initiator.buried, 1, "{holder_opens} {exchange:?}");
+        assert_eq!(
+            exchange.responder.versions_sent, 1,
+            "only where held: {exchange:?}"
+        );
+        assert!(holder.get("bulk/000000").unwrap().unwrap().is_tombstone());
+        assert_eq!(holder.get("bulk/000001").unwrap(), None);
+        deleter.purge(NOW, RULES.tombstone_ttl_ms).unwrap();
+        holder.purge(NOW, RULES.tombstone_ttl_ms).unwrap();
+        let after = exchange_locally(&holder, &deleter, RULES).unwrap();
+        assert_eq!(deleter.get("bulk/000000").unwrap(), None, "it came back");
+        assert!(after.initiator.found_equal(), "{after:?}");
+    }
 }

@@ -23,6 +23,13 @@ pub fn config(seed: Option<&str>, secret: &str, extra: &str) -> String {
     )
 }
 
+/// A UDP port free on 127.0.0.1 now, for a node that must keep its gossip address across
+/// restarts (one restarted on port 0 is unreachable through its old address).
+pub fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a free UDP port");
+    socket.local_addr().expect("local address").port()
+}
+
 /// The root token of `node`, when auth is on.
 pub fn root_token(node: &Node) -> Option<String> {
     let text = std::fs::read_to_string(node.data_dir().join("root.token")).ok()?;

@@ -93,6 +93,9 @@ pub(crate) struct FullNode {
     joined_at: u64,
     incarnation: u64,
     last_sync_ms: Option<u64>,
+    /// What the replication of its last life said of its own writes' delivery, kept
+    /// as the real node keeps it in its data dir.
+    own_writes_delivered_ms: Option<u64>,
     running: Option<Running>,
     pub(crate) paused: bool,
 }
@@ -118,6 +121,7 @@ impl FullNode {
             joined_at,
             incarnation: 0,
             last_sync_ms: None,
+            own_writes_delivered_ms: None,
             running: None,
             paused: false,
         })
@@ -166,6 +170,7 @@ impl FullNode {
             expect_peers: !seeds.is_empty(),
             last_sync_ms: self.last_sync_ms,
             joined_at: self.joined_at,
+            own_writes_delivered_ms: self.own_writes_delivered_ms,
             ..ReplicationConfig::default()
         };
         let replication = Arc::new(Replication::start(
@@ -234,12 +239,14 @@ impl FullNode {
     pub(crate) fn crash(&mut self, wipe: bool) -> Result<(), SimError> {
         if let Some(running) = self.running.take() {
             self.last_sync_ms = running.replication.last_sync_ms();
+            self.own_writes_delivered_ms = running.replication.own_writes_delivered_ms();
         }
         self.incarnation += 1;
         self.paused = false;
         if wipe {
             self.disk = Disk::new(self.kind)?;
             self.last_sync_ms = None;
+            self.own_writes_delivered_ms = None;
         }
         // The dropped tasks held the only other handles: this closes an LMDB store.
         self.store = Arc::new(MemoryStore::new(STORE));

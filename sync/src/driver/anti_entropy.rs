@@ -36,6 +36,10 @@ pub(crate) enum RoundError {
     Ended,
     #[error("the peer went down or restarted during the session")]
     PeerGone,
+    #[error("the peer ended the session without saying its standing")]
+    NoStanding,
+    #[error("this node became stale during the session")]
+    BecameStale,
 }
 
 /// Whether a session has a bulk load of the store under way ([`Session::bulk_loading`]),
@@ -107,6 +111,7 @@ async fn converse<T: StreamTransport, S: BiStream>(
 ) -> Result<(Session, u64), RoundError> {
     let mut round_trips = 0;
     let mut reported = SessionStats::default();
+    let began_stale = shared.stale_since().is_some();
     loop {
         let sent = !out.is_empty() || session.has_output();
         session = send_turn(shared, stream, session, out, bulk).await?;
@@ -119,6 +124,12 @@ async fn converse<T: StreamTransport, S: BiStream>(
             .await
             .ok_or(RoundError::TimedOut)??
             .ok_or(RoundError::Ended)?;
+        shared.note_staleness();
+        if !began_stale && shared.stale_since().is_some() {
+            // Paused mid-session longer than tombstone_ttl: what this side sends next
+            // would go out under a standing it no longer has.
+            return Err(RoundError::BecameStale);
+        }
         shared
             .counters
             .bytes_received
@@ -187,13 +198,13 @@ async fn run_round<T: StreamTransport>(
     };
     stream.send_frame(KIND_SYNC).await?;
     let (store, rules) = (Arc::clone(&shared.store), shared.admission());
-    let (started, established, stale) = (rules.now_ms, shared.established(), shared.stale_since());
-    let own_origin = shared.config.joined_at;
+    let (started, standing) = (rules.now_ms, shared.standing());
+    let writer = shared.writer();
     let (session, opening) = shared
         .blocking(move || {
-            let mut session = Session::initiator(rules).with_standing(established, stale);
-            if own_origin > 0 {
-                session = session.writing_as(own_origin);
+            let mut session = Session::initiator(rules).with_standing(standing);
+            if let Some((origin, delivered)) = writer {
+                session = session.writing_as(origin, delivered);
             }
             let opening = session.start(store.as_ref());
             Ok((session, opening))
@@ -206,10 +217,8 @@ async fn run_round<T: StreamTransport>(
         .counters
         .round_trips
         .fetch_add(round_trips, Ordering::Relaxed);
-    if session.peer_established() && shared.stale_since.swap(0, Ordering::Relaxed) > 0 {
-        tracing::info!(%node_id, buried = session.stats().buried, "caught up after a long absence");
-    }
-    shared.completed(node_id, started, session.stats().found_equal());
+    let peer = session.peer_standing().ok_or(RoundError::NoStanding)?;
+    shared.completed(Some(node_id), started, session.stats().found_equal(), peer);
     tracing::debug!(%node_id, round_trips, stats = ?session.stats(), "sync round done");
     Ok(())
 }
@@ -220,11 +229,7 @@ pub(crate) async fn serve<T: StreamTransport>(
     mut stream: <T::Conn as Connection>::Stream,
     from: std::net::SocketAddr,
 ) {
-    if shared.stale_since().is_some() {
-        // What this node holds may include deletions it has not learnt of yet.
-        tracing::debug!(%from, "a stale node serves no sync session");
-        return;
-    }
+    shared.note_staleness();
     let peer = shared.peer_at(from);
     if peer
         .as_deref()
@@ -243,13 +248,20 @@ pub(crate) async fn serve<T: StreamTransport>(
         return;
     };
     let rules = shared.admission();
-    let session = Session::responder(rules).with_standing(shared.established(), None);
+    let mut session = Session::responder(rules).with_standing(shared.standing());
+    if let Some((origin, delivered)) = shared.writer() {
+        session = session.writing_as(origin, delivered);
+    }
     let bulk = BulkLoad::default();
     match converse(&shared, &mut stream, session, Vec::new(), &bulk).await {
         Ok((session, _)) => {
             let _ = stream.finish();
-            if let Some(node_id) = peer {
-                shared.completed(&node_id, rules.now_ms, session.stats().found_equal());
+            if let Some(standing) = session.peer_standing() {
+                // Membership may name the peer only now (it opened at once on seeing this
+                // node come up); an unnamed peer still counts for this node's standing.
+                let peer = peer.or_else(|| shared.peer_at(from));
+                let found_equal = session.stats().found_equal();
+                shared.completed(peer.as_deref(), rules.now_ms, found_equal, standing);
             }
         }
         Err(error) => {
@@ -259,6 +271,28 @@ pub(crate) async fn serve<T: StreamTransport>(
                 .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%from, %error, "serving a sync session failed");
             bulk.end(&shared).await;
+        }
+    }
+}
+
+/// How often a node checks whether it has been out of touch longer than
+/// `tombstone_ttl` ([`Shared::note_staleness`]), at most.
+const STALENESS_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Notes until shutdown, often, whether this node is in touch with a peer: a pause or a
+/// long spell without live peers shows as a gap (see [`Shared::note_staleness`]).
+pub(crate) async fn staleness_watch<T: StreamTransport>(
+    shared: Arc<Shared<T>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = STALENESS_CHECK_EVERY
+        .min(shared.config.tombstone_ttl / 4)
+        .max(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            () = shared.runtime.sleep(every) => shared.note_staleness(),
         }
     }
 }
@@ -284,6 +318,7 @@ pub(crate) async fn round_loop<T: StreamTransport>(
             },
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
+        shared.note_staleness();
         let Some((node_id, addr)) = chosen else {
             continue;
         };

@@ -12,6 +12,7 @@
 mod anti_entropy;
 mod push;
 mod sessions;
+mod standing;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -59,13 +60,21 @@ pub struct ReplicationConfig {
     /// first complete session with one.
     pub expect_peers: bool,
     /// When this node's last complete session started (Unix ms), as kept by the node
-    /// across restarts; longer ago than `tombstone_ttl`, the node is stale: it serves no
-    /// session and buries what it finds deleted until a session with an established
-    /// peer completes (see [`crate::Session::with_standing`]).
+    /// across restarts. Once that is longer ago than `tombstone_ttl` at start, or once the
+    /// node has been out of touch with every peer that long as it runs (paused, or with
+    /// no live peer), the node is stale: it buries what it finds
+    /// deleted meanwhile (see [`crate::Session::with_standing`]) until a session with an
+    /// established peer completes, or, when no live peer is established (the whole
+    /// cluster was away), until it has completed a session with each live peer, and the
+    /// set of live peers has not changed for a `sync_interval`.
     pub last_sync_ms: Option<u64>,
     /// This node's `joined_at`, the `origin_joined_at` of its own writes (0: unknown): a
     /// stale node sends only its own newer writes (see [`crate::Session::writing_as`]).
     pub joined_at: u64,
+    /// The time (Unix ms) before which every write of this node had reached every live
+    /// peer, as kept by the node across restarts (see
+    /// [`Replication::own_writes_delivered_ms`]).
+    pub own_writes_delivered_ms: Option<u64>,
 }
 
 impl Default for ReplicationConfig {
@@ -83,6 +92,7 @@ impl Default for ReplicationConfig {
             expect_peers: false,
             last_sync_ms: None,
             joined_at: 0,
+            own_writes_delivered_ms: None,
         }
     }
 }
@@ -113,6 +123,12 @@ struct Peer {
     behind: bool,
     /// Whether the last complete session found nothing to repair.
     roots_agreed: bool,
+    /// Whether a session with this life of the peer completed while this node was stale.
+    synced_while_stale: bool,
+    /// The time (Unix ms) before which this node's writes all reached this life of the
+    /// peer: the start of the last complete session, then the newest write of each push
+    /// acknowledged while the peer is not behind (0: none yet).
+    own_writes_through: u64,
     sender: TaskHandle,
 }
 
@@ -129,8 +145,16 @@ pub(crate) struct Shared<T: StreamTransport> {
     synced_once: AtomicBool,
     /// When the last complete session started (Unix ms; 0: never).
     last_sync: AtomicU64,
-    /// While stale, the `last_sync` it had at start (0: not stale).
+    /// While stale, the `last_sync` it had when it became stale (0: not stale).
     stale_since: AtomicU64,
+    /// The time (Unix ms) before which this node's writes had all reached every live
+    /// peer, as far as it knows (0: unknown): only grows.
+    own_writes_delivered: AtomicU64,
+    /// When the set of live peers last changed (Unix ms).
+    peers_changed: AtomicU64,
+    /// When this node was last seen in touch with a peer (Unix ms; 0: never), by
+    /// [`Shared::note_staleness`].
+    in_touch: AtomicU64,
     /// The sessions this node takes part in.
     sessions: Sessions,
     /// Counts changes of the peer set (a peer down, or back): a running round checks
@@ -202,31 +226,6 @@ impl<T: StreamTransport> Shared<T> {
         }
     }
 
-    /// Whether this node is established: it completed a session, or expects no peers.
-    fn established(&self) -> bool {
-        !self.config.expect_peers || self.synced_once.load(Ordering::Relaxed)
-    }
-
-    /// When this node's last complete session started, if it is stale.
-    fn stale_since(&self) -> Option<u64> {
-        Some(self.stale_since.load(Ordering::Relaxed)).filter(|&since| since > 0)
-    }
-
-    /// A session with `node_id`, started at `started_ms`, completed: each side has what
-    /// the other held then; `found_equal` if there was nothing to repair.
-    fn completed(&self, node_id: &str, started_ms: u64, found_equal: bool) {
-        self.counters.rounds.fetch_add(1, Ordering::Relaxed);
-        self.last_sync.fetch_max(started_ms, Ordering::Relaxed);
-        if !self.synced_once.swap(true, Ordering::Relaxed) {
-            tracing::info!(%node_id, "first sync with a peer complete");
-        }
-        if let Some(peer) = lock(&self.peers).get_mut(node_id) {
-            peer.last_sync = Some(started_ms);
-            peer.behind = false;
-            peer.roots_agreed = found_equal;
-        }
-    }
-
     fn peer_addr(&self, node_id: &str) -> Option<SocketAddr> {
         lock(&self.peers).get(node_id).map(|peer| peer.addr)
     }
@@ -283,17 +282,6 @@ impl<T: StreamTransport> Replication<T> {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let (wake, woken) = mpsc::unbounded_channel();
-        let now_ms = clock.unix_micros() / 1000;
-        let stale_since = config
-            .last_sync_ms
-            .filter(|&at| at.saturating_add(millis(config.tombstone_ttl)) < now_ms)
-            .unwrap_or(0);
-        if stale_since > 0 {
-            tracing::warn!(
-                last_sync_ms = stale_since,
-                "the last sync is older than tombstone_ttl: this node serves no sync until it has caught up, and buries what was deleted meanwhile"
-            );
-        }
         let shared = Arc::new(Shared {
             transport,
             runtime,
@@ -304,7 +292,10 @@ impl<T: StreamTransport> Replication<T> {
             counters: Counters::default(),
             synced_once: AtomicBool::new(false),
             last_sync: AtomicU64::new(config.last_sync_ms.unwrap_or(0)),
-            stale_since: AtomicU64::new(stale_since),
+            stale_since: AtomicU64::new(0),
+            in_touch: AtomicU64::new(config.last_sync_ms.unwrap_or(0)),
+            peers_changed: AtomicU64::new(0),
+            own_writes_delivered: AtomicU64::new(config.own_writes_delivered_ms.unwrap_or(0)),
             sessions: Sessions::new(config.node_id.clone()),
             peer_changes: watch::Sender::new(0),
             generations: AtomicU64::new(0),
@@ -312,8 +303,13 @@ impl<T: StreamTransport> Replication<T> {
             config,
             wake,
         });
+        shared.note_staleness();
         let tasks = vec![
             shared.spawn(accept_loop(Arc::clone(&shared), shutdown.clone())),
+            shared.spawn(anti_entropy::staleness_watch(
+                Arc::clone(&shared),
+                shutdown.clone(),
+            )),
             shared.spawn(anti_entropy::round_loop(
                 Arc::clone(&shared),
                 woken,
@@ -329,6 +325,9 @@ impl<T: StreamTransport> Replication<T> {
     /// Takes a change of the live peer set; a peer that comes up is synced at once.
     pub fn peer_event(&self, event: PeerEvent) {
         let shared = &self.shared;
+        shared
+            .peers_changed
+            .store(shared.now_ms(), Ordering::Relaxed);
         match event {
             PeerEvent::Up { node_id, addr } => {
                 let mut peers = lock(&shared.peers);
@@ -342,6 +341,8 @@ impl<T: StreamTransport> Replication<T> {
                 if let Some(peer) = peers.get_mut(&node_id).filter(|peer| peer.addr == addr) {
                     // Back (maybe restarted on the same address).
                     peer.generation = generation;
+                    peer.synced_while_stale = false;
+                    peer.own_writes_through = 0;
                 } else {
                     let queue = Arc::new(PeerQueue::default());
                     let span = tracing::info_span!("push", peer = %node_id, %addr);
@@ -363,6 +364,8 @@ impl<T: StreamTransport> Replication<T> {
                             last_sync: None,
                             behind: true,
                             roots_agreed: false,
+                            synced_while_stale: false,
+                            own_writes_through: 0,
                             sender,
                         },
                     );
@@ -414,10 +417,18 @@ impl<T: StreamTransport> Replication<T> {
         Some(self.shared.last_sync.load(Ordering::Relaxed)).filter(|&at| at > 0)
     }
 
+    /// The time (Unix ms) before which every write of this node had reached every live
+    /// peer (by a complete session or an acknowledged push), for the node to keep: a
+    /// stale node takes a peer's lack of an own write older than that for a deletion.
+    pub fn own_writes_delivered_ms(&self) -> Option<u64> {
+        Some(self.shared.own_writes_delivered.load(Ordering::Relaxed)).filter(|&at| at > 0)
+    }
+
     /// Whether this node expects peers (it has seeds) and has not completed a session
-    /// with one yet.
+    /// since it started that made it established (a node that becomes stale as it runs
+    /// is not syncing again: `kvs_sync_stale` says that).
     pub fn syncing(&self) -> bool {
-        !self.shared.established()
+        !self.shared.synced_since_start()
     }
 
     fn peer_statuses(&self) -> BTreeMap<String, PeerStatus> {

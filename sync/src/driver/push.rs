@@ -38,6 +38,8 @@ struct PushFrame {
 #[derive(Clone)]
 pub(crate) struct Pushed {
     bytes: Arc<[u8]>,
+    /// The version's timestamp (Unix ms).
+    timestamp: u64,
     /// What it counts for in the queue's byte bound ([`approximate_size`]).
     size: usize,
 }
@@ -48,6 +50,7 @@ impl Pushed {
             .unwrap_or_default();
         Self {
             bytes: bytes.into(),
+            timestamp: version.id.timestamp,
             size: approximate_size(key, version),
         }
     }
@@ -184,6 +187,11 @@ pub(crate) async fn send_loop<T: StreamTransport>(
     let mut link: Option<Link<T>> = None;
     while let Some(batch) = queue.next_batch(shared.config.batch_bytes).await {
         let count = batch.len() as u64;
+        let newest = batch
+            .iter()
+            .map(|pushed| pushed.timestamp)
+            .max()
+            .unwrap_or(0);
         let frame = frame_of(&batch);
         let mut delivered = false;
         for _attempt in 0..2 {
@@ -214,6 +222,7 @@ pub(crate) async fn send_loop<T: StreamTransport>(
                 .counters
                 .push_acks
                 .fetch_add(count, Ordering::Relaxed);
+            shared.delivered(&node_id, newest.saturating_add(1), false);
         } else {
             shared.counters.push_errors.fetch_add(1, Ordering::Relaxed);
             shared.mark_behind(&node_id);

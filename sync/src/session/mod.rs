@@ -23,7 +23,7 @@ mod versions;
 pub use self::local::{Exchange, exchange_locally, exchange_with};
 pub use self::versions::approximate_size;
 use crate::merkle::{DEPTH, FANOUT, Leaf, MerkleTree, entry_hash, key_hash, level_width};
-use crate::protocol::Message;
+use crate::protocol::{Message, Standing};
 use crate::{Store, StoreError};
 
 /// Bytes of versions per `Versions` message, about (a single larger version still goes).
@@ -61,7 +61,7 @@ pub struct SessionStats {
     pub versions_stored: u64,
     /// Received versions refused by the admission checks.
     pub refused: RefusalCounts,
-    /// Versions a stale initiator buried instead of sending (deleted while it was away).
+    /// Versions a stale side buried instead of sending (deleted while it was away).
     pub buried: u64,
 }
 
@@ -120,15 +120,13 @@ pub struct Session {
     after: Option<After>,
     rules: Admission,
     stats: SessionStats,
-    /// Whether this side is established (see [`Message::Established`]).
-    established: bool,
-    /// Whether the peer said it is established.
-    peer_established: bool,
-    /// Set when this side's last complete session (at this Unix ms) is older than
-    /// `tombstone_ttl`: see [`Session::with_standing`].
-    stale_before: Option<u64>,
-    /// The `origin_joined_at` of this node's own writes ([`Session::writing_as`]).
-    own_origin: Option<u64>,
+    /// This side's standing ([`Session::with_standing`]).
+    standing: Standing,
+    /// The peer's standing, once it said it.
+    peer_standing: Option<Standing>,
+    /// The `origin_joined_at` of this node's own writes, and the time before which they
+    /// reached every peer ([`Session::writing_as`]).
+    own_origin: Option<(u64, u64)>,
     /// Whether this side held nothing at the start (and has not begun a bulk load yet).
     held_nothing: bool,
     /// Whether this side began a bulk load of its store that the session has not ended.
@@ -158,42 +156,46 @@ impl Session {
             after: None,
             rules,
             stats: SessionStats::default(),
-            established: true,
-            peer_established: false,
-            stale_before: None,
+            standing: Standing::Established,
+            peer_standing: None,
             own_origin: None,
             held_nothing: false,
             bulk_load: false,
         }
     }
 
-    /// This side's standing: whether it is `established`, and, when its last complete
-    /// session was longer than `tombstone_ttl` ago, when that was (`stale_since`). A
-    /// stale initiator does not send a version older than that which an established
-    /// peer lacks: the key was deleted meanwhile and the peer has forgotten the
-    /// tombstone. It buries the version instead, under a tombstone already past keeping
-    /// (never sent, purged locally), so that it cannot come back.
-    pub fn with_standing(mut self, established: bool, stale_since: Option<u64>) -> Self {
-        self.established = established;
-        self.stale_before = stale_since;
+    /// This side's standing (by default [`Standing::Established`]). A stale side does
+    /// not send the peer a version the peer lacks when the peer's lack means that the key
+    /// was deleted meanwhile and the tombstone is forgotten; it buries the version
+    /// instead, under a tombstone already past keeping (never sent, purged locally), so
+    /// that it cannot come back. Against an established peer, that is every version older
+    /// than this side's last complete session; against a stale peer (as after a whole
+    /// cluster was down longer than `tombstone_ttl`), those older than both sides' last
+    /// complete sessions: both held the key then, so the peer deleted it since. See
+    /// [`Session::writing_as`] for the newer ones.
+    pub fn with_standing(mut self, standing: Standing) -> Self {
+        self.standing = standing;
         self
     }
 
-    /// The `origin_joined_at` of this node's own writes. A stale initiator that knows it
-    /// sends an established peer that lacks them only its own writes newer than its last
-    /// complete session (those it may have taken while cut off), and buries the newer
-    /// versions it received from other nodes as well: the cluster had those, so a peer
-    /// without them deleted them meanwhile and has forgotten the tombstone. (Without it,
-    /// every version newer than the last session is sent, and a key pushed to this node
-    /// shortly before it went away came back.)
-    pub fn writing_as(mut self, own_origin: u64) -> Self {
-        self.own_origin = Some(own_origin);
+    /// The `origin_joined_at` of this node's own writes, and the time before which they
+    /// had all reached every live peer (`delivered_before`, Unix ms; 0 if unknown). A
+    /// stale side that knows it sends a peer that lacks them only its own writes newer
+    /// than its last complete session and than `delivered_before` (those it may have
+    /// taken while cut off), and buries the newer versions it received from other nodes
+    /// as well, if they are older than the peer's last complete session (any, for an
+    /// established peer): the cluster had those, so a peer without them deleted them
+    /// meanwhile and has forgotten the tombstone. (Without it, every version newer than
+    /// the last session is sent, and a key pushed to or by this node shortly before it
+    /// went away came back.)
+    pub fn writing_as(mut self, own_origin: u64, delivered_before: u64) -> Self {
+        self.own_origin = Some((own_origin, delivered_before));
         self
     }
 
-    /// Whether the peer said it is established.
-    pub fn peer_established(&self) -> bool {
-        self.peer_established
+    /// The peer's standing, once it said it (every session that completes says it).
+    pub fn peer_standing(&self) -> Option<Standing> {
+        self.peer_standing
     }
 
     /// The initiator's opening messages (nothing for a responder).
@@ -207,7 +209,7 @@ impl Session {
         Ok(vec![Message::Hello {
             root: self.tree.root(),
             level2: self.tree.level(HELLO_LEVEL).to_vec(),
-            established: self.established,
+            standing: self.standing,
         }])
     }
 
@@ -281,14 +283,14 @@ impl Session {
                 Message::Hello {
                     root,
                     level2,
-                    established,
+                    standing,
                 },
             ) if !self.initiator => {
-                self.peer_established = established;
+                self.peer_standing = Some(standing);
                 self.on_hello(root, &level2, store)
             }
-            (State::AwaitLevel2, Message::Established(established)) => {
-                self.peer_established = established;
+            (State::AwaitLevel2, Message::Standing(standing)) if self.peer_standing.is_none() => {
+                self.peer_standing = Some(standing);
                 Ok(Vec::new())
             }
             (
@@ -310,7 +312,9 @@ impl Session {
             (State::AwaitEntries, Message::Entries { leaves, entries }) => {
                 self.on_entries(&leaves, &entries, store)
             }
-            (State::AwaitWant, Message::Want(keys)) => self.on_want(&keys, store),
+            (State::AwaitWant, Message::Want { differing, lacking }) => {
+                self.on_want(&differing, &lacking, store)
+            }
             (state, message) => Err(protocol(format!(
                 "unexpected {} in {state:?}",
                 message_name(&message)
@@ -350,22 +354,22 @@ impl Session {
             return Err(protocol("hello with a wrong number of hashes"));
         }
         self.tree = store.merkle()?;
+        let standing = Message::Standing(self.standing);
         if root == self.tree.root() {
-            return self.finish(store);
+            let mut out = vec![standing];
+            out.extend(self.finish(store)?);
+            return Ok(out);
         }
         self.held_nothing = self.tree.root() == 0;
         if root == 0 && level2.iter().all(|&hash| hash == 0) {
             // The initiator holds nothing: everything goes, in key order.
             self.send_all = Some(None);
             self.after = Some(After::Finish);
-            return Ok(vec![Message::Established(self.established)]);
+            return Ok(vec![standing]);
         }
         let differing = differing(self.tree.level(HELLO_LEVEL), level2);
         self.state = State::AwaitLevel3;
-        Ok(vec![
-            Message::Established(self.established),
-            self.children_of(HELLO_LEVEL, differing),
-        ])
+        Ok(vec![standing, self.children_of(HELLO_LEVEL, differing)])
     }
 
     /// Our children of `parents` on `level`.
@@ -523,24 +527,38 @@ impl Session {
             }
             our_entries.insert(pair);
         }
-        let want = theirs
-            .iter()
-            .filter(|pair| !our_entries.contains(pair))
-            .map(|(key_hash, _)| *key_hash)
-            .collect();
+        let our_keys: HashSet<u64> = our_entries.iter().map(|(key, _)| *key).collect();
+        let (mut differing, mut lacking) = (Vec::new(), Vec::new());
+        for &(key, entry) in theirs {
+            if our_entries.contains(&(key, entry)) {
+                continue;
+            }
+            match our_keys.contains(&key) {
+                true => differing.push(key),
+                false => lacking.push(key),
+            }
+        }
         let lacks = |key: &str| !their_entries.contains_key(&key_hash(key));
         let mut out = self.versions_of(send, lacks, store)?;
-        out.push(Message::Want(want));
+        out.push(Message::Want { differing, lacking });
         Ok(out)
     }
 
     /// Responder: sends the wanted versions, then the next chunk.
-    fn on_want(&mut self, keys: &[u64], store: &dyn Store) -> Result<Vec<Message>, SessionError> {
-        let wanted = keys
+    fn on_want(
+        &mut self,
+        differing: &[u64],
+        lacking: &[u64],
+        store: &dyn Store,
+    ) -> Result<Vec<Message>, SessionError> {
+        let wanted = differing
             .iter()
+            .chain(lacking)
             .filter_map(|hash| self.chunk_keys.get(hash).cloned())
             .collect();
-        let mut out = self.versions_of(wanted, |_| false, store)?;
+        let lacking: HashSet<u64> = lacking.iter().copied().collect();
+        let lacks = |key: &str| lacking.contains(&key_hash(key));
+        let mut out = self.versions_of(wanted, lacks, store)?;
         out.extend(self.next_chunk(store)?);
         Ok(out)
     }
@@ -559,11 +577,11 @@ fn differing(ours: &[u64], theirs: &[u64]) -> Vec<u32> {
 fn message_name(message: &Message) -> &'static str {
     match message {
         Message::Hello { .. } => "hello",
-        Message::Established(_) => "established",
+        Message::Standing(_) => "standing",
         Message::Nodes { .. } => "nodes",
         Message::Entries { .. } => "entries",
         Message::Versions(_) => "versions",
-        Message::Want(_) => "want",
+        Message::Want { .. } => "want",
         Message::Done => "done",
     }
 }

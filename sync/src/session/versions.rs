@@ -1,15 +1,15 @@
 //! What goes into `Versions` messages and what comes out of them: the held versions a
 //! side sends (in messages of about [`VERSIONS_BUDGET`] bytes, deletions past keeping
-//! left out, what a stale initiator finds deleted meanwhile buried instead), and the
-//! checks and merge of what the peer sends.
+//! only where the peer holds the key, what a stale side finds deleted meanwhile buried
+//! instead), and the checks and merge of what the peer sends.
 
 use super::{Session, SessionError, VERSIONS_BUDGET};
-use crate::protocol::Message;
+use crate::protocol::{Message, Standing};
 use crate::{Store, Version};
 
 impl Session {
     /// The held versions of `keys` in `Versions` messages of about [`VERSIONS_BUDGET`]
-    /// bytes; deletions past keeping are left out.
+    /// bytes; deletions past keeping go only where the peer holds the key.
     pub(super) fn versions_of(
         &mut self,
         keys: Vec<String>,
@@ -26,8 +26,8 @@ impl Session {
     }
 
     /// `held` in `Versions` messages of about [`VERSIONS_BUDGET`] bytes; deletions past
-    /// keeping are left out, and what was deleted while a stale initiator was away is
-    /// buried instead of sent.
+    /// keeping go only where the peer holds the key, and what was deleted while a stale
+    /// side was away is buried instead of sent.
     pub(super) fn pack_versions(
         &mut self,
         held: Vec<(String, Version)>,
@@ -39,7 +39,12 @@ impl Session {
         let mut buried = Vec::new();
         let mut bytes = 0;
         for (key, version) in held {
-            if version.is_past_keeping(self.rules.now_ms, self.rules.tombstone_ttl_ms) {
+            // A deletion past keeping goes only where the peer holds the key: it is not
+            // taken there, but it buries the older value it superseded (see
+            // `bury_superseded`), which would otherwise outlive this side's purge of it.
+            if version.is_past_keeping(self.rules.now_ms, self.rules.tombstone_ttl_ms)
+                && peer_lacks(&key)
+            {
                 continue;
             }
             if self.deleted_meanwhile(&version) && peer_lacks(&key) {
@@ -63,17 +68,28 @@ impl Session {
         Ok(out)
     }
 
-    /// Whether `version`, were an established peer to lack it, was deleted while this
-    /// stale initiator was away (see [`Session::with_standing`] and
-    /// [`Session::writing_as`]).
+    /// Whether `version`, which the peer lacks, was deleted while this stale side was
+    /// away (see [`Session::with_standing`] and [`Session::writing_as`]): the peer held
+    /// every version the cluster had as of its last complete session (now, if it is
+    /// established), so it held this one if it is older than that and the cluster had
+    /// it by then: it is older than this side's last complete session, or it came from
+    /// another node, or it is an own write older than the time all of them had reached
+    /// every peer.
     fn deleted_meanwhile(&self, version: &Version) -> bool {
-        let Some(since) = self.stale_before else {
+        let Standing::Stale { since } = self.standing else {
             return false;
         };
-        let received = self
-            .own_origin
-            .is_some_and(|own| version.id.origin_joined_at != own);
-        self.initiator && self.peer_established && (version.id.timestamp < since || received)
+        let peer_held_all_before = match self.peer_standing {
+            Some(Standing::Established) => u64::MAX,
+            Some(Standing::Stale { since }) => since,
+            Some(Standing::Joining) | None => return false,
+        };
+        let (received, delivered_before) = match self.own_origin {
+            Some((own, delivered)) => (version.id.origin_joined_at != own, delivered),
+            None => (false, 0),
+        };
+        let sent_out = version.id.timestamp < since.max(delivered_before) || received;
+        version.id.timestamp < peer_held_all_before && sent_out
     }
 
     /// Checks and merges versions from the peer.
@@ -92,12 +108,14 @@ impl Session {
         Ok(())
     }
 
-    /// A deletion (or expiry) past keeping here that the peer still sends (its clock is
-    /// behind, within `max_clock_skew`) is not taken, but it still supersedes what it
-    /// deleted: a held value it supersedes is buried, so that this side never sends it
-    /// on to peers that have forgotten the deletion. (Found by a spec audit: a node back
-    /// after `tombstone_ttl`, whose first session was with a peer 15 s behind, kept the
-    /// deleted value and spread it to the others.)
+    /// A deletion (or expiry) past keeping that the peer sends (it has not purged it
+    /// yet, and this side holds the key, or the peer's clock is behind, within
+    /// `max_clock_skew`) is not taken, but it still supersedes what it deleted: a held
+    /// value it supersedes is buried, so that this side never sends it on to peers that
+    /// have forgotten the deletion. (Found by a spec audit: a node back after
+    /// `tombstone_ttl`, whose first session was with a peer 15 s behind, kept the deleted
+    /// value and spread it to the others; and by `data-cold-restart`: a node met a peer
+    /// that had not purged such a deletion yet, caught up, and later sent the value.)
     fn bury_superseded(
         &mut self,
         past_keeping: Vec<(String, Version)>,

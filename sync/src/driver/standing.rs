@@ -1,0 +1,146 @@
+//! What a node's copy of the data vouches for ([`Standing`]): whether it is established,
+//! joining or stale, how it becomes stale (out of touch with every peer for longer than
+//! `tombstone_ttl`) and how it catches up (a session with an established peer, or with
+//! every live peer when none is), and how far its own writes have reached its peers.
+//! Sessions use all of it to tell a peer's lack of a key that was deleted from one it
+//! never had (see [`crate::Session::with_standing`]).
+
+use std::sync::atomic::Ordering;
+
+use kvs_net::StreamTransport;
+
+use super::{Shared, lock, millis};
+use crate::Standing;
+
+impl<T: StreamTransport> Shared<T> {
+    /// This node's writes before `through` (Unix ms) reached `node_id`: by a complete
+    /// session that started then, or by an acknowledged push (which counts only while
+    /// the peer is not behind: a lost push is for anti-entropy to make good).
+    pub(super) fn delivered(&self, node_id: &str, through: u64, by_session: bool) {
+        let mut peers = lock(&self.peers);
+        if let Some(peer) = peers.get_mut(node_id)
+            && (by_session || !peer.behind)
+        {
+            peer.own_writes_through = peer.own_writes_through.max(through);
+        }
+        if let Some(everywhere) = peers.values().map(|peer| peer.own_writes_through).min() {
+            self.own_writes_delivered
+                .fetch_max(everywhere, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the set of live peers has not changed for a `sync_interval`: a node that
+    /// has just started may not know every live peer yet.
+    fn peers_settled(&self) -> bool {
+        let changed = self.peers_changed.load(Ordering::Relaxed);
+        changed.saturating_add(millis(self.config.sync_interval)) <= self.now_ms()
+    }
+
+    /// This node's `joined_at` and the time before which its writes reached every live
+    /// peer, for [`crate::Session::writing_as`] (`None` if its `joined_at` is unknown).
+    pub(super) fn writer(&self) -> Option<(u64, u64)> {
+        let delivered = self.own_writes_delivered.load(Ordering::Relaxed);
+        Some((self.config.joined_at, delivered)).filter(|&(origin, _)| origin > 0)
+    }
+
+    /// Whether this node is established: it is not stale, and it completed a session
+    /// with a peer that was not stale, or it expects no peers.
+    pub(super) fn established(&self) -> bool {
+        self.stale_since().is_none() && self.synced_since_start()
+    }
+
+    /// Whether this node completed a session since it started that made it established
+    /// (or expects no peers).
+    pub(super) fn synced_since_start(&self) -> bool {
+        !self.config.expect_peers || self.synced_once.load(Ordering::Relaxed)
+    }
+
+    /// What this node's copy vouches for, as it tells its peers.
+    pub(super) fn standing(&self) -> Standing {
+        match self.stale_since() {
+            Some(since) => Standing::Stale { since },
+            None if self.established() => Standing::Established,
+            None => Standing::Joining,
+        }
+    }
+
+    /// When this node's last complete session started, if it is stale.
+    pub(super) fn stale_since(&self) -> Option<u64> {
+        Some(self.stale_since.load(Ordering::Relaxed)).filter(|&since| since > 0)
+    }
+
+    /// Marks this node stale if it has been out of touch with every peer for longer than
+    /// `tombstone_ttl` (stopped, paused, or without a live peer: a node that merely
+    /// syncs rarely is in touch through membership and pushes), then notes that it is in
+    /// touch now if it has a live peer. At start, the last complete session counts as
+    /// the last touch (a node that never completed one holds nothing a peer could have
+    /// deleted, or is alone).
+    pub(super) fn note_staleness(&self) {
+        let now = self.now_ms();
+        let touched = self.in_touch.load(Ordering::Relaxed);
+        let overdue =
+            touched > 0 && touched.saturating_add(millis(self.config.tombstone_ttl)) < now;
+        if overdue && self.stale_since().is_none() {
+            let last_sync = self.last_sync.load(Ordering::Relaxed).max(1);
+            for peer in lock(&self.peers).values_mut() {
+                peer.synced_while_stale = false;
+            }
+            self.stale_since.store(last_sync, Ordering::Relaxed);
+            tracing::warn!(
+                last_sync_ms = last_sync,
+                "out of touch with every peer for longer than tombstone_ttl: this node buries what was deleted meanwhile until it has caught up"
+            );
+        }
+        if !lock(&self.peers).is_empty() {
+            self.in_touch.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+
+    /// A session with `node_id` (if it is known as a live peer yet), started at
+    /// `started_ms`, completed: each side has what the other held then; `found_equal` if
+    /// there was nothing to repair. The peer's standing decides whether this node is
+    /// caught up (see [`ReplicationConfig`]).
+    pub(super) fn completed(
+        &self,
+        node_id: Option<&str>,
+        started_ms: u64,
+        found_equal: bool,
+        peer: Standing,
+    ) {
+        self.counters.rounds.fetch_add(1, Ordering::Relaxed);
+        self.in_touch.fetch_max(self.now_ms(), Ordering::Relaxed);
+        let all_synced_while_stale = {
+            let mut peers = lock(&self.peers);
+            if let Some(peer) = node_id.and_then(|id| peers.get_mut(id)) {
+                peer.last_sync = Some(started_ms);
+                peer.behind = false;
+                peer.roots_agreed = found_equal;
+                peer.synced_while_stale = true;
+            }
+            peers.values().all(|peer| peer.synced_while_stale)
+        };
+        if let Some(node_id) = node_id {
+            self.delivered(node_id, started_ms, true);
+        }
+        if self.stale_since().is_some() {
+            if peer == Standing::Established {
+                tracing::info!(?node_id, "caught up after a long absence");
+            } else if all_synced_while_stale && node_id.is_some() && self.peers_settled() {
+                tracing::warn!(
+                    ?node_id,
+                    "no live peer is established (the whole cluster was away longer than tombstone_ttl): caught up with every live peer; a key deleted elsewhere longer than tombstone_ttl ago may come back"
+                );
+            } else {
+                return;
+            }
+            self.stale_since.store(0, Ordering::Relaxed);
+        } else if matches!(peer, Standing::Stale { .. }) {
+            // A stale peer vouches for nothing: this node is no more caught up than before.
+            return;
+        }
+        self.last_sync.fetch_max(started_ms, Ordering::Relaxed);
+        if !self.synced_once.swap(true, Ordering::Relaxed) {
+            tracing::info!(?node_id, "first sync with a peer complete");
+        }
+    }
+}
