@@ -251,7 +251,7 @@ impl<T: StreamTransport> Replication<T> {
         );
         registry.register(
             "kvs_sync_stale",
-            "Whether the last sync is older than tombstone_ttl (no session served until one completes)",
+            "Whether this node is stale: out of touch with every peer for longer than tombstone_ttl, until it has caught up",
             ConstGauge::new(u32::from(self.shared.stale_since().is_some())),
         );
         registry.register(
