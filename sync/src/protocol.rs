@@ -35,13 +35,30 @@ pub enum Standing {
     /// It completed a session with a peer since it started (and was not stale), or it is
     /// the cluster's first node: it holds what the cluster holds, within pushes in flight.
     Established,
-    /// It expects peers and has not completed a session with one since it started.
-    Joining,
+    /// It expects peers and has not completed a session with one since it started (or
+    /// only over no data). It held what the cluster held before its last complete
+    /// session, at `since` (Unix ms; 0: never, as on a new node), younger than
+    /// `tombstone_ttl`.
+    Joining {
+        /// When its last complete session started (Unix ms; 0: never).
+        since: u64,
+    },
     /// Its last complete session, at `since` (Unix ms), is older than `tombstone_ttl`: it
     /// may hold keys deleted meanwhile whose tombstones are gone everywhere.
     Stale {
         /// When its last complete session started (Unix ms).
         since: u64,
+    },
+    /// Established, except that it may lack versions stamped in `[from, to)`: it caught
+    /// up when no live peer was established (a whole cluster back after longer than
+    /// `tombstone_ttl`), or through a peer that did. It holds what the cluster held
+    /// before `from` and what the live nodes have held since `to`; a node still away
+    /// then may hold writes of the time between that it never saw.
+    Blind {
+        /// The start of the time it may lack versions of (Unix ms).
+        from: u64,
+        /// The end of that time (Unix ms).
+        to: u64,
     },
 }
 
@@ -159,7 +176,8 @@ mod tests {
                 standing: Standing::Established,
             },
             Message::Standing(Standing::Stale { since: 3 }),
-            Message::Standing(Standing::Joining),
+            Message::Standing(Standing::Joining { since: 0 }),
+            Message::Standing(Standing::Blind { from: 4, to: 6 }),
             Message::Nodes {
                 level: 2,
                 parents: vec![3],
@@ -259,8 +277,9 @@ pub(crate) mod fuzz {
     fn standing() -> impl Strategy<Value = Standing> {
         prop_oneof![
             Just(Standing::Established),
-            Just(Standing::Joining),
+            any::<u64>().prop_map(|since| Standing::Joining { since }),
             any::<u64>().prop_map(|since| Standing::Stale { since }),
+            any::<(u64, u64)>().prop_map(|(from, to)| Standing::Blind { from, to }),
         ]
     }
 

@@ -452,14 +452,67 @@ fn a_node_back_after_tombstone_ttl_sends_only_its_own_newer_writes() {
     );
 }
 
+/// A new peer vouches for nothing: a node back after longer than `tombstone_ttl` neither
+/// buries on its word nor hands it what may have been deleted meanwhile (the peer would
+/// pass it on as its own); its writes of the time away still go.
 #[test]
-fn a_node_back_after_tombstone_ttl_buries_nothing_on_the_word_of_a_new_peer() {
+fn a_node_back_after_tombstone_ttl_withholds_its_old_copies_from_a_new_peer() {
     for back_opens in [true, false] {
-        let (back, peer, exchange) = after_absence(Standing::Joining, back_opens);
-        assert_eq!(exchange.initiator.buried, 0);
-        assert!(peer.get("bulk/000002").unwrap().is_some());
-        assert_eq!(back.merkle().unwrap(), peer.merkle().unwrap());
+        let (back, peer, exchange) = after_absence(Standing::Joining { since: 0 }, back_opens);
+        assert_eq!(exchange.initiator.buried, 0, "{exchange:?}");
+        assert_eq!(exchange.initiator.withheld, 2, "{exchange:?}");
+        for old in ["bulk/000001", "bulk/000002"] {
+            assert_eq!(peer.get(old).unwrap(), None, "{old} was handed on");
+            assert!(!back.get(old).unwrap().unwrap().is_tombstone());
+        }
+        assert!(peer.get("written/while/away").unwrap().is_some());
     }
+}
+
+/// A freshly inserted key that an established peer lacks (its push is still on the
+/// way) is no deletion a peer could have forgotten: a stale node sends it, whoever wrote
+/// it (a review found such keys deleted across the cluster).
+#[test]
+fn a_stale_node_sends_what_is_younger_than_tombstone_ttl() {
+    const OWN: u64 = 7;
+    let since = NOW - 2 * RULES.tombstone_ttl_ms;
+    let (back, peer) = (store(), store());
+    let mut fresh = bulk(1, 1);
+    fresh[0].1.id.timestamp = NOW - 10;
+    back.merge(&fresh).unwrap();
+    let sessions = (
+        kvs_sync::Session::initiator(RULES)
+            .with_standing(Standing::Stale { since })
+            .writing_as(OWN, NOW),
+        kvs_sync::Session::responder(RULES).with_standing(Standing::Established),
+    );
+    let exchange = kvs_sync::exchange_with(sessions, &back, &peer, (NOW, NOW)).unwrap();
+    assert_eq!(exchange.initiator.buried, 0, "{exchange:?}");
+    assert_eq!(peer.get(&fresh[0].0).unwrap(), Some(fresh[0].1.clone()));
+}
+
+/// A peer that caught up blind vouches for what it held outside its blind time only: a
+/// stale node sends it what is stamped within (a node still away then may have written
+/// it), and buries what is older.
+#[test]
+fn a_blind_peer_vouches_only_outside_its_blind_time() {
+    let (from, to) = (
+        NOW - 3 * RULES.tombstone_ttl_ms,
+        NOW - 2 * RULES.tombstone_ttl_ms,
+    );
+    let (back, peer) = (store(), store());
+    let mut held = bulk(2, 1);
+    held[0].1.id.timestamp = from - 10;
+    held[1].1.id.timestamp = from + 10;
+    back.merge(&held).unwrap();
+    let sessions = (
+        kvs_sync::Session::initiator(RULES).with_standing(Standing::Stale { since: to }),
+        kvs_sync::Session::responder(RULES).with_standing(Standing::Blind { from, to }),
+    );
+    let exchange = kvs_sync::exchange_with(sessions, &back, &peer, (NOW, NOW)).unwrap();
+    assert_eq!(exchange.initiator.buried, 1, "{exchange:?}");
+    assert_eq!(peer.get("bulk/000000").unwrap(), None, "it came back");
+    assert!(peer.get("bulk/000001").unwrap().is_some(), "it was lost");
 }
 
 /// A peer whose clock is behind (within `max_clock_skew`) still sends a deletion that is

@@ -14,9 +14,10 @@ use kvs_net::{BiStream, Connection, StreamTransport};
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 
+use super::standing::Completed;
 use super::{KIND_SYNC, Shared};
 use crate::protocol::{Message, decode, encode};
-use crate::{Session, SessionError, SessionStats};
+use crate::{Session, SessionError, SessionStats, Standing};
 
 /// How long a peer may take to answer one message of a session.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -218,9 +219,21 @@ async fn run_round<T: StreamTransport>(
         .round_trips
         .fetch_add(round_trips, Ordering::Relaxed);
     let peer = session.peer_standing().ok_or(RoundError::NoStanding)?;
-    shared.completed(Some(node_id), started, session.stats().found_equal(), peer);
+    shared.completed(Some(node_id), completed(&session, started, peer));
     tracing::debug!(%node_id, round_trips, stats = ?session.stats(), "sync round done");
     Ok(())
+}
+
+/// What `session`, started at `started_ms` with a peer of standing `peer`, tells the
+/// driver once complete.
+fn completed(session: &Session, started_ms: u64, peer: Standing) -> Completed {
+    let found_equal = session.stats().found_equal();
+    Completed {
+        started_ms,
+        found_equal,
+        both_empty: found_equal && session.started_empty(),
+        peer,
+    }
 }
 
 /// Answers a session a peer opened on `stream`.
@@ -260,8 +273,7 @@ pub(crate) async fn serve<T: StreamTransport>(
                 // Membership may name the peer only now (it opened at once on seeing this
                 // node come up); an unnamed peer still counts for this node's standing.
                 let peer = peer.or_else(|| shared.peer_at(from));
-                let found_equal = session.stats().found_equal();
-                shared.completed(peer.as_deref(), rules.now_ms, found_equal, standing);
+                shared.completed(peer.as_deref(), completed(&session, rules.now_ms, standing));
             }
         }
         Err(error) => {

@@ -123,6 +123,9 @@ struct Peer {
     behind: bool,
     /// Whether the last complete session found nothing to repair.
     roots_agreed: bool,
+    /// When `behind` was last set (Unix ms): a session that started earlier does not
+    /// clear it.
+    behind_at: u64,
     /// Whether a session with this life of the peer completed while this node was stale.
     synced_while_stale: bool,
     /// The time (Unix ms) before which this node's writes all reached this life of the
@@ -147,6 +150,18 @@ pub(crate) struct Shared<T: StreamTransport> {
     last_sync: AtomicU64,
     /// While stale, the `last_sync` it had when it became stale (0: not stale).
     stale_since: AtomicU64,
+    /// While stale, the latest last complete session among itself and the stale peers it
+    /// synced with: the start of its blind time if it catches up without an established
+    /// peer.
+    stale_horizon: AtomicU64,
+    /// Whether its copy vouches for what the cluster holds: it caught up with a peer
+    /// that vouches, or with a joining peer over data (two empty nodes vouch for
+    /// nothing), or it expects no peers.
+    vouches: AtomicBool,
+    /// The time it may lack versions of, `[from, to)` Unix ms, once it caught up blind
+    /// ([`Standing::Blind`]; `to` 0: none).
+    blind_from: AtomicU64,
+    blind_to: AtomicU64,
     /// The time (Unix ms) before which this node's writes had all reached every live
     /// peer, as far as it knows (0: unknown): only grows.
     own_writes_delivered: AtomicU64,
@@ -223,6 +238,7 @@ impl<T: StreamTransport> Shared<T> {
     fn mark_behind(&self, node_id: &str) {
         if let Some(peer) = lock(&self.peers).get_mut(node_id) {
             peer.behind = true;
+            peer.behind_at = self.now_ms();
         }
     }
 
@@ -293,6 +309,10 @@ impl<T: StreamTransport> Replication<T> {
             synced_once: AtomicBool::new(false),
             last_sync: AtomicU64::new(config.last_sync_ms.unwrap_or(0)),
             stale_since: AtomicU64::new(0),
+            stale_horizon: AtomicU64::new(0),
+            vouches: AtomicBool::new(false),
+            blind_from: AtomicU64::new(0),
+            blind_to: AtomicU64::new(0),
             in_touch: AtomicU64::new(config.last_sync_ms.unwrap_or(0)),
             peers_changed: AtomicU64::new(0),
             own_writes_delivered: AtomicU64::new(config.own_writes_delivered_ms.unwrap_or(0)),
@@ -363,6 +383,7 @@ impl<T: StreamTransport> Replication<T> {
                             queue,
                             last_sync: None,
                             behind: true,
+                            behind_at: 0,
                             roots_agreed: false,
                             synced_while_stale: false,
                             own_writes_through: 0,
@@ -394,11 +415,13 @@ impl<T: StreamTransport> Replication<T> {
             // A node alone: nothing to encode the write for.
             return;
         }
-        let pushed = Pushed::new(key, version);
+        let now = self.shared.now_ms();
+        let pushed = Pushed::new(key, version, now);
         let mut overflowed = Vec::new();
         for (id, peer) in peers.iter_mut() {
             if !peer.queue.push(pushed.clone(), limit) {
                 peer.behind = true;
+                peer.behind_at = now;
                 overflowed.push(id.clone());
             }
         }

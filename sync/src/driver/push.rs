@@ -40,17 +40,20 @@ pub(crate) struct Pushed {
     bytes: Arc<[u8]>,
     /// The version's timestamp (Unix ms).
     timestamp: u64,
+    /// When it was queued (Unix ms, the node's clock).
+    queued_at: u64,
     /// What it counts for in the queue's byte bound ([`approximate_size`]).
     size: usize,
 }
 
 impl Pushed {
-    pub(crate) fn new(key: &str, version: &Version) -> Self {
+    pub(crate) fn new(key: &str, version: &Version, queued_at: u64) -> Self {
         let bytes = bincode::serde::encode_to_vec((key, version), bincode::config::standard())
             .unwrap_or_default();
         Self {
             bytes: bytes.into(),
             timestamp: version.id.timestamp,
+            queued_at,
             size: approximate_size(key, version),
         }
     }
@@ -171,6 +174,25 @@ impl PeerQueue {
     }
 }
 
+/// Writes queued this close together may reach the queues out of timestamp order.
+const QUEUE_ORDER_MARGIN_MS: u64 = 1_000;
+
+/// The time before which `batch`, once acknowledged, shows every own write delivered
+/// (with the batches before it): its newest version, but no later than its first
+/// version's queueing, less [`QUEUE_ORDER_MARGIN_MS`] for writes stamped before it and
+/// queued after, since a write may be stamped ahead of the clock (causal overwrites).
+fn delivers_before(batch: &[Pushed]) -> u64 {
+    let newest = batch
+        .iter()
+        .map(|pushed| pushed.timestamp)
+        .max()
+        .unwrap_or(0);
+    let queued = batch.first().map_or(0, |pushed| pushed.queued_at);
+    newest
+        .saturating_add(1)
+        .min(queued.saturating_sub(QUEUE_ORDER_MARGIN_MS))
+}
+
 /// A push stream to one peer, with the connection it runs on.
 struct Link<T: StreamTransport> {
     _connection: T::Conn,
@@ -187,11 +209,7 @@ pub(crate) async fn send_loop<T: StreamTransport>(
     let mut link: Option<Link<T>> = None;
     while let Some(batch) = queue.next_batch(shared.config.batch_bytes).await {
         let count = batch.len() as u64;
-        let newest = batch
-            .iter()
-            .map(|pushed| pushed.timestamp)
-            .max()
-            .unwrap_or(0);
+        let delivers_before = delivers_before(&batch);
         let frame = frame_of(&batch);
         let mut delivered = false;
         for _attempt in 0..2 {
@@ -222,7 +240,7 @@ pub(crate) async fn send_loop<T: StreamTransport>(
                 .counters
                 .push_acks
                 .fetch_add(count, Ordering::Relaxed);
-            shared.delivered(&node_id, newest.saturating_add(1), false);
+            shared.delivered(&node_id, delivers_before, false);
         } else {
             shared.counters.push_errors.fetch_add(1, Ordering::Relaxed);
             shared.mark_behind(&node_id);
@@ -298,7 +316,7 @@ pub(crate) async fn serve<T: StreamTransport>(
 /// The frame a sender sends for `versions` (tests).
 #[cfg(test)]
 fn encode(versions: Vec<(String, Version)>) -> Vec<u8> {
-    let batch: Vec<Pushed> = versions.iter().map(|(k, v)| Pushed::new(k, v)).collect();
+    let batch: Vec<Pushed> = versions.iter().map(|(k, v)| Pushed::new(k, v, 0)).collect();
     frame_of(&batch)
 }
 
@@ -369,17 +387,17 @@ mod tests {
     async fn a_queue_is_bounded_and_batches_by_bytes() {
         let queue = PeerQueue::default();
         for n in 0..10 {
-            assert!(queue.push(Pushed::new(&format!("k{n}"), &version(1000)), 100_000));
+            assert!(queue.push(Pushed::new(&format!("k{n}"), &version(1000), 0), 100_000));
         }
         let batch = queue.next_batch(3000).await.unwrap();
         assert_eq!(batch.len(), 2, "about 3,000 bytes");
         assert!(
-            !queue.push(Pushed::new("big", &version(200_000)), 100_000),
+            !queue.push(Pushed::new("big", &version(200_000), 0), 100_000),
             "overflow"
         );
         assert_eq!(queue.bytes(), 0, "an overflow empties the queue");
         assert!(
-            queue.push(Pushed::new("huge", &version(200_000)), 100_000),
+            queue.push(Pushed::new("huge", &version(200_000), 0), 100_000),
             "one version always fits"
         );
         assert_eq!(queue.next_batch(10).await.unwrap().len(), 1);

@@ -43,24 +43,32 @@ impl<T: StreamTransport> Shared<T> {
         Some((self.config.joined_at, delivered)).filter(|&(origin, _)| origin > 0)
     }
 
-    /// Whether this node is established: it is not stale, and it completed a session
-    /// with a peer that was not stale, or it expects no peers.
+    /// Whether this node is established: it is not stale, and its copy vouches for
+    /// what the cluster holds (see [`Shared::completed`]), or it expects no peers.
     pub(super) fn established(&self) -> bool {
-        self.stale_since().is_none() && self.synced_since_start()
+        self.stale_since().is_none()
+            && (!self.config.expect_peers || self.vouches.load(Ordering::Relaxed))
     }
 
-    /// Whether this node completed a session since it started that made it established
-    /// (or expects no peers).
+    /// Whether this node completed a session since it started (with a peer that was not
+    /// stale, or catching up), or expects no peers: `/health` says `syncing` until then.
     pub(super) fn synced_since_start(&self) -> bool {
         !self.config.expect_peers || self.synced_once.load(Ordering::Relaxed)
     }
 
     /// What this node's copy vouches for, as it tells its peers.
     pub(super) fn standing(&self) -> Standing {
+        let blind_to = self.blind_to.load(Ordering::Relaxed);
         match self.stale_since() {
             Some(since) => Standing::Stale { since },
-            None if self.established() => Standing::Established,
-            None => Standing::Joining,
+            None if !self.established() => Standing::Joining {
+                since: self.last_sync.load(Ordering::Relaxed),
+            },
+            None if blind_to > 0 => Standing::Blind {
+                from: self.blind_from.load(Ordering::Relaxed),
+                to: blind_to,
+            },
+            None => Standing::Established,
         }
     }
 
@@ -85,6 +93,7 @@ impl<T: StreamTransport> Shared<T> {
             for peer in lock(&self.peers).values_mut() {
                 peer.synced_while_stale = false;
             }
+            self.stale_horizon.store(last_sync, Ordering::Relaxed);
             self.stale_since.store(last_sync, Ordering::Relaxed);
             tracing::warn!(
                 last_sync_ms = last_sync,
@@ -98,22 +107,30 @@ impl<T: StreamTransport> Shared<T> {
 
     /// A session with `node_id` (if it is known as a live peer yet), started at
     /// `started_ms`, completed: each side has what the other held then; `found_equal` if
-    /// there was nothing to repair. The peer's standing decides whether this node is
-    /// caught up (see [`ReplicationConfig`]).
-    pub(super) fn completed(
-        &self,
-        node_id: Option<&str>,
-        started_ms: u64,
-        found_equal: bool,
-        peer: Standing,
-    ) {
+    /// there was nothing to repair, `both_empty` if neither side held anything. The
+    /// peer's standing decides whether this node has caught up, or vouches now:
+    /// - a stale node catches up with a peer that vouches (established, or blind, whose
+    ///   blind time it takes on), or, when no live peer does, once it has synced with
+    ///   every live peer and the peer set has been still a `sync_interval`: then it is
+    ///   blind from the latest last session among them to now;
+    /// - a node that does not vouch yet does after a session with a peer that vouches, or
+    ///   with a joining peer over data; a stale peer vouches for nothing.
+    pub(super) fn completed(&self, node_id: Option<&str>, session: Completed) {
+        let Completed {
+            started_ms,
+            found_equal,
+            both_empty,
+            peer,
+        } = session;
         self.counters.rounds.fetch_add(1, Ordering::Relaxed);
         self.in_touch.fetch_max(self.now_ms(), Ordering::Relaxed);
         let all_synced_while_stale = {
             let mut peers = lock(&self.peers);
             if let Some(peer) = node_id.and_then(|id| peers.get_mut(id)) {
                 peer.last_sync = Some(started_ms);
-                peer.behind = false;
+                if peer.behind_at <= started_ms {
+                    peer.behind = false;
+                }
                 peer.roots_agreed = found_equal;
                 peer.synced_while_stale = true;
             }
@@ -122,25 +139,71 @@ impl<T: StreamTransport> Shared<T> {
         if let Some(node_id) = node_id {
             self.delivered(node_id, started_ms, true);
         }
-        if self.stale_since().is_some() {
-            if peer == Standing::Established {
-                tracing::info!(?node_id, "caught up after a long absence");
-            } else if all_synced_while_stale && node_id.is_some() && self.peers_settled() {
-                tracing::warn!(
-                    ?node_id,
-                    "no live peer is established (the whole cluster was away longer than tombstone_ttl): caught up with every live peer; a key deleted elsewhere longer than tombstone_ttl ago may come back"
-                );
-            } else {
-                return;
+        if let Some(since) = self.stale_since() {
+            if let Standing::Stale { since: peer_since } | Standing::Joining { since: peer_since } =
+                peer
+            {
+                self.stale_horizon.fetch_max(peer_since, Ordering::Relaxed);
+            }
+            match peer {
+                Standing::Established => {
+                    tracing::info!(?node_id, "caught up after a long absence");
+                    self.blind_to.store(0, Ordering::Relaxed);
+                }
+                Standing::Blind { from, to } => {
+                    tracing::info!(
+                        ?node_id,
+                        "caught up after a long absence, through a peer that caught up blind"
+                    );
+                    self.set_blind(from, to);
+                }
+                Standing::Stale { .. } | Standing::Joining { .. }
+                    if all_synced_while_stale && node_id.is_some() && self.peers_settled() =>
+                {
+                    let from = self.stale_horizon.load(Ordering::Relaxed).max(since);
+                    tracing::warn!(
+                        ?node_id,
+                        "no live peer is established (the whole cluster was away longer than tombstone_ttl): caught up with every live peer; a key deleted elsewhere longer than tombstone_ttl ago may come back"
+                    );
+                    self.set_blind(from, self.now_ms());
+                }
+                Standing::Stale { .. } | Standing::Joining { .. } => return,
             }
             self.stale_since.store(0, Ordering::Relaxed);
-        } else if matches!(peer, Standing::Stale { .. }) {
-            // A stale peer vouches for nothing: this node is no more caught up than before.
-            return;
+        } else {
+            match peer {
+                // A stale peer vouches for nothing: this node is no more caught up.
+                Standing::Stale { .. } => return,
+                Standing::Blind { from, to } if !self.vouches.load(Ordering::Relaxed) => {
+                    self.set_blind(from, to);
+                }
+                _ => {}
+            }
+        }
+        if !(matches!(peer, Standing::Joining { .. }) && both_empty) {
+            self.vouches.store(true, Ordering::Relaxed);
         }
         self.last_sync.fetch_max(started_ms, Ordering::Relaxed);
         if !self.synced_once.swap(true, Ordering::Relaxed) {
             tracing::info!(?node_id, "first sync with a peer complete");
         }
     }
+
+    /// Notes that this node may lack versions stamped in `[from, to)`.
+    fn set_blind(&self, from: u64, to: u64) {
+        self.blind_from.store(from, Ordering::Relaxed);
+        self.blind_to.store(to.max(1), Ordering::Relaxed);
+    }
+}
+
+/// What a complete session tells [`Shared::completed`].
+pub(super) struct Completed {
+    /// When it started (Unix ms).
+    pub(super) started_ms: u64,
+    /// Whether it found nothing to repair.
+    pub(super) found_equal: bool,
+    /// Whether neither side held anything.
+    pub(super) both_empty: bool,
+    /// The peer's standing.
+    pub(super) peer: Standing,
 }

@@ -63,6 +63,9 @@ pub struct SessionStats {
     pub refused: RefusalCounts,
     /// Versions a stale side buried instead of sending (deleted while it was away).
     pub buried: u64,
+    /// Versions a stale side kept back from a peer that cannot tell whether they were
+    /// deleted meanwhile (a joining one).
+    pub withheld: u64,
 }
 
 impl SessionStats {
@@ -72,6 +75,7 @@ impl SessionStats {
             && self.versions_sent == 0
             && self.versions_received == 0
             && self.buried == 0
+            && self.withheld == 0
     }
 }
 
@@ -165,14 +169,12 @@ impl Session {
     }
 
     /// This side's standing (by default [`Standing::Established`]). A stale side does
-    /// not send the peer a version the peer lacks when the peer's lack means that the key
-    /// was deleted meanwhile and the tombstone is forgotten; it buries the version
-    /// instead, under a tombstone already past keeping (never sent, purged locally), so
-    /// that it cannot come back. Against an established peer, that is every version older
-    /// than this side's last complete session; against a stale peer (as after a whole
-    /// cluster was down longer than `tombstone_ttl`), those older than both sides' last
-    /// complete sessions: both held the key then, so the peer deleted it since. See
-    /// [`Session::writing_as`] for the newer ones.
+    /// not send the peer a version the peer lacks when the peer's lack may mean that the
+    /// key was deleted meanwhile and the tombstone is forgotten: where the peer vouches
+    /// that it held the version, it buries it, under a tombstone already past keeping
+    /// (never sent, purged locally), so that it cannot come back; where the peer cannot
+    /// tell (it is joining), it withholds it. See `Session::fate` for the rule, and
+    /// [`Session::writing_as`].
     pub fn with_standing(mut self, standing: Standing) -> Self {
         self.standing = standing;
         self
@@ -191,6 +193,11 @@ impl Session {
     pub fn writing_as(mut self, own_origin: u64, delivered_before: u64) -> Self {
         self.own_origin = Some((own_origin, delivered_before));
         self
+    }
+
+    /// Whether this side held nothing when the session started.
+    pub fn started_empty(&self) -> bool {
+        self.tree.root() == 0
     }
 
     /// The peer's standing, once it said it (every session that completes says it).

@@ -1,7 +1,7 @@
 //! What goes into `Versions` messages and what comes out of them: the held versions a
 //! side sends (in messages of about [`VERSIONS_BUDGET`] bytes, deletions past keeping
 //! only where the peer holds the key, what a stale side finds deleted meanwhile buried
-//! instead), and the checks and merge of what the peer sends.
+//! instead, or withheld), and the checks and merge of what the peer sends.
 
 use super::{Session, SessionError, VERSIONS_BUDGET};
 use crate::protocol::{Message, Standing};
@@ -47,9 +47,18 @@ impl Session {
             {
                 continue;
             }
-            if self.deleted_meanwhile(&version) && peer_lacks(&key) {
-                buried.push((key, burial(&version)));
-                continue;
+            if peer_lacks(&key) {
+                match self.fate(&version) {
+                    Fate::Send => {}
+                    Fate::Bury => {
+                        buried.push((key, burial(&version)));
+                        continue;
+                    }
+                    Fate::Withhold => {
+                        self.stats.withheld += 1;
+                        continue;
+                    }
+                }
             }
             bytes += approximate_size(&key, &version);
             batch.push((key, version));
@@ -68,28 +77,48 @@ impl Session {
         Ok(out)
     }
 
-    /// Whether `version`, which the peer lacks, was deleted while this stale side was
-    /// away (see [`Session::with_standing`] and [`Session::writing_as`]): the peer held
-    /// every version the cluster had as of its last complete session (now, if it is
-    /// established), so it held this one if it is older than that and the cluster had
-    /// it by then: it is older than this side's last complete session, or it came from
-    /// another node, or it is an own write older than the time all of them had reached
-    /// every peer.
-    fn deleted_meanwhile(&self, version: &Version) -> bool {
+    /// What becomes of `version`, which the peer lacks, in this session (see
+    /// [`Session::with_standing`] and [`Session::writing_as`]). Only a stale side ever
+    /// keeps a version back, and only one older than `tombstone_ttl` (a deletion the
+    /// peer could have forgotten is younger than the value it deleted, and past keeping)
+    /// that the cluster had when this side left: one older than its last complete
+    /// session, or one from another node, or an own write older than the time all of
+    /// them had reached every peer. It is buried if the peer held it then, which a peer
+    /// that vouches for that time did (an established one; a stale or joining one,
+    /// before its own last session; one caught up blind, outside its blind time), and
+    /// withheld from a new peer, which vouches for nothing.
+    fn fate(&self, version: &Version) -> Fate {
         let Standing::Stale { since } = self.standing else {
-            return false;
+            return Fate::Send;
         };
-        let peer_held_all_before = match self.peer_standing {
-            Some(Standing::Established) => u64::MAX,
-            Some(Standing::Stale { since }) => since,
-            Some(Standing::Joining) | None => return false,
-        };
+        let stamped = version.id.timestamp;
+        let forgettable = stamped.saturating_add(self.rules.tombstone_ttl_ms)
+            < self
+                .rules
+                .now_ms
+                .saturating_add(self.rules.max_clock_skew_ms);
         let (received, delivered_before) = match self.own_origin {
             Some((own, delivered)) => (version.id.origin_joined_at != own, delivered),
             None => (false, 0),
         };
-        let sent_out = version.id.timestamp < since.max(delivered_before) || received;
-        version.id.timestamp < peer_held_all_before && sent_out
+        let cluster_had = stamped < since.max(delivered_before) || received;
+        if !forgettable || !cluster_had {
+            return Fate::Send;
+        }
+        let peer_held = match self.peer_standing {
+            Some(Standing::Established) => true,
+            Some(Standing::Stale { since } | Standing::Joining { since }) if since > 0 => {
+                stamped < since
+            }
+            Some(Standing::Blind { from, to }) => !(from..to).contains(&stamped),
+            Some(Standing::Stale { .. } | Standing::Joining { .. }) | None => {
+                return Fate::Withhold;
+            }
+        };
+        match peer_held {
+            true => Fate::Bury,
+            false => Fate::Send,
+        }
     }
 
     /// Checks and merges versions from the peer.
@@ -139,6 +168,15 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// What a stale side does with a version the peer lacks ([`Session::fate`]).
+enum Fate {
+    Send,
+    /// Deleted meanwhile: hidden locally under a burial.
+    Bury,
+    /// Maybe deleted meanwhile, and the peer cannot tell: kept, and not sent.
+    Withhold,
 }
 
 /// A tombstone just above `version`, already past keeping wherever `version` was deleted
