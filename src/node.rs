@@ -35,6 +35,10 @@ pub(super) const LAST_SYNC: &str = "last_sync_ms";
 /// Meta key: the time before which every write of this node had reached every live peer
 /// (see `ReplicationConfig::own_writes_delivered_ms`).
 pub(super) const OWN_WRITES_DELIVERED: &str = "own_writes_delivered_ms";
+/// Meta keys: the time this node may lack versions of after a blind catch-up (see
+/// `ReplicationConfig::blind_ms`).
+pub(super) const BLIND_FROM: &str = "blind_from_ms";
+pub(super) const BLIND_TO: &str = "blind_to_ms";
 /// The node fact holding the gossip addresses of the live peers last seen, one per line:
 /// a restarted node joins through them as well as its seeds (a first node has none, and
 /// would otherwise wait for a peer to happen on it).
@@ -428,9 +432,12 @@ async fn start_clustering(
     let last_sync_ms = store.lmdb().meta_u64_or_init(LAST_SYNC, 0)?;
     let last_sync_ms = (last_sync_ms > 0).then_some(last_sync_ms);
     let delivered_ms = store.lmdb().meta_u64_or_init(OWN_WRITES_DELIVERED, 0)?;
+    let blind_from = store.lmdb().meta_u64_or_init(BLIND_FROM, 0)?;
+    let blind_to = store.lmdb().meta_u64_or_init(BLIND_TO, 0)?;
     let kept = KeptSync {
         last_sync_ms,
         own_writes_delivered_ms: (delivered_ms > 0).then_some(delivered_ms),
+        blind_ms: (blind_to > 0).then_some((blind_from, blind_to)),
     };
     let mut seeds = config.seed_nodes.clone();
     let known_peers = store.lmdb().meta_text(KNOWN_PEERS)?.unwrap_or_default();
@@ -491,6 +498,8 @@ pub(super) struct KeptSync {
     pub(super) last_sync_ms: Option<u64>,
     /// The time before which its writes had all reached every live peer.
     pub(super) own_writes_delivered_ms: Option<u64>,
+    /// The time it may lack versions of, after a blind catch-up.
+    pub(super) blind_ms: Option<(u64, u64)>,
 }
 
 /// Replication's settings from the node's config.
@@ -506,6 +515,7 @@ fn replication_config(
         node_id: config.node_id.clone(),
         last_sync_ms: kept.last_sync_ms,
         own_writes_delivered_ms: kept.own_writes_delivered_ms,
+        blind_ms: kept.blind_ms,
         sync_interval: config.sync_interval.0,
         max_clock_skew: config.max_clock_skew.0,
         tombstone_ttl: config.tombstone_ttl.0,

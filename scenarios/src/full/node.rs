@@ -96,6 +96,8 @@ pub(crate) struct FullNode {
     /// What the replication of its last life said of its own writes' delivery, kept
     /// as the real node keeps it in its data dir.
     own_writes_delivered_ms: Option<u64>,
+    /// Likewise its blind time.
+    blind_ms: Option<(u64, u64)>,
     running: Option<Running>,
     pub(crate) paused: bool,
 }
@@ -122,6 +124,7 @@ impl FullNode {
             incarnation: 0,
             last_sync_ms: None,
             own_writes_delivered_ms: None,
+            blind_ms: None,
             running: None,
             paused: false,
         })
@@ -171,6 +174,7 @@ impl FullNode {
             last_sync_ms: self.last_sync_ms,
             joined_at: self.joined_at,
             own_writes_delivered_ms: self.own_writes_delivered_ms,
+            blind_ms: self.blind_ms,
             ..ReplicationConfig::default()
         };
         let replication = Arc::new(Replication::start(
@@ -240,6 +244,7 @@ impl FullNode {
         if let Some(running) = self.running.take() {
             self.last_sync_ms = running.replication.last_sync_ms();
             self.own_writes_delivered_ms = running.replication.own_writes_delivered_ms();
+            self.blind_ms = running.replication.blind_ms();
         }
         self.incarnation += 1;
         self.paused = false;
@@ -247,6 +252,7 @@ impl FullNode {
             self.disk = Disk::new(self.kind)?;
             self.last_sync_ms = None;
             self.own_writes_delivered_ms = None;
+            self.blind_ms = None;
         }
         // The dropped tasks held the only other handles: this closes an LMDB store.
         self.store = Arc::new(MemoryStore::new(STORE));

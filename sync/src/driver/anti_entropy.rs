@@ -227,11 +227,9 @@ async fn run_round<T: StreamTransport>(
 /// What `session`, started at `started_ms` with a peer of standing `peer`, tells the
 /// driver once complete.
 fn completed(session: &Session, started_ms: u64, peer: Standing) -> Completed {
-    let found_equal = session.stats().found_equal();
     Completed {
         started_ms,
-        found_equal,
-        both_empty: found_equal && session.started_empty(),
+        found_equal: session.stats().found_equal(),
         peer,
     }
 }

@@ -75,6 +75,9 @@ pub struct ReplicationConfig {
     /// peer, as kept by the node across restarts (see
     /// [`Replication::own_writes_delivered_ms`]).
     pub own_writes_delivered_ms: Option<u64>,
+    /// The time `[from, to)` (Unix ms) this node may lack versions of, as kept by the
+    /// node across restarts (see [`Replication::blind_ms`]).
+    pub blind_ms: Option<(u64, u64)>,
 }
 
 impl Default for ReplicationConfig {
@@ -93,6 +96,7 @@ impl Default for ReplicationConfig {
             last_sync_ms: None,
             joined_at: 0,
             own_writes_delivered_ms: None,
+            blind_ms: None,
         }
     }
 }
@@ -154,9 +158,9 @@ pub(crate) struct Shared<T: StreamTransport> {
     /// synced with: the start of its blind time if it catches up without an established
     /// peer.
     stale_horizon: AtomicU64,
-    /// Whether its copy vouches for what the cluster holds: it caught up with a peer
-    /// that vouches, or with a joining peer over data (two empty nodes vouch for
-    /// nothing), or it expects no peers.
+    /// Whether its copy vouches for what the cluster holds: it completed a session with
+    /// a peer that was not stale since it started (see [`Shared::completed`]), or it
+    /// expects no peers and has a past (see `standing::vouches_alone`).
     vouches: AtomicBool,
     /// The time it may lack versions of, `[from, to)` Unix ms, once it caught up blind
     /// ([`Standing::Blind`]; `to` 0: none).
@@ -298,6 +302,7 @@ impl<T: StreamTransport> Replication<T> {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let (wake, woken) = mpsc::unbounded_channel();
+        let holds_data = store.merkle().is_ok_and(|tree| tree.root() != 0);
         let shared = Arc::new(Shared {
             transport,
             runtime,
@@ -310,9 +315,9 @@ impl<T: StreamTransport> Replication<T> {
             last_sync: AtomicU64::new(config.last_sync_ms.unwrap_or(0)),
             stale_since: AtomicU64::new(0),
             stale_horizon: AtomicU64::new(0),
-            vouches: AtomicBool::new(false),
-            blind_from: AtomicU64::new(0),
-            blind_to: AtomicU64::new(0),
+            vouches: AtomicBool::new(standing::vouches_alone(&config, holds_data)),
+            blind_from: AtomicU64::new(config.blind_ms.map_or(0, |(from, _)| from)),
+            blind_to: AtomicU64::new(config.blind_ms.map_or(0, |(_, to)| to)),
             in_touch: AtomicU64::new(config.last_sync_ms.unwrap_or(0)),
             peers_changed: AtomicU64::new(0),
             own_writes_delivered: AtomicU64::new(config.own_writes_delivered_ms.unwrap_or(0)),
@@ -445,6 +450,14 @@ impl<T: StreamTransport> Replication<T> {
     /// stale node takes a peer's lack of an own write older than that for a deletion.
     pub fn own_writes_delivered_ms(&self) -> Option<u64> {
         Some(self.shared.own_writes_delivered.load(Ordering::Relaxed)).filter(|&at| at > 0)
+    }
+
+    /// The time `[from, to)` (Unix ms) this node may lack versions of, if it caught up
+    /// without an established peer, or through one that did ([`Standing::Blind`]), for
+    /// the node to keep.
+    pub fn blind_ms(&self) -> Option<(u64, u64)> {
+        let to = self.shared.blind_to.load(Ordering::Relaxed);
+        (to > 0).then(|| (self.shared.blind_from.load(Ordering::Relaxed), to))
     }
 
     /// Whether this node expects peers (it has seeds) and has not completed a session

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use kvs_net::StreamTransport;
 
-use super::{Shared, lock, millis};
+use super::{ReplicationConfig, Shared, lock, millis};
 use crate::Standing;
 
 impl<T: StreamTransport> Shared<T> {
@@ -44,10 +44,9 @@ impl<T: StreamTransport> Shared<T> {
     }
 
     /// Whether this node is established: it is not stale, and its copy vouches for
-    /// what the cluster holds (see [`Shared::completed`]), or it expects no peers.
+    /// what the cluster holds (see [`Shared::completed`] and [`vouches_alone`]).
     pub(super) fn established(&self) -> bool {
-        self.stale_since().is_none()
-            && (!self.config.expect_peers || self.vouches.load(Ordering::Relaxed))
+        self.stale_since().is_none() && self.vouches.load(Ordering::Relaxed)
     }
 
     /// Whether this node completed a session since it started (with a peer that was not
@@ -61,8 +60,14 @@ impl<T: StreamTransport> Shared<T> {
         let blind_to = self.blind_to.load(Ordering::Relaxed);
         match self.stale_since() {
             Some(since) => Standing::Stale { since },
+            // A node blind over a time vouches, while it joins, only for what came
+            // before it.
             None if !self.established() => Standing::Joining {
-                since: self.last_sync.load(Ordering::Relaxed),
+                since: match blind_to {
+                    0 => self.last_sync.load(Ordering::Relaxed),
+                    _ => self.blind_from.load(Ordering::Relaxed),
+                }
+                .min(self.last_sync.load(Ordering::Relaxed)),
             },
             None if blind_to > 0 => Standing::Blind {
                 from: self.blind_from.load(Ordering::Relaxed),
@@ -107,19 +112,17 @@ impl<T: StreamTransport> Shared<T> {
 
     /// A session with `node_id` (if it is known as a live peer yet), started at
     /// `started_ms`, completed: each side has what the other held then; `found_equal` if
-    /// there was nothing to repair, `both_empty` if neither side held anything. The
-    /// peer's standing decides whether this node has caught up, or vouches now:
+    /// there was nothing to repair. The peer's standing decides whether this node has caught up, or vouches now:
     /// - a stale node catches up with a peer that vouches (established, or blind, whose
     ///   blind time it takes on), or, when no live peer does, once it has synced with
     ///   every live peer and the peer set has been still a `sync_interval`: then it is
     ///   blind from the latest last session among them to now;
-    /// - a node that does not vouch yet does after a session with a peer that vouches, or
-    ///   with a joining peer over data; a stale peer vouches for nothing.
+    /// - a node that does not vouch yet does after a session with a peer that is not
+    ///   stale (a stale peer vouches for nothing).
     pub(super) fn completed(&self, node_id: Option<&str>, session: Completed) {
         let Completed {
             started_ms,
             found_equal,
-            both_empty,
             peer,
         } = session;
         self.counters.rounds.fetch_add(1, Ordering::Relaxed);
@@ -180,9 +183,7 @@ impl<T: StreamTransport> Shared<T> {
                 _ => {}
             }
         }
-        if !(matches!(peer, Standing::Joining { .. }) && both_empty) {
-            self.vouches.store(true, Ordering::Relaxed);
-        }
+        self.vouches.store(true, Ordering::Relaxed);
         self.last_sync.fetch_max(started_ms, Ordering::Relaxed);
         if !self.synced_once.swap(true, Ordering::Relaxed) {
             tracing::info!(?node_id, "first sync with a peer complete");
@@ -196,14 +197,47 @@ impl<T: StreamTransport> Shared<T> {
     }
 }
 
+/// Whether a node that expects no peers vouches for what the cluster holds from the
+/// start: if it has synced before or holds data (a cluster's first node). A new one with
+/// nothing, such as a first node whose disk was replaced, vouches for nothing until its
+/// first session: a stale node would take its lack of every key for deletions.
+pub(super) fn vouches_alone(config: &ReplicationConfig, holds_data: bool) -> bool {
+    !config.expect_peers && (config.last_sync_ms.is_some() || holds_data)
+}
+
 /// What a complete session tells [`Shared::completed`].
 pub(super) struct Completed {
     /// When it started (Unix ms).
     pub(super) started_ms: u64,
     /// Whether it found nothing to repair.
     pub(super) found_equal: bool,
-    /// Whether neither side held anything.
-    pub(super) both_empty: bool,
     /// The peer's standing.
     pub(super) peer: Standing,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::vouches_alone;
+    use crate::driver::ReplicationConfig;
+
+    #[test]
+    fn a_first_node_vouches_alone_only_with_data_or_a_past() {
+        let first = ReplicationConfig::default();
+        assert!(vouches_alone(&first, true));
+        assert!(!vouches_alone(&first, false), "a new disk");
+        let synced_before = ReplicationConfig {
+            last_sync_ms: Some(5),
+            ..ReplicationConfig::default()
+        };
+        assert!(vouches_alone(&synced_before, false));
+        let joining = ReplicationConfig {
+            expect_peers: true,
+            last_sync_ms: Some(5),
+            ..ReplicationConfig::default()
+        };
+        assert!(
+            !vouches_alone(&joining, true),
+            "it vouches once it has synced"
+        );
+    }
 }

@@ -195,11 +195,6 @@ impl Session {
         self
     }
 
-    /// Whether this side held nothing when the session started.
-    pub fn started_empty(&self) -> bool {
-        self.tree.root() == 0
-    }
-
     /// The peer's standing, once it said it (every session that completes says it).
     pub fn peer_standing(&self) -> Option<Standing> {
         self.peer_standing
