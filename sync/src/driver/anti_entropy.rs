@@ -4,7 +4,10 @@
 //! peer comes up, unless it is answering a session that peer opened (one session
 //! carries both directions); the serving side answers sessions that peers open. When a
 //! session that began a bulk load of the store fails or is dropped, the driver ends the
-//! bulk load (a session that completes ends it itself).
+//! bulk load (a session that completes ends it itself). Each side tells its standing in
+//! the session (see `standing.rs`), noted afresh before every round and every session
+//! served, and often by a watch of its own, so that a node paused or cut off longer than
+//! `tombstone_ttl` knows it is stale before it sends anything.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -62,11 +62,12 @@ pub struct ReplicationConfig {
     /// When this node's last complete session started (Unix ms), as kept by the node
     /// across restarts. Once that is longer ago than `tombstone_ttl` at start, or once the
     /// node has been out of touch with every peer that long as it runs (paused, or with
-    /// no live peer), the node is stale: it buries what it finds
-    /// deleted meanwhile (see [`crate::Session::with_standing`]) until a session with an
-    /// established peer completes, or, when no live peer is established (the whole
-    /// cluster was away), until it has completed a session with each live peer, and the
-    /// set of live peers has not changed for a `sync_interval`.
+    /// no live peer), the node is stale: it buries or withholds what may have been
+    /// deleted meanwhile (see [`crate::Session::with_standing`]) until a session with a
+    /// peer that vouches (established, or blind) completes, or, when no live peer does
+    /// (the whole cluster was away), until it has completed a session with each live
+    /// peer and the set of live peers has not changed for a `sync_interval` (then it is
+    /// blind over the time between: [`crate::Standing::Blind`]).
     pub last_sync_ms: Option<u64>,
     /// This node's `joined_at`, the `origin_joined_at` of its own writes (0: unknown): a
     /// stale node sends only its own newer writes (see [`crate::Session::writing_as`]).
@@ -453,7 +454,7 @@ impl<T: StreamTransport> Replication<T> {
     }
 
     /// The time `[from, to)` (Unix ms) this node may lack versions of, if it caught up
-    /// without an established peer, or through one that did ([`Standing::Blind`]), for
+    /// without an established peer, or through one that did ([`crate::Standing::Blind`]), for
     /// the node to keep.
     pub fn blind_ms(&self) -> Option<(u64, u64)> {
         let to = self.shared.blind_to.load(Ordering::Relaxed);
