@@ -249,11 +249,7 @@ fn a_node_away_longer_than_tombstone_ttl_brings_no_deleted_key_back() {
     // A graceful stop keeps the time of its last sync.
     assert!(nodes[2].terminate().success());
     assert_eq!(nodes[0].delete("/kv/deleted/while/away").status, 204);
-    let forgotten = within(Duration::from_secs(20), || {
-        nodes[..2]
-            .iter()
-            .all(|n| n.metric("kvs_store_entries") == Some(1.0))
-    });
+    let forgotten = purged_down_to(&nodes[..2], 1.0);
     assert!(
         forgotten,
         "the tombstone was not purged after tombstone_ttl"
@@ -311,11 +307,7 @@ fn a_key_pushed_just_before_a_long_absence_and_deleted_meanwhile_stays_deleted()
     );
     assert!(nodes[2].terminate().success());
     assert_eq!(nodes[0].delete("/kv/pushed/then/deleted").status, 204);
-    let forgotten = within(Duration::from_secs(20), || {
-        nodes[..2]
-            .iter()
-            .all(|n| n.metric("kvs_store_entries") == Some(0.0))
-    });
+    let forgotten = purged_down_to(&nodes[..2], 0.0);
     assert!(
         forgotten,
         "the tombstone was not purged after tombstone_ttl"
@@ -340,6 +332,15 @@ fn assert_caught_up_burying(nodes: &[Node], deleted: &str) {
     for node in nodes {
         assert_eq!(node.get(deleted).status, 404, "the deleted key came back");
     }
+}
+
+/// Whether `live` purge their tombstones (after `tombstone_ttl`) within 20 s, down to
+/// `entries` each.
+fn purged_down_to(live: &[Node], entries: f64) -> bool {
+    within(Duration::from_secs(20), || {
+        live.iter()
+            .all(|n| n.metric("kvs_store_entries") == Some(entries))
+    })
 }
 
 /// Sends `signal` to `node`'s process.
@@ -421,11 +422,7 @@ fn a_node_paused_longer_than_tombstone_ttl_brings_no_deleted_key_back() {
     assert!(held, "n2 never got the keys");
     signal(&nodes[2], nix::sys::signal::Signal::SIGSTOP);
     assert_eq!(nodes[0].delete("/kv/deleted/while/paused").status, 204);
-    let forgotten = within(Duration::from_secs(20), || {
-        nodes[..2]
-            .iter()
-            .all(|n| n.metric("kvs_store_entries") == Some(1.0))
-    });
+    let forgotten = purged_down_to(&nodes[..2], 1.0);
     signal(&nodes[2], nix::sys::signal::Signal::SIGCONT);
     assert!(
         forgotten,

@@ -312,6 +312,15 @@ fn deletions_past_keeping_are_neither_sent_nor_taken() {
     assert_eq!(b.stats().unwrap().keys, 0);
 }
 
+/// Checks that the node `back` buried each of `keys` (it holds a tombstone) and that
+/// `peer` did not get it.
+fn assert_buried(back: &MemoryStore, peer: &MemoryStore, keys: &[&str]) {
+    for gone in keys {
+        assert_eq!(peer.get(gone).unwrap(), None, "{gone} came back");
+        assert!(back.get(gone).unwrap().unwrap().is_tombstone());
+    }
+}
+
 /// A node back after longer than `tombstone_ttl` (its last complete session at `since`)
 /// syncs with a peer of standing `peer`, opening the session or answering it
 /// (`back_opens`): what an established peer lacks and is older than `since` was deleted
@@ -355,10 +364,7 @@ fn a_node_back_after_tombstone_ttl_buries_what_was_deleted_meanwhile() {
     for back_opens in [true, false] {
         let (back, peer, exchange) = after_absence(Standing::Established, back_opens);
         assert_eq!(exchange.initiator.buried, 2, "{back_opens} {exchange:?}");
-        for gone in ["bulk/000001", "bulk/000002"] {
-            assert_eq!(peer.get(gone).unwrap(), None, "{gone} came back");
-            assert!(back.get(gone).unwrap().unwrap().is_tombstone());
-        }
+        assert_buried(&back, &peer, &["bulk/000001", "bulk/000002"]);
         assert!(
             peer.get("written/while/away").unwrap().is_some(),
             "a newer write is kept"
@@ -442,10 +448,11 @@ fn a_node_back_after_tombstone_ttl_sends_only_its_own_newer_writes() {
     );
     let exchange = kvs_sync::exchange_with(sessions, &back, &peer, (NOW, NOW)).unwrap();
     assert_eq!(exchange.initiator.buried, 2, "{exchange:?}");
-    for gone in ["pushed/then/deleted", "written/pushed/then/deleted"] {
-        assert_eq!(peer.get(gone).unwrap(), None, "{gone} came back");
-        assert!(back.get(gone).unwrap().unwrap().is_tombstone());
-    }
+    assert_buried(
+        &back,
+        &peer,
+        &["pushed/then/deleted", "written/pushed/then/deleted"],
+    );
     assert!(
         peer.get("written/while/away").unwrap().is_some(),
         "a write taken while away is kept"

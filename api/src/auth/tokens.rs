@@ -231,6 +231,7 @@ impl TokenKeys {
         if ttl_ms == 0 {
             return Err(TokenError::InvalidTtl);
         }
+        // A ttl whose end is past what a Unix-ms clock can say is refused.
         now_ms.checked_add(ttl_ms).ok_or(TokenError::InvalidTtl)?;
         // Whole seconds: `exp - iat` is the ttl (a part of a second counts as one), and
         // the token lasts at least the ttl, so `iat` is the issue time rounded up (a

@@ -134,10 +134,18 @@ struct Peer {
     /// Whether a session with this life of the peer completed while this node was stale.
     synced_while_stale: bool,
     /// The time (Unix ms) before which this node's writes all reached this life of the
-    /// peer: the start of the last complete session, then the newest write of each push
-    /// acknowledged while the peer is not behind (0: none yet).
+    /// peer: the start of the last complete session, then what each push acknowledged
+    /// while the peer is not behind shows (`push::delivers_before`; 0: none yet).
     own_writes_through: u64,
     sender: TaskHandle,
+}
+
+impl Peer {
+    /// A push to it was lost at `now_ms` (Unix ms): anti-entropy is to make it good.
+    fn fall_behind(&mut self, now_ms: u64) {
+        self.behind = true;
+        self.behind_at = now_ms;
+    }
 }
 
 /// State shared by the driver's tasks.
@@ -242,8 +250,7 @@ impl<T: StreamTransport> Shared<T> {
 
     fn mark_behind(&self, node_id: &str) {
         if let Some(peer) = lock(&self.peers).get_mut(node_id) {
-            peer.behind = true;
-            peer.behind_at = self.now_ms();
+            peer.fall_behind(self.now_ms());
         }
     }
 
@@ -303,7 +310,9 @@ impl<T: StreamTransport> Replication<T> {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let (wake, woken) = mpsc::unbounded_channel();
-        let holds_data = store.merkle().is_ok_and(|tree| tree.root() != 0);
+        let vouches = standing::vouches_alone(&config, || {
+            store.merkle().is_ok_and(|tree| tree.root() != 0)
+        });
         let shared = Arc::new(Shared {
             transport,
             runtime,
@@ -316,7 +325,7 @@ impl<T: StreamTransport> Replication<T> {
             last_sync: AtomicU64::new(config.last_sync_ms.unwrap_or(0)),
             stale_since: AtomicU64::new(0),
             stale_horizon: AtomicU64::new(0),
-            vouches: AtomicBool::new(standing::vouches_alone(&config, holds_data)),
+            vouches: AtomicBool::new(vouches),
             blind_from: AtomicU64::new(config.blind_ms.map_or(0, |(from, _)| from)),
             blind_to: AtomicU64::new(config.blind_ms.map_or(0, |(_, to)| to)),
             in_touch: AtomicU64::new(config.last_sync_ms.unwrap_or(0)),
@@ -426,8 +435,7 @@ impl<T: StreamTransport> Replication<T> {
         let mut overflowed = Vec::new();
         for (id, peer) in peers.iter_mut() {
             if !peer.queue.push(pushed.clone(), limit) {
-                peer.behind = true;
-                peer.behind_at = now;
+                peer.fall_behind(now);
                 overflowed.push(id.clone());
             }
         }

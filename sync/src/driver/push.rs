@@ -240,7 +240,7 @@ pub(crate) async fn send_loop<T: StreamTransport>(
                 .counters
                 .push_acks
                 .fetch_add(count, Ordering::Relaxed);
-            shared.delivered(&node_id, delivers_before, false);
+            shared.pushed(&node_id, delivers_before);
         } else {
             shared.counters.push_errors.fetch_add(1, Ordering::Relaxed);
             shared.mark_behind(&node_id);

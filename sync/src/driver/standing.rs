@@ -5,24 +5,29 @@
 //! Sessions use all of it to tell a peer's lack of a key that was deleted from one it
 //! never had (see [`crate::Session::with_standing`]).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use kvs_net::StreamTransport;
 
-use super::{ReplicationConfig, Shared, lock, millis};
+use super::{Peer, ReplicationConfig, Shared, lock, millis};
 use crate::Standing;
 
 impl<T: StreamTransport> Shared<T> {
-    /// This node's writes before `through` (Unix ms) reached `node_id`: by a complete
-    /// session that started then, or by an acknowledged push (which counts only while
-    /// the peer is not behind: a lost push is for anti-entropy to make good).
-    pub(super) fn delivered(&self, node_id: &str, through: u64, by_session: bool) {
+    /// An acknowledged push shows this node's writes before `through` (Unix ms) at
+    /// `node_id`; it counts only while the peer is not behind (a lost push is for
+    /// anti-entropy to make good).
+    pub(super) fn pushed(&self, node_id: &str, through: u64) {
         let mut peers = lock(&self.peers);
-        if let Some(peer) = peers.get_mut(node_id)
-            && (by_session || !peer.behind)
-        {
+        if let Some(peer) = peers.get_mut(node_id).filter(|peer| !peer.behind) {
             peer.own_writes_through = peer.own_writes_through.max(through);
         }
+        self.note_delivered(&peers);
+    }
+
+    /// Raises the time before which this node's writes reached every live peer to what
+    /// `peers` (the live peers, locked) show.
+    fn note_delivered(&self, peers: &BTreeMap<String, Peer>) {
         if let Some(everywhere) = peers.values().map(|peer| peer.own_writes_through).min() {
             self.own_writes_delivered
                 .fetch_max(everywhere, Ordering::Relaxed);
@@ -111,8 +116,9 @@ impl<T: StreamTransport> Shared<T> {
     }
 
     /// A session with `node_id` (if it is known as a live peer yet), started at
-    /// `started_ms`, completed: each side has what the other held then; `found_equal` if
-    /// there was nothing to repair. The peer's standing decides whether this node has caught up, or vouches now:
+    /// `started_ms`, completed: each side has what the other held then (this node's
+    /// writes before it included); `found_equal` if there was nothing to repair. The
+    /// peer's standing decides whether this node has caught up, or vouches now:
     /// - a stale node catches up with a peer that vouches (established, or blind, whose
     ///   blind time it takes on), or, when no live peer does, once it has synced with
     ///   every live peer and the peer set has been still a `sync_interval`: then it is
@@ -136,12 +142,11 @@ impl<T: StreamTransport> Shared<T> {
                 }
                 peer.roots_agreed = found_equal;
                 peer.synced_while_stale = true;
+                peer.own_writes_through = peer.own_writes_through.max(started_ms);
             }
+            self.note_delivered(&peers);
             peers.values().all(|peer| peer.synced_while_stale)
         };
-        if let Some(node_id) = node_id {
-            self.delivered(node_id, started_ms, true);
-        }
         if let Some(since) = self.stale_since() {
             if let Standing::Stale { since: peer_since } | Standing::Joining { since: peer_since } =
                 peer
@@ -201,8 +206,8 @@ impl<T: StreamTransport> Shared<T> {
 /// start: if it has synced before or holds data (a cluster's first node). A new one with
 /// nothing, such as a first node whose disk was replaced, vouches for nothing until its
 /// first session: a stale node would take its lack of every key for deletions.
-pub(super) fn vouches_alone(config: &ReplicationConfig, holds_data: bool) -> bool {
-    !config.expect_peers && (config.last_sync_ms.is_some() || holds_data)
+pub(super) fn vouches_alone(config: &ReplicationConfig, holds_data: impl FnOnce() -> bool) -> bool {
+    !config.expect_peers && (config.last_sync_ms.is_some() || holds_data())
 }
 
 /// What a complete session tells [`Shared::completed`].
@@ -223,20 +228,20 @@ mod tests {
     #[test]
     fn a_first_node_vouches_alone_only_with_data_or_a_past() {
         let first = ReplicationConfig::default();
-        assert!(vouches_alone(&first, true));
-        assert!(!vouches_alone(&first, false), "a new disk");
+        assert!(vouches_alone(&first, || true));
+        assert!(!vouches_alone(&first, || false), "a new disk");
         let synced_before = ReplicationConfig {
             last_sync_ms: Some(5),
             ..ReplicationConfig::default()
         };
-        assert!(vouches_alone(&synced_before, false));
+        assert!(vouches_alone(&synced_before, || false));
         let joining = ReplicationConfig {
             expect_peers: true,
             last_sync_ms: Some(5),
             ..ReplicationConfig::default()
         };
         assert!(
-            !vouches_alone(&joining, true),
+            !vouches_alone(&joining, || true),
             "it vouches once it has synced"
         );
     }

@@ -39,15 +39,13 @@ impl Session {
         let mut buried = Vec::new();
         let mut bytes = 0;
         for (key, version) in held {
-            // A deletion past keeping goes only where the peer holds the key: it is not
-            // taken there, but it buries the older value it superseded (see
-            // `bury_superseded`), which would otherwise outlive this side's purge of it.
-            if version.is_past_keeping(self.rules.now_ms, self.rules.tombstone_ttl_ms)
-                && peer_lacks(&key)
-            {
-                continue;
-            }
             if peer_lacks(&key) {
+                // A deletion past keeping goes only where the peer holds the key: it is
+                // not taken there, but it buries the older value it superseded (see
+                // `bury_superseded`), which would otherwise outlive this side's purge.
+                if version.is_past_keeping(self.rules.now_ms, self.rules.tombstone_ttl_ms) {
+                    continue;
+                }
                 match self.fate(&version) {
                     Fate::Send => {}
                     Fate::Bury => {
