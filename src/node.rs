@@ -39,6 +39,9 @@ pub(super) const OWN_WRITES_DELIVERED: &str = "own_writes_delivered_ms";
 /// `ReplicationConfig::blind_ms`).
 pub(super) const BLIND_FROM: &str = "blind_from_ms";
 pub(super) const BLIND_TO: &str = "blind_to_ms";
+/// Meta key: the oldest time this node's copy vouches for (see
+/// `ReplicationConfig::floor_ms`; 0: none kept).
+pub(super) const FLOOR: &str = "vouch_floor_ms";
 /// The node fact holding the gossip addresses of the live peers last seen, one per line:
 /// a restarted node joins through them as well as its seeds (a first node has none, and
 /// would otherwise wait for a peer to happen on it).
@@ -434,10 +437,12 @@ async fn start_clustering(
     let delivered_ms = store.lmdb().meta_u64_or_init(OWN_WRITES_DELIVERED, 0)?;
     let blind_from = store.lmdb().meta_u64_or_init(BLIND_FROM, 0)?;
     let blind_to = store.lmdb().meta_u64_or_init(BLIND_TO, 0)?;
+    let floor = store.lmdb().meta_u64_or_init(FLOOR, 0)?;
     let kept = KeptSync {
         last_sync_ms,
         own_writes_delivered_ms: (delivered_ms > 0).then_some(delivered_ms),
         blind_ms: (blind_to > 0).then_some((blind_from, blind_to)),
+        floor_ms: (floor > 0).then_some(floor),
     };
     let mut seeds = config.seed_nodes.clone();
     let known_peers = store.lmdb().meta_text(KNOWN_PEERS)?.unwrap_or_default();
@@ -500,6 +505,8 @@ pub(super) struct KeptSync {
     pub(super) own_writes_delivered_ms: Option<u64>,
     /// The time it may lack versions of, after a blind catch-up.
     pub(super) blind_ms: Option<(u64, u64)>,
+    /// The oldest time its copy vouches for.
+    pub(super) floor_ms: Option<u64>,
 }
 
 /// Replication's settings from the node's config.
@@ -516,6 +523,7 @@ fn replication_config(
         last_sync_ms: kept.last_sync_ms,
         own_writes_delivered_ms: kept.own_writes_delivered_ms,
         blind_ms: kept.blind_ms,
+        floor_ms: kept.floor_ms,
         sync_interval: config.sync_interval.0,
         max_clock_skew: config.max_clock_skew.0,
         tombstone_ttl: config.tombstone_ttl.0,

@@ -406,6 +406,86 @@ fn a_whole_cluster_down_longer_than_tombstone_ttl_syncs_again() {
     );
 }
 
+/// New nodes that meet only each other while a whole cluster is away longer than
+/// `tombstone_ttl` begin a cluster of their own. When the old nodes come back, stale, and
+/// meet them, the new nodes' lack of the old keys is no deletion: they never had them
+/// (their copies vouch only from their start on). The old keys must not be buried, and
+/// both clusters' keys end on every node.
+#[test]
+fn a_cluster_back_after_tombstone_ttl_keeps_its_keys_when_it_meets_a_new_cluster() {
+    let short = "sync_interval: 500ms\ntombstone_ttl: 3s\nmax_clock_skew: 1s\n";
+    let (old_port, new_port) = (free_udp_port(), free_udp_port());
+    let first_on = |port: u16, seed: Option<&str>| {
+        config(seed, SECRET, short).replace("gossip_port: 0", &format!("gossip_port: {port}"))
+    };
+    let (old_seed, new_seed) = (
+        format!("127.0.0.1:{old_port}"),
+        format!("127.0.0.1:{new_port}"),
+    );
+    let mut old = [
+        Node::start_named("old0", &first_on(old_port, None)),
+        Node::start_named("old1", &config(Some(&old_seed), SECRET, short)),
+    ];
+    for n in 0..20 {
+        assert_eq!(old[0].put(&format!("/kv/old/{n}"), "1").status, 201);
+    }
+    let replicated = within(Duration::from_secs(20), || {
+        old[1].get("/kv/old/19").status == 200
+            && old
+                .iter()
+                .all(|n| n.metric("kvs_sync_rounds_total") > Some(0.0))
+    });
+    assert!(
+        replicated,
+        "{:?}",
+        old.iter().map(sync_status).collect::<Vec<_>>()
+    );
+    for node in &mut old {
+        assert!(node.terminate().success());
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    let new = [
+        Node::start_named("new0", &first_on(new_port, None)),
+        Node::start_named("new1", &config(Some(&new_seed), SECRET, short)),
+    ];
+    assert_eq!(new[0].put("/kv/new/0", "1").status, 201);
+    let formed = within(Duration::from_secs(20), || {
+        new.iter()
+            .all(|n| n.metric("kvs_sync_rounds_total") > Some(0.0))
+    });
+    assert!(
+        formed,
+        "{:?}",
+        new.iter().map(sync_status).collect::<Vec<_>>()
+    );
+    // The old cluster's first node comes back with the new cluster's first as its seed.
+    let back = format!(
+        "node_id: old0\nhttp_port: 0\n{}",
+        first_on(old_port, Some(&new_seed))
+    );
+    std::fs::write(&old[0].config, back).expect("rewrite the config");
+    for node in &mut old {
+        node.launch();
+    }
+    let all: Vec<&Node> = old.iter().chain(&new).collect();
+    let holds_everything = |node: &Node| {
+        node.get("/kv/new/0").status == 200
+            && (0..20).all(|n| node.get(&format!("/kv/old/{n}")).status == 200)
+    };
+    let merged = within(Duration::from_secs(30), || {
+        all.iter().all(|n| holds_everything(n))
+            && all.iter().all(|n| n.metric("kvs_sync_stale") == Some(0.0))
+            && same_root(&all)
+    });
+    assert!(
+        merged,
+        "{:?}",
+        all.iter()
+            .map(|n| (holds_everything(n), sync_status(n)))
+            .collect::<Vec<_>>()
+    );
+}
+
 /// A node paused (SIGSTOP) longer than `tombstone_ttl` resumes sure of its old copies:
 /// it must find out that it is stale as it runs, and not send a key the others deleted
 /// and forgot meanwhile (a spec audit brought such keys back on every node).

@@ -11,8 +11,8 @@ use kvs_sync::{Store, StoreError};
 use tokio::sync::watch;
 
 use super::{
-    BLIND_FROM, BLIND_TO, KNOWN_PEERS, KeptSync, LAST_SYNC, NodeBackend, OWN_WRITES_DELIVERED,
-    now_ms,
+    BLIND_FROM, BLIND_TO, FLOOR, KNOWN_PEERS, KeptSync, LAST_SYNC, NodeBackend,
+    OWN_WRITES_DELIVERED, now_ms,
 };
 use crate::config::Config;
 use crate::store::DurableStore;
@@ -61,9 +61,10 @@ pub(super) async fn backup_loop(
 
 /// Writes to the store, every [`KEEP_NODE_FACTS_EVERY`] and at shutdown, when the last
 /// complete sync started, the time before which the node's writes had all reached
-/// every live peer and the time it may lack versions of after a blind catch-up, so that
-/// a restarted node knows how long it was away and what it and the others had (see `ReplicationConfig::last_sync_ms`), and the live peers' gossip
-/// addresses, which a restarted node joins through (see [`KNOWN_PEERS`]).
+/// every live peer, the time it may lack versions of after a blind catch-up and the
+/// oldest time its copy vouches for, so that a restarted node knows how long it was away
+/// and what it and the others had (see `ReplicationConfig::last_sync_ms`), and the live
+/// peers' gossip addresses, which a restarted node joins through (see [`KNOWN_PEERS`]).
 pub(super) async fn keep_node_facts(
     store: Arc<DurableStore>,
     backend: Arc<NodeBackend>,
@@ -76,6 +77,7 @@ pub(super) async fn keep_node_facts(
         last_sync_ms: replication.last_sync_ms(),
         own_writes_delivered_ms: replication.own_writes_delivered_ms(),
         blind_ms: replication.blind_ms(),
+        floor_ms: replication.floor_ms(),
     };
     let mut kept_sync = kept_now();
     let mut kept_peers = String::new();
@@ -100,10 +102,11 @@ pub(super) async fn keep_node_facts(
                     if let Some(at) = sync.own_writes_delivered_ms {
                         lmdb.set_meta_u64(OWN_WRITES_DELIVERED, at)?;
                     }
-                    if let Some((from, to)) = sync.blind_ms {
-                        lmdb.set_meta_u64(BLIND_FROM, from)?;
-                        lmdb.set_meta_u64(BLIND_TO, to)?;
-                    }
+                    // A blind time or floor may go (0: none).
+                    let (from, to) = sync.blind_ms.unwrap_or_default();
+                    lmdb.set_meta_u64(BLIND_FROM, from)?;
+                    lmdb.set_meta_u64(BLIND_TO, to)?;
+                    lmdb.set_meta_u64(FLOOR, sync.floor_ms.unwrap_or(0))?;
                 }
                 if let Some(peers) = &peers_to_write {
                     store.lmdb().set_meta_text(KNOWN_PEERS, peers)?;

@@ -2,8 +2,8 @@
 //!
 //! A session runs on one bidirectional stream between an initiator (I) and a responder
 //! (R), which take turns:
-//! 1. I -> R `Hello`: I's root and level-2 hashes (256), and I's [`Standing`].
-//! 2. R -> I `Standing` (R's), then `Nodes` (level 2): R's children of each level-2 node
+//! 1. I -> R `Hello`: I's root and level-2 hashes (256), I's [`Standing`] and floor.
+//! 2. R -> I `Standing` (R's, with its floor), then `Nodes` (level 2): R's children of each level-2 node
 //!    that differs; or `Done` when the roots agree.
 //! 3. I -> R `Nodes` (level 3): I's leaves under each level-3 node that differs; or `Done`.
 //! 4. R -> I `Entries`: for the next chunk of differing leaves, R's (key hash, entry
@@ -25,11 +25,14 @@ use serde::{Deserialize, Serialize};
 use crate::Version;
 
 /// The diff protocol's version (2: [`Standing`] in place of an "established" flag, and
-/// `Want` tells the keys the initiator lacks from those it holds otherwise).
-pub const PROTOCOL: u8 = 2;
+/// `Want` tells the keys the initiator lacks from those it holds otherwise; 3: each side
+/// tells its floor with its standing).
+pub const PROTOCOL: u8 = 3;
 
 /// What a side's copy of the data can vouch for, which decides whether the other side
-/// may take its lack of a key as a deletion (see `Session::with_standing`).
+/// may take its lack of a key as a deletion (see `Session::with_standing`). Whatever the
+/// standing, a copy vouches only for versions stamped at or after its floor (see
+/// `Session::with_floor`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Standing {
     /// It completed a session with a peer since it started (and was not stale), or it is
@@ -73,9 +76,16 @@ pub enum Message {
         level2: Vec<u64>,
         /// The initiator's standing.
         standing: Standing,
+        /// The initiator's floor (Unix ms).
+        floor: u64,
     },
-    /// The responder's first word: its standing.
-    Standing(Standing),
+    /// The responder's first word: its standing and floor.
+    Standing {
+        /// The responder's standing.
+        standing: Standing,
+        /// The responder's floor (Unix ms).
+        floor: u64,
+    },
     /// The children of some nodes of `level`, [`crate::merkle::FANOUT`] per parent.
     Nodes {
         /// The level of the parents.
@@ -174,10 +184,20 @@ mod tests {
                 root: 7,
                 level2: vec![1; 256],
                 standing: Standing::Established,
+                floor: 2,
             },
-            Message::Standing(Standing::Stale { since: 3 }),
-            Message::Standing(Standing::Joining { since: 0 }),
-            Message::Standing(Standing::Blind { from: 4, to: 6 }),
+            Message::Standing {
+                standing: Standing::Stale { since: 3 },
+                floor: 0,
+            },
+            Message::Standing {
+                standing: Standing::Joining { since: 0 },
+                floor: 8,
+            },
+            Message::Standing {
+                standing: Standing::Blind { from: 4, to: 6 },
+                floor: 1,
+            },
             Message::Nodes {
                 level: 2,
                 parents: vec![3],
@@ -287,14 +307,20 @@ pub(crate) mod fuzz {
     pub(crate) fn message() -> impl Strategy<Value = Message> {
         use proptest::collection::vec;
         prop_oneof![
-            (any::<u64>(), vec(any::<u64>(), 0..300), standing()).prop_map(
-                |(root, level2, standing)| Message::Hello {
+            (
+                any::<u64>(),
+                vec(any::<u64>(), 0..300),
+                standing(),
+                any::<u64>()
+            )
+                .prop_map(|(root, level2, standing, floor)| Message::Hello {
                     root,
                     level2,
                     standing,
-                }
-            ),
-            standing().prop_map(Message::Standing),
+                    floor,
+                }),
+            (standing(), any::<u64>())
+                .prop_map(|(standing, floor)| Message::Standing { standing, floor }),
             (
                 any::<u8>(),
                 vec(any::<u32>(), 0..20),

@@ -522,6 +522,50 @@ fn a_blind_peer_vouches_only_outside_its_blind_time() {
     assert!(peer.get("bulk/000001").unwrap().is_some(), "it was lost");
 }
 
+/// A peer of a cluster begun after a stale node's versions were written (new nodes that
+/// met only each other while the stale node's cluster was away) vouches only from its
+/// floor on: the stale node sends it what is older, whichever side opens, and buries
+/// only what is newer. (Before the floor, such a peer's lack of every older key was
+/// taken for deletions, and a whole cluster's data was buried:
+/// `data-new-cluster-meets-stale`.)
+#[test]
+fn a_peer_vouches_only_from_its_floor_on() {
+    let floor = NOW - 3 * RULES.tombstone_ttl_ms;
+    let since = NOW - 2 * RULES.tombstone_ttl_ms;
+    for back_opens in [true, false] {
+        let (back, peer) = (store(), store());
+        let mut held = bulk(2, 1);
+        held[0].1.id.timestamp = floor - 10;
+        held[1].1.id.timestamp = floor + 10;
+        back.merge(&held).unwrap();
+        let stale = kvs_sync::Session::initiator(RULES).with_standing(Standing::Stale { since });
+        let new_cluster = kvs_sync::Session::responder(RULES)
+            .with_standing(Standing::Established)
+            .with_floor(floor);
+        let exchange = match back_opens {
+            true => kvs_sync::exchange_with((stale, new_cluster), &back, &peer, (NOW, NOW)),
+            false => {
+                let (stale, new_cluster) = (
+                    kvs_sync::Session::responder(RULES).with_standing(Standing::Stale { since }),
+                    kvs_sync::Session::initiator(RULES)
+                        .with_standing(Standing::Established)
+                        .with_floor(floor),
+                );
+                kvs_sync::exchange_with((new_cluster, stale), &peer, &back, (NOW, NOW))
+            }
+        }
+        .unwrap();
+        let buried = exchange.initiator.buried + exchange.responder.buried;
+        assert_eq!(buried, 1, "{back_opens} {exchange:?}");
+        assert_eq!(
+            peer.get("bulk/000000").unwrap(),
+            Some(held[0].1.clone()),
+            "older than the floor: sent ({back_opens})"
+        );
+        assert_buried(&back, &peer, &["bulk/000001"]);
+    }
+}
+
 /// A peer whose clock is behind (within `max_clock_skew`) still sends a deletion that is
 /// past keeping here: it is not taken, but the value it deleted is buried, and a value
 /// written after it is kept. (A spec audit found the deleted value spread again by a node

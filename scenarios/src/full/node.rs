@@ -90,14 +90,16 @@ pub(crate) struct FullNode {
     /// The open store (reopened at each start).
     pub(crate) store: Arc<dyn Store>,
     clock: SimClock,
+    /// Set at the first start on a disk (0 after a wipe, until the next start).
     joined_at: u64,
     incarnation: u64,
     last_sync_ms: Option<u64>,
     /// What the replication of its last life said of its own writes' delivery, kept
     /// as the real node keeps it in its data dir.
     own_writes_delivered_ms: Option<u64>,
-    /// Likewise its blind time.
+    /// Likewise its blind time and floor.
     blind_ms: Option<(u64, u64)>,
+    floor_ms: Option<u64>,
     running: Option<Running>,
     pub(crate) paused: bool,
 }
@@ -125,6 +127,7 @@ impl FullNode {
             last_sync_ms: None,
             own_writes_delivered_ms: None,
             blind_ms: None,
+            floor_ms: None,
             running: None,
             paused: false,
         })
@@ -156,6 +159,10 @@ impl FullNode {
         if self.incarnation > 0 {
             self.store = self.disk.open()?;
         }
+        if self.joined_at == 0 {
+            // A new disk: the real node notes its `joined_at` at its first start on it.
+            self.joined_at = now_ms(&self.clock) + i as u64;
+        }
         let (stop, shutdown) = watch::channel(false);
         let seeds: Vec<_> = settings
             .membership
@@ -175,6 +182,7 @@ impl FullNode {
             joined_at: self.joined_at,
             own_writes_delivered_ms: self.own_writes_delivered_ms,
             blind_ms: self.blind_ms,
+            floor_ms: self.floor_ms,
             ..ReplicationConfig::default()
         };
         let replication = Arc::new(Replication::start(
@@ -245,6 +253,7 @@ impl FullNode {
             self.last_sync_ms = running.replication.last_sync_ms();
             self.own_writes_delivered_ms = running.replication.own_writes_delivered_ms();
             self.blind_ms = running.replication.blind_ms();
+            self.floor_ms = running.replication.floor_ms();
         }
         self.incarnation += 1;
         self.paused = false;
@@ -253,6 +262,8 @@ impl FullNode {
             self.last_sync_ms = None;
             self.own_writes_delivered_ms = None;
             self.blind_ms = None;
+            self.floor_ms = None;
+            self.joined_at = 0;
         }
         // The dropped tasks held the only other handles: this closes an LMDB store.
         self.store = Arc::new(MemoryStore::new(STORE));

@@ -202,11 +202,13 @@ async fn run_round<T: StreamTransport>(
     };
     stream.send_frame(KIND_SYNC).await?;
     let (store, rules) = (Arc::clone(&shared.store), shared.admission());
-    let (started, standing) = (rules.now_ms, shared.standing());
+    let (started, standing, floor) = (rules.now_ms, shared.standing(), shared.floor());
     let writer = shared.writer();
     let (session, opening) = shared
         .blocking(move || {
-            let mut session = Session::initiator(rules).with_standing(standing);
+            let mut session = Session::initiator(rules)
+                .with_standing(standing)
+                .with_floor(floor);
             if let Some((origin, delivered)) = writer {
                 session = session.writing_as(origin, delivered);
             }
@@ -234,6 +236,7 @@ fn completed(session: &Session, started_ms: u64, peer: Standing) -> Completed {
         started_ms,
         found_equal: session.stats().found_equal(),
         peer,
+        peer_floor: session.peer_floor(),
     }
 }
 
@@ -262,7 +265,9 @@ pub(crate) async fn serve<T: StreamTransport>(
         return;
     };
     let rules = shared.admission();
-    let mut session = Session::responder(rules).with_standing(shared.standing());
+    let mut session = Session::responder(rules)
+        .with_standing(shared.standing())
+        .with_floor(shared.floor());
     if let Some((origin, delivered)) = shared.writer() {
         session = session.writing_as(origin, delivered);
     }

@@ -79,6 +79,9 @@ pub struct ReplicationConfig {
     /// The time `[from, to)` (Unix ms) this node may lack versions of, as kept by the
     /// node across restarts (see [`Replication::blind_ms`]).
     pub blind_ms: Option<(u64, u64)>,
+    /// This node's floor (Unix ms), as kept by the node across restarts (see
+    /// [`Replication::floor_ms`]).
+    pub floor_ms: Option<u64>,
 }
 
 impl Default for ReplicationConfig {
@@ -98,6 +101,7 @@ impl Default for ReplicationConfig {
             joined_at: 0,
             own_writes_delivered_ms: None,
             blind_ms: None,
+            floor_ms: None,
         }
     }
 }
@@ -175,6 +179,9 @@ pub(crate) struct Shared<T: StreamTransport> {
     /// ([`Standing::Blind`]; `to` 0: none).
     blind_from: AtomicU64,
     blind_to: AtomicU64,
+    /// Its copy vouches only for versions stamped at or after this (Unix ms; see
+    /// [`crate::Session::with_floor`] and `standing::initial_floor`).
+    floor: AtomicU64,
     /// The time (Unix ms) before which this node's writes had all reached every live
     /// peer, as far as it knows (0: unknown): only grows.
     own_writes_delivered: AtomicU64,
@@ -328,6 +335,7 @@ impl<T: StreamTransport> Replication<T> {
             vouches: AtomicBool::new(vouches),
             blind_from: AtomicU64::new(config.blind_ms.map_or(0, |(from, _)| from)),
             blind_to: AtomicU64::new(config.blind_ms.map_or(0, |(_, to)| to)),
+            floor: AtomicU64::new(standing::initial_floor(&config, vouches)),
             in_touch: AtomicU64::new(config.last_sync_ms.unwrap_or(0)),
             peers_changed: AtomicU64::new(0),
             own_writes_delivered: AtomicU64::new(config.own_writes_delivered_ms.unwrap_or(0)),
@@ -467,6 +475,12 @@ impl<T: StreamTransport> Replication<T> {
     pub fn blind_ms(&self) -> Option<(u64, u64)> {
         let to = self.shared.blind_to.load(Ordering::Relaxed);
         (to > 0).then(|| (self.shared.blind_from.load(Ordering::Relaxed), to))
+    }
+
+    /// This node's floor (Unix ms; `None`: 0), for the node to keep: its copy vouches
+    /// only for versions stamped at or after it (see [`crate::Session::with_floor`]).
+    pub fn floor_ms(&self) -> Option<u64> {
+        Some(self.shared.floor()).filter(|&floor| floor > 0)
     }
 
     /// Whether this node expects peers (it has seeds) and has not completed a session

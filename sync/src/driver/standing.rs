@@ -1,9 +1,10 @@
-//! What a node's copy of the data vouches for ([`Standing`]): whether it is established,
-//! joining or stale, how it becomes stale (out of touch with every peer for longer than
-//! `tombstone_ttl`) and how it catches up (a session with an established peer, or with
-//! every live peer when none is), and how far its own writes have reached its peers.
-//! Sessions use all of it to tell a peer's lack of a key that was deleted from one it
-//! never had (see [`crate::Session::with_standing`]).
+//! What a node's copy of the data vouches for ([`Standing`], and its floor): whether it
+//! is established, joining or stale, how it becomes stale (out of touch with every peer
+//! for longer than `tombstone_ttl`) and how it catches up (a session with an established
+//! peer, or with every live peer when none is), since when its copy speaks for the
+//! cluster (a cluster begun by new nodes, from their start), and how far its own writes
+//! have reached its peers. Sessions use all of it to tell a peer's lack of a key that was
+//! deleted from one it never had (see [`crate::Session::with_standing`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -82,6 +83,29 @@ impl<T: StreamTransport> Shared<T> {
         }
     }
 
+    /// This node's floor: its copy vouches only for versions stamped at or after it.
+    pub(super) fn floor(&self) -> u64 {
+        self.floor.load(Ordering::Relaxed)
+    }
+
+    /// What this node's copy speaks for now, as a [`Cover`].
+    fn cover(&self) -> Cover {
+        let blind_to = self.blind_to.load(Ordering::Relaxed);
+        Cover {
+            floor: self.floor(),
+            blind: (blind_to > 0).then(|| (self.blind_from.load(Ordering::Relaxed), blind_to)),
+        }
+    }
+
+    /// Takes `cover` as what this node's copy speaks for.
+    fn take_cover(&self, cover: Cover) {
+        self.floor.store(cover.floor, Ordering::Relaxed);
+        match cover.blind {
+            Some((from, to)) => self.set_blind(from, to),
+            None => self.blind_to.store(0, Ordering::Relaxed),
+        }
+    }
+
     /// When this node's last complete session started, if it is stale.
     pub(super) fn stale_since(&self) -> Option<u64> {
         Some(self.stale_since.load(Ordering::Relaxed)).filter(|&since| since > 0)
@@ -124,12 +148,17 @@ impl<T: StreamTransport> Shared<T> {
     ///   every live peer and the peer set has been still a `sync_interval`: then it is
     ///   blind from the latest last session among them to now;
     /// - a node that does not vouch yet does after a session with a peer that is not
-    ///   stale (a stale peer vouches for nothing).
+    ///   stale (a stale peer vouches for nothing), down to the lower of their floors: so
+    ///   new nodes that meet only each other (a new cluster) vouch from the earliest
+    ///   start among them on;
+    /// - a node that vouches and meets a peer that vouches from further back takes in
+    ///   what the peer speaks for ([`Cover::joined`]).
     pub(super) fn completed(&self, node_id: Option<&str>, session: Completed) {
         let Completed {
             started_ms,
             found_equal,
             peer,
+            peer_floor,
         } = session;
         self.counters.rounds.fetch_add(1, Ordering::Relaxed);
         self.in_touch.fetch_max(self.now_ms(), Ordering::Relaxed);
@@ -154,16 +183,21 @@ impl<T: StreamTransport> Shared<T> {
                 self.stale_horizon.fetch_max(peer_since, Ordering::Relaxed);
             }
             match peer {
-                Standing::Established => {
-                    tracing::info!(?node_id, "caught up after a long absence");
-                    self.blind_to.store(0, Ordering::Relaxed);
-                }
-                Standing::Blind { from, to } => {
+                Standing::Established | Standing::Blind { .. } => {
                     tracing::info!(
                         ?node_id,
-                        "caught up after a long absence, through a peer that caught up blind"
+                        ?peer,
+                        "caught up after a long absence, through a peer that vouches"
                     );
-                    self.set_blind(from, to);
+                    // Its own copy speaks for what came before its last session, less
+                    // what it may have lacked already.
+                    let own = self.cover();
+                    let away = (since, u64::MAX);
+                    let own = Cover {
+                        blind: hull([own.blind, Some(away)]),
+                        ..own
+                    };
+                    self.take_cover(own.joined(Cover::of(peer, peer_floor)));
                 }
                 Standing::Stale { .. } | Standing::Joining { .. }
                     if all_synced_while_stale && node_id.is_some() && self.peers_settled() =>
@@ -179,13 +213,21 @@ impl<T: StreamTransport> Shared<T> {
             }
             self.stale_since.store(0, Ordering::Relaxed);
         } else {
+            let vouches = self.vouches.load(Ordering::Relaxed);
             match peer {
                 // A stale peer vouches for nothing: this node is no more caught up.
                 Standing::Stale { .. } => return,
-                Standing::Blind { from, to } if !self.vouches.load(Ordering::Relaxed) => {
-                    self.set_blind(from, to);
+                Standing::Established | Standing::Blind { .. } if vouches => {
+                    self.take_cover(self.cover().joined(Cover::of(peer, peer_floor)));
                 }
-                _ => {}
+                _ if vouches => {}
+                Standing::Blind { from, to } => {
+                    self.set_blind(from, to);
+                    self.floor.fetch_min(peer_floor, Ordering::Relaxed);
+                }
+                _ => {
+                    self.floor.fetch_min(peer_floor, Ordering::Relaxed);
+                }
             }
         }
         self.vouches.store(true, Ordering::Relaxed);
@@ -210,6 +252,77 @@ pub(super) fn vouches_alone(config: &ReplicationConfig, holds_data: impl FnOnce(
     !config.expect_peers && (config.last_sync_ms.is_some() || holds_data())
 }
 
+/// The floor a node starts with: the one it kept; 0 for a node that vouches from the
+/// start or has a past from before floors were kept (it speaks for all time); otherwise
+/// (a new node) its start less `max_clock_skew`, which is its floor once it has met only
+/// new nodes (see [`Shared::completed`]).
+pub(super) fn initial_floor(config: &ReplicationConfig, vouches: bool) -> u64 {
+    match config.floor_ms {
+        Some(floor) => floor,
+        None if vouches || config.last_sync_ms.is_some() => 0,
+        None => config
+            .joined_at
+            .saturating_sub(millis(config.max_clock_skew)),
+    }
+}
+
+/// What a copy speaks for: the versions stamped at or after `floor`, except those
+/// stamped in `blind` (`[from, to)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Cover {
+    pub(super) floor: u64,
+    pub(super) blind: Option<(u64, u64)>,
+}
+
+impl Cover {
+    /// What a peer of standing `peer` (not stale) and floor `floor` speaks for.
+    fn of(peer: Standing, floor: u64) -> Self {
+        let blind = match peer {
+            Standing::Established => None,
+            Standing::Blind { from, to } => Some((from, to)),
+            Standing::Joining { since } | Standing::Stale { since } => Some((since, u64::MAX)),
+        };
+        Self { floor, blind }
+    }
+
+    /// What a copy that holds everything `self` and `other` held speaks for: from the
+    /// lower floor on, except where neither does (as one span: where that is two spans,
+    /// the time between them is given up too).
+    pub(super) fn joined(self, other: Self) -> Self {
+        let (low, high) = match self.floor <= other.floor {
+            true => (self, other),
+            false => (other, self),
+        };
+        // Above the lower floor, `low` lacks its blind span, and `high` what is below
+        // its floor and its blind span.
+        let below_high = Some((low.floor, high.floor));
+        let blind = hull([
+            overlap(low.blind, below_high),
+            overlap(low.blind, high.blind),
+        ]);
+        Self {
+            floor: low.floor,
+            blind,
+        }
+    }
+}
+
+/// The span two spans share, if any.
+fn overlap(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<(u64, u64)> {
+    let ((a_from, a_to), (b_from, b_to)) = (a?, b?);
+    let (from, to) = (a_from.max(b_from), a_to.min(b_to));
+    (from < to).then_some((from, to))
+}
+
+/// The smallest span that holds every given span, if any.
+fn hull<const N: usize>(spans: [Option<(u64, u64)>; N]) -> Option<(u64, u64)> {
+    spans
+        .into_iter()
+        .flatten()
+        .filter(|(from, to)| from < to)
+        .reduce(|(a_from, a_to), (b_from, b_to)| (a_from.min(b_from), a_to.max(b_to)))
+}
+
 /// What a complete session tells [`Shared::completed`].
 pub(super) struct Completed {
     /// When it started (Unix ms).
@@ -218,12 +331,63 @@ pub(super) struct Completed {
     pub(super) found_equal: bool,
     /// The peer's standing.
     pub(super) peer: Standing,
+    /// The peer's floor.
+    pub(super) peer_floor: u64,
 }
 
 #[cfg(test)]
 mod tests {
-    use super::vouches_alone;
+    use std::time::Duration;
+
+    use super::{Cover, initial_floor, vouches_alone};
     use crate::driver::ReplicationConfig;
+
+    #[test]
+    fn a_new_node_starts_with_its_start_as_floor_and_a_node_with_a_past_with_none() {
+        let new = ReplicationConfig {
+            expect_peers: true,
+            joined_at: 100_000,
+            max_clock_skew: Duration::from_secs(30),
+            ..ReplicationConfig::default()
+        };
+        assert_eq!(initial_floor(&new, false), 70_000);
+        let kept = ReplicationConfig {
+            floor_ms: Some(5),
+            last_sync_ms: Some(9),
+            ..new.clone()
+        };
+        assert_eq!(initial_floor(&kept, false), 5);
+        let from_before_floors = ReplicationConfig {
+            last_sync_ms: Some(9),
+            ..new.clone()
+        };
+        assert_eq!(initial_floor(&from_before_floors, false), 0);
+        assert_eq!(initial_floor(&new, true), 0, "a first node with data");
+    }
+
+    #[test]
+    fn a_joined_copy_speaks_for_what_either_spoke_for() {
+        let established = |floor| Cover { floor, blind: None };
+        let blind = |floor, from, to| Cover {
+            floor,
+            blind: Some((from, to)),
+        };
+        assert_eq!(established(10).joined(established(4)), established(4));
+        assert_eq!(established(4).joined(established(10)), established(4));
+        // A new cluster (floor 50) took in a stale node's copy of an older cluster, blind
+        // between that node's last session (20) and the new cluster's start.
+        assert_eq!(established(50).joined(blind(0, 20, 50)), blind(0, 20, 50));
+        // A stale node (last session at 20) catching up through the new cluster.
+        let stale = blind(0, 20, u64::MAX);
+        assert_eq!(stale.joined(established(50)), blind(0, 20, 50));
+        assert_eq!(stale.joined(established(0)), established(0));
+        assert_eq!(stale.joined(blind(0, 10, 30)), blind(0, 20, 30));
+        assert_eq!(blind(40, 60, 70).joined(blind(0, 10, 20)), blind(0, 10, 20));
+        // Two spans neither speaks for ([10, 30) and [45, 50)), and the time between
+        // them given up.
+        assert_eq!(blind(30, 45, 70).joined(blind(0, 10, 50)), blind(0, 10, 50));
+        assert_eq!(blind(0, 10, 20).joined(blind(0, 30, 40)), established(0));
+    }
 
     #[test]
     fn a_first_node_vouches_alone_only_with_data_or_a_past() {

@@ -128,6 +128,10 @@ pub struct Session {
     standing: Standing,
     /// The peer's standing, once it said it.
     peer_standing: Option<Standing>,
+    /// This side's floor ([`Session::with_floor`]).
+    floor: u64,
+    /// The peer's floor, once it said it (with its standing).
+    peer_floor: u64,
     /// The `origin_joined_at` of this node's own writes, and the time before which they
     /// reached every peer ([`Session::writing_as`]).
     own_origin: Option<(u64, u64)>,
@@ -162,42 +166,12 @@ impl Session {
             stats: SessionStats::default(),
             standing: Standing::Established,
             peer_standing: None,
+            floor: 0,
+            peer_floor: 0,
             own_origin: None,
             held_nothing: false,
             bulk_load: false,
         }
-    }
-
-    /// This side's standing (by default [`Standing::Established`]). A stale side does
-    /// not send the peer a version the peer lacks when the peer's lack may mean that the
-    /// key was deleted meanwhile and the tombstone is forgotten: where the peer vouches
-    /// that it held the version, it buries it, under a tombstone already past keeping
-    /// (never sent, purged locally), so that it cannot come back; where the peer cannot
-    /// tell (it is joining), it withholds it. See `Session::fate` for the rule, and
-    /// [`Session::writing_as`].
-    pub fn with_standing(mut self, standing: Standing) -> Self {
-        self.standing = standing;
-        self
-    }
-
-    /// The `origin_joined_at` of this node's own writes, and the time before which they
-    /// had all reached every live peer (`delivered_before`, Unix ms; 0 if unknown). A
-    /// stale side that knows it sends a peer that lacks them only its own writes newer
-    /// than its last complete session and than `delivered_before` (those it may have
-    /// taken while cut off), and buries the newer versions it received from other nodes
-    /// as well, if they are older than the peer's last complete session (any, for an
-    /// established peer): the cluster had those, so a peer without them deleted them
-    /// meanwhile and has forgotten the tombstone. (Without it, every version newer than
-    /// the last session is sent, and a key pushed to or by this node shortly before it
-    /// went away came back.)
-    pub fn writing_as(mut self, own_origin: u64, delivered_before: u64) -> Self {
-        self.own_origin = Some((own_origin, delivered_before));
-        self
-    }
-
-    /// The peer's standing, once it said it (every session that completes says it).
-    pub fn peer_standing(&self) -> Option<Standing> {
-        self.peer_standing
     }
 
     /// The initiator's opening messages (nothing for a responder).
@@ -212,6 +186,7 @@ impl Session {
             root: self.tree.root(),
             level2: self.tree.level(HELLO_LEVEL).to_vec(),
             standing: self.standing,
+            floor: self.floor,
         }])
     }
 
@@ -286,13 +261,18 @@ impl Session {
                     root,
                     level2,
                     standing,
+                    floor,
                 },
             ) if !self.initiator => {
                 self.peer_standing = Some(standing);
+                self.peer_floor = floor;
                 self.on_hello(root, &level2, store)
             }
-            (State::AwaitLevel2, Message::Standing(standing)) if self.peer_standing.is_none() => {
+            (State::AwaitLevel2, Message::Standing { standing, floor })
+                if self.peer_standing.is_none() =>
+            {
                 self.peer_standing = Some(standing);
+                self.peer_floor = floor;
                 Ok(Vec::new())
             }
             (
@@ -356,7 +336,10 @@ impl Session {
             return Err(protocol("hello with a wrong number of hashes"));
         }
         self.tree = store.merkle()?;
-        let standing = Message::Standing(self.standing);
+        let standing = Message::Standing {
+            standing: self.standing,
+            floor: self.floor,
+        };
         if root == self.tree.root() {
             let mut out = vec![standing];
             out.extend(self.finish(store)?);
@@ -579,7 +562,7 @@ fn differing(ours: &[u64], theirs: &[u64]) -> Vec<u32> {
 fn message_name(message: &Message) -> &'static str {
     match message {
         Message::Hello { .. } => "hello",
-        Message::Standing(_) => "standing",
+        Message::Standing { .. } => "standing",
         Message::Nodes { .. } => "nodes",
         Message::Entries { .. } => "entries",
         Message::Versions(_) => "versions",

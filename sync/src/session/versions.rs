@@ -1,11 +1,62 @@
 //! What goes into `Versions` messages and what comes out of them: the held versions a
 //! side sends (in messages of about [`VERSIONS_BUDGET`] bytes, deletions past keeping
 //! only where the peer holds the key, what a stale side finds deleted meanwhile buried
-//! instead, or withheld), and the checks and merge of what the peer sends.
+//! instead, or withheld, by the standings and floors both sides tell), and the checks
+//! and merge of what the peer sends.
 
 use super::{Session, SessionError, VERSIONS_BUDGET};
 use crate::protocol::{Message, Standing};
 use crate::{Store, Version};
+
+/// The standing a session runs under: this side's, and the peer's once it said it.
+impl Session {
+    /// This side's standing (by default [`Standing::Established`]). A stale side does
+    /// not send the peer a version the peer lacks when the peer's lack may mean that the
+    /// key was deleted meanwhile and the tombstone is forgotten: where the peer vouches
+    /// that it held the version, it buries it, under a tombstone already past keeping
+    /// (never sent, purged locally), so that it cannot come back; where the peer cannot
+    /// tell (it is joining), it withholds it. See `Session::fate` for the rule, and
+    /// [`Session::writing_as`].
+    pub fn with_standing(mut self, standing: Standing) -> Self {
+        self.standing = standing;
+        self
+    }
+
+    /// This side's floor (Unix ms; by default 0): its copy vouches only for versions
+    /// stamped at or after it, whatever its standing. A node that began a cluster with
+    /// other new nodes takes their earliest start, so that a stale node of another,
+    /// older cluster does not take their lack of its older versions for deletions (it
+    /// sends them instead).
+    pub fn with_floor(mut self, floor: u64) -> Self {
+        self.floor = floor;
+        self
+    }
+
+    /// The `origin_joined_at` of this node's own writes, and the time before which they
+    /// had all reached every live peer (`delivered_before`, Unix ms; 0 if unknown). A
+    /// stale side that knows it sends a peer that lacks them only its own writes newer
+    /// than its last complete session and than `delivered_before` (those it may have
+    /// taken while cut off), and buries the newer versions it received from other nodes
+    /// as well, if they are older than the peer's last complete session (any, for an
+    /// established peer): the cluster had those, so a peer without them deleted them
+    /// meanwhile and has forgotten the tombstone. (Without it, every version newer than
+    /// the last session is sent, and a key pushed to or by this node shortly before it
+    /// went away came back.)
+    pub fn writing_as(mut self, own_origin: u64, delivered_before: u64) -> Self {
+        self.own_origin = Some((own_origin, delivered_before));
+        self
+    }
+
+    /// The peer's standing, once it said it (every session that completes says it).
+    pub fn peer_standing(&self) -> Option<Standing> {
+        self.peer_standing
+    }
+
+    /// The peer's floor (0 until it said its standing).
+    pub fn peer_floor(&self) -> u64 {
+        self.peer_floor
+    }
+}
 
 impl Session {
     /// The held versions of `keys` in `Versions` messages of about [`VERSIONS_BUDGET`]
@@ -83,8 +134,9 @@ impl Session {
     /// session, or one from another node, or an own write older than the time all of
     /// them had reached every peer. It is buried if the peer held it then, which a peer
     /// that vouches for that time did (an established one; a stale or joining one,
-    /// before its own last session; one caught up blind, outside its blind time), and
-    /// withheld from a new peer, which vouches for nothing.
+    /// before its own last session; one caught up blind, outside its blind time; and
+    /// any only at or after its floor), and withheld from a new peer, which vouches for
+    /// nothing.
     fn fate(&self, version: &Version) -> Fate {
         let Standing::Stale { since } = self.standing else {
             return Fate::Send;
@@ -113,7 +165,7 @@ impl Session {
                 return Fate::Withhold;
             }
         };
-        match peer_held {
+        match peer_held && stamped >= self.peer_floor {
             true => Fate::Bury,
             false => Fate::Send,
         }
