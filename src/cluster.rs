@@ -74,7 +74,8 @@ pub struct MemberMeta {
     /// comes back with a higher incarnation and the same addresses; the new `life` makes
     /// membership report it (`Updated`) so that its peers drop the connections and sync
     /// rounds of its earlier life at once, instead of waiting out the push acknowledgement
-    /// timeout (5 s) and the sync reply timeout (30 s).
+    /// timeout (5 s) and the sync reply timeout (30 s). A member alive again in the same
+    /// life refuted a suspicion: its connections and rounds stand.
     #[serde(default)]
     pub life: u32,
 }
@@ -321,10 +322,11 @@ impl Cluster {
 pub fn peer_event(event: &MembershipEvent) -> Option<PeerEvent> {
     match event {
         MembershipEvent::Alive(m) | MembershipEvent::Updated(m) => {
-            let addr = MemberMeta::decode(&m.meta).sync.parse().ok()?;
+            let meta = MemberMeta::decode(&m.meta);
             Some(PeerEvent::Up {
                 node_id: m.id.to_string(),
-                addr,
+                addr: meta.sync.parse().ok()?,
+                life: meta.life,
             })
         }
         MembershipEvent::Dead(m) | MembershipEvent::Left(m) => Some(PeerEvent::Down {

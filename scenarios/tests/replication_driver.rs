@@ -3,7 +3,8 @@
 //! serving the peer's connection and streams included, and a peer that comes back is
 //! never reached over a connection made with an earlier life of it, and a session that
 //! fails ends the bulk load it began; a node answering a peer's session opens none with
-//! it meanwhile, and a node joining a cluster is sent the store once.
+//! it meanwhile, a node joining a cluster is sent the store once, and a peer's refuted
+//! suspicion does not end the session under way with it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -73,6 +74,7 @@ fn up(node: &Replication<SimStreams>, peer: usize) {
     node.peer_event(PeerEvent::Up {
         node_id: format!("n{}", peer + 1),
         addr: node_addr(peer),
+        life: 0,
     });
 }
 
@@ -314,4 +316,53 @@ fn a_node_joining_a_cluster_is_sent_the_store_once() {
             "every member completed a session with the new node: {status:?}"
         );
     }
+}
+
+/// When (virtual time) node 1's first session with node 2, which holds 300 keys, over
+/// links of 100 ms each way, completes; with `refuted_at`, membership says node 2 is
+/// alive again in the same life (a suspicion it refuted) at that time.
+fn first_session_done_at(refuted_at: Option<Duration>) -> Duration {
+    let network: Network =
+        serde_yaml::from_str("default: {latency: {min: 100ms, mean: 100ms, max: 100ms}}")
+            .expect("network");
+    let mut net = SimNet::new(2, &network, 5).expect("net");
+    let (_stop, shutdown) = watch::channel(false);
+    let now_ms = net.clock(1).unix_micros() / 1000;
+    let ops: Vec<WriteOp> = (0..300).map(|n| write(&format!("k/{n:03}"))).collect();
+    let held = Arc::new(MemoryStore::new(StoreOptions::default()));
+    held.write_batch(&ops, now_ms).expect("writes");
+    let n1 = start(
+        &net,
+        0,
+        &Arc::new(MemoryStore::new(StoreOptions::default())),
+        &shutdown,
+    );
+    let _n2 = start(&net, 1, &held, &shutdown);
+    up(&n1, 1);
+    let synced = |n1: &Replication<SimStreams>| {
+        let status = n1.status().expect("status");
+        status.peers.iter().any(|peer| peer.last_sync.is_some())
+    };
+    let step = Duration::from_millis(10);
+    while !synced(&n1) {
+        assert!(net.now() < Duration::from_secs(10), "no session completed");
+        let next = net.now() + step;
+        if refuted_at.is_some_and(|at| net.now() < at && at <= next) {
+            net.run_until(refuted_at.expect("refuted"));
+            up(&n1, 1);
+        }
+        net.run_until(next);
+    }
+    net.now()
+}
+
+/// A peer alive again in the same life is the same run of it: the session under way
+/// with it goes on. (Before, every refuted suspicion ended the rounds with that peer
+/// and dropped its connection, which under loss cost sessions over and over.)
+#[test]
+fn a_refuted_suspicion_does_not_end_the_session_under_way() {
+    let plain = first_session_done_at(None);
+    assert!(plain >= Duration::from_millis(300), "{plain:?}");
+    let refuted = first_session_done_at(Some(plain / 2));
+    assert_eq!(refuted, plain);
 }

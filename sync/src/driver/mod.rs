@@ -115,6 +115,9 @@ pub enum PeerEvent {
         node_id: String,
         /// Its sync (stream transport) address.
         addr: SocketAddr,
+        /// Drawn by the peer at each start: the same life at the same address is the
+        /// same run of the peer (a suspicion it refuted), not a restart.
+        life: u32,
     },
     /// A peer died or left.
     Down {
@@ -125,6 +128,8 @@ pub enum PeerEvent {
 
 struct Peer {
     addr: SocketAddr,
+    /// The peer's life ([`PeerEvent::Up`]).
+    life: u32,
     /// Changes when the peer comes back (a restart): a round with an earlier life ends.
     generation: u64,
     queue: Arc<PeerQueue>,
@@ -365,15 +370,29 @@ impl<T: StreamTransport> Replication<T> {
         }
     }
 
-    /// Takes a change of the live peer set; a peer that comes up is synced at once.
+    /// Takes a change of the live peer set; a peer that comes up is synced at once. A
+    /// peer live again in the same life (it refuted a suspicion) is only synced: its
+    /// rounds, connection and delivery record stand.
     pub fn peer_event(&self, event: PeerEvent) {
         let shared = &self.shared;
-        shared
-            .peers_changed
-            .store(shared.now_ms(), Ordering::Relaxed);
         match event {
-            PeerEvent::Up { node_id, addr } => {
+            PeerEvent::Up {
+                node_id,
+                addr,
+                life,
+            } => {
                 let mut peers = lock(&shared.peers);
+                let same_run = peers
+                    .get(&node_id)
+                    .is_some_and(|peer| peer.addr == addr && peer.life == life);
+                if same_run {
+                    drop(peers);
+                    let _ = shared.wake.send(node_id);
+                    return;
+                }
+                shared
+                    .peers_changed
+                    .store(shared.now_ms(), Ordering::Relaxed);
                 let generation = shared.generations.fetch_add(1, Ordering::Relaxed) + 1;
                 shared.peer_changes.send_modify(|n| *n += 1);
                 // A cached connection to this address predates this life of the peer and
@@ -382,7 +401,8 @@ impl<T: StreamTransport> Replication<T> {
                 // round makes a new one. Found by the simulator (data-nemesis seed 22).
                 shared.forget_connection(addr);
                 if let Some(peer) = peers.get_mut(&node_id).filter(|peer| peer.addr == addr) {
-                    // Back (maybe restarted on the same address).
+                    // Back (restarted on the same address).
+                    peer.life = life;
                     peer.generation = generation;
                     peer.synced_while_stale = false;
                     peer.own_writes_through = 0;
@@ -402,6 +422,7 @@ impl<T: StreamTransport> Replication<T> {
                         node_id.clone(),
                         Peer {
                             addr,
+                            life,
                             generation,
                             queue,
                             last_sync: None,
@@ -421,6 +442,9 @@ impl<T: StreamTransport> Replication<T> {
                 let _ = shared.wake.send(node_id);
             }
             PeerEvent::Down { node_id } => {
+                shared
+                    .peers_changed
+                    .store(shared.now_ms(), Ordering::Relaxed);
                 if let Some(peer) = lock(&shared.peers).remove(&node_id) {
                     peer.queue.close();
                     shared.forget_connection(peer.addr);
