@@ -79,7 +79,8 @@ pub(super) async fn keep_node_facts(
         blind_ms: replication.blind_ms(),
         floor_ms: replication.floor_ms(),
     };
-    let mut kept_sync = kept_now();
+    // Written at the first tick: a new node's floor, before it restarts.
+    let mut kept_sync = KeptSync::default();
     let mut kept_peers = String::new();
     let mut interval = tokio::time::interval(KEEP_NODE_FACTS_EVERY);
     loop {
@@ -96,17 +97,19 @@ pub(super) async fn keep_node_facts(
             let written = tokio::task::spawn_blocking(move || {
                 if let Some(sync) = sync {
                     let lmdb = store.lmdb();
-                    if let Some(at) = sync.last_sync_ms {
-                        lmdb.set_meta_u64(LAST_SYNC, at)?;
-                    }
-                    if let Some(at) = sync.own_writes_delivered_ms {
-                        lmdb.set_meta_u64(OWN_WRITES_DELIVERED, at)?;
-                    }
-                    // A blind time or floor may go (0: none).
+                    // The floor and blind time first: a last sync kept without them
+                    // would read as a past from before floors (floor 0). Either may go
+                    // (0: none).
+                    lmdb.set_meta_u64(FLOOR, sync.floor_ms.unwrap_or(0))?;
                     let (from, to) = sync.blind_ms.unwrap_or_default();
                     lmdb.set_meta_u64(BLIND_FROM, from)?;
                     lmdb.set_meta_u64(BLIND_TO, to)?;
-                    lmdb.set_meta_u64(FLOOR, sync.floor_ms.unwrap_or(0))?;
+                    if let Some(at) = sync.own_writes_delivered_ms {
+                        lmdb.set_meta_u64(OWN_WRITES_DELIVERED, at)?;
+                    }
+                    if let Some(at) = sync.last_sync_ms {
+                        lmdb.set_meta_u64(LAST_SYNC, at)?;
+                    }
                 }
                 if let Some(peers) = &peers_to_write {
                     store.lmdb().set_meta_text(KNOWN_PEERS, peers)?;

@@ -340,7 +340,7 @@ impl<T: StreamTransport> Replication<T> {
             vouches: AtomicBool::new(vouches),
             blind_from: AtomicU64::new(config.blind_ms.map_or(0, |(from, _)| from)),
             blind_to: AtomicU64::new(config.blind_ms.map_or(0, |(_, to)| to)),
-            floor: AtomicU64::new(standing::initial_floor(&config, vouches)),
+            floor: AtomicU64::new(standing::initial_floor(&config)),
             in_touch: AtomicU64::new(config.last_sync_ms.unwrap_or(0)),
             peers_changed: AtomicU64::new(0),
             own_writes_delivered: AtomicU64::new(config.own_writes_delivered_ms.unwrap_or(0)),

@@ -97,13 +97,14 @@ impl<T: StreamTransport> Shared<T> {
         }
     }
 
-    /// Takes `cover` as what this node's copy speaks for.
+    /// Takes `cover` as what this node's copy speaks for (the blind span first: a
+    /// session reading both meanwhile sees a lower floor only with it).
     fn take_cover(&self, cover: Cover) {
-        self.floor.store(cover.floor, Ordering::Relaxed);
         match cover.blind {
             Some((from, to)) => self.set_blind(from, to),
             None => self.blind_to.store(0, Ordering::Relaxed),
         }
+        self.floor.store(cover.floor, Ordering::Relaxed);
     }
 
     /// When this node's last complete session started, if it is stale.
@@ -148,11 +149,14 @@ impl<T: StreamTransport> Shared<T> {
     ///   every live peer and the peer set has been still a `sync_interval`: then it is
     ///   blind from the latest last session among them to now;
     /// - a node that does not vouch yet does after a session with a peer that is not
-    ///   stale (a stale peer vouches for nothing), down to the lower of their floors: so
-    ///   new nodes that meet only each other (a new cluster) vouch from the earliest
-    ///   start among them on;
-    /// - a node that vouches and meets a peer that vouches from further back takes in
-    ///   what the peer speaks for ([`Cover::joined`]).
+    ///   stale (a stale peer vouches for nothing): new nodes that meet only each other (a
+    ///   new cluster) from the earliest start among them on; a node whose floor differs
+    ///   from the peer's for what its own copy held before its last session and what
+    ///   the peer's speaks for ([`Cover::joined`]); otherwise as the peer does;
+    /// - a node that vouches takes in what an established or blind peer speaks for, and
+    ///   what a stale peer from further back held before its last session;
+    /// - a stale node that catches up without a peer that vouches keeps the blind time
+    ///   it had, and adds the new one (one span over both).
     pub(super) fn completed(&self, node_id: Option<&str>, session: Completed) {
         let Completed {
             started_ms,
@@ -207,27 +211,52 @@ impl<T: StreamTransport> Shared<T> {
                         ?node_id,
                         "no live peer is established (the whole cluster was away longer than tombstone_ttl): caught up with every live peer; a key deleted elsewhere longer than tombstone_ttl ago may come back"
                     );
-                    self.set_blind(from, self.now_ms());
+                    // What it may have lacked before stays lacking (a blind span from an
+                    // earlier catch-up, or the merge of two clusters).
+                    let blind = hull([self.cover().blind, Some((from, self.now_ms()))]);
+                    self.take_cover(Cover {
+                        blind,
+                        ..self.cover()
+                    });
                 }
                 Standing::Stale { .. } | Standing::Joining { .. } => return,
             }
             self.stale_since.store(0, Ordering::Relaxed);
         } else {
-            let vouches = self.vouches.load(Ordering::Relaxed);
+            let (vouches, own) = (self.vouches.load(Ordering::Relaxed), self.cover());
+            let last_sync = self.last_sync.load(Ordering::Relaxed);
+            let from_further_back = peer_floor < own.floor;
             match peer {
-                // A stale peer vouches for nothing: this node is no more caught up.
-                Standing::Stale { .. } => return,
+                // A stale peer vouches for nothing that could make this node more caught
+                // up; but a copy that took in its older versions (a new cluster that a
+                // stale node of an older one handed its keys to) speaks for them too.
+                Standing::Stale { .. } => {
+                    if vouches && from_further_back {
+                        self.take_cover(own.joined(Cover::of(peer, peer_floor)));
+                    }
+                    return;
+                }
                 Standing::Established | Standing::Blind { .. } if vouches => {
-                    self.take_cover(self.cover().joined(Cover::of(peer, peer_floor)));
+                    self.take_cover(own.joined(Cover::of(peer, peer_floor)));
                 }
                 _ if vouches => {}
-                Standing::Blind { from, to } => {
-                    self.set_blind(from, to);
+                // New nodes that met only each other: a new cluster, whole from the
+                // earliest start among them on.
+                Standing::Joining { since: 0 } if last_sync == 0 => {
                     self.floor.fetch_min(peer_floor, Ordering::Relaxed);
                 }
-                _ => {
-                    self.floor.fetch_min(peer_floor, Ordering::Relaxed);
+                // A copy of another cluster, or from further back: this node's own copy
+                // speaks for what came before its last session (nothing, if new), and
+                // for nothing after it.
+                _ if peer_floor != own.floor => {
+                    let own = Cover {
+                        blind: hull([own.blind, Some((last_sync, u64::MAX))]),
+                        ..own
+                    };
+                    self.take_cover(own.joined(Cover::of(peer, peer_floor)));
                 }
+                Standing::Blind { from, to } => self.set_blind(from, to),
+                _ => {}
             }
         }
         self.vouches.store(true, Ordering::Relaxed);
@@ -252,14 +281,14 @@ pub(super) fn vouches_alone(config: &ReplicationConfig, holds_data: impl FnOnce(
     !config.expect_peers && (config.last_sync_ms.is_some() || holds_data())
 }
 
-/// The floor a node starts with: the one it kept; 0 for a node that vouches from the
-/// start or has a past from before floors were kept (it speaks for all time); otherwise
-/// (a new node) its start less `max_clock_skew`, which is its floor once it has met only
-/// new nodes (see [`Shared::completed`]).
-pub(super) fn initial_floor(config: &ReplicationConfig, vouches: bool) -> u64 {
+/// The floor a node starts with: the one it kept; 0 for a node with a past from before
+/// floors were kept (it speaks for all time); otherwise (a new node, a first one with
+/// its own writes included) its start less `max_clock_skew`, which is its floor once it
+/// has met only new nodes (see [`Shared::completed`]).
+pub(super) fn initial_floor(config: &ReplicationConfig) -> u64 {
     match config.floor_ms {
         Some(floor) => floor,
-        None if vouches || config.last_sync_ms.is_some() => 0,
+        None if config.last_sync_ms.is_some() => 0,
         None => config
             .joined_at
             .saturating_sub(millis(config.max_clock_skew)),
@@ -300,9 +329,17 @@ impl Cover {
             overlap(low.blind, below_high),
             overlap(low.blind, high.blind),
         ]);
-        Self {
-            floor: low.floor,
-            blind,
+        match blind {
+            // Blind from the floor on: a later floor (a new node's copy, which spoke for
+            // nothing, takes the peer's).
+            Some((from, to)) if from <= low.floor => Self {
+                floor: to,
+                blind: None,
+            },
+            _ => Self {
+                floor: low.floor,
+                blind,
+            },
         }
     }
 }
@@ -350,19 +387,23 @@ mod tests {
             max_clock_skew: Duration::from_secs(30),
             ..ReplicationConfig::default()
         };
-        assert_eq!(initial_floor(&new, false), 70_000);
+        assert_eq!(initial_floor(&new), 70_000);
         let kept = ReplicationConfig {
             floor_ms: Some(5),
             last_sync_ms: Some(9),
             ..new.clone()
         };
-        assert_eq!(initial_floor(&kept, false), 5);
+        assert_eq!(initial_floor(&kept), 5);
         let from_before_floors = ReplicationConfig {
             last_sync_ms: Some(9),
             ..new.clone()
         };
-        assert_eq!(initial_floor(&from_before_floors, false), 0);
-        assert_eq!(initial_floor(&new, true), 0, "a first node with data");
+        assert_eq!(initial_floor(&from_before_floors), 0);
+        let first_with_own_writes = ReplicationConfig {
+            expect_peers: false,
+            ..new.clone()
+        };
+        assert_eq!(initial_floor(&first_with_own_writes), 70_000);
     }
 
     #[test]
@@ -387,6 +428,8 @@ mod tests {
         // them given up.
         assert_eq!(blind(30, 45, 70).joined(blind(0, 10, 50)), blind(0, 10, 50));
         assert_eq!(blind(0, 10, 20).joined(blind(0, 30, 40)), established(0));
+        // A new node's copy (nothing of its own) takes a later floor as its own.
+        assert_eq!(blind(4, 0, u64::MAX).joined(established(9)), established(9));
     }
 
     #[test]

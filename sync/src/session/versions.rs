@@ -24,7 +24,7 @@ impl Session {
 
     /// This side's floor (Unix ms; by default 0): its copy vouches only for versions
     /// stamped at or after it, whatever its standing. A node that began a cluster with
-    /// other new nodes takes their earliest start, so that a stale node of another,
+    /// other new nodes takes their earliest start less `max_clock_skew`, so that a stale node of another,
     /// older cluster does not take their lack of its older versions for deletions (it
     /// sends them instead).
     pub fn with_floor(mut self, floor: u64) -> Self {
