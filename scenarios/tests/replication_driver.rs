@@ -3,9 +3,8 @@
 //! serving the peer's connection and streams included, and a peer that comes back is
 //! never reached over a connection made with an earlier life of it, and a session that
 //! fails ends the bulk load it began; a node answering a peer's session opens none with
-//! it meanwhile, a node joining a cluster is sent the store once, a peer's refuted
-//! suspicion does not end the session under way with it, and a copy that took a stale
-//! peer's older keys vouches for them.
+//! it meanwhile, a node joining a cluster is sent the store once, and a peer's refuted
+//! suspicion does not end the session under way with it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -377,53 +376,4 @@ fn a_refuted_suspicion_does_not_end_the_session_under_way() {
     assert!(plain >= Duration::from_millis(300), "{plain:?}");
     let refuted = first_session_done_at(Some(plain / 2));
     assert_eq!(refuted, plain);
-}
-
-/// A node of a new cluster (floor `floor`) completes a session with a stale node of an
-/// older cluster (floor 0, last sync at `since`, older than `tombstone_ttl`), which hands
-/// it its older keys: from then on its copy speaks for what the stale node held before
-/// `since` too (floor 0), and for nothing between `since` and `floor` (blind). (Without
-/// it, a key handed over, then deleted and purged, came back from the next stale node.)
-#[test]
-fn a_copy_that_took_a_stale_peers_older_keys_vouches_for_them() {
-    let mut net = SimNet::new(2, &Network::default(), 7).expect("net");
-    let (_stop, shutdown) = watch::channel(false);
-    let now_ms = net.clock(0).unix_micros() / 1000;
-    let week_ms = 7 * 24 * 3600 * 1000;
-    let (since, floor) = (now_ms - 2 * week_ms, now_ms - 1000);
-    let ops: Vec<WriteOp> = (0..20).map(|n| write(&format!("old/{n:02}"))).collect();
-    let stale_store = Arc::new(MemoryStore::new(StoreOptions::default()));
-    stale_store.write_batch(&ops, since - 10).expect("writes");
-    let stale_config = ReplicationConfig {
-        node_id: "n1".into(),
-        expect_peers: true,
-        last_sync_ms: Some(since),
-        ..ReplicationConfig::default()
-    };
-    let new_store = Arc::new(MemoryStore::new(StoreOptions::default()));
-    let new_config = ReplicationConfig {
-        node_id: "n2".into(),
-        last_sync_ms: Some(now_ms),
-        floor_ms: Some(floor),
-        ..ReplicationConfig::default()
-    };
-    let _stale = start_with(&net, 0, &stale_store, &shutdown, stale_config);
-    let new_cluster = start_with(&net, 1, &new_store, &shutdown, new_config);
-    up(&new_cluster, 0);
-    let synced = |node: &Replication<SimStreams>| {
-        let status = node.status().expect("status");
-        status.peers.iter().any(|peer| peer.last_sync.is_some())
-    };
-    while !synced(&new_cluster) {
-        assert!(net.now() < Duration::from_secs(5), "no session completed");
-        let next = net.now() + Duration::from_millis(1);
-        net.run_until(next);
-    }
-    assert_eq!(
-        new_store.stats().expect("stats").keys,
-        20,
-        "the old keys came"
-    );
-    assert_eq!(new_cluster.floor_ms(), None, "its floor is 0 now");
-    assert_eq!(new_cluster.blind_ms(), Some((since, floor)));
 }

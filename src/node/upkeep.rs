@@ -97,13 +97,14 @@ pub(super) async fn keep_node_facts(
             let written = tokio::task::spawn_blocking(move || {
                 if let Some(sync) = sync {
                     let lmdb = store.lmdb();
-                    // The floor and blind time first: a last sync kept without them
-                    // would read as a past from before floors (floor 0). Either may go
-                    // (0: none).
-                    lmdb.set_meta_u64(FLOOR, sync.floor_ms.unwrap_or(0))?;
+                    // The blind time, then the floor, before the last sync: a last sync
+                    // kept without a floor would read as a past from before floors
+                    // (floor 0), and a lower floor without its blind time would vouch for
+                    // that time. Either may go (0: none).
                     let (from, to) = sync.blind_ms.unwrap_or_default();
                     lmdb.set_meta_u64(BLIND_FROM, from)?;
                     lmdb.set_meta_u64(BLIND_TO, to)?;
+                    lmdb.set_meta_u64(FLOOR, sync.floor_ms.unwrap_or(0))?;
                     if let Some(at) = sync.own_writes_delivered_ms {
                         lmdb.set_meta_u64(OWN_WRITES_DELIVERED, at)?;
                     }

@@ -153,8 +153,7 @@ impl<T: StreamTransport> Shared<T> {
     ///   new cluster) from the earliest start among them on; a node whose floor differs
     ///   from the peer's for what its own copy held before its last session and what
     ///   the peer's speaks for ([`Cover::joined`]); otherwise as the peer does;
-    /// - a node that vouches takes in what an established or blind peer speaks for, and
-    ///   what a stale peer from further back held before its last session;
+    /// - a node that vouches takes in what an established or blind peer speaks for;
     /// - a stale node that catches up without a peer that vouches keeps the blind time
     ///   it had, and adds the new one (one span over both).
     pub(super) fn completed(&self, node_id: Option<&str>, session: Completed) {
@@ -201,7 +200,7 @@ impl<T: StreamTransport> Shared<T> {
                         blind: hull([own.blind, Some(away)]),
                         ..own
                     };
-                    self.take_cover(own.joined(Cover::of(peer, peer_floor)));
+                    self.take_cover(own.joined(Cover::of(peer, peer_floor, started_ms)));
                 }
                 Standing::Stale { .. } | Standing::Joining { .. }
                     if all_synced_while_stale && node_id.is_some() && self.peers_settled() =>
@@ -225,19 +224,12 @@ impl<T: StreamTransport> Shared<T> {
         } else {
             let (vouches, own) = (self.vouches.load(Ordering::Relaxed), self.cover());
             let last_sync = self.last_sync.load(Ordering::Relaxed);
-            let from_further_back = peer_floor < own.floor;
             match peer {
-                // A stale peer vouches for nothing that could make this node more caught
-                // up; but a copy that took in its older versions (a new cluster that a
-                // stale node of an older one handed its keys to) speaks for them too.
-                Standing::Stale { .. } => {
-                    if vouches && from_further_back {
-                        self.take_cover(own.joined(Cover::of(peer, peer_floor)));
-                    }
-                    return;
-                }
+                // A stale peer vouches for nothing (not even for what it held before its
+                // last sync: it may have been blind over some of it).
+                Standing::Stale { .. } => return,
                 Standing::Established | Standing::Blind { .. } if vouches => {
-                    self.take_cover(own.joined(Cover::of(peer, peer_floor)));
+                    self.take_cover(own.joined(Cover::of(peer, peer_floor, started_ms)));
                 }
                 _ if vouches => {}
                 // New nodes that met only each other: a new cluster, whole from the
@@ -250,10 +242,10 @@ impl<T: StreamTransport> Shared<T> {
                 // for nothing after it.
                 _ if peer_floor != own.floor => {
                     let own = Cover {
-                        blind: hull([own.blind, Some((last_sync, u64::MAX))]),
+                        blind: hull([own.blind, Some((last_sync, started_ms))]),
                         ..own
                     };
-                    self.take_cover(own.joined(Cover::of(peer, peer_floor)));
+                    self.take_cover(own.joined(Cover::of(peer, peer_floor, started_ms)));
                 }
                 Standing::Blind { from, to } => self.set_blind(from, to),
                 _ => {}
@@ -304,12 +296,13 @@ pub(super) struct Cover {
 }
 
 impl Cover {
-    /// What a peer of standing `peer` (not stale) and floor `floor` speaks for.
-    fn of(peer: Standing, floor: u64) -> Self {
+    /// What a peer of standing `peer` and floor `floor` speaks for once a session with it
+    /// that started at `started_ms` completed (what came later reaches both as pushes).
+    fn of(peer: Standing, floor: u64, started_ms: u64) -> Self {
         let blind = match peer {
             Standing::Established => None,
             Standing::Blind { from, to } => Some((from, to)),
-            Standing::Joining { since } | Standing::Stale { since } => Some((since, u64::MAX)),
+            Standing::Joining { since } | Standing::Stale { since } => Some((since, started_ms)),
         };
         Self { floor, blind }
     }
@@ -377,6 +370,7 @@ mod tests {
     use std::time::Duration;
 
     use super::{Cover, initial_floor, vouches_alone};
+    use crate::Standing;
     use crate::driver::ReplicationConfig;
 
     #[test]
@@ -430,6 +424,28 @@ mod tests {
         assert_eq!(blind(0, 10, 20).joined(blind(0, 30, 40)), established(0));
         // A new node's copy (nothing of its own) takes a later floor as its own.
         assert_eq!(blind(4, 0, u64::MAX).joined(established(9)), established(9));
+    }
+
+    #[test]
+    fn a_joining_or_stale_peers_blind_time_ends_where_the_session_began() {
+        let blind = |floor, from, to| Cover {
+            floor,
+            blind: Some((from, to)),
+        };
+        let (since, started) = (40, 60);
+        for peer in [Standing::Joining { since }, Standing::Stale { since }] {
+            assert_eq!(Cover::of(peer, 50, started), blind(50, since, started));
+        }
+        assert_eq!(
+            Cover::of(Standing::Blind { from: 10, to: 20 }, 0, started),
+            blind(0, 10, 20)
+        );
+        // A stale node (floor 0, last session at 20) completes a session begun at 60 with
+        // a joining node of a new cluster (floor 50): blind from 20 to 60, not for ever
+        // (what came after reaches both as pushes).
+        let own = blind(0, 20, started);
+        let joined = own.joined(Cover::of(Standing::Joining { since }, 50, started));
+        assert_eq!(joined, blind(0, 20, started));
     }
 
     #[test]
