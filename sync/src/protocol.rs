@@ -41,15 +41,17 @@ pub enum Standing {
     /// It expects peers and has not completed a session with one since it started (or
     /// only over no data). It held what the cluster held before its last complete
     /// session, at `since` (Unix ms; 0: never, as on a new node), younger than
-    /// `tombstone_ttl`.
+    /// `tombstone_ttl` (or before its blind time, if it has one and that began earlier).
     Joining {
-        /// When its last complete session started (Unix ms; 0: never).
+        /// The time before which it held what the cluster held (Unix ms; 0: never).
         since: u64,
     },
-    /// Its last complete session, at `since` (Unix ms), is older than `tombstone_ttl`: it
-    /// may hold keys deleted meanwhile whose tombstones are gone everywhere.
+    /// Its last complete session is older than `tombstone_ttl`: it may hold keys deleted
+    /// meanwhile whose tombstones are gone everywhere. It held what the cluster held
+    /// before `since` (Unix ms): that session's start, or the start of its blind time
+    /// if it has one and that began earlier.
     Stale {
-        /// When its last complete session started (Unix ms).
+        /// The time before which it held what the cluster held (Unix ms).
         since: u64,
     },
     /// Established, except that it may lack versions stamped in `[from, to)`: it caught

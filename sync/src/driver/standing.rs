@@ -64,16 +64,19 @@ impl<T: StreamTransport> Shared<T> {
     /// What this node's copy vouches for, as it tells its peers.
     pub(super) fn standing(&self) -> Standing {
         let blind_to = self.blind_to.load(Ordering::Relaxed);
+        // A node blind over a time vouches, while it joins or is stale, only for what
+        // came before it. (Found by `data-stale-after-blind`: a stale node's word for
+        // all before its last sync buried the writes of its blind time on a peer.)
+        let held_before = |last_sync: u64| match blind_to {
+            0 => last_sync,
+            _ => self.blind_from.load(Ordering::Relaxed).min(last_sync),
+        };
         match self.stale_since() {
-            Some(since) => Standing::Stale { since },
-            // A node blind over a time vouches, while it joins, only for what came
-            // before it.
+            Some(since) => Standing::Stale {
+                since: held_before(since),
+            },
             None if !self.established() => Standing::Joining {
-                since: match blind_to {
-                    0 => self.last_sync.load(Ordering::Relaxed),
-                    _ => self.blind_from.load(Ordering::Relaxed),
-                }
-                .min(self.last_sync.load(Ordering::Relaxed)),
+                since: held_before(self.last_sync.load(Ordering::Relaxed)),
             },
             None if blind_to > 0 => Standing::Blind {
                 from: self.blind_from.load(Ordering::Relaxed),
