@@ -190,6 +190,9 @@ pub(crate) struct Shared<T: StreamTransport> {
     /// The time (Unix ms) before which this node's writes had all reached every live
     /// peer, as far as it knows (0: unknown): only grows.
     own_writes_delivered: AtomicU64,
+    /// Whether a live peer left since `own_writes_delivered` was last worked out from
+    /// the peers (the lowest of their own-writes times may have left with it).
+    delivered_peer_left: AtomicBool,
     /// When the set of live peers last changed (Unix ms).
     peers_changed: AtomicU64,
     /// When this node was last seen in touch with a peer (Unix ms; 0: never), by
@@ -344,6 +347,7 @@ impl<T: StreamTransport> Replication<T> {
             in_touch: AtomicU64::new(config.last_sync_ms.unwrap_or(0)),
             peers_changed: AtomicU64::new(0),
             own_writes_delivered: AtomicU64::new(config.own_writes_delivered_ms.unwrap_or(0)),
+            delivered_peer_left: AtomicBool::new(false),
             sessions: Sessions::new(config.node_id.clone()),
             peer_changes: watch::Sender::new(0),
             generations: AtomicU64::new(0),
@@ -446,6 +450,7 @@ impl<T: StreamTransport> Replication<T> {
                     .peers_changed
                     .store(shared.now_ms(), Ordering::Relaxed);
                 if let Some(peer) = lock(&shared.peers).remove(&node_id) {
+                    shared.delivered_peer_left.store(true, Ordering::Relaxed);
                     peer.queue.close();
                     shared.forget_connection(peer.addr);
                 }

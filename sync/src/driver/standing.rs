@@ -20,15 +20,26 @@ impl<T: StreamTransport> Shared<T> {
     /// anti-entropy to make good).
     pub(super) fn pushed(&self, node_id: &str, through: u64) {
         let mut peers = lock(&self.peers);
-        if let Some(peer) = peers.get_mut(node_id).filter(|peer| !peer.behind) {
-            peer.own_writes_through = peer.own_writes_through.max(through);
+        let delivered = self.own_writes_delivered.load(Ordering::Relaxed);
+        // The time everywhere is the lowest of the peers' (or later): raising a peer's
+        // can raise it only if the peer's was at most it, or if a peer left meanwhile.
+        // (Working it out on every acknowledgement took 3 % of 100 simulated nodes.)
+        let raised_lowest = match peers.get_mut(node_id).filter(|peer| !peer.behind) {
+            Some(peer) if peer.own_writes_through < through => {
+                let was = std::mem::replace(&mut peer.own_writes_through, through);
+                was <= delivered
+            }
+            _ => false,
+        };
+        if raised_lowest || self.delivered_peer_left.load(Ordering::Relaxed) {
+            self.note_delivered(&peers);
         }
-        self.note_delivered(&peers);
     }
 
     /// Raises the time before which this node's writes reached every live peer to what
     /// `peers` (the live peers, locked) show.
     fn note_delivered(&self, peers: &BTreeMap<String, Peer>) {
+        self.delivered_peer_left.store(false, Ordering::Relaxed);
         if let Some(everywhere) = peers.values().map(|peer| peer.own_writes_through).min() {
             self.own_writes_delivered
                 .fetch_max(everywhere, Ordering::Relaxed);
