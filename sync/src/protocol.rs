@@ -41,18 +41,21 @@ pub enum Standing {
     /// It expects peers and has not completed a session with one since it started (or
     /// only over no data). It held what the cluster held before its last complete
     /// session, at `since` (Unix ms; 0: never, as on a new node), younger than
-    /// `tombstone_ttl` (or before its blind time, if it has one and that began earlier).
+    /// `tombstone_ttl`, except what was stamped in `blind`.
     Joining {
-        /// The time before which it held what the cluster held (Unix ms; 0: never).
+        /// When its last complete session started (Unix ms; 0: never).
         since: u64,
+        /// A time `[from, to)` it caught up blind over (see [`Standing::Blind`]), if any.
+        blind: Option<(u64, u64)>,
     },
-    /// Its last complete session is older than `tombstone_ttl`: it may hold keys deleted
-    /// meanwhile whose tombstones are gone everywhere. It held what the cluster held
-    /// before `since` (Unix ms): that session's start, or the start of its blind time
-    /// if it has one and that began earlier.
+    /// Its last complete session, at `since` (Unix ms), is older than `tombstone_ttl`: it
+    /// may hold keys deleted meanwhile whose tombstones are gone everywhere. It held what
+    /// the cluster held before `since`, except what was stamped in `blind`.
     Stale {
-        /// The time before which it held what the cluster held (Unix ms).
+        /// When its last complete session started (Unix ms).
         since: u64,
+        /// A time `[from, to)` it caught up blind over (see [`Standing::Blind`]), if any.
+        blind: Option<(u64, u64)>,
     },
     /// Established, except that it may lack versions stamped in `[from, to)`: it caught
     /// up when no live peer was established (a whole cluster back after longer than
@@ -189,11 +192,17 @@ mod tests {
                 floor: 2,
             },
             Message::Standing {
-                standing: Standing::Stale { since: 3 },
+                standing: Standing::Stale {
+                    since: 3,
+                    blind: Some((1, 2)),
+                },
                 floor: 0,
             },
             Message::Standing {
-                standing: Standing::Joining { since: 0 },
+                standing: Standing::Joining {
+                    since: 0,
+                    blind: None,
+                },
                 floor: 8,
             },
             Message::Standing {
@@ -299,8 +308,10 @@ pub(crate) mod fuzz {
     fn standing() -> impl Strategy<Value = Standing> {
         prop_oneof![
             Just(Standing::Established),
-            any::<u64>().prop_map(|since| Standing::Joining { since }),
-            any::<u64>().prop_map(|since| Standing::Stale { since }),
+            (any::<u64>(), any::<Option<(u64, u64)>>())
+                .prop_map(|(since, blind)| Standing::Joining { since, blind }),
+            (any::<u64>(), any::<Option<(u64, u64)>>())
+                .prop_map(|(since, blind)| Standing::Stale { since, blind }),
             any::<(u64, u64)>().prop_map(|(from, to)| Standing::Blind { from, to }),
         ]
     }

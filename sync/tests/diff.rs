@@ -340,7 +340,7 @@ fn after_absence(
     back.merge(&old).unwrap();
     back.merge(&recent).unwrap();
     peer.merge(&old[..1]).unwrap();
-    let stale = Standing::Stale { since };
+    let stale = Standing::Stale { since, blind: None };
     let exchange = if back_opens {
         let sessions = (
             kvs_sync::Session::initiator(RULES).with_standing(stale),
@@ -397,9 +397,15 @@ fn two_stale_nodes_bury_only_what_both_held_and_one_deleted() {
     a.merge(&held[..2]).unwrap();
     b.merge(&held[2..]).unwrap();
     let sessions = (
-        kvs_sync::Session::initiator(RULES).with_standing(Standing::Stale { since: late }),
+        kvs_sync::Session::initiator(RULES).with_standing(Standing::Stale {
+            since: late,
+            blind: None,
+        }),
         kvs_sync::Session::responder(RULES)
-            .with_standing(Standing::Stale { since: early })
+            .with_standing(Standing::Stale {
+                since: early,
+                blind: None,
+            })
             .writing_as(OWN, 0),
     );
     let exchange = kvs_sync::exchange_with(sessions, &a, &b, (NOW, NOW)).unwrap();
@@ -442,7 +448,7 @@ fn a_node_back_after_tombstone_ttl_sends_only_its_own_newer_writes() {
     back.merge(&newer).unwrap();
     let sessions = (
         kvs_sync::Session::initiator(RULES)
-            .with_standing(Standing::Stale { since })
+            .with_standing(Standing::Stale { since, blind: None })
             .writing_as(OWN, delivered_before),
         kvs_sync::Session::responder(RULES).with_standing(Standing::Established),
     );
@@ -465,7 +471,13 @@ fn a_node_back_after_tombstone_ttl_sends_only_its_own_newer_writes() {
 #[test]
 fn a_node_back_after_tombstone_ttl_withholds_its_old_copies_from_a_new_peer() {
     for back_opens in [true, false] {
-        let (back, peer, exchange) = after_absence(Standing::Joining { since: 0 }, back_opens);
+        let (back, peer, exchange) = after_absence(
+            Standing::Joining {
+                since: 0,
+                blind: None,
+            },
+            back_opens,
+        );
         assert_eq!(exchange.initiator.buried, 0, "{exchange:?}");
         assert_eq!(exchange.initiator.withheld, 2, "{exchange:?}");
         for old in ["bulk/000001", "bulk/000002"] {
@@ -489,7 +501,7 @@ fn a_stale_node_sends_what_is_younger_than_tombstone_ttl() {
     back.merge(&fresh).unwrap();
     let sessions = (
         kvs_sync::Session::initiator(RULES)
-            .with_standing(Standing::Stale { since })
+            .with_standing(Standing::Stale { since, blind: None })
             .writing_as(OWN, NOW),
         kvs_sync::Session::responder(RULES).with_standing(Standing::Established),
     );
@@ -513,7 +525,10 @@ fn a_blind_peer_vouches_only_outside_its_blind_time() {
     held[1].1.id.timestamp = from + 10;
     back.merge(&held).unwrap();
     let sessions = (
-        kvs_sync::Session::initiator(RULES).with_standing(Standing::Stale { since: to }),
+        kvs_sync::Session::initiator(RULES).with_standing(Standing::Stale {
+            since: to,
+            blind: None,
+        }),
         kvs_sync::Session::responder(RULES).with_standing(Standing::Blind { from, to }),
     );
     let exchange = kvs_sync::exchange_with(sessions, &back, &peer, (NOW, NOW)).unwrap();
@@ -538,7 +553,8 @@ fn a_peer_vouches_only_from_its_floor_on() {
         held[0].1.id.timestamp = floor - 10;
         held[1].1.id.timestamp = floor + 10;
         back.merge(&held).unwrap();
-        let stale = kvs_sync::Session::initiator(RULES).with_standing(Standing::Stale { since });
+        let stale = kvs_sync::Session::initiator(RULES)
+            .with_standing(Standing::Stale { since, blind: None });
         let new_cluster = kvs_sync::Session::responder(RULES)
             .with_standing(Standing::Established)
             .with_floor(floor);
@@ -546,7 +562,8 @@ fn a_peer_vouches_only_from_its_floor_on() {
             true => kvs_sync::exchange_with((stale, new_cluster), &back, &peer, (NOW, NOW)),
             false => {
                 let (stale, new_cluster) = (
-                    kvs_sync::Session::responder(RULES).with_standing(Standing::Stale { since }),
+                    kvs_sync::Session::responder(RULES)
+                        .with_standing(Standing::Stale { since, blind: None }),
                     kvs_sync::Session::initiator(RULES)
                         .with_standing(Standing::Established)
                         .with_floor(floor),

@@ -75,19 +75,17 @@ impl<T: StreamTransport> Shared<T> {
     /// What this node's copy vouches for, as it tells its peers.
     pub(super) fn standing(&self) -> Standing {
         let blind_to = self.blind_to.load(Ordering::Relaxed);
+        let blind_from = self.blind_from.load(Ordering::Relaxed);
         // A node blind over a time vouches, while it joins or is stale, only for what
-        // came before it. (Found by `data-stale-after-blind`: a stale node's word for
-        // all before its last sync buried the writes of its blind time on a peer.)
-        let held_before = |last_sync: u64| match blind_to {
-            0 => last_sync,
-            _ => self.blind_from.load(Ordering::Relaxed).min(last_sync),
-        };
+        // came before its last session outside that time. (Found by
+        // `data-stale-after-blind`: a stale node's word for all before its last sync
+        // buried the writes of its blind time on a peer.)
+        let blind = (blind_to > 0).then_some((blind_from, blind_to));
         match self.stale_since() {
-            Some(since) => Standing::Stale {
-                since: held_before(since),
-            },
+            Some(since) => Standing::Stale { since, blind },
             None if !self.established() => Standing::Joining {
-                since: held_before(self.last_sync.load(Ordering::Relaxed)),
+                since: self.last_sync.load(Ordering::Relaxed),
+                blind,
             },
             None if blind_to > 0 => Standing::Blind {
                 from: self.blind_from.load(Ordering::Relaxed),
@@ -194,10 +192,16 @@ impl<T: StreamTransport> Shared<T> {
             peers.values().all(|peer| peer.synced_while_stale)
         };
         if let Some(since) = self.stale_since() {
-            if let Standing::Stale { since: peer_since } | Standing::Joining { since: peer_since } =
-                peer
-            {
-                self.stale_horizon.fetch_max(peer_since, Ordering::Relaxed);
+            match peer {
+                Standing::Stale { since, .. } => {
+                    self.stale_horizon.fetch_max(since, Ordering::Relaxed);
+                }
+                Standing::Joining { since, blind } => {
+                    let before_blind = blind.map_or(since, |(from, _)| from.min(since));
+                    self.stale_horizon
+                        .fetch_max(before_blind, Ordering::Relaxed);
+                }
+                _ => {}
             }
             match peer {
                 Standing::Established | Standing::Blind { .. } => {
@@ -248,7 +252,7 @@ impl<T: StreamTransport> Shared<T> {
                 _ if vouches => {}
                 // New nodes that met only each other: a new cluster, whole from the
                 // earliest start among them on.
-                Standing::Joining { since: 0 } if last_sync == 0 => {
+                Standing::Joining { since: 0, .. } if last_sync == 0 => {
                     self.floor.fetch_min(peer_floor, Ordering::Relaxed);
                 }
                 // A copy of another cluster, or from further back: this node's own copy
@@ -316,7 +320,9 @@ impl Cover {
         let blind = match peer {
             Standing::Established => None,
             Standing::Blind { from, to } => Some((from, to)),
-            Standing::Joining { since } | Standing::Stale { since } => Some((since, started_ms)),
+            Standing::Joining { since, blind } | Standing::Stale { since, blind } => {
+                hull([Some((since, started_ms)), blind])
+            }
         };
         Self { floor, blind }
     }
@@ -447,7 +453,10 @@ mod tests {
             blind: Some((from, to)),
         };
         let (since, started) = (40, 60);
-        for peer in [Standing::Joining { since }, Standing::Stale { since }] {
+        for peer in [
+            Standing::Joining { since, blind: None },
+            Standing::Stale { since, blind: None },
+        ] {
             assert_eq!(Cover::of(peer, 50, started), blind(50, since, started));
         }
         assert_eq!(
@@ -458,7 +467,11 @@ mod tests {
         // a joining node of a new cluster (floor 50): blind from 20 to 60, not for ever
         // (what came after reaches both as pushes).
         let own = blind(0, 20, started);
-        let joined = own.joined(Cover::of(Standing::Joining { since }, 50, started));
+        let joined = own.joined(Cover::of(
+            Standing::Joining { since, blind: None },
+            50,
+            started,
+        ));
         assert_eq!(joined, blind(0, 20, started));
     }
 

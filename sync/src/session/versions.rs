@@ -134,11 +134,11 @@ impl Session {
     /// session, or one from another node, or an own write older than the time all of
     /// them had reached every peer. It is buried if the peer held it then, which a peer
     /// that vouches for that time did (an established one; a stale or joining one,
-    /// before its own last session; one caught up blind, outside its blind time; and
+    /// before its own last session but outside its blind time; one caught up blind, outside its blind time; and
     /// any only at or after its floor), and withheld from a new peer, which vouches for
     /// nothing.
     fn fate(&self, version: &Version) -> Fate {
-        let Standing::Stale { since } = self.standing else {
+        let Standing::Stale { since, .. } = self.standing else {
             return Fate::Send;
         };
         let stamped = version.id.timestamp;
@@ -157,8 +157,10 @@ impl Session {
         }
         let peer_held = match self.peer_standing {
             Some(Standing::Established) => true,
-            Some(Standing::Stale { since } | Standing::Joining { since }) if since > 0 => {
-                stamped < since
+            Some(Standing::Stale { since, blind } | Standing::Joining { since, blind })
+                if since > 0 =>
+            {
+                stamped < since && !blind.is_some_and(|(from, to)| (from..to).contains(&stamped))
             }
             Some(Standing::Blind { from, to }) => !(from..to).contains(&stamped),
             Some(Standing::Stale { .. } | Standing::Joining { .. }) | None => {
