@@ -192,16 +192,13 @@ impl<T: StreamTransport> Shared<T> {
             peers.values().all(|peer| peer.synced_while_stale)
         };
         if let Some(since) = self.stale_since() {
-            match peer {
-                Standing::Stale { since, .. } => {
-                    self.stale_horizon.fetch_max(since, Ordering::Relaxed);
-                }
-                Standing::Joining { since, blind } => {
-                    let before_blind = blind.map_or(since, |(from, _)| from.min(since));
-                    self.stale_horizon
-                        .fetch_max(before_blind, Ordering::Relaxed);
-                }
-                _ => {}
+            // The peer's copy holds what the cluster held before its last sync, and
+            // before its blind time if that began earlier. (Found by a review: a stale
+            // peer's later last sync alone left this node claiming a blind time neither
+            // copy held, and keys written then were buried on its word.)
+            if let Standing::Stale { since, blind } | Standing::Joining { since, blind } = peer {
+                let held_before = blind.map_or(since, |(from, _)| from.min(since));
+                self.stale_horizon.fetch_max(held_before, Ordering::Relaxed);
             }
             match peer {
                 Standing::Established | Standing::Blind { .. } => {
