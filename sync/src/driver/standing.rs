@@ -74,24 +74,19 @@ impl<T: StreamTransport> Shared<T> {
 
     /// What this node's copy vouches for, as it tells its peers.
     pub(super) fn standing(&self) -> Standing {
-        let blind_to = self.blind_to.load(Ordering::Relaxed);
-        let blind_from = self.blind_from.load(Ordering::Relaxed);
         // A node blind over a time vouches, while it joins or is stale, only for what
         // came before its last session outside that time. (Found by
         // `data-stale-after-blind`: a stale node's word for all before its last sync
         // buried the writes of its blind time on a peer.)
-        let blind = (blind_to > 0).then_some((blind_from, blind_to));
-        match self.stale_since() {
-            Some(since) => Standing::Stale { since, blind },
-            None if !self.established() => Standing::Joining {
+        let blind = self.cover().blind;
+        match (self.stale_since(), blind) {
+            (Some(since), _) => Standing::Stale { since, blind },
+            (None, _) if !self.established() => Standing::Joining {
                 since: self.last_sync.load(Ordering::Relaxed),
                 blind,
             },
-            None if blind_to > 0 => Standing::Blind {
-                from: self.blind_from.load(Ordering::Relaxed),
-                to: blind_to,
-            },
-            None => Standing::Established,
+            (None, Some((from, to))) => Standing::Blind { from, to },
+            (None, None) => Standing::Established,
         }
     }
 

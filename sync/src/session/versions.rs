@@ -134,9 +134,9 @@ impl Session {
     /// session, or one from another node, or an own write older than the time all of
     /// them had reached every peer. It is buried if the peer held it then, which a peer
     /// that vouches for that time did (an established one; a stale or joining one,
-    /// before its own last session but outside its blind time; one caught up blind, outside its blind time; and
-    /// any only at or after its floor), and withheld from a new peer, which vouches for
-    /// nothing.
+    /// before its own last session; either, and one caught up blind, outside its blind
+    /// time; and any only at or after its floor), and withheld from a new peer, which
+    /// vouches for nothing.
     fn fate(&self, version: &Version) -> Fate {
         let Standing::Stale { since, .. } = self.standing else {
             return Fate::Send;
