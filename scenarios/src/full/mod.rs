@@ -126,12 +126,13 @@ pub(crate) fn run(scenario: &Scenario, opts: RunOptions<'_>) -> Result<RunReport
             }
             Due::Poll => {
                 let within = checks.converge_within.unwrap_or_default();
-                match converged(&engine.nodes, &engine.log) {
+                let deadline = at >= quiesce_at + within;
+                match converged(&engine.nodes, &engine.log, deadline) {
                     Ok(()) => {
                         next_poll = None;
                         converged_after = Some(at.saturating_sub(quiesce_at));
                     }
-                    Err(evidence) if at >= quiesce_at + within => {
+                    Err(evidence) if deadline => {
                         engine.failure = Some(Violation {
                             property: "data_converged".into(),
                             evidence: format!(

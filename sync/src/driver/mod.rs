@@ -123,9 +123,9 @@ pub(crate) struct Shared<T: StreamTransport> {
     /// The time (Unix ms) before which this node's writes had all reached every live
     /// peer, as far as it knows (0: unknown): only grows.
     own_writes_delivered: AtomicU64,
-    /// Whether a live peer left since `own_writes_delivered` was last worked out from
-    /// the peers (the lowest of their own-writes times may have left with it).
-    delivered_peer_left: AtomicBool,
+    /// Whether a peer's own-writes time rose, or a live peer left, since
+    /// `own_writes_delivered` was last worked out from the peers.
+    delivered_dirty: AtomicBool,
     /// When the set of live peers last changed (Unix ms).
     peers_changed: AtomicU64,
     /// When this node was last seen in touch with a peer (Unix ms; 0: never), by
@@ -280,7 +280,7 @@ impl<T: StreamTransport> Replication<T> {
             in_touch: AtomicU64::new(config.last_sync_ms.unwrap_or(0)),
             peers_changed: AtomicU64::new(0),
             own_writes_delivered: AtomicU64::new(config.own_writes_delivered_ms.unwrap_or(0)),
-            delivered_peer_left: AtomicBool::new(false),
+            delivered_dirty: AtomicBool::new(false),
             sessions: Sessions::new(config.node_id.clone()),
             peer_changes: watch::Sender::new(0),
             generations: AtomicU64::new(0),
@@ -337,6 +337,7 @@ impl<T: StreamTransport> Replication<T> {
                 // down can finish while an earlier restart of it runs): the next push or
                 // round makes a new one. Found by the simulator (data-nemesis seed 22).
                 shared.forget_connection(addr);
+                shared.settle_delivered(&peers);
                 if let Some(peer) = peers.get_mut(&node_id).filter(|peer| peer.addr == addr) {
                     // Back (restarted on the same address).
                     peer.life = life;
@@ -383,7 +384,7 @@ impl<T: StreamTransport> Replication<T> {
                     .peers_changed
                     .store(shared.now_ms(), Ordering::Relaxed);
                 if let Some(peer) = lock(&shared.peers).remove(&node_id) {
-                    shared.delivered_peer_left.store(true, Ordering::Relaxed);
+                    shared.delivered_dirty.store(true, Ordering::Relaxed);
                     peer.queue.close();
                     shared.forget_connection(peer.addr);
                 }
@@ -428,7 +429,7 @@ impl<T: StreamTransport> Replication<T> {
     /// peer (by a complete session or an acknowledged push), for the node to keep: a
     /// stale node takes a peer's lack of an own write older than that for a deletion.
     pub fn own_writes_delivered_ms(&self) -> Option<u64> {
-        Some(self.shared.own_writes_delivered.load(Ordering::Relaxed)).filter(|&at| at > 0)
+        Some(self.shared.own_writes_delivered()).filter(|&at| at > 0)
     }
 
     /// The time `[from, to)` (Unix ms) this node may lack versions of, if it caught up
