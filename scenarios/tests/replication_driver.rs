@@ -3,15 +3,16 @@
 //! serving the peer's connection and streams included, and a peer that comes back is
 //! never reached over a connection made with an earlier life of it, and a session that
 //! fails ends the bulk load it began; a node answering a peer's session opens none with
-//! it meanwhile, a node joining a cluster is sent the store once, and a peer's refuted
-//! suspicion does not end the session under way with it.
+//! it meanwhile, a node joining a cluster is sent the store once, a peer's refuted
+//! suspicion does not end the session under way with it, and a node paused longer than
+//! `tombstone_ttl` just before a session completes brings no deleted key back.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kvs_net::Clock;
-use kvs_scenarios::simnet::{SimNet, SimStreams};
+use kvs_scenarios::simnet::{SimClock, SimNet, SimStreams};
 use kvs_scenarios::{Network, node_addr};
 use kvs_sync::conformance::{Call, Hooked};
 use kvs_sync::driver::{PeerEvent, Replication, ReplicationConfig};
@@ -376,4 +377,123 @@ fn a_refuted_suspicion_does_not_end_the_session_under_way() {
     assert!(plain >= Duration::from_millis(300), "{plain:?}");
     let refuted = first_session_done_at(Some(plain / 2));
     assert_eq!(refuted, plain);
+}
+
+/// A node's clock that jumps ahead: what a process stopped for that long (SIGSTOP, a
+/// frozen VM) reads when it runs again.
+struct Resumed {
+    clock: SimClock,
+    ahead_us: Arc<AtomicU64>,
+}
+
+impl Clock for Resumed {
+    fn now(&self) -> Duration {
+        self.clock.now() + Duration::from_micros(self.ahead_us.load(Ordering::SeqCst))
+    }
+
+    fn unix_micros(&self) -> u64 {
+        self.clock.unix_micros() + self.ahead_us.load(Ordering::SeqCst)
+    }
+}
+
+/// n2 answers n1's session and is stopped for 5 s (tombstone_ttl: 3 s) between reading
+/// n1's last message and completing the session, where the simulator cannot stop a task:
+/// its clock jumps 5 s ahead there. n1 ran on meanwhile: it deleted a key both held and
+/// purged the tombstone (n1's clock is 5 s behind n2's from then on, so n1 does it in
+/// the seconds that follow). n2 must find that it was out of touch, be stale, and bury
+/// the key. (Before the fix, the session's completion counted as a touch when n2
+/// resumed: n2 never became stale and sent the key back to n1. Found by reading the
+/// code after `a_node_paused_longer_than_tombstone_ttl_brings_no_deleted_key_back` in
+/// `tests/anti_entropy.rs` failed.)
+#[test]
+fn a_node_paused_as_a_session_completes_brings_no_deleted_key_back() {
+    let mut net = SimNet::new(2, &Network::default(), 13).expect("net");
+    let (_stop, shutdown) = watch::channel(false);
+    let ttl = Duration::from_secs(3);
+    let n1_now = |net: &SimNet| net.clock(0).unix_micros() / 1000;
+    let n1_store = Arc::new(MemoryStore::new(StoreOptions::default()));
+    // Older than n2's first session, which shows that the cluster had it.
+    n1_store
+        .write_batch(&[write("k")], n1_now(&net) - 1_000)
+        .expect("write");
+    let ahead_us = Arc::new(AtomicU64::new(0));
+    let (armed, stopped) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (arm, stop, jump) = (
+        Arc::clone(&armed),
+        Arc::clone(&stopped),
+        Arc::clone(&ahead_us),
+    );
+    // n2 reads its tree once it has n1's `Hello`, then answers `Done` (equal roots) and
+    // the session is complete.
+    let n2_store = Arc::new(Hooked::new(
+        MemoryStore::new(StoreOptions::default()),
+        move |call| {
+            if matches!(call, Call::Merkle) && arm.swap(false, Ordering::SeqCst) {
+                jump.store(5_000_000, Ordering::SeqCst);
+                stop.store(true, Ordering::SeqCst);
+            }
+            Ok(())
+        },
+    ));
+    let config = |i: usize, sync_interval| ReplicationConfig {
+        node_id: format!("n{}", i + 1),
+        sync_interval,
+        tombstone_ttl: ttl,
+        ..ReplicationConfig::default()
+    };
+    // n1 opens a session every 7.5 to 10 s; n2 none after the first.
+    let n1_config = config(0, Duration::from_secs(10));
+    let n1 = start_with(&net, 0, &n1_store, &shutdown, n1_config);
+    let clock = Resumed {
+        clock: net.clock(1),
+        ahead_us,
+    };
+    let n2 = Replication::start(
+        Arc::new(net.runtime(1)),
+        Arc::new(net.streams(1)),
+        Arc::clone(&n2_store) as Arc<dyn Store>,
+        Arc::new(clock),
+        config(1, Duration::from_secs(3600)),
+        shutdown.clone(),
+    );
+    up(&n1, 1);
+    up(&n2, 0);
+    net.run_until(Duration::from_secs(1));
+    assert!(n2_store.get("k").expect("get").is_some(), "n2 got the key");
+
+    armed.store(true, Ordering::SeqCst);
+    while !stopped.load(Ordering::SeqCst) {
+        assert!(net.now() < Duration::from_secs(15), "n1 opened no session");
+        net.run_until(net.now() + Duration::from_millis(10));
+    }
+    let resumed = net.now();
+    net.run_until(resumed + Duration::from_millis(500));
+    let delete = WriteOp {
+        mutation: Mutation::Delete,
+        ..write("k")
+    };
+    n1_store
+        .write_batch(&[delete], n1_now(&net))
+        .expect("delete");
+    net.run_until(resumed + Duration::from_millis(4_500));
+    let ttl_ms = u64::try_from(ttl.as_millis()).expect("ms");
+    n1_store.purge(n1_now(&net), ttl_ms).expect("purge");
+    assert_eq!(
+        n1_store.get("k").expect("get"),
+        None,
+        "n1 forgot the delete"
+    );
+    // n1's next sessions with n2.
+    net.run_until(resumed + Duration::from_secs(25));
+    let gone = |store: &dyn Store| {
+        store
+            .get("k")
+            .expect("get")
+            .is_none_or(|v| v.is_tombstone())
+    };
+    assert!(gone(n1_store.as_ref()), "the deleted key came back");
+    assert!(gone(n2_store.as_ref()), "n2 kept the deleted key");
 }

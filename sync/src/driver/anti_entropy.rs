@@ -7,7 +7,8 @@
 //! bulk load (a session that completes ends it itself). Each side tells its standing in
 //! the session (see `standing.rs`), noted afresh before every round and every session
 //! served, and often by a watch of its own, so that a node paused or cut off longer than
-//! `tombstone_ttl` knows it is stale before it sends anything.
+//! `tombstone_ttl` knows it is stale before it sends anything; a session it began before
+//! becoming stale fails, even once complete.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -224,19 +225,20 @@ async fn run_round<T: StreamTransport>(
         .round_trips
         .fetch_add(round_trips, Ordering::Relaxed);
     let peer = session.peer_standing().ok_or(RoundError::NoStanding)?;
-    shared.completed(Some(node_id), completed(&session, started, peer));
+    shared.completed(Some(node_id), completed(&session, started, peer, standing))?;
     tracing::debug!(%node_id, round_trips, stats = ?session.stats(), "sync round done");
     Ok(())
 }
 
-/// What `session`, started at `started_ms` with a peer of standing `peer`, tells the
-/// driver once complete.
-fn completed(session: &Session, started_ms: u64, peer: Standing) -> Completed {
+/// What `session`, started at `started_ms` with a peer of standing `peer`, this node's
+/// being `own`, tells the driver once complete.
+fn completed(session: &Session, started_ms: u64, peer: Standing, own: Standing) -> Completed {
     Completed {
         started_ms,
         found_equal: session.stats().found_equal(),
         peer,
         peer_floor: session.peer_floor(),
+        began_stale: matches!(own, Standing::Stale { .. }),
     }
 }
 
@@ -264,32 +266,35 @@ pub(crate) async fn serve<T: StreamTransport>(
         tracing::debug!(%from, "refused a session: this node is not established and in one already");
         return;
     };
-    let rules = shared.admission();
+    let (rules, own) = (shared.admission(), shared.standing());
     let mut session = Session::responder(rules)
-        .with_standing(shared.standing())
+        .with_standing(own)
         .with_floor(shared.floor());
     if let Some((origin, delivered)) = shared.writer() {
         session = session.writing_as(origin, delivered);
     }
     let bulk = BulkLoad::default();
-    match converse(&shared, &mut stream, session, Vec::new(), &bulk).await {
-        Ok((session, _)) => {
+    let served = converse(&shared, &mut stream, session, Vec::new(), &bulk)
+        .await
+        .and_then(|(session, _)| {
             let _ = stream.finish();
-            if let Some(standing) = session.peer_standing() {
+            match session.peer_standing() {
                 // Membership may name the peer only now (it opened at once on seeing this
                 // node come up); an unnamed peer still counts for this node's standing.
-                let peer = peer.or_else(|| shared.peer_at(from));
-                shared.completed(peer.as_deref(), completed(&session, rules.now_ms, standing));
+                Some(standing) => shared.completed(
+                    peer.or_else(|| shared.peer_at(from)).as_deref(),
+                    completed(&session, rules.now_ms, standing, own),
+                ),
+                None => Ok(()),
             }
-        }
-        Err(error) => {
-            shared
-                .counters
-                .rounds_failed
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%from, %error, "serving a sync session failed");
-            bulk.end(&shared).await;
-        }
+        });
+    if let Err(error) = served {
+        shared
+            .counters
+            .rounds_failed
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%from, %error, "serving a sync session failed");
+        bulk.end(&shared).await;
     }
 }
 

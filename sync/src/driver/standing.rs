@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 
 use kvs_net::StreamTransport;
 
+use super::anti_entropy::RoundError;
 use super::{Peer, ReplicationConfig, Shared, lock, millis};
 use crate::Standing;
 
@@ -175,15 +176,35 @@ impl<T: StreamTransport> Shared<T> {
     /// - a node that vouches takes in what an established or blind peer speaks for;
     /// - a stale node that catches up without a peer that vouches keeps the blind time
     ///   it had, and adds the new one (one span over both).
-    pub(super) fn completed(&self, node_id: Option<&str>, session: Completed) {
+    ///
+    /// A session that began before this node became stale counts for nothing (an
+    /// error): it was paused longer than `tombstone_ttl` after the peer's last message,
+    /// and what the peer held then says nothing of what was deleted meanwhile.
+    pub(super) fn completed(
+        &self,
+        node_id: Option<&str>,
+        session: Completed,
+    ) -> Result<(), RoundError> {
         let Completed {
             started_ms,
             found_equal,
             peer,
             peer_floor,
+            began_stale,
         } = session;
+        // A pause since the peer's last message shows as a gap until the session counts
+        // as a touch, so the gap is checked first, and the touch is the time read before
+        // the check (a pause after it is a gap at the next check). Before, a node paused
+        // just before a session completed took the session for a touch as it resumed,
+        // never became stale, and sent the keys deleted meanwhile back to its peers; or
+        // its watch found the gap first, and the session counted as its catch-up.
+        let now = self.now_ms();
+        self.note_staleness();
+        if !began_stale && self.stale_since().is_some() {
+            return Err(RoundError::BecameStale);
+        }
         self.counters.rounds.fetch_add(1, Ordering::Relaxed);
-        self.in_touch.fetch_max(self.now_ms(), Ordering::Relaxed);
+        self.in_touch.fetch_max(now, Ordering::Relaxed);
         let all_synced_while_stale = {
             let mut peers = lock(&self.peers);
             if let Some(peer) = node_id.and_then(|id| peers.get_mut(id)) {
@@ -240,7 +261,7 @@ impl<T: StreamTransport> Shared<T> {
                         ..self.cover()
                     });
                 }
-                Standing::Stale { .. } | Standing::Joining { .. } => return,
+                Standing::Stale { .. } | Standing::Joining { .. } => return Ok(()),
             }
             self.stale_since.store(0, Ordering::Relaxed);
         } else {
@@ -249,7 +270,7 @@ impl<T: StreamTransport> Shared<T> {
             match peer {
                 // A stale peer vouches for nothing (not even for what it held before its
                 // last sync: it may have been blind over some of it).
-                Standing::Stale { .. } => return,
+                Standing::Stale { .. } => return Ok(()),
                 Standing::Established | Standing::Blind { .. } if vouches => {
                     self.take_cover(own.joined(Cover::of(peer, peer_floor, started_ms)));
                 }
@@ -278,6 +299,7 @@ impl<T: StreamTransport> Shared<T> {
         if !self.synced_once.swap(true, Ordering::Relaxed) {
             tracing::info!(?node_id, "first sync with a peer complete");
         }
+        Ok(())
     }
 
     /// Notes that this node may lack versions stamped in `[from, to)`.
@@ -387,6 +409,8 @@ pub(super) struct Completed {
     pub(super) peer: Standing,
     /// The peer's floor.
     pub(super) peer_floor: u64,
+    /// Whether this node was stale when it began (and told the peer so).
+    pub(super) began_stale: bool,
 }
 
 #[cfg(test)]
