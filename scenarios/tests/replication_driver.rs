@@ -404,7 +404,7 @@ impl Clock for Resumed {
 /// the key. (Before the fix, the session's completion counted as a touch when n2
 /// resumed: n2 never became stale and sent the key back to n1. Found by reading the
 /// code after `a_node_paused_longer_than_tombstone_ttl_brings_no_deleted_key_back` in
-/// `tests/anti_entropy.rs` failed.)
+/// `tests/anti_entropy_after_ttl.rs` failed.)
 #[test]
 fn a_node_paused_as_a_session_completes_brings_no_deleted_key_back() {
     let mut net = SimNet::new(2, &Network::default(), 13).expect("net");
