@@ -289,10 +289,7 @@ pub(crate) async fn serve<T: StreamTransport>(
             }
         });
     if let Err(error) = served {
-        shared
-            .counters
-            .rounds_failed
-            .fetch_add(1, Ordering::Relaxed);
+        shared.counters.round_failed();
         tracing::debug!(%from, %error, "serving a sync session failed");
         bulk.end(&shared).await;
     }
@@ -363,10 +360,7 @@ pub(crate) async fn round_loop<T: StreamTransport>(
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
         if let Err(error) = round {
-            shared
-                .counters
-                .rounds_failed
-                .fetch_add(1, Ordering::Relaxed);
+            shared.counters.round_failed();
             tracing::debug!(%node_id, %error, "sync round failed");
         }
         bulk.end(&shared).await;

@@ -54,7 +54,7 @@ impl<T: StreamTransport> Shared<T> {
     /// peer, as far as it knows (0: unknown).
     pub(super) fn own_writes_delivered(&self) -> u64 {
         if self.delivered_dirty.load(Ordering::Relaxed) {
-            self.settle_delivered(&lock(&self.peers));
+            self.note_delivered(&lock(&self.peers));
         }
         self.own_writes_delivered.load(Ordering::Relaxed)
     }
@@ -215,8 +215,8 @@ impl<T: StreamTransport> Shared<T> {
                 peer.roots_agreed = found_equal;
                 peer.synced_while_stale = true;
                 peer.own_writes_through = peer.own_writes_through.max(started_ms);
+                self.delivered_dirty.store(true, Ordering::Relaxed);
             }
-            self.note_delivered(&peers);
             peers.values().all(|peer| peer.synced_while_stale)
         };
         if let Some(since) = self.stale_since() {

@@ -67,6 +67,11 @@ fn add(counter: &AtomicU64, n: u64) {
 }
 
 impl Counters {
+    /// Counts a sync session (run or served) that failed.
+    pub(crate) fn round_failed(&self) {
+        add(&self.rounds_failed, 1);
+    }
+
     pub(crate) fn refused(&self, refused: RefusalCounts) {
         add(&self.refused_malformed, refused.malformed);
         add(&self.refused_future, refused.from_the_future);
