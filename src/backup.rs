@@ -2,8 +2,9 @@
 //! (`POST /admin/backups`, scheduled ones, `kvs backup`) and restored into a stopped
 //! node's data dir (`kvs restore`).
 //!
-//! A backup is a compacted LMDB data file, `<data_dir>/backups/<name>.mdb`, holding every
-//! write acknowledged before it started. A running node holds an exclusive lock on
+//! A backup is a packed LMDB data file (every table rebuilt in key order, see
+//! `store/lmdb/pack.rs`), `<data_dir>/backups/<name>.mdb`, holding every write
+//! acknowledged before it started. A running node holds an exclusive lock on
 //! `<data_dir>/node.lock`, which is how `kvs backup` and `kvs restore` tell whether it
 //! runs. The data dir and the backups dir are created 0700, backups and restored data
 //! 0600 (see [`crate::private_files`]). A restore also puts back the audit chain's

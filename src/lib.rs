@@ -20,6 +20,7 @@ pub mod bench;
 pub mod client;
 pub mod client_output;
 pub mod cluster;
+pub mod compact;
 pub mod config;
 pub mod daemon;
 pub mod http_client;

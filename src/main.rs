@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use kvs::config::{Config, load_or_create};
-use kvs::{backup, bench, client, daemon, init, node, watch};
+use kvs::{backup, bench, client, compact, daemon, init, node, watch};
 
 /// mimalloc: the node's threads hand buffers to each other (HTTP workers, the commit
 /// thread, the applier), and glibc's malloc pays for every cross-thread free.
@@ -87,6 +87,12 @@ enum Command {
         /// The backup file.
         file: std::path::PathBuf,
     },
+    /// Rewrite a stopped node's data file packed, giving back the disk that random
+    /// inserts and deletions left unused (like `etcdctl defrag`).
+    Compact {
+        /// The config file.
+        config: String,
+    },
     /// Get a key's value.
     Get(client::KeyArgs),
     /// Put a JSON value at a key.
@@ -141,6 +147,7 @@ fn main() -> ExitCode {
             backup::run_backup(&config, out.as_deref(), token.as_deref())
         }
         Command::Restore { config, file } => backup::run_restore(&config, &file),
+        Command::Compact { config } => compact::run(&config),
         Command::Init { name, join } => match init::write_joining(&name, &join) {
             Ok(said) => {
                 println!("{said}");

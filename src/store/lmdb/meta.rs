@@ -213,16 +213,30 @@ impl LmdbStore {
         Ok(init.to_owned())
     }
 
-    /// Writes a compacted copy of the whole environment (one read transaction, so a
-    /// consistent snapshot) to a new file at `path`; returns its size in bytes and the
-    /// number of keys it holds.
+    /// Writes a packed copy of the whole environment (every table rebuilt in key order,
+    /// see `pack.rs`; read in one transaction, so a consistent snapshot) to a new file at
+    /// `path`; returns its size in bytes and the number of keys it holds.
     pub fn copy_to(&self, path: &Path) -> Result<(u64, u64), StoreError> {
-        let file = self
-            .env
-            .copy_to_path(path, heed::CompactionOption::Enabled)?;
-        file.sync_all()
-            .map_err(|e| StoreError::Backend(format!("syncing {}: {e}", path.display())))?;
-        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let backend = |what: &Path, e: std::io::Error| {
+            StoreError::Backend(format!("{}: {e}", what.display()))
+        };
+        let staging = path.with_extension("packing");
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(|e| backend(&staging, e))?;
+        }
+        std::fs::create_dir(&staging).map_err(|e| backend(&staging, e))?;
+        let packed = self.write_packed(&staging).and_then(|bytes| {
+            std::fs::rename(staging.join("data.mdb"), path).map_err(|e| backend(path, e))?;
+            Ok(bytes)
+        });
+        let removed = std::fs::remove_dir_all(&staging).map_err(|e| backend(&staging, e));
+        let bytes = packed?;
+        removed?;
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(|e| backend(dir, e))?;
+        }
         Ok((bytes, self.key_count()?))
     }
 

@@ -17,7 +17,9 @@
 //!
 //! The write path is in `write.rs`; index changes are held until their transaction commits
 //! and then applied in key order (`index_ops.rs`), or, during a bulk load into an empty
-//! store, put off and built once at its end (`deferred.rs`).
+//! store, put off and built once at its end (`deferred.rs`). A copy of the whole
+//! environment with every table rebuilt in key order (`kvs compact`, backups) is written
+//! by `pack.rs`.
 //!
 //! Opened with [`LmdbStore::open`], every commit is fsynced (LMDB's default durability);
 //! the node opens it with [`LmdbStore::open_behind_log`], behind its write-ahead log.
@@ -47,6 +49,7 @@ mod keys;
 mod merkle;
 mod meta;
 pub use meta::{check_data_file, holds_kvs_store, read_meta_texts};
+mod pack;
 mod write;
 
 pub(crate) use self::audit::{AuditSeal, HEAD_FILE, META_COPY};
