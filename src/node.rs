@@ -15,6 +15,7 @@ use kvs_sync::{
     AuditEntry, AuditVerdict, Store, StoreError, SyncStatus, WriteOp, WriteOutcome, WriteRejected,
 };
 use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -202,6 +203,14 @@ impl Backend for NodeBackend {
         }
         if let Some(replication) = &self.replication {
             replication.register_metrics(registry);
+        }
+        if let Ok(used) = self.store.lmdb().used_bytes() {
+            registry.register(
+                "kvs_store_used_bytes",
+                "Bytes of the data file's pages that hold data; kvs_store_bytes less this is \
+                 free pages, which kvs compact gives back with the unused room of part-filled pages",
+                ConstGauge::new(used),
+            );
         }
         let stats = self.committer.stats();
         registry.register(
