@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Memory, disk and start-up of one node holding KEYS keys of 256 bytes (issue 12): the
 # keys are written by `kvs bench` in random order over 64 connections (history off, the
-# audit log on, as by default otherwise); then the node's peak RSS, the data file's bytes
-# against the raw keys and values, `kvs compact` (bytes after, time), and the time from a
-# restart to `/health` with the RSS after it. Loopback only, ports 18481-18483; the node
+# audit log on, as by default otherwise); then the node's peak RSS (and how much of it is
+# the memory map of the data file), the data file's bytes against the raw keys and values,
+# `kvs compact` (bytes after, time), and the time from a restart to `/health` with the RSS
+# after it. Loopback only, ports 18481-18483; the node
 # stops and its data dir is removed at the end.
 # Needs: target/release/kvs (cargo build --release), curl.
 #   usage: tests/bench/million-keys.sh [KEYS]   (default 1000000)
@@ -36,6 +37,8 @@ start
 "$kvs" bench --addr http://127.0.0.1:18481 --keys "$keys" --duration 1s --get-ratio 0 \
   --value-size 256 --connections 64 >/dev/null 2>&1
 peak=$(rss_mib VmHWM)
+anon=$(rss_mib RssAnon)
+file=$(rss_mib RssFile)
 stop
 raw=$(awk -v n="$keys" 'BEGIN { for (i = 0; i < n; i++) s += 6 + length(i) + 256; print s }')
 loaded=$(data_bytes)
@@ -50,7 +53,7 @@ stop
 
 ratio() { awk -v a="$1" -v b="$raw" 'BEGIN { printf "%.2f", a / b }'; }
 echo "keys held: $held of $keys; raw keys and values: $raw bytes"
-echo "peak RSS while loading: $peak MiB"
+echo "peak RSS while loading: $peak MiB (at the end: $anon MiB anonymous, $file MiB of mapped files)"
 echo "data file after the load: $loaded bytes ($(ratio "$loaded")x raw)"
 echo "after kvs compact ($compact_ms ms): $compacted bytes ($(ratio "$compacted")x raw)"
 echo "start-up with $held keys: $started_ms ms to /health; RSS after: $rss_after MiB"
