@@ -31,7 +31,8 @@ pub struct Compacted {
 }
 
 /// Compacts the data file of the node of `config`, whose data dir is `data_dir`; the node
-/// must be stopped. `Err` says why nothing was changed.
+/// must be stopped. `Err` says why; the old file stays unless the error came after the
+/// rename (syncing the data dir).
 pub fn compact(config: &Config, data_dir: &Path) -> Result<Compacted, String> {
     let data_file = data_dir.join("data.mdb");
     let before = std::fs::metadata(&data_file)
@@ -50,23 +51,13 @@ pub fn compact(config: &Config, data_dir: &Path) -> Result<Compacted, String> {
         std::fs::remove_dir_all(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
     }
     private_files::create_dir(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
-    let audit = config
-        .tamper_logging_enabled
-        .then(|| kvs_sync::AuditKey::from_secret(&config.cluster_secret));
-    let store = DurableStore::open(data_dir, config.store_options(), audit)
-        .map_err(|e| format!("opening the store: {e}"))?;
-    // Every write of the log is in LMDB and synced once the store is closed.
-    store
-        .close()
-        .map_err(|e| format!("closing the store: {e}"))?;
-    let keys = store.lmdb().key_count().map_err(|e| e.to_string())?;
-    let after = store
-        .lmdb()
-        .write_packed(&staging)
-        .map_err(|e| format!("writing the packed copy: {e}"))?;
-    drop(store);
+    let packed = pack(config, data_dir, &staging);
+    if packed.is_err() {
+        // What a failed copy wrote (maybe much, on a full disk) goes; the old file stays.
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    let (keys, after) = packed?;
     let packed = staging.join("data.mdb");
-    private_files::restrict(&packed).map_err(|e| format!("{}: {e}", packed.display()))?;
     std::fs::rename(&packed, &data_file).map_err(|e| format!("{}: {e}", data_file.display()))?;
     // The reader table of the old file; LMDB makes a new one at the next open.
     let _ = std::fs::remove_file(data_dir.join("lock.mdb"));
@@ -79,6 +70,29 @@ pub fn compact(config: &Config, data_dir: &Path) -> Result<Compacted, String> {
         after,
         keys,
     })
+}
+
+/// Opens the store in `data_dir` as the node does, closes it (every write of its log is
+/// then in LMDB, synced) and writes the packed copy into `staging`, private; returns the
+/// keys it holds and its bytes.
+fn pack(config: &Config, data_dir: &Path, staging: &Path) -> Result<(u64, u64), String> {
+    let audit = config
+        .tamper_logging_enabled
+        .then(|| kvs_sync::AuditKey::from_secret(&config.cluster_secret));
+    let store = DurableStore::open(data_dir, config.store_options(), audit)
+        .map_err(|e| format!("opening the store: {e}"))?;
+    store
+        .close()
+        .map_err(|e| format!("closing the store: {e}"))?;
+    let keys = store.lmdb().key_count().map_err(|e| e.to_string())?;
+    let bytes = store
+        .lmdb()
+        .write_packed(staging)
+        .map_err(|e| format!("writing the packed copy: {e}"))?;
+    drop(store);
+    let packed = staging.join("data.mdb");
+    private_files::restrict(&packed).map_err(|e| format!("{}: {e}", packed.display()))?;
+    Ok((keys, bytes))
 }
 
 /// `kvs compact CONFIG`: exit 0 with the sizes before and after, 1 when the node runs or

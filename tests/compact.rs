@@ -96,7 +96,10 @@ fn a_stopped_nodes_data_file_is_rewritten_smaller_with_the_same_data() {
     assert_eq!(facts(&node, &kept), before);
     let file = node.metric("kvs_store_bytes").unwrap();
     let used = node.metric("kvs_store_used_bytes").unwrap();
-    assert!(used <= file && file - used <= 16.0 * 4096.0, "{used} of {file} bytes hold data");
+    assert!(
+        used <= file && file - used <= 16.0 * 4096.0,
+        "{used} of {file} bytes hold data"
+    );
     let verdict = node.get("/audit/verify").json();
     assert_eq!(verdict["ok"], true, "{verdict}");
     assert_eq!(node.put("/kv/after", "1").status, 201, "writes go on");

@@ -146,3 +146,79 @@ fn a_full_disk_refuses_writes_cleanly_and_loses_nothing_acknowledged() {
         );
     }
 }
+
+/// Fills the disk holding `dir` with the file `ballast`, then frees `leave` bytes of it.
+fn fill_disk(ballast: &Path, leave: u64) {
+    use std::io::Write as _;
+    let mut file = std::fs::File::create(ballast).expect("ballast");
+    let chunk = vec![7u8; 64 << 10];
+    while file.write_all(&chunk).is_ok() {}
+    let _ = file.flush();
+    let full = file.metadata().expect("ballast size").len();
+    file.set_len(full.saturating_sub(leave))
+        .expect("shrink ballast");
+}
+
+#[test]
+fn compacting_on_a_full_disk_fails_and_leaves_the_data_file_as_it_was() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root: the full-disk test must run there"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let disk = Tmpfs::mount();
+    let data_dir = disk.path().join("data");
+    let mut node = Node::start(&format!(
+        "{PLAIN}revision_history_enabled: false\ncompression_enabled: false\ndata_dir: {}\n",
+        data_dir.display()
+    ));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let written: Vec<(String, String)> = (0..40)
+        .map(|i| (format!("k{i}"), value(&mut rng)))
+        .collect();
+    for (key, value) in &written {
+        assert_eq!(node.put(&format!("/kv/{key}"), value).status, 201);
+    }
+    assert!(node.terminate().success());
+    let data_file = data_dir.join("data.mdb");
+    let inode = || std::fs::metadata(&data_file).expect("data file").ino();
+    let before = inode();
+
+    // Room for the store's own opening, not for the 4 MB copy.
+    let ballast = disk.path().join("ballast");
+    fill_disk(&ballast, 256 << 10);
+    let (config, dir) = (node.config.clone(), node.dir.path().to_path_buf());
+    let compact = || common::run_kvs(&["compact", config.to_str().unwrap()], &dir, &[]);
+    let refused = compact();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(said.contains("packed copy"), "{said}");
+    assert_eq!(inode(), before, "the data file was not replaced");
+    assert!(
+        !data_dir.join("compacting").exists(),
+        "the partial copy is gone"
+    );
+    let holds_every_write = |node: &Node| {
+        for (key, value) in &written {
+            let answer = node.get(&format!("/kv/{key}"));
+            assert_eq!(answer.json()["data"].to_string(), *value, "{key}");
+        }
+    };
+    node.launch();
+    holds_every_write(&node);
+    assert!(node.terminate().success());
+
+    std::fs::remove_file(&ballast).expect("remove ballast");
+    let done = compact();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_ne!(inode(), before, "the packed copy replaced the data file");
+    node.launch();
+    holds_every_write(&node);
+}

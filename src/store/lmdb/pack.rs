@@ -78,8 +78,11 @@ impl LmdbStore {
         let tables = named_tables(&self.env)?;
         let mut builder = EnvOpenOptions::new();
         builder.map_size(MAP_SIZE).max_dbs(16);
-        // SAFETY: `dir` is new and only this environment opens it; nothing else maps it
-        // until it is closed below.
+        // SAFETY: `dir` is new and only this environment, from this thread, opens it until
+        // it is closed below, so it needs no lock table (a file written through a memory
+        // map, where a full disk ends the process with SIGBUS instead of failing a call).
+        unsafe { builder.flags(heed::EnvFlags::NO_LOCK) };
+        // SAFETY: as above.
         let packed = unsafe { builder.open(dir) }?;
         let targets = packed
             .create_databases_and_commit(packed.write_txn()?, |opener, wtxn| {
