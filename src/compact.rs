@@ -32,7 +32,7 @@ pub struct Compacted {
 
 /// Compacts the data file of the node of `config`, whose data dir is `data_dir`; the node
 /// must be stopped. `Err` says why; the old file stays unless the error came after the
-/// rename (syncing the data dir).
+/// rename (removing `compacting/`, syncing the data dir).
 pub fn compact(config: &Config, data_dir: &Path) -> Result<Compacted, String> {
     let data_file = data_dir.join("data.mdb");
     let before = std::fs::metadata(&data_file)
