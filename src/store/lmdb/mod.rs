@@ -553,8 +553,9 @@ impl Store for LmdbStore {
 
     fn stats(&self) -> Result<StoreStats, StoreError> {
         let rtxn = self.env.read_txn()?;
-        // The pages in use, not the file's length: behind the log the data file is
-        // sparse and as long as the map (256 GiB).
+        // The pages up to the last one in use (free pages among them), which is how long
+        // the file is since pages are written with `write(2)`; through the memory map
+        // (`WRITE_MAP`, before) the file was sparse and as long as the map (256 GiB).
         let page_size = self.kv.stat(&rtxn)?.page_size;
         let pages = self.env.info().last_page_number as u64 + 1;
         Ok(StoreStats {
