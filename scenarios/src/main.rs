@@ -44,9 +44,10 @@ struct RunArgs {
     /// Play each file once with this seed (default: the file's `seed`, else 1).
     #[arg(long, conflicts_with = "seeds")]
     seed: Option<u64>,
-    /// Play each file with seeds 1..=K.
-    #[arg(long)]
-    seeds: Option<u64>,
+    /// Play each file with seeds 1..=K (`--seeds 1000`), or FIRST..=LAST (`--seeds
+    /// 1001..=2000`, a sweep past the seeds already played).
+    #[arg(long, value_parser = parse_seeds)]
+    seeds: Option<std::ops::RangeInclusive<u64>>,
     /// Play every run twice and fail when the two trace digests differ.
     #[arg(long)]
     check_determinism: bool,
@@ -97,6 +98,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// The seeds of `--seeds`: `K` (at least 1) for 1..=K, or `FIRST..=LAST`.
+fn parse_seeds(text: &str) -> Result<std::ops::RangeInclusive<u64>, String> {
+    let number = |n: &str| {
+        n.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("`{n}` is not a seed (a whole number)"))
+    };
+    let (first, last) = match text.split_once("..") {
+        None => (1, number(text)?),
+        Some((first, last)) => match last.strip_prefix('=') {
+            Some(last) => (number(first)?, number(last)?),
+            None => {
+                return Err(format!(
+                    "write `{first}..={last}`: the last seed is played too"
+                ));
+            }
+        },
+    };
+    if first > last || last == 0 {
+        return Err(format!("`{text}` holds no seed"));
+    }
+    Ok(first..=last)
+}
+
 /// Plays every file with every seed; `Ok(false)` when any run failed.
 fn run_all(args: &RunArgs) -> Result<bool, SimError> {
     let scenarios = args
@@ -111,9 +136,9 @@ fn run_all(args: &RunArgs) -> Result<bool, SimError> {
     let mut all_passed = true;
     let mut summary = Summary::default();
     for (path, scenario) in &scenarios {
-        let seeds: Vec<u64> = match (args.seed, args.seeds) {
+        let seeds: Vec<u64> = match (args.seed, &args.seeds) {
             (Some(s), _) => vec![s],
-            (None, Some(k)) => (1..=k).collect(),
+            (None, Some(range)) => range.clone().collect(),
             (None, None) => vec![scenario.seed.unwrap_or(1)],
         };
         for seed in seeds {
@@ -187,5 +212,25 @@ fn mark_nondeterminism(report: &mut RunReport, again: &RunReport) {
             property: "determinism".into(),
             evidence: format!("second run gave trace {}", again.digest),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_seeds;
+
+    #[test]
+    fn seeds_are_a_count_or_an_inclusive_range() {
+        assert_eq!(parse_seeds("3"), Ok(1..=3));
+        assert_eq!(parse_seeds("1001..=1003"), Ok(1001..=1003));
+        assert_eq!(parse_seeds("7..=7"), Ok(7..=7));
+        for bad in ["0", "5..=4", "1001..2000", "x", "1..=y", "-3", ""] {
+            assert!(parse_seeds(bad).is_err(), "{bad}");
+        }
+        assert!(
+            parse_seeds("1001..2000")
+                .unwrap_err()
+                .contains("1001..=2000")
+        );
     }
 }

@@ -31,6 +31,20 @@ fn different_seeds_give_different_digests() {
 }
 
 #[test]
+fn a_seed_range_plays_those_seeds_as_the_same_seeds_alone_do() {
+    let f = file("fabric-partition.yaml");
+    let range = lines(&kvs_sim(&["run", &f, "--seeds", "1002..=1003"]));
+    assert_eq!(
+        range.iter().map(|l| l.seed).collect::<Vec<_>>(),
+        [1002, 1003]
+    );
+    let alone = lines(&kvs_sim(&["run", &f, "--seed", "1003"]));
+    assert_eq!(range[1], alone[0]);
+    let refused = kvs_sim(&["run", &f, "--seeds", "1003..1002"]);
+    assert_eq!(refused.status.code(), Some(2), "a usage error");
+}
+
+#[test]
 fn a_failing_run_reports_seed_evidence_and_replay_and_exits_non_zero() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("doomed.yaml");
