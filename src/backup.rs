@@ -217,13 +217,13 @@ pub fn run_backup(arg: &str, out: Option<&Path>, token: Option<&str>) -> std::pr
         eprintln!("kvs: writing {}: {error}", target.display());
         return ExitCode::from(1);
     }
-    println!(
+    crate::stdout::line(format_args!(
         "backup {}: {} bytes, {} keys -> {}",
         info.name,
         info.bytes,
         info.keys,
         target.display()
-    );
+    ));
     ExitCode::SUCCESS
 }
 
@@ -377,11 +377,11 @@ pub fn run_restore(arg: &str, file: &Path) -> std::process::ExitCode {
     };
     match restore(&data_dir, file) {
         Ok(keys) => {
-            println!(
+            crate::stdout::line(format_args!(
                 "restored {keys} keys from {} into {}",
                 file.display(),
                 data_dir.display()
-            );
+            ));
             ExitCode::SUCCESS
         }
         Err(error) => {

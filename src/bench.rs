@@ -116,15 +116,15 @@ async fn bench(args: BenchArgs) -> Result<u64, ClientError> {
     report(&mut total, started.elapsed());
     if args.cleanup {
         each_key(&args, Method::DELETE, None).await?;
-        println!(
+        crate::stdout::line(format_args!(
             "deleted the {} keys under {}/ (their audit entries stay)",
             args.keys, args.prefix
-        );
+        ));
     } else {
-        println!(
+        crate::stdout::line(format_args!(
             "left {} keys under {}/ in the store (and their writes in the audit log); --cleanup deletes them",
             args.keys, args.prefix
-        );
+        ));
     }
     Ok(total.errors)
 }
@@ -230,22 +230,22 @@ fn report(total: &mut Tally, elapsed: Duration) {
     total.latencies_us.sort_unstable();
     let done = total.latencies_us.len();
     let lat = &total.latencies_us;
-    println!(
+    crate::stdout::line(format_args!(
         "requests:   {done} ok, {} errors in {:.2}s",
         total.errors,
         elapsed.as_secs_f64()
-    );
-    println!(
+    ));
+    crate::stdout::line(format_args!(
         "throughput: {:.0} requests/s",
         done as f64 / elapsed.as_secs_f64()
-    );
-    println!(
+    ));
+    crate::stdout::line(format_args!(
         "latency:    p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
         percentile(lat, 0.50),
         percentile(lat, 0.99),
         percentile(lat, 0.999),
         percentile(lat, 1.0)
-    );
+    ));
 }
 
 #[cfg(test)]

@@ -142,8 +142,8 @@ fn call(target: &Target, output: OutputArgs, fetch: Fetch<'_>, render: Render<'_
             }
             let json = serde_json::from_str::<serde_json::Value>(&text).ok();
             match json {
-                Some(json) if output.tables() => println!("{}", render(status, &json)),
-                _ if !text.is_empty() => println!("{text}"),
+                Some(json) if output.tables() => crate::stdout::line(render(status, &json)),
+                _ if !text.is_empty() => crate::stdout::line(&text),
                 _ => {}
             }
             ExitCode::SUCCESS

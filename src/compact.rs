@@ -109,13 +109,13 @@ pub fn run(arg: &str) -> ExitCode {
     let data_dir = config.data_dir(&path);
     match compact(&config, &data_dir) {
         Ok(done) => {
-            println!(
+            crate::stdout::line(format_args!(
                 "compacted {}: {} -> {} bytes ({} keys)",
                 data_dir.display(),
                 done.before,
                 done.after,
                 done.keys
-            );
+            ));
             ExitCode::SUCCESS
         }
         Err(error) => {

@@ -160,15 +160,18 @@ pub fn start(arg: &str) -> ExitCode {
     drop(starting);
     match spawned {
         Ok((pid, addr)) => {
-            println!("started {} pid {pid} http://{addr}", instance.name);
+            crate::stdout::line(format_args!(
+                "started {} pid {pid} http://{addr}",
+                instance.name
+            ));
             let joins = config.clustering_enabled && !config.seed_nodes.is_empty();
             if joins && std::io::stderr().is_terminal() {
                 let token = std::fs::read_to_string(data_dir.join("root.token")).ok();
                 match crate::sync_progress::follow(&addr, token.as_deref().map(str::trim)) {
-                    Ok((keys, took)) => println!(
+                    Ok((keys, took)) => crate::stdout::line(format_args!(
                         "in sync with the cluster: {keys} keys ({:.1} s)",
                         took.as_secs_f64()
-                    ),
+                    )),
                     Err(error) => eprintln!("kvs: {error}"),
                 }
             }
@@ -293,7 +296,9 @@ pub fn stop(arg: &str) -> ExitCode {
 fn stop_running(instance: &Instance, pid: i32) -> Option<Stopped> {
     let stopped = terminate(pid, WAIT);
     match &stopped {
-        Ok(Stopped::Exited) => println!("stopped {} pid {pid}", instance.name),
+        Ok(Stopped::Exited) => {
+            crate::stdout::line(format_args!("stopped {} pid {pid}", instance.name))
+        }
         Ok(Stopped::Killed) => eprintln!(
             "kvs: stopping {} (pid {pid}): it did not exit within {WAIT:?}; killed",
             instance.name
@@ -351,7 +356,10 @@ pub fn status(arg: Option<&str>) -> ExitCode {
         Some(arg) => vec![instance_name(&crate::config::config_path(arg))],
         None => known_instances(),
     };
-    println!("{:<24} {:>8} {:<8} HTTP", "NAME", "PID", "STATE");
+    crate::stdout::line(format_args!(
+        "{:<24} {:>8} {:<8} HTTP",
+        "NAME", "PID", "STATE"
+    ));
     for name in names {
         let instance = Instance::named(&name);
         let (pid, state) = match (instance.pid(), instance.running()) {
@@ -359,7 +367,13 @@ pub fn status(arg: Option<&str>) -> ExitCode {
             (Some(pid), None) => (pid.to_string(), "stale"),
             (None, None) => ("-".to_owned(), "stopped"),
         };
-        println!("{:<24} {:>8} {:<8} {}", name, pid, state, instance.addr());
+        crate::stdout::line(format_args!(
+            "{:<24} {:>8} {:<8} {}",
+            name,
+            pid,
+            state,
+            instance.addr()
+        ));
     }
     ExitCode::SUCCESS
 }

@@ -28,6 +28,7 @@ pub mod http_server;
 pub mod init;
 pub mod node;
 pub mod private_files;
+pub mod stdout;
 pub mod store;
 pub mod sync_progress;
 pub mod watch;

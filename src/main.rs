@@ -150,7 +150,7 @@ fn main() -> ExitCode {
         Command::Compact { config } => compact::run(&config),
         Command::Init { name, join } => match init::write_joining(&name, &join) {
             Ok(said) => {
-                println!("{said}");
+                kvs::stdout::line(&said);
                 ExitCode::SUCCESS
             }
             Err(error) => {
@@ -166,7 +166,9 @@ fn main() -> ExitCode {
         Command::Watch(args) => watch::watch(args),
         Command::Bench(args) => bench::run(args),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "kvs", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "kvs", &mut script);
+            kvs::stdout::bytes(&script);
             ExitCode::SUCCESS
         }
     }

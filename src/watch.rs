@@ -173,7 +173,7 @@ fn take_line(line: &str, pending: &mut Pending, delivered: &mut Delivered) {
         if let Some(object) = printed.as_object_mut() {
             object.insert("event".into(), kind.into());
         }
-        println!("{printed}");
+        crate::stdout::line(&printed);
     }
 }
 

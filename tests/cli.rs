@@ -254,6 +254,54 @@ fn client_commands_talk_to_a_node() {
     assert_eq!(no_node.status.code(), Some(1));
 }
 
+/// Runs `kvs ARGS` with its stdout a pipe whose reader has gone (`kvs ls | head -1` once
+/// `head` has its line), stopping it after `then` if it has not ended by itself.
+fn with_reader_gone(
+    args: &[&str],
+    env: &[(&str, &str)],
+    then: impl FnOnce(),
+) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let mut command = Command::new(common::kvs_bin());
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    drop(child.stdout.take());
+    then();
+    let ended = common::cluster::within(std::time::Duration::from_secs(10), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn output_to_a_reader_that_has_gone_ends_quietly_with_exit_0() {
+    let node = common::Node::start(common::PLAIN);
+    let env = [("KVS_ADDR", node.base.as_str())];
+    assert_eq!(node.put("/kv/pipe/a", "1").status, 201);
+    let ls = with_reader_gone(&["ls", "pipe/"], &env, || {});
+    let watch = with_reader_gone(&["watch", "pipe/"], &env, || {
+        // The watch prints this change, into the closed pipe.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert_eq!(node.put("/kv/pipe/b", "2").status, 201);
+    });
+    let completions = with_reader_gone(&["completions", "bash"], &[], || {});
+    for (command, out) in [("ls", ls), ("watch", watch), ("completions", completions)] {
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "kvs {command}: {said}");
+        assert!(!said.contains("panicked"), "kvs {command}: {said}");
+    }
+}
+
 #[test]
 fn client_commands_print_tables_on_request_and_json_when_piped() {
     let node = common::Node::start(common::PLAIN);
