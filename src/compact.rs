@@ -6,7 +6,8 @@
 //! the node does (replaying its write-ahead log into LMDB), closes it, writes the packed
 //! copy into `<data_dir>/compacting/`, and renames it over `data.mdb`. Until that rename
 //! the old file is untouched, so a failure or a crash at any point leaves a complete
-//! store (the next `kvs compact` removes a leftover `compacting/`).
+//! store (the node's next start, or the next `kvs compact`, removes a leftover
+//! `compacting/`).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -18,6 +19,23 @@ use crate::store::DurableStore;
 
 /// Where the packed copy is written before it replaces `data.mdb`.
 const STAGING_DIR: &str = "compacting";
+
+/// Removes what a compaction cut short (a crash, a kill) left in `data_dir`, whose lock
+/// the caller holds: the node at start, so that the partial copy does not hold the disk
+/// until the next compaction. A failure is logged; the node runs without the space.
+pub fn clear_cut_short(data_dir: &Path) {
+    let staging = data_dir.join(STAGING_DIR);
+    if staging.exists() {
+        match std::fs::remove_dir_all(&staging) {
+            Ok(()) => {
+                tracing::warn!(dir = %staging.display(), "removed what a compaction cut short left")
+            }
+            Err(error) => {
+                tracing::warn!(dir = %staging.display(), %error, "cannot remove what a compaction cut short left")
+            }
+        }
+    }
+}
 
 /// What a compaction did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

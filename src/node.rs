@@ -267,6 +267,7 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let data_dir: PathBuf = config.data_dir(config_path);
     let _lock = DataDirLock::acquire(&data_dir).map_err(|e| config_error("data_dir", e))?;
+    crate::compact::clear_cut_short(&data_dir);
     let store = open_store(&mut config, &data_dir)?;
     let joined_at = store.lmdb().meta_u64_or_init("joined_at", now_ms())?;
     let http_addr = SocketAddr::new(config.bind_address, config.http_port);
