@@ -133,6 +133,15 @@ impl LmdbStore {
     fn open_with(dir: &Path, options: StoreOptions, flags: EnvFlags) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
+        // LMDB maps the file and trusts its meta page: pages past the end of a truncated
+        // file end the process with SIGBUS at the first read, so that is checked first
+        // (an empty file is a new store, as a missing one is).
+        let data_file = dir.join("data.mdb");
+        if std::fs::metadata(&data_file).is_ok_and(|m| m.len() > 0) {
+            check_data_file(&data_file).map_err(|reason| {
+                StoreError::Backend(format!("{}: {reason}", data_file.display()))
+            })?;
+        }
         let mut builder = EnvOpenOptions::new();
         builder.map_size(MAP_SIZE).max_dbs(16).max_readers(1024);
         // SAFETY: NO_META_SYNC keeps LMDB's integrity; what it gives up is covered by the
@@ -573,4 +582,37 @@ mod conformance {
         let store = super::LmdbStore::open(dir.path(), options).expect("open store");
         (dir, store)
     });
+}
+
+#[cfg(test)]
+mod damaged_file {
+    use kvs_sync::{Store, StoreOptions};
+
+    #[test]
+    fn a_truncated_data_file_is_refused_at_open_instead_of_ending_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::LmdbStore::open(dir.path(), StoreOptions::default()).unwrap();
+        let value = format!("\"{}\"", "v".repeat(3_000));
+        let ops: Vec<_> = (0..500)
+            .map(|i| kvs_sync::conformance::put(&format!("k{i}"), &value))
+            .collect();
+        store.write_batch(&ops, 1).unwrap();
+        drop(store);
+        let file = dir.path().join("data.mdb");
+        let len = std::fs::metadata(&file).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+        let refused = super::LmdbStore::open(dir.path(), StoreOptions::default());
+        let error = refused.err().expect("refused").to_string();
+        assert!(error.contains("truncated"), "{error}");
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().len(),
+            len / 2,
+            "left as it was"
+        );
+    }
 }
