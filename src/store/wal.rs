@@ -10,11 +10,12 @@
 //! Record framing: `len: u32 LE | crc32(payload): u32 LE | payload`, payload =
 //! `seq: u64 BE | kind: u8 | body`; a version's body is `key_len: u16 BE | key | record`
 //! (the LMDB record encoding), an audit entry's is its JSON. A torn or corrupt tail ends
-//! the last segment's replay (nothing after it was ever acknowledged); damage in a closed
-//! segment, or a read error, stops the store from opening instead (see [`recover`]).
+//! the last segment's replay (nothing after it was ever acknowledged); damage followed by
+//! whole records in the last segment (unless it is the zeros a crash leaves), damage in a
+//! closed segment, or a read error stops the store from opening instead (see [`recover`]).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,20 +93,41 @@ pub(super) struct Recovered {
 
 /// Reads every intact record of every segment in `dir`, in order. A torn or corrupt
 /// record ends the last segment's replay (a crash during an append leaves one; nothing
-/// after it was acknowledged); anywhere else (closed segments were synced whole) it is
-/// damage, and so is a read error: an error, so that no acknowledged write is skipped.
+/// after it was acknowledged), unless a whole record follows it there and the bad bytes
+/// are not the zeros of space a crash left unwritten: that is damage to records already
+/// written, which may hold acknowledged writes. Damage, in the last segment or in a
+/// closed one (closed segments were synced whole), and a read error are errors, so that
+/// no acknowledged write is skipped.
 pub(super) fn recover(dir: &Path) -> Result<Vec<Recovered>, StoreError> {
     let mut out = Vec::new();
     let found = segments(dir)?;
     let last = found.len().saturating_sub(1);
-    for (index, (_, path)) in found.iter().enumerate() {
-        let file = File::open(path).map_err(|e| io_error("opening a segment", e))?;
-        let mut reader = BufReader::new(file);
+    for (index, (first_seq, path)) in found.iter().enumerate() {
+        let bytes = std::fs::read(path).map_err(|e| io_error("reading a segment", e))?;
+        let mut rest: &[u8] = &bytes;
+        let mut last_seq = first_seq.saturating_sub(1);
+        let mut records = 0;
         loop {
-            match read_record(&mut reader) {
-                Ok(Some(record)) => out.push(record),
+            let at = bytes.len() - rest.len();
+            match read_record(&mut rest) {
+                Ok(Some(record)) => {
+                    last_seq = record.seq;
+                    records += 1;
+                    out.push(record);
+                }
                 Ok(None) => break,
                 Err(ReadError::Torn) if index == last => {
+                    if let Some(later) = damage_before_a_record(&bytes, at, last_seq) {
+                        return Err(StoreError::Backend(format!(
+                            "write-ahead log segment {} is damaged at byte {at} (after {records} \
+                             records), and a whole record (seq {later}) follows the damage: not \
+                             a write cut short by a crash, so the store is not opened, to skip \
+                             no acknowledged write. To start without its records from there on, \
+                             cut it there (`truncate -s {at} {}`), or restore a backup",
+                            path.display(),
+                            path.display()
+                        )));
+                    }
                     tracing::warn!(path = %path.display(), "the write-ahead log ends in a torn record; it is dropped");
                     break;
                 }
@@ -115,7 +137,7 @@ pub(super) fn recover(dir: &Path) -> Result<Vec<Recovered>, StoreError> {
                         reason: format!(
                             "write-ahead log segment {} is damaged after {} records (a closed segment is never torn)",
                             path.display(),
-                            out.len()
+                            records
                         ),
                     });
                 }
@@ -124,6 +146,34 @@ pub(super) fn recover(dir: &Path) -> Result<Vec<Recovered>, StoreError> {
         }
     }
     Ok(out)
+}
+
+/// Where a bad record begins at byte `at` of the newest segment `bytes`, whose last good
+/// record has `last_seq`: the seq of a whole record after it, when one follows and the
+/// bad bytes before it hold no zeroed sector (a crash leaves the space an append had not
+/// yet written as zeros, and may write a later page of that append before an earlier one).
+fn damage_before_a_record(bytes: &[u8], at: usize, last_seq: u64) -> Option<u64> {
+    const SECTOR: usize = 512;
+    let tail = &bytes[at..];
+    let most = last_seq.saturating_add(tail.len() as u64);
+    let (offset, seq) = (1..tail.len().saturating_sub(8 + 11 - 1)).find_map(|offset| {
+        let seq = u64::from_be_bytes(tail[offset + 8..offset + 16].try_into().ok()?);
+        if seq <= last_seq || seq > most {
+            return None;
+        }
+        match read_record(&mut &tail[offset..]) {
+            Ok(Some(record)) if record.seq == seq => Some((offset, seq)),
+            _ => None,
+        }
+    })?;
+    let bad = &tail[..offset];
+    let unwritten_head = bad.len() >= 8 && bad[..8].iter().all(|&b| b == 0);
+    let zeroed_sector = (at.div_ceil(SECTOR) * SECTOR..at + offset)
+        .step_by(SECTOR)
+        .any(|from| {
+            from + SECTOR <= at + offset && bytes[from..from + SECTOR].iter().all(|&b| b == 0)
+        });
+    (!unwritten_head && !zeroed_sector).then_some(seq)
 }
 
 /// Why a record could not be read.
@@ -500,6 +550,71 @@ mod tests {
         assert_eq!(recover(dir.path()).unwrap().len(), 1);
         std::fs::write(&path, b"garbage that is not a log at all").unwrap();
         assert!(recover(dir.path()).unwrap().is_empty());
+    }
+
+    /// A newest segment of records 1 to 40 (values of about 200 bytes); its bytes and the
+    /// offset where each record begins.
+    fn forty_records(dir: &Path) -> (PathBuf, Vec<u8>, Vec<usize>) {
+        let mut wal = Wal::start(dir, 1).unwrap();
+        let mut starts = Vec::new();
+        for seq in 1..=40u64 {
+            starts.push(wal.size as usize);
+            let mut v = version(seq);
+            v.data = Some(format!("\"{}\"", "v".repeat(200)));
+            wal.append(&[(seq, &item(&format!("k{seq}"), &v))]).unwrap();
+        }
+        let (_, path) = segments(dir).unwrap().pop().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        (path, bytes, starts)
+    }
+
+    #[test]
+    fn damage_followed_by_whole_records_in_the_newest_segment_is_an_error_not_an_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, bytes, starts) = forty_records(dir.path());
+        // A changed byte in record 3: records 4-40 follow it whole.
+        let mut damaged = bytes.clone();
+        damaged[starts[2] + 30] ^= 0xaa;
+        std::fs::write(&path, &damaged).unwrap();
+        let error = recover(dir.path()).err().expect("damage is an error");
+        let said = error.to_string();
+        assert!(
+            said.contains(&format!("damaged at byte {}", starts[2])),
+            "{said}"
+        );
+        assert!(
+            said.contains("after 2 records") && said.contains("seq 4"),
+            "{said}"
+        );
+        // In the last record, nothing follows: a torn tail, as a crash leaves.
+        let mut torn = bytes.clone();
+        torn[starts[39] + 30] ^= 0xaa;
+        std::fs::write(&path, &torn).unwrap();
+        assert_eq!(recover(dir.path()).unwrap().len(), 39);
+    }
+
+    #[test]
+    fn unwritten_zeros_before_a_later_record_are_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, bytes, starts) = forty_records(dir.path());
+        // A crash wrote a later page of the last append but not an earlier one: zeros
+        // from the sector boundary after record 20 begins to the one before record 25
+        // begins, whole records after them.
+        let from = (starts[19] / 512 + 1) * 512;
+        let to = (starts[24] / 512) * 512;
+        assert!(from + 512 <= to, "a whole sector between {from} and {to}");
+        let mut zeroed = bytes.clone();
+        zeroed[from..to].fill(0);
+        std::fs::write(&path, &zeroed).unwrap();
+        // The records that end before the zeros are kept, the rest dropped.
+        let intact = starts
+            .iter()
+            .skip(1)
+            .take_while(|&&next| next <= from)
+            .count() as u64;
+        assert!((20..25).contains(&intact), "{intact}");
+        let seqs: Vec<u64> = recover(dir.path()).unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (1..=intact).collect::<Vec<u64>>());
     }
 
     #[test]
