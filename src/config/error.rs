@@ -46,6 +46,15 @@ pub enum ConfigError {
         #[source]
         source: serde_yaml::Error,
     },
+    /// A file no config is like (larger than [`MAX_CONFIG_BYTES`], or nested deeper than
+    /// [`MAX_CONFIG_NESTING`]), refused before it is parsed.
+    #[error("{}: {why}", .path.display())]
+    Unlike {
+        /// The config file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
     /// A key's value is refused by the checks.
     #[error("{}: {key}: {why}", .path.display())]
     Invalid {
@@ -115,7 +124,20 @@ impl KeyError {
     }
 }
 
-/// serde_yaml's message on one line.
+/// The most bytes of a config file: the whole default config is under 10 KB.
+pub(super) const MAX_CONFIG_BYTES: usize = 1 << 20;
+/// The deepest nesting of `[` and `{` in a config file (a list of seeds is one level):
+/// the YAML parser takes time quadratic in it.
+pub(super) const MAX_CONFIG_NESTING: usize = 32;
+/// The most characters of the parser's message quoted: it quotes the offending value,
+/// which may be the whole file.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// serde_yaml's message on one line, cut after [`MAX_MESSAGE_CHARS`].
 fn one_line(error: &serde_yaml::Error) -> String {
-    error.to_string().replace('\n', " ")
+    let line = error.to_string().replace('\n', " ");
+    match line.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}... ({} more bytes)", &line[..cut], line.len() - cut),
+        None => line,
+    }
 }

@@ -205,6 +205,29 @@ pub fn config_path(arg: &str) -> PathBuf {
     }
 }
 
+/// The deepest nesting of `[` and `{` in `text`, outside quoted strings and comments.
+fn flow_nesting(text: &str) -> usize {
+    let (mut depth, mut deepest, mut quote, mut comment) = (0usize, 0, None, false);
+    let mut previous = ' ';
+    for c in text.chars() {
+        match (quote, c) {
+            _ if comment => comment = c != '\n',
+            (Some(open), _) if c == open => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '#') if previous.is_whitespace() => comment = true,
+            (None, '[' | '{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        previous = c;
+    }
+    deepest
+}
+
 /// The instance name of a config file: its file name without `.yaml`.
 pub fn instance_name(path: &Path) -> String {
     path.file_stem()
@@ -215,6 +238,23 @@ pub fn instance_name(path: &Path) -> String {
 impl Config {
     /// Parses and checks a config text.
     pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let unlike = |why: String| ConfigError::Unlike {
+            path: origin.to_path_buf(),
+            why,
+        };
+        if text.len() > error::MAX_CONFIG_BYTES {
+            return Err(unlike(format!(
+                "{} bytes; a config file is at most {} bytes",
+                text.len(),
+                error::MAX_CONFIG_BYTES
+            )));
+        }
+        if flow_nesting(text) > error::MAX_CONFIG_NESTING {
+            return Err(unlike(format!(
+                "nested deeper than {} levels of [ and {{",
+                error::MAX_CONFIG_NESTING
+            )));
+        }
         let config: Config = if text.trim().is_empty() {
             Config::default()
         } else {

@@ -307,3 +307,26 @@ fn errors_read_as_one_line_naming_file_and_key() {
     );
     assert_eq!(taken.key(), Some("http_port"));
 }
+
+#[test]
+fn files_no_config_is_like_are_refused_before_parsing_and_messages_stay_short() {
+    let refused = |text: &str| parse(text).err().expect("refused").to_string();
+    let huge = format!("node_id: {}\n", "x".repeat(2 << 20));
+    assert!(refused(&huge).contains("at most 1048576 bytes"));
+    // Nesting the parser would take minutes over (quadratic): refused at once.
+    let deep = format!("node_id: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let started = std::time::Instant::now();
+    assert!(refused(&deep).contains("nested deeper than 32"));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // Brackets in quotes and comments do not count; a list of seeds is one level.
+    let fine = format!(
+        "node_id: \"{}\"\n# {}\nseed_nodes: [\"127.0.0.1:7946\", \"127.0.0.1:7947\"]\n",
+        "[".repeat(40),
+        "{".repeat(40)
+    );
+    assert_eq!(parse(&fine).unwrap().seed_nodes.len(), 2);
+    // The parser quotes the offending value: cut, so that a line stays a line.
+    let long = "x".repeat(100_000);
+    let said = refused(&long);
+    assert!(said.len() < 500 && said.contains("more bytes"), "{said}");
+}
