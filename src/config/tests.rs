@@ -310,7 +310,7 @@ fn errors_read_as_one_line_naming_file_and_key() {
 
 #[test]
 fn files_no_config_is_like_are_refused_before_parsing_and_messages_stay_short() {
-    let refused = |text: &str| parse(text).err().expect("refused").to_string();
+    let refused = |text: &str| parse(text).expect_err("refused").to_string();
     let huge = format!("node_id: {}\n", "x".repeat(2 << 20));
     assert!(refused(&huge).contains("at most 1048576 bytes"));
     // Nesting the parser would take minutes over (quadratic): refused at once.
