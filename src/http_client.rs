@@ -27,16 +27,33 @@ pub enum ClientError {
     Http(String),
 }
 
-/// `host:port` from `http://host:port[/]` or `host:port`.
+/// `host:port` from `http://host:port[/]` or `host:port`: a host (an IPv6 address in
+/// brackets) and a port from 1 to 65535.
 pub fn authority(addr: &str) -> Result<String, ClientError> {
     let rest = addr
         .strip_prefix("http://")
         .unwrap_or(addr)
         .trim_end_matches('/');
-    if rest.is_empty() || rest.contains('/') || !rest.contains(':') {
-        return Err(ClientError::BadAddress(addr.to_owned()));
+    let bad = || ClientError::BadAddress(addr.to_owned());
+    let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let bracketed = host.starts_with('[') && host.ends_with(']') && host.len() > 2;
+    if host.is_empty()
+        || rest.contains('/')
+        || host.contains(char::is_whitespace)
+        || (host.contains(':') && !bracketed)
+        || !port.parse::<u16>().is_ok_and(|port| port > 0)
+    {
+        return Err(bad());
     }
     Ok(rest.to_owned())
+}
+
+/// `addr` as given, once [`authority`] takes it: for `--addr`, so that an address that
+/// can never work is a usage error (exit 2) before anything is sent.
+pub fn checked_addr(addr: &str) -> Result<String, String> {
+    authority(addr)
+        .map(|_| addr.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// One keep-alive connection to a node.
@@ -132,7 +149,21 @@ mod tests {
         );
         assert_eq!(authority("http://h:1/").unwrap(), "h:1");
         assert_eq!(authority("h:1").unwrap(), "h:1");
-        for bad in ["", "http://", "http://h", "https//h:1/x/y"] {
+        assert_eq!(authority("http://[::1]:19530").unwrap(), "[::1]:19530");
+        for bad in [
+            "",
+            "http://",
+            "http://h",
+            "https//h:1/x/y",
+            "localhost",
+            "ftp://h:1",
+            "http://127.0.0.1:99999",
+            "http://h:0",
+            ":abc",
+            ":1",
+            "http://::1:19530",
+            "http://h h:1",
+        ] {
             assert!(authority(bad).is_err(), "{bad}");
         }
     }

@@ -284,6 +284,27 @@ fn with_reader_gone(
 }
 
 #[test]
+fn an_address_that_can_never_work_is_a_usage_error_even_for_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    for addr in [
+        "localhost",
+        "ftp://h:1",
+        "http://127.0.0.1:99999",
+        "http://::1:8080",
+    ] {
+        for command in [&["get", "k"][..], &["watch", "p"], &["ls"]] {
+            let mut args = command.to_vec();
+            args.extend(["--addr", addr]);
+            // watch used to retry such an address for ever.
+            let out = run_kvs(&args, dir.path(), &[]);
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {said}");
+            assert!(said.contains("is not http://host:port"), "{args:?}: {said}");
+        }
+    }
+}
+
+#[test]
 fn output_to_a_reader_that_has_gone_ends_quietly_with_exit_0() {
     let node = common::Node::start(common::PLAIN);
     let env = [("KVS_ADDR", node.base.as_str())];
