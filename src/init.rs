@@ -22,6 +22,14 @@ struct Ports {
 
 /// Writes NAME's config; returns a line saying what it holds, or a one-line error.
 pub fn write_joining(name: &str, join: &str) -> Result<String, String> {
+    // The instance name is the file name less `.yaml`: it must be a name of its own.
+    let file_name = name.rsplit('/').next().unwrap_or(name);
+    let stem = file_name.trim_end_matches(".yaml").trim_end_matches(".yml");
+    if stem.is_empty() || stem.chars().all(|c| c == '.') || stem.trim() != stem {
+        return Err(format!(
+            "{name:?} is not a node name: give one such as node2 (or dir/node2)"
+        ));
+    }
     let target = config_path(name);
     if target.exists() {
         return Err(format!("{}: exists already", target.display()));

@@ -284,6 +284,20 @@ fn with_reader_gone(
 }
 
 #[test]
+fn init_refuses_a_name_that_names_no_node() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("j.yaml"), "node_id: j\nhttp_port: 0\n").unwrap();
+    for name in ["", ".", "..", "a/.."] {
+        let out = run_kvs(&["init", name, "--join", "j"], dir.path(), &[]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name:?}: {said}");
+        assert!(said.contains("is not a node name"), "{name:?}: {said}");
+    }
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "only j.yaml: {files:?}");
+}
+
+#[test]
 fn an_address_that_can_never_work_is_a_usage_error_even_for_watch() {
     let dir = tempfile::tempdir().unwrap();
     for addr in [
