@@ -152,14 +152,21 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<u64, String> {
         backup_facts(file).map_err(|e| format!("{} is not a kvs backup: {e}", file.display()))?;
     let _lock = DataDirLock::acquire(data_dir)?;
     let staged = data_dir.join("data.mdb.restoring");
-    copy_with_progress(file, &staged, "restoring")
-        .map_err(|e| format!("{}: {e}", staged.display()))?;
-    let wal = data_dir.join("wal");
-    if wal.exists() {
-        std::fs::remove_dir_all(&wal).map_err(|e| format!("{}: {e}", wal.display()))?;
+    let put_in_place = || -> Result<(), String> {
+        copy_with_progress(file, &staged, "restoring")
+            .map_err(|e| format!("{}: {e}", staged.display()))?;
+        let wal = data_dir.join("wal");
+        if wal.exists() {
+            std::fs::remove_dir_all(&wal).map_err(|e| format!("{}: {e}", wal.display()))?;
+        }
+        let _ = std::fs::remove_file(data_dir.join("lock.mdb"));
+        std::fs::rename(&staged, data_dir.join("data.mdb")).map_err(|e| e.to_string())
+    };
+    if let Err(error) = put_in_place() {
+        // The copy (as large as the backup) does not stay behind.
+        let _ = std::fs::remove_file(&staged);
+        return Err(error);
     }
-    let _ = std::fs::remove_file(data_dir.join("lock.mdb"));
-    std::fs::rename(&staged, data_dir.join("data.mdb")).map_err(|e| e.to_string())?;
     let head_file = data_dir.join(crate::store::AUDIT_HEAD_FILE);
     let restored_head = match audit_head {
         Some(sealed) => crate::store::write_audit_head(&head_file, &sealed),

@@ -217,3 +217,31 @@ fn foreign_lmdb_file(dir: &std::path::Path) -> Vec<u8> {
     .unwrap();
     std::fs::read(env_dir.join("data.mdb")).unwrap()
 }
+
+#[test]
+fn a_restore_that_fails_midway_leaves_no_copy_behind() {
+    let mut node = Node::start("clustering_enabled: false\n");
+    let auth = root(&node);
+    put(&node, &auth, "r/1", "1");
+    let taken = node.request("POST", "/admin/backups", None, &[("authorization", &auth)]);
+    assert_eq!(taken.status, 201, "{}", taken.body);
+    let name = taken.json()["name"].as_str().unwrap().to_owned();
+    let backup = node.data_dir().join("backups").join(format!("{name}.mdb"));
+    assert!(node.terminate().success());
+    // The write-ahead log's place holds a file: clearing the log fails.
+    let wal = node.data_dir().join("wal");
+    std::fs::remove_dir_all(&wal).unwrap();
+    std::fs::write(&wal, b"not a directory").unwrap();
+    let out = run_kvs(
+        &["restore", &config_arg(&node), backup.to_str().unwrap()],
+        node.dir.path(),
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!node.data_dir().join("data.mdb.restoring").exists());
+}
