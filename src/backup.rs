@@ -221,7 +221,11 @@ pub fn run_backup(arg: &str, out: Option<&Path>, token: Option<&str>) -> std::pr
     if target != source
         && let Err(error) = copy_with_progress(&source, &target, "backing up")
     {
-        eprintln!("kvs: writing {}: {error}", target.display());
+        eprintln!(
+            "kvs: writing {}: {error} (the backup is taken and kept at {})",
+            target.display(),
+            source.display()
+        );
         return ExitCode::from(1);
     }
     crate::stdout::line(format_args!(
