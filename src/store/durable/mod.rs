@@ -260,10 +260,13 @@ impl DurableStore {
                     continue;
                 }
             };
-            batch.add_version(&op.key, &version, self.compress_from)?;
+            // The audit entry goes first: a crash that cuts the append between the two
+            // leaves an entry for a write that never happened (it was not acknowledged),
+            // never a write without its entry.
             if let Some(head) = log.audit.as_mut() {
                 batch.add(Logged::Audit(head.append(op, now_ms)));
             }
+            batch.add_version(&op.key, &version, self.compress_from)?;
             results.push(Ok(WriteOutcome { version, created }));
         }
         Ok(results)

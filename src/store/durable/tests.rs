@@ -528,3 +528,71 @@ fn session_merges_wait_while_the_applier_is_behind() {
     merging.join().unwrap();
     assert_eq!(store.stats().unwrap().keys, (calls * per_call) as u64);
 }
+
+/// Copies every file of `from` into `to` (a data dir, flat but for `wal/`).
+fn copy_data_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_data_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_crash_that_cuts_an_append_anywhere_leaves_no_write_without_its_audit_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    {
+        let store = DurableStore::open(dir.path(), StoreOptions::default(), audit()).unwrap();
+        store.write_batch(&[put("before", "1")], 10).unwrap();
+        store.lmdb().sync().unwrap();
+        // The applier cannot move the next write into LMDB: the data dir copied now is
+        // what a crash right after its append would leave.
+        let writer = store.lmdb().hold_writer();
+        store
+            .write_batch(&[put("a", "2"), put("b", "3")], 11)
+            .unwrap();
+        copy_data_dir(dir.path(), crashed.path());
+        drop(writer);
+    }
+    let segment = std::fs::read_dir(crashed.path().join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let whole = std::fs::read(&segment).unwrap();
+    let mut seen_cut_between = false;
+    for cut in (0..whole.len()).rev().step_by(7) {
+        let trial = tempfile::tempdir().unwrap();
+        copy_data_dir(crashed.path(), trial.path());
+        let trial_segment = trial.path().join("wal").join(segment.file_name().unwrap());
+        std::fs::write(&trial_segment, &whole[..cut]).unwrap();
+        let store = DurableStore::open(trial.path(), StoreOptions::default(), audit()).unwrap();
+        let entries = store.audit_entries(1, 100).unwrap().unwrap();
+        for key in ["before", "a", "b"] {
+            let written = store.get(key).unwrap().is_some();
+            let audited = entries.iter().any(|e| e.key == key);
+            assert!(
+                !written || audited,
+                "cut at {cut}: {key} is there without its entry"
+            );
+            seen_cut_between |= audited && !written;
+        }
+        assert!(
+            matches!(
+                store.verify_audit().unwrap(),
+                Some(AuditVerdict::Intact { .. })
+            ),
+            "cut at {cut}"
+        );
+    }
+    assert!(
+        seen_cut_between,
+        "some cut falls between an entry and its write"
+    );
+}
