@@ -268,6 +268,8 @@ pub async fn run(
     let data_dir: PathBuf = config.data_dir(config_path);
     let _lock = DataDirLock::acquire(&data_dir).map_err(|e| config_error("data_dir", e))?;
     crate::compact::clear_cut_short(&data_dir);
+    // Before the data dir fills in the secrets a config leaves out.
+    let file_holds_secrets = !config.cluster_secret.is_empty() || !config.jwt_secret.is_empty();
     let store = open_store(&mut config, &data_dir)?;
     let joined_at = store.lmdb().meta_u64_or_init("joined_at", now_ms())?;
     let http_addr = SocketAddr::new(config.bind_address, config.http_port);
@@ -328,7 +330,9 @@ pub async fn run(
         .map_err(NodeError::AuthBootstrap)?;
     tracing::info!(node_id = %config.node_id, %http_addr, %gossip_addr, data_dir = %data_dir.display(), "node started");
     // Warned only once the node runs, so that a config error stays one line.
-    crate::config::warn_if_exposed(config_path);
+    if file_holds_secrets {
+        crate::config::warn_if_exposed(config_path);
+    }
     let limits = config.http_limits();
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let server =

@@ -83,8 +83,13 @@ fn start_log(config: &Path, dir: &Path) -> String {
 }
 
 #[test]
-fn a_config_others_may_read_is_warned_about() {
-    let mut node = Node::start(PLAIN);
+fn a_config_others_may_read_is_warned_about_when_it_holds_the_secrets() {
+    let secrets = format!(
+        "cluster_secret: \"{}\"\njwt_secret: \"{}\"\n",
+        "c".repeat(64),
+        "j".repeat(64)
+    );
+    let mut node = Node::start(&format!("{PLAIN}{secrets}"));
     node.kill();
     let warning = "readable by group or others";
     set_mode(&node.config, 0o640);
@@ -93,4 +98,13 @@ fn a_config_others_may_read_is_warned_about() {
     set_mode(&node.config, 0o600);
     let log = start_log(&node.config, node.dir.path());
     assert!(!log.contains(warning), "a warning for mode 0600: {log}");
+    // Without them (they are in the data dir) there is nothing to warn about.
+    let mut plain = Node::start(PLAIN);
+    plain.kill();
+    set_mode(&plain.config, 0o640);
+    let log = start_log(&plain.config, plain.dir.path());
+    assert!(
+        !log.contains(warning),
+        "a warning for a config without secrets: {log}"
+    );
 }

@@ -597,8 +597,8 @@ pub fn load_or_create(arg: &str) -> Result<(PathBuf, Config), ConfigError> {
     Ok((path, config))
 }
 
-/// Logs a warning when the config file at `path`, which holds the cluster's secrets, is
-/// readable by group or others.
+/// Logs a warning when the config file at `path`, which holds the cluster's secrets (the
+/// caller knows), is readable by group or others.
 pub fn warn_if_exposed(path: &Path) {
     if private_files::exposed(path) {
         tracing::warn!(
