@@ -577,6 +577,16 @@ fn check_membership_keys(swim: &kvs_membership::SwimConfig) -> Result<(), KeyErr
 /// if it does not exist.
 pub fn load_or_create(arg: &str) -> Result<(PathBuf, Config), ConfigError> {
     let path = config_path(arg);
+    if !path.exists() && path.symlink_metadata().is_ok() {
+        // A link to nothing (or a loop): not a config to write through it.
+        return Err(ConfigError::Read {
+            path,
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "a symbolic link to a missing file, or a loop of links",
+            ),
+        });
+    }
     if !path.exists() {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             private_files::create_dir(parent).map_err(|source| ConfigError::CreateDir {

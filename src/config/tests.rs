@@ -330,3 +330,15 @@ fn files_no_config_is_like_are_refused_before_parsing_and_messages_stay_short() 
     let said = refused(&long);
     assert!(said.len() < 500 && said.contains("more bytes"), "{said}");
 }
+
+#[test]
+fn a_config_that_is_a_link_to_nothing_is_refused_and_not_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("node.yaml");
+    std::os::unix::fs::symlink(dir.path().join("missing.yaml"), &link).unwrap();
+    let error = load_or_create(link.to_str().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("symbolic link to a missing file"), "{error}");
+    assert!(!dir.path().join("missing.yaml").exists());
+}
