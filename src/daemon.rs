@@ -352,6 +352,13 @@ pub fn restart(arg: &str) -> ExitCode {
 /// `kvs status [CONFIG]`: every instance with a pid file (running or stale) or a log
 /// (stopped), or only CONFIG's.
 pub fn status(arg: Option<&str>) -> ExitCode {
+    let state = home();
+    if state.exists() && !state.is_dir() {
+        eprintln!(
+            "kvs: {} ($KVS_HOME) is not a directory: no instance can be recorded there",
+            state.display()
+        );
+    }
     let names: Vec<String> = match arg {
         Some(arg) => vec![instance_name(&crate::config::config_path(arg))],
         None => known_instances(),

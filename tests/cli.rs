@@ -284,6 +284,21 @@ fn with_reader_gone(
 }
 
 #[test]
+fn status_says_so_when_kvs_home_is_not_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::write(&home, b"a file").unwrap();
+    let out = run_kvs(
+        &["status"],
+        dir.path(),
+        &[("KVS_HOME", home.to_str().unwrap())],
+    );
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("is not a directory"), "{said}");
+}
+
+#[test]
 fn init_refuses_a_name_that_names_no_node() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("j.yaml"), "node_id: j\nhttp_port: 0\n").unwrap();
