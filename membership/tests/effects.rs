@@ -307,3 +307,21 @@ fn a_refutation_goes_straight_to_the_first_accuser() {
     let seen = c.member(&id_b).unwrap();
     assert_eq!((seen.state, seen.incarnation), (MemberState::Alive, 1));
 }
+
+#[test]
+fn a_claim_of_this_node_at_the_last_incarnation_is_refuted_without_overflow() {
+    let t = Duration::ZERO;
+    let la = local("a", 1);
+    // Another member claims to be "a" at incarnation u64::MAX (a hostile peer that knows
+    // the cluster secret): "a" refutes it, which overflowed `incarnation + 1`.
+    let mut impostor = local("a", 9);
+    impostor.incarnation = u64::MAX;
+    let lb = local("b", 2);
+    let mut a = Swim::new(la.clone(), SwimConfig::lan(), 1, t).unwrap();
+    let mut claim = Swim::new(impostor.clone(), SwimConfig::lan(), 3, t).unwrap();
+    let mut b = Swim::new(lb.clone(), SwimConfig::lan(), 2, t).unwrap();
+    join_through(&mut claim, &impostor, &mut b, &lb);
+    join_through(&mut a, &la, &mut b, &lb);
+    let me = a.member(&NodeId::from("a")).expect("a knows itself");
+    assert_eq!(me.incarnation, u64::MAX);
+}

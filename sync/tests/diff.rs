@@ -2,7 +2,8 @@
 //! versions (the winner of each key by the conflict rule), whatever the two sides held:
 //! random pairs with tombstones, TTLs and equal-timestamp conflicts, empty sides and a
 //! 100,000-key side; and the cost follows the differences. (What is past keeping and a
-//! side back after `tombstone_ttl`: `diff_after_absence.rs`.)
+//! side back after `tombstone_ttl`: `diff_after_absence.rs`.) A peer that knows the
+//! cluster secret but repeats a wanted key gets its version once.
 
 mod common;
 
@@ -10,7 +11,9 @@ use std::sync::{Arc, Mutex};
 
 use common::{NOW, RULES, bulk, store};
 use kvs_sync::conformance::{Call, Hooked};
-use kvs_sync::{MemoryStore, Store, Version, VersionId, exchange_locally};
+use kvs_sync::merkle::{key_hash, leaf_of};
+use kvs_sync::protocol::Message;
+use kvs_sync::{MemoryStore, Session, Standing, Store, Version, VersionId, exchange_locally};
 use proptest::prelude::*;
 use uuid::Uuid;
 
@@ -267,4 +270,58 @@ fn refused_versions_are_counted_and_not_stored() {
     let exchange = exchange_locally(&a, &b, RULES).unwrap();
     assert_eq!(exchange.responder.refused.from_the_future, 1);
     assert_eq!(b.stats().unwrap().keys, 0);
+}
+
+#[test]
+fn a_want_that_repeats_a_key_gets_its_version_once() {
+    let s = store();
+    let value = format!("\"{}\"", "x".repeat(10_000));
+    let version = Version {
+        id: VersionId {
+            timestamp: NOW - 1000,
+            origin_joined_at: 1,
+            uuid: Uuid::from_u128(1),
+        },
+        data: Some(value),
+        owner: None,
+        group: None,
+        permissions: 0xf31,
+        expires_at: None,
+    };
+    s.merge(&[("big".to_string(), version)]).unwrap();
+    let mut responder = Session::responder(RULES);
+    let hello = Message::Hello {
+        root: 1,
+        level2: vec![1; 256],
+        standing: Standing::Established,
+        floor: 0,
+    };
+    assert_eq!(responder.handle(hello, &s, NOW).unwrap().len(), 2);
+    let node = (leaf_of("big") / 16) as u32;
+    let nodes = Message::Nodes {
+        level: 3,
+        parents: vec![node],
+        hashes: vec![1; 16],
+    };
+    assert!(responder.handle(nodes, &s, NOW).unwrap().is_empty());
+    let mut entries = Vec::new();
+    while responder.has_output() {
+        entries.extend(responder.poll_output(&s).unwrap());
+    }
+    assert!(
+        matches!(entries.last(), Some(Message::Entries { .. })),
+        "{entries:?}"
+    );
+    // 20,000 copies of one hash (180 KB) used to make 200 MB of answers, held at once.
+    let want = Message::Want {
+        differing: vec![key_hash("big"); 20_000],
+        lacking: vec![],
+    };
+    let out = responder.handle(want, &s, NOW).unwrap();
+    assert_eq!(responder.stats().versions_sent, 1);
+    let sent: usize = out
+        .iter()
+        .map(|m| kvs_sync::protocol::encode(m).len())
+        .sum();
+    assert!(sent < 20_000, "{sent} bytes answered");
 }

@@ -245,7 +245,9 @@ impl Swim {
                 self.health.apply(1);
             }
             self.metrics.refutations += 1;
-            self.me.incarnation = update.incarnation + 1;
+            // Saturating: a peer may claim any incarnation (u64::MAX from a hostile one
+            // overflowed here).
+            self.me.incarnation = update.incarnation.saturating_add(1);
         }
         if refute || earlier {
             let own = self.local_update();

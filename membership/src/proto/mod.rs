@@ -202,7 +202,7 @@ impl Swim {
         }
         self.now = now;
         self.me.meta = meta;
-        self.me.incarnation += 1;
+        self.me.incarnation = self.me.incarnation.saturating_add(1);
         let update = self.local_update();
         self.queue(&update);
         Ok(())

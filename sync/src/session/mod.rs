@@ -536,9 +536,13 @@ impl Session {
         lacking: &[u64],
         store: &dyn Store,
     ) -> Result<Vec<Message>, SessionError> {
+        // Each key once, however often a (hostile) peer repeats its hash: every copy
+        // would be read and sent again, the whole answer held in memory.
+        let mut asked = HashSet::new();
         let wanted = differing
             .iter()
             .chain(lacking)
+            .filter(|hash| asked.insert(**hash))
             .filter_map(|hash| self.chunk_keys.get(hash).cloned())
             .collect();
         let lacking: HashSet<u64> = lacking.iter().copied().collect();
