@@ -325,3 +325,87 @@ fn a_want_that_repeats_a_key_gets_its_version_once() {
         .sum();
     assert!(sent < 20_000, "{sent} bytes answered");
 }
+
+/// A version of `key` written at `at` by origin 1.
+fn version_at(at: u64) -> Version {
+    Version {
+        id: VersionId {
+            timestamp: at,
+            origin_joined_at: 1,
+            uuid: Uuid::from_u128(u128::from(at)),
+        },
+        data: Some("1".into()),
+        owner: None,
+        group: None,
+        permissions: 0xf31,
+        expires_at: None,
+    }
+}
+
+/// Plays a session between `initiator` on `ours` and a responder on `theirs` until the
+/// responder's first `Entries`, which it returns undelivered.
+fn first_entries(initiator: &mut Session, ours: &MemoryStore, theirs: &MemoryStore) -> Message {
+    let mut responder = Session::responder(RULES);
+    let mut to_responder = initiator.start(ours).unwrap();
+    loop {
+        let mut to_initiator = Vec::new();
+        for message in to_responder.drain(..) {
+            to_initiator.extend(responder.handle(message, theirs, NOW).unwrap());
+            while responder.has_output() {
+                to_initiator.extend(responder.poll_output(theirs).unwrap());
+            }
+        }
+        for message in to_initiator {
+            if matches!(message, Message::Entries { .. }) {
+                return message;
+            }
+            to_responder.extend(initiator.handle(message, ours, NOW).unwrap());
+            while initiator.has_output() {
+                to_responder.extend(initiator.poll_output(ours).unwrap());
+            }
+        }
+        assert!(
+            !to_responder.is_empty(),
+            "the session ended before any Entries"
+        );
+    }
+}
+
+#[test]
+fn a_node_or_leaf_listed_twice_ends_the_session() {
+    let (ours, theirs) = (store(), store());
+    ours.merge(&[("k".into(), version_at(NOW - 1000))]).unwrap();
+    theirs
+        .merge(&[("k".into(), version_at(NOW - 2000))])
+        .unwrap();
+    theirs
+        .merge(&[("other".into(), version_at(NOW - 2000))])
+        .unwrap();
+    let mut initiator = Session::initiator(RULES);
+    let Message::Entries { leaves, entries } = first_entries(&mut initiator, &ours, &theirs) else {
+        unreachable!()
+    };
+    let twice = Message::Entries {
+        leaves: [leaves.clone(), leaves].concat(),
+        entries,
+    };
+    let refused = initiator.handle(twice, &ours, NOW).unwrap_err();
+    assert!(refused.to_string().contains("listed twice"), "{refused}");
+
+    let mut responder = Session::responder(RULES);
+    let hello = Message::Hello {
+        root: 1,
+        level2: vec![1; 256],
+        standing: Standing::Established,
+        floor: 0,
+    };
+    responder.handle(hello, &theirs, NOW).unwrap();
+    let node = (leaf_of("k") / 16) as u32;
+    let nodes = Message::Nodes {
+        level: 3,
+        parents: vec![node, node],
+        hashes: vec![1; 32],
+    };
+    let refused = responder.handle(nodes, &theirs, NOW).unwrap_err();
+    assert!(refused.to_string().contains("listed twice"), "{refused}");
+}

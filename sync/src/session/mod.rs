@@ -44,6 +44,12 @@ pub enum SessionError {
     Store(#[from] StoreError),
 }
 
+/// Whether `items` holds no value twice.
+fn all_distinct<T: std::hash::Hash + Eq>(items: impl ExactSizeIterator<Item = T>) -> bool {
+    let count = items.len();
+    items.collect::<HashSet<T>>().len() == count
+}
+
 fn protocol(what: impl Into<String>) -> SessionError {
     SessionError::Protocol(what.into())
 }
@@ -382,6 +388,11 @@ impl Session {
         if level >= DEPTH || hashes.len() != parents.len() * FANOUT {
             return Err(protocol("nodes message of the wrong shape"));
         }
+        // A node listed twice (never by an honest peer) would have its leaves read and
+        // streamed once per copy.
+        if !all_distinct(parents.iter().copied()) {
+            return Err(protocol("a node listed twice"));
+        }
         let mut out = Vec::new();
         for (&parent, theirs) in parents.iter().zip(hashes.chunks_exact(FANOUT)) {
             let ours = self
@@ -500,6 +511,11 @@ impl Session {
         theirs: &[(u64, u64)],
         store: &dyn Store,
     ) -> Result<Vec<Message>, SessionError> {
+        // A leaf listed twice (never by an honest peer) would have its keys read and
+        // sent once per copy.
+        if !all_distinct(leaves.iter().copied()) {
+            return Err(protocol("a leaf listed twice"));
+        }
         self.stats.leaves_differing += leaves.len() as u64;
         let ours = store.leaf_entries(leaves)?;
         let their_entries: HashMap<u64, u64> = theirs.iter().copied().collect();
