@@ -240,11 +240,8 @@ pub fn run_backup(arg: &str, out: Option<&Path>, token: Option<&str>) -> std::pr
 
 fn backup_offline(config: &crate::config::Config, data_dir: &Path) -> Result<BackupInfo, String> {
     let _lock = DataDirLock::acquire(data_dir)?;
-    let audit = config
-        .tamper_logging_enabled
-        .then(|| kvs_sync::AuditKey::from_secret(&config.cluster_secret));
-    let store =
-        DurableStore::open(data_dir, config.store_options(), audit).map_err(|e| e.to_string())?;
+    let store = DurableStore::open(data_dir, config.store_options(), config.audit_key())
+        .map_err(|e| e.to_string())?;
     take(&store, data_dir).map_err(|e| e.to_string())
 }
 

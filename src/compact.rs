@@ -63,7 +63,6 @@ pub fn compact(config: &Config, data_dir: &Path) -> Result<Compacted, String> {
         ));
     }
     let _lock = DataDirLock::acquire(data_dir)?;
-    crate::store::check_data_file(&data_file)?;
     let staging = data_dir.join(STAGING_DIR);
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
@@ -94,10 +93,7 @@ pub fn compact(config: &Config, data_dir: &Path) -> Result<Compacted, String> {
 /// then in LMDB, synced) and writes the packed copy into `staging`, private; returns the
 /// keys it holds and its bytes.
 fn pack(config: &Config, data_dir: &Path, staging: &Path) -> Result<(u64, u64), String> {
-    let audit = config
-        .tamper_logging_enabled
-        .then(|| kvs_sync::AuditKey::from_secret(&config.cluster_secret));
-    let store = DurableStore::open(data_dir, config.store_options(), audit)
+    let store = DurableStore::open(data_dir, config.store_options(), config.audit_key())
         .map_err(|e| format!("opening the store: {e}"))?;
     store
         .close()

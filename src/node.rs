@@ -233,9 +233,7 @@ fn config_error(key: &'static str, why: impl std::fmt::Display) -> NodeError {
 /// Opens the data dir and fills in what the config leaves out and the data dir keeps:
 /// the node id and the secrets, generated at first start.
 fn open_store(config: &mut Config, data_dir: &Path) -> Result<Arc<DurableStore>, NodeError> {
-    let audit = (config.tamper_logging_enabled)
-        .then(|| kvs_sync::AuditKey::from_secret(&config.cluster_secret));
-    let store = DurableStore::open(data_dir, config.store_options(), audit)
+    let store = DurableStore::open(data_dir, config.store_options(), config.audit_key())
         .map_err(|e| config_error("data_dir", format!("{}: {e}", data_dir.display())))?;
     let generated_id = uuid::Uuid::new_v4().to_string();
     for (value, name, fresh) in [

@@ -57,6 +57,20 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
+/// Whether this process may mount a tmpfs (root); without, it prints a skip line, or
+/// fails when `CI` is set (CI runs as root: the full-disk tests must run there).
+fn can_mount() -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI runs as root: the full-disk test must run there"
+    );
+    eprintln!("skipped: mounting a tmpfs needs root");
+    false
+}
+
 fn value(rng: &mut impl Rng) -> String {
     let bytes: Vec<u8> = (0..VALUE_CHARS / 2).map(|_| rng.r#gen()).collect();
     format!("\"{}\"", hex::encode(bytes))
@@ -64,12 +78,7 @@ fn value(rng: &mut impl Rng) -> String {
 
 #[test]
 fn a_full_disk_refuses_writes_cleanly_and_loses_nothing_acknowledged() {
-    if !is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root: the full-disk test must run there"
-        );
-        eprintln!("skipped: mounting a tmpfs needs root");
+    if !can_mount() {
         return;
     }
     let disk = Tmpfs::mount();
@@ -161,12 +170,7 @@ fn fill_disk(ballast: &Path, leave: u64) {
 
 #[test]
 fn compacting_on_a_full_disk_fails_and_leaves_the_data_file_as_it_was() {
-    if !is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs as root: the full-disk test must run there"
-        );
-        eprintln!("skipped: mounting a tmpfs needs root");
+    if !can_mount() {
         return;
     }
     let disk = Tmpfs::mount();

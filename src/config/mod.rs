@@ -445,6 +445,12 @@ impl Config {
         Ok(swim)
     }
 
+    /// The key of the audit chain, while `tamper_logging_enabled`.
+    pub fn audit_key(&self) -> Option<kvs_sync::AuditKey> {
+        self.tamper_logging_enabled
+            .then(|| kvs_sync::AuditKey::from_secret(&self.cluster_secret))
+    }
+
     /// How the store keeps data, from the history and compression keys.
     pub fn store_options(&self) -> kvs_sync::StoreOptions {
         kvs_sync::StoreOptions {

@@ -277,16 +277,8 @@ fn a_want_that_repeats_a_key_gets_its_version_once() {
     let s = store();
     let value = format!("\"{}\"", "x".repeat(10_000));
     let version = Version {
-        id: VersionId {
-            timestamp: NOW - 1000,
-            origin_joined_at: 1,
-            uuid: Uuid::from_u128(1),
-        },
         data: Some(value),
-        owner: None,
-        group: None,
-        permissions: 0xf31,
-        expires_at: None,
+        ..version_at(NOW - 1000)
     };
     s.merge(&[("big".to_string(), version)]).unwrap();
     let mut responder = Session::responder(RULES);
