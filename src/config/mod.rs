@@ -9,12 +9,15 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::http_server::HttpLimits;
-use crate::private_files;
 
 mod error;
+mod file;
 mod help;
 
 pub use self::error::{ConfigError, KeyError};
+pub use self::file::{
+    config_path, default_config_text, instance_name, load_or_create, secret, warn_if_exposed,
+};
 pub use self::help::HELP;
 
 /// A duration written as in the API (`500ms`, `30s`, `1m`, `24h`, `7d` or seconds).
@@ -195,46 +198,6 @@ impl Default for Config {
     }
 }
 
-/// The config file for a CONFIG argument: `node1` means `node1.yaml`.
-pub fn config_path(arg: &str) -> PathBuf {
-    let path = PathBuf::from(arg);
-    if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-        path
-    } else {
-        PathBuf::from(format!("{arg}.yaml"))
-    }
-}
-
-/// The deepest nesting of `[` and `{` in `text`, outside quoted strings and comments.
-fn flow_nesting(text: &str) -> usize {
-    let (mut depth, mut deepest, mut quote, mut comment) = (0usize, 0, None, false);
-    let mut previous = ' ';
-    for c in text.chars() {
-        match (quote, c) {
-            _ if comment => comment = c != '\n',
-            (Some(open), _) if c == open => quote = None,
-            (Some(_), _) => {}
-            (None, '"' | '\'') => quote = Some(c),
-            (None, '#') if previous.is_whitespace() => comment = true,
-            (None, '[' | '{') => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            (None, ']' | '}') => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        previous = c;
-    }
-    deepest
-}
-
-/// The instance name of a config file: its file name without `.yaml`.
-pub fn instance_name(path: &Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "kvs".into())
-}
-
 impl Config {
     /// Parses and checks a config text.
     pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
@@ -249,7 +212,7 @@ impl Config {
                 error::MAX_CONFIG_BYTES
             )));
         }
-        if flow_nesting(text) > error::MAX_CONFIG_NESTING {
+        if file::flow_nesting(text) > error::MAX_CONFIG_NESTING {
             return Err(unlike(format!(
                 "nested deeper than {} levels of [ and {{",
                 error::MAX_CONFIG_NESTING
@@ -577,67 +540,6 @@ fn check_membership_keys(swim: &kvs_membership::SwimConfig) -> Result<(), KeyErr
         return Err(KeyError::new("suspicion_multiplier", why));
     }
     Ok(())
-}
-
-/// Loads CONFIG (`node1` means `node1.yaml`), writing the default config there first
-/// if it does not exist.
-pub fn load_or_create(arg: &str) -> Result<(PathBuf, Config), ConfigError> {
-    let path = config_path(arg);
-    if !path.exists() && path.symlink_metadata().is_ok() {
-        // A link to nothing (or a loop): not a config to write through it.
-        return Err(ConfigError::Read {
-            path,
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "a symbolic link to a missing file, or a loop of links",
-            ),
-        });
-    }
-    if !path.exists() {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            private_files::create_dir(parent).map_err(|source| ConfigError::CreateDir {
-                path: parent.to_path_buf(),
-                source,
-            })?;
-        }
-        // It holds the secrets: readable by this user only.
-        private_files::write_new(&path, default_config_text().as_bytes()).map_err(|source| {
-            ConfigError::Write {
-                path: path.clone(),
-                source,
-            }
-        })?;
-        eprintln!("wrote a default config to {}", path.display());
-    }
-    let config = Config::load(&path)?;
-    Ok((path, config))
-}
-
-/// Logs a warning when the config file at `path`, which holds the cluster's secrets (the
-/// caller knows), is readable by group or others.
-pub fn warn_if_exposed(path: &Path) {
-    if private_files::exposed(path) {
-        tracing::warn!(
-            path = %path.display(),
-            "the config file holds cluster_secret and jwt_secret but is readable by group or others; run chmod 600 on it"
-        );
-    }
-}
-
-/// A fresh random secret: 32 random bytes in hex.
-pub fn secret() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
-
-/// A complete, commented default config with a fresh `node_id` and secrets.
-pub fn default_config_text() -> String {
-    include_str!("../config_template.yaml")
-        .replace("{node_id}", &uuid::Uuid::new_v4().to_string())
-        .replace("{cluster_secret}", &secret())
-        .replace("{jwt_secret}", &secret())
 }
 
 #[cfg(test)]

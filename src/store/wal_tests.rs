@@ -1,0 +1,232 @@
+//! Tests of the write-ahead log: records round-trip, torn tails end replay, damage is an
+//! error (the fuzz loops are in `wal_fuzz.rs`).
+
+use super::*;
+use kvs_sync::{Version, VersionId};
+
+fn item(key: &str, version: &Version) -> Logged {
+    Logged::Version(Staged {
+        key: key.into(),
+        version: version.clone().into(),
+        record: record::encode(version, None).unwrap(),
+    })
+}
+
+fn version_of(item: &Logged) -> (&str, &Version) {
+    match item {
+        Logged::Version(staged) => (&staged.key, &staged.version),
+        Logged::Audit(_) => panic!("not a version"),
+    }
+}
+
+fn version(ts: u64) -> Version {
+    Version {
+        id: VersionId {
+            timestamp: ts,
+            origin_joined_at: 1,
+            uuid: uuid::Uuid::new_v4(),
+        },
+        data: Some(format!("{ts}")),
+        owner: None,
+        group: None,
+        permissions: 0xf31,
+        expires_at: None,
+    }
+}
+
+#[test]
+fn appended_records_are_recovered_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::start(dir.path(), 1).unwrap();
+    let (a, b, c) = (version(1), version(2), version(3));
+    wal.append(&[(1, &item("a", &a)), (2, &item("b", &b))])
+        .unwrap();
+    wal.append(&[(3, &item("ключ", &c))]).unwrap();
+    let got = recover(dir.path()).unwrap();
+    let seqs: Vec<u64> = got.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(version_of(&got[2].item), ("ключ", &c));
+}
+
+#[test]
+fn audit_entries_roundtrip() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::start(dir.path(), 1).unwrap();
+    let entry = kvs_sync::AuditEntry {
+        seq: 1,
+        timestamp: 5,
+        actor: "alice".into(),
+        action: "put".into(),
+        key: "k".into(),
+        hash: "h".into(),
+        prev_hash: kvs_sync::GENESIS_HASH.into(),
+    };
+    wal.append(&[(1, &Logged::Audit(entry.clone()))]).unwrap();
+    let got = recover(dir.path()).unwrap();
+    assert!(matches!(&got[0].item, Logged::Audit(e) if *e == entry));
+}
+
+/// A log of two segments (records 1-2, then 3-4), as after a rotation; returns them.
+fn two_segments(dir: &Path) -> (PathBuf, PathBuf) {
+    let mut wal = Wal::start(dir, 1).unwrap();
+    wal.append(&[(1, &item("a", &version(1))), (2, &item("b", &version(2)))])
+        .unwrap();
+    drop(wal);
+    let other = tempfile::tempdir().unwrap();
+    let mut wal = Wal::start(other.path(), 3).unwrap();
+    wal.append(&[(3, &item("c", &version(3))), (4, &item("d", &version(4)))])
+        .unwrap();
+    drop(wal);
+    let second = segment_path(dir, 3);
+    std::fs::copy(segment_path(other.path(), 3), &second).unwrap();
+    (segment_path(dir, 1), second)
+}
+
+fn flip_last_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn damage_in_a_closed_segment_is_an_error_not_an_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = two_segments(dir.path());
+    let seqs: Vec<u64> = recover(dir.path()).unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    // The last segment's tail may be torn by a crash: replay stops there.
+    flip_last_byte(&second);
+    let seqs: Vec<u64> = recover(dir.path()).unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    // A closed segment was synced whole: damage there would skip record 2 and replay
+    // 3 after it, so it is an error.
+    flip_last_byte(&first);
+    let error = recover(dir.path()).err().expect("damage is an error");
+    assert!(error.to_string().contains("damaged"), "{error}");
+}
+
+#[test]
+fn a_read_error_is_an_error_not_an_end() {
+    struct Failing;
+    impl Read for Failing {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("disk read failed"))
+        }
+    }
+    assert!(matches!(read_record(&mut Failing), Err(ReadError::Io(_))));
+    assert!(matches!(read_record(&mut &[][..]), Ok(None)));
+    assert!(matches!(
+        read_record(&mut &[1, 2, 3][..]),
+        Err(ReadError::Torn)
+    ));
+}
+
+#[test]
+fn a_torn_or_corrupt_tail_ends_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::start(dir.path(), 1).unwrap();
+    wal.append(&[(1, &item("a", &version(1))), (2, &item("b", &version(2)))])
+        .unwrap();
+    let (_, path) = segments(dir.path()).unwrap().pop().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    for cut in 1..20 {
+        std::fs::write(&path, &bytes[..bytes.len() - cut]).unwrap();
+        assert_eq!(recover(dir.path()).unwrap().len(), 1, "cut {cut}");
+    }
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 3;
+    flipped[last] ^= 0xff;
+    std::fs::write(&path, &flipped).unwrap();
+    assert_eq!(recover(dir.path()).unwrap().len(), 1);
+    std::fs::write(&path, b"garbage that is not a log at all").unwrap();
+    assert!(recover(dir.path()).unwrap().is_empty());
+}
+
+/// A newest segment of records 1 to 40 (values of about 200 bytes); its bytes and the
+/// offset where each record begins.
+fn forty_records(dir: &Path) -> (PathBuf, Vec<u8>, Vec<usize>) {
+    let mut wal = Wal::start(dir, 1).unwrap();
+    let mut starts = Vec::new();
+    for seq in 1..=40u64 {
+        starts.push(wal.size as usize);
+        let mut v = version(seq);
+        v.data = Some(format!("\"{}\"", "v".repeat(200)));
+        wal.append(&[(seq, &item(&format!("k{seq}"), &v))]).unwrap();
+    }
+    let (_, path) = segments(dir).unwrap().pop().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    (path, bytes, starts)
+}
+
+#[test]
+fn damage_followed_by_whole_records_in_the_newest_segment_is_an_error_not_an_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes, starts) = forty_records(dir.path());
+    // A changed byte in record 3: records 4-40 follow it whole.
+    let mut damaged = bytes.clone();
+    damaged[starts[2] + 30] ^= 0xaa;
+    std::fs::write(&path, &damaged).unwrap();
+    let error = recover(dir.path()).err().expect("damage is an error");
+    let said = error.to_string();
+    assert!(
+        said.contains(&format!("damaged at byte {}", starts[2])),
+        "{said}"
+    );
+    assert!(
+        said.contains("after 2 records") && said.contains("seq 4"),
+        "{said}"
+    );
+    // In the last record, nothing follows: a torn tail, as a crash leaves.
+    let mut torn = bytes.clone();
+    torn[starts[39] + 30] ^= 0xaa;
+    std::fs::write(&path, &torn).unwrap();
+    assert_eq!(recover(dir.path()).unwrap().len(), 39);
+}
+
+#[test]
+fn unwritten_zeros_before_a_later_record_are_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, bytes, starts) = forty_records(dir.path());
+    // A crash wrote a later page of the last append but not an earlier one: zeros
+    // from the sector boundary after record 20 begins to the one before record 25
+    // begins, whole records after them.
+    let from = (starts[19] / 512 + 1) * 512;
+    let to = (starts[24] / 512) * 512;
+    assert!(from + 512 <= to, "a whole sector between {from} and {to}");
+    let mut zeroed = bytes.clone();
+    zeroed[from..to].fill(0);
+    std::fs::write(&path, &zeroed).unwrap();
+    // The records that end before the zeros are kept, the rest dropped.
+    let intact = starts
+        .iter()
+        .skip(1)
+        .take_while(|&&next| next <= from)
+        .count() as u64;
+    assert!((20..25).contains(&intact), "{intact}");
+    let seqs: Vec<u64> = recover(dir.path()).unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=intact).collect::<Vec<u64>>());
+}
+
+#[test]
+fn start_discards_replayed_segments_and_release_drops_applied_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::start(dir.path(), 1).unwrap();
+    wal.append(&[(1, &item("a", &version(1)))]).unwrap();
+    let mut wal = Wal::start(dir.path(), 2).unwrap();
+    assert!(recover(dir.path()).unwrap().is_empty());
+    wal.append(&[(2, &item("b", &version(2)))]).unwrap();
+    wal.size = SEGMENT_BYTES;
+    wal.append(&[(3, &item("c", &version(3)))]).unwrap();
+    assert_eq!(segments(dir.path()).unwrap().len(), 2);
+    remove_segments(wal.release_through(1));
+    assert_eq!(
+        segments(dir.path()).unwrap().len(),
+        2,
+        "seq 2 is not applied yet"
+    );
+    remove_segments(wal.release_through(2));
+    assert_eq!(segments(dir.path()).unwrap().len(), 1);
+    let left: Vec<u64> = recover(dir.path()).unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(left, [3]);
+}
