@@ -26,6 +26,14 @@ use crate::{Session, SessionError, SessionStats, Standing};
 /// How long a peer may take to answer one message of a session.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a session may last, whichever side opened it. A peer that keeps sending
+/// messages that end nothing (an empty `Versions` every few seconds) would otherwise
+/// hold it for ever: the node's rounds run one at a time, and a node not yet
+/// established takes part in no other session meanwhile. An honest session this long
+/// is a bootstrap of a very large store; what it stored is kept, and the next round
+/// takes up the rest.
+const SESSION_LIMIT: Duration = Duration::from_secs(10 * 60);
+
 /// Why a round failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RoundError {
@@ -37,6 +45,8 @@ pub(crate) enum RoundError {
     Frame(#[from] crate::protocol::FrameError),
     #[error("the peer did not answer in time")]
     TimedOut,
+    #[error("the session went on longer than {} s", SESSION_LIMIT.as_secs())]
+    TooLong,
     #[error("the peer ended the session early")]
     Ended,
     #[error("the peer went down or restarted during the session")]
@@ -155,6 +165,16 @@ async fn converse<T: StreamTransport, S: BiStream>(
     }
 }
 
+/// `conversation`, ended as [`RoundError::TooLong`] once it has run [`SESSION_LIMIT`].
+async fn limited<T: StreamTransport, R>(
+    shared: &Arc<Shared<T>>,
+    conversation: impl Future<Output = Result<R, RoundError>>,
+) -> Result<R, RoundError> {
+    kvs_net::timeout(shared.runtime.as_ref(), SESSION_LIMIT, conversation)
+        .await
+        .ok_or(RoundError::TooLong)?
+}
+
 /// Versions received between progress lines in the log (a bootstrap logs every so many).
 const PROGRESS_EVERY: u64 = 100_000;
 
@@ -218,7 +238,11 @@ async fn run_round<T: StreamTransport>(
         })
         .await
         .map_err(SessionError::Store)?;
-    let (session, round_trips) = converse(shared, &mut stream, session, opening?, bulk).await?;
+    let (session, round_trips) = limited(
+        shared,
+        converse(shared, &mut stream, session, opening?, bulk),
+    )
+    .await?;
     let _ = stream.finish();
     shared
         .counters
@@ -274,20 +298,23 @@ pub(crate) async fn serve<T: StreamTransport>(
         session = session.writing_as(origin, delivered);
     }
     let bulk = BulkLoad::default();
-    let served = converse(&shared, &mut stream, session, Vec::new(), &bulk)
-        .await
-        .and_then(|(session, _)| {
-            let _ = stream.finish();
-            match session.peer_standing() {
-                // Membership may name the peer only now (it opened at once on seeing this
-                // node come up); an unnamed peer still counts for this node's standing.
-                Some(standing) => shared.completed(
-                    peer.or_else(|| shared.peer_at(from)).as_deref(),
-                    completed(&session, rules.now_ms, standing, own),
-                ),
-                None => Ok(()),
-            }
-        });
+    let served = limited(
+        &shared,
+        converse(&shared, &mut stream, session, Vec::new(), &bulk),
+    )
+    .await
+    .and_then(|(session, _)| {
+        let _ = stream.finish();
+        match session.peer_standing() {
+            // Membership may name the peer only now (it opened at once on seeing this
+            // node come up); an unnamed peer still counts for this node's standing.
+            Some(standing) => shared.completed(
+                peer.or_else(|| shared.peer_at(from)).as_deref(),
+                completed(&session, rules.now_ms, standing, own),
+            ),
+            None => Ok(()),
+        }
+    });
     if let Err(error) = served {
         shared.counters.round_failed();
         tracing::debug!(%from, %error, "serving a sync session failed");
