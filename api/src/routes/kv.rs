@@ -306,15 +306,24 @@ fn visible_items(
     }
 }
 
-/// The `ttl` of a PUT in milliseconds, if given; `400` unless a positive duration.
+/// The longest `ttl` of a PUT: 100 years (36500d). It keeps `expires_at` (Unix ms) far
+/// below 2^53, the largest integer a JSON reader that takes numbers as doubles (as
+/// JavaScript does) holds exactly.
+const MAX_TTL_MS: u64 = 36_500 * 86_400_000;
+
+/// The `ttl` of a PUT in milliseconds, if given; `400` unless a positive duration of at
+/// most [`MAX_TTL_MS`].
 fn ttl_ms(request: &Request<'_>) -> Result<Option<u64>, ApiError> {
     let Some(ttl) = request.query.get("ttl") else {
         return Ok(None);
     };
     let ttl = parse_duration(ttl).map_err(ApiError::bad_request)?;
-    match ttl.as_millis() {
+    match u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX) {
         0 => Err(ApiError::bad_request("ttl must be above zero")),
-        ms => Ok(Some(u64::try_from(ms).unwrap_or(u64::MAX))),
+        ms if ms > MAX_TTL_MS => Err(ApiError::bad_request(
+            "ttl must be at most 36500d (100 years)",
+        )),
+        ms => Ok(Some(ms)),
     }
 }
 

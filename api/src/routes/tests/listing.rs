@@ -135,7 +135,12 @@ async fn ttl_expires_keys_everywhere() {
         201,
         "an expired key is absent"
     );
-    for bad in ["ttl=soon", "ttl=-1s", "ttl=0", "ttl=5y"] {
+    assert_eq!(put(&api, "/kv/t/x?ttl=36500d", "1").await.status, 201);
+    let too_long = ["ttl=36501d", "ttl=106751991167d"];
+    for bad in ["ttl=soon", "ttl=-1s", "ttl=0", "ttl=5y"]
+        .into_iter()
+        .chain(too_long)
+    {
         let answer = put(&api, &format!("/kv/t/x?{bad}"), "1").await;
         assert_eq!(answer.status, 400, "{bad}");
         assert_eq!(answer.error_code(), "bad_request");
