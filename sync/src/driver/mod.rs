@@ -544,7 +544,9 @@ async fn serve_connection<T: StreamTransport>(shared: Arc<Shared<T>>, connection
             match stream.recv_frame().await {
                 Ok(Some(kind)) if kind == KIND_SYNC => {
                     let span = tracing::info_span!("serve sync", %from);
-                    let serving = anti_entropy::serve(shared, stream, from);
+                    // Boxed: a session's state is about 10 KB, which every push stream
+                    // (one per peer, for as long as the peer lives) would carry too.
+                    let serving = Box::pin(anti_entropy::serve(shared, stream, from));
                     tracing::Instrument::instrument(serving, span).await;
                 }
                 Ok(Some(kind)) if kind == KIND_PUSH => {
