@@ -1,12 +1,13 @@
 //! What schemathesis (`tests/schemathesis.rs`) found, pinned in process: the served
-//! OpenAPI document follows `auth_enabled`, every `405` names the allowed methods, and
-//! requests the document calls invalid are refused.
+//! OpenAPI document follows `auth_enabled`, every `405` names the allowed methods,
+//! requests the document calls invalid are refused, and the `ttl` a PUT takes is what the
+//! document's pattern allows.
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::{Api, MemoryBackend, Setup, api, api_with_root, get, request};
+use super::{Api, MemoryBackend, Setup, api, api_with_root, get, put, request};
 use crate::auth::{User, user_key};
 
 /// An API with auth on, its root user stored, and the root token.
@@ -172,4 +173,48 @@ async fn watch_checks_since_even_with_a_last_event_id() {
     }
     let answer = request(&api, "GET", "/watch", None, &[("last-event-id", "x.1")]).await;
     assert_eq!(answer.status, 400);
+}
+
+/// The document's pattern for a PUT's `ttl` matches exactly the values a PUT takes (a
+/// positive duration of at most 36500d): at the bounds of every unit, and between. (A
+/// looser pattern let schemathesis send `ttl=0183104062m`, over the bound, as valid.)
+#[tokio::test]
+async fn the_ttl_pattern_allows_exactly_the_ttls_a_put_takes() {
+    let api = api(Setup::default());
+    let document = get(&api, "/openapi.json").await.json();
+    let parameters = document["paths"]["/kv/{key}"]["put"]["parameters"]
+        .as_array()
+        .expect("parameters");
+    let ttl = parameters
+        .iter()
+        .find(|p| p["name"] == "ttl")
+        .expect("a ttl parameter");
+    let pattern = regex::Regex::new(ttl["schema"]["pattern"].as_str().expect("pattern"))
+        .expect("the pattern compiles");
+    let days: u64 = 36_500;
+    let bounds = [
+        ("ms", days * 86_400_000),
+        ("s", days * 86_400),
+        ("", days * 86_400),
+        ("m", days * 1_440),
+        ("h", days * 24),
+        ("d", days),
+    ];
+    let mut tried = 0;
+    for (unit, most) in bounds {
+        let digits = most.to_string().len() as u32;
+        let mut values = vec![0, 1, 9, 10, most / 10, most - 1, most, most + 1, most * 10];
+        values.extend([10u64.pow(digits - 1), 10u64.pow(digits) - 1]);
+        values.extend((1..=12).map(|step| most / 7 * step));
+        for value in values {
+            for text in [format!("{value}{unit}"), format!("00{value}{unit}")] {
+                let answer = put(&api, &format!("/kv/ttl?ttl={text}"), "1").await;
+                let taken = answer.status == 200 || answer.status == 201;
+                assert!(taken || answer.status == 400, "{text}: {}", answer.status);
+                assert_eq!(pattern.is_match(&text), taken, "ttl={text}");
+                tried += 1;
+            }
+        }
+    }
+    assert_eq!(tried, 6 * 2 * 23);
 }
