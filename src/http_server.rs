@@ -9,7 +9,10 @@
 //!   noted ([`Activity`]). Once a byte of a request head has arrived, the whole head must
 //!   arrive within `http_header_timeout` (the request reaches the API when it has); a
 //!   connection with no request in progress and no traffic for `http_idle_timeout` is
-//!   closed. A request being handled is never cut. (hyper's own `header_read_timeout`
+//!   closed. A request being handled is never cut. The connection's task looks at the
+//!   deadline when it runs out and at least every `http_header_timeout` (a head that starts
+//!   meanwhile times out no sooner), so that a request costs no wake-up or timer of its
+//!   own. (hyper's own `header_read_timeout`
 //!   also runs while a keep-alive connection waits for its next request, which would close
 //!   idle connections after the header timeout, hence the watch here.)
 //! - **Threads.** Connections are served on one thread per core, each running its own
@@ -44,7 +47,7 @@ use hyper_util::service::TowerToHyperService;
 use kvs_api::ClientAddr;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use warp::Filter;
@@ -250,7 +253,18 @@ impl Connection {
         tokio::pin!(connection);
         let mut stopping = false;
         loop {
+            let now = Instant::now();
             let deadline = self.activity.deadline(&self.limits);
+            if deadline <= now {
+                tracing::debug!(remote = %self.remote, "HTTP connection timed out");
+                return;
+            }
+            // A request head that starts after `now` times out no sooner than
+            // `header_timeout` from now: looking again by then catches it without being
+            // told of each head (a wake-up and a new timer for every request).
+            let look_again = now
+                .checked_add(self.limits.header_timeout)
+                .map_or(deadline, |then| deadline.min(then));
             tokio::select! {
                 result = connection.as_mut() => {
                     if let Err(error) = result {
@@ -258,13 +272,7 @@ impl Connection {
                     }
                     return;
                 }
-                () = self.activity.head_started.notified() => {}
-                () = tokio::time::sleep_until(deadline) => {
-                    if self.activity.deadline(&self.limits) <= Instant::now() {
-                        tracing::debug!(remote = %self.remote, "HTTP connection timed out");
-                        return;
-                    }
-                }
+                () = tokio::time::sleep_until(look_again) => {}
                 _ = shutdown.wait_for(|stop| *stop), if !stopping => {
                     connection.as_mut().graceful_shutdown();
                     stopping = true;
@@ -286,8 +294,6 @@ struct Activity {
     head_since: AtomicU64,
     /// Requests handed to the API and not yet answered.
     in_flight: AtomicUsize,
-    /// Signalled when a request head starts, which brings the deadline forward.
-    head_started: Notify,
 }
 
 impl Activity {
@@ -297,7 +303,6 @@ impl Activity {
             last_io: AtomicU64::new(0),
             head_since: AtomicU64::new(NO_HEAD),
             in_flight: AtomicUsize::new(0),
-            head_started: Notify::new(),
         }
     }
 
@@ -309,14 +314,10 @@ impl Activity {
     fn read(&self) {
         let now = self.now();
         self.last_io.store(now, Ordering::Release);
-        let idle = self.in_flight.load(Ordering::Acquire) == 0;
-        if idle
-            && self
-                .head_since
-                .compare_exchange(NO_HEAD, now, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            self.head_started.notify_one();
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            let _ =
+                self.head_since
+                    .compare_exchange(NO_HEAD, now, Ordering::AcqRel, Ordering::Acquire);
         }
     }
 

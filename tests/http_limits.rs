@@ -1,5 +1,6 @@
 //! The HTTP server's limits against a real node, over raw TCP (issue 11):
-//! `http_header_timeout` cuts a client that stops halfway through its headers,
+//! `http_header_timeout` cuts a client that stops halfway through its headers (its first
+//! request's or a later one's),
 //! `http_idle_timeout` closes idle keep-alive connections, `max_connections` makes further
 //! connections wait for a free slot, and SIGTERM still lets an in-flight request finish.
 //!
@@ -82,6 +83,23 @@ fn a_half_sent_header_is_cut_off() {
     let answer = response(&mut quick, Duration::from_secs(10)).expect("an answer");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_closed_within(&mut slow, Duration::from_secs(10), "half a header");
+}
+
+/// The same on a keep-alive connection whose first request was answered: the watch,
+/// waiting out the idle hour, must still cut the second request's half header.
+#[test]
+fn a_half_sent_header_after_a_request_is_cut_off() {
+    let node = Node::start(&format!(
+        "{PLAIN}http_header_timeout: 1s\nhttp_idle_timeout: 1h\n"
+    ));
+    let mut slow = connect(&node);
+    slow.write_all(HEALTH).expect("write");
+    let answer = response(&mut slow, Duration::from_secs(10)).expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    std::thread::sleep(Duration::from_millis(300));
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: kv")
+        .expect("write");
+    assert_closed_within(&mut slow, Duration::from_secs(10), "half a second header");
 }
 
 #[test]
