@@ -333,9 +333,14 @@ pub async fn run(
     }
     let limits = config.http_limits();
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let server =
-        crate::http_server::serve(api.filter(), listener, threads, limits, shutdown.clone())
-            .map_err(NodeError::io("starting the HTTP threads"))?;
+    let server = crate::http_server::serve(
+        Arc::clone(&api),
+        listener,
+        threads,
+        limits,
+        shutdown.clone(),
+    )
+    .map_err(NodeError::io("starting the HTTP threads"))?;
     let purge = upkeep::purge_loop(Arc::clone(&store), config.tombstone_ttl.0, shutdown.clone());
     let node_facts =
         upkeep::keep_node_facts(Arc::clone(&store), Arc::clone(&backend), shutdown.clone());

@@ -1,7 +1,7 @@
 //! kvs-api: the HTTP API of a node, as `shared/spec/http-api.md` fixes it.
 //!
-//! [`Api`] serves warp requests over a [`Backend`] (the node: its store, write path and
-//! cluster view). Errors are always the contract's `{"error": {"code", "message"}}` body.
+//! [`Api`] answers HTTP requests ([`Api::handle`], or as a warp filter) over a [`Backend`]
+//! (the node: its store, write path and cluster view). Errors are always the contract's `{"error": {"code", "message"}}` body.
 
 mod auth;
 mod backend;
@@ -17,4 +17,4 @@ pub use backend::{Backend, BackupInfo, MemberInfo};
 pub use duration::{format_duration, parse_duration};
 pub use error::ApiError;
 pub use keys::{MAX_KEY_BYTES, validate_key};
-pub use routes::{Api, ApiConfig, AuthConfig, ClientAddr, RateLimit, RawRequest};
+pub use routes::{Api, ApiConfig, AuthConfig, RateLimit, RawRequest};

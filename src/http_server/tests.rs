@@ -6,17 +6,35 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::Request;
+use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use warp::Filter;
 
-use super::{HttpLimits, serve};
+use super::{HttpLimits, Respond, serve};
 
 const LIMITS: HttpLimits = HttpLimits {
     header_timeout: Duration::from_secs(10),
     idle_timeout: Duration::from_secs(60),
     max_connections: 64,
 };
+
+/// Answers every request with the name of the thread that serves it; holds a copy of
+/// what stands for the node's API.
+#[derive(Clone)]
+struct ThreadName(Arc<()>);
+
+impl Respond for ThreadName {
+    fn respond(
+        &self,
+        _request: Request<Incoming>,
+        _remote: std::net::SocketAddr,
+    ) -> impl Future<Output = warp::reply::Response> + Send + 'static {
+        let _api = &self.0;
+        let name = std::thread::current().name().unwrap_or("?").to_owned();
+        std::future::ready(warp::reply::Reply::into_response(name))
+    }
+}
 
 /// Sends one request on a new connection and returns the body of the answer, the name of
 /// the thread that served it.
@@ -34,18 +52,13 @@ fn thread_name_from(addr: std::net::SocketAddr) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_served_on_the_server_threads_and_shutdown_joins_them() {
-    // Stands for the API the node's filter holds.
+    // Stands for the API the node serves.
     let api = Arc::new(());
-    let held = Arc::clone(&api);
-    let filter = warp::path::end().map(move || {
-        let _api = &held;
-        let name = std::thread::current().name().unwrap_or("?").to_owned();
-        warp::reply::Reply::into_response(name)
-    });
+    let served = ThreadName(Arc::clone(&api));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, shutdown) = watch::channel(false);
-    let server = serve(filter, listener, 3, LIMITS, shutdown).expect("start");
+    let server = serve(served, listener, 3, LIMITS, shutdown).expect("start");
     let server = tokio::spawn(server);
 
     let names = tokio::task::spawn_blocking(move || {

@@ -19,7 +19,7 @@ use crate::{ApiError, Backend};
 const MAX_AUTH_BODY: usize = 64 * 1024;
 
 impl<B: Backend> Api<B> {
-    pub(super) async fn auth<S, D>(
+    pub(super) async fn auth<S, D, E>(
         &self,
         request: &Request<'_>,
         caller: &Caller,
@@ -27,7 +27,8 @@ impl<B: Backend> Api<B> {
         body: S,
     ) -> Handled
     where
-        S: Stream<Item = Result<D, warp::Error>> + Send,
+        S: Stream<Item = Result<D, E>> + Send,
+        E: std::fmt::Display,
         D: Buf,
     {
         if let Err(refused) = self.admin_check(caller) {
@@ -80,10 +81,11 @@ impl<B: Backend> Api<B> {
 
 /// The request body as `T`: `400 invalid_json` when it is not JSON, `400 bad_request`
 /// when it has the wrong shape.
-async fn json<T, S, D>(request: &Request<'_>, body: S) -> Result<T, ApiError>
+async fn json<T, S, D, E>(request: &Request<'_>, body: S) -> Result<T, ApiError>
 where
     T: DeserializeOwned,
-    S: Stream<Item = Result<D, warp::Error>> + Send,
+    S: Stream<Item = Result<D, E>> + Send,
+    E: std::fmt::Display,
     D: Buf,
 {
     let text = read_json_body(request.headers, body, MAX_AUTH_BODY).await?;

@@ -53,7 +53,7 @@ impl<B: Backend> Api<B> {
         Ok(response)
     }
 
-    pub(super) async fn put_key<S, D>(
+    pub(super) async fn put_key<S, D, E>(
         &self,
         request: &Request<'_>,
         caller: &Caller,
@@ -61,7 +61,8 @@ impl<B: Backend> Api<B> {
         body: S,
     ) -> Handled
     where
-        S: Stream<Item = Result<D, warp::Error>> + Send,
+        S: Stream<Item = Result<D, E>> + Send,
+        E: std::fmt::Display,
         D: Buf,
     {
         if let Err(refused) = self.refuse_anonymous(caller, Attempt::Write) {

@@ -20,7 +20,7 @@ use crate::keys::decode_key;
 use crate::{ApiError, Backend};
 
 impl<B: Backend> Api<B> {
-    pub(super) async fn meta<S, D>(
+    pub(super) async fn meta<S, D, E>(
         &self,
         request: &Request<'_>,
         caller: &Caller,
@@ -28,7 +28,8 @@ impl<B: Backend> Api<B> {
         body: S,
     ) -> Handled
     where
-        S: Stream<Item = Result<D, warp::Error>> + Send,
+        S: Stream<Item = Result<D, E>> + Send,
+        E: std::fmt::Display,
         D: Buf,
     {
         if let Err(refused) = self.refuse_anonymous(caller, Attempt::Other) {
@@ -72,7 +73,7 @@ impl<B: Backend> Api<B> {
         }
     }
 
-    async fn change_meta<S, D>(
+    async fn change_meta<S, D, E>(
         &self,
         request: &Request<'_>,
         caller: &Caller,
@@ -81,7 +82,8 @@ impl<B: Backend> Api<B> {
         body: S,
     ) -> Handled
     where
-        S: Stream<Item = Result<D, warp::Error>> + Send,
+        S: Stream<Item = Result<D, E>> + Send,
+        E: std::fmt::Display,
         D: Buf,
     {
         let precondition = precondition(request.headers, false)?;

@@ -27,7 +27,6 @@ mod request;
 mod tests;
 mod watch;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,11 +48,6 @@ pub use rate_limit::RateLimit;
 pub(crate) use request::Query;
 #[cfg(test)]
 pub(crate) use request::positive;
-
-/// The client's address, as a request extension set by a server that does not go through
-/// `warp::serve` (whose own record of it is private to warp).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub SocketAddr);
 
 /// Settings of the API taken from the node's config.
 #[derive(Debug, Clone)]
@@ -139,7 +133,9 @@ impl<B: Backend> Api<B> {
         })
     }
 
-    /// The warp filter serving this API; it rejects nothing it can read.
+    /// The API as a warp filter; it rejects nothing it can read. The node's HTTP server
+    /// hands requests to [`Self::handle`] itself, without warp's extraction; this filter
+    /// does the same extraction for `warp::test` and `warp::serve`.
     pub fn filter(
         self: &Arc<Self>,
     ) -> impl Filter<Extract = (WarpResponse,), Error = warp::Rejection> + Clone + use<B> {
@@ -148,7 +144,7 @@ impl<B: Backend> Api<B> {
             .and(warp::path::full())
             .and(warp::query::raw().or(warp::any().map(String::new)).unify())
             .and(warp::header::headers_cloned())
-            .and(client_addr())
+            .and(warp::addr::remote())
             .and(warp::body::stream())
             .then(
                 move |method, path: warp::path::FullPath, query: String, headers, remote, body| {
@@ -168,9 +164,10 @@ impl<B: Backend> Api<B> {
     }
 
     /// Answers one request: dispatch, error mapping, metrics.
-    pub async fn handle<S, D>(&self, raw: RawRequest<'_>, body: S) -> WarpResponse
+    pub async fn handle<S, D, E>(&self, raw: RawRequest<'_>, body: S) -> WarpResponse
     where
-        S: Stream<Item = Result<D, warp::Error>> + Send,
+        S: Stream<Item = Result<D, E>> + Send,
+        E: std::fmt::Display,
         D: Buf,
     {
         let started = Instant::now();
@@ -200,9 +197,10 @@ impl<B: Backend> Api<B> {
         response
     }
 
-    async fn dispatch<S, D>(&self, request: &Request<'_>, body: S) -> (usize, Handled)
+    async fn dispatch<S, D, E>(&self, request: &Request<'_>, body: S) -> (usize, Handled)
     where
-        S: Stream<Item = Result<D, warp::Error>> + Send,
+        S: Stream<Item = Result<D, E>> + Send,
+        E: std::fmt::Display,
         D: Buf,
     {
         let path = request.path;
@@ -262,9 +260,10 @@ impl<B: Backend> Api<B> {
         limiter.admit(&client, Instant::now())
     }
 
-    async fn route<S, D>(&self, request: &Request<'_>, caller: &Caller, body: S) -> Handled
+    async fn route<S, D, E>(&self, request: &Request<'_>, caller: &Caller, body: S) -> Handled
     where
-        S: Stream<Item = Result<D, warp::Error>> + Send,
+        S: Stream<Item = Result<D, E>> + Send,
+        E: std::fmt::Display,
         D: Buf,
     {
         let (path, method) = (request.path, request.method);
@@ -369,13 +368,6 @@ impl<B: Backend> Api<B> {
             .await
             .map_err(|e| ApiError::internal(format!("a blocking store call failed: {e}")))?
     }
-}
-
-/// The client's address: the [`ClientAddr`] extension, else what `warp::serve` recorded.
-fn client_addr() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infallible> + Copy {
-    warp::ext::optional::<ClientAddr>()
-        .and(warp::addr::remote())
-        .map(|ours: Option<ClientAddr>, warps: Option<SocketAddr>| ours.map(|a| a.0).or(warps))
 }
 
 /// A response with a JSON body.

@@ -96,13 +96,14 @@ pub(crate) fn from_object<T: serde::de::DeserializeOwned>(
 }
 
 /// Reads a JSON body of at most `limit` bytes and returns its text, validated.
-pub(crate) async fn read_json_body<S, D>(
+pub(crate) async fn read_json_body<S, D, E>(
     headers: &HeaderMap,
     body: S,
     limit: usize,
 ) -> Result<String, ApiError>
 where
-    S: Stream<Item = Result<D, warp::Error>> + Send,
+    S: Stream<Item = Result<D, E>> + Send,
+    E: std::fmt::Display,
     D: Buf,
 {
     let declared = headers
@@ -141,9 +142,10 @@ where
 
 /// Reads and discards what is left of an oversized body (up to a bound), so that the
 /// client, still sending, reads the `413` rather than a reset connection.
-async fn drain<S, D>(mut body: std::pin::Pin<&mut S>, limit: usize)
+async fn drain<S, D, E>(mut body: std::pin::Pin<&mut S>, limit: usize)
 where
-    S: Stream<Item = Result<D, warp::Error>>,
+    S: Stream<Item = Result<D, E>>,
+    E: std::fmt::Display,
     D: Buf,
 {
     let bound = limit.saturating_mul(4).max(DRAIN_AT_LEAST);
@@ -158,9 +160,10 @@ where
 
 /// Reads and discards a body the request is refused without (up to a bound), so that
 /// the client reads the refusal rather than a reset connection.
-pub(crate) async fn discard<S, D>(body: S)
+pub(crate) async fn discard<S, D, E>(body: S)
 where
-    S: Stream<Item = Result<D, warp::Error>> + Send,
+    S: Stream<Item = Result<D, E>> + Send,
+    E: std::fmt::Display,
     D: Buf,
 {
     drain(std::pin::pin!(body), 0).await;
