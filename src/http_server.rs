@@ -8,10 +8,10 @@
 //!   noted ([`Activity`]). Once a byte of a request head has arrived, the whole head must
 //!   arrive within `http_header_timeout` (the request reaches the API when it has); a
 //!   connection with no request in progress and no traffic for `http_idle_timeout` is
-//!   closed. A request being handled is never cut. The connection's task looks at the
-//!   deadline when it runs out and at least every `http_header_timeout` (a head that starts
-//!   meanwhile times out no sooner), so that a request costs no wake-up or timer of its
-//!   own. (hyper's own `header_read_timeout`
+//!   closed. A request being handled is never cut. The watch runs in the connection's
+//!   task: after each read it looks whether a head started, which brings the deadline
+//!   forward, so that a request costs no wake-up or timer of its own. (hyper's own
+//!   `header_read_timeout`
 //!   also runs while a keep-alive connection waits for its next request, which would close
 //!   idle connections after the header timeout, hence the watch here.)
 //! - **Threads.** Connections are served on one thread per core, each running its own
@@ -97,7 +97,7 @@ impl<B: Backend> Respond for Arc<Api<B>> {
     }
 }
 
-/// Starts serving `filter` on `listener` within `limits` on `threads` threads (see the
+/// Starts serving `api` on `listener` within `limits` on `threads` threads (see the
 /// module doc) until `shutdown` turns true; the future returned accepts connections and
 /// completes once in-flight requests have finished, every connection has closed and every
 /// thread has ended.
@@ -268,35 +268,65 @@ impl Connection {
         let builder = auto::Builder::new(TokioExecutor::new());
         let connection = builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(connection);
+        let stop = shutdown.wait_for(|stop| *stop);
+        tokio::pin!(stop);
         let mut stopping = false;
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
         loop {
-            let now = Instant::now();
             let deadline = self.activity.deadline(&self.limits);
-            if deadline <= now {
+            if deadline <= Instant::now() {
                 tracing::debug!(remote = %self.remote, "HTTP connection timed out");
                 return;
             }
-            // A request head that starts after `now` times out no sooner than
-            // `header_timeout` from now: looking again by then catches it without being
-            // told of each head (a wake-up and a new timer for every request).
-            let look_again = now
-                .checked_add(self.limits.header_timeout)
-                .map_or(deadline, |then| deadline.min(then));
-            tokio::select! {
-                result = connection.as_mut() => {
+            timer.as_mut().reset(deadline);
+            // The connection and its watch are one task: each time hyper has read, the
+            // watch looks whether a request head started, which brings the deadline
+            // forward, and moves its timer then (once per timer run out, not per request:
+            // a later head's deadline is later). No wake-up of its own, no new timer.
+            let woke = std::future::poll_fn(|cx| {
+                if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                    return Poll::Ready(Woke::Ended(result));
+                }
+                let deadline = self.activity.deadline(&self.limits);
+                if deadline < timer.deadline() {
+                    timer.as_mut().reset(deadline);
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woke::Timer);
+                }
+                if !stopping && stop.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woke::Stop);
+                }
+                Poll::Pending
+            })
+            .await;
+            match woke {
+                Woke::Ended(result) => {
                     if let Err(error) = result {
                         tracing::debug!(remote = %self.remote, %error, "HTTP connection ended");
                     }
                     return;
                 }
-                () = tokio::time::sleep_until(look_again) => {}
-                _ = shutdown.wait_for(|stop| *stop), if !stopping => {
+                // Looked at again at the top of the loop.
+                Woke::Timer => {}
+                Woke::Stop => {
                     connection.as_mut().graceful_shutdown();
                     stopping = true;
                 }
             }
         }
     }
+}
+
+/// Why a connection's task woke.
+enum Woke<E> {
+    /// The connection ended (`Err`: with an error).
+    Ended(Result<(), E>),
+    /// Its timer ran out.
+    Timer,
+    /// Shutdown was asked.
+    Stop,
 }
 
 /// Sentinel of [`Activity::head_since`]: no request head is being read.

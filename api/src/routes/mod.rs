@@ -135,7 +135,7 @@ impl<B: Backend> Api<B> {
 
     /// The API as a warp filter; it rejects nothing it can read. The node's HTTP server
     /// hands requests to [`Self::handle`] itself, without warp's extraction; this filter
-    /// does the same extraction for `warp::test` and `warp::serve`.
+    /// does the same extraction, for the tests (`warp::test`).
     pub fn filter(
         self: &Arc<Self>,
     ) -> impl Filter<Extract = (WarpResponse,), Error = warp::Rejection> + Clone + use<B> {

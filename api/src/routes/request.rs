@@ -145,7 +145,6 @@ where
 async fn drain<S, D, E>(mut body: std::pin::Pin<&mut S>, limit: usize)
 where
     S: Stream<Item = Result<D, E>>,
-    E: std::fmt::Display,
     D: Buf,
 {
     let bound = limit.saturating_mul(4).max(DRAIN_AT_LEAST);
