@@ -396,7 +396,8 @@ impl Activity {
     }
 }
 
-/// A request in the API; the connection's idle time starts again when it is answered.
+/// A request in the API; the connection's idle time starts again when it is answered
+/// (its response's body has ended, see [`Counted`]).
 struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
@@ -474,7 +475,7 @@ struct Tracked<R> {
 }
 
 impl<R: Respond> Service<Request<Incoming>> for Tracked<R> {
-    type Response = warp::reply::Response;
+    type Response = hyper::Response<Counted>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
@@ -492,11 +493,57 @@ impl<R: Respond> Service<Request<Incoming>> for Tracked<R> {
         Box::pin(tracing::Instrument::instrument(
             async move {
                 let answer = answer.await;
-                drop(in_flight);
-                Ok(answer)
+                Ok(answer.map(|body| Counted {
+                    body,
+                    in_flight: Some(in_flight),
+                }))
             },
             span,
         ))
+    }
+}
+
+/// The body of the API's responses (warp's, which has no name of its own).
+type ApiBody = <warp::reply::Response as HasBody>::Body;
+
+/// The body type of a response.
+trait HasBody {
+    type Body;
+}
+
+impl<B> HasBody for hyper::Response<B> {
+    type Body = B;
+}
+
+/// A response body that keeps its request in flight until it has ended (or is dropped):
+/// a long response, a `/watch` stream above all, is a request being handled, which the
+/// idle timeout never cuts, however long it stays quiet.
+struct Counted {
+    body: ApiBody,
+    in_flight: Option<InFlight>,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = <ApiBody as hyper::body::Body>::Data;
+    type Error = <ApiBody as hyper::body::Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) {
+            self.in_flight = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -1,7 +1,8 @@
 //! The HTTP server's limits against a real node, over raw TCP (issue 11):
 //! `http_header_timeout` cuts a client that stops halfway through its headers (its first
 //! request's or a later one's),
-//! `http_idle_timeout` closes idle keep-alive connections, `max_connections` makes further
+//! `http_idle_timeout` closes idle keep-alive connections but never a quiet `/watch`
+//! stream, `max_connections` makes further
 //! connections wait for a free slot, and SIGTERM still lets an in-flight request finish.
 //!
 //! Timing is only ever bounded generously (ten times the configured timeout); the
@@ -114,6 +115,44 @@ fn idle_connections_are_closed() {
     let mut silent = connect(&node);
     assert_closed_within(&mut served, Duration::from_secs(10), "idle after a request");
     assert_closed_within(&mut silent, Duration::from_secs(10), "idle from the start");
+}
+
+/// A `/watch` stream is a request being handled for as long as it runs: quiet for three
+/// idle timeouts, it is still open and carries the next change. (Before, the connection
+/// counted as idle once the stream's head was out, and a quiet stream was cut after the
+/// idle timeout; found by a helper's review.)
+#[test]
+fn a_quiet_watch_stream_is_not_cut_by_the_idle_timeout() {
+    let node = Node::start(&format!(
+        "{PLAIN}http_header_timeout: 1h\nhttp_idle_timeout: 1s\n"
+    ));
+    let mut watch = connect(&node);
+    watch
+        .write_all(b"GET /watch?prefix=w/ HTTP/1.1\r\nHost: kvs\r\n\r\n")
+        .expect("write");
+    watch
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut head = [0u8; 512];
+    let n = watch.read(&mut head).expect("the stream's head");
+    let head = String::from_utf8_lossy(&head[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    std::thread::sleep(Duration::from_secs(3));
+    let mut writer = connect(&node);
+    writer
+        .write_all(b"PUT /kv/w/a HTTP/1.1\r\nHost: kvs\r\nContent-Type: application/json\r\nContent-Length: 1\r\n\r\n1")
+        .expect("write");
+    let written = response(&mut writer, Duration::from_secs(10)).expect("an answer");
+    assert!(written.starts_with("HTTP/1.1 201"), "{written}");
+    let mut seen = String::new();
+    let mut chunk = [0u8; 1024];
+    while !seen.contains("w/a") {
+        match watch.read(&mut chunk) {
+            Ok(0) => panic!("the quiet stream was closed: {seen:?}"),
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&chunk[..n])),
+            Err(e) => panic!("no event on the stream: {e}: {seen:?}"),
+        }
+    }
 }
 
 #[test]
