@@ -5,94 +5,22 @@
 //! fails ends the bulk load it began; a node answering a peer's session opens none with
 //! it meanwhile, a node joining a cluster is sent the store once, a peer's refuted
 //! suspicion does not end the session under way with it, and a node paused longer than
-//! `tombstone_ttl` just before a session completes brings no deleted key back; a hostile
-//! peer holds a session ten minutes at most.
+//! `tombstone_ttl` just before a session completes brings no deleted key back.
+
+mod driver;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kvs_net::{BiStream, Clock, Connection, Runtime, StreamTransport};
-use kvs_scenarios::simnet::{SimClock, SimNet, SimRuntime, SimStreams};
-use kvs_scenarios::{Network, node_addr};
+use driver::{start, start_expecting, start_with, up, write};
+use kvs_net::Clock;
+use kvs_scenarios::Network;
+use kvs_scenarios::simnet::{SimClock, SimNet, SimStreams};
 use kvs_sync::conformance::{Call, Hooked};
-use kvs_sync::driver::{KIND_SYNC, PeerEvent, Replication, ReplicationConfig};
-use kvs_sync::protocol::{Message, encode};
-use kvs_sync::{
-    MemoryStore, Mutation, Precondition, Standing, Store, StoreError, StoreOptions, WriteOp,
-};
+use kvs_sync::driver::{PeerEvent, Replication, ReplicationConfig};
+use kvs_sync::{MemoryStore, Mutation, Store, StoreError, StoreOptions, WriteOp};
 use tokio::sync::watch;
-
-fn write(key: &str) -> WriteOp {
-    WriteOp {
-        key: key.into(),
-        mutation: Mutation::Put {
-            data: "1".into(),
-            ttl_ms: None,
-        },
-        precondition: Precondition::None,
-        uuid: uuid::Uuid::from_u128(key.len() as u128 + 1),
-        origin_joined_at: 1,
-        owner: None,
-        group: None,
-        permissions: 0,
-        actor: None,
-    }
-}
-
-/// Starts node `i`'s replication over `store` on `net`.
-fn start<S: Store>(
-    net: &SimNet,
-    i: usize,
-    store: &Arc<S>,
-    shutdown: &watch::Receiver<bool>,
-) -> Arc<Replication<SimStreams>> {
-    start_expecting(net, i, store, shutdown, false)
-}
-
-/// Starts node `i`'s replication over `store` on `net`; with `expect_peers`, the node
-/// is not established until its first complete session (a node given seeds).
-fn start_expecting<S: Store>(
-    net: &SimNet,
-    i: usize,
-    store: &Arc<S>,
-    shutdown: &watch::Receiver<bool>,
-    expect_peers: bool,
-) -> Arc<Replication<SimStreams>> {
-    let config = ReplicationConfig {
-        node_id: format!("n{}", i + 1),
-        sync_interval: Duration::from_secs(1),
-        expect_peers,
-        ..ReplicationConfig::default()
-    };
-    start_with(net, i, store, shutdown, config)
-}
-
-/// Starts node `i`'s replication over `store` on `net` with `config`.
-fn start_with<S: Store>(
-    net: &SimNet,
-    i: usize,
-    store: &Arc<S>,
-    shutdown: &watch::Receiver<bool>,
-    config: ReplicationConfig,
-) -> Arc<Replication<SimStreams>> {
-    Arc::new(Replication::start(
-        Arc::new(net.runtime(i)),
-        Arc::new(net.streams(i)),
-        Arc::clone(store) as Arc<dyn Store>,
-        Arc::new(net.clock(i)),
-        config,
-        shutdown.clone(),
-    ))
-}
-
-fn up(node: &Replication<SimStreams>, peer: usize) {
-    node.peer_event(PeerEvent::Up {
-        node_id: format!("n{}", peer + 1),
-        addr: node_addr(peer),
-        life: 0,
-    });
-}
 
 /// Writes `key` on `store` and pushes it through `node`.
 fn write_and_push(net: &SimNet, node: &Replication<SimStreams>, store: &MemoryStore, key: &str) {
@@ -500,122 +428,4 @@ fn a_node_paused_as_a_session_completes_brings_no_deleted_key_back() {
     };
     assert!(gone(n1_store.as_ref()), "the deleted key came back");
     assert!(gone(n2_store.as_ref()), "n2 kept the deleted key");
-}
-
-/// How a hostile peer (node 2 of the net, no driver) holds a session open: its first
-/// message, then an empty `Versions` every 20 s, which ends nothing and comes well
-/// within the 30 s a reply may take. It reads nothing of what it is sent.
-async fn hold_session<S: BiStream>(mut stream: S, first: Message, runtime: SimRuntime) {
-    if stream.send_frame(&encode(&first)).await.is_err() {
-        return;
-    }
-    loop {
-        runtime.sleep(Duration::from_secs(20)).await;
-        if stream
-            .send_frame(&encode(&Message::Versions(Vec::new())))
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
-/// n1 lacks the 100 keys n3 holds until the hostile peer's session ends: at 9 min of
-/// virtual time it still lacks them, at 11 min it holds them (sessions last 10 min at
-/// most). Before the limit, the session was held for ever and n1 never got them.
-fn held_back_by_a_hostile_session(net: &mut SimNet, n1: &Arc<MemoryStore>, n3: &Arc<MemoryStore>) {
-    let root = n3.merkle().expect("tree").root();
-    net.run_until(Duration::from_secs(9 * 60));
-    assert_ne!(
-        n1.merkle().expect("tree").root(),
-        root,
-        "the session was held"
-    );
-    net.run_until(Duration::from_secs(11 * 60));
-    assert_eq!(n1.merkle().expect("tree").root(), root, "n1 synced with n3");
-}
-
-fn stores_of_n1_and_n3(net: &SimNet) -> (Arc<MemoryStore>, Arc<MemoryStore>) {
-    let now_ms = net.clock(2).unix_micros() / 1000;
-    let ops: Vec<WriteOp> = (0..100).map(|n| write(&format!("k/{n:03}"))).collect();
-    let n3 = MemoryStore::new(StoreOptions::default());
-    n3.write_batch(&ops, now_ms).expect("writes");
-    (
-        Arc::new(MemoryStore::new(StoreOptions::default())),
-        Arc::new(n3),
-    )
-}
-
-/// A new node (with seeds) takes part in one session at a time until its first one
-/// completes; a hostile peer that opens a session with it and keeps it going must not
-/// keep it from every other peer for ever.
-#[test]
-fn a_hostile_peer_holds_a_joining_nodes_session_ten_minutes_at_most() {
-    let mut net = SimNet::new(3, &Network::default(), 17).expect("net");
-    let (_stop, shutdown) = watch::channel(false);
-    let (n1_store, n3_store) = stores_of_n1_and_n3(&net);
-    let n1 = start_expecting(&net, 0, &n1_store, &shutdown, true);
-    let (streams, runtime) = (net.streams(1), net.runtime(1));
-    net.spawn(async move {
-        let Ok(connection) = streams.connect(node_addr(0)).await else {
-            return;
-        };
-        let Ok(mut stream) = connection.open_stream().await else {
-            return;
-        };
-        if stream.send_frame(KIND_SYNC).await.is_err() {
-            return;
-        }
-        let hello = Message::Hello {
-            root: 1,
-            level2: vec![1; 256],
-            standing: Standing::Established,
-            floor: 0,
-        };
-        hold_session(stream, hello, runtime).await;
-        drop(connection);
-    });
-    net.run_until(Duration::from_secs(1));
-    let n3 = start(&net, 2, &n3_store, &shutdown);
-    up(&n1, 2);
-    up(&n3, 0);
-    held_back_by_a_hostile_session(&mut net, &n1_store, &n3_store);
-}
-
-/// An established node runs its rounds one at a time; a hostile peer that answers the
-/// node's round and keeps it going must not keep the node from its other peers for ever.
-#[test]
-fn a_hostile_peer_holds_a_round_ten_minutes_at_most() {
-    let mut net = SimNet::new(3, &Network::default(), 19).expect("net");
-    let (_stop, shutdown) = watch::channel(false);
-    let (n1_store, n3_store) = stores_of_n1_and_n3(&net);
-    let n1 = start(&net, 0, &n1_store, &shutdown);
-    let (streams, runtime) = (net.streams(1), net.runtime(1));
-    net.spawn(async move {
-        let Ok(connection) = streams.accept().await else {
-            return;
-        };
-        let Ok(mut stream) = connection.accept_stream().await else {
-            return;
-        };
-        // The stream's kind, then n1's `Hello`.
-        for _ in 0..2 {
-            if !matches!(stream.recv_frame().await, Ok(Some(_))) {
-                return;
-            }
-        }
-        let standing = Message::Standing {
-            standing: Standing::Established,
-            floor: 0,
-        };
-        hold_session(stream, standing, runtime).await;
-        drop(connection);
-    });
-    up(&n1, 1);
-    net.run_until(Duration::from_secs(1));
-    // n3 answers n1's rounds and opens none of its own with n1.
-    let _n3 = start(&net, 2, &n3_store, &shutdown);
-    up(&n1, 2);
-    held_back_by_a_hostile_session(&mut net, &n1_store, &n3_store);
 }

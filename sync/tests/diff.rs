@@ -272,6 +272,16 @@ fn refused_versions_are_counted_and_not_stored() {
     assert_eq!(b.stats().unwrap().keys, 0);
 }
 
+/// An established peer's opening whose root and level-2 hashes match no store's.
+fn hello_unlike_any_store() -> Message {
+    Message::Hello {
+        root: 1,
+        level2: vec![1; 256],
+        standing: Standing::Established,
+        floor: 0,
+    }
+}
+
 #[test]
 fn a_want_that_repeats_a_key_gets_its_version_once() {
     let s = store();
@@ -282,12 +292,7 @@ fn a_want_that_repeats_a_key_gets_its_version_once() {
     };
     s.merge(&[("big".to_string(), version)]).unwrap();
     let mut responder = Session::responder(RULES);
-    let hello = Message::Hello {
-        root: 1,
-        level2: vec![1; 256],
-        standing: Standing::Established,
-        floor: 0,
-    };
+    let hello = hello_unlike_any_store();
     assert_eq!(responder.handle(hello, &s, NOW).unwrap().len(), 2);
     let node = (leaf_of("big") / 16) as u32;
     let nodes = Message::Nodes {
@@ -385,12 +390,7 @@ fn a_node_or_leaf_listed_twice_ends_the_session() {
     assert!(refused.to_string().contains("listed twice"), "{refused}");
 
     let mut responder = Session::responder(RULES);
-    let hello = Message::Hello {
-        root: 1,
-        level2: vec![1; 256],
-        standing: Standing::Established,
-        floor: 0,
-    };
+    let hello = hello_unlike_any_store();
     responder.handle(hello, &theirs, NOW).unwrap();
     let node = (leaf_of("k") / 16) as u32;
     let nodes = Message::Nodes {
