@@ -8,12 +8,12 @@
 //!   noted ([`Activity`]). Once a byte of a request head has arrived, the whole head must
 //!   arrive within `http_header_timeout` (the request reaches the API when it has); a
 //!   connection with no request in progress and no traffic for `http_idle_timeout` is
-//!   closed. A request being handled is never cut. The watch runs in the connection's
-//!   task: after each read it looks whether a head started, which brings the deadline
-//!   forward, so that a request costs no wake-up or timer of its own. (hyper's own
-//!   `header_read_timeout`
-//!   also runs while a keep-alive connection waits for its next request, which would close
-//!   idle connections after the header timeout, hence the watch here.)
+//!   closed. A request being handled, its response body included, is never cut. The
+//!   watch runs in the connection's task: after each read it looks whether a head
+//!   started, which brings the deadline forward, so that a request costs no wake-up or
+//!   timer of its own. (hyper's own `header_read_timeout` also runs while a keep-alive
+//!   connection waits for its next request, which would close idle connections after the
+//!   header timeout, hence the watch here.)
 //! - **Threads.** Connections are served on one thread per core, each running its own
 //!   current-thread tokio runtime: the accept loop (on the node's runtime) deals them to
 //!   the threads in turn, and a connection's requests never hop between threads (the
