@@ -26,7 +26,7 @@ struct ThreadName(Arc<()>);
 
 impl Respond for ThreadName {
     fn respond(
-        &self,
+        self,
         _request: Request<Incoming>,
         _remote: std::net::SocketAddr,
     ) -> impl Future<Output = warp::reply::Response> + Send + 'static {

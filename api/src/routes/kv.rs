@@ -1,7 +1,5 @@
 //! The key-value routes: `/kv/{key}`, `/kv?prefix|since`, `/history/{key}`.
 
-use std::fmt::Write as _;
-
 use bytes::Buf;
 use futures_util::Stream;
 use kvs_sync::{Cursor, ListPage, Listed, Mutation, Store, Version, WriteOp, WriteRejected};
@@ -351,16 +349,16 @@ pub(super) fn not_found(key: &str) -> ApiError {
 
 /// `{"uuid","timestamp"[,"data"]}` with the stored JSON text embedded as is.
 pub(super) fn version_json(version: &Version, with_data: bool) -> String {
-    let mut out = format!(
-        "{{\"uuid\":\"{}\",\"timestamp\":{}",
-        version.id.uuid, version.id.timestamp
-    );
+    // Written piece by piece: `format!` took a tenth of a GET's time in the route.
+    let data = version.data.as_deref().filter(|_| with_data);
+    let mut out = String::with_capacity(80 + data.map_or(0, str::len));
+    out.push_str("{\"uuid\":");
+    out.push_str(quoted_uuid(version.id.uuid).as_str());
+    out.push_str(",\"timestamp\":");
+    out.push_str(itoa::Buffer::new().format(version.id.timestamp));
     if with_data {
-        let _ = write!(
-            out,
-            ",\"data\":{}",
-            version.data.as_deref().unwrap_or("null")
-        );
+        out.push_str(",\"data\":");
+        out.push_str(data.unwrap_or("null"));
     }
     out.push('}');
     out
@@ -383,9 +381,25 @@ fn page_json(page: &ListPage) -> String {
 }
 
 fn set_etag(response: &mut WarpResponse, uuid: Uuid) {
-    if let Ok(value) = HeaderValue::from_str(&format!("\"{uuid}\"")) {
+    if let Ok(value) = HeaderValue::from_str(quoted_uuid(uuid).as_str()) {
         response.headers_mut().insert(header::ETAG, value);
     }
+}
+
+/// `"UUID"`: a version's uuid as a JSON string, and as its ETag.
+struct QuotedUuid([u8; 38]);
+
+impl QuotedUuid {
+    fn as_str(&self) -> &str {
+        // Quotes around a hyphenated uuid: ASCII throughout.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+fn quoted_uuid(uuid: Uuid) -> QuotedUuid {
+    let mut quoted = [b'"'; 38];
+    uuid.hyphenated().encode_lower(&mut quoted[1..37]);
+    QuotedUuid(quoted)
 }
 
 #[cfg(test)]
