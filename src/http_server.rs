@@ -77,22 +77,20 @@ pub trait Respond: Clone + Send + Sync + 'static {
 /// their extraction, a copy of every request's headers among it, was a tenth of a GET's
 /// time).
 impl<B: Backend> Respond for Arc<Api<B>> {
-    fn respond(
+    async fn respond(
         self,
         request: Request<Incoming>,
         remote: SocketAddr,
-    ) -> impl Future<Output = warp::reply::Response> + Send + 'static {
-        async move {
-            let (parts, body) = request.into_parts();
-            let raw = RawRequest {
-                method: parts.method,
-                path: parts.uri.path(),
-                query: parts.uri.query().unwrap_or(""),
-                headers: parts.headers,
-                remote: Some(remote),
-            };
-            self.handle(raw, body.into_data_stream()).await
-        }
+    ) -> warp::reply::Response {
+        let (parts, body) = request.into_parts();
+        let raw = RawRequest {
+            method: parts.method,
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or(""),
+            headers: parts.headers,
+            remote: Some(remote),
+        };
+        self.handle(raw, body.into_data_stream()).await
     }
 }
 
