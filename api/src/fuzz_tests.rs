@@ -212,14 +212,26 @@ proptest! {
         shaped("&=+%0123456789abcdefAF", 60),
         text(60),
     ]) {
-        let query = Query::parse(&raw);
+        // Refused exactly when some name or value is not percent-encoded UTF-8.
+        let decoded = |part: &str| crate::keys::strict_percent_decode(&part.replace('+', " "))
+            .map(|text| text.into_owned());
+        let pairs = raw.split('&').filter(|p| !p.is_empty()).map(|pair| {
+            pair.split_once('=').unwrap_or((pair, ""))
+        });
+        let all_decode = pairs.clone().all(|(name, value)| decoded(name).is_ok() && decoded(value).is_ok());
+        let query = match Query::parse(&raw) {
+            Ok(query) => query,
+            Err(refused) => {
+                prop_assert!(!all_decode, "{:?} refused: {:?}", raw, refused);
+                prop_assert_eq!(refused.status(), 400);
+                return Ok(());
+            }
+        };
+        prop_assert!(all_decode, "{:?} accepted", raw);
         // A parameter's value is the decoded value of its last occurrence.
-        for pair in raw.split('&').filter(|p| !p.is_empty()) {
-            let (name, _) = pair.split_once('=').unwrap_or((pair, ""));
-            let decoded = percent_encoding::percent_decode_str(&name.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned();
-            prop_assert!(query.get(&decoded).is_some(), "{:?} lost in {:?}", decoded, raw);
+        for (name, _) in pairs {
+            let name = decoded(name).expect("accepted, so decodable");
+            prop_assert!(query.get(&name).is_some(), "{:?} lost in {:?}", name, raw);
         }
         for name in ["limit", "cursor", "prefix", "since", "since_seq", "ttl"] {
             if let Ok(Some(n)) = positive(&query, name) {
@@ -239,7 +251,7 @@ proptest! {
             .map(|(n, v)| format!("{}={}", encode(n), encode(v)))
             .collect::<Vec<_>>()
             .join("&");
-        let query = Query::parse(&raw);
+        let query = Query::parse(&raw).expect("encoded UTF-8 is accepted");
         for (name, _) in &pairs {
             let last = pairs.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
             prop_assert_eq!(query.get(name), last, "{:?}", raw);
@@ -253,7 +265,8 @@ proptest! {
     ]) {
         let raw = format!("limit={}", utf8_percent_encode(&value, NON_ALPHANUMERIC));
         let expected = value.parse::<u64>().ok().filter(|&n| n > 0);
-        match positive(&Query::parse(&raw), "limit") {
+        let query = Query::parse(&raw).expect("encoded UTF-8 is accepted");
+        match positive(&query, "limit") {
             Ok(got) => prop_assert_eq!(got, Some(expected.expect("accepted, so positive"))),
             Err(error) => {
                 prop_assert!(expected.is_none(), "{:?} refused", value);

@@ -1,5 +1,7 @@
 //! Keys from URLs: percent-decoding and the validity rules of the contract.
 
+use std::borrow::Cow;
+
 use percent_encoding::percent_decode_str;
 
 use crate::ApiError;
@@ -13,8 +15,18 @@ pub const MAX_KEY_BYTES: usize = 512;
 /// non-empty segments, no `.` or `..` segment, no control characters, and a first
 /// segment that does not start with `_` (reserved for the system).
 pub(crate) fn decode_key(raw: &str) -> Result<String, ApiError> {
-    // A `%` not followed by two hex digits cannot be decoded (percent_decode_str would
-    // keep it as text, so that `a%zz` and `a%25zz` named one key).
+    let decoded = strict_percent_decode(raw)
+        .map_err(|unfit| ApiError::invalid_key(format!("the key {unfit}")))?;
+    let key = decoded.strip_suffix('/').unwrap_or(&decoded);
+    validate_key(key)?;
+    Ok(key.to_owned())
+}
+
+/// Decodes `raw` (a path segment or a query value) where every `%` starts an escape of
+/// two hex digits and the bytes decoded are UTF-8; otherwise says what is wrong. A lone
+/// `%` is refused: percent_decode_str would keep it as text, so that `a%zz` and `a%25zz`
+/// would name one key.
+pub(crate) fn strict_percent_decode(raw: &str) -> Result<Cow<'_, str>, &'static str> {
     let bytes = raw.as_bytes();
     let malformed = bytes.iter().enumerate().any(|(at, &byte)| {
         byte == b'%'
@@ -22,16 +34,11 @@ pub(crate) fn decode_key(raw: &str) -> Result<String, ApiError> {
                 && bytes.get(at + 2).is_some_and(u8::is_ascii_hexdigit))
     });
     if malformed {
-        return Err(ApiError::invalid_key(
-            "the key has a '%' that does not start an escape of two hex digits",
-        ));
+        return Err("has a '%' that does not start an escape of two hex digits");
     }
-    let decoded = percent_decode_str(raw)
+    percent_decode_str(raw)
         .decode_utf8()
-        .map_err(|_| ApiError::invalid_key("the key is not valid UTF-8"))?;
-    let key = decoded.strip_suffix('/').unwrap_or(&decoded);
-    validate_key(key)?;
-    Ok(key.to_owned())
+        .map_err(|_| "is not valid UTF-8 once decoded")
 }
 
 /// Checks a decoded key against the contract's rules.

@@ -172,14 +172,22 @@ impl<B: Backend> Api<B> {
     {
         let started = Instant::now();
         let method = raw.method;
-        let request = Request {
-            method: &method,
-            path: raw.path,
-            query: Query::parse(raw.query),
-            headers: &raw.headers,
-            remote: raw.remote,
+        let (route, result) = match Query::parse(raw.query) {
+            Ok(query) => {
+                let request = Request {
+                    method: &method,
+                    path: raw.path,
+                    query,
+                    headers: &raw.headers,
+                    remote: raw.remote,
+                };
+                self.dispatch(&request, body).await
+            }
+            Err(malformed) => {
+                request::discard(body).await;
+                (route_index(raw.path), Err(malformed))
+            }
         };
-        let (route, result) = self.dispatch(&request, body).await;
         let mut response = result.unwrap_or_else(|error| error_response(&error));
         if response.status() == StatusCode::METHOD_NOT_ALLOWED {
             // RFC 9110: a 405 names the methods the resource supports.

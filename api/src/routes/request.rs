@@ -1,8 +1,9 @@
 //! Reading requests: query strings, preconditions and size-limited JSON bodies.
 
+use std::borrow::Cow;
+
 use bytes::Buf;
 use futures_util::{Stream, StreamExt};
-use percent_encoding::percent_decode_str;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 use warp::http::{HeaderMap, header};
@@ -10,26 +11,27 @@ use warp::http::{HeaderMap, header};
 use kvs_sync::Precondition;
 
 use crate::ApiError;
+use crate::keys::strict_percent_decode;
 
 /// A parsed query string (`a=1&b=2`); later duplicates win.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Query(Vec<(String, String)>);
 
 impl Query {
-    pub(crate) fn parse(raw: &str) -> Self {
+    /// The pairs of `raw`, `+` read as a space; `400` when a name or a value is not
+    /// percent-encoded UTF-8 (`prefix=%ZZ`, `prefix=%FF`), as a key in the path would be.
+    pub(crate) fn parse(raw: &str) -> Result<Self, ApiError> {
         let decode = |s: &str| {
             let s = s.replace('+', " ");
-            percent_decode_str(&s).decode_utf8_lossy().into_owned()
+            strict_percent_decode(&s)
+                .map(Cow::into_owned)
+                .map_err(|unfit| ApiError::bad_request(format!("the query string {unfit}")))
         };
-        Query(
-            raw.split('&')
-                .filter(|pair| !pair.is_empty())
-                .map(|pair| {
-                    let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-                    (decode(name), decode(value))
-                })
-                .collect(),
-        )
+        let pairs = raw.split('&').filter(|pair| !pair.is_empty()).map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(name)?, decode(value)?))
+        });
+        Ok(Query(pairs.collect::<Result<_, ApiError>>()?))
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&str> {

@@ -183,3 +183,28 @@ async fn history_off_answers_404() {
         (404, "not_found")
     );
 }
+
+#[tokio::test]
+async fn a_query_that_is_not_percent_encoded_utf8_is_refused() {
+    let api = api(Setup::default());
+    put(&api, "/kv/%25ZZ/a", "1").await;
+    put(&api, "/kv/caf%C3%A9", "2").await;
+    for query in [
+        "prefix=%ZZ",
+        "prefix=%",
+        "prefix=%4",
+        "prefix=%FF",
+        "pre%fix=a",
+    ] {
+        for path in ["/kv", "/watch", "/audit"] {
+            let answer = get(&api, &format!("{path}?{query}")).await;
+            assert_eq!(answer.status, 400, "{path}?{query}: {}", answer.body);
+            assert_eq!(answer.error_code(), "bad_request", "{path}?{query}");
+        }
+    }
+    // Escaped, the same characters are a prefix like any other.
+    let listed = get(&api, "/kv?prefix=%25ZZ").await.json();
+    assert_eq!(listed["items"][0]["key"], "%ZZ/a");
+    let listed = get(&api, "/kv?prefix=caf%C3%A9").await.json();
+    assert_eq!(listed["items"][0]["key"], "café");
+}
