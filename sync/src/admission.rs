@@ -17,7 +17,9 @@ pub enum Refusal {
     /// The value is not JSON, or an expiry is 0.
     #[error("malformed value")]
     BadValue,
-    /// Stamped further ahead of the local clock than `max_clock_skew`.
+    /// Stamped further ahead of the local clock than `max_clock_skew`, or a tombstone
+    /// of a value expiring further ahead (an expired value is made a tombstone only once
+    /// its expiry has passed, so such a tombstone would stay dead, unpurged, for ever).
     #[error("timestamp from the future")]
     FromTheFuture,
     /// A deletion (or expiry) older than `tombstone_ttl`: every replica drops it.
@@ -42,7 +44,9 @@ impl Admission {
         if key.is_empty() || key.len() > MAX_KEY_BYTES || key.chars().any(char::is_control) {
             return Err(Refusal::BadKey);
         }
-        if version.id.timestamp > self.now_ms.saturating_add(self.max_clock_skew_ms) {
+        let latest = self.now_ms.saturating_add(self.max_clock_skew_ms);
+        let died_later = version.is_tombstone() && version.expires_at.is_some_and(|at| at > latest);
+        if version.id.timestamp > latest || died_later {
             return Err(Refusal::FromTheFuture);
         }
         if version.expires_at == Some(0) {
@@ -163,6 +167,11 @@ mod tests {
             Ok(())
         );
         assert_eq!(RULES.check("gone", &version(950_000, None, None)), Ok(()));
+        // A value that expired (on a clock up to max_clock_skew ahead) into a tombstone.
+        assert_eq!(
+            RULES.check("expired", &version(950_000, None, Some(1_030_000))),
+            Ok(())
+        );
     }
 
     #[test]
@@ -185,6 +194,14 @@ mod tests {
         );
         assert_eq!(
             RULES.check("a", &version(u64::MAX, None, None)),
+            Err(Refusal::FromTheFuture)
+        );
+        assert_eq!(
+            RULES.check("a", &version(950_000, None, Some(1_030_001))),
+            Err(Refusal::FromTheFuture)
+        );
+        assert_eq!(
+            RULES.check("a", &version(950_000, None, Some(u64::MAX))),
             Err(Refusal::FromTheFuture)
         );
         assert_eq!(
