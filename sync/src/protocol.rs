@@ -29,6 +29,19 @@ use crate::Version;
 /// tells its floor with its standing).
 pub const PROTOCOL: u8 = 3;
 
+/// What a frame's versions may add up to, by [`crate::approximate_size`]: a `Versions`
+/// message, or a push batch, is filled up to this.
+pub const VERSIONS_BUDGET: usize = 4 * 1024 * 1024;
+
+/// The least [`crate::approximate_size`] counts for one version.
+pub const VERSION_SIZE_FLOOR: usize = 64;
+
+/// The most versions one frame carries. No sender goes beyond it (see
+/// [`VERSIONS_BUDGET`]); a receiver refuses a frame that claims more before decoding
+/// any, since a version of a few bytes on the wire takes well over a hundred in memory (a
+/// 16 MiB frame of the smallest versions decoded to about 115 MB; now at most about 12).
+pub const MAX_FRAME_VERSIONS: usize = VERSIONS_BUDGET / VERSION_SIZE_FLOOR;
+
 /// What a side's copy of the data can vouch for, which decides whether the other side
 /// may take its lack of a key as a deletion (see `Session::with_standing`). Whatever the
 /// standing, a copy vouches only for versions stamped at or after its floor (see
@@ -107,8 +120,8 @@ pub enum Message {
         /// (key hash, entry hash) of every key held in those leaves.
         entries: Vec<(u64, u64)>,
     },
-    /// Versions for the other side to merge.
-    Versions(Vec<(String, Version)>),
+    /// Versions for the other side to merge (at most [`MAX_FRAME_VERSIONS`]).
+    Versions(#[serde(deserialize_with = "bounded_versions")] Vec<(String, Version)>),
     /// Key hashes whose versions the initiator asks for.
     Want {
         /// Keys it holds another version of.
@@ -135,6 +148,43 @@ pub enum FrameError {
     /// A frame of another protocol version.
     #[error("protocol version {0}, expected {PROTOCOL}")]
     Version(u8),
+}
+
+/// Decodes a list of versions that holds at most [`MAX_FRAME_VERSIONS`], refusing a
+/// longer one by its length, before any of it is decoded.
+pub(crate) fn bounded_versions<'de, D>(decoder: D) -> Result<Vec<(String, Version)>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Vec<(String, Version)>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "at most {MAX_FRAME_VERSIONS} versions")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let claimed = seq.size_hint().unwrap_or(0);
+            if claimed > MAX_FRAME_VERSIONS {
+                return Err(serde::de::Error::invalid_length(claimed, &self));
+            }
+            // As serde's own Vec does: no more than 1 MiB reserved on a length's word.
+            let reserve = claimed.min((1 << 20) / std::mem::size_of::<(String, Version)>());
+            let mut versions = Vec::with_capacity(reserve);
+            while let Some(version) = seq.next_element()? {
+                if versions.len() == MAX_FRAME_VERSIONS {
+                    return Err(serde::de::Error::invalid_length(versions.len() + 1, &self));
+                }
+                versions.push(version);
+            }
+            Ok(versions)
+        }
+    }
+    decoder.deserialize_seq(Bounded)
 }
 
 /// Encodes one message as a frame.
@@ -232,6 +282,36 @@ mod tests {
         for message in samples() {
             assert_eq!(decode(&encode(&message)), Ok(message));
         }
+    }
+
+    #[test]
+    fn versions_beyond_what_a_sender_packs_are_refused() {
+        let tombstone = |n: usize| {
+            let id = VersionId {
+                timestamp: 5,
+                origin_joined_at: 1,
+                uuid: uuid::Uuid::from_u128(9),
+            };
+            let version = Version {
+                id,
+                data: None,
+                owner: None,
+                group: None,
+                permissions: 0,
+                expires_at: None,
+            };
+            (n.to_string(), version)
+        };
+        let most = Message::Versions((0..MAX_FRAME_VERSIONS).map(tombstone).collect());
+        assert_eq!(decode(&encode(&most)), Ok(most));
+        let one_more = Message::Versions((0..=MAX_FRAME_VERSIONS).map(tombstone).collect());
+        assert!(matches!(
+            decode(&encode(&one_more)),
+            Err(FrameError::Malformed(_))
+        ));
+        // Senders fill a message by approximate_size up to VERSIONS_BUDGET, so the
+        // smallest versions make at most MAX_FRAME_VERSIONS.
+        assert!(crate::approximate_size("k", &tombstone(0).1) > VERSION_SIZE_FLOOR);
     }
 
     #[test]

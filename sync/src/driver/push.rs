@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::{KIND_PUSH, Shared};
+use crate::protocol::{MAX_FRAME_VERSIONS, bounded_versions};
 use crate::{Version, approximate_size};
 
 /// The push protocol's version.
@@ -30,6 +31,8 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Serialize, Deserialize)]
 struct PushFrame {
     protocol: u8,
+    /// At most [`MAX_FRAME_VERSIONS`].
+    #[serde(deserialize_with = "bounded_versions")]
     versions: Vec<(String, Version)>,
 }
 
@@ -156,7 +159,8 @@ impl PeerQueue {
                     let mut batch = Vec::new();
                     let mut bytes = 0;
                     while let Some(next) = queued.items.front() {
-                        if !batch.is_empty() && bytes + next.size > budget {
+                        let full = bytes + next.size > budget || batch.len() == MAX_FRAME_VERSIONS;
+                        if !batch.is_empty() && full {
                             break;
                         }
                         let Some(pushed) = queued.items.pop_front() else {
@@ -373,7 +377,7 @@ mod tests {
     #[test]
     fn a_frame_of_many_versions_counts_them_in_a_longer_varint() {
         // bincode writes counts from 251 up in more than one byte.
-        for count in [250, 251, 300, 70_000] {
+        for count in [250, 251, 300, MAX_FRAME_VERSIONS] {
             let versions: Vec<(String, Version)> =
                 (0..count).map(|n| (format!("k{n}"), version(1))).collect();
             let expected = whole_frame(versions.clone());
@@ -381,6 +385,26 @@ mod tests {
             assert_eq!(frame, expected, "{count} versions");
             assert_eq!(decode(&frame), Some(versions));
         }
+    }
+
+    #[test]
+    fn a_frame_of_more_versions_than_any_sender_batches_is_refused() {
+        let one_more: Vec<(String, Version)> = (0..=MAX_FRAME_VERSIONS)
+            .map(|n| (format!("k{n}"), version(1)))
+            .collect();
+        assert_eq!(decode(&encode(one_more)), None);
+    }
+
+    #[tokio::test]
+    async fn a_batch_never_holds_more_versions_than_a_frame_may() {
+        let queue = PeerQueue::default();
+        let small = version(0);
+        for n in 0..MAX_FRAME_VERSIONS + 10 {
+            assert!(queue.push(Pushed::new(&format!("{n}"), &small, 0), usize::MAX));
+        }
+        let first = queue.next_batch(usize::MAX).await.unwrap();
+        assert_eq!(first.len(), MAX_FRAME_VERSIONS);
+        assert_eq!(queue.next_batch(usize::MAX).await.unwrap().len(), 10);
     }
 
     #[tokio::test]

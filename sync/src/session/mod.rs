@@ -23,11 +23,9 @@ mod versions;
 pub use self::local::{Exchange, exchange_locally, exchange_with};
 pub use self::versions::approximate_size;
 use crate::merkle::{DEPTH, FANOUT, Leaf, MerkleTree, entry_hash, key_hash, level_width};
-use crate::protocol::{Message, Standing};
+use crate::protocol::{Message, Standing, VERSIONS_BUDGET};
 use crate::{Store, StoreError};
 
-/// Bytes of versions per `Versions` message, about (a single larger version still goes).
-const VERSIONS_BUDGET: usize = 4 * 1024 * 1024;
 /// Differing leaves whose entries go in one `Entries` message at most.
 const CHUNK_LEAVES: usize = 1024;
 /// The level whose hashes `Hello` carries.

@@ -5,7 +5,7 @@
 //! and merge of what the peer sends.
 
 use super::{Session, SessionError, VERSIONS_BUDGET};
-use crate::protocol::{Message, Standing};
+use crate::protocol::{Message, Standing, VERSION_SIZE_FLOOR};
 use crate::{Store, Version};
 
 /// The standing a session runs under: this side's, and the peer's once it said it.
@@ -250,5 +250,9 @@ fn burial(version: &Version) -> Version {
 /// About how many bytes `version` of `key` takes on the wire.
 pub fn approximate_size(key: &str, version: &Version) -> usize {
     let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
-    64 + key.len() + text(&version.data) + text(&version.owner) + text(&version.group)
+    VERSION_SIZE_FLOOR
+        + key.len()
+        + text(&version.data)
+        + text(&version.owner)
+        + text(&version.group)
 }
