@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt as _;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// A failure to inject.
@@ -58,15 +58,15 @@ impl Segment {
         Self { file, faults }
     }
 
-    /// Appends `bytes` (the file is opened for appending).
-    pub(crate) fn append(&self, bytes: &[u8]) -> std::io::Result<()> {
+    /// Writes `bytes` at offset `at`.
+    pub(crate) fn write_at(&self, bytes: &[u8], at: u64) -> std::io::Result<()> {
         match self.faults.take(&[Fault::Write, Fault::TornWrite]) {
             Some(Fault::TornWrite) => {
-                (&self.file).write_all(&bytes[..bytes.len() / 2])?;
+                self.file.write_all_at(&bytes[..bytes.len() / 2], at)?;
                 Err(injected("torn write"))
             }
             Some(_) => Err(injected("write")),
-            None => (&self.file).write_all(bytes),
+            None => self.file.write_all_at(bytes, at),
         }
     }
 

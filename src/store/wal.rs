@@ -7,6 +7,14 @@
 //! the background, through LMDB's own durable commits; segments whose every record is in
 //! LMDB are deleted. On start, whatever segments remain are replayed into LMDB.
 //!
+//! Segments are written in place, not appended to: once the current one is half full, a
+//! thread makes the next one ahead of time, its [`SEGMENT_BYTES`] written as zeros and
+//! synced (a spare, `wal-*.spare`, never replayed). Writing records over those zeros
+//! leaves the file's size as it is, so each `fdatasync` writes the records alone; a
+//! segment that grows has ext4 write its inode too at each one, a second device write
+//! per commit. A segment is cut to its records when it is closed, and replay reads the
+//! zeros after the last record of the newest segment as its end.
+//!
 //! Record framing: `len: u32 LE | crc32(payload): u32 LE | payload`, payload =
 //! `seq: u64 BE | kind: u8 | body`; a version's body is `key_len: u16 BE | key | record`
 //! (the LMDB record encoding), an audit entry's is its JSON. A torn or corrupt tail ends
@@ -15,10 +23,11 @@
 //! closed segment, or a read error stops the store from opening instead (see [`recover`]).
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use kvs_sync::StoreError;
 
@@ -45,6 +54,43 @@ fn io_error(context: &str, error: std::io::Error) -> StoreError {
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("wal-{first_seq:020}.log"))
+}
+
+/// Where the spare made while the segment starting at `first_seq` is written goes (a
+/// name of its own per segment, so that no two threads ever write one file).
+fn spare_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("wal-{first_seq:020}.spare"))
+}
+
+/// Makes a spare segment at `path`: `bytes` zeros, synced.
+fn make_spare(path: &Path, bytes: u64) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let part = zeros.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        (&file).write_all(&zeros[..part])?;
+        left -= part as u64;
+    }
+    file.sync_all()?;
+    Ok(file)
+}
+
+/// Removes the spares in `dir` (one a crash or a stop left behind).
+fn remove_spares(dir: &Path) -> Result<(), StoreError> {
+    for entry in std::fs::read_dir(dir).map_err(|e| io_error("listing", e))? {
+        let path = entry.map_err(|e| io_error("listing", e))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("wal-") && name.ends_with(".spare") {
+            std::fs::remove_file(&path).map_err(|e| io_error("removing a spare segment", e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Segments in `dir`, oldest first, with their first sequence numbers.
@@ -116,6 +162,8 @@ pub(super) fn recover(dir: &Path) -> Result<Vec<Recovered>, StoreError> {
                     out.push(record);
                 }
                 Ok(None) => break,
+                // The rest of a segment made ahead of time, never written.
+                Err(ReadError::Torn) if index == last && rest_is_zeros(&bytes[at..]) => break,
                 Err(ReadError::Torn) if index == last => {
                     if let Some(later) = damage_before_a_record(&bytes, at, last_seq) {
                         return Err(StoreError::Backend(format!(
@@ -146,6 +194,11 @@ pub(super) fn recover(dir: &Path) -> Result<Vec<Recovered>, StoreError> {
         }
     }
     Ok(out)
+}
+
+/// Whether `tail` is all zeros.
+fn rest_is_zeros(tail: &[u8]) -> bool {
+    tail.iter().all(|&byte| byte == 0)
 }
 
 /// Where a bad record begins at byte `at` of the newest segment `bytes`, whose last good
@@ -248,7 +301,14 @@ pub(super) struct Wal {
     /// The current segment, shared with whoever syncs it.
     file: Arc<Segment>,
     faults: Arc<Faults>,
+    /// Bytes of records in the current segment.
     size: u64,
+    /// Whether the current segment was made ahead of time (zeros after its records).
+    made_ahead: bool,
+    /// The size past which a segment is closed ([`SEGMENT_BYTES`]; tests make it smaller).
+    segment_bytes: u64,
+    /// The next segment, being made or made.
+    spare: Option<JoinHandle<std::io::Result<(File, PathBuf)>>>,
     /// Closed and current segments: first sequence number and path, oldest first.
     segments: Vec<(u64, PathBuf)>,
     buffer: Vec<u8>,
@@ -271,12 +331,16 @@ impl Wal {
         for (_, path) in segments(dir)? {
             std::fs::remove_file(&path).map_err(|e| io_error("removing a replayed segment", e))?;
         }
+        remove_spares(dir)?;
         let (file, path) = Self::create(dir, next_seq)?;
         Ok(Self {
             dir: dir.to_owned(),
             file: Arc::new(Segment::new(file, Arc::clone(&faults))),
             faults,
             size: 0,
+            made_ahead: false,
+            segment_bytes: SEGMENT_BYTES,
+            spare: None,
             segments: vec![(next_seq, path)],
             buffer: Vec::with_capacity(64 << 10),
         })
@@ -286,15 +350,44 @@ impl Wal {
         let path = segment_path(dir, first_seq);
         let file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .truncate(true)
+            .write(true)
             .mode(0o600)
             .open(&path)
             .map_err(|e| io_error("creating a segment", e))?;
-        // The new file's name must be durable before its records can be.
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_error("syncing the data dir", e))?;
+        sync_dir(dir)?;
         Ok((file, path))
+    }
+
+    /// The segment to start at `first_seq`: the spare if it is made (renamed, so that its
+    /// name says where it starts), else a new, empty file.
+    fn next_segment(&mut self, first_seq: u64) -> Result<(File, PathBuf, bool), StoreError> {
+        if let Some(made) = self.spare.take_if(|spare| spare.is_finished()) {
+            // A spare that could not be made is left alone: the segment grows instead.
+            if let Ok(Ok((file, spare))) = made.join() {
+                let path = segment_path(&self.dir, first_seq);
+                std::fs::rename(&spare, &path).map_err(|e| io_error("taking the spare", e))?;
+                sync_dir(&self.dir)?;
+                return Ok((file, path, true));
+            }
+        }
+        let (file, path) = Self::create(&self.dir, first_seq)?;
+        Ok((file, path, false))
+    }
+
+    /// Starts making the next segment once the current one is half full.
+    fn make_spare_ahead(&mut self) {
+        if self.spare.is_some() || self.size < self.segment_bytes / 2 {
+            return;
+        }
+        let first_seq = self.segments.last().map_or(0, |&(seq, _)| seq);
+        let path = spare_path(&self.dir, first_seq);
+        let bytes = self.segment_bytes;
+        let made = std::thread::Builder::new()
+            .name("kvs-wal-spare".into())
+            .spawn(move || make_spare(&path, bytes).map(|file| (file, path)));
+        // Without a thread, the next segment is made when it is needed.
+        self.spare = made.ok();
     }
 
     /// Writes the records `(seq, item)` at the end of the log, not yet durably (see
@@ -305,14 +398,22 @@ impl Wal {
         let Some(&(first_seq, _)) = records.first() else {
             return Ok(());
         };
-        if self.size >= SEGMENT_BYTES {
-            // The closed segment is made durable now: later syncs cover the new one only.
+        if self.size >= self.segment_bytes {
+            // The closed segment is cut to its records and made durable now: later syncs
+            // cover the new one only.
+            if self.made_ahead {
+                self.file
+                    .set_len(self.size)
+                    .map_err(|e| WalError::Broken(io_error("cutting a closed segment", e)))?;
+            }
             self.file
                 .sync_data()
                 .map_err(|e| WalError::Broken(io_error("syncing", e)))?;
-            let (file, path) = Self::create(&self.dir, first_seq).map_err(WalError::Failed)?;
+            let (file, path, made_ahead) =
+                self.next_segment(first_seq).map_err(WalError::Failed)?;
             self.file = Arc::new(Segment::new(file, Arc::clone(&self.faults)));
             self.size = 0;
+            self.made_ahead = made_ahead;
             self.segments.push((first_seq, path));
         }
         self.buffer.clear();
@@ -335,7 +436,7 @@ impl Wal {
             self.buffer[start..start + 4].copy_from_slice(&len.to_le_bytes());
             self.buffer[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
         }
-        if let Err(error) = self.file.append(&self.buffer) {
+        if let Err(error) = self.file.write_at(&self.buffer, self.size) {
             let error = io_error("appending", error);
             return match self.file.set_len(self.size) {
                 Ok(()) => Err(WalError::Failed(error)),
@@ -345,6 +446,7 @@ impl Wal {
             };
         }
         self.size += self.buffer.len() as u64;
+        self.make_spare_ahead();
         Ok(())
     }
 
@@ -378,6 +480,13 @@ impl Wal {
         }
         released
     }
+}
+
+/// Makes the names in `dir` durable (a new segment's must be, before its records).
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error("syncing the data dir", e))
 }
 
 /// Deletes released segments.

@@ -230,3 +230,75 @@ fn start_discards_replayed_segments_and_release_drops_applied_ones() {
     let left: Vec<u64> = recover(dir.path()).unwrap().iter().map(|r| r.seq).collect();
     assert_eq!(left, [3]);
 }
+
+/// Appends records of seqs `seqs` to `wal`, one per write.
+fn append_each(wal: &mut Wal, seqs: impl IntoIterator<Item = u64>) {
+    for seq in seqs {
+        wal.append(&[(seq, &item(&format!("k{seq}"), &version(seq)))])
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_segment_made_ahead_keeps_its_size_is_cut_when_closed_and_replays_to_its_last_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::start(dir.path(), 1).unwrap();
+    wal.segment_bytes = 4096;
+    let mut seq = 0;
+    while wal.spare.is_none() {
+        seq += 1;
+        append_each(&mut wal, [seq]);
+    }
+    assert!(
+        wal.size >= 2048,
+        "the spare is made once the segment is half full"
+    );
+    let spare = wal.spare.as_ref().unwrap();
+    let waited = std::time::Instant::now();
+    while !spare.is_finished() {
+        assert!(waited.elapsed().as_secs() < 30, "the spare is never made");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let first_segment_bytes = loop {
+        let before = wal.size;
+        seq += 1;
+        append_each(&mut wal, [seq]);
+        if wal.segments.len() == 2 {
+            break before;
+        }
+    };
+    assert!(wal.made_ahead, "the spare is taken at the rotation");
+    append_each(&mut wal, seq + 1..=seq + 3);
+    let last = seq + 3;
+    let found = segments(dir.path()).unwrap();
+    assert_eq!(found.len(), 2);
+    assert_eq!(
+        std::fs::metadata(&found[0].1).unwrap().len(),
+        first_segment_bytes,
+        "a closed segment holds its records alone"
+    );
+    assert_eq!(
+        std::fs::metadata(&found[1].1).unwrap().len(),
+        4096,
+        "records are written over the zeros, not appended"
+    );
+    let left = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(left, 2, "the spare became the second segment");
+    let seqs: Vec<u64> = recover(dir.path()).unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=last).collect::<Vec<u64>>());
+    // A record cut short in the zeros is still a torn tail.
+    let torn_at = wal.size;
+    wal.file.write_at(&[9, 9, 9], torn_at).unwrap();
+    let seqs: Vec<u64> = recover(dir.path()).unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=last).collect::<Vec<u64>>());
+}
+
+#[test]
+fn start_removes_spares_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let left = spare_path(dir.path(), 7);
+    std::fs::write(&left, [0u8; 64]).unwrap();
+    let _wal = Wal::start(dir.path(), 1).unwrap();
+    assert!(!left.exists());
+    assert_eq!(segments(dir.path()).unwrap().len(), 1);
+}
