@@ -302,3 +302,14 @@ fn start_removes_spares_left_behind() {
     assert!(!left.exists());
     assert_eq!(segments(dir.path()).unwrap().len(), 1);
 }
+
+#[test]
+fn no_spare_is_made_where_the_disk_lacks_room_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = spare_path(dir.path(), 1);
+    // More than any disk here holds: refused before a byte is written.
+    assert!(make_spare(&path, u64::MAX / 8).is_err());
+    assert!(!path.exists());
+    let made = make_spare(&path, 8192).unwrap();
+    assert_eq!(made.metadata().unwrap().len(), 8192);
+}
