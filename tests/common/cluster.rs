@@ -1,7 +1,11 @@
 //! Clusters of real nodes on loopback for the replication tests: configs that join
 //! through a seed, the wait until every node sees every member, and polling helpers.
 
+use std::collections::BTreeSet;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use rand::Rng;
 
 use serde_json::Value;
 
@@ -24,10 +28,25 @@ pub fn config(seed: Option<&str>, secret: &str, extra: &str) -> String {
 }
 
 /// A UDP port free on 127.0.0.1 now, for a node that must keep its gossip address across
-/// restarts (one restarted on port 0 is unreachable through its old address).
+/// restarts (one restarted on port 0 is unreachable through its old address). It is drawn
+/// below the kernel's range for port 0, so that no other node of a test running alongside
+/// can be given it before this one binds it, and never twice in this process (a port
+/// the kernel chose for port 0 was, once in a CI run, taken by another node first).
 pub fn free_udp_port() -> u16 {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a free UDP port");
-    socket.local_addr().expect("local address").port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut rng = rand::thread_rng();
+    loop {
+        let port = rng.gen_range(10_000..first_ephemeral.max(10_001));
+        if !given.contains(&port) && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
 }
 
 /// The root token of `node`, when auth is on.

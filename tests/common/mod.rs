@@ -104,6 +104,7 @@ impl Node {
             }
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut printed = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match rx.recv_timeout(left) {
@@ -115,10 +116,15 @@ impl Node {
                         self.base = format!("http://{addr}");
                         break;
                     }
+                    printed.push(line);
                 }
                 Err(_) => {
                     let _ = child.kill();
-                    panic!("the node did not start within 20 s");
+                    let exit = child.wait().map(|status| status.to_string());
+                    panic!(
+                        "the node did not start within 20 s ({exit:?}); it printed:\n{}",
+                        printed.join("\n")
+                    );
                 }
             }
         }
