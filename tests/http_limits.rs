@@ -3,7 +3,8 @@
 //! request's or a later one's),
 //! `http_idle_timeout` closes idle keep-alive connections but never a quiet `/watch`
 //! stream, `max_connections` makes further
-//! connections wait for a free slot, and SIGTERM still lets an in-flight request finish.
+//! connections wait for a free slot, SIGTERM still lets an in-flight request finish, and a
+//! body declared too large is refused before a client waiting for `100 Continue` sends it.
 //!
 //! Timing is only ever bounded generously (ten times the configured timeout); the
 //! deterministic checks wait for an event, never for a measured time.
@@ -198,4 +199,17 @@ fn sigterm_lets_an_in_flight_request_finish() {
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
     let status = node.child.take().expect("running").wait().expect("wait");
     assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_body_declared_too_large_is_refused_before_the_client_sends_it() {
+    let node = Node::start(PLAIN);
+    let mut stream = connect(&node);
+    let head = "PUT /kv/k HTTP/1.1\r\nHost: kvs\r\nContent-Type: application/json\r\n\
+                Content-Length: 1073741824\r\nExpect: 100-continue\r\n\r\n";
+    stream.write_all(head.as_bytes()).expect("write");
+    let answer = response(&mut stream, Duration::from_secs(10)).expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload_too_large"), "{answer}");
+    assert_eq!(node.get("/kv/k").status, 404, "nothing was written");
 }

@@ -114,7 +114,11 @@ where
         .and_then(|v| v.parse::<u64>().ok());
     let mut body = std::pin::pin!(body);
     if declared.is_some_and(|len| len > limit as u64) {
-        drain(body, limit).await;
+        // A client that waits for `100 Continue` has sent no body: reading it would ask
+        // for the body only to refuse it. It gets the `413` at once.
+        if !expects_continue(headers) {
+            drain(body, limit).await;
+        }
         return Err(ApiError::payload_too_large(limit));
     }
     let mut bytes = Vec::with_capacity(declared.map_or(256, |len| len as usize));
@@ -140,6 +144,14 @@ where
     let raw: Box<RawValue> = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::invalid_json(format!("the body is not JSON: {e}")))?;
     Ok(raw.get().to_owned())
+}
+
+/// Whether the request asks for `100 Continue` before it sends its body.
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("100-continue"))
 }
 
 /// Reads and discards what is left of an oversized body (up to a bound), so that the
