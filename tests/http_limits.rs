@@ -59,6 +59,13 @@ fn response(stream: &mut TcpStream, wait: Duration) -> Option<String> {
     }
 }
 
+/// Sends `GET /health` on `stream` and asserts it is answered `200`.
+fn assert_health_served(stream: &mut TcpStream) {
+    stream.write_all(HEALTH).expect("write");
+    let answer = response(stream, Duration::from_secs(10)).expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 /// Asserts that the server closes `stream` within `wait` without answering.
 fn assert_closed_within(stream: &mut TcpStream, wait: Duration, what: &str) {
     stream.set_read_timeout(Some(wait)).expect("timeout");
@@ -81,9 +88,7 @@ fn a_half_sent_header_is_cut_off() {
         .expect("write");
     // A complete request on another connection is served meanwhile.
     let mut quick = connect(&node);
-    quick.write_all(HEALTH).expect("write");
-    let answer = response(&mut quick, Duration::from_secs(10)).expect("an answer");
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_health_served(&mut quick);
     assert_closed_within(&mut slow, Duration::from_secs(10), "half a header");
 }
 
@@ -95,9 +100,7 @@ fn a_half_sent_header_after_a_request_is_cut_off() {
         "{PLAIN}http_header_timeout: 1s\nhttp_idle_timeout: 1h\n"
     ));
     let mut slow = connect(&node);
-    slow.write_all(HEALTH).expect("write");
-    let answer = response(&mut slow, Duration::from_secs(10)).expect("an answer");
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_health_served(&mut slow);
     std::thread::sleep(Duration::from_millis(300));
     slow.write_all(b"GET /health HTTP/1.1\r\nHost: kv")
         .expect("write");
@@ -110,9 +113,7 @@ fn idle_connections_are_closed() {
         "{PLAIN}http_header_timeout: 1h\nhttp_idle_timeout: 1s\n"
     ));
     let mut served = connect(&node);
-    served.write_all(HEALTH).expect("write");
-    let answer = response(&mut served, Duration::from_secs(10)).expect("an answer");
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_health_served(&mut served);
     let mut silent = connect(&node);
     assert_closed_within(&mut served, Duration::from_secs(10), "idle after a request");
     assert_closed_within(&mut silent, Duration::from_secs(10), "idle from the start");

@@ -101,25 +101,26 @@ fn zero_file(path: &Path, bytes: u64) -> std::io::Result<File> {
 
 /// Removes the spares in `dir` (one a crash or a stop left behind).
 fn remove_spares(dir: &Path) -> Result<(), StoreError> {
-    for entry in std::fs::read_dir(dir).map_err(|e| io_error("listing", e))? {
-        let path = entry.map_err(|e| io_error("listing", e))?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with("wal-") && name.ends_with(".spare") {
-            std::fs::remove_file(&path).map_err(|e| io_error("removing a spare segment", e))?;
-        }
+    for (_, path) in log_files(dir, ".spare")? {
+        std::fs::remove_file(&path).map_err(|e| io_error("removing a spare segment", e))?;
     }
     Ok(())
 }
 
 /// Segments in `dir`, oldest first, with their first sequence numbers.
 fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    log_files(dir, ".log")
+}
+
+/// The files `wal-<seq><suffix>` in `dir`, by seq.
+fn log_files(dir: &Path, suffix: &str) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| io_error("listing", e))? {
         let path = entry.map_err(|e| io_error("listing", e))?.path();
         let seq = path
             .file_name()
             .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("wal-")?.strip_suffix(".log")?.parse().ok());
+            .and_then(|n| n.strip_prefix("wal-")?.strip_suffix(suffix)?.parse().ok());
         if let Some(seq) = seq {
             found.push((seq, path));
         }

@@ -39,7 +39,8 @@ pub const VERSION_SIZE_FLOOR: usize = 64;
 /// The most versions one frame carries. No sender goes beyond it (see
 /// [`VERSIONS_BUDGET`]); a receiver refuses a frame that claims more before decoding
 /// any, since a version of a few bytes on the wire takes well over a hundred in memory (a
-/// 16 MiB frame of the smallest versions decoded to about 115 MB; now at most about 12).
+/// 16 MiB frame of the smallest versions decoded to about 115 MB; the count bounds that
+/// overhead to about 12 MB, by an estimate of a decoded version's size, not measured).
 pub const MAX_FRAME_VERSIONS: usize = VERSIONS_BUDGET / VERSION_SIZE_FLOOR;
 
 /// What a side's copy of the data can vouch for, which decides whether the other side

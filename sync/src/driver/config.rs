@@ -59,8 +59,9 @@ impl Default for ReplicationConfig {
             tombstone_ttl: Duration::from_secs(7 * 24 * 3600),
             // 64 MiB: about 30 s of a 2,000 writes/s load of 1 KB values.
             queue_bytes: 64 << 20,
-            // Well below the QUIC frame limit (16 MiB) and above one 1 MiB value.
-            batch_bytes: 4 << 20,
+            // What a sync frame's versions are filled to: well below the QUIC frame limit
+            // (16 MiB) and above one 1 MiB value.
+            batch_bytes: crate::protocol::VERSIONS_BUDGET,
             seed: 0,
             expect_peers: false,
             last_sync_ms: None,
