@@ -387,6 +387,7 @@ fn principal_from_claims_uses_the_user_record_groups() {
         exp: 10,
         iat: 0,
         jti: "j".into(),
+        nbf: None,
     };
     let user = User {
         id: "u1".into(),
@@ -499,6 +500,7 @@ fn admit_checks_revocation_and_user() {
         exp: 10,
         iat: 0,
         jti: "j".into(),
+        nbf: None,
     };
     let user = User {
         id: "u1".into(),

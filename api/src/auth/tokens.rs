@@ -3,9 +3,9 @@
 //! [`TokenKeys`] issues and verifies tokens. Verification accepts HS256 only
 //! (`alg: none`, HS384/HS512 and every asymmetric algorithm are rejected),
 //! checks the signature (constant time, inside `jsonwebtoken`'s HMAC), then
-//! checks `exp` against the time passed in by the caller: the library's own
-//! clock-based expiry check is switched off so that this module never reads
-//! the clock. `exp` and `iat` are JWT `NumericDate`s (seconds, RFC 7519);
+//! checks `exp` (and `nbf`, when a token carries one) against the time passed
+//! in by the caller: the library's own clock-based checks are switched off so
+//! that this module never reads the clock. `exp` and `iat` are JWT `NumericDate`s (seconds, RFC 7519);
 //! `IssuedToken::expires_at` is Unix milliseconds like every API timestamp.
 //!
 //! Verification proves only that a node of the cluster signed the token. The
@@ -35,6 +35,9 @@ pub(crate) const ROOT_USER_ID: &str = "root";
 pub(crate) const ROOT_TOKEN_EXP_SECS: u64 = 4_102_444_800;
 /// Longer `Authorization` values are rejected unparsed.
 pub(crate) const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// How far ahead of this node's clock a token's `nbf` may be: the clocks of the
+/// nodes (and of other issuers holding the secret) differ a little.
+pub(crate) const NBF_LEEWAY_MS: u64 = 5_000;
 /// Domain separation of the root token's `jti` derivation.
 const ROOT_JTI_DOMAIN: &[u8] = b"kvs/auth/root-jti/v1\0";
 
@@ -68,6 +71,10 @@ pub(crate) struct Claims {
     pub(crate) iat: u64,
     /// Token id (a UUID), the handle for revocation.
     pub(crate) jti: String,
+    /// Not before, seconds since the epoch: never set here, but honoured in a token
+    /// that another holder of the secret signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) nbf: Option<u64>,
 }
 
 /// A freshly issued token: the body of `201` to `POST /auth/tokens`.
@@ -97,6 +104,9 @@ pub(crate) enum TokenError {
     /// `exp` has passed.
     #[error("token expired")]
     Expired,
+    /// `nbf` is still ahead (by more than [`NBF_LEEWAY_MS`]).
+    #[error("token not valid yet (nbf)")]
+    NotYetValid,
     /// The `jti` was revoked (checked by the caller).
     #[error("token revoked")]
     Revoked,
@@ -246,6 +256,7 @@ impl TokenKeys {
             exp,
             iat,
             jti: Uuid::new_v4().to_string(),
+            nbf: None,
         };
         self.sign(claims)
     }
@@ -258,11 +269,12 @@ impl TokenKeys {
             exp: ROOT_TOKEN_EXP_SECS,
             iat: 0,
             jti: self.root_jti.clone(),
+            nbf: None,
         })
     }
 
     /// Verifies `token` at `now_ms`: HS256, signature, well-formed claims,
-    /// not expired. Revocation and user existence are the caller's part.
+    /// not expired, not before its `nbf`. Revocation and user existence are the caller's part.
     pub(crate) fn verify(&self, token: &str, now_ms: u64) -> Result<Claims, TokenError> {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
@@ -278,6 +290,12 @@ impl TokenKeys {
         }
         if now_ms >= claims.exp.saturating_mul(1000) {
             return Err(TokenError::Expired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| now_ms.saturating_add(NBF_LEEWAY_MS) < nbf.saturating_mul(1000))
+        {
+            return Err(TokenError::NotYetValid);
         }
         Ok(claims)
     }

@@ -87,6 +87,32 @@ fn expiry_is_rounded_up_to_a_second_and_checked_with_the_given_time() {
 }
 
 #[test]
+fn a_token_is_refused_before_its_nbf_beyond_the_leeway() {
+    let keys = keys();
+    let nbf = NOW / 1000 + 3600;
+    let mut claims = valid_claims_json();
+    claims["exp"] = json!(nbf + 3600);
+    claims["nbf"] = json!(nbf);
+    let token = sign_with(Algorithm::HS256, &claims, SECRET);
+    assert_eq!(keys.verify(&token, NOW), Err(TokenError::NotYetValid));
+    assert_eq!(
+        keys.verify(&token, nbf * 1000 - NBF_LEEWAY_MS - 1),
+        Err(TokenError::NotYetValid)
+    );
+    // Clocks differ a little: within the leeway, and from nbf on, it is valid.
+    let claims_at = keys
+        .verify(&token, nbf * 1000 - NBF_LEEWAY_MS)
+        .expect("within leeway");
+    assert_eq!(claims_at.nbf, Some(nbf));
+    assert!(keys.verify(&token, nbf * 1000).is_ok());
+    // An nbf that is not a NumericDate makes the token malformed.
+    claims["nbf"] = json!("soon");
+    let token = sign_with(Algorithm::HS256, &claims, SECRET);
+    assert_eq!(keys.verify(&token, NOW), Err(TokenError::Malformed));
+    assert_eq!(TokenError::NotYetValid.status(), 401);
+}
+
+#[test]
 fn jtis_are_unique() {
     let keys = keys();
     let a = keys

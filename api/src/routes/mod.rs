@@ -172,7 +172,12 @@ impl<B: Backend> Api<B> {
     {
         let started = Instant::now();
         let method = raw.method;
-        let (route, result) = match Query::parse(raw.query) {
+        let parsed = match Query::parse(raw.query) {
+            // `/health` reads no query: a probe is never refused for one.
+            Err(_) if raw.path == "/health" => Ok(Query::default()),
+            parsed => parsed,
+        };
+        let (route, result) = match parsed {
             Ok(query) => {
                 let request = Request {
                     method: &method,

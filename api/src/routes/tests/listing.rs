@@ -202,6 +202,10 @@ async fn a_query_that_is_not_percent_encoded_utf8_is_refused() {
             assert_eq!(answer.error_code(), "bad_request", "{path}?{query}");
         }
     }
+    // `/health` reads no query, so a probe with a malformed one is still answered.
+    let health = get(&api, "/health?x=%ZZ").await;
+    assert_eq!(health.status, 200, "{}", health.body);
+    assert_eq!(health.json()["status"], "ok");
     // Escaped, the same characters are a prefix like any other.
     let listed = get(&api, "/kv?prefix=%25ZZ").await.json();
     assert_eq!(listed["items"][0]["key"], "%ZZ/a");
