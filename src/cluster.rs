@@ -11,7 +11,10 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use kvs_api::MemberInfo;
-use kvs_membership::{DriverConfig, LocalMember, Membership, MembershipEvent, SwimConfig};
+use kvs_membership::{
+    DriverConfig, LocalMember, Membership, MembershipEvent, Metrics as MembershipMetrics,
+    SwimConfig,
+};
 use kvs_net::{
     ClusterSecret, DEFAULT_MAX_AGE, DatagramAuth, Datagrams, NodeId, ReplayWindow, SystemClock,
     UdpTransport,
@@ -234,80 +237,14 @@ impl Cluster {
     /// Adds the membership counters and the members' gauges to the registry of one
     /// scrape of `/metrics`; each counter's name gets its `_total` there.
     pub fn register_metrics(&self, registry: &mut Registry) {
-        let (metrics, members) = (self.membership.metrics(), self.membership.members());
-        let counters = [
-            (
-                "kvs_membership_probes",
-                "Direct probes sent",
-                metrics.probes,
-            ),
-            ("kvs_membership_acks", "Acks received", metrics.acks),
-            ("kvs_membership_nacks", "Nacks received", metrics.nacks),
-            (
-                "kvs_membership_indirect_probes",
-                "Indirect probes requested",
-                metrics.indirect_probes,
-            ),
-            (
-                "kvs_membership_suspicions",
-                "Members this node suspected",
-                metrics.suspicions,
-            ),
-            (
-                "kvs_membership_refutations",
-                "Suspicions of this node it refuted",
-                metrics.refutations,
-            ),
-            (
-                "kvs_membership_deaths",
-                "Members declared dead",
-                metrics.deaths,
-            ),
-            (
-                "kvs_membership_sent_bytes",
-                "Gossip payload bytes sent",
-                metrics.bytes_sent,
-            ),
-            (
-                "kvs_membership_received_bytes",
-                "Gossip payload bytes received",
-                metrics.bytes_received,
-            ),
-            (
-                "kvs_membership_malformed",
-                "Authenticated datagrams that did not decode",
-                metrics.malformed,
-            ),
-            (
-                "kvs_membership_rejected_datagrams",
-                "Datagrams refused by authentication",
-                self.transport.counts().rejected(),
-            ),
-        ];
-        for (name, help, value) in counters {
-            registry.register(name, help, ConstCounter::new(value));
-        }
-        let by_state = Family::<StateLabel, Gauge<u64, AtomicU64>>::default();
-        for state in ["alive", "suspect", "dead", "left"] {
-            let n = members.iter().filter(|m| m.state.as_str() == state).count();
-            by_state.get_or_create(&StateLabel { state }).set(n as u64);
-        }
-        registry.register(
-            "kvs_members",
-            "Members by state, this node included",
-            by_state,
-        );
-        let flap_scores = Family::<NodeLabel, Gauge<f64, AtomicU64>>::default();
-        for member in &members {
-            let node = NodeLabel {
-                node_id: member.id.to_string(),
-            };
-            flap_scores.get_or_create(&node).set(member.flap_score);
-        }
-        registry.register(
-            "kvs_member_flap_score",
-            "Flap score of each member",
-            flap_scores,
+        let members = self.membership.members();
+        register_membership(
+            registry,
+            &self.membership.metrics(),
+            self.transport.counts().rejected(),
+            members
+                .iter()
+                .map(|m| (m.id.to_string(), m.state.as_str(), m.flap_score)),
         );
     }
 
@@ -315,6 +252,97 @@ impl Cluster {
     pub async fn stopped(self) {
         self.membership.stopped().await;
     }
+}
+
+/// The membership families of `/metrics` for a node with clustering off: the same
+/// names as a cluster member's, the node itself alive and nothing probed.
+pub fn register_single_node_metrics(registry: &mut Registry, node_id: &str) {
+    let itself = (node_id.to_owned(), "alive", 0.0);
+    register_membership(registry, &MembershipMetrics::default(), 0, [itself]);
+}
+
+/// Registers the membership counters, the rejected datagrams, and per member (id, state,
+/// flap score) the members by state and the flap scores.
+fn register_membership<'a>(
+    registry: &mut Registry,
+    metrics: &MembershipMetrics,
+    rejected_datagrams: u64,
+    members: impl IntoIterator<Item = (String, &'a str, f64)>,
+) {
+    let counters = [
+        (
+            "kvs_membership_probes",
+            "Direct probes sent",
+            metrics.probes,
+        ),
+        ("kvs_membership_acks", "Acks received", metrics.acks),
+        ("kvs_membership_nacks", "Nacks received", metrics.nacks),
+        (
+            "kvs_membership_indirect_probes",
+            "Indirect probes requested",
+            metrics.indirect_probes,
+        ),
+        (
+            "kvs_membership_suspicions",
+            "Members this node suspected",
+            metrics.suspicions,
+        ),
+        (
+            "kvs_membership_refutations",
+            "Suspicions of this node it refuted",
+            metrics.refutations,
+        ),
+        (
+            "kvs_membership_deaths",
+            "Members declared dead",
+            metrics.deaths,
+        ),
+        (
+            "kvs_membership_sent_bytes",
+            "Gossip payload bytes sent",
+            metrics.bytes_sent,
+        ),
+        (
+            "kvs_membership_received_bytes",
+            "Gossip payload bytes received",
+            metrics.bytes_received,
+        ),
+        (
+            "kvs_membership_malformed",
+            "Authenticated datagrams that did not decode",
+            metrics.malformed,
+        ),
+        (
+            "kvs_membership_rejected_datagrams",
+            "Datagrams refused by authentication",
+            rejected_datagrams,
+        ),
+    ];
+    for (name, help, value) in counters {
+        registry.register(name, help, ConstCounter::new(value));
+    }
+    let members: Vec<(String, &str, f64)> = members.into_iter().collect();
+    let by_state = Family::<StateLabel, Gauge<u64, AtomicU64>>::default();
+    for state in ["alive", "suspect", "dead", "left"] {
+        let n = members.iter().filter(|(_, s, _)| *s == state).count();
+        by_state.get_or_create(&StateLabel { state }).set(n as u64);
+    }
+    registry.register(
+        "kvs_members",
+        "Members by state, this node included",
+        by_state,
+    );
+    let flap_scores = Family::<NodeLabel, Gauge<f64, AtomicU64>>::default();
+    for (node_id, _, flap_score) in members {
+        flap_scores
+            .get_or_create(&NodeLabel { node_id })
+            .set(flap_score);
+    }
+    registry.register(
+        "kvs_member_flap_score",
+        "Flap score of each member",
+        flap_scores,
+    );
 }
 
 /// What a membership event means for replication: a live peer at its sync address

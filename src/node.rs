@@ -198,11 +198,14 @@ impl Backend for NodeBackend {
     }
 
     fn register_metrics(&self, registry: &mut Registry) {
-        if let Some(cluster) = &self.cluster {
-            cluster.register_metrics(registry);
+        // With clustering off the same families are there: this node alone, no sync.
+        match &self.cluster {
+            Some(cluster) => cluster.register_metrics(registry),
+            None => crate::cluster::register_single_node_metrics(registry, &self.node_id),
         }
-        if let Some(replication) = &self.replication {
-            replication.register_metrics(registry);
+        match &self.replication {
+            Some(replication) => replication.register_metrics(registry),
+            None => kvs_sync::driver::register_unreplicated_metrics(registry),
         }
         if let Ok(used) = self.store.lmdb().used_bytes() {
             registry.register(

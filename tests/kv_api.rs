@@ -163,6 +163,15 @@ fn health_members_metrics_and_openapi() {
         "# TYPE kvs_store_commits_total counter",
         "# TYPE kvs_store_committed_writes_total counter",
         "kvs_store_committed_writes_total 1",
+        // Clustering is off here, yet the cluster's families are there: the node alone,
+        // alive, nothing probed or synced (the contract lists them for every node).
+        "kvs_members{state=\"alive\"} 1",
+        "kvs_members{state=\"dead\"} 0",
+        "kvs_member_flap_score{node_id=\"test-node\"} 0.0",
+        "kvs_membership_probes_total 0",
+        "kvs_sync_rounds_total 0",
+        "kvs_sync_sent_bytes_total 0",
+        "kvs_sync_syncing 0",
     ] {
         assert!(
             lines.contains(&line),

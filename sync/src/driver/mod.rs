@@ -32,6 +32,7 @@ pub use self::config::ReplicationConfig;
 use self::push::{PeerQueue, Pushed};
 use self::sessions::Sessions;
 use self::stats::Counters;
+pub use self::stats::register_unreplicated_metrics;
 use crate::{Admission, PeerStatus, Store, StoreError, SyncStatus, Version};
 
 /// The first frame of a diff-session stream.

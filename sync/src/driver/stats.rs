@@ -247,22 +247,58 @@ impl<T: StreamTransport> Replication<T> {
     /// Adds the replication and sync metrics to the registry of one scrape of
     /// `/metrics`.
     pub fn register_metrics(&self, registry: &mut Registry) {
-        self.shared.counters.register(registry);
-        register_peers(&self.peer_statuses(), registry);
-        registry.register(
-            "kvs_sync_syncing",
-            "Whether the first sync with a peer is still to come",
-            ConstGauge::new(u32::from(self.syncing())),
-        );
-        registry.register(
-            "kvs_sync_stale",
-            "Whether this node is stale: out of touch with every peer for longer than tombstone_ttl, until it has caught up",
-            ConstGauge::new(u32::from(self.shared.stale_since().is_some())),
-        );
-        registry.register(
-            "kvs_sync_last_sync_ms",
-            "When the last complete sync started (Unix ms)",
-            ConstGauge::new(self.last_sync_ms().unwrap_or(0)),
+        register_sync(
+            registry,
+            &self.shared.counters,
+            &self.peer_statuses(),
+            SyncGauges {
+                syncing: self.syncing(),
+                stale: self.shared.stale_since().is_some(),
+                last_sync_ms: self.last_sync_ms().unwrap_or(0),
+            },
         );
     }
+}
+
+/// The replication and sync families of `/metrics` for a node with clustering off: the
+/// same names as a cluster member's, all at zero, no peers.
+pub fn register_unreplicated_metrics(registry: &mut Registry) {
+    let nothing = SyncGauges {
+        syncing: false,
+        stale: false,
+        last_sync_ms: 0,
+    };
+    register_sync(registry, &Counters::default(), &BTreeMap::new(), nothing);
+}
+
+/// The node-wide sync gauges of a scrape.
+struct SyncGauges {
+    syncing: bool,
+    stale: bool,
+    last_sync_ms: u64,
+}
+
+fn register_sync(
+    registry: &mut Registry,
+    counters: &Counters,
+    peers: &BTreeMap<String, PeerStatus>,
+    gauges: SyncGauges,
+) {
+    counters.register(registry);
+    register_peers(peers, registry);
+    registry.register(
+        "kvs_sync_syncing",
+        "Whether the first sync with a peer is still to come",
+        ConstGauge::new(u32::from(gauges.syncing)),
+    );
+    registry.register(
+        "kvs_sync_stale",
+        "Whether this node is stale: out of touch with every peer for longer than tombstone_ttl, until it has caught up",
+        ConstGauge::new(u32::from(gauges.stale)),
+    );
+    registry.register(
+        "kvs_sync_last_sync_ms",
+        "When the last complete sync started (Unix ms)",
+        ConstGauge::new(gauges.last_sync_ms),
+    );
 }
