@@ -556,5 +556,7 @@ fn replication_config(
 
 mod upkeep;
 
+pub use upkeep::KEEP_NODE_FACTS_EVERY;
+
 #[cfg(test)]
 mod tests;

@@ -429,3 +429,81 @@ fn a_node_paused_as_a_session_completes_brings_no_deleted_key_back() {
     assert!(gone(n1_store.as_ref()), "the deleted key came back");
     assert!(gone(n2_store.as_ref()), "n2 kept the deleted key");
 }
+
+/// n2 takes in n1's key in its first session and crashes before it kept the session's
+/// time (the real node writes it every 5 s), so its next life starts with the key and
+/// no last sync. n1 deletes the key and purges the tombstone meanwhile. Back longer
+/// than `tombstone_ttl` after its first start, n2 must be stale and bury the key. (Before
+/// the fix it took itself for a node that never synced, was never stale, and sent the
+/// key back to n1. Found by hand on real processes: a node killed 2 s after its first
+/// sync and started again 20 s later brought a deleted key back to all four nodes.)
+#[test]
+fn a_node_back_with_data_but_no_kept_session_brings_no_deleted_key_back() {
+    let mut net = SimNet::new(2, &Network::default(), 5).expect("net");
+    let (_stop, shutdown) = watch::channel(false);
+    let ttl = Duration::from_secs(3);
+    let now = |net: &SimNet, i: usize| net.clock(i).unix_micros() / 1000;
+    let n1_store = Arc::new(MemoryStore::new(StoreOptions::default()));
+    n1_store
+        .write_batch(&[write("k")], now(&net, 0) - 1_000)
+        .expect("write");
+    let config = |i: usize| ReplicationConfig {
+        node_id: format!("n{}", i + 1),
+        sync_interval: Duration::from_secs(1),
+        tombstone_ttl: ttl,
+        ..ReplicationConfig::default()
+    };
+    let n1 = start_with(&net, 0, &n1_store, &shutdown, config(0));
+    let n2_store = Arc::new(MemoryStore::new(StoreOptions::default()));
+    // A node given seeds, at its first start; no session kept in either life.
+    let n2_config = ReplicationConfig {
+        expect_peers: true,
+        joined_at: now(&net, 1),
+        ..config(1)
+    };
+    let n2 = start_with(&net, 1, &n2_store, &shutdown, n2_config.clone());
+    up(&n1, 1);
+    up(&n2, 0);
+    net.run_until(Duration::from_secs(1));
+    assert!(n2.last_sync_ms().is_some(), "n2's first session completed");
+    assert!(
+        n2_store.get("k").expect("get").is_some(),
+        "and brought the key"
+    );
+
+    net.crash(1);
+    drop(n2);
+    n1.peer_event(PeerEvent::Down {
+        node_id: "n2".into(),
+    });
+    let delete = WriteOp {
+        mutation: Mutation::Delete,
+        ..write("k")
+    };
+    n1_store
+        .write_batch(&[delete], now(&net, 0))
+        .expect("delete");
+    net.run_until(Duration::from_secs(6));
+    let ttl_ms = u64::try_from(ttl.as_millis()).expect("ms");
+    n1_store.purge(now(&net, 0), ttl_ms).expect("purge");
+    assert_eq!(
+        n1_store.get("k").expect("get"),
+        None,
+        "n1 forgot the delete"
+    );
+
+    net.set_up(1, true);
+    let n2 = start_with(&net, 1, &n2_store, &shutdown, n2_config);
+    up(&n2, 0);
+    up(&n1, 1);
+    net.run_until(Duration::from_secs(12));
+    let gone = |store: &dyn Store| {
+        store
+            .get("k")
+            .expect("get")
+            .is_none_or(|v| v.is_tombstone())
+    };
+    assert!(gone(n1_store.as_ref()), "the deleted key came back");
+    assert!(gone(n2_store.as_ref()), "n2 kept the deleted key");
+    assert!(n2.last_sync_ms().is_some(), "n2 caught up");
+}

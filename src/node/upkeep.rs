@@ -19,9 +19,13 @@ use crate::store::DurableStore;
 
 /// How often expired keys and old tombstones are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(1);
-/// How often the time of the last complete sync and the live peers are written to the
-/// store.
-const KEEP_NODE_FACTS_EVERY: Duration = Duration::from_secs(5);
+/// How often the node's replication facts (the last complete sync, how far its own
+/// writes had reached its peers, its blind time and floor) and the live peers are
+/// written to the store, when they changed. A crash loses what changed since: a node
+/// back from one longer than `tombstone_ttl` later may send a deleted key back if it
+/// got or delivered the key within this time before the crash (the simulator, which
+/// keeps the facts at the same pace, found the resurrections at 5 s).
+pub const KEEP_NODE_FACTS_EVERY: Duration = Duration::from_secs(1);
 
 /// Takes a backup every `backup_interval` and keeps the newest `backup_retention`, while
 /// `backup_enabled`.
@@ -59,7 +63,7 @@ pub(super) async fn backup_loop(
     }
 }
 
-/// Writes to the store, every [`KEEP_NODE_FACTS_EVERY`] and at shutdown, when the last
+/// Writes to the store, at start, every [`KEEP_NODE_FACTS_EVERY`] and at shutdown, when the last
 /// complete sync started, the time before which the node's writes had all reached
 /// every live peer, the time it may lack versions of after a blind catch-up and the
 /// oldest time its copy vouches for, so that a restarted node knows how long it was away
@@ -96,21 +100,23 @@ pub(super) async fn keep_node_facts(
             let (store, peers_to_write) = (Arc::clone(&store), peers.clone());
             let written = tokio::task::spawn_blocking(move || {
                 if let Some(sync) = sync {
-                    let lmdb = store.lmdb();
-                    // The blind time, then the floor, before the last sync: a last sync
-                    // kept without a floor would read as a past from before floors
-                    // (floor 0), and a lower floor without its blind time would vouch for
-                    // that time. Either may go (0: none).
+                    // One transaction: a last sync kept without its floor would read as
+                    // a past from before floors (floor 0), and a lower floor without its
+                    // blind time would vouch for that time. The blind time and the floor
+                    // may go (0: none); the other two only move on.
                     let (from, to) = sync.blind_ms.unwrap_or_default();
-                    lmdb.set_meta_u64(BLIND_FROM, from)?;
-                    lmdb.set_meta_u64(BLIND_TO, to)?;
-                    lmdb.set_meta_u64(FLOOR, sync.floor_ms.unwrap_or(0))?;
+                    let mut facts = vec![
+                        (BLIND_FROM, from),
+                        (BLIND_TO, to),
+                        (FLOOR, sync.floor_ms.unwrap_or(0)),
+                    ];
                     if let Some(at) = sync.own_writes_delivered_ms {
-                        lmdb.set_meta_u64(OWN_WRITES_DELIVERED, at)?;
+                        facts.push((OWN_WRITES_DELIVERED, at));
                     }
                     if let Some(at) = sync.last_sync_ms {
-                        lmdb.set_meta_u64(LAST_SYNC, at)?;
+                        facts.push((LAST_SYNC, at));
                     }
+                    store.lmdb().set_meta_u64s(&facts)?;
                 }
                 if let Some(peers) = &peers_to_write {
                     store.lmdb().set_meta_text(KNOWN_PEERS, peers)?;

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kvs::cluster::{MemberMeta, peer_event};
+use kvs::node::KEEP_NODE_FACTS_EVERY;
 use kvs::store::DurableStore;
 use kvs::store::faults::{Fault, Faults};
 use kvs_membership::{DriverConfig, LocalMember, Membership, MembershipEvent};
@@ -39,6 +40,28 @@ const STORE: StoreOptions = StoreOptions {
 
 /// Membership changes seen by nodes, with when: the engine traces them in order.
 pub(crate) type Notes = Arc<Mutex<Vec<(Duration, usize, String)>>>;
+
+/// What a node keeps of its replication across lives: as the real node writes it to its
+/// data dir, at start and every [`KEEP_NODE_FACTS_EVERY`] (and at shutdown, which the
+/// simulator has none of); a crash loses what changed since the last write.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeptFacts {
+    last_sync_ms: Option<u64>,
+    own_writes_delivered_ms: Option<u64>,
+    blind_ms: Option<(u64, u64)>,
+    floor_ms: Option<u64>,
+}
+
+impl KeptFacts {
+    fn of(replication: &Replication<SimStreams>) -> Self {
+        Self {
+            last_sync_ms: replication.last_sync_ms(),
+            own_writes_delivered_ms: replication.own_writes_delivered_ms(),
+            blind_ms: replication.blind_ms(),
+            floor_ms: replication.floor_ms(),
+        }
+    }
+}
 
 /// A node's running drivers (gone while it is crashed).
 struct Running {
@@ -93,14 +116,8 @@ pub(crate) struct FullNode {
     /// Set at the first start on a disk (0 after a wipe, until the next start).
     joined_at: u64,
     incarnation: u64,
-    last_sync_ms: Option<u64>,
-    /// What the replication of its last life said of its own writes' delivery, kept
-    /// as the real node keeps it in its data dir (the real node writes these every 5 s,
-    /// at start and at shutdown; here they are taken at the crash).
-    own_writes_delivered_ms: Option<u64>,
-    /// Likewise its blind time and floor.
-    blind_ms: Option<(u64, u64)>,
-    floor_ms: Option<u64>,
+    /// What its lives kept of their replication, as of the last keeping.
+    kept: Arc<Mutex<KeptFacts>>,
     running: Option<Running>,
     pub(crate) paused: bool,
 }
@@ -125,10 +142,7 @@ impl FullNode {
             clock,
             joined_at,
             incarnation: 0,
-            last_sync_ms: None,
-            own_writes_delivered_ms: None,
-            blind_ms: None,
-            floor_ms: None,
+            kept: Arc::default(),
             running: None,
             paused: false,
         })
@@ -172,6 +186,7 @@ impl FullNode {
             .filter(|&&s| s != i)
             .map(|&s| node_addr(s))
             .collect();
+        let kept = *lock(&self.kept);
         let config = ReplicationConfig {
             node_id: name.clone(),
             sync_interval: settings.sync_interval,
@@ -179,11 +194,11 @@ impl FullNode {
             tombstone_ttl: settings.tombstone_ttl,
             seed: seeded_rng(seed, &format!("sync/{life}")).r#gen(),
             expect_peers: !seeds.is_empty(),
-            last_sync_ms: self.last_sync_ms,
+            last_sync_ms: kept.last_sync_ms,
             joined_at: self.joined_at,
-            own_writes_delivered_ms: self.own_writes_delivered_ms,
-            blind_ms: self.blind_ms,
-            floor_ms: self.floor_ms,
+            own_writes_delivered_ms: kept.own_writes_delivered_ms,
+            blind_ms: kept.blind_ms,
+            floor_ms: kept.floor_ms,
             ..ReplicationConfig::default()
         };
         let replication = Arc::new(Replication::start(
@@ -232,6 +247,11 @@ impl FullNode {
             shutdown,
         )
         .map_err(|e| SimError::invalid(format!("membership: {e}")))?;
+        drop(runtime.spawn(Box::pin(keep_facts_loop(
+            Arc::clone(&runtime),
+            Arc::clone(&replication),
+            Arc::clone(&self.kept),
+        ))));
         drop(runtime.spawn(Box::pin(purge_loop(
             Arc::clone(&runtime),
             Arc::clone(&self.store),
@@ -250,20 +270,13 @@ impl FullNode {
     /// A crash: every task of the node is gone (the caller crashed it on the net), an
     /// LMDB store is closed; the disk stays, unless `wipe`.
     pub(crate) fn crash(&mut self, wipe: bool) -> Result<(), SimError> {
-        if let Some(running) = self.running.take() {
-            self.last_sync_ms = running.replication.last_sync_ms();
-            self.own_writes_delivered_ms = running.replication.own_writes_delivered_ms();
-            self.blind_ms = running.replication.blind_ms();
-            self.floor_ms = running.replication.floor_ms();
-        }
+        // What it kept last stays (the loop that kept it is gone with the node's tasks).
+        self.running = None;
         self.incarnation += 1;
         self.paused = false;
         if wipe {
             self.disk = Disk::new(self.kind)?;
-            self.last_sync_ms = None;
-            self.own_writes_delivered_ms = None;
-            self.blind_ms = None;
-            self.floor_ms = None;
+            *lock(&self.kept) = KeptFacts::default();
             self.joined_at = 0;
         }
         // The dropped tasks held the only other handles: this closes an LMDB store.
@@ -315,6 +328,23 @@ impl FullNode {
 }
 
 /// Purges expired keys and old tombstones every `every`, as the node's purge loop does.
+/// Keeps `replication`'s facts in `kept` at once, then every [`KEEP_NODE_FACTS_EVERY`].
+async fn keep_facts_loop(
+    runtime: Arc<dyn Runtime>,
+    replication: Arc<Replication<SimStreams>>,
+    kept: Arc<Mutex<KeptFacts>>,
+) {
+    loop {
+        *lock(&kept) = KeptFacts::of(&replication);
+        runtime.sleep(KEEP_NODE_FACTS_EVERY).await;
+    }
+}
+
+fn lock(kept: &Mutex<KeptFacts>) -> std::sync::MutexGuard<'_, KeptFacts> {
+    kept.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 async fn purge_loop(
     runtime: Arc<dyn Runtime>,
     store: Arc<dyn Store>,

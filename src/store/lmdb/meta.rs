@@ -150,11 +150,13 @@ impl LmdbStore {
         Ok(init)
     }
 
-    /// Sets node fact `name` to `value`.
-    pub fn set_meta_u64(&self, name: &str, value: u64) -> Result<(), StoreError> {
+    /// Sets each node fact `name` to its `value`, all in one transaction.
+    pub fn set_meta_u64s(&self, facts: &[(&str, u64)]) -> Result<(), StoreError> {
         let mut wtxn = self.env.write_txn()?;
-        self.meta
-            .put(&mut wtxn, name.as_bytes(), &value.to_be_bytes())?;
+        for (name, value) in facts {
+            self.meta
+                .put(&mut wtxn, name.as_bytes(), &value.to_be_bytes())?;
+        }
         wtxn.commit().map_err(StoreError::from)
     }
 

@@ -259,9 +259,8 @@ impl<T: StreamTransport> Replication<T> {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let (wake, woken) = mpsc::unbounded_channel();
-        let vouches = standing::vouches_alone(&config, || {
-            store.merkle().is_ok_and(|tree| tree.root() != 0)
-        });
+        let holds_data = store.merkle().is_ok_and(|tree| tree.root() != 0);
+        let vouches = standing::vouches_alone(&config, holds_data);
         let shared = Arc::new(Shared {
             transport,
             runtime,
@@ -278,7 +277,7 @@ impl<T: StreamTransport> Replication<T> {
             blind_from: AtomicU64::new(config.blind_ms.map_or(0, |(from, _)| from)),
             blind_to: AtomicU64::new(config.blind_ms.map_or(0, |(_, to)| to)),
             floor: AtomicU64::new(standing::initial_floor(&config)),
-            in_touch: AtomicU64::new(config.last_sync_ms.unwrap_or(0)),
+            in_touch: AtomicU64::new(standing::initial_touch(&config, holds_data)),
             peers_changed: AtomicU64::new(0),
             own_writes_delivered: AtomicU64::new(config.own_writes_delivered_ms.unwrap_or(0)),
             delivered_dirty: AtomicBool::new(false),

@@ -135,9 +135,9 @@ impl<T: StreamTransport> Shared<T> {
     /// Marks this node stale if it has been out of touch with every peer for longer than
     /// `tombstone_ttl` (stopped, paused, or without a live peer: a node that merely
     /// syncs rarely is in touch through membership and pushes), then notes that it is in
-    /// touch now if it has a live peer. At start, the last complete session counts as
-    /// the last touch (a node that never completed one holds nothing a peer could have
-    /// deleted, or is alone).
+    /// touch now if it has a live peer. At start, the last touch is the last complete
+    /// session, or the first start of a node that holds data without one kept (see
+    /// [`initial_touch`]).
     pub(super) fn note_staleness(&self) {
         let now = self.now_ms();
         let touched = self.in_touch.load(Ordering::Relaxed);
@@ -313,8 +313,23 @@ impl<T: StreamTransport> Shared<T> {
 /// start: if it has synced before or holds data (a cluster's first node). A new one with
 /// nothing, such as a first node whose disk was replaced, vouches for nothing until its
 /// first session: a stale node would take its lack of every key for deletions.
-pub(super) fn vouches_alone(config: &ReplicationConfig, holds_data: impl FnOnce() -> bool) -> bool {
-    !config.expect_peers && (config.last_sync_ms.is_some() || holds_data())
+pub(super) fn vouches_alone(config: &ReplicationConfig, holds_data: bool) -> bool {
+    !config.expect_peers && (config.last_sync_ms.is_some() || holds_data)
+}
+
+/// When a starting node was last in touch with a peer, as far as it knows (0: never, or
+/// unknown): its last complete session; without one kept, if it expects peers and holds
+/// data, its first start. That is a node that took in its peers' data (a first session,
+/// or pushes) and went down before it kept the session's time (the node writes it every
+/// few seconds): what it holds came after its first start, so if that is longer than
+/// `tombstone_ttl` ago it is stale, and buries what was deleted meanwhile instead of
+/// sending it back. A new node with nothing, or one alone, holds nothing a peer deleted.
+pub(super) fn initial_touch(config: &ReplicationConfig, holds_data: bool) -> u64 {
+    match config.last_sync_ms {
+        Some(at) => at,
+        None if config.expect_peers && holds_data => config.joined_at,
+        None => 0,
+    }
 }
 
 /// The floor a node starts with: the one it kept; 0 for a node with a past from before
@@ -417,7 +432,7 @@ pub(super) struct Completed {
 mod tests {
     use std::time::Duration;
 
-    use super::{Cover, initial_floor, vouches_alone};
+    use super::{Cover, initial_floor, initial_touch, vouches_alone};
     use crate::Standing;
     use crate::driver::ReplicationConfig;
 
@@ -506,21 +521,42 @@ mod tests {
     #[test]
     fn a_first_node_vouches_alone_only_with_data_or_a_past() {
         let first = ReplicationConfig::default();
-        assert!(vouches_alone(&first, || true));
-        assert!(!vouches_alone(&first, || false), "a new disk");
+        assert!(vouches_alone(&first, true));
+        assert!(!vouches_alone(&first, false), "a new disk");
         let synced_before = ReplicationConfig {
             last_sync_ms: Some(5),
             ..ReplicationConfig::default()
         };
-        assert!(vouches_alone(&synced_before, || false));
+        assert!(vouches_alone(&synced_before, false));
         let joining = ReplicationConfig {
             expect_peers: true,
             last_sync_ms: Some(5),
             ..ReplicationConfig::default()
         };
         assert!(
-            !vouches_alone(&joining, || true),
+            !vouches_alone(&joining, true),
             "it vouches once it has synced"
         );
+    }
+
+    #[test]
+    fn a_node_with_data_but_no_kept_session_was_last_in_touch_at_its_first_start() {
+        let joining = ReplicationConfig {
+            expect_peers: true,
+            joined_at: 1_000,
+            ..ReplicationConfig::default()
+        };
+        assert_eq!(initial_touch(&joining, true), 1_000);
+        assert_eq!(initial_touch(&joining, false), 0, "a new node with nothing");
+        let kept = ReplicationConfig {
+            last_sync_ms: Some(5_000),
+            ..joining.clone()
+        };
+        assert_eq!(initial_touch(&kept, true), 5_000);
+        let alone = ReplicationConfig {
+            expect_peers: false,
+            ..joining
+        };
+        assert_eq!(initial_touch(&alone, true), 0, "a node alone");
     }
 }
