@@ -229,6 +229,16 @@ impl Backend for NodeBackend {
     }
 }
 
+/// `port_key`'s error for a socket that could not be bound at `addr`; an address this
+/// host does not have is `bind_address`'s fault, not the port's.
+fn bind_error(port_key: &'static str, addr: SocketAddr, error: &std::io::Error) -> NodeError {
+    let key = match error.kind() {
+        std::io::ErrorKind::AddrNotAvailable => "bind_address",
+        _ => port_key,
+    };
+    config_error(key, format!("cannot listen on {addr}: {error}"))
+}
+
 fn config_error(key: &'static str, why: impl std::fmt::Display) -> NodeError {
     NodeError::Config(ConfigError::unusable(key, why))
 }
@@ -266,6 +276,22 @@ pub async fn run(
     config_path: &Path,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), NodeError> {
+    // The ports first: a config whose ports are taken (or whose bind_address this host
+    // does not have) is refused before anything is written to the data dir.
+    let http_addr = SocketAddr::new(config.bind_address, config.http_port);
+    let listener = TcpListener::bind(http_addr)
+        .await
+        .map_err(|e| bind_error("http_port", http_addr, &e))?;
+    if config.clustering_enabled {
+        for (key, port) in [
+            ("gossip_port", config.gossip_port),
+            ("sync_port", config.sync_port),
+        ] {
+            let addr = SocketAddr::new(config.bind_address, port);
+            // Bound again, for good, by membership and QUIC below.
+            std::net::UdpSocket::bind(addr).map_err(|e| bind_error(key, addr, &e))?;
+        }
+    }
     let data_dir: PathBuf = config.data_dir(config_path);
     let _lock = DataDirLock::acquire(&data_dir).map_err(|e| config_error("data_dir", e))?;
     crate::compact::clear_cut_short(&data_dir);
@@ -273,15 +299,6 @@ pub async fn run(
     let file_holds_secrets = !config.cluster_secret.is_empty() || !config.jwt_secret.is_empty();
     let store = open_store(&mut config, &data_dir)?;
     let joined_at = store.lmdb().meta_u64_or_init("joined_at", now_ms())?;
-    let http_addr = SocketAddr::new(config.bind_address, config.http_port);
-    let listener = TcpListener::bind(http_addr).await.map_err(|e| {
-        // An address this host does not have is bind_address's fault, not the port's.
-        let key = match e.kind() {
-            std::io::ErrorKind::AddrNotAvailable => "bind_address",
-            _ => "http_port",
-        };
-        config_error(key, format!("cannot listen on {http_addr}: {e}"))
-    })?;
     let http_addr = listener
         .local_addr()
         .map_err(NodeError::io("reading the HTTP address"))?;

@@ -178,27 +178,52 @@ fn two_starts_of_one_config_at_once_leave_one_daemon_that_stop_stops() {
 }
 
 #[test]
-fn start_names_the_key_of_a_port_in_use() {
+fn start_names_the_key_of_a_port_in_use_and_writes_no_data_dir() {
     let dir = tempfile::tempdir().unwrap();
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port();
-    std::fs::write(
-        dir.path().join("busy.yaml"),
-        format!("node_id: b\nhttp_port: {port}\nauth_enabled: false\nclustering_enabled: false\n"),
-    )
-    .unwrap();
     let home = dir.path().join("home");
-    let out = run_kvs(
-        &["start", "busy"],
-        dir.path(),
-        &[("KVS_HOME", home.to_str().unwrap())],
+    let taken_tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (tcp, udp) = (
+        taken_tcp.local_addr().unwrap().port(),
+        taken_udp.local_addr().unwrap().port(),
     );
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("http_port") && stderr.contains("busy.yaml"),
-        "{stderr}"
+    // Ports no other test is given (a node of one could take them before this one ran).
+    let free_tcp = common::cluster::free_udp_port();
+    let (free_gossip, free_sync) = (
+        common::cluster::free_udp_port(),
+        common::cluster::free_udp_port(),
     );
+    for (key, ports) in [
+        ("http_port", [tcp, free_gossip, free_sync]),
+        ("gossip_port", [free_tcp, udp, free_sync]),
+        ("sync_port", [free_tcp, free_gossip, udp]),
+    ] {
+        let [http, gossip, sync] = ports;
+        let data_dir = dir.path().join(format!("{key}-data"));
+        std::fs::write(
+            dir.path().join("busy.yaml"),
+            format!(
+                "node_id: b\nhttp_port: {http}\ngossip_port: {gossip}\nsync_port: {sync}\n\
+                 data_dir: {}\nauth_enabled: false\ncluster_secret: {}\n",
+                data_dir.display(),
+                "0123456789abcdef".repeat(2)
+            ),
+        )
+        .unwrap();
+        let out = run_kvs(
+            &["start", "busy"],
+            dir.path(),
+            &[("KVS_HOME", home.to_str().unwrap())],
+        );
+        assert_eq!(out.status.code(), Some(2), "{key}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(key) && stderr.contains("busy.yaml"),
+            "{key}: {stderr}"
+        );
+        // Refused before anything was written: no data dir, no secrets, no lock.
+        assert!(!data_dir.exists(), "{key}: the data dir was made");
+    }
 }
 
 #[test]

@@ -20,5 +20,6 @@ pub use config::{ConfigError, SwimConfig};
 #[cfg(feature = "driver")]
 pub use driver::{DriverConfig, LEAVE_GRACE, Membership};
 pub use proto::{
-    LocalMember, Member, MemberState, MembershipEvent, Metrics, Swim, SwimError, Transmit,
+    LocalMember, MAX_ID_LEN, Member, MemberState, MembershipEvent, Metrics, Swim, SwimError,
+    Transmit,
 };

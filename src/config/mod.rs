@@ -248,6 +248,16 @@ impl Config {
                 "must not be blank (leave it out to generate one)".into(),
             );
         }
+        if self.node_id.len() > kvs_membership::MAX_ID_LEN {
+            return fail(
+                "node_id",
+                format!(
+                    "is {} bytes; at most {} (it travels in every gossip datagram)",
+                    self.node_id.len(),
+                    kvs_membership::MAX_ID_LEN
+                ),
+            );
+        }
         if self.default_permissions().is_none() {
             return fail(
                 "default_permissions",

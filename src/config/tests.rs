@@ -136,6 +136,17 @@ fn other_bad_values_name_their_key() {
         "t.yaml: node_id: must not be blank (leave it out to generate one)"
     );
     assert_eq!(err.key(), Some("node_id"));
+    // The longest id gossip carries is accepted; one byte more is a config error.
+    let longest = "é".repeat(64);
+    assert_eq!(
+        parse(&format!("node_id: {longest}\n")).unwrap().node_id,
+        longest
+    );
+    let err = parse(&format!("node_id: {longest}x\n")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "t.yaml: node_id: is 129 bytes; at most 128 (it travels in every gossip datagram)"
+    );
 }
 
 #[test]

@@ -49,8 +49,8 @@ use probe::{Probe, Relay};
 use timers::{Timer, Timers};
 pub use types::{LocalMember, Member, MemberState, MembershipEvent, Metrics, Transmit};
 
-/// Longest member id accepted (from the local identity or the network).
-const MAX_ID_LEN: usize = 128;
+/// Longest member id accepted (from the local identity or the network), in bytes.
+pub const MAX_ID_LEN: usize = 128;
 /// Largest member metadata accepted.
 const MAX_META_LEN: usize = 256;
 
