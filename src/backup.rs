@@ -239,6 +239,15 @@ pub fn run_backup(arg: &str, out: Option<&Path>, token: Option<&str>) -> std::pr
 }
 
 fn backup_offline(config: &crate::config::Config, data_dir: &Path) -> Result<BackupInfo, String> {
+    // A node that never started has nothing to back up; its data dir is not made here.
+    let data_file = data_dir.join("data.mdb");
+    if !data_file.exists() {
+        return Err(format!(
+            "{} holds no data ({} is missing): has the node ever started?",
+            data_dir.display(),
+            data_file.display()
+        ));
+    }
     let _lock = DataDirLock::acquire(data_dir)?;
     let store = DurableStore::open(data_dir, config.store_options(), config.audit_key())
         .map_err(|e| e.to_string())?;

@@ -245,3 +245,22 @@ fn a_restore_that_fails_midway_leaves_no_copy_behind() {
     );
     assert!(!node.data_dir().join("data.mdb.restoring").exists());
 }
+
+#[test]
+fn a_backup_of_a_node_that_never_started_is_refused_and_makes_no_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("never-data");
+    std::fs::write(
+        dir.path().join("never.yaml"),
+        format!(
+            "node_id: never\ndata_dir: {}\nauth_enabled: false\nclustering_enabled: false\n",
+            data_dir.display()
+        ),
+    )
+    .unwrap();
+    let out = run_kvs(&["backup", "never.yaml"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("holds no data"), "{stderr}");
+    assert!(!data_dir.exists(), "the backup made the data dir");
+}
