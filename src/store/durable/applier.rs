@@ -127,7 +127,7 @@ pub(super) fn apply_loop(lmdb: &LmdbStore, shared: &Shared, log: &Mutex<Log>) {
         let last_seq = batch.last().map_or(0, |(seq, _)| *seq);
         let staged: Vec<Logged> = batch.into_iter().map(|(_, item)| item).collect();
         let seal = shared.audit.as_ref().map(|recorder| &recorder.seal);
-        let sealed = match lmdb.apply_logged(&staged, seal) {
+        let sealed = match lmdb.apply_logged(&staged, seal, last_seq) {
             Ok(sealed) => sealed,
             Err(error) => {
                 let mut pending = shared.lock();

@@ -26,7 +26,7 @@ use kvs_sync::{
 
 use super::LmdbStore;
 use super::faults::Faults;
-use super::lmdb::Logged;
+use super::lmdb::{APPLIED_SEQ, Logged};
 use super::wal::{self, Wal, WalError};
 
 mod applier;
@@ -103,13 +103,22 @@ impl DurableStore {
         let wal_dir = dir.join("wal");
         std::fs::create_dir_all(&wal_dir)
             .map_err(|e| StoreError::Backend(format!("creating {}: {e}", wal_dir.display())))?;
-        let recovered = wal::recover(&wal_dir)?;
-        let last_seq = recovered.last().map_or(0, |r| r.seq);
+        // The log keeps records LMDB already holds (its segment is released only once
+        // full and applied). Those are not replayed: LMDB may have moved past them by
+        // what never went through the log (a session's merge), and a version replayed
+        // after its key's tombstone was purged would bring the key back.
+        let applied = lmdb.meta_u64(APPLIED_SEQ)?.unwrap_or(0);
+        let recovered: Vec<wal::Recovered> = wal::recover(&wal_dir)?
+            .into_iter()
+            .filter(|r| r.seq > applied)
+            .collect();
+        let last_seq = recovered.last().map_or(applied, |r| r.seq.max(applied));
         if !recovered.is_empty() {
             tracing::info!(records = recovered.len(), "replaying the write-ahead log");
-            let items: Vec<Logged> = recovered.into_iter().map(|r| r.item).collect();
-            for chunk in items.chunks(APPLY_BATCH) {
-                lmdb.apply_logged(chunk, None)?;
+            let (seqs, items): (Vec<u64>, Vec<Logged>) =
+                recovered.into_iter().map(|r| (r.seq, r.item)).unzip();
+            for (chunk, seqs) in items.chunks(APPLY_BATCH).zip(seqs.chunks(APPLY_BATCH)) {
+                lmdb.apply_logged(chunk, None, seqs.last().copied().unwrap_or(0))?;
             }
             lmdb.sync()?;
         }

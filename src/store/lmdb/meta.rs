@@ -133,7 +133,25 @@ pub fn read_meta_texts(dir: &Path, names: &[&str]) -> Result<Vec<Option<String>>
         .collect()
 }
 
+/// The `meta` entry of the last write-ahead log seq whose item LMDB holds, written in
+/// the commit that stored it: a replay skips the records up to it (see
+/// `DurableStore::open`).
+pub(crate) const APPLIED_SEQ: &str = "wal_applied_seq";
+
 impl LmdbStore {
+    /// The value of node fact `name`, if it has one.
+    pub fn meta_u64(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let rtxn = self.env.read_txn()?;
+        let Some(bytes) = self.meta.get(&rtxn, name.as_bytes())? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+            key: name.to_owned(),
+            reason: "meta value is not a u64".into(),
+        })?;
+        Ok(Some(u64::from_be_bytes(bytes)))
+    }
+
     /// The value of node fact `name`, storing `init` first if it has none.
     pub fn meta_u64_or_init(&self, name: &str, init: u64) -> Result<u64, StoreError> {
         let mut wtxn = self.env.write_txn()?;

@@ -48,6 +48,7 @@ mod index_ops;
 mod keys;
 mod merkle;
 mod meta;
+pub(crate) use meta::APPLIED_SEQ;
 pub use meta::{check_data_file, holds_kvs_store, read_meta_texts};
 mod pack;
 mod write;

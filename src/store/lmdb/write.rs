@@ -134,13 +134,23 @@ impl LmdbStore {
     /// version and its indexes once. A key past the last one held at the start is not
     /// looked up (a bootstrap brings nothing else). Audit entries past the stored ones
     /// are appended; with `seal`, the head after the last of them is recorded in the
-    /// same commit and returned (sealed), for its copy outside LMDB.
+    /// same commit and returned (sealed), for its copy outside LMDB. `through` (when not
+    /// 0) is the log seq of the last item, recorded in the same commit as
+    /// [`APPLIED_SEQ`](super::meta::APPLIED_SEQ).
     pub fn apply_logged(
         &self,
         items: &[Logged],
         seal: Option<&AuditSeal>,
+        through: u64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let mut wtxn = self.begin()?;
+        if through > 0 {
+            self.meta.put(
+                &mut wtxn,
+                super::meta::APPLIED_SEQ.as_bytes(),
+                &through.to_be_bytes(),
+            )?;
+        }
         let mut last_audit = self
             .audit
             .last(&wtxn)?
