@@ -45,3 +45,46 @@ async fn stopping_clustering_joins_the_sync_endpoint_tasks() {
     drop(conn);
     store.close().expect("close");
 }
+
+/// The sync times a node keeps are written only once LMDB holds what those syncs merged:
+/// the merges skip the write-ahead log, and a crash that lost a session's versions
+/// (a tombstone) while its time was kept would have the node send back what the session
+/// had deleted. The applier commits within a second; here the facts wait for it.
+#[test]
+fn kept_sync_facts_wait_for_what_the_sessions_merged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = clustered();
+    let store = open_store(&mut config, dir.path()).expect("store");
+    let version = kvs_sync::Version {
+        id: kvs_sync::VersionId {
+            timestamp: now_ms(),
+            origin_joined_at: 1,
+            uuid: uuid::Uuid::from_u128(7),
+        },
+        data: Some("1".into()),
+        owner: None,
+        group: None,
+        permissions: 0xf31,
+        expires_at: None,
+    };
+    let merged = store
+        .merge_from_session(vec![("merged".into(), version.clone())])
+        .expect("merge");
+    assert_eq!(merged, 1);
+    let kept = KeptSync {
+        last_sync_ms: Some(now_ms()),
+        floor_ms: Some(1),
+        ..KeptSync::default()
+    };
+    upkeep::keep_facts(&store, Some(&kept), None).expect("kept");
+    // LMDB itself (not the store's overlay of what the applier has yet to move).
+    assert_eq!(
+        store.lmdb().get("merged").expect("read"),
+        Some(version),
+        "the sync time was kept before its session's versions"
+    );
+    assert_eq!(
+        store.lmdb().meta_u64(LAST_SYNC).expect("meta"),
+        kept.last_sync_ms
+    );
+}

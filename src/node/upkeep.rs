@@ -99,29 +99,7 @@ pub(super) async fn keep_node_facts(
         if sync.is_some() || peers.is_some() {
             let (store, peers_to_write) = (Arc::clone(&store), peers.clone());
             let written = tokio::task::spawn_blocking(move || {
-                if let Some(sync) = sync {
-                    // One transaction: a last sync kept without its floor would read as
-                    // a past from before floors (floor 0), and a lower floor without its
-                    // blind time would vouch for that time. The blind time and the floor
-                    // may go (0: none); the other two only move on.
-                    let (from, to) = sync.blind_ms.unwrap_or_default();
-                    let mut facts = vec![
-                        (BLIND_FROM, from),
-                        (BLIND_TO, to),
-                        (FLOOR, sync.floor_ms.unwrap_or(0)),
-                    ];
-                    if let Some(at) = sync.own_writes_delivered_ms {
-                        facts.push((OWN_WRITES_DELIVERED, at));
-                    }
-                    if let Some(at) = sync.last_sync_ms {
-                        facts.push((LAST_SYNC, at));
-                    }
-                    store.lmdb().set_meta_u64s(&facts)?;
-                }
-                if let Some(peers) = &peers_to_write {
-                    store.lmdb().set_meta_text(KNOWN_PEERS, peers)?;
-                }
-                Ok::<_, StoreError>(())
+                keep_facts(&store, sync.as_ref(), peers_to_write.as_deref())
             })
             .await;
             match written {
@@ -136,6 +114,43 @@ pub(super) async fn keep_node_facts(
             return;
         }
     }
+}
+
+/// Writes `sync` (read before this call) and `peers` to the store, once LMDB holds
+/// every write accepted before this call: the versions the syncs it tells of merged went
+/// to the applier without the log, and a kept sync time with its session's versions lost
+/// to a crash would have the node send back keys the session had deleted.
+pub(super) fn keep_facts(
+    store: &DurableStore,
+    sync: Option<&KeptSync>,
+    peers: Option<&str>,
+) -> Result<(), StoreError> {
+    if let Some(sync) = sync {
+        // Not hurried: the applier's next commit (within a second) is soon enough, and
+        // a commit forced every second would write most pages twice as often.
+        store.wait_applied(false);
+        // One transaction: a last sync kept without its floor would read as a past from
+        // before floors (floor 0), and a lower floor without its blind time would vouch
+        // for that time. The blind time and the floor may go (0: none); the other two
+        // only move on.
+        let (from, to) = sync.blind_ms.unwrap_or_default();
+        let mut facts = vec![
+            (BLIND_FROM, from),
+            (BLIND_TO, to),
+            (FLOOR, sync.floor_ms.unwrap_or(0)),
+        ];
+        if let Some(at) = sync.own_writes_delivered_ms {
+            facts.push((OWN_WRITES_DELIVERED, at));
+        }
+        if let Some(at) = sync.last_sync_ms {
+            facts.push((LAST_SYNC, at));
+        }
+        store.lmdb().set_meta_u64s(&facts)?;
+    }
+    if let Some(peers) = peers {
+        store.lmdb().set_meta_text(KNOWN_PEERS, peers)?;
+    }
+    Ok(())
 }
 
 /// The gossip addresses of the live members but `own_id`, sorted, one per line.

@@ -402,11 +402,19 @@ impl DurableStore {
         self.shared.work.notify_one();
     }
 
-    /// Waits until LMDB holds every write acknowledged before this call.
+    /// Waits until LMDB holds every write acknowledged before this call (the applier is
+    /// hurried).
     fn caught_up(&self) {
+        self.wait_applied(true);
+    }
+
+    /// Waits until LMDB holds every write acknowledged before this call, the versions
+    /// merged from sessions included; with `hurry`, the applier commits at once rather
+    /// than at its next [`applier::APPLY_DELAY`].
+    pub(crate) fn wait_applied(&self, hurry: bool) {
         let mut pending = self.shared.lock();
         let target = pending.accepted;
-        if pending.applied < target {
+        if hurry && pending.applied < target {
             pending.hurry = true;
             self.shared.work.notify_all();
         }
