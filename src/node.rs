@@ -388,6 +388,13 @@ async fn finish(
             backend.committer.shutdown();
             let replication = backend.replication.as_deref();
             stop_clustering(backend.cluster, replication, sync_endpoint).await;
+            // Once the pushes drained: the own writes they delivered count (see `drain`).
+            if let Some(replication) = replication
+                && let Err(error) =
+                    upkeep::keep_facts(store, Some(&KeptSync::of(replication)), None)
+            {
+                tracing::warn!(%error, "keeping the replication facts at shutdown failed");
+            }
         }
         Err(_) => {
             tracing::warn!("requests still hold the node; queued writes finish as they drop");
@@ -544,6 +551,18 @@ pub(super) struct KeptSync {
     pub(super) blind_ms: Option<(u64, u64)>,
     /// The oldest time its copy vouches for.
     pub(super) floor_ms: Option<u64>,
+}
+
+impl KeptSync {
+    /// What `replication` says now.
+    pub(super) fn of(replication: &Replication<QuicTransport>) -> Self {
+        Self {
+            last_sync_ms: replication.last_sync_ms(),
+            own_writes_delivered_ms: replication.own_writes_delivered_ms(),
+            blind_ms: replication.blind_ms(),
+            floor_ms: replication.floor_ms(),
+        }
+    }
 }
 
 /// Replication's settings from the node's config.

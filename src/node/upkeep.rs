@@ -77,12 +77,6 @@ pub(super) async fn keep_node_facts(
     let (Some(replication), Some(cluster)) = (&backend.replication, &backend.cluster) else {
         return;
     };
-    let kept_now = || KeptSync {
-        last_sync_ms: replication.last_sync_ms(),
-        own_writes_delivered_ms: replication.own_writes_delivered_ms(),
-        blind_ms: replication.blind_ms(),
-        floor_ms: replication.floor_ms(),
-    };
     // Written at the first tick: a new node's floor, before it restarts.
     let mut kept_sync = KeptSync::default();
     let mut kept_peers = String::new();
@@ -92,7 +86,7 @@ pub(super) async fn keep_node_facts(
             _ = interval.tick() => false,
             _ = shutdown.wait_for(|stop| *stop) => true,
         };
-        let sync = Some(kept_now()).filter(|now| *now != kept_sync);
+        let sync = Some(KeptSync::of(replication)).filter(|now| *now != kept_sync);
         // A node left alone keeps the peers it last saw: they are whom to try next time.
         let peers = live_peers(&cluster.members(), &backend.node_id);
         let peers = (!peers.is_empty() && peers != kept_peers).then_some(peers);

@@ -485,17 +485,25 @@ impl<T: StreamTransport> Replication<T> {
         self.shared.serving.running()
     }
 
-    /// Waits (at most `within`) for every queue to empty, then stops every task, those
-    /// serving peers' connections and streams included.
+    /// For a node that takes no more writes: waits (at most `within`) for every queue to
+    /// be sent and acknowledged, then stops every task, those serving peers' connections
+    /// and streams included. If every queue was, the writes stamped before the call have
+    /// all reached every live peer that is not behind, and the own-writes time rises to
+    /// the call (a push's acknowledgement alone credits writes up to a second before its
+    /// queueing, since later ones may still be on their way to the queue; here none is).
     pub async fn drain(&self, within: Duration) {
+        let began = self.shared.now_ms();
         let deadline = self.shared.clock.now() + within;
-        while self.shared.clock.now() < deadline
-            && self
-                .peer_statuses()
+        let idle = || {
+            lock(&self.shared.peers)
                 .values()
-                .any(|peer| peer.queue_bytes > 0)
-        {
+                .all(|peer| peer.queue.is_idle())
+        };
+        while self.shared.clock.now() < deadline && !idle() {
             self.shared.runtime.sleep(Duration::from_millis(10)).await;
+        }
+        if idle() {
+            self.shared.all_pushed(began);
         }
         let peers = std::mem::take(&mut *lock(&self.shared.peers));
         for peer in peers.into_values() {

@@ -92,6 +92,8 @@ struct Queued {
     items: VecDeque<Pushed>,
     bytes: usize,
     closed: bool,
+    /// A batch taken by the sender is not yet acknowledged or given up.
+    sending: bool,
 }
 
 /// The versions waiting for one peer, bounded in bytes.
@@ -136,6 +138,17 @@ impl PeerQueue {
         self.lock().closed
     }
 
+    /// Whether nothing is queued, and no batch is being sent.
+    pub(crate) fn is_idle(&self) -> bool {
+        let queued = self.lock();
+        queued.items.is_empty() && !queued.sending
+    }
+
+    /// The batch the sender took was acknowledged, or given up.
+    fn batch_done(&self) {
+        self.lock().sending = false;
+    }
+
     /// Stops the sender and forgets what is queued.
     pub(crate) fn close(&self) {
         let mut queued = self.lock();
@@ -170,6 +183,7 @@ impl PeerQueue {
                         batch.push(pushed);
                     }
                     queued.bytes -= bytes;
+                    queued.sending = true;
                     return Some(batch);
                 }
             }
@@ -249,6 +263,8 @@ pub(crate) async fn send_loop<T: StreamTransport>(
             shared.counters.push_errors.fetch_add(1, Ordering::Relaxed);
             shared.mark_behind(&node_id);
         }
+        // After its outcome is noted: a drain that sees the queue idle sees it noted.
+        queue.batch_done();
     }
 }
 

@@ -31,6 +31,17 @@ impl<T: StreamTransport> Shared<T> {
         }
     }
 
+    /// Every write of this node stamped before `before` reached every live peer that is
+    /// not behind: its pushes are all acknowledged, and the caller takes no more writes
+    /// (see [`super::Replication::drain`]). A peer behind keeps what it had.
+    pub(super) fn all_pushed(&self, before: u64) {
+        let mut peers = lock(&self.peers);
+        for peer in peers.values_mut().filter(|peer| !peer.behind) {
+            peer.own_writes_through = peer.own_writes_through.max(before);
+        }
+        self.note_delivered(&peers);
+    }
+
     /// Raises the time before which this node's writes reached every live peer to what
     /// `peers` (the live peers, locked) show.
     fn note_delivered(&self, peers: &BTreeMap<String, Peer>) {
