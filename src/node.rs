@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kvs_api::{Api, ApiConfig, AuthConfig, Backend, BackupInfo, MemberInfo, RateLimit};
-use kvs_sync::driver::{Replication, ReplicationConfig};
+use kvs_sync::driver::{KeptFacts, Replication, ReplicationConfig};
 use kvs_sync::{
     AuditEntry, AuditVerdict, Store, StoreError, SyncStatus, WriteOp, WriteOutcome, WriteRejected,
 };
@@ -390,8 +390,7 @@ async fn finish(
             stop_clustering(backend.cluster, replication, sync_endpoint).await;
             // Once the pushes drained: the own writes they delivered count (see `drain`).
             if let Some(replication) = replication
-                && let Err(error) =
-                    upkeep::keep_facts(store, Some(&KeptSync::of(replication)), None)
+                && let Err(error) = upkeep::keep_facts(store, Some(&replication.kept_facts()), None)
             {
                 tracing::warn!(%error, "keeping the replication facts at shutdown failed");
             }
@@ -482,7 +481,7 @@ async fn start_clustering(
     let blind_from = store.lmdb().meta_u64_or_init(BLIND_FROM, 0)?;
     let blind_to = store.lmdb().meta_u64_or_init(BLIND_TO, 0)?;
     let floor = store.lmdb().meta_u64_or_init(FLOOR, 0)?;
-    let kept = KeptSync {
+    let kept = KeptFacts {
         last_sync_ms,
         own_writes_delivered_ms: (delivered_ms > 0).then_some(delivered_ms),
         blind_ms: (blind_to > 0).then_some((blind_from, blind_to)),
@@ -540,37 +539,12 @@ async fn start_clustering(
     Ok((cluster, replication, transport))
 }
 
-/// What a node keeps of its replication across restarts (see `upkeep::keep_node_facts`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct KeptSync {
-    /// When its last complete sync started.
-    pub(super) last_sync_ms: Option<u64>,
-    /// The time before which its writes had all reached every live peer.
-    pub(super) own_writes_delivered_ms: Option<u64>,
-    /// The time it may lack versions of, after a blind catch-up.
-    pub(super) blind_ms: Option<(u64, u64)>,
-    /// The oldest time its copy vouches for.
-    pub(super) floor_ms: Option<u64>,
-}
-
-impl KeptSync {
-    /// What `replication` says now.
-    pub(super) fn of(replication: &Replication<QuicTransport>) -> Self {
-        Self {
-            last_sync_ms: replication.last_sync_ms(),
-            own_writes_delivered_ms: replication.own_writes_delivered_ms(),
-            blind_ms: replication.blind_ms(),
-            floor_ms: replication.floor_ms(),
-        }
-    }
-}
-
 /// Replication's settings from the node's config.
 /// `expect_peers`: the node has seeds, or peers it kept from an earlier start; it reports
 /// `syncing` until its first complete session with one.
 fn replication_config(
     config: &Config,
-    kept: KeptSync,
+    kept: KeptFacts,
     joined_at: u64,
     expect_peers: bool,
 ) -> ReplicationConfig {

@@ -22,6 +22,22 @@ use kvs_sync::driver::{PeerEvent, Replication, ReplicationConfig};
 use kvs_sync::{MemoryStore, Mutation, Store, StoreError, StoreOptions, WriteOp};
 use tokio::sync::watch;
 
+/// A delete of `key`, as [`write`] is its put.
+fn delete(key: &str) -> WriteOp {
+    WriteOp {
+        mutation: Mutation::Delete,
+        ..write(key)
+    }
+}
+
+/// Whether `store` holds nothing of `key` but a tombstone, if that.
+fn gone(store: &dyn Store, key: &str) -> bool {
+    store
+        .get(key)
+        .expect("get")
+        .is_none_or(|v| v.is_tombstone())
+}
+
 /// Writes `key` on `store` and pushes it through `node`.
 fn write_and_push(net: &SimNet, node: &Replication<SimStreams>, store: &MemoryStore, key: &str) {
     let now_ms = net.clock(0).unix_micros() / 1000;
@@ -403,12 +419,8 @@ fn a_node_paused_as_a_session_completes_brings_no_deleted_key_back() {
     }
     let resumed = net.now();
     net.run_until(resumed + Duration::from_millis(500));
-    let delete = WriteOp {
-        mutation: Mutation::Delete,
-        ..write("k")
-    };
     n1_store
-        .write_batch(&[delete], n1_now(&net))
+        .write_batch(&[delete("k")], n1_now(&net))
         .expect("delete");
     net.run_until(resumed + Duration::from_millis(4_500));
     let ttl_ms = u64::try_from(ttl.as_millis()).expect("ms");
@@ -420,18 +432,12 @@ fn a_node_paused_as_a_session_completes_brings_no_deleted_key_back() {
     );
     // n1's next sessions with n2.
     net.run_until(resumed + Duration::from_secs(25));
-    let gone = |store: &dyn Store| {
-        store
-            .get("k")
-            .expect("get")
-            .is_none_or(|v| v.is_tombstone())
-    };
-    assert!(gone(n1_store.as_ref()), "the deleted key came back");
-    assert!(gone(n2_store.as_ref()), "n2 kept the deleted key");
+    assert!(gone(n1_store.as_ref(), "k"), "the deleted key came back");
+    assert!(gone(n2_store.as_ref(), "k"), "n2 kept the deleted key");
 }
 
 /// n2 takes in n1's key in its first session and crashes before it kept the session's
-/// time (the real node writes it every 5 s), so its next life starts with the key and
+/// time (the real node wrote it every 5 s then), so its next life starts with the key and
 /// no last sync. n1 deletes the key and purges the tombstone meanwhile. Back longer
 /// than `tombstone_ttl` after its first start, n2 must be stale and bury the key. (Before
 /// the fix it took itself for a node that never synced, was never stale, and sent the
@@ -476,12 +482,8 @@ fn a_node_back_with_data_but_no_kept_session_brings_no_deleted_key_back() {
     n1.peer_event(PeerEvent::Down {
         node_id: "n2".into(),
     });
-    let delete = WriteOp {
-        mutation: Mutation::Delete,
-        ..write("k")
-    };
     n1_store
-        .write_batch(&[delete], now(&net, 0))
+        .write_batch(&[delete("k")], now(&net, 0))
         .expect("delete");
     net.run_until(Duration::from_secs(6));
     let ttl_ms = u64::try_from(ttl.as_millis()).expect("ms");
@@ -497,14 +499,8 @@ fn a_node_back_with_data_but_no_kept_session_brings_no_deleted_key_back() {
     up(&n2, 0);
     up(&n1, 1);
     net.run_until(Duration::from_secs(12));
-    let gone = |store: &dyn Store| {
-        store
-            .get("k")
-            .expect("get")
-            .is_none_or(|v| v.is_tombstone())
-    };
-    assert!(gone(n1_store.as_ref()), "the deleted key came back");
-    assert!(gone(n2_store.as_ref()), "n2 kept the deleted key");
+    assert!(gone(n1_store.as_ref(), "k"), "the deleted key came back");
+    assert!(gone(n2_store.as_ref(), "k"), "n2 kept the deleted key");
     assert!(n2.last_sync_ms().is_some(), "n2 caught up");
 }
 

@@ -71,10 +71,10 @@ fn kept_sync_facts_wait_for_what_the_sessions_merged() {
         .merge_from_session(vec![("merged".into(), version.clone())])
         .expect("merge");
     assert_eq!(merged, 1);
-    let kept = KeptSync {
+    let kept = KeptFacts {
         last_sync_ms: Some(now_ms()),
         floor_ms: Some(1),
-        ..KeptSync::default()
+        ..KeptFacts::default()
     };
     upkeep::keep_facts(&store, Some(&kept), None).expect("kept");
     // LMDB itself (not the store's overlay of what the applier has yet to move).

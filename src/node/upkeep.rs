@@ -11,7 +11,7 @@ use kvs_sync::{Store, StoreError};
 use tokio::sync::watch;
 
 use super::{
-    BLIND_FROM, BLIND_TO, FLOOR, KNOWN_PEERS, KeptSync, LAST_SYNC, NodeBackend,
+    BLIND_FROM, BLIND_TO, FLOOR, KNOWN_PEERS, KeptFacts, LAST_SYNC, NodeBackend,
     OWN_WRITES_DELIVERED, now_ms,
 };
 use crate::config::Config;
@@ -78,7 +78,7 @@ pub(super) async fn keep_node_facts(
         return;
     };
     // Written at the first tick: a new node's floor, before it restarts.
-    let mut kept_sync = KeptSync::default();
+    let mut kept_sync = KeptFacts::default();
     let mut kept_peers = String::new();
     let mut interval = tokio::time::interval(KEEP_NODE_FACTS_EVERY);
     loop {
@@ -86,7 +86,7 @@ pub(super) async fn keep_node_facts(
             _ = interval.tick() => false,
             _ = shutdown.wait_for(|stop| *stop) => true,
         };
-        let sync = Some(KeptSync::of(replication)).filter(|now| *now != kept_sync);
+        let sync = Some(replication.kept_facts()).filter(|now| *now != kept_sync);
         // A node left alone keeps the peers it last saw: they are whom to try next time.
         let peers = live_peers(&cluster.members(), &backend.node_id);
         let peers = (!peers.is_empty() && peers != kept_peers).then_some(peers);
@@ -116,7 +116,7 @@ pub(super) async fn keep_node_facts(
 /// to a crash would have the node send back keys the session had deleted.
 pub(super) fn keep_facts(
     store: &DurableStore,
-    sync: Option<&KeptSync>,
+    sync: Option<&KeptFacts>,
     peers: Option<&str>,
 ) -> Result<(), StoreError> {
     if let Some(sync) = sync {

@@ -19,7 +19,7 @@ use kvs::store::DurableStore;
 use kvs::store::faults::{Fault, Faults};
 use kvs_membership::{DriverConfig, LocalMember, Membership, MembershipEvent};
 use kvs_net::{Clock, NodeId, Runtime, seeded_rng};
-use kvs_sync::driver::{Replication, ReplicationConfig};
+use kvs_sync::driver::{KeptFacts, Replication, ReplicationConfig};
 use kvs_sync::{
     MemoryStore, Store, StoreError, StoreOptions, Version, WriteOp, WriteOutcome, WriteRejected,
 };
@@ -40,28 +40,6 @@ const STORE: StoreOptions = StoreOptions {
 
 /// Membership changes seen by nodes, with when: the engine traces them in order.
 pub(crate) type Notes = Arc<Mutex<Vec<(Duration, usize, String)>>>;
-
-/// What a node keeps of its replication across lives: as the real node writes it to its
-/// data dir, at start and every [`KEEP_NODE_FACTS_EVERY`] (and at shutdown, which the
-/// simulator has none of); a crash loses what changed since the last write.
-#[derive(Debug, Clone, Copy, Default)]
-struct KeptFacts {
-    last_sync_ms: Option<u64>,
-    own_writes_delivered_ms: Option<u64>,
-    blind_ms: Option<(u64, u64)>,
-    floor_ms: Option<u64>,
-}
-
-impl KeptFacts {
-    fn of(replication: &Replication<SimStreams>) -> Self {
-        Self {
-            last_sync_ms: replication.last_sync_ms(),
-            own_writes_delivered_ms: replication.own_writes_delivered_ms(),
-            blind_ms: replication.blind_ms(),
-            floor_ms: replication.floor_ms(),
-        }
-    }
-}
 
 /// A node's running drivers (gone while it is crashed).
 struct Running {
@@ -116,7 +94,9 @@ pub(crate) struct FullNode {
     /// Set at the first start on a disk (0 after a wipe, until the next start).
     joined_at: u64,
     incarnation: u64,
-    /// What its lives kept of their replication, as of the last keeping.
+    /// What its lives kept of their replication, as the real node keeps it in its data
+    /// dir: at start and every [`KEEP_NODE_FACTS_EVERY`] (and at shutdown, which the
+    /// simulator has none of); a crash loses what changed since.
     kept: Arc<Mutex<KeptFacts>>,
     running: Option<Running>,
     pub(crate) paused: bool,
@@ -327,7 +307,6 @@ impl FullNode {
     }
 }
 
-/// Purges expired keys and old tombstones every `every`, as the node's purge loop does.
 /// Keeps `replication`'s facts in `kept` at once, then every [`KEEP_NODE_FACTS_EVERY`].
 async fn keep_facts_loop(
     runtime: Arc<dyn Runtime>,
@@ -335,7 +314,7 @@ async fn keep_facts_loop(
     kept: Arc<Mutex<KeptFacts>>,
 ) {
     loop {
-        *lock(&kept) = KeptFacts::of(&replication);
+        *lock(&kept) = replication.kept_facts();
         runtime.sleep(KEEP_NODE_FACTS_EVERY).await;
     }
 }
@@ -345,6 +324,7 @@ fn lock(kept: &Mutex<KeptFacts>) -> std::sync::MutexGuard<'_, KeptFacts> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Purges expired keys and old tombstones every `every`, as the node's purge loop does.
 async fn purge_loop(
     runtime: Arc<dyn Runtime>,
     store: Arc<dyn Store>,

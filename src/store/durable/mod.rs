@@ -39,6 +39,8 @@ use self::audit::Audit;
 pub(crate) use self::audit::write_head_file as write_audit_head;
 use self::staging::{Batch, Durability, Log};
 #[cfg(test)]
+mod replay_tests;
+#[cfg(test)]
 mod tests;
 
 /// Changes a watcher may fall behind before it is told it lagged (and must resume);
@@ -112,7 +114,7 @@ impl DurableStore {
             .into_iter()
             .filter(|r| r.seq > applied)
             .collect();
-        let last_seq = recovered.last().map_or(applied, |r| r.seq.max(applied));
+        let last_seq = recovered.last().map_or(applied, |r| r.seq);
         if !recovered.is_empty() {
             tracing::info!(records = recovered.len(), "replaying the write-ahead log");
             let (seqs, items): (Vec<u64>, Vec<Logged>) =

@@ -138,29 +138,30 @@ pub fn read_meta_texts(dir: &Path, names: &[&str]) -> Result<Vec<Option<String>>
 /// `DurableStore::open`).
 pub(crate) const APPLIED_SEQ: &str = "wal_applied_seq";
 
+/// The u64 that node fact `name` holds as `bytes` (big-endian).
+fn meta_u64_of(name: &str, bytes: &[u8]) -> Result<u64, StoreError> {
+    let bytes: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+        key: name.to_owned(),
+        reason: "meta value is not a u64".into(),
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
 impl LmdbStore {
     /// The value of node fact `name`, if it has one.
     pub fn meta_u64(&self, name: &str) -> Result<Option<u64>, StoreError> {
         let rtxn = self.env.read_txn()?;
-        let Some(bytes) = self.meta.get(&rtxn, name.as_bytes())? else {
-            return Ok(None);
-        };
-        let bytes: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
-            key: name.to_owned(),
-            reason: "meta value is not a u64".into(),
-        })?;
-        Ok(Some(u64::from_be_bytes(bytes)))
+        self.meta
+            .get(&rtxn, name.as_bytes())?
+            .map(|bytes| meta_u64_of(name, bytes))
+            .transpose()
     }
 
     /// The value of node fact `name`, storing `init` first if it has none.
     pub fn meta_u64_or_init(&self, name: &str, init: u64) -> Result<u64, StoreError> {
         let mut wtxn = self.env.write_txn()?;
         if let Some(bytes) = self.meta.get(&wtxn, name.as_bytes())? {
-            let bytes: [u8; 8] = bytes.try_into().map_err(|_| StoreError::Corrupt {
-                key: name.to_owned(),
-                reason: "meta value is not a u64".into(),
-            })?;
-            return Ok(u64::from_be_bytes(bytes));
+            return meta_u64_of(name, bytes);
         }
         self.meta
             .put(&mut wtxn, name.as_bytes(), &init.to_be_bytes())?;
@@ -182,12 +183,7 @@ impl LmdbStore {
     pub fn increment_meta_u64(&self, name: &str) -> Result<u64, StoreError> {
         let mut wtxn = self.env.write_txn()?;
         let held = match self.meta.get(&wtxn, name.as_bytes())? {
-            Some(bytes) => {
-                u64::from_be_bytes(bytes.try_into().map_err(|_| StoreError::Corrupt {
-                    key: name.to_owned(),
-                    reason: "meta value is not a u64".into(),
-                })?)
-            }
+            Some(bytes) => meta_u64_of(name, bytes)?,
             None => 0,
         };
         let next = held + 1;

@@ -72,3 +72,17 @@ impl Default for ReplicationConfig {
         }
     }
 }
+
+/// What a node keeps of its replication across restarts, and gives back in its next
+/// [`ReplicationConfig`] (each field is the one of the same name there).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeptFacts {
+    /// When its last complete sync started.
+    pub last_sync_ms: Option<u64>,
+    /// The time before which its writes had all reached every live peer.
+    pub own_writes_delivered_ms: Option<u64>,
+    /// The time it may lack versions of, after a blind catch-up.
+    pub blind_ms: Option<(u64, u64)>,
+    /// The oldest time its copy vouches for.
+    pub floor_ms: Option<u64>,
+}

@@ -28,7 +28,7 @@ use kvs_net::{
 use rand::seq::IteratorRandom;
 use tokio::sync::{mpsc, watch};
 
-pub use self::config::ReplicationConfig;
+pub use self::config::{KeptFacts, ReplicationConfig};
 use self::push::{PeerQueue, Pushed};
 use self::sessions::Sessions;
 use self::stats::Counters;
@@ -420,6 +420,16 @@ impl<T: StreamTransport> Replication<T> {
         }
     }
 
+    /// What the node keeps of this replication for its next start, as things stand.
+    pub fn kept_facts(&self) -> KeptFacts {
+        KeptFacts {
+            last_sync_ms: self.last_sync_ms(),
+            own_writes_delivered_ms: self.own_writes_delivered_ms(),
+            blind_ms: self.blind_ms(),
+            floor_ms: self.floor_ms(),
+        }
+    }
+
     /// When this node's last complete session started (Unix ms), for the node to keep.
     pub fn last_sync_ms(&self) -> Option<u64> {
         Some(self.shared.last_sync.load(Ordering::Relaxed)).filter(|&at| at > 0)
@@ -499,10 +509,12 @@ impl<T: StreamTransport> Replication<T> {
                 .values()
                 .all(|peer| peer.queue.is_idle())
         };
-        while self.shared.clock.now() < deadline && !idle() {
+        let mut all_sent = idle();
+        while !all_sent && self.shared.clock.now() < deadline {
             self.shared.runtime.sleep(Duration::from_millis(10)).await;
+            all_sent = idle();
         }
-        if idle() {
+        if all_sent {
             self.shared.all_pushed(began);
         }
         let peers = std::mem::take(&mut *lock(&self.shared.peers));
