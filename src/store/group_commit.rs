@@ -61,7 +61,7 @@ impl GroupCommitter {
             .spawn(move || {
                 while let Ok(first) = ops.recv() {
                     let batch = drain(&ops, first);
-                    if let Some(group) = stage_group(&store, batch, clock()) {
+                    if let Some(group) = stage_group(&store, batch, clock) {
                         answer(&store, group, &thread_stats);
                     }
                 }
@@ -111,10 +111,15 @@ fn drain(receiver: &mpsc::Receiver<Pending>, first: Pending) -> Vec<Pending> {
     batch
 }
 
-/// Stages `batch`; on failure answers every writer with the error at once.
-fn stage_group(store: &DurableStore, batch: Vec<Pending>, now_ms: u64) -> Option<StagedGroup> {
+/// Stages `batch`, stamped at `clock`'s time; on failure answers every writer with the
+/// error at once.
+fn stage_group(
+    store: &DurableStore,
+    batch: Vec<Pending>,
+    clock: fn() -> u64,
+) -> Option<StagedGroup> {
     let (ops, replies): (Vec<WriteOp>, Vec<_>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
-    match store.stage(&ops, now_ms) {
+    match store.stage(&ops, clock) {
         Ok((results, through)) => Some(StagedGroup {
             through,
             answers: replies.into_iter().zip(results).collect(),

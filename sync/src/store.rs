@@ -224,6 +224,16 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The earliest time (Unix ms) that a write this store accepted but does not show
+    /// its readers yet was stamped at or after, if any: a store that makes writes
+    /// durable after stamping them (a group commit) shows them only then, so an
+    /// anti-entropy session that starts meanwhile does not carry them, and must not
+    /// count them as delivered (see `Completed::own_writes_before` in the driver). A
+    /// write stamped before this is read is either shown by then or counted by it.
+    fn unsettled_since(&self) -> Option<u64> {
+        None
+    }
+
     /// The merkle tree of every version held, tombstones included (see
     /// [`crate::merkle`]), kept up to date as writes are applied. A store that applies
     /// writes in the background may lag its readers by what it has not applied yet.

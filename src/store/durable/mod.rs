@@ -137,6 +137,7 @@ impl DurableStore {
             audit: head,
             unsynced: VecDeque::new(),
             unsynced_latest: HashMap::new(),
+            unsettled: VecDeque::new(),
             broken: None,
         };
         let shared = Arc::new(Shared {
@@ -234,15 +235,26 @@ impl DurableStore {
     /// log; returns each op's result and the seq that [`Self::make_durable`] must reach
     /// before any of them may be reported (a rejection too: it may rest on a staged
     /// write).
+    ///
+    /// The time the writes are stamped at is read from `clock` under the log's lock, so
+    /// that a write stamped before [`Store::unsettled_since`] is read is either shown by
+    /// then or counted by it.
     pub fn stage(
         &self,
         ops: &[WriteOp],
-        now_ms: u64,
+        clock: impl FnOnce() -> u64,
     ) -> Result<(Vec<Result<WriteOutcome, WriteRejected>>, u64), StoreError> {
         let mut log = self.lock_log();
+        let now_ms = clock();
         let mut batch = Batch::new(log.next_seq);
         match self.plan(&mut log, &mut batch, ops, now_ms) {
-            Ok(results) => Ok((results, self.stage_batch(&mut log, batch)?)),
+            Ok(results) => {
+                let through = self.stage_batch(&mut log, batch)?;
+                if log.unsettled.back().is_none_or(|&(last, _)| last < through) {
+                    log.unsettled.push_back((through, now_ms));
+                }
+                Ok((results, through))
+            }
             Err(error) => {
                 if let Some(head) = log.audit.as_mut() {
                     head.rewind(&batch.accepted);
@@ -368,6 +380,13 @@ impl DurableStore {
             .count();
         let durable: Vec<(u64, Logged)> = log.unsynced.drain(..count).collect();
         log.unsynced_latest.retain(|_, (seq, _)| *seq > target);
+        while log
+            .unsettled
+            .front()
+            .is_some_and(|&(last, _)| last <= target)
+        {
+            log.unsettled.pop_front();
+        }
         // Published under the log's lock, so that planners find each item either staged
         // or in the overlay.
         self.publish(durable);

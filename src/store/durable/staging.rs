@@ -21,6 +21,9 @@ pub(super) struct Log {
     /// The newest version of each key in `unsynced`, with its seq: what later batches
     /// are planned against.
     pub(super) unsynced_latest: HashMap<String, (u64, Arc<Version>)>,
+    /// Each staged batch of local writes not yet durable: its last seq and the time its
+    /// versions were stamped at or after (see [`kvs_sync::Store::unsettled_since`]).
+    pub(super) unsettled: VecDeque<(u64, u64)>,
     /// Set when the log can no longer be trusted (a failed fsync, a write that could not
     /// be undone): every later write is refused until a restart replays the log.
     pub(super) broken: Option<String>,

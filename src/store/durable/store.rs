@@ -82,7 +82,7 @@ impl Store for DurableStore {
         ops: &[WriteOp],
         now_ms: u64,
     ) -> Result<Vec<Result<WriteOutcome, WriteRejected>>, StoreError> {
-        let (results, through) = self.stage(ops, now_ms)?;
+        let (results, through) = self.stage(ops, || now_ms)?;
         self.make_durable(through)?;
         Ok(results)
     }
@@ -220,6 +220,12 @@ impl Store for DurableStore {
     fn stats(&self) -> Result<StoreStats, StoreError> {
         self.caught_up();
         self.lmdb.stats()
+    }
+
+    /// The stamp time of the oldest batch of writes staged in the log and not yet synced.
+    fn unsettled_since(&self) -> Option<u64> {
+        let log = self.lock_log();
+        log.unsettled.front().map(|&(_, stamped_from)| stamped_from)
     }
 
     /// The tree of every write acknowledged before this call (the applier is hurried).

@@ -20,12 +20,12 @@ kvs_sync::store_conformance_tests!(|options| {
 fn staged_writes_are_planned_on_but_read_only_once_durable() {
     let dir = tempfile::tempdir().unwrap();
     let store = DurableStore::open(dir.path(), StoreOptions::default(), audit()).unwrap();
-    let (results, through) = store.stage(&[put("k", "1")], 10).unwrap();
+    let (results, through) = store.stage(&[put("k", "1")], || 10).unwrap();
     assert!(results[0].as_ref().unwrap().created);
     assert_eq!(store.get("k").unwrap(), None, "not durable yet");
     let mut create = put("k", "2");
     create.precondition = kvs_sync::Precondition::IfAbsent;
-    let (results, later) = store.stage(&[create, put("k", "3")], 10).unwrap();
+    let (results, later) = store.stage(&[create, put("k", "3")], || 10).unwrap();
     assert_eq!(results[0], Err(WriteRejected::PreconditionFailed));
     let overwrite = results[1].as_ref().unwrap();
     assert!(!overwrite.created);
@@ -34,8 +34,14 @@ fn staged_writes_are_planned_on_but_read_only_once_durable() {
         "the causal rule saw the staged write"
     );
     assert!(later > through);
+    assert_eq!(
+        store.unsettled_since(),
+        Some(10),
+        "staged writes are unsettled from their stamp on"
+    );
     // One sync covers everything staged before it, the later batch too.
     store.make_durable(through).unwrap();
+    assert_eq!(store.unsettled_since(), None);
     assert_eq!(store.get("k").unwrap().unwrap().data.as_deref(), Some("3"));
     store.make_durable(later).unwrap();
     assert_eq!(store.history("k").unwrap().len(), 2);
@@ -133,7 +139,7 @@ fn a_failed_write_is_cut_back_and_the_log_and_audit_chain_go_on() {
         "the chain was rewound"
     );
     // What is in the log now replays cleanly: no half record from the torn write.
-    let (_, through) = store.stage(&[put("c", "4")], 13).unwrap();
+    let (_, through) = store.stage(&[put("c", "4")], || 13).unwrap();
     faults.inject(Fault::Sync);
     assert!(store.make_durable(through).is_err());
     drop(store);

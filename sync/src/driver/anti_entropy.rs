@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use super::standing::Completed;
 use super::{KIND_SYNC, Shared};
 use crate::protocol::{Message, decode, encode};
-use crate::{Session, SessionError, SessionStats, Standing};
+use crate::{Session, SessionError, SessionStats, Standing, Store};
 
 /// How long a peer may take to answer one message of a session.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -225,7 +225,7 @@ async fn run_round<T: StreamTransport>(
     let (store, rules) = (Arc::clone(&shared.store), shared.admission());
     let (started, standing, floor) = (rules.now_ms, shared.standing(), shared.floor());
     let writer = shared.writer();
-    let (session, opening) = shared
+    let (session, opening, own_writes_before) = shared
         .blocking(move || {
             let mut session = Session::initiator(rules)
                 .with_standing(standing)
@@ -233,8 +233,9 @@ async fn run_round<T: StreamTransport>(
             if let Some((origin, delivered)) = writer {
                 session = session.writing_as(origin, delivered);
             }
+            let own_writes_before = settled_before(store.as_ref(), started);
             let opening = session.start(store.as_ref());
-            Ok((session, opening))
+            Ok((session, opening, own_writes_before))
         })
         .await
         .map_err(SessionError::Store)?;
@@ -249,16 +250,37 @@ async fn run_round<T: StreamTransport>(
         .round_trips
         .fetch_add(round_trips, Ordering::Relaxed);
     let peer = session.peer_standing().ok_or(RoundError::NoStanding)?;
-    shared.completed(Some(node_id), completed(&session, started, peer, standing))?;
+    let start = (started, own_writes_before);
+    shared.completed(Some(node_id), completed(&session, start, peer, standing))?;
     tracing::debug!(%node_id, round_trips, stats = ?session.stats(), "sync round done");
     Ok(())
 }
 
-/// What `session`, started at `started_ms` with a peer of standing `peer`, this node's
-/// being `own`, tells the driver once complete.
-fn completed(session: &Session, started_ms: u64, peer: Standing, own: Standing) -> Completed {
+/// The time before which this node's own writes are all in `store`'s view, for a
+/// session that starts at `started_ms` and reads the store after this call: writes
+/// stamped before it that are still being made durable are not (see
+/// [`crate::Store::unsettled_since`]). (Found by a review of the simulator, whose writes
+/// are durable the instant they are stamped: a session that began while a write was in
+/// its group commit did not carry it but counted it as delivered, and a lost push then
+/// left the node, back stale after `tombstone_ttl`, burying its own acknowledged write.)
+fn settled_before(store: &dyn Store, started_ms: u64) -> u64 {
+    store
+        .unsettled_since()
+        .map_or(started_ms, |since| since.min(started_ms))
+}
+
+/// What `session`, started at `start` (its time, and the time before which this node's
+/// own writes were in the store's view then: [`settled_before`]) with a peer of
+/// standing `peer`, this node's being `own`, tells the driver once complete.
+fn completed(
+    session: &Session,
+    (started_ms, own_writes_before): (u64, u64),
+    peer: Standing,
+    own: Standing,
+) -> Completed {
     Completed {
         started_ms,
+        own_writes_before,
         found_equal: session.stats().found_equal(),
         peer,
         peer_floor: session.peer_floor(),
@@ -297,6 +319,13 @@ pub(crate) async fn serve<T: StreamTransport>(
     if let Some((origin, delivered)) = shared.writer() {
         session = session.writing_as(origin, delivered);
     }
+    let (store, started) = (Arc::clone(&shared.store), rules.now_ms);
+    // A store task that failed credits nothing.
+    let own_writes_before = shared
+        .blocking(move || Ok(settled_before(store.as_ref(), started)))
+        .await
+        .unwrap_or(0);
+    let start = (started, own_writes_before);
     let bulk = BulkLoad::default();
     let served = limited(
         &shared,
@@ -310,7 +339,7 @@ pub(crate) async fn serve<T: StreamTransport>(
             // node come up); an unnamed peer still counts for this node's standing.
             Some(standing) => shared.completed(
                 peer.or_else(|| shared.peer_at(from)).as_deref(),
-                completed(&session, rules.now_ms, standing, own),
+                completed(&session, start, standing, own),
             ),
             None => Ok(()),
         }

@@ -173,7 +173,7 @@ impl<T: StreamTransport> Shared<T> {
 
     /// A session with `node_id` (if it is known as a live peer yet), started at
     /// `started_ms`, completed: each side has what the other held then (this node's
-    /// writes before it included); `found_equal` if there was nothing to repair. The
+    /// writes before `own_writes_before` included); `found_equal` if there was nothing to repair. The
     /// peer's standing decides whether this node has caught up, or vouches now:
     /// - a stale node catches up with a peer that vouches (established, or blind, whose
     ///   blind time it takes on), or, when no live peer does, once it has synced with
@@ -198,6 +198,7 @@ impl<T: StreamTransport> Shared<T> {
     ) -> Result<(), RoundError> {
         let Completed {
             started_ms,
+            own_writes_before,
             found_equal,
             peer,
             peer_floor,
@@ -225,7 +226,7 @@ impl<T: StreamTransport> Shared<T> {
                 }
                 peer.roots_agreed = found_equal;
                 peer.synced_while_stale = true;
-                peer.own_writes_through = peer.own_writes_through.max(started_ms);
+                peer.own_writes_through = peer.own_writes_through.max(own_writes_before);
                 self.delivered_dirty.store(true, Ordering::Relaxed);
             }
             peers.values().all(|peer| peer.synced_while_stale)
@@ -429,6 +430,11 @@ fn hull<const N: usize>(spans: [Option<(u64, u64)>; N]) -> Option<(u64, u64)> {
 pub(super) struct Completed {
     /// When it started (Unix ms).
     pub(super) started_ms: u64,
+    /// The time before which this node's own writes were all in the store's view when
+    /// it started: `started_ms`, or earlier if writes stamped before then were still
+    /// being made durable (see [`crate::Store::unsettled_since`]). The session carried
+    /// only those to the peer.
+    pub(super) own_writes_before: u64,
     /// Whether it found nothing to repair.
     pub(super) found_equal: bool,
     /// The peer's standing.
