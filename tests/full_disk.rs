@@ -3,7 +3,10 @@
 //! that says why, keeps serving reads and every write it acknowledged, takes writes
 //! again once space is freed, stops on SIGTERM without waiting for the disk, and has
 //! every acknowledged write after a restart. (LMDB wrote through its memory map before:
-//! the first page it could not allocate ended the process with SIGBUS.)
+//! the first page it could not allocate ended the process with SIGBUS.) A node keeps room
+//! for LMDB to take in what its log holds, so that a burst of writes cannot fill the disk
+//! with records it could not replay; and a disk filled by something else under it fails
+//! the reads that need LMDB caught up instead of holding them (and the node's stop).
 //!
 //! Mounting the tmpfs needs root (CI has it). Without root it prints a skip line, or
 //! fails when `CI` is set. The mount goes away on drop, panic or not.
@@ -13,6 +16,7 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::cluster::within;
@@ -225,4 +229,83 @@ fn compacting_on_a_full_disk_fails_and_leaves_the_data_file_as_it_was() {
     assert_ne!(inode(), before, "the packed copy replaced the data file");
     node.launch();
     holds_every_write(&node);
+}
+
+/// The disk filled by another file while LMDB has yet to take the log's last writes:
+/// the store answers what needs LMDB caught up (a listing, the purge) with an error at
+/// once, and its figures from what LMDB holds, where it waited for as long as the disk
+/// was full (a node then never stopped on SIGTERM: its purge task waited); it closes at
+/// once, keeping the log; and once space is freed it opens with every write it
+/// acknowledged.
+#[test]
+fn a_disk_filled_under_the_applier_fails_reads_that_need_it_and_keeps_every_write() {
+    use kvs::store::DurableStore;
+    use kvs_sync::{Mutation, Precondition, Store, StoreOptions, WriteOp};
+    if !can_mount() {
+        return;
+    }
+    let disk = Tmpfs::mount();
+    let data_dir = disk.path().join("data");
+    let options = StoreOptions {
+        max_revisions: 0,
+        compression_min_bytes: None,
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let written: Vec<(String, String)> = (0..30)
+        .map(|i| (format!("k{i}"), value(&mut rng)))
+        .collect();
+    let store = Arc::new(DurableStore::open(&data_dir, options, None).expect("open"));
+    for (key, data) in &written {
+        let op = WriteOp {
+            key: key.clone(),
+            mutation: Mutation::Put {
+                data: data.clone(),
+                ttl_ms: None,
+            },
+            precondition: Precondition::None,
+            uuid: uuid::Uuid::new_v4(),
+            origin_joined_at: 1,
+            owner: None,
+            group: None,
+            permissions: 0,
+            actor: None,
+        };
+        let outcome = store.write_batch(&[op], 1_000).expect("write");
+        assert!(outcome[0].is_ok(), "{key}");
+    }
+    // Within the applier's delay: LMDB has none of it yet.
+    let ballast = disk.path().join("ballast");
+    fill_disk(&ballast, 0);
+
+    // In a thread: before, the listing waited for as long as the disk was full.
+    let (answer, listed) = std::sync::mpsc::channel();
+    let lister = Arc::clone(&store);
+    std::thread::spawn(move || answer.send(lister.list("", None, 100, 1_000).is_err()));
+    let listed = listed.recv_timeout(Duration::from_secs(10));
+    assert_eq!(
+        listed,
+        Ok(true),
+        "a listing fails at once while LMDB cannot take the log"
+    );
+    assert!(store.purge(1_000, 60_000).is_err());
+    assert!(store.stats().is_ok(), "the figures (/metrics) still answer");
+    assert_eq!(
+        store.get("k0").expect("get").and_then(|v| v.data),
+        Some(written[0].1.clone()),
+        "a key is still read from what the log holds"
+    );
+    assert!(store.close().is_err(), "the close says the log is kept");
+    drop(store);
+
+    std::fs::remove_file(&ballast).expect("remove ballast");
+    let store = DurableStore::open(&data_dir, options, None).expect("reopen");
+    for (key, data) in &written {
+        let held = store.get(key).expect("get").and_then(|v| v.data);
+        assert_eq!(held.as_ref(), Some(data), "{key} after the reopen");
+    }
+    assert_eq!(
+        store.list("", None, 100, 1_000).expect("list").items.len(),
+        30
+    );
+    store.close().expect("close");
 }

@@ -122,7 +122,7 @@ pub(super) fn keep_facts(
     if let Some(sync) = sync {
         // Not hurried: the applier's next commit (within a second) is soon enough, and
         // a commit forced every second would write most pages twice as often.
-        store.wait_applied(false);
+        store.wait_applied(false)?;
         // One transaction: a last sync kept without its floor would read as a past from
         // before floors (floor 0), and a lower floor without its blind time would vouch
         // for that time. The blind time and the floor may go (0: none); the other two

@@ -62,14 +62,20 @@ fn spare_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("wal-{first_seq:020}.spare"))
 }
 
+/// The bytes free to this process on the filesystem that holds `dir`.
+pub(crate) fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    let stats = nix::sys::statvfs::statvfs(dir).map_err(std::io::Error::from)?;
+    Ok(stats
+        .blocks_available()
+        .saturating_mul(stats.fragment_size()))
+}
+
 /// Makes a spare segment at `path`: `bytes` zeros, synced. Not on a disk with less than
 /// four times that free (the records need the room more), and one that cannot be made is
 /// removed, so that it takes no space the log needs.
 fn make_spare(path: &Path, bytes: u64) -> std::io::Result<File> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let free = nix::sys::statvfs::statvfs(dir).map_err(std::io::Error::from)?;
-    let free_bytes = free.blocks_available().saturating_mul(free.fragment_size());
-    if free_bytes < bytes.saturating_mul(4) {
+    if free_bytes(dir)? < bytes.saturating_mul(4) {
         return Err(std::io::Error::other(
             "too little free space for a spare segment",
         ));

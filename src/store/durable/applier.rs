@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use kvs_sync::Version;
+use kvs_sync::{StoreError, Version};
 
 use super::Log;
 use super::audit::HeadRecorder;
@@ -47,6 +47,9 @@ pub(super) struct Pending {
     /// A reader waits for the applier: apply now rather than after [`APPLY_DELAY`].
     pub(super) hurry: bool,
     pub(super) stopping: bool,
+    /// Why LMDB refused the applier's last commit, until one succeeds (a full disk):
+    /// readers that would wait for the applier get it as an error instead.
+    pub(super) failing: Option<StoreError>,
 }
 
 pub(super) struct Shared {
@@ -145,7 +148,9 @@ pub(super) fn apply_loop(lmdb: &LmdbStore, shared: &Shared, log: &Mutex<Log>) {
                     return;
                 }
                 tracing::error!(%error, "moving writes to LMDB failed; retrying");
+                pending.failing = Some(error);
                 drop(pending);
+                shared.applied.notify_all();
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
@@ -156,6 +161,7 @@ pub(super) fn apply_loop(lmdb: &LmdbStore, shared: &Shared, log: &Mutex<Log>) {
         {
             let mut pending = shared.lock();
             pending.applied = last_seq;
+            pending.failing = None;
             pending.latest.retain(|_, (seq, _)| *seq > last_seq);
         }
         shared.applied.notify_all();

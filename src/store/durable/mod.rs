@@ -15,7 +15,7 @@
 //! audit trail's recorded head in `audit.rs`.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
@@ -31,12 +31,14 @@ use super::wal::{self, Wal, WalError};
 
 mod applier;
 mod audit;
+mod room;
 mod staging;
 mod store;
 
 use self::applier::{APPLY_BATCH, APPLY_BYTES, Pending, Shared, apply_loop};
 use self::audit::Audit;
 pub(crate) use self::audit::write_head_file as write_audit_head;
+use self::room::replay_failed;
 use self::staging::{Batch, Durability, Log};
 #[cfg(test)]
 mod replay_tests;
@@ -62,6 +64,8 @@ pub struct DurableStore {
     /// Signals callers of [`Self::make_durable`] that a sync finished.
     synced: Condvar,
     applier: Mutex<Option<JoinHandle<()>>>,
+    /// The data dir: the disk whose free space bounds what the log takes.
+    dir: PathBuf,
     compress_from: Option<usize>,
     /// The audit trail's key and head file, while accepted writes append to it.
     audit: Option<Audit>,
@@ -119,10 +123,13 @@ impl DurableStore {
             tracing::info!(records = recovered.len(), "replaying the write-ahead log");
             let (seqs, items): (Vec<u64>, Vec<Logged>) =
                 recovered.into_iter().map(|r| (r.seq, r.item)).unzip();
-            for (chunk, seqs) in items.chunks(APPLY_BATCH).zip(seqs.chunks(APPLY_BATCH)) {
-                lmdb.apply_logged(chunk, None, seqs.last().copied().unwrap_or(0))?;
-            }
-            lmdb.sync()?;
+            let replay = || {
+                for (chunk, seqs) in items.chunks(APPLY_BATCH).zip(seqs.chunks(APPLY_BATCH)) {
+                    lmdb.apply_logged(chunk, None, seqs.last().copied().unwrap_or(0))?;
+                }
+                lmdb.sync()
+            };
+            replay().map_err(|error| replay_failed(&error, dir, &items))?;
         }
         let (audit, head, recorder) = match audit {
             None => (None, None, None),
@@ -136,6 +143,7 @@ impl DurableStore {
             next_seq: last_seq + 1,
             audit: head,
             unsynced: VecDeque::new(),
+            unsynced_bytes: 0,
             unsynced_latest: HashMap::new(),
             unsettled: VecDeque::new(),
             broken: None,
@@ -169,6 +177,7 @@ impl DurableStore {
             }),
             synced: Condvar::new(),
             applier: Mutex::new(Some(applier)),
+            dir: dir.to_path_buf(),
             compress_from: options.compression_min_bytes,
             audit,
             changes: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
@@ -206,6 +215,12 @@ impl DurableStore {
         if let Some(reason) = &log.broken {
             return Err(broken_log(reason));
         }
+        if let Err(error) = self.check_room(log, &batch.accepted) {
+            if let Some(head) = log.audit.as_mut() {
+                head.rewind(&batch.accepted);
+            }
+            return Err(error);
+        }
         let records: Vec<(u64, &Logged)> = batch
             .accepted
             .iter()
@@ -226,6 +241,7 @@ impl DurableStore {
                 log.unsynced_latest
                     .insert(staged.key.clone(), (seq, Arc::clone(&staged.version)));
             }
+            log.unsynced_bytes += item.weight();
             log.unsynced.push_back((seq, item));
         }
         Ok(log.next_seq - 1)
@@ -379,6 +395,7 @@ impl DurableStore {
             .take_while(|(seq, _)| *seq <= target)
             .count();
         let durable: Vec<(u64, Logged)> = log.unsynced.drain(..count).collect();
+        log.unsynced_bytes -= durable.iter().map(|(_, item)| item.weight()).sum::<usize>();
         log.unsynced_latest.retain(|_, (seq, _)| *seq > target);
         while log
             .unsettled
@@ -424,15 +441,17 @@ impl DurableStore {
     }
 
     /// Waits until LMDB holds every write acknowledged before this call (the applier is
-    /// hurried).
-    fn caught_up(&self) {
-        self.wait_applied(true);
+    /// hurried); see [`Self::wait_applied`].
+    fn caught_up(&self) -> Result<(), StoreError> {
+        self.wait_applied(true)
     }
 
     /// Waits until LMDB holds every write acknowledged before this call, the versions
     /// merged from sessions included; with `hurry`, the applier commits at once rather
-    /// than at its next [`applier::APPLY_DELAY`].
-    pub(crate) fn wait_applied(&self, hurry: bool) {
+    /// than at its next [`applier::APPLY_DELAY`]. While LMDB refuses the applier's
+    /// commits (a full disk), fails with the reason at once rather than wait: before, a
+    /// listing, the purge and the node's stop waited for as long as the disk was full.
+    pub(crate) fn wait_applied(&self, hurry: bool) -> Result<(), StoreError> {
         let mut pending = self.shared.lock();
         let target = pending.accepted;
         if hurry && pending.applied < target {
@@ -440,18 +459,24 @@ impl DurableStore {
             self.shared.work.notify_all();
         }
         while pending.applied < target && !pending.stopping {
+            if let Some(error) = &pending.failing {
+                return Err(StoreError::Backend(format!(
+                    "LMDB does not take the write-ahead log's records yet, which this needs: {error}"
+                )));
+            }
             pending = self
                 .shared
                 .applied
                 .wait(pending)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+        Ok(())
     }
 
     /// Writes a consistent snapshot holding every write acknowledged before this call to
     /// a new file at `path` (an LMDB data file); returns its bytes and keys.
     pub fn backup_to(&self, path: &Path) -> Result<(u64, u64), StoreError> {
-        self.caught_up();
+        self.caught_up()?;
         self.lmdb.copy_to(path)
     }
 
@@ -464,7 +489,7 @@ impl DurableStore {
         if self.audit.is_none() {
             return Ok(None);
         }
-        self.caught_up();
+        self.caught_up()?;
         self.lmdb.audit_entries(since_seq, limit).map(Some)
     }
 
@@ -474,7 +499,7 @@ impl DurableStore {
         let Some(audit) = &self.audit else {
             return Ok(None);
         };
-        self.caught_up();
+        self.caught_up()?;
         audit.verify(&self.lmdb).map(Some)
     }
 

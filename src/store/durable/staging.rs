@@ -18,6 +18,8 @@ pub(super) struct Log {
     pub(super) audit: Option<AuditHead>,
     /// Items written to the WAL but not yet durable, in seq order.
     pub(super) unsynced: VecDeque<(u64, Logged)>,
+    /// The weight of `unsynced` ([`Logged::weight`]).
+    pub(super) unsynced_bytes: usize,
     /// The newest version of each key in `unsynced`, with its seq: what later batches
     /// are planned against.
     pub(super) unsynced_latest: HashMap<String, (u64, Arc<Version>)>,

@@ -158,7 +158,7 @@ impl Store for DurableStore {
         if !self.lmdb.indexes_deferred() {
             return Ok(());
         }
-        self.caught_up();
+        self.caught_up()?;
         self.lmdb.end_bulk_load()
     }
 
@@ -169,7 +169,7 @@ impl Store for DurableStore {
         limit: usize,
         now_ms: u64,
     ) -> Result<ListPage, StoreError> {
-        self.caught_up();
+        self.caught_up()?;
         self.lmdb.list(prefix, after, limit, now_ms)
     }
 
@@ -180,7 +180,7 @@ impl Store for DurableStore {
         limit: usize,
         now_ms: u64,
     ) -> Result<ListPage, StoreError> {
-        self.caught_up();
+        self.caught_up()?;
         self.lmdb.list_since(since_ms, after, limit, now_ms)
     }
 
@@ -190,17 +190,17 @@ impl Store for DurableStore {
         after: Option<(u64, &str)>,
         limit: usize,
     ) -> Result<Vec<(u64, String)>, StoreError> {
-        self.caught_up();
+        self.caught_up()?;
         self.lmdb.changes_since(since_ms, after, limit)
     }
 
     fn history(&self, key: &str) -> Result<Vec<Version>, StoreError> {
-        self.caught_up();
+        self.caught_up()?;
         self.lmdb.history(key)
     }
 
     fn purge(&self, now_ms: u64, tombstone_ttl_ms: u64) -> Result<PurgeStats, StoreError> {
-        self.caught_up();
+        self.caught_up()?;
         let mut expired = Vec::new();
         let stats = self
             .lmdb
@@ -217,8 +217,12 @@ impl Store for DurableStore {
         Ok(stats)
     }
 
+    /// The figures once LMDB holds every acknowledged write, or, while it refuses the
+    /// log's records (a full disk), those of what it holds: `/metrics` goes on answering.
     fn stats(&self) -> Result<StoreStats, StoreError> {
-        self.caught_up();
+        if let Err(error) = self.caught_up() {
+            tracing::debug!(%error, "store figures without the log's last records");
+        }
         self.lmdb.stats()
     }
 
@@ -230,7 +234,7 @@ impl Store for DurableStore {
 
     /// The tree of every write acknowledged before this call (the applier is hurried).
     fn merkle(&self) -> Result<kvs_sync::MerkleTree, StoreError> {
-        self.caught_up();
+        self.caught_up()?;
         self.lmdb.merkle()
     }
 
@@ -238,7 +242,7 @@ impl Store for DurableStore {
         &self,
         leaves: &[kvs_sync::merkle::Leaf],
     ) -> Result<Vec<(String, kvs_sync::VersionId)>, StoreError> {
-        self.caught_up();
+        self.caught_up()?;
         self.lmdb.leaf_entries(leaves)
     }
 
@@ -246,7 +250,7 @@ impl Store for DurableStore {
         &self,
         leaves: &[kvs_sync::merkle::Leaf],
     ) -> Result<Vec<(String, Version)>, StoreError> {
-        self.caught_up();
+        self.caught_up()?;
         self.lmdb.leaf_versions(leaves)
     }
 
@@ -255,7 +259,7 @@ impl Store for DurableStore {
         after: Option<&str>,
         max_bytes: usize,
     ) -> Result<Vec<(String, Version)>, StoreError> {
-        self.caught_up();
+        self.caught_up()?;
         self.lmdb.versions_after(after, max_bytes)
     }
 }

@@ -302,7 +302,7 @@ fn another_secret_or_a_cut_chain_fails_verification_without_panicking() {
     let older = {
         let store = DurableStore::open(dir.path(), StoreOptions::default(), audit()).unwrap();
         store.write_batch(&[put("a", "1")], 10).unwrap();
-        store.caught_up();
+        store.caught_up().unwrap();
         let older = store.lmdb().audit_head().unwrap().unwrap();
         store
             .write_batch(&[put("b", "1"), put("c", "1")], 11)
