@@ -144,17 +144,28 @@ impl<T: StreamTransport> Shared<T> {
     }
 
     /// Marks this node stale if it has been out of touch with every peer for longer than
-    /// `tombstone_ttl` (stopped, paused, or without a live peer: a node that merely
-    /// syncs rarely is in touch through membership and pushes), then notes that it is in
-    /// touch now if it has a live peer. At start, the last touch is the last complete
-    /// session, or the first start of a node that holds data without one kept (see
-    /// [`initial_touch`]).
+    /// `tombstone_ttl` (stopped, paused, or without a live peer), or if its last complete
+    /// session started longer ago than that (cut off from its peers while they were only
+    /// suspect, or with sessions failing: pushes may have failed as well, and a deletion
+    /// it missed may be purged by now), then notes that it
+    /// is in touch now if it has a live peer. At start, the last touch is the last
+    /// complete session, or the first start of a node that holds data without one kept
+    /// (see [`initial_touch`]).
+    ///
+    /// (The last session's age was not checked before: a node cut off from the others for
+    /// `tombstone_ttl` and healed before it had declared them dead (Lifeguard stretches an
+    /// isolated node's suspicions to 9 s and more), or back from a shorter cut but in its
+    /// first session only after the tombstones of what was deleted meanwhile were purged,
+    /// took itself for established and sent the deleted keys back. Found by a chaos test
+    /// of real processes with network partitions; `data-isolated-short-of-suspicion`.)
     pub(super) fn note_staleness(&self) {
         let now = self.now_ms();
+        let ttl = millis(self.config.tombstone_ttl);
         let touched = self.in_touch.load(Ordering::Relaxed);
-        let overdue =
-            touched > 0 && touched.saturating_add(millis(self.config.tombstone_ttl)) < now;
-        if overdue && self.stale_since().is_none() {
+        let synced = self.last_sync.load(Ordering::Relaxed);
+        let out_of_touch = touched > 0 && touched.saturating_add(ttl) < now;
+        let unsynced = synced > 0 && synced.saturating_add(ttl) < now;
+        if (out_of_touch || unsynced) && self.stale_since().is_none() {
             let last_sync = self.last_sync.load(Ordering::Relaxed).max(1);
             for peer in lock(&self.peers).values_mut() {
                 peer.synced_while_stale = false;
