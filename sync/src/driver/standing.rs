@@ -147,7 +147,9 @@ impl<T: StreamTransport> Shared<T> {
     /// `tombstone_ttl` (stopped, paused, or without a live peer), or if its last complete
     /// session started longer ago than that (cut off from its peers while they were only
     /// suspect, or with sessions failing: pushes may have failed as well, and a deletion
-    /// it missed may be purged by now), then notes that it
+    /// it missed may be purged by now; this only where `tombstone_ttl` is at least two
+    /// `sync_interval`s, so that a node in touch has completed a session within it),
+    /// then notes that it
     /// is in touch now if it has a live peer. At start, the last touch is the last
     /// complete session, or the first start of a node that holds data without one kept
     /// (see [`initial_touch`]).
@@ -164,7 +166,8 @@ impl<T: StreamTransport> Shared<T> {
         let touched = self.in_touch.load(Ordering::Relaxed);
         let synced = self.last_sync.load(Ordering::Relaxed);
         let out_of_touch = touched > 0 && touched.saturating_add(ttl) < now;
-        let unsynced = synced > 0 && synced.saturating_add(ttl) < now;
+        let sessions_expected = ttl >= millis(self.config.sync_interval).saturating_mul(2);
+        let unsynced = sessions_expected && synced > 0 && synced.saturating_add(ttl) < now;
         if (out_of_touch || unsynced) && self.stale_since().is_none() {
             let last_sync = self.last_sync.load(Ordering::Relaxed).max(1);
             for peer in lock(&self.peers).values_mut() {
