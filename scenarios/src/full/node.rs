@@ -2,7 +2,8 @@
 //! real one (it publishes the node's `MemberMeta` and maps membership events with the
 //! node's own `kvs::cluster::peer_event`): the membership driver (`kvs_membership::Membership`) over simulated
 //! datagrams, the replication driver (`kvs_sync::driver::Replication`) over simulated
-//! streams, membership events turned into replication's peers up and down, a purge
+//! streams, membership events turned into replication's peers up and down, the facts and
+//! live peers a node keeps across a crash (which a restart joins through), a purge
 //! task, and the write path (`Store::write_batch`, then a push) that clients call. The
 //! store is a [`MemoryStore`] without history (no property reads it), or with
 //! `store: lmdb` the node's own [`DurableStore`] in a temporary directory (closed at a
@@ -10,6 +11,8 @@
 //! injected under its log). Either outlives a crash (what a node acknowledged is on its
 //! disk) unless the node is wiped.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +22,7 @@ use kvs::store::DurableStore;
 use kvs::store::faults::{Fault, Faults};
 use kvs_membership::{DriverConfig, LocalMember, Membership, MembershipEvent};
 use kvs_net::{Clock, NodeId, Runtime, seeded_rng};
-use kvs_sync::driver::{KeptFacts, Replication, ReplicationConfig};
+use kvs_sync::driver::{KeptFacts, PeerEvent, Replication, ReplicationConfig};
 use kvs_sync::{
     MemoryStore, Store, StoreError, StoreOptions, Version, WriteOp, WriteOutcome, WriteRejected,
 };
@@ -98,6 +101,9 @@ pub(crate) struct FullNode {
     /// dir: at start and every [`KEEP_NODE_FACTS_EVERY`] (and at shutdown, which the
     /// simulator has none of); a crash loses what changed since.
     kept: Arc<Mutex<KeptFacts>>,
+    /// The live peers' gossip addresses as its lives last kept them (when it had any),
+    /// which a restart joins through besides its seeds, as the real node's `KNOWN_PEERS`.
+    known_peers: Arc<Mutex<Vec<SocketAddr>>>,
     running: Option<Running>,
     pub(crate) paused: bool,
 }
@@ -123,6 +129,7 @@ impl FullNode {
             joined_at,
             incarnation: 0,
             kept: Arc::default(),
+            known_peers: Arc::default(),
             running: None,
             paused: false,
         })
@@ -159,13 +166,18 @@ impl FullNode {
             self.joined_at = now_ms(&self.clock) + i as u64;
         }
         let (stop, shutdown) = watch::channel(false);
-        let seeds: Vec<_> = settings
+        let mut seeds: Vec<_> = settings
             .membership
             .seeds
             .iter()
             .filter(|&&s| s != i)
             .map(|&s| node_addr(s))
             .collect();
+        for &peer in lock(&self.known_peers).iter() {
+            if peer != node_addr(i) && !seeds.contains(&peer) {
+                seeds.push(peer);
+            }
+        }
         let kept = *lock(&self.kept);
         let config = ReplicationConfig {
             node_id: name.clone(),
@@ -191,12 +203,22 @@ impl FullNode {
         ));
         let sink = Arc::clone(&replication);
         let (notes, seen_at) = (Arc::clone(notes), self.clock.clone());
+        let live = Arc::new(Mutex::new(BTreeMap::new()));
+        let seen = Arc::clone(&live);
         let events = move |event: &MembershipEvent| {
             notes
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .push((seen_at.now(), i, describe(event)));
             if let Some(change) = peer_event(event) {
+                match &change {
+                    PeerEvent::Up { node_id, addr, .. } => {
+                        lock(&seen).insert(node_id.clone(), *addr);
+                    }
+                    PeerEvent::Down { node_id } => {
+                        lock(&seen).remove(node_id);
+                    }
+                }
                 sink.peer_event(change);
             }
         };
@@ -230,7 +252,9 @@ impl FullNode {
         drop(runtime.spawn(Box::pin(keep_facts_loop(
             Arc::clone(&runtime),
             Arc::clone(&replication),
+            live,
             Arc::clone(&self.kept),
+            Arc::clone(&self.known_peers),
         ))));
         drop(runtime.spawn(Box::pin(purge_loop(
             Arc::clone(&runtime),
@@ -257,6 +281,7 @@ impl FullNode {
         if wipe {
             self.disk = Disk::new(self.kind)?;
             *lock(&self.kept) = KeptFacts::default();
+            lock(&self.known_peers).clear();
             self.joined_at = 0;
         }
         // The dropped tasks held the only other handles: this closes an LMDB store.
@@ -307,20 +332,29 @@ impl FullNode {
     }
 }
 
-/// Keeps `replication`'s facts in `kept` at once, then every [`KEEP_NODE_FACTS_EVERY`].
+/// Keeps `replication`'s facts in `kept`, and the `live` peers' addresses in
+/// `known_peers` when there are any (a node left alone keeps those it last saw), at once,
+/// then every [`KEEP_NODE_FACTS_EVERY`].
 async fn keep_facts_loop(
     runtime: Arc<dyn Runtime>,
     replication: Arc<Replication<SimStreams>>,
+    live: Arc<Mutex<BTreeMap<String, SocketAddr>>>,
     kept: Arc<Mutex<KeptFacts>>,
+    known_peers: Arc<Mutex<Vec<SocketAddr>>>,
 ) {
     loop {
         *lock(&kept) = replication.kept_facts();
+        let mut peers: Vec<SocketAddr> = lock(&live).values().copied().collect();
+        if !peers.is_empty() {
+            peers.sort_unstable();
+            *lock(&known_peers) = peers;
+        }
         runtime.sleep(KEEP_NODE_FACTS_EVERY).await;
     }
 }
 
-fn lock(kept: &Mutex<KeptFacts>) -> std::sync::MutexGuard<'_, KeptFacts> {
-    kept.lock()
+fn lock<T>(held: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    held.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
