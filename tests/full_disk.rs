@@ -240,7 +240,8 @@ fn compacting_on_a_full_disk_fails_and_leaves_the_data_file_as_it_was() {
 #[test]
 fn a_disk_filled_under_the_applier_fails_reads_that_need_it_and_keeps_every_write() {
     use kvs::store::DurableStore;
-    use kvs_sync::{Mutation, Precondition, Store, StoreOptions, WriteOp};
+    use kvs_sync::conformance::put;
+    use kvs_sync::{Store, StoreOptions};
     if !can_mount() {
         return;
     }
@@ -256,21 +257,7 @@ fn a_disk_filled_under_the_applier_fails_reads_that_need_it_and_keeps_every_writ
         .collect();
     let store = Arc::new(DurableStore::open(&data_dir, options, None).expect("open"));
     for (key, data) in &written {
-        let op = WriteOp {
-            key: key.clone(),
-            mutation: Mutation::Put {
-                data: data.clone(),
-                ttl_ms: None,
-            },
-            precondition: Precondition::None,
-            uuid: uuid::Uuid::new_v4(),
-            origin_joined_at: 1,
-            owner: None,
-            group: None,
-            permissions: 0,
-            actor: None,
-        };
-        let outcome = store.write_batch(&[op], 1_000).expect("write");
+        let outcome = store.write_batch(&[put(key, data)], 1_000).expect("write");
         assert!(outcome[0].is_ok(), "{key}");
     }
     // Within the applier's delay: LMDB has none of it yet.

@@ -169,7 +169,7 @@ impl<T: StreamTransport> Shared<T> {
         let sessions_expected = ttl >= millis(self.config.sync_interval).saturating_mul(2);
         let unsynced = sessions_expected && synced > 0 && synced.saturating_add(ttl) < now;
         if (out_of_touch || unsynced) && self.stale_since().is_none() {
-            let last_sync = self.last_sync.load(Ordering::Relaxed).max(1);
+            let last_sync = synced.max(1);
             for peer in lock(&self.peers).values_mut() {
                 peer.synced_while_stale = false;
             }
