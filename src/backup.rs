@@ -13,6 +13,7 @@
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use kvs_api::BackupInfo;
 use kvs_sync::{StoreError, StoreOptions};
@@ -66,8 +67,14 @@ pub fn backups_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("backups")
 }
 
+/// Held while a backup is taken: backups started together (two `POST /admin/backups` in
+/// the same millisecond, or one beside a scheduled backup) run one after the other, each
+/// under a name of its own, instead of sharing a name and the packing file.
+static TAKING: Mutex<()> = Mutex::new(());
+
 /// Takes a backup of `store` into `data_dir`'s backups, named by the time.
 pub fn take(store: &DurableStore, data_dir: &Path) -> Result<BackupInfo, StoreError> {
+    let _taking = TAKING.lock().unwrap_or_else(PoisonError::into_inner);
     let dir = backups_dir(data_dir);
     private_files::create_dir(&dir)
         .map_err(|e| StoreError::Backend(format!("{}: {e}", dir.display())))?;

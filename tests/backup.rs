@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Node, run_kvs};
+use common::{Node, request, run_kvs};
 use heed::types::Bytes;
 
 fn root(node: &Node) -> String {
@@ -135,6 +135,42 @@ fn backup_while_serving_then_restore_into_the_stopped_node() {
         verdict["ok"], true,
         "a restored chain, shorter than before, is not taken for one cut short: {verdict}"
     );
+}
+
+#[test]
+fn backups_asked_for_at_once_each_get_a_name_and_a_file_of_their_own() {
+    const ROUNDS: usize = 5;
+    const AT_ONCE: usize = 10;
+    let node = Node::start("clustering_enabled: false\n");
+    let auth = root(&node);
+    put(&node, &auth, "k", "1");
+    let url = format!("{}/admin/backups", node.base);
+    let mut names = Vec::new();
+    for _ in 0..ROUNDS {
+        let answers: Vec<_> = std::thread::scope(|scope| {
+            let asks: Vec<_> = (0..AT_ONCE)
+                .map(|_| scope.spawn(|| request(&url, "POST", None, &[("authorization", &auth)])))
+                .collect();
+            asks.into_iter().map(|ask| ask.join().unwrap()).collect()
+        });
+        for answer in answers {
+            assert_eq!(answer.status, 201, "{}", answer.body);
+            assert_eq!(answer.json()["keys"], 1, "{}", answer.body);
+            names.push(answer.json()["name"].as_str().unwrap().to_owned());
+        }
+    }
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), ROUNDS * AT_ONCE, "names shared: {names:?}");
+    let listed = node
+        .request("GET", "/admin/backups", None, &[("authorization", &auth)])
+        .json();
+    let listed = listed["backups"].as_array().unwrap().len();
+    assert_eq!(listed, ROUNDS * AT_ONCE);
+    for name in &names {
+        let file = node.data_dir().join("backups").join(format!("{name}.mdb"));
+        assert!(std::fs::metadata(&file).unwrap().len() > 0, "{name}");
+    }
 }
 
 #[test]
