@@ -42,7 +42,10 @@ impl Drawn {
                 id: VersionId {
                     timestamp: NOW - 500_000 + self.timestamp,
                     origin_joined_at: self.origin,
-                    uuid: Uuid::from_u128(u128::from(self.uuid) << 8 | u128::from(self.kind)),
+                    // Never nil, which marks a burial (no write has it).
+                    uuid: Uuid::from_u128(
+                        1 << 16 | u128::from(self.uuid) << 8 | u128::from(self.kind),
+                    ),
                 },
                 data,
                 owner: None,

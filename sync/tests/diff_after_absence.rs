@@ -84,6 +84,40 @@ fn a_node_back_after_tombstone_ttl_buries_what_was_deleted_meanwhile() {
     }
 }
 
+/// A burial stays where it was made: a later session with a peer that holds the buried
+/// keys (here their writer, from which the established peer never got them) leaves the
+/// peer's copies alone. (Sent like a deletion past keeping, a wrong burial buried the
+/// writer's copy, and the write was gone everywhere: `data-burial-not-sent`.)
+#[test]
+fn a_burial_is_never_sent() {
+    for back_opens in [true, false] {
+        let (back, _, exchange) = after_absence(Standing::Established, back_opens);
+        assert_eq!(exchange.initiator.buried, 2, "{back_opens} {exchange:?}");
+        let since = NOW - 2 * RULES.tombstone_ttl_ms;
+        let mut written = bulk(3, 1);
+        for (_, version) in &mut written {
+            version.id.timestamp = since - 10;
+        }
+        let writer = store();
+        writer.merge(&written[1..]).unwrap();
+        let held_before: Vec<_> = ["bulk/000001", "bulk/000002"]
+            .iter()
+            .map(|key| writer.get(key).unwrap())
+            .collect();
+        let stale = Standing::Stale { since, blind: None };
+        let sessions = (
+            kvs_sync::Session::initiator(RULES).with_standing(stale),
+            kvs_sync::Session::responder(RULES),
+        );
+        let exchange = kvs_sync::exchange_with(sessions, &back, &writer, (NOW, NOW)).unwrap();
+        assert_eq!(exchange.responder.buried, 0, "{back_opens} {exchange:?}");
+        for (key, before) in ["bulk/000001", "bulk/000002"].iter().zip(held_before) {
+            assert!(before.as_ref().is_some_and(|v| !v.is_tombstone()));
+            assert_eq!(writer.get(key).unwrap(), before, "{key} ({back_opens})");
+        }
+    }
+}
+
 /// Two stale nodes (a whole cluster restarted after longer than `tombstone_ttl`): what
 /// both held at their last sessions and one of them lacks now was deleted there, and so
 /// was what the earlier one received from others before the later one's last session;

@@ -90,6 +90,11 @@ impl Session {
         let mut buried = Vec::new();
         let mut bytes = 0;
         for (key, version) in held {
+            if is_burial(&version) {
+                // This side's verdict on its own copy, not a deletion: sent, it would
+                // bury the peer's copy, which may be the one the cluster still has.
+                continue;
+            }
             if peer_lacks(&key) {
                 // A deletion past keeping goes only where the peer holds the key: it is
                 // not taken there, but it buries the older value it superseded (see
@@ -234,17 +239,29 @@ enum Fate {
 /// A tombstone just above `version`, already past keeping wherever `version` was deleted
 /// meanwhile (it is older than the last complete session, itself older than
 /// `tombstone_ttl`, or older than a deletion past keeping): it hides `version` locally,
-/// is never sent, and is purged.
+/// is never sent ([`is_burial`]: the nil uuid, which no write has), and is purged.
+///
+/// A burial is a guess, and sending it made a wrong guess spread: a stale node that
+/// took a write it had received for one the cluster had deleted sent its burial to the
+/// writer, which held the write and buried it in turn (a deletion past keeping buries
+/// the value it supersedes where it arrives), and the write was gone everywhere
+/// (`data-burial-not-sent`).
 fn burial(version: &Version) -> Version {
     Version {
         id: crate::VersionId {
             timestamp: version.id.timestamp.saturating_add(1),
+            uuid: uuid::Uuid::nil(),
             ..version.id
         },
         data: None,
         expires_at: None,
         ..version.clone()
     }
+}
+
+/// Whether `version` is a burial ([`burial`]): never a write's, whose uuids are random.
+fn is_burial(version: &Version) -> bool {
+    version.is_tombstone() && version.id.uuid.is_nil()
 }
 
 /// About how many bytes `version` of `key` takes on the wire.

@@ -25,7 +25,8 @@ pub(crate) fn bulk(count: usize, origin: u64) -> Vec<(String, Version)> {
                     id: VersionId {
                         timestamp: NOW - 1000,
                         origin_joined_at: origin,
-                        uuid: Uuid::from_u128(n as u128),
+                        // Never nil, which marks a burial (no write has it).
+                        uuid: Uuid::from_u128(n as u128 + 1),
                     },
                     data: Some(format!("{n}")),
                     owner: None,
