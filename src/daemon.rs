@@ -152,8 +152,13 @@ pub fn start(arg: &str) -> ExitCode {
     instance.forget();
     let data_dir = config.data_dir(&path);
     if node_running(&data_dir) {
-        eprintln!("kvs: a node already runs on {}", data_dir.display());
-        return ExitCode::from(1);
+        // As `kvs run` says it (a config whose data dir is taken, like one whose port is).
+        eprintln!(
+            "kvs: {}: data_dir: {} is in use by another running kvs node",
+            path.display(),
+            data_dir.display()
+        );
+        return ExitCode::from(2);
     }
     let spawned = spawn(&instance, &path, &data_dir);
     // Another start may go on now: it will find this node running (or gone).

@@ -48,6 +48,21 @@ fn daemon_start_status_restart_stop() {
 
     let again = run_kvs(&["start", "d1.yaml"], dir.path(), &env);
     assert_eq!(again.status.code(), Some(1), "already running");
+    // Another config on the same data dir is a config error, as with `kvs run`.
+    std::fs::write(
+        dir.path().join("d2.yaml"),
+        "node_id: d2\nhttp_port: 0\nauth_enabled: false\nclustering_enabled: false\n",
+    )
+    .unwrap();
+    let taken = run_kvs(&["start", "d2"], dir.path(), &env);
+    assert_eq!(taken.status.code(), Some(2), "data dir in use");
+    let said = String::from_utf8_lossy(&taken.stderr);
+    assert!(
+        said.contains("d2.yaml: data_dir: ") && said.contains("in use"),
+        "{said}"
+    );
+    let run = run_kvs(&["run", "d2"], dir.path(), &env);
+    assert_eq!(run.status.code(), Some(2), "data dir in use");
 
     let status = run_kvs(&["status"], dir.path(), &env);
     assert!(status.status.success());

@@ -35,6 +35,7 @@ fn data_backups_and_the_log_are_private() {
     for ext in ["mdb", "json"] {
         assert_eq!(mode(&backups.join(format!("{name}.{ext}"))), 0o600, "{ext}");
     }
+    assert_eq!(mode(&data.join("wal")), 0o700, "the write-ahead log's dir");
     let segments: Vec<_> = std::fs::read_dir(data.join("wal"))
         .expect("wal dir")
         .map(|entry| entry.expect("entry").path())

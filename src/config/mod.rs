@@ -218,7 +218,7 @@ impl Config {
                 error::MAX_CONFIG_NESTING
             )));
         }
-        let config: Config = if text.trim().is_empty() {
+        let mut config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
             serde_yaml::from_str(text).map_err(|source| ConfigError::Parse {
@@ -226,6 +226,8 @@ impl Config {
                 source,
             })?
         };
+        // `INFO` as well as `info`, as Consul takes it.
+        config.log_level.make_ascii_lowercase();
         config.validate(origin)?;
         Ok(config)
     }
@@ -246,6 +248,12 @@ impl Config {
             return fail(
                 "node_id",
                 "must not be blank (leave it out to generate one)".into(),
+            );
+        }
+        if self.node_id.chars().any(char::is_control) {
+            return fail(
+                "node_id",
+                format!("{:?} holds a control character", self.node_id),
             );
         }
         if self.node_id.len() > kvs_membership::MAX_ID_LEN {

@@ -130,6 +130,13 @@ fn other_bad_values_name_their_key() {
     ] {
         assert_refused_naming(yaml, key);
     }
+    for id in ["a\\0b", "tab\\there"] {
+        let err = parse(&format!("node_id: \"{id}\"\n")).unwrap_err();
+        assert_eq!(err.key(), Some("node_id"), "{err}");
+        assert!(err.to_string().contains("control character"), "{err}");
+    }
+    // Levels in any case, as Consul takes them.
+    assert_eq!(parse("log_level: DEBUG\n").unwrap().log_level, "debug");
     let err = parse("node_id: \"  \"\n").unwrap_err();
     assert_eq!(
         err.to_string(),

@@ -107,7 +107,7 @@ impl DurableStore {
     ) -> Result<Self, StoreError> {
         let lmdb = Arc::new(LmdbStore::open_behind_log(dir, options)?);
         let wal_dir = dir.join("wal");
-        std::fs::create_dir_all(&wal_dir)
+        crate::private_files::create_dir(&wal_dir)
             .map_err(|e| StoreError::Backend(format!("creating {}: {e}", wal_dir.display())))?;
         // The log keeps records LMDB already holds (its segment is released only once
         // full and applied). Those are not replayed: LMDB may have moved past them by
