@@ -101,6 +101,24 @@ fn a_new_node_receives_what_the_cluster_holds() {
     ])));
     let listed = newcomer.get("/kv?prefix=old/&limit=1000").json();
     assert_eq!(listed["items"].as_array().map(Vec::len), Some(500));
+    // The catch-up shows in the log, with what it brought.
+    let logs = newcomer.drain_logs();
+    let stored = logs
+        .iter()
+        .filter(|line| line.contains("first sync with a peer complete"))
+        .find_map(|line| {
+            line.split("stored=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        });
+    assert!(
+        stored.is_some_and(|n| n >= 500),
+        "no first sync storing the 500 keys in the log:\n{}",
+        logs.join("\n")
+    );
     let status = sync_status(&newcomer);
     let peers = status["peers"].as_array().unwrap();
     assert_eq!(peers.len(), 2, "{status}");

@@ -198,6 +198,43 @@ fn report_progress<T: StreamTransport>(
     now
 }
 
+/// A completed session that stored at least this many versions is logged (besides a
+/// node's first since it started): a node back from an absence, or a healed partition.
+const CATCH_UP_LOGGED_FROM: u64 = 1_000;
+
+/// Tells the driver that `session` (with `node_id`, if known) completed as `done`, then
+/// logs what it brought where an operator follows a catch-up: a node's first complete
+/// session since it started, or one that stored at least [`CATCH_UP_LOGGED_FROM`]
+/// versions. (The log showed a catch-up only every [`PROGRESS_EVERY`] versions, with a
+/// bare line for the first session.)
+fn complete<T: StreamTransport>(
+    shared: &Shared<T>,
+    node_id: Option<&str>,
+    session: &Session,
+    done: Completed,
+) -> Result<(), RoundError> {
+    let started_ms = done.started_ms;
+    let synced_before = shared.synced_since_start();
+    shared.completed(node_id, done)?;
+    let first = !synced_before && shared.synced_since_start();
+    let stats = session.stats();
+    if first || stats.versions_stored >= CATCH_UP_LOGGED_FROM {
+        tracing::info!(
+            node_id = node_id.unwrap_or("?"),
+            received = stats.versions_received,
+            stored = stats.versions_stored,
+            sent = stats.versions_sent,
+            took_ms = shared.now_ms().saturating_sub(started_ms),
+            "{}",
+            match first {
+                true => "first sync with a peer complete",
+                false => "sync session complete",
+            }
+        );
+    }
+    Ok(())
+}
+
 /// One round with the peer at `addr`, this node opening the session (its bulk load noted
 /// in `bulk`).
 async fn run_round<T: StreamTransport>(
@@ -251,7 +288,12 @@ async fn run_round<T: StreamTransport>(
         .fetch_add(round_trips, Ordering::Relaxed);
     let peer = session.peer_standing().ok_or(RoundError::NoStanding)?;
     let start = (started, own_writes_before);
-    shared.completed(Some(node_id), completed(&session, start, peer, standing))?;
+    complete(
+        shared,
+        Some(node_id),
+        &session,
+        completed(&session, start, peer, standing),
+    )?;
     tracing::debug!(%node_id, round_trips, stats = ?session.stats(), "sync round done");
     Ok(())
 }
@@ -337,8 +379,10 @@ pub(crate) async fn serve<T: StreamTransport>(
         match session.peer_standing() {
             // Membership may name the peer only now (it opened at once on seeing this
             // node come up); an unnamed peer still counts for this node's standing.
-            Some(standing) => shared.completed(
+            Some(standing) => complete(
+                &shared,
                 peer.or_else(|| shared.peer_at(from)).as_deref(),
+                &session,
                 completed(&session, start, standing, own),
             ),
             None => Ok(()),

@@ -257,7 +257,7 @@ impl<T: StreamTransport> Shared<T> {
             match peer {
                 Standing::Established | Standing::Blind { .. } => {
                     tracing::info!(
-                        ?node_id,
+                        node_id = node_id.unwrap_or("?"),
                         ?peer,
                         "caught up after a long absence, through a peer that vouches"
                     );
@@ -276,7 +276,7 @@ impl<T: StreamTransport> Shared<T> {
                 {
                     let from = self.stale_horizon.load(Ordering::Relaxed).max(since);
                     tracing::warn!(
-                        ?node_id,
+                        node_id = node_id.unwrap_or("?"),
                         "no live peer is established (the whole cluster was away longer than tombstone_ttl): caught up with every live peer; a key deleted elsewhere longer than tombstone_ttl ago may come back"
                     );
                     // What it may have lacked before stays lacking (a blind span from an
@@ -322,9 +322,7 @@ impl<T: StreamTransport> Shared<T> {
         }
         self.vouches.store(true, Ordering::Relaxed);
         self.last_sync.fetch_max(started_ms, Ordering::Relaxed);
-        if !self.synced_once.swap(true, Ordering::Relaxed) {
-            tracing::info!(?node_id, "first sync with a peer complete");
-        }
+        self.synced_once.store(true, Ordering::Relaxed);
         Ok(())
     }
 
