@@ -308,6 +308,12 @@ pub async fn run(
     )
     .map_err(|e| config_error("data_dir", e))?;
     let advertise = config.advertise_address.unwrap_or(config.bind_address);
+    if advertise.is_unspecified() && config.clustering_enabled {
+        tracing::warn!(
+            %advertise,
+            "bind_address is a wildcard and advertise_address is not set: peers are told {advertise}, which reaches this node only from its own host; set advertise_address to an address the other hosts reach"
+        );
+    }
     let committer = GroupCommitter::start(Arc::clone(&store), now_ms)
         .map_err(NodeError::io("starting the commit thread"))?;
     let public_http = SocketAddr::new(advertise, http_addr.port());

@@ -236,3 +236,18 @@ fn a_config_without_node_id_gets_one_generated_and_kept() {
         "kept across restarts"
     );
 }
+
+#[test]
+fn a_wildcard_bind_without_an_advertised_address_is_warned_about() {
+    let node =
+        Node::start("auth_enabled: false\nbind_address: 0.0.0.0\ngossip_port: 0\nsync_port: 0\n");
+    assert_eq!(node.get("/health").status, 200);
+    let warned = |logs: &[String]| logs.iter().any(|l| l.contains("set advertise_address"));
+    let mut logs = node.drain_logs();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !warned(&logs) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        logs.extend(node.drain_logs());
+    }
+    assert!(warned(&logs), "no warning:\n{}", logs.join("\n"));
+}

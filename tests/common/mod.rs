@@ -27,6 +27,8 @@ pub struct Node {
     pub child: Option<Child>,
     pub base: String,
     logs: Option<mpsc::Receiver<String>>,
+    /// What the process printed until it served, for [`Node::drain_logs`].
+    startup_logs: std::sync::Mutex<Vec<String>>,
 }
 
 /// An HTTP answer.
@@ -81,6 +83,7 @@ impl Node {
             child: None,
             base: String::new(),
             logs: None,
+            startup_logs: Default::default(),
         };
         node.launch();
         node
@@ -114,6 +117,7 @@ impl Node {
                         .find_map(|w| w.strip_prefix("http_addr="))
                     {
                         self.base = format!("http://{addr}");
+                        printed.push(line);
                         break;
                     }
                     printed.push(line);
@@ -130,14 +134,16 @@ impl Node {
         }
         self.child = Some(child);
         self.logs = Some(rx);
+        *self.startup_logs.lock().unwrap() = printed;
     }
 
-    /// Log lines printed so far.
+    /// Log lines printed since the last call (the first call: since the process began).
     pub fn drain_logs(&self) -> Vec<String> {
-        self.logs
-            .as_ref()
-            .map(|rx| rx.try_iter().collect())
-            .unwrap_or_default()
+        let mut lines = std::mem::take(&mut *self.startup_logs.lock().unwrap());
+        if let Some(rx) = &self.logs {
+            lines.extend(rx.try_iter());
+        }
+        lines
     }
 
     /// Sends SIGKILL and waits for the process to go.
