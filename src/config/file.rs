@@ -87,7 +87,7 @@ pub fn warn_if_exposed(path: &Path) {
     if private_files::exposed(path) {
         tracing::warn!(
             path = %path.display(),
-            "the config file holds cluster_secret and jwt_secret but is readable by group or others; run chmod 600 on it"
+            "the config file holds a secret (cluster_secret or jwt_secret) but is readable by group or others; run chmod 600 on it"
         );
     }
 }

@@ -331,6 +331,12 @@ impl Config {
             {
                 return fail("seed_nodes", format!("{seed:?} is not host:port"));
             }
+            if seed
+                .rsplit_once(':')
+                .is_some_and(|(_, port)| port.parse() == Ok(0u16))
+            {
+                return fail("seed_nodes", format!("{seed:?}: port 0 reaches no node"));
+            }
         }
         Ok(())
     }

@@ -127,6 +127,7 @@ fn other_bad_values_name_their_key() {
         ("default_permissions: f311", "default_permissions"),
         ("seed_nodes: [\"no-port\"]", "seed_nodes"),
         ("seed_nodes: [\":7946\"]", "seed_nodes"),
+        ("seed_nodes: [\"127.0.0.1:0\"]", "seed_nodes"),
     ] {
         assert_refused_naming(yaml, key);
     }
