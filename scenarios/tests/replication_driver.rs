@@ -503,3 +503,73 @@ fn a_node_back_with_data_but_no_kept_session_brings_no_deleted_key_back() {
     assert!(gone(n2_store.as_ref(), "k"), "n2 kept the deleted key");
     assert!(n2.last_sync_ms().is_some(), "n2 caught up");
 }
+
+/// A session's messages that arrive once it has outlived `tombstone_ttl` (less
+/// `max_clock_skew`) are not taken: they hold the peer's copy as it was when it read
+/// it, and a key deleted here since may have been purged here. n1 opens a session with
+/// n2, which holds a key; as n2 reads the key to send it, n1's clock jumps 2.5 s
+/// (`tombstone_ttl` 3 s, `max_clock_skew` 1 s: the session takes messages for 2 s), as
+/// if n2 had been paused that long with the session open (n1, in touch meanwhile in a
+/// real cluster, is not stale).
+/// n1 must not take the key from that session (its next round, a new session, would).
+/// (Before the fix it did: found by a chaos test of real processes, where a peer paused
+/// mid-session past `tombstone_ttl` sent, as it resumed, keys deleted and purged
+/// meanwhile, and they came back.)
+#[test]
+fn a_session_that_outlived_tombstone_ttl_is_not_taken_from() {
+    let mut net = SimNet::new(2, &Network::default(), 17).expect("net");
+    let (_stop, shutdown) = watch::channel(false);
+    let n1_ahead = Arc::new(AtomicU64::new(0));
+    let jump = Arc::clone(&n1_ahead);
+    let n2_store = Arc::new(Hooked::new(
+        MemoryStore::new(StoreOptions::default()),
+        move |call| {
+            // n2 reading versions to send (it opens no session: it does not know n1).
+            if matches!(
+                call,
+                Call::Get | Call::List | Call::LeafEntries | Call::VersionsAfter
+            ) {
+                jump.store(2_500_000, Ordering::SeqCst);
+            }
+            Ok(())
+        },
+    ));
+    let before = net.clock(1).unix_micros() / 1000 - 1_000;
+    n2_store.write_batch(&[write("k")], before).expect("write");
+    let config = |i: usize, sync_interval| ReplicationConfig {
+        node_id: format!("n{}", i + 1),
+        sync_interval,
+        tombstone_ttl: Duration::from_secs(3),
+        max_clock_skew: Duration::from_secs(1),
+        ..ReplicationConfig::default()
+    };
+    let n1_store = Arc::new(MemoryStore::new(StoreOptions::default()));
+    let n1 = Replication::start(
+        Arc::new(net.runtime(0)),
+        Arc::new(net.streams(0)),
+        Arc::clone(&n1_store) as Arc<dyn Store>,
+        Arc::new(Resumed {
+            clock: net.clock(0),
+            ahead_us: n1_ahead,
+        }),
+        config(0, Duration::from_secs(3600)),
+        shutdown.clone(),
+    );
+    let _n2 = start_with(
+        &net,
+        1,
+        &n2_store,
+        &shutdown,
+        config(1, Duration::from_secs(3600)),
+    );
+    up(&n1, 1);
+    net.run_until(Duration::from_secs(2));
+    assert!(
+        n1_store.get("k").expect("get").is_none(),
+        "n1 took the key from a session older than tombstone_ttl"
+    );
+    // A new session (n1 told again that n2 is live) takes it.
+    up(&n1, 1);
+    net.run_until(Duration::from_secs(4));
+    assert!(n1_store.get("k").expect("get").is_some(), "a new session");
+}

@@ -55,6 +55,21 @@ pub(crate) enum RoundError {
     NoStanding,
     #[error("this node became stale during the session")]
     BecameStale,
+    #[error("the session outlived tombstone_ttl")]
+    Outlived,
+}
+
+/// How long after its start a session still takes the peer's messages: `tombstone_ttl`
+/// less `max_clock_skew` (at least half of `tombstone_ttl`). What the peer sends is its
+/// copy as it was when it read it, since the session started; past this, a key deleted
+/// here since may have been purged here, and would come back. (Found by a chaos test of
+/// real processes: a peer paused mid-session for longer than `tombstone_ttl` sent, as
+/// it resumed, the rest of a bulk stream it had read before the pause, and the keys
+/// deleted meanwhile came back.)
+fn session_age_limit(config: &super::ReplicationConfig) -> u64 {
+    let ttl = super::millis(config.tombstone_ttl);
+    ttl.saturating_sub(super::millis(config.max_clock_skew))
+        .max(ttl / 2)
 }
 
 /// Whether a session has a bulk load of the store under way ([`Session::bulk_loading`]),
@@ -120,13 +135,14 @@ async fn send_turn<T: StreamTransport, S: BiStream>(
 async fn converse<T: StreamTransport, S: BiStream>(
     shared: &Arc<Shared<T>>,
     stream: &mut S,
-    mut session: Session,
+    (mut session, started_ms): (Session, u64),
     mut out: Vec<Message>,
     bulk: &BulkLoad,
 ) -> Result<(Session, u64), RoundError> {
     let mut round_trips = 0;
     let mut reported = SessionStats::default();
     let began_stale = shared.stale_since().is_some();
+    let taken_until = started_ms.saturating_add(session_age_limit(&shared.config));
     loop {
         let sent = !out.is_empty() || session.has_output();
         session = send_turn(shared, stream, session, out, bulk).await?;
@@ -144,6 +160,9 @@ async fn converse<T: StreamTransport, S: BiStream>(
             // Paused mid-session longer than tombstone_ttl: what this side sends next
             // would go out under a standing it no longer has.
             return Err(RoundError::BecameStale);
+        }
+        if shared.now_ms() >= taken_until {
+            return Err(RoundError::Outlived);
         }
         shared
             .counters
@@ -278,7 +297,7 @@ async fn run_round<T: StreamTransport>(
         .map_err(SessionError::Store)?;
     let (session, round_trips) = limited(
         shared,
-        converse(shared, &mut stream, session, opening?, bulk),
+        converse(shared, &mut stream, (session, started), opening?, bulk),
     )
     .await?;
     let _ = stream.finish();
@@ -371,7 +390,7 @@ pub(crate) async fn serve<T: StreamTransport>(
     let bulk = BulkLoad::default();
     let served = limited(
         &shared,
-        converse(&shared, &mut stream, session, Vec::new(), &bulk),
+        converse(&shared, &mut stream, (session, started), Vec::new(), &bulk),
     )
     .await
     .and_then(|(session, _)| {
