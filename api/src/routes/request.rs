@@ -185,14 +185,12 @@ where
 /// Oversized bodies are drained up to 4x the limit, and at least this much.
 const DRAIN_AT_LEAST: usize = 16 << 20;
 
-/// Parses a positive integer query parameter; one beyond `u64` reads as `u64::MAX` (the
-/// callers cap it: `limit=99999999999999999999` is a limit above the cap like any other).
+/// Parses a positive integer query parameter.
 pub(crate) fn positive(query: &Query, name: &str) -> Result<Option<u64>, ApiError> {
     query
         .get(name)
         .map(|v| match v.parse::<u64>() {
             Ok(n) if n > 0 => Ok(n),
-            Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Ok(u64::MAX),
             _ => Err(ApiError::bad_request(format!(
                 "{name} must be a positive integer, not {v:?}"
             ))),

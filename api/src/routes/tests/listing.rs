@@ -67,13 +67,21 @@ async fn listing_by_prefix_pages_in_byte_order() {
     let everything = get(&api, "/kv").await.json();
     assert_eq!(everything["items"].as_array().unwrap().len(), 29);
     assert!(everything["next_cursor"].is_null());
-    for bad in ["limit=0", "limit=-1", "limit=ten", "cursor=zz", "cursor=6"] {
+    // Beyond u64 is outside the document's schema (its maximum), as in Schemathesis.
+    let bad_queries = [
+        "limit=0",
+        "limit=-1",
+        "limit=ten",
+        "limit=18446744073709551616",
+        "cursor=zz",
+        "cursor=6",
+    ];
+    for bad in bad_queries {
         let answer = get(&api, &format!("/kv?{bad}")).await;
         assert_eq!(answer.status, 400, "{bad}");
         assert_eq!(answer.error_code(), "bad_request");
     }
-    // Limits above the cap, beyond u64 too, are the cap.
-    for big in ["1001", "100000", "99999999999999999999"] {
+    for big in ["1001", "100000", "18446744073709551615"] {
         let capped = get(&api, &format!("/kv?limit={big}")).await;
         assert_eq!(capped.status, 200, "limit={big}");
         assert_eq!(capped.json()["items"].as_array().unwrap().len(), 29);
