@@ -84,36 +84,45 @@ fn a_node_back_after_tombstone_ttl_buries_what_was_deleted_meanwhile() {
     }
 }
 
-/// A burial stays where it was made: a later session with a peer that holds the buried
-/// keys (here their writer, from which the established peer never got them) leaves the
-/// peer's copies alone. (Sent like a deletion past keeping, a wrong burial buried the
-/// writer's copy, and the write was gone everywhere: `data-burial-not-sent`.)
+/// A burial says that its stale node took the peer's lack of a key for a deletion, not
+/// that the key was deleted: a peer that holds the key weighs its own copy by its own
+/// rules. Here the peer is the key's writer: established, it keeps its copy (taken as a
+/// deletion, a wrong burial buried the writer's copy, and the write was gone everywhere:
+/// `data-burial-not-sent`); stale, and holding the key from before its own last
+/// session, it buries it as well (not sent at all, burials left such a node with the
+/// deleted value, which it sent back once the burial was purged).
 #[test]
-fn a_burial_is_never_sent() {
-    for back_opens in [true, false] {
-        let (back, _, exchange) = after_absence(Standing::Established, back_opens);
-        assert_eq!(exchange.initiator.buried, 2, "{back_opens} {exchange:?}");
-        let since = NOW - 2 * RULES.tombstone_ttl_ms;
+fn a_burial_is_weighed_by_the_peers_own_rules() {
+    let since = NOW - 2 * RULES.tombstone_ttl_ms;
+    for (writer_stale, buried) in [(false, 0), (true, 2)] {
+        let (back, _, exchange) = after_absence(Standing::Established, true);
+        assert_eq!(exchange.initiator.buried, 2, "{exchange:?}");
         let mut written = bulk(3, 1);
         for (_, version) in &mut written {
             version.id.timestamp = since - 10;
         }
         let writer = store();
         writer.merge(&written[1..]).unwrap();
-        let held_before: Vec<_> = ["bulk/000001", "bulk/000002"]
-            .iter()
-            .map(|key| writer.get(key).unwrap())
-            .collect();
-        let stale = Standing::Stale { since, blind: None };
+        let writer_standing = match writer_stale {
+            true => Standing::Stale { since, blind: None },
+            false => Standing::Established,
+        };
         let sessions = (
-            kvs_sync::Session::initiator(RULES).with_standing(stale),
-            kvs_sync::Session::responder(RULES),
+            kvs_sync::Session::initiator(RULES)
+                .with_standing(Standing::Stale { since, blind: None }),
+            kvs_sync::Session::responder(RULES).with_standing(writer_standing),
         );
         let exchange = kvs_sync::exchange_with(sessions, &back, &writer, (NOW, NOW)).unwrap();
-        assert_eq!(exchange.responder.buried, 0, "{back_opens} {exchange:?}");
-        for (key, before) in ["bulk/000001", "bulk/000002"].iter().zip(held_before) {
-            assert!(before.as_ref().is_some_and(|v| !v.is_tombstone()));
-            assert_eq!(writer.get(key).unwrap(), before, "{key} ({back_opens})");
+        assert_eq!(
+            exchange.responder.buried, buried,
+            "{writer_stale} {exchange:?}"
+        );
+        for (key, version) in &written[1..] {
+            let held = writer.get(key).unwrap().unwrap();
+            match writer_stale {
+                true => assert!(held.is_tombstone(), "{key}"),
+                false => assert_eq!(&held, version, "{key}"),
+            }
         }
     }
 }

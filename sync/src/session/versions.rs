@@ -90,11 +90,6 @@ impl Session {
         let mut buried = Vec::new();
         let mut bytes = 0;
         for (key, version) in held {
-            if is_burial(&version) {
-                // This side's verdict on its own copy, not a deletion: sent, it would
-                // bury the peer's copy, which may be the one the cluster still has.
-                continue;
-            }
             if peer_lacks(&key) {
                 // A deletion past keeping goes only where the peer holds the key: it is
                 // not taken there, but it buries the older value it superseded (see
@@ -185,11 +180,56 @@ impl Session {
         store: &dyn Store,
     ) -> Result<(), SessionError> {
         self.stats.versions_received += versions.len() as u64;
+        let (burials, versions): (Vec<_>, Vec<_>) = versions
+            .into_iter()
+            .partition(|(_, version)| is_burial(version));
         let sorted = self.rules.sort(versions);
         self.stats.refused.merge(sorted.counts);
         self.bury_superseded(sorted.past_keeping, store)?;
+        self.weigh_burials(burials, store)?;
         if !sorted.taken.is_empty() {
             self.stats.versions_stored += store.merge_from_session(sorted.taken)? as u64;
+        }
+        Ok(())
+    }
+
+    /// A peer's burial says that the peer, stale, took its lack of a key for a deletion,
+    /// not that the key was deleted: this side weighs its own copy by its own rules, as
+    /// that of a key the peer lacks ([`Session::fate`]), and buries it only where they
+    /// say so. (Taken as a deletion, a wrong burial, of writes only a group that went
+    /// away together had, buried the writer's copy, and the writes were gone everywhere:
+    /// `data-burial-not-sent`. Not sent at all, a right one left a second stale node,
+    /// caught up through the first, with the deleted value, which it sent back once
+    /// the burial was purged.)
+    fn weigh_burials(
+        &mut self,
+        burials: Vec<(String, Version)>,
+        store: &dyn Store,
+    ) -> Result<(), SessionError> {
+        let burials: Vec<(String, Version)> = burials
+            .into_iter()
+            .filter(|(key, version)| {
+                matches!(
+                    self.rules.check(key, version),
+                    Ok(()) | Err(crate::admission::Refusal::PastKeeping)
+                )
+            })
+            .collect();
+        if burials.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = burials.iter().map(|(key, _)| key.clone()).collect();
+        let held = store.get_many(&keys)?;
+        let buried: Vec<(String, Version)> = burials
+            .into_iter()
+            .zip(held)
+            .filter_map(|((key, theirs), held)| {
+                let held = held.filter(|held| !held.is_tombstone() && theirs.supersedes(held))?;
+                matches!(self.fate(&held), Fate::Bury).then(|| (key, burial(&held)))
+            })
+            .collect();
+        if !buried.is_empty() {
+            self.stats.buried += store.merge(&buried)? as u64;
         }
         Ok(())
     }
@@ -239,13 +279,10 @@ enum Fate {
 /// A tombstone just above `version`, already past keeping wherever `version` was deleted
 /// meanwhile (it is older than the last complete session, itself older than
 /// `tombstone_ttl`, or older than a deletion past keeping): it hides `version` locally,
-/// is never sent ([`is_burial`]: the nil uuid, which no write has), and is purged.
-///
-/// A burial is a guess, and sending it made a wrong guess spread: a stale node that
-/// took a write it had received for one the cluster had deleted sent its burial to the
-/// writer, which held the write and buried it in turn (a deletion past keeping buries
-/// the value it supersedes where it arrives), and the write was gone everywhere
-/// (`data-burial-not-sent`).
+/// and is purged. It goes, like a deletion past keeping, only where the peer holds the
+/// key, and is known there by the nil uuid, which no write has ([`is_burial`]): a
+/// burial is a guess, which the peer weighs by its own rules
+/// ([`Session::weigh_burials`]).
 fn burial(version: &Version) -> Version {
     Version {
         id: crate::VersionId {
