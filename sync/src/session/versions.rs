@@ -14,7 +14,8 @@ impl Session {
     /// not send the peer a version the peer lacks when the peer's lack may mean that the
     /// key was deleted meanwhile and the tombstone is forgotten: where the peer vouches
     /// that it held the version, it buries it, under a tombstone already past keeping
-    /// (never sent, purged locally), so that it cannot come back; where the peer cannot
+    /// (purged soon; sent only where a peer holds the key, which weighs it by its own
+    /// rules: see `Session::weigh_burials`), so that it cannot come back; where the peer cannot
     /// tell (it is joining), it withholds it. See `Session::fate` for the rule, and
     /// [`Session::writing_as`].
     pub fn with_standing(mut self, standing: Standing) -> Self {
