@@ -245,7 +245,7 @@ pub(crate) async fn send_loop<T: StreamTransport>(
             let Some(open) = link.as_mut() else { continue };
             let now = shared.now_ms();
             let before = batch.len();
-            batch.retain(|pushed| pushed.timestamp.saturating_add(ttl) > now);
+            batch.retain(|pushed| !outlived_push(pushed.timestamp, now, ttl));
             if batch.len() < before {
                 left_out = true;
                 frame = frame_of(&batch);
@@ -306,14 +306,14 @@ async fn open_link<T: StreamTransport>(
 /// acknowledgement is the count of versions stored.
 const NOT_ALL_TAKEN: u32 = u32::MAX;
 
-/// Whether pushing `version` at `now_ms` would come too late: it is older than
-/// `tombstone_ttl`, so a deletion of it may have been purged everywhere by now, and the
-/// push would bring the key back. Such a version is for anti-entropy, whose rules tell.
-/// (Found by a chaos test of real processes: a push held up by a cut link, or by its
-/// sender paused, arrived after the key's deletion had been purged, and the key came
-/// back on every node.)
-pub(crate) fn outlived_push(version: &Version, now_ms: u64, tombstone_ttl_ms: u64) -> bool {
-    version.id.timestamp.saturating_add(tombstone_ttl_ms) <= now_ms
+/// Whether pushing a version stamped at `timestamp` (Unix ms) at `now_ms` would come too
+/// late: it is older than `tombstone_ttl`, so a deletion of it may have been purged
+/// everywhere by now, and the push would bring the key back. Such a version is for
+/// anti-entropy, whose rules tell. (Found by a chaos test of real processes: a push held
+/// up by a cut link, or by its sender paused, arrived after the key's deletion had been
+/// purged, and the key came back on every node.)
+fn outlived_push(timestamp: u64, now_ms: u64, tombstone_ttl_ms: u64) -> bool {
+    timestamp.saturating_add(tombstone_ttl_ms) <= now_ms
 }
 
 /// Sends one batch and waits for its acknowledgement: whether the peer took it whole.
@@ -346,9 +346,10 @@ pub(crate) async fn serve<T: StreamTransport>(
         let rules = shared.admission();
         let (taken, refused) = rules.filter(versions);
         shared.counters.refused(refused);
-        let (taken, late): (Vec<_>, Vec<_>) = taken.into_iter().partition(|(_, version)| {
-            !outlived_push(version, rules.now_ms, rules.tombstone_ttl_ms)
-        });
+        let fresh = |(_, version): &(String, Version)| {
+            !outlived_push(version.id.timestamp, rules.now_ms, rules.tombstone_ttl_ms)
+        };
+        let (taken, late): (Vec<_>, Vec<_>) = taken.into_iter().partition(fresh);
         let all_taken = late.is_empty() && refused.past_keeping == 0;
         shared
             .counters
@@ -370,10 +371,9 @@ pub(crate) async fn serve<T: StreamTransport>(
         for timestamp in timestamps {
             shared.counters.lag.record(now.saturating_sub(timestamp));
         }
+        // A frame holds far fewer versions than `NOT_ALL_TAKEN`.
         let ack = match all_taken {
-            true => u32::try_from(stored)
-                .unwrap_or(u32::MAX - 1)
-                .min(u32::MAX - 1),
+            true => u32::try_from(stored).map_or(NOT_ALL_TAKEN - 1, |n| n.min(NOT_ALL_TAKEN - 1)),
             false => NOT_ALL_TAKEN,
         };
         if stream.send_frame(&ack.to_be_bytes()).await.is_err() {

@@ -15,7 +15,7 @@ impl Session {
     /// key was deleted meanwhile and the tombstone is forgotten: where the peer vouches
     /// that it held the version, it buries it, under a tombstone already past keeping
     /// (purged soon; sent only where a peer holds the key, which weighs it by its own
-    /// rules: see `Session::weigh_burials`), so that it cannot come back; where the peer cannot
+    /// rules: see `Session::bury_superseded`), so that it cannot come back; where the peer cannot
     /// tell (it is joining), it withholds it. See `Session::fate` for the rule, and
     /// [`Session::writing_as`].
     pub fn with_standing(mut self, standing: Standing) -> Self {
@@ -181,60 +181,27 @@ impl Session {
         store: &dyn Store,
     ) -> Result<(), SessionError> {
         self.stats.versions_received += versions.len() as u64;
-        let (burials, versions): (Vec<_>, Vec<_>) = versions
-            .into_iter()
-            .partition(|(_, version)| is_burial(version));
         let sorted = self.rules.sort(versions);
         self.stats.refused.merge(sorted.counts);
-        self.bury_superseded(sorted.past_keeping, store)?;
-        self.weigh_burials(burials, store)?;
-        if !sorted.taken.is_empty() {
-            self.stats.versions_stored += store.merge_from_session(sorted.taken)? as u64;
+        // A burial passes the checks like any deletion (taken, or past keeping).
+        let (burials, past_keeping): (Vec<_>, Vec<_>) = sorted
+            .past_keeping
+            .into_iter()
+            .partition(|(_, version)| is_burial(version));
+        let (more_burials, taken): (Vec<_>, Vec<_>) = sorted
+            .taken
+            .into_iter()
+            .partition(|(_, version)| is_burial(version));
+        self.bury_superseded(past_keeping, store, false)?;
+        self.bury_superseded([burials, more_burials].concat(), store, true)?;
+        if !taken.is_empty() {
+            self.stats.versions_stored += store.merge_from_session(taken)? as u64;
         }
         Ok(())
     }
 
-    /// A peer's burial says that the peer, stale, took its lack of a key for a deletion,
-    /// not that the key was deleted: this side weighs its own copy by its own rules, as
-    /// that of a key the peer lacks ([`Session::fate`]), and buries it only where they
-    /// say so. (Taken as a deletion, a wrong burial, of writes only a group that went
-    /// away together had, buried the writer's copy, and the writes were gone everywhere:
-    /// `data-burial-not-sent`. Not sent at all, a right one left a second stale node,
-    /// caught up through the first, with the deleted value, which it sent back once
-    /// the burial was purged.)
-    fn weigh_burials(
-        &mut self,
-        burials: Vec<(String, Version)>,
-        store: &dyn Store,
-    ) -> Result<(), SessionError> {
-        let burials: Vec<(String, Version)> = burials
-            .into_iter()
-            .filter(|(key, version)| {
-                matches!(
-                    self.rules.check(key, version),
-                    Ok(()) | Err(crate::admission::Refusal::PastKeeping)
-                )
-            })
-            .collect();
-        if burials.is_empty() {
-            return Ok(());
-        }
-        let keys: Vec<String> = burials.iter().map(|(key, _)| key.clone()).collect();
-        let held = store.get_many(&keys)?;
-        let buried: Vec<(String, Version)> = burials
-            .into_iter()
-            .zip(held)
-            .filter_map(|((key, theirs), held)| {
-                let held = held.filter(|held| !held.is_tombstone() && theirs.supersedes(held))?;
-                matches!(self.fate(&held), Fate::Bury).then(|| (key, burial(&held)))
-            })
-            .collect();
-        if !buried.is_empty() {
-            self.stats.buried += store.merge(&buried)? as u64;
-        }
-        Ok(())
-    }
-
+    /// Buries the held values that the peer's deletions or burials supersede.
+    ///
     /// A deletion (or expiry) past keeping that the peer sends (it has not purged it
     /// yet, and this side holds the key, or the peer's clock is behind, within
     /// `max_clock_skew`) is not taken, but it still supersedes what it deleted: a held
@@ -243,22 +210,33 @@ impl Session {
     /// `tombstone_ttl`, whose first session was with a peer 15 s behind, kept the deleted
     /// value and spread it to the others; and by `data-cold-restart`: a node met a peer
     /// that had not purged such a deletion yet, caught up, and later sent the value.)
+    ///
+    /// A peer's burial (`weighed`) says that the peer, stale, took its lack of a key for
+    /// a deletion, not that the key was deleted: this side weighs its own copy by its own
+    /// rules, as that of a key the peer lacks ([`Session::fate`]), and buries it only
+    /// where they say so. (Taken as a deletion, a wrong burial, of writes only a group
+    /// that went away together had, buried the writer's copy, and the writes were gone
+    /// everywhere: `data-burial-not-sent`. Not sent at all, a right one left a second
+    /// stale node, caught up through the first, with the deleted value, which it sent
+    /// back once the burial was purged: `data-stale-pair-burials`.)
     fn bury_superseded(
         &mut self,
-        past_keeping: Vec<(String, Version)>,
+        deletions: Vec<(String, Version)>,
         store: &dyn Store,
+        weighed: bool,
     ) -> Result<(), SessionError> {
-        if past_keeping.is_empty() {
+        if deletions.is_empty() {
             return Ok(());
         }
-        let keys: Vec<String> = past_keeping.iter().map(|(key, _)| key.clone()).collect();
+        let keys: Vec<String> = deletions.iter().map(|(key, _)| key.clone()).collect();
         let held = store.get_many(&keys)?;
-        let buried: Vec<(String, Version)> = past_keeping
+        let buried: Vec<(String, Version)> = deletions
             .into_iter()
             .zip(held)
             .filter_map(|((key, deletion), held)| {
                 let held = held.filter(|held| !held.is_tombstone() && deletion.supersedes(held))?;
-                Some((key, burial(&held)))
+                let buries = !weighed || matches!(self.fate(&held), Fate::Bury);
+                buries.then(|| (key, burial(&held)))
             })
             .collect();
         if !buried.is_empty() {
@@ -283,7 +261,7 @@ enum Fate {
 /// and is purged. It goes, like a deletion past keeping, only where the peer holds the
 /// key, and is known there by the nil uuid, which no write has ([`is_burial`]): a
 /// burial is a guess, which the peer weighs by its own rules
-/// ([`Session::weigh_burials`]).
+/// ([`Session::bury_superseded`]).
 fn burial(version: &Version) -> Version {
     Version {
         id: crate::VersionId {
