@@ -174,6 +174,41 @@ fn quick_restart_with_new_metadata_is_reported_as_updated() {
     assert_eq!(sim.false_deaths(), 0);
 }
 
+/// A node restarted while its peers suspect its earlier life is not suspected again once
+/// it is back: a probe that failed against the earlier process (its pings went out before
+/// the restart) says nothing about the new one, which announced a higher incarnation
+/// meanwhile (found on a real 3-node cluster: `suspect 8, alive 9, suspect 9, alive 10`
+/// in 3 of 4 restarts within a second of `kill -9`).
+#[test]
+fn a_quick_restart_is_not_suspected_again_for_its_earlier_life() {
+    let mut re_suspected = Vec::new();
+    for seed in 1..=40 {
+        let mut sim = cluster(seed, 6);
+        let earlier_life = sim.swim(0).member(&sim.nodes[2].id).unwrap().incarnation;
+        sim.crash(2);
+        let t = sim.now;
+        sim.run_until_cond(t + secs(5), ms(5), |s| {
+            (0..6).any(|o| o != 2 && s.view(o, 2) == Some(MemberState::Suspect))
+        })
+        .expect("suspected");
+        let restart_at = sim.now + ms(seed % 5 * 40);
+        sim.run_until(restart_at);
+        sim.restart(2, &[0]);
+        sim.run_until(restart_at + secs(5));
+        assert!(sim.all_see(2, MemberState::Alive), "seed {seed}");
+        let again = sim
+            .log
+            .iter()
+            .filter(|l| l.subject == 2 && l.seen == Seen::Suspect)
+            .filter(|l| l.incarnation > earlier_life)
+            .count();
+        if again > 0 {
+            re_suspected.push((seed, again));
+        }
+    }
+    assert_eq!(re_suspected, [], "(seed, suspicions of the restarted node)");
+}
+
 #[test]
 fn graceful_leave_is_left_not_dead() {
     let mut sim = cluster(6, 10);

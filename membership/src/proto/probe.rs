@@ -22,6 +22,8 @@ const REASSERTED: usize = 2;
 pub(crate) struct Probe {
     seq: u32,
     target: NodeId,
+    /// The target's incarnation when the probe started: the life the probe is about.
+    incarnation: u64,
     addr: SocketAddr,
     sent: Duration,
     acked: bool,
@@ -50,7 +52,7 @@ impl Swim {
         let Some(record) = self.members.get(&target) else {
             return;
         };
-        let addr = record.addr;
+        let (addr, incarnation) = (record.addr, record.incarnation);
         let timeout = self
             .health
             .scale(record.rtt.probe_timeout(&self.cfg))
@@ -61,6 +63,7 @@ impl Swim {
         self.probe = Some(Probe {
             seq,
             target: target.clone(),
+            incarnation,
             addr,
             sent: now,
             acked: false,
@@ -115,8 +118,10 @@ impl Swim {
         }
     }
 
-    /// The period is over: a silent target becomes suspect, and missing nacks count
-    /// against this node's own health (Lifeguard).
+    /// The period is over: a silent target becomes suspect, unless it has announced a
+    /// higher incarnation meanwhile (a restarted node: the pings went to its earlier
+    /// life, and the new one has spoken since), and missing nacks count against this
+    /// node's own health (Lifeguard).
     pub(super) fn probe_end(&mut self, seq: u32, now: Duration) {
         if self.probe.as_ref().is_none_or(|p| p.seq != seq) {
             return;
@@ -133,7 +138,13 @@ impl Swim {
             1
         };
         self.health.apply(delta);
-        self.accuse(&probe.target, now);
+        let same_life = self
+            .members
+            .get(&probe.target)
+            .is_some_and(|r| r.incarnation == probe.incarnation);
+        if same_life {
+            self.accuse(&probe.target, now);
+        }
     }
 
     /// Suspects `target` on this node's own evidence.
