@@ -206,4 +206,15 @@ fn a_node_with_another_secret_never_appears() {
         rejected.is_some_and(|n| n > 0.0),
         "the intruder's datagrams are counted as rejected: {rejected:?}"
     );
+    // Both ends say why, rather than leave the intruder running on alone in silence.
+    let says = |node: &Node, words: &str| {
+        let mut logs = node.drain_logs();
+        let said = within(LOOSE, || {
+            logs.extend(node.drain_logs());
+            logs.iter().any(|line| line.contains(words))
+        });
+        assert!(said.is_some(), "no \"{words}\" in:\n{}", logs.join("\n"));
+    };
+    says(&a, "another cluster_secret");
+    says(&intruder, "no seed has answered yet");
 }

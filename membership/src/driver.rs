@@ -25,6 +25,11 @@ use crate::{LocalMember, Member, MembershipEvent, Metrics, Swim, SwimConfig, Swi
 /// How long a leaving node keeps gossiping its `left` at most.
 pub const LEAVE_GRACE: Duration = Duration::from_millis(800);
 
+/// How long a node started with seeds may know no other member before it warns that it
+/// cannot join, and how long between such warnings after that.
+const JOIN_WARNING_AFTER: Duration = Duration::from_secs(5);
+const JOIN_WARNING_EVERY: Duration = Duration::from_secs(60);
+
 /// How long the driver sleeps when the core wants no wake-up (it wants one as soon as
 /// it knows another member; until then only a datagram or the shutdown wakes it).
 const IDLE_WAKE: Duration = Duration::from_secs(3600);
@@ -69,13 +74,19 @@ impl Membership {
             node_id = %config.local.id,
             addr = %config.local.gossip_addr,
         );
+        // A node that is one of its own seeds may be the cluster's first: it is not
+        // warned about being alone.
+        let joining = !config.seeds.is_empty() && !config.seeds.contains(&config.local.gossip_addr);
         let mut swim = Swim::new(config.local, config.swim, config.rng_seed, clock.now())?;
         if !config.seeds.is_empty() {
             swim.join(&config.seeds, clock.now());
         }
+        let join_warning_at = joining.then(|| clock.now() + JOIN_WARNING_AFTER);
         let swim = Arc::new(Mutex::new(swim));
         let driver = Driver {
             swim: Arc::clone(&swim),
+            seeds: config.seeds,
+            join_warning_at,
             transport,
             clock,
             runtime: Arc::clone(&runtime),
@@ -116,6 +127,10 @@ enum Input {
 /// The driver task's state: the core, the transport, the clock and the event sink.
 struct Driver<T, E> {
     swim: Arc<Mutex<Swim>>,
+    /// The gossip addresses this node joins through.
+    seeds: Vec<SocketAddr>,
+    /// When to warn that no seed has answered, while none has.
+    join_warning_at: Option<Duration>,
     transport: Arc<T>,
     clock: Arc<dyn Clock>,
     runtime: Arc<dyn Runtime>,
@@ -124,7 +139,7 @@ struct Driver<T, E> {
 
 impl<T: Datagrams, E: Fn(&MembershipEvent)> Driver<T, E> {
     /// One loop owning the core's inputs, until the leave has been gossiped.
-    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         self.flush().await;
         let mut leave_by: Option<Duration> = None;
         loop {
@@ -147,6 +162,7 @@ impl<T: Datagrams, E: Fn(&MembershipEvent)> Driver<T, E> {
             match input {
                 Input::Timer => {
                     lock(&self.swim).handle_timeout(now);
+                    self.warn_while_alone(now);
                     self.flush().await;
                 }
                 Input::Shutdown => {
@@ -162,6 +178,26 @@ impl<T: Datagrams, E: Fn(&MembershipEvent)> Driver<T, E> {
                 Input::Datagram(Err(error)) => tracing::debug!(%error, "gossip receive failed"),
             }
         }
+    }
+
+    /// Warns, from [`JOIN_WARNING_AFTER`] after the start and then every
+    /// [`JOIN_WARNING_EVERY`], while no seed has answered: a node that cannot join
+    /// otherwise runs on alone without a word (the seeds are down or unreachable, or have
+    /// another `cluster_secret` and drop its datagrams).
+    fn warn_while_alone(&mut self, now: Duration) {
+        if self.join_warning_at.is_none_or(|at| now < at) {
+            return;
+        }
+        if lock(&self.swim).live_members() > 1 {
+            self.join_warning_at = None;
+            return;
+        }
+        self.join_warning_at = Some(now + JOIN_WARNING_EVERY);
+        tracing::warn!(
+            seeds = ?self.seeds,
+            "no seed has answered yet: check that the seeds run and that this node reaches \
+             their gossip ports, and that every node has the same cluster_secret"
+        );
     }
 
     /// Sends every pending datagram; logs every pending event and hands it on.

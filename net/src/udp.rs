@@ -12,9 +12,9 @@ use crate::{
     MAX_PAYLOAD, NetError, SystemClock,
 };
 
-/// At most one warning about a peer's clock per this long (a skewed peer sends several
-/// datagrams a second).
-const SKEW_WARNING_EVERY: Duration = Duration::from_secs(60);
+/// At most one warning of each kind (a peer's clock, a foreign secret) per this long: the
+/// sender sends several datagrams a second.
+const WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// Authenticated datagrams over a UDP socket. Share it behind an `Arc` between a sending
 /// and a receiving task. Keep receiving: the addressing handshake (see [`DatagramAuth`])
@@ -26,6 +26,8 @@ pub struct UdpTransport {
     clock: Arc<dyn Clock>,
     /// When the last warning about a stale datagram was logged.
     skew_warned: Mutex<Option<Instant>>,
+    /// When the last warning about a datagram of another secret was logged.
+    secret_warned: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for UdpTransport {
@@ -60,31 +62,41 @@ impl UdpTransport {
             auth,
             clock,
             skew_warned: Mutex::new(None),
+            secret_warned: Mutex::new(None),
         })
     }
 
-    /// Logs a refused stale datagram, at most once per [`SKEW_WARNING_EVERY`]: it is
-    /// almost always a peer whose clock is off by more than the freshness bound, which
-    /// otherwise shows only as a node that never joins.
-    fn warn_if_stale(&self, from: SocketAddr, error: &AuthError) {
-        let AuthError::Stale { stamp_us, now_us } = *error else {
-            return;
+    /// Logs a refused datagram that points at a misconfiguration, at most once per
+    /// [`WARNING_EVERY`] for each kind, since it otherwise shows only as a node that never
+    /// joins: a stale one (almost always a peer whose clock is off by more than the
+    /// freshness bound) or one with a wrong MAC (a node with another `cluster_secret`).
+    fn warn_about(&self, from: SocketAddr, error: &AuthError) {
+        let throttle = match error {
+            AuthError::Stale { .. } => &self.skew_warned,
+            AuthError::BadMac => &self.secret_warned,
+            _ => return,
         };
-        let mut warned = self
-            .skew_warned
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if warned.is_some_and(|at| at.elapsed() < SKEW_WARNING_EVERY) {
+        let mut warned = throttle.lock().unwrap_or_else(PoisonError::into_inner);
+        if warned.is_some_and(|at| at.elapsed() < WARNING_EVERY) {
             return;
         }
         *warned = Some(Instant::now());
-        let ahead_s = (i128::from(stamp_us) - i128::from(now_us)) as f64 / 1e6;
-        tracing::warn!(
-            %from,
-            ahead_s,
-            "refused a datagram stamped {ahead_s:+.0} s from this node's clock (stale or \
-             replayed): if the sender's clock is off, synchronise the clocks (NTP)"
-        );
+        if let AuthError::Stale { stamp_us, now_us } = *error {
+            let ahead_s = (i128::from(stamp_us) - i128::from(now_us)) as f64 / 1e6;
+            tracing::warn!(
+                %from,
+                ahead_s,
+                "refused a datagram stamped {ahead_s:+.0} s from this node's clock (stale or \
+                 replayed): if the sender's clock is off, synchronise the clocks (NTP)"
+            );
+        } else {
+            tracing::warn!(
+                %from,
+                "refused a datagram that does not carry this cluster's signature: the sender \
+                 has another cluster_secret (every node of a cluster needs the same one), or \
+                 the datagram was damaged"
+            );
+        }
     }
 
     /// The authentication counters.
@@ -121,7 +133,7 @@ impl Datagrams for UdpTransport {
             let now = self.clock.unix_micros();
             let opened = self.auth.open(now, from, &buf[..len]);
             if let Err(error) = &opened {
-                self.warn_if_stale(from, error);
+                self.warn_about(from, error);
             }
             let payload = opened.ok().flatten().map(<[u8]>::to_vec);
             // The addressing handshake's hellos and re-sent first contacts. One that is
