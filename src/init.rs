@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, config_path};
+use crate::config::{Config, config_arg, config_path};
 use crate::store::read_meta_texts;
 
 /// The ports of a new node's config.
@@ -22,14 +22,7 @@ struct Ports {
 
 /// Writes NAME's config; returns a line saying what it holds, or a one-line error.
 pub fn write_joining(name: &str, join: &str) -> Result<String, String> {
-    // The instance name is the file name less `.yaml`: it must be a name of its own.
-    let file_name = name.rsplit('/').next().unwrap_or(name);
-    let stem = file_name.trim_end_matches(".yaml").trim_end_matches(".yml");
-    if stem.is_empty() || stem.chars().all(|c| c == '.') || stem.trim() != stem {
-        return Err(format!(
-            "{name:?} is not a node name: give one such as node2 (or dir/node2)"
-        ));
-    }
+    config_arg(name)?;
     let target = config_path(name);
     if target.exists() {
         return Err(format!("{}: exists already", target.display()));

@@ -86,10 +86,32 @@ fn init_refuses_a_name_that_names_no_node() {
         let out = run_kvs(&["init", name, "--join", "j"], dir.path(), &[]);
         let said = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name:?}: {said}");
-        assert!(said.contains("is not a node name"), "{name:?}: {said}");
+        assert!(said.contains("names no config"), "{name:?}: {said}");
     }
     let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(files.len(), 1, "only j.yaml: {files:?}");
+}
+
+/// `kvs start ''` wrote `.yaml`, then the daemon read that as a name and wrote and ran on
+/// `.yaml.yaml`, with other secrets; a CONFIG that names no file is a usage error.
+#[test]
+fn a_config_argument_that_names_no_file_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let home = home.to_str().unwrap();
+    for command in ["run", "start", "stop", "restart", "backup", "compact"] {
+        for name in ["", " ", "d/", ".yaml", "..", "d/.yml"] {
+            let out = run_kvs(&[command, name], dir.path(), &[("KVS_HOME", home)]);
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command} {name:?}: {said}");
+            assert!(
+                said.contains("names no config"),
+                "{command} {name:?}: {said}"
+            );
+        }
+    }
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(files.is_empty(), "nothing written: {files:?}");
 }
 
 #[test]

@@ -17,6 +17,20 @@ pub fn config_path(arg: &str) -> PathBuf {
     }
 }
 
+/// Checks a CONFIG (or NAME) argument: its file name less `.yaml` is the instance's name,
+/// so it must be a name of its own (not empty, not dots, no surrounding spaces). For
+/// clap's `value_parser`.
+pub fn config_arg(arg: &str) -> Result<String, String> {
+    let file_name = arg.rsplit('/').next().unwrap_or(arg);
+    let stem = file_name.trim_end_matches(".yaml").trim_end_matches(".yml");
+    if stem.is_empty() || stem.chars().all(|c| c == '.') || stem.trim() != stem {
+        return Err(format!(
+            "{arg:?} names no config: give one such as node1 (or dir/node1)"
+        ));
+    }
+    Ok(arg.to_owned())
+}
+
 /// The deepest nesting of `[` and `{` in `text`, outside quoted strings and comments.
 pub(super) fn flow_nesting(text: &str) -> usize {
     let (mut depth, mut deepest, mut quote, mut comment) = (0usize, 0, None, false);

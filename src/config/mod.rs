@@ -16,7 +16,8 @@ mod help;
 
 pub use self::error::{ConfigError, KeyError};
 pub use self::file::{
-    config_path, default_config_text, instance_name, load_or_create, secret, warn_if_exposed,
+    config_arg, config_path, default_config_text, instance_name, load_or_create, secret,
+    warn_if_exposed,
 };
 pub use self::help::HELP;
 
@@ -48,6 +49,32 @@ impl<'de> Deserialize<'de> for ConfigDuration {
     }
 }
 
+/// A string key that may be left out (for a generated value) but not written empty: an
+/// empty `cluster_secret: ""` is far more likely a template or an unset variable than a
+/// wish for a generated secret, and two nodes that each generate one never form a cluster.
+/// The error names the key itself: serde's own path is lost in a `deserialize_with`.
+fn non_empty<'de, D: Deserializer<'de>>(deserializer: D, key: &str) -> Result<String, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.is_empty() {
+        return Err(serde::de::Error::custom(format!(
+            "{key}: must not be empty (leave the key out to have one generated)"
+        )));
+    }
+    Ok(text)
+}
+
+fn non_empty_node_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    non_empty(deserializer, "node_id")
+}
+
+fn non_empty_cluster_secret<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    non_empty(d, "cluster_secret")
+}
+
+fn non_empty_jwt_secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    non_empty(deserializer, "jwt_secret")
+}
+
 fn duration(text: &str) -> ConfigDuration {
     ConfigDuration(kvs_api::parse_duration(text).unwrap_or_default())
 }
@@ -58,6 +85,7 @@ fn duration(text: &str) -> ConfigDuration {
 pub struct Config {
     /// This node's identity; when left out, a UUID generated at first start and kept in
     /// the data dir.
+    #[serde(deserialize_with = "non_empty_node_id")]
     pub node_id: String,
     /// Address all listeners bind to.
     pub bind_address: IpAddr,
@@ -75,11 +103,14 @@ pub struct Config {
     pub seed_nodes: Vec<String>,
     /// Membership and sync on or off.
     pub clustering_enabled: bool,
-    /// Shared by every node of a cluster; authenticates gossip and sync. When empty, the
-    /// node generates one at first start and keeps it in its data dir.
+    /// Shared by every node of a cluster; authenticates gossip and sync. When left out,
+    /// the node generates one at first start and keeps it in its data dir (written
+    /// empty, it is refused).
+    #[serde(deserialize_with = "non_empty_cluster_secret")]
     pub cluster_secret: String,
     /// Shared by every node of a cluster; signs tokens. Generated and kept like
-    /// `cluster_secret` when empty.
+    /// `cluster_secret` when left out.
+    #[serde(deserialize_with = "non_empty_jwt_secret")]
     pub jwt_secret: String,
     /// JWT authentication and permissions.
     pub auth_enabled: bool,
@@ -321,6 +352,21 @@ impl Config {
             return fail(
                 "data_dir",
                 "must not be empty (leave it out for ./data)".into(),
+            );
+        }
+        if let Some(advertised) = self.advertise_address.filter(IpAddr::is_unspecified) {
+            return fail(
+                "advertise_address",
+                format!("{advertised} is a wildcard: give an address the other hosts reach"),
+            );
+        }
+        if self.clustering_enabled && self.sync_port != 0 && self.sync_port == self.gossip_port {
+            return fail(
+                "sync_port",
+                format!(
+                    "{} is gossip_port too: both are UDP and need a port each",
+                    self.sync_port
+                ),
             );
         }
         self.swim_config().map_err(|e| e.at(origin))?;

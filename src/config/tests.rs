@@ -128,9 +128,24 @@ fn other_bad_values_name_their_key() {
         ("seed_nodes: [\"no-port\"]", "seed_nodes"),
         ("seed_nodes: [\":7946\"]", "seed_nodes"),
         ("seed_nodes: [\"127.0.0.1:0\"]", "seed_nodes"),
+        ("cluster_secret: \"\"", "cluster_secret"),
+        ("jwt_secret: ''", "jwt_secret"),
+        ("gossip_port: 7000\nsync_port: 7000", "sync_port"),
+        ("advertise_address: 0.0.0.0", "advertise_address"),
+        ("advertise_address: \"::\"", "advertise_address"),
     ] {
         assert_refused_naming(yaml, key);
     }
+    // The same port for both is fine where clustering is off (neither is bound), and
+    // port 0 picks two different ones.
+    parse("clustering_enabled: false\ngossip_port: 7000\nsync_port: 7000\n").unwrap();
+    parse("gossip_port: 0\nsync_port: 0\n").unwrap();
+    let err = parse("node_id: \"\"\n").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("t.yaml: node_id: must not be empty"),
+        "{err}"
+    );
     for id in ["a\\0b", "tab\\there"] {
         let err = parse(&format!("node_id: \"{id}\"\n")).unwrap_err();
         assert_eq!(err.key(), Some("node_id"), "{err}");
