@@ -30,7 +30,7 @@ pub(crate) const QUERY_ESCAPES: &AsciiSet = &KEY_ESCAPES.add(b'&').add(b'=').add
 #[derive(Args, Debug, Clone)]
 pub struct Target {
     /// The node's HTTP address.
-    #[arg(long, env = "KVS_ADDR", default_value = "http://127.0.0.1:8080",
+    #[arg(long, env = "KVS_ADDR", default_value = crate::http_client::DEFAULT_ADDR,
           value_parser = crate::http_client::checked_addr)]
     pub addr: String,
     /// A bearer token.

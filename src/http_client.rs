@@ -48,9 +48,16 @@ pub fn authority(addr: &str) -> Result<String, ClientError> {
     Ok(rest.to_owned())
 }
 
+/// Where the client commands find a node unless told otherwise.
+pub const DEFAULT_ADDR: &str = "http://127.0.0.1:8080";
+
 /// `addr` as given, once [`authority`] takes it: for `--addr`, so that an address that
-/// can never work is a usage error (exit 2) before anything is sent.
+/// can never work is a usage error (exit 2) before anything is sent. Empty means
+/// [`DEFAULT_ADDR`], as when `KVS_ADDR` is exported but empty (`KVS_ADDR= kvs get k`).
 pub fn checked_addr(addr: &str) -> Result<String, String> {
+    if addr.is_empty() {
+        return Ok(DEFAULT_ADDR.to_owned());
+    }
     authority(addr)
         .map(|_| addr.to_owned())
         .map_err(|e| e.to_string())
@@ -139,7 +146,14 @@ impl Connection {
 
 #[cfg(test)]
 mod tests {
-    use super::authority;
+    use super::{DEFAULT_ADDR, authority, checked_addr};
+
+    #[test]
+    fn an_empty_address_is_the_default_one() {
+        assert_eq!(checked_addr("").unwrap(), DEFAULT_ADDR);
+        assert_eq!(checked_addr("http://h:1").unwrap(), "http://h:1");
+        assert!(checked_addr("h").is_err());
+    }
 
     #[test]
     fn authorities() {
