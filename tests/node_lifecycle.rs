@@ -251,3 +251,35 @@ fn a_wildcard_bind_without_an_advertised_address_is_warned_about() {
     }
     assert!(warned(&logs), "no warning:\n{}", logs.join("\n"));
 }
+
+/// A node whose stderr reader has gone (`kvs run n1 2>&1 | head -1`) still stops
+/// gracefully on SIGTERM: its log lines are dropped, where the first one that failed used
+/// to be reported through `eprintln!` to the same closed pipe, a panic (exit 101).
+#[test]
+fn a_node_whose_log_reader_has_gone_still_stops_gracefully() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("n1.yaml");
+    std::fs::write(&config, format!("{PLAIN}http_port: 0\n")).unwrap();
+    let mut child = std::process::Command::new(common::kvs_bin())
+        .args(["run", config.to_str().unwrap()])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+    log.read_line(&mut first).unwrap();
+    assert!(first.contains("node started"), "{first}");
+    drop(log);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let ended = common::cluster::within(Duration::from_secs(20), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
