@@ -308,6 +308,7 @@ pub async fn run(
     )
     .map_err(|e| config_error("data_dir", e))?;
     let advertise = config.advertise_address.unwrap_or(config.bind_address);
+    // (An advertised wildcard is refused by the config's checks.)
     if advertise.is_unspecified() && config.clustering_enabled {
         tracing::warn!(
             %advertise,
