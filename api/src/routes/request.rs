@@ -143,7 +143,20 @@ where
     }
     let raw: Box<RawValue> = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::invalid_json(format!("the body is not JSON: {e}")))?;
+    if has_surrogate_escape(raw.get().as_bytes()) {
+        // The raw parse does not pair `\uD800`-`\uDFFF` escapes: a lone one is no text,
+        // and strict clients could not read the value back. Decoding it checks them.
+        serde_json::from_str::<serde_json::Value>(raw.get())
+            .map_err(|e| ApiError::invalid_json(format!("the body is not JSON: {e}")))?;
+    }
     Ok(raw.get().to_owned())
+}
+
+/// Whether `json` holds an escape in the surrogate range (`\uD800` to `\uDFFF`), which
+/// only a full decode checks.
+fn has_surrogate_escape(json: &[u8]) -> bool {
+    json.windows(3)
+        .any(|w| w[0] == b'\\' && w[1] == b'u' && matches!(w[2], b'd' | b'D'))
 }
 
 /// Whether the request asks for `100 Continue` before it sends its body.

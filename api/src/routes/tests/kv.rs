@@ -101,12 +101,23 @@ async fn bodies_must_be_json() {
         "undefined",
         "{\"a\":1} trailing",
         "'single'",
+        // Lone surrogate escapes: no text, and strict JSON readers refuse them.
+        r#""\ud800""#,
+        r#"{"a":["\uDFFF"]}"#,
+        r#""\ud83d\u0041""#,
     ] {
         let answer = put(&api, "/kv/j", body).await;
         assert_eq!(answer.status, 400, "{body:?}");
         assert_eq!(answer.error_code(), "invalid_json", "{body:?}");
     }
     assert_eq!(get(&api, "/kv/j").await.status, 404);
+    // A pair is one character, kept as sent; so is an escaped backslash before "ud".
+    for body in [r#""\ud83d\ude00""#, r#""\\ud800""#, r#""\uD7FF""#] {
+        assert_eq!(put(&api, "/kv/j", body).await.status / 100, 2, "{body:?}");
+        let stored = get(&api, "/kv/j").await.json();
+        let sent: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(stored["data"], sent, "{body:?}");
+    }
 }
 
 #[tokio::test]
