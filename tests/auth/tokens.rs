@@ -324,15 +324,27 @@ fn anonymous_flags() {
         &call(&writes, "GET", "/kv/w", None, None),
         "write-only flag, read",
     );
-    assert_401(
+    // A key written anonymously has no owner, and the owner's digit is anonymous
+    // callers' there: they may overwrite it, as they created it.
+    expect(
         &call(&writes, "PUT", "/kv/w", Some("2"), None),
-        "default f31: others may not write",
+        200,
+        "anonymous overwrite of an anonymous key",
+    );
+    expect(
+        &call(&writes, "PUT", "/kv/r", Some("1"), Some(&root)),
+        201,
+        "root writes",
+    );
+    assert_401(
+        &call(&writes, "PUT", "/kv/r", Some("2"), None),
+        "root's key, default f31: others may not write",
     );
     expect(
         &call(
             &writes,
             "PUT",
-            "/meta/w",
+            "/meta/r",
             Some(r#"{"permissions":"f3b"}"#),
             Some(&root),
         ),
@@ -340,12 +352,12 @@ fn anonymous_flags() {
         "chmod",
     );
     expect(
-        &call(&writes, "PUT", "/kv/w", Some("2"), None),
+        &call(&writes, "PUT", "/kv/r", Some("2"), None),
         200,
         "others digit with W",
     );
     expect(
-        &call(&writes, "PUT", "/kv/w/below", Some("3"), None),
+        &call(&writes, "PUT", "/kv/r/below", Some("3"), None),
         201,
         "others digit with C",
     );

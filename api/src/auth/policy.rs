@@ -7,8 +7,9 @@
 //!
 //! 1. Anonymous principals may read (`GET`/`HEAD /kv`, listings, `GET
 //!    /history`) only with `allow_anonymous_read` and `PUT` only with
-//!    `allow_anonymous_write`; they are then in the `Other` class, so the
-//!    others digit must allow the access too. Everything else (`DELETE`,
+//!    `allow_anonymous_write`; the key's digit for them must allow the access
+//!    too: the owner's on a key nobody owns (one written anonymously, or before
+//!    auth: as a file of `nobody` to `nobody`), else the others'. Everything else (`DELETE`,
 //!    `/meta`, admin endpoints) needs a token. Every anonymous denial is
 //!    [`Denied::Unauthorized`]: presenting a token might help.
 //! 2. A token with scope `admin` passes every check.
@@ -212,16 +213,16 @@ pub(crate) fn authorize(request: &AccessRequest<'_>) -> Result<(), Denied> {
 
 fn anonymous(operation: Operation<'_>, flags: AnonymousAccess) -> Result<(), Denied> {
     let allowed = match operation {
-        Operation::Read(meta) => flags.read && other_may(meta, Access::Read),
+        Operation::Read(meta) => flags.read && anonymous_may(meta, Access::Read),
         Operation::List => flags.read,
-        Operation::Write(meta) => flags.write && other_may(Some(meta), Access::Write),
-        // The expiry deletes the key: the others digit must grant D as well as W.
+        Operation::Write(meta) => flags.write && anonymous_may(Some(meta), Access::Write),
+        // The expiry deletes the key: the digit must grant D as well as W.
         Operation::WriteExpiring(meta) => {
             flags.write
-                && other_may(Some(meta), Access::Write)
-                && other_may(Some(meta), Access::Delete)
+                && anonymous_may(Some(meta), Access::Write)
+                && anonymous_may(Some(meta), Access::Delete)
         }
-        Operation::Create(ancestor) => flags.write && other_may(ancestor, Access::Create),
+        Operation::Create(ancestor) => flags.write && anonymous_may(ancestor, Access::Create),
         Operation::Delete(_)
         | Operation::ReadMeta(_)
         | Operation::ChangeMeta(_)
@@ -235,9 +236,17 @@ fn anonymous(operation: Operation<'_>, flags: AnonymousAccess) -> Result<(), Den
     }
 }
 
-/// Whether the others digit of `meta` (if any) allows `access`.
-fn other_may(meta: Option<&KeyMeta>, access: Access) -> bool {
-    meta.is_none_or(|m| m.permissions.allows(Class::Other, access))
+/// Whether `meta` (if any) allows `access` to an anonymous principal: by the owner's
+/// digit on a key nobody owns (anonymous keys stay writable by anonymous writers), else
+/// by the others' digit.
+fn anonymous_may(meta: Option<&KeyMeta>, access: Access) -> bool {
+    meta.is_none_or(|m| {
+        let class = match m.owner {
+            None => Class::Owner,
+            Some(_) => Class::Other,
+        };
+        m.permissions.allows(class, access)
+    })
 }
 
 fn authenticated(subject: &Subject, operation: Operation<'_>) -> Result<(), Denied> {

@@ -228,17 +228,49 @@ fn anonymous_never_deletes_reads_meta_administers_or_observes() {
 
 #[test]
 fn anonymous_with_default_permissions() {
-    // f31: others may read, not overwrite; anonymous is "other" even on keys
-    // it created (they have no owner).
+    // f31 on a key somebody owns: anonymous is "other", and may read, not overwrite
+    // nor create below it.
     let anon = Principal::Anonymous;
-    let m = KeyMeta::for_new_key(None, Permissions::DEFAULT);
-    assert_eq!(decide(&anon, Operation::Read(Some(&m)), ALL_FLAGS), Ok(()));
+    let owned = meta(Permissions::DEFAULT.bits());
     assert_eq!(
-        decide(&anon, Operation::Write(&m), ALL_FLAGS),
+        decide(&anon, Operation::Read(Some(&owned)), ALL_FLAGS),
+        Ok(())
+    );
+    for op in [Operation::Write(&owned), Operation::Create(Some(&owned))] {
+        assert_eq!(
+            decide(&anon, op, ALL_FLAGS),
+            Err(Denied::Unauthorized),
+            "{op:?}"
+        );
+    }
+    // A key written anonymously has no owner: the owner's digit applies to anonymous
+    // callers, who may overwrite it (with a TTL too) and create below it, as a file of
+    // `nobody` to `nobody`; an authenticated user is "other" there.
+    let ownerless = KeyMeta::for_new_key(None, Permissions::DEFAULT);
+    for op in [
+        Operation::Read(Some(&ownerless)),
+        Operation::Write(&ownerless),
+        Operation::WriteExpiring(&ownerless),
+        Operation::Create(Some(&ownerless)),
+    ] {
+        assert_eq!(decide(&anon, op, ALL_FLAGS), Ok(()), "{op:?}");
+    }
+    let writer = subject("somebody", &[], &[Scope::Read, Scope::Write]);
+    assert_eq!(
+        decide(&writer, Operation::Write(&ownerless), ALL_FLAGS),
+        Err(Denied::Forbidden(Reason::Permission(Access::Write)))
+    );
+    // The flags still gate first, and a delete always needs a token.
+    let read_only = AnonymousAccess {
+        read: true,
+        write: false,
+    };
+    assert_eq!(
+        decide(&anon, Operation::Write(&ownerless), read_only),
         Err(Denied::Unauthorized)
     );
     assert_eq!(
-        decide(&anon, Operation::Create(Some(&m)), ALL_FLAGS),
+        decide(&anon, Operation::Delete(Some(&ownerless)), ALL_FLAGS),
         Err(Denied::Unauthorized)
     );
 }
