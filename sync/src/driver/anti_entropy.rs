@@ -140,13 +140,13 @@ async fn converse<T: StreamTransport, S: BiStream>(
     bulk: &BulkLoad,
 ) -> Result<(Session, u64), RoundError> {
     let mut round_trips = 0;
-    let mut reported = SessionStats::default();
+    let mut reported = Reported::from(started_ms);
     let began_stale = shared.stale_since().is_some();
     let taken_until = started_ms.saturating_add(session_age_limit(&shared.config));
     loop {
         let sent = !out.is_empty() || session.has_output();
         session = send_turn(shared, stream, session, out, bulk).await?;
-        reported = report_progress(shared, &session, reported);
+        report_progress(shared, &session, &mut reported);
         if session.is_done() {
             return Ok((session, round_trips));
         }
@@ -180,7 +180,7 @@ async fn converse<T: StreamTransport, S: BiStream>(
         session = back;
         bulk.note(&session);
         out = replies?;
-        reported = report_progress(shared, &session, reported);
+        report_progress(shared, &session, &mut reported);
     }
 }
 
@@ -194,27 +194,63 @@ async fn limited<T: StreamTransport, R>(
         .ok_or(RoundError::TooLong)?
 }
 
-/// Versions received between progress lines in the log (a bootstrap logs every so many).
-const PROGRESS_EVERY: u64 = 100_000;
+/// How often a session that keeps storing versions (a bootstrap, a long catch-up) logs
+/// its progress.
+const PROGRESS_EVERY_MS: u64 = 5_000;
+
+/// What a session has reported so far: its figures as added to the counters, and its
+/// last progress line (when, and the versions stored by then).
+struct Reported {
+    stats: SessionStats,
+    logged_ms: u64,
+    logged_stored: u64,
+}
+
+impl Reported {
+    fn from(started_ms: u64) -> Self {
+        Self {
+            stats: SessionStats::default(),
+            logged_ms: started_ms,
+            logged_stored: 0,
+        }
+    }
+
+    /// Whether a progress line is due at `now_ms` with the session at `stats`: at least
+    /// [`PROGRESS_EVERY_MS`] after the last one (or the start) and versions stored since;
+    /// then notes it, and gives the versions stored per second since the last one.
+    fn progress_due(&mut self, stats: &SessionStats, now_ms: u64) -> Option<u64> {
+        let since_ms = now_ms.saturating_sub(self.logged_ms);
+        if since_ms < PROGRESS_EVERY_MS || stats.versions_stored <= self.logged_stored {
+            return None;
+        }
+        let per_second = (stats.versions_stored - self.logged_stored) * 1000 / since_ms;
+        self.logged_ms = now_ms;
+        self.logged_stored = stats.versions_stored;
+        Some(per_second)
+    }
+}
 
 /// Adds what `session` did since `reported` to the counters (so that `/metrics` shows a
-/// long session's progress as it goes), logs every [`PROGRESS_EVERY`] versions stored,
-/// and returns the session's figures as now reported.
+/// long session's progress as it goes) and, every [`PROGRESS_EVERY_MS`] while it stores
+/// versions, logs how far it is and how fast it goes (the span names the peer).
 fn report_progress<T: StreamTransport>(
     shared: &Shared<T>,
     session: &Session,
-    reported: SessionStats,
-) -> SessionStats {
+    reported: &mut Reported,
+) {
     let now = session.stats();
-    shared.counters.session_delta(&reported, &now);
-    if now.versions_stored / PROGRESS_EVERY > reported.versions_stored / PROGRESS_EVERY {
+    shared.counters.session_delta(&reported.stats, &now);
+    reported.stats = now;
+    if let Some(per_second) = reported.progress_due(&now, shared.now_ms()) {
         tracing::info!(
             stored = now.versions_stored,
             received = now.versions_received,
-            "sync progress"
+            sent = now.versions_sent,
+            per_second,
+            "sync progress: {} versions stored so far, {per_second}/s",
+            now.versions_stored
         );
     }
-    now
 }
 
 /// A completed session that stored at least this many versions is logged (besides a
@@ -224,8 +260,7 @@ const CATCH_UP_LOGGED_FROM: u64 = 1_000;
 /// Tells the driver that `session` (with `node_id`, if known) completed as `done`, then
 /// logs what it brought where an operator follows a catch-up: a node's first complete
 /// session since it started, or one that stored at least [`CATCH_UP_LOGGED_FROM`]
-/// versions. (The log showed a catch-up only every [`PROGRESS_EVERY`] versions, with a
-/// bare line for the first session.)
+/// versions.
 fn complete<T: StreamTransport>(
     shared: &Shared<T>,
     node_id: Option<&str>,
@@ -483,5 +518,35 @@ pub(crate) async fn round_loop<T: StreamTransport>(
             tracing::debug!(%node_id, %error, "sync round failed");
         }
         bulk.end(&shared).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PROGRESS_EVERY_MS, Reported, SessionStats};
+
+    fn stored(versions_stored: u64) -> SessionStats {
+        SessionStats {
+            versions_stored,
+            ..SessionStats::default()
+        }
+    }
+
+    /// A long catch-up logs its progress every few seconds with its rate, whatever its
+    /// size (it logged every 100,000 versions: once in an 18 s bootstrap of 150,000, and
+    /// never in a shorter one), and nothing while it stores nothing.
+    #[test]
+    fn progress_is_logged_by_time_while_versions_are_stored() {
+        let mut reported = Reported::from(1_000);
+        assert_eq!(reported.progress_due(&stored(40_000), 1_000 + 4_999), None);
+        let first = 1_000 + PROGRESS_EVERY_MS;
+        assert_eq!(reported.progress_due(&stored(50_000), first), Some(10_000));
+        assert_eq!(reported.progress_due(&stored(60_000), first + 1_000), None);
+        let second = first + 2 * PROGRESS_EVERY_MS;
+        assert_eq!(reported.progress_due(&stored(60_000), second), Some(1_000));
+        // Stalled: nothing stored since the last line, no line.
+        let later = second + 3 * PROGRESS_EVERY_MS;
+        assert_eq!(reported.progress_due(&stored(60_000), later), None);
+        assert_eq!(reported.progress_due(&stored(60_500), later), Some(33));
     }
 }
