@@ -53,8 +53,12 @@ impl<'de> Deserialize<'de> for ConfigDuration {
 /// empty `cluster_secret: ""` is far more likely a template or an unset variable than a
 /// wish for a generated secret, and two nodes that each generate one never form a cluster.
 /// The error names the key itself: serde's own path is lost in a `deserialize_with`.
+/// A YAML null (`node_id:` or `node_id: ~`) is as if the key were left out; it read as
+/// the name `null`.
 fn non_empty<'de, D: Deserializer<'de>>(deserializer: D, key: &str) -> Result<String, D::Error> {
-    let text = String::deserialize(deserializer)?;
+    let Some(text) = Option::<String>::deserialize(deserializer)? else {
+        return Ok(String::new());
+    };
     if text.is_empty() {
         return Err(serde::de::Error::custom(format!(
             "{key}: must not be empty (leave the key out to have one generated)"

@@ -140,6 +140,16 @@ fn other_bad_values_name_their_key() {
     // port 0 picks two different ones.
     parse("clustering_enabled: false\ngossip_port: 7000\nsync_port: 7000\n").unwrap();
     parse("gossip_port: 0\nsync_port: 0\n").unwrap();
+    // A YAML null is the key left out: generated, not the name "null".
+    for null in ["node_id:", "node_id: ~", "node_id: null"] {
+        assert_eq!(parse(&format!("{null}\n")).unwrap().node_id, "", "{null}");
+    }
+    let secrets = parse("cluster_secret:\njwt_secret: ~\n").unwrap();
+    assert_eq!(
+        (secrets.cluster_secret.as_str(), secrets.jwt_secret.as_str()),
+        ("", "")
+    );
+    assert_eq!(parse("node_id: \"null\"\n").unwrap().node_id, "null");
     let err = parse("node_id: \"\"\n").unwrap_err();
     assert!(
         err.to_string()
