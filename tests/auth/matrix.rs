@@ -216,7 +216,7 @@ fn ownership_defaults_and_metadata() {
         &call(&node, "GET", "/meta/doc", None, Some(&w.alice)),
         "alice reads meta",
     );
-    // An anonymous creator leaves owner and group empty.
+    // An anonymous creator is recorded as `anonymous` (as in the audit log), in no group.
     expect(
         &call(&node, "PUT", "/kv/anon", Some("1"), None),
         201,
@@ -229,7 +229,7 @@ fn ownership_defaults_and_metadata() {
     );
     assert_eq!(
         (meta["owner"].clone(), meta["group"].clone()),
-        (Value::Null, Value::Null)
+        (Value::from("anonymous"), Value::Null)
     );
     // Validation of metadata changes.
     for (body, code) in [

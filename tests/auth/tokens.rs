@@ -324,13 +324,20 @@ fn anonymous_flags() {
         &call(&writes, "GET", "/kv/w", None, None),
         "write-only flag, read",
     );
-    // A key written anonymously has no owner, and the owner's digit is anonymous
-    // callers' there: they may overwrite it, as they created it.
+    // A key written anonymously is owned by `anonymous`, and the owner's digit is
+    // anonymous callers' there: they may overwrite it, as they created it.
     expect(
         &call(&writes, "PUT", "/kv/w", Some("2"), None),
         200,
         "anonymous overwrite of an anonymous key",
     );
+    let meta = expect(
+        &call(&writes, "GET", "/meta/w", None, Some(&root)),
+        200,
+        "meta",
+    );
+    assert_eq!(meta["owner"], "anonymous", "{meta}");
+    assert_eq!(meta["group"], serde_json::Value::Null, "{meta}");
     expect(
         &call(&writes, "PUT", "/kv/r", Some("1"), Some(&root)),
         201,

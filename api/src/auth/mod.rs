@@ -22,9 +22,11 @@
 //!    everything), then the 12 permission bits ([`Permissions`], three hex
 //!    digits: owner, group, others; create 8, delete 4, write 2, read 1) of
 //!    the principal's [`Class`](permissions::Class). [`Denied`] maps to `401` or `403`.
-//!    Anonymous clients, when a flag lets them in, are in class `Other`.
+//!    Anonymous clients, when a flag lets them in, are in class `Other`, but
+//!    in class `Owner` on the keys anonymous clients created.
 //! 3. **Record.** A created key gets [`KeyMeta::for_new_key`] (owner the
-//!    writer, group the writer's first group, `default_permissions`).
+//!    writer, group the writer's first group, `default_permissions`), or
+//!    [`KeyMeta::for_anonymous_key`] (owner `anonymous`, no group).
 //!    `/auth/...` and `/meta/...` bodies are validated into records by the
 //!    `plan_*` functions, whose [`ModelError`]s carry the spec's codes.
 //!

@@ -292,14 +292,29 @@ impl GroupView {
     }
 }
 
+/// The owner recorded for a key an anonymous client created while auth was on. No user
+/// can have this id (user ids are UUIDs, and `root`), nor can `PUT /meta` give it (an
+/// owner must be an existing user).
+pub(crate) const ANONYMOUS_OWNER: &str = "anonymous";
+
 impl KeyMeta {
-    /// The metadata of a key created by `writer` (`None`: anonymous): owned
+    /// The metadata of a key created by `writer` (`None`: auth is off): owned
     /// by the writer, in the writer's first group, with `permissions`
     /// (the configured `default_permissions`).
     pub(crate) fn for_new_key(writer: Option<&User>, permissions: Permissions) -> Self {
         Self {
             owner: writer.map(|u| u.id.clone()),
             group: writer.and_then(|u| u.groups.first().cloned()),
+            permissions,
+        }
+    }
+
+    /// The metadata of a key an anonymous client creates: owned by
+    /// [`ANONYMOUS_OWNER`], in no group, with `permissions`.
+    pub(crate) fn for_anonymous_key(permissions: Permissions) -> Self {
+        Self {
+            owner: Some(ANONYMOUS_OWNER.to_owned()),
+            group: None,
             permissions,
         }
     }
@@ -396,6 +411,9 @@ mod tests {
         assert_eq!((m.owner.as_deref(), m.group), (Some("a"), None));
         let m = KeyMeta::for_new_key(None, p);
         assert_eq!((m.owner, m.group, m.permissions), (None, None, p));
+        let m = KeyMeta::for_anonymous_key(p);
+        assert_eq!(m.owner.as_deref(), Some(ANONYMOUS_OWNER));
+        assert_eq!((m.group, m.permissions), (None, p));
     }
 
     #[test]

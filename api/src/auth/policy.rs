@@ -8,8 +8,9 @@
 //! 1. Anonymous principals may read (`GET`/`HEAD /kv`, listings, `GET
 //!    /history`) only with `allow_anonymous_read` and `PUT` only with
 //!    `allow_anonymous_write`; the key's digit for them must allow the access
-//!    too: the owner's on a key nobody owns (one written anonymously, or before
-//!    auth: as a file of `nobody` to `nobody`), else the others'. Everything else (`DELETE`,
+//!    too: the owner's on a key an anonymous client created (owned by
+//!    [`ANONYMOUS_OWNER`]: as a file of `nobody` to `nobody`), else the
+//!    others' (keys written before auth, with no owner, included). Everything else (`DELETE`,
 //!    `/meta`, admin endpoints) needs a token. Every anonymous denial is
 //!    [`Denied::Unauthorized`]: presenting a token might help.
 //! 2. A token with scope `admin` passes every check.
@@ -29,7 +30,7 @@
 
 use thiserror::Error;
 
-use super::model::{KeyMeta, User};
+use super::model::{ANONYMOUS_OWNER, KeyMeta, User};
 use super::permissions::{Access, Class};
 use super::tokens::{Claims, Scope, TokenError};
 
@@ -237,13 +238,13 @@ fn anonymous(operation: Operation<'_>, flags: AnonymousAccess) -> Result<(), Den
 }
 
 /// Whether `meta` (if any) allows `access` to an anonymous principal: by the owner's
-/// digit on a key nobody owns (anonymous keys stay writable by anonymous writers), else
-/// by the others' digit.
+/// digit on a key an anonymous client created (so that anonymous writers may write it
+/// again), else by the others' digit.
 fn anonymous_may(meta: Option<&KeyMeta>, access: Access) -> bool {
     meta.is_none_or(|m| {
-        let class = match m.owner {
-            None => Class::Owner,
-            Some(_) => Class::Other,
+        let class = match m.owner.as_deref() {
+            Some(ANONYMOUS_OWNER) => Class::Owner,
+            _ => Class::Other,
         };
         m.permissions.allows(class, access)
     })

@@ -243,34 +243,53 @@ fn anonymous_with_default_permissions() {
             "{op:?}"
         );
     }
-    // A key written anonymously has no owner: the owner's digit applies to anonymous
-    // callers, who may overwrite it (with a TTL too) and create below it, as a file of
-    // `nobody` to `nobody`; an authenticated user is "other" there.
-    let ownerless = KeyMeta::for_new_key(None, Permissions::DEFAULT);
+    // A key an anonymous client created is owned by `anonymous`: the owner's digit
+    // applies to anonymous callers, who may overwrite it (with a TTL too) and create
+    // below it, as a file of `nobody` to `nobody`; an authenticated user is "other"
+    // there.
+    let anonymous_key = KeyMeta::for_anonymous_key(Permissions::DEFAULT);
     for op in [
-        Operation::Read(Some(&ownerless)),
-        Operation::Write(&ownerless),
-        Operation::WriteExpiring(&ownerless),
-        Operation::Create(Some(&ownerless)),
+        Operation::Read(Some(&anonymous_key)),
+        Operation::Write(&anonymous_key),
+        Operation::WriteExpiring(&anonymous_key),
+        Operation::Create(Some(&anonymous_key)),
     ] {
         assert_eq!(decide(&anon, op, ALL_FLAGS), Ok(()), "{op:?}");
     }
     let writer = subject("somebody", &[], &[Scope::Read, Scope::Write]);
     assert_eq!(
-        decide(&writer, Operation::Write(&ownerless), ALL_FLAGS),
+        decide(&writer, Operation::Write(&anonymous_key), ALL_FLAGS),
         Err(Denied::Forbidden(Reason::Permission(Access::Write)))
     );
+    // A key nobody owns (written before auth was on) is not anonymous callers' own:
+    // others' digit, read only.
+    let ownerless = KeyMeta::for_new_key(None, Permissions::DEFAULT);
+    assert_eq!(
+        decide(&anon, Operation::Read(Some(&ownerless)), ALL_FLAGS),
+        Ok(())
+    );
+    for op in [
+        Operation::Write(&ownerless),
+        Operation::WriteExpiring(&ownerless),
+        Operation::Create(Some(&ownerless)),
+    ] {
+        assert_eq!(
+            decide(&anon, op, ALL_FLAGS),
+            Err(Denied::Unauthorized),
+            "{op:?}"
+        );
+    }
     // The flags still gate first, and a delete always needs a token.
     let read_only = AnonymousAccess {
         read: true,
         write: false,
     };
     assert_eq!(
-        decide(&anon, Operation::Write(&ownerless), read_only),
+        decide(&anon, Operation::Write(&anonymous_key), read_only),
         Err(Denied::Unauthorized)
     );
     assert_eq!(
-        decide(&anon, Operation::Delete(Some(&ownerless)), ALL_FLAGS),
+        decide(&anon, Operation::Delete(Some(&anonymous_key)), ALL_FLAGS),
         Err(Denied::Unauthorized)
     );
 }

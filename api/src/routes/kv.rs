@@ -135,7 +135,10 @@ impl<B: Backend> Api<B> {
     ) -> WriteOp {
         let permissions =
             Permissions::from_bits(self.config.default_permissions).unwrap_or(Permissions::DEFAULT);
-        let meta = KeyMeta::for_new_key(caller.user(), permissions);
+        let meta = match caller.is_anonymous() {
+            true => KeyMeta::for_anonymous_key(permissions),
+            false => KeyMeta::for_new_key(caller.user(), permissions),
+        };
         WriteOp {
             key,
             mutation,
