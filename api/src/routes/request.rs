@@ -143,20 +143,45 @@ where
     }
     let raw: Box<RawValue> = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::invalid_json(format!("the body is not JSON: {e}")))?;
-    if has_surrogate_escape(raw.get().as_bytes()) {
+    if let Some(at) = lone_surrogate(raw.get().as_bytes()) {
         // The raw parse does not pair `\uD800`-`\uDFFF` escapes: a lone one is no text,
-        // and strict clients could not read the value back. Decoding it checks them.
-        serde_json::from_str::<serde_json::Value>(raw.get())
-            .map_err(|e| ApiError::invalid_json(format!("the body is not JSON: {e}")))?;
+        // and strict clients could not read the value back.
+        return Err(ApiError::invalid_json(format!(
+            "the body is not JSON: a lone surrogate escape at byte {at}"
+        )));
     }
     Ok(raw.get().to_owned())
 }
 
-/// Whether `json` holds an escape in the surrogate range (`\uD800` to `\uDFFF`), which
-/// only a full decode checks.
-fn has_surrogate_escape(json: &[u8]) -> bool {
-    json.windows(3)
-        .any(|w| w[0] == b'\\' && w[1] == b'u' && matches!(w[2], b'd' | b'D'))
+/// The offset of the first `\u` escape in `json` (well-formed JSON text) that is half a
+/// surrogate pair without its other half, if any. Only escapes are looked at: a string
+/// holding a backslash is written `\\`, so every `\` in a string starts an escape.
+fn lone_surrogate(json: &[u8]) -> Option<usize> {
+    let unit = |at: usize| -> Option<u16> {
+        let hex = json.get(at..at + 6)?;
+        let digits = std::str::from_utf8(hex.strip_prefix(b"\\u")?).ok()?;
+        u16::from_str_radix(digits, 16).ok()
+    };
+    let mut at = 0;
+    while at < json.len() {
+        if json[at] != b'\\' {
+            at += 1;
+            continue;
+        }
+        match unit(at) {
+            Some(0xD800..=0xDBFF) => {
+                if !matches!(unit(at + 6), Some(0xDC00..=0xDFFF)) {
+                    return Some(at);
+                }
+                at += 12;
+            }
+            Some(0xDC00..=0xDFFF) => return Some(at),
+            // Another escape: `\u` and four digits, or a backslash and one character.
+            Some(_) => at += 6,
+            None => at += 2,
+        }
+    }
+    None
 }
 
 /// Whether the request asks for `100 Continue` before it sends its body.

@@ -105,6 +105,8 @@ async fn bodies_must_be_json() {
         r#""\ud800""#,
         r#"{"a":["\uDFFF"]}"#,
         r#""\ud83d\u0041""#,
+        r#""\ud83d\\""#,
+        r#"["\ude00\ud83d"]"#,
     ] {
         let answer = put(&api, "/kv/j", body).await;
         assert_eq!(answer.status, 400, "{body:?}");
@@ -112,11 +114,24 @@ async fn bodies_must_be_json() {
     }
     assert_eq!(get(&api, "/kv/j").await.status, 404);
     // A pair is one character, kept as sent; so is an escaped backslash before "ud".
-    for body in [r#""\ud83d\ude00""#, r#""\\ud800""#, r#""\uD7FF""#] {
+    for body in [
+        r#""\ud83d\ude00""#,
+        r#""\\ud800""#,
+        r#""\uD7FF""#,
+        r#""\\\ud83d\ude00\"""#,
+    ] {
         assert_eq!(put(&api, "/kv/j", body).await.status / 100, 2, "{body:?}");
         let stored = get(&api, "/kv/j").await.json();
         let sent: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(stored["data"], sent, "{body:?}");
+    }
+    // A pair does not make the body checked otherwise: a number beyond f64 and deep
+    // nesting are taken as they are, with one as without one.
+    let deep = format!("{}\"\\ud83d\\ude00\"{}", "[".repeat(200), "]".repeat(200));
+    for body in [r#"["\ud83d\ude00",1e400]"#, r#"[1e400]"#, &deep] {
+        assert_eq!(put(&api, "/kv/j", body).await.status / 100, 2, "{body:?}");
+        let stored = get(&api, "/kv/j").await;
+        assert!(stored.body.contains(body), "{body:?}: {}", stored.body);
     }
 }
 
