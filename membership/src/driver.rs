@@ -195,8 +195,9 @@ impl<T: Datagrams, E: Fn(&MembershipEvent)> Driver<T, E> {
         self.join_warning_at = Some(now + JOIN_WARNING_EVERY);
         tracing::warn!(
             seeds = ?self.seeds,
-            "no seed has answered yet: check that the seeds run and that this node reaches \
-             their gossip ports, and that every node has the same cluster_secret"
+            "no seed (or peer kept from an earlier run) has answered yet: check that they \
+             run and that this node reaches their gossip ports, and that every node has the \
+             same cluster_secret"
         );
     }
 
