@@ -19,7 +19,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::backup::{http_addr_file, node_running};
-use crate::config::{instance_name, load_or_create};
+use crate::config::{config_path, instance_name, load_or_create};
 use crate::http_client::Connection;
 
 /// How long `start` waits for `/health` and `stop` for the process to exit.
@@ -130,19 +130,21 @@ fn exited(pid: i32) -> bool {
 
 /// `kvs start CONFIG`.
 pub fn start(arg: &str) -> ExitCode {
-    let (path, config) = match load_or_create(arg) {
-        Ok(loaded) => loaded,
-        Err(error) => {
-            eprintln!("kvs: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let instance = Instance::of_config(&path);
+    // The instance's lock first: where it cannot be taken (`$KVS_HOME` is a file, say),
+    // no config is written for a node that cannot start.
+    let instance = Instance::of_config(&config_path(arg));
     let starting = match instance.lock_for_start() {
         Ok(lock) => lock,
         Err(error) => {
             eprintln!("kvs: {}: {error}", instance.pid_file.display());
             return ExitCode::from(1);
+        }
+    };
+    let (path, config) = match load_or_create(arg) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("kvs: {error}");
+            return ExitCode::from(2);
         }
     };
     if let Some(pid) = instance.running() {
@@ -283,7 +285,7 @@ fn healthy(addr: &str) -> bool {
 
 /// `kvs stop CONFIG`.
 pub fn stop(arg: &str) -> ExitCode {
-    let instance = Instance::of_config(&crate::config::config_path(arg));
+    let instance = Instance::of_config(&config_path(arg));
     let Some(pid) = instance.running() else {
         eprintln!("kvs: {} is not running", instance.name);
         instance.forget();
@@ -345,7 +347,7 @@ fn terminate(pid: i32, wait: Duration) -> Result<Stopped, String> {
 
 /// `kvs restart CONFIG`.
 pub fn restart(arg: &str) -> ExitCode {
-    let instance = Instance::of_config(&crate::config::config_path(arg));
+    let instance = Instance::of_config(&config_path(arg));
     if let Some(pid) = instance.running()
         && stop_running(&instance, pid).is_none()
     {
@@ -365,7 +367,7 @@ pub fn status(arg: Option<&str>) -> ExitCode {
         );
     }
     let names: Vec<String> = match arg {
-        Some(arg) => vec![instance_name(&crate::config::config_path(arg))],
+        Some(arg) => vec![instance_name(&config_path(arg))],
         None => known_instances(),
     };
     crate::stdout::line(format_args!(

@@ -269,3 +269,21 @@ fn status_says_so_when_kvs_home_is_not_a_directory() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("is not a directory"), "{said}");
 }
+
+/// `kvs start` of a new config where no instance can be recorded (`$KVS_HOME` is a
+/// file) fails before it writes the config: it wrote one for a node that never started.
+#[test]
+fn a_start_that_cannot_record_its_instance_writes_no_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::write(&home, b"a file").unwrap();
+    let out = run_kvs(
+        &["start", "n1"],
+        dir.path(),
+        &[("KVS_HOME", home.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("Not a directory"), "{said}");
+    assert!(!dir.path().join("n1.yaml").exists(), "a config was written");
+}
