@@ -13,6 +13,7 @@ use crate::http_server::HttpLimits;
 mod error;
 mod file;
 mod help;
+mod membership;
 
 pub use self::error::{ConfigError, KeyError};
 pub use self::file::{
@@ -442,46 +443,6 @@ impl Config {
         }
     }
 
-    /// The membership protocol's settings: the preset, then the overrides. The probe
-    /// timeout's adaptive bounds follow `probe_interval` and `probe_timeout` (see
-    /// [`probe_timeouts`]); an error names the key.
-    pub fn swim_config(&self) -> Result<kvs_membership::SwimConfig, KeyError> {
-        let preset = match self.membership_profile.as_str() {
-            "lan" => kvs_membership::SwimConfig::lan(),
-            "wan" => kvs_membership::SwimConfig::wan(),
-            other => {
-                let why = format!("{other:?} is not lan or wan");
-                return Err(KeyError::new("membership_profile", why));
-            }
-        };
-        let mut swim = probe_timeouts(
-            preset,
-            self.probe_interval.map(|d| d.0),
-            self.probe_timeout.map(|d| d.0),
-        )?;
-        if let Some(n) = self.indirect_probes {
-            swim.indirect_checks = n;
-        }
-        if let Some(n) = self.suspicion_multiplier {
-            swim.suspicion_mult = n;
-        }
-        if let Some(d) = self.gossip_interval {
-            swim.gossip_interval = d.0;
-        }
-        if let Some(n) = self.gossip_fanout {
-            swim.gossip_fanout = n;
-        }
-        if let Some(d) = self.push_pull_interval {
-            swim.push_pull_interval = d.0;
-            swim.push_pull_interval_max = swim.push_pull_interval_max.max(d.0);
-        }
-        check_membership_keys(&swim)?;
-        // The keys above cannot break what remains: the preset's own fields.
-        swim.validate()
-            .map_err(|e| KeyError::new("membership_profile", e.to_string()))?;
-        Ok(swim)
-    }
-
     /// The key of the audit chain, while `tamper_logging_enabled`.
     pub fn audit_key(&self) -> Option<kvs_sync::AuditKey> {
         self.tamper_logging_enabled
@@ -521,100 +482,9 @@ impl Config {
     }
 }
 
-/// `preset` with `probe_interval` and `probe_timeout` applied. A probe timeout left out
-/// is the preset's, or the preset's share of `probe_interval` when that is shorter; the
-/// bounds it adapts within scale with it, and the upper one stays below `probe_interval`.
-fn probe_timeouts(
-    mut swim: kvs_membership::SwimConfig,
-    interval: Option<Duration>,
-    timeout: Option<Duration>,
-) -> Result<kvs_membership::SwimConfig, KeyError> {
-    let preset = swim.clone();
-    let interval = interval.unwrap_or(preset.probe_interval);
-    if interval.is_zero() {
-        return Err(KeyError::new("probe_interval", "must be above zero"));
-    }
-    let timeout = timeout.unwrap_or_else(|| {
-        preset
-            .probe_timeout
-            .min(scale(preset.probe_timeout, interval, preset.probe_interval))
-    });
-    if timeout.is_zero() {
-        return Err(KeyError::new("probe_timeout", "must be above zero"));
-    }
-    if timeout >= interval {
-        let why = format!("{timeout:?} must be below probe_interval ({interval:?})");
-        return Err(KeyError::new("probe_timeout", why));
-    }
-    let min = scale(preset.probe_timeout_min, timeout, preset.probe_timeout);
-    let max = scale(preset.probe_timeout_max, timeout, preset.probe_timeout);
-    swim.probe_interval = interval;
-    swim.probe_timeout = timeout;
-    swim.probe_timeout_min = min.max(Duration::from_millis(1)).min(timeout);
-    swim.probe_timeout_max = max.min(timeout + (interval - timeout) / 2).max(timeout);
-    Ok(swim)
-}
-
-/// `value * to / from`.
-fn scale(value: Duration, to: Duration, from: Duration) -> Duration {
-    let nanos = value.as_nanos() * to.as_nanos() / from.as_nanos().max(1);
-    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
-}
-
-/// The longest `probe_interval`, `gossip_interval` and `push_pull_interval` accepted.
-///
-/// The membership protocol computes deadlines from them with `Duration` arithmetic, which
-/// panics on overflow. The longest is Lifeguard's initial suspicion timeout,
-/// `suspicion_max_mult` (6) · `suspicion_multiplier` · `log10(N)` (below 20 for any N) ·
-/// `probe_interval`: with these bounds about 13 years, far inside `Duration` (and inside
-/// the timers', which take a deadline of centuries), while an hour-long period or a
-/// thousandfold multiplier is already far beyond any use (the presets: 200 ms to 60 s,
-/// ×4 to ×6).
-const MAX_MEMBERSHIP_INTERVAL: Duration = Duration::from_secs(3600);
 /// The longest `http_header_timeout` and `http_idle_timeout`: a day is beyond any use,
 /// and the connection deadlines stay far inside what `Instant` can add.
 const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
-
-/// The largest `suspicion_multiplier` accepted (see [`MAX_MEMBERSHIP_INTERVAL`]).
-const MAX_SUSPICION_MULTIPLIER: u32 = 1000;
-
-/// Checks the membership overrides: an error names the key.
-///
-/// Each must be above zero: zero intervals and multipliers stop the protocol's timers;
-/// with `indirect_probes: 0` a missed ack never gets the `ping-req` through k other
-/// members that SWIM relies on before suspecting (`shared/spec/cluster.md`); with
-/// `gossip_fanout: 0` a gossip round has nobody to send to and drops the pending updates,
-/// which then never ride on the probes either. The intervals and the multiplier are also
-/// bounded (see [`MAX_MEMBERSHIP_INTERVAL`]).
-fn check_membership_keys(swim: &kvs_membership::SwimConfig) -> Result<(), KeyError> {
-    let zero = [
-        ("gossip_interval", swim.gossip_interval.is_zero()),
-        ("push_pull_interval", swim.push_pull_interval.is_zero()),
-        ("suspicion_multiplier", swim.suspicion_mult == 0),
-        ("indirect_probes", swim.indirect_checks == 0),
-        ("gossip_fanout", swim.gossip_fanout == 0),
-    ];
-    if let Some((key, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
-        return Err(KeyError::new(key, "must be above zero"));
-    }
-    let intervals = [
-        ("probe_interval", swim.probe_interval),
-        ("gossip_interval", swim.gossip_interval),
-        ("push_pull_interval", swim.push_pull_interval),
-    ];
-    if let Some((key, _)) = intervals
-        .iter()
-        .find(|(_, interval)| *interval > MAX_MEMBERSHIP_INTERVAL)
-    {
-        let max = kvs_api::format_duration(MAX_MEMBERSHIP_INTERVAL);
-        return Err(KeyError::new(key, format!("must be at most {max}")));
-    }
-    if swim.suspicion_mult > MAX_SUSPICION_MULTIPLIER {
-        let why = format!("must be at most {MAX_SUSPICION_MULTIPLIER}");
-        return Err(KeyError::new("suspicion_multiplier", why));
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod fuzz;
