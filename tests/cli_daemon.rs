@@ -255,33 +255,20 @@ fn a_bad_config_fails_start_with_exit_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("what"));
 }
 
+/// Where `$KVS_HOME` is a file, `status` says so, and `start` of a new config fails
+/// before it writes the config: it wrote one for a node that never started.
 #[test]
-fn status_says_so_when_kvs_home_is_not_a_directory() {
+fn a_kvs_home_that_is_a_file_is_reported_and_start_writes_no_config() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     std::fs::write(&home, b"a file").unwrap();
-    let out = run_kvs(
-        &["status"],
-        dir.path(),
-        &[("KVS_HOME", home.to_str().unwrap())],
-    );
+    let env = [("KVS_HOME", home.to_str().unwrap())];
+    let out = run_kvs(&["status"], dir.path(), &env);
     assert!(out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("is not a directory"), "{said}");
-}
 
-/// `kvs start` of a new config where no instance can be recorded (`$KVS_HOME` is a
-/// file) fails before it writes the config: it wrote one for a node that never started.
-#[test]
-fn a_start_that_cannot_record_its_instance_writes_no_config() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    std::fs::write(&home, b"a file").unwrap();
-    let out = run_kvs(
-        &["start", "n1"],
-        dir.path(),
-        &[("KVS_HOME", home.to_str().unwrap())],
-    );
+    let out = run_kvs(&["start", "n1"], dir.path(), &env);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("Not a directory"), "{said}");
