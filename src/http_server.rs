@@ -22,8 +22,15 @@
 //!   first: a burst of new connections would all go to the one thread awake. Handlers
 //!   that wait on the store run on the blocking pool as before; the rest of the node keeps
 //!   the main runtime.
+//! - **Writes run to their end.** hyper drops a request's future when its client hangs up
+//!   (or its connection times out). A read may stop there, but a request that changes
+//!   something (any method but `GET` and `HEAD`) runs as a task of its own, which the
+//!   connection only waits for: a write the commit thread has taken is still pushed to
+//!   the peers, and a handler that writes several records (a group and its members) or
+//!   clears a cache after its write does all of it, whoever is left to read the answer.
 //! - **Shutdown.** When `shutdown` turns true the listener closes, every connection is
-//!   asked to finish its in-flight request and close, and [`serve`] returns once all have.
+//!   asked to finish its in-flight request and close, and [`serve`] returns once all have,
+//!   and every write whose client had hung up has ended.
 //!
 //! The API is handed each request as hyper parsed it, with the client's address
 //! ([`Respond`]).
@@ -39,9 +46,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use hyper::Request;
 use hyper::body::Incoming;
 use hyper::service::Service;
+use hyper::{Method, Request};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use kvs_api::{Api, Backend, RawRequest};
@@ -50,6 +57,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 /// The connection limits of the HTTP server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +181,7 @@ async fn serve_handed<R>(
     R: Respond,
 {
     let mut connections = JoinSet::new();
+    let writes = TaskTracker::new();
     loop {
         tokio::select! {
             next = handed.recv() => {
@@ -192,12 +201,20 @@ async fn serve_handed<R>(
                     activity: Arc::new(Activity::new()),
                     _slot: slot,
                 };
-                connections.spawn(connection.serve(stream, api.clone(), shutdown.clone()));
+                let service = Tracked {
+                    api: api.clone(),
+                    remote,
+                    activity: Arc::clone(&connection.activity),
+                    writes: writes.clone(),
+                };
+                connections.spawn(connection.serve(stream, service, shutdown.clone()));
             }
             Some(_) = connections.join_next() => {}
         }
     }
     while connections.join_next().await.is_some() {}
+    writes.close();
+    writes.wait().await;
 }
 
 /// The next connection, once a slot is free; `None` once `shutdown` turns true.
@@ -250,18 +267,13 @@ impl Connection {
     async fn serve<R: Respond>(
         self,
         stream: TcpStream,
-        api: R,
+        service: Tracked<R>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let io = TokioIo::new(Watched {
             inner: stream,
             activity: Arc::clone(&self.activity),
         });
-        let service = Tracked {
-            api,
-            remote: self.remote,
-            activity: Arc::clone(&self.activity),
-        };
         let builder = auto::Builder::new(TokioExecutor::new());
         let connection = builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(connection);
@@ -464,17 +476,40 @@ impl AsyncWrite for Watched {
 }
 
 /// The API as hyper's service, counting its requests in flight and telling it the client
-/// address; each request runs in a `request` span (id, method, path with the key, client).
+/// address; each request runs in a `request` span (id, method, path with the key, client),
+/// and a request that may change something runs as a task of `writes` (see the module
+/// docs).
 struct Tracked<R> {
     api: R,
     remote: SocketAddr,
     activity: Arc<Activity>,
+    writes: TaskTracker,
+}
+
+type Answered = Result<hyper::Response<Counted>, Infallible>;
+
+impl<R> Tracked<R> {
+    /// Runs `answer` as a task that ends even if the future returned is dropped.
+    fn run_to_end(
+        &self,
+        answer: impl Future<Output = Answered> + Send + 'static,
+    ) -> Pin<Box<dyn Future<Output = Answered> + Send>> {
+        let task = self.writes.spawn(answer);
+        Box::pin(async move {
+            match task.await {
+                Ok(answered) => answered,
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                // Cancelled: only when the thread's runtime goes, which drops this too.
+                Err(_) => std::future::pending().await,
+            }
+        })
+    }
 }
 
 impl<R: Respond> Service<Request<Incoming>> for Tracked<R> {
     type Response = hyper::Response<Counted>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Answered> + Send>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -486,9 +521,10 @@ impl<R: Respond> Service<Request<Incoming>> for Tracked<R> {
             client = %self.remote,
         );
         let in_flight = self.activity.request_started();
+        let reads_only = matches!(*request.method(), Method::GET | Method::HEAD);
         let (api, remote) = (self.api.clone(), self.remote);
-        // The answer is made in the box, not moved there: a request's future is over a
-        // kilobyte, and each move copies it all.
+        // A read's answer is made in the box, not moved there: a request's future is over
+        // a kilobyte, and each move copies it all.
         let answer = async move {
             let answer = api.respond(request, remote).await;
             Ok(answer.map(|body| Counted {
@@ -496,10 +532,11 @@ impl<R: Respond> Service<Request<Incoming>> for Tracked<R> {
                 in_flight: Some(in_flight),
             }))
         };
-        if span.is_disabled() {
-            Box::pin(answer)
-        } else {
-            Box::pin(tracing::Instrument::instrument(answer, span))
+        match (reads_only, span.is_disabled()) {
+            (true, true) => Box::pin(answer),
+            (true, false) => Box::pin(tracing::Instrument::instrument(answer, span)),
+            (false, true) => self.run_to_end(answer),
+            (false, false) => self.run_to_end(tracing::Instrument::instrument(answer, span)),
         }
     }
 }

@@ -1,13 +1,17 @@
 //! Push replication with real processes on loopback: a write on one node is readable on
-//! the others, deletes too, concurrent writes converge to one winner everywhere, and a
-//! node with another `cluster_secret` neither receives nor sends anything.
+//! the others, deletes too, even when its client hangs up before the answer, concurrent
+//! writes converge to one winner everywhere, and a node with another `cluster_secret`
+//! neither receives nor sends anything.
 
 mod common;
 
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::TcpStream;
 use std::time::Duration;
 
 use common::Node;
-use common::cluster::{cluster, config, gossip_addr, uuid_on, within};
+use common::cluster::{cluster, config, gossip_addr, sync_status, uuid_on, within};
 
 #[test]
 fn writes_and_deletes_reach_every_node() {
@@ -78,6 +82,75 @@ fn writes_and_deletes_reach_every_node() {
             "no {line:?} in {metrics}"
         );
     }
+}
+
+/// The keys under `prefix` that `node` lists.
+fn listed(node: &Node, prefix: &str) -> BTreeSet<String> {
+    let page = node.get(&format!("/kv?prefix={prefix}&limit=1000")).json();
+    page["items"]
+        .as_array()
+        .expect("a listing")
+        .iter()
+        .map(|item| item["key"].as_str().expect("a key").to_owned())
+        .collect()
+}
+
+/// hyper drops a request's future when its client hangs up; a write the commit thread had
+/// taken then was stored but never pushed, and reached the other nodes only at the next
+/// anti-entropy round (an hour here, so that only the push can bring it).
+#[test]
+fn a_write_whose_client_hung_up_is_still_pushed() {
+    let nodes = cluster(2, "sync_interval: 1h\n");
+    // The first sync sessions (at the start) are over, so none will bring these writes.
+    let first_syncs_done = within(Duration::from_secs(10), || {
+        nodes.iter().all(|node| {
+            let status = sync_status(node);
+            status["syncing"] == false
+                && status["peers"]
+                    .as_array()
+                    .is_some_and(|peers| peers.iter().all(|p| !p["last_sync"].is_null()))
+        })
+    });
+    assert!(first_syncs_done, "{}", sync_status(&nodes[0]));
+    let address = nodes[0].base.trim_start_matches("http://");
+    let body = "{\"v\":1}";
+    for i in 0..60 {
+        let mut stream = TcpStream::connect(address).expect("connect");
+        write!(
+            stream,
+            "PUT /kv/hung/{i} HTTP/1.1\r\nHost: kvs\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("send");
+        // Hang up at once or up to 3 ms later: before, while or after the commit.
+        std::thread::sleep(Duration::from_micros(250 * (i % 13)));
+        drop(stream);
+    }
+    // What the first node stored, once it stops changing.
+    let mut committed = listed(&nodes[0], "hung/");
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = listed(&nodes[0], "hung/");
+        if now == committed {
+            break;
+        }
+        committed = now;
+    }
+    assert!(
+        !committed.is_empty(),
+        "no write of a hung-up client was stored"
+    );
+    let pushed = within(Duration::from_secs(5), || {
+        listed(&nodes[1], "hung/") == committed
+    });
+    assert!(
+        pushed,
+        "stored on the first node but not pushed: {:?}",
+        committed
+            .difference(&listed(&nodes[1], "hung/"))
+            .collect::<Vec<_>>()
+    );
 }
 
 #[test]
