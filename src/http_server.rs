@@ -6,9 +6,12 @@
 //!   until one closes.
 //! - **Timeouts.** Each connection's socket is wrapped so that every read and write is
 //!   noted ([`Activity`]). Once a byte of a request head has arrived, the whole head must
-//!   arrive within `http_header_timeout` (the request reaches the API when it has); a
-//!   connection with no request in progress and no traffic for `http_idle_timeout` is
-//!   closed. A request being handled, its response body included, is never cut. The
+//!   arrive within `http_header_timeout` (the request reaches the API when it has); its
+//!   body must keep arriving, with no pause as long as `http_header_timeout` (a body
+//!   stalled halfway would hold its connection, and a shutdown, forever); a connection
+//!   with no request in progress and no traffic for `http_idle_timeout` is closed. A
+//!   request whose body has arrived is never cut while it is handled, its response body
+//!   included. The
 //!   watch runs in the connection's task: after each read it looks whether a head
 //!   started, which brings the deadline forward, so that a request costs no wake-up or
 //!   timer of its own. (hyper's own `header_read_timeout` also runs while a keep-alive
@@ -28,9 +31,13 @@
 //!   connection only waits for: a write the commit thread has taken is still pushed to
 //!   the peers, and a handler that writes several records (a group and its members) or
 //!   clears a cache after its write does all of it, whoever is left to read the answer.
+//! - **Half-closed connections.** A client may shut down its side once it has sent its
+//!   request and still read the answer (hyper would otherwise close the connection at
+//!   the end of its input, before answering).
 //! - **Shutdown.** When `shutdown` turns true the listener closes, every connection is
 //!   asked to finish its in-flight request and close, and [`serve`] returns once all have,
-//!   and every write whose client had hung up has ended.
+//!   and every write whose client had hung up has ended. A request whose body is still
+//!   arriving gets `http_header_timeout` from then to finish it.
 //!
 //! The API is handed each request as hyper parsed it, with the client's address
 //! ([`Respond`]).
@@ -76,7 +83,7 @@ pub trait Respond: Clone + Send + Sync + 'static {
     /// Answers `request`, which came from `remote`.
     fn respond(
         self,
-        request: Request<Incoming>,
+        request: Request<Arriving>,
         remote: SocketAddr,
     ) -> impl Future<Output = warp::reply::Response> + Send + 'static;
 }
@@ -87,7 +94,7 @@ pub trait Respond: Clone + Send + Sync + 'static {
 impl<B: Backend> Respond for Arc<Api<B>> {
     async fn respond(
         self,
-        request: Request<Incoming>,
+        request: Request<Arriving>,
         remote: SocketAddr,
     ) -> warp::reply::Response {
         let (parts, body) = request.into_parts();
@@ -274,12 +281,15 @@ impl Connection {
             inner: stream,
             activity: Arc::clone(&self.activity),
         });
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().half_close(true);
         let connection = builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(connection);
         let stop = shutdown.wait_for(|stop| *stop);
         tokio::pin!(stop);
         let mut stopping = false;
+        // Once stopping: when a request whose body is still arriving is cut.
+        let mut stop_limit = Instant::now();
         let timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(timer);
         loop {
@@ -288,7 +298,14 @@ impl Connection {
                 tracing::debug!(remote = %self.remote, "HTTP connection timed out");
                 return;
             }
-            timer.as_mut().reset(deadline);
+            if stopping && self.activity.body_arriving() && stop_limit <= Instant::now() {
+                tracing::debug!(remote = %self.remote, "HTTP connection cut at shutdown: its request body had not arrived");
+                return;
+            }
+            timer.as_mut().reset(match stopping {
+                true => deadline.min(stop_limit),
+                false => deadline,
+            });
             // The connection and its watch are one task: each time hyper has read, the
             // watch looks whether a request head started, which brings the deadline
             // forward, and moves its timer then (once per timer run out, not per request:
@@ -322,6 +339,7 @@ impl Connection {
                 Woke::Stop => {
                     connection.as_mut().graceful_shutdown();
                     stopping = true;
+                    stop_limit = Instant::now() + self.limits.header_timeout;
                 }
             }
         }
@@ -350,6 +368,8 @@ struct Activity {
     head_since: AtomicU64,
     /// Requests handed to the API and not yet answered.
     in_flight: AtomicUsize,
+    /// Bodies of those requests that have not arrived in full yet.
+    bodies_arriving: AtomicUsize,
 }
 
 impl Activity {
@@ -359,6 +379,7 @@ impl Activity {
             last_io: AtomicU64::new(0),
             head_since: AtomicU64::new(NO_HEAD),
             in_flight: AtomicUsize::new(0),
+            bodies_arriving: AtomicUsize::new(0),
         }
     }
 
@@ -388,18 +409,27 @@ impl Activity {
         InFlight(Arc::clone(self))
     }
 
-    /// When the connection times out as things stand (re-checked then): never while a
-    /// request is handled (one idle period on), else the end of the header or idle time.
+    /// Whether a request's body is still arriving.
+    fn body_arriving(&self) -> bool {
+        self.bodies_arriving.load(Ordering::Acquire) > 0
+    }
+
+    /// When the connection times out as things stand (re-checked then): a header time
+    /// after the last read while a request's body is arriving; never while a request is
+    /// handled (one idle period on); else the end of the header or idle time.
     fn deadline(&self, limits: &HttpLimits) -> Instant {
         // The config bounds both timeouts to a day, so these sums fit in an `Instant`; were
         // one not to, the connection would time out at once instead of the thread panicking.
         let far = |from: Instant, after: Duration| from.checked_add(after).unwrap_or(from);
-        if self.in_flight.load(Ordering::Acquire) > 0 {
+        let (since, limit) = if self.body_arriving() {
+            (self.last_io.load(Ordering::Acquire), limits.header_timeout)
+        } else if self.in_flight.load(Ordering::Acquire) > 0 {
             return far(Instant::now(), limits.idle_timeout);
-        }
-        let (since, limit) = match self.head_since.load(Ordering::Acquire) {
-            NO_HEAD => (self.last_io.load(Ordering::Acquire), limits.idle_timeout),
-            head => (head, limits.header_timeout),
+        } else {
+            match self.head_since.load(Ordering::Acquire) {
+                NO_HEAD => (self.last_io.load(Ordering::Acquire), limits.idle_timeout),
+                head => (head, limits.header_timeout),
+            }
         };
         far(far(self.started, Duration::from_millis(since)), limit)
     }
@@ -413,6 +443,57 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.wrote();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A request's body, which tells its connection's [`Activity`] while it is still
+/// arriving (until its end, an error, or the handler drops it).
+pub struct Arriving {
+    body: Incoming,
+    arriving: Option<BodyArriving>,
+}
+
+impl Arriving {
+    fn new(body: Incoming, activity: &Arc<Activity>) -> Self {
+        use hyper::body::Body;
+        let arriving = (!body.is_end_stream()).then(|| {
+            activity.bodies_arriving.fetch_add(1, Ordering::AcqRel);
+            BodyArriving(Arc::clone(activity))
+        });
+        Self { body, arriving }
+    }
+}
+
+/// Counts one body as arriving for as long as it lives.
+struct BodyArriving(Arc<Activity>);
+
+impl Drop for BodyArriving {
+    fn drop(&mut self) {
+        self.0.bodies_arriving.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl hyper::body::Body for Arriving {
+    type Data = <Incoming as hyper::body::Body>::Data;
+    type Error = <Incoming as hyper::body::Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            self.arriving = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -521,6 +602,7 @@ impl<R: Respond> Service<Request<Incoming>> for Tracked<R> {
             client = %self.remote,
         );
         let in_flight = self.activity.request_started();
+        let request = request.map(|body| Arriving::new(body, &self.activity));
         let reads_only = matches!(*request.method(), Method::GET | Method::HEAD);
         let (api, remote) = (self.api.clone(), self.remote);
         // A read's answer is made in the box, not moved there: a request's future is over

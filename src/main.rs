@@ -238,6 +238,17 @@ async fn run_until_signal(config: Config, path: &Path) -> Result<(), node::NodeE
             _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
         }
         let _ = stop.send(true);
+        // A second signal ends a shutdown that waits too long (on a client, say): every
+        // acknowledged write is in the write-ahead log, replayed at the next start.
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::warn!(
+            "a second signal: exiting now, without waiting for the shutdown to finish \
+             (acknowledged writes are in the write-ahead log and are replayed at the next start)"
+        );
+        std::process::exit(1);
     });
     let stopped = node::run(config, path, shutdown).await;
     // A node that failed to start leaves the signal task waiting: stopped, not left.

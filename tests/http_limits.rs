@@ -5,6 +5,9 @@
 //! stream, `max_connections` makes further
 //! connections wait for a free slot, SIGTERM still lets an in-flight request finish, and a
 //! body declared too large is refused before a client waiting for `100 Continue` sends it.
+//! A body that stops arriving is cut off (and nothing of it is stored), a refusal does not
+//! wait for a body that never comes, a client that half-closes its side gets its answer,
+//! SIGTERM does not wait forever for a body, and a second signal ends a shutdown at once.
 //!
 //! Timing is only ever bounded generously (ten times the configured timeout); the
 //! deterministic checks wait for an event, never for a measured time.
@@ -213,4 +216,177 @@ fn a_body_declared_too_large_is_refused_before_the_client_sends_it() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("payload_too_large"), "{answer}");
     assert_eq!(node.get("/kv/k").status, 404, "nothing was written");
+}
+
+/// The node's pid, to signal it.
+fn pid(node: &Node) -> nix::unistd::Pid {
+    nix::unistd::Pid::from_raw(node.child.as_ref().expect("running").id() as i32)
+}
+
+/// Waits up to `limit` for the node's process to exit and returns its status.
+fn exit_within(node: &mut Node, limit: Duration) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    let child = node.child.as_mut().expect("running");
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            node.child = None;
+            return status;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "the node did not exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A PUT head declaring a body of `length` bytes, and the first bytes of that body.
+fn put_head(key: &str, length: usize, first: &str) -> String {
+    format!(
+        "PUT /kv/{key} HTTP/1.1\r\nHost: kvs\r\nContent-Type: application/json\r\n\
+         Content-Length: {length}\r\n\r\n{first}"
+    )
+}
+
+/// A PUT of `length` bytes on a new connection, once its body is being read (the node
+/// asked for it with `100 Continue`), and the first byte of the body sent.
+fn put_in_flight(node: &Node, key: &str, length: usize) -> TcpStream {
+    let mut stream = connect(node);
+    let head = format!(
+        "PUT /kv/{key} HTTP/1.1\r\nHost: kvs\r\nContent-Type: application/json\r\n\
+         Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).expect("write");
+    let continued = response(&mut stream, Duration::from_secs(10)).expect("100 Continue");
+    assert!(continued.starts_with("HTTP/1.1 100"), "{continued}");
+    stream.write_all(b"\"").expect("write");
+    stream
+}
+
+/// Before, a body that stopped halfway held its connection (and its `max_connections`
+/// slot) for good: a request in flight was never timed out. The part that arrived (`12`,
+/// a JSON number on its own) must not be stored either.
+#[test]
+fn a_stalled_body_is_cut_off_and_nothing_of_it_is_stored() {
+    let node = Node::start(&format!(
+        "{PLAIN}http_header_timeout: 1s\nhttp_idle_timeout: 1h\n"
+    ));
+    let mut stalled = connect(&node);
+    stalled
+        .write_all(put_head("cut", 5, "12").as_bytes())
+        .expect("write");
+    assert_closed_within(&mut stalled, Duration::from_secs(10), "a stalled body");
+    assert_eq!(node.get("/kv/cut").status, 404, "a cut body was stored");
+}
+
+/// A refusal needs no body: before, a client without a token whose body stalled waited
+/// for its `401` as long as it kept the connection open.
+#[test]
+fn a_refused_request_is_answered_though_its_body_never_comes() {
+    let node = Node::start("clustering_enabled: false\nhttp_header_timeout: 1h\n");
+    let mut stream = connect(&node);
+    stream
+        .write_all(put_head("k", 100, "\"ab").as_bytes())
+        .expect("write");
+    let answer = response(&mut stream, Duration::from_secs(10)).expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+}
+
+/// The same for a body declared too large without `Expect: 100-continue`.
+#[test]
+fn a_body_declared_too_large_is_refused_though_it_stalls() {
+    let node = Node::start(&format!("{PLAIN}http_header_timeout: 1h\n"));
+    let mut stream = connect(&node);
+    stream
+        .write_all(put_head("k", 1 << 30, "\"abc").as_bytes())
+        .expect("write");
+    let answer = response(&mut stream, Duration::from_secs(10)).expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
+
+/// A client may shut down its sending side once its request is out and still read the
+/// answer; before, the node closed the connection at the end of its input, and a PUT was
+/// stored but never answered.
+#[test]
+fn a_client_that_half_closes_after_its_request_gets_the_answer() {
+    let node = Node::start(PLAIN);
+    for (request, expected) in [
+        (put_head("half", 3, "\"a\""), "HTTP/1.1 201"),
+        (
+            "GET /kv/half HTTP/1.1\r\nHost: kvs\r\n\r\n".to_owned(),
+            "HTTP/1.1 200",
+        ),
+    ] {
+        let mut stream = connect(&node);
+        stream.write_all(request.as_bytes()).expect("write");
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        let answer = response(&mut stream, Duration::from_secs(10)).expect("an answer");
+        assert!(answer.starts_with(expected), "{request}: {answer}");
+    }
+}
+
+/// A body that keeps arriving a byte at a time never pauses for `http_header_timeout`,
+/// but a shutdown gives it only that long: before, SIGTERM waited for it without end.
+#[test]
+fn sigterm_does_not_wait_for_a_body_without_end() {
+    let mut node = Node::start(&format!(
+        "{PLAIN}http_header_timeout: 1s\nhttp_idle_timeout: 1h\n"
+    ));
+    let mut trickle = put_in_flight(&node, "slow", 1000);
+    nix::sys::signal::kill(pid(&node), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let sender = std::thread::spawn(move || {
+        // Until the node cuts the connection (or gives up after 60 bytes).
+        for _ in 0..60 {
+            std::thread::sleep(Duration::from_millis(300));
+            if trickle.write_all(b"a").is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    let status = exit_within(&mut node, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        sender.join().expect("sender"),
+        "the connection was never cut"
+    );
+}
+
+/// A shutdown waiting for a request (here a body that arrives at a byte a second, with a
+/// header timeout of an hour) ends at once on a second signal, and the write acknowledged
+/// before is still there at the next start.
+#[test]
+fn a_second_signal_ends_a_shutdown_at_once() {
+    let mut node = Node::start(&format!(
+        "{PLAIN}http_header_timeout: 1h\nhttp_idle_timeout: 1h\n"
+    ));
+    assert_eq!(node.put("/kv/kept", "1").status, 201);
+    let mut trickle = put_in_flight(&node, "slow", 1000);
+    let sender = std::thread::spawn(move || {
+        for _ in 0..30 {
+            std::thread::sleep(Duration::from_millis(500));
+            if trickle.write_all(b"a").is_err() {
+                return;
+            }
+        }
+    });
+    nix::sys::signal::kill(pid(&node), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        node.child
+            .as_mut()
+            .expect("running")
+            .try_wait()
+            .expect("wait")
+            .is_none(),
+        "the shutdown did not wait for the request"
+    );
+    nix::sys::signal::kill(pid(&node), nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let status = exit_within(&mut node, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    sender.join().expect("sender");
+    node.launch();
+    assert_eq!(node.get("/kv/kept").json()["data"], 1);
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::Request;
-use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -27,7 +26,7 @@ struct ThreadName(Arc<()>);
 impl Respond for ThreadName {
     fn respond(
         self,
-        _request: Request<Incoming>,
+        _request: Request<super::Arriving>,
         _remote: std::net::SocketAddr,
     ) -> impl Future<Output = warp::reply::Response> + Send + 'static {
         let _api = &self.0;

@@ -192,21 +192,26 @@ fn expects_continue(headers: &HeaderMap) -> bool {
         .is_some_and(|value| value.trim().eq_ignore_ascii_case("100-continue"))
 }
 
-/// Reads and discards what is left of an oversized body (up to a bound), so that the
-/// client, still sending, reads the `413` rather than a reset connection.
+/// Reads and discards what is left of an oversized body (up to a bound in bytes and in
+/// time), so that the client, still sending, reads the `413` rather than a reset
+/// connection; a client still sending after that has its connection closed after the
+/// answer.
 async fn drain<S, D, E>(mut body: std::pin::Pin<&mut S>, limit: usize)
 where
     S: Stream<Item = Result<D, E>>,
     D: Buf,
 {
     let bound = limit.saturating_mul(4).max(DRAIN_AT_LEAST);
-    let mut drained = 0usize;
-    while drained < bound {
-        match body.next().await {
-            Some(Ok(chunk)) => drained += chunk.remaining(),
-            _ => break,
+    let drained = async {
+        let mut drained = 0usize;
+        while drained < bound {
+            match body.next().await {
+                Some(Ok(chunk)) => drained += chunk.remaining(),
+                _ => break,
+            }
         }
-    }
+    };
+    let _ = tokio::time::timeout(DRAIN_FOR, drained).await;
 }
 
 /// Reads and discards a body the request is refused without (up to a bound), so that
@@ -222,6 +227,9 @@ where
 
 /// Oversized bodies are drained up to 4x the limit, and at least this much.
 const DRAIN_AT_LEAST: usize = 16 << 20;
+/// A refused body is drained for this long at most: a client that sends it slowly, or
+/// stops, gets its answer then.
+const DRAIN_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Parses a positive integer query parameter.
 pub(crate) fn positive(query: &Query, name: &str) -> Result<Option<u64>, ApiError> {
