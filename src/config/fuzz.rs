@@ -219,7 +219,7 @@ proptest! {
         ports in any::<(u16, u16, u16)>()
             .prop_filter("gossip and sync on ports of their own", |(_, g, s)| g != s || *g == 0),
         bind in any::<[u8; 4]>(),
-        seeds in proptest::collection::vec(("[a-z0-9.-]{1,12}", any::<u16>()), 0..4),
+        seeds in proptest::collection::vec(("[a-z0-9.-]{1,12}", 1u16..), 0..4),
         secret in "[ -~]{1,40}",
         permissions in "[0-9a-fA-F]{3}",
         flags in any::<[bool; 5]>(),
