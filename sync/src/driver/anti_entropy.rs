@@ -423,12 +423,18 @@ pub(crate) async fn serve<T: StreamTransport>(
         .unwrap_or(0);
     let start = (started, own_writes_before);
     let bulk = BulkLoad::default();
-    let served = limited(
+    let conversation = limited(
         &shared,
         converse(&shared, &mut stream, (session, started), Vec::new(), &bulk),
-    )
-    .await
-    .and_then(|(session, _)| {
+    );
+    // As for a round: a peer that dies mid-session never answers, and a node not yet
+    // established would refuse every other session until the reply timeout.
+    let conversed = tokio::select! {
+        biased;
+        conversed = conversation => conversed,
+        () = shared.peer_at_gone(from) => Err(RoundError::PeerGone),
+    };
+    let served = conversed.and_then(|(session, _)| {
         let _ = stream.finish();
         match session.peer_standing() {
             // Membership may name the peer only now (it opened at once on seeing this
@@ -513,6 +519,7 @@ pub(crate) async fn round_loop<T: StreamTransport>(
             () = shared.peer_gone(&node_id, generation) => Err(RoundError::PeerGone),
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
+        shared.note_round(&node_id, round.is_err());
         if let Err(error) = round {
             shared.counters.round_failed();
             tracing::debug!(%node_id, %error, "sync round failed");

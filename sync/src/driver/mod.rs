@@ -74,6 +74,10 @@ struct Peer {
     /// When `behind` was last set (Unix ms): a session that started earlier does not
     /// clear it.
     behind_at: u64,
+    /// Whether this node's last round with the peer failed: a peer behind is picked
+    /// first only while its rounds work, so that one whose sessions keep failing does not
+    /// take every round from the others.
+    last_round_failed: bool,
     /// Whether a session with this life of the peer completed while this node was stale.
     synced_while_stale: bool,
     /// The time (Unix ms) before which this node's writes all reached this life of the
@@ -223,6 +227,31 @@ impl<T: StreamTransport> Shared<T> {
         }
     }
 
+    /// Completes once the peer at `addr` (named now, or later by membership) is no longer
+    /// the live peer it was: it died, left or came back as a new life. A session it
+    /// opened would wait for a reply in vain.
+    async fn peer_at_gone(&self, addr: SocketAddr) {
+        let life_at = || {
+            let peers = lock(&self.peers);
+            peers
+                .iter()
+                .find(|(_, peer)| peer.addr == addr)
+                .map(|(id, peer)| (id.clone(), peer.generation))
+        };
+        let mut changes = self.peer_changes.subscribe();
+        let mut known = life_at();
+        loop {
+            if changes.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            let now = life_at();
+            if known.is_some() && now != known {
+                return;
+            }
+            known = now;
+        }
+    }
+
     /// The peer whose sync address is `addr` (a node connects from its sync endpoint).
     fn peer_at(&self, addr: SocketAddr) -> Option<String> {
         let peers = lock(&self.peers);
@@ -232,13 +261,25 @@ impl<T: StreamTransport> Shared<T> {
             .map(|(id, _)| id.clone())
     }
 
-    /// The next peer for a round: one that missed pushes, else a random one.
+    /// The next peer for a round: one that missed pushes (and whose last round did not
+    /// fail), else a random one. (A peer behind whose sessions kept failing was picked
+    /// for every round, and the others went without anti-entropy until it recovered.)
     fn pick_peer(&self, rng: &mut impl rand::Rng) -> Option<(String, SocketAddr)> {
         let peers = lock(&self.peers);
-        let behind = peers.iter().filter(|(_, peer)| peer.behind).choose(rng);
+        let behind = peers
+            .iter()
+            .filter(|(_, peer)| peer.behind && !peer.last_round_failed)
+            .choose(rng);
         behind
             .or_else(|| peers.iter().choose(rng))
             .map(|(id, peer)| (id.clone(), peer.addr))
+    }
+
+    /// Notes how this node's round with `node_id` ended.
+    fn note_round(&self, node_id: &str, failed: bool) {
+        if let Some(peer) = lock(&self.peers).get_mut(node_id) {
+            peer.last_round_failed = failed;
+        }
     }
 }
 
@@ -344,6 +385,7 @@ impl<T: StreamTransport> Replication<T> {
                     peer.generation = generation;
                     peer.synced_while_stale = false;
                     peer.own_writes_through = 0;
+                    peer.last_round_failed = false;
                 } else {
                     let queue = Arc::new(PeerQueue::default());
                     let span = tracing::info_span!("push", peer = %node_id, %addr);
@@ -366,6 +408,7 @@ impl<T: StreamTransport> Replication<T> {
                             last_sync: None,
                             behind: true,
                             behind_at: 0,
+                            last_round_failed: false,
                             roots_agreed: false,
                             synced_while_stale: false,
                             own_writes_through: 0,
