@@ -519,7 +519,6 @@ pub(crate) async fn round_loop<T: StreamTransport>(
             () = shared.peer_gone(&node_id, generation) => Err(RoundError::PeerGone),
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
-        shared.note_round(&node_id, round.is_err());
         if let Err(error) = round {
             shared.counters.round_failed();
             tracing::debug!(%node_id, %error, "sync round failed");

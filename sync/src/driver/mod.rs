@@ -74,10 +74,6 @@ struct Peer {
     /// When `behind` was last set (Unix ms): a session that started earlier does not
     /// clear it.
     behind_at: u64,
-    /// Whether this node's last round with the peer failed: a peer behind is picked
-    /// first only while its rounds work, so that one whose sessions keep failing does not
-    /// take every round from the others.
-    last_round_failed: bool,
     /// Whether a session with this life of the peer completed while this node was stale.
     synced_while_stale: bool,
     /// The time (Unix ms) before which this node's writes all reached this life of the
@@ -261,25 +257,13 @@ impl<T: StreamTransport> Shared<T> {
             .map(|(id, _)| id.clone())
     }
 
-    /// The next peer for a round: one that missed pushes (and whose last round did not
-    /// fail), else a random one. (A peer behind whose sessions kept failing was picked
-    /// for every round, and the others went without anti-entropy until it recovered.)
+    /// The next peer for a round: one that missed pushes, else a random one.
     fn pick_peer(&self, rng: &mut impl rand::Rng) -> Option<(String, SocketAddr)> {
         let peers = lock(&self.peers);
-        let behind = peers
-            .iter()
-            .filter(|(_, peer)| peer.behind && !peer.last_round_failed)
-            .choose(rng);
+        let behind = peers.iter().filter(|(_, peer)| peer.behind).choose(rng);
         behind
             .or_else(|| peers.iter().choose(rng))
             .map(|(id, peer)| (id.clone(), peer.addr))
-    }
-
-    /// Notes how this node's round with `node_id` ended.
-    fn note_round(&self, node_id: &str, failed: bool) {
-        if let Some(peer) = lock(&self.peers).get_mut(node_id) {
-            peer.last_round_failed = failed;
-        }
     }
 }
 
@@ -385,7 +369,6 @@ impl<T: StreamTransport> Replication<T> {
                     peer.generation = generation;
                     peer.synced_while_stale = false;
                     peer.own_writes_through = 0;
-                    peer.last_round_failed = false;
                 } else {
                     let queue = Arc::new(PeerQueue::default());
                     let span = tracing::info_span!("push", peer = %node_id, %addr);
@@ -408,7 +391,6 @@ impl<T: StreamTransport> Replication<T> {
                             last_sync: None,
                             behind: true,
                             behind_at: 0,
-                            last_round_failed: false,
                             roots_agreed: false,
                             synced_while_stale: false,
                             own_writes_through: 0,
