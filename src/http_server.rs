@@ -448,52 +448,23 @@ impl Drop for InFlight {
 
 /// A request's body, which tells its connection's [`Activity`] while it is still
 /// arriving (until its end, an error, or the handler drops it).
-pub struct Arriving {
-    body: Incoming,
-    arriving: Option<BodyArriving>,
-}
+pub type Arriving = Guarded<Incoming, BodyArriving>;
 
-impl Arriving {
-    fn new(body: Incoming, activity: &Arc<Activity>) -> Self {
-        use hyper::body::Body;
-        let arriving = (!body.is_end_stream()).then(|| {
-            activity.bodies_arriving.fetch_add(1, Ordering::AcqRel);
-            BodyArriving(Arc::clone(activity))
-        });
-        Self { body, arriving }
-    }
+fn arriving(body: Incoming, activity: &Arc<Activity>) -> Arriving {
+    use hyper::body::Body;
+    let arriving = (!body.is_end_stream()).then(|| {
+        activity.bodies_arriving.fetch_add(1, Ordering::AcqRel);
+        BodyArriving(Arc::clone(activity))
+    });
+    Guarded::new(body, arriving)
 }
 
 /// Counts one body as arriving for as long as it lives.
-struct BodyArriving(Arc<Activity>);
+pub struct BodyArriving(Arc<Activity>);
 
 impl Drop for BodyArriving {
     fn drop(&mut self) {
         self.0.bodies_arriving.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl hyper::body::Body for Arriving {
-    type Data = <Incoming as hyper::body::Body>::Data;
-    type Error = <Incoming as hyper::body::Body>::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
-            self.arriving = None;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
     }
 }
 
@@ -602,17 +573,14 @@ impl<R: Respond> Service<Request<Incoming>> for Tracked<R> {
             client = %self.remote,
         );
         let in_flight = self.activity.request_started();
-        let request = request.map(|body| Arriving::new(body, &self.activity));
+        let request = request.map(|body| arriving(body, &self.activity));
         let reads_only = matches!(*request.method(), Method::GET | Method::HEAD);
         let (api, remote) = (self.api.clone(), self.remote);
         // A read's answer is made in the box, not moved there: a request's future is over
         // a kilobyte, and each move copies it all.
         let answer = async move {
             let answer = api.respond(request, remote).await;
-            Ok(answer.map(|body| Counted {
-                body,
-                in_flight: Some(in_flight),
-            }))
+            Ok(answer.map(|body| Guarded::new(body, Some(in_flight))))
         };
         match (reads_only, span.is_disabled()) {
             (true, true) => Box::pin(answer),
@@ -638,34 +606,10 @@ impl<B> HasBody for hyper::Response<B> {
 /// A response body that keeps its request in flight until it has ended (or is dropped):
 /// a long response, a `/watch` stream above all, is a request being handled, which the
 /// idle timeout never cuts, however long it stays quiet.
-struct Counted {
-    body: ApiBody,
-    in_flight: Option<InFlight>,
-}
+type Counted = Guarded<ApiBody, InFlight>;
 
-impl hyper::body::Body for Counted {
-    type Data = <ApiBody as hyper::body::Body>::Data;
-    type Error = <ApiBody as hyper::body::Body>::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None)) {
-            self.in_flight = None;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
+mod body;
 #[cfg(test)]
 mod tests;
+
+pub use body::Guarded;

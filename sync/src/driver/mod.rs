@@ -215,12 +215,8 @@ impl<T: StreamTransport> Shared<T> {
     /// Completes once `node_id` is no longer the live peer of `generation` (it died, left
     /// or came back as a new life): a round with it would wait for a reply in vain.
     async fn peer_gone(&self, node_id: &str, generation: Option<u64>) {
-        let mut changes = self.peer_changes.subscribe();
-        while self.peer_generation(node_id) == generation {
-            if changes.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
+        self.peers_change_until(|| self.peer_generation(node_id) != generation)
+            .await;
     }
 
     /// Completes once the peer at `addr` (named now, or later by membership) is no longer
@@ -234,17 +230,23 @@ impl<T: StreamTransport> Shared<T> {
                 .find(|(_, peer)| peer.addr == addr)
                 .map(|(id, peer)| (id.clone(), peer.generation))
         };
+        let mut known = None;
+        self.peers_change_until(|| {
+            let now = life_at();
+            let gone = known.is_some() && now != known;
+            known = now;
+            gone
+        })
+        .await;
+    }
+
+    /// Completes once `gone` holds, looked at now and after each change of the peers.
+    async fn peers_change_until(&self, mut gone: impl FnMut() -> bool) {
         let mut changes = self.peer_changes.subscribe();
-        let mut known = life_at();
-        loop {
+        while !gone() {
             if changes.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }
-            let now = life_at();
-            if known.is_some() && now != known {
-                return;
-            }
-            known = now;
         }
     }
 
