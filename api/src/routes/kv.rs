@@ -7,13 +7,13 @@ use uuid::Uuid;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response as WarpResponse;
 
-use super::authn::{Attempt, key_meta};
+use super::authn::{Attempt, authorize_under, key_meta};
 use super::request::{discard, positive, precondition, read_json_body};
 use super::{Api, Caller, Handled, Query, Request, json_response};
 use crate::auth::{KeyMeta, Operation, Permissions};
 use crate::duration::parse_duration;
 use crate::keys::decode_key;
-use crate::{ApiError, Backend};
+use crate::{ApiError, AuthConfig, Backend};
 
 /// Listing page size when `limit` is absent, and its ceiling.
 const DEFAULT_LIMIT: u64 = 100;
@@ -215,10 +215,25 @@ impl<B: Backend> Api<B> {
             })
             .transpose()?;
         let now = self.backend.now_ms();
+        // A caller whom not every check passes sees only the keys it may read, judged by
+        // each key's current metadata (as `/watch` does).
+        let readable = (!caller.passes_all()).then(|| Readable {
+            auth: self.config.auth.clone(),
+            caller: caller.clone(),
+        });
         let page = self
-            .blocking(move |backend| match since {
-                Some(since) => list_since(backend.store(), &prefix, since, cursor, limit, now),
-                None => list_prefix(backend.store(), &prefix, cursor, limit, now),
+            .blocking(move |backend| {
+                let listing = Listing {
+                    store: backend.store(),
+                    prefix: &prefix,
+                    limit,
+                    now,
+                    readable: readable.as_ref(),
+                };
+                match since {
+                    Some(since) => listing.since(since, cursor),
+                    None => listing.by_prefix(cursor),
+                }
             })
             .await?;
         Ok(json_response(StatusCode::OK, page_json(&page)))
@@ -234,77 +249,124 @@ impl<B: Backend> Api<B> {
     }
 }
 
-/// Keys under `prefix` in byte order after a key cursor.
-fn list_prefix(
-    store: &dyn Store,
-    prefix: &str,
-    cursor: Option<Cursor>,
-    limit: usize,
-    now: u64,
-) -> Result<ListPage, ApiError> {
-    let after = match cursor {
-        None => None,
-        Some(Cursor::Key(key)) => Some(key),
-        Some(Cursor::Time(..)) => {
-            return Err(ApiError::bad_request("cursor is not a prefix cursor"));
-        }
-    };
-    let items = visible_items(after.map(Cursor::Key), limit, |next, batch| {
-        let after = match next {
-            Some(Cursor::Key(key)) => Some(key.as_str()),
-            _ => None,
-        };
-        store.list(prefix, after, batch, now)
-    })?;
-    Ok(ListPage::from_overfetched(items, limit, |l| {
-        Cursor::Key(l.key.clone())
-    }))
+/// The most keys one listing request reads from the store. A caller who may read few of
+/// the keys under a prefix gets a short (even empty) page with a cursor rather than a
+/// request that reads the whole keyspace.
+const MAX_SCANNED: usize = 10 * (MAX_LIMIT as usize + 1);
+
+/// Who must be able to read a key for a listing to show it.
+struct Readable {
+    auth: Option<AuthConfig>,
+    caller: Caller,
 }
 
-/// Keys written at or after `since` (and under `prefix`), by time then key, after a
-/// time cursor.
-fn list_since(
-    store: &dyn Store,
-    prefix: &str,
-    since: u64,
-    cursor: Option<Cursor>,
-    limit: usize,
-    now: u64,
-) -> Result<ListPage, ApiError> {
-    if matches!(cursor, Some(Cursor::Key(_))) {
-        return Err(ApiError::bad_request("cursor is not a since cursor"));
+impl Readable {
+    /// Whether each of `items` is readable under its key's current version (a key deleted
+    /// since it was listed is not shown).
+    fn filter(&self, store: &dyn Store, items: &mut Vec<Listed>) -> Result<(), ApiError> {
+        let keys: Vec<String> = items.iter().map(|item| item.key.clone()).collect();
+        let versions = store.get_many(&keys)?;
+        let mut versions = versions.into_iter();
+        items.retain(|_| {
+            versions.next().flatten().is_some_and(|version| {
+                authorize_under(
+                    self.auth.as_ref(),
+                    &self.caller,
+                    Operation::Read(Some(&key_meta(&version))),
+                )
+                .is_ok()
+            })
+        });
+        Ok(())
     }
-    let items = visible_items(cursor, limit, |next, batch| {
-        let after = match next {
-            Some(Cursor::Time(ts, key)) => Some((*ts, key.as_str())),
-            _ => None,
-        };
-        let mut page = store.list_since(since, after, batch, now)?;
-        page.items.retain(|item| item.key.starts_with(prefix));
-        Ok(page)
-    })?;
-    Ok(ListPage::from_overfetched(items, limit, |l| {
-        Cursor::Time(l.id.timestamp, l.key.clone())
-    }))
 }
 
-/// At least `limit + 1` visible keys (not under the reserved `_` prefix), fetching store
-/// pages of `limit + 1` from `cursor` on until there are that many or the store runs out
-/// (then all there are).
-fn visible_items(
-    mut cursor: Option<Cursor>,
+/// One `GET /kv` request's listing.
+struct Listing<'a> {
+    store: &'a dyn Store,
+    prefix: &'a str,
     limit: usize,
-    mut fetch: impl FnMut(&Option<Cursor>, usize) -> Result<ListPage, kvs_sync::StoreError>,
-) -> Result<Vec<Listed>, ApiError> {
-    let batch = limit.saturating_add(1).min(MAX_LIMIT as usize + 1);
-    let mut items = Vec::new();
-    loop {
-        let page = fetch(&cursor, batch)?;
-        items.extend(page.items.into_iter().filter(|i| !i.key.starts_with('_')));
-        if items.len() > limit || page.next.is_none() {
-            return Ok(items);
+    now: u64,
+    readable: Option<&'a Readable>,
+}
+
+impl Listing<'_> {
+    /// Keys under `prefix` in byte order after a key cursor.
+    fn by_prefix(&self, cursor: Option<Cursor>) -> Result<ListPage, ApiError> {
+        let after = match cursor {
+            None => None,
+            Some(Cursor::Key(key)) => Some(key),
+            Some(Cursor::Time(..)) => {
+                return Err(ApiError::bad_request("cursor is not a prefix cursor"));
+            }
+        };
+        self.visible_page(
+            after.map(Cursor::Key),
+            |next, batch| {
+                let after = match next {
+                    Some(Cursor::Key(key)) => Some(key.as_str()),
+                    _ => None,
+                };
+                self.store.list(self.prefix, after, batch, self.now)
+            },
+            |listed| Cursor::Key(listed.key.clone()),
+        )
+    }
+
+    /// Keys written at or after `since` (and under `prefix`), by time then key, after a
+    /// time cursor.
+    fn since(&self, since: u64, cursor: Option<Cursor>) -> Result<ListPage, ApiError> {
+        if matches!(cursor, Some(Cursor::Key(_))) {
+            return Err(ApiError::bad_request("cursor is not a since cursor"));
         }
-        cursor = page.next;
+        self.visible_page(
+            cursor,
+            |next, batch| {
+                let after = match next {
+                    Some(Cursor::Time(ts, key)) => Some((*ts, key.as_str())),
+                    _ => None,
+                };
+                let mut page = self.store.list_since(since, after, batch, self.now)?;
+                page.items.retain(|item| item.key.starts_with(self.prefix));
+                Ok(page)
+            },
+            |listed| Cursor::Time(listed.id.timestamp, listed.key.clone()),
+        )
+    }
+
+    /// A page of up to `limit` visible keys (not under the reserved `_` prefix, and
+    /// readable by the caller), fetching store pages of `limit + 1` from `cursor` on until
+    /// one more than `limit` are visible, the store runs out, or [`MAX_SCANNED`] keys
+    /// were read (then the page ends with a cursor after the last key read).
+    fn visible_page(
+        &self,
+        mut cursor: Option<Cursor>,
+        mut fetch: impl FnMut(&Option<Cursor>, usize) -> Result<ListPage, kvs_sync::StoreError>,
+        cursor_of: impl Fn(&Listed) -> Cursor,
+    ) -> Result<ListPage, ApiError> {
+        let batch = self.limit.saturating_add(1).min(MAX_LIMIT as usize + 1);
+        let mut items = Vec::new();
+        let mut scanned = 0;
+        loop {
+            let page = fetch(&cursor, batch)?;
+            scanned += batch;
+            let mut fetched = page.items;
+            fetched.retain(|item| !item.key.starts_with('_'));
+            if let Some(readable) = self.readable {
+                readable.filter(self.store, &mut fetched)?;
+            }
+            items.extend(fetched);
+            if items.len() > self.limit || page.next.is_none() {
+                return Ok(ListPage::from_overfetched(items, self.limit, cursor_of));
+            }
+            if scanned >= MAX_SCANNED {
+                return Ok(ListPage {
+                    items,
+                    next: page.next,
+                });
+            }
+            cursor = page.next;
+        }
     }
 }
 

@@ -4,13 +4,31 @@
 
 use std::sync::Arc;
 
+use kvs_sync::{Mutation, Precondition, WriteOp};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
-use super::{Api, MemoryBackend, Setup, api, delete, get, put};
+use super::{Api, MemoryBackend, Setup, api, api_with_root, delete, expect, get, put, request};
 use crate::Backend;
+use crate::auth::{User, user_key};
 
 /// Every key of a listing with `query`, page by page; the keys and the number of pages.
 async fn list_all(api: &Arc<Api<MemoryBackend>>, query: &str) -> (Vec<String>, usize) {
+    list_all_as(api, query, None).await
+}
+
+/// Every key of a listing with `query` as the holder of `token` sees it, page by page;
+/// the keys and the number of pages.
+async fn list_all_as(
+    api: &Arc<Api<MemoryBackend>>,
+    query: &str,
+    token: Option<&str>,
+) -> (Vec<String>, usize) {
+    let bearer = token.map(|token| format!("Bearer {token}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|bearer| ("authorization", bearer.as_str()))
+        .collect();
     let mut keys = Vec::new();
     let mut pages = 0;
     let mut cursor: Option<String> = None;
@@ -19,7 +37,7 @@ async fn list_all(api: &Arc<Api<MemoryBackend>>, query: &str) -> (Vec<String>, u
             Some(c) => format!("/kv?{query}&cursor={c}"),
             None => format!("/kv?{query}"),
         };
-        let page = get(api, &path).await;
+        let page = request(api, "GET", &path, None, &headers).await;
         assert_eq!(page.status, 200, "{}", page.body);
         let page = page.json();
         pages += 1;
@@ -86,6 +104,94 @@ async fn listing_by_prefix_pages_in_byte_order() {
         assert_eq!(capped.status, 200, "limit={big}");
         assert_eq!(capped.json()["items"].as_array().unwrap().len(), 29);
     }
+}
+
+/// A listing shows a caller only the keys it may read under each key's current metadata,
+/// as `/watch` does; a caller who may read none of many keys gets short pages with a
+/// cursor rather than one request that reads them all.
+#[tokio::test]
+async fn a_listing_shows_only_the_keys_the_caller_may_read() {
+    let (api, root) = api_with_root();
+    let root_user = User::root();
+    api.put_record(user_key(&root_user.id), &root_user, None)
+        .await
+        .expect("root user");
+    let bob = expect(
+        &api,
+        ("POST", "/auth/users", Some(json!({"name": "bob"}))),
+        &root,
+        201,
+    )
+    .await;
+    let body = json!({"user_id": bob["id"], "scopes": ["read"], "ttl": "1h"});
+    let bob = expect(&api, ("POST", "/auth/tokens", Some(body)), &root, 201).await;
+    let bob = bob["token"].as_str().expect("token").to_owned();
+    let mut everything = Vec::new();
+    let mut open = Vec::new();
+    for i in 0..12 {
+        let key = format!("p/{i:02}");
+        let path = format!("/kv/{key}");
+        expect(&api, ("PUT", path.as_str(), Some(json!(i))), &root, 201).await;
+        if i % 3 == 0 {
+            let meta = format!("/meta/{key}");
+            let private = Some(json!({"permissions": "f00"}));
+            expect(&api, ("PUT", meta.as_str(), private), &root, 200).await;
+        } else {
+            open.push(key.clone());
+        }
+        everything.push(key);
+    }
+    for query in ["prefix=p/&limit=2", "prefix=p/", "since=0&limit=3"] {
+        let (keys, _) = list_all_as(&api, query, Some(&bob)).await;
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(sorted, open, "{query}: bob sees {keys:?}");
+        let (keys, _) = list_all_as(&api, query, Some(&root)).await;
+        assert_eq!(keys.len(), everything.len(), "{query}: root sees {keys:?}");
+    }
+    // A key made readable again shows again.
+    let opened = Some(json!({"permissions": "f01"}));
+    expect(&api, ("PUT", "/meta/p/00", opened), &root, 200).await;
+    let (keys, _) = list_all_as(&api, "prefix=p/", Some(&bob)).await;
+    assert_eq!(keys.first().map(String::as_str), Some("p/00"));
+
+    // Past 10,010 keys bob may not read, the first page stops empty with a cursor, and
+    // following the cursors reaches the one key after them that he may read.
+    let hidden = 10_500;
+    for i in 0..hidden {
+        let op = WriteOp {
+            key: format!("h/{i:05}"),
+            mutation: Mutation::Put {
+                data: "0".into(),
+                ttl_ms: None,
+            },
+            precondition: Precondition::None,
+            uuid: Uuid::new_v4(),
+            origin_joined_at: 1,
+            owner: Some(root_user.id.clone()),
+            group: None,
+            permissions: 0xf00,
+            actor: None,
+        };
+        assert!(api.backend.write(op).await.expect("store").is_ok());
+    }
+    expect(&api, ("PUT", "/kv/h/zz", Some(json!(1))), &root, 201).await;
+    let first = request(
+        &api,
+        "GET",
+        "/kv?prefix=h/&limit=5",
+        None,
+        &[("authorization", &format!("Bearer {bob}"))],
+    )
+    .await
+    .json();
+    assert_eq!(first["items"], json!([]), "{first}");
+    assert!(first["next_cursor"].is_string(), "{first}");
+    let (keys, pages) = list_all_as(&api, "prefix=h/&limit=5", Some(&bob)).await;
+    assert_eq!(keys, ["h/zz"]);
+    assert_eq!(pages, 2);
+    let (keys, _) = list_all_as(&api, "prefix=h/&limit=1000", Some(&root)).await;
+    assert_eq!(keys.len(), hidden + 1);
 }
 
 #[tokio::test]
