@@ -147,6 +147,15 @@ impl SimNet {
         let _ = core.fabric.apply(now, &NetOp::Partition(label));
     }
 
+    /// Blocks every link from a node of `from` to a node of `to` (one way: the other
+    /// direction still carries), until [`heal`](Self::heal).
+    pub fn block(&self, from: &[usize], to: &[usize]) {
+        let op = NetOp::Oneway(from.iter().copied().collect(), to.iter().copied().collect());
+        let mut core = lock(&self.core);
+        let now = core.now;
+        let _ = core.fabric.apply(now, &op);
+    }
+
     /// Applies a resolved timeline change to the network.
     pub(crate) fn apply(&self, op: &NetOp) -> Result<(), SimError> {
         let mut core = lock(&self.core);

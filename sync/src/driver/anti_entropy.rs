@@ -519,6 +519,7 @@ pub(crate) async fn round_loop<T: StreamTransport>(
             () = shared.peer_gone(&node_id, generation) => Err(RoundError::PeerGone),
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
+        shared.note_round(&node_id, round.is_ok());
         if let Err(error) = round {
             shared.counters.round_failed();
             tracing::debug!(%node_id, %error, "sync round failed");

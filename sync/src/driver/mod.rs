@@ -1,9 +1,9 @@
 //! The replication driver (feature `driver`): pushes and anti-entropy over any
 //! [`StreamTransport`] of `kvs-net`, so that the node runs it over QUIC and the simulator
 //! over its own streams. The protocol logic is the sans-IO [`crate::Session`]; this
-//! module moves frames, keeps one queue and sender per live peer (`push.rs`), runs the
-//! rounds (`anti_entropy.rs`), keeps the number of sessions down (`sessions.rs`), and
-//! serves what peers open. Membership feeds the peer set through
+//! module moves frames, keeps one queue and sender per live peer (`push.rs`) in its
+//! table of peers (`peers.rs`), runs the rounds (`anti_entropy.rs`), keeps the number of
+//! sessions down (`sessions.rs`), and serves what peers open. Membership feeds the peer set through
 //! [`Replication::peer_event`]; nothing here polls the member list.
 //!
 //! Every stream starts with a frame naming its kind: [`KIND_SYNC`] (one diff session) or
@@ -11,6 +11,7 @@
 
 mod anti_entropy;
 mod config;
+mod peers;
 mod push;
 mod sessions;
 mod standing;
@@ -25,10 +26,10 @@ use std::time::Duration;
 use kvs_net::{
     BiStream, Clock, Connection, NetError, Runtime, StreamTransport, TaskHandle, TaskSet,
 };
-use rand::seq::IteratorRandom;
 use tokio::sync::{mpsc, watch};
 
 pub use self::config::{KeptFacts, ReplicationConfig};
+use self::peers::Peer;
 use self::push::{PeerQueue, Pushed};
 use self::sessions::Sessions;
 use self::stats::Counters;
@@ -58,37 +59,6 @@ pub enum PeerEvent {
         /// Its `node_id`.
         node_id: String,
     },
-}
-
-struct Peer {
-    addr: SocketAddr,
-    /// The peer's life ([`PeerEvent::Up`]).
-    life: u32,
-    /// Changes when the peer comes back (a restart): a round with an earlier life ends.
-    generation: u64,
-    queue: Arc<PeerQueue>,
-    last_sync: Option<u64>,
-    behind: bool,
-    /// Whether the last complete session found nothing to repair.
-    roots_agreed: bool,
-    /// When `behind` was last set (Unix ms): a session that started earlier does not
-    /// clear it.
-    behind_at: u64,
-    /// Whether a session with this life of the peer completed while this node was stale.
-    synced_while_stale: bool,
-    /// The time (Unix ms) before which this node's writes all reached this life of the
-    /// peer: the start of the last complete session, then what each push acknowledged
-    /// while the peer is not behind shows (`push::delivers_before`; 0: none yet).
-    own_writes_through: u64,
-    sender: TaskHandle,
-}
-
-impl Peer {
-    /// A push to it was lost at `now_ms` (Unix ms): anti-entropy is to make it good.
-    fn fall_behind(&mut self, now_ms: u64) {
-        self.behind = true;
-        self.behind_at = now_ms;
-    }
 }
 
 /// State shared by the driver's tasks.
@@ -196,77 +166,6 @@ impl<T: StreamTransport> Shared<T> {
             connection.close();
         }
     }
-
-    fn mark_behind(&self, node_id: &str) {
-        if let Some(peer) = lock(&self.peers).get_mut(node_id) {
-            peer.fall_behind(self.now_ms());
-        }
-    }
-
-    fn peer_addr(&self, node_id: &str) -> Option<SocketAddr> {
-        lock(&self.peers).get(node_id).map(|peer| peer.addr)
-    }
-
-    /// The generation of the live peer `node_id`, if it is live.
-    fn peer_generation(&self, node_id: &str) -> Option<u64> {
-        lock(&self.peers).get(node_id).map(|peer| peer.generation)
-    }
-
-    /// Completes once `node_id` is no longer the live peer of `generation` (it died, left
-    /// or came back as a new life): a round with it would wait for a reply in vain.
-    async fn peer_gone(&self, node_id: &str, generation: Option<u64>) {
-        self.peers_change_until(|| self.peer_generation(node_id) != generation)
-            .await;
-    }
-
-    /// Completes once the peer at `addr` (named now, or later by membership) is no longer
-    /// the live peer it was: it died, left or came back as a new life. A session it
-    /// opened would wait for a reply in vain.
-    async fn peer_at_gone(&self, addr: SocketAddr) {
-        let life_at = || {
-            let peers = lock(&self.peers);
-            peers
-                .iter()
-                .find(|(_, peer)| peer.addr == addr)
-                .map(|(id, peer)| (id.clone(), peer.generation))
-        };
-        let mut known = None;
-        self.peers_change_until(|| {
-            let now = life_at();
-            let gone = known.is_some() && now != known;
-            known = now;
-            gone
-        })
-        .await;
-    }
-
-    /// Completes once `gone` holds, looked at now and after each change of the peers.
-    async fn peers_change_until(&self, mut gone: impl FnMut() -> bool) {
-        let mut changes = self.peer_changes.subscribe();
-        while !gone() {
-            if changes.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-
-    /// The peer whose sync address is `addr` (a node connects from its sync endpoint).
-    fn peer_at(&self, addr: SocketAddr) -> Option<String> {
-        let peers = lock(&self.peers);
-        peers
-            .iter()
-            .find(|(_, peer)| peer.addr == addr)
-            .map(|(id, _)| id.clone())
-    }
-
-    /// The next peer for a round: one that missed pushes, else a random one.
-    fn pick_peer(&self, rng: &mut impl rand::Rng) -> Option<(String, SocketAddr)> {
-        let peers = lock(&self.peers);
-        let behind = peers.iter().filter(|(_, peer)| peer.behind).choose(rng);
-        behind
-            .or_else(|| peers.iter().choose(rng))
-            .map(|(id, peer)| (id.clone(), peer.addr))
-    }
 }
 
 /// The running replication of one node; see the module doc.
@@ -371,6 +270,7 @@ impl<T: StreamTransport> Replication<T> {
                     peer.generation = generation;
                     peer.synced_while_stale = false;
                     peer.own_writes_through = 0;
+                    peer.failed_rounds = 0;
                 } else {
                     let queue = Arc::new(PeerQueue::default());
                     let span = tracing::info_span!("push", peer = %node_id, %addr);
@@ -393,6 +293,7 @@ impl<T: StreamTransport> Replication<T> {
                             last_sync: None,
                             behind: true,
                             behind_at: 0,
+                            failed_rounds: 0,
                             roots_agreed: false,
                             synced_while_stale: false,
                             own_writes_through: 0,
