@@ -48,8 +48,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
@@ -59,7 +59,6 @@ use hyper::{Method, Request};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use kvs_api::{Api, Backend, RawRequest};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -356,177 +355,6 @@ enum Woke<E> {
     Stop,
 }
 
-/// Sentinel of [`Activity::head_since`]: no request head is being read.
-const NO_HEAD: u64 = u64::MAX;
-
-/// What a connection has been doing, in milliseconds since it was accepted.
-struct Activity {
-    started: Instant,
-    /// The last read or write, or the end of the last request.
-    last_io: AtomicU64,
-    /// When the first byte of the request head being read arrived, or [`NO_HEAD`].
-    head_since: AtomicU64,
-    /// Requests handed to the API and not yet answered.
-    in_flight: AtomicUsize,
-    /// Bodies of those requests that have not arrived in full yet.
-    bodies_arriving: AtomicUsize,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            started: Instant::now(),
-            last_io: AtomicU64::new(0),
-            head_since: AtomicU64::new(NO_HEAD),
-            in_flight: AtomicUsize::new(0),
-            bodies_arriving: AtomicUsize::new(0),
-        }
-    }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Bytes arrived: outside a request they start (or continue) a request head.
-    fn read(&self) {
-        let now = self.now();
-        self.last_io.store(now, Ordering::Release);
-        if self.in_flight.load(Ordering::Acquire) == 0 {
-            let _ =
-                self.head_since
-                    .compare_exchange(NO_HEAD, now, Ordering::AcqRel, Ordering::Acquire);
-        }
-    }
-
-    fn wrote(&self) {
-        self.last_io.store(self.now(), Ordering::Release);
-    }
-
-    /// A whole request head arrived and goes to the API.
-    fn request_started(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.head_since.store(NO_HEAD, Ordering::Release);
-        InFlight(Arc::clone(self))
-    }
-
-    /// Whether a request's body is still arriving.
-    fn body_arriving(&self) -> bool {
-        self.bodies_arriving.load(Ordering::Acquire) > 0
-    }
-
-    /// When the connection times out as things stand (re-checked then): a header time
-    /// after the last read while a request's body is arriving; never while a request is
-    /// handled (one idle period on); else the end of the header or idle time.
-    fn deadline(&self, limits: &HttpLimits) -> Instant {
-        // The config bounds both timeouts to a day, so these sums fit in an `Instant`; were
-        // one not to, the connection would time out at once instead of the thread panicking.
-        let far = |from: Instant, after: Duration| from.checked_add(after).unwrap_or(from);
-        let (since, limit) = if self.body_arriving() {
-            (self.last_io.load(Ordering::Acquire), limits.header_timeout)
-        } else if self.in_flight.load(Ordering::Acquire) > 0 {
-            return far(Instant::now(), limits.idle_timeout);
-        } else {
-            match self.head_since.load(Ordering::Acquire) {
-                NO_HEAD => (self.last_io.load(Ordering::Acquire), limits.idle_timeout),
-                head => (head, limits.header_timeout),
-            }
-        };
-        far(far(self.started, Duration::from_millis(since)), limit)
-    }
-}
-
-/// A request in the API; the connection's idle time starts again when it is answered
-/// (its response's body has ended, see [`Counted`]).
-struct InFlight(Arc<Activity>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.wrote();
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// A request's body, which tells its connection's [`Activity`] while it is still
-/// arriving (until its end, an error, or the handler drops it).
-pub type Arriving = Guarded<Incoming, BodyArriving>;
-
-fn arriving(body: Incoming, activity: &Arc<Activity>) -> Arriving {
-    use hyper::body::Body;
-    let arriving = (!body.is_end_stream()).then(|| {
-        activity.bodies_arriving.fetch_add(1, Ordering::AcqRel);
-        BodyArriving(Arc::clone(activity))
-    });
-    Guarded::new(body, arriving)
-}
-
-/// Counts one body as arriving for as long as it lives.
-pub struct BodyArriving(Arc<Activity>);
-
-impl Drop for BodyArriving {
-    fn drop(&mut self) {
-        self.0.bodies_arriving.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// A socket that notes its reads and writes in an [`Activity`].
-struct Watched {
-    inner: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.read();
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.wrote();
-        }
-        polled
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.wrote();
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 /// The API as hyper's service, counting its requests in flight and telling it the client
 /// address; each request runs in a `request` span (id, method, path with the key, client),
 /// and a request that may change something runs as a task of `writes` (see the module
@@ -608,8 +436,11 @@ impl<B> HasBody for hyper::Response<B> {
 /// idle timeout never cuts, however long it stays quiet.
 type Counted = Guarded<ApiBody, InFlight>;
 
+mod activity;
 mod body;
 #[cfg(test)]
 mod tests;
 
+use activity::{Activity, InFlight, Watched, arriving};
+pub use activity::{Arriving, BodyArriving};
 pub use body::Guarded;
