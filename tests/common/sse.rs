@@ -44,6 +44,10 @@ pub fn read_events(stream: TcpStream) -> mpsc::Receiver<Event> {
         let (mut id, mut kind, mut data) = (None, String::new(), String::new());
         for line in reader.lines() {
             let Ok(line) = line else { return };
+            if line == "0" {
+                // The last chunk of the response: the server ended the stream.
+                return;
+            }
             if let Some(value) = line.strip_prefix("id:") {
                 id = Some(value.trim().to_owned());
             } else if let Some(value) = line.strip_prefix("event:") {
@@ -73,6 +77,14 @@ pub fn next(events: &mpsc::Receiver<Event>) -> Event {
     events
         .recv_timeout(Duration::from_secs(20))
         .expect("an event within 20 s")
+}
+
+/// Whether the server ends the stream within a few seconds, with no event first.
+pub fn ends(events: &mpsc::Receiver<Event>) -> bool {
+    matches!(
+        events.recv_timeout(Duration::from_secs(5)),
+        Err(mpsc::RecvTimeoutError::Disconnected)
+    )
 }
 
 /// Whether no event arrives within a short while.

@@ -29,7 +29,7 @@ mod watch;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use bytes::Buf;
@@ -68,6 +68,9 @@ pub struct ApiConfig {
 
 /// The API of one node over its [`Backend`].
 pub struct Api<B> {
+    /// This API itself, for what outlives a request's borrow of it (a `/watch` stream
+    /// authenticates its caller again at each change).
+    me: Weak<Self>,
     backend: Arc<B>,
     config: ApiConfig,
     metrics: RequestMetrics,
@@ -123,7 +126,8 @@ type Handled = Result<WarpResponse, ApiError>;
 impl<B: Backend> Api<B> {
     /// An API over `backend`.
     pub fn new(backend: Arc<B>, config: ApiConfig) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
+            me: Weak::clone(me),
             backend,
             limiter: config.rate_limit.map(rate_limit::RateLimiter::new),
             config,

@@ -16,12 +16,14 @@
 //! resume from, and the stream ends: writers never wait for a watcher.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt, stream};
 use kvs_sync::{Change, Version};
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 use warp::Reply;
+use warp::http::{HeaderMap, header};
 use warp::sse::Event;
 
 use super::authn::{AuthConfig, Caller, authorize_under, key_meta};
@@ -38,7 +40,8 @@ const BACKLOG_PAGE: usize = 1000;
 #[derive(Clone)]
 struct Watcher {
     prefix: String,
-    caller: Caller,
+    /// The caller as last authenticated.
+    caller: Arc<Caller>,
     auth: Option<AuthConfig>,
 }
 
@@ -56,6 +59,11 @@ impl Watcher {
                 .is_ok())
     }
 }
+
+/// Authenticates a stream's caller again, as a request with its `Authorization` header
+/// would be now: a revoked or expired token, or a deleted user, fails; a change of the
+/// user's groups shows (within the caller cache's second for a change made elsewhere).
+type Recheck = Box<dyn Fn() -> Result<Arc<Caller>, ApiError> + Send + Sync>;
 
 /// The event id of a change to `version`: its timestamp and uuid; for an expiry, the
 /// time the value expired and its uuid, so that the expiry of a value has an id of its
@@ -137,8 +145,18 @@ impl<B: Backend> Api<B> {
             .ok_or_else(|| ApiError::unavailable("this node cannot stream changes"))?;
         let watcher = Watcher {
             prefix,
-            caller: caller.clone(),
+            caller: Arc::new(caller.clone()),
             auth: self.config.auth.clone(),
+        };
+        let recheck: Recheck = {
+            let api = self.me.upgrade().ok_or_else(|| {
+                ApiError::unavailable("this node is stopping and cannot stream changes")
+            })?;
+            let mut headers = HeaderMap::new();
+            if let Some(authorization) = request.headers.get(header::AUTHORIZATION) {
+                headers.insert(header::AUTHORIZATION, authorization.clone());
+            }
+            Box::new(move || api.authenticate(&headers))
         };
         let backlog = match since {
             Some(since) => {
@@ -163,7 +181,7 @@ impl<B: Backend> Api<B> {
             ))
         }));
         let events = first
-            .chain(live_events(live, watcher, sent))
+            .chain(live_events(live, watcher, recheck, sent))
             .take_until(self.backend.stopping());
         Ok(warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response())
     }
@@ -219,28 +237,39 @@ fn backlog(
 }
 
 /// The live changes the watcher sees, minus those the backlog sent; a lagging receiver
-/// ends the stream with a `resume` event.
+/// ends the stream with a `resume` event. The caller is authenticated again at each
+/// change (see [`Recheck`]), and the stream ends once that fails: a stream opened before
+/// a token was revoked or expired, or its user deleted, sends nothing more, and one whose
+/// user left a group sends only what the user may still read.
 fn live_events(
     live: Receiver<Change>,
     watcher: Watcher,
+    recheck: Recheck,
     sent: HashSet<String>,
 ) -> impl Stream<Item = Result<Event, std::convert::Infallible>> + Send {
     stream::unfold(
-        (live, watcher, sent, None::<String>, false),
-        |(mut live, watcher, sent, mut last, ended)| async move {
+        (live, watcher, recheck, sent, None::<String>, false),
+        |(mut live, mut watcher, recheck, sent, mut last, ended)| async move {
             if ended {
                 return None;
             }
             loop {
                 match live.recv().await {
                     Ok(change) => {
+                        match recheck() {
+                            Ok(caller) => watcher.caller = caller,
+                            Err(error) => {
+                                tracing::debug!(%error, "a watch stream ends: its caller no longer authenticates");
+                                return None;
+                            }
+                        }
                         let id = event_id(&change.version, change.expired);
                         if sent.contains(&id) || !watcher.sees(&change.key, &change.version) {
                             continue;
                         }
                         last = Some(id);
                         let event = event(&change.key, &change.version, change.kind());
-                        return Some((Ok(event), (live, watcher, sent, last, false)));
+                        return Some((Ok(event), (live, watcher, recheck, sent, last, false)));
                     }
                     Err(RecvError::Lagged(_)) => {
                         let data = serde_json::json!({
@@ -249,7 +278,7 @@ fn live_events(
                             "last_event_id": last,
                         });
                         let event = Event::default().event("resume").data(data.to_string());
-                        return Some((Ok(event), (live, watcher, sent, last, true)));
+                        return Some((Ok(event), (live, watcher, recheck, sent, last, true)));
                     }
                     Err(RecvError::Closed) => return None,
                 }
