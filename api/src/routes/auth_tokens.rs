@@ -2,17 +2,19 @@
 //!
 //! Issuing signs an HS256 JWT and records `_auth/tokens/<jti>` (user, scopes, expiry and
 //! a SHA-256 of the token, never the token) until the token expires. Revoking writes
-//! `_auth/revoked/<jti>` until the same expiry; every node checks it on each request, so
-//! the token stops working on a node as soon as the record has replicated there.
+//! `_auth/revoked/<jti>` until the same expiry (for a `jti` this node has no record of
+//! yet, until the longest token lifetime); every node checks it on each request, so the
+//! token stops working on a node as soon as the record has replicated there.
 
+use uuid::Uuid;
 use warp::http::StatusCode;
 
 use super::Api;
 use super::Handled;
 use super::auth_routes::{json_reply, no_content};
 use crate::auth::{
-    IssueToken, IssuedToken, ModelError, RecordKind, Revocation, TokenRecord, hash_secret,
-    plan_issue_token, revoked_key, token_key,
+    IssueToken, IssuedToken, MAX_TOKEN_TTL_MS, ModelError, RecordKind, Revocation, TokenRecord,
+    hash_secret, plan_issue_token, revoked_key, token_key,
 };
 use crate::{ApiError, Backend};
 
@@ -63,13 +65,10 @@ impl<B: Backend> Api<B> {
     }
 
     pub(super) async fn revoke_token(&self, jti: &str) -> Handled {
-        let record = self.load::<TokenRecord>(&token_key(jti))?.ok_or_else(|| {
-            ApiError::from(ModelError::NotFound {
-                kind: RecordKind::Token,
-                id: jti.chars().take(64).collect(),
-            })
-        })?;
         let now = self.backend.now_ms();
+        let Some(record) = self.load::<TokenRecord>(&token_key(jti))? else {
+            return self.revoke_unknown(jti, now).await;
+        };
         let revocation = Revocation {
             jti: record.jti.clone(),
             expires_at: record.expires_at,
@@ -79,6 +78,32 @@ impl<B: Backend> Api<B> {
             .await?;
         tracing::info!(jti = %record.jti, user_id = %record.user_id, "token revoked");
         Ok(no_content())
+    }
+
+    /// A `jti` with no token record on this node: `404`. A token is valid on every node
+    /// by its signature alone, before its record has replicated to all of them, so a
+    /// `jti` that could be one (a UUID as tokens carry it) is revoked all the same, for
+    /// the longest lifetime a token can have: revoking on another node than the one that
+    /// issued the token a moment ago does not leave it working.
+    async fn revoke_unknown(&self, jti: &str, now: u64) -> Handled {
+        let shown: String = jti.chars().take(64).collect();
+        if Uuid::parse_str(jti).map(|uuid| uuid.to_string()).as_deref() != Ok(jti) {
+            return Err(ApiError::from(ModelError::NotFound {
+                kind: RecordKind::Token,
+                id: shown,
+            }));
+        }
+        let revocation = Revocation {
+            jti: jti.to_owned(),
+            expires_at: now.saturating_add(MAX_TOKEN_TTL_MS),
+        };
+        self.put_record(revoked_key(jti), &revocation, Some(MAX_TOKEN_TTL_MS))
+            .await?;
+        tracing::info!(jti, "a jti this node has no token for revoked");
+        Err(ApiError::not_found(format!(
+            "token {shown:?} not found on this node; its revocation is recorded all the same, \
+             so a token with this jti issued on another node stops working everywhere"
+        )))
     }
 }
 
