@@ -14,6 +14,7 @@
 //! | `_auth/groups/<id>` | [`Group`] |
 //! | `_auth/tokens/<jti>` | [`TokenRecord`], written with a TTL up to the token's expiry |
 //! | `_auth/revoked/<jti>` | [`Revocation`], written with a TTL up to the token's expiry |
+//! | `_auth/deleted-users/<id>` | [`DeletedUser`], kept for good |
 //!
 //! A key's ownership and permissions ([`KeyMeta`]) are not records: they are part of
 //! every version of the key itself (`owner`, `group`, `permissions`), so they
@@ -45,6 +46,8 @@ pub(crate) const GROUPS_PREFIX: &str = "_auth/groups/";
 pub(crate) const REVOKED_PREFIX: &str = "_auth/revoked/";
 /// Prefix of issued-token records.
 pub(crate) const TOKENS_PREFIX: &str = "_auth/tokens/";
+/// Prefix of the records of deleted users.
+pub(crate) const DELETED_USERS_PREFIX: &str = "_auth/deleted-users/";
 
 /// The storage key of a user record.
 pub(crate) fn user_key(id: &str) -> String {
@@ -59,6 +62,11 @@ pub(crate) fn group_key(id: &str) -> String {
 /// The storage key of a revocation record.
 pub(crate) fn revoked_key(jti: &str) -> String {
     format!("{REVOKED_PREFIX}{jti}")
+}
+
+/// The storage key of the record that user `id` was deleted.
+pub(crate) fn deleted_user_key(id: &str) -> String {
+    format!("{DELETED_USERS_PREFIX}{id}")
 }
 
 /// The storage key of an issued-token record.
@@ -114,6 +122,18 @@ pub(crate) struct Revocation {
     pub(crate) jti: String,
     /// When the token expires, Unix milliseconds; the record may go after.
     pub(crate) expires_at: u64,
+}
+
+/// That a user was deleted, kept for good: a user record written concurrently elsewhere
+/// (a rename, a group change, on a node that had not seen the delete yet) can win over
+/// the delete by the conflict rule, but a user with this record counts as deleted
+/// whatever its user record says, and its tokens stay refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DeletedUser {
+    /// The deleted user's id.
+    pub(crate) id: String,
+    /// When it was deleted, Unix milliseconds.
+    pub(crate) deleted_at: u64,
 }
 
 /// An issued token, as far as revocation needs it. The token itself is a

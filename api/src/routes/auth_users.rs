@@ -2,7 +2,9 @@
 //!
 //! A user is `{"id","name","groups","created_at"}`; ids are UUIDs (`root` for the
 //! bootstrap administrator, which can be neither renamed nor deleted). Deleting a user
-//! makes every token issued to it fail at once (the user lookup of each request).
+//! makes every token issued to it fail at once (the user lookup of each request), for
+//! good: a record that it was deleted is kept ([`DeletedUser`]), so a concurrent rename or
+//! group change elsewhere that outlives the delete does not bring it back.
 
 use uuid::Uuid;
 use warp::http::StatusCode;
@@ -11,8 +13,8 @@ use super::Api;
 use super::Handled;
 use super::auth_routes::{json_reply, no_content};
 use crate::auth::{
-    CreateUser, ModelError, RecordKind, UpdateUser, User, plan_create_user, plan_delete_user,
-    plan_update_user, user_key,
+    CreateUser, DeletedUser, ModelError, RecordKind, UpdateUser, User, deleted_user_key,
+    plan_create_user, plan_delete_user, plan_update_user, user_key,
 };
 use crate::{ApiError, Backend};
 
@@ -62,6 +64,14 @@ impl<B: Backend> Api<B> {
     pub(super) async fn delete_user(&self, id: &str) -> Handled {
         let _guard = self.admin_lock.lock().await;
         plan_delete_user(id, &self.users().await?)?;
+        // The record that it was deleted first: from then on the user is gone, whatever
+        // happens to its user record.
+        let deleted = DeletedUser {
+            id: id.to_owned(),
+            deleted_at: self.backend.now_ms(),
+        };
+        self.put_record(deleted_user_key(id), &deleted, None)
+            .await?;
         self.delete_record(user_key(id)).await?;
         tracing::info!(user_id = %id, "user deleted");
         Ok(no_content())
@@ -69,7 +79,7 @@ impl<B: Backend> Api<B> {
 
     /// The user `id`, or `404`.
     fn user_record(&self, id: &str) -> Result<User, ApiError> {
-        self.load::<User>(&user_key(id))?.ok_or_else(|| {
+        self.live_user(id)?.ok_or_else(|| {
             ModelError::NotFound {
                 kind: RecordKind::User,
                 id: id.chars().take(64).collect(),

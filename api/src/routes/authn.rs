@@ -3,7 +3,8 @@
 //! [`Api::authenticate`] turns the `Authorization` header into a [`Caller`]: with
 //! `auth_enabled: false` every caller is [`Caller::Unchecked`]; otherwise the bearer token
 //! is verified (HS256, signature, expiry), then its `jti` is looked up under
-//! `_auth/revoked/` and its `sub` under `_auth/users/`, and each of the user's groups
+//! `_auth/revoked/` and its `sub` under `_auth/users/` (a user with a record under
+//! `_auth/deleted-users/` counts as deleted, whatever that says), and each of the user's groups
 //! under `_auth/groups/` (a deleted group grants nothing). The result is
 //! cached briefly (see `caller_cache`), and the cache is emptied by every `_auth/` write
 //! on this node, so a revocation or a user deletion applies to the very next request.
@@ -16,6 +17,7 @@ use kvs_sync::Version;
 use warp::http::{HeaderMap, header};
 
 use super::Api;
+use super::records::was_deleted;
 use crate::auth::{
     AccessRequest, AnonymousAccess, KeyMeta, Operation, Permissions, Principal, Scope, TokenError,
     TokenKeys, User, admit, ancestors, authorize, bearer_token, group_key, revoked_key, user_key,
@@ -142,7 +144,7 @@ impl<B: Backend> Api<B> {
             .get(&revoked_key(&claims.jti))?
             .is_some_and(|v| v.is_live(now));
         let user = match store.get(&user_key(&claims.sub))? {
-            Some(v) if v.is_live(now) => v
+            Some(v) if v.is_live(now) && !was_deleted(store, &claims.sub, now)? => v
                 .data
                 .as_deref()
                 .and_then(|text| serde_json::from_str::<User>(text).ok()),

@@ -8,7 +8,9 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::Api;
-use crate::auth::{GROUPS_PREFIX, Group, USERS_PREFIX, User};
+use crate::auth::{
+    DeletedUser, GROUPS_PREFIX, Group, USERS_PREFIX, User, deleted_user_key, user_key,
+};
 use crate::{ApiError, Backend};
 
 /// Page size when reading a whole record kind.
@@ -20,11 +22,31 @@ impl<B: Backend> Api<B> {
         load(self.backend.store(), key, self.backend.now_ms())
     }
 
-    /// Every user (a scan of the store, off the runtime).
+    /// Every user that was not deleted (a scan of the store, off the runtime).
     pub(super) async fn users(&self) -> Result<Vec<User>, ApiError> {
         let now = self.backend.now_ms();
-        self.blocking(move |backend| load_all(backend.store(), USERS_PREFIX, now))
-            .await
+        self.blocking(move |backend| {
+            let store = backend.store();
+            let mut users: Vec<User> = load_all(store, USERS_PREFIX, now)?;
+            let mut deleted = Vec::with_capacity(users.len());
+            for user in &users {
+                deleted.push(was_deleted(store, &user.id, now)?);
+            }
+            let mut deleted = deleted.into_iter();
+            users.retain(|_| !deleted.next().unwrap_or(false));
+            Ok(users)
+        })
+        .await
+    }
+
+    /// The user `id`, unless it is absent or was deleted.
+    pub(super) fn live_user(&self, id: &str) -> Result<Option<User>, ApiError> {
+        let store = self.backend.store();
+        let now = self.backend.now_ms();
+        if was_deleted(store, id, now)? {
+            return Ok(None);
+        }
+        load(store, &user_key(id), now)
     }
 
     /// Every group (a scan of the store, off the runtime).
@@ -87,6 +109,11 @@ fn load<T: DeserializeOwned>(
     serde_json::from_str(text)
         .map(Some)
         .map_err(|e| ApiError::internal(format!("the record {key:?} is unreadable: {e}")))
+}
+
+/// Whether user `id` was deleted (see [`DeletedUser`]), whatever its user record says.
+pub(super) fn was_deleted(store: &dyn Store, id: &str, now: u64) -> Result<bool, ApiError> {
+    Ok(load::<DeletedUser>(store, &deleted_user_key(id), now)?.is_some())
 }
 
 /// Every record under `prefix` in `store` that is live at `now`, in key order.

@@ -182,6 +182,7 @@ fn describe(op: &WriteOp) -> (String, String) {
     };
     let records = [
         ("_auth/users/", "user"),
+        ("_auth/deleted-users/", "user"),
         ("_auth/groups/", "group"),
         ("_auth/tokens/", "token"),
         ("_auth/revoked/", "token"),
@@ -190,6 +191,7 @@ fn describe(op: &WriteOp) -> (String, String) {
         if let Some(id) = op.key.strip_prefix(prefix) {
             let verb = match (kind, verb, prefix) {
                 (_, _, "_auth/revoked/") => "revoke",
+                (_, _, "_auth/deleted-users/") => "delete",
                 ("token", "put", _) => "issue",
                 _ => verb,
             };

@@ -311,6 +311,7 @@ fn actions_name_records() {
         (op("a/b", Mutation::Delete), "delete", "a/b"),
         (op("_auth/users/u1", put()), "user.put", "u1"),
         (op("_auth/users/u1", Mutation::Delete), "user.delete", "u1"),
+        (op("_auth/deleted-users/u1", put()), "user.delete", "u1"),
         (op("_auth/groups/g1", put()), "group.put", "g1"),
         (op("_auth/tokens/j1", put()), "token.issue", "j1"),
         (op("_auth/revoked/j1", put()), "token.revoke", "j1"),

@@ -70,6 +70,67 @@ async fn a_deleted_group_grants_nothing() {
     assert_eq!(status, 403, "the deleted group still grants read: {body}");
 }
 
+/// Found by a black-box audit: a user deleted on one node and renamed on another that
+/// had not seen the delete yet came back once the two met (the later rename wins by the
+/// conflict rule), and its tokens worked again.
+#[tokio::test]
+async fn a_deleted_user_stays_deleted_when_a_concurrent_write_of_it_wins() {
+    let (api, root) = api_with_root();
+    let root_user = User::root();
+    api.put_record(user_key(&root_user.id), &root_user, None)
+        .await
+        .expect("root user");
+    let post = |path, body| ("POST", path, Some(body));
+    let alice = expect(
+        &api,
+        post("/auth/users", json!({"name": "alice"})),
+        &root,
+        201,
+    )
+    .await;
+    let alice_record: User = serde_json::from_value(alice.clone()).expect("user record");
+    let body = json!({"user_id": alice["id"], "scopes": ["read"], "ttl": "1h"});
+    let token = expect(&api, post("/auth/tokens", body), &root, 201).await;
+    let token = token["token"].as_str().expect("token").to_owned();
+    expect(&api, ("GET", "/kv/missing", None), &token, 404).await;
+    let path = format!("/auth/users/{}", alice_record.id);
+    expect(&api, ("DELETE", path.as_str(), None), &root, 204).await;
+    // A rename made on a node that had not seen the delete, merged afterwards, wins.
+    let renamed = User {
+        name: "alice-renamed".into(),
+        ..alice_record.clone()
+    };
+    let stale = WriteOp {
+        key: user_key(&renamed.id),
+        mutation: Mutation::Put {
+            data: serde_json::to_string(&renamed).expect("json"),
+            ttl_ms: None,
+        },
+        precondition: Precondition::None,
+        uuid: Uuid::new_v4(),
+        origin_joined_at: 1,
+        owner: None,
+        group: None,
+        permissions: 0,
+        actor: None,
+    };
+    let written = api.backend.write(stale).await.expect("store");
+    assert!(written.is_ok(), "the stale user record is stored");
+
+    let (status, body) = call(&api, "GET", "/kv/missing", None, &token).await;
+    assert_eq!(status, 401, "the deleted user's token works again: {body}");
+    expect(&api, ("GET", path.as_str(), None), &root, 404).await;
+    let rename = Some(json!({"name": "again"}));
+    expect(&api, ("PUT", path.as_str(), rename), &root, 404).await;
+    let users = expect(&api, ("GET", "/auth/users", None), &root, 200).await;
+    assert!(
+        !users.to_string().contains(&alice_record.id),
+        "listed: {users}"
+    );
+    let group = json!({"name": "team", "members": [alice_record.id]});
+    expect(&api, post("/auth/groups", group), &root, 400).await;
+}
+
 /// Issue 11, item 13: every route whose store call may block (waiting for the durable
 /// store's applier, walking the audit chain, reading the backup directory) waits off the
 /// runtime. The test's runtime has one thread; while a request is held inside the store,
