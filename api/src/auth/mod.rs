@@ -71,9 +71,9 @@ pub(crate) use policy::{
     AccessRequest, AnonymousAccess, Denied, Operation, Principal, admit, ancestors, authorize,
 };
 pub(crate) use requests::{
-    CreateGroup, CreateUser, GroupPlan, IssueToken, MAX_TOKEN_TTL_MS, UpdateGroup, UpdateMeta,
-    UpdateUser, plan_create_group, plan_create_user, plan_delete_group, plan_delete_user,
-    plan_issue_token, plan_update_group, plan_update_meta, plan_update_user,
+    BodyFields, CreateGroup, CreateUser, GroupPlan, IssueToken, MAX_TOKEN_TTL_MS, UpdateGroup,
+    UpdateMeta, UpdateUser, plan_create_group, plan_create_user, plan_delete_group,
+    plan_delete_user, plan_issue_token, plan_update_group, plan_update_meta, plan_update_user,
 };
 pub(crate) use secrets::{constant_time_eq, fingerprint, fixed_time_eq, hash_secret};
 pub(crate) use tokens::{IssuedToken, ROOT_USER_ID, Scope, TokenError, TokenKeys, bearer_token};

@@ -17,6 +17,15 @@ use super::tokens::{Scope, normalize_scopes};
 /// The longest token lifetime `POST /auth/tokens` grants: 10 years.
 pub(crate) const MAX_TOKEN_TTL_MS: u64 = 10 * 365 * 24 * 3_600_000;
 
+/// The fields a request body may have: its own, and the read-only ones of what the
+/// matching `GET` answers (ignored), so that a client may send back what it read, changed.
+/// Any other field is refused (`400`): a misspelt `"permission"` must not be taken as a
+/// request that changes nothing.
+pub(crate) trait BodyFields {
+    /// The field names accepted.
+    const ACCEPTED: &'static [&'static str];
+}
+
 /// `POST /auth/users`.
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct CreateUser {
@@ -85,6 +94,30 @@ pub(crate) struct UpdateMeta {
     pub(crate) group: Option<Option<String>>,
     /// The new permissions, three hex digits.
     pub(crate) permissions: Option<String>,
+}
+
+impl BodyFields for CreateUser {
+    const ACCEPTED: &'static [&'static str] = &["name", "groups", "id", "created_at"];
+}
+
+impl BodyFields for UpdateUser {
+    const ACCEPTED: &'static [&'static str] = &["name", "groups", "id", "created_at"];
+}
+
+impl BodyFields for CreateGroup {
+    const ACCEPTED: &'static [&'static str] = &["name", "members", "id", "created_at"];
+}
+
+impl BodyFields for UpdateGroup {
+    const ACCEPTED: &'static [&'static str] = &["name", "members", "id", "created_at"];
+}
+
+impl BodyFields for IssueToken {
+    const ACCEPTED: &'static [&'static str] = &["user_id", "scopes", "ttl"];
+}
+
+impl BodyFields for UpdateMeta {
+    const ACCEPTED: &'static [&'static str] = &["owner", "group", "permissions", "expires_at"];
 }
 
 /// A validated `POST /auth/tokens`: pass to `TokenKeys::issue`.

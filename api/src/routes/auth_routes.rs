@@ -12,7 +12,7 @@ use warp::reply::Response as WarpResponse;
 
 use super::request::{discard, from_object, read_json_body};
 use super::{Api, Caller, Handled, Request, json_response};
-use crate::auth::Operation;
+use crate::auth::{BodyFields, Operation};
 use crate::{ApiError, Backend};
 
 /// The largest `/auth` request body.
@@ -80,10 +80,10 @@ impl<B: Backend> Api<B> {
 }
 
 /// The request body as `T`: `400 invalid_json` when it is not JSON, `400 bad_request`
-/// when it has the wrong shape.
+/// when it has the wrong shape or a field `T` does not accept.
 async fn json<T, S, D, E>(request: &Request<'_>, body: S) -> Result<T, ApiError>
 where
-    T: DeserializeOwned,
+    T: DeserializeOwned + BodyFields,
     S: Stream<Item = Result<D, E>> + Send,
     E: std::fmt::Display,
     D: Buf,

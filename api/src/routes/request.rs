@@ -11,6 +11,7 @@ use warp::http::{HeaderMap, header};
 use kvs_sync::Precondition;
 
 use crate::ApiError;
+use crate::auth::BodyFields;
 use crate::keys::strict_percent_decode;
 
 /// A parsed query string (`a=1&b=2`); later duplicates win.
@@ -83,18 +84,34 @@ pub(crate) fn precondition(
     Ok(none_match.unwrap_or(Precondition::None))
 }
 
-/// Parses a JSON body that must be an object: serde would also read a struct from an
-/// array of its fields (`[null, null]`), which no client means.
-pub(crate) fn from_object<T: serde::de::DeserializeOwned>(
+/// Parses a JSON body that must be an object (serde would also read a struct from an
+/// array of its fields, `[null, null]`, which no client means) with no field but those
+/// `T` accepts.
+pub(crate) fn from_object<T: serde::de::DeserializeOwned + BodyFields>(
     text: &str,
     what: &str,
 ) -> Result<T, ApiError> {
-    if !text.trim_start().starts_with('{') {
+    let fields: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(text) {
+        Ok(fields) => fields,
+        Err(_) if !text.trim_start().starts_with('{') => {
+            return Err(ApiError::bad_request(format!(
+                "{what}: the body must be a JSON object"
+            )));
+        }
+        Err(error) => return Err(ApiError::bad_request(format!("{what}: {error}"))),
+    };
+    if let Some(unknown) = fields
+        .keys()
+        .find(|name| !T::ACCEPTED.contains(&name.as_str()))
+    {
+        let shown: String = unknown.chars().take(64).collect();
         return Err(ApiError::bad_request(format!(
-            "{what}: the body must be a JSON object"
+            "{what}: unknown field {shown:?}; the fields are {}",
+            T::ACCEPTED.join(", ")
         )));
     }
-    serde_json::from_str(text).map_err(|e| ApiError::bad_request(format!("{what}: {e}")))
+    serde_json::from_value(serde_json::Value::Object(fields))
+        .map_err(|e| ApiError::bad_request(format!("{what}: {e}")))
 }
 
 /// Reads a JSON body of at most `limit` bytes and returns its text, validated.

@@ -14,6 +14,7 @@
 //! through LMDB, the default body limit over TCP, an expiry on the node's own clock, and
 //! `/health`, `/members` and `/metrics` of a running node.
 
+mod bodies;
 mod kv;
 mod listing;
 mod node;

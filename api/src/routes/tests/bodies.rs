@@ -1,0 +1,72 @@
+//! The bodies of `/auth` and `/meta` requests: a field the request does not take is
+//! refused and changes nothing; what a `GET` answered can be sent back changed.
+
+use serde_json::json;
+
+use super::{api_with_root, call, expect};
+use crate::auth::{User, user_key};
+
+/// Found by a black-box audit: `PUT /meta/{key}` with a misspelt `"permission"` answered
+/// `200` and wrote a new version with nothing changed, so an owner who meant to make a
+/// key private was told it was done while it stayed readable to all.
+#[tokio::test]
+async fn a_body_with_a_field_the_request_does_not_take_is_refused() {
+    let (api, root) = api_with_root();
+    let root_user = User::root();
+    api.put_record(user_key(&root_user.id), &root_user, None)
+        .await
+        .expect("root user");
+    expect(&api, ("PUT", "/kv/doc", Some(json!(1))), &root, 201).await;
+    let before = expect(&api, ("GET", "/kv/doc", None), &root, 200).await;
+    let misspelt = Some(json!({"permission": "f00"}));
+    let (status, body) = call(&api, "PUT", "/meta/doc", misspelt, &root).await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("\"permission\"") && message.contains("permissions"),
+        "{message}"
+    );
+    let after = expect(&api, ("GET", "/kv/doc", None), &root, 200).await;
+    assert_eq!(after["uuid"], before["uuid"], "a new version was written");
+
+    let refused = [
+        ("POST", "/auth/users", json!({"nme": "alice"})),
+        (
+            "POST",
+            "/auth/groups",
+            json!({"name": "team", "member": []}),
+        ),
+        (
+            "POST",
+            "/auth/tokens",
+            json!({"user_id": "root", "scopes": ["read"], "tll": "1h"}),
+        ),
+    ];
+    for (method, path, body) in refused {
+        let (status, answer) = call(&api, method, path, Some(body.clone()), &root).await;
+        assert_eq!(status, 400, "{method} {path} {body}: {answer}");
+    }
+    let users = expect(&api, ("GET", "/auth/users", None), &root, 200).await;
+    assert_eq!(users["users"].as_array().map(Vec::len), Some(1), "{users}");
+
+    // What a GET answered, sent back changed.
+    let meta = expect(&api, ("GET", "/meta/doc", None), &root, 200).await;
+    let mut private = meta.clone();
+    private["permissions"] = json!("f00");
+    let changed = expect(&api, ("PUT", "/meta/doc", Some(private)), &root, 200).await;
+    assert_eq!(changed["permissions"], "f00", "{changed}");
+    let alice = json!({"name": "alice"});
+    let alice = expect(&api, ("POST", "/auth/users", Some(alice)), &root, 201).await;
+    let mut renamed = alice.clone();
+    renamed["name"] = json!("alice2");
+    let path = format!("/auth/users/{}", alice["id"].as_str().expect("id"));
+    let answer = expect(&api, ("PUT", path.as_str(), Some(renamed)), &root, 200).await;
+    assert_eq!(answer["name"], "alice2");
+    let team = json!({"name": "team"});
+    let team = expect(&api, ("POST", "/auth/groups", Some(team)), &root, 201).await;
+    let mut with_alice = team.clone();
+    with_alice["members"] = json!([alice["id"]]);
+    let path = format!("/auth/groups/{}", team["id"].as_str().expect("id"));
+    let answer = expect(&api, ("PUT", path.as_str(), Some(with_alice)), &root, 200).await;
+    assert_eq!(answer["members"], json!([alice["id"]]));
+}
