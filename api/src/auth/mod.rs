@@ -63,8 +63,9 @@ mod secrets;
 mod tokens;
 
 pub(crate) use model::{
-    DeletedUser, GROUPS_PREFIX, Group, GroupView, KeyMeta, ModelError, RecordKind, Revocation,
-    TokenRecord, USERS_PREFIX, User, deleted_user_key, group_key, revoked_key, token_key, user_key,
+    Deleted, GROUPS_PREFIX, Group, GroupView, KeyMeta, ModelError, RecordKind, Revocation,
+    TokenRecord, USERS_PREFIX, User, deleted_group_key, deleted_user_key, group_key, revoked_key,
+    token_key, user_key,
 };
 pub(crate) use permissions::Permissions;
 pub(crate) use policy::{

@@ -14,7 +14,8 @@
 //! | `_auth/groups/<id>` | [`Group`] |
 //! | `_auth/tokens/<jti>` | [`TokenRecord`], written with a TTL up to the token's expiry |
 //! | `_auth/revoked/<jti>` | [`Revocation`], written with a TTL up to the token's expiry |
-//! | `_auth/deleted-users/<id>` | [`DeletedUser`], kept for good |
+//! | `_auth/deleted-users/<id>` | [`Deleted`], kept for good |
+//! | `_auth/deleted-groups/<id>` | [`Deleted`], kept for good |
 //!
 //! A key's ownership and permissions ([`KeyMeta`]) are not records: they are part of
 //! every version of the key itself (`owner`, `group`, `permissions`), so they
@@ -48,6 +49,8 @@ pub(crate) const REVOKED_PREFIX: &str = "_auth/revoked/";
 pub(crate) const TOKENS_PREFIX: &str = "_auth/tokens/";
 /// Prefix of the records of deleted users.
 pub(crate) const DELETED_USERS_PREFIX: &str = "_auth/deleted-users/";
+/// Prefix of the records of deleted groups.
+pub(crate) const DELETED_GROUPS_PREFIX: &str = "_auth/deleted-groups/";
 
 /// The storage key of a user record.
 pub(crate) fn user_key(id: &str) -> String {
@@ -67,6 +70,11 @@ pub(crate) fn revoked_key(jti: &str) -> String {
 /// The storage key of the record that user `id` was deleted.
 pub(crate) fn deleted_user_key(id: &str) -> String {
     format!("{DELETED_USERS_PREFIX}{id}")
+}
+
+/// The storage key of the record that group `id` was deleted.
+pub(crate) fn deleted_group_key(id: &str) -> String {
+    format!("{DELETED_GROUPS_PREFIX}{id}")
 }
 
 /// The storage key of an issued-token record.
@@ -124,13 +132,14 @@ pub(crate) struct Revocation {
     pub(crate) expires_at: u64,
 }
 
-/// That a user was deleted, kept for good: a user record written concurrently elsewhere
-/// (a rename, a group change, on a node that had not seen the delete yet) can win over
-/// the delete by the conflict rule, but a user with this record counts as deleted
-/// whatever its user record says, and its tokens stay refused.
+/// That a user or a group was deleted, kept for good: a record written concurrently
+/// elsewhere (a rename, a membership change, on a node that had not seen the delete yet)
+/// can win over the delete by the conflict rule, but a user or group with this record
+/// counts as deleted whatever its own record says: the user's tokens stay refused, the
+/// group grants nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct DeletedUser {
-    /// The deleted user's id.
+pub(crate) struct Deleted {
+    /// The deleted user's or group's id.
     pub(crate) id: String,
     /// When it was deleted, Unix milliseconds.
     pub(crate) deleted_at: u64,

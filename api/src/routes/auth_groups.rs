@@ -2,7 +2,9 @@
 //!
 //! A group is served as `{"id","name","members","created_at"}`; its members are stored
 //! in the user records (see `crate::auth` model docs), so a membership change rewrites
-//! the users concerned and the group's view is derived from them.
+//! the users concerned and the group's view is derived from them. A deleted group stays
+//! deleted: a record that it was deleted is kept ([`Deleted`]), so a concurrent rename
+//! or membership change elsewhere that outlives the delete does not bring it back.
 
 use uuid::Uuid;
 use warp::http::StatusCode;
@@ -11,8 +13,9 @@ use super::Api;
 use super::Handled;
 use super::auth_routes::{json_reply, no_content};
 use crate::auth::{
-    CreateGroup, Group, GroupPlan, GroupView, ModelError, RecordKind, UpdateGroup, group_key,
-    plan_create_group, plan_delete_group, plan_update_group, user_key,
+    CreateGroup, Deleted, GroupPlan, GroupView, ModelError, RecordKind, UpdateGroup,
+    deleted_group_key, group_key, plan_create_group, plan_delete_group, plan_update_group,
+    user_key,
 };
 use crate::{ApiError, Backend};
 
@@ -58,6 +61,14 @@ impl<B: Backend> Api<B> {
     pub(super) async fn delete_group(&self, id: &str) -> Handled {
         let _guard = self.admin_lock.lock().await;
         let users = plan_delete_group(id, &self.users().await?, &self.groups().await?)?;
+        // The record that it was deleted first: from then on the group grants nothing,
+        // whatever happens to its record or to user records that name it.
+        let deleted = Deleted {
+            id: id.to_owned(),
+            deleted_at: self.backend.now_ms(),
+        };
+        self.put_record(deleted_group_key(id), &deleted, None)
+            .await?;
         for user in &users {
             self.put_record(user_key(&user.id), user, None).await?;
         }
@@ -78,7 +89,7 @@ impl<B: Backend> Api<B> {
 
     /// The served form of group `id`, or `404`.
     async fn group_view(&self, id: &str) -> Result<GroupView, ApiError> {
-        let group = self.load::<Group>(&group_key(id))?.ok_or_else(|| {
+        let group = self.live_group(id)?.ok_or_else(|| {
             ApiError::from(ModelError::NotFound {
                 kind: RecordKind::Group,
                 id: id.chars().take(64).collect(),

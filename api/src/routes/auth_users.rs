@@ -3,7 +3,7 @@
 //! A user is `{"id","name","groups","created_at"}`; ids are UUIDs (`root` for the
 //! bootstrap administrator, which can be neither renamed nor deleted). Deleting a user
 //! makes every token issued to it fail at once (the user lookup of each request), for
-//! good: a record that it was deleted is kept ([`DeletedUser`]), so a concurrent rename or
+//! good: a record that it was deleted is kept ([`Deleted`](crate::auth::Deleted)), so a concurrent rename or
 //! group change elsewhere that outlives the delete does not bring it back.
 
 use uuid::Uuid;
@@ -13,7 +13,7 @@ use super::Api;
 use super::Handled;
 use super::auth_routes::{json_reply, no_content};
 use crate::auth::{
-    CreateUser, DeletedUser, ModelError, RecordKind, UpdateUser, User, deleted_user_key,
+    CreateUser, Deleted, ModelError, RecordKind, UpdateUser, User, deleted_user_key,
     plan_create_user, plan_delete_user, plan_update_user, user_key,
 };
 use crate::{ApiError, Backend};
@@ -66,7 +66,7 @@ impl<B: Backend> Api<B> {
         plan_delete_user(id, &self.users().await?)?;
         // The record that it was deleted first: from then on the user is gone, whatever
         // happens to its user record.
-        let deleted = DeletedUser {
+        let deleted = Deleted {
             id: id.to_owned(),
             deleted_at: self.backend.now_ms(),
         };

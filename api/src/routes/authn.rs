@@ -20,7 +20,8 @@ use super::Api;
 use super::records::was_deleted;
 use crate::auth::{
     AccessRequest, AnonymousAccess, KeyMeta, Operation, Permissions, Principal, Scope, TokenError,
-    TokenKeys, User, admit, ancestors, authorize, bearer_token, group_key, revoked_key, user_key,
+    TokenKeys, User, admit, ancestors, authorize, bearer_token, deleted_group_key,
+    deleted_user_key, group_key, revoked_key, user_key,
 };
 use crate::{ApiError, Backend};
 
@@ -144,10 +145,13 @@ impl<B: Backend> Api<B> {
             .get(&revoked_key(&claims.jti))?
             .is_some_and(|v| v.is_live(now));
         let user = match store.get(&user_key(&claims.sub))? {
-            Some(v) if v.is_live(now) && !was_deleted(store, &claims.sub, now)? => v
-                .data
-                .as_deref()
-                .and_then(|text| serde_json::from_str::<User>(text).ok()),
+            Some(v)
+                if v.is_live(now) && !was_deleted(store, &deleted_user_key(&claims.sub), now)? =>
+            {
+                v.data
+                    .as_deref()
+                    .and_then(|text| serde_json::from_str::<User>(text).ok())
+            }
             _ => None,
         };
         let user = user
@@ -168,7 +172,8 @@ impl<B: Backend> Api<B> {
         let store = self.backend.store();
         let mut kept = Vec::with_capacity(user.groups.len());
         for id in user.groups {
-            if store.get(&group_key(&id))?.is_some_and(|v| v.is_live(now)) {
+            let live = store.get(&group_key(&id))?.is_some_and(|v| v.is_live(now));
+            if live && !was_deleted(store, &deleted_group_key(&id), now)? {
                 kept.push(id);
             }
         }

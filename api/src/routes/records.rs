@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use super::Api;
 use crate::auth::{
-    DeletedUser, GROUPS_PREFIX, Group, USERS_PREFIX, User, deleted_user_key, user_key,
+    Deleted, GROUPS_PREFIX, Group, USERS_PREFIX, User, deleted_group_key, deleted_user_key,
+    group_key, user_key,
 };
 use crate::{ApiError, Backend};
 
@@ -30,7 +31,7 @@ impl<B: Backend> Api<B> {
             let mut users: Vec<User> = load_all(store, USERS_PREFIX, now)?;
             let mut deleted = Vec::with_capacity(users.len());
             for user in &users {
-                deleted.push(was_deleted(store, &user.id, now)?);
+                deleted.push(was_deleted(store, &deleted_user_key(&user.id), now)?);
             }
             let mut deleted = deleted.into_iter();
             users.retain(|_| !deleted.next().unwrap_or(false));
@@ -43,17 +44,37 @@ impl<B: Backend> Api<B> {
     pub(super) fn live_user(&self, id: &str) -> Result<Option<User>, ApiError> {
         let store = self.backend.store();
         let now = self.backend.now_ms();
-        if was_deleted(store, id, now)? {
+        if was_deleted(store, &deleted_user_key(id), now)? {
             return Ok(None);
         }
         load(store, &user_key(id), now)
     }
 
-    /// Every group (a scan of the store, off the runtime).
+    /// Every group that was not deleted (a scan of the store, off the runtime).
     pub(super) async fn groups(&self) -> Result<Vec<Group>, ApiError> {
         let now = self.backend.now_ms();
-        self.blocking(move |backend| load_all(backend.store(), GROUPS_PREFIX, now))
-            .await
+        self.blocking(move |backend| {
+            let store = backend.store();
+            let mut groups: Vec<Group> = load_all(store, GROUPS_PREFIX, now)?;
+            let mut deleted = Vec::with_capacity(groups.len());
+            for group in &groups {
+                deleted.push(was_deleted(store, &deleted_group_key(&group.id), now)?);
+            }
+            let mut deleted = deleted.into_iter();
+            groups.retain(|_| !deleted.next().unwrap_or(false));
+            Ok(groups)
+        })
+        .await
+    }
+
+    /// The group `id`, unless it is absent or was deleted.
+    pub(super) fn live_group(&self, id: &str) -> Result<Option<Group>, ApiError> {
+        let store = self.backend.store();
+        let now = self.backend.now_ms();
+        if was_deleted(store, &deleted_group_key(id), now)? {
+            return Ok(None);
+        }
+        load(store, &group_key(id), now)
     }
 
     /// Writes `value` as the record at `key`, expiring after `ttl_ms` if given.
@@ -111,9 +132,10 @@ fn load<T: DeserializeOwned>(
         .map_err(|e| ApiError::internal(format!("the record {key:?} is unreadable: {e}")))
 }
 
-/// Whether user `id` was deleted (see [`DeletedUser`]), whatever its user record says.
-pub(super) fn was_deleted(store: &dyn Store, id: &str, now: u64) -> Result<bool, ApiError> {
-    Ok(load::<DeletedUser>(store, &deleted_user_key(id), now)?.is_some())
+/// Whether the record that a user or group was deleted is at `marker` (see [`Deleted`]),
+/// whatever the user's or group's own record says.
+pub(super) fn was_deleted(store: &dyn Store, marker: &str, now: u64) -> Result<bool, ApiError> {
+    Ok(load::<Deleted>(store, marker, now)?.is_some())
 }
 
 /// Every record under `prefix` in `store` that is live at `now`, in key order.

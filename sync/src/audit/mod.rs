@@ -184,6 +184,7 @@ fn describe(op: &WriteOp) -> (String, String) {
         ("_auth/users/", "user"),
         ("_auth/deleted-users/", "user"),
         ("_auth/groups/", "group"),
+        ("_auth/deleted-groups/", "group"),
         ("_auth/tokens/", "token"),
         ("_auth/revoked/", "token"),
     ];
@@ -191,7 +192,7 @@ fn describe(op: &WriteOp) -> (String, String) {
         if let Some(id) = op.key.strip_prefix(prefix) {
             let verb = match (kind, verb, prefix) {
                 (_, _, "_auth/revoked/") => "revoke",
-                (_, _, "_auth/deleted-users/") => "delete",
+                (_, _, "_auth/deleted-users/" | "_auth/deleted-groups/") => "delete",
                 ("token", "put", _) => "issue",
                 _ => verb,
             };

@@ -313,6 +313,7 @@ fn actions_name_records() {
         (op("_auth/users/u1", Mutation::Delete), "user.delete", "u1"),
         (op("_auth/deleted-users/u1", put()), "user.delete", "u1"),
         (op("_auth/groups/g1", put()), "group.put", "g1"),
+        (op("_auth/deleted-groups/g1", put()), "group.delete", "g1"),
         (op("_auth/tokens/j1", put()), "token.issue", "j1"),
         (op("_auth/revoked/j1", put()), "token.revoke", "j1"),
     ];

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{api_with_root, call, expect};
 use crate::Backend;
-use crate::auth::{User, user_key};
+use crate::auth::{Group, User, group_key, user_key};
 
 /// Issue 11, item 12: a group id left in a user record (a concurrent edit merged after
 /// the group's delete) no longer grants the group's digit.
@@ -129,6 +129,72 @@ async fn a_deleted_user_stays_deleted_when_a_concurrent_write_of_it_wins() {
     );
     let group = json!({"name": "team", "members": [alice_record.id]});
     expect(&api, post("/auth/groups", group), &root, 400).await;
+}
+
+/// The same for a group: deleted on one node while another, that had not seen the
+/// delete, renamed it and rewrote a member's record with it; both of those win, and the
+/// group granted its member access again.
+#[tokio::test]
+async fn a_deleted_group_stays_deleted_when_concurrent_writes_of_it_win() {
+    let (api, root) = api_with_root();
+    let root_user = User::root();
+    api.put_record(user_key(&root_user.id), &root_user, None)
+        .await
+        .expect("root user");
+    let post = |path, body| ("POST", path, Some(body));
+    let team = expect(
+        &api,
+        post("/auth/groups", json!({"name": "team"})),
+        &root,
+        201,
+    )
+    .await;
+    let team_record: Group = serde_json::from_value(team.clone()).expect("group record");
+    let body = json!({"name": "alice", "groups": [team_record.id]});
+    let alice = expect(&api, post("/auth/users", body), &root, 201).await;
+    let alice_record: User = serde_json::from_value(alice.clone()).expect("user record");
+    let body = json!({"user_id": alice["id"], "scopes": ["read"], "ttl": "1h"});
+    let token = expect(&api, post("/auth/tokens", body), &root, 201).await;
+    let token = token["token"].as_str().expect("token").to_owned();
+    expect(&api, ("PUT", "/kv/doc", Some(json!(1))), &root, 201).await;
+    let meta = json!({"group": team_record.id, "permissions": "f10"});
+    expect(&api, ("PUT", "/meta/doc", Some(meta)), &root, 200).await;
+    expect(&api, ("GET", "/kv/doc", None), &token, 200).await;
+    let path = format!("/auth/groups/{}", team_record.id);
+    expect(&api, ("DELETE", path.as_str(), None), &root, 204).await;
+    // The rename and alice's record naming the group, merged afterwards, win.
+    let renamed = Group {
+        name: "team-renamed".into(),
+        ..team_record.clone()
+    };
+    for (key, data) in [
+        (group_key(&renamed.id), serde_json::to_string(&renamed)),
+        (
+            user_key(&alice_record.id),
+            serde_json::to_string(&alice_record),
+        ),
+    ] {
+        let stale = WriteOp {
+            key,
+            mutation: Mutation::Put {
+                data: data.expect("json"),
+                ttl_ms: None,
+            },
+            precondition: Precondition::None,
+            uuid: Uuid::new_v4(),
+            origin_joined_at: 1,
+            owner: None,
+            group: None,
+            permissions: 0,
+            actor: None,
+        };
+        assert!(api.backend.write(stale).await.expect("store").is_ok());
+    }
+    let (status, body) = call(&api, "GET", "/kv/doc", None, &token).await;
+    assert_eq!(status, 403, "the deleted group grants read again: {body}");
+    expect(&api, ("GET", path.as_str(), None), &root, 404).await;
+    let groups = expect(&api, ("GET", "/auth/groups", None), &root, 200).await;
+    assert_eq!(groups["groups"], json!([]), "{groups}");
 }
 
 /// Issue 11, item 13: every route whose store call may block (waiting for the durable
