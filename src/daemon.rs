@@ -119,6 +119,36 @@ fn runs_instance(pid: i32, name: &str) -> bool {
     args.nth(1) == Some(Path::new("run")) && args.next().is_some_and(|c| instance_name(c) == name)
 }
 
+/// The config a running daemon `pid` was started with (the full path [`spawn`] gives
+/// `kvs run`).
+fn config_of(pid: i32) -> Option<PathBuf> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let config = cmdline.split(|&byte| byte == 0).nth(2)?;
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(config)))
+}
+
+/// Refuses (exit 1) to stop daemon `pid` of `instance` when it runs another config of
+/// the same name (`x/node1.yaml` while `y/node1.yaml` was given): instances are named by
+/// file name, but a command must not stop a node of another config and data dir.
+fn check_same_config(instance: &Instance, pid: i32, given: &Path) -> Result<(), ExitCode> {
+    let Some(running) = config_of(pid) else {
+        return Ok(());
+    };
+    let given = std::fs::canonicalize(given)
+        .or_else(|_| std::path::absolute(given))
+        .unwrap_or_else(|_| given.to_path_buf());
+    if running == given {
+        return Ok(());
+    }
+    eprintln!(
+        "kvs: {} (pid {pid}) runs {}, not {}: give that config to stop it",
+        instance.name,
+        running.display(),
+        given.display()
+    );
+    Err(ExitCode::from(1))
+}
+
 /// Whether `pid` is a zombie: exited, not yet reaped (its state in `/proc/PID/stat`,
 /// the field after the parenthesised command name, is `Z`).
 fn exited(pid: i32) -> bool {
@@ -285,12 +315,16 @@ fn healthy(addr: &str) -> bool {
 
 /// `kvs stop CONFIG`.
 pub fn stop(arg: &str) -> ExitCode {
-    let instance = Instance::of_config(&config_path(arg));
+    let path = config_path(arg);
+    let instance = Instance::of_config(&path);
     let Some(pid) = instance.running() else {
         eprintln!("kvs: {} is not running", instance.name);
         instance.forget();
         return ExitCode::from(1);
     };
+    if let Err(refused) = check_same_config(&instance, pid, &path) {
+        return refused;
+    }
     match stop_running(&instance, pid) {
         Some(Stopped::Exited) => ExitCode::SUCCESS,
         // Gone, but without its graceful shutdown: exit 1.
@@ -345,13 +379,22 @@ fn terminate(pid: i32, wait: Duration) -> Result<Stopped, String> {
     Ok(Stopped::Exited)
 }
 
-/// `kvs restart CONFIG`.
+/// `kvs restart CONFIG`: the config is checked before the running node is stopped, so a
+/// broken config leaves it running (exit 2, as `start` would answer).
 pub fn restart(arg: &str) -> ExitCode {
-    let instance = Instance::of_config(&config_path(arg));
-    if let Some(pid) = instance.running()
-        && stop_running(&instance, pid).is_none()
-    {
-        return ExitCode::from(1);
+    let path = config_path(arg);
+    let instance = Instance::of_config(&path);
+    if let Some(pid) = instance.running() {
+        if let Err(refused) = check_same_config(&instance, pid, &path) {
+            return refused;
+        }
+        if let Err(error) = load_or_create(arg) {
+            eprintln!("kvs: {error}; {} keeps running", instance.name);
+            return ExitCode::from(2);
+        }
+        if stop_running(&instance, pid).is_none() {
+            return ExitCode::from(1);
+        }
     }
     start(arg)
 }

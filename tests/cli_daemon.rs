@@ -274,3 +274,64 @@ fn a_kvs_home_that_is_a_file_is_reported_and_start_writes_no_config() {
     assert!(said.contains("Not a directory"), "{said}");
     assert!(!dir.path().join("n1.yaml").exists(), "a config was written");
 }
+
+/// Found by a black-box audit: `restart` with a config broken since the start stopped the
+/// node and left it down; and `stop`/`restart` of `y/node1` stopped the node that
+/// `x/node1` runs (instances are named by file name). Both now leave the node running.
+#[test]
+fn restart_with_a_broken_config_and_stop_of_another_config_leave_the_node_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let home = home.to_str().unwrap();
+    let env = [("KVS_HOME", home)];
+    let config = "http_port: 0\nauth_enabled: false\nclustering_enabled: false\n";
+    for sub in ["x", "y"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+        let text = format!("node_id: {sub}\n{config}");
+        std::fs::write(dir.path().join(sub).join("node1.yaml"), text).unwrap();
+    }
+    let started = run_kvs(&["start", "x/node1"], dir.path(), &env);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let url = stdout(&started)
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("address printed")
+        .to_owned();
+    let host = url.trim_start_matches("http://").to_owned();
+    let healthy = || {
+        std::net::TcpStream::connect(&host).is_ok()
+            && common::request(&format!("{url}/health"), "GET", None, &[]).status == 200
+    };
+
+    for command in ["stop", "restart"] {
+        let other = run_kvs(&[command, "y/node1"], dir.path(), &env);
+        assert_eq!(other.status.code(), Some(1), "{command} y/node1");
+        let said = String::from_utf8_lossy(&other.stderr);
+        assert!(said.contains("x/node1.yaml"), "{command}: {said}");
+        assert!(healthy(), "{command} y/node1 stopped x/node1's node");
+    }
+
+    let x = dir.path().join("x").join("node1.yaml");
+    std::fs::write(&x, format!("node_id: x\n{config}bogus_key: 1\n")).unwrap();
+    let broken = run_kvs(&["restart", "x/node1"], dir.path(), &env);
+    assert_eq!(
+        broken.status.code(),
+        Some(2),
+        "restart with a broken config"
+    );
+    assert!(String::from_utf8_lossy(&broken.stderr).contains("bogus_key"));
+    assert!(healthy(), "the broken restart stopped the node");
+
+    std::fs::write(&x, format!("node_id: x\n{config}")).unwrap();
+    let stopped = run_kvs(&["stop", "x/node1"], dir.path(), &env);
+    assert!(
+        stopped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    assert!(!healthy());
+}

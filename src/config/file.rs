@@ -7,14 +7,20 @@ use std::path::{Path, PathBuf};
 use super::{Config, ConfigError};
 use crate::private_files;
 
-/// The config file for a CONFIG argument: `node1` means `node1.yaml`.
+/// The config file for a CONFIG argument: `node1` means `node1.yaml` (unless only a
+/// file `node1` exists).
 pub fn config_path(arg: &str) -> PathBuf {
     let path = PathBuf::from(arg);
     if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-        path
-    } else {
-        PathBuf::from(format!("{arg}.yaml"))
+        return path;
     }
+    let with_yaml = PathBuf::from(format!("{arg}.yaml"));
+    // A file the user named is used as named (`node.conf`), unless `NAME.yaml` exists
+    // too; `node1` (a directory, or nothing) means `node1.yaml`.
+    if !with_yaml.exists() && path.is_file() {
+        return path;
+    }
+    with_yaml
 }
 
 /// Checks a CONFIG (or NAME) argument: its file name less `.yaml` is the instance's name,

@@ -314,6 +314,25 @@ fn durations_accept_numbers_and_units() {
     assert_eq!(config.backup_interval.0, Duration::from_secs(43_200));
 }
 
+/// Found by a black-box audit: `kvs run node.conf` (or a file `plainname`) wrote and
+/// ran a fresh default config `node.conf.yaml` beside the user's file.
+#[test]
+fn a_config_file_without_yaml_is_used_as_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    std::fs::write(at("node.conf"), "node_id: a\n").unwrap();
+    assert_eq!(
+        config_path(&at("node.conf")),
+        PathBuf::from(at("node.conf"))
+    );
+    std::fs::write(at("both"), "").unwrap();
+    std::fs::write(at("both.yaml"), "").unwrap();
+    assert_eq!(config_path(&at("both")), PathBuf::from(at("both.yaml")));
+    std::fs::create_dir(at("node1")).unwrap();
+    assert_eq!(config_path(&at("node1")), PathBuf::from(at("node1.yaml")));
+    assert_eq!(instance_name(Path::new(&at("node.conf"))), "node");
+}
+
 #[test]
 fn config_paths() {
     assert_eq!(config_path("node1"), PathBuf::from("node1.yaml"));
