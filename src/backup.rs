@@ -9,7 +9,9 @@
 //! runs. The data dir and the backups dir are created 0700, backups and restored data
 //! 0600 (see [`crate::private_files`]). A restore also puts back the audit chain's
 //! recorded head that the backup holds, in its copy outside LMDB (`audit.head`), so that
-//! the restored, shorter chain is not taken for one cut short.
+//! the restored, shorter chain is not taken for one cut short. A restore keeps the
+//! identity of the node whose data dir it restores into (see [`IDENTITY_TEXTS`]): a
+//! backup of one node restored into another does not make it a second copy of the first.
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
@@ -146,8 +148,65 @@ fn backup_facts(file: &Path) -> Result<(u64, Option<Vec<u8>>), String> {
     Ok((keys, store.audit_head().map_err(|e| e.to_string())?))
 }
 
+/// The facts of the `meta` table that make a node itself rather than describe its data:
+/// its generated id and secrets, and the membership facts of that id (when it joined,
+/// its incarnation). A restore keeps the target's (the node of the data dir), where it
+/// has them: a backup of node A restored into node B's data dir made B start as A (same
+/// id, A's secrets), and the cluster split without a word (found by a black-box audit).
+/// Into an empty data dir (a node rebuilt from its own backup), the backup's stay.
+const IDENTITY_TEXTS: [&str; 3] = ["node_id", "cluster_secret", "jwt_secret"];
+const IDENTITY_NUMBERS: [&str; 2] = ["joined_at", "incarnation"];
+
+/// A node's identity facts, as [`IDENTITY_TEXTS`] and [`IDENTITY_NUMBERS`] name them.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Identity {
+    texts: Vec<(&'static str, String)>,
+    numbers: Vec<(&'static str, u64)>,
+}
+
+impl Identity {
+    /// The identity the store in `dir` holds (empty when it holds no store).
+    fn of(dir: &Path) -> Result<Self, String> {
+        let data = dir.join("data.mdb");
+        if !data.is_file() {
+            return Ok(Self::default());
+        }
+        // A damaged file is checked before LMDB maps it (see `check_data_file`).
+        crate::store::check_data_file(&data)?;
+        if !crate::store::holds_kvs_store(dir).map_err(|e| e.to_string())? {
+            return Ok(Self::default());
+        }
+        let store = LmdbStore::open(dir, StoreOptions::default()).map_err(|e| e.to_string())?;
+        let mut identity = Self::default();
+        for name in IDENTITY_TEXTS {
+            if let Some(text) = store.meta_text(name).map_err(|e| e.to_string())? {
+                identity.texts.push((name, text));
+            }
+        }
+        for name in IDENTITY_NUMBERS {
+            if let Some(number) = store.meta_u64(name).map_err(|e| e.to_string())? {
+                identity.numbers.push((name, number));
+            }
+        }
+        Ok(identity)
+    }
+
+    /// Writes these facts into the store in `dir`, over the ones it holds.
+    fn give_to(&self, dir: &Path) -> Result<(), String> {
+        let store = LmdbStore::open(dir, StoreOptions::default()).map_err(|e| e.to_string())?;
+        for (name, text) in &self.texts {
+            store.set_meta_text(name, text).map_err(|e| e.to_string())?;
+        }
+        store
+            .set_meta_u64s(&self.numbers)
+            .map_err(|e| e.to_string())?;
+        store.sync().map_err(|e| e.to_string())
+    }
+}
+
 /// Replaces `data_dir`'s data with backup `file`; the node must be stopped. The
-/// write-ahead log is cleared, so the node starts exactly at the backup's state.
+/// write-ahead log is cleared, so the node starts exactly at the backup's state, as the
+/// node it was (its identity is kept, see [`IDENTITY_TEXTS`]).
 pub fn restore(data_dir: &Path, file: &Path) -> Result<u64, String> {
     if node_running(data_dir) {
         return Err(format!(
@@ -158,20 +217,36 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<u64, String> {
     let (keys, audit_head) =
         backup_facts(file).map_err(|e| format!("{} is not a kvs backup: {e}", file.display()))?;
     let _lock = DataDirLock::acquire(data_dir)?;
-    let staged = data_dir.join("data.mdb.restoring");
+    // A data dir whose store cannot be read (the reason to restore, often) has no
+    // identity to keep: the node takes the backup's, and is told so.
+    let identity = Identity::of(data_dir).unwrap_or_else(|error| {
+        eprintln!(
+            "kvs: warning: the store in {} cannot be read ({error}); the restored node takes \
+             the node id and secrets of the backup's node",
+            data_dir.display()
+        );
+        Identity::default()
+    });
+    let staging = data_dir.join("restoring");
+    let staged = staging.join("data.mdb");
     let put_in_place = || -> Result<(), String> {
+        private_files::create_dir(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
         copy_with_progress(file, &staged, "restoring")
             .map_err(|e| format!("{}: {e}", staged.display()))?;
+        identity
+            .give_to(&staging)
+            .map_err(|e| format!("{}: keeping the node's identity: {e}", staged.display()))?;
         let wal = data_dir.join("wal");
         if wal.exists() {
             std::fs::remove_dir_all(&wal).map_err(|e| format!("{}: {e}", wal.display()))?;
         }
         let _ = std::fs::remove_file(data_dir.join("lock.mdb"));
-        std::fs::rename(&staged, data_dir.join("data.mdb")).map_err(|e| e.to_string())
+        std::fs::rename(&staged, data_dir.join("data.mdb")).map_err(|e| e.to_string())?;
+        std::fs::remove_dir_all(&staging).map_err(|e| format!("{}: {e}", staging.display()))
     };
     if let Err(error) = put_in_place() {
         // The copy (as large as the backup) does not stay behind.
-        let _ = std::fs::remove_file(&staged);
+        let _ = std::fs::remove_dir_all(&staging);
         return Err(error);
     }
     let head_file = data_dir.join(crate::store::AUDIT_HEAD_FILE);

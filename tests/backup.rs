@@ -279,7 +279,7 @@ fn a_restore_that_fails_midway_leaves_no_copy_behind() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!node.data_dir().join("data.mdb.restoring").exists());
+    assert!(!node.data_dir().join("restoring").exists());
 }
 
 #[test]
@@ -299,4 +299,53 @@ fn a_backup_of_a_node_that_never_started_is_refused_and_makes_no_data_dir() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("holds no data"), "{stderr}");
     assert!(!data_dir.exists(), "the backup made the data dir");
+}
+
+/// Found by a black-box audit: a backup of node A restored into node B's data dir made
+/// B start as A (A's generated node id, A's secrets), and the cluster split without a
+/// word. The restored node keeps its own id; into a data dir with no store, the backup's
+/// node comes back as itself.
+#[test]
+fn a_restore_keeps_the_identity_of_the_node_it_restores_into() {
+    let generated_id = |node: &mut Node| {
+        // No node_id in the config: the node generates one and keeps it in its store.
+        assert!(node.terminate().success());
+        std::fs::write(&node.config, format!("http_port: 0\n{}", common::PLAIN)).unwrap();
+        node.launch();
+        let health = node.request("GET", "/health", None, &[]).json();
+        health["node_id"].as_str().unwrap().to_owned()
+    };
+    let mut a = Node::start(common::PLAIN);
+    let mut b = Node::start(common::PLAIN);
+    let (a_id, b_id) = (generated_id(&mut a), generated_id(&mut b));
+    assert_ne!(a_id, b_id);
+    let put = a.request("PUT", "/kv/from-a", Some("1"), &[]);
+    assert_eq!(put.status, 201, "{}", put.body);
+    let taken = a.request("POST", "/admin/backups", None, &[]);
+    assert_eq!(taken.status, 201, "{}", taken.body);
+    let name = taken.json()["name"].as_str().unwrap().to_owned();
+    let backup = a.data_dir().join("backups").join(format!("{name}.mdb"));
+
+    assert!(b.terminate().success());
+    kvs_ok(&b, "restore", &[&backup]);
+    b.launch();
+    let health = b.request("GET", "/health", None, &[]).json();
+    assert_eq!(
+        health["node_id"],
+        b_id.as_str(),
+        "B took A's identity: {health}"
+    );
+    assert_eq!(b.request("GET", "/kv/from-a", None, &[]).status, 200);
+    assert!(!b.data_dir().join("restoring").exists());
+
+    // A rebuilt from its own backup into an emptied data dir is A again.
+    assert!(a.terminate().success());
+    let kept = a.dir.path().join("a-backup.mdb");
+    std::fs::copy(&backup, &kept).unwrap();
+    std::fs::remove_dir_all(a.data_dir()).unwrap();
+    std::fs::create_dir(a.data_dir()).unwrap();
+    kvs_ok(&a, "restore", &[&kept]);
+    a.launch();
+    let health = a.request("GET", "/health", None, &[]).json();
+    assert_eq!(health["node_id"], a_id.as_str(), "{health}");
 }
