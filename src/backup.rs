@@ -91,7 +91,12 @@ pub fn take(store: &DurableStore, data_dir: &Path) -> Result<BackupInfo, StoreEr
     // Created private first: the copy then keeps the file's mode.
     private_files::create(&file)
         .map_err(|e| StoreError::Backend(format!("{}: {e}", file.display())))?;
-    let (bytes, keys) = store.backup_to(&file)?;
+    let (bytes, keys) = store.backup_to(&file).map_err(|error| {
+        // A backup that failed leaves no file behind (they piled up, one per attempt,
+        // empty, and no listing showed them); a failure for want of room says so.
+        let _ = std::fs::remove_file(&file);
+        short_of_room(data_dir, &dir).unwrap_or(error)
+    })?;
     let info = BackupInfo {
         name,
         bytes,
@@ -104,6 +109,20 @@ pub fn take(store: &DurableStore, data_dir: &Path) -> Result<BackupInfo, StoreEr
     private_files::write_new(&sidecar, &json)
         .map_err(|e| StoreError::Backend(format!("{}: {e}", sidecar.display())))?;
     Ok(info)
+}
+
+/// Why a backup into `dir` failed, when the cause is a disk too full to hold it: less
+/// room left there than the data file takes (LMDB's copy reports a full disk as an
+/// input/output error).
+fn short_of_room(data_dir: &Path, dir: &Path) -> Option<StoreError> {
+    let needed = std::fs::metadata(data_dir.join("data.mdb")).ok()?.len();
+    let free = crate::store::free_bytes(dir).ok()?;
+    (free < needed).then(|| {
+        StoreError::Full(format!(
+            "a backup needs up to {needed} bytes and {} has {free} free",
+            dir.display()
+        ))
+    })
 }
 
 /// The backups in `data_dir`, oldest first (from the records `take` keeps beside them).

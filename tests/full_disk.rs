@@ -296,3 +296,41 @@ fn a_disk_filled_under_the_applier_fails_reads_that_need_it_and_keeps_every_writ
     );
     store.close().expect("close");
 }
+
+/// Found by a black-box audit: a backup on a full disk answered `500` ("internal
+/// error") and left an empty `.mdb` file per attempt, which no listing showed and no
+/// retention removed. It now answers `503` saying the disk is full, and leaves nothing.
+#[test]
+fn a_backup_on_a_full_disk_is_refused_as_such_and_leaves_no_file() {
+    if !can_mount() {
+        return;
+    }
+    let disk = Tmpfs::mount();
+    let data_dir = disk.path().join("data");
+    let node = Node::start(&format!(
+        "{PLAIN}revision_history_enabled: false\ncompression_enabled: false\ndata_dir: {}\n",
+        data_dir.display()
+    ));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    for i in 0..40 {
+        assert_eq!(node.put(&format!("/kv/k{i}"), &value(&mut rng)).status, 201);
+    }
+    let ballast = disk.path().join("ballast");
+    fill_disk(&ballast, 256 << 10);
+    let backups = data_dir.join("backups");
+    for _ in 0..3 {
+        let refused = node.request("POST", "/admin/backups", None, &[]);
+        assert_eq!(refused.status, 503, "{}", refused.body);
+        assert!(refused.body.contains("disk is full"), "{}", refused.body);
+    }
+    let files: Vec<_> = std::fs::read_dir(&backups)
+        .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(files.is_empty(), "left behind: {files:?}");
+    std::fs::remove_file(&ballast).expect("remove ballast");
+    // The applier, refused by the full disk too, retries every 100 ms.
+    let taken = within(Duration::from_secs(10), || {
+        node.request("POST", "/admin/backups", None, &[]).status == 201
+    });
+    assert!(taken, "no backup once space was freed");
+}

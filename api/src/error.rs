@@ -151,7 +151,7 @@ impl From<kvs_sync::StoreError> for ApiError {
             kvs_sync::StoreError::Full(_) => {
                 tracing::warn!(%error, "a write was refused");
                 ApiError::unavailable(
-                    "the node's disk is full: writes are refused until space is freed",
+                    "the node's disk is full: writes and backups are refused until space is freed",
                 )
             }
             error => ApiError::internal(error),

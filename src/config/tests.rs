@@ -226,6 +226,14 @@ fn sync_keys_are_checked() {
     let base = "node_id: a\n";
     assert_refused_naming("sync_interval: 0s", "sync_interval");
     assert_refused_naming("sync_interval: 9ms", "sync_interval");
+    assert_refused_naming(
+        "backup_enabled: true\nbackup_interval: 1ms",
+        "backup_interval",
+    );
+    assert_refused_naming(
+        "backup_enabled: true\nbackup_interval: 999ms",
+        "backup_interval",
+    );
     assert_refused_naming("max_clock_skew: 0s", "max_clock_skew");
     assert_refused_naming("tombstone_ttl: 10s\nmax_clock_skew: 1m", "tombstone_ttl");
     let config = parse(&format!("{base}sync_interval: 250ms\nmax_clock_skew: 5s\n")).unwrap();
