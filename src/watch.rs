@@ -42,6 +42,7 @@ enum Stop {
 
 /// `kvs watch PREFIX`.
 pub fn watch(args: WatchArgs) -> ExitCode {
+    crate::stdout::end_when_reader_goes();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

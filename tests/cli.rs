@@ -146,8 +146,15 @@ fn output_to_a_reader_that_has_gone_ends_quietly_with_exit_0() {
         std::thread::sleep(std::time::Duration::from_millis(500));
         assert_eq!(node.put("/kv/pipe/b", "2").status, 201);
     });
+    // No change at all: the watch ends as its reader goes, not at its next line.
+    let quiet_watch = with_reader_gone(&["watch", "quiet/"], &env, || {});
     let completions = with_reader_gone(&["completions", "bash"], &[], || {});
-    for (command, out) in [("ls", ls), ("watch", watch), ("completions", completions)] {
+    for (command, out) in [
+        ("ls", ls),
+        ("watch", watch),
+        ("watch with no change", quiet_watch),
+        ("completions", completions),
+    ] {
         let said = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "kvs {command}: {said}");
         assert!(!said.contains("panicked"), "kvs {command}: {said}");
