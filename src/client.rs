@@ -52,6 +52,7 @@ impl Target {
 #[derive(Args, Debug)]
 pub struct KeyArgs {
     /// The key.
+    #[arg(value_parser = key_arg)]
     key: String,
     #[command(flatten)]
     target: Target,
@@ -72,6 +73,7 @@ pub struct MembersArgs {
 #[derive(Args, Debug)]
 pub struct PutArgs {
     /// The key.
+    #[arg(value_parser = key_arg)]
     key: String,
     /// The value, as JSON.
     #[arg(value_name = "JSON")]
@@ -94,6 +96,15 @@ pub struct ListArgs {
     target: Target,
     #[command(flatten)]
     output: OutputArgs,
+}
+
+/// Checks a KEY argument: an empty key names no key (`GET /kv/` is the listing, which
+/// `kvs get ''` printed with exit 0). For clap's `value_parser`.
+fn key_arg(key: &str) -> Result<String, String> {
+    if key.is_empty() {
+        return Err("a key cannot be empty (kvs ls lists keys)".into());
+    }
+    Ok(key.to_owned())
 }
 
 fn key_path(route: &str, key: &str) -> String {

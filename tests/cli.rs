@@ -404,3 +404,18 @@ fn kvs_ls_refuses_a_cursor_that_repeats_itself() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Found by a black-box audit: `kvs get ''` printed the whole listing (`GET /kv/`) with
+/// exit 0. An empty key is a usage error, before any request.
+#[test]
+fn an_empty_key_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // No node at this address: the refusal comes before any request.
+    let env = [("KVS_ADDR", "http://127.0.0.1:9")];
+    for args in [&["get", ""][..], &["del", ""], &["put", "", "1"]] {
+        let out = run_kvs(args, dir.path(), &env);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {said}");
+        assert!(said.contains("cannot be empty"), "{args:?}: {said}");
+    }
+}
