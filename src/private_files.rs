@@ -19,14 +19,18 @@ pub fn create_dir(dir: &Path) -> std::io::Result<()> {
     DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
 }
 
-/// Creates (or truncates) `path` for writing; a new file gets mode 0600.
+/// Creates (or truncates) `path` for writing, mode 0600: an existing file is made
+/// private too, since what is written to it is (`kvs backup --out` over a 0644 file kept
+/// that mode, and a backup holds the cluster's secrets; found by a black-box audit).
 pub fn create(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(FILE_MODE)
-        .open(path)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))?;
+    Ok(file)
 }
 
 /// Writes `bytes` to the new file `path` (refusing an existing one), mode 0600.
@@ -77,6 +81,15 @@ mod tests {
         assert_eq!(mode(&file), 0o600);
         drop(create(&dir.join("g")).unwrap());
         assert_eq!(mode(&dir.join("g")), 0o600);
+        let shared = dir.join("shared");
+        std::fs::write(&shared, b"old").unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(create(&shared).unwrap());
+        assert_eq!(
+            mode(&shared),
+            0o600,
+            "an existing file written over is made private"
+        );
         assert!(!exposed(&dir.join("missing")));
     }
 }
