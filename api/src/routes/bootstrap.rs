@@ -42,7 +42,8 @@ impl<B: Backend> Api<B> {
         let current = std::fs::read(&path).ok();
         let expected = format!("{}\n", root.token);
         if current.is_some_and(|text| constant_time_eq(&text, expected.as_bytes())) {
-            return Ok(());
+            return keep_private(&path)
+                .map_err(|e| ApiError::internal(format!("{}: {e}", path.display())));
         }
         write_private(&path, expected.as_bytes())
             .map_err(|e| ApiError::internal(format!("writing {}: {e}", path.display())))?;
@@ -53,6 +54,23 @@ impl<B: Backend> Api<B> {
         );
         Ok(())
     }
+}
+
+/// Makes the root token file at `path` 0600 again, with a warning, where its mode lets
+/// group or others read it (it is an admin credential of the whole cluster; found by a
+/// black-box audit: a node started with it 0644 and said nothing).
+fn keep_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{:o}", mode & 0o777),
+            "the root token was readable by group or others; made 0600"
+        );
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` with mode 0600, atomically (a temp file renamed over it).

@@ -197,6 +197,25 @@ async fn a_deleted_group_stays_deleted_when_concurrent_writes_of_it_win() {
     assert_eq!(groups["groups"], json!([]), "{groups}");
 }
 
+/// Found by a black-box audit: a root token file left readable by others (0644) stayed
+/// so at every start. The node makes it 0600 again.
+#[tokio::test]
+async fn a_root_token_readable_by_others_is_made_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (api, root) = api_with_root();
+    let dir = tempfile::tempdir().expect("temp dir");
+    api.bootstrap_auth(dir.path()).await.expect("bootstrap");
+    let file = dir.path().join("root.token");
+    assert_eq!(std::fs::read_to_string(&file).expect("token").trim(), root);
+    let mode = || std::fs::metadata(&file).expect("mode").permissions().mode() & 0o777;
+    assert_eq!(mode(), 0o600);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    api.bootstrap_auth(dir.path())
+        .await
+        .expect("bootstrap again");
+    assert_eq!(mode(), 0o600);
+}
+
 /// Issue 11, item 13: every route whose store call may block (waiting for the durable
 /// store's applier, walking the audit chain, reading the backup directory) waits off the
 /// runtime. The test's runtime has one thread; while a request is held inside the store,
