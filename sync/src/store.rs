@@ -108,9 +108,17 @@ pub struct Change {
 }
 
 impl Change {
+    /// Whether the change is an expiry: a purge's tombstone here, or one that came from
+    /// a peer (a tombstone that keeps the expiry of the value it replaced: a node that
+    /// gets the key only after its expiry merges the purge's tombstone, and reported it
+    /// as a `delete`; found by a black-box audit).
+    pub fn is_expiry(&self) -> bool {
+        self.expired || (self.version.is_tombstone() && self.version.expires_at.is_some())
+    }
+
     /// The event name: `put`, `delete` or `expire`.
     pub fn kind(&self) -> &'static str {
-        match (self.expired, self.version.is_tombstone()) {
+        match (self.is_expiry(), self.version.is_tombstone()) {
             (true, _) => "expire",
             (false, true) => "delete",
             (false, false) => "put",
@@ -313,7 +321,36 @@ impl Cursor {
 
 #[cfg(test)]
 mod tests {
-    use super::Cursor;
+    use super::{Change, Cursor};
+    use crate::{Version, VersionId};
+
+    #[test]
+    fn a_tombstone_that_keeps_an_expiry_is_an_expire_wherever_it_came_from() {
+        let version = |data: Option<&str>, expires_at| Version {
+            id: VersionId {
+                timestamp: 10,
+                origin_joined_at: 1,
+                uuid: uuid::Uuid::from_u128(1),
+            },
+            data: data.map(str::to_owned),
+            owner: None,
+            group: None,
+            permissions: 0,
+            expires_at,
+        };
+        let change = |version, expired| Change {
+            key: "k".into(),
+            version,
+            expired,
+        };
+        assert_eq!(change(version(Some("1"), Some(20)), false).kind(), "put");
+        assert_eq!(change(version(None, None), false).kind(), "delete");
+        assert_eq!(change(version(None, Some(20)), true).kind(), "expire");
+        // The purge's tombstone as a peer sends it: merged, not purged here.
+        let merged = change(version(None, Some(20)), false);
+        assert!(merged.is_expiry());
+        assert_eq!(merged.kind(), "expire");
+    }
 
     #[test]
     fn cursor_roundtrip() {

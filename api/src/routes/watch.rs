@@ -263,7 +263,7 @@ fn live_events(
                                 return None;
                             }
                         }
-                        let id = event_id(&change.version, change.expired);
+                        let id = event_id(&change.version, change.is_expiry());
                         if sent.contains(&id) || !watcher.sees(&change.key, &change.version) {
                             continue;
                         }

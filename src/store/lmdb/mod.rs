@@ -479,6 +479,9 @@ impl Store for LmdbStore {
             out.push(version);
             Ok(true)
         })?;
+        // The table orders one millisecond's versions by uuid; newest first means by the
+        // conflict rule (the origin that joined earlier wins a tie), the current first.
+        out.sort_by(|a, b| b.id.precedence(&a.id));
         Ok(out)
     }
 

@@ -27,7 +27,7 @@ macro_rules! store_conformance_tests {
             put_then_get, overwrite_keeps_ownership, causal_timestamp, preconditions,
             delete_leaves_tombstone, ttl_expiry, list_by_prefix_pages, list_since_pages,
             changes_since_include_deletions_and_expiries,
-            history_newest_first_and_capped, history_starts_at_the_last_delete, history_disabled, purge_expired_and_tombstones, purge_skips_what_was_overwritten, merge_keeps_the_winner,
+            history_newest_first_and_capped, history_puts_the_winner_of_a_tie_first, history_starts_at_the_last_delete, history_disabled, purge_expired_and_tombstones, purge_skips_what_was_overwritten, merge_keeps_the_winner,
             batch_ops_see_each_other, values_roundtrip, stats_count_keys, stats_bytes_follow_the_data,
             set_meta_changes_only_metadata, merkle_tracks_every_change,
             tombstone_of_an_expired_value_is_kept_from_its_expiry,
@@ -289,6 +289,32 @@ pub fn history_newest_first_and_capped<G, S: Store>(make: &impl Fn(StoreOptions)
     assert_eq!(data, ["4", "3", "2"]);
     assert_eq!(history[0], store.get("h").unwrap().unwrap());
     assert!(store.history("none").unwrap().is_empty());
+}
+
+/// Two versions of one millisecond (written on two nodes): the winner by the conflict
+/// rule (the origin that joined earlier, though its uuid is larger) comes first, as the
+/// current version. LMDB's history listed them by uuid, the loser first (found by a
+/// black-box audit).
+pub fn history_puts_the_winner_of_a_tie_first<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
+    let first = write(&store, put("tie", "0"), 1000).unwrap().version;
+    let at = |joined_at: u64, uuid: u128, data: &str| Version {
+        id: crate::VersionId {
+            timestamp: 1005,
+            origin_joined_at: joined_at,
+            uuid: Uuid::from_u128(uuid),
+        },
+        data: Some(data.into()),
+        ..first.clone()
+    };
+    let (winner, loser) = (at(1, 2, "\"winner\""), at(2, 1, "\"loser\""));
+    assert!(winner.supersedes(&loser));
+    store.merge(&[("tie".into(), loser)]).unwrap();
+    store.merge(&[("tie".into(), winner.clone())]).unwrap();
+    assert_eq!(store.get("tie").unwrap().unwrap(), winner);
+    let history = store.history("tie").unwrap();
+    let data: Vec<_> = history.iter().map(|v| v.data.as_deref().unwrap()).collect();
+    assert_eq!(data, ["\"winner\"", "\"loser\"", "0"]);
 }
 
 /// A key deleted and created again shows only its new life's revisions.
