@@ -69,9 +69,17 @@ pub fn compact(config: &Config, data_dir: &Path) -> Result<Compacted, String> {
     }
     private_files::create_dir(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
     let packed = pack(config, data_dir, &staging);
-    if packed.is_err() {
+    if let Err(error) = &packed {
         // What a failed copy wrote (maybe much, on a full disk) goes; the old file stays.
         let _ = std::fs::remove_dir_all(&staging);
+        // LMDB's copy reports a full disk as an input/output error: say what it was.
+        let free = crate::store::free_bytes(data_dir).ok();
+        if let Some(free) = free.filter(|&free| free < before) {
+            return Err(format!(
+                "{error}: the disk is too full for the packed copy (it needs up to {before} \
+                 bytes, the data file's size; {free} are free)"
+            ));
+        }
     }
     let (keys, after) = packed?;
     let packed = staging.join("data.mdb");

@@ -358,6 +358,7 @@ pub async fn run(
     if file_holds_secrets {
         crate::config::warn_if_exposed(config_path);
     }
+    crate::config::warn_if_weak(&config);
     let limits = config.http_limits();
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let server = crate::http_server::serve(

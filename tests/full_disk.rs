@@ -204,6 +204,7 @@ fn compacting_on_a_full_disk_fails_and_leaves_the_data_file_as_it_was() {
     let said = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{said}");
     assert!(said.contains("packed copy"), "{said}");
+    assert!(said.contains("disk is too full"), "{said}");
     assert_eq!(inode(), before, "the data file was not replaced");
     assert!(
         !data_dir.join("compacting").exists(),

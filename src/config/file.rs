@@ -112,6 +112,32 @@ pub fn warn_if_exposed(path: &Path) {
     }
 }
 
+/// Secrets shorter than this are warned about (the generated ones have 64 hex digits).
+const MIN_SECRET_BYTES: usize = 16;
+
+/// The secrets of `config` short enough to guess (`cluster_secret: a` authenticates a
+/// cluster's gossip and sync; found by a black-box audit, accepted without a word).
+pub fn weak_secrets(config: &Config) -> Vec<&'static str> {
+    [
+        ("cluster_secret", &config.cluster_secret),
+        ("jwt_secret", &config.jwt_secret),
+    ]
+    .into_iter()
+    .filter(|(_, secret)| secret.len() < MIN_SECRET_BYTES)
+    .map(|(name, _)| name)
+    .collect()
+}
+
+/// Logs a warning for each of [`weak_secrets`].
+pub fn warn_if_weak(config: &Config) {
+    for name in weak_secrets(config) {
+        tracing::warn!(
+            key = name,
+            "{name} is shorter than {MIN_SECRET_BYTES} bytes and easy to guess; use a long random one (kvs init writes one)"
+        );
+    }
+}
+
 /// A fresh random secret: 32 random bytes in hex.
 pub fn secret() -> String {
     use rand::RngCore;

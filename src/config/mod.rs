@@ -18,7 +18,7 @@ mod membership;
 pub use self::error::{ConfigError, KeyError};
 pub use self::file::{
     config_arg, config_path, default_config_text, instance_name, load_or_create, secret,
-    warn_if_exposed,
+    warn_if_exposed, warn_if_weak,
 };
 pub use self::help::HELP;
 

@@ -322,6 +322,19 @@ fn durations_accept_numbers_and_units() {
     assert_eq!(config.backup_interval.0, Duration::from_secs(43_200));
 }
 
+/// Found by a black-box audit: a one-character `cluster_secret` started without a word.
+#[test]
+fn short_secrets_are_named_for_a_warning() {
+    let config = parse("node_id: a\ncluster_secret: a\njwt_secret: 0123456789abcdef\n").unwrap();
+    assert_eq!(super::file::weak_secrets(&config), ["cluster_secret"]);
+    let generated = format!(
+        "node_id: a\ncluster_secret: {}\njwt_secret: {}\n",
+        secret(),
+        secret()
+    );
+    assert!(super::file::weak_secrets(&parse(&generated).unwrap()).is_empty());
+}
+
 /// Found by a black-box audit: `kvs run node.conf` (or a file `plainname`) wrote and
 /// ran a fresh default config `node.conf.yaml` beside the user's file.
 #[test]
