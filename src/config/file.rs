@@ -117,7 +117,7 @@ const MIN_SECRET_BYTES: usize = 16;
 
 /// The secrets of `config` short enough to guess (`cluster_secret: a` authenticates a
 /// cluster's gossip and sync; found by a black-box audit, accepted without a word).
-pub fn weak_secrets(config: &Config) -> Vec<&'static str> {
+pub(super) fn weak_secrets(config: &Config) -> Vec<&'static str> {
     [
         ("cluster_secret", &config.cluster_secret),
         ("jwt_secret", &config.jwt_secret),
