@@ -115,14 +115,20 @@ pub fn take(store: &DurableStore, data_dir: &Path) -> Result<BackupInfo, StoreEr
 /// room left there than the data file takes (LMDB's copy reports a full disk as an
 /// input/output error).
 fn short_of_room(data_dir: &Path, dir: &Path) -> Option<StoreError> {
+    let (needed, free) = room_short_for_a_copy(data_dir, dir)?;
+    Some(StoreError::Full(format!(
+        "a backup needs up to {needed} bytes and {} has {free} free",
+        dir.display()
+    )))
+}
+
+/// `(needed, free)` when `dir` has less room than a copy of `data_dir`'s data file could
+/// take (its size): what a backup or a compaction that failed tells for a cause, since
+/// LMDB's copy reports a full disk as an input/output error.
+pub(crate) fn room_short_for_a_copy(data_dir: &Path, dir: &Path) -> Option<(u64, u64)> {
     let needed = std::fs::metadata(data_dir.join("data.mdb")).ok()?.len();
     let free = crate::store::free_bytes(dir).ok()?;
-    (free < needed).then(|| {
-        StoreError::Full(format!(
-            "a backup needs up to {needed} bytes and {} has {free} free",
-            dir.display()
-        ))
-    })
+    (free < needed).then_some((needed, free))
 }
 
 /// The backups in `data_dir`, oldest first (from the records `take` keeps beside them).

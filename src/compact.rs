@@ -72,11 +72,9 @@ pub fn compact(config: &Config, data_dir: &Path) -> Result<Compacted, String> {
     if let Err(error) = &packed {
         // What a failed copy wrote (maybe much, on a full disk) goes; the old file stays.
         let _ = std::fs::remove_dir_all(&staging);
-        // LMDB's copy reports a full disk as an input/output error: say what it was.
-        let free = crate::store::free_bytes(data_dir).ok();
-        if let Some(free) = free.filter(|&free| free < before) {
+        if let Some((needed, free)) = crate::backup::room_short_for_a_copy(data_dir, data_dir) {
             return Err(format!(
-                "{error}: the disk is too full for the packed copy (it needs up to {before} \
+                "{error}: the disk is too full for the packed copy (it needs up to {needed} \
                  bytes, the data file's size; {free} are free)"
             ));
         }

@@ -110,28 +110,24 @@ fn alive(pid: i32) -> bool {
 /// Whether process `pid` is a node of instance `name`: its command line is `kvs run
 /// CONFIG` (how [`spawn`] starts it, with CONFIG's full path) for a CONFIG of that name.
 fn runs_instance(pid: i32, name: &str) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let mut args = cmdline
-        .split(|&byte| byte == 0)
-        .map(|arg| Path::new(std::ffi::OsStr::from_bytes(arg)));
-    args.nth(1) == Some(Path::new("run")) && args.next().is_some_and(|c| instance_name(c) == name)
+    run_config(pid).is_some_and(|config| instance_name(&config) == name)
 }
 
-/// The config a running daemon `pid` was started with (the full path [`spawn`] gives
-/// `kvs run`).
-fn config_of(pid: i32) -> Option<PathBuf> {
+/// The CONFIG of process `pid` when its command line is `kvs run CONFIG`.
+fn run_config(pid: i32) -> Option<PathBuf> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let config = cmdline.split(|&byte| byte == 0).nth(2)?;
-    Some(PathBuf::from(std::ffi::OsStr::from_bytes(config)))
+    let mut args = cmdline.split(|&byte| byte == 0).skip(1);
+    if args.next() != Some(b"run".as_slice()) {
+        return None;
+    }
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(args.next()?)))
 }
 
 /// Refuses (exit 1) to stop daemon `pid` of `instance` when it runs another config of
 /// the same name (`x/node1.yaml` while `y/node1.yaml` was given): instances are named by
 /// file name, but a command must not stop a node of another config and data dir.
 fn check_same_config(instance: &Instance, pid: i32, given: &Path) -> Result<(), ExitCode> {
-    let Some(running) = config_of(pid) else {
+    let Some(running) = run_config(pid) else {
         return Ok(());
     };
     let given = std::fs::canonicalize(given)

@@ -13,7 +13,7 @@ use super::Api;
 use super::Handled;
 use super::auth_routes::{json_reply, no_content};
 use crate::auth::{
-    CreateGroup, Deleted, GroupPlan, GroupView, ModelError, RecordKind, UpdateGroup,
+    CreateGroup, Deleted, Group, GroupPlan, GroupView, ModelError, RecordKind, UpdateGroup,
     deleted_group_key, group_key, plan_create_group, plan_delete_group, plan_update_group,
     user_key,
 };
@@ -89,7 +89,7 @@ impl<B: Backend> Api<B> {
 
     /// The served form of group `id`, or `404`.
     async fn group_view(&self, id: &str) -> Result<GroupView, ApiError> {
-        let group = self.live_group(id)?.ok_or_else(|| {
+        let group = self.live_record::<Group>(id)?.ok_or_else(|| {
             ApiError::from(ModelError::NotFound {
                 kind: RecordKind::Group,
                 id: id.chars().take(64).collect(),

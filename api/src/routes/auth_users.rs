@@ -79,7 +79,7 @@ impl<B: Backend> Api<B> {
 
     /// The user `id`, or `404`.
     fn user_record(&self, id: &str) -> Result<User, ApiError> {
-        self.live_user(id)?.ok_or_else(|| {
+        self.live_record::<User>(id)?.ok_or_else(|| {
             ModelError::NotFound {
                 kind: RecordKind::User,
                 id: id.chars().take(64).collect(),

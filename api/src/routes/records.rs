@@ -25,56 +25,39 @@ impl<B: Backend> Api<B> {
 
     /// Every user that was not deleted (a scan of the store, off the runtime).
     pub(super) async fn users(&self) -> Result<Vec<User>, ApiError> {
-        let now = self.backend.now_ms();
-        self.blocking(move |backend| {
-            let store = backend.store();
-            let mut users: Vec<User> = load_all(store, USERS_PREFIX, now)?;
-            let mut deleted = Vec::with_capacity(users.len());
-            for user in &users {
-                deleted.push(was_deleted(store, &deleted_user_key(&user.id), now)?);
-            }
-            let mut deleted = deleted.into_iter();
-            users.retain(|_| !deleted.next().unwrap_or(false));
-            Ok(users)
-        })
-        .await
-    }
-
-    /// The user `id`, unless it is absent or was deleted.
-    pub(super) fn live_user(&self, id: &str) -> Result<Option<User>, ApiError> {
-        let store = self.backend.store();
-        let now = self.backend.now_ms();
-        if was_deleted(store, &deleted_user_key(id), now)? {
-            return Ok(None);
-        }
-        load(store, &user_key(id), now)
+        self.live_records().await
     }
 
     /// Every group that was not deleted (a scan of the store, off the runtime).
     pub(super) async fn groups(&self) -> Result<Vec<Group>, ApiError> {
+        self.live_records().await
+    }
+
+    /// Every record of kind `T` that was not deleted (a scan of the store, off the
+    /// runtime).
+    async fn live_records<T: DeletedForGood>(&self) -> Result<Vec<T>, ApiError> {
         let now = self.backend.now_ms();
         self.blocking(move |backend| {
             let store = backend.store();
-            let mut groups: Vec<Group> = load_all(store, GROUPS_PREFIX, now)?;
-            let mut deleted = Vec::with_capacity(groups.len());
-            for group in &groups {
-                deleted.push(was_deleted(store, &deleted_group_key(&group.id), now)?);
+            let mut live = Vec::new();
+            for record in load_all::<T>(store, T::PREFIX, now)? {
+                if !was_deleted(store, &T::deleted_key(record.id()), now)? {
+                    live.push(record);
+                }
             }
-            let mut deleted = deleted.into_iter();
-            groups.retain(|_| !deleted.next().unwrap_or(false));
-            Ok(groups)
+            Ok(live)
         })
         .await
     }
 
-    /// The group `id`, unless it is absent or was deleted.
-    pub(super) fn live_group(&self, id: &str) -> Result<Option<Group>, ApiError> {
+    /// The record `id` of kind `T`, unless it is absent or was deleted.
+    pub(super) fn live_record<T: DeletedForGood>(&self, id: &str) -> Result<Option<T>, ApiError> {
         let store = self.backend.store();
         let now = self.backend.now_ms();
-        if was_deleted(store, &deleted_group_key(id), now)? {
+        if was_deleted(store, &T::deleted_key(id), now)? {
             return Ok(None);
         }
-        load(store, &group_key(id), now)
+        load(store, &T::key(id), now)
     }
 
     /// Writes `value` as the record at `key`, expiring after `ttl_ms` if given.
@@ -130,6 +113,44 @@ fn load<T: DeserializeOwned>(
     serde_json::from_str(text)
         .map(Some)
         .map_err(|e| ApiError::internal(format!("the record {key:?} is unreadable: {e}")))
+}
+
+/// A record kind whose deletion is kept for good (see [`Deleted`]): users and groups.
+pub(super) trait DeletedForGood: DeserializeOwned + Send + 'static {
+    /// Where the records of this kind live.
+    const PREFIX: &'static str;
+    /// The record's id.
+    fn id(&self) -> &str;
+    /// The storage key of record `id`.
+    fn key(id: &str) -> String;
+    /// The storage key of the record that `id` was deleted.
+    fn deleted_key(id: &str) -> String;
+}
+
+impl DeletedForGood for User {
+    const PREFIX: &'static str = USERS_PREFIX;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn key(id: &str) -> String {
+        user_key(id)
+    }
+    fn deleted_key(id: &str) -> String {
+        deleted_user_key(id)
+    }
+}
+
+impl DeletedForGood for Group {
+    const PREFIX: &'static str = GROUPS_PREFIX;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn key(id: &str) -> String {
+        group_key(id)
+    }
+    fn deleted_key(id: &str) -> String {
+        deleted_group_key(id)
+    }
 }
 
 /// Whether the record that a user or group was deleted is at `marker` (see [`Deleted`]),

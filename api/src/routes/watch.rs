@@ -238,7 +238,7 @@ fn backlog(
 
 /// The live changes the watcher sees, minus those the backlog sent; a lagging receiver
 /// ends the stream with a `resume` event. The caller is authenticated again at each
-/// change (see [`Recheck`]), and the stream ends once that fails: a stream opened before
+/// change under the prefix (see [`Recheck`]), and the stream ends once that fails: a stream opened before
 /// a token was revoked or expired, or its user deleted, sends nothing more, and one whose
 /// user left a group sends only what the user may still read.
 fn live_events(
@@ -256,6 +256,10 @@ fn live_events(
             loop {
                 match live.recv().await {
                     Ok(change) => {
+                        // Changes the watcher never sees cost it no authentication.
+                        if !change.key.starts_with(&watcher.prefix) || change.key.starts_with('_') {
+                            continue;
+                        }
                         match recheck() {
                             Ok(caller) => watcher.caller = caller,
                             Err(error) => {

@@ -3,19 +3,14 @@
 
 use serde_json::json;
 
-use super::{api_with_root, call, expect};
-use crate::auth::{User, user_key};
+use super::{api_and_root, call, expect};
 
 /// Found by a black-box audit: `PUT /meta/{key}` with a misspelt `"permission"` answered
 /// `200` and wrote a new version with nothing changed, so an owner who meant to make a
 /// key private was told it was done while it stayed readable to all.
 #[tokio::test]
 async fn a_body_with_a_field_the_request_does_not_take_is_refused() {
-    let (api, root) = api_with_root();
-    let root_user = User::root();
-    api.put_record(user_key(&root_user.id), &root_user, None)
-        .await
-        .expect("root user");
+    let (api, root) = api_and_root().await;
     expect(&api, ("PUT", "/kv/doc", Some(json!(1))), &root, 201).await;
     let before = expect(&api, ("GET", "/kv/doc", None), &root, 200).await;
     let misspelt = Some(json!({"permission": "f00"}));

@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 
-use kvs_sync::{Mutation, Precondition, WriteOp};
+use kvs_sync::WriteOp;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
-use super::{Api, MemoryBackend, Setup, api, api_with_root, delete, expect, get, put, request};
+use super::{
+    Api, MemoryBackend, Setup, api, api_and_root, delete, expect, get, put, replica_put, request,
+};
 use crate::Backend;
-use crate::auth::{User, user_key};
 
 /// Every key of a listing with `query`, page by page; the keys and the number of pages.
 async fn list_all(api: &Arc<Api<MemoryBackend>>, query: &str) -> (Vec<String>, usize) {
@@ -111,11 +111,7 @@ async fn listing_by_prefix_pages_in_byte_order() {
 /// cursor rather than one request that reads them all.
 #[tokio::test]
 async fn a_listing_shows_only_the_keys_the_caller_may_read() {
-    let (api, root) = api_with_root();
-    let root_user = User::root();
-    api.put_record(user_key(&root_user.id), &root_user, None)
-        .await
-        .expect("root user");
+    let (api, root) = api_and_root().await;
     let bob = expect(
         &api,
         ("POST", "/auth/users", Some(json!({"name": "bob"}))),
@@ -160,18 +156,9 @@ async fn a_listing_shows_only_the_keys_the_caller_may_read() {
     let hidden = 10_500;
     for i in 0..hidden {
         let op = WriteOp {
-            key: format!("h/{i:05}"),
-            mutation: Mutation::Put {
-                data: "0".into(),
-                ttl_ms: None,
-            },
-            precondition: Precondition::None,
-            uuid: Uuid::new_v4(),
-            origin_joined_at: 1,
-            owner: Some(root_user.id.clone()),
-            group: None,
+            owner: Some("root".into()),
             permissions: 0xf00,
-            actor: None,
+            ..replica_put(format!("h/{i:05}"), "0".into())
         };
         assert!(api.backend.write(op).await.expect("store").is_ok());
     }

@@ -235,6 +235,32 @@ fn api_with_root() -> (Arc<Api<MemoryBackend>>, String) {
     (api(setup), root)
 }
 
+/// An API with auth on, its root user stored, and the root token.
+async fn api_and_root() -> (Arc<Api<MemoryBackend>>, String) {
+    let (api, root) = api_with_root();
+    let root_user = crate::auth::User::root();
+    api.put_record(crate::auth::user_key(&root_user.id), &root_user, None)
+        .await
+        .expect("root user");
+    (api, root)
+}
+
+/// A put of `data` at `key` as the store takes it from a replica: no owner, no
+/// permissions, no precondition.
+fn replica_put(key: String, data: String) -> kvs_sync::WriteOp {
+    kvs_sync::WriteOp {
+        key,
+        mutation: kvs_sync::Mutation::Put { data, ttl_ms: None },
+        precondition: kvs_sync::Precondition::None,
+        uuid: uuid::Uuid::new_v4(),
+        origin_joined_at: 1,
+        owner: None,
+        group: None,
+        permissions: 0,
+        actor: None,
+    }
+}
+
 /// An answer as a client reads it.
 #[derive(Debug)]
 struct Answer {

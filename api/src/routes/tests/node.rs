@@ -3,11 +3,9 @@
 
 use std::sync::Arc;
 
-use kvs_sync::{Mutation, Precondition, WriteOp};
 use serde_json::json;
-use uuid::Uuid;
 
-use super::{api_with_root, call, expect};
+use super::{api_and_root, api_with_root, call, expect, replica_put};
 use crate::Backend;
 use crate::auth::{Group, User, group_key, user_key};
 
@@ -15,11 +13,7 @@ use crate::auth::{Group, User, group_key, user_key};
 /// the group's delete) no longer grants the group's digit.
 #[tokio::test]
 async fn a_deleted_group_grants_nothing() {
-    let (api, root) = api_with_root();
-    let root_user = User::root();
-    api.put_record(user_key(&root_user.id), &root_user, None)
-        .await
-        .expect("root user");
+    let (api, root) = api_and_root().await;
     let post = |path, body| ("POST", path, Some(body));
     let team = expect(
         &api,
@@ -49,20 +43,8 @@ async fn a_deleted_group_grants_nothing() {
     let delete = format!("/auth/groups/{team}");
     expect(&api, ("DELETE", delete.as_str(), None), &root, 204).await;
     // A replica's concurrent rewrite of alice, still naming the group, wins afterwards.
-    let stale = WriteOp {
-        key: user_key(&alice_record.id),
-        mutation: Mutation::Put {
-            data: serde_json::to_string(&alice_record).expect("json"),
-            ttl_ms: None,
-        },
-        precondition: Precondition::None,
-        uuid: Uuid::new_v4(),
-        origin_joined_at: 1,
-        owner: None,
-        group: None,
-        permissions: 0,
-        actor: None,
-    };
+    let data = serde_json::to_string(&alice_record).expect("json");
+    let stale = replica_put(user_key(&alice_record.id), data);
     let written = api.backend.write(stale).await.expect("store");
     assert!(written.is_ok(), "the stale user record is stored");
 
@@ -75,11 +57,7 @@ async fn a_deleted_group_grants_nothing() {
 /// conflict rule), and its tokens worked again.
 #[tokio::test]
 async fn a_deleted_user_stays_deleted_when_a_concurrent_write_of_it_wins() {
-    let (api, root) = api_with_root();
-    let root_user = User::root();
-    api.put_record(user_key(&root_user.id), &root_user, None)
-        .await
-        .expect("root user");
+    let (api, root) = api_and_root().await;
     let post = |path, body| ("POST", path, Some(body));
     let alice = expect(
         &api,
@@ -100,20 +78,8 @@ async fn a_deleted_user_stays_deleted_when_a_concurrent_write_of_it_wins() {
         name: "alice-renamed".into(),
         ..alice_record.clone()
     };
-    let stale = WriteOp {
-        key: user_key(&renamed.id),
-        mutation: Mutation::Put {
-            data: serde_json::to_string(&renamed).expect("json"),
-            ttl_ms: None,
-        },
-        precondition: Precondition::None,
-        uuid: Uuid::new_v4(),
-        origin_joined_at: 1,
-        owner: None,
-        group: None,
-        permissions: 0,
-        actor: None,
-    };
+    let data = serde_json::to_string(&renamed).expect("json");
+    let stale = replica_put(user_key(&renamed.id), data);
     let written = api.backend.write(stale).await.expect("store");
     assert!(written.is_ok(), "the stale user record is stored");
 
@@ -136,11 +102,7 @@ async fn a_deleted_user_stays_deleted_when_a_concurrent_write_of_it_wins() {
 /// group granted its member access again.
 #[tokio::test]
 async fn a_deleted_group_stays_deleted_when_concurrent_writes_of_it_win() {
-    let (api, root) = api_with_root();
-    let root_user = User::root();
-    api.put_record(user_key(&root_user.id), &root_user, None)
-        .await
-        .expect("root user");
+    let (api, root) = api_and_root().await;
     let post = |path, body| ("POST", path, Some(body));
     let team = expect(
         &api,
@@ -174,20 +136,7 @@ async fn a_deleted_group_stays_deleted_when_concurrent_writes_of_it_win() {
             serde_json::to_string(&alice_record),
         ),
     ] {
-        let stale = WriteOp {
-            key,
-            mutation: Mutation::Put {
-                data: data.expect("json"),
-                ttl_ms: None,
-            },
-            precondition: Precondition::None,
-            uuid: Uuid::new_v4(),
-            origin_joined_at: 1,
-            owner: None,
-            group: None,
-            permissions: 0,
-            actor: None,
-        };
+        let stale = replica_put(key, data.expect("json"));
         assert!(api.backend.write(stale).await.expect("store").is_ok());
     }
     let (status, body) = call(&api, "GET", "/kv/doc", None, &token).await;
@@ -222,11 +171,7 @@ async fn a_root_token_readable_by_others_is_made_private() {
 /// another request is answered and another task runs, and the held request then finishes.
 #[tokio::test(flavor = "current_thread")]
 async fn a_request_held_in_the_store_does_not_stall_the_runtime() {
-    let (api, root) = api_with_root();
-    let root_user = User::root();
-    api.put_record(user_key(&root_user.id), &root_user, None)
-        .await
-        .expect("root user");
+    let (api, root) = api_and_root().await;
     expect(&api, ("PUT", "/kv/doc", Some(json!(1))), &root, 201).await;
     let held_routes = [
         "/kv",

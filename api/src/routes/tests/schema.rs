@@ -7,18 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::{Api, MemoryBackend, Setup, api, api_with_root, get, put, request};
-use crate::auth::{User, user_key};
-
-/// An API with auth on, its root user stored, and the root token.
-async fn api_and_root() -> (std::sync::Arc<Api<MemoryBackend>>, String) {
-    let (api, root) = api_with_root();
-    let root_user = User::root();
-    api.put_record(user_key(&root_user.id), &root_user, None)
-        .await
-        .expect("root user");
-    (api, root)
-}
+use super::{Api, MemoryBackend, Setup, api, api_and_root, get, put, request};
 
 /// `GET /openapi.json` with `token`.
 async fn document(api: &std::sync::Arc<Api<MemoryBackend>>, token: &str) -> Value {
