@@ -89,39 +89,69 @@ fn since_sends_the_backlog_and_last_event_id_resumes_without_repeats() {
     assert_eq!(next(&resumed).data["key"], "r/3");
 }
 
-#[test]
-fn a_resume_replays_the_deletes_puts_and_expiries_it_missed() {
-    let node = Node::start(PLAIN);
+/// The changes a client missed: a delete, an overwrite and an expiry, while away.
+fn miss_changes(node: &Node) -> (u64, String) {
     assert_eq!(node.put("/kv/m/a", "1").status, 201);
     let first = node.get("/kv/m/a").json();
     let last = format!("{}.{}", first["timestamp"], first["uuid"].as_str().unwrap());
     assert_eq!(node.put("/kv/m/b", "1").status, 201);
-    assert_eq!(node.put("/kv/m/c?ttl=300ms", "1").status, 201);
-    // While the client is away: a delete, an overwrite, and an expiry (purged within a
-    // second of it).
+    assert_eq!(node.put("/kv/m/c?ttl=1s", "1").status, 201);
     assert_eq!(node.delete("/kv/m/a").status, 204);
     assert_eq!(node.put("/kv/m/b", "2").status, 200);
+    // The expiry is purged within a second of it.
     std::thread::sleep(Duration::from_millis(2500));
-    let events = watch(&node, "/watch?prefix=m/", &[("Last-Event-ID", &last)]);
-    let replayed: Vec<(String, Value, Option<Value>)> = (0..3)
-        .map(|_| next(&events))
+    (first["timestamp"].as_u64().unwrap(), last)
+}
+
+/// `n` events from `events` as (kind, key, data), then nothing more.
+fn replayed(
+    events: &mpsc::Receiver<common::sse::Event>,
+    n: usize,
+) -> Vec<(String, Value, Option<Value>)> {
+    let replayed = (0..n)
+        .map(|_| next(events))
         .map(|e| (e.kind, e.data["key"].clone(), e.data.get("data").cloned()))
         .collect();
+    assert!(quiet(events), "nothing more than {replayed:?}");
+    replayed
+}
+
+#[test]
+fn a_resume_replays_every_change_it_missed_in_order() {
+    let node = Node::start(PLAIN);
+    let (since, last) = miss_changes(&node);
+    let change = |kind: &str, key: &str, data: Option<i64>| {
+        (kind.to_owned(), Value::from(key), data.map(Value::from))
+    };
+    let missed = [
+        change("put", "m/b", Some(1)),
+        change("put", "m/c", Some(1)),
+        change("delete", "m/a", None),
+        change("put", "m/b", Some(2)),
+        change("expire", "m/c", None),
+    ];
+    let events = watch(&node, "/watch?prefix=m/", &[("Last-Event-ID", &last)]);
+    assert_eq!(replayed(&events, 5), missed, "one event per change");
+    // From a time instead: the same, after the first put.
+    let events = watch(&node, &format!("/watch?prefix=m/&since={since}"), &[]);
+    let mut all = vec![change("put", "m/a", Some(1))];
+    all.extend(missed);
+    assert_eq!(replayed(&events, 6), all);
+}
+
+#[test]
+fn without_history_a_resume_replays_each_key_as_it_is_now() {
+    let node = Node::start(&format!("{PLAIN}revision_history_enabled: false\n"));
+    let (_, last) = miss_changes(&node);
+    let events = watch(&node, "/watch?prefix=m/", &[("Last-Event-ID", &last)]);
     assert_eq!(
-        replayed,
+        replayed(&events, 3),
         [
             ("delete".to_owned(), Value::from("m/a"), None),
             ("put".to_owned(), Value::from("m/b"), Some(Value::from(2))),
             ("expire".to_owned(), Value::from("m/c"), None),
         ]
     );
-    assert!(quiet(&events), "each key once, as it is now");
-    // From a time instead: the same three, as the keys are now.
-    let since = first["timestamp"].as_u64().unwrap();
-    let events = watch(&node, &format!("/watch?prefix=m/&since={since}"), &[]);
-    let kinds: Vec<String> = (0..3).map(|_| next(&events).kind).collect();
-    assert_eq!(kinds, ["delete", "put", "expire"]);
-    assert!(quiet(&events));
 }
 
 #[test]

@@ -244,14 +244,18 @@ impl Store for MemoryStore {
         Ok(changes)
     }
 
-    fn history(&self, key: &str) -> Result<Vec<Version>, StoreError> {
+    fn revisions(&self, key: &str) -> Result<Vec<Version>, StoreError> {
         let inner = self.lock();
-        let revisions = inner.history.get(key).into_iter().flatten();
-        // A delete ends a life: what is older belongs to the key's previous life.
-        Ok(revisions
-            .take_while(|v| !v.is_tombstone())
+        let mut revisions: Vec<Version> = inner
+            .history
+            .get(key)
+            .into_iter()
+            .flatten()
             .cloned()
-            .collect())
+            .collect();
+        // Kept in the order they came: newest first means by the conflict rule.
+        revisions.sort_by(|a, b| b.id.precedence(&a.id));
+        Ok(revisions)
     }
 
     fn purge(&self, now_ms: u64, tombstone_ttl_ms: u64) -> Result<PurgeStats, StoreError> {

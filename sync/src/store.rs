@@ -195,9 +195,23 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(u64, String)>, StoreError>;
 
+    /// Every kept version of `key`, tombstones included, newest first by the conflict
+    /// rule, the current one first: the last `max_revisions` versions the key held (a
+    /// purge's tombstone shares the entry of the value it replaced); none while history
+    /// is off. What `/watch` replays, one event per change.
+    fn revisions(&self, key: &str) -> Result<Vec<Version>, StoreError>;
+
     /// Kept versions of `key` that hold a value, newest first, the current one first,
     /// back to its last delete: a key created again does not show its previous life.
-    fn history(&self, key: &str) -> Result<Vec<Version>, StoreError>;
+    fn history(&self, key: &str) -> Result<Vec<Version>, StoreError> {
+        let mut revisions = self.revisions(key)?;
+        let life = revisions
+            .iter()
+            .position(Version::is_tombstone)
+            .unwrap_or(revisions.len());
+        revisions.truncate(life);
+        Ok(revisions)
+    }
 
     /// Turns expired values into tombstones and removes tombstones older than
     /// `tombstone_ttl_ms`, with their history.

@@ -1,6 +1,7 @@
 //! `/watch` with auth: each change goes only to callers who may read the key under that
 //! version's metadata, as the caller authenticates at that change (a revoked token ends
-//! the stream; a user who left a group sees no more of the group's keys).
+//! the stream; a user who left a group sees no more of the group's keys); a replay
+//! sends a key's past only to a caller who may read the key now.
 
 use std::time::Duration;
 
@@ -48,6 +49,14 @@ fn a_watcher_sees_only_the_keys_it_may_read() {
     let open = next(&events);
     assert_eq!(open.data["key"], "proj/open", "{open:?}");
     assert!(quiet(&events));
+    // A replay sends bob none of proj/secret's past, now that he may not read the key.
+    let replay = watch(
+        &node,
+        "/watch?prefix=proj/&since=0",
+        &[("Authorization", &bearer)],
+    );
+    assert_eq!(next(&replay).data["key"], "proj/open");
+    assert!(quiet(&replay), "nothing of a key he may no longer read");
     let unauthenticated = call(&node, "GET", "/watch", None, None);
     assert_eq!(unauthenticated.status, 401);
 }

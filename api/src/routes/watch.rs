@@ -5,15 +5,15 @@
 //! `data: {"key","uuid","timestamp","data"?}`, sent only to a caller who may read the key
 //! under that version's metadata (the reserved `_` keys never). The stream subscribes to
 //! the store's changes first and then, with `since` (or a `Last-Event-ID` to resume
-//! from), replays each key that changed at or after that time once, as it is now: its
-//! latest put, delete or expiry (from the time indexes; a key written several times
-//! while a client was away is replayed with its last version only, like a compacted
-//! etcd watch). Nothing written meanwhile falls between the two, and a change seen in
-//! both is sent once. A resume replays from the millisecond of the event it names, which
-//! is not sent again; other events of that same millisecond may be (at least once, never
-//! lost). A client
-//! that falls more than the store's buffer behind gets `event: resume` with the id to
-//! resume from, and the stream ends: writers never wait for a watcher.
+//! from), replays one event per change at or after that time, in the order of the
+//! changes: every put, delete and expiry the key's history holds (its last
+//! `max_revisions` versions; with history off, only each key's latest change, like a
+//! compacted etcd watch). Nothing written meanwhile falls between the two, and a change
+//! seen in both is sent once. A resume replays from the millisecond of the event it
+//! names, which is not sent again; other events of that same millisecond may be (at
+//! least once, never lost). A client that falls more than the store's buffer behind gets
+//! `event: resume` with the id to resume from, and the stream ends: writers never wait
+//! for a watcher.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -82,17 +82,38 @@ fn resume_ms(id: &str) -> Option<u64> {
     id.split_once('.').map_or(id, |(ms, _)| ms).parse().ok()
 }
 
-/// The event a replayed version stands for: `put` while it holds a live value, `expire`
-/// for a value past its expiry (a purge's tombstone keeps the expiry), `delete` for the
-/// tombstone of a delete (which has none).
-fn replay_kind(version: &Version, now_ms: u64) -> &'static str {
-    if version.is_live(now_ms) {
-        "put"
-    } else if version.expires_at.is_some() {
-        "expire"
-    } else {
-        "delete"
+/// The changes a key's versions stand for, oldest first, as `(time, kind, version)`:
+/// `revisions` newest first (the store's [`kvs_sync::Store::revisions`]). A value is a
+/// `put` at its timestamp, and an `expire` at its expiry too once that passed before the
+/// next version came (a purge's tombstone shares its value's revision); a tombstone is
+/// an `expire` when it keeps the expiry of the value it replaced, else a `delete`, at
+/// the time the key died.
+fn changes_of(revisions: &[Version], now_ms: u64) -> Vec<(u64, &'static str, &Version)> {
+    let mut changes = Vec::new();
+    let mut next_at = None;
+    for version in revisions {
+        let mut of_version = Vec::new();
+        if version.is_tombstone() {
+            let kind = if version.expires_at.is_some() {
+                "expire"
+            } else {
+                "delete"
+            };
+            of_version.push((version.changed_at(), kind, version));
+        } else {
+            of_version.push((version.id.timestamp, "put", version));
+            if let Some(expired_at) = version
+                .expires_at
+                .filter(|&at| at <= now_ms && next_at.is_none_or(|next: u64| at < next))
+            {
+                of_version.push((expired_at, "expire", version));
+            }
+        }
+        next_at = Some(version.changed_at());
+        changes.extend(of_version.into_iter().rev());
     }
+    changes.reverse();
+    changes
 }
 
 /// One change as an SSE event: `{"key", ...}` then the version as `GET /kv` gives it
@@ -195,8 +216,9 @@ struct Replayed {
     id: String,
 }
 
-/// The keys under the watcher's prefix that changed at or after `since`, each as it is
-/// now, in the order of the change (each page's versions read in one pass).
+/// The changes under the watcher's prefix at or after `since` that it may see (under
+/// the version's metadata and the key's current one), in the order of the changes (see [`changes_of`]): the keys that changed since then, from the
+/// time index a page at a time, each with its kept revisions.
 fn backlog(
     backend: &impl Backend,
     watcher: &Watcher,
@@ -213,27 +235,48 @@ fn backlog(
             BACKLOG_PAGE,
         )?;
         let full = page.len() == BACKLOG_PAGE;
-        let keys: Vec<String> = page.iter().map(|(_, key)| key.clone()).collect();
+        let keys: Vec<String> = page
+            .iter()
+            .map(|(_, key)| key)
+            .filter(|key| key.starts_with(&watcher.prefix) && !key.starts_with('_'))
+            .cloned()
+            .collect();
         let versions = store.get_many(&keys)?;
-        for (key, version) in keys.into_iter().zip(versions) {
-            if let Some(version) = version
-                && watcher.sees(&key, &version)
+        for (key, current) in keys.into_iter().zip(versions) {
+            // A caller who may no longer read the key gets none of its past either.
+            let Some(current) = current.filter(|current| watcher.sees(&key, current)) else {
+                continue;
+            };
+            let mut revisions = store.revisions(&key)?;
+            // With history off there are none; a purge's tombstone is its value's entry.
+            if revisions
+                .first()
+                .is_none_or(|newest| newest.id != current.id)
             {
-                let kind = replay_kind(&version, now_ms);
-                let id = event_id(&version, kind == "expire");
-                out.push(Replayed {
-                    key,
-                    version,
-                    kind,
-                    id,
-                });
+                revisions.insert(0, current);
+            }
+            for (at, kind, version) in changes_of(&revisions, now_ms) {
+                if at >= since && watcher.sees(&key, version) {
+                    out.push((
+                        at,
+                        Replayed {
+                            key: key.clone(),
+                            version: version.clone(),
+                            kind,
+                            id: event_id(version, kind == "expire"),
+                        },
+                    ));
+                }
             }
         }
         match page.into_iter().last() {
             Some(last) if full => after = Some(last),
-            _ => return Ok(out),
+            _ => break,
         }
     }
+    // A key's changes are in order; one key's may come before another's.
+    out.sort_by(|(a, one), (b, other)| a.cmp(b).then_with(|| one.key.cmp(&other.key)));
+    Ok(out.into_iter().map(|(_, replayed)| replayed).collect())
 }
 
 /// The live changes the watcher sees, minus those the backlog sent; a lagging receiver

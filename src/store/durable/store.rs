@@ -194,9 +194,9 @@ impl Store for DurableStore {
         self.lmdb.changes_since(since_ms, after, limit)
     }
 
-    fn history(&self, key: &str) -> Result<Vec<Version>, StoreError> {
+    fn revisions(&self, key: &str) -> Result<Vec<Version>, StoreError> {
         self.caught_up()?;
-        self.lmdb.history(key)
+        self.lmdb.revisions(key)
     }
 
     fn purge(&self, now_ms: u64, tombstone_ttl_ms: u64) -> Result<PurgeStats, StoreError> {

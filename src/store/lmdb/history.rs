@@ -23,6 +23,7 @@ use kvs_sync::{StoreError, Version};
 
 use super::Db;
 use super::keys::history_prefix;
+use super::record;
 
 /// Revisions moved from the legacy table per transaction at open.
 const MIGRATE_BATCH: usize = 100_000;
@@ -99,14 +100,10 @@ impl History {
         Ok(())
     }
 
-    /// Calls `each` with the records of `key`'s revisions, newest first, until it
-    /// returns `false`.
-    pub(super) fn read(
-        &self,
-        rtxn: &RoTxn,
-        key: &str,
-        mut each: impl FnMut(&[u8]) -> Result<bool, StoreError>,
-    ) -> Result<(), StoreError> {
+    /// The versions of `key`'s revisions, in the index's order (newest timestamp first,
+    /// one millisecond's by uuid).
+    pub(super) fn read(&self, rtxn: &RoTxn, key: &str) -> Result<Vec<Version>, StoreError> {
+        let mut out = Vec::new();
         for item in self.index.prefix_iter(rtxn, &history_prefix(key))? {
             let (_, seq) = item?;
             let record = self
@@ -116,11 +113,9 @@ impl History {
                     key: key.to_owned(),
                     reason: "a revision in the history index is missing from the log".into(),
                 })?;
-            if !each(record)? {
-                break;
-            }
+            out.push(record::decode(key, record)?);
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Moves the revisions of `legacy` (the `history` table of stores written before the

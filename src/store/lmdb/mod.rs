@@ -467,18 +467,9 @@ impl Store for LmdbStore {
         self.changes_in_time_order(since_ms, after, limit)
     }
 
-    fn history(&self, key: &str) -> Result<Vec<Version>, StoreError> {
+    fn revisions(&self, key: &str) -> Result<Vec<Version>, StoreError> {
         let rtxn = self.env.read_txn()?;
-        let mut out = Vec::new();
-        self.history.read(&rtxn, key, |record| {
-            let version = record::decode(key, record)?;
-            // A delete: what is older belongs to the key's previous life.
-            if version.is_tombstone() {
-                return Ok(false);
-            }
-            out.push(version);
-            Ok(true)
-        })?;
+        let mut out = self.history.read(&rtxn, key)?;
         // The table orders one millisecond's versions by uuid; newest first means by the
         // conflict rule (the origin that joined earlier wins a tie), the current first.
         out.sort_by(|a, b| b.id.precedence(&a.id));

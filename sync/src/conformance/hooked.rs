@@ -19,7 +19,7 @@ pub enum Call<'a> {
     List,
     /// [`Store::list_since`].
     ListSince,
-    /// [`Store::history`].
+    /// [`Store::revisions`] and [`Store::history`].
     History,
     /// [`Store::purge`].
     Purge,
@@ -115,9 +115,9 @@ impl<S: Store> Store for Hooked<S> {
         self.inner.changes_since(since_ms, after, limit)
     }
 
-    fn history(&self, key: &str) -> Result<Vec<Version>, StoreError> {
+    fn revisions(&self, key: &str) -> Result<Vec<Version>, StoreError> {
         (self.hook)(Call::History)?;
-        self.inner.history(key)
+        self.inner.revisions(key)
     }
 
     fn purge(&self, now_ms: u64, tombstone_ttl_ms: u64) -> Result<PurgeStats, StoreError> {

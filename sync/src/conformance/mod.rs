@@ -27,7 +27,8 @@ macro_rules! store_conformance_tests {
             put_then_get, overwrite_keeps_ownership, causal_timestamp, preconditions,
             delete_leaves_tombstone, ttl_expiry, list_by_prefix_pages, list_since_pages,
             changes_since_include_deletions_and_expiries,
-            history_newest_first_and_capped, history_puts_the_winner_of_a_tie_first, history_starts_at_the_last_delete, history_disabled, purge_expired_and_tombstones, purge_skips_what_was_overwritten, merge_keeps_the_winner,
+            history_newest_first_and_capped, history_puts_the_winner_of_a_tie_first, history_starts_at_the_last_delete, history_disabled,
+            revisions_keep_every_change_tombstones_included, purge_expired_and_tombstones, purge_skips_what_was_overwritten, merge_keeps_the_winner,
             batch_ops_see_each_other, values_roundtrip, stats_count_keys, stats_bytes_follow_the_data,
             set_meta_changes_only_metadata, merkle_tracks_every_change,
             tombstone_of_an_expired_value_is_kept_from_its_expiry,
@@ -340,6 +341,60 @@ pub fn history_disabled<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
     write(&store, put("h", "1"), 1).unwrap();
     write(&store, put("h", "2"), 2).unwrap();
     assert!(store.history("h").unwrap().is_empty());
+}
+
+/// Revisions keep every change, deletes included, across lives, capped; an expiry
+/// shares its value's entry; with history off there are none.
+pub fn revisions_keep_every_change_tombstones_included<G, S: Store>(
+    make: &impl Fn(StoreOptions) -> (G, S),
+) {
+    let data = |revisions: Vec<Version>| -> Vec<Option<String>> {
+        revisions.into_iter().map(|v| v.data).collect()
+    };
+    let life = |store: &S| {
+        write(store, put("r", "1"), 100).unwrap();
+        write(store, put("r", "2"), 101).unwrap();
+        write(store, delete("r"), 102).unwrap();
+        write(store, put("r", "3"), 103).unwrap();
+    };
+    let (_guard, store) = make(StoreOptions::default());
+    life(&store);
+    let some = |d: &str| Some(d.to_owned());
+    assert_eq!(
+        data(store.revisions("r").unwrap()),
+        [some("3"), None, some("2"), some("1")]
+    );
+    assert_eq!(
+        store.revisions("r").unwrap()[0],
+        store.get("r").unwrap().unwrap()
+    );
+    write(&store, put_with_ttl("t", "1", 100), 1000).unwrap();
+    store.purge(1200, 10_000).unwrap();
+    let expired = store.revisions("t").unwrap();
+    assert_eq!(
+        data(expired.clone()),
+        [some("1")],
+        "the expiry shares the entry"
+    );
+    assert_eq!(expired[0].id, store.get("t").unwrap().unwrap().id);
+    assert!(store.revisions("none").unwrap().is_empty());
+
+    let (_guard, capped) = make(StoreOptions {
+        max_revisions: 3,
+        ..StoreOptions::default()
+    });
+    life(&capped);
+    assert_eq!(
+        data(capped.revisions("r").unwrap()),
+        [some("3"), None, some("2")]
+    );
+
+    let (_guard, off) = make(StoreOptions {
+        max_revisions: 0,
+        ..StoreOptions::default()
+    });
+    life(&off);
+    assert!(off.revisions("r").unwrap().is_empty());
 }
 
 /// Purge turns expired values into tombstones and drops old tombstones.
