@@ -9,13 +9,15 @@
 //! changes: every put, delete and expiry the key's history holds (its last
 //! `max_revisions` versions; with history off, only each key's latest change, like a
 //! compacted etcd watch). Nothing written meanwhile falls between the two, and a change
-//! seen in both is sent once. A resume replays from the millisecond of the event it
+//! seen in both is sent once. A replay holds its oldest changes within
+//! [`BACKLOG_BOUND`]; a longer one ends after them with `event: resume` (`backlog`), so
+//! that one watcher never makes the node hold the whole history at once. A resume replays from the millisecond of the event it
 //! names, which is not sent again; other events of that same millisecond may be (at
 //! least once, never lost). A client that falls more than the store's buffer behind gets
 //! `event: resume` with the id to resume from, and the stream ends: writers never wait
 //! for a watcher.
 
-use std::collections::HashSet;
+use std::collections::{BinaryHeap, HashSet};
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt, stream};
@@ -38,11 +40,11 @@ const BACKLOG_PAGE: usize = 1000;
 
 /// Who watches what.
 #[derive(Clone)]
-struct Watcher {
-    prefix: String,
+pub(super) struct Watcher {
+    pub(super) prefix: String,
     /// The caller as last authenticated.
-    caller: Arc<Caller>,
-    auth: Option<AuthConfig>,
+    pub(super) caller: Arc<Caller>,
+    pub(super) auth: Option<AuthConfig>,
 }
 
 impl Watcher {
@@ -179,19 +181,23 @@ impl<B: Backend> Api<B> {
             }
             Box::new(move || api.authenticate(&headers))
         };
-        let backlog = match since {
+        let Backlog { events, cut } = match since {
             Some(since) => {
                 let watcher = watcher.clone();
-                self.blocking(move |backend| backlog(backend, &watcher, since))
+                self.blocking(move |backend| backlog(backend, &watcher, since, BACKLOG_BOUND))
                     .await?
             }
-            None => Vec::new(),
+            None => Backlog::default(),
         };
         // The event the client resumes after was delivered: it is not sent again.
-        let backlog: Vec<Replayed> = backlog
+        let backlog: Vec<Replayed> = events
             .into_iter()
             .filter(|replayed| Some(&replayed.id) != last_id.as_ref())
             .collect();
+        let last_replayed = backlog
+            .last()
+            .map(|replayed| replayed.id.clone())
+            .or_else(|| last_id.clone());
         let mut sent: HashSet<String> = backlog.iter().map(|r| r.id.clone()).collect();
         sent.extend(last_id);
         let first = stream::iter(backlog.into_iter().map(|replayed| {
@@ -201,32 +207,164 @@ impl<B: Backend> Api<B> {
                 replayed.kind,
             ))
         }));
-        let events = first
-            .chain(live_events(live, watcher, recheck, sent))
-            .take_until(self.backend.stopping());
+        let then = match cut {
+            // The rest of a replay too long to hold: the client resumes for it.
+            true => stream::iter(Some(Ok(resume_event(
+                "backlog",
+                "the replay goes on; reconnect with Last-Event-ID",
+                last_replayed,
+            ))))
+            .left_stream(),
+            false => live_events(live, watcher, recheck, sent).right_stream(),
+        };
+        let events = first.chain(then).take_until(self.backend.stopping());
         Ok(warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response())
     }
 }
 
+/// `event: resume`, the last event of a stream the client is to resume with the id of
+/// the last change it got (`last_event_id`).
+fn resume_event(error: &str, message: &str, last_event_id: Option<String>) -> Event {
+    let data = serde_json::json!({
+        "error": error,
+        "message": message,
+        "last_event_id": last_event_id,
+    });
+    Event::default().event("resume").data(data.to_string())
+}
+
 /// One event of the backlog.
-struct Replayed {
-    key: String,
-    version: Version,
-    kind: &'static str,
-    id: String,
+pub(super) struct Replayed {
+    pub(super) key: String,
+    pub(super) version: Version,
+    pub(super) kind: &'static str,
+    pub(super) id: String,
+}
+
+/// How much of a replay one stream holds: its oldest changes up to this many events and
+/// about this many bytes (at least one event); the client resumes for the rest.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BacklogBound {
+    pub(super) events: usize,
+    pub(super) bytes: usize,
+}
+
+/// The bound of every replay: a node holds at most this much for one watcher.
+const BACKLOG_BOUND: BacklogBound = BacklogBound {
+    events: 100_000,
+    bytes: 64 << 20,
+};
+
+/// The events of a replay, oldest first, and whether later ones were left out.
+#[derive(Default)]
+pub(super) struct Backlog {
+    pub(super) events: Vec<Replayed>,
+    pub(super) cut: bool,
+}
+
+/// An event of a replay in the order of the changes: by time, then key, then the order
+/// a key's changes came in.
+struct Ordered {
+    at: u64,
+    order: usize,
+    bytes: usize,
+    replayed: Replayed,
+}
+
+impl Ordered {
+    fn position(&self) -> (u64, &str, usize) {
+        (self.at, &self.replayed.key, self.order)
+    }
+}
+
+impl PartialEq for Ordered {
+    fn eq(&self, other: &Self) -> bool {
+        self.position() == other.position()
+    }
+}
+
+impl Eq for Ordered {}
+
+impl PartialOrd for Ordered {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ordered {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.position().cmp(&other.position())
+    }
+}
+
+/// The oldest events offered, within a [`BacklogBound`].
+struct Oldest {
+    bound: BacklogBound,
+    /// A max-heap: the newest held is the first to go.
+    held: BinaryHeap<Ordered>,
+    bytes: usize,
+    offered: usize,
+    cut: bool,
+}
+
+impl Oldest {
+    fn new(bound: BacklogBound) -> Self {
+        Self {
+            bound,
+            held: BinaryHeap::new(),
+            bytes: 0,
+            offered: 0,
+            cut: false,
+        }
+    }
+
+    /// Takes the change at `at`; a key's changes are offered in their order.
+    fn offer(&mut self, at: u64, replayed: Replayed) {
+        let bytes = kvs_sync::approximate_size(&replayed.key, &replayed.version);
+        self.held.push(Ordered {
+            at,
+            order: self.offered,
+            bytes,
+            replayed,
+        });
+        self.offered += 1;
+        self.bytes += bytes;
+        while self.held.len() > self.bound.events
+            || (self.bytes > self.bound.bytes && self.held.len() > 1)
+        {
+            if let Some(newest) = self.held.pop() {
+                self.bytes -= newest.bytes;
+            }
+            self.cut = true;
+        }
+    }
+
+    fn into_backlog(self) -> Backlog {
+        Backlog {
+            events: self
+                .held
+                .into_sorted_vec()
+                .into_iter()
+                .map(|ordered| ordered.replayed)
+                .collect(),
+            cut: self.cut,
+        }
+    }
 }
 
 /// The changes under the watcher's prefix at or after `since` that it may see (under
-/// the version's metadata and the key's current one), in the order of the changes (see [`changes_of`]): the keys that changed since then, from the
-/// time index a page at a time, each with its kept revisions.
-fn backlog(
+/// the version's metadata and the key's current one), in the order of the changes (see
+/// [`changes_of`]), the oldest within `bound`: the keys that changed since then, from
+/// the time index a page at a time, each with its kept revisions.
+pub(super) fn backlog(
     backend: &impl Backend,
     watcher: &Watcher,
     since: u64,
-) -> Result<Vec<Replayed>, ApiError> {
+    bound: BacklogBound,
+) -> Result<Backlog, ApiError> {
     let store = backend.store();
     let now_ms = backend.now_ms();
-    let mut out = Vec::new();
+    let mut oldest = Oldest::new(bound);
     let mut after: Option<(u64, String)> = None;
     loop {
         let page = store.changes_since(
@@ -257,26 +395,21 @@ fn backlog(
             }
             for (at, kind, version) in changes_of(&revisions, now_ms) {
                 if at >= since && watcher.sees(&key, version) {
-                    out.push((
-                        at,
-                        Replayed {
-                            key: key.clone(),
-                            version: version.clone(),
-                            kind,
-                            id: event_id(version, kind == "expire"),
-                        },
-                    ));
+                    let replayed = Replayed {
+                        key: key.clone(),
+                        version: version.clone(),
+                        kind,
+                        id: event_id(version, kind == "expire"),
+                    };
+                    oldest.offer(at, replayed);
                 }
             }
         }
         match page.into_iter().last() {
             Some(last) if full => after = Some(last),
-            _ => break,
+            _ => return Ok(oldest.into_backlog()),
         }
     }
-    // A key's changes are in order; one key's may come before another's.
-    out.sort_by(|(a, one), (b, other)| a.cmp(b).then_with(|| one.key.cmp(&other.key)));
-    Ok(out.into_iter().map(|(_, replayed)| replayed).collect())
 }
 
 /// The live changes the watcher sees, minus those the backlog sent; a lagging receiver
@@ -319,12 +452,11 @@ fn live_events(
                         return Some((Ok(event), (live, watcher, recheck, sent, last, false)));
                     }
                     Err(RecvError::Lagged(_)) => {
-                        let data = serde_json::json!({
-                            "error": "lagged",
-                            "message": "this watcher fell behind; reconnect with Last-Event-ID",
-                            "last_event_id": last,
-                        });
-                        let event = Event::default().event("resume").data(data.to_string());
+                        let event = resume_event(
+                            "lagged",
+                            "this watcher fell behind; reconnect with Last-Event-ID",
+                            last.clone(),
+                        );
                         return Some((Ok(event), (live, watcher, recheck, sent, last, true)));
                     }
                     Err(RecvError::Closed) => return None,

@@ -19,6 +19,7 @@ mod kv;
 mod listing;
 mod node;
 mod schema;
+mod watch;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -38,8 +39,10 @@ use super::{Api, ApiConfig, AuthConfig};
 use crate::{Backend, BackupInfo, MemberInfo};
 
 /// A node without IO: a memory store, a clock the test moves, no cluster, an empty audit
-/// trail, no backups. Its calls that may block on a real node (scans, history, stats, the
-/// merkle tree, the audit trail, the backup list) pass its [`Gate`] first.
+/// trail, no backups, a change stream that ends at once (a `/watch` sends its replay and
+/// ends). Its calls that may block on a
+/// real node (scans, history, stats, the merkle tree, the audit trail, the backup list)
+/// pass its [`Gate`] first.
 struct MemoryBackend {
     store: Hooked<MemoryStore>,
     gate: Arc<Gate>,
@@ -185,6 +188,10 @@ impl Backend for MemoryBackend {
     }
 
     fn register_metrics(&self, _: &mut prometheus_client::registry::Registry) {}
+
+    fn watch(&self) -> Option<tokio::sync::broadcast::Receiver<kvs_sync::Change>> {
+        Some(tokio::sync::broadcast::channel(1).1)
+    }
 }
 
 /// The API's and the store's settings of a test node; the default is a node's default
