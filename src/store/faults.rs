@@ -15,6 +15,8 @@ pub enum Fault {
     Write,
     /// An append writes the first half of its bytes, then fails (a torn write).
     TornWrite,
+    /// An append fails with nothing written because the disk is full (`ENOSPC`).
+    Full,
     /// Cutting a segment back after a failed append fails.
     CutBack,
     /// An `fdatasync` fails.
@@ -60,11 +62,18 @@ impl Segment {
 
     /// Writes `bytes` at offset `at`.
     pub(crate) fn write_at(&self, bytes: &[u8], at: u64) -> std::io::Result<()> {
-        match self.faults.take(&[Fault::Write, Fault::TornWrite]) {
+        match self
+            .faults
+            .take(&[Fault::Write, Fault::TornWrite, Fault::Full])
+        {
             Some(Fault::TornWrite) => {
                 self.file.write_all_at(&bytes[..bytes.len() / 2], at)?;
                 Err(injected("torn write"))
             }
+            Some(Fault::Full) => Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "injected fault: no space left on device",
+            )),
             Some(_) => Err(injected("write")),
             None => self.file.write_all_at(bytes, at),
         }

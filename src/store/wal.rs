@@ -462,9 +462,18 @@ impl Wal {
             self.buffer[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
         }
         if let Err(error) = self.file.write_at(&self.buffer, self.size) {
+            let full = matches!(
+                error.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            );
             let error = io_error("appending", error);
             return match self.file.set_len(self.size) {
-                Ok(()) => Err(WalError::Failed(error)),
+                // A full disk wrote nothing that stays: writes go on once there is room.
+                Ok(()) if full => Err(WalError::Failed(error)),
+                // Any other failure (an EIO, say) leaves the file in a state nothing
+                // vouches for: no write is taken until a restart replays what the log
+                // really holds.
+                Ok(()) => Err(WalError::Broken(error)),
                 Err(cut) => Err(WalError::Broken(StoreError::Backend(format!(
                     "{error}; cutting the segment back failed too: {cut}"
                 )))),

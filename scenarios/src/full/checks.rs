@@ -11,6 +11,9 @@
 //! - `one_winner` (final): every node holds the same version of every key.
 //! - `causal_overwrite` (final): every acknowledged write superseded what its node held
 //!   when it wrote, whatever the clocks said.
+//! - `faulty_disks_refuse_writes` (final): a node acknowledged no write from a
+//!   `disk_fault` on it to its next restart (its store refuses writes once its disk
+//!   failed one); a run with no disk fault fails as vacuous.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,6 +37,7 @@ enum Final {
     NoResurrection,
     OneWinner,
     CausalOverwrite,
+    FaultyDisksRefuseWrites,
 }
 
 /// The properties of a full run.
@@ -82,9 +86,10 @@ impl DataChecks {
                 "no_resurrection" => Final::NoResurrection,
                 "one_winner" => Final::OneWinner,
                 "causal_overwrite" => Final::CausalOverwrite,
+                "faulty_disks_refuse_writes" => Final::FaultyDisksRefuseWrites,
                 other => {
                     return Err(SimError::invalid(format!(
-                        "unknown final property `{other}` for engine: full (known: data_converged, no_lost_acked_writes, no_resurrection, one_winner, causal_overwrite)"
+                        "unknown final property `{other}` for engine: full (known: data_converged, no_lost_acked_writes, no_resurrection, one_winner, causal_overwrite, faulty_disks_refuse_writes)"
                     )));
                 }
             });
@@ -102,6 +107,9 @@ impl DataChecks {
                 Final::NoResurrection => ("no_resurrection", view.no_resurrection(log)),
                 Final::OneWinner => ("one_winner", view.one_winner()),
                 Final::CausalOverwrite => ("causal_overwrite", causal(log)),
+                Final::FaultyDisksRefuseWrites => {
+                    ("faulty_disks_refuse_writes", faulty_disks_refused(log))
+                }
             };
             result.map_err(|evidence| violation(name, evidence))?;
         }
@@ -323,6 +331,30 @@ fn causal(log: &AckLog) -> Result<(), String> {
                 ack.key,
                 describe_ack(ack),
                 show(Some(held))
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether every node refused writes from a disk fault on it to its next restart.
+fn faulty_disks_refused(log: &AckLog) -> Result<(), String> {
+    if log.faulty_disks.is_empty() {
+        return Err("no disk fault was injected: nothing to judge".into());
+    }
+    for disk in &log.faulty_disks {
+        let faulty = |ack: &&Ack| {
+            ack.node == disk.node
+                && ack.at >= disk.from
+                && disk.until.is_none_or(|until| ack.at < until)
+        };
+        if let Some(ack) = log.acks.iter().find(faulty) {
+            return Err(format!(
+                "{}'s disk failed at {}, and a write of `{}` was still {}",
+                node_name(disk.node),
+                duration::show(disk.from),
+                ack.key,
+                describe_ack(ack)
             ));
         }
     }

@@ -26,7 +26,7 @@ use crate::{Scenario, SimError};
 use self::checks::{DataChecks, POLL, converged};
 use self::config::{NodeSettings, parse_clocks, parse_workload};
 use self::node::{FullNode, Notes};
-use self::workload::{AckLog, Workload};
+use self::workload::{AckLog, FaultyDisk, Workload};
 
 /// What comes next in the loop (in this order when due at the same time).
 enum Due {
@@ -208,6 +208,11 @@ impl FullEngine<'_> {
             Op::Disk(nodes, fault) => {
                 for &i in nodes {
                     self.nodes[i].disk_fault(*fault)?;
+                    self.log.faulty_disks.push(FaultyDisk {
+                        node: i,
+                        from: self.net.now(),
+                        until: None,
+                    });
                 }
                 Ok(())
             }
@@ -224,6 +229,12 @@ impl FullEngine<'_> {
                 node.crash(kind == NodeOp::Wipe)?;
             }
             NodeOp::Restart if !node.is_up() => {
+                let now = self.net.now();
+                for disk in &mut self.log.faulty_disks {
+                    if disk.node == i && disk.until.is_none() {
+                        disk.until = Some(now);
+                    }
+                }
                 self.net.set_up(i, true);
                 node.start(&self.net, &self.settings, self.seed, &self.notes)?;
             }

@@ -35,12 +35,23 @@ pub(crate) struct Ack {
     pub(crate) held: Option<Version>,
 }
 
+/// A node's disk from a `disk_fault` to the node's next restart (`None`: the end of the
+/// run): its store must refuse every write then.
+#[derive(Debug, Clone)]
+pub(crate) struct FaultyDisk {
+    pub(crate) node: usize,
+    pub(crate) from: Duration,
+    pub(crate) until: Option<Duration>,
+}
+
 /// Every acknowledged write of a run, in order.
 #[derive(Debug, Default)]
 pub(crate) struct AckLog {
     pub(crate) acks: Vec<Ack>,
     /// Every key a client touched.
     pub(crate) keys: std::collections::BTreeSet<String>,
+    /// The disk faults injected, in order.
+    pub(crate) faulty_disks: Vec<FaultyDisk>,
 }
 
 /// The operation a client sends next.

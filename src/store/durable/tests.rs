@@ -120,15 +120,15 @@ fn a_failed_fdatasync_breaks_the_log_which_refuses_every_write_and_is_kept_for_r
 }
 
 #[test]
-fn a_failed_write_is_cut_back_and_the_log_and_audit_chain_go_on() {
+fn a_write_refused_for_a_full_disk_is_cut_back_and_the_log_and_audit_chain_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let faults = Arc::new(Faults::default());
     let store = faulty(dir.path(), &faults);
     store.write_batch(&[put("a", "1")], 10).unwrap();
-    for fault in [Fault::Write, Fault::TornWrite] {
-        faults.inject(fault);
+    for _ in 0..2 {
+        faults.inject(Fault::Full);
         let failed = store.write_batch(&[put("lost", "2")], 11).unwrap_err();
-        assert!(failed.to_string().contains("injected"), "{failed}");
+        assert!(matches!(failed, StoreError::Full(_)), "{failed}");
     }
     store.write_batch(&[put("b", "3")], 12).unwrap();
     assert_eq!(store.get("lost").unwrap(), None);
@@ -160,6 +160,41 @@ fn a_failed_write_is_cut_back_and_the_log_and_audit_chain_go_on() {
         store.verify_audit().unwrap(),
         Some(kvs_sync::AuditVerdict::Intact { .. })
     ));
+}
+
+/// Found by an audit of the simulator's disk faults: an append that failed (an EIO, or
+/// torn) was cut back and the next write taken, where a node whose disk fails a write
+/// is to refuse writes from then on (issue 10); a restart replays what the log holds.
+#[test]
+fn a_failed_or_torn_write_breaks_the_log_until_a_restart() {
+    for fault in [Fault::Write, Fault::TornWrite] {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(Faults::default());
+        let store = faulty(dir.path(), &faults);
+        store.write_batch(&[put("a", "1")], 10).unwrap();
+        faults.inject(fault);
+        let failed = store.write_batch(&[put("lost", "2")], 11).unwrap_err();
+        assert!(failed.to_string().contains("injected"), "{failed}");
+        let refused = store.write_batch(&[put("next", "3")], 12).unwrap_err();
+        assert!(
+            refused.to_string().contains("broken"),
+            "{fault:?}: {refused}"
+        );
+        assert!(
+            store.get("a").unwrap().is_some(),
+            "what was acknowledged stays"
+        );
+        drop(store);
+        let store = DurableStore::open(dir.path(), StoreOptions::default(), audit()).unwrap();
+        assert!(store.get("a").unwrap().is_some());
+        assert_eq!(store.get("lost").unwrap(), None, "{fault:?}");
+        assert_eq!(store.get("next").unwrap(), None);
+        store.write_batch(&[put("after", "4")], 13).unwrap();
+        assert!(matches!(
+            store.verify_audit().unwrap(),
+            Some(kvs_sync::AuditVerdict::Intact { .. })
+        ));
+    }
 }
 
 #[test]
