@@ -12,7 +12,7 @@ use std::time::Duration;
 use kvs_net::{AUTH_OVERHEAD, NodeId, SeededRng, seeded_rng};
 
 use crate::checks::Checks;
-use crate::fabric::{Fabric, NetCounts};
+use crate::fabric::{Fabric, NetCounts, NetOp};
 use crate::properties::{Violation, World};
 use crate::protocol::{NodeCtx, Protocol, ProtocolFactory, Transmit, addr_index, node_addr};
 use crate::queue::{EventQueue, Pending};
@@ -191,6 +191,7 @@ impl<F: ProtocolFactory> Engine<'_, F> {
                     to,
                     late,
                     payload,
+                    ..
                 } => self.deliver(from as usize, to as usize, late, payload)?,
                 Pending::Timer { node, generation } => self.fire_timer(node, generation)?,
                 Pending::Step(i) => self.step(i)?,
@@ -304,7 +305,7 @@ impl<F: ProtocolFactory> Engine<'_, F> {
             )?,
             Ok(times) => {
                 let payload = t.payload.into_boxed_slice();
-                for at in times {
+                for (at, held) in times {
                     // Node counts are validated to fit (at most 100,000).
                     let (from, to) = (
                         u32::try_from(i).unwrap_or(u32::MAX),
@@ -316,6 +317,7 @@ impl<F: ProtocolFactory> Engine<'_, F> {
                             from,
                             to,
                             late: false,
+                            held,
                             payload: payload.clone(),
                         },
                     );
@@ -355,6 +357,7 @@ impl<F: ProtocolFactory> Engine<'_, F> {
                             from,
                             to,
                             late: true,
+                            held: false,
                             payload,
                         };
                         self.schedule(at, pending);
@@ -418,7 +421,12 @@ impl<F: ProtocolFactory> Engine<'_, F> {
         let TimedOp { what, op, .. } = self.steps[i].clone();
         self.emit(Event::Step(what), &[])?;
         match op {
-            Op::Net(net) => self.fabric.apply(self.now, &net)?,
+            Op::Net(net) => {
+                self.fabric.apply(self.now, &net)?;
+                if matches!(net, NetOp::Heal) {
+                    self.queue.release_held(self.now);
+                }
+            }
             Op::Node(kind, nodes) => {
                 for node in nodes {
                     self.node_op(kind, node)?;

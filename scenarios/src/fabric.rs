@@ -18,7 +18,8 @@ pub(crate) enum NetOp {
     Partition(Vec<u32>),
     /// `from` cannot reach `to`.
     Oneway(BTreeSet<usize>, BTreeSet<usize>),
-    /// Remove partitions and clogs.
+    /// Remove partitions and clogs; what a clog held arrives at once (the engines
+    /// release it).
     Heal,
     /// Patch links `from` x `to` (`None`: every link, and the default).
     Link(Option<(Vec<usize>, Vec<usize>)>, LinkPatch),
@@ -31,6 +32,15 @@ struct Clog {
     from: BTreeSet<usize>,
     to: BTreeSet<usize>,
     until: Duration,
+}
+
+/// The arrival of something due at `at` on a link a clog holds until `held` (if any):
+/// the later of the two, and whether the clog holds it.
+fn hold(at: Duration, held: Option<Duration>) -> (Duration, bool) {
+    match held {
+        Some(until) if until > at => (until, true),
+        _ => (at, false),
+    }
 }
 
 /// Counts of what the network did.
@@ -96,14 +106,15 @@ impl Fabric {
         &self.counts
     }
 
-    /// Counts a datagram handed over and draws its delivery times (or why it is dropped).
+    /// Counts a datagram handed over and draws its delivery times (or why it is dropped),
+    /// each with whether a clog holds it (until the clog's end, or a heal).
     pub(crate) fn route(
         &mut self,
         now: Duration,
         from: usize,
         to: usize,
         wire_len: usize,
-    ) -> Result<Vec<Duration>, DropReason> {
+    ) -> Result<Vec<(Duration, bool)>, DropReason> {
         self.counts.sent += 1;
         let link = self.overrides.get(&(from, to)).unwrap_or(&self.default);
         if wire_len > link.mtu {
@@ -130,15 +141,17 @@ impl Fabric {
             .filter(|c| c.from.contains(&from) && c.to.contains(&to))
             .map(|c| c.until)
             .max();
-        Ok(delays
-            .into_iter()
-            .map(|d| (now + d).max(held.unwrap_or(Duration::ZERO)))
-            .collect())
+        Ok(delays.into_iter().map(|d| hold(now + d, held)).collect())
     }
 
-    /// A latency draw for reliable stream data on `from` -> `to` (no loss: streams
-    /// retransmit; a clog still holds it).
-    pub(crate) fn stream_delay(&mut self, now: Duration, from: usize, to: usize) -> Duration {
+    /// When reliable stream data sent on `from` -> `to` now arrives (no loss: streams
+    /// retransmit), and whether a clog holds it.
+    pub(crate) fn stream_arrival(
+        &mut self,
+        now: Duration,
+        from: usize,
+        to: usize,
+    ) -> (Duration, bool) {
         let link = self.overrides.get(&(from, to)).unwrap_or(&self.default);
         let at = now + link.delay(&mut self.rng);
         let held = self
@@ -147,7 +160,7 @@ impl Fabric {
             .filter(|c| c.until > now && c.from.contains(&from) && c.to.contains(&to))
             .map(|c| c.until)
             .max();
-        at.max(held.unwrap_or(Duration::ZERO)) - now
+        hold(at, held)
     }
 
     /// Counts a drop and returns its reason.

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 /// Something that will happen.
 pub(crate) enum Pending {
-    /// A datagram arrives (`late`: it already waited out its slow receiver's delay).
+    /// A datagram arrives (`late`: it already waited out its slow receiver's delay;
+    /// `held`: a clog holds it until this time, or a heal).
     Deliver {
         from: u32,
         to: u32,
         late: bool,
+        held: bool,
         payload: Box<[u8]>,
     },
     /// A node's timer fires (ignored if the node re-armed it since: `generation`).
@@ -73,6 +75,26 @@ impl EventQueue {
         self.heap
             .pop()
             .map(|s| (Duration::from_micros(s.key.0.0), s.what))
+    }
+
+    /// Moves the datagrams clogs hold to `now` (a heal), in the order they were due.
+    pub(crate) fn release_held(&mut self, now: Duration) {
+        let now = u64::try_from(now.as_micros()).unwrap_or(u64::MAX);
+        // Ascending by `Reverse`: the latest first.
+        let mut events = std::mem::take(&mut self.heap).into_sorted_vec();
+        events.reverse();
+        for event in &mut events {
+            if let Pending::Deliver {
+                held: held @ true, ..
+            } = &mut event.what
+                && event.key.0.0 > now
+            {
+                *held = false;
+                self.seq += 1;
+                event.key = Reverse((now, self.seq));
+            }
+        }
+        self.heap = BinaryHeap::from(events);
     }
 
     /// How many events were ever scheduled.

@@ -36,6 +36,8 @@ pub(crate) struct Frame {
     pub(crate) from: usize,
     pub(crate) to: usize,
     pub(crate) first_try: Duration,
+    /// Whether a clog holds it until its time (a heal releases it).
+    pub(crate) held: bool,
 }
 
 enum CoreEvent {
@@ -44,6 +46,8 @@ enum CoreEvent {
         from: usize,
         to: usize,
         payload: Vec<u8>,
+        /// Whether a clog holds it until its time (a heal releases it).
+        held: bool,
     },
     Frame(Box<Frame>),
 }
@@ -98,9 +102,54 @@ impl Core {
         self.schedule(at, CoreEvent::Wake(waker));
     }
 
-    /// Delivers a datagram at `at`.
-    pub(crate) fn send_datagram(&mut self, at: Duration, from: usize, to: usize, payload: Vec<u8>) {
-        self.schedule(at, CoreEvent::Datagram { from, to, payload });
+    /// Delivers a datagram at `at` (`held`: by a clog).
+    pub(crate) fn send_datagram(
+        &mut self,
+        (at, held): (Duration, bool),
+        from: usize,
+        to: usize,
+        payload: Vec<u8>,
+    ) {
+        let datagram = CoreEvent::Datagram {
+            from,
+            to,
+            payload,
+            held,
+        };
+        self.schedule(at, datagram);
+    }
+
+    /// A heal: what clogs hold arrives now, in the order it was due, and the streams it
+    /// belongs to send on from now.
+    pub(crate) fn release_held(&mut self) {
+        let now = self.now;
+        let held: Vec<(Duration, u64)> = self
+            .events
+            .iter()
+            .filter(|((at, _), event)| {
+                *at > now
+                    && match event {
+                        CoreEvent::Datagram { held, .. } => *held,
+                        CoreEvent::Frame(frame) => frame.held,
+                        CoreEvent::Wake(_) => false,
+                    }
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in held {
+            let Some(mut event) = self.events.remove(&key) else {
+                continue;
+            };
+            match &mut event {
+                CoreEvent::Datagram { held, .. } => *held = false,
+                CoreEvent::Frame(frame) => {
+                    frame.held = false;
+                    lock(&frame.pipe).released(now);
+                }
+                CoreEvent::Wake(_) => {}
+            }
+            self.schedule(now, event);
+        }
     }
 
     /// Delivers a stream frame at `at`.
@@ -125,7 +174,9 @@ impl Core {
         self.now = at;
         match event {
             CoreEvent::Wake(waker) => waker.wake(),
-            CoreEvent::Datagram { from, to, payload } => self.deliver_datagram(from, to, payload),
+            CoreEvent::Datagram {
+                from, to, payload, ..
+            } => self.deliver_datagram(from, to, payload),
             CoreEvent::Frame(frame) => self.deliver_frame(*frame),
         }
         true
@@ -163,7 +214,13 @@ impl Core {
             lock(&frame.reverse).break_off(Broken::TimedOut);
         } else {
             let at = self.now + RETRY;
-            self.send_frame(at, frame);
+            self.send_frame(
+                at,
+                Frame {
+                    held: false,
+                    ..frame
+                },
+            );
         }
     }
 }

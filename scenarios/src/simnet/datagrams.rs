@@ -38,8 +38,8 @@ impl Datagrams for SimDatagrams {
             .fabric
             .route(now, self.node, to, payload.len() + AUTH_OVERHEAD)
         {
-            for at in times {
-                core.send_datagram(at, self.node, to, payload.to_vec());
+            for arrival in times {
+                core.send_datagram(arrival, self.node, to, payload.to_vec());
             }
         }
         Ok(())

@@ -156,18 +156,31 @@ impl SimNet {
         let _ = core.fabric.apply(now, &op);
     }
 
+    /// Holds what a node of `from` sends to a node of `to` for `hold` (datagrams and
+    /// stream frames arrive at its end), unless a [`heal`](Self::heal) comes first.
+    pub fn clog(&self, from: &[usize], to: &[usize], hold: Duration) {
+        let op = NetOp::Clog(
+            from.iter().copied().collect(),
+            to.iter().copied().collect(),
+            hold,
+        );
+        let _ = self.apply(&op);
+    }
+
     /// Applies a resolved timeline change to the network.
     pub(crate) fn apply(&self, op: &NetOp) -> Result<(), SimError> {
         let mut core = lock(&self.core);
         let now = core.now;
-        core.fabric.apply(now, op)
+        core.fabric.apply(now, op)?;
+        if matches!(op, NetOp::Heal) {
+            core.release_held();
+        }
+        Ok(())
     }
 
-    /// Removes every partition and clog.
+    /// Removes every partition and clog (what a clog held arrives at once).
     pub fn heal(&self) {
-        let mut core = lock(&self.core);
-        let now = core.now;
-        let _ = core.fabric.apply(now, &NetOp::Heal);
+        let _ = self.apply(&NetOp::Heal);
     }
 
     /// Crashes (`false`) or revives (`true`) a node's network: a down node sends and

@@ -51,6 +51,12 @@ impl Broken {
 }
 
 impl Pipe {
+    /// A clog that held this pipe's frames was healed at `now`: frames sent from now on
+    /// are due from now, not from the clog's end.
+    pub(crate) fn released(&mut self, now: Duration) {
+        self.last_at = self.last_at.min(now);
+    }
+
     /// A frame arrived; frames are handed over in sending order.
     pub(crate) fn arrive(&mut self, seq: u64, data: Option<Vec<u8>>) {
         if seq == self.next_deliver && self.arrived.is_empty() {
@@ -192,8 +198,8 @@ impl StreamTransport for SimStreams {
             let until = {
                 let mut c = lock(&self.core);
                 let now = c.now;
-                now + c.fabric.stream_delay(now, self.node, to)
-                    + c.fabric.stream_delay(now, to, self.node)
+                let there = c.fabric.stream_arrival(now, self.node, to).0;
+                c.fabric.stream_arrival(there, to, self.node).0
             };
             Sleep::new(Arc::clone(&self.core), until).await;
             let retry = {
@@ -330,7 +336,8 @@ impl SimStream {
             return Err(why.error());
         }
         let now = core.now;
-        let at = (now + core.fabric.stream_delay(now, self.from, self.to)).max(pipe.last_at);
+        let (at, held) = core.fabric.stream_arrival(now, self.from, self.to);
+        let at = at.max(pipe.last_at);
         pipe.last_at = at;
         let seq = pipe.next_send;
         pipe.next_send += 1;
@@ -347,6 +354,7 @@ impl SimStream {
                 from,
                 to,
                 first_try: at,
+                held,
             },
         );
         Ok(())
