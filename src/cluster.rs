@@ -293,6 +293,11 @@ fn register_membership<'a>(
             metrics.refutations,
         ),
         (
+            "kvs_membership_id_conflicts",
+            "Signs that another node uses this node's node_id",
+            metrics.id_conflicts,
+        ),
+        (
             "kvs_membership_deaths",
             "Members declared dead",
             metrics.deaths,

@@ -29,6 +29,8 @@ pub const LEAVE_GRACE: Duration = Duration::from_millis(800);
 /// cannot join, and how long between such warnings after that.
 const JOIN_WARNING_AFTER: Duration = Duration::from_secs(5);
 const JOIN_WARNING_EVERY: Duration = Duration::from_secs(60);
+/// How long between warnings that another node uses this node's id.
+const ID_CONFLICT_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// How long the driver sleeps when the core wants no wake-up (it wants one as soon as
 /// it knows another member; until then only a datagram or the shutdown wakes it).
@@ -87,6 +89,8 @@ impl Membership {
             swim: Arc::clone(&swim),
             seeds: config.seeds,
             join_warning_at,
+            id_conflicts_warned: 0,
+            id_warning_at: Duration::ZERO,
             transport,
             clock,
             runtime: Arc::clone(&runtime),
@@ -131,6 +135,10 @@ struct Driver<T, E> {
     seeds: Vec<SocketAddr>,
     /// When to warn that no seed has answered, while none has.
     join_warning_at: Option<Duration>,
+    /// The id conflicts counted when this node last warned of one, and when it may warn
+    /// again.
+    id_conflicts_warned: u64,
+    id_warning_at: Duration,
     transport: Arc<T>,
     clock: Arc<dyn Clock>,
     runtime: Arc<dyn Runtime>,
@@ -172,6 +180,7 @@ impl<T: Datagrams, E: Fn(&MembershipEvent)> Driver<T, E> {
                 }
                 Input::Datagram(Ok((from, bytes))) => {
                     lock(&self.swim).handle_datagram(from, &bytes, now);
+                    self.warn_of_id_conflict(now);
                     let span = tracing::debug_span!("gossip", peer = %from);
                     self.flush().instrument(span).await;
                 }
@@ -199,6 +208,29 @@ impl<T: Datagrams, E: Fn(&MembershipEvent)> Driver<T, E> {
              run and that this node reaches their gossip ports, and that every node has the \
              same cluster_secret"
         );
+    }
+
+    /// Warns, at most once every [`ID_CONFLICT_WARNING_EVERY`], while another process uses this
+    /// node's id (see [`Swim::id_conflict`]): the two refute each other for ever and the
+    /// cluster sees one member flap between their addresses, which nothing else says.
+    fn warn_of_id_conflict(&mut self, now: Duration) {
+        let (conflicts, addr) = {
+            let swim = lock(&self.swim);
+            (swim.metrics().id_conflicts, swim.id_conflict())
+        };
+        if conflicts == self.id_conflicts_warned || now < self.id_warning_at {
+            return;
+        }
+        self.id_conflicts_warned = conflicts;
+        self.id_warning_at = now + ID_CONFLICT_WARNING_EVERY;
+        if let Some(other) = addr {
+            tracing::warn!(
+                %other,
+                "another node uses this node's node_id: each node needs an id of its own \
+                 (a config copied from another node keeps its node_id); the two refute each \
+                 other and the cluster sees one member flapping between their addresses"
+            );
+        }
     }
 
     /// Sends every pending datagram; logs every pending event and hands it on.

@@ -325,3 +325,76 @@ fn a_claim_of_this_node_at_the_last_incarnation_is_refuted_without_overflow() {
     let me = a.member(&NodeId::from("a")).expect("a knows itself");
     assert_eq!(me.incarnation, u64::MAX);
 }
+
+/// Runs `nodes` from `from` to `until` in steps of 10 ms, every datagram delivered at
+/// once to the node at its address (none lost).
+fn run_together(nodes: &mut [(&mut Swim, SocketAddr)], from: Duration, until: Duration) {
+    let mut now = from;
+    while now <= until {
+        let mut in_flight: Vec<(SocketAddr, Transmit)> = Vec::new();
+        for (node, addr) in nodes.iter_mut() {
+            let sent = run_timers(node, now).into_iter().chain(drain(node));
+            in_flight.extend(sent.map(|x| (*addr, x)));
+        }
+        while !in_flight.is_empty() {
+            for (src, x) in std::mem::take(&mut in_flight) {
+                if let Some((node, addr)) = nodes.iter_mut().find(|(_, addr)| *addr == x.dst) {
+                    node.handle_datagram(src, &x.payload, now);
+                    in_flight.extend(drain(node).into_iter().map(|x| (*addr, x)));
+                }
+            }
+        }
+        now += Duration::from_millis(10);
+    }
+}
+
+/// Found by an audit with real processes: two nodes started with one `node_id` (a copied
+/// config) refuted each other for ever (incarnation 1 to 76 in 15 s) and nothing said so.
+/// Each now sees the other as a conflict, with its address; a node restarted on another
+/// address, whose earlier life's entry it refutes once, does not.
+#[test]
+fn two_nodes_with_one_id_see_the_conflict_and_a_restart_elsewhere_does_not() {
+    let t = Duration::ZERO;
+    let (first, seed, second) = (local("a", 1), local("c", 2), local("a", 3));
+    let mut a1 = Swim::new(first.clone(), SwimConfig::lan(), 1, t).unwrap();
+    let mut c = Swim::new(seed.clone(), SwimConfig::lan(), 2, t).unwrap();
+    let mut a2 = Swim::new(second.clone(), SwimConfig::lan(), 3, t).unwrap();
+    a1.join(&[seed.gossip_addr], t);
+    a2.join(&[seed.gossip_addr], t);
+    run_together(
+        &mut [
+            (&mut a1, first.gossip_addr),
+            (&mut c, seed.gossip_addr),
+            (&mut a2, second.gossip_addr),
+        ],
+        t,
+        Duration::from_secs(10),
+    );
+    assert!(a1.metrics().id_conflicts > 0, "{:?}", a1.metrics());
+    assert!(a2.metrics().id_conflicts > 0, "{:?}", a2.metrics());
+    assert_eq!(a1.id_conflict(), Some(second.gossip_addr));
+    assert_eq!(a2.id_conflict(), Some(first.gossip_addr));
+
+    // a restarted on another address (its first life gone): c still gossips the first
+    // life's entry for a while, which a refutes, and that is no conflict.
+    let t = Duration::from_secs(20);
+    let mut c = Swim::new(seed.clone(), SwimConfig::lan(), 4, t).unwrap();
+    let mut a1 = Swim::new(first.clone(), SwimConfig::lan(), 5, t).unwrap();
+    a1.join(&[seed.gossip_addr], t);
+    run_together(
+        &mut [(&mut a1, first.gossip_addr), (&mut c, seed.gossip_addr)],
+        t,
+        t + Duration::from_secs(5),
+    );
+    let restarted = local("a", 3);
+    let mut a2 = Swim::new(restarted.clone(), SwimConfig::lan(), 6, t).unwrap();
+    a2.join(&[seed.gossip_addr], t + Duration::from_secs(5));
+    run_together(
+        &mut [(&mut a2, restarted.gossip_addr), (&mut c, seed.gossip_addr)],
+        t + Duration::from_secs(5),
+        t + Duration::from_secs(20),
+    );
+    assert!(a2.incarnation() > 0, "a2 refuted its earlier life's entry");
+    assert_eq!(a2.metrics().id_conflicts, 0, "{:?}", a2.metrics());
+    assert_eq!(a2.id_conflict(), None);
+}

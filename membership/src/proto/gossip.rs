@@ -238,6 +238,12 @@ impl Swim {
             }
             Kind::Suspect { .. } | Kind::Dead { .. } | Kind::Left => !stale,
         };
+        if refute && update.kind == Kind::Alive && update.addr != self.me.addr {
+            if self.claimed_from == Some(update.addr) {
+                self.note_id_conflict(update.addr);
+            }
+            self.claimed_from = Some(update.addr);
+        }
         let earlier = update.joined_at < self.me.joined_at;
         self.me.joined_at = self.me.joined_at.min(update.joined_at);
         if refute {

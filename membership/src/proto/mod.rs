@@ -97,6 +97,10 @@ pub struct Swim {
     transmits: VecDeque<Transmit>,
     events: VecDeque<MembershipEvent>,
     metrics: Metrics,
+    /// The address of the last `alive` about this node from elsewhere at its incarnation
+    /// or above, which it refuted; and of the last sign that another process uses its id.
+    claimed_from: Option<SocketAddr>,
+    id_conflict: Option<SocketAddr>,
     now: Duration,
 }
 
@@ -144,6 +148,8 @@ impl Swim {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             metrics: Metrics::default(),
+            claimed_from: None,
+            id_conflict: None,
             now,
         };
         swim.start_timers(now);
@@ -220,7 +226,11 @@ impl Swim {
             Err(DecodeError::Malformed) => return self.metrics.malformed += 1,
         };
         let Header { sender, msg } = packet.header;
-        if sender == self.me.id || sender.as_str().len() > MAX_ID_LEN {
+        if sender == self.me.id {
+            // This node never sends to itself: another process sends under its id.
+            return self.note_id_conflict(from);
+        }
+        if sender.as_str().len() > MAX_ID_LEN {
             return;
         }
         let source = match msg {
@@ -324,6 +334,21 @@ impl Swim {
             health_score: self.health.score(),
             ..self.metrics.clone()
         }
+    }
+
+    /// The address of the last process seen using this node's id, if any: a datagram
+    /// that came with this node's id as its sender, or a second `alive` about this node
+    /// from one other address after this node refuted the first. (A node restarted on
+    /// another address sees its earlier life's entry once; a copied config keeps two
+    /// processes refuting each other for ever, and the cluster sees one member flap
+    /// between their addresses.)
+    pub fn id_conflict(&self) -> Option<SocketAddr> {
+        self.id_conflict
+    }
+
+    fn note_id_conflict(&mut self, addr: SocketAddr) {
+        self.metrics.id_conflicts += 1;
+        self.id_conflict = Some(addr);
     }
 
     /// This node's id.

@@ -110,6 +110,8 @@ pub struct Metrics {
     pub suspicions: u64,
     /// Suspicions of this node that it refuted.
     pub refutations: u64,
+    /// Signs that another process uses this node's id (see [`crate::Swim::id_conflict`]).
+    pub id_conflicts: u64,
     /// Members this node marked dead.
     pub deaths: u64,
     /// Full-state exchanges started (push-pull, join, re-announce).
