@@ -79,9 +79,17 @@ fn event_id(version: &Version, expired: bool) -> String {
     format!("{at}.{}", version.id.uuid)
 }
 
-/// The time a Last-Event-ID resumes from: its timestamp, before the first `.` if any.
+/// The time a Last-Event-ID resumes from: an id as sent (`<timestamp>.<uuid>`), or a bare
+/// timestamp; `None` for anything else (a timestamp with something else after the `.`
+/// would resume from it and send that event again).
 fn resume_ms(id: &str) -> Option<u64> {
-    id.split_once('.').map_or(id, |(ms, _)| ms).parse().ok()
+    let (ms, uuid) = id
+        .split_once('.')
+        .map_or((id, None), |(ms, uuid)| (ms, Some(uuid)));
+    if uuid.is_some_and(|uuid| uuid::Uuid::try_parse(uuid).is_err()) {
+        return None;
+    }
+    ms.parse().ok()
 }
 
 /// The changes a key's versions stand for, oldest first, as `(time, kind, version)`:
@@ -297,11 +305,15 @@ impl Ord for Ordered {
     }
 }
 
-/// The oldest events offered, within a [`BacklogBound`].
+/// The oldest events offered, within a [`BacklogBound`], each once.
 struct Oldest {
     bound: BacklogBound,
     /// A max-heap: the newest held is the first to go.
     held: BinaryHeap<Ordered>,
+    /// The ids held: a key written while the replay reads the time index a page at a
+    /// time moves to a later page and is read twice, with the changes it had then (found
+    /// by an audit: one change sent twice, back to back, under concurrent writes).
+    ids: HashSet<String>,
     bytes: usize,
     offered: usize,
     cut: bool,
@@ -312,6 +324,7 @@ impl Oldest {
         Self {
             bound,
             held: BinaryHeap::new(),
+            ids: HashSet::new(),
             bytes: 0,
             offered: 0,
             cut: false,
@@ -320,6 +333,9 @@ impl Oldest {
 
     /// Takes the change at `at`; a key's changes are offered in their order.
     fn offer(&mut self, at: u64, replayed: Replayed) {
+        if !self.ids.insert(replayed.id.clone()) {
+            return;
+        }
         let bytes = kvs_sync::approximate_size(&replayed.key, &replayed.version);
         self.held.push(Ordered {
             at,
@@ -334,6 +350,7 @@ impl Oldest {
         {
             if let Some(newest) = self.held.pop() {
                 self.bytes -= newest.bytes;
+                self.ids.remove(&newest.replayed.id);
             }
             self.cut = true;
         }
@@ -464,4 +481,58 @@ fn live_events(
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replayed(key: &str, timestamp: u64) -> Replayed {
+        let version = kvs_sync::Version {
+            id: kvs_sync::VersionId {
+                timestamp,
+                origin_joined_at: 1,
+                uuid: uuid::Uuid::from_u128(u128::from(timestamp)),
+            },
+            data: Some("1".into()),
+            owner: None,
+            group: None,
+            permissions: 0,
+            expires_at: None,
+        };
+        Replayed {
+            key: key.into(),
+            id: event_id(&version, false),
+            version,
+            kind: "put",
+        }
+    }
+
+    #[test]
+    fn a_change_offered_twice_is_held_once() {
+        let mut oldest = Oldest::new(BACKLOG_BOUND);
+        for (key, at) in [("b", 2), ("a", 1), ("b", 2), ("c", 3), ("a", 1)] {
+            oldest.offer(at, replayed(key, at));
+        }
+        let backlog = oldest.into_backlog();
+        let keys: Vec<&str> = backlog.events.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+        assert!(!backlog.cut);
+    }
+
+    #[test]
+    fn a_last_event_id_is_an_id_as_sent_or_a_bare_timestamp() {
+        let id = event_id(&replayed("k", 17).version, false);
+        assert_eq!(resume_ms(&id), Some(17));
+        assert_eq!(resume_ms("17"), Some(17));
+        for bad in [
+            "17.garbage",
+            "17.",
+            "abc",
+            "abc.00000000-0000-0000-0000-000000000011",
+            "",
+        ] {
+            assert_eq!(resume_ms(bad), None, "{bad}");
+        }
+    }
 }
