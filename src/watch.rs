@@ -1,7 +1,10 @@
 //! `kvs watch PREFIX`: the node's `/watch` stream printed as it comes, one JSON line per
-//! change (`{"event","key","uuid","timestamp","data"?}`), resumed with `Last-Event-ID`
-//! after a disconnect (and after a `resume` event, when this client fell behind).
+//! change (`{"event","key","uuid","timestamp","data"?}`), resumed after a disconnect
+//! (and after a `resume` event, when this client fell behind) from [`LOOKBACK_MS`]
+//! before the newest change printed, without printing a change twice; after a replay the
+//! node cut short, exactly after the last change printed (`Last-Event-ID`).
 
+use std::collections::{HashSet, VecDeque};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -15,6 +18,13 @@ use crate::http_client::Connection;
 
 /// How long to wait before connecting again after the stream ended.
 const RECONNECT: Duration = Duration::from_secs(1);
+
+/// How far before the newest change printed a reconnection replays from. A change that
+/// reached the node late (replicated from a node that was cut off for a while, or an
+/// expiry, which the purge streams up to a second after its time) has an id older than
+/// changes streamed before it, and a resume from the last id would skip it (found by an
+/// audit: a write held up on its way for a second never printed after a restart).
+const LOOKBACK_MS: u64 = 10_000;
 
 /// `kvs watch`.
 #[derive(Args, Debug)]
@@ -88,13 +98,18 @@ async fn watch_once(
         eprintln!("kvs: {error}; retrying");
         None
     })?;
-    let resume: Vec<(&str, &str)> = delivered
-        .last_id()
+    let (path, last_id) = match delivered.resume() {
+        Resume::Now => (path.to_owned(), None),
+        Resume::Since(ms) => (format!("{path}&since={ms}"), None),
+        Resume::After(id) => (path.to_owned(), Some(id)),
+    };
+    let resume: Vec<(&str, &str)> = last_id
+        .as_deref()
         .map(|id| ("Last-Event-ID", id))
         .into_iter()
         .collect();
     let response = connection
-        .start(Method::GET, path, None, args.target.token(), &resume)
+        .start(Method::GET, &path, None, args.target.token(), &resume)
         .await
         .map_err(|_| None)?;
     let status = response.status();
@@ -121,29 +136,66 @@ async fn watch_once(
     Ok(())
 }
 
-/// The ids printed in the millisecond of the last one: a resume from that id sends the
-/// other changes of its millisecond again, and these are not printed twice.
+/// Where a new connection starts.
+#[derive(Debug, PartialEq, Eq)]
+enum Resume {
+    /// From now: nothing printed yet.
+    Now,
+    /// From this time (Unix ms), dropping the ids printed since.
+    Since(u64),
+    /// Right after this id (the node cut its replay short there).
+    After(String),
+}
+
+/// The changes printed from [`LOOKBACK_MS`] before the newest: a resume from then sends
+/// them again, and they are not printed twice.
 #[derive(Default)]
 struct Delivered {
-    /// The millisecond of the last id, and every id printed in it (the last one last).
-    latest: Vec<String>,
+    /// Each id with its millisecond, in the order printed.
+    recent: VecDeque<(u64, String)>,
+    ids: HashSet<String>,
+    newest_ms: Option<u64>,
+    /// The node cut its replay short (`event: resume` with `backlog`): the next
+    /// connection continues after the last id printed, which always moves on.
+    cut: bool,
 }
 
 impl Delivered {
-    fn last_id(&self) -> Option<&str> {
-        self.latest.last().map(String::as_str)
+    /// Where the next connection starts.
+    fn resume(&mut self) -> Resume {
+        let last = self.recent.back().map(|(_, id)| id.clone());
+        match (std::mem::take(&mut self.cut), last, self.newest_ms) {
+            (true, Some(id), _) => Resume::After(id),
+            (_, _, Some(newest)) => Resume::Since(newest.saturating_sub(LOOKBACK_MS)),
+            (_, _, None) => Resume::Now,
+        }
     }
 
     /// Records `id`; false if it was printed already.
     fn fresh(&mut self, id: &str) -> bool {
-        let millisecond = |id: &str| id.split('.').next().unwrap_or_default().to_owned();
-        if self.latest.iter().any(|seen| seen == id) {
+        if self.ids.contains(id) {
             return false;
         }
-        if self.last_id().map(millisecond) != Some(millisecond(id)) {
-            self.latest.clear();
+        let ms: u64 = id
+            .split('.')
+            .next()
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(0);
+        let newest = self.newest_ms.map_or(ms, |newest| newest.max(ms));
+        self.newest_ms = Some(newest);
+        self.ids.insert(id.to_owned());
+        self.recent.push_back((ms, id.to_owned()));
+        // Forget what a resume no longer replays, but the last id printed.
+        while self.recent.len() > 1
+            && self
+                .recent
+                .front()
+                .is_some_and(|(at, _)| at.saturating_add(LOOKBACK_MS) < newest)
+        {
+            if let Some((_, old)) = self.recent.pop_front() {
+                self.ids.remove(&old);
+            }
         }
-        self.latest.push(id.to_owned());
         true
     }
 }
@@ -163,7 +215,12 @@ fn take_line(line: &str, pending: &mut Pending, delivered: &mut Delivered) {
             return;
         };
         if kind == "resume" {
-            eprintln!("kvs: fell behind the node; resuming");
+            let reason: serde_json::Value =
+                serde_json::from_str(&event.data).unwrap_or(serde_json::Value::Null);
+            delivered.cut = reason["error"] == "backlog";
+            if !delivered.cut {
+                eprintln!("kvs: fell behind the node; resuming");
+            }
             return;
         }
         if event.id.as_deref().is_some_and(|id| !delivered.fresh(id)) {
@@ -180,24 +237,32 @@ fn take_line(line: &str, pending: &mut Pending, delivered: &mut Delivered) {
 
 #[cfg(test)]
 mod tests {
-    use super::Delivered;
+    use super::{Delivered, LOOKBACK_MS, Resume};
 
     #[test]
-    fn a_resume_prints_no_change_of_the_last_millisecond_twice() {
+    fn a_resume_replays_from_before_the_newest_change_and_prints_nothing_twice() {
         let mut delivered = Delivered::default();
-        assert!(delivered.fresh("5.a") && delivered.fresh("5.b"));
-        assert_eq!(delivered.last_id(), Some("5.b"));
-        // A resume from 5.b sends 5.a again: dropped.
-        assert!(!delivered.fresh("5.a"));
-        assert!(!delivered.fresh("5.b"));
-        assert!(delivered.fresh("5.c"));
-        assert!(delivered.fresh("6.d"));
-        assert_eq!(delivered.last_id(), Some("6.d"));
-        assert!(!delivered.fresh("6.d"));
-        assert_eq!(
-            delivered.latest,
-            ["6.d"],
-            "earlier milliseconds are forgotten"
-        );
+        assert_eq!(delivered.resume(), Resume::Now);
+        assert!(delivered.fresh("5000.a") && delivered.fresh("9000.b"));
+        assert_eq!(delivered.resume(), Resume::Since(0));
+        // The resume sends both again: dropped; a change that came late is printed.
+        assert!(!delivered.fresh("5000.a") && !delivered.fresh("9000.b"));
+        assert!(delivered.fresh("7000.late"));
+        assert!(delivered.fresh("20000.c"));
+        assert_eq!(delivered.resume(), Resume::Since(20_000 - LOOKBACK_MS));
+        // What a resume from then no longer sends is forgotten.
+        assert!(delivered.fresh("5000.a"), "forgotten");
+        let kept: Vec<&str> = delivered.recent.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(kept, ["20000.c", "5000.a"]);
+    }
+
+    #[test]
+    fn after_a_replay_cut_short_the_next_connection_goes_on_after_the_last_id() {
+        let mut delivered = Delivered::default();
+        assert!(delivered.fresh("1.a") && delivered.fresh("2.b"));
+        delivered.cut = true;
+        assert_eq!(delivered.resume(), Resume::After("2.b".into()));
+        // Only once: a later disconnect resumes from before the newest again.
+        assert_eq!(delivered.resume(), Resume::Since(0));
     }
 }

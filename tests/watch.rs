@@ -229,6 +229,78 @@ fn kvs_watch_prints_each_change_as_a_json_line() {
     assert_eq!(seen, ["put", "expire"]);
 }
 
+/// `kvs watch` across a restart of its node: it connects again and replays from a little
+/// before the newest change it printed (a change that reached the node late is not
+/// skipped), printing no change twice.
+#[test]
+fn kvs_watch_goes_on_after_its_node_restarts_printing_each_change_once() {
+    let mut node = Node::start(PLAIN);
+    // The restart keeps the port the watcher knows.
+    let port = node.base.rsplit(':').next().unwrap().to_owned();
+    let config = std::fs::read_to_string(&node.config).unwrap();
+    std::fs::write(
+        &node.config,
+        config.replace("http_port: 0", &format!("http_port: {port}")),
+    )
+    .unwrap();
+    let mut watcher = std::process::Command::new(common::kvs_bin())
+        .args(["watch", "r/", "--addr", &node.base])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kvs watch");
+    let stdout = watcher.stdout.take().unwrap();
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let key = |line: String| {
+        let line: Value = serde_json::from_str(&line).unwrap();
+        line["key"].as_str().unwrap().to_owned()
+    };
+    // Connected once it prints a write.
+    let mut printed = Vec::new();
+    for n in 0..100 {
+        assert_eq!(node.put(&format!("/kv/r/first{n}"), "1").status, 201);
+        if let Ok(line) = received.recv_timeout(Duration::from_millis(200)) {
+            printed.push(key(line));
+            break;
+        }
+    }
+    assert_eq!(printed.len(), 1, "the watcher printed nothing");
+    for k in ["a", "b"] {
+        assert_eq!(node.put(&format!("/kv/r/{k}"), "1").status, 201);
+    }
+    while printed.len() < 3 {
+        printed.push(key(received
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a, b")));
+    }
+    node.kill();
+    node.launch();
+    for k in ["c", "d"] {
+        assert_eq!(node.put(&format!("/kv/r/{k}"), "1").status, 201);
+    }
+    while let Ok(line) = received.recv_timeout(Duration::from_secs(5)) {
+        printed.push(key(line));
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    // The replay after the restart may bring writes made before the watcher first
+    // connected (they are in its look-back); nothing comes twice, nothing is missing.
+    let once: std::collections::HashSet<&String> = printed.iter().collect();
+    assert_eq!(once.len(), printed.len(), "printed twice: {printed:?}");
+    let wanted: Vec<&String> = printed
+        .iter()
+        .filter(|k| ["r/a", "r/b", "r/c", "r/d"].contains(&k.as_str()))
+        .collect();
+    assert_eq!(wanted, ["r/a", "r/b", "r/c", "r/d"], "{printed:?}");
+}
+
 #[test]
 fn kvs_watch_without_a_token_on_an_auth_node_exits_1() {
     let node = Node::start("clustering_enabled: false\n");
