@@ -141,6 +141,7 @@ fn health_members_metrics_and_openapi() {
     }
     node.put("/kv/m", "1");
     node.get("/kv/m");
+    assert_eq!(node.get("/sync").status, 200);
     let metrics = node.get("/metrics");
     assert_eq!(metrics.status, 200);
     // The Prometheus text format 0.0.4, which the body is in (no OpenMetrics `# EOF`).
@@ -155,6 +156,8 @@ fn health_members_metrics_and_openapi() {
         "# TYPE kvs_http_requests_total counter",
         "kvs_http_requests_total{route=\"kv\",method=\"PUT\",status=\"201\"} 1",
         "kvs_http_requests_total{route=\"kv\",method=\"GET\",status=\"200\"} 1",
+        // `/sync` under its own route (it was `other`, found by an operations audit).
+        "kvs_http_requests_total{route=\"sync\",method=\"GET\",status=\"200\"} 1",
         "# TYPE kvs_store_keys gauge",
         "kvs_store_keys 1",
         "# TYPE kvs_http_request_duration_seconds histogram",

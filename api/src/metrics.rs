@@ -34,10 +34,31 @@ const BUCKETS: [f64; 12] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
 ];
 
-/// The routes requests are counted under (a small fixed set, not raw paths).
-pub(crate) const ROUTES: [&str; 10] = [
-    "kv", "kv_list", "history", "health", "members", "metrics", "openapi", "auth", "meta", "other",
+/// The routes requests are counted under (a small fixed set, not raw paths), indexed by
+/// the constants of [`route`].
+pub(crate) const ROUTES: [&str; 15] = [
+    "kv", "kv_list", "history", "health", "members", "metrics", "openapi", "auth", "meta", "sync",
+    "watch", "audit", "admin", "ui", "other",
 ];
+
+/// Indexes into [`ROUTES`].
+pub(crate) mod route {
+    pub(crate) const KV: usize = 0;
+    pub(crate) const KV_LIST: usize = 1;
+    pub(crate) const HISTORY: usize = 2;
+    pub(crate) const HEALTH: usize = 3;
+    pub(crate) const MEMBERS: usize = 4;
+    pub(crate) const METRICS: usize = 5;
+    pub(crate) const OPENAPI: usize = 6;
+    pub(crate) const AUTH: usize = 7;
+    pub(crate) const META: usize = 8;
+    pub(crate) const SYNC: usize = 9;
+    pub(crate) const WATCH: usize = 10;
+    pub(crate) const AUDIT: usize = 11;
+    pub(crate) const ADMIN: usize = 12;
+    pub(crate) const UI: usize = 13;
+    pub(crate) const OTHER: usize = 14;
+}
 
 /// The label of a method: the standard ones by name, anything else as `other` (so that
 /// clients cannot grow the label set).

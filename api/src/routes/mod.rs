@@ -39,7 +39,7 @@ use warp::http::{HeaderMap, Method, Response, StatusCode, header};
 use warp::reply::Response as WarpResponse;
 
 use crate::auth::{Operation, User};
-use crate::metrics::RequestMetrics;
+use crate::metrics::{RequestMetrics, route};
 use crate::{ApiError, Backend};
 
 pub use authn::AuthConfig;
@@ -222,15 +222,18 @@ impl<B: Backend> Api<B> {
     {
         let path = request.path;
         match path {
-            "/health" => return (3, self.only_get(request, async { self.health() }).await),
+            "/health" => {
+                let health = self.only_get(request, async { self.health() }).await;
+                return (route::HEALTH, health);
+            }
             // The page needs no token (a browser cannot send one to load it): it asks for
             // one and sends it with its own calls. It is rate limited by address.
             "/ui" | "/ui/" => {
                 if let Err(wait) = self.admit(request, None) {
-                    return (9, Err(ApiError::rate_limited(wait)));
+                    return (route::UI, Err(ApiError::rate_limited(wait)));
                 }
                 let console = async { Ok(cluster::console()) };
-                return (9, self.only_get(request, console).await);
+                return (route::UI, self.only_get(request, console).await);
             }
             _ => {}
         }
@@ -440,26 +443,34 @@ fn error_response(error: &ApiError) -> WarpResponse {
     response
 }
 
-/// The metrics route of a path that needs authentication (indexes `metrics::ROUTES`).
+/// The metrics route of a path that needs authentication (see [`route`]).
 fn route_index(path: &str) -> usize {
     if path.starts_with("/kv/") && path.len() > 4 {
-        0
+        route::KV
     } else if path == "/kv" || path == "/kv/" {
-        1
+        route::KV_LIST
     } else if path.starts_with("/history/") {
-        2
+        route::HISTORY
     } else if path == "/members" {
-        4
+        route::MEMBERS
     } else if path == "/metrics" {
-        5
+        route::METRICS
     } else if path == "/openapi.json" {
-        6
+        route::OPENAPI
     } else if path.starts_with("/auth/") {
-        7
+        route::AUTH
     } else if path.starts_with("/meta/") {
-        8
+        route::META
+    } else if path == "/sync" {
+        route::SYNC
+    } else if path == "/watch" {
+        route::WATCH
+    } else if path == "/audit" || path.starts_with("/audit/") {
+        route::AUDIT
+    } else if path.starts_with("/admin/") {
+        route::ADMIN
     } else {
-        9
+        route::OTHER
     }
 }
 
