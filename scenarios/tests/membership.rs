@@ -1,5 +1,5 @@
 //! The SWIM adapter and the membership properties catch what they claim to: a bound too
-//! tight fails with evidence, a node cut off one way is a (true-positive) false death,
+//! tight fails with evidence, a crash of a node nobody met yet owes no verdict, a node cut off one way is a (true-positive) false death,
 //! `repeat` expands, and a `slow` node changes the run without losing anything.
 
 use kvs_scenarios::{RunOptions, RunReport, Scenario, run_scenario};
@@ -37,6 +37,34 @@ fn a_crash_is_detected_and_a_too_tight_bound_fails() {
     let v = run(&tight, 1).violation.expect("fails");
     assert_eq!(v.property, "failure_detected");
     assert!(v.evidence.contains("n4 crashed"), "{}", v.evidence);
+}
+
+/// The README's late join (a node held down from 0 s, then started): nobody knew its
+/// first life, so nobody owes a verdict on it (found by an audit: the idiom failed
+/// `failure_detected`); a crash of that node once it joined is judged as any other.
+#[test]
+fn a_crash_before_anyone_met_the_node_is_not_judged_and_a_later_one_is() {
+    let late_join = swim(
+        8,
+        "[{at: 0s, crash: [n8]}, {at: 10s, restart: [n8]}]",
+        "{always: [{failure_detected: {within: 4s}}]}",
+    );
+    for seed in 1..=3 {
+        let report = run(&late_join, seed);
+        assert!(
+            report.violation.is_none(),
+            "seed {seed}: {:?}",
+            report.violation
+        );
+    }
+    let crash_after_joining = late_join
+        .replace(
+            "{at: 10s, restart: [n8]}",
+            "{at: 2s, restart: [n8]}, {at: 8s, crash: [n8]}",
+        )
+        .replace("within: 4s", "within: 100ms");
+    let v = run(&crash_after_joining, 1).violation.expect("judged");
+    assert!(v.evidence.contains("n8 crashed"), "{}", v.evidence);
 }
 
 #[test]

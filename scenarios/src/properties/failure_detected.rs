@@ -1,7 +1,10 @@
 //! `failure_detected: {within: 3s}` (always): every crash is noticed by everyone — each
-//! member running when a node crashed, and still running in the same life at the bound,
-//! has declared the crashed life dead within `within` of the crash. A crash whose node
-//! restarts before the bound, or whose bound lies past the end of the run, is not judged.
+//! member running when a node crashed that knew the crashed life (had it alive, suspect
+//! or updated), and still running in the same life at the bound, has declared the
+//! crashed life dead within `within` of the crash. A crash whose node restarts before the
+//! bound, or whose bound lies past the end of the run, is not judged; nor is a member
+//! that never knew the life (a node held down from 0 s, the README's late join, crashed
+//! before anyone met it: found by an audit, which saw that idiom fail).
 //! Measures `crash_to_dead_s` (crash to the last member's verdict) for each judged crash.
 
 use std::collections::BTreeMap;
@@ -32,6 +35,9 @@ pub(crate) struct FailureDetected {
     known: Vec<Life>,
     step_at: Option<Duration>,
     watching: Vec<Crash>,
+    /// The highest incarnation each observer, in each of its lives, knew each member
+    /// at while the member was not dead to it: `(observer, observer life, subject)`.
+    known_alive: BTreeMap<(usize, u64, usize), u64>,
     latencies: Vec<f64>,
 }
 
@@ -45,6 +51,7 @@ impl FailureDetected {
             known: Vec::new(),
             step_at: None,
             watching: Vec::new(),
+            known_alive: BTreeMap::new(),
             latencies: Vec::new(),
         })
     }
@@ -58,10 +65,16 @@ impl FailureDetected {
         for (node, life) in now.iter().enumerate() {
             let before = self.known.get(node);
             if before.is_some_and(|b| b.up && !life.up) {
+                let knew = |o: usize, l: &Life| {
+                    let observer_life = l.lives.saturating_sub(1);
+                    self.known_alive
+                        .get(&(o, observer_life, node))
+                        .is_some_and(|&inc| inc >= life.first_incarnation)
+                };
                 let observers = now
                     .iter()
                     .enumerate()
-                    .filter(|(o, l)| *o != node && l.up)
+                    .filter(|(o, l)| *o != node && l.up && knew(*o, l))
                     .map(|(o, l)| (o, l.lives))
                     .collect();
                 self.watching.push(Crash {
@@ -81,7 +94,14 @@ impl FailureDetected {
 
     fn collect_verdicts(&mut self) {
         let watching = &mut self.watching;
+        let known_alive = &mut self.known_alive;
         let _ = self.cursor.drain(|o| {
+            if matches!(o.seen, Seen::Alive | Seen::Suspect | Seen::Updated) {
+                let known = known_alive
+                    .entry((o.observer, o.observer_life, o.subject))
+                    .or_insert(o.incarnation);
+                *known = (*known).max(o.incarnation);
+            }
             if o.seen != Seen::Dead {
                 return Ok(());
             }
@@ -132,6 +152,7 @@ impl FailureDetected {
     }
 
     fn judge(&mut self, now: Duration, last: bool) -> Result<(), String> {
+        // A crash is noted with who knew whom as of the events before it.
         self.notice_steps();
         self.collect_verdicts();
         if last {
