@@ -74,23 +74,53 @@ struct Engine<'a, F: ProtocolFactory> {
     failure: Option<Violation>,
 }
 
-/// Plays `scenario` with protocol `F`.
-pub(crate) fn run<F: ProtocolFactory>(
-    scenario: &Scenario,
-    opts: RunOptions<'_>,
-) -> Result<RunReport, SimError> {
+/// What a run of `scenario` with protocol `F` is built from, every option checked.
+struct Prepared<F: ProtocolFactory> {
+    factory: F,
+    checks: Checks<F::Node>,
+    steps: Vec<TimedOp>,
+}
+
+fn prepare<F: ProtocolFactory>(scenario: &Scenario) -> Result<Prepared<F>, SimError> {
     scenario.validate()?;
-    if compile(scenario)?
-        .iter()
-        .any(|s| matches!(s.op, Op::Disk(..)))
-    {
+    let steps = compile(scenario)?;
+    if steps.iter().any(|s| matches!(s.op, Op::Disk(..))) {
         return Err(SimError::invalid(
             "disk_fault needs engine: full with store: lmdb",
         ));
     }
     let factory = F::from_config(&scenario.cluster.config)?;
-    let n = scenario.cluster.nodes;
     let checks = Checks::new(&factory, scenario)?;
+    Ok(Prepared {
+        factory,
+        checks,
+        steps,
+    })
+}
+
+/// Checks everything a run of `scenario` with protocol `F` would check before it
+/// starts (options, properties, timeline, network), without running it.
+pub(crate) fn check<F: ProtocolFactory>(scenario: &Scenario) -> Result<(), SimError> {
+    prepare::<F>(scenario)?;
+    Fabric::new(
+        scenario.cluster.nodes,
+        &scenario.network,
+        seeded_rng(0, "network"),
+    )?;
+    Ok(())
+}
+
+/// Plays `scenario` with protocol `F`.
+pub(crate) fn run<F: ProtocolFactory>(
+    scenario: &Scenario,
+    opts: RunOptions<'_>,
+) -> Result<RunReport, SimError> {
+    let Prepared {
+        factory,
+        checks,
+        steps,
+    } = prepare::<F>(scenario)?;
+    let n = scenario.cluster.nodes;
     let mut engine = Engine {
         fabric: Fabric::new(n, &scenario.network, seeded_rng(opts.seed, "network"))?,
         slow_rng: seeded_rng(opts.seed, "slow"),
@@ -101,7 +131,7 @@ pub(crate) fn run<F: ProtocolFactory>(
         queue: EventQueue::default(),
         now: Duration::ZERO,
         quiesce_at: scenario.quiesce_at(),
-        steps: compile(scenario)?,
+        steps,
         trace: Trace::new(opts.trace),
         checks,
         failure: None,

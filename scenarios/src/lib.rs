@@ -47,6 +47,17 @@ pub fn run_file(path: &Path, opts: RunOptions<'_>) -> Result<RunReport, SimError
     run_scenario(&scenario, opts)
 }
 
+/// Checks everything a run of `scenario` would check before it starts (protocol and
+/// its options, node names, the timeline, the network, the workload, the properties
+/// and their arguments, the limits), without running it: `kvs-sim run` checks every
+/// file given this way before it plays the first.
+pub fn check_scenario(scenario: &Scenario) -> Result<(), SimError> {
+    match scenario.engine {
+        Engine::Model => protocols::check_protocol(scenario),
+        Engine::Full => full::check(scenario),
+    }
+}
+
 /// Plays a parsed scenario with `opts`.
 pub fn run_scenario(scenario: &Scenario, opts: RunOptions<'_>) -> Result<RunReport, SimError> {
     match scenario.engine {

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use kvs_scenarios::{
-    RunOptions, RunReport, Scenario, SimError, Summary, failure_report, measurement_line,
-    result_line, run_scenario,
+    RunOptions, RunReport, Scenario, SimError, Summary, check_scenario, failure_report,
+    measurement_line, result_line, run_scenario,
 };
 
 /// mimalloc, as the node has: a run allocates and frees a few buffers per simulated
@@ -122,12 +122,28 @@ fn parse_seeds(text: &str) -> Result<std::ops::RangeInclusive<u64>, String> {
     Ok(first..=last)
 }
 
-/// Plays every file with every seed; `Ok(false)` when any run failed.
+/// An error about a scenario, with its file named.
+fn in_file(path: &Path, error: SimError) -> SimError {
+    match error {
+        SimError::Invalid(message) => SimError::Format {
+            path: path.to_path_buf(),
+            message,
+        },
+        other => other,
+    }
+}
+
+/// Plays every file with every seed; `Ok(false)` when any run failed. Every file is
+/// read and checked before the first run starts, so a bad file runs nothing.
 fn run_all(args: &RunArgs) -> Result<bool, SimError> {
     let scenarios = args
         .files
         .iter()
-        .map(|path| Ok((path.as_path(), Scenario::load(path)?)))
+        .map(|path| {
+            let scenario = Scenario::load(path)?;
+            check_scenario(&scenario).map_err(|e| in_file(path, e))?;
+            Ok((path.as_path(), scenario))
+        })
         .collect::<Result<Vec<_>, SimError>>()?;
     let mut trace_out: Option<BufWriter<File>> = match &args.trace {
         Some(p) => Some(BufWriter::new(File::create(p)?)),
@@ -142,14 +158,8 @@ fn run_all(args: &RunArgs) -> Result<bool, SimError> {
             (None, None) => vec![scenario.seed.unwrap_or(1)],
         };
         for seed in seeds {
-            let report =
-                play(args, path, scenario, seed, trace_out.as_mut()).map_err(|e| match e {
-                    SimError::Invalid(m) => SimError::Format {
-                        path: path.to_path_buf(),
-                        message: m,
-                    },
-                    other => other,
-                })?;
+            let report = play(args, path, scenario, seed, trace_out.as_mut())
+                .map_err(|e| in_file(path, e))?;
             all_passed &= report.violation.is_none();
             summary.add(&report);
         }

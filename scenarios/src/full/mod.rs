@@ -17,14 +17,15 @@ mod workload;
 use std::time::Duration;
 
 use crate::engine::{RunOptions, RunReport};
+use crate::fabric::Fabric;
 use crate::properties::Violation;
 use crate::simnet::SimNet;
-use crate::timeline::{NodeOp, Op, compile};
+use crate::timeline::{NodeOp, Op, TimedOp, compile};
 use crate::trace::{Event, Record, Trace};
 use crate::{Scenario, SimError};
 
 use self::checks::{DataChecks, POLL, converged};
-use self::config::{NodeSettings, parse_clocks, parse_workload};
+use self::config::{ClockSpec, Load, NodeSettings, parse_clocks, parse_workload};
 use self::node::{FullNode, Notes};
 use self::workload::{AckLog, FaultyDisk, Workload};
 
@@ -47,8 +48,17 @@ struct FullEngine<'a> {
     failure: Option<Violation>,
 }
 
-/// Plays an `engine: full` scenario.
-pub(crate) fn run(scenario: &Scenario, opts: RunOptions<'_>) -> Result<RunReport, SimError> {
+/// What a run of a full scenario is built from, every option checked.
+struct Prepared {
+    settings: NodeSettings,
+    clocks: Vec<ClockSpec>,
+    loads: Vec<Load>,
+    checks: DataChecks,
+    /// The timeline and the nemesis's faults for the run's seed, in time order.
+    steps: Vec<TimedOp>,
+}
+
+fn prepare(scenario: &Scenario, seed: u64) -> Result<Prepared, SimError> {
     scenario.validate()?;
     if !matches!(scenario.cluster.protocol.as_str(), "" | "node") {
         return Err(SimError::invalid(
@@ -58,10 +68,10 @@ pub(crate) fn run(scenario: &Scenario, opts: RunOptions<'_>) -> Result<RunReport
     let n = scenario.cluster.nodes;
     let settings = NodeSettings::parse(&scenario.cluster.config)?;
     let clocks = parse_clocks(&scenario.clocks, n)?;
-    let mut workload = Workload::new(parse_workload(&scenario.workload, n)?, opts.seed);
+    let loads = parse_workload(&scenario.workload, n)?;
     let checks = DataChecks::parse(scenario)?;
     let mut steps = compile(scenario)?;
-    steps.extend(nemesis::plan(&scenario.nemesis, n, opts.seed)?);
+    steps.extend(nemesis::plan(&scenario.nemesis, n, seed)?);
     steps.sort_by_key(|s| s.at);
     if steps
         .iter()
@@ -71,6 +81,38 @@ pub(crate) fn run(scenario: &Scenario, opts: RunOptions<'_>) -> Result<RunReport
             "timeline: `slow` and `unslow` are not available with engine: full",
         ));
     }
+    Ok(Prepared {
+        settings,
+        clocks,
+        loads,
+        checks,
+        steps,
+    })
+}
+
+/// Checks everything a run of a full scenario would check before it starts, without
+/// running it (the nemesis's options are the same for every seed).
+pub(crate) fn check(scenario: &Scenario) -> Result<(), SimError> {
+    prepare(scenario, 1)?;
+    Fabric::new(
+        scenario.cluster.nodes,
+        &scenario.network,
+        kvs_net::seeded_rng(0, "network"),
+    )?;
+    Ok(())
+}
+
+/// Plays an `engine: full` scenario.
+pub(crate) fn run(scenario: &Scenario, opts: RunOptions<'_>) -> Result<RunReport, SimError> {
+    let Prepared {
+        settings,
+        clocks,
+        loads,
+        checks,
+        steps,
+    } = prepare(scenario, opts.seed)?;
+    let n = scenario.cluster.nodes;
+    let mut workload = Workload::new(loads, opts.seed);
     let net = SimNet::new(n, &scenario.network, opts.seed)?;
     for (i, clock) in clocks.iter().enumerate() {
         net.set_clock_offset(i, clock.offset_us);

@@ -14,6 +14,21 @@ pub(crate) use swim::{Settings as SwimSettings, index_of};
 use crate::engine::{RunOptions, RunReport};
 use crate::{Scenario, SimError};
 
+/// Checks `scenario` as a run with the protocol it names would, without running it.
+pub(crate) fn check_protocol(scenario: &Scenario) -> Result<(), SimError> {
+    match scenario.cluster.protocol.as_str() {
+        "ping_pong" => crate::engine::check::<PingPong>(scenario),
+        "swim" => crate::engine::check::<SwimFactory>(scenario),
+        other => Err(unknown_protocol(other)),
+    }
+}
+
+fn unknown_protocol(name: &str) -> SimError {
+    SimError::invalid(format!(
+        "cluster.protocol: unknown protocol `{name}` (known: ping_pong, swim)"
+    ))
+}
+
 /// Runs `scenario` with the protocol it names.
 pub(crate) fn run_protocol(
     scenario: &Scenario,
@@ -22,8 +37,6 @@ pub(crate) fn run_protocol(
     match scenario.cluster.protocol.as_str() {
         "ping_pong" => crate::engine::run::<PingPong>(scenario, opts),
         "swim" => crate::engine::run::<SwimFactory>(scenario, opts),
-        other => Err(SimError::invalid(format!(
-            "unknown protocol `{other}` (known: ping_pong, swim)"
-        ))),
+        other => Err(unknown_protocol(other)),
     }
 }
