@@ -11,6 +11,21 @@ use crate::link::{Fate, LinkPatch, LinkSpec};
 use crate::trace::DropReason;
 use crate::{Network, SimError};
 
+/// The most directed links one link rule may name (each gets settings of its own);
+/// `from: all, to: all` in the timeline changes the default instead and names none.
+const MAX_RULE_LINKS: usize = 4_000_000;
+
+/// Refuses a link rule over more than [`MAX_RULE_LINKS`] links.
+pub(crate) fn check_rule_size(from: &[usize], to: &[usize]) -> Result<(), SimError> {
+    let links = from.len().saturating_mul(to.len());
+    if links > MAX_RULE_LINKS {
+        return Err(SimError::invalid(format!(
+            "a link rule covers {links} links, at most {MAX_RULE_LINKS}; use `all` to `all`"
+        )));
+    }
+    Ok(())
+}
+
 /// A network change, resolved to node indexes.
 #[derive(Debug, Clone)]
 pub(crate) enum NetOp {
@@ -206,11 +221,7 @@ impl Fabric {
             }
             return Ok(());
         };
-        if from.len().saturating_mul(to.len()) > 4_000_000 {
-            return Err(SimError::invalid(
-                "a link rule may cover at most 4,000,000 links; use `all` to all",
-            ));
-        }
+        check_rule_size(&from, &to)?;
         for &f in &from {
             for &t in to.iter().filter(|&&t| t != f) {
                 let spec = self.link(f, t).patched(patch)?;

@@ -62,8 +62,9 @@ pub trait ProtocolFactory: Sized {
     /// The node type.
     type Node: Protocol;
 
-    /// Parses `cluster.config` (unknown keys must be an error).
-    fn from_config(config: &Value) -> Result<Self, SimError>;
+    /// Parses `cluster.config` for a cluster of `nodes` nodes (unknown keys, and node
+    /// names or counts the protocol cannot take, must be errors).
+    fn from_config(config: &Value, nodes: usize) -> Result<Self, SimError>;
 
     /// A fresh node.
     fn create(&self, ctx: NodeCtx) -> Self::Node;

@@ -11,6 +11,17 @@ use serde_yaml::Value;
 use crate::link::LinkPatch;
 use crate::{SimError, duration};
 
+/// The most nodes an `engine: model` cluster may have (the fabric's addresses hold
+/// 24 bits; ping-pong with 100,000 nodes takes about 100 MB). A protocol may allow fewer
+/// (`swim`: [`crate::protocols::MAX_SWIM_NODES`]).
+pub(crate) const MAX_MODEL_NODES: usize = 100_000;
+
+/// The most nodes an `engine: full` cluster may have (whole nodes; the benchmarks run 100).
+pub(crate) const MAX_FULL_NODES: usize = 1_000;
+
+/// The most timeline steps a file may have once its `repeat`s are expanded.
+pub(crate) const MAX_TIMELINE_STEPS: usize = 100_000;
+
 /// A whole scenario file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,6 +129,9 @@ pub struct Step {
     pub at: Duration,
     /// What happens.
     pub action: Action,
+    /// Where the file has it, for error messages: `timeline[3]`, or
+    /// `timeline[3].repeat.steps[1]` for a step of a `repeat`.
+    pub place: String,
 }
 
 /// A fault or a repair.
@@ -285,7 +299,11 @@ impl<'de> Deserialize<'de> for Step {
         }));
         let action = Action::deserialize(tagged)
             .map_err(|e| D::Error::custom(format!("action `{key}`: {e}")))?;
-        Ok(Step { at, action })
+        Ok(Step {
+            at,
+            action,
+            place: String::new(),
+        })
     }
 }
 
@@ -302,23 +320,25 @@ impl Scenario {
         })
     }
 
-    /// Parses scenario YAML (and expands `repeat` steps).
+    /// Parses scenario YAML (and expands `repeat` steps, checking the timeline's order
+    /// and bounds first).
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut scenario: Self = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-        scenario.timeline = expand(std::mem::take(&mut scenario.timeline))?;
+        scenario.timeline = expand(std::mem::take(&mut scenario.timeline), scenario.duration)?;
         Ok(scenario)
     }
 
     /// Checks relations between fields that the format alone cannot.
     pub fn validate(&self) -> Result<(), SimError> {
-        if self.cluster.nodes == 0 || self.cluster.nodes > 100_000 {
-            return Err(SimError::invalid("cluster.nodes must be 1..=100000"));
-        }
-        if self.timeline.windows(2).any(|w| w[1].at < w[0].at) {
-            return Err(SimError::invalid("timeline steps must be in time order"));
-        }
-        if self.timeline.last().is_some_and(|s| s.at > self.duration) {
-            return Err(SimError::invalid("a timeline step is after `duration`"));
+        let most = match self.engine {
+            Engine::Model => MAX_MODEL_NODES,
+            Engine::Full => MAX_FULL_NODES,
+        };
+        if self.cluster.nodes == 0 || self.cluster.nodes > most {
+            return Err(SimError::invalid(format!(
+                "cluster.nodes: {} with engine: {:?} (1..={most})",
+                self.cluster.nodes, self.engine
+            )));
         }
         if self.engine == Engine::Model
             && !(self.clocks.is_null() && self.workload.is_null() && self.nemesis.is_null())
@@ -361,25 +381,97 @@ impl Selector {
     }
 }
 
-/// Replaces each `repeat` step by its repetitions; the result is stably sorted by time
-/// when anything was expanded.
-fn expand(timeline: Vec<Step>) -> Result<Vec<Step>, String> {
+/// Refuses a timeline whose steps are after `duration` or out of time order (a timeline
+/// with a `repeat` is sorted once expanded, so its steps may come in any order), or whose
+/// `repeat`s would expand past `duration` or into more than [`MAX_TIMELINE_STEPS`]
+/// steps, before anything is expanded.
+fn check_timeline(timeline: &[Step], duration: Duration) -> Result<(), String> {
+    let sorted_later = timeline
+        .iter()
+        .any(|s| matches!(s.action, Action::Repeat(_)));
+    let mut steps: usize = 0;
+    for (i, step) in timeline.iter().enumerate() {
+        let show = crate::duration::show;
+        if step.at > duration {
+            return Err(format!(
+                "timeline[{i}].at: {} is after duration ({})",
+                show(step.at),
+                show(duration)
+            ));
+        }
+        if let Some(before) = i.checked_sub(1).map(|b| timeline[b].at)
+            && step.at < before
+            && !sorted_later
+        {
+            return Err(format!(
+                "timeline[{i}].at: {} is before the step above it ({}): steps are in time order",
+                show(step.at),
+                show(before)
+            ));
+        }
+        let Action::Repeat(r) = &step.action else {
+            steps += 1;
+            continue;
+        };
+        if r.times == 0 || r.steps.is_empty() {
+            return Err(format!(
+                "timeline[{i}].repeat: needs `times` of at least 1 and at least one step"
+            ));
+        }
+        if let Some(j) = r
+            .steps
+            .iter()
+            .position(|s| matches!(s.action, Action::Repeat(_)))
+        {
+            return Err(format!(
+                "timeline[{i}].repeat.steps[{j}]: a `repeat` cannot contain another `repeat`"
+            ));
+        }
+        let last_offset = r.steps.iter().map(|s| s.at).max().unwrap_or_default();
+        let fits = r
+            .every
+            .checked_mul(r.times - 1)
+            .and_then(|d| d.checked_add(step.at))
+            .and_then(|d| d.checked_add(last_offset))
+            .is_some_and(|last| last <= duration);
+        if !fits {
+            return Err(format!(
+                "timeline[{i}].repeat: its last step comes after duration ({})",
+                show(duration)
+            ));
+        }
+        steps = steps.saturating_add((r.times as usize).saturating_mul(r.steps.len()));
+    }
+    if steps > MAX_TIMELINE_STEPS {
+        return Err(format!(
+            "timeline: {steps} steps once `repeat`s are expanded, at most {MAX_TIMELINE_STEPS}"
+        ));
+    }
+    Ok(())
+}
+
+/// Replaces each `repeat` step by its repetitions (after [`check_timeline`]); the result
+/// is stably sorted by time when anything was expanded. Every step gets its place in the
+/// file.
+fn expand(timeline: Vec<Step>, duration: Duration) -> Result<Vec<Step>, String> {
+    check_timeline(&timeline, duration)?;
     let mut out = Vec::with_capacity(timeline.len());
     let mut expanded = false;
-    for step in timeline {
+    for (i, step) in timeline.into_iter().enumerate() {
         let Action::Repeat(r) = step.action else {
-            out.push(step);
+            out.push(Step {
+                place: format!("timeline[{i}]"),
+                ..step
+            });
             continue;
         };
         expanded = true;
         for k in 0..r.times {
-            for inner in &r.steps {
-                if matches!(inner.action, Action::Repeat(_)) {
-                    return Err("a `repeat` cannot contain another `repeat`".into());
-                }
+            for (j, inner) in r.steps.iter().enumerate() {
                 out.push(Step {
                     at: step.at + r.every * k + inner.at,
                     action: inner.action.clone(),
+                    place: format!("timeline[{i}].repeat.steps[{j}]"),
                 });
             }
         }

@@ -53,10 +53,9 @@ pub(crate) fn compile(scenario: &Scenario) -> Result<Vec<TimedOp>, SimError> {
     scenario
         .timeline
         .iter()
-        .enumerate()
-        .map(|(i, step)| {
+        .map(|step| {
             let op = resolve(&step.action, n).map_err(|e| match e {
-                SimError::Invalid(m) => SimError::invalid(format!("timeline[{i}]: {m}")),
+                SimError::Invalid(m) => SimError::invalid(format!("{}: {m}", step.place)),
                 other => other,
             })?;
             Ok(TimedOp {
@@ -95,7 +94,9 @@ fn resolve(action: &Action, n: usize) -> Result<Op, SimError> {
             let pairs = if all(&rule.from) && all(&rule.to) {
                 None
             } else {
-                Some((rule.from.resolve(n)?, rule.to.resolve(n)?))
+                let (from, to) = (rule.from.resolve(n)?, rule.to.resolve(n)?);
+                crate::fabric::check_rule_size(&from, &to)?;
+                Some((from, to))
             };
             Op::Net(NetOp::Link(pairs, rule.set.clone()))
         }

@@ -1,6 +1,7 @@
 //! Every scenario file in `scenarios/` passes with a small seed count, each run played
 //! twice in process (`--check-determinism`). The whole-node files (`data-*.yaml`, engine
-//! `full`) and the others run as two tests, so that they run side by side.
+//! `full`) and the others run as two tests, so that they run side by side. The files of
+//! `bench/` are not played, but must pass the checks a run makes first.
 
 mod common;
 
@@ -46,4 +47,22 @@ fn every_whole_node_scenario_file_passes_with_two_seeds() {
     let files = files(true);
     assert!(files.len() >= 8, "data scenario files: {files:?}");
     all_pass_with_two_seeds(&files);
+}
+
+/// The benchmark files (`bench/`, not played here) pass every check a run makes first.
+#[test]
+fn every_bench_file_passes_the_checks() {
+    let dir = scenarios_dir().join("bench");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("bench dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|x| x != "yaml") {
+            continue;
+        }
+        let scenario = kvs_scenarios::Scenario::load(&path).expect("parses");
+        kvs_scenarios::check_scenario(&scenario)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        checked += 1;
+    }
+    assert!(checked >= 10, "bench files: {checked}");
 }

@@ -92,3 +92,79 @@ fn every_file_is_checked_before_the_first_run() {
         &["workload[0]", "rate"],
     );
 }
+
+/// One bad file on its own.
+fn refused_alone(text: &str, expected: &[&str]) -> String {
+    let files = Files::new();
+    let path = files.write("bad.yaml", text);
+    refused(&[&path], &path, expected)
+}
+
+#[test]
+fn sizes_past_the_limits_are_refused_before_anything_is_built() {
+    let cases: [(String, &[&str]); 11] = [
+        (
+            full(
+                "workload: [{clients: 1, rate: 10/s, keys: 10, mix: {put: 1}, nodes: [], until: 5s}]",
+            ),
+            &["workload[0]", "nodes"],
+        ),
+        (
+            "name: t\nengine: model\nduration: 5s\n\
+             cluster: {nodes: 3, protocol: ping_pong, config: {size: 18446744073709551615}}"
+                .into(),
+            &["cluster.config.size", "65507"],
+        ),
+        (
+            "name: t\nengine: model\nduration: 5s\n\
+             cluster: {nodes: 3, protocol: ping_pong, config: {size: 4}}"
+                .into(),
+            &["cluster.config.size", "9..="],
+        ),
+        (
+            ping_pong(
+                "timeline:\n  - at: 1s\n    repeat: {every: 1us, times: 1000000000, steps: [{at: 0s, heal: all}]}",
+            ),
+            &["timeline[0].repeat", "after duration"],
+        ),
+        (
+            ping_pong(
+                "timeline:\n  - at: 1s\n    repeat: {every: 1us, times: 200000, steps: [{at: 0s, heal: all}]}",
+            ),
+            &["timeline", "100000"],
+        ),
+        (
+            full(
+                "workload: [{clients: 1, rate: 10/s, keys: 10, mix: {put: 1}, value_bytes: 100000000000, until: 5s}]",
+            ),
+            &["workload[0]", "value_bytes", "1048576"],
+        ),
+        (
+            full(
+                "workload: [{clients: 1000000000, rate: 10/s, keys: 10, mix: {put: 1}, until: 5s}]",
+            ),
+            &["workload[0]", "clients", "10000"],
+        ),
+        (
+            "name: t\nengine: full\nduration: 1s\ncluster: {nodes: 100000}".into(),
+            &["cluster.nodes", "1000"],
+        ),
+        (
+            "name: t\nengine: model\nduration: 1s\ncluster: {nodes: 2001, protocol: swim}".into(),
+            &["cluster.nodes", "2000"],
+        ),
+        (
+            full("nemesis: {from: 0s, until: 9s, hold: {min: 1us, max: 1us}, faults: [crash]}"),
+            &["nemesis", "100000"],
+        ),
+        (
+            "name: t\nengine: model\nduration: 1s\ncluster: {nodes: 3000, protocol: ping_pong}\n\
+             timeline: [{at: 0s, link: {from: all, to: [n1..n2000], set: {loss: 0.1}}}]"
+                .into(),
+            &["timeline[0]", "4000000"],
+        ),
+    ];
+    for (text, expected) in &cases {
+        refused_alone(text, expected);
+    }
+}

@@ -212,6 +212,12 @@ fn default_value_bytes() -> usize {
     32
 }
 
+/// The most clients one load may have (each has its own schedule).
+const MAX_CLIENTS: usize = 10_000;
+
+/// The largest `value_bytes`: the node's own default `max_value_bytes` (1 MiB).
+const MAX_VALUE_BYTES: usize = 1_048_576;
+
 /// A resolved load.
 #[derive(Debug, Clone)]
 pub(crate) struct Load {
@@ -238,6 +244,18 @@ pub(crate) fn parse_workload(value: &Value, n: usize) -> Result<Vec<Load>, SimEr
             if spec.clients == 0 || spec.keys == 0 {
                 return Err(bad("clients and keys must be above zero".into()));
             }
+            if spec.clients > MAX_CLIENTS {
+                return Err(bad(format!(
+                    "clients: {}, at most {MAX_CLIENTS}",
+                    spec.clients
+                )));
+            }
+            if spec.value_bytes > MAX_VALUE_BYTES {
+                return Err(bad(format!(
+                    "value_bytes: {}, at most {MAX_VALUE_BYTES} (the node's max_value_bytes)",
+                    spec.value_bytes
+                )));
+            }
             let m = spec.mix;
             let shares = [m.put, m.delete, m.ttl_put, m.cas, m.get];
             if shares.iter().any(|s| !(0.0..=1.0).contains(s)) || shares.iter().sum::<f64>() <= 0.0
@@ -256,6 +274,11 @@ pub(crate) fn parse_workload(value: &Value, n: usize) -> Result<Vec<Load>, SimEr
                 Some(sel) => sel.resolve(n)?,
                 None => (0..n).collect(),
             };
+            if nodes.is_empty() {
+                return Err(bad(
+                    "nodes: selects no node for the clients to talk to".into()
+                ));
+            }
             let interval = Duration::from_secs_f64(spec.clients as f64 / per_second);
             Ok(Load {
                 spec,

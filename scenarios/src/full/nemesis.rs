@@ -50,6 +50,9 @@ struct NemesisSpec {
     faults: Vec<Fault>,
 }
 
+/// The most faults a nemesis may draw (counted as `(until - from) / hold.min`).
+const MAX_FAULTS: u128 = 100_000;
+
 fn default_gap() -> Duration {
     Duration::from_secs(1)
 }
@@ -80,6 +83,12 @@ pub(crate) fn plan(value: &Value, n: usize, seed: u64) -> Result<Vec<TimedOp>, S
         return Err(SimError::invalid(
             "nemesis: until must be after from, and the cluster needs two nodes",
         ));
+    }
+    let most = (spec.until - spec.from).as_micros() / spec.hold.min.as_micros().max(1);
+    if most > MAX_FAULTS {
+        return Err(SimError::invalid(format!(
+            "nemesis: up to {most} faults of hold.min between from and until, at most {MAX_FAULTS}"
+        )));
     }
     let mut rng = seeded_rng(seed, "nemesis");
     let mut out = Vec::new();

@@ -8,7 +8,9 @@ mod ping_pong;
 mod swim;
 
 pub use ping_pong::{PingPong, PingPongNode};
-pub use swim::{Life, Observation, Observations, Seen, SharedLog, SwimFactory, SwimNode};
+pub use swim::{
+    Life, MAX_SWIM_NODES, Observation, Observations, Seen, SharedLog, SwimFactory, SwimNode,
+};
 pub(crate) use swim::{Settings as SwimSettings, index_of};
 
 use crate::engine::{RunOptions, RunReport};

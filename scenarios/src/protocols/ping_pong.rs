@@ -22,6 +22,10 @@ use crate::{SimError, duration};
 const PING: u8 = 0;
 const PONG: u8 = 1;
 const HEADER: usize = 9;
+/// The smallest `size`: a ping or pong's kind and sequence number.
+const MIN_SIZE: usize = HEADER;
+/// The largest `size`: the largest UDP payload over IPv4.
+const MAX_SIZE: usize = 65_507;
 
 /// `cluster.config` of a ping-pong cluster.
 #[derive(Debug, Clone, Deserialize)]
@@ -30,7 +34,7 @@ struct Config {
     /// Mean time between a node's pings (jittered ±50 %).
     #[serde(default = "default_interval", deserialize_with = "duration::de")]
     interval: Duration,
-    /// Payload size of pings and pongs (at least 9).
+    /// Payload size of pings and pongs: [`MIN_SIZE`]..=[`MAX_SIZE`].
     #[serde(default = "default_size")]
     size: usize,
 }
@@ -81,7 +85,7 @@ impl PingPongNode {
     }
 
     fn message(&self, kind: u8, seq: u64) -> Vec<u8> {
-        let mut payload = vec![0u8; self.config.size.max(HEADER)];
+        let mut payload = vec![0u8; self.config.size];
         payload[0] = kind;
         payload[1..HEADER].copy_from_slice(&seq.to_be_bytes());
         payload
@@ -149,7 +153,7 @@ impl Protocol for PingPongNode {
 impl ProtocolFactory for PingPong {
     type Node = PingPongNode;
 
-    fn from_config(config: &Value) -> Result<Self, SimError> {
+    fn from_config(config: &Value, _nodes: usize) -> Result<Self, SimError> {
         let config: Config = if config.is_null() {
             Config {
                 interval: default_interval(),
@@ -163,6 +167,12 @@ impl ProtocolFactory for PingPong {
             return Err(SimError::invalid(
                 "cluster.config.interval must be above zero",
             ));
+        }
+        if !(MIN_SIZE..=MAX_SIZE).contains(&config.size) {
+            return Err(SimError::invalid(format!(
+                "cluster.config.size: {} bytes, must be {MIN_SIZE}..={MAX_SIZE}",
+                config.size
+            )));
         }
         Ok(Self { config })
     }
@@ -206,7 +216,7 @@ mod tests {
     use super::*;
 
     fn node() -> PingPongNode {
-        let factory = PingPong::from_config(&Value::Null).expect("defaults");
+        let factory = PingPong::from_config(&Value::Null, 3).expect("defaults");
         let peers: Arc<[SocketAddr]> = (0..3).map(crate::protocol::node_addr).collect();
         factory.create(NodeCtx {
             index: 0,

@@ -27,6 +27,10 @@ pub(crate) use config::Settings;
 pub(crate) use log::index_of;
 pub use log::{Life, Observation, Observations, Seen, SharedLog};
 
+/// The most nodes a `protocol: swim` cluster may have: every node holds every member,
+/// so memory grows with the square of N (about 300 MB at 1,000 nodes, 1.2 GB at 2,000).
+pub const MAX_SWIM_NODES: usize = 2_000;
+
 /// `joined_at` of node index 0 (unix ms); node `i` joined `i` ms later.
 const JOINED_AT_BASE: u64 = 1_700_000_000_000;
 
@@ -119,7 +123,12 @@ impl SwimFactory {
 impl ProtocolFactory for SwimFactory {
     type Node = SwimNode;
 
-    fn from_config(config: &Value) -> Result<Self, SimError> {
+    fn from_config(config: &Value, nodes: usize) -> Result<Self, SimError> {
+        if nodes > MAX_SWIM_NODES {
+            return Err(SimError::invalid(format!(
+                "cluster.nodes: {nodes} with protocol: swim (at most {MAX_SWIM_NODES})"
+            )));
+        }
         Ok(Self {
             settings: Settings::parse(config)?,
             log: SharedLog::default(),
