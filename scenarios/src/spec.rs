@@ -482,16 +482,16 @@ fn expand(timeline: Vec<Step>, duration: Duration) -> Result<Vec<Step>, String> 
     Ok(out)
 }
 
-/// `n7` -> 6, checked against the node count.
-fn node_index(name: &str, n: usize) -> Result<usize, SimError> {
+/// `n7` -> 6, checked against the node count. Only the canonical name is taken (`n7`,
+/// not `n07`, `n+7` or ` n7`), so that one node has one name.
+pub(crate) fn node_index(name: &str, n: usize) -> Result<usize, SimError> {
     let bad = || SimError::invalid(format!("unknown node `{name}` (nodes are n1..n{n})"));
     let number: usize = name
-        .trim()
         .strip_prefix('n')
         .ok_or_else(bad)?
         .parse()
         .map_err(|_| bad())?;
-    if number == 0 || number > n {
+    if number == 0 || number > n || node_name(number - 1) != name {
         return Err(bad());
     }
     Ok(number - 1)

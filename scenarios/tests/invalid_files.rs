@@ -168,3 +168,155 @@ fn sizes_past_the_limits_are_refused_before_anything_is_built() {
         refused_alone(text, expected);
     }
 }
+
+/// A small SWIM scenario with `properties`.
+fn swim(properties: &str) -> String {
+    format!(
+        "name: t\nengine: model\nduration: 10s\n\
+         cluster: {{nodes: 4, protocol: swim}}\nproperties: {properties}\n"
+    )
+}
+
+#[test]
+fn every_property_refuses_keys_it_does_not_take() {
+    let cases: Vec<(String, &[&str])> = vec![
+        (
+            swim("{always: [{incarnation_monotonic: {bogus: 1}}]}"),
+            &["incarnation_monotonic", "`bogus`"],
+        ),
+        (
+            swim("{always: [{no_zombie: {bogus: 1}}]}"),
+            &["no_zombie", "`bogus`"],
+        ),
+        (
+            swim("{always: [{failure_detected: {within: 5s, bogus: 1}}]}"),
+            &["failure_detected", "`bogus`"],
+        ),
+        (
+            swim("{final: [{membership_converged: {wihtin: 1ms}}]}"),
+            &["membership_converged", "`wihtin`"],
+        ),
+        (
+            swim("{final: [{membership_converged: {within: 1s}}]}"),
+            &["membership_converged", "`within`"],
+        ),
+        (
+            swim("{eventually: [{membership_converged: {within: 1s, bogus: 1}}]}"),
+            &["membership_converged", "`bogus`"],
+        ),
+        (
+            swim("{final: [{dissemination: {node: n4, rounds: 10, bogus: 1}}]}"),
+            &["dissemination", "`bogus`"],
+        ),
+        (
+            swim("{always: [{message_load: {max_bytes_per_node_s: 9, bogus: 1}}]}"),
+            &["message_load", "`bogus`"],
+        ),
+        (
+            swim("{final: [{no_false_deaths: {maximum: 1}}]}"),
+            &["no_false_deaths", "maximum"],
+        ),
+        (
+            swim("{final: [{false_suspicions_at_most: {count: 1, bogus: 1}}]}"),
+            &["false_suspicions_at_most", "bogus"],
+        ),
+        (
+            ping_pong("properties: {always: [{no_delivery_across_partition: {bogus: 1}}]}"),
+            &["no_delivery_across_partition", "`bogus`"],
+        ),
+        (
+            ping_pong("properties: {always: [{no_delivery_to_down_node: {bogus: 1}}]}"),
+            &["no_delivery_to_down_node", "`bogus`"],
+        ),
+        (
+            ping_pong("properties: {eventually: [{pongs_resume: {within: 1s, bogus: 1}}]}"),
+            &["pongs_resume", "`bogus`"],
+        ),
+        (
+            ping_pong("properties: {final: [{loss_rate: {min: 2, max: 3}}]}"),
+            &["loss_rate", "min"],
+        ),
+        (
+            ping_pong("properties: {final: [{loss_rate: {min: 0.5, max: 0.1}}]}"),
+            &["loss_rate", "min"],
+        ),
+        (
+            ping_pong("properties: {final: [{delivered_at_least: {count: 1, bogus: 1}}]}"),
+            &["delivered_at_least", "bogus"],
+        ),
+        (
+            full("properties: {eventually: [{data_converged: {within: 1s, bogus: 2}}]}"),
+            &["data_converged", "`bogus`"],
+        ),
+        (
+            full("properties: {final: [{data_converged: {within: 1ms}}]}"),
+            &["data_converged", "`within`"],
+        ),
+        (
+            full("properties: {final: [{no_lost_acked_writes: {bogus: 1}}]}"),
+            &["no_lost_acked_writes", "`bogus`"],
+        ),
+        (
+            full("properties: {final: [{one_winner: {bogus: 1}}]}"),
+            &["one_winner", "`bogus`"],
+        ),
+        (
+            full("quiesce_at: 5s\nproperties: {eventually: [{data_converged: {within: 6s}}]}"),
+            &["data_converged", "after duration"],
+        ),
+    ];
+    for (text, expected) in &cases {
+        refused_alone(text, expected);
+    }
+}
+
+#[test]
+fn node_names_are_nodes_of_the_cluster_written_one_way() {
+    let swim_with = |config: &str| {
+        format!(
+            "name: t\nengine: model\nduration: 10s\ncluster: {{nodes: 4, protocol: swim, config: {config}}}\n"
+        )
+    };
+    let cases: Vec<(String, &[&str])> = vec![
+        (swim_with("{seeds: [n9]}"), &["cluster.config", "seeds", "n9"]),
+        (swim_with("{seeds: []}"), &["cluster.config", "seeds", "empty"]),
+        (swim_with("{seeds: [n01]}"), &["cluster.config", "seeds", "n01"]),
+        (
+            "name: t\nengine: full\nduration: 10s\ncluster: {nodes: 3, config: {membership: {seeds: [n9]}}}\n"
+                .into(),
+            &["cluster.config.membership", "seeds", "n9"],
+        ),
+        (
+            swim("{final: [{false_suspicions_at_most: {count: 1, exclude: [n9]}}]}"),
+            &["false_suspicions_at_most", "exclude", "n9"],
+        ),
+        (
+            swim("{final: [{dissemination: {node: n9, rounds: 10}}]}"),
+            &["dissemination", "node", "n9"],
+        ),
+        (
+            ping_pong("timeline: [{at: 1s, crash: [n01]}]"),
+            &["timeline[0]", "n01"],
+        ),
+        (
+            ping_pong("timeline: [{at: 1s, crash: [n1..n03]}]"),
+            &["timeline[0]", "n03"],
+        ),
+    ];
+    for (text, expected) in &cases {
+        refused_alone(text, expected);
+    }
+    // A cluster of one node needs no seed.
+    let files = Files::new();
+    let alone = files.write(
+        "alone.yaml",
+        "name: alone\nengine: model\nduration: 1s\ncluster: {nodes: 1, protocol: swim, config: {seeds: []}}\n",
+    );
+    let out = kvs_sim(&["run", &alone.display().to_string()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -23,7 +23,7 @@ use serde_yaml::Value;
 
 use super::node::FullNode;
 use super::workload::{Ack, AckLog};
-use crate::properties::Violation;
+use crate::properties::{Violation, only_keys};
 use crate::spec::node_name;
 use crate::{Scenario, SimError, duration};
 
@@ -69,7 +69,21 @@ impl DataChecks {
         for entry in &p.eventually {
             match entry.parts()? {
                 (name, args) if name == "data_converged" => {
-                    checks.converge_within = Some(within(&args, &name)?);
+                    only_keys(&name, &args, &["within"])?;
+                    if checks.converge_within.is_some() {
+                        return Err(SimError::invalid(format!(
+                            "property `{name}`: listed twice under eventually"
+                        )));
+                    }
+                    let within = within(&args, &name)?;
+                    let deadline = scenario.quiesce_at() + within;
+                    if deadline > scenario.duration {
+                        return Err(SimError::invalid(format!(
+                            "eventually `{name}`: quiesce_at + within ({}) is after duration",
+                            duration::show(deadline)
+                        )));
+                    }
+                    checks.converge_within = Some(within);
                 }
                 (name, _) => {
                     return Err(SimError::invalid(format!(
@@ -79,7 +93,7 @@ impl DataChecks {
             }
         }
         for entry in &p.at_end {
-            let (name, _) = entry.parts()?;
+            let (name, args) = entry.parts()?;
             checks.finals.push(match name.as_str() {
                 "data_converged" => Final::Converged,
                 "no_lost_acked_writes" => Final::NoLostAckedWrites,
@@ -93,6 +107,9 @@ impl DataChecks {
                     )));
                 }
             });
+            // Final properties are judged at the end: none takes arguments (`within` is
+            // for eventually).
+            only_keys(&name, &args, &[])?;
         }
         Ok(checks)
     }

@@ -68,11 +68,10 @@ fn from_value<T: for<'de> Deserialize<'de> + Default>(
 }
 
 impl NodeSettings {
-    pub(crate) fn parse(config: &Value) -> Result<Self, SimError> {
+    pub(crate) fn parse(config: &Value, nodes: usize) -> Result<Self, SimError> {
         let o: NodeOptions = from_value(config, "cluster.config")?;
         let settings = Self {
-            membership: SwimSettings::parse(&o.membership)
-                .map_err(|e| SimError::invalid(format!("membership: {e}")))?,
+            membership: SwimSettings::parse(&o.membership, nodes, "cluster.config.membership")?,
             sync_interval: o.sync_interval.unwrap_or(Duration::from_secs(2)),
             tombstone_ttl: o.tombstone_ttl.unwrap_or(Duration::from_secs(3600)),
             max_clock_skew: o.max_clock_skew.unwrap_or(Duration::from_secs(30)),

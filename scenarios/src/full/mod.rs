@@ -66,7 +66,7 @@ fn prepare(scenario: &Scenario, seed: u64) -> Result<Prepared, SimError> {
         ));
     }
     let n = scenario.cluster.nodes;
-    let settings = NodeSettings::parse(&scenario.cluster.config)?;
+    let settings = NodeSettings::parse(&scenario.cluster.config, n)?;
     let clocks = parse_clocks(&scenario.clocks, n)?;
     let loads = parse_workload(&scenario.workload, n)?;
     let checks = DataChecks::parse(scenario)?;

@@ -25,13 +25,15 @@ pub(crate) struct Dissemination {
     took: Option<Duration>,
 }
 
-fn node_arg(name: &str, a: &Value) -> Result<usize, SimError> {
-    a.get("node")
+fn node_arg(name: &str, a: &Value, nodes: usize) -> Result<usize, SimError> {
+    let node = a
+        .get("node")
         .and_then(Value::as_str)
-        .and_then(|s| s.strip_prefix('n'))
-        .and_then(|k| k.parse::<usize>().ok())
-        .and_then(|k| k.checked_sub(1))
-        .ok_or_else(|| SimError::invalid(format!("`{name}` needs `node: n<k>`")))
+        .ok_or_else(|| SimError::invalid(format!("property `{name}` needs `node: n<k>`")))?;
+    crate::spec::node_index(node, nodes).map_err(|e| match e {
+        SimError::Invalid(m) => SimError::invalid(format!("property `{name}`: node: {m}")),
+        other => other,
+    })
 }
 
 impl Dissemination {
@@ -40,8 +42,9 @@ impl Dissemination {
         log: &SharedLog,
         a: &Value,
         cfg: &SwimConfig,
+        nodes: usize,
     ) -> Result<Self, SimError> {
-        let node = node_arg(name, a)?;
+        let node = node_arg(name, a, nodes)?;
         let rounds = a.get("rounds").and_then(Value::as_u64);
         let bound = match (rounds, duration_arg(name, a, "within")?) {
             (Some(r), None) => cfg.probe_interval * u32::try_from(r).unwrap_or(u32::MAX),

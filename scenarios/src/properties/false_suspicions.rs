@@ -31,15 +31,20 @@ pub(crate) struct FalseSuspicions {
 }
 
 impl FalseSuspicions {
-    pub(crate) fn new(log: &SharedLog, args: Args, at_most: bool) -> Result<Self, String> {
+    pub(crate) fn new(
+        log: &SharedLog,
+        args: Args,
+        at_most: bool,
+        nodes: usize,
+    ) -> Result<Self, String> {
         let exclude = args
             .exclude
             .iter()
-            .map(|n| {
-                n.strip_prefix('n')
-                    .and_then(|k| k.parse::<usize>().ok())
-                    .and_then(|k| k.checked_sub(1))
-                    .ok_or_else(|| format!("exclude: bad node `{n}`"))
+            .map(|name| {
+                crate::spec::node_index(name, nodes).map_err(|e| match e {
+                    crate::SimError::Invalid(m) => format!("exclude: {m}"),
+                    other => format!("exclude: {other}"),
+                })
             })
             .collect::<Result<_, _>>()?;
         Ok(Self {

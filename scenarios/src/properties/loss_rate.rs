@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::{Property, World};
-use crate::DropReason;
+use crate::{DropReason, SimError};
 
 /// The property.
 #[derive(Debug, Default, Deserialize)]
@@ -18,6 +18,22 @@ pub(crate) struct LossRate {
 
 fn one() -> f64 {
     1.0
+}
+
+impl LossRate {
+    /// Refuses bounds that are not `0 <= min <= max <= 1`.
+    pub(crate) fn validate(&self, name: &str) -> Result<(), SimError> {
+        if (0.0..=1.0).contains(&self.min)
+            && (0.0..=1.0).contains(&self.max)
+            && self.min <= self.max
+        {
+            return Ok(());
+        }
+        Err(SimError::invalid(format!(
+            "property `{name}`: min {} and max {} must be 0 <= min <= max <= 1",
+            self.min, self.max
+        )))
+    }
 }
 
 impl<P> Property<P> for LossRate {

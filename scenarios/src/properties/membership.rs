@@ -8,7 +8,7 @@ use std::time::Duration;
 use kvs_membership::SwimConfig;
 use serde_yaml::Value;
 
-use super::{Phase, Property, args, expect_phase};
+use super::{Phase, Property, args, expect_phase, only_keys};
 use super::{
     dissemination, failure_detected, false_suspicions, incarnation_monotonic, membership_converged,
     message_load, no_false_deaths, no_zombie,
@@ -71,6 +71,7 @@ pub(crate) fn membership(
     a: &Value,
     log: &SharedLog,
     cfg: &SwimConfig,
+    nodes: usize,
 ) -> Built {
     use Phase::{Always, Eventually, Final};
     let p: Box<dyn Property<SwimNode>> = match name {
@@ -80,35 +81,42 @@ pub(crate) fn membership(
         }
         "failure_detected" => {
             expect_phase(name, phase, &[Always])?;
+            only_keys(name, a, &["within"])?;
             Box::new(failure_detected::FailureDetected::new(name, log, a)?)
         }
         "incarnation_monotonic" => {
             expect_phase(name, phase, &[Always, Final])?;
+            only_keys(name, a, &[])?;
             Box::new(incarnation_monotonic::IncarnationMonotonic::new(log))
         }
         "no_zombie" => {
             expect_phase(name, phase, &[Always, Final])?;
+            only_keys(name, a, &[])?;
             Box::new(no_zombie::NoZombie::new(log))
         }
         "membership_converged" => {
             expect_phase(name, phase, &[Eventually, Final])?;
+            // `within` is the runner's, and taken off, in phase eventually.
+            only_keys(name, a, &[])?;
             Box::new(membership_converged::MembershipConverged::default())
         }
         "dissemination" => {
             expect_phase(name, phase, &[Final])?;
-            Box::new(dissemination::Dissemination::new(name, log, a, cfg)?)
+            only_keys(name, a, &["node", "rounds", "within"])?;
+            Box::new(dissemination::Dissemination::new(name, log, a, cfg, nodes)?)
         }
         "false_suspicions_at_most" | "false_suspicions_at_least" => {
             expect_phase(name, phase, &[Final])?;
             let at_most = name.ends_with("most");
             let parsed = args::<false_suspicions::Args>(name, a)?;
             Box::new(
-                false_suspicions::FalseSuspicions::new(log, parsed, at_most)
+                false_suspicions::FalseSuspicions::new(log, parsed, at_most, nodes)
                     .map_err(|e| SimError::invalid(format!("property `{name}`: {e}")))?,
             )
         }
         "message_load" => {
             expect_phase(name, phase, &[Always])?;
+            only_keys(name, a, &["max_bytes_per_node_s", "from"])?;
             Box::new(message_load::MessageLoad::new(name, a)?)
         }
         _ => return Ok(None),

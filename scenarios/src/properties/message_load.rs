@@ -29,14 +29,6 @@ impl MessageLoad {
             .ok_or_else(|| {
                 SimError::invalid(format!("`{name}` needs `max_bytes_per_node_s: <number>`"))
             })?;
-        let known = ["max_bytes_per_node_s", "from"];
-        if let Value::Mapping(map) = a
-            && let Some(k) = map
-                .keys()
-                .find(|k| !k.as_str().is_some_and(|k| known.contains(&k)))
-        {
-            return Err(SimError::invalid(format!("`{name}`: unknown key {k:?}")));
-        }
         Ok(Self {
             max,
             from: duration_arg(name, a, "from")?.unwrap_or_default(),

@@ -91,6 +91,31 @@ pub(crate) fn args<T: DeserializeOwned + Default>(name: &str, args: &Value) -> R
         .map_err(|e| SimError::invalid(format!("property `{name}`: {e}")))
 }
 
+/// Refuses arguments other than `known` (none when `known` is empty), naming the key.
+pub(crate) fn only_keys(name: &str, args: &Value, known: &[&str]) -> Result<(), SimError> {
+    let takes = if known.is_empty() {
+        "takes no arguments".to_string()
+    } else {
+        format!("takes {}", known.join(", "))
+    };
+    let unknown = match args {
+        Value::Null => return Ok(()),
+        Value::Mapping(map) => map.keys().find_map(|k| match k.as_str() {
+            Some(k) if known.contains(&k) => None,
+            Some(k) => Some(format!("`{k}`")),
+            None => Some(format!("{k:?}")),
+        }),
+        _ if known.is_empty() => Some("an argument".into()),
+        _ => Some("arguments that are not a map".into()),
+    };
+    match unknown {
+        None => Ok(()),
+        Some(what) => Err(SimError::invalid(format!(
+            "property `{name}`: unknown key {what} (it {takes})"
+        ))),
+    }
+}
+
 /// Refuses a property used in a phase it does not support.
 pub(crate) fn expect_phase(name: &str, phase: Phase, allowed: &[Phase]) -> Result<(), SimError> {
     if allowed.contains(&phase) {
@@ -111,17 +136,21 @@ pub(crate) fn generic<P: 'static>(
     match name {
         "no_delivery_across_partition" => {
             expect_phase(name, phase, &[Phase::Always])?;
+            only_keys(name, a, &[])?;
             Ok(Box::new(
                 no_delivery_across_partition::NoDeliveryAcrossPartition,
             ))
         }
         "no_delivery_to_down_node" => {
             expect_phase(name, phase, &[Phase::Always])?;
+            only_keys(name, a, &[])?;
             Ok(Box::new(no_delivery_to_down_node::NoDeliveryToDownNode))
         }
         "loss_rate" => {
             expect_phase(name, phase, &[Phase::Final])?;
-            Ok(Box::new(args::<loss_rate::LossRate>(name, a)?))
+            let rate = args::<loss_rate::LossRate>(name, a)?;
+            rate.validate(name)?;
+            Ok(Box::new(rate))
         }
         "delivered_at_least" => {
             expect_phase(name, phase, &[Phase::Final, Phase::Eventually])?;

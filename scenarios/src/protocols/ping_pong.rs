@@ -15,7 +15,7 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use crate::properties::{Phase, PongsResume, Property, expect_phase};
+use crate::properties::{Phase, PongsResume, Property, expect_phase, only_keys};
 use crate::protocol::{NodeCtx, Protocol, ProtocolFactory, Transmit};
 use crate::{SimError, duration};
 
@@ -199,11 +199,12 @@ impl ProtocolFactory for PingPong {
         &self,
         name: &str,
         phase: Phase,
-        _args: &Value,
+        args: &Value,
     ) -> Result<Option<Box<dyn Property<PingPongNode>>>, SimError> {
         match name {
             "pongs_resume" => {
                 expect_phase(name, phase, &[Phase::Eventually])?;
+                only_keys(name, args, &[])?;
                 Ok(Some(Box::new(PongsResume)))
             }
             _ => Ok(None),

@@ -38,6 +38,8 @@ const JOINED_AT_BASE: u64 = 1_700_000_000_000;
 #[derive(Debug)]
 pub struct SwimFactory {
     settings: Settings,
+    /// How many nodes the cluster has (properties name nodes).
+    nodes: usize,
     log: SharedLog,
 }
 
@@ -130,7 +132,8 @@ impl ProtocolFactory for SwimFactory {
             )));
         }
         Ok(Self {
-            settings: Settings::parse(config)?,
+            settings: Settings::parse(config, nodes, "cluster.config")?,
+            nodes,
             log: SharedLog::default(),
         })
     }
@@ -178,6 +181,13 @@ impl ProtocolFactory for SwimFactory {
         phase: Phase,
         args: &Value,
     ) -> Result<Option<Box<dyn Property<SwimNode>>>, SimError> {
-        properties::membership(name, phase, args, &self.log, &self.settings.swim)
+        properties::membership(
+            name,
+            phase,
+            args,
+            &self.log,
+            &self.settings.swim,
+            self.nodes,
+        )
     }
 }

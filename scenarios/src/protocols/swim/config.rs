@@ -79,28 +79,31 @@ pub(crate) struct Settings {
     pub(crate) id_len: usize,
 }
 
+/// The message of an error, without the `invalid scenario` prefix of its display.
+fn message(e: SimError) -> String {
+    match e {
+        SimError::Invalid(m) => m,
+        other => other.to_string(),
+    }
+}
+
 fn set<T>(field: &mut T, value: Option<T>) {
     if let Some(v) = value {
         *field = v;
     }
 }
 
-/// `n7` -> 6.
-fn seed_index(name: &str) -> Result<usize, SimError> {
-    name.strip_prefix('n')
-        .and_then(|k| k.parse::<usize>().ok())
-        .and_then(|k| k.checked_sub(1))
-        .ok_or_else(|| SimError::invalid(format!("cluster.config.seeds: bad node `{name}`")))
-}
-
 impl Settings {
-    /// Parses `cluster.config` (`Null`: all defaults).
-    pub(crate) fn parse(config: &Value) -> Result<Self, SimError> {
+    /// Parses the options of a cluster of `nodes` nodes (`Null`: all defaults), found at
+    /// `key` in the file (errors name it): `cluster.config` of a SWIM cluster,
+    /// `cluster.config.membership` of a full one. Seeds must be nodes of the cluster, and
+    /// a cluster of more than one node needs one.
+    pub(crate) fn parse(config: &Value, nodes: usize, key: &str) -> Result<Self, SimError> {
+        let invalid = |e: &dyn std::fmt::Display| SimError::invalid(format!("{key}: {e}"));
         let o: Options = if config.is_null() {
             Options::default()
         } else {
-            serde_yaml::from_value(config.clone())
-                .map_err(|e| SimError::invalid(format!("cluster.config: {e}")))?
+            serde_yaml::from_value(config.clone()).map_err(|e| invalid(&e))?
         };
         let mut c = match o.profile {
             Profile::Lan => SwimConfig::lan(),
@@ -130,18 +133,21 @@ impl Settings {
         set(&mut c.reap_after, o.reap_after);
         set(&mut c.max_health, o.max_health);
         set(&mut c.max_payload, o.max_payload);
-        c.validate()
-            .map_err(|e| SimError::invalid(format!("cluster.config: {e}")))?;
-        let seeds = match o.seeds {
+        c.validate().map_err(|e| invalid(&e))?;
+        let seeds: Vec<usize> = match o.seeds {
             Some(names) => names
                 .iter()
-                .map(|n| seed_index(n))
-                .collect::<Result<_, _>>()?,
+                .map(|name| crate::spec::node_index(name, nodes))
+                .collect::<Result<_, _>>()
+                .map_err(|e| invalid(&format_args!("seeds: {}", message(e))))?,
             None => vec![0],
         };
+        if seeds.is_empty() && nodes > 1 {
+            return Err(invalid(&"seeds: empty: no node would find another"));
+        }
         let id_len = o.id_len.unwrap_or(0);
         if id_len > 128 {
-            return Err(SimError::invalid("cluster.config.id_len: at most 128"));
+            return Err(invalid(&"id_len: at most 128"));
         }
         Ok(Self {
             swim: c,
@@ -158,21 +164,31 @@ mod tests {
 
     #[test]
     fn presets_overrides_and_errors() {
-        let s = Settings::parse(&Value::Null).expect("defaults");
+        let s = Settings::parse(&Value::Null, 3, "cluster.config").expect("defaults");
         assert_eq!((s.swim, s.seeds), (SwimConfig::lan(), vec![0]));
         let v: Value = serde_yaml::from_str(
             "{profile: wan, lifeguard: false, probe_interval: 3s, seeds: [n2], \
              suspicion_timeout_min: 0s}",
         )
         .expect("yaml");
-        let s = Settings::parse(&v).expect("valid");
+        let s = Settings::parse(&v, 3, "cluster.config").expect("valid");
         assert_eq!(s.swim.probe_interval, Duration::from_secs(3));
         assert!(!s.swim.lifeguard);
         assert_eq!(s.swim.suspicion_timeout_min, Duration::ZERO);
         assert_eq!(s.seeds, vec![1]);
-        for bad in ["{nope: 1}", "{probe_interval: 10ms}", "{seeds: [x]}"] {
+        for bad in [
+            "{nope: 1}",
+            "{probe_interval: 10ms}",
+            "{seeds: [x]}",
+            "{seeds: [n4]}",
+            "{seeds: [n01]}",
+            "{seeds: []}",
+        ] {
             let v: Value = serde_yaml::from_str(bad).expect("yaml");
-            assert!(Settings::parse(&v).is_err(), "{bad}");
+            let e = Settings::parse(&v, 3, "cluster.config").expect_err(bad);
+            assert!(e.to_string().contains("cluster.config"), "{bad}: {e}");
         }
+        let alone: Value = serde_yaml::from_str("{seeds: []}").expect("yaml");
+        assert!(Settings::parse(&alone, 1, "cluster.config").is_ok());
     }
 }
