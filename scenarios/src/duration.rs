@@ -7,6 +7,9 @@ use serde::{Deserialize, Deserializer};
 /// Parses a duration with a unit suffix.
 pub(crate) fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
+    if text.starts_with('-') {
+        return Err(format!("`{text}`: a duration cannot be negative"));
+    }
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .ok_or_else(|| format!("duration `{text}` needs a unit (us, ms, s, m, h)"))?;
@@ -61,7 +64,7 @@ mod tests {
         assert_eq!(parse("250us"), Ok(Duration::from_micros(250)));
         assert!(parse("10").is_err());
         assert!(parse("10parsecs").is_err());
-        assert!(parse("-1s").is_err());
+        assert!(parse("-1s").is_err_and(|e| e.contains("cannot be negative")));
         assert!(parse("1e99h").is_err());
     }
 }

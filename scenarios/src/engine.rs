@@ -89,7 +89,11 @@ fn prepare<F: ProtocolFactory>(scenario: &Scenario) -> Result<Prepared<F>, SimEr
             "disk_fault needs engine: full with store: lmdb",
         ));
     }
-    let factory = F::from_config(&scenario.cluster.config, scenario.cluster.nodes)?;
+    let factory = F::from_config(
+        &scenario.cluster.config,
+        scenario.cluster.nodes,
+        scenario.duration,
+    )?;
     let checks = Checks::new(&factory, scenario)?;
     Ok(Prepared {
         factory,

@@ -36,4 +36,21 @@ impl SimError {
     pub(crate) fn invalid(msg: impl Into<String>) -> Self {
         Self::Invalid(msg.into())
     }
+
+    /// The same error with the key it is about put in front: `network.default: ...`, or
+    /// `network.default.loss: ...` where the message starts with a key of its own.
+    pub(crate) fn at(self, key: &str) -> Self {
+        match self {
+            Self::Invalid(m) => {
+                let inner_key = m.split_once(": ").is_some_and(|(k, _)| {
+                    !k.is_empty()
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_.[]".contains(c))
+                });
+                let joint = if inner_key { "." } else { ": " };
+                Self::Invalid(format!("{key}{joint}{m}"))
+            }
+            other => other,
+        }
+    }
 }

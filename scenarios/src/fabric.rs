@@ -85,7 +85,9 @@ impl Fabric {
     /// The network of `n` nodes described by `network`, drawing from `rng`.
     pub(crate) fn new(n: usize, network: &Network, rng: SeededRng) -> Result<Self, SimError> {
         let mut fabric = Self {
-            default: LinkSpec::default().patched(&network.default)?,
+            default: LinkSpec::default()
+                .patched(&network.default)
+                .map_err(|e| e.at("network.default"))?,
             overrides: BTreeMap::new(),
             burst_bad: BTreeMap::new(),
             groups: vec![0; n],
@@ -94,9 +96,16 @@ impl Fabric {
             counts: NetCounts::default(),
             rng,
         };
-        for rule in &network.links {
-            let pairs = Some((rule.from.resolve(n)?, rule.to.resolve(n)?));
-            fabric.patch_links(pairs, &rule.set)?;
+        for (i, rule) in network.links.iter().enumerate() {
+            let key = format!("network.links[{i}]");
+            let from = rule
+                .from
+                .resolve(n)
+                .map_err(|e| e.at(&format!("{key}.from")))?;
+            let to = rule.to.resolve(n).map_err(|e| e.at(&format!("{key}.to")))?;
+            fabric
+                .patch_links(Some((from, to)), &rule.set)
+                .map_err(|e| e.at(&format!("{key}.set")))?;
         }
         Ok(fabric)
     }

@@ -38,7 +38,12 @@ impl Latency {
         if self.min <= self.mean && self.mean <= self.max {
             Ok(())
         } else {
-            Err(SimError::invalid("latency needs min <= mean <= max"))
+            Err(SimError::invalid(format!(
+                "needs min <= mean <= max, found {}, {}, {}",
+                duration::show(self.min),
+                duration::show(self.mean),
+                duration::show(self.max)
+            )))
         }
     }
 }
@@ -142,14 +147,24 @@ impl LinkSpec {
     }
 
     fn validate(&self) -> Result<(), SimError> {
-        let mut probabilities = vec![self.loss, self.duplicate, self.reorder];
+        let mut probabilities = vec![
+            ("loss", self.loss),
+            ("duplicate", self.duplicate),
+            ("reorder", self.reorder),
+        ];
         if let Some(b) = self.burst {
-            probabilities.extend([b.enter, b.exit, b.loss]);
+            probabilities.extend([
+                ("burst.enter", b.enter),
+                ("burst.exit", b.exit),
+                ("burst.loss", b.loss),
+            ]);
         }
-        if probabilities.iter().any(|p| !(0.0..=1.0).contains(p)) {
-            return Err(SimError::invalid("probabilities must be within 0..=1"));
+        if let Some((key, p)) = probabilities.iter().find(|(_, p)| !(0.0..=1.0).contains(p)) {
+            return Err(SimError::invalid(format!(
+                "{key}: {p} is not a probability (0..=1)"
+            )));
         }
-        self.latency.validate()
+        self.latency.validate().map_err(|e| e.at("latency"))
     }
 
     /// Draws a datagram's fate. `bad` is the link's burst state, updated here.

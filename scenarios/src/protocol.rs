@@ -62,9 +62,10 @@ pub trait ProtocolFactory: Sized {
     /// The node type.
     type Node: Protocol;
 
-    /// Parses `cluster.config` for a cluster of `nodes` nodes (unknown keys, and node
-    /// names or counts the protocol cannot take, must be errors).
-    fn from_config(config: &Value, nodes: usize) -> Result<Self, SimError>;
+    /// Parses `cluster.config` for a cluster of `nodes` nodes and a run of `duration`
+    /// (unknown keys, node names or counts the protocol cannot take, and times past
+    /// `duration` must be errors).
+    fn from_config(config: &Value, nodes: usize, duration: Duration) -> Result<Self, SimError>;
 
     /// A fresh node.
     fn create(&self, ctx: NodeCtx) -> Self::Node;

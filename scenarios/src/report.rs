@@ -56,10 +56,20 @@ pub fn failure_report(path: &Path, scenario: &Scenario, report: &RunReport) -> S
     let _ = writeln!(
         out,
         "replay: kvs-sim run {} --seed {} --trace trace.jsonl",
-        path.display(),
+        shell_quoted(&path.display().to_string()),
         report.seed
     );
     out
+}
+
+/// `text` as one word for a POSIX shell: as it is when it holds only characters no shell
+/// treats specially, else in single quotes (a quote inside written `'\''`).
+fn shell_quoted(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:=+,@%".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        return text.to_string();
+    }
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 /// The figures one run measured: `report: scenario <name> seed <N> figure=value ...`.
@@ -114,6 +124,14 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_quoted_for_the_shell_where_needed() {
+        assert_eq!(shell_quoted("scenarios/x-1.yaml"), "scenarios/x-1.yaml");
+        assert_eq!(shell_quoted("d15 with space.yaml"), "'d15 with space.yaml'");
+        assert_eq!(shell_quoted("it's.yaml"), "'it'\\''s.yaml'");
+        assert_eq!(shell_quoted("$(rm -rf x).yaml"), "'$(rm -rf x).yaml'");
+    }
 
     #[test]
     fn summary_percentiles() {

@@ -34,7 +34,7 @@ pub struct Scenario {
     #[serde(default)]
     pub seed: Option<u64>,
     /// Virtual time to play.
-    #[serde(deserialize_with = "duration::de")]
+    #[serde(deserialize_with = "de_duration")]
     pub duration: Duration,
     /// The nodes and the protocol they run.
     pub cluster: Cluster,
@@ -56,11 +56,21 @@ pub struct Scenario {
     pub timeline: Vec<Step>,
     /// When faults have stopped: `eventually` properties are judged from here (default:
     /// the time of the last timeline step).
-    #[serde(default, deserialize_with = "duration::de_opt")]
+    #[serde(default, deserialize_with = "de_quiesce_at")]
     pub quiesce_at: Option<Duration>,
     /// What must hold.
     #[serde(default)]
     pub properties: Properties,
+}
+
+/// `duration`, an error naming it (serde names no key at the top of the file).
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration::de(d).map_err(|e| serde::de::Error::custom(format!("duration: {e}")))
+}
+
+/// `quiesce_at`, an error naming it.
+fn de_quiesce_at<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration::de_opt(d).map_err(|e| serde::de::Error::custom(format!("quiesce_at: {e}")))
 }
 
 /// The simulation level.
@@ -281,7 +291,9 @@ impl<'de> Deserialize<'de> for Step {
             .remove("at")
             .ok_or_else(|| D::Error::custom("a timeline step needs `at`"))?;
         let at = match at {
-            Value::String(s) => duration::parse(&s).map_err(D::Error::custom)?,
+            Value::String(s) => {
+                duration::parse(&s).map_err(|e| D::Error::custom(format!("at: {e}")))?
+            }
             _ => return Err(D::Error::custom("`at` is a duration such as `10s`")),
         };
         if map.len() != 1 {
@@ -323,6 +335,8 @@ impl Scenario {
     /// Parses scenario YAML (and expands `repeat` steps, checking the timeline's order
     /// and bounds first).
     pub fn parse(text: &str) -> Result<Self, String> {
+        // A UTF-8 byte order mark, as some editors write, is not part of the YAML.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut scenario: Self = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
         scenario.timeline = expand(std::mem::take(&mut scenario.timeline), scenario.duration)?;
         Ok(scenario)
@@ -330,14 +344,30 @@ impl Scenario {
 
     /// Checks relations between fields that the format alone cannot.
     pub fn validate(&self) -> Result<(), SimError> {
-        let most = match self.engine {
-            Engine::Model => MAX_MODEL_NODES,
-            Engine::Full => MAX_FULL_NODES,
+        let (engine, most) = match self.engine {
+            Engine::Model => ("model", MAX_MODEL_NODES),
+            Engine::Full => ("full", MAX_FULL_NODES),
         };
+        if !valid_name(&self.name) {
+            return Err(SimError::invalid(format!(
+                "name: {:?} must be one word, without spaces or control characters",
+                self.name
+            )));
+        }
+        if self.duration.is_zero() {
+            return Err(SimError::invalid("duration: must be above zero"));
+        }
+        if let Some(at) = self.quiesce_at.filter(|&at| at > self.duration) {
+            return Err(SimError::invalid(format!(
+                "quiesce_at: {} is after duration ({})",
+                duration::show(at),
+                duration::show(self.duration)
+            )));
+        }
         if self.cluster.nodes == 0 || self.cluster.nodes > most {
             return Err(SimError::invalid(format!(
-                "cluster.nodes: {} with engine: {:?} (1..={most})",
-                self.cluster.nodes, self.engine
+                "cluster.nodes: {} with engine: {engine} (1..={most})",
+                self.cluster.nodes
             )));
         }
         if self.engine == Engine::Model
@@ -495,6 +525,12 @@ pub(crate) fn node_index(name: &str, n: usize) -> Result<usize, SimError> {
         return Err(bad());
     }
     Ok(number - 1)
+}
+
+/// Whether `name` fits the result line `scenario <name> seed ...`: one word, not empty,
+/// without whitespace or control characters.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// The name of node index `i`.

@@ -54,10 +54,7 @@ pub(crate) fn compile(scenario: &Scenario) -> Result<Vec<TimedOp>, SimError> {
         .timeline
         .iter()
         .map(|step| {
-            let op = resolve(&step.action, n).map_err(|e| match e {
-                SimError::Invalid(m) => SimError::invalid(format!("{}: {m}", step.place)),
-                other => other,
-            })?;
+            let op = resolve(&step.action, n).map_err(|e| e.at(&step.place))?;
             Ok(TimedOp {
                 at: step.at,
                 what: format!("{:?}", step.action),
@@ -67,51 +64,76 @@ pub(crate) fn compile(scenario: &Scenario) -> Result<Vec<TimedOp>, SimError> {
         .collect()
 }
 
-fn set(sel: &Selector, n: usize) -> Result<BTreeSet<usize>, SimError> {
-    Ok(sel.resolve(n)?.into_iter().collect())
+/// The nodes `sel` selects among `n`, an error naming `key`.
+fn nodes(sel: &Selector, n: usize, key: &str) -> Result<Vec<usize>, SimError> {
+    sel.resolve(n).map_err(|e| e.at(key))
+}
+
+fn set(sel: &Selector, n: usize, key: &str) -> Result<BTreeSet<usize>, SimError> {
+    Ok(nodes(sel, n, key)?.into_iter().collect())
 }
 
 fn resolve(action: &Action, n: usize) -> Result<Op, SimError> {
     Ok(match action {
         Action::Partition(groups) => {
             let mut label = vec![u32::try_from(groups.len() + 1).unwrap_or(u32::MAX); n];
+            let mut group_of: Vec<Option<usize>> = vec![None; n];
             for (g, sel) in groups.iter().enumerate() {
-                for i in sel.resolve(n)? {
+                for i in nodes(sel, n, &format!("partition[{g}]"))? {
+                    if let Some(other) = group_of[i] {
+                        return Err(SimError::invalid(format!(
+                            "partition: {} is in groups {other} and {g}; a node is in one group",
+                            crate::node_name(i)
+                        )));
+                    }
+                    group_of[i] = Some(g);
                     label[i] = u32::try_from(g + 1).unwrap_or(u32::MAX);
                 }
             }
             Op::Net(NetOp::Partition(label))
         }
-        Action::PartitionOneway { from, to } => Op::Net(NetOp::Oneway(set(from, n)?, set(to, n)?)),
+        Action::PartitionOneway { from, to } => Op::Net(NetOp::Oneway(
+            set(from, n, "partition_oneway.from")?,
+            set(to, n, "partition_oneway.to")?,
+        )),
         Action::Heal(what) if what == "all" => Op::Net(NetOp::Heal),
         Action::Heal(what) => {
             return Err(SimError::invalid(format!("heal takes `all`, not `{what}`")));
         }
         Action::Link(rule) => {
             // Checked now against the defaults so a bad value fails at load time.
-            LinkSpec::default().patched(&rule.set)?;
+            LinkSpec::default()
+                .patched(&rule.set)
+                .map_err(|e| e.at("link.set"))?;
             let all = |s: &Selector| matches!(s, Selector::Keyword(k) if k == "all");
             let pairs = if all(&rule.from) && all(&rule.to) {
                 None
             } else {
-                let (from, to) = (rule.from.resolve(n)?, rule.to.resolve(n)?);
-                crate::fabric::check_rule_size(&from, &to)?;
+                let (from, to) = (
+                    nodes(&rule.from, n, "link.from")?,
+                    nodes(&rule.to, n, "link.to")?,
+                );
+                crate::fabric::check_rule_size(&from, &to).map_err(|e| e.at("link"))?;
                 Some((from, to))
             };
             Op::Net(NetOp::Link(pairs, rule.set.clone()))
         }
-        Action::Clog { from, to, hold } => Op::Net(NetOp::Clog(set(from, n)?, set(to, n)?, *hold)),
-        Action::Crash(s) => Op::Node(NodeOp::Crash, s.resolve(n)?),
-        Action::Restart(s) => Op::Node(NodeOp::Restart, s.resolve(n)?),
-        Action::Wipe(s) => Op::Node(NodeOp::Wipe, s.resolve(n)?),
-        Action::Pause(s) => Op::Node(NodeOp::Pause, s.resolve(n)?),
-        Action::Resume(s) => Op::Node(NodeOp::Resume, s.resolve(n)?),
+        Action::Clog { from, to, hold } => Op::Net(NetOp::Clog(
+            set(from, n, "clog.from")?,
+            set(to, n, "clog.to")?,
+            *hold,
+        )),
+        Action::Crash(s) => Op::Node(NodeOp::Crash, nodes(s, n, "crash")?),
+        Action::Restart(s) => Op::Node(NodeOp::Restart, nodes(s, n, "restart")?),
+        Action::Wipe(s) => Op::Node(NodeOp::Wipe, nodes(s, n, "wipe")?),
+        Action::Pause(s) => Op::Node(NodeOp::Pause, nodes(s, n, "pause")?),
+        Action::Resume(s) => Op::Node(NodeOp::Resume, nodes(s, n, "resume")?),
         Action::Slow(spec) => {
-            spec.delay.validate()?;
-            Op::Slow(spec.nodes.resolve(n)?, spec.delay)
+            spec.delay.validate().map_err(|e| e.at("slow.delay"))?;
+            Op::Slow(nodes(&spec.nodes, n, "slow.nodes")?, spec.delay)
         }
-        Action::Unslow(s) => Op::Node(NodeOp::Unslow, s.resolve(n)?),
-        Action::DiskFault(spec) => Op::Disk(spec.nodes.resolve(n)?, spec.fault),
+        Action::Unslow(s) => Op::Node(NodeOp::Unslow, nodes(s, n, "unslow")?),
+        Action::DiskFault(spec) => Op::Disk(nodes(&spec.nodes, n, "disk_fault.nodes")?, spec.fault),
         Action::Repeat(_) => {
             return Err(SimError::invalid(
                 "`repeat` is expanded when the file is parsed",

@@ -320,3 +320,145 @@ fn node_names_are_nodes_of_the_cluster_written_one_way() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_node_is_in_one_partition_group() {
+    refused_alone(
+        &ping_pong("timeline: [{at: 1s, partition: [[n1, n2], [n2, n3]]}]"),
+        &["timeline[0].partition", "n2", "groups 0 and 1"],
+    );
+}
+
+#[test]
+fn a_name_fits_the_result_line_and_the_replay_line_quotes_the_path() {
+    for name in [
+        "\"x seed 1 trace 00 PASS\\nscenario fake\"",
+        "\"a b\"",
+        "\"\"",
+        "\"tab\\tin\"",
+    ] {
+        refused_alone(
+            &format!(
+                "name: {name}\nengine: model\nduration: 1s\ncluster: {{nodes: 2, protocol: ping_pong}}\n"
+            ),
+            &["name"],
+        );
+    }
+    let files = Files::new();
+    let spaced = files.write(
+        "with space.yaml",
+        &ping_pong("properties: {final: [{delivered_at_least: {count: 100000000}}]}"),
+    );
+    let out = kvs_sim(&["run", &spaced.display().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "replay: kvs-sim run '{}' --seed 1",
+            spaced.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn errors_name_the_key_and_the_step() {
+    let cases: Vec<(String, &[&str])> = vec![
+        (
+            ping_pong("network: {default: {loss: 1.5}}"),
+            &["network.default", "loss", "1.5"],
+        ),
+        (
+            ping_pong(
+                "network: {links: [{from: [n1], to: all, set: {burst: {enter: 2, exit: 0.5, loss: 1}}}]}",
+            ),
+            &["network.links[0].set", "burst.enter"],
+        ),
+        (
+            ping_pong("network: {default: {latency: {min: 5ms, mean: 1ms, max: 9ms}}}"),
+            &["network.default", "latency", "min <= mean <= max"],
+        ),
+        (
+            ping_pong("network: {links: [{from: [n9], to: all, set: {loss: 0.1}}]}"),
+            &["network.links[0].from", "n9"],
+        ),
+        (
+            ping_pong("timeline: [{at: 1s, link: {from: [n1], to: [n2], set: {duplicate: 7}}}]"),
+            &["timeline[0].link.set", "duplicate"],
+        ),
+        (
+            ping_pong("timeline: [{at: 1s, heal: all}, {at: 9s, heal: all}]"),
+            &["timeline[1].at", "after duration"],
+        ),
+        (
+            ping_pong("timeline: [{at: 2s, heal: all}, {at: 1s, heal: all}]"),
+            &["timeline[1].at", "time order"],
+        ),
+        (
+            ping_pong("timeline: [{at: 1s, heal: all}, {at: 2s, crash: [n3..n1]}]"),
+            &["timeline[1].crash", "empty range `n3..n1`"],
+        ),
+        (
+            ping_pong("timeline: [{at: 1s, clog: {from: [n1], to: [n7], for: 1s}}]"),
+            &["timeline[0].clog.to", "n7"],
+        ),
+        (
+            ping_pong(
+                "timeline:\n  - at: 1s\n    repeat: {every: 1s, times: 2, steps: [{at: 0s, pause: [n8]}]}",
+            ),
+            &["timeline[0].repeat.steps[0].pause", "n8"],
+        ),
+        (
+            ping_pong("quiesce_at: -1s"),
+            &["quiesce_at", "cannot be negative"],
+        ),
+        (full("clocks: {n9: {offset: 1s}}"), &["clocks.n9", "n9"]),
+    ];
+    for (text, expected) in &cases {
+        refused_alone(text, expected);
+    }
+    // A byte order mark at the start is not part of the YAML.
+    let files = Files::new();
+    let bom = files.write("bom.yaml", &format!("\u{feff}{}", ping_pong("")));
+    let out = kvs_sim(&["run", &bom.display().to_string()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn times_fall_within_the_run() {
+    let cases: Vec<(String, &[&str])> = vec![
+        (
+            "name: t\nengine: model\nduration: 0s\ncluster: {nodes: 2, protocol: ping_pong}\n".into(),
+            &["duration", "above zero"],
+        ),
+        (ping_pong("quiesce_at: 6s"), &["quiesce_at", "after duration"]),
+        (
+            full("workload: [{clients: 1, rate: 10/s, keys: 10, mix: {put: 1}, until: 11s}]"),
+            &["workload[0].until", "after duration"],
+        ),
+        (
+            full("nemesis: {from: 1s, until: 11s, hold: {min: 1s, max: 2s}, faults: [crash]}"),
+            &["nemesis.until", "after duration"],
+        ),
+        (
+            swim("{always: [{message_load: {max_bytes_per_node_s: 9, from: 10s}}]}"),
+            &["message_load", "from"],
+        ),
+        (
+            "name: t\nengine: model\nduration: 10s\ncluster: {nodes: 4, protocol: swim, config: {join_stagger: 4s}}\n".into(),
+            &["cluster.config", "join_stagger"],
+        ),
+        (
+            "name: t\nengine: full\nduration: 10s\ncluster: {nodes: 3, config: {membership: {join_stagger: 6s}}}\n".into(),
+            &["cluster.config.membership", "join_stagger"],
+        ),
+    ];
+    for (text, expected) in &cases {
+        refused_alone(text, expected);
+    }
+}

@@ -110,7 +110,7 @@ fn bad_input_is_a_clear_error_with_exit_2() {
         ),
         (
             "engine: model\nnetwork: {default: {loss: 2}}",
-            "probabilities",
+            "network.default.loss: 2 is not a probability",
         ),
         (
             "engine: model\nproperties: {always: [nonsense]}",

@@ -68,10 +68,19 @@ fn from_value<T: for<'de> Deserialize<'de> + Default>(
 }
 
 impl NodeSettings {
-    pub(crate) fn parse(config: &Value, nodes: usize) -> Result<Self, SimError> {
+    pub(crate) fn parse(
+        config: &Value,
+        nodes: usize,
+        duration: Duration,
+    ) -> Result<Self, SimError> {
         let o: NodeOptions = from_value(config, "cluster.config")?;
         let settings = Self {
-            membership: SwimSettings::parse(&o.membership, nodes, "cluster.config.membership")?,
+            membership: SwimSettings::parse(
+                &o.membership,
+                nodes,
+                duration,
+                "cluster.config.membership",
+            )?,
             sync_interval: o.sync_interval.unwrap_or(Duration::from_secs(2)),
             tombstone_ttl: o.tombstone_ttl.unwrap_or(Duration::from_secs(3600)),
             max_clock_skew: o.max_clock_skew.unwrap_or(Duration::from_secs(30)),
@@ -120,7 +129,9 @@ pub(crate) fn parse_clocks(value: &Value, n: usize) -> Result<Vec<ClockSpec>, Si
     let raw: BTreeMap<String, ClockOptions> = from_value(value, "clocks")?;
     let mut out = vec![ClockSpec::default(); n];
     for (name, o) in raw {
-        let nodes = Selector::Keyword(name.clone()).resolve(n)?;
+        let nodes = Selector::Keyword(name.clone())
+            .resolve(n)
+            .map_err(|e| e.at(&format!("clocks.{name}")))?;
         let offset_us = match &o.offset {
             Some(text) => signed_micros(text)
                 .map_err(|e| SimError::invalid(format!("clocks.{name}.offset: {e}")))?,
@@ -233,7 +244,7 @@ pub(crate) fn parse_workload(value: &Value, n: usize) -> Result<Vec<Load>, SimEr
         .into_iter()
         .enumerate()
         .map(|(i, spec)| {
-            let bad = |why: String| SimError::invalid(format!("workload[{i}]: {why}"));
+            let bad = |why: String| SimError::invalid(why).at(&format!("workload[{i}]"));
             let per_second: f64 = spec
                 .rate
                 .strip_suffix("/s")
@@ -270,7 +281,9 @@ pub(crate) fn parse_workload(value: &Value, n: usize) -> Result<Vec<Load>, SimEr
                 return Err(bad("until must be after from".into()));
             }
             let nodes = match &spec.nodes {
-                Some(sel) => sel.resolve(n)?,
+                Some(sel) => sel
+                    .resolve(n)
+                    .map_err(|e| e.at(&format!("workload[{i}].nodes")))?,
                 None => (0..n).collect(),
             };
             if nodes.is_empty() {

@@ -66,12 +66,28 @@ fn prepare(scenario: &Scenario, seed: u64) -> Result<Prepared, SimError> {
         ));
     }
     let n = scenario.cluster.nodes;
-    let settings = NodeSettings::parse(&scenario.cluster.config, n)?;
+    let settings = NodeSettings::parse(&scenario.cluster.config, n, scenario.duration)?;
     let clocks = parse_clocks(&scenario.clocks, n)?;
     let loads = parse_workload(&scenario.workload, n)?;
+    if let Some((i, load)) = loads
+        .iter()
+        .enumerate()
+        .find(|(_, load)| load.spec.until > scenario.duration)
+    {
+        return Err(SimError::invalid(format!(
+            "workload[{i}].until: {} is after duration ({})",
+            crate::duration::show(load.spec.until),
+            crate::duration::show(scenario.duration)
+        )));
+    }
     let checks = DataChecks::parse(scenario)?;
     let mut steps = compile(scenario)?;
-    steps.extend(nemesis::plan(&scenario.nemesis, n, seed)?);
+    steps.extend(nemesis::plan(
+        &scenario.nemesis,
+        n,
+        scenario.duration,
+        seed,
+    )?);
     steps.sort_by_key(|s| s.at);
     if steps
         .iter()

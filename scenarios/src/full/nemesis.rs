@@ -66,9 +66,14 @@ fn step(at: Duration, what: String, op: Op) -> TimedOp {
     TimedOp { at, what, op }
 }
 
-/// The faults of `nemesis` (none when it is absent) for `n` nodes with `seed`, in time
-/// order.
-pub(crate) fn plan(value: &Value, n: usize, seed: u64) -> Result<Vec<TimedOp>, SimError> {
+/// The faults of `nemesis` (none when it is absent) for `n` nodes and a run of
+/// `duration` with `seed`, in time order.
+pub(crate) fn plan(
+    value: &Value,
+    n: usize,
+    duration: Duration,
+    seed: u64,
+) -> Result<Vec<TimedOp>, SimError> {
     if value.is_null() {
         return Ok(Vec::new());
     }
@@ -83,6 +88,13 @@ pub(crate) fn plan(value: &Value, n: usize, seed: u64) -> Result<Vec<TimedOp>, S
         return Err(SimError::invalid(
             "nemesis: until must be after from, and the cluster needs two nodes",
         ));
+    }
+    if spec.until > duration {
+        return Err(SimError::invalid(format!(
+            "nemesis.until: {} is after duration ({})",
+            duration::show(spec.until),
+            duration::show(duration)
+        )));
     }
     let most = (spec.until - spec.from).as_micros() / spec.hold.min.as_micros().max(1);
     if most > MAX_FAULTS {

@@ -72,6 +72,7 @@ pub(crate) fn membership(
     log: &SharedLog,
     cfg: &SwimConfig,
     nodes: usize,
+    duration: Duration,
 ) -> Built {
     use Phase::{Always, Eventually, Final};
     let p: Box<dyn Property<SwimNode>> = match name {
@@ -117,7 +118,7 @@ pub(crate) fn membership(
         "message_load" => {
             expect_phase(name, phase, &[Always])?;
             only_keys(name, a, &["max_bytes_per_node_s", "from"])?;
-            Box::new(message_load::MessageLoad::new(name, a)?)
+            Box::new(message_load::MessageLoad::new(name, a, duration)?)
         }
         _ => return Ok(None),
     };

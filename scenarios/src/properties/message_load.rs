@@ -22,16 +22,24 @@ pub(crate) struct MessageLoad {
 }
 
 impl MessageLoad {
-    pub(crate) fn new(name: &str, a: &Value) -> Result<Self, SimError> {
+    pub(crate) fn new(name: &str, a: &Value, duration: Duration) -> Result<Self, SimError> {
         let max = a
             .get("max_bytes_per_node_s")
             .and_then(Value::as_f64)
             .ok_or_else(|| {
                 SimError::invalid(format!("`{name}` needs `max_bytes_per_node_s: <number>`"))
             })?;
+        let from = duration_arg(name, a, "from")?.unwrap_or_default();
+        if from >= duration {
+            return Err(SimError::invalid(format!(
+                "property `{name}`: from: {} is not before duration ({})",
+                crate::duration::show(from),
+                crate::duration::show(duration)
+            )));
+        }
         Ok(Self {
             max,
-            from: duration_arg(name, a, "from")?.unwrap_or_default(),
+            from,
             bytes: 0,
             datagrams: 0,
             rates: None,

@@ -153,7 +153,7 @@ impl Protocol for PingPongNode {
 impl ProtocolFactory for PingPong {
     type Node = PingPongNode;
 
-    fn from_config(config: &Value, _nodes: usize) -> Result<Self, SimError> {
+    fn from_config(config: &Value, _nodes: usize, _duration: Duration) -> Result<Self, SimError> {
         let config: Config = if config.is_null() {
             Config {
                 interval: default_interval(),
@@ -217,7 +217,8 @@ mod tests {
     use super::*;
 
     fn node() -> PingPongNode {
-        let factory = PingPong::from_config(&Value::Null, 3).expect("defaults");
+        let factory =
+            PingPong::from_config(&Value::Null, 3, Duration::from_secs(1)).expect("defaults");
         let peers: Arc<[SocketAddr]> = (0..3).map(crate::protocol::node_addr).collect();
         factory.create(NodeCtx {
             index: 0,

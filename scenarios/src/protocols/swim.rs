@@ -40,6 +40,8 @@ pub struct SwimFactory {
     settings: Settings,
     /// How many nodes the cluster has (properties name nodes).
     nodes: usize,
+    /// How long the run is (properties' times must fall within it).
+    duration: Duration,
     log: SharedLog,
 }
 
@@ -125,15 +127,16 @@ impl SwimFactory {
 impl ProtocolFactory for SwimFactory {
     type Node = SwimNode;
 
-    fn from_config(config: &Value, nodes: usize) -> Result<Self, SimError> {
+    fn from_config(config: &Value, nodes: usize, duration: Duration) -> Result<Self, SimError> {
         if nodes > MAX_SWIM_NODES {
             return Err(SimError::invalid(format!(
                 "cluster.nodes: {nodes} with protocol: swim (at most {MAX_SWIM_NODES})"
             )));
         }
         Ok(Self {
-            settings: Settings::parse(config, nodes, "cluster.config")?,
+            settings: Settings::parse(config, nodes, duration, "cluster.config")?,
             nodes,
+            duration,
             log: SharedLog::default(),
         })
     }
@@ -188,6 +191,7 @@ impl ProtocolFactory for SwimFactory {
             &self.log,
             &self.settings.swim,
             self.nodes,
+            self.duration,
         )
     }
 }

@@ -79,14 +79,6 @@ pub(crate) struct Settings {
     pub(crate) id_len: usize,
 }
 
-/// The message of an error, without the `invalid scenario` prefix of its display.
-fn message(e: SimError) -> String {
-    match e {
-        SimError::Invalid(m) => m,
-        other => other.to_string(),
-    }
-}
-
 fn set<T>(field: &mut T, value: Option<T>) {
     if let Some(v) = value {
         *field = v;
@@ -98,8 +90,13 @@ impl Settings {
     /// `key` in the file (errors name it): `cluster.config` of a SWIM cluster,
     /// `cluster.config.membership` of a full one. Seeds must be nodes of the cluster, and
     /// a cluster of more than one node needs one.
-    pub(crate) fn parse(config: &Value, nodes: usize, key: &str) -> Result<Self, SimError> {
-        let invalid = |e: &dyn std::fmt::Display| SimError::invalid(format!("{key}: {e}"));
+    pub(crate) fn parse(
+        config: &Value,
+        nodes: usize,
+        duration: Duration,
+        key: &str,
+    ) -> Result<Self, SimError> {
+        let invalid = |e: &dyn std::fmt::Display| SimError::invalid(e.to_string()).at(key);
         let o: Options = if config.is_null() {
             Options::default()
         } else {
@@ -139,7 +136,7 @@ impl Settings {
                 .iter()
                 .map(|name| crate::spec::node_index(name, nodes))
                 .collect::<Result<_, _>>()
-                .map_err(|e| invalid(&format_args!("seeds: {}", message(e))))?,
+                .map_err(|e| e.at("seeds").at(key))?,
             None => vec![0],
         };
         if seeds.is_empty() && nodes > 1 {
@@ -149,10 +146,20 @@ impl Settings {
         if id_len > 128 {
             return Err(invalid(&"id_len: at most 128"));
         }
+        let join_stagger = o.join_stagger.unwrap_or(Duration::from_millis(5));
+        let last_join = join_stagger
+            .checked_mul(u32::try_from(nodes.saturating_sub(1)).unwrap_or(u32::MAX))
+            .filter(|&at| at <= duration);
+        if last_join.is_none() {
+            return Err(invalid(&format_args!(
+                "join_stagger: n{nodes} would first join after duration ({})",
+                duration::show(duration)
+            )));
+        }
         Ok(Self {
             swim: c,
             seeds,
-            join_stagger: o.join_stagger.unwrap_or(Duration::from_millis(5)),
+            join_stagger,
             id_len,
         })
     }
@@ -162,16 +169,18 @@ impl Settings {
 mod tests {
     use super::*;
 
+    const MINUTE: Duration = Duration::from_secs(60);
+
     #[test]
     fn presets_overrides_and_errors() {
-        let s = Settings::parse(&Value::Null, 3, "cluster.config").expect("defaults");
+        let s = Settings::parse(&Value::Null, 3, MINUTE, "cluster.config").expect("defaults");
         assert_eq!((s.swim, s.seeds), (SwimConfig::lan(), vec![0]));
         let v: Value = serde_yaml::from_str(
             "{profile: wan, lifeguard: false, probe_interval: 3s, seeds: [n2], \
              suspicion_timeout_min: 0s}",
         )
         .expect("yaml");
-        let s = Settings::parse(&v, 3, "cluster.config").expect("valid");
+        let s = Settings::parse(&v, 3, MINUTE, "cluster.config").expect("valid");
         assert_eq!(s.swim.probe_interval, Duration::from_secs(3));
         assert!(!s.swim.lifeguard);
         assert_eq!(s.swim.suspicion_timeout_min, Duration::ZERO);
@@ -183,12 +192,13 @@ mod tests {
             "{seeds: [n4]}",
             "{seeds: [n01]}",
             "{seeds: []}",
+            "{join_stagger: 31s}",
         ] {
             let v: Value = serde_yaml::from_str(bad).expect("yaml");
-            let e = Settings::parse(&v, 3, "cluster.config").expect_err(bad);
+            let e = Settings::parse(&v, 3, MINUTE, "cluster.config").expect_err(bad);
             assert!(e.to_string().contains("cluster.config"), "{bad}: {e}");
         }
         let alone: Value = serde_yaml::from_str("{seeds: []}").expect("yaml");
-        assert!(Settings::parse(&alone, 1, "cluster.config").is_ok());
+        assert!(Settings::parse(&alone, 1, MINUTE, "cluster.config").is_ok());
     }
 }
