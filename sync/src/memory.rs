@@ -25,6 +25,8 @@ struct Inner {
     by_leaf: BTreeSet<(Leaf, String)>,
     /// What purging looks at, so that it never scans the whole store.
     deaths: Deaths,
+    /// See [`Store::reserved_changes`].
+    reserved_changes: u64,
 }
 
 /// The held versions that purging will change, by when: values with an expiry (by
@@ -119,6 +121,9 @@ impl Inner {
             self.by_leaf.insert((leaf_of(key), key.to_owned()));
             self.keys.insert(key.to_owned());
             self.current.insert(key.to_owned(), version.clone());
+        }
+        if key.starts_with('_') {
+            self.reserved_changes += 1;
         }
         if max_revisions > 0 {
             let revisions = self.history.entry(key.to_owned()).or_default();
@@ -283,6 +288,10 @@ impl Store for MemoryStore {
             }
         }
         Ok(stats)
+    }
+
+    fn reserved_changes(&self) -> u64 {
+        self.lock().reserved_changes
     }
 
     fn merge(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {

@@ -213,6 +213,12 @@ pub trait Store: Send + Sync + 'static {
         Ok(revisions)
     }
 
+    /// How many versions of reserved keys (under `_`: users, groups, tokens) this store
+    /// has taken since it opened, written here or merged from a peer, counted as soon as
+    /// readers see them: whoever caches what those keys say (the API's authenticated
+    /// callers) reads them again once this moves.
+    fn reserved_changes(&self) -> u64;
+
     /// Turns expired values into tombstones and removes tombstones older than
     /// `tombstone_ttl_ms`, with their history.
     fn purge(&self, now_ms: u64, tombstone_ttl_ms: u64) -> Result<PurgeStats, StoreError>;

@@ -7,7 +7,8 @@
 //! `_auth/deleted-users/` counts as deleted, whatever that says), and each of the user's groups
 //! under `_auth/groups/` (a deleted group grants nothing). The result is
 //! cached briefly (see `caller_cache`), and the cache is emptied by every `_auth/` write
-//! on this node, so a revocation or a user deletion applies to the very next request.
+//! on this node and every one its store takes from a peer, so a revocation or a user
+//! deletion applies to the very next request once it is here.
 //! [`Api::authorize`]
 //! hands the decision to the pure [`crate::auth::authorize`].
 
@@ -135,6 +136,7 @@ impl<B: Backend> Api<B> {
             return Ok(Arc::clone(&self.callers.anonymous));
         };
         let now = self.backend.now_ms();
+        self.callers.follow(self.backend.store().reserved_changes());
         if let Some(caller) = self.callers.get(token, now) {
             return Ok(caller);
         }

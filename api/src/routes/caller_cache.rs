@@ -7,8 +7,10 @@
 //! through a comparison with a valid token. An entry is used for at most
 //! [`MAX_AGE_MS`] and never after its token's `exp`; any write to the `_auth/` keyspace
 //! through this node's API bumps the epoch and empties the cache, so a local revocation,
-//! user deletion or group change applies to the very next request. A change that arrives
-//! by replication applies within [`MAX_AGE_MS`].
+//! user deletion or group change applies to the very next request; so does a change of a
+//! reserved key that the store takes from a peer ([`CallerCache::follow`] of the store's
+//! count of them), as soon as it is there to be read. [`MAX_AGE_MS`] bounds the rest
+//! (a caller whose token expires, say).
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -35,6 +37,8 @@ struct Cached {
 pub(crate) struct CallerCache {
     seed: std::collections::hash_map::RandomState,
     epoch: AtomicU64,
+    /// The store's count of reserved-key changes when last followed.
+    store_changes: AtomicU64,
     entries: Mutex<HashMap<u64, Cached>>,
     /// The caller of every request while `auth_enabled` is false.
     pub(crate) unchecked: Arc<Caller>,
@@ -47,6 +51,7 @@ impl CallerCache {
         Self {
             seed: std::collections::hash_map::RandomState::new(),
             epoch: AtomicU64::new(0),
+            store_changes: AtomicU64::new(0),
             entries: Mutex::new(HashMap::new()),
             unchecked: Arc::new(Caller::Unchecked),
             anonymous: Arc::new(Caller::Checked {
@@ -102,6 +107,16 @@ impl CallerCache {
         );
     }
 
+    /// Empties the cache if the store took a reserved key since the last call
+    /// (`changes`: its [`kvs_sync::Store::reserved_changes`]); a load alone otherwise.
+    pub(crate) fn follow(&self, changes: u64) {
+        if self.store_changes.load(Ordering::Acquire) != changes
+            && self.store_changes.swap(changes, Ordering::AcqRel) != changes
+        {
+            self.invalidate();
+        }
+    }
+
     /// Forgets every entry: an auth record changed.
     pub(crate) fn invalidate(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
@@ -138,6 +153,14 @@ mod tests {
         cache.insert("t", &caller, cache.epoch(), 10, 5_000);
         cache.invalidate();
         assert!(cache.get("t", 10).is_none(), "invalidated");
+        cache.insert("t", &caller, cache.epoch(), 10, 5_000);
+        cache.follow(0);
+        assert!(
+            cache.get("t", 10).is_some(),
+            "the store took no reserved key"
+        );
+        cache.follow(1);
+        assert!(cache.get("t", 10).is_none(), "the store took one");
     }
 
     #[test]

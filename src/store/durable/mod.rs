@@ -71,6 +71,8 @@ pub struct DurableStore {
     audit: Option<Audit>,
     /// Every version as it becomes visible (see [`Self::watch`]).
     changes: tokio::sync::broadcast::Sender<Change>,
+    /// Versions of reserved keys made visible (see [`Store::reserved_changes`]).
+    reserved_changes: std::sync::atomic::AtomicU64,
 }
 
 impl DurableStore {
@@ -181,6 +183,7 @@ impl DurableStore {
             compress_from: options.compression_min_bytes,
             audit,
             changes: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
+            reserved_changes: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -420,6 +423,10 @@ impl DurableStore {
         pending.accepted = last;
         for (seq, item) in accepted {
             if let Logged::Version(staged) = &item {
+                if staged.key.starts_with('_') {
+                    self.reserved_changes
+                        .fetch_add(1, std::sync::atomic::Ordering::Release);
+                }
                 if watched {
                     // Sent under the overlay's lock, so that changes go out in the order
                     // readers see them.

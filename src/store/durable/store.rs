@@ -194,6 +194,11 @@ impl Store for DurableStore {
         self.lmdb.changes_since(since_ms, after, limit)
     }
 
+    fn reserved_changes(&self) -> u64 {
+        self.reserved_changes
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn revisions(&self, key: &str) -> Result<Vec<Version>, StoreError> {
         self.caught_up()?;
         self.lmdb.revisions(key)

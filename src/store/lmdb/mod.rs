@@ -111,6 +111,9 @@ pub struct LmdbStore {
     /// Index changes of the open write transaction, written at its commit.
     index_ops: IndexOps,
     options: StoreOptions,
+    /// Versions of reserved keys stored (see [`Store::reserved_changes`]; counted when
+    /// stored, a little before their commit: a reader reads them again a little early).
+    reserved_changes: std::sync::atomic::AtomicU64,
 }
 
 impl LmdbStore {
@@ -199,6 +202,7 @@ impl LmdbStore {
             merkle,
             index_ops: IndexOps::default(),
             options,
+            reserved_changes: std::sync::atomic::AtomicU64::new(0),
         };
         store.resume_deferred_indexes()?;
         Ok(store)
@@ -465,6 +469,11 @@ impl Store for LmdbStore {
         limit: usize,
     ) -> Result<Vec<(u64, String)>, StoreError> {
         self.changes_in_time_order(since_ms, after, limit)
+    }
+
+    fn reserved_changes(&self) -> u64 {
+        self.reserved_changes
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn revisions(&self, key: &str) -> Result<Vec<Version>, StoreError> {

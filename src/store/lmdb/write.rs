@@ -67,6 +67,10 @@ impl LmdbStore {
         record: &[u8],
     ) -> Result<(), StoreError> {
         self.replace(wtxn, key, old, new, record)?;
+        if key.starts_with('_') {
+            self.reserved_changes
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
         self.add_revision(wtxn, key, new, record)?;
         self.cap_history(wtxn, key)
     }

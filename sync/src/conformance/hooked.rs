@@ -115,6 +115,10 @@ impl<S: Store> Store for Hooked<S> {
         self.inner.changes_since(since_ms, after, limit)
     }
 
+    fn reserved_changes(&self) -> u64 {
+        self.inner.reserved_changes()
+    }
+
     fn revisions(&self, key: &str) -> Result<Vec<Version>, StoreError> {
         (self.hook)(Call::History)?;
         self.inner.revisions(key)

@@ -28,7 +28,7 @@ macro_rules! store_conformance_tests {
             delete_leaves_tombstone, ttl_expiry, list_by_prefix_pages, list_since_pages,
             changes_since_include_deletions_and_expiries,
             history_newest_first_and_capped, history_puts_the_winner_of_a_tie_first, history_starts_at_the_last_delete, history_disabled,
-            revisions_keep_every_change_tombstones_included, purge_expired_and_tombstones, purge_skips_what_was_overwritten, merge_keeps_the_winner,
+            revisions_keep_every_change_tombstones_included, reserved_changes_count_reserved_keys_taken, purge_expired_and_tombstones, purge_skips_what_was_overwritten, merge_keeps_the_winner,
             batch_ops_see_each_other, values_roundtrip, stats_count_keys, stats_bytes_follow_the_data,
             set_meta_changes_only_metadata, merkle_tracks_every_change,
             tombstone_of_an_expired_value_is_kept_from_its_expiry,
@@ -395,6 +395,49 @@ pub fn revisions_keep_every_change_tombstones_included<G, S: Store>(
     });
     life(&off);
     assert!(off.revisions("r").unwrap().is_empty());
+}
+
+/// Versions of reserved keys are counted as they are taken, written or merged; other
+/// keys are not.
+pub fn reserved_changes_count_reserved_keys_taken<G, S: Store>(
+    make: &impl Fn(StoreOptions) -> (G, S),
+) {
+    let (_guard, store) = make(StoreOptions::default());
+    let before = store.reserved_changes();
+    write(&store, put("plain", "1"), 100).unwrap();
+    assert_eq!(store.reserved_changes(), before, "not a reserved key");
+    let written = write(&store, put("_auth/users/a", "1"), 101)
+        .unwrap()
+        .version;
+    assert_eq!(store.reserved_changes(), before + 1, "written");
+    let merged = Version {
+        id: VersionId {
+            timestamp: 102,
+            ..written.id
+        },
+        ..written.clone()
+    };
+    store
+        .merge(&[("_auth/users/b".into(), merged.clone())])
+        .unwrap();
+    assert_eq!(store.reserved_changes(), before + 2, "merged");
+    store.merge(&[("_auth/users/b".into(), merged)]).unwrap();
+    assert_eq!(
+        store.reserved_changes(),
+        before + 2,
+        "held already: not taken"
+    );
+    let from_session = Version {
+        id: VersionId {
+            timestamp: 103,
+            ..written.id
+        },
+        ..written
+    };
+    store
+        .merge_from_session(vec![("_auth/users/c".into(), from_session)])
+        .unwrap();
+    assert_eq!(store.reserved_changes(), before + 3, "from a session");
 }
 
 /// Purge turns expired values into tombstones and drops old tombstones.
