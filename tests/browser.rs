@@ -331,9 +331,14 @@ async fn the_console_shows_a_cluster_its_keys_and_live_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_auth_off_the_console_needs_no_token() {
     let Some(driver) = chromedriver() else { return };
-    let node = tokio::task::spawn_blocking(|| Node::start_named("solo", PLAIN))
+    let mut node = tokio::task::spawn_blocking(|| Node::start_named("solo", PLAIN))
         .await
         .expect("a node");
+    // A restart below keeps the port the page talks to.
+    let port = node.base.rsplit(':').next().unwrap().to_owned();
+    let config = std::fs::read_to_string(&node.config).unwrap();
+    let config = config.replace("http_port: 0", &format!("http_port: {port}"));
+    std::fs::write(&node.config, config).unwrap();
     let client = browser(&driver).await;
     client
         .goto(&format!("{}/ui", node.base))
@@ -349,5 +354,23 @@ async fn with_auth_off_the_console_needs_no_token() {
     })
     .await;
     assert_eq!(text(&client, "#changes-error").await, "");
+    // The node restarts: the page connects again, replays from a little before the
+    // newest change it showed, and shows no change twice.
+    let node = tokio::task::spawn_blocking(move || {
+        node.kill();
+        node.launch();
+        node
+    })
+    .await
+    .expect("the node again");
+    assert!(node.put("/kv/plain/after", "2").status == 201);
+    let shown = wait_for(
+        &client,
+        "#changes tbody",
+        "the write after the restart",
+        |t| t.contains("plain/after"),
+    )
+    .await;
+    assert_eq!(shown.matches("plain/key").count(), 1, "shown once: {shown}");
     client.close().await.expect("close the browser");
 }

@@ -227,7 +227,10 @@ fn concurrent_large_values_replicate() {
 /// token still worked on another node 0.6 s after the revocation).
 #[test]
 fn a_revocation_applies_on_every_node_as_soon_as_it_arrives() {
-    let nodes = cluster(2, "auth_enabled: true\njwt_secret: revocation-reaches-everyone\n");
+    let nodes = cluster(
+        2,
+        "auth_enabled: true\njwt_secret: revocation-reaches-everyone\n",
+    );
     let root = common::cluster::root_token(&nodes[0]).expect("root token");
     let body = r#"{"user_id":"root","scopes":["read"],"ttl":"1h"}"#;
     let issued = call(&nodes[0], "POST", "/auth/tokens", Some(body), Some(&root));
