@@ -56,6 +56,34 @@ fn puts_deletes_and_expiries_under_the_prefix_stream_live() {
     assert!(quiet(&events), "nothing from outside the prefix");
 }
 
+/// A DELETE of a key that never existed (404; a tombstone all the same, so that an
+/// older copy elsewhere cannot survive it) changes nothing a reader sees: no event (found
+/// by an audit: every watcher got a `delete` for any key name a writer chose).
+#[test]
+fn a_delete_of_a_key_that_never_existed_is_no_event() {
+    let node = Node::start(PLAIN);
+    let events = watch(&node, "/watch?prefix=w/", &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(node.delete("/kv/w/never").status, 404);
+    assert_eq!(node.put("/kv/w/gone", "1").status, 201);
+    assert_eq!(node.delete("/kv/w/gone").status, 204);
+    assert_eq!(node.delete("/kv/w/gone").status, 404);
+    assert_eq!(node.put("/kv/w/x", "1").status, 201);
+    let kinds: Vec<(String, Value)> = (0..3)
+        .map(|_| next(&events))
+        .map(|e| (e.kind, e.data["key"].clone()))
+        .collect();
+    let event = |kind: &str, key: &str| (kind.to_owned(), Value::from(key));
+    assert_eq!(
+        kinds,
+        [
+            event("put", "w/gone"),
+            event("delete", "w/gone"),
+            event("put", "w/x")
+        ]
+    );
+}
+
 #[test]
 fn since_sends_the_backlog_and_last_event_id_resumes_without_repeats() {
     let node = Node::start(PLAIN);

@@ -413,6 +413,21 @@ impl DurableStore {
         Ok(target)
     }
 
+    /// Whether `key` read as absent before the version being published (`latest`: the
+    /// overlay, then LMDB): nothing held, or a tombstone. An expired value not purged
+    /// yet counts as held: its purge has not told readers it expired.
+    fn was_absent(&self, latest: &HashMap<String, (u64, Arc<Version>)>, key: &str) -> bool {
+        match latest.get(key) {
+            Some((_, version)) => version.is_tombstone(),
+            None => self
+                .lmdb
+                .get(key)
+                .ok()
+                .flatten()
+                .is_none_or(|version| version.is_tombstone()),
+        }
+    }
+
     /// Hands logged items to readers (the overlay) and to the applier.
     fn publish(&self, accepted: Vec<(u64, Logged)>) {
         let Some(&(last, _)) = accepted.last() else {
@@ -427,7 +442,13 @@ impl DurableStore {
                     self.reserved_changes
                         .fetch_add(1, std::sync::atomic::Ordering::Release);
                 }
-                if watched {
+                // A tombstone over nothing (a delete of a key never held, or of one
+                // deleted already) changes nothing a reader sees: no change to watch.
+                let seen = || {
+                    !staged.version.is_tombstone()
+                        || !self.was_absent(&pending.latest, &staged.key)
+                };
+                if watched && seen() {
                     // Sent under the overlay's lock, so that changes go out in the order
                     // readers see them.
                     let _ = self.changes.send(Change {
