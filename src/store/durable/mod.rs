@@ -445,8 +445,7 @@ impl DurableStore {
                 // A tombstone over nothing (a delete of a key never held, or of one
                 // deleted already) changes nothing a reader sees: no change to watch.
                 let seen = || {
-                    !staged.version.is_tombstone()
-                        || !self.was_absent(&pending.latest, &staged.key)
+                    !staged.version.is_tombstone() || !self.was_absent(&pending.latest, &staged.key)
                 };
                 if watched && seen() {
                     // Sent under the overlay's lock, so that changes go out in the order
