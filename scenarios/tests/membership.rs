@@ -112,3 +112,26 @@ fn a_slow_node_delays_its_handling_but_loses_nothing() {
     assert_eq!(plain.counts.sent, slow.counts.sent);
     assert_eq!(slow.counts.dropped.values().sum::<u64>(), 0);
 }
+
+/// `loss_rate` and `delivered_at_least` report what they measured (`--report` showed a
+/// bare line for them; found by an audit of kvs-sim).
+#[test]
+fn loss_rate_and_delivered_at_least_report_their_figures() {
+    let yaml = "name: t\nengine: model\nduration: 10s\n\
+                cluster: {nodes: 4, protocol: ping_pong, config: {interval: 100ms}}\n\
+                network: {default: {loss: 0.3}}\n\
+                properties: {final: [{loss_rate: {min: 0.2, max: 0.4}}, {delivered_at_least: {count: 100}}]}\n";
+    let report = run(yaml, 1);
+    assert!(report.violation.is_none(), "{:?}", report.violation);
+    let figure = |name: &str| {
+        report
+            .measurements
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("{name} not measured: {:?}", report.measurements))
+    };
+    let rate = figure("loss_rate.rate");
+    assert!((0.2..=0.4).contains(&rate), "{rate}");
+    assert!(figure("delivered_at_least.delivered") >= 100.0);
+}

@@ -1,5 +1,5 @@
 //! `loss_rate: {min, max}` (final): the fraction of sent datagrams the network lost at
-//! random is within bounds (checks the loss model itself).
+//! random is within bounds (checks the loss model itself). Measures `rate`.
 
 use serde::Deserialize;
 
@@ -14,6 +14,9 @@ pub(crate) struct LossRate {
     min: f64,
     #[serde(default = "one")]
     max: f64,
+    /// The rate when checked.
+    #[serde(skip)]
+    rate: Option<f64>,
 }
 
 fn one() -> f64 {
@@ -41,6 +44,7 @@ impl<P> Property<P> for LossRate {
         let counts = world.fabric.counts();
         let lost = counts.dropped.get(&DropReason::Loss).copied().unwrap_or(0);
         let rate = lost as f64 / counts.sent.max(1) as f64;
+        self.rate = Some(rate);
         if (self.min..=self.max).contains(&rate) {
             Ok(())
         } else {
@@ -49,5 +53,12 @@ impl<P> Property<P> for LossRate {
                 counts.sent, self.min, self.max
             ))
         }
+    }
+
+    fn measurements(&self) -> Vec<(String, f64)> {
+        self.rate
+            .map(|rate| ("rate".to_string(), rate))
+            .into_iter()
+            .collect()
     }
 }
