@@ -335,10 +335,7 @@ async fn with_auth_off_the_console_needs_no_token() {
         .await
         .expect("a node");
     // A restart below keeps the port the page talks to.
-    let port = node.base.rsplit(':').next().unwrap().to_owned();
-    let config = std::fs::read_to_string(&node.config).unwrap();
-    let config = config.replace("http_port: 0", &format!("http_port: {port}"));
-    std::fs::write(&node.config, config).unwrap();
+    node.keep_port();
     let client = browser(&driver).await;
     client
         .goto(&format!("{}/ui", node.base))

@@ -209,11 +209,10 @@ fn a_bad_last_event_id_or_since_is_refused() {
     assert_eq!(answer.status, 400, "{}", answer.body);
 }
 
-#[test]
-fn kvs_watch_prints_each_change_as_a_json_line() {
-    let node = Node::start(PLAIN);
+/// `kvs watch PREFIX` against `node`, and the lines it prints as they come.
+fn kvs_watch(node: &Node, prefix: &str) -> (std::process::Child, mpsc::Receiver<String>) {
     let mut watcher = std::process::Command::new(common::kvs_bin())
-        .args(["watch", "cli/", "--addr", &node.base])
+        .args(["watch", prefix, "--addr", &node.base])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -227,6 +226,13 @@ fn kvs_watch_prints_each_change_as_a_json_line() {
             }
         }
     });
+    (watcher, received)
+}
+
+#[test]
+fn kvs_watch_prints_each_change_as_a_json_line() {
+    let node = Node::start(PLAIN);
+    let (mut watcher, received) = kvs_watch(&node, "cli/");
     // Writes until the watcher is connected and prints the first one it sees.
     let mut printed = None;
     for n in 0..100 {
@@ -264,28 +270,8 @@ fn kvs_watch_prints_each_change_as_a_json_line() {
 fn kvs_watch_goes_on_after_its_node_restarts_printing_each_change_once() {
     let mut node = Node::start(PLAIN);
     // The restart keeps the port the watcher knows.
-    let port = node.base.rsplit(':').next().unwrap().to_owned();
-    let config = std::fs::read_to_string(&node.config).unwrap();
-    std::fs::write(
-        &node.config,
-        config.replace("http_port: 0", &format!("http_port: {port}")),
-    )
-    .unwrap();
-    let mut watcher = std::process::Command::new(common::kvs_bin())
-        .args(["watch", "r/", "--addr", &node.base])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("kvs watch");
-    let stdout = watcher.stdout.take().unwrap();
-    let (lines, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    node.keep_port();
+    let (mut watcher, received) = kvs_watch(&node, "r/");
     let key = |line: String| {
         let line: Value = serde_json::from_str(&line).unwrap();
         line["key"].as_str().unwrap().to_owned()

@@ -146,6 +146,15 @@ impl Node {
         lines
     }
 
+    /// Writes the port the node serves on now into its config, so that a restart
+    /// ([`Node::kill`] then [`Node::launch`]) serves on it again (clients keep it).
+    pub fn keep_port(&self) {
+        let port = self.base.rsplit(':').next().expect("a port");
+        let config = std::fs::read_to_string(&self.config).expect("the config");
+        let config = config.replace("http_port: 0", &format!("http_port: {port}"));
+        std::fs::write(&self.config, config).expect("the config");
+    }
+
     /// Sends SIGKILL and waits for the process to go.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

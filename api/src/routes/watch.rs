@@ -100,29 +100,25 @@ fn resume_ms(id: &str) -> Option<u64> {
 /// the time the key died.
 fn changes_of(revisions: &[Version], now_ms: u64) -> Vec<(u64, &'static str, &Version)> {
     let mut changes = Vec::new();
-    let mut next_at = None;
-    for version in revisions {
-        let mut of_version = Vec::new();
+    // Oldest first, each with the time of the version that replaced it, if any.
+    for (i, version) in revisions.iter().enumerate().rev() {
         if version.is_tombstone() {
-            let kind = if version.expires_at.is_some() {
-                "expire"
-            } else {
-                "delete"
+            let kind = match version.expires_at {
+                Some(_) => "expire",
+                None => "delete",
             };
-            of_version.push((version.changed_at(), kind, version));
-        } else {
-            of_version.push((version.id.timestamp, "put", version));
-            if let Some(expired_at) = version
-                .expires_at
-                .filter(|&at| at <= now_ms && next_at.is_none_or(|next: u64| at < next))
-            {
-                of_version.push((expired_at, "expire", version));
-            }
+            changes.push((version.changed_at(), kind, version));
+            continue;
         }
-        next_at = Some(version.changed_at());
-        changes.extend(of_version.into_iter().rev());
+        changes.push((version.id.timestamp, "put", version));
+        let replaced_at = i.checked_sub(1).map(|newer| revisions[newer].changed_at());
+        if let Some(expired_at) = version
+            .expires_at
+            .filter(|&at| at <= now_ms && replaced_at.is_none_or(|replaced| at < replaced))
+        {
+            changes.push((expired_at, "expire", version));
+        }
     }
-    changes.reverse();
     changes
 }
 

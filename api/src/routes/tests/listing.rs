@@ -8,7 +8,8 @@ use kvs_sync::WriteOp;
 use serde_json::{Value, json};
 
 use super::{
-    Api, MemoryBackend, Setup, api, api_and_root, delete, expect, get, put, replica_put, request,
+    Api, MemoryBackend, Setup, api, api_and_root, delete, expect, get, put, read_token,
+    replica_put, request,
 };
 use crate::Backend;
 
@@ -119,9 +120,7 @@ async fn a_listing_shows_only_the_keys_the_caller_may_read() {
         201,
     )
     .await;
-    let body = json!({"user_id": bob["id"], "scopes": ["read"], "ttl": "1h"});
-    let bob = expect(&api, ("POST", "/auth/tokens", Some(body)), &root, 201).await;
-    let bob = bob["token"].as_str().expect("token").to_owned();
+    let bob = read_token(&api, &root, &bob["id"]).await;
     let mut everything = Vec::new();
     let mut open = Vec::new();
     for i in 0..12 {

@@ -358,6 +358,13 @@ async fn call(
 }
 
 /// `call` that expects `status` and returns the body.
+/// A token with scope read for the user `user_id` (a JSON string), issued by `root`.
+async fn read_token(api: &Arc<Api<MemoryBackend>>, root: &str, user_id: &Value) -> String {
+    let body = serde_json::json!({"user_id": user_id, "scopes": ["read"], "ttl": "1h"});
+    let token = expect(api, ("POST", "/auth/tokens", Some(body)), root, 201).await;
+    token["token"].as_str().expect("token").to_owned()
+}
+
 async fn expect(
     api: &Arc<Api<MemoryBackend>>,
     (method, path, body): (&str, &str, Option<Value>),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{api_and_root, api_with_root, call, expect, replica_put};
+use super::{api_and_root, api_with_root, call, expect, read_token, replica_put};
 use crate::Backend;
 use crate::auth::{Group, User, group_key, user_key};
 
@@ -26,9 +26,7 @@ async fn a_deleted_group_grants_nothing() {
     let body = json!({"name": "alice", "groups": [team]});
     let alice = expect(&api, post("/auth/users", body), &root, 201).await;
     let alice_record: User = serde_json::from_value(alice.clone()).expect("user record");
-    let body = json!({"user_id": alice["id"], "scopes": ["read"], "ttl": "1h"});
-    let token = expect(&api, post("/auth/tokens", body), &root, 201).await;
-    let token = token["token"].as_str().expect("token").to_owned();
+    let token = read_token(&api, &root, &alice["id"]).await;
     expect(
         &api,
         ("PUT", "/kv/doc", Some(json!("team only"))),
@@ -67,9 +65,7 @@ async fn a_deleted_user_stays_deleted_when_a_concurrent_write_of_it_wins() {
     )
     .await;
     let alice_record: User = serde_json::from_value(alice.clone()).expect("user record");
-    let body = json!({"user_id": alice["id"], "scopes": ["read"], "ttl": "1h"});
-    let token = expect(&api, post("/auth/tokens", body), &root, 201).await;
-    let token = token["token"].as_str().expect("token").to_owned();
+    let token = read_token(&api, &root, &alice["id"]).await;
     expect(&api, ("GET", "/kv/missing", None), &token, 404).await;
     let path = format!("/auth/users/{}", alice_record.id);
     expect(&api, ("DELETE", path.as_str(), None), &root, 204).await;
@@ -115,9 +111,7 @@ async fn a_deleted_group_stays_deleted_when_concurrent_writes_of_it_win() {
     let body = json!({"name": "alice", "groups": [team_record.id]});
     let alice = expect(&api, post("/auth/users", body), &root, 201).await;
     let alice_record: User = serde_json::from_value(alice.clone()).expect("user record");
-    let body = json!({"user_id": alice["id"], "scopes": ["read"], "ttl": "1h"});
-    let token = expect(&api, post("/auth/tokens", body), &root, 201).await;
-    let token = token["token"].as_str().expect("token").to_owned();
+    let token = read_token(&api, &root, &alice["id"]).await;
     expect(&api, ("PUT", "/kv/doc", Some(json!(1))), &root, 201).await;
     let meta = json!({"group": team_record.id, "permissions": "f10"});
     expect(&api, ("PUT", "/meta/doc", Some(meta)), &root, 200).await;
