@@ -127,6 +127,10 @@ impl Backend for NodeBackend {
         Some(self.store.watch())
     }
 
+    fn arrivals(&self) -> Option<&kvs_sync::Arrivals> {
+        Some(self.store.arrivals())
+    }
+
     fn stopping(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
         let mut shutdown = self.shutdown.clone();
         async move {

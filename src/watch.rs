@@ -171,19 +171,23 @@ impl Delivered {
         }
     }
 
-    /// Records `id`; false if it was printed already.
+    /// Records the change event `id` names; false if it was printed already. An id is
+    /// `<timestamp>.<uuid>`, the change's name on every node, and a tag of the node's
+    /// life after it when it came live: a resume, or a restarted node, may send the same
+    /// change under another tag.
     fn fresh(&mut self, id: &str) -> bool {
-        if self.ids.contains(id) {
+        let name = change_name(id);
+        if self.ids.contains(name) {
             return false;
         }
-        let ms: u64 = id
+        let ms: u64 = name
             .split('.')
             .next()
             .and_then(|ms| ms.parse().ok())
             .unwrap_or(0);
         let newest = self.newest_ms.map_or(ms, |newest| newest.max(ms));
         self.newest_ms = Some(newest);
-        self.ids.insert(id.to_owned());
+        self.ids.insert(name.to_owned());
         self.recent.push_back((ms, id.to_owned()));
         // Forget what a resume no longer replays, but the last id printed.
         while self.recent.len() > 1
@@ -193,10 +197,18 @@ impl Delivered {
                 .is_some_and(|(at, _)| at.saturating_add(LOOKBACK_MS) < newest)
         {
             if let Some((_, old)) = self.recent.pop_front() {
-                self.ids.remove(&old);
+                self.ids.remove(change_name(&old));
             }
         }
         true
+    }
+}
+
+/// The change an event id names: the id without the node life's tag, if it has one.
+fn change_name(id: &str) -> &str {
+    match id.rsplit_once('.') {
+        Some((name, _)) if id.matches('.').count() == 2 => name,
+        _ => id,
     }
 }
 
@@ -254,6 +266,19 @@ mod tests {
         assert!(delivered.fresh("5000.a"), "forgotten");
         let kept: Vec<&str> = delivered.recent.iter().map(|(_, id)| id.as_str()).collect();
         assert_eq!(kept, ["20000.c", "5000.a"]);
+    }
+
+    #[test]
+    fn a_change_sent_again_under_another_node_life_is_not_printed_twice() {
+        let mut delivered = Delivered::default();
+        assert!(delivered.fresh("5000.a.0000000f"));
+        // A restarted node replays it by time (its bare name), or live under a new tag.
+        assert!(!delivered.fresh("5000.a"));
+        assert!(!delivered.fresh("5000.a.000000aa"));
+        assert!(delivered.fresh("20000.b.000000aa"));
+        // Forgotten by its name once a resume no longer sends it.
+        assert!(delivered.fresh("20001.c"));
+        assert!(delivered.fresh("5000.a"), "forgotten");
     }
 
     #[test]

@@ -97,6 +97,12 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// The changes [`Self::watch`] sent lately, in their order, for an exact resume;
+    /// `None` where the backend keeps none (a resume then goes by the event's time).
+    fn arrivals(&self) -> Option<&kvs_sync::Arrivals> {
+        None
+    }
+
     /// Resolves once the node begins to shut down. Responses that never end by themselves
     /// (`/watch`) end then, so that a graceful shutdown does not wait for their clients.
     /// Never resolves by default.

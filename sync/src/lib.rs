@@ -3,6 +3,7 @@
 //! - [`Version`]: one version of a key (value or tombstone, ownership, expiry) and the
 //!   conflict rule that every replica applies the same way ([`Version::supersedes`]).
 //! - [`plan_write`]: the local write rules (preconditions, the causal timestamp).
+//! - [`Arrivals`]: the changes a store made visible lately, in their order (`/watch`).
 //! - [`Store`]: the storage seam, implemented in memory here ([`MemoryStore`]) and over
 //!   LMDB in the node binary, with one conformance suite (feature `conformance`) that
 //!   both pass.
@@ -11,6 +12,7 @@
 //!   version a peer sends before it is merged.
 
 mod admission;
+mod arrivals;
 mod audit;
 #[cfg(feature = "driver")]
 pub mod driver;
@@ -27,6 +29,7 @@ mod write;
 pub mod conformance;
 
 pub use admission::{Admission, MAX_KEY_BYTES, Refusal, RefusalCounts, Sorted};
+pub use arrivals::Arrivals;
 pub use audit::{
     AuditEntry, AuditKey, AuditVerdict, GENESIS_HASH, head as audit_head, verify_chain,
 };

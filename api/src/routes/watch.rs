@@ -1,21 +1,33 @@
 //! `GET /watch?prefix=P&since=T`: every change under a prefix as Server-Sent Events.
 //!
-//! Each event is `event: put|delete|expire`, `id: <timestamp>.<uuid>` (for an expiry,
-//! the time the value expired in place of its timestamp) and
-//! `data: {"key","uuid","timestamp","data"?}`, sent only to a caller who may read the key
-//! under that version's metadata (the reserved `_` keys never). The stream subscribes to
-//! the store's changes first and then, with `since` (or a `Last-Event-ID` to resume
-//! from), replays one event per change at or after that time, in the order of the
-//! changes: every put, delete and expiry the key's history holds (its last
-//! `max_revisions` versions; with history off, only each key's latest change, like a
-//! compacted etcd watch). Nothing written meanwhile falls between the two, and a change
-//! seen in both is sent once. A replay holds its oldest changes within
-//! [`BACKLOG_BOUND`]; a longer one ends after them with `event: resume` (`backlog`), so
-//! that one watcher never makes the node hold the whole history at once. A resume replays from the millisecond of the event it
-//! names, which is not sent again; other events of that same millisecond may be (at
-//! least once, never lost). A client that falls more than the store's buffer behind gets
-//! `event: resume` with the id to resume from, and the stream ends: writers never wait
-//! for a watcher.
+//! Each event is `event: put|delete|expire` and `data: {"key","uuid","timestamp","data"?}`,
+//! sent only to a caller who may read the key under that version's metadata (the
+//! reserved `_` keys never). The stream subscribes to the store's changes first, then
+//! replays what the client asked for, then streams changes as the node makes them
+//! visible. Nothing written meanwhile falls between the two, and a change seen in both
+//! is sent once.
+//!
+//! Ids: a change is named `<timestamp>.<uuid>` (for an expiry, the time the value
+//! expired in place of its timestamp), the same on every node. Events sent in the order
+//! changes reached this node (live, or an exact resume) add the tag of the node's store
+//! life, `<timestamp>.<uuid>.<tag>`; a replay by time sends the bare name.
+//!
+//! Resuming (`Last-Event-ID`): an id this node's current life sent, among its last
+//! changes ([`kvs_sync::Arrivals`]), resumes exactly: every change that reached the node
+//! after that event, in that order (a write replicated late, or an expiry, included).
+//! Any other id (another node's, an earlier life's, or one past those last changes)
+//! resumes by time, like `since`: one event per change at or after the event's
+//! millisecond, in the order of the changes, every put, delete and expiry the key's
+//! history holds (its last `max_revisions` versions; with history off, only each key's
+//! latest change, like a compacted etcd watch). A change that reached the node after
+//! the client left with a time before the event's is missed then. The named event is
+//! not sent again; others of its millisecond may be (at least once).
+//!
+//! A replay by time holds its oldest changes within [`BACKLOG_BOUND`]; a longer one ends
+//! after them with `event: resume` (`backlog`), so that one watcher never makes the node
+//! hold the whole history at once. A client that falls more than the store's buffer
+//! behind gets `event: resume` with the id to resume from (exact, while the node still
+//! holds the change), and the stream ends: writers never wait for a watcher.
 
 use std::collections::{BinaryHeap, HashSet};
 use std::sync::Arc;
@@ -67,29 +79,77 @@ impl Watcher {
 /// user's groups shows (within the caller cache's second for a change made elsewhere).
 type Recheck = Box<dyn Fn() -> Result<Arc<Caller>, ApiError> + Send + Sync>;
 
-/// The event id of a change to `version`: its timestamp and uuid; for an expiry, the
-/// time the value expired and its uuid, so that the expiry of a value has an id of its
-/// own (the purge's tombstone keeps the value's timestamp and uuid, and a client that
-/// drops repeated ids, or a resume from the put, must not lose the expiry).
-fn event_id(version: &Version, expired: bool) -> String {
-    let at = match version.dead_since() {
+/// The time a change to `version` happened: its timestamp, or for an expiry the time
+/// the value expired (the purge's tombstone keeps the value's timestamp and uuid).
+fn change_at(version: &Version, expired: bool) -> u64 {
+    match version.dead_since() {
         Some(at) if expired => at,
         _ => version.id.timestamp,
-    };
-    format!("{at}.{}", version.id.uuid)
+    }
 }
 
-/// The time a Last-Event-ID resumes from: an id as sent (`<timestamp>.<uuid>`), or a bare
-/// timestamp; `None` for anything else (a timestamp with something else after the `.`
-/// would resume from it and send that event again).
-fn resume_ms(id: &str) -> Option<u64> {
-    let (ms, uuid) = id
-        .split_once('.')
-        .map_or((id, None), |(ms, uuid)| (ms, Some(uuid)));
-    if uuid.is_some_and(|uuid| uuid::Uuid::try_parse(uuid).is_err()) {
-        return None;
+/// What names a change: `<time>.<uuid>` (see [`change_at`]), so that the expiry of a
+/// value has a name of its own (a client that drops repeated ids, or a resume from the
+/// put, must not lose the expiry). The same on every node.
+fn change_id(version: &Version, expired: bool) -> String {
+    format!("{}.{}", change_at(version, expired), version.id.uuid)
+}
+
+/// The id of an event sent in the order changes reached this node (live, or replayed
+/// from [`kvs_sync::Arrivals`]): the change's name and the tag of this node's store life,
+/// which a resume finds its place by. A replay by time sends bare change names.
+fn arrival_id(change_id: &str, tag: u32) -> String {
+    format!("{change_id}.{tag:08x}")
+}
+
+/// A Last-Event-ID: `<time>.<uuid>.<tag>` as sent in arrival order, `<time>.<uuid>` as
+/// sent in a replay by time, or a bare time.
+#[derive(Debug, PartialEq)]
+struct LastEvent {
+    at: u64,
+    uuid: Option<uuid::Uuid>,
+    tag: Option<u32>,
+}
+
+impl LastEvent {
+    /// `None` for anything else (a time with something else after the `.` would resume
+    /// from it and send that event again).
+    fn parse(id: &str) -> Option<Self> {
+        let mut parts = id.split('.');
+        let at = parts.next()?.parse().ok()?;
+        let uuid = parts.next().map(uuid::Uuid::try_parse).transpose().ok()?;
+        let tag = match parts.next() {
+            Some(tag)
+                if tag.len() == 8
+                    && tag
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+            {
+                Some(u32::from_str_radix(tag, 16).ok()?)
+            }
+            Some(_) => return None,
+            None => None,
+        };
+        match parts.next() {
+            Some(_) => None,
+            None => Some(Self { at, uuid, tag }),
+        }
     }
-    ms.parse().ok()
+
+    /// The name of the change it names, if it names one.
+    fn change_id(&self) -> Option<String> {
+        self.uuid.map(|uuid| format!("{}.{uuid}", self.at))
+    }
+
+    /// Every change this node sent after the event, in their order: the event was sent
+    /// in arrival order by this node's store life and is still among its recent changes.
+    fn arrivals_after(&self, arrivals: Option<&kvs_sync::Arrivals>) -> Option<Vec<Change>> {
+        let (uuid, tag) = (self.uuid?, self.tag?);
+        arrivals?.after(tag, |change| {
+            change.version.id.uuid == uuid
+                && change_at(&change.version, change.is_expiry()) == self.at
+        })
+    }
 }
 
 /// The changes a key's versions stand for, oldest first, as `(time, kind, version)`:
@@ -122,16 +182,13 @@ fn changes_of(revisions: &[Version], now_ms: u64) -> Vec<(u64, &'static str, &Ve
     changes
 }
 
-/// One change as an SSE event: `{"key", ...}` then the version as `GET /kv` gives it
-/// (its stored JSON embedded as is; `data` only in a `put`: a replayed value past its
-/// expiry but not yet purged still holds its data).
-fn event(key: &str, version: &Version, kind: &str) -> Event {
+/// One change as an SSE event with id `id`: `{"key", ...}` then the version as `GET /kv`
+/// gives it (its stored JSON embedded as is; `data` only in a `put`: a replayed value
+/// past its expiry but not yet purged still holds its data).
+fn event(key: &str, version: &Version, kind: &str, id: String) -> Event {
     let body = version_json(version, kind == "put" && version.data.is_some());
     let data = format!("{{\"key\":{},{}", serde_json::Value::from(key), &body[1..]);
-    Event::default()
-        .id(event_id(version, kind == "expire"))
-        .event(kind)
-        .data(data)
+    Event::default().id(id).event(kind).data(data)
 }
 
 impl<B: Backend> Api<B> {
@@ -139,9 +196,8 @@ impl<B: Backend> Api<B> {
     pub(super) async fn watch(&self, request: &Request<'_>, caller: &Caller) -> Handled {
         self.authorize(caller, Operation::Observe)?;
         let prefix = request.query.get("prefix").unwrap_or("").to_owned();
-        // A Last-Event-ID is `<timestamp>.<uuid>` as sent, or a bare timestamp; empty, it
-        // names no event (the same as none).
-        let last_id = match request
+        // Empty, a Last-Event-ID names no event (the same as none).
+        let last = match request
             .headers
             .get("last-event-id")
             .filter(|id| !id.is_empty())
@@ -149,9 +205,8 @@ impl<B: Backend> Api<B> {
             Some(id) => Some(
                 id.to_str()
                     .ok()
-                    .filter(|id| resume_ms(id).is_some())
-                    .ok_or_else(|| ApiError::bad_request("Last-Event-ID is not valid"))?
-                    .to_owned(),
+                    .and_then(LastEvent::parse)
+                    .ok_or_else(|| ApiError::bad_request("Last-Event-ID is not valid"))?,
             ),
             None => None,
         };
@@ -165,11 +220,12 @@ impl<B: Backend> Api<B> {
                     .map_err(|_| ApiError::bad_request("since must be a time in Unix ms"))
             })
             .transpose()?;
-        let since = last_id.as_deref().and_then(resume_ms).or(since);
+        // Subscribed before any replay is read: nothing falls between the two.
         let live = self
             .backend
             .watch()
             .ok_or_else(|| ApiError::unavailable("this node cannot stream changes"))?;
+        let tag = self.backend.arrivals().map(kvs_sync::Arrivals::tag);
         let watcher = Watcher {
             prefix,
             caller: Arc::new(caller.clone()),
@@ -185,32 +241,45 @@ impl<B: Backend> Api<B> {
             }
             Box::new(move || api.authenticate(&headers))
         };
-        let Backlog { events, cut } = match since {
-            Some(since) => {
-                let watcher = watcher.clone();
-                self.blocking(move |backend| backlog(backend, &watcher, since, BACKLOG_BOUND))
-                    .await?
-            }
-            None => Backlog::default(),
+        let resumed = last
+            .as_ref()
+            .and_then(|last| last.arrivals_after(self.backend.arrivals()));
+        let Backlog { events, cut } = match (resumed, tag) {
+            // Exactly after the event: every change this node sent after it, in order.
+            (Some(changes), Some(tag)) => Backlog {
+                events: arrived(changes, &watcher, tag),
+                cut: false,
+            },
+            // Otherwise by time: from the event's, or from `since`.
+            _ => match last.as_ref().map(|last| last.at).or(since) {
+                Some(since) => {
+                    let watcher = watcher.clone();
+                    self.blocking(move |backend| backlog(backend, &watcher, since, BACKLOG_BOUND))
+                        .await?
+                }
+                None => Backlog::default(),
+            },
         };
         // The event the client resumes after was delivered: it is not sent again.
+        let last_change = last.as_ref().and_then(LastEvent::change_id);
         let backlog: Vec<Replayed> = events
             .into_iter()
-            .filter(|replayed| Some(&replayed.id) != last_id.as_ref())
+            .filter(|replayed| Some(&replayed.id) != last_change.as_ref())
             .collect();
-        let last_replayed = backlog
-            .last()
-            .map(|replayed| replayed.id.clone())
-            .or_else(|| last_id.clone());
+        let last_replayed = backlog.last().map(Replayed::event_id).or_else(|| {
+            request
+                .headers
+                .get("last-event-id")
+                .and_then(|id| id.to_str().ok())
+                .map(str::to_owned)
+        });
         let mut sent: HashSet<String> = backlog.iter().map(|r| r.id.clone()).collect();
-        sent.extend(last_id);
-        let first = stream::iter(backlog.into_iter().map(|replayed| {
-            Ok::<_, std::convert::Infallible>(event(
-                &replayed.key,
-                &replayed.version,
-                replayed.kind,
-            ))
-        }));
+        sent.extend(last_change);
+        let first = stream::iter(
+            backlog
+                .into_iter()
+                .map(|replayed| Ok::<_, std::convert::Infallible>(replayed.event())),
+        );
         let then = match cut {
             // The rest of a replay too long to hold: the client resumes for it.
             true => stream::iter(Some(Ok(resume_event(
@@ -219,7 +288,7 @@ impl<B: Backend> Api<B> {
                 last_replayed,
             ))))
             .left_stream(),
-            false => live_events(live, watcher, recheck, sent).right_stream(),
+            false => live_events(live, watcher, recheck, sent, tag, last_replayed).right_stream(),
         };
         let events = first.chain(then).take_until(self.backend.stopping());
         Ok(warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response())
@@ -237,12 +306,43 @@ fn resume_event(error: &str, message: &str, last_event_id: Option<String>) -> Ev
     Event::default().event("resume").data(data.to_string())
 }
 
-/// One event of the backlog.
+/// One event of a replay.
 pub(super) struct Replayed {
     pub(super) key: String,
     pub(super) version: Version,
     pub(super) kind: &'static str,
+    /// The change's name ([`change_id`]).
     pub(super) id: String,
+    /// The tag of this node's store life, when replayed in arrival order.
+    pub(super) tag: Option<u32>,
+}
+
+impl Replayed {
+    fn event_id(&self) -> String {
+        match self.tag {
+            Some(tag) => arrival_id(&self.id, tag),
+            None => self.id.clone(),
+        }
+    }
+
+    fn event(&self) -> Event {
+        event(&self.key, &self.version, self.kind, self.event_id())
+    }
+}
+
+/// The changes of an exact resume the watcher sees, as events in arrival order.
+fn arrived(changes: Vec<Change>, watcher: &Watcher, tag: u32) -> Vec<Replayed> {
+    changes
+        .into_iter()
+        .filter(|change| watcher.sees(&change.key, &change.version))
+        .map(|change| Replayed {
+            id: change_id(&change.version, change.is_expiry()),
+            kind: change.kind(),
+            key: change.key,
+            version: change.version,
+            tag: Some(tag),
+        })
+        .collect()
 }
 
 /// How much of a replay one stream holds: its oldest changes up to this many events and
@@ -412,7 +512,8 @@ pub(super) fn backlog(
                         key: key.clone(),
                         version: version.clone(),
                         kind,
-                        id: event_id(version, kind == "expire"),
+                        id: change_id(version, kind == "expire"),
+                        tag: None,
                     };
                     oldest.offer(at, replayed);
                 }
@@ -435,10 +536,12 @@ fn live_events(
     watcher: Watcher,
     recheck: Recheck,
     sent: HashSet<String>,
+    tag: Option<u32>,
+    last: Option<String>,
 ) -> impl Stream<Item = Result<Event, std::convert::Infallible>> + Send {
     stream::unfold(
-        (live, watcher, recheck, sent, None::<String>, false),
-        |(mut live, mut watcher, recheck, sent, mut last, ended)| async move {
+        (live, watcher, recheck, sent, last, false),
+        move |(mut live, mut watcher, recheck, sent, mut last, ended)| async move {
             if ended {
                 return None;
             }
@@ -456,12 +559,13 @@ fn live_events(
                                 return None;
                             }
                         }
-                        let id = event_id(&change.version, change.is_expiry());
-                        if sent.contains(&id) || !watcher.sees(&change.key, &change.version) {
+                        let name = change_id(&change.version, change.is_expiry());
+                        if sent.contains(&name) || !watcher.sees(&change.key, &change.version) {
                             continue;
                         }
-                        last = Some(id);
-                        let event = event(&change.key, &change.version, change.kind());
+                        let id = tag.map_or(name.clone(), |tag| arrival_id(&name, tag));
+                        last = Some(id.clone());
+                        let event = event(&change.key, &change.version, change.kind(), id);
                         return Some((Ok(event), (live, watcher, recheck, sent, last, false)));
                     }
                     Err(RecvError::Lagged(_)) => {
@@ -498,7 +602,8 @@ mod tests {
         };
         Replayed {
             key: key.into(),
-            id: event_id(&version, false),
+            id: change_id(&version, false),
+            tag: None,
             version,
             kind: "put",
         }
@@ -518,17 +623,51 @@ mod tests {
 
     #[test]
     fn a_last_event_id_is_an_id_as_sent_or_a_bare_timestamp() {
-        let id = event_id(&replayed("k", 17).version, false);
-        assert_eq!(resume_ms(&id), Some(17));
-        assert_eq!(resume_ms("17"), Some(17));
+        let name = change_id(&replayed("k", 17).version, false);
+        let uuid = Some(uuid::Uuid::from_u128(17));
+        let parsed = |id: &str| LastEvent::parse(id);
+        assert_eq!(
+            parsed(&name),
+            Some(LastEvent {
+                at: 17,
+                uuid,
+                tag: None
+            })
+        );
+        assert_eq!(
+            parsed(&arrival_id(&name, 0xa1b2c3d4)),
+            Some(LastEvent {
+                at: 17,
+                uuid,
+                tag: Some(0xa1b2c3d4)
+            })
+        );
+        assert_eq!(
+            parsed("17"),
+            Some(LastEvent {
+                at: 17,
+                uuid: None,
+                tag: None
+            })
+        );
+        assert_eq!(
+            parsed(&arrival_id(&name, 5)).unwrap().change_id(),
+            Some(name.clone())
+        );
         for bad in [
             "17.garbage",
             "17.",
             "abc",
             "abc.00000000-0000-0000-0000-000000000011",
             "",
+            &format!("{name}."),
+            &format!("{name}.a1b2c3"),
+            &format!("{name}.a1b2c3dx"),
+            &format!("{name}.+a1b2c3d"),
+            &format!("{name}.A1B2C3D4"),
+            &format!("{name}.a1b2c3d4.0"),
         ] {
-            assert_eq!(resume_ms(bad), None, "{bad}");
+            assert_eq!(parsed(bad), None, "{bad}");
         }
     }
 }

@@ -71,6 +71,8 @@ pub struct DurableStore {
     audit: Option<Audit>,
     /// Every version as it becomes visible (see [`Self::watch`]).
     changes: tokio::sync::broadcast::Sender<Change>,
+    /// The changes sent to `changes` lately, for a watcher's exact resume.
+    arrivals: kvs_sync::Arrivals,
     /// Versions of reserved keys made visible (see [`Store::reserved_changes`]).
     reserved_changes: std::sync::atomic::AtomicU64,
 }
@@ -183,6 +185,7 @@ impl DurableStore {
             compress_from: options.compression_min_bytes,
             audit,
             changes: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
+            arrivals: kvs_sync::Arrivals::new(),
             reserved_changes: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -190,8 +193,22 @@ impl DurableStore {
     /// Every version from now on as it becomes visible to readers (a write, a merge from a
     /// peer, an expiry), in the order readers see them. A receiver that falls more than
     /// [`WATCH_BUFFER`] changes behind is told it lagged; writers never wait for one.
+    /// From the first watcher on, the changes are also kept in [`Self::arrivals`].
     pub fn watch(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.arrivals.start();
         self.changes.subscribe()
+    }
+
+    /// The changes sent to watchers lately, in their order (a watcher's exact resume).
+    pub fn arrivals(&self) -> &kvs_sync::Arrivals {
+        &self.arrivals
+    }
+
+    /// Sends `change` to the watchers and keeps it in [`Self::arrivals`].
+    fn send_change(&self, change: Change) {
+        self.arrivals.record(change, |change| {
+            let _ = self.changes.send(change);
+        });
     }
 
     /// The LMDB store underneath (node facts live there).
@@ -433,7 +450,8 @@ impl DurableStore {
         let Some(&(last, _)) = accepted.last() else {
             return;
         };
-        let watched = self.changes.receiver_count() > 0;
+        // Changes are built once someone watches (and kept for resumes from then on).
+        let watched = self.arrivals.recording();
         let mut pending = self.shared.lock();
         pending.accepted = last;
         for (seq, item) in accepted {
@@ -450,7 +468,7 @@ impl DurableStore {
                 if watched && seen() {
                     // Sent under the overlay's lock, so that changes go out in the order
                     // readers see them.
-                    let _ = self.changes.send(Change {
+                    self.send_change(Change {
                         key: staged.key.clone(),
                         version: Version::clone(&staged.version),
                         expired: false,

@@ -213,7 +213,7 @@ impl Store for DurableStore {
                 expired.push((key.to_owned(), tombstone.clone()));
             })?;
         for (key, version) in expired {
-            let _ = self.changes.send(Change {
+            self.send_change(Change {
                 key,
                 version,
                 expired: true,
