@@ -15,6 +15,12 @@ fn a_watcher_sees_only_the_keys_it_may_read() {
     let bearer = format!("Bearer {}", w.bob);
     let events = watch(&node, "/watch?prefix=proj/", &[("Authorization", &bearer)]);
     std::thread::sleep(Duration::from_millis(300));
+    let path = "/kv/proj/before";
+    expect(
+        &call(&node, "PUT", path, Some("0"), Some(&w.alice)),
+        201,
+        path,
+    );
     let path = "/kv/proj/secret";
     expect(
         &call(&node, "PUT", path, Some("1"), Some(&w.alice)),
@@ -41,6 +47,8 @@ fn a_watcher_sees_only_the_keys_it_may_read() {
         path,
     );
     // Bob reads proj/secret's first version (group read) but not what follows f00.
+    let before = next(&events);
+    assert_eq!(before.data["key"], "proj/before");
     let first = next(&events);
     assert_eq!(
         (&first.data["key"], &first.data["data"]),
@@ -55,8 +63,21 @@ fn a_watcher_sees_only_the_keys_it_may_read() {
         "/watch?prefix=proj/&since=0",
         &[("Authorization", &bearer)],
     );
+    assert_eq!(next(&replay).data["key"], "proj/before");
     assert_eq!(next(&replay).data["key"], "proj/open");
     assert!(quiet(&replay), "nothing of a key he may no longer read");
+    // Nor does an exact resume from the event before it (found by an audit: it sent
+    // proj/secret's first version).
+    let resumed = watch(
+        &node,
+        "/watch?prefix=proj/",
+        &[
+            ("Authorization", &bearer),
+            ("Last-Event-ID", before.id.as_deref().expect("an id")),
+        ],
+    );
+    assert_eq!(next(&resumed).data["key"], "proj/open");
+    assert!(quiet(&resumed), "nothing of a key he may no longer read");
     let unauthenticated = call(&node, "GET", "/watch", None, None);
     assert_eq!(unauthenticated.status, 401);
 }

@@ -246,10 +246,13 @@ impl<B: Backend> Api<B> {
             .and_then(|last| last.arrivals_after(self.backend.arrivals()));
         let Backlog { events, cut } = match (resumed, tag) {
             // Exactly after the event: every change this node sent after it, in order.
-            (Some(changes), Some(tag)) => Backlog {
-                events: arrived(changes, &watcher, tag),
-                cut: false,
-            },
+            (Some(changes), Some(tag)) => {
+                let watcher = watcher.clone();
+                let events = self
+                    .blocking(move |backend| arrived(backend, changes, &watcher, tag))
+                    .await?;
+                Backlog { events, cut: false }
+            }
             // Otherwise by time: from the event's, or from `since`.
             _ => match last.as_ref().map(|last| last.at).or(since) {
                 Some(since) => {
@@ -330,11 +333,36 @@ impl Replayed {
     }
 }
 
-/// The changes of an exact resume the watcher sees, as events in arrival order.
-fn arrived(changes: Vec<Change>, watcher: &Watcher, tag: u32) -> Vec<Replayed> {
-    changes
+/// The changes of an exact resume the watcher sees, as events in arrival order: under
+/// each version's metadata, and of keys it may read now, as a replay by time (a key
+/// made private while the client was away does not leak its earlier values; found by
+/// an audit).
+fn arrived(
+    backend: &impl Backend,
+    changes: Vec<Change>,
+    watcher: &Watcher,
+    tag: u32,
+) -> Result<Vec<Replayed>, ApiError> {
+    let changes: Vec<Change> = changes
         .into_iter()
         .filter(|change| watcher.sees(&change.key, &change.version))
+        .collect();
+    let keys: Vec<String> = changes
+        .iter()
+        .map(|change| change.key.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let current = backend.store().get_many(&keys)?;
+    let readable: HashSet<String> = keys
+        .into_iter()
+        .zip(current)
+        .filter(|(key, current)| current.as_ref().is_some_and(|now| watcher.sees(key, now)))
+        .map(|(key, _)| key)
+        .collect();
+    Ok(changes
+        .into_iter()
+        .filter(|change| readable.contains(&change.key))
         .map(|change| Replayed {
             id: change_id(&change.version, change.is_expiry()),
             kind: change.kind(),
@@ -342,7 +370,7 @@ fn arrived(changes: Vec<Change>, watcher: &Watcher, tag: u32) -> Vec<Replayed> {
             version: change.version,
             tag: Some(tag),
         })
-        .collect()
+        .collect())
 }
 
 /// How much of a replay one stream holds: its oldest changes up to this many events and
