@@ -1,8 +1,10 @@
 //! `kvs watch PREFIX`: the node's `/watch` stream printed as it comes, one JSON line per
 //! change (`{"event","key","uuid","timestamp","data"?}`), resumed after a disconnect
-//! (and after a `resume` event, when this client fell behind) from [`LOOKBACK_MS`]
-//! before the newest change printed, without printing a change twice; after a replay the
-//! node cut short, exactly after the last change printed (`Last-Event-ID`).
+//! (and after a `resume` event, when this client fell behind): exactly after the last
+//! change printed when the node sent it live and still holds it (`Last-Event-ID`, and
+//! the node answers `kvs-resumed: exact`), else from [`LOOKBACK_MS`] before the newest
+//! change printed, without printing a change twice; after a replay the node cut short,
+//! right after the last change printed.
 
 use std::collections::{HashSet, VecDeque};
 use std::process::ExitCode;
@@ -94,24 +96,47 @@ async fn watch_once(
     path: &str,
     delivered: &mut Delivered,
 ) -> Result<(), Option<Stop>> {
-    let mut connection = Connection::open(&args.target.addr).await.map_err(|error| {
-        eprintln!("kvs: {error}; retrying");
-        None
-    })?;
-    let (path, last_id) = match delivered.resume() {
-        Resume::Now => (path.to_owned(), None),
-        Resume::Since(ms) => (format!("{path}&since={ms}"), None),
-        Resume::After(id) => (path.to_owned(), Some(id)),
+    let mut resume = delivered.resume();
+    // The connection is kept while its response streams.
+    let (response, _connection) = loop {
+        let mut connection = Connection::open(&args.target.addr).await.map_err(|error| {
+            eprintln!("kvs: {error}; retrying");
+            None
+        })?;
+        let (query, last_id) = match &resume {
+            Resume::Now => (String::new(), None),
+            Resume::Since(ms) => (format!("&since={ms}"), None),
+            Resume::After(id) | Resume::Exact(id) => (String::new(), Some(id.as_str())),
+        };
+        let headers: Vec<(&str, &str)> = last_id
+            .map(|id| ("Last-Event-ID", id))
+            .into_iter()
+            .collect();
+        let response = connection
+            .start(
+                Method::GET,
+                &format!("{path}{query}"),
+                None,
+                args.target.token(),
+                &headers,
+            )
+            .await
+            .map_err(|_| None)?;
+        let exact = response
+            .headers()
+            .get(kvs_api::WATCH_RESUMED_HEADER)
+            .is_some_and(|how| how == "exact");
+        // The node no longer holds the last change printed (it restarted, or that change
+        // is past the changes it keeps): from before the newest change instead.
+        if matches!(resume, Resume::Exact(_))
+            && response.status() == hyper::StatusCode::OK
+            && !exact
+        {
+            resume = delivered.by_time();
+            continue;
+        }
+        break (response, connection);
     };
-    let resume: Vec<(&str, &str)> = last_id
-        .as_deref()
-        .map(|id| ("Last-Event-ID", id))
-        .into_iter()
-        .collect();
-    let response = connection
-        .start(Method::GET, &path, None, args.target.token(), &resume)
-        .await
-        .map_err(|_| None)?;
     let status = response.status();
     let mut body = response.into_body();
     if status != hyper::StatusCode::OK {
@@ -145,6 +170,9 @@ enum Resume {
     Since(u64),
     /// Right after this id (the node cut its replay short there).
     After(String),
+    /// Exactly after this id, which the node sent live: every change that reached it
+    /// since, if it still holds that one (else [`Delivered::by_time`]).
+    Exact(String),
 }
 
 /// The changes printed from [`LOOKBACK_MS`] before the newest: a resume from then sends
@@ -164,10 +192,18 @@ impl Delivered {
     /// Where the next connection starts.
     fn resume(&mut self) -> Resume {
         let last = self.recent.back().map(|(_, id)| id.clone());
-        match (std::mem::take(&mut self.cut), last, self.newest_ms) {
-            (true, Some(id), _) => Resume::After(id),
-            (_, _, Some(newest)) => Resume::Since(newest.saturating_sub(LOOKBACK_MS)),
-            (_, _, None) => Resume::Now,
+        match (std::mem::take(&mut self.cut), last) {
+            (true, Some(id)) => Resume::After(id),
+            (false, Some(id)) if change_name(&id) != id => Resume::Exact(id),
+            _ => self.by_time(),
+        }
+    }
+
+    /// From [`LOOKBACK_MS`] before the newest change printed (or from now).
+    fn by_time(&self) -> Resume {
+        match self.newest_ms {
+            Some(newest) => Resume::Since(newest.saturating_sub(LOOKBACK_MS)),
+            None => Resume::Now,
         }
     }
 
@@ -279,6 +315,18 @@ mod tests {
         // Forgotten by its name once a resume no longer sends it.
         assert!(delivered.fresh("20001.c"));
         assert!(delivered.fresh("5000.a"), "forgotten");
+    }
+
+    #[test]
+    fn after_a_live_change_the_next_connection_asks_for_an_exact_resume_first() {
+        let mut delivered = Delivered::default();
+        assert!(delivered.fresh("5000.a") && delivered.fresh("9000.b.0000000f"));
+        assert_eq!(delivered.resume(), Resume::Exact("9000.b.0000000f".into()));
+        // The node cannot (it restarted): from before the newest change instead.
+        assert_eq!(delivered.by_time(), Resume::Since(0));
+        // A replay by time printed last: by time again.
+        assert!(delivered.fresh("9500.c"));
+        assert_eq!(delivered.resume(), Resume::Since(0));
     }
 
     #[test]

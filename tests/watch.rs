@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::sse::{next, open, quiet, read_events, watch};
+use common::sse::{next, open, quiet, read_events, resumed_as, watch};
 use common::{Node, PLAIN};
 use serde_json::Value;
 
@@ -252,6 +252,25 @@ fn a_resume_sends_a_change_that_reached_the_node_late_with_an_earlier_time() {
         return;
     }
     panic!("the purge streamed each expiry before the next write, three times");
+}
+
+/// The `kvs-resumed` header says how a Last-Event-ID was taken up, so that a client can
+/// resume from further back when the node could not resume exactly.
+#[test]
+fn the_response_says_whether_a_resume_is_exact() {
+    let node = Node::start(PLAIN);
+    let live = watch(&node, "/watch?prefix=h/", &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(node.put("/kv/h/a", "1").status, 201);
+    let id = next(&live).id.expect("an id");
+    let (name, tag) = id.rsplit_once('.').expect("a live id has a tag");
+    let other_tag = format!("{name}.{:08x}", u32::from_str_radix(tag, 16).unwrap() ^ 1);
+    let resumed = |last: &str| resumed_as(&node, "/watch?prefix=h/", &[("Last-Event-ID", last)]);
+    assert_eq!(resumed(&id).as_deref(), Some("exact"));
+    for by_time in [name, other_tag.as_str(), name.split('.').next().unwrap()] {
+        assert_eq!(resumed(by_time).as_deref(), Some("by-time"), "{by_time}");
+    }
+    assert_eq!(resumed_as(&node, "/watch?prefix=h/&since=0", &[]), None);
 }
 
 #[test]

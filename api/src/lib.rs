@@ -17,4 +17,4 @@ pub use backend::{Backend, BackupInfo, MemberInfo};
 pub use duration::{format_duration, parse_duration};
 pub use error::ApiError;
 pub use keys::{MAX_KEY_BYTES, validate_key};
-pub use routes::{Api, ApiConfig, AuthConfig, RateLimit, RawRequest};
+pub use routes::{Api, ApiConfig, AuthConfig, RateLimit, RawRequest, WATCH_RESUMED_HEADER};

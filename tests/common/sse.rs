@@ -36,6 +36,27 @@ pub fn open(node: &Node, path: &str, headers: &[(&str, &str)]) -> TcpStream {
     stream
 }
 
+/// The `kvs-resumed` header of `GET path` on `node` (how its `Last-Event-ID` was taken
+/// up); the stream is closed once its head is read.
+pub fn resumed_as(node: &Node, path: &str, headers: &[(&str, &str)]) -> Option<String> {
+    let mut reader = BufReader::new(open(node, path, headers));
+    let mut line = String::new();
+    let mut resumed = None;
+    while reader.read_line(&mut line).expect("a response head") > 0 {
+        let text = line.trim_end();
+        if text.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = text.split_once(':')
+            && name.eq_ignore_ascii_case("kvs-resumed")
+        {
+            resumed = Some(value.trim().to_owned());
+        }
+        line.clear();
+    }
+    resumed
+}
+
 /// The events of the stream `stream` carries, read from now on by a thread.
 pub fn read_events(stream: TcpStream) -> mpsc::Receiver<Event> {
     let (events, received) = mpsc::channel();

@@ -27,6 +27,8 @@ mod request;
 mod tests;
 mod watch;
 
+pub use self::watch::WATCH_RESUMED_HEADER;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};

@@ -47,6 +47,12 @@ use super::{Api, Handled, Request};
 use crate::auth::Operation;
 use crate::{ApiError, Backend};
 
+/// The response header that says how a `Last-Event-ID` was taken up: `exact` (every
+/// change that reached this node after the event, in that order) or `by-time` (from the
+/// event's millisecond: a change that reached the node late with an earlier time is
+/// missed, so a client that must not miss one resumes from earlier with `since`).
+pub const WATCH_RESUMED_HEADER: &str = "kvs-resumed";
+
 /// Keys of the backlog read per page.
 const BACKLOG_PAGE: usize = 1000;
 
@@ -244,6 +250,12 @@ impl<B: Backend> Api<B> {
         let resumed = last
             .as_ref()
             .and_then(|last| last.arrivals_after(self.backend.arrivals()));
+        // How a Last-Event-ID was taken up, for the client (see [`WATCH_RESUMED_HEADER`]).
+        let how = match (&last, &resumed) {
+            (None, _) => None,
+            (Some(_), Some(_)) => Some("exact"),
+            (Some(_), None) => Some("by-time"),
+        };
         let Backlog { events, cut } = match (resumed, tag) {
             // Exactly after the event: every change this node sent after it, in order.
             (Some(changes), Some(tag)) => {
@@ -294,7 +306,14 @@ impl<B: Backend> Api<B> {
             false => live_events(live, watcher, recheck, sent, tag, last_replayed).right_stream(),
         };
         let events = first.chain(then).take_until(self.backend.stopping());
-        Ok(warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response())
+        let mut response = warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response();
+        if let Some(how) = how {
+            response.headers_mut().insert(
+                WATCH_RESUMED_HEADER,
+                warp::http::HeaderValue::from_static(how),
+            );
+        }
+        Ok(response)
     }
 }
 
