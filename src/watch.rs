@@ -127,11 +127,9 @@ async fn watch_once(
             .get(kvs_api::WATCH_RESUMED_HEADER)
             .is_some_and(|how| how == "exact");
         // The node no longer holds the last change printed (it restarted, or that change
-        // is past the changes it keeps): from before the newest change instead.
-        if matches!(resume, Resume::Exact(_))
-            && response.status() == hyper::StatusCode::OK
-            && !exact
-        {
+        // is past the changes it keeps), or refuses the id (a node of an earlier version):
+        // from before the newest change instead.
+        if matches!(resume, Resume::Exact(_)) && !exact {
             resume = delivered.by_time();
             continue;
         }

@@ -476,6 +476,63 @@ fn a_watcher_that_falls_behind_is_told_to_resume_and_never_holds_up_writes() {
     );
 }
 
+/// A watcher that falls behind while the node still holds the changes since its last
+/// event resumes exactly: every change it missed, none twice.
+#[test]
+fn a_watcher_that_fell_behind_resumes_exactly_while_the_node_holds_its_place() {
+    const WRITES: usize = 8000;
+    let node = Node::start(PLAIN);
+    let stalled = open(&node, "/watch?prefix=lag/", &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    // 2 KiB values: the socket buffers fill after a few thousand, and the 8,000 changes
+    // (16 MB) stay within what the node keeps (32 MiB).
+    let value = format!("\"{}\"", "x".repeat(2 << 10));
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let base = node.base.clone();
+            let value = value.clone();
+            std::thread::spawn(move || {
+                for n in (writer..WRITES).step_by(4) {
+                    let url = format!("{base}/kv/lag/{n:05}");
+                    let headers = [("content-type", "application/json")];
+                    let answer = common::request(&url, "PUT", Some(&value), &headers);
+                    assert_eq!(answer.status, 201, "{}", answer.body);
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("a writer");
+    }
+    let events = read_events(stalled);
+    let mut seen = std::collections::BTreeSet::new();
+    let resume = loop {
+        let event = next(&events);
+        match event.kind.as_str() {
+            "put" => assert!(seen.insert(event.data["key"].as_str().unwrap().to_owned())),
+            "resume" => break event,
+            other => panic!("unexpected {other} event"),
+        }
+    };
+    assert!(seen.len() < WRITES, "the watcher fell behind");
+    let last = resume.data["last_event_id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    let path = "/watch?prefix=lag/";
+    assert_eq!(
+        resumed_as(&node, path, &[("Last-Event-ID", &last)]).as_deref(),
+        Some("exact")
+    );
+    let resumed = watch(&node, path, &[("Last-Event-ID", &last)]);
+    while seen.len() < WRITES {
+        let event = next(&resumed);
+        let key = event.data["key"].as_str().unwrap().to_owned();
+        assert!(seen.insert(key), "{:?} sent again", event.id);
+    }
+    assert!(quiet(&resumed), "nothing more");
+}
+
 #[test]
 fn sigterm_ends_an_open_watch_and_the_node_exits() {
     let mut node = Node::start(PLAIN);

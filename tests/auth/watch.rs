@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::common::sse::{ends, next, quiet, watch};
+use crate::common::sse::{ends, next, quiet, resumed_as, watch};
 
 #[test]
 fn a_watcher_sees_only_the_keys_it_may_read() {
@@ -68,14 +68,15 @@ fn a_watcher_sees_only_the_keys_it_may_read() {
     assert!(quiet(&replay), "nothing of a key he may no longer read");
     // Nor does an exact resume from the event before it (found by an audit: it sent
     // proj/secret's first version).
-    let resumed = watch(
-        &node,
-        "/watch?prefix=proj/",
-        &[
-            ("Authorization", &bearer),
-            ("Last-Event-ID", before.id.as_deref().expect("an id")),
-        ],
+    let from_before = [
+        ("Authorization", bearer.as_str()),
+        ("Last-Event-ID", before.id.as_deref().expect("an id")),
+    ];
+    assert_eq!(
+        resumed_as(&node, "/watch?prefix=proj/", &from_before).as_deref(),
+        Some("exact")
     );
+    let resumed = watch(&node, "/watch?prefix=proj/", &from_before);
     assert_eq!(next(&resumed).data["key"], "proj/open");
     assert!(quiet(&resumed), "nothing of a key he may no longer read");
     let unauthenticated = call(&node, "GET", "/watch", None, None);

@@ -18,9 +18,12 @@ pub struct Event {
     pub data: Value,
 }
 
-/// Opens `GET path` on `node` and returns its events as they arrive.
+/// Opens `GET path` on `node` and returns its events as they arrive, once the response
+/// head came (the node subscribes to changes before it sends the head).
 pub fn watch(node: &Node, path: &str, headers: &[(&str, &str)]) -> mpsc::Receiver<Event> {
-    read_events(open(node, path, headers))
+    let mut reader = BufReader::new(open(node, path, headers));
+    read_head(&mut reader);
+    events_of(reader)
 }
 
 /// Sends `GET path` on a new connection to `node`; nothing is read yet.
@@ -40,28 +43,38 @@ pub fn open(node: &Node, path: &str, headers: &[(&str, &str)]) -> TcpStream {
 /// up); the stream is closed once its head is read.
 pub fn resumed_as(node: &Node, path: &str, headers: &[(&str, &str)]) -> Option<String> {
     let mut reader = BufReader::new(open(node, path, headers));
+    read_head(&mut reader)
+        .into_iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("kvs-resumed"))
+        .map(|(_, value)| value)
+}
+
+/// Reads a response head: its header lines as (name, value).
+fn read_head(reader: &mut BufReader<TcpStream>) -> Vec<(String, String)> {
+    let mut headers = Vec::new();
     let mut line = String::new();
-    let mut resumed = None;
     while reader.read_line(&mut line).expect("a response head") > 0 {
         let text = line.trim_end();
         if text.is_empty() {
             break;
         }
-        if let Some((name, value)) = text.split_once(':')
-            && name.eq_ignore_ascii_case("kvs-resumed")
-        {
-            resumed = Some(value.trim().to_owned());
+        if let Some((name, value)) = text.split_once(':') {
+            headers.push((name.trim().to_owned(), value.trim().to_owned()));
         }
         line.clear();
     }
-    resumed
+    headers
 }
 
 /// The events of the stream `stream` carries, read from now on by a thread.
 pub fn read_events(stream: TcpStream) -> mpsc::Receiver<Event> {
+    events_of(BufReader::new(stream))
+}
+
+/// The events `reader` goes on to read, read by a thread.
+fn events_of(reader: BufReader<TcpStream>) -> mpsc::Receiver<Event> {
     let (events, received) = mpsc::channel();
     std::thread::spawn(move || {
-        let reader = BufReader::new(stream);
         let (mut id, mut kind, mut data) = (None, String::new(), String::new());
         for line in reader.lines() {
             let Ok(line) = line else { return };

@@ -86,10 +86,13 @@ impl Watcher {
 type Recheck = Box<dyn Fn() -> Result<Arc<Caller>, ApiError> + Send + Sync>;
 
 /// The time a change to `version` happened: its timestamp, or for an expiry the time
-/// the value expired (the purge's tombstone keeps the value's timestamp and uuid).
+/// the value expired (the purge's tombstone keeps the value's timestamp and uuid), at
+/// least a millisecond after the timestamp: a value can expire at or before its own
+/// timestamp (its TTL counts from the writer's clock, the timestamp is causal, later
+/// than the version it replaced), and its expiry must not share the put's name.
 fn change_at(version: &Version, expired: bool) -> u64 {
     match version.dead_since() {
-        Some(at) if expired => at,
+        Some(at) if expired => at.max(version.id.timestamp.saturating_add(1)),
         _ => version.id.timestamp,
     }
 }
@@ -110,7 +113,7 @@ fn arrival_id(change_id: &str, tag: u32) -> String {
 
 /// A Last-Event-ID: `<time>.<uuid>.<tag>` as sent in arrival order, `<time>.<uuid>` as
 /// sent in a replay by time, or a bare time.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 struct LastEvent {
     at: u64,
     uuid: Option<uuid::Uuid>,
@@ -122,7 +125,11 @@ impl LastEvent {
     /// from it and send that event again).
     fn parse(id: &str) -> Option<Self> {
         let mut parts = id.split('.');
-        let at = parts.next()?.parse().ok()?;
+        let at = parts
+            .next()
+            .filter(|at| at.bytes().all(|b| b.is_ascii_digit()))?
+            .parse()
+            .ok()?;
         let uuid = parts.next().map(uuid::Uuid::try_parse).transpose().ok()?;
         let tag = match parts.next() {
             Some(tag)
@@ -149,9 +156,9 @@ impl LastEvent {
 
     /// Every change this node sent after the event, in their order: the event was sent
     /// in arrival order by this node's store life and is still among its recent changes.
-    fn arrivals_after(&self, arrivals: Option<&kvs_sync::Arrivals>) -> Option<Vec<Change>> {
+    fn arrivals_after(&self, arrivals: &kvs_sync::Arrivals) -> Option<Vec<Arc<Change>>> {
         let (uuid, tag) = (self.uuid?, self.tag?);
-        arrivals?.after(tag, |change| {
+        arrivals.after(tag, |change| {
             change.version.id.uuid == uuid
                 && change_at(&change.version, change.is_expiry()) == self.at
         })
@@ -173,13 +180,14 @@ fn changes_of(revisions: &[Version], now_ms: u64) -> Vec<(u64, &'static str, &Ve
                 Some(_) => "expire",
                 None => "delete",
             };
-            changes.push((version.changed_at(), kind, version));
+            changes.push((change_at(version, kind == "expire"), kind, version));
             continue;
         }
         changes.push((version.id.timestamp, "put", version));
         let replaced_at = i.checked_sub(1).map(|newer| revisions[newer].changed_at());
         if let Some(expired_at) = version
             .expires_at
+            .map(|_| change_at(version, true))
             .filter(|&at| at <= now_ms && replaced_at.is_none_or(|replaced| at < replaced))
         {
             changes.push((expired_at, "expire", version));
@@ -231,7 +239,6 @@ impl<B: Backend> Api<B> {
             .backend
             .watch()
             .ok_or_else(|| ApiError::unavailable("this node cannot stream changes"))?;
-        let tag = self.backend.arrivals().map(kvs_sync::Arrivals::tag);
         let watcher = Watcher {
             prefix,
             caller: Arc::new(caller.clone()),
@@ -247,26 +254,31 @@ impl<B: Backend> Api<B> {
             }
             Box::new(move || api.authenticate(&headers))
         };
-        let resumed = last
-            .as_ref()
-            .and_then(|last| last.arrivals_after(self.backend.arrivals()));
+        let tag = self.backend.arrivals().map(kvs_sync::Arrivals::tag);
+        let exact = match &last {
+            Some(resume) if resume.tag.is_some() => {
+                let (resume, watcher) = (resume.clone(), watcher.clone());
+                self.blocking(move |backend| arrived(backend, &resume, &watcher))
+                    .await?
+            }
+            _ => None,
+        };
         // How a Last-Event-ID was taken up, for the client (see [`WATCH_RESUMED_HEADER`]).
-        let how = match (&last, &resumed) {
+        let how = match (&last, &exact) {
             (None, _) => None,
             (Some(_), Some(_)) => Some("exact"),
             (Some(_), None) => Some("by-time"),
         };
-        let Backlog { events, cut } = match (resumed, tag) {
+        // The changes the replay read that the live stream may bring again.
+        let mut sent: HashSet<String> = HashSet::new();
+        let Backlog { events, cut } = match exact {
             // Exactly after the event: every change this node sent after it, in order.
-            (Some(changes), Some(tag)) => {
-                let watcher = watcher.clone();
-                let events = self
-                    .blocking(move |backend| arrived(backend, changes, &watcher, tag))
-                    .await?;
+            Some(Arrived { events, names }) => {
+                sent = names;
                 Backlog { events, cut: false }
             }
             // Otherwise by time: from the event's, or from `since`.
-            _ => match last.as_ref().map(|last| last.at).or(since) {
+            None => match last.as_ref().map(|last| last.at).or(since) {
                 Some(since) => {
                     let watcher = watcher.clone();
                     self.blocking(move |backend| backlog(backend, &watcher, since, BACKLOG_BOUND))
@@ -288,7 +300,7 @@ impl<B: Backend> Api<B> {
                 .and_then(|id| id.to_str().ok())
                 .map(str::to_owned)
         });
-        let mut sent: HashSet<String> = backlog.iter().map(|r| r.id.clone()).collect();
+        sent.extend(backlog.iter().map(|r| r.id.clone()));
         sent.extend(last_change);
         let first = stream::iter(
             backlog
@@ -352,17 +364,35 @@ impl Replayed {
     }
 }
 
-/// The changes of an exact resume the watcher sees, as events in arrival order: under
+/// An exact resume: the events the watcher sees, and the names of every change read
+/// (the live stream drops them, seen or not).
+struct Arrived {
+    events: Vec<Replayed>,
+    names: HashSet<String>,
+}
+
+/// The changes this node sent after the event `resume` names, if it still holds that
+/// one ([`kvs_sync::Arrivals`]), as the events the watcher sees, in arrival order: under
 /// each version's metadata, and of keys it may read now, as a replay by time (a key
 /// made private while the client was away does not leak its earlier values; found by
 /// an audit).
 fn arrived(
     backend: &impl Backend,
-    changes: Vec<Change>,
+    resume: &LastEvent,
     watcher: &Watcher,
-    tag: u32,
-) -> Result<Vec<Replayed>, ApiError> {
-    let changes: Vec<Change> = changes
+) -> Result<Option<Arrived>, ApiError> {
+    let Some(arrivals) = backend.arrivals() else {
+        return Ok(None);
+    };
+    let Some(changes) = resume.arrivals_after(arrivals) else {
+        return Ok(None);
+    };
+    let tag = arrivals.tag();
+    let names = changes
+        .iter()
+        .map(|change| change_id(&change.version, change.is_expiry()))
+        .collect();
+    let changes: Vec<Arc<Change>> = changes
         .into_iter()
         .filter(|change| watcher.sees(&change.key, &change.version))
         .collect();
@@ -379,17 +409,18 @@ fn arrived(
         .filter(|(key, current)| current.as_ref().is_some_and(|now| watcher.sees(key, now)))
         .map(|(key, _)| key)
         .collect();
-    Ok(changes
+    let events = changes
         .into_iter()
         .filter(|change| readable.contains(&change.key))
         .map(|change| Replayed {
             id: change_id(&change.version, change.is_expiry()),
             kind: change.kind(),
-            key: change.key,
-            version: change.version,
+            key: change.key.clone(),
+            version: change.version.clone(),
             tag: Some(tag),
         })
-        .collect())
+        .collect();
+    Ok(Some(Arrived { events, names }))
 }
 
 /// How much of a replay one stream holds: its oldest changes up to this many events and
@@ -669,6 +700,28 @@ mod tests {
     }
 
     #[test]
+    fn an_expiry_is_named_apart_from_its_put_even_at_the_values_own_time() {
+        let mut value = replayed("k", 100).version;
+        // A TTL that ran out before the causal timestamp (a skewed clock).
+        value.expires_at = Some(90);
+        let purged = Version {
+            data: None,
+            ..value.clone()
+        };
+        assert_ne!(change_id(&value, false), change_id(&value, true));
+        assert_eq!(change_at(&value, true), 101);
+        // The purge's tombstone streams under the name a replay gives the value's expiry.
+        assert_eq!(change_id(&purged, true), change_id(&value, true));
+        let changes: Vec<(u64, &str)> = changes_of(std::slice::from_ref(&value), 1000)
+            .into_iter()
+            .map(|(at, kind, _)| (at, kind))
+            .collect();
+        assert_eq!(changes, [(100, "put"), (101, "expire")]);
+        value.expires_at = Some(150);
+        assert_eq!(change_at(&value, true), 150);
+    }
+
+    #[test]
     fn a_last_event_id_is_an_id_as_sent_or_a_bare_timestamp() {
         let name = change_id(&replayed("k", 17).version, false);
         let uuid = Some(uuid::Uuid::from_u128(17));
@@ -711,6 +764,7 @@ mod tests {
             &format!("{name}.a1b2c3"),
             &format!("{name}.a1b2c3dx"),
             &format!("{name}.+a1b2c3d"),
+            "+17",
             &format!("{name}.A1B2C3D4"),
             &format!("{name}.a1b2c3d4.0"),
         ] {

@@ -185,7 +185,7 @@ impl DurableStore {
             compress_from: options.compression_min_bytes,
             audit,
             changes: tokio::sync::broadcast::channel(WATCH_BUFFER).0,
-            arrivals: kvs_sync::Arrivals::new(),
+            arrivals: kvs_sync::Arrivals::with_random_tag(),
             reserved_changes: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -195,6 +195,9 @@ impl DurableStore {
     /// [`WATCH_BUFFER`] changes behind is told it lagged; writers never wait for one.
     /// From the first watcher on, the changes are also kept in [`Self::arrivals`].
     pub fn watch(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        // Under the overlay's lock, which publishing holds: a change is built for the
+        // first watcher from the first publication after it subscribed.
+        let _publishing = self.shared.lock();
         self.arrivals.start();
         self.changes.subscribe()
     }
@@ -207,7 +210,9 @@ impl DurableStore {
     /// Sends `change` to the watchers and keeps it in [`Self::arrivals`].
     fn send_change(&self, change: Change) {
         self.arrivals.record(change, |change| {
-            let _ = self.changes.send(change);
+            if self.changes.receiver_count() > 0 {
+                let _ = self.changes.send(change.clone());
+            }
         });
     }
 
@@ -450,9 +455,9 @@ impl DurableStore {
         let Some(&(last, _)) = accepted.last() else {
             return;
         };
+        let mut pending = self.shared.lock();
         // Changes are built once someone watches (and kept for resumes from then on).
         let watched = self.arrivals.recording();
-        let mut pending = self.shared.lock();
         pending.accepted = last;
         for (seq, item) in accepted {
             if let Logged::Version(staged) = &item {

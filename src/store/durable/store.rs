@@ -212,13 +212,23 @@ impl Store for DurableStore {
             .purge_with(now_ms, tombstone_ttl_ms, &mut |key, tombstone| {
                 expired.push((key.to_owned(), tombstone.clone()));
             })?;
+        // Under the overlay's lock, as writes are published: a key written again since
+        // the purge read it streams no expiry after its new version.
+        let pending = self.shared.lock();
         for (key, version) in expired {
-            self.send_change(Change {
-                key,
-                version,
-                expired: true,
-            });
+            let replaced = pending
+                .latest
+                .get(&key)
+                .is_some_and(|(_, newer)| newer.id != version.id);
+            if !replaced {
+                self.send_change(Change {
+                    key,
+                    version,
+                    expired: true,
+                });
+            }
         }
+        drop(pending);
         Ok(stats)
     }
 
