@@ -130,6 +130,9 @@ async fn watch_once(
         // is past the changes it keeps), or refuses the id (a node of an earlier version):
         // from before the newest change instead.
         if matches!(resume, Resume::Exact(_)) && !exact {
+            if let Resume::Exact(id) = resume {
+                delivered.refused = Some(id);
+            }
             resume = delivered.by_time();
             continue;
         }
@@ -184,6 +187,8 @@ struct Delivered {
     /// The node cut its replay short (`event: resume` with `backlog`): the next
     /// connection continues after the last id printed, which always moves on.
     cut: bool,
+    /// The id an exact resume was refused for: not asked again.
+    refused: Option<String>,
 }
 
 impl Delivered {
@@ -192,7 +197,9 @@ impl Delivered {
         let last = self.recent.back().map(|(_, id)| id.clone());
         match (std::mem::take(&mut self.cut), last) {
             (true, Some(id)) => Resume::After(id),
-            (false, Some(id)) if change_name(&id) != id => Resume::Exact(id),
+            (false, Some(id)) if change_name(&id) != id && self.refused.as_ref() != Some(&id) => {
+                Resume::Exact(id)
+            }
             _ => self.by_time(),
         }
     }
@@ -320,8 +327,11 @@ mod tests {
         let mut delivered = Delivered::default();
         assert!(delivered.fresh("5000.a") && delivered.fresh("9000.b.0000000f"));
         assert_eq!(delivered.resume(), Resume::Exact("9000.b.0000000f".into()));
-        // The node cannot (it restarted): from before the newest change instead.
+        // The node cannot (it restarted): from before the newest change instead, and
+        // not asked again for that id.
         assert_eq!(delivered.by_time(), Resume::Since(0));
+        delivered.refused = Some("9000.b.0000000f".into());
+        assert_eq!(delivered.resume(), Resume::Since(0));
         // A replay by time printed last: by time again.
         assert!(delivered.fresh("9500.c"));
         assert_eq!(delivered.resume(), Resume::Since(0));
