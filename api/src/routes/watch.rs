@@ -270,11 +270,14 @@ impl<B: Backend> Api<B> {
             (Some(_), None) => Some("by-time"),
         };
         // The changes the replay read that the live stream may bring again.
-        let mut sent: HashSet<String> = HashSet::new();
+        let mut sent = Sent::default();
         let Backlog { events, cut } = match exact {
             // Exactly after the event: every change this node sent after it, in order.
             Some(Arrived { events, names }) => {
-                sent = names;
+                sent = Sent {
+                    names,
+                    at_one_point: true,
+                };
                 Backlog { events, cut: false }
             }
             // Otherwise by time: from the event's, or from `since`.
@@ -300,8 +303,8 @@ impl<B: Backend> Api<B> {
                 .and_then(|id| id.to_str().ok())
                 .map(str::to_owned)
         });
-        sent.extend(backlog.iter().map(|r| r.id.clone()));
-        sent.extend(last_change);
+        sent.names.extend(backlog.iter().map(|r| r.id.clone()));
+        sent.names.extend(last_change);
         let first = stream::iter(
             backlog
                 .into_iter()
@@ -604,6 +607,31 @@ pub(super) fn backlog(
     }
 }
 
+/// The changes a replay read, which the live stream may bring again (it subscribed
+/// first): it drops them.
+#[derive(Default)]
+struct Sent {
+    names: HashSet<String>,
+    /// They were read at one point of the node's order (an exact resume): once a change
+    /// past them comes live, no later one is among them, and they are forgotten (a
+    /// replay by time keeps them: its changes are in time order, not the node's).
+    at_one_point: bool,
+}
+
+impl Sent {
+    /// Whether the replay read the change named `name`.
+    fn read(&mut self, name: &str) -> bool {
+        if self.names.is_empty() {
+            return false;
+        }
+        let read = self.names.contains(name);
+        if !read && self.at_one_point {
+            self.names = HashSet::new();
+        }
+        read
+    }
+}
+
 /// The live changes the watcher sees, minus those the backlog sent; a lagging receiver
 /// ends the stream with a `resume` event. The caller is authenticated again at each
 /// change under the prefix (see [`Recheck`]), and the stream ends once that fails: a stream opened before
@@ -613,13 +641,13 @@ fn live_events(
     live: Receiver<Change>,
     watcher: Watcher,
     recheck: Recheck,
-    sent: HashSet<String>,
+    sent: Sent,
     tag: Option<u32>,
     last: Option<String>,
 ) -> impl Stream<Item = Result<Event, std::convert::Infallible>> + Send {
     stream::unfold(
         (live, watcher, recheck, sent, last, false),
-        move |(mut live, mut watcher, recheck, sent, mut last, ended)| async move {
+        move |(mut live, mut watcher, recheck, mut sent, mut last, ended)| async move {
             if ended {
                 return None;
             }
@@ -638,7 +666,7 @@ fn live_events(
                             }
                         }
                         let name = change_id(&change.version, change.is_expiry());
-                        if sent.contains(&name) || !watcher.sees(&change.key, &change.version) {
+                        if sent.read(&name) || !watcher.sees(&change.key, &change.version) {
                             continue;
                         }
                         let id = tag.map_or(name.clone(), |tag| arrival_id(&name, tag));
@@ -697,6 +725,29 @@ mod tests {
         let keys: Vec<&str> = backlog.events.iter().map(|r| r.key.as_str()).collect();
         assert_eq!(keys, ["a", "b", "c"]);
         assert!(!backlog.cut);
+    }
+
+    #[test]
+    fn what_an_exact_replay_read_is_dropped_live_until_a_later_change_comes() {
+        let names = || ["1.a", "2.b"].map(String::from).into_iter().collect();
+        let mut exact = Sent {
+            names: names(),
+            at_one_point: true,
+        };
+        assert!(exact.read("1.a"));
+        assert!(!exact.read("3.c"), "past what the replay read");
+        assert!(
+            !exact.read("2.b"),
+            "forgotten: nothing later can be among them"
+        );
+        assert!(exact.names.is_empty());
+        // A replay by time keeps them all for the stream's life.
+        let mut by_time = Sent {
+            names: names(),
+            at_one_point: false,
+        };
+        assert!(!by_time.read("3.c"));
+        assert!(by_time.read("2.b"));
     }
 
     #[test]
