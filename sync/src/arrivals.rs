@@ -9,7 +9,7 @@
 //! every change recorded after it (the route drops those it sends live as well).
 //!
 //! What is recorded is bounded ([`MAX_CHANGES`], [`MAX_BYTES`]: the oldest go first) and
-//! shared with the changes handed to watchers, not copied. Recording starts with the
+//! held shared, so that a resume copies pointers, not values. Recording starts with the
 //! store life's first watcher (a node nobody ever watched pays nothing) and goes on while
 //! the store is open. The reserved `_` keys, which no watcher is sent, are not recorded.
 //! Each store life has a random [`Arrivals::tag`], which the ids of its events carry: an
