@@ -400,6 +400,26 @@ fn kvs_watch_without_a_token_on_an_auth_node_exits_1() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("401"));
 }
 
+/// Puts `writes` new keys `<prefix><n>` of `value_bytes` each from four threads at
+/// once, and returns once every one is acknowledged (201).
+fn write_from_four_threads(node: &Node, prefix: &str, writes: usize, value_bytes: usize) {
+    let value = format!("\"{}\"", "x".repeat(value_bytes));
+    let base = &node.base;
+    std::thread::scope(|scope| {
+        for writer in 0..4 {
+            let value = &value;
+            scope.spawn(move || {
+                for n in (writer..writes).step_by(4) {
+                    let url = format!("{base}/kv/{prefix}{n:05}");
+                    let headers = [("content-type", "application/json")];
+                    let answer = common::request(&url, "PUT", Some(value), &headers);
+                    assert_eq!(answer.status, 201, "{}", answer.body);
+                }
+            });
+        }
+    });
+}
+
 #[test]
 fn a_watcher_that_falls_behind_is_told_to_resume_and_never_holds_up_writes() {
     const WRITES: usize = 3000;
@@ -408,25 +428,8 @@ fn a_watcher_that_falls_behind_is_told_to_resume_and_never_holds_up_writes() {
     // hand it more, and its changes pile up past the store's buffer of 1,024.
     let stalled = open(&node, "/watch?prefix=slow/", &[]);
     std::thread::sleep(Duration::from_millis(300));
-    let value = format!("\"{}\"", "x".repeat(16 << 10));
-    let writers: Vec<_> = (0..4)
-        .map(|writer| {
-            let base = node.base.clone();
-            let value = value.clone();
-            std::thread::spawn(move || {
-                for n in (writer..WRITES).step_by(4) {
-                    let url = format!("{base}/kv/slow/{n:05}");
-                    let headers = [("content-type", "application/json")];
-                    let answer = common::request(&url, "PUT", Some(&value), &headers);
-                    assert_eq!(answer.status, 201, "{}", answer.body);
-                }
-            })
-        })
-        .collect();
+    write_from_four_threads(&node, "slow/", WRITES, 16 << 10);
     // Every write is acknowledged while the watcher still reads nothing.
-    for writer in writers {
-        writer.join().expect("a writer");
-    }
     let events = read_events(stalled);
     let mut seen = std::collections::BTreeSet::new();
     let mut last_put = None;
@@ -486,24 +489,7 @@ fn a_watcher_that_fell_behind_resumes_exactly_while_the_node_holds_its_place() {
     std::thread::sleep(Duration::from_millis(300));
     // 2 KiB values: the socket buffers fill after a few thousand, and the 8,000 changes
     // (16 MB) stay within what the node keeps (32 MiB).
-    let value = format!("\"{}\"", "x".repeat(2 << 10));
-    let writers: Vec<_> = (0..4)
-        .map(|writer| {
-            let base = node.base.clone();
-            let value = value.clone();
-            std::thread::spawn(move || {
-                for n in (writer..WRITES).step_by(4) {
-                    let url = format!("{base}/kv/lag/{n:05}");
-                    let headers = [("content-type", "application/json")];
-                    let answer = common::request(&url, "PUT", Some(&value), &headers);
-                    assert_eq!(answer.status, 201, "{}", answer.body);
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.join().expect("a writer");
-    }
+    write_from_four_threads(&node, "lag/", WRITES, 2 << 10);
     let events = read_events(stalled);
     let mut seen = std::collections::BTreeSet::new();
     let resume = loop {

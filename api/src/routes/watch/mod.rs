@@ -29,7 +29,7 @@
 //! behind gets `event: resume` with the id to resume from (exact, while the node still
 //! holds the change), and the stream ends: writers never wait for a watcher.
 
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt, stream};
@@ -47,14 +47,22 @@ use super::{Api, Handled, Request};
 use crate::auth::Operation;
 use crate::{ApiError, Backend};
 
+mod by_time;
+mod exact;
+mod ids;
+
+#[cfg(test)]
+pub(super) use self::by_time::BacklogBound;
+pub(super) use self::by_time::backlog;
+use self::by_time::{BACKLOG_BOUND, Backlog};
+use self::exact::{Arrived, arrived};
+use self::ids::{LastEvent, arrival_id, change_id};
+
 /// The response header that says how a `Last-Event-ID` was taken up: `exact` (every
 /// change that reached this node after the event, in that order) or `by-time` (from the
 /// event's millisecond: a change that reached the node late with an earlier time is
 /// missed, so a client that must not miss one resumes from earlier with `since`).
 pub const WATCH_RESUMED_HEADER: &str = "kvs-resumed";
-
-/// Keys of the backlog read per page.
-const BACKLOG_PAGE: usize = 1000;
 
 /// Who watches what.
 #[derive(Clone)]
@@ -84,117 +92,6 @@ impl Watcher {
 /// would be now: a revoked or expired token, or a deleted user, fails; a change of the
 /// user's groups shows (within the caller cache's second for a change made elsewhere).
 type Recheck = Box<dyn Fn() -> Result<Arc<Caller>, ApiError> + Send + Sync>;
-
-/// The time a change to `version` happened: its timestamp, or for an expiry the time
-/// the value expired (the purge's tombstone keeps the value's timestamp and uuid), at
-/// least a millisecond after the timestamp: a value can expire at or before its own
-/// timestamp (its TTL counts from the writer's clock, the timestamp is causal, later
-/// than the version it replaced), and its expiry must not share the put's name.
-fn change_at(version: &Version, expired: bool) -> u64 {
-    match version.dead_since() {
-        Some(at) if expired => at.max(version.id.timestamp.saturating_add(1)),
-        _ => version.id.timestamp,
-    }
-}
-
-/// What names a change: `<time>.<uuid>` (see [`change_at`]), so that the expiry of a
-/// value has a name of its own (a client that drops repeated ids, or a resume from the
-/// put, must not lose the expiry). The same on every node.
-fn change_id(version: &Version, expired: bool) -> String {
-    format!("{}.{}", change_at(version, expired), version.id.uuid)
-}
-
-/// The id of an event sent in the order changes reached this node (live, or replayed
-/// from [`kvs_sync::Arrivals`]): the change's name and the tag of this node's store life,
-/// which a resume finds its place by. A replay by time sends bare change names.
-fn arrival_id(change_id: &str, tag: u32) -> String {
-    format!("{change_id}.{tag:08x}")
-}
-
-/// A Last-Event-ID: `<time>.<uuid>.<tag>` as sent in arrival order, `<time>.<uuid>` as
-/// sent in a replay by time, or a bare time.
-#[derive(Debug, Clone, PartialEq)]
-struct LastEvent {
-    at: u64,
-    uuid: Option<uuid::Uuid>,
-    tag: Option<u32>,
-}
-
-impl LastEvent {
-    /// `None` for anything else (a time with something else after the `.` would resume
-    /// from it and send that event again).
-    fn parse(id: &str) -> Option<Self> {
-        let mut parts = id.split('.');
-        let at = parts
-            .next()
-            .filter(|at| at.bytes().all(|b| b.is_ascii_digit()))?
-            .parse()
-            .ok()?;
-        let uuid = parts.next().map(uuid::Uuid::try_parse).transpose().ok()?;
-        let tag = match parts.next() {
-            Some(tag)
-                if tag.len() == 8
-                    && tag
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
-            {
-                Some(u32::from_str_radix(tag, 16).ok()?)
-            }
-            Some(_) => return None,
-            None => None,
-        };
-        match parts.next() {
-            Some(_) => None,
-            None => Some(Self { at, uuid, tag }),
-        }
-    }
-
-    /// The name of the change it names, if it names one.
-    fn change_id(&self) -> Option<String> {
-        self.uuid.map(|uuid| format!("{}.{uuid}", self.at))
-    }
-
-    /// Every change this node sent after the event, in their order: the event was sent
-    /// in arrival order by this node's store life and is still among its recent changes.
-    fn arrivals_after(&self, arrivals: &kvs_sync::Arrivals) -> Option<Vec<Arc<Change>>> {
-        let (uuid, tag) = (self.uuid?, self.tag?);
-        arrivals.after(tag, |change| {
-            change.version.id.uuid == uuid
-                && change_at(&change.version, change.is_expiry()) == self.at
-        })
-    }
-}
-
-/// The changes a key's versions stand for, oldest first, as `(time, kind, version)`:
-/// `revisions` newest first (the store's [`kvs_sync::Store::revisions`]). A value is a
-/// `put` at its timestamp, and an `expire` at its expiry too once that passed before the
-/// next version came (a purge's tombstone shares its value's revision); a tombstone is
-/// an `expire` when it keeps the expiry of the value it replaced, else a `delete`, at
-/// the time the key died.
-fn changes_of(revisions: &[Version], now_ms: u64) -> Vec<(u64, &'static str, &Version)> {
-    let mut changes = Vec::new();
-    // Oldest first, each with the time of the version that replaced it, if any.
-    for (i, version) in revisions.iter().enumerate().rev() {
-        if version.is_tombstone() {
-            let kind = match version.expires_at {
-                Some(_) => "expire",
-                None => "delete",
-            };
-            changes.push((change_at(version, kind == "expire"), kind, version));
-            continue;
-        }
-        changes.push((version.id.timestamp, "put", version));
-        let replaced_at = i.checked_sub(1).map(|newer| revisions[newer].changed_at());
-        if let Some(expired_at) = version
-            .expires_at
-            .map(|_| change_at(version, true))
-            .filter(|&at| at <= now_ms && replaced_at.is_none_or(|replaced| at < replaced))
-        {
-            changes.push((expired_at, "expire", version));
-        }
-    }
-    changes
-}
 
 /// One change as an SSE event with id `id`: `{"key", ...}` then the version as `GET /kv`
 /// gives it (its stored JSON embedded as is; `data` only in a `put`: a replayed value
@@ -367,246 +264,6 @@ impl Replayed {
     }
 }
 
-/// An exact resume: the events the watcher sees, and the names of every change read
-/// (the live stream drops them, seen or not).
-struct Arrived {
-    events: Vec<Replayed>,
-    names: HashSet<String>,
-}
-
-/// The changes this node sent after the event `resume` names, if it still holds that
-/// one ([`kvs_sync::Arrivals`]), as the events the watcher sees, in arrival order: under
-/// each version's metadata, and of keys it may read now, as a replay by time (a key
-/// made private while the client was away does not leak its earlier values; found by
-/// an audit).
-fn arrived(
-    backend: &impl Backend,
-    resume: &LastEvent,
-    watcher: &Watcher,
-) -> Result<Option<Arrived>, ApiError> {
-    let Some(arrivals) = backend.arrivals() else {
-        return Ok(None);
-    };
-    let Some(changes) = resume.arrivals_after(arrivals) else {
-        return Ok(None);
-    };
-    let tag = arrivals.tag();
-    let names = changes
-        .iter()
-        .map(|change| change_id(&change.version, change.is_expiry()))
-        .collect();
-    let changes: Vec<Arc<Change>> = changes
-        .into_iter()
-        .filter(|change| watcher.sees(&change.key, &change.version))
-        .collect();
-    let keys: Vec<String> = changes
-        .iter()
-        .map(|change| change.key.clone())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let current = backend.store().get_many(&keys)?;
-    let readable: HashSet<String> = keys
-        .into_iter()
-        .zip(current)
-        .filter(|(key, current)| current.as_ref().is_some_and(|now| watcher.sees(key, now)))
-        .map(|(key, _)| key)
-        .collect();
-    let events = changes
-        .into_iter()
-        .filter(|change| readable.contains(&change.key))
-        .map(|change| Replayed {
-            id: change_id(&change.version, change.is_expiry()),
-            kind: change.kind(),
-            key: change.key.clone(),
-            version: change.version.clone(),
-            tag: Some(tag),
-        })
-        .collect();
-    Ok(Some(Arrived { events, names }))
-}
-
-/// How much of a replay one stream holds: its oldest changes up to this many events and
-/// about this many bytes (at least one event); the client resumes for the rest.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct BacklogBound {
-    pub(super) events: usize,
-    pub(super) bytes: usize,
-}
-
-/// The bound of every replay: a node holds at most this much for one watcher.
-const BACKLOG_BOUND: BacklogBound = BacklogBound {
-    events: 100_000,
-    bytes: 64 << 20,
-};
-
-/// The events of a replay, oldest first, and whether later ones were left out.
-#[derive(Default)]
-pub(super) struct Backlog {
-    pub(super) events: Vec<Replayed>,
-    pub(super) cut: bool,
-}
-
-/// An event of a replay in the order of the changes: by time, then key, then the order
-/// a key's changes came in.
-struct Ordered {
-    at: u64,
-    order: usize,
-    bytes: usize,
-    replayed: Replayed,
-}
-
-impl Ordered {
-    fn position(&self) -> (u64, &str, usize) {
-        (self.at, &self.replayed.key, self.order)
-    }
-}
-
-impl PartialEq for Ordered {
-    fn eq(&self, other: &Self) -> bool {
-        self.position() == other.position()
-    }
-}
-
-impl Eq for Ordered {}
-
-impl PartialOrd for Ordered {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Ordered {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.position().cmp(&other.position())
-    }
-}
-
-/// The oldest events offered, within a [`BacklogBound`], each once.
-struct Oldest {
-    bound: BacklogBound,
-    /// A max-heap: the newest held is the first to go.
-    held: BinaryHeap<Ordered>,
-    /// The ids held: a key written while the replay reads the time index a page at a
-    /// time moves to a later page and is read twice, with the changes it had then (found
-    /// by an audit: one change sent twice, back to back, under concurrent writes).
-    ids: HashSet<String>,
-    bytes: usize,
-    offered: usize,
-    cut: bool,
-}
-
-impl Oldest {
-    fn new(bound: BacklogBound) -> Self {
-        Self {
-            bound,
-            held: BinaryHeap::new(),
-            ids: HashSet::new(),
-            bytes: 0,
-            offered: 0,
-            cut: false,
-        }
-    }
-
-    /// Takes the change at `at`; a key's changes are offered in their order.
-    fn offer(&mut self, at: u64, replayed: Replayed) {
-        if !self.ids.insert(replayed.id.clone()) {
-            return;
-        }
-        let bytes = kvs_sync::approximate_size(&replayed.key, &replayed.version);
-        self.held.push(Ordered {
-            at,
-            order: self.offered,
-            bytes,
-            replayed,
-        });
-        self.offered += 1;
-        self.bytes += bytes;
-        while self.held.len() > self.bound.events
-            || (self.bytes > self.bound.bytes && self.held.len() > 1)
-        {
-            if let Some(newest) = self.held.pop() {
-                self.bytes -= newest.bytes;
-                self.ids.remove(&newest.replayed.id);
-            }
-            self.cut = true;
-        }
-    }
-
-    fn into_backlog(self) -> Backlog {
-        Backlog {
-            events: self
-                .held
-                .into_sorted_vec()
-                .into_iter()
-                .map(|ordered| ordered.replayed)
-                .collect(),
-            cut: self.cut,
-        }
-    }
-}
-
-/// The changes under the watcher's prefix at or after `since` that it may see (under
-/// the version's metadata and the key's current one), in the order of the changes (see
-/// [`changes_of`]), the oldest within `bound`: the keys that changed since then, from
-/// the time index a page at a time, each with its kept revisions.
-pub(super) fn backlog(
-    backend: &impl Backend,
-    watcher: &Watcher,
-    since: u64,
-    bound: BacklogBound,
-) -> Result<Backlog, ApiError> {
-    let store = backend.store();
-    let now_ms = backend.now_ms();
-    let mut oldest = Oldest::new(bound);
-    let mut after: Option<(u64, String)> = None;
-    loop {
-        let page = store.changes_since(
-            since,
-            after.as_ref().map(|(at, key)| (*at, key.as_str())),
-            BACKLOG_PAGE,
-        )?;
-        let full = page.len() == BACKLOG_PAGE;
-        let keys: Vec<String> = page
-            .iter()
-            .map(|(_, key)| key)
-            .filter(|key| key.starts_with(&watcher.prefix) && !key.starts_with('_'))
-            .cloned()
-            .collect();
-        let versions = store.get_many(&keys)?;
-        for (key, current) in keys.into_iter().zip(versions) {
-            // A caller who may no longer read the key gets none of its past either.
-            let Some(current) = current.filter(|current| watcher.sees(&key, current)) else {
-                continue;
-            };
-            let mut revisions = store.revisions(&key)?;
-            // With history off there are none; a purge's tombstone is its value's entry.
-            if revisions
-                .first()
-                .is_none_or(|newest| newest.id != current.id)
-            {
-                revisions.insert(0, current);
-            }
-            for (at, kind, version) in changes_of(&revisions, now_ms) {
-                if at >= since && watcher.sees(&key, version) {
-                    let replayed = Replayed {
-                        key: key.clone(),
-                        version: version.clone(),
-                        kind,
-                        id: change_id(version, kind == "expire"),
-                        tag: None,
-                    };
-                    oldest.offer(at, replayed);
-                }
-            }
-        }
-        match page.into_iter().last() {
-            Some(last) if full => after = Some(last),
-            _ => return Ok(oldest.into_backlog()),
-        }
-    }
-}
-
 /// The changes a replay read, which the live stream may bring again (it subscribed
 /// first): it drops them.
 #[derive(Default)]
@@ -693,7 +350,7 @@ fn live_events(
 mod tests {
     use super::*;
 
-    fn replayed(key: &str, timestamp: u64) -> Replayed {
+    pub(super) fn replayed(key: &str, timestamp: u64) -> Replayed {
         let version = kvs_sync::Version {
             id: kvs_sync::VersionId {
                 timestamp,
@@ -713,18 +370,6 @@ mod tests {
             version,
             kind: "put",
         }
-    }
-
-    #[test]
-    fn a_change_offered_twice_is_held_once() {
-        let mut oldest = Oldest::new(BACKLOG_BOUND);
-        for (key, at) in [("b", 2), ("a", 1), ("b", 2), ("c", 3), ("a", 1)] {
-            oldest.offer(at, replayed(key, at));
-        }
-        let backlog = oldest.into_backlog();
-        let keys: Vec<&str> = backlog.events.iter().map(|r| r.key.as_str()).collect();
-        assert_eq!(keys, ["a", "b", "c"]);
-        assert!(!backlog.cut);
     }
 
     #[test]
@@ -748,78 +393,5 @@ mod tests {
         };
         assert!(!by_time.read("3.c"));
         assert!(by_time.read("2.b"));
-    }
-
-    #[test]
-    fn an_expiry_is_named_apart_from_its_put_even_at_the_values_own_time() {
-        let mut value = replayed("k", 100).version;
-        // A TTL that ran out before the causal timestamp (a skewed clock).
-        value.expires_at = Some(90);
-        let purged = Version {
-            data: None,
-            ..value.clone()
-        };
-        assert_ne!(change_id(&value, false), change_id(&value, true));
-        assert_eq!(change_at(&value, true), 101);
-        // The purge's tombstone streams under the name a replay gives the value's expiry.
-        assert_eq!(change_id(&purged, true), change_id(&value, true));
-        let changes: Vec<(u64, &str)> = changes_of(std::slice::from_ref(&value), 1000)
-            .into_iter()
-            .map(|(at, kind, _)| (at, kind))
-            .collect();
-        assert_eq!(changes, [(100, "put"), (101, "expire")]);
-        value.expires_at = Some(150);
-        assert_eq!(change_at(&value, true), 150);
-    }
-
-    #[test]
-    fn a_last_event_id_is_an_id_as_sent_or_a_bare_timestamp() {
-        let name = change_id(&replayed("k", 17).version, false);
-        let uuid = Some(uuid::Uuid::from_u128(17));
-        let parsed = |id: &str| LastEvent::parse(id);
-        assert_eq!(
-            parsed(&name),
-            Some(LastEvent {
-                at: 17,
-                uuid,
-                tag: None
-            })
-        );
-        assert_eq!(
-            parsed(&arrival_id(&name, 0xa1b2c3d4)),
-            Some(LastEvent {
-                at: 17,
-                uuid,
-                tag: Some(0xa1b2c3d4)
-            })
-        );
-        assert_eq!(
-            parsed("17"),
-            Some(LastEvent {
-                at: 17,
-                uuid: None,
-                tag: None
-            })
-        );
-        assert_eq!(
-            parsed(&arrival_id(&name, 5)).unwrap().change_id(),
-            Some(name.clone())
-        );
-        for bad in [
-            "17.garbage",
-            "17.",
-            "abc",
-            "abc.00000000-0000-0000-0000-000000000011",
-            "",
-            &format!("{name}."),
-            &format!("{name}.a1b2c3"),
-            &format!("{name}.a1b2c3dx"),
-            &format!("{name}.+a1b2c3d"),
-            "+17",
-            &format!("{name}.A1B2C3D4"),
-            &format!("{name}.a1b2c3d4.0"),
-        ] {
-            assert_eq!(parsed(bad), None, "{bad}");
-        }
     }
 }
