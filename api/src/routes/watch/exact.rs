@@ -46,17 +46,18 @@ pub(super) fn arrived(
         return Ok(None);
     };
     let tag = arrivals.tag();
-    let names = changes
-        .iter()
-        .map(|change| change_id(&change.version, change.is_expiry()))
-        .collect();
-    let changes: Vec<Arc<Change>> = changes
+    let named: Vec<(String, Arc<Change>)> = changes
         .into_iter()
-        .filter(|change| watcher.sees(&change.key, &change.version))
+        .map(|change| (change_id(&change.version, change.is_expiry()), change))
         .collect();
-    let keys: Vec<String> = changes
+    let names = named.iter().map(|(name, _)| name.clone()).collect();
+    let seen: Vec<(String, Arc<Change>)> = named
+        .into_iter()
+        .filter(|(_, change)| watcher.sees(&change.key, &change.version))
+        .collect();
+    let keys: Vec<String> = seen
         .iter()
-        .map(|change| change.key.clone())
+        .map(|(_, change)| change.key.clone())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -67,11 +68,11 @@ pub(super) fn arrived(
         .filter(|(key, current)| current.as_ref().is_some_and(|now| watcher.sees(key, now)))
         .map(|(key, _)| key)
         .collect();
-    let events = changes
+    let events = seen
         .into_iter()
-        .filter(|change| readable.contains(&change.key))
-        .map(|change| Replayed {
-            id: change_id(&change.version, change.is_expiry()),
+        .filter(|(_, change)| readable.contains(&change.key))
+        .map(|(id, change)| Replayed {
+            id,
             kind: change.kind(),
             key: change.key.clone(),
             version: change.version.clone(),
