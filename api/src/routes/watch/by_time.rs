@@ -18,12 +18,16 @@ const BACKLOG_PAGE: usize = 1000;
 /// `put` at its timestamp, and an `expire` at its expiry too once that passed before the
 /// next version came (a purge's tombstone shares its value's revision); a tombstone is
 /// an `expire` when it keeps the expiry of the value it replaced, else a `delete`, at
-/// the time the key died.
+/// the time the key died. A tombstone over a tombstone changed nothing a reader saw and
+/// stands for no change, as the live stream sends none for it.
 pub(super) fn changes_of(revisions: &[Version], now_ms: u64) -> Vec<(u64, &'static str, &Version)> {
     let mut changes = Vec::new();
     // Oldest first, each with the time of the version that replaced it, if any.
     for (i, version) in revisions.iter().enumerate().rev() {
         if version.is_tombstone() {
+            if revisions.get(i + 1).is_some_and(Version::is_tombstone) {
+                continue;
+            }
             let kind = match version.expires_at {
                 Some(_) => "expire",
                 None => "delete",
@@ -229,6 +233,36 @@ pub(in crate::routes) fn backlog(
 mod tests {
     use super::super::tests::replayed;
     use super::*;
+
+    #[test]
+    fn a_tombstone_over_a_tombstone_stands_for_no_change() {
+        let version = |at: u64, data: Option<&str>, expires_at: Option<u64>| Version {
+            data: data.map(str::to_owned),
+            expires_at,
+            ..replayed("k", at).version
+        };
+        // Newest first: a peer's delete merged over this node's own, over a value that
+        // was deleted after it had expired, over a put.
+        let revisions = [
+            version(40, None, None),
+            version(30, None, None),
+            version(10, Some("2"), Some(20)),
+            version(5, Some("1"), None),
+        ];
+        let changes: Vec<(u64, &str)> = changes_of(&revisions, 100)
+            .into_iter()
+            .map(|(at, kind, _)| (at, kind))
+            .collect();
+        assert_eq!(
+            changes,
+            [(5, "put"), (10, "put"), (20, "expire"), (30, "delete")]
+        );
+        // The oldest kept revision may have replaced versions no longer kept: a lone
+        // tombstone still stands for its delete.
+        let lone = changes_of(&revisions[..1], 100);
+        assert_eq!(lone.len(), 1);
+        assert_eq!(lone[0].1, "delete");
+    }
 
     #[test]
     fn a_change_offered_twice_is_held_once() {
