@@ -46,6 +46,54 @@ fn the_help_names_every_key_of_the_default_config() {
 }
 
 #[test]
+fn a_generated_config_sets_every_key_of_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let arg = dir.path().join("node1");
+    let (path, _) = load_or_create(arg.to_str().unwrap()).unwrap();
+    let text = std::fs::read_to_string(path).unwrap();
+    let written: serde_yaml::Mapping = serde_yaml::from_str(&text).unwrap();
+    // The table of shared/spec/cli-and-config.md.
+    for key in [
+        "node_id",
+        "bind_address",
+        "advertise_address",
+        "http_port",
+        "gossip_port",
+        "sync_port",
+        "data_dir",
+        "seed_nodes",
+        "clustering_enabled",
+        "cluster_secret",
+        "jwt_secret",
+        "auth_enabled",
+        "allow_anonymous_read",
+        "allow_anonymous_write",
+        "default_permissions",
+        "rate_limiting_enabled",
+        "rate_limit_requests",
+        "rate_limit_window",
+        "revision_history_enabled",
+        "max_revisions",
+        "compression_enabled",
+        "compression_min_bytes",
+        "tamper_logging_enabled",
+        "backup_enabled",
+        "backup_interval",
+        "backup_retention",
+        "tombstone_ttl",
+        "max_value_bytes",
+        "log_level",
+        "sync_interval",
+        "max_clock_skew",
+        "http_header_timeout",
+        "http_idle_timeout",
+        "max_connections",
+    ] {
+        assert!(written.contains_key(key), "the written config has no {key}");
+    }
+}
+
+#[test]
 fn a_generated_config_is_private() {
     let dir = tempfile::tempdir().unwrap();
     let arg = dir.path().join("new/node1");
