@@ -482,6 +482,9 @@ impl Store for LmdbStore {
         // The table orders one millisecond's versions by uuid; newest first means by the
         // conflict rule (the origin that joined earlier wins a tie), the current first.
         out.sort_by(|a, b| b.id.precedence(&a.id));
+        // A key not written since `max_revisions` was lowered still holds more; the cap
+        // drops them at its next write.
+        out.truncate(self.options.max_revisions);
         Ok(out)
     }
 

@@ -150,3 +150,17 @@ fn a_store_of_the_earlier_layout_moves_its_history_at_open() {
     write(&store, put("a", "5"), 300);
     assert_eq!(values(&store, "a")[..2], ["5", "4"]);
 }
+
+#[test]
+fn a_lowered_cap_holds_for_keys_not_written_since() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path(), 10);
+        for n in 0..5u64 {
+            write(&store, put("a", &n.to_string()), 100 + n);
+        }
+        assert_eq!(values(&store, "a").len(), 5);
+    }
+    let store = open(dir.path(), 3);
+    assert_eq!(values(&store, "a"), ["4", "3", "2"]);
+}
