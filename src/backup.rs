@@ -22,7 +22,7 @@ use kvs_sync::{StoreError, StoreOptions};
 
 use crate::node::now_ms;
 use crate::private_files;
-use crate::store::{DurableStore, LmdbStore};
+use crate::store::{DurableStore, LmdbStore, Seal};
 
 /// The lock a running node holds on its data dir.
 pub struct DataDirLock {
@@ -158,12 +158,40 @@ pub fn prune(data_dir: &Path, keep: usize) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Checks a backup file (whole, an LMDB file, with kvs's tables) and opens a copy of it in
-/// a temp dir: its key count and the audit chain's head it recorded (sealed), if any.
-fn backup_facts(file: &Path) -> Result<(u64, Option<Vec<u8>>), String> {
+/// The length of the data file in backup `file` once its seal checked (see
+/// `store/lmdb/seal.rs`). A file without a seal is refused: only a whole walk of its
+/// pages could tell it intact, and LMDB reading a damaged page can crash the process.
+fn sealed_data_len(file: &Path) -> Result<u64, String> {
+    let shown = file.display();
+    match crate::store::check_seal(file) {
+        Ok(Seal::Intact { data_len }) => Ok(data_len),
+        Ok(Seal::Missing) => Err(format!(
+            "{shown} is not a kvs backup: it carries no checksum (backups of kvs carry one at \
+             their end since 2026-12-07; one made earlier restores with the kvs that made it)"
+        )),
+        Err(error) => Err(format!("{shown} is damaged: {error}")),
+    }
+}
+
+/// Copies the data file of backup `file` (its first `data_len` bytes) to `to`, synced.
+fn copy_data_file(file: &Path, to: &Path, data_len: u64) -> std::io::Result<()> {
+    copy_with_progress(file, to, "restoring")?;
+    let copy = std::fs::OpenOptions::new().write(true).open(to)?;
+    copy.set_len(data_len)?;
+    copy.sync_all()
+}
+
+/// Checks a backup file (whole, an LMDB file, with kvs's tables) and opens a copy of its
+/// data file (the first `data_len` bytes) in a temp dir: its key count and the audit
+/// chain's head it recorded (sealed), if any.
+fn backup_facts(file: &Path, data_len: u64) -> Result<(u64, Option<Vec<u8>>), String> {
     crate::store::check_data_file(file)?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    std::fs::copy(file, dir.path().join("data.mdb")).map_err(|e| e.to_string())?;
+    let copy = dir.path().join("data.mdb");
+    std::fs::copy(file, &copy)
+        .and_then(|_| std::fs::OpenOptions::new().write(true).open(&copy))
+        .and_then(|copy| copy.set_len(data_len))
+        .map_err(|e| e.to_string())?;
     // Opening it as a store would create the tables of an empty or foreign file.
     if !crate::store::holds_kvs_store(dir.path()).map_err(|e| e.to_string())? {
         return Err("an LMDB file without the tables of a kvs store".into());
@@ -239,8 +267,9 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<u64, String> {
             data_dir.display()
         ));
     }
-    let (keys, audit_head) =
-        backup_facts(file).map_err(|e| format!("{} is not a kvs backup: {e}", file.display()))?;
+    let data_len = sealed_data_len(file)?;
+    let (keys, audit_head) = backup_facts(file, data_len)
+        .map_err(|e| format!("{} is not a kvs backup: {e}", file.display()))?;
     let _lock = DataDirLock::acquire(data_dir)?;
     // A data dir whose store cannot be read (the reason to restore, often) has no
     // identity to keep: the node takes the backup's, and is told so.
@@ -255,8 +284,12 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<u64, String> {
     let staging = data_dir.join("restoring");
     let staged = staging.join("data.mdb");
     let put_in_place = || -> Result<(), String> {
+        // What a restore that was killed midway left.
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
+        }
         private_files::create_dir(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
-        copy_with_progress(file, &staged, "restoring")
+        copy_data_file(file, &staged, data_len)
             .map_err(|e| format!("{}: {e}", staged.display()))?;
         identity
             .give_to(&staging)

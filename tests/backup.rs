@@ -231,6 +231,24 @@ fn a_garbage_empty_truncated_or_foreign_backup_is_refused_and_changes_nothing() 
         assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
         assert!(stderr.contains("not a kvs backup"), "{name}: {stderr}");
     }
+    // Damaged where LMDB would read it: a value's page (restored as it was, wrong data or
+    // a node that crashed on it later), the last page (a SIGBUS in the restore itself).
+    let page = 4096;
+    let data_len = good.len() - 56;
+    for (name, at) in [("value page", 2 * page + 100), ("last page", data_len - page + 16)] {
+        let mut damaged = good.clone();
+        damaged[at..at + 200].iter_mut().for_each(|byte| *byte ^= 0x5a);
+        let file = dir.join("damaged.mdb");
+        std::fs::write(&file, damaged).unwrap();
+        let out = run_kvs(
+            &["restore", &config_arg(&node), file.to_str().unwrap()],
+            dir,
+            &[],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains("is damaged"), "{name}: {stderr}");
+    }
     node.launch();
     assert_eq!(get_status(&node, &auth, "g/1"), 200);
 }
@@ -280,6 +298,15 @@ fn a_restore_that_fails_midway_leaves_no_copy_behind() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!node.data_dir().join("restoring").exists());
+    // What a restore killed midway left is cleared by the next one.
+    std::fs::remove_file(&wal).unwrap();
+    let left = node.data_dir().join("restoring");
+    std::fs::create_dir(&left).unwrap();
+    std::fs::write(left.join("data.mdb"), b"half a copy").unwrap();
+    kvs_ok(&node, "restore", &[&backup]);
+    assert!(!left.exists());
+    node.launch();
+    assert_eq!(get_status(&node, &auth, "r/1"), 200);
 }
 
 #[test]

@@ -231,7 +231,8 @@ impl LmdbStore {
 
     /// Writes a packed copy of the whole environment (every table rebuilt in key order,
     /// see `pack.rs`; read in one transaction, so a consistent snapshot) to a new file at
-    /// `path`; returns its size in bytes and the number of keys it holds.
+    /// `path`, sealed (see `seal.rs`); returns its size in bytes and the number of keys it
+    /// holds.
     pub fn copy_to(&self, path: &Path) -> Result<(u64, u64), StoreError> {
         let backend = |what: &Path, e: std::io::Error| {
             StoreError::Backend(format!("{}: {e}", what.display()))
@@ -241,8 +242,10 @@ impl LmdbStore {
             std::fs::remove_dir_all(&staging).map_err(|e| backend(&staging, e))?;
         }
         std::fs::create_dir(&staging).map_err(|e| backend(&staging, e))?;
-        let packed = self.write_packed(&staging).and_then(|bytes| {
-            std::fs::rename(staging.join("data.mdb"), path).map_err(|e| backend(path, e))?;
+        let packed = self.write_packed(&staging).and_then(|_| {
+            let packed = staging.join("data.mdb");
+            let bytes = super::seal::seal(&packed).map_err(|e| backend(&packed, e))?;
+            std::fs::rename(&packed, path).map_err(|e| backend(path, e))?;
             Ok(bytes)
         });
         let removed = std::fs::remove_dir_all(&staging).map_err(|e| backend(&staging, e));
