@@ -235,9 +235,14 @@ fn a_garbage_empty_truncated_or_foreign_backup_is_refused_and_changes_nothing() 
     // a node that crashed on it later), the last page (a SIGBUS in the restore itself).
     let page = 4096;
     let data_len = good.len() - 56;
-    for (name, at) in [("value page", 2 * page + 100), ("last page", data_len - page + 16)] {
+    for (name, at) in [
+        ("value page", 2 * page + 100),
+        ("last page", data_len - page + 16),
+    ] {
         let mut damaged = good.clone();
-        damaged[at..at + 200].iter_mut().for_each(|byte| *byte ^= 0x5a);
+        damaged[at..at + 200]
+            .iter_mut()
+            .for_each(|byte| *byte ^= 0x5a);
         let file = dir.join("damaged.mdb");
         std::fs::write(&file, damaged).unwrap();
         let out = run_kvs(
