@@ -98,6 +98,7 @@ impl MemberMeta {
 /// A running membership.
 pub struct Cluster {
     membership: Membership,
+    node_id: NodeId,
     gossip_addr: SocketAddr,
     transport: Arc<UdpTransport>,
 }
@@ -173,8 +174,9 @@ impl Cluster {
             reason: e.to_string(),
         })?;
         let gossip_addr = SocketAddr::new(settings.advertise, bound.port());
+        let node_id = NodeId::new(settings.node_id.as_str());
         let local = LocalMember {
-            id: NodeId::new(settings.node_id.as_str()),
+            id: node_id.clone(),
             gossip_addr,
             meta: MemberMeta {
                 http: settings.http_addr.to_string(),
@@ -207,9 +209,19 @@ impl Cluster {
         .map_err(|e| ClusterError::Protocol(e.to_string()))?;
         Ok(Self {
             membership,
+            node_id,
             gossip_addr,
             transport,
         })
+    }
+
+    /// This node's incarnation now: refuting a suspicion raises it above the start's.
+    pub fn own_incarnation(&self) -> Option<u64> {
+        self.membership
+            .members()
+            .into_iter()
+            .find(|member| member.id == self.node_id)
+            .map(|member| member.incarnation)
     }
 
     /// The address other nodes gossip with this node at.

@@ -47,6 +47,9 @@ pub(super) const FLOOR: &str = "vouch_floor_ms";
 /// a restarted node joins through them as well as its seeds (a first node has none, and
 /// would otherwise wait for a peer to happen on it).
 pub(super) const KNOWN_PEERS: &str = "known_peers";
+/// Meta key: the incarnation of the last start, or the one the node had reached when it
+/// last stopped gracefully; each start takes one above it.
+const INCARNATION: &str = "incarnation";
 
 /// The wall clock in Unix milliseconds.
 pub fn now_ms() -> u64 {
@@ -399,7 +402,15 @@ async fn finish(
         Ok(backend) => {
             backend.committer.shutdown();
             let replication = backend.replication.as_deref();
+            let incarnation = backend.cluster.as_ref().and_then(Cluster::own_incarnation);
             stop_clustering(backend.cluster, replication, sync_endpoint).await;
+            // The next start's is above it, even when no member remembers this one (a
+            // whole cluster restarted).
+            if let Some(incarnation) = incarnation
+                && let Err(error) = store.lmdb().set_meta_u64s(&[(INCARNATION, incarnation)])
+            {
+                tracing::warn!(%error, "keeping the incarnation at shutdown failed");
+            }
             // Once the pushes drained: the own writes they delivered count (see `drain`).
             if let Some(replication) = replication
                 && let Err(error) = upkeep::keep_facts(store, Some(&replication.kept_facts()), None)
@@ -486,7 +497,7 @@ async fn start_clustering(
     let transport = Arc::new(transport);
     let sync_port = transport.local_addr()?.port();
     let advertise = config.advertise_address.unwrap_or(config.bind_address);
-    let incarnation = store.lmdb().increment_meta_u64("incarnation")?;
+    let incarnation = store.lmdb().increment_meta_u64(INCARNATION)?;
     let last_sync_ms = store.lmdb().meta_u64_or_init(LAST_SYNC, 0)?;
     let last_sync_ms = (last_sync_ms > 0).then_some(last_sync_ms);
     let delivered_ms = store.lmdb().meta_u64_or_init(OWN_WRITES_DELIVERED, 0)?;

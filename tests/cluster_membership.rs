@@ -218,3 +218,32 @@ fn a_node_with_another_secret_never_appears() {
     says(&a, "another cluster_secret");
     says(&intruder, "has answered yet");
 }
+
+#[test]
+fn a_whole_cluster_restarted_comes_back_above_the_incarnations_it_had_reached() {
+    let mut a = Node::start_named("a", &config(None, SECRET));
+    let seed = gossip_addr(&a, "a");
+    let mut b = Node::start_named("b", &config(Some(&seed), SECRET));
+    assert!(within(LOOSE, || state_of(&a, "b").as_deref() == Some("alive")).is_some());
+    let started = member(&a, "b").unwrap()["incarnation"].as_u64().unwrap();
+    // Paused until suspected, b refutes the suspicion with a higher incarnation.
+    common::cluster::stop(&b);
+    let suspected = within(LOOSE, || state_of(&a, "b").as_deref() != Some("alive"));
+    common::cluster::signal(&b, nix::sys::signal::Signal::SIGCONT);
+    assert!(suspected.is_some(), "b was never suspected");
+    let refuted = within(LOOSE, || {
+        member(&a, "b")
+            .is_some_and(|m| m["state"] == "alive" && m["incarnation"].as_u64().unwrap() > started)
+    });
+    assert!(refuted.is_some(), "b is {:?} on a", member(&a, "b"));
+    let reached = member(&b, "b").unwrap()["incarnation"].as_u64().unwrap();
+    // No member remembers b's incarnation when the whole cluster restarts.
+    assert!(b.terminate().success() && a.terminate().success());
+    a.launch();
+    b.launch();
+    let again = member(&b, "b").unwrap()["incarnation"].as_u64().unwrap();
+    assert!(
+        again > reached,
+        "b came back at incarnation {again}, having reached {reached}"
+    );
+}
