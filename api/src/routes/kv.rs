@@ -4,11 +4,11 @@ use bytes::Buf;
 use futures_util::Stream;
 use kvs_sync::{Cursor, ListPage, Listed, Mutation, Store, Version, WriteOp, WriteRejected};
 use uuid::Uuid;
-use warp::http::{HeaderValue, StatusCode, header};
+use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::reply::Response as WarpResponse;
 
 use super::authn::{Attempt, authorize_under, key_meta};
-use super::request::{discard, positive, precondition, read_json_body};
+use super::request::{discard, none_match_names, positive, precondition, read_json_body};
 use super::{Api, Caller, Handled, Query, Request, json_response};
 use crate::auth::{KeyMeta, Operation, Permissions};
 use crate::duration::parse_duration;
@@ -34,10 +34,24 @@ impl<B: Backend> Api<B> {
         version.ok_or_else(|| not_found(key))
     }
 
-    pub(super) fn get_key(&self, caller: &Caller, raw_key: &str, head: bool) -> Handled {
+    /// `GET` / `HEAD /kv/KEY`; `304 Not Modified` (no body) when `If-None-Match` names
+    /// the current version's ETag or is `*`.
+    pub(super) fn get_key(
+        &self,
+        headers: &HeaderMap,
+        caller: &Caller,
+        raw_key: &str,
+        head: bool,
+    ) -> Handled {
         self.refuse_anonymous(caller, Attempt::Read)?;
         let key = decode_key(raw_key)?;
         let version = self.readable(caller, &key)?;
+        if none_match_names(headers, version.id.uuid) {
+            let mut response = WarpResponse::new(String::new().into());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            set_etag(&mut response, version.id.uuid);
+            return Ok(response);
+        }
         let body = version_json(&version, true);
         // A HEAD answers with GET's headers, its Content-Length included, and no body.
         let length = body.len();

@@ -297,8 +297,8 @@ impl<B: Backend> Api<B> {
             .filter(|key| !key.is_empty())
         {
             match *request.method {
-                Method::GET => return self.get_key(caller, raw_key, false),
-                Method::HEAD => return self.get_key(caller, raw_key, true),
+                Method::GET => return self.get_key(request.headers, caller, raw_key, false),
+                Method::HEAD => return self.get_key(request.headers, caller, raw_key, true),
                 _ => {}
             }
         }

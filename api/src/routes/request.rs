@@ -84,6 +84,24 @@ pub(crate) fn precondition(
     Ok(none_match.unwrap_or(Precondition::None))
 }
 
+/// Whether a read's `If-None-Match` names the version `uuid`: `*`, or a list of entity
+/// tags one of which is `"<uuid>"` (compared weakly, as RFC 9110 has for reads).
+pub(crate) fn none_match_names(headers: &HeaderMap, uuid: Uuid) -> bool {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let current = uuid.hyphenated().encode_lower(&mut text);
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .any(|tag| {
+            let opaque = tag.strip_prefix("W/").unwrap_or(tag);
+            tag == "*"
+                || opaque.strip_prefix('"').and_then(|t| t.strip_suffix('"')) == Some(current)
+        })
+}
+
 /// Parses a JSON body that must be an object (serde would also read a struct from an
 /// array of its fields, `[null, null]`, which no client means) with no field but those
 /// `T` accepts.

@@ -211,6 +211,39 @@ async fn delete_then_absent_everywhere() {
 }
 
 #[tokio::test]
+async fn a_read_naming_the_current_etag_in_if_none_match_is_not_modified() {
+    let api = api(Setup::default());
+    let first = put(&api, "/kv/n", "1").await.json()["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let etag = format!("\"{first}\"");
+    let listed = format!("\"00000000-0000-0000-0000-000000000000\", W/{etag}");
+    for (method, tag) in [
+        ("GET", etag.as_str()),
+        ("HEAD", etag.as_str()),
+        ("GET", listed.as_str()),
+        ("GET", "*"),
+    ] {
+        let answer = request(&api, method, "/kv/n", None, &[("if-none-match", tag)]).await;
+        assert_eq!(answer.status, 304, "{method} {tag}");
+        assert!(answer.body.is_empty());
+        assert_eq!(answer.headers["etag"], etag.as_str());
+    }
+    let other = [("if-none-match", "\"00000000-0000-0000-0000-000000000000\"")];
+    assert_eq!(
+        request(&api, "GET", "/kv/n", None, &other).await.status,
+        200
+    );
+    put(&api, "/kv/n", "2").await;
+    let changed = request(&api, "GET", "/kv/n", None, &[("if-none-match", &etag)]).await;
+    assert_eq!(changed.status, 200);
+    assert_eq!(changed.json()["data"], 2);
+    let absent = request(&api, "GET", "/kv/none", None, &[("if-none-match", "*")]).await;
+    assert_eq!(absent.status, 404);
+}
+
+#[tokio::test]
 async fn compare_and_set() {
     let api = api(Setup::default());
     let first = put(&api, "/kv/c", "1").await.json()["uuid"]
