@@ -148,3 +148,41 @@ fn bad_full_options_are_errors_naming_the_key() {
     .map(|e| e.to_string());
     assert!(error.is_some_and(|e| e.contains("engine: full")));
 }
+
+/// Writes to n1 until 10 s, a partition from 3 s to the heal at 10 s; `within` bounds the
+/// convergence after the heal.
+fn converging_at_the_heal(within: &str) -> Scenario {
+    let text = format!(
+        "name: t\nengine: full\nduration: 40s\n\
+         cluster: {{nodes: 4, config: {{sync_interval: 5s}}}}\n\
+         workload: [{{clients: 2, rate: 50/s, keys: 50, mix: {{put: 1.0}}, from: 1s, until: 10s}}]\n\
+         timeline:\n  - {{at: 3s, partition: [[n1, n2], [n3, n4]]}}\n  - {{at: 10s, heal: all}}\n\
+         properties:\n  eventually: [{{data_converged: {{within: {within}}}}}]\n"
+    );
+    Scenario::parse(&text).expect("scenario parses")
+}
+
+#[test]
+fn a_run_that_converges_after_the_bound_fails_however_close() {
+    let report = run(&converging_at_the_heal("20s"), 1);
+    assert!(report.violation.is_none(), "{:?}", report.violation);
+    let seen_ms = report
+        .measurements
+        .iter()
+        .find(|(name, _)| name == "data_converged.after_quiesce_ms")
+        .map(|(_, v)| *v as u64)
+        .expect("converged");
+    // Seen at a poll, 250 ms after the one before, which saw it not converged: a bound
+    // 1 ms after that earlier poll fell before convergence.
+    assert!(seen_ms > 250, "converged {seen_ms} ms after quiesce");
+    let bound = format!("{}ms", seen_ms - 249);
+    let late = run(&converging_at_the_heal(&bound), 1);
+    let violation = late.violation.expect("converged after the bound");
+    assert_eq!(violation.property, "data_converged");
+    assert!(
+        violation.evidence.starts_with("not converged ")
+            && violation.evidence.contains("merkle roots differ"),
+        "{}",
+        violation.evidence
+    );
+}
