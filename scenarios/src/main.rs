@@ -94,7 +94,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("kvs-sim: {e}");
+            tell(format_args!("kvs-sim: {e}\n"));
             ExitCode::from(2)
         }
     }
@@ -167,7 +167,10 @@ fn run_all(args: &RunArgs) -> Result<bool, SimError> {
         }
     }
     if args.report {
-        summary.lines().iter().for_each(|l| eprintln!("{l}"));
+        summary
+            .lines()
+            .iter()
+            .for_each(|l| tell(format_args!("{l}\n")));
     }
     if let Some(w) = trace_out.as_mut() {
         w.flush()?;
@@ -200,21 +203,21 @@ fn play(
     }
     if args.timing {
         let speed = report.virtual_time.as_secs_f64() / wall.as_secs_f64().max(1e-9);
-        eprintln!(
-            "timing: scenario {} seed {seed}: {:.1}s virtual in {:.3}s wall ({speed:.0}x real time), {} events",
+        tell(format_args!(
+            "timing: scenario {} seed {seed}: {:.1}s virtual in {:.3}s wall ({speed:.0}x real time), {} events\n",
             report.name,
             report.virtual_time.as_secs_f64(),
             wall.as_secs_f64(),
             report.events
-        );
+        ));
     }
     if report.violation.is_some() {
-        eprint!("{}", failure_report(path, scenario, &report));
+        tell(failure_report(path, scenario, &report));
     }
     if args.report {
-        eprintln!("{}", measurement_line(&report));
+        tell(format_args!("{}\n", measurement_line(&report)));
     }
-    println!("{}", result_line(&report));
+    say(result_line(&report));
     Ok(report)
 }
 
@@ -245,4 +248,23 @@ mod tests {
                 .contains("1001..=2000")
         );
     }
+}
+
+/// Writes a line to stdout. A reader that has gone (`kvs-sim run FILE --seeds 50 | head
+/// -1`) ends the process quietly, as for a command in a pipeline (`println!` panicked).
+fn say(line: impl std::fmt::Display) {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(error) => {
+            tell(format_args!("kvs-sim: writing to stdout: {error}\n"));
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Writes to stderr; what nobody reads any more is dropped (`eprintln!` panicked).
+fn tell(text: impl std::fmt::Display) {
+    let _ = write!(std::io::stderr().lock(), "{text}");
 }

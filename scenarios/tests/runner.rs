@@ -134,3 +134,31 @@ fn bad_input_is_a_clear_error_with_exit_2() {
     let missing = kvs_sim(&["run", "/nonexistent/x.yaml"]);
     assert_eq!(missing.status.code(), Some(2));
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_run_quietly() {
+    use std::io::Read as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvs-sim"))
+        .args(["run", &file("fabric-partition.yaml"), "--seeds", "50"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kvs-sim runs");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 9];
+    stdout.read_exact(&mut first).expect("a result line");
+    assert_eq!(&first, b"scenario ");
+    // As `| head -1` does: the reader goes after its first line.
+    drop(stdout);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr read");
+    let status = child.wait().expect("kvs-sim ends");
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
