@@ -230,6 +230,25 @@ fn mark_nondeterminism(report: &mut RunReport, again: &RunReport) {
     }
 }
 
+/// Writes a line to stdout. A reader that has gone (`kvs-sim run FILE --seeds 50 | head
+/// -1`) ends the process quietly, as for a command in a pipeline (`println!` panicked).
+fn say(line: impl std::fmt::Display) {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(error) => {
+            tell(format_args!("kvs-sim: writing to stdout: {error}\n"));
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Writes to stderr; what nobody reads any more is dropped (`eprintln!` panicked).
+fn tell(text: impl std::fmt::Display) {
+    let _ = write!(std::io::stderr().lock(), "{text}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_seeds;
@@ -248,23 +267,4 @@ mod tests {
                 .contains("1001..=2000")
         );
     }
-}
-
-/// Writes a line to stdout. A reader that has gone (`kvs-sim run FILE --seeds 50 | head
-/// -1`) ends the process quietly, as for a command in a pipeline (`println!` panicked).
-fn say(line: impl std::fmt::Display) {
-    let mut out = std::io::stdout().lock();
-    match writeln!(out, "{line}").and_then(|()| out.flush()) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
-        Err(error) => {
-            tell(format_args!("kvs-sim: writing to stdout: {error}\n"));
-            std::process::exit(2);
-        }
-    }
-}
-
-/// Writes to stderr; what nobody reads any more is dropped (`eprintln!` panicked).
-fn tell(text: impl std::fmt::Display) {
-    let _ = write!(std::io::stderr().lock(), "{text}");
 }
