@@ -259,6 +259,31 @@ async fn the_console_shows_a_cluster_its_keys_and_live_changes() {
     .await;
     let gone = call(&nodes[0], "GET", "/kv/console/edited", None, Some(&token));
     assert_eq!(gone.status, 404);
+    // A ".." segment is refused in the page: the browser would resolve it and write
+    // `elsewhere`. A key ending in a space is written as typed, not trimmed.
+    for (key, answer) in [
+        ("console/../elsewhere", "no segment may be . or .."),
+        ("console/spaced ", "201 created"),
+    ] {
+        let field = client.find(Locator::Css("#edit-key")).await.expect("key");
+        field.clear().await.expect("clear");
+        field.send_keys(key).await.expect("type");
+        click("#put").await;
+        wait_for(&client, "#edit-result", "the put's answer", |t| {
+            t.contains(answer)
+        })
+        .await;
+    }
+    let elsewhere = call(&nodes[0], "GET", "/kv/elsewhere", None, Some(&token));
+    assert_eq!(elsewhere.status, 404, "{}", elsewhere.body);
+    let spaced = call(
+        &nodes[0],
+        "GET",
+        "/kv/console/spaced%20",
+        None,
+        Some(&token),
+    );
+    assert_eq!(spaced.status, 200, "{}", spaced.body);
 
     // A write on another node reaches node 0 and its console, live.
     let token_n1 = root_token(&nodes[1]).expect("root.token");
