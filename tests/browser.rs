@@ -225,6 +225,78 @@ async fn the_console_shows_a_cluster_its_keys_and_live_changes() {
     .await;
     assert!(detail.contains("permissions"), "metadata shown: {detail}");
 
+    // The editor writes only over the version it showed: a change made elsewhere since
+    // then makes its Put fail (412) rather than vanish under it.
+    let elsewhere = call(
+        &nodes[0],
+        "PUT",
+        "/kv/console/greeting",
+        Some("\"changed by the API\""),
+        Some(&token),
+    );
+    assert_eq!(elsewhere.status, 200, "{}", elsewhere.body);
+    let type_into = |css: &'static str, text: &'static str| {
+        let client = client.clone();
+        async move {
+            let field = client.find(Locator::Css(css)).await.expect(css);
+            field.clear().await.expect("clear");
+            field.send_keys(text).await.expect("type");
+        }
+    };
+    let press = |css: &'static str| {
+        let client = client.clone();
+        async move {
+            let button = client.find(Locator::Css(css)).await.expect(css);
+            button.click().await.expect("click");
+        }
+    };
+    type_into("#edit-value", "\"from the console\"").await;
+    press("#put").await;
+    wait_for(&client, "#edit-result", "the refused put", |t| {
+        t.starts_with("412")
+    })
+    .await;
+    let kept = call(&nodes[0], "GET", "/kv/console/greeting", None, Some(&token));
+    assert_eq!(kept.json()["data"], json!("changed by the API"));
+    // A TTL from the editor.
+    type_into("#edit-key", "console/expiring").await;
+    type_into("#edit-value", "1").await;
+    type_into("#edit-ttl", "1h").await;
+    press("#put").await;
+    wait_for(&client, "#edit-result", "the put with a TTL", |t| {
+        t == "201 created"
+    })
+    .await;
+    let meta = call(
+        &nodes[0],
+        "GET",
+        "/meta/console/expiring",
+        None,
+        Some(&token),
+    );
+    assert!(meta.json()["expires_at"].is_u64(), "{}", meta.body);
+
+    // At a phone's width the page is one column, no wider than the screen.
+    client
+        .set_window_size(390, 844)
+        .await
+        .expect("a phone's width");
+    let widths = client
+        .execute(
+            "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]",
+            vec![],
+        )
+        .await
+        .expect("the page's widths");
+    assert!(
+        widths[0].as_u64() <= widths[1].as_u64(),
+        "the page is wider than the screen: {widths}"
+    );
+    client
+        .set_window_size(1280, 960)
+        .await
+        .expect("back to a desktop's width");
+
     // The editor: a put and a delete from the console, as the node then holds them.
     for (css, text) in [
         ("#edit-key", "console/edited"),
