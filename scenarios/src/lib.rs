@@ -31,7 +31,7 @@ pub use fabric::{Fabric, NetCounts};
 pub use link::{Burst, Latency, LinkPatch, LinkSpec};
 pub use properties::{Phase, Property, Violation, World};
 pub use protocol::{NodeCtx, Protocol, ProtocolFactory, Transmit, addr_index, node_addr};
-pub use report::{Summary, failure_report, measurement_line, result_line};
+pub use report::{Summary, failure_report, measurement_line, result_line, vacuity};
 pub use slot::{NodeState, Slot};
 pub use spec::{
     Action, Cluster, Engine, LinkRule, Network, Properties, PropertyEntry, Repeat, Scenario,

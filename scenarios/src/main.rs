@@ -12,7 +12,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use kvs_scenarios::{
     RunOptions, RunReport, Scenario, SimError, Summary, check_scenario, failure_report,
-    measurement_line, result_line, run_scenario,
+    measurement_line, result_line, run_scenario, vacuity,
 };
 
 /// mimalloc, as the node has: a run allocates and frees a few buffers per simulated
@@ -216,6 +216,14 @@ fn play(
     }
     if args.report {
         tell(format_args!("{}\n", measurement_line(&report)));
+    }
+    if report.violation.is_none() {
+        for reason in vacuity(scenario, &report) {
+            tell(format_args!(
+                "note: scenario {} seed {seed}: vacuous: {reason}\n",
+                report.name
+            ));
+        }
     }
     say(result_line(&report));
     Ok(report)

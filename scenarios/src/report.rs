@@ -19,6 +19,42 @@ pub fn result_line(report: &RunReport) -> String {
     )
 }
 
+/// Why a run that passed judged nothing, if it did not (`shared/scenarios.md`: a vacuous
+/// run should say so): no property at all, a `failure_detected` that met no crash it could
+/// judge (none, or each too close to the end), data properties over a run in which no
+/// write was acknowledged. Each reason is a line's worth.
+pub fn vacuity(scenario: &Scenario, report: &RunReport) -> Vec<String> {
+    let properties = &scenario.properties;
+    let names: Vec<String> = [
+        &properties.always,
+        &properties.eventually,
+        &properties.at_end,
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|entry| entry.parts().ok().map(|(name, _)| name))
+    .collect();
+    let measured = |figure: &str| report.measurements.iter().any(|(name, _)| name == figure);
+    let mut reasons = Vec::new();
+    if names.is_empty() {
+        reasons.push("no property is checked".to_owned());
+    }
+    if names.iter().any(|name| name == "failure_detected")
+        && !measured("failure_detected.crash_to_dead_s")
+    {
+        reasons.push("failure_detected judged no crash (none, or each too near the end)".into());
+    }
+    let acked = report
+        .measurements
+        .iter()
+        .find(|(name, _)| name == "workload.acked")
+        .map(|(_, acked)| *acked);
+    if acked == Some(0.0) && !names.is_empty() {
+        reasons.push("no write was acknowledged".to_owned());
+    }
+    reasons
+}
+
 /// The report printed before the result line of a failed run.
 pub fn failure_report(path: &Path, scenario: &Scenario, report: &RunReport) -> String {
     let mut out = String::new();

@@ -162,3 +162,45 @@ fn a_reader_that_goes_away_ends_the_run_quietly() {
     assert!(status.success(), "{status:?}: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_run_that_judged_nothing_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = "engine: model\nduration: 20s\n\
+                   cluster: {nodes: 4, protocol: swim, config: {seeds: [n1]}}\n";
+    let cases = [
+        ("no-properties", String::new(), "no property is checked"),
+        (
+            "no-crash",
+            "properties:\n  always: [{failure_detected: {within: 5s}}]\n".to_owned(),
+            "failure_detected judged no crash",
+        ),
+        (
+            "crash-too-late",
+            "timeline:\n  - {at: 18s, crash: n2}\n\
+             properties:\n  always: [{failure_detected: {within: 5s}}]\n"
+                .to_owned(),
+            "failure_detected judged no crash",
+        ),
+    ];
+    for (name, tail, reason) in cases {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, format!("name: {name}\n{cluster}{tail}")).expect("write");
+        let out = kvs_sim(&["run", &path.display().to_string()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {err}");
+        assert!(
+            err.contains(&format!("scenario {name} seed 1: vacuous: {reason}")),
+            "{name}: {err}"
+        );
+    }
+    // A run that judged a crash says nothing of the kind.
+    let judged = dir.path().join("judged.yaml");
+    let tail = "timeline:\n  - {at: 5s, crash: n2}\n\
+                properties:\n  always: [{failure_detected: {within: 5s}}]\n";
+    std::fs::write(&judged, format!("name: judged\n{cluster}{tail}")).expect("write");
+    let out = kvs_sim(&["run", &judged.display().to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("vacuous"), "{err}");
+}
