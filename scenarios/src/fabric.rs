@@ -20,7 +20,8 @@ pub(crate) fn check_rule_size(from: &[usize], to: &[usize]) -> Result<(), SimErr
     let links = from.len().saturating_mul(to.len());
     if links > MAX_RULE_LINKS {
         return Err(SimError::invalid(format!(
-            "a link rule covers {links} links, at most {MAX_RULE_LINKS}; use `all` to `all`"
+            "a link rule covers {links} links, at most {MAX_RULE_LINKS}; for every link, \
+             set `network.default` (or, in the timeline, a `link` from `all` to `all`)"
         )));
     }
     Ok(())

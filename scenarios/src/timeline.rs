@@ -47,21 +47,53 @@ pub(crate) struct TimedOp {
     pub(crate) op: Op,
 }
 
-/// Resolves every timeline step of `scenario`.
+/// The most node indexes all resolved steps may hold together (a step over 2,000 nodes
+/// holds 2,000): 80 MB.
+const MAX_RESOLVED_NODES: usize = 10_000_000;
+
+/// The most directed links all `link` steps may name together (each is set when its step
+/// plays): ten rules over every link of 2,000 nodes.
+const MAX_LINKS_NAMED: usize = 40_000_000;
+
+/// How many node indexes `op` holds, and how many links it names.
+fn size_of(op: &Op) -> (usize, usize) {
+    match op {
+        Op::Net(NetOp::Partition(label)) => (label.len(), 0),
+        Op::Net(NetOp::Oneway(from, to) | NetOp::Clog(from, to, _)) => (from.len() + to.len(), 0),
+        Op::Net(NetOp::Link(Some((from, to)), _)) => {
+            (from.len() + to.len(), from.len().saturating_mul(to.len()))
+        }
+        Op::Net(NetOp::Link(None, _) | NetOp::Heal) => (0, 0),
+        Op::Node(_, nodes) | Op::Slow(nodes, _) | Op::Disk(nodes, _) => (nodes.len(), 0),
+    }
+}
+
+/// Resolves every timeline step of `scenario`, within [`MAX_RESOLVED_NODES`] and
+/// [`MAX_LINKS_NAMED`] (each step alone within its own limits, many together could take
+/// all memory: 90,000 `link` steps over 2,000 nodes did).
 pub(crate) fn compile(scenario: &Scenario) -> Result<Vec<TimedOp>, SimError> {
     let n = scenario.cluster.nodes;
-    scenario
-        .timeline
-        .iter()
-        .map(|step| {
-            let op = resolve(&step.action, n).map_err(|e| e.at(&step.place))?;
-            Ok(TimedOp {
-                at: step.at,
-                what: format!("{:?}", step.action),
-                op,
-            })
-        })
-        .collect()
+    let (mut resolved, mut named) = (0usize, 0usize);
+    let mut ops = Vec::with_capacity(scenario.timeline.len());
+    for step in &scenario.timeline {
+        let op = resolve(&step.action, n).map_err(|e| e.at(&step.place))?;
+        let (nodes, links) = size_of(&op);
+        resolved = resolved.saturating_add(nodes);
+        named = named.saturating_add(links);
+        if resolved > MAX_RESOLVED_NODES || named > MAX_LINKS_NAMED {
+            return Err(SimError::invalid(format!(
+                "timeline: its steps name more than {MAX_RESOLVED_NODES} nodes or \
+                 {MAX_LINKS_NAMED} links in all (by {}); use fewer steps, or `all` to `all`",
+                step.place
+            )));
+        }
+        ops.push(TimedOp {
+            at: step.at,
+            what: format!("{:?}", step.action),
+            op,
+        });
+    }
+    Ok(ops)
 }
 
 /// The nodes `sel` selects among `n`, an error naming `key`.

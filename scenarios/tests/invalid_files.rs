@@ -102,7 +102,7 @@ fn refused_alone(text: &str, expected: &[&str]) -> String {
 
 #[test]
 fn sizes_past_the_limits_are_refused_before_anything_is_built() {
-    let cases: [(String, &[&str]); 11] = [
+    let cases: [(String, &[&str]); 15] = [
         (
             full(
                 "workload: [{clients: 1, rate: 10/s, keys: 10, mix: {put: 1}, nodes: [], until: 5s}]",
@@ -146,8 +146,28 @@ fn sizes_past_the_limits_are_refused_before_anything_is_built() {
             &["workload[0]", "clients", "10000"],
         ),
         (
-            "name: t\nengine: full\nduration: 1s\ncluster: {nodes: 100000}".into(),
-            &["cluster.nodes", "1000"],
+            "name: t\nengine: full\nduration: 1s\ncluster: {nodes: 401}".into(),
+            &["cluster.nodes", "400"],
+        ),
+        // Each load within its limits, the values held over the nodes past 2 GiB.
+        (
+            full("workload: [{clients: 10, rate: 1000/s, keys: 1000000, mix: {put: 1}, until: 9s, value_bytes: 1048576}]"),
+            &["workload", "MiB of values held", "2048"],
+        ),
+        (
+            full("workload: [{clients: 10, rate: 1000000/s, keys: 10, mix: {put: 1}, until: 9s}, {clients: 10, rate: 1000000/s, keys: 10, mix: {put: 1}, until: 9s}]"),
+            &["workload", "operations", "10000000"],
+        ),
+        (
+            ping_pong("").replace("duration: 5s", "duration: 25h"),
+            &["duration", "86400"],
+        ),
+        // Each link step within its limit, all of them together past 40 million links.
+        (
+            "name: t\nengine: model\nduration: 100s\ncluster: {nodes: 2000, protocol: ping_pong}\n\
+             timeline:\n  - {at: 1s, repeat: {times: 20, every: 1s, steps: [{at: 0s, link: {from: [n1..n1999], to: [n2..n2000], set: {loss: 0.1}}}]}}\n"
+                .into(),
+            &["timeline", "40000000 links"],
         ),
         (
             "name: t\nengine: model\nduration: 1s\ncluster: {nodes: 2001, protocol: swim}".into(),

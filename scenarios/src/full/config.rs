@@ -228,6 +228,42 @@ const MAX_CLIENTS: usize = 10_000;
 /// The largest `value_bytes`: the node's own default `max_value_bytes` (1 MiB).
 const MAX_VALUE_BYTES: usize = 1_048_576;
 
+/// The most operations all loads may send in a run (each is logged with its answer):
+/// 100 times the largest shipped workload.
+const MAX_OPERATIONS: f64 = 10_000_000.0;
+
+/// The most bytes of values the loads may leave held over all nodes: each node holds every
+/// key's value and up to ten revisions of it.
+const MAX_HELD_BYTES: f64 = 2.0 * 1024.0 * 1024.0 * 1024.0;
+
+/// Refuses loads that would send more than [`MAX_OPERATIONS`] or leave more than
+/// [`MAX_HELD_BYTES`] held on `n` nodes (each limit of a load alone passing).
+fn check_budget(loads: &[Load], n: usize) -> Result<(), SimError> {
+    let mut operations = 0.0;
+    let mut held = 0.0;
+    for load in loads {
+        let sent = (load.spec.until - load.spec.from).as_secs_f64() / load.interval.as_secs_f64()
+            * load.spec.clients as f64;
+        operations += sent;
+        let versions = sent.min(load.spec.keys as f64 * 10.0);
+        held += versions * (load.spec.value_bytes as f64 + 64.0) * n as f64;
+    }
+    if operations > MAX_OPERATIONS {
+        return Err(SimError::invalid(format!(
+            "workload: about {operations:.0} operations in all, at most {MAX_OPERATIONS:.0}"
+        )));
+    }
+    if held > MAX_HELD_BYTES {
+        return Err(SimError::invalid(format!(
+            "workload: about {} MiB of values held over the nodes (keys x value_bytes x \
+             nodes, with up to ten revisions each), at most {} MiB",
+            (held / 1048576.0).round(),
+            MAX_HELD_BYTES / 1048576.0
+        )));
+    }
+    Ok(())
+}
+
 /// A resolved load.
 #[derive(Debug, Clone)]
 pub(crate) struct Load {
@@ -298,7 +334,8 @@ pub(crate) fn parse_workload(value: &Value, n: usize) -> Result<Vec<Load>, SimEr
                 nodes,
             })
         })
-        .collect()
+        .collect::<Result<Vec<Load>, SimError>>()
+        .and_then(|loads| check_budget(&loads, n).map(|()| loads))
 }
 
 #[cfg(test)]
