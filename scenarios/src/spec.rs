@@ -386,7 +386,42 @@ impl Scenario {
                 "`clocks`, `workload` and `nemesis` need `engine: full`",
             ));
         }
+        if !self.properties.eventually.is_empty() {
+            self.faults_stop_by_quiesce()?;
+        }
         Ok(())
+    }
+
+    /// Refuses a timeline whose faults have not stopped at `quiesce_at`, from which the
+    /// `eventually` properties are judged: a step after it, or a partition it does not heal
+    /// by then (judged at the partition's first instant, a property passed at once).
+    fn faults_stop_by_quiesce(&self) -> Result<(), SimError> {
+        let quiesce_at = self.quiesce_at();
+        let why = "`eventually` properties are judged from quiesce_at, once faults have stopped";
+        let mut standing: Option<&Step> = None;
+        for step in &self.timeline {
+            if step.at > quiesce_at {
+                return Err(SimError::invalid(format!(
+                    "{}: at {}, after quiesce_at ({}): {why}",
+                    step.place,
+                    duration::show(step.at),
+                    duration::show(quiesce_at)
+                )));
+            }
+            match &step.action {
+                Action::Partition(_) | Action::PartitionOneway { .. } => standing = Some(step),
+                Action::Heal(_) => standing = None,
+                _ => {}
+            }
+        }
+        match standing {
+            Some(step) => Err(SimError::invalid(format!(
+                "{}: a partition not healed by quiesce_at ({}): {why}",
+                step.place,
+                duration::show(quiesce_at)
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// When faults have stopped.

@@ -477,6 +477,21 @@ fn times_fall_within_the_run() {
             "name: t\nengine: full\nduration: 10s\ncluster: {nodes: 3, config: {membership: {join_stagger: 6s}}}\n".into(),
             &["cluster.config.membership", "join_stagger"],
         ),
+        // `eventually` is judged from quiesce_at: the faults must have stopped by then.
+        (
+            "name: t\nengine: model\nduration: 30s\ncluster: {nodes: 4, protocol: swim}\n\
+             timeline:\n  - {at: 10s, partition: [[n1, n2]]}\n\
+             properties:\n  eventually: [{membership_converged: {within: 15s}}]\n"
+                .into(),
+            &["timeline[0]", "not healed by quiesce_at"],
+        ),
+        (
+            "name: t\nengine: model\nduration: 30s\ncluster: {nodes: 4, protocol: swim}\n\
+             quiesce_at: 1s\ntimeline:\n  - {at: 20s, crash: n2}\n\
+             properties:\n  eventually: [{membership_converged: {within: 5s}}]\n"
+                .into(),
+            &["timeline[0]", "after quiesce_at"],
+        ),
     ];
     for (text, expected) in &cases {
         refused_alone(text, expected);
