@@ -64,16 +64,31 @@ pub fn failure_report(path: &Path, scenario: &Scenario, report: &RunReport) -> S
         report.name, report.seed
     );
     let _ = writeln!(out, "file: {}", path.display());
+    // The full engine runs whole nodes, not a protocol.
+    let protocol = match scenario.engine {
+        crate::Engine::Model => format!(", protocol {}", scenario.cluster.protocol),
+        crate::Engine::Full => String::new(),
+    };
     let _ = writeln!(
         out,
-        "options: engine {:?}, {} nodes, protocol {}, duration {}, quiesce_at {}",
+        "options: engine {:?}, {} nodes{protocol}, duration {}, quiesce_at {}",
         scenario.engine,
         scenario.cluster.nodes,
-        scenario.cluster.protocol,
         duration::show(scenario.duration),
         duration::show(scenario.quiesce_at()),
     );
     let _ = writeln!(out, "network: {:?}", scenario.network);
+    for (name, value) in [
+        ("cluster.config", &scenario.cluster.config),
+        ("workload", &scenario.workload),
+        ("clocks", &scenario.clocks),
+        ("nemesis", &scenario.nemesis),
+    ] {
+        if !value.is_null() {
+            let shown = serde_json::to_string(value).unwrap_or_default();
+            let _ = writeln!(out, "{name}: {shown}");
+        }
+    }
     if let Some(v) = &report.violation {
         let _ = writeln!(out, "property failed: {}", v.property);
         let _ = writeln!(out, "evidence: {}", v.evidence);
