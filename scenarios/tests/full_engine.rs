@@ -45,7 +45,14 @@ fn a_healed_partition_converges_and_loses_nothing() {
 
 #[test]
 fn a_partition_healed_at_quiesce_fails_a_bound_it_cannot_meet_naming_a_key() {
-    let report = run(&scenario_within("  - {at: 14s, heal: all}\n", "1ms"), 1);
+    let doomed = scenario_within("  - {at: 14s, heal: all}\n", "1ms");
+    let report = run(&doomed, 1);
+    // The report gives the options as the file has them: a full engine has no protocol.
+    let printed = kvs_scenarios::failure_report(std::path::Path::new("t.yaml"), &doomed, &report);
+    for part in ["cluster.config: {", "workload: [{", "sync_interval"] {
+        assert!(printed.contains(part), "{part}: {printed}");
+    }
+    assert!(!printed.contains("protocol"), "{printed}");
     let violation = report.violation.expect("must not converge");
     assert_eq!(violation.property, "data_converged");
     assert!(
