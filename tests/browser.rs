@@ -450,8 +450,21 @@ async fn with_auth_off_the_console_needs_no_token() {
     assert_eq!(text(&client, "#changes-error").await, "");
     // The node restarts: the page connects again, replays from a little before the
     // newest change it showed, and shows no change twice.
-    let node = tokio::task::spawn_blocking(move || {
+    let mut node = tokio::task::spawn_blocking(move || {
         node.kill();
+        node
+    })
+    .await
+    .expect("the node down");
+    // While it is down, the tables say they are as last fetched.
+    wait_for(
+        &client,
+        "#members-error",
+        "the members as last fetched",
+        |t| t.contains("as last fetched"),
+    )
+    .await;
+    let node = tokio::task::spawn_blocking(move || {
         node.launch();
         node
     })

@@ -137,7 +137,8 @@ pub(super) fn console() -> WarpResponse {
     headers.insert(
         warp::http::header::CONTENT_SECURITY_POLICY,
         warp::http::HeaderValue::from_static(
-            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             img-src 'self' data:",
         ),
     );
     response
