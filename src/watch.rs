@@ -145,7 +145,8 @@ async fn watch_once(
             Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
             Err(error) => error.to_string(),
         };
-        return Err(Some(Stop::Refused(format!("{status}: {text}"))));
+        let said = crate::client_output::error(&text);
+        return Err(Some(Stop::Refused(format!("{status}: {said}"))));
     }
     let (mut buffer, mut pending) = (String::new(), Pending::default());
     while let Some(frame) = body.frame().await {

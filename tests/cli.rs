@@ -419,3 +419,21 @@ fn an_empty_key_is_a_usage_error() {
         assert!(said.contains("cannot be empty"), "{args:?}: {said}");
     }
 }
+
+#[test]
+fn watch_refused_by_the_node_says_why_in_one_line_as_get_does() {
+    let node = common::Node::start("clustering_enabled: false\n");
+    let dir = tempfile::tempdir().unwrap();
+    for command in [&["get", "k"][..], &["watch", "p"]] {
+        let mut args = command.to_vec();
+        args.extend(["--addr", &node.base, "--token", "not-a-token"]);
+        let out = run_kvs(&args, dir.path(), &[]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
+        assert!(
+            said.contains("401 Unauthorized: unauthorized: "),
+            "{args:?}: {said}"
+        );
+        assert!(!said.contains("{\"error\""), "{args:?}: {said}");
+    }
+}
