@@ -42,6 +42,8 @@ pub enum Precondition {
     IfAbsent,
     /// The key must be present (`If-Match: *`).
     IfPresent,
+    /// The current (live) version must not have this uuid (`If-None-Match: "<uuid>"`).
+    IfNoneMatch(Uuid),
 }
 
 /// A write request for one key.
@@ -106,7 +108,10 @@ pub fn plan_write(
         Precondition::IfPresent if live.is_none() => {
             return Err(WriteRejected::PreconditionFailed);
         }
-        Precondition::IfAbsent | Precondition::IfPresent => {}
+        Precondition::IfNoneMatch(uuid) if live.is_some_and(|v| v.id.uuid == uuid) => {
+            return Err(WriteRejected::PreconditionFailed);
+        }
+        Precondition::IfAbsent | Precondition::IfPresent | Precondition::IfNoneMatch(_) => {}
     }
     let timestamp = held.map_or(now_ms, |v| now_ms.max(v.id.timestamp.saturating_add(1)));
     let id = VersionId {

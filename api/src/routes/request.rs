@@ -59,12 +59,32 @@ pub(crate) fn precondition(
             })
             .transpose()
     };
-    // An unsupported If-None-Match is refused even next to an If-Match, which wins.
+    // If-None-Match: `*` (PUT only: create), or one entity tag (the write happens unless
+    // it names the current version); anything else is refused, even next to an If-Match,
+    // which wins.
     let none_match = match text(header::IF_NONE_MATCH)? {
         Some("*") if allow_none_match => Some(Precondition::IfAbsent),
+        Some(tag) if tag != "*" && !tag.contains(',') => {
+            // Compared weakly, as RFC 9110 has for If-None-Match.
+            let tag = tag.strip_prefix("W/").unwrap_or(tag);
+            let uuid = tag
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .and_then(|t| Uuid::parse_str(t).ok());
+            match uuid {
+                Some(uuid) => Some(Precondition::IfNoneMatch(uuid)),
+                // Not a tag of ours: it names no version, so the write goes ahead.
+                None if tag.starts_with('"') && tag.ends_with('"') && tag.len() >= 2 => None,
+                None => {
+                    return Err(ApiError::bad_request(format!(
+                        "If-None-Match: {tag:?} is not `*` or a quoted entity tag"
+                    )));
+                }
+            }
+        }
         Some(_) => {
             return Err(ApiError::bad_request(
-                "If-None-Match supports only '*', and only on PUT",
+                "If-None-Match takes `*` (on PUT only) or one entity tag, \"<uuid>\"",
             ));
         }
         None => None,

@@ -244,6 +244,52 @@ async fn a_read_naming_the_current_etag_in_if_none_match_is_not_modified() {
 }
 
 #[tokio::test]
+async fn a_write_naming_the_current_etag_in_if_none_match_is_refused() {
+    let api = api(Setup::default());
+    let first = put(&api, "/kv/m", "1").await.json()["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let current = format!("\"{first}\"");
+    let same = [("if-none-match", current.as_str())];
+    let refused = request(&api, "PUT", "/kv/m", Some("2"), &same).await;
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (412, "precondition_failed")
+    );
+    let kept = request(&api, "DELETE", "/kv/m", None, &same).await;
+    assert_eq!(kept.status, 412);
+    assert_eq!(get(&api, "/kv/m").await.json()["data"], 1);
+    // Another tag, ours or not, names no current version: the write goes ahead.
+    let other = [("if-none-match", "\"00000000-0000-0000-0000-000000000000\"")];
+    assert_eq!(
+        request(&api, "PUT", "/kv/m", Some("3"), &other)
+            .await
+            .status,
+        200
+    );
+    let foreign = [("if-none-match", "\"v1\"")];
+    assert_eq!(
+        request(&api, "PUT", "/kv/m", Some("4"), &foreign)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(get(&api, "/kv/m").await.json()["data"], 4);
+    let now = get(&api, "/kv/m").await.json()["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let weak = format!("W/\"{now}\"");
+    let weakly = request(&api, "PUT", "/kv/m", Some("5"), &[("if-none-match", &weak)]).await;
+    assert_eq!(weakly.status, 412, "a weak tag compares weakly");
+    for bad in ["v1", "\"a\", \"b\""] {
+        let answer = request(&api, "PUT", "/kv/m", Some("5"), &[("if-none-match", bad)]).await;
+        assert_eq!(answer.status, 400, "{bad}");
+    }
+}
+
+#[tokio::test]
 async fn compare_and_set() {
     let api = api(Setup::default());
     let first = put(&api, "/kv/c", "1").await.json()["uuid"]
