@@ -57,7 +57,7 @@ pub struct Scenario {
     #[serde(default)]
     pub network: Network,
     /// Faults, in time order.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_timeline")]
     pub timeline: Vec<Step>,
     /// When faults have stopped: `eventually` properties are judged from here (default:
     /// the time of the last timeline step).
@@ -286,6 +286,19 @@ impl PropertyEntry {
             )),
         }
     }
+}
+
+/// `timeline`, each step's error named by its place (`timeline[3]: ...`).
+fn de_timeline<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Step>, D::Error> {
+    use serde::de::Error;
+    let steps = Vec::<Value>::deserialize(d)?;
+    steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, step)| {
+            Step::deserialize(step).map_err(|e| D::Error::custom(format!("timeline[{i}]: {e}")))
+        })
+        .collect()
 }
 
 impl<'de> Deserialize<'de> for Step {

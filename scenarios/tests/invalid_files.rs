@@ -419,6 +419,10 @@ fn errors_name_the_key_and_the_step() {
             &["timeline[1].crash", "empty range `n3..n1`"],
         ),
         (
+            ping_pong("timeline: [{at: 1s, heal: all}, {at: 2s, clog: {from: n1, to: n2}}]"),
+            &["timeline[1]", "clog", "missing field `for`"],
+        ),
+        (
             ping_pong("timeline: [{at: 1s, clog: {from: [n1], to: [n7], for: 1s}}]"),
             &["timeline[0].clog.to", "n7"],
         ),
