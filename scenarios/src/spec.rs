@@ -411,6 +411,13 @@ impl Scenario {
     fn faults_stop_by_quiesce(&self) -> Result<(), SimError> {
         let quiesce_at = self.quiesce_at();
         let why = "`eventually` properties are judged from quiesce_at, once faults have stopped";
+        if let Some(until) = self.nemesis_until().filter(|&until| until > quiesce_at) {
+            return Err(SimError::invalid(format!(
+                "nemesis.until: {}, after quiesce_at ({}): {why}",
+                duration::show(until),
+                duration::show(quiesce_at)
+            )));
+        }
         let mut standing: Option<&Step> = None;
         for step in &self.timeline {
             if step.at > quiesce_at {
@@ -437,10 +444,19 @@ impl Scenario {
         }
     }
 
-    /// When faults have stopped.
+    /// When faults have stopped: `quiesce_at`, by default the last timeline step or the
+    /// nemesis's end, whichever is later.
     pub fn quiesce_at(&self) -> Duration {
-        self.quiesce_at
-            .unwrap_or_else(|| self.timeline.last().map_or(Duration::ZERO, |s| s.at))
+        self.quiesce_at.unwrap_or_else(|| {
+            let last_step = self.timeline.last().map_or(Duration::ZERO, |s| s.at);
+            last_step.max(self.nemesis_until().unwrap_or_default())
+        })
+    }
+
+    /// When the nemesis (`engine: full`) stops drawing faults, if the file has one.
+    fn nemesis_until(&self) -> Option<Duration> {
+        let until = self.nemesis.get("until")?.as_str()?;
+        duration::parse(until).ok()
     }
 }
 

@@ -199,3 +199,17 @@ fn a_run_that_converges_after_the_bound_fails_however_close() {
         violation.evidence
     );
 }
+
+#[test]
+fn a_deadline_at_the_end_of_the_run_is_judged() {
+    // Every datagram lost from 2 s on: nothing written from 3 s reaches another node.
+    let text = "name: t\nengine: full\nduration: 10s\n\
+                cluster: {nodes: 3, config: {membership: {seeds: [n1]}, sync_interval: 1s}}\n\
+                workload: [{clients: 3, rate: 60/s, keys: 30, mix: {put: 1.0}, from: 3s, until: 5s}]\n\
+                timeline:\n  - {at: 2s, link: {from: all, to: all, set: {loss: 1.0}}}\n\
+                quiesce_at: 5s\n\
+                properties:\n  eventually: [{data_converged: {within: 5s}}]\n";
+    let scenario = Scenario::parse(text).expect("scenario parses");
+    let violation = run(&scenario, 1).violation.expect("never converges");
+    assert_eq!(violation.property, "data_converged");
+}

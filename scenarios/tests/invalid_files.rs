@@ -496,6 +496,13 @@ fn times_fall_within_the_run() {
                 .into(),
             &["timeline[0]", "after quiesce_at"],
         ),
+        (
+            full(
+                "nemesis: {from: 1s, until: 9s, hold: {min: 1s, max: 2s}, faults: [crash]}\n\
+                 quiesce_at: 2s\nproperties:\n  eventually: [{data_converged: {within: 5s}}]",
+            ),
+            &["nemesis.until", "after quiesce_at"],
+        ),
     ];
     for (text, expected) in &cases {
         refused_alone(text, expected);

@@ -157,7 +157,8 @@ pub(crate) fn run(scenario: &Scenario, opts: RunOptions<'_>) -> Result<RunReport
         let step_at = steps.get(next_step).map(|s| s.at);
         let client = workload.peek();
         let mut due = (scenario.duration, Due::End);
-        if let Some(at) = next_poll.filter(|&at| at < due.0) {
+        // A poll at the end itself is made: a deadline may fall there.
+        if let Some(at) = next_poll.filter(|&at| at <= due.0) {
             due = (at, Due::Poll);
         }
         if let Some(c) = client.as_ref().filter(|c| c.at <= due.0) {
