@@ -158,45 +158,49 @@ pub fn prune(data_dir: &Path, keep: usize) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The length of the data file in backup `file` once its seal checked (see
-/// `store/lmdb/seal.rs`). A file without a seal is refused: only a whole walk of its
-/// pages could tell it intact, and LMDB reading a damaged page can crash the process.
-fn sealed_data_len(file: &Path) -> Result<u64, String> {
+/// The seal of backup `file` (see `store/lmdb/seal.rs`). A file without one is refused:
+/// only a whole walk of its pages could tell it intact, and LMDB reading a damaged page
+/// can crash the process.
+fn seal_of(file: &Path) -> Result<Seal, String> {
     let shown = file.display();
-    match crate::store::check_seal(file) {
-        Ok(Seal::Intact { data_len }) => Ok(data_len),
-        Ok(Seal::Missing) => Err(format!(
-            "{shown} is not a kvs backup: it carries no checksum (backups of kvs carry one at \
-             their end since 2026-12-07; one made earlier restores with the kvs that made it)"
-        )),
+    match crate::store::read_seal(file) {
+        Ok(Some(seal)) => Ok(seal),
+        Ok(None) => {
+            // A sealed backup cut short has lost its seal: say what is wrong with it.
+            crate::store::check_data_file(file)
+                .map_err(|e| format!("{shown} is not a kvs backup: {e}"))?;
+            Err(format!(
+                "{shown} is not a kvs backup: it carries no checksum (backups of kvs carry one \
+                 at their end since 2026-12-07; one made earlier restores with the kvs that \
+                 made it)"
+            ))
+        }
         Err(error) => Err(format!("{shown} is damaged: {error}")),
     }
 }
 
-/// Copies the data file of backup `file` (its first `data_len` bytes) to `to`, synced.
-fn copy_data_file(file: &Path, to: &Path, data_len: u64) -> std::io::Result<()> {
-    copy_with_progress(file, to, "restoring")?;
-    let copy = std::fs::OpenOptions::new().write(true).open(to)?;
-    copy.set_len(data_len)?;
-    copy.sync_all()
+/// Copies the data file of backup `file` to `to`, checking the bytes copied against
+/// `seal` (the file is read once: the bytes checked are the bytes restored).
+fn copy_checked(file: &Path, to: &Path, seal: &Seal) -> Result<(), String> {
+    let mut check = seal.check();
+    copy_with_progress(file, to, "restoring", seal.data_len, &mut |bytes| {
+        check.update(bytes);
+    })
+    .map_err(|e| format!("{}: {e}", to.display()))?;
+    check
+        .finish()
+        .map_err(|e| format!("{} is damaged: {e}", file.display()))
 }
 
-/// Checks a backup file (whole, an LMDB file, with kvs's tables) and opens a copy of its
-/// data file (the first `data_len` bytes) in a temp dir: its key count and the audit
-/// chain's head it recorded (sealed), if any.
-fn backup_facts(file: &Path, data_len: u64) -> Result<(u64, Option<Vec<u8>>), String> {
-    crate::store::check_data_file(file)?;
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let copy = dir.path().join("data.mdb");
-    std::fs::copy(file, &copy)
-        .and_then(|_| std::fs::OpenOptions::new().write(true).open(&copy))
-        .and_then(|copy| copy.set_len(data_len))
-        .map_err(|e| e.to_string())?;
+/// The key count and the audit chain's head it recorded (sealed), if any, of the store in
+/// `dir`, which must be a whole LMDB file with kvs's tables.
+fn backup_facts(dir: &Path) -> Result<(u64, Option<Vec<u8>>), String> {
+    crate::store::check_data_file(&dir.join("data.mdb"))?;
     // Opening it as a store would create the tables of an empty or foreign file.
-    if !crate::store::holds_kvs_store(dir.path()).map_err(|e| e.to_string())? {
+    if !crate::store::holds_kvs_store(dir).map_err(|e| e.to_string())? {
         return Err("an LMDB file without the tables of a kvs store".into());
     }
-    let store = LmdbStore::open(dir.path(), StoreOptions::default()).map_err(|e| e.to_string())?;
+    let store = LmdbStore::open(dir, StoreOptions::default()).map_err(|e| e.to_string())?;
     let keys = store.key_count().map_err(|e| e.to_string())?;
     Ok((keys, store.audit_head().map_err(|e| e.to_string())?))
 }
@@ -267,9 +271,7 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<u64, String> {
             data_dir.display()
         ));
     }
-    let data_len = sealed_data_len(file)?;
-    let (keys, audit_head) = backup_facts(file, data_len)
-        .map_err(|e| format!("{} is not a kvs backup: {e}", file.display()))?;
+    let seal = seal_of(file)?;
     let _lock = DataDirLock::acquire(data_dir)?;
     // A data dir whose store cannot be read (the reason to restore, often) has no
     // identity to keep: the node takes the backup's, and is told so.
@@ -283,14 +285,15 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<u64, String> {
     });
     let staging = data_dir.join("restoring");
     let staged = staging.join("data.mdb");
-    let put_in_place = || -> Result<(), String> {
+    let put_in_place = || -> Result<(u64, Option<Vec<u8>>), String> {
         // What a restore that was killed midway left.
         if staging.exists() {
             std::fs::remove_dir_all(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
         }
         private_files::create_dir(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
-        copy_data_file(file, &staged, data_len)
-            .map_err(|e| format!("{}: {e}", staged.display()))?;
+        copy_checked(file, &staged, &seal)?;
+        let facts = backup_facts(&staging)
+            .map_err(|e| format!("{} is not a kvs backup: {e}", file.display()))?;
         identity
             .give_to(&staging)
             .map_err(|e| format!("{}: keeping the node's identity: {e}", staged.display()))?;
@@ -300,13 +303,17 @@ pub fn restore(data_dir: &Path, file: &Path) -> Result<u64, String> {
         }
         let _ = std::fs::remove_file(data_dir.join("lock.mdb"));
         std::fs::rename(&staged, data_dir.join("data.mdb")).map_err(|e| e.to_string())?;
-        std::fs::remove_dir_all(&staging).map_err(|e| format!("{}: {e}", staging.display()))
+        std::fs::remove_dir_all(&staging).map_err(|e| format!("{}: {e}", staging.display()))?;
+        Ok(facts)
     };
-    if let Err(error) = put_in_place() {
-        // The copy (as large as the backup) does not stay behind.
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(error);
-    }
+    let (keys, audit_head) = match put_in_place() {
+        Ok(facts) => facts,
+        Err(error) => {
+            // The copy (as large as the backup) does not stay behind.
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(error);
+        }
+    };
     let head_file = data_dir.join(crate::store::AUDIT_HEAD_FILE);
     let restored_head = match audit_head {
         Some(sealed) => crate::store::write_audit_head(&head_file, &sealed),
@@ -359,7 +366,8 @@ pub fn run_backup(arg: &str, out: Option<&Path>, token: Option<&str>) -> std::pr
     let source = backups_dir(&data_dir).join(format!("{}.mdb", info.name));
     let target = out.map_or_else(|| source.clone(), Path::to_path_buf);
     if target != source
-        && let Err(error) = copy_with_progress(&source, &target, "backing up")
+        && let Err(error) =
+            copy_with_progress(&source, &target, "backing up", info.bytes, &mut |_| {})
     {
         eprintln!(
             "kvs: writing {}: {error} (the backup is taken and kept at {})",
@@ -496,10 +504,19 @@ fn newest_size_since(dir: &Path, since: std::time::SystemTime) -> u64 {
         .map_or(0, |meta| meta.len())
 }
 
-fn copy_with_progress(from: &Path, to: &Path, what: &str) -> std::io::Result<()> {
+/// Copies the first `len` bytes of `from` (fewer if it is shorter) to a new private file
+/// `to` and syncs it, each chunk also given to `seen`, with a progress bar labelled `what`
+/// on a terminal.
+fn copy_with_progress(
+    from: &Path,
+    to: &Path,
+    what: &str,
+    len: u64,
+    seen: &mut dyn FnMut(&[u8]),
+) -> std::io::Result<()> {
     use std::io::{IsTerminal, Read, Write};
-    let mut input = File::open(from)?;
-    let total = input.metadata()?.len();
+    let mut input = File::open(from)?.take(len);
+    let total = len;
     let bar = if std::io::stderr().is_terminal() {
         let style = indicatif::ProgressStyle::with_template(
             "{msg} {bar:30} {binary_bytes}/{binary_total_bytes} ({eta} left)",
@@ -518,6 +535,7 @@ fn copy_with_progress(from: &Path, to: &Path, what: &str) -> std::io::Result<()>
         if n == 0 {
             break;
         }
+        seen(&buffer[..n]);
         output.write_all(&buffer[..n])?;
         bar.inc(n as u64);
     }

@@ -215,15 +215,6 @@ impl Cluster {
         })
     }
 
-    /// This node's incarnation now: refuting a suspicion raises it above the start's.
-    pub fn own_incarnation(&self) -> Option<u64> {
-        self.membership
-            .members()
-            .into_iter()
-            .find(|member| member.id == self.node_id)
-            .map(|member| member.incarnation)
-    }
-
     /// The address other nodes gossip with this node at.
     pub fn gossip_addr(&self) -> SocketAddr {
         self.gossip_addr
@@ -260,9 +251,14 @@ impl Cluster {
         );
     }
 
-    /// Waits until the driver has announced `left` and stopped.
-    pub async fn stopped(self) {
-        self.membership.stopped().await;
+    /// Waits until the driver has announced `left` and stopped; this node's incarnation
+    /// then (refuting a suspicion raises it above the start's).
+    pub async fn stopped(self) -> Option<u64> {
+        let members = self.membership.stopped().await;
+        members
+            .into_iter()
+            .find(|member| member.id == self.node_id)
+            .map(|member| member.incarnation)
     }
 }
 

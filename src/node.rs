@@ -402,8 +402,7 @@ async fn finish(
         Ok(backend) => {
             backend.committer.shutdown();
             let replication = backend.replication.as_deref();
-            let incarnation = backend.cluster.as_ref().and_then(Cluster::own_incarnation);
-            stop_clustering(backend.cluster, replication, sync_endpoint).await;
+            let incarnation = stop_clustering(backend.cluster, replication, sync_endpoint).await;
             // The next start's is above it, even when no member remembers this one (a
             // whole cluster restarted).
             if let Some(incarnation) = incarnation
@@ -420,7 +419,7 @@ async fn finish(
         }
         Err(_) => {
             tracing::warn!("requests still hold the node; queued writes finish as they drop");
-            stop_clustering(None, None, sync_endpoint).await;
+            let _ = stop_clustering(None, None, sync_endpoint).await;
         }
     }
     store.close()?;
@@ -430,18 +429,20 @@ async fn finish(
 
 /// Stops clustering: the push queues drain (within [`DRAIN_TIMEOUT`]) and replication's
 /// tasks stop, membership announces `left`, then the sync endpoint closes and its tasks
-/// are joined (within [`JOIN_TIMEOUT`]).
+/// are joined (within [`JOIN_TIMEOUT`]). The incarnation the node had reached, if it was
+/// a member.
 async fn stop_clustering(
     cluster: Option<Cluster>,
     replication: Option<&Replication<QuicTransport>>,
     sync_endpoint: Option<Arc<QuicTransport>>,
-) {
+) -> Option<u64> {
     if let Some(replication) = replication {
         replication.drain(DRAIN_TIMEOUT).await;
     }
-    if let Some(cluster) = cluster {
-        cluster.stopped().await;
-    }
+    let incarnation = match cluster {
+        Some(cluster) => cluster.stopped().await,
+        None => None,
+    };
     if let Some(endpoint) = sync_endpoint {
         let left = endpoint.shutdown(JOIN_TIMEOUT).await;
         if left > 0 {
@@ -451,6 +452,7 @@ async fn stop_clustering(
             );
         }
     }
+    incarnation
 }
 
 /// The API's settings from the node's config.

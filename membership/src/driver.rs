@@ -110,9 +110,11 @@ impl Membership {
         lock(&self.swim).metrics()
     }
 
-    /// Waits until the driver has announced `left` and stopped.
-    pub async fn stopped(self) {
+    /// Waits until the driver has announced `left` and stopped; every member as it then
+    /// knew them, this node included.
+    pub async fn stopped(self) -> Vec<Member> {
         self.task.await;
+        lock(&self.swim).members()
     }
 
     /// Stops the driver at once, without a leave (a crash, in the simulator).

@@ -186,7 +186,7 @@ impl LmdbStore {
             Some(bytes) => meta_u64_of(name, bytes)?,
             None => 0,
         };
-        let next = held + 1;
+        let next = held.saturating_add(1);
         self.meta
             .put(&mut wtxn, name.as_bytes(), &next.to_be_bytes())?;
         wtxn.commit()?;

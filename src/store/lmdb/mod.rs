@@ -52,7 +52,7 @@ pub(crate) use meta::APPLIED_SEQ;
 pub use meta::{check_data_file, holds_kvs_store, read_meta_texts};
 mod pack;
 mod seal;
-pub use seal::{Seal, check_seal};
+pub use seal::{Seal, read_seal};
 mod write;
 
 pub(crate) use self::audit::{AuditSeal, HEAD_FILE, META_COPY};
