@@ -153,7 +153,7 @@ fn run_all(args: &RunArgs) -> Result<bool, SimError> {
     };
     let mut all_passed = true;
     let mut summary = Summary::default();
-    for (path, scenario) in &scenarios {
+    'files: for (path, scenario) in &scenarios {
         let seeds: Vec<u64> = match (args.seed, &args.seeds) {
             (Some(s), _) => vec![s],
             (None, Some(range)) => range.clone().collect(),
@@ -164,6 +164,11 @@ fn run_all(args: &RunArgs) -> Result<bool, SimError> {
                 .map_err(|e| in_file(path, e))?;
             all_passed &= report.violation.is_none();
             summary.add(&report);
+            // Nobody reads the results any more (`| head -1`): the runs stop, the trace
+            // written so far is flushed, and the exit status tells the runs made.
+            if READER_GONE.load(std::sync::atomic::Ordering::Relaxed) {
+                break 'files;
+            }
         }
     }
     if args.report {
@@ -238,13 +243,19 @@ fn mark_nondeterminism(report: &mut RunReport, again: &RunReport) {
     }
 }
 
+/// Whether stdout's reader has gone.
+static READER_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Writes a line to stdout. A reader that has gone (`kvs-sim run FILE --seeds 50 | head
-/// -1`) ends the process quietly, as for a command in a pipeline (`println!` panicked).
+/// -1`) is noted in [`READER_GONE`], and the runs stop quietly, as a command in a pipeline
+/// does (`println!` panicked).
 fn say(line: impl std::fmt::Display) {
     let mut out = std::io::stdout().lock();
     match writeln!(out, "{line}").and_then(|()| out.flush()) {
         Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+            READER_GONE.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         Err(error) => {
             tell(format_args!("kvs-sim: writing to stdout: {error}\n"));
             std::process::exit(2);

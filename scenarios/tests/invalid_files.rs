@@ -504,6 +504,11 @@ fn times_fall_within_the_run() {
             &["nemesis.until", "after quiesce_at"],
         ),
     ];
+    // A rate too low to schedule (one operation every 1e296 years) panicked.
+    refused_alone(
+        &full("workload: [{clients: 1, rate: 1e-300/s, keys: 5, mix: {put: 1}, until: 5s}]"),
+        &["workload[0]", "rate", "0.001/s"],
+    );
     for (text, expected) in &cases {
         refused_alone(text, expected);
     }

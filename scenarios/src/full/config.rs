@@ -285,8 +285,13 @@ pub(crate) fn parse_workload(value: &Value, n: usize) -> Result<Vec<Load>, SimEr
                 .rate
                 .strip_suffix("/s")
                 .and_then(|r| r.trim().parse().ok())
-                .filter(|r: &f64| r.is_finite() && *r > 0.0 && *r <= 1_000_000.0)
-                .ok_or_else(|| bad(format!("rate `{}`: write e.g. `500/s`", spec.rate)))?;
+                .filter(|r: &f64| r.is_finite() && (0.001..=1_000_000.0).contains(r))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "rate `{}`: write e.g. `500/s` (0.001/s to 1000000/s)",
+                        spec.rate
+                    ))
+                })?;
             if spec.clients == 0 || spec.keys == 0 {
                 return Err(bad("clients and keys must be above zero".into()));
             }
