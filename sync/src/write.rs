@@ -32,7 +32,7 @@ pub enum Mutation {
 }
 
 /// A condition on the current version for the write to happen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Precondition {
     /// No condition.
     None,
@@ -42,8 +42,9 @@ pub enum Precondition {
     IfAbsent,
     /// The key must be present (`If-Match: *`).
     IfPresent,
-    /// The current (live) version must not have this uuid (`If-None-Match: "<uuid>"`).
-    IfNoneMatch(Uuid),
+    /// The current (live) version must have none of these uuids (`If-None-Match` with
+    /// entity tags).
+    IfNoneMatch(Vec<Uuid>),
 }
 
 /// A write request for one key.
@@ -95,10 +96,10 @@ pub fn plan_write(
     now_ms: u64,
 ) -> Result<Version, WriteRejected> {
     let live = held.filter(|v| v.is_live(now_ms));
-    match op.precondition {
+    match &op.precondition {
         Precondition::None => {}
         Precondition::IfMatch(uuid) => {
-            if live.map(|v| v.id.uuid) != Some(uuid) {
+            if live.map(|v| v.id.uuid) != Some(*uuid) {
                 return Err(WriteRejected::PreconditionFailed);
             }
         }
@@ -108,7 +109,7 @@ pub fn plan_write(
         Precondition::IfPresent if live.is_none() => {
             return Err(WriteRejected::PreconditionFailed);
         }
-        Precondition::IfNoneMatch(uuid) if live.is_some_and(|v| v.id.uuid == uuid) => {
+        Precondition::IfNoneMatch(uuids) if live.is_some_and(|v| uuids.contains(&v.id.uuid)) => {
             return Err(WriteRejected::PreconditionFailed);
         }
         Precondition::IfAbsent | Precondition::IfPresent | Precondition::IfNoneMatch(_) => {}

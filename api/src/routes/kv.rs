@@ -87,7 +87,7 @@ impl<B: Backend> Api<B> {
             discard(body).await;
             return Err(denied);
         }
-        let precondition = precondition(request.headers, true)?;
+        let precondition = precondition(request.headers)?;
         let data = read_json_body(request.headers, body, self.config.max_value_bytes).await?;
         let op = self.write_op(caller, key, Mutation::Put { data, ttl_ms }, precondition);
         let outcome = self.commit(op).await?;
@@ -124,7 +124,7 @@ impl<B: Backend> Api<B> {
     ) -> Handled {
         self.refuse_anonymous(caller, Attempt::Other)?;
         let key = decode_key(raw_key)?;
-        let precondition = precondition(request.headers, false)?;
+        let precondition = precondition(request.headers)?;
         if !caller.passes_all() {
             let current = self.current(&key)?.map(|v| key_meta(&v));
             self.authorize(caller, Operation::Delete(current.as_ref()))?;

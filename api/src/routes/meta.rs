@@ -86,7 +86,7 @@ impl<B: Backend> Api<B> {
         E: std::fmt::Display,
         D: Buf,
     {
-        let precondition = precondition(request.headers, false)?;
+        let precondition = precondition(request.headers)?;
         let text = read_json_body(request.headers, body, self.config.max_value_bytes).await?;
         let change: UpdateMeta = from_object(&text, "not a metadata change")?;
         let (users, groups) = if change.owner.is_some() || change.group.is_some() {

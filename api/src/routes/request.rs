@@ -45,10 +45,7 @@ impl Query {
 }
 
 /// The precondition of a PUT or DELETE from `If-Match` / `If-None-Match`.
-pub(crate) fn precondition(
-    headers: &HeaderMap,
-    allow_none_match: bool,
-) -> Result<Precondition, ApiError> {
+pub(crate) fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
     let text = |name| {
         headers
             .get(&name)
@@ -59,35 +56,22 @@ pub(crate) fn precondition(
             })
             .transpose()
     };
-    // If-None-Match: `*` (PUT only: create), or one entity tag (the write happens unless
-    // it names the current version); anything else is refused, even next to an If-Match,
-    // which wins.
+    // If-None-Match: `*`, only if the key is absent (a PUT creates; a DELETE of nothing
+    // answers 404); entity tags, only if none names the current version (weak ones
+    // compared weakly, as RFC 9110 has). A tag that is not one of ours names no version.
     let none_match = match text(header::IF_NONE_MATCH)? {
-        Some("*") if allow_none_match => Some(Precondition::IfAbsent),
-        Some(tag) if tag != "*" && !tag.contains(',') => {
-            // Compared weakly, as RFC 9110 has for If-None-Match.
-            let tag = tag.strip_prefix("W/").unwrap_or(tag);
-            let uuid = tag
-                .strip_prefix('"')
-                .and_then(|t| t.strip_suffix('"'))
-                .and_then(|t| Uuid::parse_str(t).ok());
-            match uuid {
-                Some(uuid) => Some(Precondition::IfNoneMatch(uuid)),
-                // Not a tag of ours: it names no version, so the write goes ahead.
-                None if tag.starts_with('"') && tag.ends_with('"') && tag.len() >= 2 => None,
-                None => {
-                    return Err(ApiError::bad_request(format!(
-                        "If-None-Match: {tag:?} is not `*` or a quoted entity tag"
-                    )));
-                }
-            }
-        }
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "If-None-Match takes `*` (on PUT only) or one entity tag, \"<uuid>\"",
-            ));
-        }
         None => None,
+        Some("*") => Some(Precondition::IfAbsent),
+        Some(tags) => {
+            let ours: Vec<Uuid> = tags
+                .split(',')
+                .map(str::trim)
+                .map(|tag| tag.strip_prefix("W/").unwrap_or(tag))
+                .filter_map(|tag| tag.strip_prefix('"')?.strip_suffix('"'))
+                .filter_map(|tag| Uuid::parse_str(tag).ok())
+                .collect();
+            (!ours.is_empty()).then_some(Precondition::IfNoneMatch(ours))
+        }
     };
     if let Some(value) = text(header::IF_MATCH)? {
         if value == "*" {
