@@ -220,15 +220,7 @@ fn a_garbage_empty_truncated_or_foreign_backup_is_refused_and_changes_nothing() 
         ("foreign", foreign_lmdb_file(dir)),
     ];
     for (name, bytes) in files {
-        let file = dir.join(format!("{name}.mdb"));
-        std::fs::write(&file, bytes).unwrap();
-        let out = run_kvs(
-            &["restore", &config_arg(&node), file.to_str().unwrap()],
-            dir,
-            &[],
-        );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        let stderr = restore_refused(&node, &dir.join(format!("{name}.mdb")), &bytes);
         assert!(stderr.contains("not a kvs backup"), "{name}: {stderr}");
         // A backup cut short has lost its checksum too: it is said to be truncated.
         if name == "truncated" {
@@ -247,19 +239,25 @@ fn a_garbage_empty_truncated_or_foreign_backup_is_refused_and_changes_nothing() 
         damaged[at..at + 200]
             .iter_mut()
             .for_each(|byte| *byte ^= 0x5a);
-        let file = dir.join("damaged.mdb");
-        std::fs::write(&file, damaged).unwrap();
-        let out = run_kvs(
-            &["restore", &config_arg(&node), file.to_str().unwrap()],
-            dir,
-            &[],
-        );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        let stderr = restore_refused(&node, &dir.join("damaged.mdb"), &damaged);
         assert!(stderr.contains("is damaged"), "{name}: {stderr}");
     }
     node.launch();
     assert_eq!(get_status(&node, &auth, "g/1"), 200);
+}
+
+/// Writes `bytes` to `file`, has `kvs restore` refuse it into `node`'s data dir (exit 1),
+/// and returns what it said.
+fn restore_refused(node: &Node, file: &std::path::Path, bytes: &[u8]) -> String {
+    std::fs::write(file, bytes).unwrap();
+    let out = run_kvs(
+        &["restore", &config_arg(node), file.to_str().unwrap()],
+        node.dir.path(),
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{}: {stderr}", file.display());
+    stderr
 }
 
 /// The data file of an LMDB environment with a table of its own and none of kvs's.

@@ -298,22 +298,9 @@ async fn the_console_shows_a_cluster_its_keys_and_live_changes() {
         .expect("back to a desktop's width");
 
     // The editor: a put and a delete from the console, as the node then holds them.
-    for (css, text) in [
-        ("#edit-key", "console/edited"),
-        ("#edit-value", r#"{"from": "the console"}"#),
-    ] {
-        let field = client.find(Locator::Css(css)).await.expect(css);
-        field.clear().await.expect("clear");
-        field.send_keys(text).await.expect("type");
-    }
-    let click = |css: &'static str| {
-        let client = client.clone();
-        async move {
-            let button = client.find(Locator::Css(css)).await.expect(css);
-            button.click().await.expect("click");
-        }
-    };
-    click("#put").await;
+    type_into("#edit-key", "console/edited").await;
+    type_into("#edit-value", r#"{"from": "the console"}"#).await;
+    press("#put").await;
     wait_for(&client, "#edit-result", "the put's answer", |t| {
         t == "201 created"
     })
@@ -324,7 +311,7 @@ async fn the_console_shows_a_cluster_its_keys_and_live_changes() {
     .await;
     let stored = call(&nodes[0], "GET", "/kv/console/edited", None, Some(&token));
     assert_eq!(stored.json()["data"], json!({"from": "the console"}));
-    click("#delete").await;
+    press("#delete").await;
     wait_for(&client, "#edit-result", "the delete's answer", |t| {
         t == "204 deleted"
     })
@@ -337,10 +324,8 @@ async fn the_console_shows_a_cluster_its_keys_and_live_changes() {
         ("console/../elsewhere", "no segment may be . or .."),
         ("console/spaced ", "201 created"),
     ] {
-        let field = client.find(Locator::Css("#edit-key")).await.expect("key");
-        field.clear().await.expect("clear");
-        field.send_keys(key).await.expect("type");
-        click("#put").await;
+        type_into("#edit-key", key).await;
+        press("#put").await;
         wait_for(&client, "#edit-result", "the put's answer", |t| {
             t.contains(answer)
         })

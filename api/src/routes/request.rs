@@ -63,11 +63,7 @@ pub(crate) fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError
         None => None,
         Some("*") => Some(Precondition::IfAbsent),
         Some(tags) => {
-            let ours: Vec<Uuid> = tags
-                .split(',')
-                .map(str::trim)
-                .map(|tag| tag.strip_prefix("W/").unwrap_or(tag))
-                .filter_map(|tag| tag.strip_prefix('"')?.strip_suffix('"'))
+            let ours: Vec<Uuid> = opaque_tags(tags)
                 .filter_map(|tag| Uuid::parse_str(tag).ok())
                 .collect();
             (!ours.is_empty()).then_some(Precondition::IfNoneMatch(ours))
@@ -97,13 +93,19 @@ pub(crate) fn none_match_names(headers: &HeaderMap, uuid: Uuid) -> bool {
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .any(|tag| {
-            let opaque = tag.strip_prefix("W/").unwrap_or(tag);
-            tag == "*"
-                || opaque.strip_prefix('"').and_then(|t| t.strip_suffix('"')) == Some(current)
+        .any(|value| {
+            value.split(',').any(|tag| tag.trim() == "*")
+                || opaque_tags(value).any(|tag| tag == current)
         })
+}
+
+/// The opaque parts of a list of entity tags (`"a", W/"b"` -> `a`, `b`): a weak tag
+/// compares as its strong form; what is not a quoted tag is left out.
+fn opaque_tags(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',')
+        .map(str::trim)
+        .map(|tag| tag.strip_prefix("W/").unwrap_or(tag))
+        .filter_map(|tag| tag.strip_prefix('"')?.strip_suffix('"'))
 }
 
 /// Parses a JSON body that must be an object (serde would also read a struct from an
