@@ -169,6 +169,32 @@ fn an_hour_of_virtual_time_takes_no_real_time() {
     assert_eq!(net.clock(0).unix_micros() - before, 3_601_000_000);
 }
 
+/// As with tokio's timers, a sleep dropped before its time wakes nobody: a timeout whose
+/// future won (every acknowledged push's) must not poll its task again seconds later,
+/// which would also hide a task that waits for a wake-up nothing sends.
+#[test]
+fn a_dropped_sleep_wakes_nobody() {
+    let mut net = SimNet::new(1, &Network::default(), 5).expect("net");
+    let runtime = net.runtime(0);
+    let polls = Arc::new(Mutex::new(0u32));
+    let counted = Arc::clone(&polls);
+    net.spawn(async move {
+        let won = kvs_net::timeout(&runtime, Duration::from_secs(5), async {
+            kvs_net::Runtime::sleep(&runtime, Duration::from_millis(1)).await;
+        })
+        .await;
+        assert!(won.is_some(), "the short sleep wins");
+        // Waits for ever, counting how often it is polled.
+        std::future::poll_fn(|_| {
+            *counted.lock().expect("polls") += 1;
+            std::task::Poll::<()>::Pending
+        })
+        .await;
+    });
+    net.run_until(Duration::from_secs(10));
+    assert_eq!(*polls.lock().expect("polls"), 1, "polled once, never woken");
+}
+
 #[test]
 fn a_crash_drops_a_nodes_tasks_and_a_pause_holds_them() {
     use kvs_net::Runtime;

@@ -40,6 +40,10 @@ pub(crate) struct Frame {
     pub(crate) held: bool,
 }
 
+/// Names a wake-up scheduled by [`Core::wake_at`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WakeKey((Duration, u64));
+
 enum CoreEvent {
     Wake(Waker),
     Datagram {
@@ -92,14 +96,23 @@ impl Core {
         }
     }
 
-    fn schedule(&mut self, at: Duration, event: CoreEvent) {
+    fn schedule(&mut self, at: Duration, event: CoreEvent) -> (Duration, u64) {
         self.seq += 1;
-        self.events.insert((at.max(self.now), self.seq), event);
+        let key = (at.max(self.now), self.seq);
+        self.events.insert(key, event);
+        key
     }
 
-    /// Wakes `waker` at virtual time `at`.
-    pub(crate) fn wake_at(&mut self, at: Duration, waker: Waker) {
-        self.schedule(at, CoreEvent::Wake(waker));
+    /// Wakes `waker` at virtual time `at`; the key [`Core::cancel_wake`] takes.
+    pub(crate) fn wake_at(&mut self, at: Duration, waker: Waker) -> WakeKey {
+        WakeKey(self.schedule(at, CoreEvent::Wake(waker)))
+    }
+
+    /// Forgets a wake-up not due yet (its sleep was dropped: a timeout whose future won,
+    /// as every acknowledged push's is, would otherwise wake its task for nothing).
+    pub(crate) fn cancel_wake(&mut self, key: WakeKey) {
+        // Keys are never reused: one that fired already names nothing.
+        self.events.remove(&key.0);
     }
 
     /// Delivers a datagram at `at` (`held`: by a clog).

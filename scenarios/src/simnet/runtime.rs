@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use kvs_net::TaskControl;
 
-use super::core::{Core, lock};
+use super::core::{Core, WakeKey, lock};
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -295,7 +295,8 @@ impl Executor {
 pub struct Sleep {
     core: Arc<Mutex<Core>>,
     until: Duration,
-    registered: bool,
+    /// The wake-up it scheduled, forgotten when it is dropped before its time.
+    registered: Option<WakeKey>,
 }
 
 impl Sleep {
@@ -303,7 +304,7 @@ impl Sleep {
         Self {
             core,
             until,
-            registered: false,
+            registered: None,
         }
     }
 }
@@ -316,11 +317,19 @@ impl Future for Sleep {
         if core.now >= self.until {
             return Poll::Ready(());
         }
-        if !self.registered {
-            core.wake_at(self.until, cx.waker().clone());
+        if self.registered.is_none() {
+            let key = core.wake_at(self.until, cx.waker().clone());
             drop(core);
-            self.registered = true;
+            self.registered = Some(key);
         }
         Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let Some(key) = self.registered.take() {
+            lock(&self.core).cancel_wake(key);
+        }
     }
 }
