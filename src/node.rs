@@ -376,7 +376,12 @@ pub async fn run(
         shutdown.clone(),
     )
     .map_err(NodeError::io("starting the HTTP threads"))?;
-    let purge = upkeep::purge_loop(Arc::clone(&store), config.tombstone_ttl.0, shutdown.clone());
+    let purge = upkeep::purge_loop(
+        Arc::clone(&store),
+        Arc::clone(&backend),
+        config.tombstone_ttl.0,
+        shutdown.clone(),
+    );
     let node_facts =
         upkeep::keep_node_facts(Arc::clone(&store), Arc::clone(&backend), shutdown.clone());
     let backups = upkeep::backup_loop(

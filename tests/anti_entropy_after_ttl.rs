@@ -98,7 +98,12 @@ fn a_key_pushed_just_before_a_long_absence_and_deleted_meanwhile_stays_deleted()
     }
     assert!(nodes[2].terminate().success());
     assert_eq!(nodes[0].delete("/kv/pushed/then/deleted").status, 204);
-    let forgotten = purged_down_to(&nodes[..2], 0.0);
+    // A push's acknowledgement shows the writes stamped a second before it was queued
+    // delivered, and the node keeps its tombstones until then (the next round is a minute
+    // away): a later write shows the delete delivered.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(nodes[0].put("/kv/later", "1").status, 201);
+    let forgotten = purged_down_to(&nodes[..2], 1.0);
     assert!(
         forgotten,
         "the tombstone was not purged after tombstone_ttl"
@@ -274,6 +279,58 @@ fn a_node_paused_longer_than_tombstone_ttl_brings_no_deleted_key_back() {
     assert_caught_up_burying(&nodes, "/kv/deleted/while/paused");
     for node in &nodes {
         assert_eq!(node.get("/kv/kept").status, 200);
+    }
+}
+
+/// A delete taken by a node with no peer up stays taken however long the peers stay
+/// away: it keeps the tombstone past `tombstone_ttl` until they have it, and they take it
+/// over the value they held. (Before, it purged the tombstone and took the value back
+/// from them: the delete was lost.)
+#[test]
+fn a_delete_taken_alone_longer_than_tombstone_ttl_reaches_the_peers() {
+    let short = "sync_interval: 300ms\ntombstone_ttl: 3s\nmax_clock_skew: 1s\n";
+    let mut nodes = cluster(3, short);
+    assert_eq!(nodes[0].put("/kv/deleted/alone", "1").status, 201);
+    assert_eq!(nodes[0].put("/kv/kept", "1").status, 201);
+    let held = within(Duration::from_secs(10), || {
+        nodes[1..]
+            .iter()
+            .all(|n| n.get("/kv/deleted/alone").status == 200 && n.get("/kv/kept").status == 200)
+    });
+    assert!(held, "the peers never got the keys");
+    assert!(nodes[1].terminate().success());
+    assert!(nodes[2].terminate().success());
+    assert_eq!(nodes[0].delete("/kv/deleted/alone").status, 204);
+    // Past tombstone_ttl and several purges: the tombstone is still held.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(nodes[0].metric("kvs_store_entries"), Some(2.0));
+    nodes[1].launch();
+    nodes[2].launch();
+    let converged = within(Duration::from_secs(20), || {
+        same_root(&[&nodes[0], &nodes[1], &nodes[2]])
+            && nodes
+                .iter()
+                .all(|n| n.get("/kv/deleted/alone").status == 404)
+    });
+    assert!(
+        converged,
+        "{}",
+        burial_evidence(&nodes, "/kv/deleted/alone")
+    );
+    for node in &nodes {
+        assert_eq!(node.get("/kv/kept").status, 200);
+    }
+    // Delivered, the tombstone goes at the next purge past its keeping.
+    assert!(
+        purged_down_to(&nodes, 1.0),
+        "the delivered tombstone was kept"
+    );
+    for node in &nodes {
+        assert_eq!(
+            node.get("/kv/deleted/alone").status,
+            404,
+            "the deleted key came back"
+        );
     }
 }
 

@@ -275,7 +275,7 @@ fn a_disk_filled_under_the_applier_fails_reads_that_need_it_and_keeps_every_writ
         Ok(true),
         "a listing fails at once while LMDB cannot take the log"
     );
-    assert!(store.purge(1_000, 60_000).is_err());
+    assert!(store.purge(1_000, 60_000, None).is_err());
     assert!(store.stats().is_ok(), "the figures (/metrics) still answer");
     assert_eq!(
         store.get("k0").expect("get").and_then(|v| v.data),

@@ -425,7 +425,7 @@ fn a_node_paused_as_a_session_completes_brings_no_deleted_key_back() {
         .expect("delete");
     net.run_until(resumed + Duration::from_millis(4_500));
     let ttl_ms = u64::try_from(ttl.as_millis()).expect("ms");
-    n1_store.purge(n1_now(&net), ttl_ms).expect("purge");
+    n1_store.purge(n1_now(&net), ttl_ms, None).expect("purge");
     assert_eq!(
         n1_store.get("k").expect("get"),
         None,
@@ -488,7 +488,7 @@ fn a_node_back_with_data_but_no_kept_session_brings_no_deleted_key_back() {
         .expect("delete");
     net.run_until(Duration::from_secs(6));
     let ttl_ms = u64::try_from(ttl.as_millis()).expect("ms");
-    n1_store.purge(now(&net, 0), ttl_ms).expect("purge");
+    n1_store.purge(now(&net, 0), ttl_ms, None).expect("purge");
     assert_eq!(
         n1_store.get("k").expect("get"),
         None,

@@ -158,8 +158,12 @@ fn live_peers(members: &[MemberInfo], own_id: &str) -> String {
     peers.join("\n")
 }
 
+/// Purges expired keys and old tombstones every [`PURGE_INTERVAL`]; the tombstones of
+/// this node's writes that may not have reached every peer yet are kept (see
+/// `Replication::undelivered`).
 pub(super) async fn purge_loop(
     store: Arc<DurableStore>,
+    backend: Arc<NodeBackend>,
     tombstone_ttl: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -171,7 +175,17 @@ pub(super) async fn purge_loop(
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         let store = Arc::clone(&store);
-        match tokio::task::spawn_blocking(move || store.purge(now_ms(), ttl_ms)).await {
+        let undelivered = backend.replication.as_ref().and_then(|r| r.undelivered());
+        let purge = move || store.purge(now_ms(), ttl_ms, undelivered);
+        match tokio::task::spawn_blocking(purge).await {
+            Ok(Ok(stats)) if stats.kept_undelivered > 0 => {
+                tracing::info!(
+                    expired = stats.expired,
+                    tombstones = stats.tombstones,
+                    kept = stats.kept_undelivered,
+                    "purged; kept the tombstones of deletes not yet delivered to every peer"
+                );
+            }
             Ok(Ok(stats)) if stats.expired + stats.tombstones > 0 => {
                 tracing::debug!(
                     expired = stats.expired,

@@ -43,7 +43,7 @@ pub use session::{
 pub use status::{PeerStatus, SyncStatus};
 pub use store::{
     Change, Cursor, ListPage, Listed, PurgeStats, Store, StoreError, StoreOptions, StoreStats,
-    WriteOutcome,
+    Undelivered, WriteOutcome,
 };
 pub use version::{Version, VersionId};
 pub use write::{Mutation, Precondition, WriteOp, WriteRejected, plan_write};

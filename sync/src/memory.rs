@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use rustc_hash::FxHashMap;
 
 use crate::merkle::{Leaf, MerkleTree, leaf_of};
-use crate::store::{Cursor, ListPage, Listed, PurgeStats, StoreError, StoreStats, WriteOutcome};
+use crate::store::{
+    Cursor, ListPage, Listed, PurgeStats, StoreError, StoreStats, Undelivered, WriteOutcome,
+};
 use crate::{Store, StoreOptions, Version, VersionId, WriteOp, WriteRejected, plan_write};
 
 /// The data, found by key through a hash map (merges and gets, the hot path) and in key
@@ -263,7 +265,12 @@ impl Store for MemoryStore {
         Ok(revisions)
     }
 
-    fn purge(&self, now_ms: u64, tombstone_ttl_ms: u64) -> Result<PurgeStats, StoreError> {
+    fn purge(
+        &self,
+        now_ms: u64,
+        tombstone_ttl_ms: u64,
+        undelivered: Option<Undelivered>,
+    ) -> Result<PurgeStats, StoreError> {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let mut stats = PurgeStats::default();
@@ -280,9 +287,18 @@ impl Store for MemoryStore {
             Deaths::take_due(&mut inner.deaths.tombstones, at)
         });
         for key in &dead {
-            let held = inner.current.get(key);
-            if held.is_some_and(|v| v.is_tombstone() && v.is_past_keeping(now_ms, tombstone_ttl_ms))
-            {
+            let Some(held) = inner.current.get_mut(key) else {
+                continue;
+            };
+            if !held.is_tombstone() || !held.is_past_keeping(now_ms, tombstone_ttl_ms) {
+                continue;
+            }
+            if undelivered.is_some_and(|undelivered| undelivered.holds(held)) {
+                *held = Undelivered::kept(held, now_ms);
+                let kept = held.clone();
+                inner.deaths.add(key, &kept);
+                stats.kept_undelivered += 1;
+            } else {
                 inner.forget(key);
                 stats.tombstones += 1;
             }

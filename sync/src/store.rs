@@ -133,6 +133,47 @@ pub struct PurgeStats {
     pub expired: usize,
     /// Tombstones older than the tombstone lifetime removed with their history.
     pub tombstones: usize,
+    /// Tombstones as old, kept because they may not have reached every peer
+    /// ([`Undelivered`]).
+    pub kept_undelivered: usize,
+}
+
+/// This node's own writes that may not have reached every peer yet: those of its origin
+/// (`origin_joined_at`, as in their [`crate::VersionId`]) stamped at or after `since_ms`.
+///
+/// [`Store::purge`] keeps their tombstones past `tombstone_ttl`: a node cut off from
+/// every peer for longer would otherwise forget the deletes it took meanwhile before any
+/// peer had them, and take the values back from its peers when it returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Undelivered {
+    /// The `origin_joined_at` of this node's writes.
+    pub origin_joined_at: u64,
+    /// The time (Unix ms) before which all of them had reached every live peer.
+    pub since_ms: u64,
+}
+
+impl Undelivered {
+    /// Whether `version` is one of these writes.
+    pub fn holds(&self, version: &Version) -> bool {
+        self.holds_id(&version.id)
+    }
+
+    /// Whether the version `id` names is one of these writes.
+    pub fn holds_id(&self, id: &crate::VersionId) -> bool {
+        id.origin_joined_at == self.origin_joined_at && id.timestamp >= self.since_ms
+    }
+
+    /// The tombstone `version` kept as dead from `now_ms` (the same version id, so the
+    /// same merkle leaf and the same place under the conflict rule; `expires_at` marks
+    /// when the key counts as dead from): when it reaches a peer it is a deletion the
+    /// peer takes and keeps, not one past keeping that it drops while it still holds the
+    /// value deleted.
+    pub fn kept(version: &Version, now_ms: u64) -> Version {
+        Version {
+            expires_at: Some(now_ms),
+            ..version.clone()
+        }
+    }
 }
 
 /// Size figures of a store.
@@ -220,8 +261,14 @@ pub trait Store: Send + Sync + 'static {
     fn reserved_changes(&self) -> u64;
 
     /// Turns expired values into tombstones and removes tombstones older than
-    /// `tombstone_ttl_ms`, with their history.
-    fn purge(&self, now_ms: u64, tombstone_ttl_ms: u64) -> Result<PurgeStats, StoreError>;
+    /// `tombstone_ttl_ms`, with their history, but those of `undelivered` writes, which
+    /// are kept as dead from `now_ms` ([`Undelivered::kept`]).
+    fn purge(
+        &self,
+        now_ms: u64,
+        tombstone_ttl_ms: u64,
+        undelivered: Option<Undelivered>,
+    ) -> Result<PurgeStats, StoreError>;
 
     /// Size figures.
     fn stats(&self) -> Result<StoreStats, StoreError>;

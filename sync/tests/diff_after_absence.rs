@@ -79,7 +79,7 @@ fn a_node_back_after_tombstone_ttl_buries_what_was_deleted_meanwhile() {
             "a newer write is kept"
         );
         assert!(peer.get("bulk/000000").unwrap().is_some());
-        back.purge(NOW, RULES.tombstone_ttl_ms).unwrap();
+        back.purge(NOW, RULES.tombstone_ttl_ms, None).unwrap();
         assert_eq!(back.merkle().unwrap(), peer.merkle().unwrap());
     }
 }
@@ -369,7 +369,7 @@ fn a_deletion_past_keeping_here_still_buries_the_value_it_deleted() {
     assert_eq!(exchange.initiator.buried, 1, "{exchange:?}");
     assert!(here.get("bulk/000000").unwrap().unwrap().is_tombstone());
     assert_eq!(here.get("bulk/000001").unwrap(), Some(held[1].1.clone()));
-    here.purge(NOW, RULES.tombstone_ttl_ms).unwrap();
+    here.purge(NOW, RULES.tombstone_ttl_ms, None).unwrap();
     assert_eq!(here.get("bulk/000000").unwrap(), None, "purged, never sent");
 }
 
@@ -404,8 +404,8 @@ fn a_deletion_past_keeping_not_purged_yet_buries_the_value_a_peer_still_holds() 
         );
         assert!(holder.get("bulk/000000").unwrap().unwrap().is_tombstone());
         assert_eq!(holder.get("bulk/000001").unwrap(), None);
-        deleter.purge(NOW, RULES.tombstone_ttl_ms).unwrap();
-        holder.purge(NOW, RULES.tombstone_ttl_ms).unwrap();
+        deleter.purge(NOW, RULES.tombstone_ttl_ms, None).unwrap();
+        holder.purge(NOW, RULES.tombstone_ttl_ms, None).unwrap();
         let after = exchange_locally(&holder, &deleter, RULES).unwrap();
         assert_eq!(deleter.get("bulk/000000").unwrap(), None, "it came back");
         assert!(after.initiator.found_equal(), "{after:?}");

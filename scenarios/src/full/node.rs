@@ -257,6 +257,7 @@ impl FullNode {
             Arc::clone(&self.known_peers),
         ))));
         drop(runtime.spawn(Box::pin(purge_loop(
+            Arc::clone(&replication),
             Arc::clone(&runtime),
             Arc::clone(&self.store),
             clock,
@@ -358,8 +359,10 @@ fn lock<T>(held: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Purges expired keys and old tombstones every `every`, as the node's purge loop does.
+/// Purges expired keys and old tombstones every `every`, keeping those of the node's
+/// undelivered writes, as the node's purge loop does.
 async fn purge_loop(
+    replication: Arc<Replication<SimStreams>>,
     runtime: Arc<dyn Runtime>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -369,7 +372,7 @@ async fn purge_loop(
     let ttl_ms = u64::try_from(tombstone_ttl.as_millis()).unwrap_or(u64::MAX);
     loop {
         runtime.sleep(every).await;
-        let _ = store.purge(now_ms(clock.as_ref()), ttl_ms);
+        let _ = store.purge(now_ms(clock.as_ref()), ttl_ms, replication.undelivered());
     }
 }
 

@@ -220,7 +220,7 @@ fn a_crash_after_a_purge_does_not_replay_the_purged_key_back() {
                 .unwrap(),
             1
         );
-        let purged = store.purge(20 + ttl_ms + 1, ttl_ms).unwrap();
+        let purged = store.purge(20 + ttl_ms + 1, ttl_ms, None).unwrap();
         assert_eq!(purged.tombstones, 1, "the tombstone was purged");
         assert_eq!(store.get("k").unwrap(), None);
         let logged = std::fs::read_dir(dir.path().join("wal")).unwrap().count();

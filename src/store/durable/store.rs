@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use kvs_sync::{
-    Change, ListPage, PurgeStats, Store, StoreError, StoreStats, Version, VersionId, WriteOp,
-    WriteOutcome, WriteRejected,
+    Change, ListPage, PurgeStats, Store, StoreError, StoreStats, Undelivered, Version, VersionId,
+    WriteOp, WriteOutcome, WriteRejected,
 };
 
 use super::staging::{Batch, Log};
@@ -204,14 +204,22 @@ impl Store for DurableStore {
         self.lmdb.revisions(key)
     }
 
-    fn purge(&self, now_ms: u64, tombstone_ttl_ms: u64) -> Result<PurgeStats, StoreError> {
+    fn purge(
+        &self,
+        now_ms: u64,
+        tombstone_ttl_ms: u64,
+        undelivered: Option<Undelivered>,
+    ) -> Result<PurgeStats, StoreError> {
         self.caught_up()?;
         let mut expired = Vec::new();
-        let stats = self
-            .lmdb
-            .purge_with(now_ms, tombstone_ttl_ms, &mut |key, tombstone| {
+        let stats = self.lmdb.purge_with(
+            now_ms,
+            tombstone_ttl_ms,
+            undelivered,
+            &mut |key, tombstone| {
                 expired.push((key.to_owned(), tombstone.clone()));
-            })?;
+            },
+        )?;
         // Under the overlay's lock, as writes are published: a key written again since
         // the purge read it streams no expiry after its new version.
         let pending = self.shared.lock();

@@ -32,7 +32,7 @@ use heed::types::{Bytes, Unit};
 use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn};
 use kvs_sync::{
     AuditEntry, Cursor, ListPage, Listed, PurgeStats, Store, StoreError, StoreOptions, StoreStats,
-    Version, VersionId, WriteOp, WriteOutcome, WriteRejected,
+    Undelivered, Version, VersionId, WriteOp, WriteOutcome, WriteRejected,
 };
 
 use self::history::History;
@@ -267,6 +267,7 @@ impl LmdbStore {
         &self,
         now_ms: u64,
         tombstone_ttl_ms: u64,
+        undelivered: Option<Undelivered>,
         on_expired: &mut dyn FnMut(&str, &Version),
     ) -> Result<PurgeStats, StoreError> {
         let mut wtxn = self.begin()?;
@@ -313,16 +314,41 @@ impl LmdbStore {
                             since.saturating_add(tombstone_ttl_ms) <= now_ms
                         }) =>
                 {
-                    self.forget(&mut wtxn, &key, &held)?;
-                    stats.tombstones += 1;
+                    if undelivered.is_some_and(|undelivered| undelivered.holds_id(&held.id)) {
+                        self.keep_undelivered(&mut wtxn, &key, &held, now_ms)?;
+                        stats.kept_undelivered += 1;
+                    } else {
+                        self.forget(&mut wtxn, &key, &held)?;
+                        stats.tombstones += 1;
+                    }
                 }
                 _ => {}
             }
+        }
+        if stats.kept_undelivered > 0 {
+            self.flush_indexes(&mut wtxn)?;
         }
         if changed || stats != PurgeStats::default() {
             self.commit(wtxn)?;
         }
         Ok(stats)
+    }
+
+    /// Keeps `key`'s tombstone (held at `held`), due for purging, as dead from `now_ms`
+    /// ([`Undelivered::kept`]); its index entries move with it.
+    fn keep_undelivered(
+        &self,
+        wtxn: &mut RwTxn,
+        key: &str,
+        held: &Header,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let Some(tombstone) = self.read(wtxn, key)? else {
+            return Ok(());
+        };
+        let kept = Undelivered::kept(&tombstone, now_ms);
+        let record = record::encode(&kept, self.options.compression_min_bytes)?;
+        self.replace(wtxn, key, Some(held), &kept, &record)
     }
 
     /// Index entries of `index` at or before `until`, at most [`PURGE_BATCH`].
@@ -490,8 +516,13 @@ impl Store for LmdbStore {
         Ok(out)
     }
 
-    fn purge(&self, now_ms: u64, tombstone_ttl_ms: u64) -> Result<PurgeStats, StoreError> {
-        self.purge_with(now_ms, tombstone_ttl_ms, &mut |_, _| {})
+    fn purge(
+        &self,
+        now_ms: u64,
+        tombstone_ttl_ms: u64,
+        undelivered: Option<Undelivered>,
+    ) -> Result<PurgeStats, StoreError> {
+        self.purge_with(now_ms, tombstone_ttl_ms, undelivered, &mut |_, _| {})
     }
 
     fn merge(&self, versions: &[(String, Version)]) -> Result<usize, StoreError> {

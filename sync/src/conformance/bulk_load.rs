@@ -48,8 +48,8 @@ fn assert_same_reads<S: Store, R: Store>(store: &S, reference: &R) {
         reference.list("", None, 1_000, NOW).unwrap()
     );
     assert_eq!(
-        store.purge(NOW, 1_000).unwrap(),
-        reference.purge(NOW, 1_000).unwrap()
+        store.purge(NOW, 1_000, None).unwrap(),
+        reference.purge(NOW, 1_000, None).unwrap()
     );
     assert_eq!(
         store.versions_after(None, usize::MAX).unwrap(),

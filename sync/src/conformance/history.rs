@@ -100,7 +100,7 @@ pub fn revisions_keep_every_change_tombstones_included<G, S: Store>(
         store.get("r").unwrap().unwrap()
     );
     write(&store, put_with_ttl("t", "1", 100), 1000).unwrap();
-    store.purge(1200, 10_000).unwrap();
+    store.purge(1200, 10_000, None).unwrap();
     let expired = store.revisions("t").unwrap();
     assert_eq!(
         data(expired.clone()),

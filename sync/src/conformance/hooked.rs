@@ -4,8 +4,8 @@
 
 use crate::merkle::{Leaf, MerkleTree};
 use crate::{
-    ListPage, PurgeStats, Store, StoreError, StoreStats, Version, VersionId, WriteOp, WriteOutcome,
-    WriteRejected,
+    ListPage, PurgeStats, Store, StoreError, StoreStats, Undelivered, Version, VersionId, WriteOp,
+    WriteOutcome, WriteRejected,
 };
 
 /// A call a [`Hooked`] store is about to pass on, with the arguments tests look at.
@@ -124,9 +124,14 @@ impl<S: Store> Store for Hooked<S> {
         self.inner.revisions(key)
     }
 
-    fn purge(&self, now_ms: u64, tombstone_ttl_ms: u64) -> Result<PurgeStats, StoreError> {
+    fn purge(
+        &self,
+        now_ms: u64,
+        tombstone_ttl_ms: u64,
+        undelivered: Option<Undelivered>,
+    ) -> Result<PurgeStats, StoreError> {
         (self.hook)(Call::Purge)?;
-        self.inner.purge(now_ms, tombstone_ttl_ms)
+        self.inner.purge(now_ms, tombstone_ttl_ms, undelivered)
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {

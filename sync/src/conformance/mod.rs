@@ -33,7 +33,7 @@ macro_rules! store_conformance_tests {
             revisions_keep_every_change_tombstones_included, reserved_changes_count_reserved_keys_taken, purge_expired_and_tombstones, purge_skips_what_was_overwritten, merge_keeps_the_winner,
             batch_ops_see_each_other, values_roundtrip, stats_count_keys, stats_bytes_follow_the_data,
             set_meta_changes_only_metadata, merkle_tracks_every_change,
-            tombstone_of_an_expired_value_is_kept_from_its_expiry,
+            tombstone_of_an_expired_value_is_kept_from_its_expiry, purge_keeps_undelivered_tombstones,
             ttl_counts_from_the_wall_clock, merge_order_does_not_matter, get_many_reads_like_get,
             versions_after_walks_all_keys_in_order, leaf_versions_read_like_entries_and_get,
             merge_from_session_stores_like_merge, bulk_load_ends_like_merges);
@@ -265,7 +265,7 @@ pub fn changes_since_include_deletions_and_expiries<G, S: Store>(
     write(&store, put_with_ttl("c", "1", 50), 230).unwrap();
     write(&store, put("a", "2"), 240).unwrap();
     write(&store, delete("never"), 250).unwrap();
-    store.purge(300, 10_000).unwrap();
+    store.purge(300, 10_000, None).unwrap();
     let changes = |after: Option<(u64, &str)>, limit| {
         let page = store.changes_since(150, after, limit).unwrap();
         page.into_iter()
@@ -286,11 +286,11 @@ pub fn purge_expired_and_tombstones<G, S: Store>(make: &impl Fn(StoreOptions) ->
     write(&store, put("gone", "1"), 1000).unwrap();
     write(&store, delete("gone"), 1001).unwrap();
     write(&store, put("kept", "1"), 1000).unwrap();
-    let stats = store.purge(1200, 10_000).unwrap();
+    let stats = store.purge(1200, 10_000, None).unwrap();
     assert_eq!(stats.expired, 1);
     assert_eq!(stats.tombstones, 0);
     assert!(store.get("ttl").unwrap().unwrap().is_tombstone());
-    let stats = store.purge(20_000, 10_000).unwrap();
+    let stats = store.purge(20_000, 10_000, None).unwrap();
     assert_eq!(stats.tombstones, 2);
     assert_eq!(store.get("ttl").unwrap(), None);
     assert_eq!(store.get("gone").unwrap(), None);
@@ -322,7 +322,7 @@ pub fn purge_skips_what_was_overwritten<G, S: Store>(make: &impl Fn(StoreOptions
         ..expiring
     };
     store.merge(&[("merged".into(), newer)]).unwrap();
-    let stats = store.purge(20_000, 10_000).unwrap();
+    let stats = store.purge(20_000, 10_000, None).unwrap();
     assert_eq!((stats.expired, stats.tombstones), (0, 0));
     for (key, data) in [("ttl", "2"), ("revived", "2"), ("merged", "3")] {
         let held = store.get(key).unwrap().unwrap();

@@ -53,14 +53,14 @@ pub fn merkle_tracks_every_change<G, S: Store>(make: &impl Fn(StoreOptions) -> (
     let (built, count) = tree_from_entries(&store);
     assert_eq!(count, 52, "every key once, tombstones included");
     assert_eq!(store.merkle().unwrap(), built);
-    store.purge(3000, 10_000).unwrap();
+    store.purge(3000, 10_000, None).unwrap();
     let (built, _) = tree_from_entries(&store);
     assert_eq!(
         store.merkle().unwrap(),
         built,
         "turning expired values into tombstones"
     );
-    store.purge(1_000_000, 10_000).unwrap();
+    store.purge(1_000_000, 10_000, None).unwrap();
     let (built, count) = tree_from_entries(&store);
     assert_eq!(count, 50, "purged tombstones leave the tree");
     assert_eq!(store.merkle().unwrap(), built);
@@ -82,11 +82,58 @@ pub fn tombstone_of_an_expired_value_is_kept_from_its_expiry<G, S: Store>(
     let (_guard, store) = make(StoreOptions::default());
     let op = put_with_ttl("long", "1", 50_000);
     write(&store, op, 1000).unwrap();
-    assert_eq!(store.purge(51_000, 10_000).unwrap().expired, 1);
-    assert_eq!(store.purge(60_000, 10_000).unwrap().tombstones, 0);
+    assert_eq!(store.purge(51_000, 10_000, None).unwrap().expired, 1);
+    assert_eq!(store.purge(60_000, 10_000, None).unwrap().tombstones, 0);
     assert!(store.get("long").unwrap().unwrap().is_tombstone());
-    assert_eq!(store.purge(61_000, 10_000).unwrap().tombstones, 1);
+    assert_eq!(store.purge(61_000, 10_000, None).unwrap().tombstones, 1);
     assert_eq!(store.get("long").unwrap(), None);
+}
+
+/// A purge keeps the tombstones of this node's undelivered writes, due or not, as dead
+/// from the purge (the same version, so the same merkle tree), and removes the others:
+/// its delivered deletes and other nodes' deletes.
+pub fn purge_keeps_undelivered_tombstones<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
+    let (_guard, store) = make(StoreOptions::default());
+    write(&store, put("delivered", "1"), 400).unwrap();
+    write(&store, delete("delivered"), 500).unwrap();
+    write(&store, put("mine", "1"), 1000).unwrap();
+    let deleted = write(&store, delete("mine"), 1001).unwrap().version;
+    let theirs = Version {
+        id: crate::VersionId {
+            origin_joined_at: 2,
+            ..deleted.id
+        },
+        ..deleted.clone()
+    };
+    store.merge(&[("theirs".into(), theirs)]).unwrap();
+    let undelivered = Some(crate::Undelivered {
+        origin_joined_at: 1,
+        since_ms: 1000,
+    });
+    let stats = store.purge(20_000, 10_000, undelivered).unwrap();
+    assert_eq!((stats.tombstones, stats.kept_undelivered), (2, 1));
+    assert_eq!(store.get("delivered").unwrap(), None);
+    assert_eq!(store.get("theirs").unwrap(), None);
+    let kept = store.get("mine").unwrap().expect("kept");
+    assert_eq!(kept.id, deleted.id);
+    assert!(kept.is_tombstone());
+    assert_eq!(kept.dead_since(), Some(20_000));
+    let (built, count) = tree_from_entries(&store);
+    assert_eq!((store.merkle().unwrap(), count), (built, 1));
+    // Due again a tombstone_ttl after the purge that kept it: kept while undelivered,
+    // removed once delivered.
+    let stats = store.purge(29_999, 10_000, undelivered).unwrap();
+    assert_eq!((stats.tombstones, stats.kept_undelivered), (0, 0));
+    let stats = store.purge(30_000, 10_000, undelivered).unwrap();
+    assert_eq!((stats.tombstones, stats.kept_undelivered), (0, 1));
+    let delivered = Some(crate::Undelivered {
+        origin_joined_at: 1,
+        since_ms: 1002,
+    });
+    let stats = store.purge(40_000, 10_000, delivered).unwrap();
+    assert_eq!((stats.tombstones, stats.kept_undelivered), (1, 0));
+    assert_eq!(store.get("mine").unwrap(), None);
+    assert_eq!(store.merkle().unwrap(), MerkleTree::new());
 }
 
 /// A TTL counts from the write's wall-clock time even when the causal rule stamps the

@@ -34,7 +34,7 @@ use self::push::{PeerQueue, Pushed};
 use self::sessions::Sessions;
 use self::stats::Counters;
 pub use self::stats::register_unreplicated_metrics;
-use crate::{Admission, PeerStatus, Store, StoreError, SyncStatus, Version};
+use crate::{Admission, PeerStatus, Store, StoreError, SyncStatus, Undelivered, Version};
 
 /// The first frame of a diff-session stream.
 pub const KIND_SYNC: &[u8] = b"kvs-sync/1";
@@ -368,6 +368,21 @@ impl<T: StreamTransport> Replication<T> {
     /// stale node takes a peer's lack of an own write older than that for a deletion.
     pub fn own_writes_delivered_ms(&self) -> Option<u64> {
         Some(self.shared.own_writes_delivered()).filter(|&at| at > 0)
+    }
+
+    /// This node's writes that may not have reached every live peer yet, whose
+    /// tombstones a purge keeps ([`crate::Store::purge`]): a node cut off from every
+    /// peer longer than `tombstone_ttl` keeps the deletes it took meanwhile until its
+    /// peers have them. `None` for a node alone from its start (no seeds, no peer seen),
+    /// which has nobody to deliver to, or whose `joined_at` is unknown.
+    pub fn undelivered(&self) -> Option<Undelivered> {
+        let had_peers = self.shared.config.expect_peers
+            || self.shared.peers_changed.load(Ordering::Relaxed) > 0;
+        let (origin_joined_at, since_ms) = self.shared.writer().filter(|_| had_peers)?;
+        Some(Undelivered {
+            origin_joined_at,
+            since_ms,
+        })
     }
 
     /// The time `[from, to)` (Unix ms) this node may lack versions of, if it caught up

@@ -94,7 +94,7 @@ fn indexes_built_at_the_end_equal_the_ones_commits_keep() {
     }
     let empty = indexes(&store);
     assert!(empty[..4].iter().all(Vec::is_empty), "nothing indexed yet");
-    assert_eq!(store.purge(u64::MAX, 0).unwrap(), Default::default());
+    assert_eq!(store.purge(u64::MAX, 0, None).unwrap(), Default::default());
     assert_eq!(
         store.index_ops.noted_keys(),
         Some(2_000),

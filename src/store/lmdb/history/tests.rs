@@ -54,7 +54,7 @@ fn what_the_cap_and_purges_drop_leaves_both_tables() {
     delete.mutation = Mutation::Delete;
     write(&store, delete, 1_000);
     assert_eq!(table_lengths(&store), (6, 6), "the tombstone is a revision");
-    store.purge(100_000, 1_000).unwrap();
+    store.purge(100_000, 1_000, None).unwrap();
     assert_eq!(
         table_lengths(&store),
         (3, 3),
