@@ -158,9 +158,12 @@ impl Undelivered {
         self.holds_id(&version.id)
     }
 
-    /// Whether the version `id` names is one of these writes.
+    /// Whether the version `id` names is one of these writes (a burial, which no write
+    /// made, never is: it hides a value only here, and goes soon).
     pub fn holds_id(&self, id: &crate::VersionId) -> bool {
-        id.origin_joined_at == self.origin_joined_at && id.timestamp >= self.since_ms
+        id.origin_joined_at == self.origin_joined_at
+            && id.timestamp >= self.since_ms
+            && !id.uuid.is_nil()
     }
 
     /// The tombstone `version` kept as dead from `now_ms` (the same version id, so the

@@ -411,3 +411,45 @@ fn a_deletion_past_keeping_not_purged_yet_buries_the_value_a_peer_still_holds() 
         assert!(after.initiator.found_equal(), "{after:?}");
     }
 }
+
+/// A node's own delete older than `tombstone_ttl` that has not reached every peer yet
+/// (its purges keep it: `kvs_sync::Undelivered`) goes as dead from the session, whether
+/// a purge kept it yet or not: the peer takes it over the value it held and keeps it
+/// `tombstone_ttl` from now. Once delivered, it is past keeping like any other.
+#[test]
+fn an_undelivered_own_delete_past_keeping_goes_as_a_fresh_one() {
+    const OWN: u64 = 7;
+    let deleted_at = NOW - RULES.tombstone_ttl_ms - 100;
+    let not_kept_yet = None;
+    let kept_a_while_ago = Some(NOW - RULES.tombstone_ttl_ms + 50);
+    for expires_at in [not_kept_yet, kept_a_while_ago] {
+        for (delivered_before, delivered) in [(deleted_at - 1, false), (deleted_at + 1, true)] {
+            let (here, peer) = (store(), store());
+            let mut value = bulk(1, 1);
+            value[0].1.id.timestamp = deleted_at - 100;
+            peer.merge(&value).unwrap();
+            let mut delete = value[0].clone();
+            delete.1.id.origin_joined_at = OWN;
+            delete.1.id.timestamp = deleted_at;
+            delete.1.data = None;
+            delete.1.expires_at = expires_at;
+            here.merge(std::slice::from_ref(&delete)).unwrap();
+            let sessions = (
+                kvs_sync::Session::initiator(RULES).writing_as(OWN, delivered_before),
+                kvs_sync::Session::responder(RULES),
+            );
+            kvs_sync::exchange_with(sessions, &here, &peer, (NOW, NOW)).unwrap();
+            let held = peer.get(&delete.0).unwrap().expect("held");
+            assert!(held.is_tombstone(), "{expires_at:?} {delivered}: {held:?}");
+            match delivered {
+                // Past keeping (kept a while ago, it is not yet: taken as it is).
+                true if expires_at.is_none() => assert!(held.id.uuid.is_nil(), "a burial"),
+                true => assert_eq!(held, delete.1),
+                false => {
+                    assert_eq!(held.id, delete.1.id);
+                    assert_eq!(held.dead_since(), Some(NOW));
+                }
+            }
+        }
+    }
+}

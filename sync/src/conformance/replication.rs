@@ -91,7 +91,7 @@ pub fn tombstone_of_an_expired_value_is_kept_from_its_expiry<G, S: Store>(
 
 /// A purge keeps the tombstones of this node's undelivered writes, due or not, as dead
 /// from the purge (the same version, so the same merkle tree), and removes the others:
-/// its delivered deletes and other nodes' deletes.
+/// its delivered deletes, other nodes' deletes, and burials.
 pub fn purge_keeps_undelivered_tombstones<G, S: Store>(make: &impl Fn(StoreOptions) -> (G, S)) {
     let (_guard, store) = make(StoreOptions::default());
     write(&store, put("delivered", "1"), 400).unwrap();
@@ -105,15 +105,27 @@ pub fn purge_keeps_undelivered_tombstones<G, S: Store>(make: &impl Fn(StoreOptio
         },
         ..deleted.clone()
     };
-    store.merge(&[("theirs".into(), theirs)]).unwrap();
+    // A burial of an own value (the nil uuid, which no write has) goes as ever.
+    let burial = Version {
+        id: crate::VersionId {
+            timestamp: 1002,
+            uuid: Uuid::nil(),
+            ..deleted.id
+        },
+        ..deleted.clone()
+    };
+    store
+        .merge(&[("theirs".into(), theirs), ("buried".into(), burial)])
+        .unwrap();
     let undelivered = Some(crate::Undelivered {
         origin_joined_at: 1,
         since_ms: 1000,
     });
     let stats = store.purge(20_000, 10_000, undelivered).unwrap();
-    assert_eq!((stats.tombstones, stats.kept_undelivered), (2, 1));
-    assert_eq!(store.get("delivered").unwrap(), None);
-    assert_eq!(store.get("theirs").unwrap(), None);
+    assert_eq!((stats.tombstones, stats.kept_undelivered), (3, 1));
+    for gone in ["delivered", "theirs", "buried"] {
+        assert_eq!(store.get(gone).unwrap(), None, "{gone}");
+    }
     let kept = store.get("mine").unwrap().expect("kept");
     assert_eq!(kept.id, deleted.id);
     assert!(kept.is_tombstone());

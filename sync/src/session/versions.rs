@@ -6,7 +6,7 @@
 
 use super::{Session, SessionError, VERSIONS_BUDGET};
 use crate::protocol::{Message, Standing, VERSION_SIZE_FLOOR};
-use crate::{Store, Version};
+use crate::{Store, Undelivered, Version};
 
 /// The standing a session runs under: this side's, and the peer's once it said it.
 impl Session {
@@ -91,6 +91,7 @@ impl Session {
         let mut buried = Vec::new();
         let mut bytes = 0;
         for (key, version) in held {
+            let version = self.as_delivered_now(version);
             if peer_lacks(&key) {
                 // A deletion past keeping goes only where the peer holds the key: it is
                 // not taken there, but it buries the older value it superseded (see
@@ -125,6 +126,33 @@ impl Session {
             self.stats.buried += store.merge(&buried)? as u64;
         }
         Ok(out)
+    }
+
+    /// `version` as it goes to the peer: this side's own delete older than
+    /// `tombstone_ttl` that may not have reached every peer yet (kept by its purges, see
+    /// [`crate::Undelivered`]) goes as dead from now, so that the peer takes it as a fresh
+    /// delete and keeps it `tombstone_ttl` from its delivery: a node down meanwhile and
+    /// back within `tombstone_ttl` still finds it, and none past keeping (not kept yet,
+    /// or kept just less than `tombstone_ttl` ago) only buries the value on the peer,
+    /// which could take it back from a peer not reached yet.
+    fn as_delivered_now(&self, version: Version) -> Version {
+        let Some((origin_joined_at, since_ms)) = self.own_origin else {
+            return version;
+        };
+        let undelivered = Undelivered {
+            origin_joined_at,
+            since_ms,
+        };
+        let now = self.rules.now_ms;
+        let old = version
+            .id
+            .timestamp
+            .saturating_add(self.rules.tombstone_ttl_ms)
+            <= now;
+        match version.is_tombstone() && old && undelivered.holds(&version) {
+            true => Undelivered::kept(&version, now),
+            false => version,
+        }
     }
 
     /// What becomes of `version`, which the peer lacks, in this session (see
