@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::Node;
 use common::cluster::{
-    call, cluster, config, gossip_addr, same_root, sync_status, uuid_on, within,
+    call, cluster, config, gossip_addr, same_root_as, sync_status, uuid_on, within,
 };
 
 #[test]
@@ -242,7 +242,7 @@ fn a_revocation_applies_on_every_node_as_soon_as_it_arrives() {
     );
     // The token is accepted on n1, and n1 caches its caller.
     let arrived = within(Duration::from_secs(10), || {
-        same_root(&[&nodes[0], &nodes[1]])
+        same_root_as(&[&nodes[0], &nodes[1]], &root)
             && call(&nodes[1], "GET", "/kv/x", None, Some(token)).status == 404
     });
     assert!(arrived, "the token does not work on n1");
@@ -255,7 +255,7 @@ fn a_revocation_applies_on_every_node_as_soon_as_it_arrives() {
     );
     assert_eq!(revoked.status, 204, "{}", revoked.body);
     let replicated = within(Duration::from_secs(10), || {
-        same_root(&[&nodes[0], &nodes[1]])
+        same_root_as(&[&nodes[0], &nodes[1]], &root)
     });
     assert!(replicated, "the revocation did not reach n1");
     let after = call(&nodes[1], "GET", "/kv/x", None, Some(token));

@@ -124,13 +124,28 @@ pub fn sync_status(node: &Node) -> Value {
     node.get("/sync").json()
 }
 
-/// Whether `nodes` report the same merkle root.
+/// Whether `nodes` report the same merkle root. A node that answers `/sync` with no root
+/// (an error, such as the 401 of a node with auth on, or no answer) reports none: two such
+/// answers are not equal roots (they were taken for equal, and a test with auth on checked
+/// what had not arrived yet). [`same_root_as`] asks with a token.
 pub fn same_root(nodes: &[&Node]) -> bool {
-    let roots: Vec<_> = nodes
+    roots_agree(nodes.iter().map(|n| sync_status(n)["merkle_root"].clone()))
+}
+
+/// [`same_root`] asked with `token` (for nodes with auth on).
+pub fn same_root_as(nodes: &[&Node], token: &str) -> bool {
+    roots_agree(
+        nodes
+            .iter()
+            .map(|n| call(n, "GET", "/sync", None, Some(token)).json()["merkle_root"].clone()),
+    )
+}
+
+fn roots_agree(roots: impl Iterator<Item = Value>) -> bool {
+    let roots: Vec<Value> = roots.collect();
+    roots
         .iter()
-        .map(|n| sync_status(n)["merkle_root"].clone())
-        .collect();
-    roots.iter().all(|root| *root == roots[0])
+        .all(|root| root.is_string() && *root == roots[0])
 }
 
 /// Sends `signal` to `node`'s process.
