@@ -377,7 +377,6 @@ pub async fn run(
     )
     .map_err(NodeError::io("starting the HTTP threads"))?;
     let purge = upkeep::purge_loop(
-        Arc::clone(&store),
         Arc::clone(&backend),
         config.tombstone_ttl.0,
         shutdown.clone(),

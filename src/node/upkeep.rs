@@ -162,7 +162,6 @@ fn live_peers(members: &[MemberInfo], own_id: &str) -> String {
 /// this node's writes that may not have reached every peer yet are kept (see
 /// `Replication::undelivered`).
 pub(super) async fn purge_loop(
-    store: Arc<DurableStore>,
     backend: Arc<NodeBackend>,
     tombstone_ttl: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -174,7 +173,7 @@ pub(super) async fn purge_loop(
             _ = interval.tick() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        let store = Arc::clone(&store);
+        let store = Arc::clone(&backend.store);
         let undelivered = backend.replication.as_ref().and_then(|r| r.undelivered());
         let purge = move || store.purge(now_ms(), ttl_ms, undelivered);
         match tokio::task::spawn_blocking(purge).await {
