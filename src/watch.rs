@@ -46,10 +46,17 @@ struct Pending {
     data: String,
 }
 
-/// Why watching stopped for good.
-enum Stop {
-    /// The node refused (a status other than 200): the message to print.
-    Refused(String),
+/// Why watching stopped for good: the message to print. The node refused (a status
+/// other than 200), or could not be reached before the stream ever started (a wrong
+/// address or a node that is down fails at once, as `kvs get` does; once a stream ran,
+/// a lost connection is retried).
+struct Stop(String);
+
+/// Why one connection ended early.
+enum Ended {
+    /// The connection failed or broke off: the error, to retry.
+    Broken(String),
+    Stop(Stop),
 }
 
 /// `kvs watch PREFIX`.
@@ -65,12 +72,9 @@ pub fn watch(args: WatchArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(watch_forever(&args)) {
-        Stop::Refused(message) => {
-            eprintln!("kvs: {message}");
-            ExitCode::from(1)
-        }
-    }
+    let Stop(message) = runtime.block_on(watch_forever(&args));
+    eprintln!("kvs: {message}");
+    ExitCode::from(1)
 }
 
 async fn watch_forever(args: &WatchArgs) -> Stop {
@@ -78,31 +82,32 @@ async fn watch_forever(args: &WatchArgs) -> Stop {
         "/watch?prefix={}",
         utf8_percent_encode(&args.prefix, QUERY_ESCAPES)
     );
-    let mut delivered = Delivered::default();
+    let (mut delivered, mut streamed) = (Delivered::default(), false);
     loop {
-        match watch_once(args, &path, &mut delivered).await {
+        match watch_once(args, &path, &mut delivered, &mut streamed).await {
             Ok(()) => {}
-            Err(Some(stop)) => return stop,
-            Err(None) => {}
+            Err(Ended::Stop(stop)) => return stop,
+            Err(Ended::Broken(error)) if !streamed => return Stop(error),
+            Err(Ended::Broken(error)) => eprintln!("kvs: {error}; retrying"),
         }
         tokio::time::sleep(RECONNECT).await;
     }
 }
 
-/// One connection: prints events until the stream ends. `Err(None)`: a connection error
-/// (try again); `Err(Some(_))`: stop.
+/// One connection: prints events until the stream ends; sets `streamed` once the node
+/// accepted the watch.
 async fn watch_once(
     args: &WatchArgs,
     path: &str,
     delivered: &mut Delivered,
-) -> Result<(), Option<Stop>> {
+    streamed: &mut bool,
+) -> Result<(), Ended> {
     let mut resume = delivered.resume();
     // The connection is kept while its response streams.
     let (response, _connection) = loop {
-        let mut connection = Connection::open(&args.target.addr).await.map_err(|error| {
-            eprintln!("kvs: {error}; retrying");
-            None
-        })?;
+        let mut connection = Connection::open(&args.target.addr)
+            .await
+            .map_err(|error| Ended::Broken(error.to_string()))?;
         let (query, last_id) = match &resume {
             Resume::Now => (String::new(), None),
             Resume::Since(ms) => (format!("&since={ms}"), None),
@@ -121,7 +126,7 @@ async fn watch_once(
                 &headers,
             )
             .await
-            .map_err(|_| None)?;
+            .map_err(|error| Ended::Broken(error.to_string()))?;
         let exact = response
             .headers()
             .get(kvs_api::WATCH_RESUMED_HEADER)
@@ -146,11 +151,13 @@ async fn watch_once(
             Err(error) => error.to_string(),
         };
         let said = crate::client_output::error(&text);
-        return Err(Some(Stop::Refused(format!("{status}: {said}"))));
+        return Err(Ended::Stop(Stop(format!("{status}: {said}"))));
     }
+    *streamed = true;
     let (mut buffer, mut pending) = (String::new(), Pending::default());
     while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else { return Err(None) };
+        let frame =
+            frame.map_err(|error| Ended::Broken(format!("the stream broke off: {error}")))?;
         let Some(bytes) = frame.data_ref() else {
             continue;
         };

@@ -135,6 +135,41 @@ fn an_address_that_can_never_work_is_a_usage_error_even_for_watch() {
     }
 }
 
+/// A mistyped address or a node that is down: `kvs watch` says so and exits 1 at once, as
+/// `kvs get` does. (It retried such an address every second for ever, printing
+/// `retrying`; it retries only once a stream has run, to resume after a disconnect.)
+#[test]
+fn watch_of_an_address_where_nothing_listens_exits_1_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("http://127.0.0.1:{port}");
+    let mut watch = std::process::Command::new(common::kvs_bin())
+        .args(["watch", "p/", "--addr", &addr])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while watch.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if watch.try_wait().unwrap().is_none() {
+        let _ = watch.kill();
+    }
+    let out = watch.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("cannot connect"), "{said}");
+    assert!(!said.contains("retrying"), "{said}");
+    assert!(out.stdout.is_empty());
+}
+
 #[test]
 fn output_to_a_reader_that_has_gone_ends_quietly_with_exit_0() {
     let node = common::Node::start(common::PLAIN);
