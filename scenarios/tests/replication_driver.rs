@@ -574,3 +574,47 @@ fn a_session_that_outlived_tombstone_ttl_is_not_taken_from() {
     net.run_until(Duration::from_secs(4));
     assert!(n1_store.get("k").expect("get").is_some(), "a new session");
 }
+
+/// A peer cut off that membership still takes for live (its suspicion not yet confirmed,
+/// or only its sync port blocked) holds up no round with the others: n1 and n2 each
+/// missed a push to n3, so each picks n3 first, over a connection made before the cut
+/// that now carries nothing. Before, each such round waited 30 s for a reply, and a
+/// write n2 never pushed reached n1 only after that (found by a black-box audit: two
+/// nodes cut off together went 9 s without a session between them, until membership
+/// declared the others dead). Now an opening unanswered for 5 s fails the round, and the
+/// round after a failed one goes to a peer whose last round did not fail.
+#[test]
+fn a_silent_peer_holds_up_no_round_with_the_others() {
+    let mut net = SimNet::new(3, &Network::default(), 29).expect("net");
+    let (_stop, shutdown) = watch::channel(false);
+    let stores: Vec<Arc<MemoryStore>> = (0..3)
+        .map(|_| Arc::new(MemoryStore::new(StoreOptions::default())))
+        .collect();
+    let nodes: Vec<Arc<Replication<SimStreams>>> = (0..3)
+        .map(|i| start(&net, i, &stores[i], &shutdown))
+        .collect();
+    for (i, node) in nodes.iter().enumerate() {
+        for peer in (0..3).filter(|&peer| peer != i) {
+            up(node, peer);
+        }
+    }
+    net.run_until(Duration::from_secs(3));
+
+    net.partition(&[&[0, 1], &[2]]);
+    write_and_push(&net, &nodes[0], &stores[0], "from-n1");
+    write_and_push(&net, &nodes[1], &stores[1], "from-n2");
+    // The pushes to n3 wait 5 s for their acknowledgements, send again once, and leave
+    // n3 behind; the first key anti-entropy alone can bring (n2 never pushes it) is
+    // written then.
+    net.run_until(Duration::from_secs(14));
+    assert!(gone(stores[0].as_ref(), "only-n2"), "not written yet");
+    let now_ms = net.clock(1).unix_micros() / 1000;
+    stores[1]
+        .write_batch(&[write("only-n2")], now_ms)
+        .expect("write");
+    net.run_until(Duration::from_secs(28));
+    assert!(
+        stores[0].get("only-n2").expect("get").is_some(),
+        "a round between n1 and n2 took it within 14 s"
+    );
+}

@@ -26,6 +26,12 @@ use crate::{Session, SessionError, SessionStats, Standing, Store};
 /// How long a peer may take to answer one message of a session.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long the first message of a session may take to come: it asks for no store work
+/// beyond the tree's top, so a peer silent this long is cut off or gone (a connection
+/// made before a cut still opens streams), and the round fails rather than holding up
+/// the rounds with the other peers for [`REPLY_TIMEOUT`].
+const OPENING_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a session may last, whichever side opened it. A peer that keeps sending
 /// messages that end nothing (an empty `Versions` every few seconds) would otherwise
 /// hold it for ever: the node's rounds run one at a time, and a node not yet
@@ -139,7 +145,7 @@ async fn converse<T: StreamTransport, S: BiStream>(
     mut out: Vec<Message>,
     bulk: &BulkLoad,
 ) -> Result<(Session, u64), RoundError> {
-    let mut round_trips = 0;
+    let (mut round_trips, mut first) = (0, true);
     let mut reported = Reported::from(started_ms);
     let began_stale = shared.stale_since().is_some();
     let taken_until = started_ms.saturating_add(session_age_limit(&shared.config));
@@ -150,8 +156,13 @@ async fn converse<T: StreamTransport, S: BiStream>(
         if session.is_done() {
             return Ok((session, round_trips));
         }
+        let wait = match first {
+            true => OPENING_TIMEOUT,
+            false => REPLY_TIMEOUT,
+        };
+        first = false;
         round_trips += u64::from(sent);
-        let frame = kvs_net::timeout(shared.runtime.as_ref(), REPLY_TIMEOUT, stream.recv_frame())
+        let frame = kvs_net::timeout(shared.runtime.as_ref(), wait, stream.recv_frame())
             .await
             .ok_or(RoundError::TimedOut)??
             .ok_or(RoundError::Ended)?;
@@ -330,11 +341,16 @@ async fn run_round<T: StreamTransport>(
         })
         .await
         .map_err(SessionError::Store)?;
-    let (session, round_trips) = limited(
+    let conversed = limited(
         shared,
         converse(shared, &mut stream, (session, started), opening?, bulk),
     )
-    .await?;
+    .await;
+    if let Err(RoundError::TimedOut) = conversed {
+        // The peer fell silent: the next round with it connects anew.
+        shared.forget_connection(addr);
+    }
+    let (session, round_trips) = conversed?;
     let _ = stream.finish();
     shared
         .counters
@@ -478,20 +494,22 @@ pub(crate) async fn staleness_watch<T: StreamTransport>(
 }
 
 /// Runs rounds until shutdown: every `sync_interval` (jittered by up to a quarter) with
-/// a peer that missed pushes or a random one, and at once with each peer named on `wake`.
+/// a peer that missed pushes or a random one (after a failed round, one whose rounds do
+/// not fail, if any), and at once with each peer named on `wake`.
 pub(crate) async fn round_loop<T: StreamTransport>(
     shared: Arc<Shared<T>>,
     mut wake: mpsc::UnboundedReceiver<String>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut rng = kvs_net::seeded_rng(shared.config.seed, "sync peers");
+    let mut last_failed = false;
     loop {
         let interval = shared.config.sync_interval;
         let jitter = rng.gen_range(0..=interval.as_millis() as u64 / 4);
         let sleep = interval.saturating_sub(Duration::from_millis(jitter));
         let chosen = tokio::select! {
             biased;
-            _ = shared.runtime.sleep(sleep) => shared.pick_peer(&mut rng),
+            _ = shared.runtime.sleep(sleep) => shared.pick_peer(&mut rng, last_failed),
             woken = wake.recv() => match woken {
                 Some(node_id) => shared.peer_addr(&node_id).map(|addr| (node_id, addr)),
                 None => return,
@@ -520,6 +538,7 @@ pub(crate) async fn round_loop<T: StreamTransport>(
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
         shared.note_round(&node_id, round.is_ok());
+        last_failed = round.is_err();
         if let Err(error) = round {
             shared.counters.round_failed();
             tracing::debug!(%node_id, %error, "sync round failed");

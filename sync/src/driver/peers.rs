@@ -116,15 +116,26 @@ impl<T: StreamTransport> Shared<T> {
     }
 
     /// The next peer for a round: one that missed pushes (unless its last
-    /// [`FAILED_ROUNDS_FIRST`] rounds failed), else a random one.
-    pub(super) fn pick_peer(&self, rng: &mut impl rand::Rng) -> Option<(String, SocketAddr)> {
+    /// [`FAILED_ROUNDS_FIRST`] rounds failed), else a random one. After a failed round
+    /// (`after_failure`), only among the peers whose last round did not fail, while there
+    /// is one: a peer cut off but still live to membership, or one whose sync port is
+    /// blocked, fails every round with it, and each such round takes seconds; the rounds
+    /// between them keep the others in sync.
+    pub(super) fn pick_peer(
+        &self,
+        rng: &mut impl rand::Rng,
+        after_failure: bool,
+    ) -> Option<(String, SocketAddr)> {
         let peers = lock(&self.peers);
+        let succeeding = peers.values().any(|peer| peer.failed_rounds == 0);
+        let eligible = |peer: &Peer| !(after_failure && succeeding) || peer.failed_rounds == 0;
         let behind = peers
             .iter()
+            .filter(|(_, peer)| eligible(peer))
             .filter(|(_, peer)| peer.behind && peer.failed_rounds < FAILED_ROUNDS_FIRST)
             .choose(rng);
         behind
-            .or_else(|| peers.iter().choose(rng))
+            .or_else(|| peers.iter().filter(|(_, peer)| eligible(peer)).choose(rng))
             .map(|(id, peer)| (id.clone(), peer.addr))
     }
 
