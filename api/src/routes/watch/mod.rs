@@ -99,7 +99,21 @@ type Recheck = Box<dyn Fn() -> Result<Arc<Caller>, ApiError> + Send + Sync>;
 fn event(key: &str, version: &Version, kind: &str, id: String) -> Event {
     let body = version_json(version, kind == "put" && version.data.is_some());
     let data = format!("{{\"key\":{},{}", serde_json::Value::from(key), &body[1..]);
-    Event::default().id(id).event(kind).data(data)
+    spaced(Some(&id), kind, &data)
+}
+
+/// An event written `field: value`, with the space after each colon that most clients'
+/// parsers look for (`startswith("data: ")`). warp writes `field:value`; the standard
+/// drops one space at the start of a value, so a standard parser reads the same event
+/// either way (found by a black-box audit of the stream).
+fn spaced(id: Option<&str>, kind: &str, data: &str) -> Event {
+    let event = Event::default()
+        .event(format!(" {kind}"))
+        .data(format!(" {}", data.replace('\n', "\n ")));
+    match id {
+        Some(id) => event.id(format!(" {id}")),
+        None => event,
+    }
 }
 
 impl<B: Backend> Api<B> {
@@ -237,7 +251,7 @@ fn resume_event(error: &str, message: &str, last_event_id: Option<String>) -> Ev
         "message": message,
         "last_event_id": last_event_id,
     });
-    Event::default().event("resume").data(data.to_string())
+    spaced(None, "resume", &data.to_string())
 }
 
 /// One event of a replay.
@@ -393,5 +407,17 @@ mod tests {
         };
         assert!(!by_time.read("3.c"));
         assert!(by_time.read("2.b"));
+    }
+
+    /// Each field goes out as `name: value`, every line of the data as its own `data: `.
+    #[test]
+    fn events_are_written_with_a_space_after_each_field_name() {
+        let written = super::spaced(Some("1.a"), "put", "{\"key\":\"k\",\n\"n\":1}");
+        assert_eq!(
+            written.to_string(),
+            "event: put\ndata: {\"key\":\"k\",\ndata: \"n\":1}\nid: 1.a\n\n"
+        );
+        let resume = super::spaced(None, "resume", "{}");
+        assert_eq!(resume.to_string(), "event: resume\ndata: {}\n\n");
     }
 }
