@@ -75,8 +75,8 @@ pub struct PutArgs {
     /// The key.
     #[arg(value_parser = key_arg)]
     key: String,
-    /// The value, as JSON.
-    #[arg(value_name = "JSON")]
+    /// The value, as JSON (a negative number too: `kvs put n -1`).
+    #[arg(value_name = "JSON", allow_negative_numbers = true)]
     value: String,
     /// Expire the key this long after the write (`30s`, `10m`, ...).
     #[arg(long)]

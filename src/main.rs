@@ -125,8 +125,31 @@ enum Command {
     },
 }
 
+/// The subcommands that talk to a node (`--addr`, `--token`).
+const CLIENT_COMMANDS: [&str; 7] = ["get", "put", "del", "ls", "members", "watch", "bench"];
+
+/// `kvs --addr URL get KEY`, the order etcdctl also takes: the client options given
+/// before a client subcommand move to right after its name, where clap reads them.
+fn client_options_after_subcommand(args: &mut Vec<String>) {
+    let mut at = 1;
+    while let Some(arg) = args.get(at) {
+        match arg.as_str() {
+            "--addr" | "--token" => at += 2,
+            option if option.starts_with("--addr=") || option.starts_with("--token=") => at += 1,
+            _ => break,
+        }
+    }
+    let named = args.get(at).map(String::as_str);
+    if at == 1 || !named.is_some_and(|name| CLIENT_COMMANDS.contains(&name)) {
+        return;
+    }
+    let options: Vec<String> = args.drain(1..at).collect();
+    args.splice(2..2, options);
+}
+
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().collect();
+    client_options_after_subcommand(&mut args);
     // `kvs CONFIG` means `kvs run CONFIG`.
     if let Some(first) = args.get(1)
         && !first.starts_with('-')
@@ -255,4 +278,38 @@ async fn run_until_signal(config: Config, path: &Path) -> Result<(), node::NodeE
     signals.abort();
     let _ = signals.await;
     stopped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CLIENT_COMMANDS, Cli, client_options_after_subcommand};
+    use clap::CommandFactory;
+
+    /// The list names exactly the subcommands that take `--addr`.
+    #[test]
+    fn the_client_commands_are_those_with_an_address() {
+        let with_addr: Vec<String> = Cli::command()
+            .get_subcommands()
+            .filter(|command| command.get_arguments().any(|arg| arg.get_id() == "addr"))
+            .map(|command| command.get_name().to_owned())
+            .collect();
+        assert_eq!(with_addr, CLIENT_COMMANDS);
+    }
+
+    #[test]
+    fn client_options_before_the_subcommand_move_after_its_name() {
+        let moved = |line: &str| {
+            let mut args: Vec<String> = line.split(' ').map(str::to_owned).collect();
+            client_options_after_subcommand(&mut args);
+            args.join(" ")
+        };
+        assert_eq!(
+            moved("kvs --addr http://h:1 --token=t put k -- -1"),
+            "kvs put --addr http://h:1 --token=t k -- -1"
+        );
+        assert_eq!(moved("kvs get k --addr u"), "kvs get k --addr u");
+        // Not a client command, or an option without its value: left for clap to refuse.
+        assert_eq!(moved("kvs --addr u run n1"), "kvs --addr u run n1");
+        assert_eq!(moved("kvs --addr"), "kvs --addr");
+    }
 }

@@ -135,6 +135,29 @@ fn an_address_that_can_never_work_is_a_usage_error_even_for_watch() {
     }
 }
 
+/// `--addr` and `--token` before the subcommand as after it (as etcdctl takes them), and
+/// a negative number as a value (clap took `-1` for an option).
+#[test]
+fn client_options_go_before_the_subcommand_and_a_value_may_be_negative() {
+    let node = common::Node::start(common::PLAIN);
+    let dir = tempfile::tempdir().unwrap();
+    let put = run_kvs(
+        &["--addr", &node.base, "--token=", "put", "n", "-1"],
+        dir.path(),
+        &[],
+    );
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let get = run_kvs(&["--addr", &node.base, "get", "n"], dir.path(), &[]);
+    let value: serde_json::Value = serde_json::from_str(stdout(&get).trim()).unwrap();
+    assert_eq!(value["data"], -1);
+    let plain = run_kvs(&["get", "n", "--addr", &node.base], dir.path(), &[]);
+    assert_eq!(stdout(&plain), stdout(&get));
+}
+
 /// A mistyped address or a node that is down: `kvs watch` says so and exits 1 at once, as
 /// `kvs get` does. (It retried such an address every second for ever, printing
 /// `retrying`; it retries only once a stream has run, to resume after a disconnect.)
