@@ -189,7 +189,7 @@ pub(crate) enum RecordKind {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub(crate) enum ModelError {
     /// A name outside 1..=64 characters of `[A-Za-z0-9_.-]`.
-    #[error("invalid name: use 1 to 64 characters of A-Z, a-z, 0-9, '_', '.', '-'")]
+    #[error("invalid name: use 1 to 64 characters, without spaces, control characters, '/' or ':'")]
     InvalidName,
     /// Another record of the same kind has this name.
     #[error("a {kind} named {name:?} already exists")]
@@ -265,12 +265,13 @@ pub(crate) fn clip(text: &str) -> String {
     text.chars().take(64).collect()
 }
 
-/// Checks a user or group name: 1..=64 characters of `[A-Za-z0-9_.-]`.
+/// Checks a user or group name: 1..=64 characters, none of them a control character,
+/// white space (U+FEFF included, as JSON Schema's `\s` has it), `/` or `:`. An e-mail
+/// address is a name (it was `[A-Za-z0-9_.-]` only, which refused `alice@example.com`).
 pub(crate) fn validate_name(name: &str) -> Result<(), ModelError> {
-    let ok = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    let forbidden =
+        |c: char| c.is_control() || c.is_whitespace() || matches!(c, '\u{feff}' | '/' | ':');
+    let ok = (1..=64).contains(&name.chars().count()) && !name.chars().any(forbidden);
     if ok {
         Ok(())
     } else {
@@ -383,11 +384,32 @@ mod tests {
 
     #[test]
     fn names() {
-        for good in ["a", "alice", "A.b-c_d", "0", &"x".repeat(64)] {
+        let widest = "é".repeat(64);
+        for good in [
+            "a",
+            "alice",
+            "A.b-c_d",
+            "0",
+            "alice@example.com",
+            "é",
+            "ops+1",
+            &widest,
+        ] {
             assert_eq!(validate_name(good), Ok(()), "{good}");
         }
         let long = "x".repeat(65);
-        for bad in ["", " ", "a b", "a/b", "é", "a\n", "a:b", long.as_str()] {
+        let bad = [
+            "",
+            " ",
+            "a b",
+            "a/b",
+            "a\n",
+            "a:b",
+            "\u{a0}a",
+            "a\u{feff}",
+            "a\u{85}",
+        ];
+        for bad in bad.into_iter().chain([long.as_str()]) {
             assert_eq!(validate_name(bad), Err(ModelError::InvalidName), "{bad:?}");
         }
     }
