@@ -285,6 +285,32 @@ fn hello_unlike_any_store() -> Message {
     }
 }
 
+/// A responder tells its standing as the opening arrives, before touching its store (a
+/// store waiting for its writer would hold the initiator's first answer up), once: not
+/// again with its answer to the opening. An initiator never has one to tell early.
+#[test]
+fn a_responder_tells_its_standing_first_and_once() {
+    let s = store();
+    let mut initiator = Session::initiator(RULES);
+    assert!(initiator.early_standing().is_none());
+    let joining = Standing::Joining {
+        since: 7,
+        blind: None,
+    };
+    let mut responder = Session::responder(RULES).with_standing(joining);
+    let Some(Message::Standing { standing, .. }) = responder.early_standing() else {
+        panic!("no early standing");
+    };
+    assert_eq!(standing, joining);
+    assert!(responder.early_standing().is_none());
+    let out = responder.handle(hello_unlike_any_store(), &s, NOW).unwrap();
+    assert!(
+        !out.iter().any(|m| matches!(m, Message::Standing { .. })),
+        "{out:?}"
+    );
+    assert!(matches!(out.as_slice(), [Message::Nodes { .. }]), "{out:?}");
+}
+
 #[test]
 fn a_want_that_repeats_a_key_gets_its_version_once() {
     let s = store();

@@ -26,10 +26,11 @@ use crate::{Session, SessionError, SessionStats, Standing, Store};
 /// How long a peer may take to answer one message of a session.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long the first message of a session may take to come: it asks for no store work
-/// beyond the tree's top, so a peer silent this long is cut off or gone (a connection
-/// made before a cut still opens streams), and the round fails rather than holding up
-/// the rounds with the other peers for [`REPLY_TIMEOUT`].
+/// How long the peer's first answer to a round may take to come: it is the peer's
+/// standing, sent as the opening arrives, before any store work
+/// ([`Session::early_standing`]), so a peer silent this long is cut off or gone (a
+/// connection made before a cut still opens streams), and the round fails rather than
+/// holding up the rounds with the other peers for [`REPLY_TIMEOUT`].
 const OPENING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a session may last, whichever side opened it. A peer that keeps sending
@@ -102,6 +103,21 @@ impl BulkLoad {
     }
 }
 
+/// Sends one message, counting its bytes.
+async fn send_frame<T: StreamTransport, S: BiStream>(
+    shared: &Arc<Shared<T>>,
+    stream: &mut S,
+    message: &Message,
+) -> Result<(), RoundError> {
+    let frame = encode(message);
+    shared
+        .counters
+        .bytes_sent
+        .fetch_add(frame.len() as u64, Ordering::Relaxed);
+    stream.send_frame(&frame).await?;
+    Ok(())
+}
+
 /// Sends `out` and the rest of this side's turn.
 async fn send_turn<T: StreamTransport, S: BiStream>(
     shared: &Arc<Shared<T>>,
@@ -112,12 +128,7 @@ async fn send_turn<T: StreamTransport, S: BiStream>(
 ) -> Result<Session, RoundError> {
     loop {
         for message in out.drain(..) {
-            let frame = encode(&message);
-            shared
-                .counters
-                .bytes_sent
-                .fetch_add(frame.len() as u64, Ordering::Relaxed);
-            stream.send_frame(&frame).await?;
+            send_frame(shared, stream, &message).await?;
         }
         if !session.has_output() {
             return Ok(session);
@@ -145,7 +156,7 @@ async fn converse<T: StreamTransport, S: BiStream>(
     mut out: Vec<Message>,
     bulk: &BulkLoad,
 ) -> Result<(Session, u64), RoundError> {
-    let (mut round_trips, mut first) = (0, true);
+    let (mut round_trips, mut first) = (0, session.is_initiator());
     let mut reported = Reported::from(started_ms);
     let began_stale = shared.stale_since().is_some();
     let taken_until = started_ms.saturating_add(session_age_limit(&shared.config));
@@ -180,6 +191,9 @@ async fn converse<T: StreamTransport, S: BiStream>(
             .bytes_received
             .fetch_add(frame.len() as u64, Ordering::Relaxed);
         let message = decode(&frame)?;
+        if let Some(standing) = session.early_standing() {
+            send_frame(shared, stream, &standing).await?;
+        }
         let (store, now) = (Arc::clone(&shared.store), shared.now_ms());
         let (back, replies) = shared
             .blocking(move || {
@@ -341,16 +355,13 @@ async fn run_round<T: StreamTransport>(
         })
         .await
         .map_err(SessionError::Store)?;
-    let conversed = limited(
+    // A peer silent past the opening's wait fails the round; its connection stays (it
+    // may still carry this node's pushes one way) until the transport gives it up.
+    let (session, round_trips) = limited(
         shared,
         converse(shared, &mut stream, (session, started), opening?, bulk),
     )
-    .await;
-    if let Err(RoundError::TimedOut) = conversed {
-        // The peer fell silent: the next round with it connects anew.
-        shared.forget_connection(addr);
-    }
-    let (session, round_trips) = conversed?;
+    .await?;
     let _ = stream.finish();
     shared
         .counters

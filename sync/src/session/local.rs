@@ -40,6 +40,8 @@ fn take_turn(
             let frame = encode(&message);
             *bytes += frame.len() as u64;
             let message = decode(&frame).map_err(|e| protocol(e.to_string()))?;
+            // As the driver does: a responder tells its standing before any store work.
+            replies.extend(peer.early_standing());
             replies.extend(peer.handle(message, peer_store, now_ms)?);
         }
         if !me.has_output() {

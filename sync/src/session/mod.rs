@@ -143,6 +143,8 @@ pub struct Session {
     held_nothing: bool,
     /// Whether this side began a bulk load of its store that the session has not ended.
     bulk_load: bool,
+    /// Responder: whether it told its standing already ([`Session::early_standing`]).
+    standing_told: bool,
 }
 
 impl Session {
@@ -175,6 +177,7 @@ impl Session {
             own_origin: None,
             held_nothing: false,
             bulk_load: false,
+            standing_told: false,
         }
     }
 
@@ -192,6 +195,28 @@ impl Session {
             standing: self.standing,
             floor: self.floor,
         }])
+    }
+
+    /// Whether this side opened the session.
+    pub fn is_initiator(&self) -> bool {
+        self.initiator
+    }
+
+    /// Responder, as the opening arrives and before [`Self::handle`] takes it: its
+    /// `Standing`, which needs no store work, to send at once, so that the initiator
+    /// hears from a live peer within moments however long this side's store takes for
+    /// the tree (it waits for the writes not yet applied). Once; `None` otherwise.
+    pub fn early_standing(&mut self) -> Option<Message> {
+        let due = !self.initiator && self.state == State::Start && !self.standing_told;
+        due.then(|| self.tell_standing()).flatten()
+    }
+
+    /// This side's `Standing`, the first time only.
+    fn tell_standing(&mut self) -> Option<Message> {
+        (!std::mem::replace(&mut self.standing_told, true)).then_some(Message::Standing {
+            standing: self.standing,
+            floor: self.floor,
+        })
     }
 
     /// Whether the session is over (successfully).
@@ -340,12 +365,8 @@ impl Session {
             return Err(protocol("hello with a wrong number of hashes"));
         }
         self.tree = store.merkle()?;
-        let standing = Message::Standing {
-            standing: self.standing,
-            floor: self.floor,
-        };
+        let mut out: Vec<Message> = self.tell_standing().into_iter().collect();
         if root == self.tree.root() {
-            let mut out = vec![standing];
             out.extend(self.finish(store)?);
             return Ok(out);
         }
@@ -354,11 +375,12 @@ impl Session {
             // The initiator holds nothing: everything goes, in key order.
             self.send_all = Some(None);
             self.after = Some(After::Finish);
-            return Ok(vec![standing]);
+            return Ok(out);
         }
         let differing = differing(self.tree.level(HELLO_LEVEL), level2);
         self.state = State::AwaitLevel3;
-        Ok(vec![standing, self.children_of(HELLO_LEVEL, differing)])
+        out.push(self.children_of(HELLO_LEVEL, differing));
+        Ok(out)
     }
 
     /// Our children of `parents` on `level`.
