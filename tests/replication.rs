@@ -278,7 +278,7 @@ fn a_token_revoked_at_once_on_another_node_is_revoked_with_204() {
     );
     let root = common::cluster::root_token(&nodes[0]).expect("root token");
     let body = r#"{"user_id":"root","scopes":["read"],"ttl":"1h"}"#;
-    for _ in 0..20 {
+    for _ in 0..10 {
         let issued = call(&nodes[0], "POST", "/auth/tokens", Some(body), Some(&root));
         assert_eq!(issued.status, 201, "{}", issued.body);
         let issued = issued.json();

@@ -266,11 +266,18 @@ pub(crate) fn clip(text: &str) -> String {
 }
 
 /// Checks a user or group name: 1..=64 characters, none of them a control character,
-/// white space (U+FEFF included, as JSON Schema's `\s` has it), `/` or `:`. An e-mail
-/// address is a name (it was `[A-Za-z0-9_.-]` only, which refused `alice@example.com`).
+/// white space, an invisible formatting character (zero-width and direction marks, U+FEFF:
+/// a name that looks like another's), `/` or `:`. An e-mail address is a name (it was
+/// `[A-Za-z0-9_.-]` only, which refused `alice@example.com`). `api/openapi.json` has the
+/// same rule as a pattern.
 pub(crate) fn validate_name(name: &str) -> Result<(), ModelError> {
-    let forbidden =
-        |c: char| c.is_control() || c.is_whitespace() || matches!(c, '\u{feff}' | '/' | ':');
+    let forbidden = |c: char| {
+        c.is_control()
+            || c.is_whitespace()
+            || matches!(c, '/' | ':' | '\u{ad}' | '\u{feff}')
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}')
+            || matches!(c, '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206f}')
+    };
     let ok = (1..=64).contains(&name.chars().count()) && !name.chars().any(forbidden);
     if ok {
         Ok(())
@@ -408,6 +415,10 @@ mod tests {
             "\u{a0}a",
             "a\u{feff}",
             "a\u{85}",
+            "root\u{200b}",
+            "a\u{202e}b",
+            "a\u{2060}",
+            "\u{ad}",
         ];
         for bad in bad.into_iter().chain([long.as_str()]) {
             assert_eq!(validate_name(bad), Err(ModelError::InvalidName), "{bad:?}");

@@ -22,7 +22,7 @@ use crate::{ApiError, Backend};
 
 /// How long a revoke of a `jti` this node has no record of waits for the record to
 /// arrive from the node that issued the token (pushes take milliseconds).
-const RECORD_WAIT: Duration = Duration::from_secs(1);
+const RECORD_WAIT: Duration = Duration::from_secs(2);
 /// How often it looks meanwhile.
 const RECORD_POLL: Duration = Duration::from_millis(20);
 

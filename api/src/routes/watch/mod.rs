@@ -107,9 +107,12 @@ fn event(key: &str, version: &Version, kind: &str, id: String) -> Event {
 /// drops one space at the start of a value, so a standard parser reads the same event
 /// either way (found by a black-box audit of the stream).
 fn spaced(id: Option<&str>, kind: &str, data: &str) -> Event {
+    // A stored value is JSON as it was sent, where a bare `\r` is white space; SSE ends
+    // a line at one too.
+    let lines = data.replace("\r\n", "\n").replace('\r', "\n");
     let event = Event::default()
         .event(format!(" {kind}"))
-        .data(format!(" {}", data.replace('\n', "\n ")));
+        .data(format!(" {}", lines.replace('\n', "\n ")));
     match id {
         Some(id) => event.id(format!(" {id}")),
         None => event,
@@ -416,6 +419,11 @@ mod tests {
         assert_eq!(
             written.to_string(),
             "event: put\ndata: {\"key\":\"k\",\ndata: \"n\":1}\nid: 1.a\n\n"
+        );
+        let carriage = super::spaced(None, "put", "{\r\n\"n\":\r1}");
+        assert_eq!(
+            carriage.to_string(),
+            "event: put\ndata: {\ndata: \"n\":\ndata: 1}\n\n"
         );
         let resume = super::spaced(None, "resume", "{}");
         assert_eq!(resume.to_string(), "event: resume\ndata: {}\n\n");
