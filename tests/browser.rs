@@ -132,6 +132,27 @@ async fn wait_for(client: &Client, css: &str, what: &str, check: impl Fn(&str) -
     }
 }
 
+/// Clicks the link named `name`, found afresh while the page redraws it under the finger
+/// (a live change relists the keys: the link found a moment before is gone, and the
+/// click fails as a stale element).
+async fn click_link(client: &Client, name: &str) {
+    let started = Instant::now();
+    loop {
+        let clicked = match client.find(Locator::LinkText(name)).await {
+            Ok(link) => link.click().await.map(|_| ()),
+            Err(error) => Err(error),
+        };
+        match clicked {
+            Ok(()) => return,
+            Err(error) => assert!(
+                started.elapsed() < PATIENCE,
+                "could not click {name:?} within {PATIENCE:?}: {error}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Where the screenshot goes.
 fn screenshot_path() -> PathBuf {
     std::env::var_os("KVS_CONSOLE_SCREENSHOT")
@@ -212,13 +233,7 @@ async fn the_console_shows_a_cluster_its_keys_and_live_changes() {
         t.contains("console/greeting")
     })
     .await;
-    client
-        .find(Locator::LinkText("console/greeting"))
-        .await
-        .expect("the key's link")
-        .click()
-        .await
-        .expect("open the key");
+    click_link(&client, "console/greeting").await;
     let detail = wait_for(&client, "#key-detail", "the key's value", |t| {
         t.contains("from the API")
     })
