@@ -221,6 +221,16 @@ fn concurrent_large_values_replicate() {
     assert_eq!(copy["data"].as_str().map(str::len), Some(900_000));
 }
 
+/// A read token for root issued on `node` for an hour: (token, jti).
+fn issue_read_token(node: &Node, root: &str) -> (String, String) {
+    let body = r#"{"user_id":"root","scopes":["read"],"ttl":"1h"}"#;
+    let issued = call(node, "POST", "/auth/tokens", Some(body), Some(root));
+    assert_eq!(issued.status, 201, "{}", issued.body);
+    let issued = issued.json();
+    let field = |name: &str| issued[name].as_str().unwrap().to_owned();
+    (field("token"), field("jti"))
+}
+
 /// A revocation made on one node applies on the others as soon as it is there, not up
 /// to a second later from their caches of authenticated callers: a node empties its cache
 /// when its store takes an `_auth/` record from a peer (found by an audit: a revoked
@@ -232,14 +242,7 @@ fn a_revocation_applies_on_every_node_as_soon_as_it_arrives() {
         "auth_enabled: true\njwt_secret: revocation-reaches-everyone\n",
     );
     let root = common::cluster::root_token(&nodes[0]).expect("root token");
-    let body = r#"{"user_id":"root","scopes":["read"],"ttl":"1h"}"#;
-    let issued = call(&nodes[0], "POST", "/auth/tokens", Some(body), Some(&root));
-    assert_eq!(issued.status, 201, "{}", issued.body);
-    let issued = issued.json();
-    let (token, jti) = (
-        issued["token"].as_str().unwrap(),
-        issued["jti"].as_str().unwrap(),
-    );
+    let (token, jti) = &issue_read_token(&nodes[0], &root);
     // The token is accepted on n1, and n1 caches its caller.
     let arrived = within(Duration::from_secs(10), || {
         same_root_as(&[&nodes[0], &nodes[1]], &root)
@@ -277,15 +280,8 @@ fn a_token_revoked_at_once_on_another_node_is_revoked_with_204() {
         "auth_enabled: true\njwt_secret: revoke-on-the-other-node\n",
     );
     let root = common::cluster::root_token(&nodes[0]).expect("root token");
-    let body = r#"{"user_id":"root","scopes":["read"],"ttl":"1h"}"#;
     for _ in 0..10 {
-        let issued = call(&nodes[0], "POST", "/auth/tokens", Some(body), Some(&root));
-        assert_eq!(issued.status, 201, "{}", issued.body);
-        let issued = issued.json();
-        let (token, jti) = (
-            issued["token"].as_str().unwrap(),
-            issued["jti"].as_str().unwrap(),
-        );
+        let (token, jti) = &issue_read_token(&nodes[0], &root);
         let path = format!("/auth/tokens/{jti}");
         let revoked = call(&nodes[1], "DELETE", &path, None, Some(&root));
         assert_eq!(revoked.status, 204, "{}", revoked.body);

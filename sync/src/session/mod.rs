@@ -202,23 +202,6 @@ impl Session {
         self.initiator
     }
 
-    /// Responder, as the opening arrives and before [`Self::handle`] takes it: its
-    /// `Standing`, which needs no store work, to send at once, so that the initiator
-    /// hears from a live peer within moments however long this side's store takes for
-    /// the tree (it waits for the writes not yet applied). Once; `None` otherwise.
-    pub fn early_standing(&mut self) -> Option<Message> {
-        let due = !self.initiator && self.state == State::Start && !self.standing_told;
-        due.then(|| self.tell_standing()).flatten()
-    }
-
-    /// This side's `Standing`, the first time only.
-    fn tell_standing(&mut self) -> Option<Message> {
-        (!std::mem::replace(&mut self.standing_told, true)).then_some(Message::Standing {
-            standing: self.standing,
-            floor: self.floor,
-        })
-    }
-
     /// Whether the session is over (successfully).
     pub fn is_done(&self) -> bool {
         self.state == State::Done

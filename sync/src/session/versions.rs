@@ -4,7 +4,7 @@
 //! instead, or withheld, by the standings and floors both sides tell), and the checks
 //! and merge of what the peer sends.
 
-use super::{Session, SessionError, VERSIONS_BUDGET};
+use super::{Session, SessionError, State, VERSIONS_BUDGET};
 use crate::protocol::{Message, Standing, VERSION_SIZE_FLOOR};
 use crate::{Store, Undelivered, Version};
 
@@ -56,6 +56,25 @@ impl Session {
     /// The peer's floor (0 until it said its standing).
     pub fn peer_floor(&self) -> u64 {
         self.peer_floor
+    }
+
+    /// Responder, as the opening arrives and before [`Self::handle`] takes it: its
+    /// `Standing`, which needs no store work, to send at once, so that the initiator
+    /// hears from a live peer within moments however long this side's store takes for
+    /// the tree (it waits for the writes not yet applied). Once; `None` otherwise.
+    pub fn early_standing(&mut self) -> Option<Message> {
+        if self.initiator || self.state != State::Start {
+            return None;
+        }
+        self.tell_standing()
+    }
+
+    /// This side's `Standing`, the first time only.
+    pub(super) fn tell_standing(&mut self) -> Option<Message> {
+        (!std::mem::replace(&mut self.standing_told, true)).then_some(Message::Standing {
+            standing: self.standing,
+            floor: self.floor,
+        })
     }
 }
 
