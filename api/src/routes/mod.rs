@@ -263,6 +263,10 @@ impl<B: Backend> Api<B> {
             request::discard(body).await;
             return (route, Err(ApiError::rate_limited(wait)));
         }
+        if let Err(unknown) = known_parameters_only(request, route) {
+            request::discard(body).await;
+            return (route, Err(unknown));
+        }
         let actor = caller.user().map(|user| user.id.clone());
         let routed = ACTOR.scope(actor, self.route(request, &caller, body));
         (route, routed.await)
@@ -474,6 +478,27 @@ fn route_index(path: &str) -> usize {
     } else {
         route::OTHER
     }
+}
+
+/// `400` for a query parameter that `request` does not take. Unknown paths (`404`),
+/// methods a path does not answer (`405`) and `/metrics` (scrapers may add their own) are
+/// not checked.
+fn known_parameters_only(request: &Request<'_>, route: usize) -> Result<(), ApiError> {
+    let (method, path) = (request.method, request.path);
+    let answered = allowed_methods(path)
+        .split(", ")
+        .any(|allowed| allowed == method.as_str());
+    if route == route::OTHER || route == route::METRICS || !answered {
+        return Ok(());
+    }
+    let allowed: &[&str] = match (route, method) {
+        (route::KV, &Method::PUT) => &["ttl"],
+        (route::KV_LIST, _) => &["prefix", "limit", "cursor", "since"],
+        (route::WATCH, _) => &["prefix", "since"],
+        (route::AUDIT, _) if path == "/audit" => &["since_seq", "limit"],
+        _ => &[],
+    };
+    request.query.only(allowed, &format!("{method} {path}"))
 }
 
 /// The methods a path answers (the `Allow` header of its `405`s).

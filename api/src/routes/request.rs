@@ -35,6 +35,25 @@ impl Query {
         Ok(Query(pairs.collect::<Result<_, ApiError>>()?))
     }
 
+    /// `400` naming the first parameter not in `allowed`: a misspelt `ttl` or `prefix`
+    /// is refused rather than ignored, as an unknown body field or config key is.
+    pub(crate) fn only(&self, allowed: &[&str], request: &str) -> Result<(), ApiError> {
+        let Some((unknown, _)) = self
+            .0
+            .iter()
+            .find(|(name, _)| !allowed.contains(&name.as_str()))
+        else {
+            return Ok(());
+        };
+        let takes = match allowed {
+            [] => "no query parameters".to_owned(),
+            names => format!("only {}", names.join(", ")),
+        };
+        Err(ApiError::bad_request(format!(
+            "unknown query parameter {unknown:?}: {request} takes {takes}"
+        )))
+    }
+
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()

@@ -316,3 +316,60 @@ async fn a_query_that_is_not_percent_encoded_utf8_is_refused() {
     let listed = get(&api, "/kv?prefix=caf%C3%A9").await.json();
     assert_eq!(listed["items"][0]["key"], "café");
 }
+
+#[tokio::test]
+async fn an_unknown_query_parameter_is_refused_and_changes_nothing() {
+    let api = api(Setup::default());
+    put(&api, "/kv/users/a", "1").await;
+    // Misspelt parameters, and other stores' (Consul's `cas` and `recurse`): each would
+    // have changed what the request does had it been ignored.
+    for (method, path, parameter) in [
+        ("PUT", "/kv/typo?tll=30s", "tll"),
+        ("PUT", "/kv/lock?cas=0", "cas"),
+        ("PUT", "/kv/users/a?ttl=1s&x=1", "x"),
+        ("DELETE", "/kv/users/a?recurse", "recurse"),
+        ("GET", "/kv?prefx=users/", "prefx"),
+        ("GET", "/kv/users/a?consistent", "consistent"),
+        ("HEAD", "/kv/users/a?consistent", "consistent"),
+        ("GET", "/history/users/a?limit=1", "limit"),
+        ("GET", "/watch?prefx=users/", "prefx"),
+        ("GET", "/audit?limt=1", "limt"),
+        ("GET", "/members?all", "all"),
+        ("PUT", "/meta/users/a?ttl=1s", "ttl"),
+    ] {
+        let body = (method == "PUT").then_some(r#"{"data":2}"#);
+        let answer = request(&api, method, path, body, &[]).await;
+        assert_eq!(answer.status, 400, "{method} {path}: {}", answer.body);
+        if method != "HEAD" {
+            assert_eq!(answer.error_code(), "bad_request", "{method} {path}");
+            assert!(
+                answer.body.contains(parameter),
+                "{method} {path}: {}",
+                answer.body
+            );
+        }
+    }
+    assert_eq!(get(&api, "/kv/typo").await.status, 404);
+    assert_eq!(get(&api, "/kv/lock").await.status, 404);
+    let kept = get(&api, "/kv/users/a").await;
+    assert_eq!((kept.status, kept.json()["data"].clone()), (200, json!(1)));
+    let meta = get(&api, "/meta/users/a").await.json();
+    assert!(meta.get("expires_at").is_some_and(Value::is_null), "{meta}");
+    // Each request's own parameters are taken.
+    assert_eq!(put(&api, "/kv/b?ttl=1h", "3").await.status, 201);
+    for path in [
+        "/kv?prefix=users/&limit=5&since=0&cursor=",
+        "/audit?since_seq=0&limit=1",
+    ] {
+        assert_eq!(get(&api, path).await.status, 200, "{path}");
+    }
+    // A probe, a scrape, an unknown path and a method the path does not answer are
+    // answered as before.
+    assert_eq!(get(&api, "/health?verbose").await.status, 200);
+    assert_eq!(get(&api, "/metrics?name[]=x").await.status, 200);
+    assert_eq!(get(&api, "/nowhere?x=1").await.status, 404);
+    assert_eq!(
+        request(&api, "POST", "/kv/a?x=1", None, &[]).await.status,
+        405
+    );
+}
