@@ -47,6 +47,20 @@ pub enum Precondition {
     IfNoneMatch(Vec<Uuid>),
 }
 
+impl Precondition {
+    /// Whether the condition holds while `live` is the key's current version (`None`:
+    /// absent, deleted or expired).
+    pub fn holds(&self, live: Option<&Version>) -> bool {
+        match self {
+            Precondition::None => true,
+            Precondition::IfMatch(uuid) => live.map(|v| v.id.uuid) == Some(*uuid),
+            Precondition::IfAbsent => live.is_none(),
+            Precondition::IfPresent => live.is_some(),
+            Precondition::IfNoneMatch(uuids) => !live.is_some_and(|v| uuids.contains(&v.id.uuid)),
+        }
+    }
+}
+
 /// A write request for one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteOp {
@@ -96,23 +110,8 @@ pub fn plan_write(
     now_ms: u64,
 ) -> Result<Version, WriteRejected> {
     let live = held.filter(|v| v.is_live(now_ms));
-    match &op.precondition {
-        Precondition::None => {}
-        Precondition::IfMatch(uuid) => {
-            if live.map(|v| v.id.uuid) != Some(*uuid) {
-                return Err(WriteRejected::PreconditionFailed);
-            }
-        }
-        Precondition::IfAbsent if live.is_some() => {
-            return Err(WriteRejected::PreconditionFailed);
-        }
-        Precondition::IfPresent if live.is_none() => {
-            return Err(WriteRejected::PreconditionFailed);
-        }
-        Precondition::IfNoneMatch(uuids) if live.is_some_and(|v| uuids.contains(&v.id.uuid)) => {
-            return Err(WriteRejected::PreconditionFailed);
-        }
-        Precondition::IfAbsent | Precondition::IfPresent | Precondition::IfNoneMatch(_) => {}
+    if !op.precondition.holds(live) {
+        return Err(WriteRejected::PreconditionFailed);
     }
     let timestamp = held.map_or(now_ms, |v| now_ms.max(v.id.timestamp.saturating_add(1)));
     let id = VersionId {

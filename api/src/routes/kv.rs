@@ -459,7 +459,7 @@ fn page_json(page: &ListPage) -> String {
     serde_json::json!({"items": items, "next_cursor": next}).to_string()
 }
 
-fn set_etag(response: &mut WarpResponse, uuid: Uuid) {
+pub(super) fn set_etag(response: &mut WarpResponse, uuid: Uuid) {
     if let Ok(value) = HeaderValue::from_str(quoted_uuid(uuid).as_str()) {
         response.headers_mut().insert(header::ETAG, value);
     }

@@ -10,9 +10,11 @@ use bytes::Buf;
 use futures_util::Stream;
 use kvs_sync::{Mutation, Version};
 use warp::http::{Method, StatusCode};
+use warp::reply::Response as WarpResponse;
 
 use super::authn::{Attempt, key_meta};
 use super::kv::not_found;
+use super::kv::set_etag;
 use super::request::{discard, from_object, precondition, read_json_body};
 use super::{Api, Caller, Handled, Request, json_response};
 use crate::auth::{KeyMeta, Operation, UpdateMeta, plan_update_meta};
@@ -48,7 +50,7 @@ impl<B: Backend> Api<B> {
                 };
                 self.authorize(caller, operation)?;
                 let version = version.ok_or_else(|| not_found(&key))?;
-                Ok(json_response(StatusCode::OK, meta_json(&version)))
+                Ok(meta_response(&version))
             }
             Method::PUT => {
                 // An absent key's metadata: only an authenticated writer learns it is absent.
@@ -60,11 +62,11 @@ impl<B: Backend> Api<B> {
                     discard(body).await;
                     return Err(denied);
                 }
-                let Some(meta) = meta else {
+                let Some(version) = version else {
                     discard(body).await;
                     return Err(not_found(&key));
                 };
-                self.change_meta(request, caller, key, &meta, body).await
+                self.change_meta(request, caller, key, &version, body).await
             }
             _ => Err(ApiError::method_not_allowed(
                 request.method.as_str(),
@@ -78,7 +80,7 @@ impl<B: Backend> Api<B> {
         request: &Request<'_>,
         caller: &Caller,
         key: String,
-        meta: &KeyMeta,
+        current: &Version,
         body: S,
     ) -> Handled
     where
@@ -94,7 +96,18 @@ impl<B: Backend> Api<B> {
         } else {
             (Vec::new(), Vec::new())
         };
-        let new = plan_update_meta(meta, &change, &users, &groups)?;
+        let meta = key_meta(current);
+        let new = plan_update_meta(&meta, &change, &users, &groups)?;
+        if new == meta {
+            // Nothing changes: no new version (whose new ETag would fail every client
+            // holding the current one), no history revision, event or audit entry.
+            if !precondition.holds(Some(current)) {
+                return Err(ApiError::precondition_failed(format!(
+                    "the precondition on {key:?} does not hold"
+                )));
+            }
+            return Ok(meta_response(current));
+        }
         let mutation = Mutation::SetMeta {
             owner: new.owner,
             group: new.group,
@@ -102,7 +115,7 @@ impl<B: Backend> Api<B> {
         };
         let op = self.write_op(caller, key, mutation, precondition);
         let outcome = self.commit(op).await?;
-        Ok(json_response(StatusCode::OK, meta_json(&outcome.version)))
+        Ok(meta_response(&outcome.version))
     }
 }
 
@@ -113,14 +126,17 @@ static NO_META: KeyMeta = KeyMeta {
     permissions: crate::auth::Permissions::NONE,
 };
 
-/// `{"owner","group","permissions","expires_at"}` of a version.
-fn meta_json(version: &Version) -> String {
+/// `200 {"owner","group","permissions","expires_at"}` of a version, with its `ETag` (a
+/// metadata change is a new version: the next conditional write needs its tag).
+fn meta_response(version: &Version) -> WarpResponse {
     let meta = key_meta(version);
-    serde_json::json!({
+    let body = serde_json::json!({
         "owner": meta.owner,
         "group": meta.group,
         "permissions": meta.permissions.to_string(),
         "expires_at": version.expires_at,
-    })
-    .to_string()
+    });
+    let mut response = json_response(StatusCode::OK, body.to_string());
+    set_etag(&mut response, version.id.uuid);
+    response
 }

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::{api_and_root, call, expect};
+use super::{api_and_root, call, expect, request};
 
 /// Found by a black-box audit: `PUT /meta/{key}` with a misspelt `"permission"` answered
 /// `200` and wrote a new version with nothing changed, so an owner who meant to make a
@@ -64,4 +64,49 @@ async fn a_body_with_a_field_the_request_does_not_take_is_refused() {
     let path = format!("/auth/groups/{}", team["id"].as_str().expect("id"));
     let answer = expect(&api, ("PUT", path.as_str(), Some(with_alice)), &root, 200).await;
     assert_eq!(answer["members"], json!([alice["id"]]));
+}
+
+/// Found by a README audit: a `PUT /meta/{key}` that changed nothing (`{}`, or only the
+/// read-only `expires_at`) wrote a new version, so every client holding the key's ETag
+/// got `412` next; and no answer told the new ETag.
+#[tokio::test]
+async fn a_metadata_change_that_changes_nothing_writes_nothing_and_each_answer_tells_the_etag() {
+    let (api, root) = api_and_root().await;
+    let bearer = format!("Bearer {root}");
+    let auth = [("authorization", bearer.as_str())];
+    let created = request(&api, "PUT", "/kv/doc", Some("1"), &auth).await;
+    let etag = created.header("etag").expect("an ETag");
+    let same = expect(&api, ("GET", "/meta/doc", None), &root, 200).await;
+    for body in [json!({}), json!({"expires_at": 1}), same.clone()] {
+        let answer = request(&api, "PUT", "/meta/doc", Some(&body.to_string()), &auth).await;
+        assert_eq!(answer.status, 200, "{body}: {}", answer.body);
+        assert_eq!(
+            answer.header("etag").as_deref(),
+            Some(etag.as_str()),
+            "{body}"
+        );
+        assert_eq!(answer.json(), same, "{body}");
+    }
+    let revisions = expect(&api, ("GET", "/history/doc", None), &root, 200).await;
+    assert_eq!(revisions["revisions"].as_array().map(Vec::len), Some(1));
+    // Its precondition is still checked.
+    let stale = [
+        auth[0],
+        ("if-match", "\"00000000-0000-0000-0000-000000000001\""),
+    ];
+    let refused = request(&api, "PUT", "/meta/doc", Some("{}"), &stale).await;
+    assert_eq!(refused.status, 412, "{}", refused.body);
+    let current = [auth[0], ("if-match", etag.as_str())];
+    let taken = request(&api, "PUT", "/meta/doc", Some("{}"), &current).await;
+    assert_eq!(taken.status, 200, "{}", taken.body);
+    // A change is a new version, and its answer carries the new ETag, which the next
+    // conditional write takes.
+    let private = json!({"permissions": "f00"}).to_string();
+    let changed = request(&api, "PUT", "/meta/doc", Some(&private), &current).await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    let new_etag = changed.header("etag").expect("the new ETag");
+    assert_ne!(new_etag, etag);
+    let next = [auth[0], ("if-match", new_etag.as_str())];
+    let written = request(&api, "PUT", "/kv/doc", Some("2"), &next).await;
+    assert_eq!(written.status, 200, "{}", written.body);
 }
