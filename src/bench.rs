@@ -32,8 +32,8 @@ pub struct BenchArgs {
     /// Keys in the key space (preloaded before the run).
     #[arg(long, default_value_t = 10_000)]
     keys: usize,
-    /// Key prefix of the bench's keys.
-    #[arg(long, default_value = "bench")]
+    /// Key prefix of the bench's keys (`bench` and `bench/` are the same).
+    #[arg(long, default_value = "bench", value_parser = parse_prefix)]
     prefix: String,
     /// Delete the bench's keys after the run (their audit entries stay).
     #[arg(long)]
@@ -44,6 +44,14 @@ pub struct BenchArgs {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     kvs_api::parse_duration(text)
+}
+
+/// A key prefix without its trailing `/` (the keys are `PREFIX/N`); not empty.
+fn parse_prefix(text: &str) -> Result<String, String> {
+    match text.trim_end_matches('/') {
+        "" => Err("the prefix must hold at least one character besides '/'".to_owned()),
+        prefix => Ok(prefix.to_owned()),
+    }
 }
 
 /// What one connection measured.
@@ -257,6 +265,24 @@ mod tests {
         let value = value_of_size(256);
         assert_eq!(value.len(), 256);
         assert!(serde_json::from_slice::<serde_json::Value>(&value).is_ok());
+    }
+
+    #[test]
+    fn a_prefix_is_taken_with_or_without_its_trailing_slash() {
+        #[derive(clap::Parser)]
+        struct Command {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let prefix = |args: &[&str]| {
+            let args = ["kvs-bench"].iter().chain(args);
+            <Command as clap::Parser>::try_parse_from(args).map(|command| command.bench.prefix)
+        };
+        assert_eq!(prefix(&[]).unwrap(), "bench");
+        assert_eq!(prefix(&["--prefix", "wb/"]).unwrap(), "wb");
+        assert_eq!(prefix(&["--prefix", "a/b//"]).unwrap(), "a/b");
+        let refused = prefix(&["--prefix", "/"]).unwrap_err().to_string();
+        assert!(refused.contains("besides '/'"), "{refused}");
     }
 
     #[test]
