@@ -136,8 +136,39 @@ const MAX_MESSAGE_CHARS: usize = 300;
 /// serde_yaml's message on one line, cut after [`MAX_MESSAGE_CHARS`].
 fn one_line(error: &serde_yaml::Error) -> String {
     let line = error.to_string().replace('\n', " ");
+    if let Some(unknown) = unknown_key(&line) {
+        return unknown;
+    }
     match line.char_indices().nth(MAX_MESSAGE_CHARS) {
         Some((cut, _)) => format!("{}... ({} more bytes)", &line[..cut], line.len() - cut),
         None => line,
     }
+}
+
+/// serde's "unknown field `probe_intervall`, expected one of `node_id`, ... at line 2
+/// column 1", whose list of every key would be cut, as "unknown key `probe_intervall` at
+/// line 2 column 1 (did you mean `probe_interval`?)"; `None` for any other message.
+fn unknown_key(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once("unknown field `")?;
+    let (name, rest) = rest.split_once('`')?;
+    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let at = rest.rfind(" at line ").map_or("", |at| &rest[at..]);
+    // A key a few edits away, else one the name begins (`membership`).
+    let misspelt = expected
+        .iter()
+        .map(|key| (strsim::damerau_levenshtein(name, key), *key))
+        .min()
+        .filter(|(distance, _)| *distance <= 2.max(name.len() / 3))
+        .map(|(_, key)| key);
+    let begun = || {
+        expected
+            .iter()
+            .find(|key| name.len() >= 4 && key.starts_with(name))
+            .copied()
+    };
+    let hint = match misspelt.or_else(begun) {
+        Some(key) => format!(" (did you mean `{key}`?)"),
+        None => " (README, \"Configuration\", lists every key)".to_owned(),
+    };
+    Some(format!("unknown key `{name}`{at}{hint}"))
 }
