@@ -550,6 +550,18 @@ pub fn run_restore(arg: &str, file: &Path) -> std::process::ExitCode {
     let Some((_, data_dir)) = load(arg) else {
         return ExitCode::from(2);
     };
+    // A path that names no file is a usage error, not a damaged backup.
+    match std::fs::metadata(file) {
+        Ok(found) if found.is_file() => {}
+        Ok(_) => {
+            eprintln!("kvs: {} is not a file", file.display());
+            return ExitCode::from(2);
+        }
+        Err(error) => {
+            eprintln!("kvs: cannot read {}: {error}", file.display());
+            return ExitCode::from(2);
+        }
+    }
     match restore(&data_dir, file) {
         Ok(keys) => {
             crate::stdout::line(format_args!(

@@ -29,6 +29,13 @@ pub fn write_joining(name: &str, join: &str) -> Result<String, String> {
     }
     let seed_path = config_path(join);
     let mut seed = Config::load(&seed_path).map_err(|e| e.to_string())?;
+    if !seed.clustering_enabled {
+        return Err(format!(
+            "{}: clustering_enabled is false: its node takes no peers, so no node can join \
+             through it (set it to true and restart that node first)",
+            seed_path.display()
+        ));
+    }
     secrets_from_data_dir(&mut seed, &seed_path)?;
     let folder = target.parent().filter(|p| !p.as_os_str().is_empty());
     let taken = ports_of_configs(folder.unwrap_or(Path::new(".")));
@@ -211,6 +218,22 @@ mod tests {
         );
         let again = write_joining(node2.to_str().unwrap(), node1.to_str().unwrap());
         assert!(again.unwrap_err().contains("exists"));
+    }
+
+    /// Found by a README audit: the config was written, with a seed no node would ever
+    /// answer from, and `clustering_enabled: false` copied.
+    #[test]
+    fn no_node_joins_through_one_without_clustering() {
+        let dir = tempfile::tempdir().unwrap();
+        let alone = dir.path().join("alone.yaml");
+        let text =
+            default_config_text().replace("clustering_enabled: true", "clustering_enabled: false");
+        assert!(text.contains("clustering_enabled: false"));
+        std::fs::write(&alone, text).unwrap();
+        let joiner = dir.path().join("joiner");
+        let refused = write_joining(joiner.to_str().unwrap(), alone.to_str().unwrap()).unwrap_err();
+        assert!(refused.contains("clustering_enabled is false"), "{refused}");
+        assert!(!dir.path().join("joiner.yaml").exists());
     }
 
     #[test]

@@ -242,6 +242,23 @@ fn a_garbage_empty_truncated_or_foreign_backup_is_refused_and_changes_nothing() 
         let stderr = restore_refused(&node, &dir.join("damaged.mdb"), &damaged);
         assert!(stderr.contains("is damaged"), "{name}: {stderr}");
     }
+    // A path that names no file is a usage error (exit 2), and said as such.
+    for (path, said) in [
+        (dir.join("missing.mdb"), "cannot read"),
+        (dir.to_path_buf(), "is not a file"),
+    ] {
+        let out = run_kvs(
+            &["restore", &config_arg(&node), path.to_str().unwrap()],
+            dir,
+            &[],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", path.display());
+        assert!(
+            stderr.contains(said) && !stderr.contains("damaged"),
+            "{stderr}"
+        );
+    }
     node.launch();
     assert_eq!(get_status(&node, &auth, "g/1"), 200);
 }
