@@ -188,8 +188,12 @@ pub(crate) enum RecordKind {
 /// A rejected auth request. Messages carry ids and names, never secrets.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub(crate) enum ModelError {
-    /// A name outside 1..=64 characters of `[A-Za-z0-9_.-]`.
-    #[error("invalid name: use 1 to 64 characters, without spaces, control characters, '/' or ':'")]
+    /// A name that is not 1 to 64 characters, or holds one a name may not (see
+    /// `validate_name`).
+    #[error(
+        "invalid name: use 1 to 64 characters, without white space, control or invisible \
+         characters (zero-width, direction marks, soft hyphen), '/' or ':'"
+    )]
     InvalidName,
     /// Another record of the same kind has this name.
     #[error("a {kind} named {name:?} already exists")]
