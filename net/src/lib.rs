@@ -37,7 +37,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{AuthError, NetError};
 pub use node_id::NodeId;
 #[cfg(feature = "quic")]
-pub use quic::{MAX_FRAME, QuicConnection, QuicStream, QuicTransport};
+pub use quic::{QuicConnection, QuicStream, QuicTransport};
 pub use random::{SeededRng, random_seed, seeded_rng};
 pub use replay::{DEFAULT_MAX_AGE, REPLAY_WINDOW, ReplayWindow};
 #[cfg(feature = "tokio")]
@@ -46,6 +46,6 @@ pub use runtime::{
     run_blocking, timeout,
 };
 pub use stats::{AuthCounts, AuthStats};
-pub use transport::{BiStream, Connection, Datagrams, StreamTransport};
+pub use transport::{BiStream, Connection, Datagrams, MAX_FRAME, StreamTransport};
 #[cfg(feature = "udp")]
 pub use udp::UdpTransport;

@@ -60,6 +60,10 @@ pub trait Connection: Clone + Send + Sync + 'static {
     fn close(&self);
 }
 
+/// The largest frame of a stream (16 MiB), on every transport: a larger one is refused
+/// with [`NetError::TooLarge`] by its sender (and by a receiver, should one arrive).
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+
 /// A reliable, ordered bidirectional stream of frames (byte strings).
 pub trait BiStream: Send + 'static {
     /// Sends one frame.

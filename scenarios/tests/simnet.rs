@@ -98,6 +98,39 @@ fn streams_carry_ordered_frames_and_end() {
     assert_eq!(net.live_tasks(), 0);
 }
 
+/// A frame over the transports' limit is refused by its sender, as QUIC refuses it (so
+/// that a simulated node meets the limit a real one does), and the stream goes on.
+#[test]
+fn a_frame_past_the_limit_is_refused_as_quic_refuses_it() {
+    let mut net = SimNet::new(2, &Network::default(), 3).expect("net");
+    let (client, server) = (net.streams(0), net.streams(1));
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let got2 = Arc::clone(&got);
+    net.spawn(async move {
+        let conn = server.accept().await.expect("accept");
+        let mut s = conn.accept_stream().await.expect("stream");
+        while let Some(frame) = s.recv_frame().await.expect("recv") {
+            got2.lock().expect("got").push(frame.len());
+        }
+    });
+    net.spawn(async move {
+        let conn = client.connect(node_addr(1)).await.expect("connect");
+        let mut s = conn.open_stream().await.expect("open");
+        let refused = s.send_frame(&vec![0; kvs_net::MAX_FRAME + 1]).await;
+        assert!(
+            matches!(refused, Err(NetError::TooLarge { len, max })
+                if len == kvs_net::MAX_FRAME + 1 && max == kvs_net::MAX_FRAME),
+            "{refused:?}"
+        );
+        s.send_frame(&vec![0; kvs_net::MAX_FRAME])
+            .await
+            .expect("the largest");
+        s.finish().expect("finish");
+    });
+    net.run_until(Duration::from_secs(30));
+    assert_eq!(*got.lock().expect("got"), vec![kvs_net::MAX_FRAME]);
+}
+
 #[test]
 fn partitions_stall_streams_and_refuse_connections() {
     let mut net = SimNet::new(3, &Network::default(), 4).expect("net");

@@ -33,6 +33,12 @@ pub const PROTOCOL: u8 = 3;
 /// message, or a push batch, is filled up to this.
 pub const VERSIONS_BUDGET: usize = 4 * 1024 * 1024;
 
+/// The largest encoded message: the frame limit of the stream transports it travels on
+/// (`kvs_net::MAX_FRAME`, the same by a check in the driver). A message holds at most
+/// [`VERSIONS_BUDGET`] of versions, or one version alone, which `max_value_bytes` keeps
+/// below this.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
 /// The least [`crate::approximate_size`] counts for one version.
 pub const VERSION_SIZE_FLOOR: usize = 64;
 

@@ -27,12 +27,10 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use self::proof::{PROOF_TIMEOUT, ProofKey, prove_client, prove_server, unproven_limits};
 use crate::{
-    AuthCounts, AuthError, AuthStats, BiStream, ClusterSecret, Connection, NetError,
+    AuthCounts, AuthError, AuthStats, BiStream, ClusterSecret, Connection, MAX_FRAME, NetError,
     StreamTransport,
 };
 
-/// The largest frame a stream accepts (16 MiB).
-pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Authenticated incoming connections waiting for `accept`.
 const ACCEPT_QUEUE: usize = 64;
 /// Incoming connections that may be in their TLS handshake or proof at once.

@@ -363,6 +363,13 @@ impl SimStream {
 
 impl BiStream for SimStream {
     async fn send_frame(&mut self, frame: &[u8]) -> Result<(), NetError> {
+        // Refused as QUIC refuses it.
+        if frame.len() > kvs_net::MAX_FRAME {
+            return Err(NetError::TooLarge {
+                len: frame.len(),
+                max: kvs_net::MAX_FRAME,
+            });
+        }
         self.push(Some(frame.to_vec()))
     }
 

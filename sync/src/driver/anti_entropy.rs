@@ -548,11 +548,18 @@ pub(crate) async fn round_loop<T: StreamTransport>(
             () = shared.peer_gone(&node_id, generation) => Err(RoundError::PeerGone),
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
-        shared.note_round(&node_id, round.is_ok());
+        let failed_in_a_row = shared.note_round(&node_id, round.is_ok());
         last_failed = round.is_err();
         if let Err(error) = round {
             shared.counters.round_failed();
-            tracing::debug!(%node_id, %error, "sync round failed");
+            // One failure is ordinary (a peer restarting); rounds that keep failing are
+            // told at 4, 8, 16, ... in a row, so that an operator sees why a node stays
+            // `syncing` without a line per round.
+            if failed_in_a_row >= 4 && failed_in_a_row.is_power_of_two() {
+                tracing::warn!(%node_id, %error, failed_in_a_row, "sync rounds with this peer keep failing");
+            } else {
+                tracing::debug!(%node_id, %error, "sync round failed");
+            }
         }
         bulk.end(&shared).await;
     }

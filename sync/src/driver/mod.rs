@@ -41,6 +41,9 @@ pub const KIND_SYNC: &[u8] = b"kvs-sync/1";
 /// The first frame of a push stream.
 pub const KIND_PUSH: &[u8] = b"kvs-push/1";
 
+// The protocol's messages are sized for the streams' frames.
+const _: () = assert!(crate::protocol::MAX_MESSAGE_BYTES == kvs_net::MAX_FRAME);
+
 /// A change in the set of live peers, from membership.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerEvent {

@@ -139,14 +139,18 @@ impl<T: StreamTransport> Shared<T> {
             .map(|(id, peer)| (id.clone(), peer.addr))
     }
 
-    /// Counts how a round this node opened with `node_id` ended.
-    pub(super) fn note_round(&self, node_id: &str, completed: bool) {
-        if let Some(peer) = lock(&self.peers).get_mut(node_id) {
-            peer.failed_rounds = if completed {
-                0
-            } else {
-                peer.failed_rounds.saturating_add(1)
-            };
-        }
+    /// Counts how a round this node opened with `node_id` ended; the rounds with it that
+    /// failed in a row.
+    pub(super) fn note_round(&self, node_id: &str, completed: bool) -> u32 {
+        let mut peers = lock(&self.peers);
+        let Some(peer) = peers.get_mut(node_id) else {
+            return 0;
+        };
+        peer.failed_rounds = if completed {
+            0
+        } else {
+            peer.failed_rounds.saturating_add(1)
+        };
+        peer.failed_rounds
     }
 }

@@ -39,6 +39,10 @@ fn take_turn(
         for message in outgoing.drain(..) {
             let frame = encode(&message);
             *bytes += frame.len() as u64;
+            // As a stream transport refuses it.
+            if frame.len() > crate::protocol::MAX_MESSAGE_BYTES {
+                return Err(protocol(format!("a {} byte message", frame.len())));
+            }
             let message = decode(&frame).map_err(|e| protocol(e.to_string()))?;
             // As the driver does: a responder tells its standing before any store work.
             replies.extend(peer.early_standing());
