@@ -148,7 +148,19 @@ fn client_options_after_subcommand(args: &mut Vec<String>) {
 }
 
 fn main() -> ExitCode {
-    let mut args: Vec<String> = std::env::args().collect();
+    // Every argument kvs takes is text (keys, values, names, paths of configs): one that
+    // is not UTF-8 is a usage error (`std::env::args` would panic on it).
+    let args: Result<Vec<String>, _> = std::env::args_os().map(|arg| arg.into_string()).collect();
+    let mut args = match args {
+        Ok(args) => args,
+        Err(arg) => {
+            eprintln!(
+                "kvs: the argument {} is not UTF-8 (keys, values, names and paths must be)",
+                arg.to_string_lossy()
+            );
+            return ExitCode::from(2);
+        }
+    };
     client_options_after_subcommand(&mut args);
     // `kvs CONFIG` means `kvs run CONFIG`.
     if let Some(first) = args.get(1)

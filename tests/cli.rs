@@ -495,3 +495,34 @@ fn watch_refused_by_the_node_says_why_in_one_line_as_get_does() {
         assert!(!said.contains("{\"error\""), "{args:?}: {said}");
     }
 }
+
+/// Found by an audit: an argument that is not UTF-8 panicked (exit 101, a stack trace).
+#[test]
+fn an_argument_that_is_not_utf8_is_a_usage_error() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    for args in [
+        vec!["get".as_ref(), not_utf8],
+        vec!["run".as_ref(), not_utf8],
+        vec![not_utf8],
+    ] {
+        let out = std::process::Command::new(common::kvs_bin())
+            .args(&args)
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {said}");
+        assert!(
+            said.contains("is not UTF-8") && !said.contains("panicked"),
+            "{said}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}

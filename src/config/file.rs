@@ -15,9 +15,9 @@ pub fn config_path(arg: &str) -> PathBuf {
         return path;
     }
     let with_yaml = PathBuf::from(format!("{arg}.yaml"));
-    // A file the user named is used as named (`node.conf`), unless `NAME.yaml` exists
-    // too; `node1` (a directory, or nothing) means `node1.yaml`.
-    if !with_yaml.exists() && path.is_file() {
+    // A file the user named is used as named (`node.conf`, or a pipe: `<(...)`), unless
+    // `NAME.yaml` exists too; `node1` (a directory, or nothing) means `node1.yaml`.
+    if !with_yaml.exists() && path.exists() && !path.is_dir() {
         return path;
     }
     with_yaml

@@ -243,8 +243,7 @@ impl Config {
         };
         if text.len() > error::MAX_CONFIG_BYTES {
             return Err(unlike(format!(
-                "{} bytes; a config file is at most {} bytes",
-                text.len(),
+                "more than {} bytes, the most a config file holds",
                 error::MAX_CONFIG_BYTES
             )));
         }
@@ -268,11 +267,26 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads and checks a config file.
+    /// Reads and checks a config file; no more of it is read than a config may hold (a
+    /// link to `/dev/zero` is refused, not read for ever).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        use std::io::Read;
+        let read_error = |source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|file| {
+                file.take(error::MAX_CONFIG_BYTES as u64 + 1)
+                    .read_to_end(&mut bytes)
+            })
+            .map_err(read_error)?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            read_error(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            ))
         })?;
         Self::parse(&text, path)
     }

@@ -401,6 +401,29 @@ fn a_config_file_without_yaml_is_used_as_named() {
     assert_eq!(instance_name(Path::new(&at("node.conf"))), "node");
 }
 
+/// Found by an audit: `kvs run /dev/zero` wrote `/dev/zero.yaml` (a file named but not a
+/// regular one was taken for missing), and a config linked to `/dev/zero` was read
+/// without bound before its size was checked.
+#[test]
+fn a_config_that_is_no_regular_file_is_read_as_named_and_no_further_than_a_config_goes() {
+    assert_eq!(config_path("/dev/zero"), PathBuf::from("/dev/zero"));
+    assert_eq!(config_path("/dev/null"), PathBuf::from("/dev/null"));
+    let started = std::time::Instant::now();
+    let endless = Config::load(Path::new("/dev/zero"))
+        .unwrap_err()
+        .to_string();
+    assert!(endless.contains("more than 1048576 bytes"), "{endless}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join("binary.yaml");
+    std::fs::write(&binary, b"node_id: \xff\n").unwrap();
+    let refused = Config::load(&binary).unwrap_err().to_string();
+    assert!(
+        refused.contains("cannot read") && refused.contains("UTF-8"),
+        "{refused}"
+    );
+}
+
 #[test]
 fn config_paths() {
     assert_eq!(config_path("node1"), PathBuf::from("node1.yaml"));
@@ -466,7 +489,7 @@ fn an_unknown_key_is_named_with_its_line_and_the_key_it_is_closest_to() {
 fn files_no_config_is_like_are_refused_before_parsing_and_messages_stay_short() {
     let refused = |text: &str| parse(text).expect_err("refused").to_string();
     let huge = format!("node_id: {}\n", "x".repeat(2 << 20));
-    assert!(refused(&huge).contains("at most 1048576 bytes"));
+    assert!(refused(&huge).contains("more than 1048576 bytes"));
     // Nesting the parser would take minutes over (quadratic): refused at once.
     let deep = format!("node_id: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
     let started = std::time::Instant::now();
