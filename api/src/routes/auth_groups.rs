@@ -77,10 +77,14 @@ impl<B: Backend> Api<B> {
         Ok(no_content())
     }
 
-    /// Writes the group record, then the user records whose membership changed.
+    /// Writes the group record (unless it is as stored), then the user records whose
+    /// membership changed.
     async fn apply_group_plan(&self, plan: &GroupPlan) -> Result<(), ApiError> {
-        self.put_record(group_key(&plan.group.id), &plan.group, None)
-            .await?;
+        let stored = self.live_record::<Group>(&plan.group.id)?;
+        if stored.as_ref() != Some(&plan.group) {
+            self.put_record(group_key(&plan.group.id), &plan.group, None)
+                .await?;
+        }
         for user in &plan.users {
             self.put_record(user_key(&user.id), user, None).await?;
         }

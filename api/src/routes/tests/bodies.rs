@@ -110,3 +110,66 @@ async fn a_metadata_change_that_changes_nothing_writes_nothing_and_each_answer_t
     let written = request(&api, "PUT", "/kv/doc", Some("2"), &next).await;
     assert_eq!(written.status, 200, "{}", written.body);
 }
+
+/// Found by an audit of bad input: `PUT /auth/users/{id} {}` rewrote the user record (a
+/// new version to replicate, an audit entry) with nothing changed; so did a group's.
+#[tokio::test]
+async fn a_user_or_group_change_that_changes_nothing_writes_nothing() {
+    use crate::Backend;
+    use crate::auth::{group_key, user_key};
+    let (api, root) = api_and_root().await;
+    let alice = expect(
+        &api,
+        ("POST", "/auth/users", Some(json!({"name": "alice"}))),
+        &root,
+        201,
+    )
+    .await;
+    let alice_id = alice["id"].as_str().expect("id").to_owned();
+    let team = json!({"name": "team", "members": [alice_id]});
+    let team = expect(&api, ("POST", "/auth/groups", Some(team)), &root, 201).await;
+    let team_id = team["id"].as_str().expect("id").to_owned();
+    let versions = || {
+        let store = api.backend.store();
+        let uuid = |key: String| store.get(&key).unwrap().expect("a record").id.uuid;
+        (uuid(user_key(&alice_id)), uuid(group_key(&team_id)))
+    };
+    let before = versions();
+    let (user_path, group_path) = (
+        format!("/auth/users/{alice_id}"),
+        format!("/auth/groups/{team_id}"),
+    );
+    for (path, body) in [
+        (user_path.as_str(), json!({})),
+        (user_path.as_str(), json!({"name": "alice"})),
+        (group_path.as_str(), json!({})),
+        (
+            group_path.as_str(),
+            json!({"name": "team", "members": [alice_id]}),
+        ),
+    ] {
+        let answer = expect(&api, ("PUT", path, Some(body.clone())), &root, 200).await;
+        assert!(answer["name"].is_string(), "{path} {body}: {answer}");
+    }
+    assert_eq!(versions(), before, "a record was written anew");
+    // A change is written.
+    expect(
+        &api,
+        ("PUT", user_path.as_str(), Some(json!({"name": "alice2"}))),
+        &root,
+        200,
+    )
+    .await;
+    expect(
+        &api,
+        ("PUT", group_path.as_str(), Some(json!({"name": "team2"}))),
+        &root,
+        200,
+    )
+    .await;
+    let after = versions();
+    assert!(
+        after.0 != before.0 && after.1 != before.1,
+        "{before:?} {after:?}"
+    );
+}
