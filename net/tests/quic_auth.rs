@@ -146,3 +146,29 @@ async fn certificate_is_made_once_and_kept_in_the_data_dir() {
         cert
     );
 }
+
+/// Found by an audit: a damaged kept certificate or key was reported against the sync
+/// port ("cannot listen ...: invalid peer certificate"), naming neither file.
+#[tokio::test]
+async fn a_damaged_kept_certificate_or_key_is_named_with_what_to_do() {
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let secret = ClusterSecret::new("s");
+    for damaged in ["quic-cert.der", "quic-key.der"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(QuicTransport::bind(addr, dir.path(), &secret).expect("first bind"));
+        std::fs::write(dir.path().join(damaged), b"not DER at all").expect("damage");
+        let refused = QuicTransport::bind(addr, dir.path(), &secret)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            refused.contains("quic-cert.der") && refused.contains("quic-key.der"),
+            "{damaged}: {refused}"
+        );
+        assert!(refused.contains("delete both"), "{refused}");
+        for file in ["quic-cert.der", "quic-key.der"] {
+            std::fs::remove_file(dir.path().join(file)).expect("delete");
+        }
+        drop(QuicTransport::bind(addr, dir.path(), &secret).expect("new ones made"));
+    }
+}

@@ -89,7 +89,8 @@ impl QuicTransport {
         limits: Limits,
     ) -> Result<Self, NetError> {
         let (cert, key) = tls::load_or_create(data_dir)?;
-        let server = tls::server_config(cert, key, unproven_limits())?;
+        let server = tls::server_config(cert, key, unproven_limits())
+            .map_err(|error| tls::kept_files_unusable(data_dir, &error))?;
         let mut endpoint = quinn::Endpoint::server(server, addr)?;
         endpoint.set_default_client_config(tls::client_config(unproven_limits())?);
         let key = ProofKey::new(secret);

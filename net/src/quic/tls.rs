@@ -53,6 +53,21 @@ pub(super) fn load_or_create(
     ))
 }
 
+/// The error of a certificate and key kept in `dir` that do not make a TLS identity
+/// (damaged, or not a pair): names the files, and how to have new ones made.
+pub(super) fn kept_files_unusable(dir: &Path, error: &NetError) -> NetError {
+    let error = match error {
+        NetError::Certificate(why) => why.clone(),
+        other => other.to_string(),
+    };
+    NetError::Certificate(format!(
+        "{} and {} do not make a certificate and its key ({error}); delete both to have \
+         new ones made at the next start (peers take any node's certificate)",
+        dir.join(CERT_FILE).display(),
+        dir.join(KEY_FILE).display()
+    ))
+}
+
 /// Writes a file readable by its owner only (where the platform has modes).
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), NetError> {
     let mut options = std::fs::OpenOptions::new();
