@@ -2,11 +2,16 @@
 //! keep-alive connection per [`Connection`].
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+/// The largest answer read whole: a value (at most 16 MiB) with its envelope, or a page of
+/// a listing, is far below it; a server that streams without end (a mistyped `--addr`) is
+/// not read into memory without bound.
+const MAX_ANSWER_BYTES: usize = 64 << 20;
 
 /// A failure to talk to the node (not an HTTP error status).
 #[derive(Debug, thiserror::Error)]
@@ -98,11 +103,17 @@ impl Connection {
     ) -> Result<(StatusCode, Bytes), ClientError> {
         let response = self.start(method, path, body, token, &[]).await?;
         let status = response.status();
-        let body = response
-            .into_body()
+        let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
-            .map_err(|e| ClientError::Http(e.to_string()))?
+            .map_err(|error| match error.downcast_ref::<LengthLimitError>() {
+                Some(_) => ClientError::Http(format!(
+                    "the answer of {} is over {} MiB, more than a kvs node sends: is it one?",
+                    self.authority,
+                    MAX_ANSWER_BYTES >> 20
+                )),
+                None => ClientError::Http(error.to_string()),
+            })?
             .to_bytes();
         Ok((status, body))
     }

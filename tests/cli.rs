@@ -526,3 +526,36 @@ fn an_argument_that_is_not_utf8_is_a_usage_error() {
         "nothing written"
     );
 }
+
+/// Found by an audit: against a server that answers without end (a mistyped `--addr`),
+/// the client read the whole answer into memory (gigabytes in seconds).
+#[test]
+fn an_answer_without_end_is_refused_past_a_bound() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                if stream.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let chunk = format!("{:x}\r\n{}\r\n", 1 << 20, " ".repeat(1 << 20));
+                while stream.write_all(chunk.as_bytes()).is_ok() {}
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["get", "k"][..], &["ls"], &["members"]] {
+        let mut args = args.to_vec();
+        args.extend(["--addr", addr.as_str()]);
+        let out = run_kvs(&args, dir.path(), &[]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
+        assert!(said.contains("over 64 MiB"), "{args:?}: {said}");
+    }
+}
