@@ -157,10 +157,10 @@ async fn a_damaged_kept_certificate_or_key_is_named_with_what_to_do() {
         let dir = tempfile::tempdir().expect("tempdir");
         drop(QuicTransport::bind(addr, dir.path(), &secret).expect("first bind"));
         std::fs::write(dir.path().join(damaged), b"not DER at all").expect("damage");
-        let refused = QuicTransport::bind(addr, dir.path(), &secret)
-            .err()
-            .expect("refused")
-            .to_string();
+        let refused = match QuicTransport::bind(addr, dir.path(), &secret) {
+            Ok(_) => panic!("{damaged}: bound with a damaged file"),
+            Err(error) => error.to_string(),
+        };
         assert!(
             refused.contains("quic-cert.der") && refused.contains("quic-key.der"),
             "{damaged}: {refused}"
