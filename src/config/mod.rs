@@ -253,6 +253,8 @@ impl Config {
                 error::MAX_CONFIG_NESTING
             )));
         }
+        // A byte order mark, which some editors put first, is not YAML's.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
@@ -261,8 +263,9 @@ impl Config {
                 source,
             })?
         };
-        // `INFO` as well as `info`, as Consul takes it.
+        // `INFO` as well as `info`, as Consul takes it; `WAN` as well as `wan`.
         config.log_level.make_ascii_lowercase();
+        config.membership_profile.make_ascii_lowercase();
         config.validate(origin)?;
         Ok(config)
     }

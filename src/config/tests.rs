@@ -449,6 +449,20 @@ fn errors_read_as_one_line_naming_file_and_key() {
         "{missing}"
     );
     assert_eq!(missing.key(), None);
+    // Found by an audit: `WAN` was refused where `INFO` was taken, and a file an editor
+    // began with a byte order mark was "more than one document".
+    assert_eq!(
+        parse("node_id: a\nmembership_profile: WAN\n")
+            .unwrap()
+            .membership_profile,
+        "wan"
+    );
+    assert_eq!(
+        parse("\u{feff}node_id: a\nhttp_port: 1234\n")
+            .unwrap()
+            .http_port,
+        1234
+    );
     let profile = parse("node_id: a\nmembership_profile: moon\n").unwrap_err();
     assert_eq!(
         profile.to_string(),
