@@ -12,7 +12,8 @@
 //! has caught up with every write acknowledged before they started, so every read sees
 //! every acknowledged write, and none that is not yet durable. The `Store` trait over it
 //! is in `store.rs`, the applier in `applier.rs`, the log's state in `staging.rs`, the
-//! audit trail's recorded head in `audit.rs`.
+//! audit trail's recorded head in `audit.rs`. A data dir whose LMDB file is gone while its
+//! log is there is refused rather than opened as a new, empty store.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};

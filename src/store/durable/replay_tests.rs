@@ -59,8 +59,8 @@ fn a_torn_tail_is_dropped_on_open_and_later_writes_survive_the_next_restart() {
 #[test]
 fn a_replayed_log_restores_writes_lmdb_never_saw() {
     let dir = tempfile::tempdir().unwrap();
+    // The store makes its log's folder at its first open.
     let wal_dir = dir.path().join("wal");
-    std::fs::create_dir_all(&wal_dir).unwrap();
     let first = DurableStore::open(dir.path(), StoreOptions::default(), audit()).unwrap();
     first.write_batch(&[put("kept", "1")], 10).unwrap();
     drop(first);
@@ -96,8 +96,8 @@ fn staged_as(key: &str, version: &Version) -> Staged {
 #[test]
 fn replay_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
+    // The store makes its log's folder at its first open.
     let wal_dir = dir.path().join("wal");
-    std::fs::create_dir_all(&wal_dir).unwrap();
     let v1 = plan_write(None, &put("k", "1"), 10).unwrap();
     let v2 = plan_write(Some(&v1), &put("k", "2"), 10).unwrap();
     {
