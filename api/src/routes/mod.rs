@@ -6,7 +6,8 @@
 //! Authentication happens in the dispatcher, before any handler: every path but
 //! `/health` and the console page `/ui` gets a [`Caller`] (or a `401`), and each handler
 //! asks [`Api::authorize`] about its operation once it knows the key's metadata. Rate
-//! limiting follows it, for every path but those two and `/metrics`.
+//! limiting follows it, for every path but those two and `/metrics`; then a query
+//! parameter a write, or a read that takes parameters, does not take is refused (`400`).
 
 mod admin;
 mod audit;
@@ -480,15 +481,19 @@ fn route_index(path: &str) -> usize {
     }
 }
 
-/// `400` for a query parameter that `request` does not take. Unknown paths (`404`),
-/// methods a path does not answer (`405`) and `/metrics` (scrapers may add their own) are
-/// not checked.
+/// `400` for a query parameter that `request` does not take, where ignoring it would
+/// change what the request does: on a write (`?tll=30s`, Consul's `?cas=0` or
+/// `?recurse`), and on the reads that take parameters (`GET /kv?prefx=`). Other reads
+/// ignore theirs, as `/health` and `/metrics` do for probes and scrapers; paths outside
+/// the API (`404`) and methods a path does not answer (`405`) are not checked.
 fn known_parameters_only(request: &Request<'_>, route: usize) -> Result<(), ApiError> {
     let (method, path) = (request.method, request.path);
     let answered = allowed_methods(path)
         .split(", ")
         .any(|allowed| allowed == method.as_str());
-    if route == route::OTHER || route == route::METRICS || !answered {
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    let takes_parameters = matches!(route, route::KV_LIST | route::WATCH) || path == "/audit";
+    if route == route::OTHER || !answered || (read && !takes_parameters) {
         return Ok(());
     }
     let allowed: &[&str] = match (route, method) {

@@ -321,21 +321,19 @@ async fn a_query_that_is_not_percent_encoded_utf8_is_refused() {
 async fn an_unknown_query_parameter_is_refused_and_changes_nothing() {
     let api = api(Setup::default());
     put(&api, "/kv/users/a", "1").await;
-    // Misspelt parameters, and other stores' (Consul's `cas` and `recurse`): each would
-    // have changed what the request does had it been ignored.
+    // Misspelt parameters, and other stores' (Consul's `cas` and `recurse`), on writes
+    // and on the reads that take parameters: each would have changed what the request
+    // does had it been ignored.
     for (method, path, parameter) in [
         ("PUT", "/kv/typo?tll=30s", "tll"),
         ("PUT", "/kv/lock?cas=0", "cas"),
         ("PUT", "/kv/users/a?ttl=1s&x=1", "x"),
         ("DELETE", "/kv/users/a?recurse", "recurse"),
+        ("PUT", "/meta/users/a?ttl=1s", "ttl"),
         ("GET", "/kv?prefx=users/", "prefx"),
-        ("GET", "/kv/users/a?consistent", "consistent"),
-        ("HEAD", "/kv/users/a?consistent", "consistent"),
-        ("GET", "/history/users/a?limit=1", "limit"),
+        ("HEAD", "/kv?prefx=users/", "prefx"),
         ("GET", "/watch?prefx=users/", "prefx"),
         ("GET", "/audit?limt=1", "limt"),
-        ("GET", "/members?all", "all"),
-        ("PUT", "/meta/users/a?ttl=1s", "ttl"),
     ] {
         let body = (method == "PUT").then_some(r#"{"data":2}"#);
         let answer = request(&api, method, path, body, &[]).await;
@@ -363,8 +361,16 @@ async fn an_unknown_query_parameter_is_refused_and_changes_nothing() {
     ] {
         assert_eq!(get(&api, path).await.status, 200, "{path}");
     }
-    // A probe, a scrape, an unknown path and a method the path does not answer are
+    // Reads that take no parameters ignore theirs (a cache buster changes nothing), as
+    // a probe and a scrape do; an unknown path and a method the path does not answer are
     // answered as before.
+    for path in [
+        "/kv/users/a?consistent",
+        "/history/users/a?limit=1",
+        "/members?all",
+    ] {
+        assert_eq!(get(&api, path).await.status, 200, "{path}");
+    }
     assert_eq!(get(&api, "/health?verbose").await.status, 200);
     assert_eq!(get(&api, "/metrics?name[]=x").await.status, 200);
     assert_eq!(get(&api, "/nowhere?x=1").await.status, 404);
