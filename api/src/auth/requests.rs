@@ -45,6 +45,13 @@ pub(crate) struct UpdateUser {
     pub(crate) groups: Option<Vec<String>>,
 }
 
+impl UpdateUser {
+    /// Whether the change names no field to change (`{}`): no write at all.
+    pub(crate) fn names_nothing(&self) -> bool {
+        self.name.is_none() && self.groups.is_none()
+    }
+}
+
 /// `POST /auth/groups`.
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct CreateGroup {
@@ -62,6 +69,13 @@ pub(crate) struct UpdateGroup {
     pub(crate) name: Option<String>,
     /// The new, complete list of member user ids.
     pub(crate) members: Option<Vec<String>>,
+}
+
+impl UpdateGroup {
+    /// Whether the change names no field to change (`{}`): no write at all.
+    pub(crate) fn names_nothing(&self) -> bool {
+        self.name.is_none() && self.members.is_none()
+    }
 }
 
 /// `POST /auth/tokens`.
@@ -94,6 +108,15 @@ pub(crate) struct UpdateMeta {
     pub(crate) group: Option<Option<String>>,
     /// The new permissions, three hex digits.
     pub(crate) permissions: Option<String>,
+}
+
+impl UpdateMeta {
+    /// Whether the change names no field to change (`{}`, or only read-only fields): it
+    /// is then no write at all. One that restates the metadata as it is is a write, as a
+    /// PUT of the same value is.
+    pub(crate) fn names_nothing(&self) -> bool {
+        self.owner.is_none() && self.group.is_none() && self.permissions.is_none()
+    }
 }
 
 impl BodyFields for CreateUser {

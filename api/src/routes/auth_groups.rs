@@ -54,7 +54,10 @@ impl<B: Backend> Api<B> {
     pub(super) async fn update_group(&self, id: &str, request: UpdateGroup) -> Handled {
         let _guard = self.admin_lock.lock().await;
         let plan = plan_update_group(id, &request, &self.users().await?, &self.groups().await?)?;
-        self.apply_group_plan(&plan).await?;
+        // A change that names nothing to change writes nothing (no record, no audit entry).
+        if !request.names_nothing() {
+            self.apply_group_plan(&plan).await?;
+        }
         json_reply(StatusCode::OK, &self.group_view(id).await?)
     }
 
@@ -77,14 +80,10 @@ impl<B: Backend> Api<B> {
         Ok(no_content())
     }
 
-    /// Writes the group record (unless it is as stored), then the user records whose
-    /// membership changed.
+    /// Writes the group record, then the user records whose membership changed.
     async fn apply_group_plan(&self, plan: &GroupPlan) -> Result<(), ApiError> {
-        let stored = self.live_record::<Group>(&plan.group.id)?;
-        if stored.as_ref() != Some(&plan.group) {
-            self.put_record(group_key(&plan.group.id), &plan.group, None)
-                .await?;
-        }
+        self.put_record(group_key(&plan.group.id), &plan.group, None)
+            .await?;
         for user in &plan.users {
             self.put_record(user_key(&user.id), user, None).await?;
         }

@@ -56,10 +56,9 @@ impl<B: Backend> Api<B> {
 
     pub(super) async fn update_user(&self, id: &str, request: UpdateUser) -> Handled {
         let _guard = self.admin_lock.lock().await;
-        let users = self.users().await?;
-        let user = plan_update_user(id, &request, &users, &self.groups().await?)?;
-        // A change that changes nothing writes nothing (no new record, no audit entry).
-        if !users.contains(&user) {
+        let user = plan_update_user(id, &request, &self.users().await?, &self.groups().await?)?;
+        // A change that names nothing to change writes nothing (no record, no audit entry).
+        if !request.names_nothing() {
             self.put_record(user_key(&user.id), &user, None).await?;
         }
         json_reply(StatusCode::OK, &user)

@@ -98,15 +98,17 @@ impl<B: Backend> Api<B> {
         };
         let meta = key_meta(current);
         let new = plan_update_meta(&meta, &change, &users, &groups)?;
-        if new == meta {
-            // Nothing changes: no new version (whose new ETag would fail every client
-            // holding the current one), no history revision, event or audit entry.
-            if !precondition.holds(Some(current)) {
+        if change.names_nothing() {
+            // `{}`, or only the read-only fields: no new version (whose new ETag would fail
+            // every client holding the current one), revision, event or audit entry. The
+            // key is read afresh: the body may have been long in coming.
+            let now = self.current(&key)?.ok_or_else(|| not_found(&key))?;
+            if !precondition.holds(Some(&now)) {
                 return Err(ApiError::precondition_failed(format!(
                     "the precondition on {key:?} does not hold"
                 )));
             }
-            return Ok(meta_response(current));
+            return Ok(meta_response(&now));
         }
         let mutation = Mutation::SetMeta {
             owner: new.owner,
