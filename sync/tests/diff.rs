@@ -432,35 +432,43 @@ fn a_node_or_leaf_listed_twice_ends_the_session() {
 }
 
 /// Found by an audit of real processes: with `max_value_bytes` near its maximum, a value
-/// of 16 MB after 3.5 MB of others in key order went into one message past the frame
-/// limit, which the stream refused; every round failed the same way, and a new node
-/// stayed `syncing` for good. A message now holds the budget, or one version alone.
+/// of 16 MB went into one message with the versions before it (in the order they are
+/// sent) past the frame limit, which the stream refused; every round failed the same
+/// way, and a new node stayed `syncing` for good. A message now holds the budget, or one
+/// version alone. (With 100 versions of 64 KB sent around it, the old rule put the
+/// 16 MB one into a message of 18 MB.)
 #[test]
 fn a_value_near_the_largest_travels_in_a_message_of_its_own() {
-    let mut versions = bulk(6, 1);
+    let mut versions = bulk(101, 1);
     for (n, (key, version)) in versions.iter_mut().enumerate() {
-        let size = if n < 5 { 700_000 } else { 16_000_000 };
-        *key = format!("large/{n}");
+        let size = if n < 100 { 64_000 } else { 16_000_000 };
+        *key = format!("large/{n:03}");
         version.data = Some(format!("\"{}\"", "x".repeat(size - 2)));
     }
-    for (empty_initiates, holds_the_first) in [(true, false), (false, false), (true, true)] {
+    for (empty_initiates, holds_every_other) in [(true, false), (false, false), (true, true)] {
         let (full, other) = (store(), store());
         full.merge(&versions).unwrap();
-        if holds_the_first {
-            other.merge(&versions[..1]).unwrap();
+        if holds_every_other {
+            let half: Vec<_> = versions[..100].iter().step_by(2).cloned().collect();
+            other.merge(&half).unwrap();
         }
         let exchange = match empty_initiates {
             true => exchange_locally(&other, &full, RULES),
             false => exchange_locally(&full, &other, RULES),
         };
         let exchange = exchange.unwrap_or_else(|error| {
-            panic!("empty_initiates {empty_initiates}, holds_the_first {holds_the_first}: {error}")
+            panic!(
+                "empty_initiates {empty_initiates}, holds_every_other {holds_every_other}: {error}"
+            )
         });
         assert_eq!(
             other.merkle().unwrap(),
             full.merkle().unwrap(),
             "{exchange:?}"
         );
-        assert_eq!(other.get("large/5").unwrap(), Some(versions[5].1.clone()));
+        assert_eq!(
+            other.get("large/100").unwrap(),
+            Some(versions[100].1.clone())
+        );
     }
 }

@@ -552,10 +552,7 @@ pub(crate) async fn round_loop<T: StreamTransport>(
         last_failed = round.is_err();
         if let Err(error) = round {
             shared.counters.round_failed();
-            // One failure is ordinary (a peer restarting); rounds that keep failing are
-            // told at 4, 8, 16, ... in a row, so that an operator sees why a node stays
-            // `syncing` without a line per round.
-            if failed_in_a_row >= 4 && failed_in_a_row.is_power_of_two() {
+            if worth_a_warning(failed_in_a_row) {
                 tracing::warn!(%node_id, %error, failed_in_a_row, "sync rounds with this peer keep failing");
             } else {
                 tracing::debug!(%node_id, %error, "sync round failed");
@@ -565,9 +562,23 @@ pub(crate) async fn round_loop<T: StreamTransport>(
     }
 }
 
+/// Whether the rounds with a peer that failed `in_a_row` times are told as a warning: one
+/// failure is ordinary (a peer restarting); rounds that keep failing are told at 4, 8,
+/// 16, ... in a row, so that an operator sees why a node stays `syncing` without a line
+/// per round.
+fn worth_a_warning(in_a_row: u32) -> bool {
+    in_a_row >= 4 && in_a_row.is_power_of_two()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{PROGRESS_EVERY_MS, Reported, SessionStats};
+    use super::{PROGRESS_EVERY_MS, Reported, SessionStats, worth_a_warning};
+
+    #[test]
+    fn rounds_that_keep_failing_are_told_less_and_less_often() {
+        let told: Vec<u32> = (0..=100).filter(|&n| worth_a_warning(n)).collect();
+        assert_eq!(told, [4, 8, 16, 32, 64]);
+    }
 
     fn stored(versions_stored: u64) -> SessionStats {
         SessionStats {
