@@ -46,12 +46,16 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     kvs_api::parse_duration(text)
 }
 
-/// A key prefix without its trailing `/` (the keys are `PREFIX/N`); not empty.
+/// A key prefix without its trailing `/` (the keys are `PREFIX/N`): segments that are
+/// not empty (the node checks the rest of a key's rules at the preload).
 fn parse_prefix(text: &str) -> Result<String, String> {
-    match text.trim_end_matches('/') {
-        "" => Err("the prefix must hold at least one character besides '/'".to_owned()),
-        prefix => Ok(prefix.to_owned()),
+    let prefix = text.trim_end_matches('/');
+    if prefix.split('/').any(str::is_empty) {
+        return Err(format!(
+            "{text:?}: a prefix is one or more segments that are not empty, such as bench or a/b"
+        ));
     }
+    Ok(prefix.to_owned())
 }
 
 /// What one connection measured.
@@ -281,8 +285,13 @@ mod tests {
         assert_eq!(prefix(&[]).unwrap(), "bench");
         assert_eq!(prefix(&["--prefix", "wb/"]).unwrap(), "wb");
         assert_eq!(prefix(&["--prefix", "a/b//"]).unwrap(), "a/b");
-        let refused = prefix(&["--prefix", "/"]).unwrap_err().to_string();
-        assert!(refused.contains("besides '/'"), "{refused}");
+        for bad in ["/", "", "/a", "a//b"] {
+            let refused = prefix(&["--prefix", bad]).unwrap_err().to_string();
+            assert!(
+                refused.contains("segments that are not empty"),
+                "{bad:?}: {refused}"
+            );
+        }
     }
 
     #[test]

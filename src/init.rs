@@ -28,14 +28,9 @@ pub fn write_joining(name: &str, join: &str) -> Result<String, String> {
         return Err(format!("{}: exists already", target.display()));
     }
     let seed_path = config_path(join);
-    let mut seed = Config::load(&seed_path).map_err(|e| e.to_string())?;
-    if !seed.clustering_enabled {
-        return Err(format!(
-            "{}: clustering_enabled is false: its node takes no peers, so no node can join \
-             through it (set it to true and restart that node first)",
-            seed_path.display()
-        ));
-    }
+    // Read once: the config may be a pipe.
+    let seed_text = Config::read_text(&seed_path).map_err(|e| e.to_string())?;
+    let mut seed = Config::parse(&seed_text, &seed_path).map_err(|e| e.to_string())?;
     secrets_from_data_dir(&mut seed, &seed_path)?;
     let folder = target.parent().filter(|p| !p.as_os_str().is_empty());
     let taken = ports_of_configs(folder.unwrap_or(Path::new(".")));
@@ -44,8 +39,6 @@ pub fn write_joining(name: &str, join: &str) -> Result<String, String> {
     let advertise = seed.advertise_address.unwrap_or(seed.bind_address);
     let seed_addr = SocketAddr::new(advertise, seed.gossip_port);
     let stem = crate::config::instance_name(&target);
-    let seed_text =
-        std::fs::read_to_string(&seed_path).map_err(|e| format!("{}: {e}", seed_path.display()))?;
     let text = joining_text(&seed_text, &seed, ports, seed_addr, &stem);
     Config::parse(&text, &target)
         .map_err(|e| format!("the config for {stem} would not load: {e}"))?;
@@ -55,8 +48,18 @@ pub fn write_joining(name: &str, join: &str) -> Result<String, String> {
     }
     crate::private_files::write_new(&target, text.as_bytes())
         .map_err(|e| format!("{}: cannot write: {e}", target.display()))?;
+    // The new node clusters whatever the seed's config says; a seed that does not
+    // takes no peers until it does.
+    let unclustered_seed = match seed.clustering_enabled {
+        true => String::new(),
+        false => format!(
+            "; but {} has clustering_enabled: false: set it to true and restart that node, \
+             or no node joins through it",
+            seed_path.display()
+        ),
+    };
     Ok(format!(
-        "wrote {}: http {}:{}, gossip {}, sync {}, data_dir ./data-{stem}, joining through {seed_addr}",
+        "wrote {}: http {}:{}, gossip {}, sync {}, data_dir ./data-{stem}, joining through {seed_addr}{unclustered_seed}",
         target.display(),
         seed.bind_address,
         ports.http,
@@ -110,6 +113,7 @@ fn joining_text(
         ("sync_port", ports.sync.to_string()),
         ("data_dir", format!("./data-{stem}")),
         ("seed_nodes", format!("[\"{seed_addr}\"]")),
+        ("clustering_enabled", "true".to_owned()),
         ("cluster_secret", format!("\"{}\"", seed.cluster_secret)),
         ("jwt_secret", format!("\"{}\"", seed.jwt_secret)),
     ];
@@ -220,10 +224,10 @@ mod tests {
         assert!(again.unwrap_err().contains("exists"));
     }
 
-    /// Found by a README audit: the config was written, with a seed no node would ever
-    /// answer from, and `clustering_enabled: false` copied.
+    /// Found by a README audit: `clustering_enabled: false` was copied into a config
+    /// whose seed would never answer, without a word.
     #[test]
-    fn no_node_joins_through_one_without_clustering() {
+    fn a_node_joining_through_one_without_clustering_clusters_and_is_told() {
         let dir = tempfile::tempdir().unwrap();
         let alone = dir.path().join("alone.yaml");
         let text =
@@ -231,9 +235,10 @@ mod tests {
         assert!(text.contains("clustering_enabled: false"));
         std::fs::write(&alone, text).unwrap();
         let joiner = dir.path().join("joiner");
-        let refused = write_joining(joiner.to_str().unwrap(), alone.to_str().unwrap()).unwrap_err();
-        assert!(refused.contains("clustering_enabled is false"), "{refused}");
-        assert!(!dir.path().join("joiner.yaml").exists());
+        let said = write_joining(joiner.to_str().unwrap(), alone.to_str().unwrap()).unwrap();
+        assert!(said.contains("has clustering_enabled: false"), "{said}");
+        let written = Config::load(&dir.path().join("joiner.yaml")).unwrap();
+        assert!(written.clustering_enabled);
     }
 
     #[test]

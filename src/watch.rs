@@ -27,6 +27,9 @@ const RECONNECT: Duration = Duration::from_secs(1);
 /// changes streamed before it, and a resume from the last id would skip it (found by an
 /// audit: a write held up on its way for a second never printed after a restart).
 const LOOKBACK_MS: u64 = 10_000;
+/// The largest event read (a value of at most 16 MiB with its envelope is far below it),
+/// and the largest refusal: a server that streams without end is not read without bound.
+const MAX_EVENT_BYTES: usize = 64 << 20;
 
 /// `kvs watch`.
 #[derive(Args, Debug)]
@@ -146,7 +149,10 @@ async fn watch_once(
     let status = response.status();
     let mut body = response.into_body();
     if status != hyper::StatusCode::OK {
-        let text = match body.collect().await {
+        let text = match http_body_util::Limited::new(body, MAX_EVENT_BYTES)
+            .collect()
+            .await
+        {
             Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
             Err(error) => error.to_string(),
         };
@@ -162,6 +168,12 @@ async fn watch_once(
             continue;
         };
         buffer.push_str(&String::from_utf8_lossy(bytes));
+        if buffer.len() + pending.data.len() > MAX_EVENT_BYTES {
+            return Err(Ended::Stop(Stop(format!(
+                "an event of the stream is over {} MiB, more than a kvs node sends: is it one?",
+                MAX_EVENT_BYTES >> 20
+            ))));
+        }
         while let Some(end) = buffer.find('\n') {
             let line: String = buffer.drain(..=end).collect();
             take_line(line.trim_end_matches(['\r', '\n']), &mut pending, delivered);

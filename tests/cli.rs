@@ -550,7 +550,7 @@ fn an_answer_without_end_is_refused_past_a_bound() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    for args in [&["get", "k"][..], &["ls"], &["members"]] {
+    for args in [&["get", "k"][..], &["ls"], &["members"], &["watch", "p"]] {
         let mut args = args.to_vec();
         args.extend(["--addr", addr.as_str()]);
         let out = run_kvs(&args, dir.path(), &[]);

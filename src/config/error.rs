@@ -135,15 +135,16 @@ const MAX_MESSAGE_CHARS: usize = 300;
 
 /// serde_yaml's message on one line, cut after [`MAX_MESSAGE_CHARS`].
 fn one_line(error: &serde_yaml::Error) -> String {
-    let line = error.to_string().replace('\n', " ");
-    if let Some(unknown) = unknown_key(&line) {
-        return unknown;
-    }
+    let serde_line = error.to_string().replace('\n', " ");
+    let line = unknown_key(&serde_line).unwrap_or(serde_line);
     match line.char_indices().nth(MAX_MESSAGE_CHARS) {
         Some((cut, _)) => format!("{}... ({} more bytes)", &line[..cut], line.len() - cut),
         None => line,
     }
 }
+
+/// The longest unknown key matched against the known ones (which are far shorter).
+const MAX_KEY_CHARS: usize = 64;
 
 /// serde's "unknown field `probe_intervall`, expected one of `node_id`, ... at line 2
 /// column 1", whose list of every key would be cut, as "unknown key `probe_intervall` at
@@ -151,6 +152,10 @@ fn one_line(error: &serde_yaml::Error) -> String {
 fn unknown_key(message: &str) -> Option<String> {
     let (_, rest) = message.split_once("unknown field `")?;
     let (name, rest) = rest.split_once('`')?;
+    // A key no config has (`? <a long text>`): named, cut at the end, without a match.
+    if name.len() > MAX_KEY_CHARS {
+        return None;
+    }
     let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
     let at = rest.rfind(" at line ").map_or("", |at| &rest[at..]);
     // A key a few edits away, else one the name begins (`membership`).

@@ -270,9 +270,14 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads and checks a config file; no more of it is read than a config may hold (a
-    /// link to `/dev/zero` is refused, not read for ever).
+    /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::parse(&Self::read_text(path)?, path)
+    }
+
+    /// The text of a config file; no more of it is read than a config may hold (a link
+    /// to `/dev/zero` is refused, not read for ever).
+    pub fn read_text(path: &Path) -> Result<String, ConfigError> {
         use std::io::Read;
         let read_error = |source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -285,13 +290,21 @@ impl Config {
                     .read_to_end(&mut bytes)
             })
             .map_err(read_error)?;
-        let text = String::from_utf8(bytes).map_err(|_| {
+        if bytes.len() > error::MAX_CONFIG_BYTES {
+            return Err(ConfigError::Unlike {
+                path: path.to_path_buf(),
+                why: format!(
+                    "more than {} bytes, the most a config file holds",
+                    error::MAX_CONFIG_BYTES
+                ),
+            });
+        }
+        String::from_utf8(bytes).map_err(|_| {
             read_error(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 "stream did not contain valid UTF-8",
             ))
-        })?;
-        Self::parse(&text, path)
+        })
     }
 
     /// Checks relations between fields.

@@ -492,6 +492,10 @@ fn an_unknown_key_is_named_with_its_line_and_the_key_it_is_closest_to() {
         other.contains("(did you mean `membership_profile`?)"),
         "{other}"
     );
+    // A key of a whole file's length is cut as any message is.
+    let long = format!("node_id: a\n? {}\n: 1\n", "k".repeat(100_000));
+    let said = parse(&long).unwrap_err().to_string();
+    assert!(said.len() < 500 && said.contains("more bytes"), "{said}");
     let far = parse("node_id: a\nzzzzzz: 1\n").unwrap_err().to_string();
     assert_eq!(
         far,
