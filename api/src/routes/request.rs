@@ -54,6 +54,11 @@ impl Query {
         )))
     }
 
+    /// Whether the query string holds no parameter.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
