@@ -201,6 +201,17 @@ pub(super) fn recover(dir: &Path) -> Result<Vec<Recovered>, StoreError> {
                             path.display()
                         )));
                     }
+                    if whole_but_damaged(&bytes, at) {
+                        return Err(StoreError::Backend(format!(
+                            "write-ahead log segment {} is damaged at byte {at} (after {records} \
+                             records): its last record is whole, with no part left unwritten, \
+                             but its checksum does not match; a crash does not leave that, so \
+                             the store is not opened, to skip no acknowledged write. To start \
+                             without it, cut it there (`truncate -s {at} {}`), or restore a backup",
+                            path.display(),
+                            path.display()
+                        )));
+                    }
                     tracing::warn!(path = %path.display(), "the write-ahead log ends in a torn record; it is dropped");
                     break;
                 }
@@ -252,6 +263,41 @@ fn damage_before_a_record(bytes: &[u8], at: usize, last_seq: u64) -> Option<u64>
             from + SECTOR <= at + offset && bytes[from..from + SECTOR].iter().all(|&b| b == 0)
         });
     (!unwritten_head && !zeroed_sector).then_some(seq)
+}
+
+/// Whether the bad record at byte `at` of the newest segment `bytes` is whole (its length
+/// ends it within the file) with a checksum that does not match, and no part of it left
+/// as zeros: neither a sector of it (split at the file's sector boundaries, as etcd tells
+/// a torn entry) nor its end (an append that failed midway wrote a prefix). A crash
+/// leaves the part of an append not yet written as zeros (segments are zeroed ahead, and
+/// a file grows with zeros), so such a record was written whole, acknowledged, and
+/// damaged since.
+fn whole_but_damaged(bytes: &[u8], at: usize) -> bool {
+    const SECTOR: usize = 512;
+    let Some(head) = bytes.get(at..at + 8) else {
+        return false;
+    };
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if !(11..=MAX_RECORD).contains(&len) {
+        return false;
+    }
+    let end = at + 8 + len as usize;
+    let Some(payload) = bytes.get(at + 8..end) else {
+        return false;
+    };
+    if crc32fast::hash(payload) == crc || payload.last() == Some(&0) {
+        return false;
+    }
+    let mut from = at;
+    while from < end {
+        let to = ((from / SECTOR + 1) * SECTOR).min(end);
+        if bytes[from..to].iter().all(|&byte| byte == 0) {
+            return false;
+        }
+        from = to;
+    }
+    true
 }
 
 /// Why a record could not be read.

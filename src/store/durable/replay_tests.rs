@@ -56,6 +56,69 @@ fn a_torn_tail_is_dropped_on_open_and_later_writes_survive_the_next_restart() {
     assert_eq!(store.stats().unwrap().keys, 3);
 }
 
+/// Found by an audit: a byte changed inside the log's last record, whole and
+/// acknowledged, was dropped as a torn write (the write lost, with a warning). A record
+/// whole but with a wrong checksum and no part left as zeros is damage, and refused; one
+/// whose end is zeros (not yet written when the crash came) is still a torn write.
+#[test]
+fn a_whole_last_record_damaged_is_refused_where_a_torn_one_is_dropped() {
+    let crashed = tempfile::tempdir().unwrap();
+    drop(DurableStore::open(crashed.path(), StoreOptions::default(), None).unwrap());
+    let wal_dir = crashed.path().join("wal");
+    let versions: Vec<Version> = (1..=2)
+        .map(|n| plan_write(None, &put(&format!("k{n}"), &"7".repeat(2000)), 10 * n).unwrap())
+        .collect();
+    let mut wal = Wal::start(&wal_dir, 1).unwrap();
+    let items: Vec<Logged> = versions
+        .iter()
+        .enumerate()
+        .map(|(n, v)| Logged::Version(staged_as(&format!("k{}", n + 1), v)))
+        .collect();
+    wal.append(&[(1, &items[0])]).unwrap();
+    let segment = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let first_end = std::fs::metadata(&segment).unwrap().len() as usize;
+    wal.append(&[(2, &items[1])]).unwrap();
+    drop(wal);
+    let whole = std::fs::read(&segment).unwrap();
+    assert!(
+        whole.len() > first_end + 2000,
+        "the second record is in the file"
+    );
+    let last_byte = whole.len() - 1;
+    let trial = |change: &dyn Fn(&mut Vec<u8>)| {
+        let dir = tempfile::tempdir().unwrap();
+        copy_data_dir(crashed.path(), dir.path());
+        let mut bytes = whole.clone();
+        change(&mut bytes);
+        std::fs::write(
+            dir.path().join("wal").join(segment.file_name().unwrap()),
+            bytes,
+        )
+        .unwrap();
+        DurableStore::open(dir.path(), StoreOptions::default(), None)
+            .map(|store| store.get("k2").unwrap().is_some())
+            .map_err(|error| error.to_string())
+    };
+    // One byte changed in the middle of the last record: refused, saying where to cut.
+    let flipped = trial(&|bytes| bytes[first_end + 1000] ^= 0x5a).unwrap_err();
+    assert!(
+        flipped.contains(&format!("damaged at byte {first_end}"))
+            && flipped.contains("truncate -s"),
+        "{flipped}"
+    );
+    // Its end left as zeros (a crash before that part was written, or an append that
+    // failed midway): dropped.
+    assert_eq!(trial(&|bytes| bytes[last_byte - 300..].fill(0)), Ok(false));
+    assert_eq!(trial(&|bytes| bytes[last_byte - 5..].fill(0)), Ok(false));
+    // Whole and intact: replayed.
+    assert_eq!(trial(&|_| {}), Ok(true));
+}
+
 #[test]
 fn a_replayed_log_restores_writes_lmdb_never_saw() {
     let dir = tempfile::tempdir().unwrap();
