@@ -8,10 +8,10 @@ use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// The largest answer read whole: a value (at most 16 MiB) with its envelope, or a page of
-/// a listing, is far below it; a server that streams without end (a mistyped `--addr`) is
-/// not read into memory without bound.
-const MAX_ANSWER_BYTES: usize = 64 << 20;
+/// The largest answer read whole, and the largest event of a `/watch` stream: a value (at
+/// most 16 MiB) with its envelope, or a page of a listing, is far below it; a server that
+/// streams without end (a mistyped `--addr`) is not read into memory without bound.
+pub(crate) const MAX_ANSWER_BYTES: usize = 64 << 20;
 
 /// A failure to talk to the node (not an HTTP error status).
 #[derive(Debug, thiserror::Error)]

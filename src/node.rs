@@ -1,22 +1,16 @@
 //! Wiring of a running node: store, group committer, HTTP API, membership and
 //! replication (pushes and anti-entropy, `kvs_sync::driver` over QUIC), the background
 //! upkeep (`node/upkeep.rs`: purge, scheduled backups, facts kept for the next start),
-//! and graceful shutdown.
+//! and graceful shutdown; the API's view of it is `node/backend.rs`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kvs_api::{Api, ApiConfig, AuthConfig, Backend, BackupInfo, MemberInfo, RateLimit};
+use kvs_api::{Api, ApiConfig, AuthConfig, RateLimit};
 use kvs_sync::driver::{KeptFacts, Replication, ReplicationConfig};
-use kvs_sync::{
-    AuditEntry, AuditVerdict, Store, StoreError, SyncStatus, WriteOp, WriteOutcome, WriteRejected,
-};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::Registry;
+use kvs_sync::{Store, StoreError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -91,148 +85,6 @@ impl NodeError {
     /// A failed system call, saying what the node was doing.
     pub fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> Self {
         move |source| Self::Io { what, source }
-    }
-}
-
-/// The node as the API sees it.
-pub struct NodeBackend {
-    node_id: String,
-    joined_at: u64,
-    http_addr: SocketAddr,
-    gossip_addr: SocketAddr,
-    store: Arc<DurableStore>,
-    committer: GroupCommitter,
-    cluster: Option<Cluster>,
-    replication: Option<Arc<Replication<QuicTransport>>>,
-    data_dir: PathBuf,
-    /// Turns true when the node begins to shut down.
-    shutdown: watch::Receiver<bool>,
-}
-
-impl Backend for NodeBackend {
-    fn node_id(&self) -> &str {
-        &self.node_id
-    }
-
-    fn joined_at(&self) -> u64 {
-        self.joined_at
-    }
-
-    fn now_ms(&self) -> u64 {
-        now_ms()
-    }
-
-    fn store(&self) -> &dyn Store {
-        self.store.as_ref()
-    }
-
-    fn watch(&self) -> Option<tokio::sync::broadcast::Receiver<kvs_sync::Change>> {
-        Some(self.store.watch())
-    }
-
-    fn arrivals(&self) -> Option<&kvs_sync::Arrivals> {
-        Some(self.store.arrivals())
-    }
-
-    fn stopping(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
-        let mut shutdown = self.shutdown.clone();
-        async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        }
-    }
-
-    async fn write(&self, op: WriteOp) -> Result<Result<WriteOutcome, WriteRejected>, StoreError> {
-        let key = op.key.clone();
-        let result = self.committer.write(op).await;
-        if let (Some(replication), Ok(Ok(outcome))) = (&self.replication, &result) {
-            replication.push(&key, &outcome.version);
-        }
-        result
-    }
-
-    fn members(&self) -> Vec<MemberInfo> {
-        if let Some(cluster) = &self.cluster {
-            return cluster.members();
-        }
-        vec![MemberInfo {
-            node_id: self.node_id.clone(),
-            gossip_addr: self.gossip_addr.to_string(),
-            http_addr: self.http_addr.to_string(),
-            state: "alive".into(),
-            incarnation: 0,
-            joined_at: self.joined_at,
-            flap_score: 0.0,
-        }]
-    }
-
-    async fn create_backup(&self) -> Result<BackupInfo, StoreError> {
-        let (store, data_dir) = (Arc::clone(&self.store), self.data_dir.clone());
-        tokio::task::spawn_blocking(move || crate::backup::take(&store, &data_dir))
-            .await
-            .map_err(|e| StoreError::Backend(format!("the backup task failed: {e}")))?
-    }
-
-    fn list_backups(&self) -> Result<Vec<BackupInfo>, StoreError> {
-        crate::backup::list(&self.data_dir)
-    }
-
-    fn audit_entries(
-        &self,
-        since_seq: u64,
-        limit: usize,
-    ) -> Result<Option<Vec<AuditEntry>>, StoreError> {
-        self.store.audit_entries(since_seq, limit)
-    }
-
-    fn verify_audit(&self) -> Result<Option<AuditVerdict>, StoreError> {
-        self.store.verify_audit()
-    }
-
-    fn syncing(&self) -> bool {
-        self.replication.as_ref().is_some_and(|r| r.syncing())
-    }
-
-    fn sync_status(&self) -> Result<SyncStatus, StoreError> {
-        match &self.replication {
-            Some(replication) => replication.status(),
-            None => Ok(SyncStatus {
-                merkle_root: format!("{:016x}", self.store.merkle()?.root()),
-                keys: self.store.stats()?.keys,
-                syncing: false,
-                peers: Vec::new(),
-            }),
-        }
-    }
-
-    fn register_metrics(&self, registry: &mut Registry) {
-        // With clustering off the same families are there: this node alone, no sync.
-        match &self.cluster {
-            Some(cluster) => cluster.register_metrics(registry),
-            None => crate::cluster::register_single_node_metrics(registry, &self.node_id),
-        }
-        match &self.replication {
-            Some(replication) => replication.register_metrics(registry),
-            None => kvs_sync::driver::register_unreplicated_metrics(registry),
-        }
-        if let Ok(used) = self.store.lmdb().used_bytes() {
-            registry.register(
-                "kvs_store_used_bytes",
-                "Bytes of the data file's pages that hold data; kvs_store_bytes less this is \
-                 free pages, which kvs compact gives back with the unused room of part-filled pages",
-                ConstGauge::new(used),
-            );
-        }
-        let stats = self.committer.stats();
-        registry.register(
-            "kvs_store_commits",
-            "Store commits (one fsync each)",
-            ConstCounter::new(stats.commits.load(Ordering::Relaxed)),
-        );
-        registry.register(
-            "kvs_store_committed_writes",
-            "Writes committed",
-            ConstCounter::new(stats.ops.load(Ordering::Relaxed)),
-        );
     }
 }
 
@@ -593,7 +445,10 @@ fn replication_config(
     }
 }
 
+mod backend;
 mod upkeep;
+
+pub use self::backend::NodeBackend;
 
 pub use upkeep::KEEP_NODE_FACTS_EVERY;
 

@@ -16,7 +16,7 @@ use hyper::Method;
 use percent_encoding::utf8_percent_encode;
 
 use crate::client::{QUERY_ESCAPES, Target};
-use crate::http_client::Connection;
+use crate::http_client::{Connection, MAX_ANSWER_BYTES};
 
 /// How long to wait before connecting again after the stream ended.
 const RECONNECT: Duration = Duration::from_secs(1);
@@ -27,9 +27,6 @@ const RECONNECT: Duration = Duration::from_secs(1);
 /// changes streamed before it, and a resume from the last id would skip it (found by an
 /// audit: a write held up on its way for a second never printed after a restart).
 const LOOKBACK_MS: u64 = 10_000;
-/// The largest event read (a value of at most 16 MiB with its envelope is far below it),
-/// and the largest refusal: a server that streams without end is not read without bound.
-const MAX_EVENT_BYTES: usize = 64 << 20;
 
 /// `kvs watch`.
 #[derive(Args, Debug)]
@@ -149,7 +146,7 @@ async fn watch_once(
     let status = response.status();
     let mut body = response.into_body();
     if status != hyper::StatusCode::OK {
-        let text = match http_body_util::Limited::new(body, MAX_EVENT_BYTES)
+        let text = match http_body_util::Limited::new(body, MAX_ANSWER_BYTES)
             .collect()
             .await
         {
@@ -168,10 +165,10 @@ async fn watch_once(
             continue;
         };
         buffer.push_str(&String::from_utf8_lossy(bytes));
-        if buffer.len() + pending.data.len() > MAX_EVENT_BYTES {
+        if buffer.len() + pending.data.len() > MAX_ANSWER_BYTES {
             return Err(Ended::Stop(Stop(format!(
                 "an event of the stream is over {} MiB, more than a kvs node sends: is it one?",
-                MAX_EVENT_BYTES >> 20
+                MAX_ANSWER_BYTES >> 20
             ))));
         }
         while let Some(end) = buffer.find('\n') {

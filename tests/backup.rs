@@ -5,6 +5,7 @@ mod common;
 
 use common::{Node, request, run_kvs};
 use heed::types::Bytes;
+use std::time::Duration;
 
 fn root(node: &Node) -> String {
     let token = std::fs::read_to_string(node.data_dir().join("root.token")).unwrap();
@@ -421,7 +422,9 @@ fn a_data_dir_whose_data_file_is_gone_is_refused_until_a_backup_is_restored() {
             _ => std::fs::remove_file(&data_file).unwrap(),
         }
         for command in ["run", "compact"] {
-            let out = run_for_at_most_20_s(&[command, &config_arg(&node)], node.dir.path());
+            let config = config_arg(&node);
+            let args = [command, config.as_str()];
+            let out = common::run_kvs_within(&args, node.dir.path(), Duration::from_secs(20));
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(!out.status.success(), "{lost}, kvs {command}: {stderr}");
             assert!(
@@ -445,30 +448,4 @@ fn a_data_dir_whose_data_file_is_gone_is_refused_until_a_backup_is_restored() {
     kvs_ok(&node, "restore", &[&backup]);
     node.launch();
     assert_eq!(get_status(&node, &auth, "kept/1"), 200);
-}
-
-/// `kvs ARGS` in `cwd`, killed (and the test failed) if it still runs after 20 s: a node
-/// that should have refused to start would otherwise hang the test.
-fn run_for_at_most_20_s(args: &[&str], cwd: &std::path::Path) -> std::process::Output {
-    let mut child = std::process::Command::new(common::kvs_bin())
-        .args(args)
-        .current_dir(cwd)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "kvs {args:?} still ran after 20 s: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
 }

@@ -170,22 +170,8 @@ fn watch_of_an_address_where_nothing_listens_exits_1_at_once() {
         .unwrap()
         .port();
     let addr = format!("http://127.0.0.1:{port}");
-    let mut watch = std::process::Command::new(common::kvs_bin())
-        .args(["watch", "p/", "--addr", &addr])
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while watch.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    if watch.try_wait().unwrap().is_none() {
-        let _ = watch.kill();
-    }
-    let out = watch.wait_with_output().unwrap();
+    let args = ["watch", "p/", "--addr", &addr];
+    let out = common::run_kvs_within(&args, dir.path(), std::time::Duration::from_secs(20));
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.contains("cannot connect"), "{said}");

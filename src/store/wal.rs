@@ -21,6 +21,7 @@
 //! the last segment's replay (nothing after it was ever acknowledged); damage followed by
 //! whole records in the last segment (unless it is the zeros a crash leaves), damage in a
 //! closed segment, or a read error stops the store from opening instead (see [`recover`]).
+//! How a torn tail is told from damage is in `wal_damage.rs`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write as _};
@@ -31,6 +32,7 @@ use std::thread::JoinHandle;
 
 use kvs_sync::StoreError;
 
+use self::damage::{damage_before_a_record, rest_is_zeros, whole_but_damaged};
 use super::faults::{Faults, Segment};
 use super::lmdb::{Logged, Staged};
 use super::record;
@@ -232,72 +234,14 @@ pub(super) fn recover(dir: &Path) -> Result<Vec<Recovered>, StoreError> {
     Ok(out)
 }
 
-/// Whether `tail` is all zeros.
-fn rest_is_zeros(tail: &[u8]) -> bool {
-    tail.iter().all(|&byte| byte == 0)
-}
-
-/// Where a bad record begins at byte `at` of the newest segment `bytes`, whose last good
-/// record has `last_seq`: the seq of a whole record after it, when one follows and the
-/// bad bytes before it hold no zeroed sector (a crash leaves the space an append had not
-/// yet written as zeros, and may write a later page of that append before an earlier one).
-fn damage_before_a_record(bytes: &[u8], at: usize, last_seq: u64) -> Option<u64> {
-    const SECTOR: usize = 512;
-    let tail = &bytes[at..];
-    let most = last_seq.saturating_add(tail.len() as u64);
-    let (offset, seq) = (1..tail.len().saturating_sub(8 + 11 - 1)).find_map(|offset| {
-        let seq = u64::from_be_bytes(tail[offset + 8..offset + 16].try_into().ok()?);
-        if seq <= last_seq || seq > most {
-            return None;
-        }
-        match read_record(&mut &tail[offset..]) {
-            Ok(Some(record)) if record.seq == seq => Some((offset, seq)),
-            _ => None,
-        }
-    })?;
-    let bad = &tail[..offset];
-    let unwritten_head = bad.len() >= 8 && bad[..8].iter().all(|&b| b == 0);
-    let zeroed_sector = (at.div_ceil(SECTOR) * SECTOR..at + offset)
-        .step_by(SECTOR)
-        .any(|from| {
-            from + SECTOR <= at + offset && bytes[from..from + SECTOR].iter().all(|&b| b == 0)
-        });
-    (!unwritten_head && !zeroed_sector).then_some(seq)
-}
-
-/// Whether the bad record at byte `at` of the newest segment `bytes` is whole (its length
-/// ends it within the file) with a checksum that does not match, and no part of it left
-/// as zeros: neither a sector of it (split at the file's sector boundaries, as etcd tells
-/// a torn entry) nor its end (an append that failed midway wrote a prefix). A crash
-/// leaves the part of an append not yet written as zeros (segments are zeroed ahead, and
-/// a file grows with zeros), so such a record was written whole, acknowledged, and
-/// damaged since.
-fn whole_but_damaged(bytes: &[u8], at: usize) -> bool {
-    const SECTOR: usize = 512;
-    let Some(head) = bytes.get(at..at + 8) else {
-        return false;
-    };
+/// A record's length and checksum from its first 8 bytes; `None` for a length no record
+/// has (a payload holds at least a seq, a kind and a key's length).
+fn record_header(head: &[u8; 8]) -> Option<(usize, u32)> {
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
     let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-    if !(11..=MAX_RECORD).contains(&len) {
-        return false;
-    }
-    let end = at + 8 + len as usize;
-    let Some(payload) = bytes.get(at + 8..end) else {
-        return false;
-    };
-    if crc32fast::hash(payload) == crc || payload.last() == Some(&0) {
-        return false;
-    }
-    let mut from = at;
-    while from < end {
-        let to = ((from / SECTOR + 1) * SECTOR).min(end);
-        if bytes[from..to].iter().all(|&byte| byte == 0) {
-            return false;
-        }
-        from = to;
-    }
-    true
+    (11..=MAX_RECORD)
+        .contains(&len)
+        .then_some((len as usize, crc))
 }
 
 /// Why a record could not be read.
@@ -331,12 +275,10 @@ fn read_record(reader: &mut impl Read) -> Result<Option<Recovered>, ReadError> {
         8 => {}
         _ => return Err(ReadError::Torn),
     }
-    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
-    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-    if !(11..=MAX_RECORD).contains(&len) {
+    let Some((len, crc)) = record_header(&head) else {
         return Err(ReadError::Torn);
-    }
-    let mut payload = vec![0u8; len as usize];
+    };
+    let mut payload = vec![0u8; len];
     if fill(reader, &mut payload)? < payload.len() || crc32fast::hash(&payload) != crc {
         return Err(ReadError::Torn);
     }
@@ -596,6 +538,9 @@ fn encode_item(item: &Logged, payload: &mut Vec<u8>) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+#[path = "wal_damage.rs"]
+mod damage;
 
 #[cfg(test)]
 #[path = "wal_tests.rs"]

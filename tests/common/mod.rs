@@ -264,3 +264,30 @@ pub fn run_kvs(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> std::process:
     }
     command.output().expect("run kvs")
 }
+
+/// Runs `kvs` with `args` in `cwd` to completion, killed (and the test failed, with what
+/// it printed) if it still runs after `limit`: a command that should end at once, or a
+/// node that should have refused to start, would otherwise hang the test.
+pub fn run_kvs_within(args: &[&str], cwd: &Path, limit: Duration) -> std::process::Output {
+    let mut child = Command::new(kvs_bin())
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kvs");
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "kvs {args:?} still ran after {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}

@@ -91,13 +91,6 @@ impl<B: Backend> Api<B> {
         let precondition = precondition(request.headers)?;
         let text = read_json_body(request.headers, body, self.config.max_value_bytes).await?;
         let change: UpdateMeta = from_object(&text, "not a metadata change")?;
-        let (users, groups) = if change.owner.is_some() || change.group.is_some() {
-            (self.users().await?, self.groups().await?)
-        } else {
-            (Vec::new(), Vec::new())
-        };
-        let meta = key_meta(current);
-        let new = plan_update_meta(&meta, &change, &users, &groups)?;
         if change.names_nothing() {
             // `{}`, or only the read-only fields: no new version (whose new ETag would fail
             // every client holding the current one), revision, event or audit entry. The
@@ -110,6 +103,12 @@ impl<B: Backend> Api<B> {
             }
             return Ok(meta_response(&now));
         }
+        let (users, groups) = if change.owner.is_some() || change.group.is_some() {
+            (self.users().await?, self.groups().await?)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let new = plan_update_meta(&key_meta(current), &change, &users, &groups)?;
         let mutation = Mutation::SetMeta {
             owner: new.owner,
             group: new.group,

@@ -32,6 +32,7 @@ use super::wal::{self, Wal, WalError};
 
 mod applier;
 mod audit;
+mod lost_store;
 mod room;
 mod staging;
 mod store;
@@ -39,6 +40,7 @@ mod store;
 use self::applier::{APPLY_BATCH, APPLY_BYTES, Pending, Shared, apply_loop};
 use self::audit::Audit;
 pub(crate) use self::audit::write_head_file as write_audit_head;
+use self::lost_store::refuse_a_lost_data_file;
 use self::room::replay_failed;
 use self::staging::{Batch, Durability, Log};
 #[cfg(test)]
@@ -54,36 +56,6 @@ const WATCH_BUFFER: usize = 1024;
 /// The error of every write once the log is broken (see `Log::broken`).
 fn broken_log(reason: &str) -> StoreError {
     StoreError::Backend(format!("the write-ahead log is broken: {reason}"))
-}
-
-/// Refuses a data dir whose store is gone: its write-ahead log's folder, made right
-/// after the store's first commit, is there, but `data.mdb` is missing or empty (deleted,
-/// or emptied by a crash on a file system that allocates late). Opened, it would be a new,
-/// empty store (found by an audit: the node came up empty, with new secrets and a new
-/// root token, its audit chain broken for good).
-fn refuse_a_lost_data_file(dir: &Path, wal_dir: &Path) -> Result<(), StoreError> {
-    if !wal_dir.is_dir() {
-        return Ok(());
-    }
-    let data_file = dir.join("data.mdb");
-    let lost = match std::fs::metadata(&data_file) {
-        Ok(found) if found.len() > 0 => return Ok(()),
-        Ok(_) => "is empty",
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => "is missing",
-        Err(error) => {
-            return Err(StoreError::Backend(format!(
-                "{}: {error}",
-                data_file.display()
-            )));
-        }
-    };
-    Err(StoreError::Backend(format!(
-        "{} {lost}, but this data dir held a store (its write-ahead log is in {}): \
-         restore a backup into it (kvs restore), or move the data dir away to start a new, \
-         empty node",
-        data_file.display(),
-        wal_dir.display()
-    )))
 }
 
 /// LMDB with a write-ahead log and a background applier; see the module doc.

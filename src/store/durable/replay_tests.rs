@@ -7,40 +7,43 @@ use crate::store::lmdb::Staged;
 use crate::store::record;
 use kvs_sync::conformance::put;
 
+/// The versions of `count` puts of `data` to keys `k1`, `k2`, ... (at 10 ms, 20 ms, ...),
+/// and the log's items for them.
+fn written(count: u64, data: &str) -> (Vec<Version>, Vec<Logged>) {
+    let versions: Vec<Version> = (1..=count)
+        .map(|n| plan_write(None, &put(&format!("k{n}"), data), 10 * n).unwrap())
+        .collect();
+    let items = versions
+        .iter()
+        .enumerate()
+        .map(|(n, v)| Logged::Version(staged_as(&format!("k{}", n + 1), v)))
+        .collect();
+    (versions, items)
+}
+
+/// The one segment of the log in `wal_dir`.
+fn only_segment(wal_dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(wal_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
 #[test]
 fn a_torn_tail_is_dropped_on_open_and_later_writes_survive_the_next_restart() {
     let dir = tempfile::tempdir().unwrap();
     let wal_dir = dir.path().join("wal");
     drop(DurableStore::open(dir.path(), StoreOptions::default(), None).unwrap());
     // A log as a crash leaves it: two whole records and half of a third.
-    let versions: Vec<Version> = (1..=3)
-        .map(|n| plan_write(None, &put(&format!("k{n}"), "1"), 10 * n).unwrap())
-        .collect();
+    let (versions, items) = written(3, "1");
     let mut wal = Wal::start(&wal_dir, 1).unwrap();
-    let items: Vec<Logged> = versions
-        .iter()
-        .enumerate()
-        .map(|(n, v)| Logged::Version(staged_as(&format!("k{}", n + 1), v)))
-        .collect();
     wal.append(&[(1, &items[0]), (2, &items[1])]).unwrap();
-    let whole = std::fs::metadata(
-        std::fs::read_dir(&wal_dir)
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path(),
-    )
-    .unwrap()
-    .len();
+    let whole = std::fs::metadata(only_segment(&wal_dir)).unwrap().len();
     wal.append(&[(3, &items[2])]).unwrap();
     drop(wal);
-    let segment = std::fs::read_dir(&wal_dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let segment = only_segment(&wal_dir);
     let bytes = std::fs::read(&segment).unwrap();
     let torn = whole as usize + (bytes.len() - whole as usize) / 2;
     std::fs::write(&segment, &bytes[..torn]).unwrap();
@@ -65,22 +68,10 @@ fn a_whole_last_record_damaged_is_refused_where_a_torn_one_is_dropped() {
     let crashed = tempfile::tempdir().unwrap();
     drop(DurableStore::open(crashed.path(), StoreOptions::default(), None).unwrap());
     let wal_dir = crashed.path().join("wal");
-    let versions: Vec<Version> = (1..=2)
-        .map(|n| plan_write(None, &put(&format!("k{n}"), &"7".repeat(2000)), 10 * n).unwrap())
-        .collect();
+    let (_, items) = written(2, &"7".repeat(2000));
     let mut wal = Wal::start(&wal_dir, 1).unwrap();
-    let items: Vec<Logged> = versions
-        .iter()
-        .enumerate()
-        .map(|(n, v)| Logged::Version(staged_as(&format!("k{}", n + 1), v)))
-        .collect();
     wal.append(&[(1, &items[0])]).unwrap();
-    let segment = std::fs::read_dir(&wal_dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let segment = only_segment(&wal_dir);
     let first_end = std::fs::metadata(&segment).unwrap().len() as usize;
     wal.append(&[(2, &items[1])]).unwrap();
     drop(wal);

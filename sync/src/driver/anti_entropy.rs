@@ -18,6 +18,7 @@ use kvs_net::{BiStream, Connection, StreamTransport};
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 
+use super::peers::worth_a_warning;
 use super::standing::Completed;
 use super::{KIND_SYNC, Shared};
 use crate::protocol::{Message, decode, encode};
@@ -562,23 +563,9 @@ pub(crate) async fn round_loop<T: StreamTransport>(
     }
 }
 
-/// Whether the rounds with a peer that failed `in_a_row` times are told as a warning: one
-/// failure is ordinary (a peer restarting); rounds that keep failing are told at 4, 8,
-/// 16, ... in a row, so that an operator sees why a node stays `syncing` without a line
-/// per round.
-fn worth_a_warning(in_a_row: u32) -> bool {
-    in_a_row >= 4 && in_a_row.is_power_of_two()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{PROGRESS_EVERY_MS, Reported, SessionStats, worth_a_warning};
-
-    #[test]
-    fn rounds_that_keep_failing_are_told_less_and_less_often() {
-        let told: Vec<u32> = (0..=100).filter(|&n| worth_a_warning(n)).collect();
-        assert_eq!(told, [4, 8, 16, 32, 64]);
-    }
+    use super::{PROGRESS_EVERY_MS, Reported, SessionStats};
 
     fn stored(versions_stored: u64) -> SessionStats {
         SessionStats {

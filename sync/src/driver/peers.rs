@@ -154,3 +154,22 @@ impl<T: StreamTransport> Shared<T> {
         peer.failed_rounds
     }
 }
+
+/// Whether the rounds with a peer that failed `in_a_row` times are told as a warning: one
+/// failure is ordinary (a peer restarting); rounds that keep failing are told at 4, 8,
+/// 16, ... in a row, so that an operator sees why a node stays `syncing` without a line
+/// per round.
+pub(super) fn worth_a_warning(in_a_row: u32) -> bool {
+    in_a_row >= 4 && in_a_row.is_power_of_two()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worth_a_warning;
+
+    #[test]
+    fn rounds_that_keep_failing_are_told_less_and_less_often() {
+        let told: Vec<u32> = (0..=100).filter(|&n| worth_a_warning(n)).collect();
+        assert_eq!(told, [4, 8, 16, 32, 64]);
+    }
+}
