@@ -13,7 +13,7 @@ use kvs_net::Clock;
 use kvs_scenarios::Network;
 use kvs_scenarios::simnet::{SimNet, SimStreams};
 use kvs_sync::driver::{Replication, ReplicationConfig};
-use kvs_sync::{MemoryStore, Store, StoreOptions};
+use kvs_sync::{MemoryStore, Store, StoreOptions, Version};
 use tokio::sync::watch;
 
 /// Three nodes on `net` (a one-second `sync_interval`), each told the other two are
@@ -63,9 +63,16 @@ fn write_and_push(
     store: &MemoryStore,
     key: &str,
 ) {
+    let version = write_unpushed(net, i, store, key);
+    node.push(key, &version);
+}
+
+/// Writes `key` on node `i`'s `store` at its clock, without a push (anti-entropy alone
+/// can bring it); the version written.
+fn write_unpushed(net: &SimNet, i: usize, store: &MemoryStore, key: &str) -> Version {
     let now_ms = net.clock(i).unix_micros() / 1000;
     let outcome = store.write_batch(&[write(key)], now_ms).expect("write");
-    node.push(key, &outcome[0].as_ref().expect("accepted").version);
+    outcome[0].as_ref().expect("accepted").version.clone()
 }
 
 /// n1 and n3 cannot reach each other, and n2 cannot reach n3 (n3 still reaches n2);
@@ -161,10 +168,7 @@ fn a_silent_peer_holds_up_no_round_with_the_others() {
     // n3 behind; the first key anti-entropy alone can bring (n2 never pushes it) is
     // written then.
     net.run_until(Duration::from_secs(14));
-    let now_ms = net.clock(1).unix_micros() / 1000;
-    stores[1]
-        .write_batch(&[write("only-n2")], now_ms)
-        .expect("write");
+    write_unpushed(&net, 1, &stores[1], "only-n2");
     net.run_until(Duration::from_secs(26));
     assert!(
         stores[0].get("only-n2").expect("get").is_some(),
@@ -185,10 +189,7 @@ fn a_round_with_a_peer_that_went_silent_fails_within_seconds() {
         let Three { stores, _stop, .. } = three(&net, Some(seed));
         net.run_until(Duration::from_secs(3));
         net.partition(&[&[0, 1], &[2]]);
-        let now_ms = net.clock(1).unix_micros() / 1000;
-        stores[1]
-            .write_batch(&[write("only-n2")], now_ms)
-            .expect("write");
+        write_unpushed(&net, 1, &stores[1], "only-n2");
         net.run_until(Duration::from_secs(11));
         assert!(
             stores[0].get("only-n2").expect("get").is_some(),
