@@ -118,7 +118,8 @@ pub fn listing(answer: &Value) -> String {
     out
 }
 
-/// `GET /members`: one line per member.
+/// `GET /members`: one line per member, then the members that sign tokens with another
+/// `jwt_secret` than the node asked, if any.
 pub fn members(answer: &Value) -> String {
     let members = answer["members"].as_array().cloned().unwrap_or_default();
     let rows: Vec<Vec<String>> = members
@@ -134,10 +135,22 @@ pub fn members(answer: &Value) -> String {
             ]
         })
         .collect();
-    table(
+    let mut out = table(
         &["NODE", "STATE", "INCARNATION", "GOSSIP", "HTTP", "JOINED"],
         &rows,
-    )
+    );
+    let other_secret: Vec<String> = members
+        .iter()
+        .filter(|member| member["jwt_secret_matches"] == false)
+        .map(|member| plain(&member["node_id"]))
+        .collect();
+    if !other_secret.is_empty() {
+        out.push_str(&format!(
+            "\n(another jwt_secret than this node's, so that tokens of one are refused by the other: {})",
+            other_secret.join(", ")
+        ));
+    }
+    out
 }
 
 /// An error answer (`{"error": {"code", "message"}}`) as one line; other bodies as they
@@ -204,6 +217,26 @@ mod tests {
             "NODE  STATE  INCARNATION  GOSSIP          HTTP            JOINED\n\
              n1    alive  3            127.0.0.1:7946  127.0.0.1:8080  1970-01-01T00:00:00.000Z"
         );
+    }
+
+    #[test]
+    fn members_with_another_jwt_secret_are_named_below() {
+        let member = |id: &str, matches: Value| {
+            json!({"node_id": id, "state": "alive", "incarnation": 1, "gossip_addr": "g",
+                   "http_addr": "h", "joined_at": 0, "jwt_secret_matches": matches})
+        };
+        let answer = json!({"members": [
+            member("n1", Value::Null), member("n2", json!(true)),
+            member("n3", json!(false)), member("n4", json!(false)),
+        ]});
+        let shown = members(&answer);
+        assert_eq!(shown.lines().count(), 6, "{shown}");
+        assert!(
+            shown.ends_with("so that tokens of one are refused by the other: n3, n4)"),
+            "{shown}"
+        );
+        let agreeing = json!({"members": [member("n1", Value::Null), member("n2", json!(true))]});
+        assert_eq!(members(&agreeing).lines().count(), 3);
     }
 
     #[test]

@@ -27,6 +27,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+mod jwt_check;
+
+pub use self::jwt_check::jwt_fingerprint;
+use self::jwt_check::{OtherSecretWarnings, same_jwt_secret};
+
 /// What a node needs to join its cluster.
 pub struct ClusterSettings {
     /// This node's id.
@@ -52,6 +57,11 @@ pub struct ClusterSettings {
     pub incarnation: u64,
     /// When this node first joined (Unix ms).
     pub joined_at: u64,
+    /// This node's [`jwt_fingerprint`], published so that members signing tokens with
+    /// another `jwt_secret` are told.
+    pub jwt_fingerprint: String,
+    /// Whether this node checks tokens (said in the warning about another `jwt_secret`).
+    pub auth_enabled: bool,
 }
 
 /// How far a gossip datagram's stamp may be from this node's clock: twice
@@ -81,6 +91,9 @@ pub struct MemberMeta {
     /// life refuted a suspicion: its connections and rounds stand.
     #[serde(default)]
     pub life: u32,
+    /// The node's [`jwt_fingerprint`]; empty (and left out) where none is published.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub jwt: String,
 }
 
 impl MemberMeta {
@@ -101,6 +114,7 @@ pub struct Cluster {
     node_id: NodeId,
     gossip_addr: SocketAddr,
     transport: Arc<UdpTransport>,
+    jwt_fingerprint: String,
 }
 
 /// The label of `kvs_members`.
@@ -182,6 +196,7 @@ impl Cluster {
                 http: settings.http_addr.to_string(),
                 sync: settings.sync_addr.to_string(),
                 life: rand::random(),
+                jwt: settings.jwt_fingerprint.clone(),
             }
             .encode(),
             incarnation: settings.incarnation,
@@ -194,12 +209,19 @@ impl Cluster {
             rng_seed: kvs_net::random_seed(),
         };
         let transport = Arc::new(transport);
+        let warnings = OtherSecretWarnings::default();
+        let own_jwt = settings.jwt_fingerprint.clone();
+        let auth_enabled = settings.auth_enabled;
         let membership = Membership::start(
             Arc::new(kvs_net::TokioRuntime),
             Arc::clone(&transport),
             Arc::new(SystemClock::new()),
             config,
             move |event: &MembershipEvent| {
+                if let MembershipEvent::Alive(m) | MembershipEvent::Updated(m) = event {
+                    let meta = MemberMeta::decode(&m.meta);
+                    warnings.check(&own_jwt, m.id.as_str(), meta.life, &meta.jwt, auth_enabled);
+                }
                 if let Some(change) = peer_event(event) {
                     peers(change);
                 }
@@ -212,6 +234,7 @@ impl Cluster {
             node_id,
             gossip_addr,
             transport,
+            jwt_fingerprint: settings.jwt_fingerprint,
         })
     }
 
@@ -225,14 +248,22 @@ impl Cluster {
         self.membership
             .members()
             .into_iter()
-            .map(|m| MemberInfo {
-                node_id: m.id.to_string(),
-                gossip_addr: m.addr.to_string(),
-                http_addr: MemberMeta::decode(&m.meta).http,
-                state: m.state.as_str().to_owned(),
-                incarnation: m.incarnation,
-                joined_at: m.joined_at,
-                flap_score: m.flap_score,
+            .map(|m| {
+                let meta = MemberMeta::decode(&m.meta);
+                let jwt_secret_matches = match m.id == self.node_id {
+                    true => None,
+                    false => same_jwt_secret(&self.jwt_fingerprint, &meta.jwt),
+                };
+                MemberInfo {
+                    node_id: m.id.to_string(),
+                    gossip_addr: m.addr.to_string(),
+                    http_addr: meta.http,
+                    state: m.state.as_str().to_owned(),
+                    incarnation: m.incarnation,
+                    joined_at: m.joined_at,
+                    flap_score: m.flap_score,
+                    jwt_secret_matches,
+                }
             })
             .collect()
     }
@@ -241,10 +272,19 @@ impl Cluster {
     /// scrape of `/metrics`; each counter's name gets its `_total` there.
     pub fn register_metrics(&self, registry: &mut Registry) {
         let members = self.membership.members();
+        let other_jwt_secret = members
+            .iter()
+            .filter(|m| matches!(m.state.as_str(), "alive" | "suspect"))
+            .filter(|m| {
+                let theirs = MemberMeta::decode(&m.meta).jwt;
+                same_jwt_secret(&self.jwt_fingerprint, &theirs) == Some(false)
+            })
+            .count();
         register_membership(
             registry,
             &self.membership.metrics(),
             self.transport.counts().rejected(),
+            other_jwt_secret as u64,
             members
                 .iter()
                 .map(|m| (m.id.to_string(), m.state.as_str(), m.flap_score)),
@@ -266,15 +306,17 @@ impl Cluster {
 /// names as a cluster member's, the node itself alive and nothing probed.
 pub fn register_single_node_metrics(registry: &mut Registry, node_id: &str) {
     let itself = (node_id.to_owned(), "alive", 0.0);
-    register_membership(registry, &MembershipMetrics::default(), 0, [itself]);
+    register_membership(registry, &MembershipMetrics::default(), 0, 0, [itself]);
 }
 
-/// Registers the membership counters, the rejected datagrams, and per member (id, state,
-/// flap score) the members by state and the flap scores.
+/// Registers the membership counters, the rejected datagrams, the live members with
+/// another `jwt_secret`, and per member (id, state, flap score) the members by state and
+/// the flap scores.
 fn register_membership<'a>(
     registry: &mut Registry,
     metrics: &MembershipMetrics,
     rejected_datagrams: u64,
+    other_jwt_secret: u64,
     members: impl IntoIterator<Item = (String, &'a str, f64)>,
 ) {
     let counters = [
@@ -344,6 +386,13 @@ fn register_membership<'a>(
         "kvs_members",
         "Members by state, this node included",
         by_state,
+    );
+    let other_secret = Gauge::<u64, AtomicU64>::default();
+    other_secret.set(other_jwt_secret);
+    registry.register(
+        "kvs_members_other_jwt_secret",
+        "Live members signing tokens with another jwt_secret than this node's",
+        other_secret,
     );
     let flap_scores = Family::<NodeLabel, Gauge<f64, AtomicU64>>::default();
     for (node_id, _, flap_score) in members {

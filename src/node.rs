@@ -391,6 +391,11 @@ async fn start_clustering(
         swim,
         incarnation,
         joined_at,
+        jwt_fingerprint: crate::cluster::jwt_fingerprint(
+            &config.cluster_secret,
+            &config.jwt_secret,
+        ),
+        auth_enabled: config.auth_enabled,
     };
     let replication = Arc::new(Replication::start(
         Arc::new(kvs_net::TokioRuntime),

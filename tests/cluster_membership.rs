@@ -220,6 +220,66 @@ fn a_node_with_another_secret_never_appears() {
 }
 
 #[test]
+fn a_member_with_another_jwt_secret_joins_but_is_told_and_marked() {
+    let with_jwt =
+        |seed: Option<&str>, jwt: &str| format!("{}jwt_secret: {jwt}\n", config(seed, SECRET));
+    let a = Node::start_named("a", &with_jwt(None, "tokens-of-the-cluster-0123456789"));
+    let seed = gossip_addr(&a, "a");
+    let b = Node::start_named(
+        "b",
+        &with_jwt(Some(&seed), "tokens-of-the-cluster-0123456789"),
+    );
+    let odd = Node::start_named(
+        "odd",
+        &with_jwt(Some(&seed), "tokens-of-some-other-0123456789"),
+    );
+    let joined = within(LOOSE, || {
+        [&a, &b, &odd].iter().all(|n| {
+            let m = members(n);
+            m.len() == 3 && m.iter().all(|m| m["state"] == "alive")
+        })
+    });
+    assert!(
+        joined.is_some(),
+        "the cluster secret is shared: all three join"
+    );
+    let matches =
+        |node: &Node, id: &str| member(node, id).expect("a member")["jwt_secret_matches"].clone();
+    assert_eq!(matches(&a, "a"), Value::Null, "not said of the node itself");
+    assert_eq!(matches(&a, "b"), Value::Bool(true));
+    assert_eq!(matches(&a, "odd"), Value::Bool(false));
+    assert_eq!(matches(&odd, "a"), Value::Bool(false));
+    assert_eq!(matches(&odd, "b"), Value::Bool(false));
+    assert_eq!(a.metric("kvs_members_other_jwt_secret"), Some(1.0));
+    assert_eq!(odd.metric("kvs_members_other_jwt_secret"), Some(2.0));
+    assert_eq!(b.metric("kvs_members_other_jwt_secret"), Some(1.0));
+    // Each node warns once per member with another secret (the log may come in late).
+    let warnings_of = |node: &Node, expected: usize| {
+        let mut told = Vec::new();
+        within(LOOSE, || {
+            told.extend(
+                node.drain_logs()
+                    .into_iter()
+                    .filter(|line| line.contains("has another jwt_secret")),
+            );
+            told.len() >= expected
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        told.extend(
+            node.drain_logs()
+                .into_iter()
+                .filter(|line| line.contains("has another jwt_secret")),
+        );
+        told
+    };
+    let told = warnings_of(&a, 1);
+    assert_eq!(told.len(), 1, "a warns once, about odd: {told:?}");
+    assert!(told[0].contains("member odd "), "{told:?}");
+    assert_eq!(warnings_of(&odd, 2).len(), 2, "odd warns about a and b");
+    assert!(warnings_of(&b, 1)[0].contains("member odd "));
+}
+
+#[test]
 fn a_whole_cluster_restarted_comes_back_above_the_incarnations_it_had_reached() {
     let mut a = Node::start_named("a", &config(None, SECRET));
     let seed = gossip_addr(&a, "a");

@@ -25,6 +25,10 @@ pub struct MemberInfo {
     pub joined_at: u64,
     /// How often its state flapped lately (decaying; 0 for a steady member).
     pub flap_score: f64,
+    /// Whether it signs tokens with this node's `jwt_secret` (a fingerprint of it travels
+    /// in membership); absent for this node itself and for a member that published none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_secret_matches: Option<bool>,
 }
 
 /// A backup as `/admin/backups` shows it.

@@ -89,6 +89,7 @@ impl Backend for NodeBackend {
             incarnation: 0,
             joined_at: self.joined_at,
             flap_score: 0.0,
+            jwt_secret_matches: None,
         }]
     }
 
