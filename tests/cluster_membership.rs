@@ -189,6 +189,36 @@ fn sigterm_shows_as_left_not_dead() {
 }
 
 #[test]
+fn members_that_left_or_died_are_forgotten_after_member_reap_after() {
+    let reaping = |seed: Option<&str>| format!("{}member_reap_after: 3s\n", config(seed, SECRET));
+    let a = Node::start_named("a", &reaping(None));
+    let seed = gossip_addr(&a, "a");
+    let mut b = Node::start_named("b", &reaping(Some(&seed)));
+    let mut c = Node::start_named("c", &reaping(Some(&seed)));
+    assert!(within(LOOSE, || members(&a).len() == 3).is_some());
+    assert!(b.terminate().success());
+    c.kill();
+    let down = within(LOOSE, || {
+        state_of(&a, "b").as_deref() == Some("left") && state_of(&a, "c").as_deref() == Some("dead")
+    });
+    assert!(
+        down.is_some(),
+        "b {:?}, c {:?}",
+        state_of(&a, "b"),
+        state_of(&a, "c")
+    );
+    let forgotten = within(LOOSE, || members(&a).len() == 1);
+    assert!(forgotten.is_some(), "still listed: {:?}", members(&a));
+    eprintln!("down, then forgotten after {forgotten:?}");
+    assert_eq!(a.metric("kvs_members{state=\"left\"}"), Some(0.0));
+    assert_eq!(a.metric("kvs_members{state=\"dead\"}"), Some(0.0));
+    // Forgotten is not refused: b comes back as a new member.
+    b.launch();
+    let back = within(LOOSE, || state_of(&a, "b").as_deref() == Some("alive"));
+    assert!(back.is_some(), "b is {:?} on a", state_of(&a, "b"));
+}
+
+#[test]
 fn a_node_with_another_secret_never_appears() {
     let a = Node::start_named("a", &config(None, SECRET));
     let seed = gossip_addr(&a, "a");

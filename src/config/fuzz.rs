@@ -48,6 +48,7 @@ const KEYS: &[&str] = &[
     "gossip_interval",
     "gossip_fanout",
     "push_pull_interval",
+    "member_reap_after",
     "sync_interval",
     "max_clock_skew",
     "http_header_timeout",

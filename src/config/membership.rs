@@ -40,6 +40,9 @@ impl Config {
             swim.push_pull_interval = d.0;
             swim.push_pull_interval_max = swim.push_pull_interval_max.max(d.0);
         }
+        if let Some(d) = self.member_reap_after {
+            swim.reap_after = d.0;
+        }
         check_membership_keys(&swim)?;
         // The keys above cannot break what remains: the preset's own fields.
         swim.validate()
@@ -102,6 +105,12 @@ const MAX_MEMBERSHIP_INTERVAL: Duration = Duration::from_secs(3600);
 /// The largest `suspicion_multiplier` accepted (see [`MAX_MEMBERSHIP_INTERVAL`]).
 const MAX_SUSPICION_MULTIPLIER: u32 = 1000;
 
+/// The shortest and longest `member_reap_after` accepted: below a second a member is
+/// forgotten before its death has been gossiped; a year is far beyond any use and far
+/// inside the timers' range.
+const MEMBER_REAP_AFTER: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(365 * 24 * 3600));
+
 /// Checks the membership overrides: an error names the key.
 ///
 /// Each must be above zero: zero intervals and multipliers stop the protocol's timers;
@@ -136,6 +145,15 @@ fn check_membership_keys(swim: &kvs_membership::SwimConfig) -> Result<(), KeyErr
     if swim.suspicion_mult > MAX_SUSPICION_MULTIPLIER {
         let why = format!("must be at most {MAX_SUSPICION_MULTIPLIER}");
         return Err(KeyError::new("suspicion_multiplier", why));
+    }
+    let (shortest, longest) = MEMBER_REAP_AFTER;
+    if !(shortest..=longest).contains(&swim.reap_after) {
+        let why = format!(
+            "must be from {} to {}",
+            kvs_api::format_duration(shortest),
+            kvs_api::format_duration(longest)
+        );
+        return Err(KeyError::new("member_reap_after", why));
     }
     Ok(())
 }

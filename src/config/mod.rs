@@ -169,6 +169,8 @@ pub struct Config {
     pub gossip_fanout: Option<usize>,
     /// Time between full member-list exchanges with a random peer.
     pub push_pull_interval: Option<ConfigDuration>,
+    /// How long a dead or left member stays listed before it is forgotten.
+    pub member_reap_after: Option<ConfigDuration>,
     /// Time between anti-entropy rounds with a random live peer.
     pub sync_interval: ConfigDuration,
     /// Versions stamped further ahead of the local clock are refused and counted.
@@ -221,6 +223,7 @@ impl Default for Config {
             gossip_interval: None,
             gossip_fanout: None,
             push_pull_interval: None,
+            member_reap_after: None,
             sync_interval: duration("5s"),
             max_clock_skew: duration("30s"),
             // nginx's client_header_timeout is 60s and its keepalive_timeout 75s; Go's

@@ -345,8 +345,29 @@ fn membership_timing_is_bounded() {
         ("probe_interval: 3601", "probe_interval"),
         ("gossip_interval: 3601", "gossip_interval"),
         ("push_pull_interval: 3601", "push_pull_interval"),
+        ("member_reap_after: 0s", "member_reap_after"),
+        ("member_reap_after: 999ms", "member_reap_after"),
+        ("member_reap_after: 366d", "member_reap_after"),
     ] {
         assert_refused_naming(yaml, key);
+    }
+    for (yaml, reap_after) in [
+        ("node_id: a\n", Duration::from_secs(3600)),
+        (
+            "node_id: a\nmember_reap_after: 1s\n",
+            Duration::from_secs(1),
+        ),
+        (
+            "node_id: a\nmember_reap_after: 72h\n",
+            Duration::from_secs(72 * 3600),
+        ),
+        (
+            "node_id: a\nmember_reap_after: 365d\n",
+            Duration::from_secs(365 * 86_400),
+        ),
+    ] {
+        let swim = parse(yaml).unwrap().swim_config().unwrap();
+        assert_eq!(swim.reap_after, reap_after, "{yaml}");
     }
     let at_the_bounds = "node_id: a\nsuspicion_multiplier: 1000\nprobe_interval: 1h\n\
                          gossip_interval: 1h\npush_pull_interval: 1h\n";
