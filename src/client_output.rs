@@ -118,8 +118,8 @@ pub fn listing(answer: &Value) -> String {
     out
 }
 
-/// `GET /members`: one line per member, then the members that sign tokens with another
-/// `jwt_secret` than the node asked, if any.
+/// `GET /members`: one line per member, then the live members that sign tokens with
+/// another `jwt_secret` than the node asked, if any.
 pub fn members(answer: &Value) -> String {
     let members = answer["members"].as_array().cloned().unwrap_or_default();
     let rows: Vec<Vec<String>> = members
@@ -142,6 +142,7 @@ pub fn members(answer: &Value) -> String {
     let other_secret: Vec<String> = members
         .iter()
         .filter(|member| member["jwt_secret_matches"] == false)
+        .filter(|member| member["state"] == "alive" || member["state"] == "suspect")
         .map(|member| plain(&member["node_id"]))
         .collect();
     if !other_secret.is_empty() {
@@ -237,6 +238,14 @@ mod tests {
         );
         let agreeing = json!({"members": [member("n1", Value::Null), member("n2", json!(true))]});
         assert_eq!(members(&agreeing).lines().count(), 3);
+        let mut gone = member("n3", json!(false));
+        gone["state"] = json!("left");
+        let with_gone = json!({"members": [member("n1", Value::Null), gone]});
+        assert_eq!(
+            members(&with_gone).lines().count(),
+            3,
+            "only live members are named"
+        );
     }
 
     #[test]

@@ -60,8 +60,6 @@ pub struct ClusterSettings {
     /// This node's [`jwt_fingerprint`], published so that members signing tokens with
     /// another `jwt_secret` are told.
     pub jwt_fingerprint: String,
-    /// Whether this node checks tokens (said in the warning about another `jwt_secret`).
-    pub auth_enabled: bool,
 }
 
 /// How far a gossip datagram's stamp may be from this node's clock: twice
@@ -211,7 +209,6 @@ impl Cluster {
         let transport = Arc::new(transport);
         let warnings = OtherSecretWarnings::default();
         let own_jwt = settings.jwt_fingerprint.clone();
-        let auth_enabled = settings.auth_enabled;
         let membership = Membership::start(
             Arc::new(kvs_net::TokioRuntime),
             Arc::clone(&transport),
@@ -220,7 +217,7 @@ impl Cluster {
             move |event: &MembershipEvent| {
                 if let MembershipEvent::Alive(m) | MembershipEvent::Updated(m) = event {
                     let meta = MemberMeta::decode(&m.meta);
-                    warnings.check(&own_jwt, m.id.as_str(), meta.life, &meta.jwt, auth_enabled);
+                    warnings.check(&own_jwt, m.id.as_str(), meta.life, &meta.jwt);
                 }
                 if let Some(change) = peer_event(event) {
                     peers(change);

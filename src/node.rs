@@ -395,7 +395,6 @@ async fn start_clustering(
             &config.cluster_secret,
             &config.jwt_secret,
         ),
-        auth_enabled: config.auth_enabled,
     };
     let replication = Arc::new(Replication::start(
         Arc::new(kvs_net::TokioRuntime),

@@ -269,6 +269,8 @@ fn log_event(event: &MembershipEvent) {
         MembershipEvent::Dead(m) => tracing::warn!(node_id = %m.id, "member dead"),
         MembershipEvent::Left(m) => tracing::info!(node_id = %m.id, "member left"),
         MembershipEvent::Updated(m) => tracing::debug!(node_id = %m.id, "member updated"),
-        MembershipEvent::Removed(id) => tracing::debug!(node_id = %id, "member forgotten"),
+        MembershipEvent::Removed(id) => {
+            tracing::info!(node_id = %id, "member forgotten (down for reap_after)")
+        }
     }
 }

@@ -39,14 +39,7 @@ pub(super) struct OtherSecretWarnings {
 impl OtherSecretWarnings {
     /// Logs a warning when the member `node_id`, in its start `life`, signs tokens with
     /// another secret than `own`, once per start of it; returns whether it warned.
-    pub(super) fn check(
-        &self,
-        own: &str,
-        node_id: &str,
-        life: u32,
-        theirs: &str,
-        auth_enabled: bool,
-    ) -> bool {
+    pub(super) fn check(&self, own: &str, node_id: &str, life: u32, theirs: &str) -> bool {
         if same_jwt_secret(own, theirs) != Some(false) {
             return false;
         }
@@ -55,15 +48,9 @@ impl OtherSecretWarnings {
             return false;
         }
         warned.insert(node_id.to_owned(), life);
-        let consequence = match auth_enabled {
-            true => "a token issued by either node is refused by the other",
-            false => {
-                "auth_enabled is false here, but a token issued by either node is refused by the other where auth is on"
-            }
-        };
         tracing::warn!(
             member = node_id,
-            "member {node_id} has another jwt_secret than this node: {consequence}; give every node of the cluster the same jwt_secret"
+            "member {node_id} has another jwt_secret than this node: a token issued by either is refused by the other wherever auth_enabled is true; give every node of the cluster the same jwt_secret"
         );
         true
     }
@@ -100,11 +87,11 @@ mod tests {
         let own = jwt_fingerprint("c", "j");
         let other = jwt_fingerprint("c", "k");
         let warnings = OtherSecretWarnings::default();
-        assert!(!warnings.check(&own, "n1", 1, &own, true));
-        assert!(!warnings.check(&own, "n1", 1, "", true));
-        assert!(warnings.check(&own, "n1", 1, &other, true));
-        assert!(!warnings.check(&own, "n1", 1, &other, true));
-        assert!(warnings.check(&own, "n2", 1, &other, false));
-        assert!(warnings.check(&own, "n1", 2, &other, true));
+        assert!(!warnings.check(&own, "n1", 1, &own));
+        assert!(!warnings.check(&own, "n1", 1, ""));
+        assert!(warnings.check(&own, "n1", 1, &other));
+        assert!(!warnings.check(&own, "n1", 1, &other));
+        assert!(warnings.check(&own, "n2", 1, &other));
+        assert!(warnings.check(&own, "n1", 2, &other));
     }
 }

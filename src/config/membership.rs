@@ -149,7 +149,8 @@ fn check_membership_keys(swim: &kvs_membership::SwimConfig) -> Result<(), KeyErr
     let (shortest, longest) = MEMBER_REAP_AFTER;
     if !(shortest..=longest).contains(&swim.reap_after) {
         let why = format!(
-            "must be from {} to {}",
+            "{} is outside what it may be, {} to {}",
+            kvs_api::format_duration(swim.reap_after),
             kvs_api::format_duration(shortest),
             kvs_api::format_duration(longest)
         );
