@@ -147,7 +147,7 @@ pub fn members(answer: &Value) -> String {
         .collect();
     if !other_secret.is_empty() {
         out.push_str(&format!(
-            "\n(another jwt_secret than this node's, so that tokens of one are refused by the other: {})",
+            "\n(these members have another jwt_secret than this node: a token issued by one is refused by the other: {})",
             other_secret.join(", ")
         ));
     }
@@ -233,7 +233,7 @@ mod tests {
         let shown = members(&answer);
         assert_eq!(shown.lines().count(), 6, "{shown}");
         assert!(
-            shown.ends_with("so that tokens of one are refused by the other: n3, n4)"),
+            shown.ends_with("a token issued by one is refused by the other: n3, n4)"),
             "{shown}"
         );
         let agreeing = json!({"members": [member("n1", Value::Null), member("n2", json!(true))]});

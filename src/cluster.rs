@@ -30,7 +30,7 @@ use tokio::sync::watch;
 mod jwt_check;
 
 pub use self::jwt_check::jwt_fingerprint;
-use self::jwt_check::{OtherSecretWarnings, same_jwt_secret};
+use self::jwt_check::{OtherSecretWarnings, live_with_other_secret, same_jwt_secret};
 
 /// What a node needs to join its cluster.
 pub struct ClusterSettings {
@@ -58,7 +58,7 @@ pub struct ClusterSettings {
     /// When this node first joined (Unix ms).
     pub joined_at: u64,
     /// This node's [`jwt_fingerprint`], published so that members signing tokens with
-    /// another `jwt_secret` are told.
+    /// another `jwt_secret` are told; empty with auth off (no token is checked here).
     pub jwt_fingerprint: String,
 }
 
@@ -91,7 +91,7 @@ pub struct MemberMeta {
     pub life: u32,
     /// The node's [`jwt_fingerprint`]; empty (and left out) where none is published.
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub jwt: String,
+    pub jwt_fingerprint: String,
 }
 
 impl MemberMeta {
@@ -194,7 +194,7 @@ impl Cluster {
                 http: settings.http_addr.to_string(),
                 sync: settings.sync_addr.to_string(),
                 life: rand::random(),
-                jwt: settings.jwt_fingerprint.clone(),
+                jwt_fingerprint: settings.jwt_fingerprint.clone(),
             }
             .encode(),
             incarnation: settings.incarnation,
@@ -215,10 +215,7 @@ impl Cluster {
             Arc::new(SystemClock::new()),
             config,
             move |event: &MembershipEvent| {
-                if let MembershipEvent::Alive(m) | MembershipEvent::Updated(m) = event {
-                    let meta = MemberMeta::decode(&m.meta);
-                    warnings.check(&own_jwt, m.id.as_str(), meta.life, &meta.jwt);
-                }
+                warnings.note(&own_jwt, event);
                 if let Some(change) = peer_event(event) {
                     peers(change);
                 }
@@ -249,7 +246,7 @@ impl Cluster {
                 let meta = MemberMeta::decode(&m.meta);
                 let jwt_secret_matches = match m.id == self.node_id {
                     true => None,
-                    false => same_jwt_secret(&self.jwt_fingerprint, &meta.jwt),
+                    false => same_jwt_secret(&self.jwt_fingerprint, &meta.jwt_fingerprint),
                 };
                 MemberInfo {
                     node_id: m.id.to_string(),
@@ -269,14 +266,7 @@ impl Cluster {
     /// scrape of `/metrics`; each counter's name gets its `_total` there.
     pub fn register_metrics(&self, registry: &mut Registry) {
         let members = self.membership.members();
-        let other_jwt_secret = members
-            .iter()
-            .filter(|m| matches!(m.state.as_str(), "alive" | "suspect"))
-            .filter(|m| {
-                let theirs = MemberMeta::decode(&m.meta).jwt;
-                same_jwt_secret(&self.jwt_fingerprint, &theirs) == Some(false)
-            })
-            .count();
+        let other_jwt_secret = live_with_other_secret(&self.jwt_fingerprint, &members);
         register_membership(
             registry,
             &self.membership.metrics(),
@@ -437,6 +427,47 @@ mod tests {
         let v4: SocketAddr = "127.0.0.1:0".parse().unwrap();
         assert_eq!(resolve(&seeds, v6), ["[::1]:7946".parse().unwrap()]);
         assert_eq!(resolve(&seeds, v4), ["127.0.0.1:7947".parse().unwrap()]);
+    }
+
+    /// Nodes of the previous version (metadata without a fingerprint) and this one read
+    /// each other's metadata: a rolling upgrade keeps the cluster whole.
+    #[test]
+    fn metadata_reads_across_the_previous_version() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct PreviousMeta {
+            http: String,
+            sync: String,
+            life: u32,
+        }
+        let previous = PreviousMeta {
+            http: "127.0.0.1:8080".into(),
+            sync: "127.0.0.1:7947".into(),
+            life: 7,
+        };
+        let from_previous = MemberMeta::decode(&serde_json::to_vec(&previous).unwrap());
+        assert_eq!(from_previous.sync, previous.sync);
+        assert_eq!(from_previous.life, 7);
+        assert_eq!(
+            from_previous.jwt_fingerprint, "",
+            "none published: not compared"
+        );
+        let current = MemberMeta {
+            http: previous.http.clone(),
+            sync: previous.sync.clone(),
+            life: 7,
+            jwt_fingerprint: jwt_fingerprint("c", "j"),
+        };
+        let read_by_previous: PreviousMeta = serde_json::from_slice(&current.encode()).unwrap();
+        assert_eq!(read_by_previous, previous);
+        // Without a fingerprint (auth off, the simulator) the bytes are the previous ones.
+        let unfingerprinted = MemberMeta {
+            jwt_fingerprint: String::new(),
+            ..current
+        };
+        assert_eq!(
+            unfingerprinted.encode(),
+            serde_json::to_vec(&previous).unwrap()
+        );
     }
 
     #[test]

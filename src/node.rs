@@ -391,10 +391,10 @@ async fn start_clustering(
         swim,
         incarnation,
         joined_at,
-        jwt_fingerprint: crate::cluster::jwt_fingerprint(
-            &config.cluster_secret,
-            &config.jwt_secret,
-        ),
+        jwt_fingerprint: match config.auth_enabled {
+            true => crate::cluster::jwt_fingerprint(&config.cluster_secret, &config.jwt_secret),
+            false => String::new(),
+        },
     };
     let replication = Arc::new(Replication::start(
         Arc::new(kvs_net::TokioRuntime),

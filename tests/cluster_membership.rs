@@ -189,36 +189,6 @@ fn sigterm_shows_as_left_not_dead() {
 }
 
 #[test]
-fn members_that_left_or_died_are_forgotten_after_member_reap_after() {
-    let reaping = |seed: Option<&str>| format!("{}member_reap_after: 3s\n", config(seed, SECRET));
-    let a = Node::start_named("a", &reaping(None));
-    let seed = gossip_addr(&a, "a");
-    let mut b = Node::start_named("b", &reaping(Some(&seed)));
-    let mut c = Node::start_named("c", &reaping(Some(&seed)));
-    assert!(within(LOOSE, || members(&a).len() == 3).is_some());
-    assert!(b.terminate().success());
-    c.kill();
-    let down = within(LOOSE, || {
-        state_of(&a, "b").as_deref() == Some("left") && state_of(&a, "c").as_deref() == Some("dead")
-    });
-    assert!(
-        down.is_some(),
-        "b {:?}, c {:?}",
-        state_of(&a, "b"),
-        state_of(&a, "c")
-    );
-    let forgotten = within(LOOSE, || members(&a).len() == 1);
-    assert!(forgotten.is_some(), "still listed: {:?}", members(&a));
-    eprintln!("down, then forgotten after {forgotten:?}");
-    assert_eq!(a.metric("kvs_members{state=\"left\"}"), Some(0.0));
-    assert_eq!(a.metric("kvs_members{state=\"dead\"}"), Some(0.0));
-    // Forgotten is not refused: b comes back as a new member.
-    b.launch();
-    let back = within(LOOSE, || state_of(&a, "b").as_deref() == Some("alive"));
-    assert!(back.is_some(), "b is {:?} on a", state_of(&a, "b"));
-}
-
-#[test]
 fn a_node_with_another_secret_never_appears() {
     let a = Node::start_named("a", &config(None, SECRET));
     let seed = gossip_addr(&a, "a");
@@ -249,57 +219,94 @@ fn a_node_with_another_secret_never_appears() {
     says(&intruder, "has answered yet");
 }
 
+/// `GET path` on `node`, with its root token where auth is on.
+fn get_as_root(node: &Node, path: &str) -> common::Answer {
+    match std::fs::read_to_string(node.data_dir().join("root.token")) {
+        Ok(token) => {
+            let bearer = format!("Bearer {}", token.trim_end());
+            node.request("GET", path, None, &[("authorization", bearer.as_str())])
+        }
+        Err(_) => node.get(path),
+    }
+}
+
 #[test]
 fn a_member_with_another_jwt_secret_joins_but_is_told_and_marked() {
-    let with_jwt =
-        |seed: Option<&str>, jwt: &str| format!("{}jwt_secret: {jwt}\n", config(seed, SECRET));
-    let a = Node::start_named("a", &with_jwt(None, "tokens-of-the-cluster-0123456789"));
-    let seed = gossip_addr(&a, "a");
-    let b = Node::start_named(
-        "b",
-        &with_jwt(Some(&seed), "tokens-of-the-cluster-0123456789"),
-    );
-    let odd = Node::start_named(
-        "odd",
-        &with_jwt(Some(&seed), "tokens-of-some-other-0123456789"),
-    );
+    let node = |id: &str, seed: Option<&str>, auth: bool, jwt: &str| {
+        let config = config(seed, SECRET).replace(
+            "auth_enabled: false",
+            &format!("auth_enabled: {auth}\njwt_secret: {jwt}"),
+        );
+        Node::start_named(id, &config)
+    };
+    const SHARED: &str = "tokens-of-the-cluster-0123456789";
+    let a = node("a", None, true, SHARED);
+    let seed = get_as_root(&a, "/members").json()["members"][0]["gossip_addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = node("b", Some(&seed), true, SHARED);
+    let odd = node("odd", Some(&seed), true, "tokens-of-some-other-0123456789");
+    // With auth off a node checks no token: it publishes and compares no fingerprint.
+    let open = node("open", Some(&seed), false, "tokens-of-a-third-0123456789ab");
+    let members_of = |n: &Node| {
+        get_as_root(n, "/members").json()["members"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
     let joined = within(LOOSE, || {
-        [&a, &b, &odd].iter().all(|n| {
-            let m = members(n);
-            m.len() == 3 && m.iter().all(|m| m["state"] == "alive")
+        [&a, &b, &odd, &open].iter().all(|n| {
+            let m = members_of(n);
+            m.len() == 4 && m.iter().all(|m| m["state"] == "alive")
         })
     });
     assert!(
         joined.is_some(),
-        "the cluster secret is shared: all three join"
+        "the cluster secret is shared: all four join"
     );
-    let matches =
-        |node: &Node, id: &str| member(node, id).expect("a member")["jwt_secret_matches"].clone();
+    let matches = |n: &Node, id: &str| {
+        let members = members_of(n);
+        let member = members
+            .iter()
+            .find(|m| m["node_id"] == id)
+            .expect("a member");
+        member["jwt_secret_matches"].clone()
+    };
     assert_eq!(matches(&a, "a"), Value::Null, "not said of the node itself");
     assert_eq!(matches(&a, "b"), Value::Bool(true));
     assert_eq!(matches(&a, "odd"), Value::Bool(false));
+    assert_eq!(matches(&a, "open"), Value::Null, "open publishes none");
     assert_eq!(matches(&odd, "a"), Value::Bool(false));
     assert_eq!(matches(&odd, "b"), Value::Bool(false));
-    assert_eq!(a.metric("kvs_members_other_jwt_secret"), Some(1.0));
-    assert_eq!(odd.metric("kvs_members_other_jwt_secret"), Some(2.0));
-    assert_eq!(b.metric("kvs_members_other_jwt_secret"), Some(1.0));
+    assert_eq!(matches(&open, "odd"), Value::Null, "open compares none");
+    let gauge = |n: &Node| {
+        let metrics = get_as_root(n, "/metrics").body;
+        metrics.lines().find_map(|line| {
+            line.strip_prefix("kvs_members_other_jwt_secret ")?
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    assert_eq!(gauge(&a), Some(1.0));
+    assert_eq!(gauge(&b), Some(1.0));
+    assert_eq!(gauge(&odd), Some(2.0));
+    assert_eq!(open.metric("kvs_members_other_jwt_secret"), Some(0.0));
     // Each node warns once per member with another secret (the log may come in late).
-    let warnings_of = |node: &Node, expected: usize| {
+    let warnings_of = |n: &Node, expected: usize| {
+        let told_here = |n: &Node| {
+            n.drain_logs()
+                .into_iter()
+                .filter(|line| line.contains("has another jwt_secret"))
+                .collect::<Vec<_>>()
+        };
         let mut told = Vec::new();
         within(LOOSE, || {
-            told.extend(
-                node.drain_logs()
-                    .into_iter()
-                    .filter(|line| line.contains("has another jwt_secret")),
-            );
+            told.extend(told_here(n));
             told.len() >= expected
         });
         std::thread::sleep(Duration::from_millis(500));
-        told.extend(
-            node.drain_logs()
-                .into_iter()
-                .filter(|line| line.contains("has another jwt_secret")),
-        );
+        told.extend(told_here(n));
         told
     };
     let told = warnings_of(&a, 1);
@@ -307,6 +314,46 @@ fn a_member_with_another_jwt_secret_joins_but_is_told_and_marked() {
     assert!(told[0].contains("member odd "), "{told:?}");
     assert_eq!(warnings_of(&odd, 2).len(), 2, "odd warns about a and b");
     assert!(warnings_of(&b, 1)[0].contains("member odd "));
+    assert!(warnings_of(&open, 0).is_empty(), "open warns about no one");
+}
+
+#[test]
+fn members_that_left_or_died_are_forgotten_after_member_reap_after() {
+    // member_reap_after must be at least twice push_pull_interval.
+    let reaping = |seed: Option<&str>| {
+        format!(
+            "{}push_pull_interval: 1s\nmember_reap_after: 3s\n",
+            config(seed, SECRET)
+        )
+    };
+    let a = Node::start_named("a", &reaping(None));
+    let seed = gossip_addr(&a, "a");
+    let mut b = Node::start_named("b", &reaping(Some(&seed)));
+    let mut c = Node::start_named("c", &reaping(Some(&seed)));
+    assert!(within(LOOSE, || members(&a).len() == 3).is_some());
+    // One after the other: each is seen down, then forgotten.
+    assert!(b.terminate().success());
+    let left = within(LOOSE, || state_of(&a, "b").as_deref() == Some("left"));
+    assert!(left.is_some(), "b is {:?} on a", state_of(&a, "b"));
+    let forgotten = within(LOOSE, || member(&a, "b").is_none());
+    assert!(forgotten.is_some(), "b is still listed: {:?}", members(&a));
+    c.kill();
+    let dead = within(LOOSE, || state_of(&a, "c").as_deref() == Some("dead"));
+    assert!(dead.is_some(), "c is {:?} on a", state_of(&a, "c"));
+    let forgotten = within(LOOSE, || member(&a, "c").is_none());
+    assert!(forgotten.is_some(), "c is still listed: {:?}", members(&a));
+    let said = a.drain_logs();
+    let forgot = said
+        .iter()
+        .filter(|line| line.contains("member forgotten"))
+        .count();
+    assert_eq!(forgot, 2, "{}", said.join("\n"));
+    assert_eq!(a.metric("kvs_members{state=\"left\"}"), Some(0.0));
+    assert_eq!(a.metric("kvs_members{state=\"dead\"}"), Some(0.0));
+    // Forgotten is not refused: b comes back as a new member.
+    b.launch();
+    let back = within(LOOSE, || state_of(&a, "b").as_deref() == Some("alive"));
+    assert!(back.is_some(), "b is {:?} on a", state_of(&a, "b"));
 }
 
 #[test]

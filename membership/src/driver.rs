@@ -270,7 +270,7 @@ fn log_event(event: &MembershipEvent) {
         MembershipEvent::Left(m) => tracing::info!(node_id = %m.id, "member left"),
         MembershipEvent::Updated(m) => tracing::debug!(node_id = %m.id, "member updated"),
         MembershipEvent::Removed(id) => {
-            tracing::info!(node_id = %id, "member forgotten (down for reap_after)")
+            tracing::info!(node_id = %id, "member forgotten")
         }
     }
 }

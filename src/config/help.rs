@@ -20,7 +20,7 @@ Config (YAML; every key is optional; README.md explains each):
   membership_profile (lan, or wan); each overrides one value of the profile:
     probe_interval (200ms)   probe_timeout (80ms)   indirect_probes (3)
     suspicion_multiplier (4)   gossip_interval (100ms)   gossip_fanout (3)   push_pull_interval (30s)
-    member_reap_after (1h)
+    member_reap_after (1h, at least twice push_pull_interval)
   Durations: 500ms, 30s, 10m, 24h, 7d, or a bare number of seconds.
 
 Files: under $KVS_HOME (default ~/.kvs), pids/<name>.pid, pids/<name>.addr and

@@ -40,9 +40,13 @@ impl Config {
             swim.push_pull_interval = d.0;
             swim.push_pull_interval_max = swim.push_pull_interval_max.max(d.0);
         }
-        if let Some(d) = self.member_reap_after {
-            swim.reap_after = d.0;
-        }
+        // Left out, it is the preset's, or twice a long push_pull_interval.
+        swim.reap_after = match self.member_reap_after {
+            Some(d) => d.0,
+            None => swim
+                .reap_after
+                .max(swim.push_pull_interval.saturating_mul(2)),
+        };
         check_membership_keys(&swim)?;
         // The keys above cannot break what remains: the preset's own fields.
         swim.validate()
@@ -105,11 +109,9 @@ const MAX_MEMBERSHIP_INTERVAL: Duration = Duration::from_secs(3600);
 /// The largest `suspicion_multiplier` accepted (see [`MAX_MEMBERSHIP_INTERVAL`]).
 const MAX_SUSPICION_MULTIPLIER: u32 = 1000;
 
-/// The shortest and longest `member_reap_after` accepted: below a second a member is
-/// forgotten before its death has been gossiped; a year is far beyond any use and far
-/// inside the timers' range.
-const MEMBER_REAP_AFTER: (Duration, Duration) =
-    (Duration::from_secs(1), Duration::from_secs(365 * 24 * 3600));
+/// The longest `member_reap_after` accepted: far beyond any use, far inside the timers'
+/// range. The shortest is twice `push_pull_interval` (see [`check_membership_keys`]).
+const MAX_MEMBER_REAP_AFTER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Checks the membership overrides: an error names the key.
 ///
@@ -118,7 +120,10 @@ const MEMBER_REAP_AFTER: (Duration, Duration) =
 /// members that SWIM relies on before suspecting (`shared/spec/cluster.md`); with
 /// `gossip_fanout: 0` a gossip round has nobody to send to and drops the pending updates,
 /// which then never ride on the probes either. The intervals and the multiplier are also
-/// bounded (see [`MAX_MEMBERSHIP_INTERVAL`]).
+/// bounded (see [`MAX_MEMBERSHIP_INTERVAL`]). `member_reap_after` is at least twice
+/// `push_pull_interval`: a member forgotten sooner may be brought back as alive by a
+/// peer that has not heard of its end yet (its full member list still says so), then
+/// probed and declared dead again; and at most [`MAX_MEMBER_REAP_AFTER`].
 fn check_membership_keys(swim: &kvs_membership::SwimConfig) -> Result<(), KeyError> {
     let zero = [
         ("gossip_interval", swim.gossip_interval.is_zero()),
@@ -146,13 +151,20 @@ fn check_membership_keys(swim: &kvs_membership::SwimConfig) -> Result<(), KeyErr
         let why = format!("must be at most {MAX_SUSPICION_MULTIPLIER}");
         return Err(KeyError::new("suspicion_multiplier", why));
     }
-    let (shortest, longest) = MEMBER_REAP_AFTER;
-    if !(shortest..=longest).contains(&swim.reap_after) {
+    let shortest = swim.push_pull_interval.saturating_mul(2);
+    if swim.reap_after < shortest {
         let why = format!(
-            "{} is outside what it may be, {} to {}",
+            "{} is below twice push_pull_interval ({}): a member would be forgotten before every node has exchanged its member list",
             kvs_api::format_duration(swim.reap_after),
-            kvs_api::format_duration(shortest),
-            kvs_api::format_duration(longest)
+            kvs_api::format_duration(shortest)
+        );
+        return Err(KeyError::new("member_reap_after", why));
+    }
+    if swim.reap_after > MAX_MEMBER_REAP_AFTER {
+        let why = format!(
+            "{} is above {}",
+            kvs_api::format_duration(swim.reap_after),
+            kvs_api::format_duration(MAX_MEMBER_REAP_AFTER)
         );
         return Err(KeyError::new("member_reap_after", why));
     }

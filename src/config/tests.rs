@@ -346,7 +346,15 @@ fn membership_timing_is_bounded() {
         ("gossip_interval: 3601", "gossip_interval"),
         ("push_pull_interval: 3601", "push_pull_interval"),
         ("member_reap_after: 0s", "member_reap_after"),
-        ("member_reap_after: 999ms", "member_reap_after"),
+        ("member_reap_after: 59s", "member_reap_after"),
+        (
+            "membership_profile: wan\nmember_reap_after: 119s",
+            "member_reap_after",
+        ),
+        (
+            "push_pull_interval: 1s\nmember_reap_after: 1999ms",
+            "member_reap_after",
+        ),
         ("member_reap_after: 366d", "member_reap_after"),
     ] {
         assert_refused_naming(yaml, key);
@@ -354,8 +362,12 @@ fn membership_timing_is_bounded() {
     for (yaml, reap_after) in [
         ("node_id: a\n", Duration::from_secs(3600)),
         (
-            "node_id: a\nmember_reap_after: 1s\n",
-            Duration::from_secs(1),
+            "node_id: a\nmember_reap_after: 60s\n",
+            Duration::from_secs(60),
+        ),
+        (
+            "node_id: a\npush_pull_interval: 1s\nmember_reap_after: 2s\n",
+            Duration::from_secs(2),
         ),
         (
             "node_id: a\nmember_reap_after: 72h\n",
@@ -373,6 +385,11 @@ fn membership_timing_is_bounded() {
                          gossip_interval: 1h\npush_pull_interval: 1h\n";
     let swim = parse(at_the_bounds).unwrap().swim_config().unwrap();
     assert_eq!(swim.suspicion_mult, 1000);
+    assert_eq!(
+        swim.reap_after,
+        Duration::from_secs(7200),
+        "twice push_pull_interval"
+    );
     assert_eq!(swim.probe_interval, Duration::from_secs(3600));
     // The longest deadline the protocol derives from them (Lifeguard's initial suspicion
     // timeout in a cluster of usize::MAX members) stays representable.

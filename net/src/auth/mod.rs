@@ -71,6 +71,14 @@ impl ClusterSecret {
         mac.update(label);
         mac.finalize().into_bytes().into()
     }
+
+    /// HMAC-SHA256 of `message` under the key derived for `label`: a digest only those
+    /// who hold the secret can make or check.
+    pub fn digest(&self, label: &[u8], message: &[u8]) -> [u8; 32] {
+        let mut mac = keyed(&self.derive(label));
+        mac.update(message);
+        mac.finalize().into_bytes().into()
+    }
 }
 
 impl fmt::Debug for ClusterSecret {

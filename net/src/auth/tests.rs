@@ -287,3 +287,15 @@ fn replays_and_forged_hellos_are_refused() {
     let wire = sealed(&a, &b, b"y");
     assert_eq!(b.auth.open(NOW, a.addr, &wire), Ok(Some(&b"y"[..])));
 }
+
+#[test]
+fn a_digest_depends_on_the_secret_the_label_and_the_message() {
+    let secret = ClusterSecret::new("s");
+    let digest = secret.digest(b"label", b"message");
+    assert_eq!(digest, ClusterSecret::new("s").digest(b"label", b"message"));
+    assert_ne!(digest, ClusterSecret::new("t").digest(b"label", b"message"));
+    assert_ne!(digest, secret.digest(b"label2", b"message"));
+    assert_ne!(digest, secret.digest(b"label", b"message2"));
+    // Not the datagram key's MAC of the message: the label keeps purposes apart.
+    assert_ne!(digest, secret.digest(b"kvs datagram auth v1", b"message"));
+}

@@ -229,7 +229,7 @@ impl FullNode {
                 http: String::new(),
                 sync: node_addr(i).to_string(),
                 life: seeded_rng(seed, &format!("meta/{life}")).r#gen(),
-                jwt: String::new(),
+                jwt_fingerprint: String::new(),
             }
             .encode(),
             incarnation: self.incarnation,
