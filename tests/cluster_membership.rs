@@ -221,13 +221,8 @@ fn a_node_with_another_secret_never_appears() {
 
 /// `GET path` on `node`, with its root token where auth is on.
 fn get_as_root(node: &Node, path: &str) -> common::Answer {
-    match std::fs::read_to_string(node.data_dir().join("root.token")) {
-        Ok(token) => {
-            let bearer = format!("Bearer {}", token.trim_end());
-            node.request("GET", path, None, &[("authorization", bearer.as_str())])
-        }
-        Err(_) => node.get(path),
-    }
+    let token = common::cluster::root_token(node);
+    common::cluster::call(node, "GET", path, None, token.as_deref())
 }
 
 #[test]
@@ -241,10 +236,7 @@ fn a_member_with_another_jwt_secret_joins_but_is_told_and_marked() {
     };
     const SHARED: &str = "tokens-of-the-cluster-0123456789";
     let a = node("a", None, true, SHARED);
-    let seed = get_as_root(&a, "/members").json()["members"][0]["gossip_addr"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let seed = common::cluster::gossip_addr(&a);
     let b = node("b", Some(&seed), true, SHARED);
     let odd = node("odd", Some(&seed), true, "tokens-of-some-other-0123456789");
     // With auth off a node checks no token: it publishes and compares no fingerprint.

@@ -64,7 +64,7 @@ impl OtherSecretWarnings {
 
     /// Logs a warning when the member `node_id`, in its start `life`, signs tokens with
     /// another secret than `own`, once per start of it; returns whether it warned.
-    pub(super) fn check(&self, own: &str, node_id: &str, life: u32, theirs: &str) -> bool {
+    fn check(&self, own: &str, node_id: &str, life: u32, theirs: &str) -> bool {
         if same_jwt_secret(own, theirs) != Some(false) {
             return false;
         }

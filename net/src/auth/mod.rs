@@ -67,17 +67,13 @@ impl ClusterSecret {
 
     /// A 32-byte key for one purpose: HMAC-SHA256(secret, label).
     pub(crate) fn derive(&self, label: &[u8]) -> [u8; 32] {
-        let mut mac = keyed(&self.0);
-        mac.update(label);
-        mac.finalize().into_bytes().into()
+        hmac_sha256(&self.0, label)
     }
 
     /// HMAC-SHA256 of `message` under the key derived for `label`: a digest only those
     /// who hold the secret can make or check.
     pub fn digest(&self, label: &[u8], message: &[u8]) -> [u8; 32] {
-        let mut mac = keyed(&self.derive(label));
-        mac.update(message);
-        mac.finalize().into_bytes().into()
+        hmac_sha256(&self.derive(label), message)
     }
 }
 
@@ -85,6 +81,13 @@ impl fmt::Debug for ClusterSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ClusterSecret(..)")
     }
+}
+
+/// HMAC-SHA256 of `message` under `key`.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut mac = keyed(key);
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 /// HMAC-SHA256 keyed with `key` (any key length is valid for HMAC).
